@@ -1,0 +1,237 @@
+"""Checkpoint I/O in the Hugging Face layout, safetensors only (nothing is ever unpickled).
+
+Tensor names are those transformers writes for `DiffusionGemmaForBlockDiffusion`: shared weights under
+`model.decoder.*`, plus the encoder's own `model.encoder.language_model.layers.N.layer_scalar`. Files written
+here load in transformers and give the same logits; files written by transformers load here.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from .config import ConfigError, ModelConfig
+from .model import DiffusionGemma
+
+log = logging.getLogger(__name__)
+
+DECODER = "model.decoder."
+ENCODER = "model.encoder.language_model."
+VISION_PREFIXES = ("model.encoder.vision_tower.", "model.encoder.embed_vision.")
+SINGLE_FILE = "model.safetensors"
+INDEX_FILE = "model.safetensors.index.json"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be found or does not match its config."""
+
+
+# ------------------------------------------------------------------------------------------ naming
+_SCALAR = re.compile(r"layers\.(\d+)\.(encoder|decoder)_scalar$")
+
+
+def hf_name(name: str) -> str:
+    """Our parameter/buffer name -> checkpoint tensor name."""
+    m = _SCALAR.search(name)
+    if m:
+        prefix = ENCODER if m.group(2) == "encoder" else DECODER
+        return f"{prefix}layers.{m.group(1)}.layer_scalar"
+    return DECODER + name
+
+
+def our_name(tensor_name: str) -> str | None:
+    """Checkpoint tensor name -> our name; None for tensors we do not model (vision tower)."""
+    if tensor_name.startswith(VISION_PREFIXES):
+        return None
+    if tensor_name == "lm_head.weight":
+        return "embed_tokens.weight"  # tied
+    m = re.fullmatch(r"model\.(decoder|encoder\.language_model)\.layers\.(\d+)\.layer_scalar", tensor_name)
+    if m:
+        side = "decoder" if m.group(1) == "decoder" else "encoder"
+        return f"layers.{m.group(2)}.{side}_scalar"
+    for prefix in (DECODER, ENCODER):
+        if tensor_name.startswith(prefix):
+            return tensor_name[len(prefix):]
+    return tensor_name  # unknown: reported as unexpected
+
+
+def _state(model: DiffusionGemma) -> dict[str, torch.Tensor]:
+    return dict(model.named_parameters()) | dict(model.named_buffers())
+
+
+# ------------------------------------------------------------------------------------------ resolve
+def resolve_checkpoint(path_or_id: str | os.PathLike) -> Path:
+    """A local directory, or a hub id resolved through the local Hugging Face cache (works offline)."""
+    path = Path(path_or_id).expanduser()
+    if path.is_dir():
+        return path
+    if path.exists():
+        raise CheckpointError(f"{path}: expected a checkpoint directory, found a file")
+    repo_id = str(path_or_id)
+    if not re.fullmatch(r"[\w.\-]+/[\w.\-]+", repo_id):
+        raise CheckpointError(f"{repo_id}: no such directory, and not a hub id of the form 'owner/name'")
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=["*.json", "*.safetensors", "*.md"]))
+    except Exception as exc:  # offline, not cached, no such repo: all mean the same to the caller
+        raise CheckpointError(
+            f"{repo_id}: not a local directory and not available from the Hugging Face cache "
+            f"({type(exc).__name__}: {exc}). Download it once with `huggingface-cli download {repo_id}` "
+            f"or pass a local path."
+        ) from None
+
+
+def read_config(directory: Path) -> ModelConfig:
+    config_path = directory / "config.json"
+    if not config_path.is_file():
+        raise CheckpointError(f"{directory}: no config.json")
+    try:
+        raw = json.loads(config_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{config_path}: invalid JSON at line {exc.lineno}: {exc.msg}") from None
+    try:
+        return ModelConfig.from_hf_dict(raw)
+    except ConfigError as exc:
+        raise ConfigError(f"{config_path}: {exc}") from None
+
+
+def _shard_files(directory: Path) -> list[Path]:
+    index = directory / INDEX_FILE
+    if index.is_file():
+        weight_map = json.loads(index.read_text()).get("weight_map", {})
+        files = sorted(set(weight_map.values()))
+        missing = [f for f in files if not (directory / f).is_file()]
+        if missing:
+            raise CheckpointError(f"{index}: shard file(s) missing: {', '.join(missing)}")
+        return [directory / f for f in files]
+    single = directory / SINGLE_FILE
+    if single.is_file():
+        return [single]
+    if list(directory.glob("*.bin")) or list(directory.glob("*.pt")):
+        raise CheckpointError(f"{directory}: only pickle weights found; diffsolve loads safetensors only")
+    raise CheckpointError(f"{directory}: no {SINGLE_FILE} or {INDEX_FILE}")
+
+
+# ------------------------------------------------------------------------------------------ load
+def load_model(path_or_id: str | os.PathLike, dtype: torch.dtype = torch.float32,
+               device: str | torch.device = "cpu") -> DiffusionGemma:
+    """Load a DiffusionGemma checkpoint (local directory or hub id) into our engine.
+
+    Tensors are read shard by shard straight into `dtype` on `device`; the model is built on the meta
+    device first, so peak memory is one copy of the weights plus one tensor.
+    """
+    directory = resolve_checkpoint(path_or_id)
+    config = read_config(directory)
+    with torch.device("meta"):
+        model = DiffusionGemma(config)
+    expected = _state(model)
+    loaded: dict[str, torch.Tensor] = {}
+    unexpected, misshaped, skipped_vision = [], [], 0
+    for shard in _shard_files(directory):
+        with safe_open(str(shard), framework="pt", device=str(device)) as f:
+            for tensor_name in f.keys():
+                name = our_name(tensor_name)
+                if name is None:
+                    skipped_vision += 1
+                    continue
+                if name not in expected:
+                    unexpected.append(tensor_name)
+                    continue
+                if name in loaded:
+                    continue  # a tied alias (lm_head, encoder copy of a shared weight)
+                tensor = f.get_tensor(tensor_name)
+                if tuple(tensor.shape) != tuple(expected[name].shape):
+                    misshaped.append(f"{tensor_name}: checkpoint {tuple(tensor.shape)}, "
+                                     f"config expects {tuple(expected[name].shape)}")
+                    continue
+                loaded[name] = tensor.to(dtype=dtype)
+    missing = [hf_name(n) for n in expected if n not in loaded]
+    if missing or unexpected or misshaped:
+        parts = []
+        for title, items in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped)):
+            if items:
+                parts.append(f"{len(items)} {title}: " + "; ".join(items[:20]) + (" ..." if len(items) > 20 else ""))
+        raise CheckpointError(f"{directory}: checkpoint does not match config.json -- " + " | ".join(parts))
+    if skipped_vision:
+        log.info("skipped %d vision-tower tensors (the vision path is not modelled)", skipped_vision)
+    model.load_state_dict(loaded, strict=True, assign=True)
+    model.rotary = type(model.rotary)(config.layers)  # rebuilt off the meta device
+    model.eval()
+    tokenizer_path = directory / "tokenizer.json"
+    if tokenizer_path.is_file():
+        from .tokenizer import load_tokenizer
+
+        model.tokenizer = load_tokenizer(tokenizer_path)
+    gen_path = directory / "generation_config.json"
+    if gen_path.is_file():
+        from .sampler import SamplingConfig
+
+        model.generation_config = SamplingConfig.from_hf_dict(json.loads(gen_path.read_text()))
+    model.source = directory
+    return model
+
+
+def new_model(config: ModelConfig, seed: int = 0, dtype: torch.dtype = torch.float32,
+              device: str | torch.device = "cpu") -> DiffusionGemma:
+    """A freshly initialised model (training from scratch, tests)."""
+    model = DiffusionGemma(config)
+    model.init_weights(seed)
+    return model.to(device=device, dtype=dtype)
+
+
+# ------------------------------------------------------------------------------------------ save
+def save_model(model: DiffusionGemma, path: str | os.PathLike, max_shard_bytes: int = 5 * 2**30,
+               generation_config: dict | None = None) -> None:
+    """Write the HF layout atomically: files appear only once complete."""
+    from .sampler import SamplingConfig
+
+    out = Path(path)
+    out.mkdir(parents=True, exist_ok=True)
+    tensors = {hf_name(n): t.detach().contiguous().cpu() for n, t in _state(model).items()}
+    shards: list[dict[str, torch.Tensor]] = [{}]
+    size = 0
+    for name in sorted(tensors):
+        nbytes = tensors[name].numel() * tensors[name].element_size()
+        if shards[-1] and size + nbytes > max_shard_bytes:
+            shards.append({})
+            size = 0
+        shards[-1][name] = tensors[name]
+        size += nbytes
+    meta = {"format": "pt"}
+    if len(shards) == 1:
+        _atomic(out / SINGLE_FILE, lambda p: save_file(shards[0], str(p), metadata=meta))
+        (out / INDEX_FILE).unlink(missing_ok=True)
+    else:
+        weight_map = {}
+        for i, shard in enumerate(shards):
+            fname = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
+            _atomic(out / fname, lambda p, s=shard: save_file(s, str(p), metadata=meta))
+            weight_map.update({k: fname for k in shard})
+        total = sum(t.numel() * t.element_size() for t in tensors.values())
+        _write_json(out / INDEX_FILE, {"metadata": {"total_size": total}, "weight_map": weight_map})
+        (out / SINGLE_FILE).unlink(missing_ok=True)
+    config = model.config.to_hf_dict()
+    config["dtype"] = str(model.dtype).removeprefix("torch.")
+    _write_json(out / "config.json", config)
+    sampling = model.generation_config or SamplingConfig()
+    _write_json(out / "generation_config.json", generation_config or sampling.to_hf_dict())
+    if model.tokenizer is not None:
+        _atomic(out / "tokenizer.json", lambda p: model.tokenizer.save(str(p)))
+
+
+def _write_json(path: Path, data: dict) -> None:
+    _atomic(path, lambda p: p.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n"))
+
+
+def _atomic(path: Path, write) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    write(tmp)
+    os.replace(tmp, path)

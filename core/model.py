@@ -1,0 +1,419 @@
+"""The DiffusionGemma text model: one MoE transformer stack used two ways.
+
+* `encode` runs it as a **causal encoder** over prompt tokens (and, block by block, over each committed canvas)
+  and returns a new `KVCache` holding their keys and values.
+* `denoise` runs it as a **bidirectional decoder** over `[cached prefix ; canvas]`; it reads the cache and never
+  writes it, so one prompt cache serves every denoising pass and every parallel canvas.
+
+Encoder and decoder share every weight except `layer_scalar`, which the checkpoint stores per side.
+Numerics follow transformers 5.23.0 `DiffusionGemmaForBlockDiffusion` (norms in fp32, attention scale 1.0,
+fp32 router softmax, logits softcapped in fp32).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .config import FULL, LayerSpec, ModelConfig
+
+
+# ---------------------------------------------------------------------------------------------- cache
+@dataclass(frozen=True)
+class KVCache:
+    """Keys/values of everything encoded so far. Immutable: `encode` returns a new cache.
+
+    Sliding layers keep only the last `window - 1` tokens; full layers keep all of them.
+    `valid` marks real (non-padding) tokens over all `length` positions; None means all are real.
+    """
+
+    keys: tuple[Tensor, ...]  # per layer [B, kv_heads, stored, head_dim]
+    values: tuple[Tensor, ...]
+    length: int
+    valid: Tensor | None = None  # [B, length] bool
+
+    @property
+    def batch_size(self) -> int:
+        return self.keys[0].shape[0]
+
+    def select(self, rows: Tensor | list[int]) -> "KVCache":
+        """Rows of the batch (e.g. one prompt cache repeated for parallel canvases: `select([0] * n)`)."""
+        rows = torch.as_tensor(rows, device=self.keys[0].device)
+        return KVCache(tuple(k[rows] for k in self.keys), tuple(v[rows] for v in self.values), self.length,
+                       None if self.valid is None else self.valid[rows])
+
+    def truncate(self, length: int, window: int, layers: list[LayerSpec]) -> "KVCache":
+        """The cache as it stood after the first `length` tokens (used by training to drop the clean answer).
+
+        Only valid when no sliding layer had evicted tokens the shorter cache would still need,
+        i.e. when it was built in one `encode` call that stored the full prefix.
+        """
+        keys, values = [], []
+        for spec, k, v in zip(layers, self.keys, self.values):
+            start = max(length - window + 1, 0) if spec.is_sliding else 0
+            first_stored = self.length - k.shape[2]
+            if start < first_stored:
+                raise ValueError("cannot truncate: the sliding window already evicted needed tokens")
+            keys.append(k[:, :, start - first_stored:length - first_stored])
+            values.append(v[:, :, start - first_stored:length - first_stored])
+        valid = None if self.valid is None else self.valid[:, :length]
+        return KVCache(tuple(keys), tuple(values), length, valid)
+
+
+# --------------------------------------------------------------------------------------------- layers
+class RMSNorm(nn.Module):
+    """RMSNorm computed in fp32 with a plain (not 1 + w) scale; `with_scale=False` has no weight."""
+
+    def __init__(self, dim: int, eps: float, with_scale: bool = True):
+        super().__init__()
+        self.eps = eps
+        self.dim = dim
+        self.weight = nn.Parameter(torch.ones(dim)) if with_scale else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        weight = None if self.weight is None else self.weight.float()
+        return F.rms_norm(x.float(), (self.dim,), weight, self.eps).to(x.dtype)
+
+
+def _activation(name: str):
+    return {"gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"), "gelu": F.gelu}[name]
+
+
+class GatedMLP(nn.Module):
+    def __init__(self, hidden: int, intermediate: int, act: str):
+        super().__init__()
+        self.gate_proj = nn.Linear(hidden, intermediate, bias=False)
+        self.up_proj = nn.Linear(hidden, intermediate, bias=False)
+        self.down_proj = nn.Linear(intermediate, hidden, bias=False)
+        self.act = _activation(act)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.down_proj(self.act(self.gate_proj(x)) * self.up_proj(x))
+
+
+def rotate_half(x: Tensor) -> Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: ModelConfig, spec: LayerSpec):
+        super().__init__()
+        self.spec = spec
+        self.num_heads = cfg.num_heads
+        h, d, kv = cfg.hidden_size, spec.head_dim, spec.num_kv_heads
+        self.q_proj = nn.Linear(h, cfg.num_heads * d, bias=cfg.attention_bias)
+        self.k_proj = nn.Linear(h, kv * d, bias=cfg.attention_bias)
+        self.v_proj = nn.Linear(h, kv * d, bias=cfg.attention_bias) if spec.has_v_proj else None
+        self.o_proj = nn.Linear(cfg.num_heads * d, h, bias=cfg.attention_bias)
+        self.q_norm = RMSNorm(d, cfg.rms_norm_eps)
+        self.k_norm = RMSNorm(d, cfg.rms_norm_eps)
+        self.v_norm = RMSNorm(d, cfg.rms_norm_eps, with_scale=False)
+
+    def project_kv(self, x: Tensor, cos: Tensor, sin: Tensor) -> tuple[Tensor, Tensor]:
+        """Keys and values of new tokens, [B, kv_heads, T, head_dim]."""
+        b, t, _ = x.shape
+        d = self.spec.head_dim
+        raw_k = self.k_proj(x).view(b, t, -1, d)
+        raw_v = self.v_proj(x).view(b, t, -1, d) if self.v_proj is not None else raw_k
+        k = self.k_norm(raw_k)
+        k = k * cos + rotate_half(k) * sin
+        v = self.v_norm(raw_v)
+        return k.transpose(1, 2), v.transpose(1, 2)
+
+    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, past_k: Tensor | None, past_v: Tensor | None,
+                mask: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+        """Attend from `x` over `[past ; x]`. Returns (output, new keys, new values)."""
+        b, t, _ = x.shape
+        q = self.q_norm(self.q_proj(x).view(b, t, self.num_heads, self.spec.head_dim))
+        q = (q * cos + rotate_half(q) * sin).transpose(1, 2)
+        k_new, v_new = self.project_kv(x, cos, sin)
+        k = k_new if past_k is None else torch.cat((past_k, k_new), dim=2)
+        v = v_new if past_v is None else torch.cat((past_v, v_new), dim=2)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=1.0,
+                                             enable_gqa=k.shape[1] != self.num_heads)
+        return self.o_proj(out.transpose(1, 2).reshape(b, t, -1)), k_new, v_new
+
+
+class Router(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.top_k = cfg.top_k_experts
+        self.root_size = cfg.hidden_size ** -0.5
+        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, with_scale=False)
+        self.proj = nn.Linear(cfg.hidden_size, cfg.num_experts, bias=False)
+        self.scale = nn.Parameter(torch.ones(cfg.hidden_size))
+        self.per_expert_scale = nn.Parameter(torch.ones(cfg.num_experts))
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Top-k expert weights (fp32, renormalised, scaled per expert) and indices, both [T, k]."""
+        scores = self.proj(self.norm(x) * self.scale * self.root_size)
+        probs = torch.softmax(scores, dim=-1, dtype=torch.float32)
+        weights, index = torch.topk(probs, k=self.top_k, dim=-1)
+        weights = weights / weights.sum(dim=-1, keepdim=True)
+        return weights * self.per_expert_scale[index], index
+
+
+class Experts(nn.Module):
+    """All experts as stacked weights; tokens are grouped by expert and run as one batched matmul."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        e, h, i = cfg.num_experts, cfg.hidden_size, cfg.moe_intermediate_size
+        self.gate_up_proj = nn.Parameter(torch.empty(e, 2 * i, h))
+        self.down_proj = nn.Parameter(torch.empty(e, h, i))
+        self.act = _activation(cfg.hidden_activation)
+
+    def forward(self, x: Tensor, weights: Tensor, index: Tensor) -> Tensor:
+        tokens, k = index.shape
+        flat = index.reshape(-1)
+        order = torch.argsort(flat, stable=True)
+        expert_of = flat[order]
+        token_of = order // k
+        counts = torch.bincount(flat, minlength=self.gate_up_proj.shape[0])
+        # Only experts that received tokens are run (matters for few tokens and many experts, e.g. AR decoding).
+        active = torch.nonzero(counts).squeeze(1)
+        slot_of_expert = torch.full_like(counts, -1)
+        slot_of_expert[active] = torch.arange(active.numel(), device=counts.device)
+        group = slot_of_expert[expert_of]
+        starts = torch.cumsum(counts, 0) - counts
+        row = torch.arange(flat.numel(), device=flat.device) - starts[expert_of]
+        capacity = int(counts.max())
+
+        grouped = x.new_zeros(active.numel(), capacity, x.shape[-1])
+        grouped[group, row] = x[token_of]
+        every = active.numel() == counts.numel()
+        gate_up = self.gate_up_proj if every else self.gate_up_proj[active]
+        down = self.down_proj if every else self.down_proj[active]
+        gate, up = torch.bmm(grouped, gate_up.transpose(1, 2)).chunk(2, dim=-1)
+        y = torch.bmm(self.act(gate) * up, down.transpose(1, 2))[group, row]
+        y = (y * weights.reshape(-1)[order, None]).to(x.dtype)
+        return x.new_zeros(tokens, x.shape[-1]).index_add_(0, token_of, y)
+
+
+class Layer(nn.Module):
+    """Attention, then a dense gated MLP in parallel with the MoE; Gemma's sandwich norms; a layer scalar."""
+
+    def __init__(self, cfg: ModelConfig, spec: LayerSpec):
+        super().__init__()
+        h, eps = cfg.hidden_size, cfg.rms_norm_eps
+        self.self_attn = Attention(cfg, spec)
+        self.mlp = GatedMLP(h, cfg.intermediate_size, cfg.hidden_activation)
+        self.router = Router(cfg)
+        self.experts = Experts(cfg)
+        self.input_layernorm = RMSNorm(h, eps)
+        self.post_attention_layernorm = RMSNorm(h, eps)
+        self.pre_feedforward_layernorm = RMSNorm(h, eps)
+        self.post_feedforward_layernorm = RMSNorm(h, eps)
+        self.post_feedforward_layernorm_1 = RMSNorm(h, eps)
+        self.pre_feedforward_layernorm_2 = RMSNorm(h, eps)
+        self.post_feedforward_layernorm_2 = RMSNorm(h, eps)
+        # Stored separately per side in the checkpoint (encoder vs decoder).
+        self.register_buffer("encoder_scalar", torch.ones(1))
+        self.register_buffer("decoder_scalar", torch.ones(1))
+
+    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, past_k: Tensor | None, past_v: Tensor | None,
+                mask: Tensor | None, scalar: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        attn, k_new, v_new = self.self_attn(self.input_layernorm(x), cos, sin, past_k, past_v, mask)
+        x = x + self.post_attention_layernorm(attn)
+
+        dense = self.post_feedforward_layernorm_1(self.mlp(self.pre_feedforward_layernorm(x)))
+        flat = x.reshape(-1, x.shape[-1])
+        weights, index = self.router(flat)
+        sparse = self.experts(self.pre_feedforward_layernorm_2(flat), weights, index)
+        sparse = self.post_feedforward_layernorm_2(sparse.view_as(x))
+        x = x + self.post_feedforward_layernorm(dense + sparse)
+        return x * scalar, k_new, v_new
+
+
+class SelfConditioning(GatedMLP):
+    """Previous-step logits -> soft embeddings -> gated MLP, added to the canvas embeddings, then normed."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__(cfg.hidden_size, cfg.intermediate_size, cfg.hidden_activation)
+        self.pre_norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.post_norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, with_scale=False)
+
+    def forward(self, canvas_embeds: Tensor, soft_embeds: Tensor | None) -> Tensor:
+        # With no signal the MLP sees zeros and outputs exactly zero, so it is skipped.
+        if soft_embeds is not None:
+            canvas_embeds = canvas_embeds + super().forward(self.pre_norm(soft_embeds))
+        return self.post_norm(canvas_embeds)
+
+
+class Rotary:
+    """cos/sin tables per layer kind, computed in fp32 once and extended on demand."""
+
+    def __init__(self, specs: list[LayerSpec]):
+        self.inv_freq: dict[str, Tensor] = {}
+        for spec in specs:
+            if spec.kind in self.inv_freq:
+                continue
+            half = spec.head_dim // 2
+            rotated = int(spec.rotary_fraction * spec.head_dim // 2)
+            exponents = torch.arange(0, 2 * rotated, 2, dtype=torch.int64).float() / spec.head_dim
+            inv = 1.0 / spec.rope_theta ** exponents
+            # Proportional RoPE: the remaining frequency pairs do not rotate (zero frequency).
+            self.inv_freq[spec.kind] = torch.cat((inv, torch.zeros(half - rotated)))
+        self.tables: dict[tuple[str, torch.device, torch.dtype], tuple[Tensor, Tensor]] = {}
+
+    def __call__(self, kind: str, start: int, length: int, device: torch.device,
+                 dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+        key = (kind, device, dtype)
+        table = self.tables.get(key)
+        if table is None or table[0].shape[0] < start + length:
+            size = max(2 * (start + length), 512)
+            freqs = torch.arange(size, device=device).float()[:, None] * self.inv_freq[kind].to(device)
+            emb = torch.cat((freqs, freqs), dim=-1)
+            table = (emb.cos().to(dtype), emb.sin().to(dtype))
+            self.tables[key] = table
+        # [T, 1, head_dim]: broadcasts over [B, T, heads, head_dim]
+        return table[0][start:start + length, None], table[1][start:start + length, None]
+
+
+# ---------------------------------------------------------------------------------------------- model
+class DiffusionGemma(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.layers = nn.ModuleList(Layer(config, spec) for spec in config.layers)
+        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.self_conditioning = SelfConditioning(config)
+        self.rotary = Rotary(config.layers)
+        self.window = config.attention_window
+        self.tokenizer = None  # a `tokenizers.Tokenizer` when the checkpoint ships tokenizer.json
+        self.generation_config = None  # a `SamplingConfig` when it ships generation_config.json
+        self.source = None  # the directory it was loaded from
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def device(self) -> torch.device:
+        return self.embed_tokens.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.embed_tokens.weight.dtype
+
+    def embed(self, ids: Tensor) -> Tensor:
+        w = self.embed_tokens.weight
+        return F.embedding(ids, w) * torch.tensor(self.config.embed_scale, dtype=w.dtype)
+
+    def logits(self, hidden: Tensor) -> Tensor:
+        """Tied LM head on final-normed hidden states; fp32 and softcapped."""
+        cap = self.config.final_logit_softcapping
+        return torch.tanh(F.linear(hidden, self.embed_tokens.weight).float() / cap) * cap
+
+    def init_weights(self, seed: int | None = None) -> None:
+        """Fresh weights for training from scratch (normal(0, initializer_range), norms and scales at one)."""
+        gen = torch.Generator().manual_seed(seed) if seed is not None else None
+        std = self.config.initializer_range
+        for name, p in self.named_parameters():
+            if p.dim() >= 2:
+                with torch.no_grad():
+                    p.copy_(torch.randn(p.shape, generator=gen) * std)
+            else:
+                nn.init.ones_(p)
+        for layer in self.layers:
+            layer.encoder_scalar.fill_(1.0)
+            layer.decoder_scalar.fill_(1.0)
+
+    # ------------------------------------------------------------------ encoder
+    def encode(self, input_ids: Tensor, cache: KVCache | None = None, attention_mask: Tensor | None = None) -> KVCache:
+        """Run the causal encoder over `input_ids` [B, T], appending their keys/values to `cache`."""
+        return self._encode(input_ids, cache, attention_mask, want_logits=False)[0]
+
+    def encode_logits(self, input_ids: Tensor, cache: KVCache | None = None,
+                      attention_mask: Tensor | None = None) -> tuple[KVCache, Tensor]:
+        """`encode` plus next-token logits [B, T, V] (autoregressive decoding and the encoder's training loss)."""
+        return self._encode(input_ids, cache, attention_mask, want_logits=True)
+
+    def _encode(self, ids: Tensor, cache: KVCache | None, attention_mask: Tensor | None,
+                want_logits: bool) -> tuple[KVCache, Tensor | None]:
+        b, t = ids.shape
+        past = 0 if cache is None else cache.length
+        valid = _extend_valid(cache, attention_mask, b, t, ids.device)
+        x = self.embed(ids)
+        masks = self._encoder_masks(past, t, valid, x.device)
+        keys, values = [], []
+        for i, (layer, spec) in enumerate(zip(self.layers, self.config.layers)):
+            cos, sin = self.rotary(spec.kind, past, t, x.device, x.dtype)
+            past_k = None if cache is None else cache.keys[i]
+            past_v = None if cache is None else cache.values[i]
+            x, k_new, v_new = layer(x, cos, sin, past_k, past_v, masks[spec.kind], layer.encoder_scalar)
+            k = k_new if past_k is None else torch.cat((past_k, k_new), dim=2)
+            v = v_new if past_v is None else torch.cat((past_v, v_new), dim=2)
+            if spec.is_sliding:
+                k, v = k[:, :, -(self.window - 1):], v[:, :, -(self.window - 1):]
+            keys.append(k)
+            values.append(v)
+        new_cache = KVCache(tuple(keys), tuple(values), past + t, valid)
+        return new_cache, (self.logits(self.norm(x)) if want_logits else None)
+
+    def _encoder_masks(self, past: int, t: int, valid: Tensor | None, device: torch.device) -> dict:
+        """Boolean masks [B|1, 1, t, keys] per layer kind, over absolute positions."""
+        q = torch.arange(past, past + t, device=device)[:, None]
+        masks = {}
+        for kind in set(self.config.layer_types):
+            first = 0 if kind == FULL else max(past - (self.window - 1), 0)
+            k = torch.arange(first, past + t, device=device)[None, :]
+            if self.config.encoder_is_causal:
+                allowed = k <= q
+                if kind != FULL:
+                    allowed = allowed & (q - k < self.window)
+            else:
+                allowed = torch.ones_like(k <= q) if kind == FULL else (q - k).abs() < self.window
+            allowed = allowed[None, None]
+            if valid is not None:
+                # Padding keys are hidden; a padding query still sees itself so its row is never empty.
+                allowed = (allowed & valid[:, None, None, first:]) | (k == q)[None, None]
+            masks[kind] = allowed
+        return masks
+
+    # ------------------------------------------------------------------ decoder
+    def denoise(self, canvas_ids: Tensor, cache: KVCache, self_conditioning_logits: Tensor | None = None,
+                self_conditioning_mask: Tensor | None = None) -> Tensor:
+        """Bidirectional decoder over `[cache ; canvas]`. Returns fp32 softcapped logits [B, L, V].
+
+        `self_conditioning_logits` are the previous pass's (processed) logits; `self_conditioning_mask` [B]
+        switches the signal off per row (training)."""
+        b, length = canvas_ids.shape
+        x = self.embed(canvas_ids)
+        soft = None
+        if self_conditioning_logits is not None:
+            w = self.embed_tokens.weight
+            probs = torch.softmax(self_conditioning_logits, dim=-1, dtype=torch.float32).to(w.dtype)
+            soft = (probs @ w) * torch.tensor(self.config.embed_scale, dtype=w.dtype).to(x.dtype)
+            if self_conditioning_mask is not None:
+                soft = soft * self_conditioning_mask.to(soft.dtype)[:, None, None]
+        x = self.self_conditioning(x, soft)
+        for i, (layer, spec) in enumerate(zip(self.layers, self.config.layers)):
+            cos, sin = self.rotary(spec.kind, cache.length, length, x.device, x.dtype)
+            mask = None
+            if cache.valid is not None:
+                stored = cache.keys[i].shape[2]
+                keys_valid = torch.cat((cache.valid[:, cache.length - stored:],
+                                        cache.valid.new_ones(b, length)), dim=1)
+                mask = keys_valid[:, None, None, :]
+            x, _, _ = layer(x, cos, sin, cache.keys[i], cache.values[i], mask, layer.decoder_scalar)
+        return self.logits(self.norm(x))
+
+    def save_pretrained(self, path: str, max_shard_bytes: int = 5 * 2**30) -> None:
+        """Write config.json, model.safetensors (sharded above `max_shard_bytes`) and generation_config.json."""
+        from .checkpoint import save_model
+
+        save_model(self, path, max_shard_bytes=max_shard_bytes)
+
+
+def _extend_valid(cache: KVCache | None, attention_mask: Tensor | None, b: int, t: int,
+                  device: torch.device) -> Tensor | None:
+    if attention_mask is None and (cache is None or cache.valid is None):
+        return None
+    old = None if cache is None else cache.valid
+    if old is None and cache is not None:
+        old = torch.ones(b, cache.length, dtype=torch.bool, device=device)
+    new = torch.ones(b, t, dtype=torch.bool, device=device) if attention_mask is None else attention_mask.bool()
+    return new if old is None else torch.cat((old, new), dim=1)

@@ -1,0 +1,310 @@
+"""Block-diffusion sampling with constraint hooks, and the autoregressive baseline on the same weights.
+
+Semantics follow transformers 5.23.0 `DiffusionGemmaGenerationMixin.generate` with its `EntropyBoundSampler`:
+a uniform-random canvas; each pass the decoder's logits are temperature-scaled (linear schedule t_max -> t_min),
+a token is sampled per position, the lowest-entropy positions whose summed entropy (minus the largest) stays
+under the bound are accepted, every other position is re-noised uniformly; rows stop when their argmax canvas
+is stable and confident; the argmax canvas is the output; canvases are committed block by block.
+With the same seed and `generator=None` the random draws happen in the same order as in transformers.
+
+`Guidance` adds three hooks that run batched over the whole canvas every pass: allowed-token masks before
+sampling, violation re-noising after acceptance, and a verifier that stops a row as solved.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import Tensor
+
+from .model import DiffusionGemma, KVCache
+
+
+# ------------------------------------------------------------------------------------------ config
+@dataclass
+class SamplingConfig:
+    """The released `generation_config.json` defaults."""
+
+    max_denoising_steps: int = 48
+    entropy_bound: float = 0.1
+    t_min: float = 0.4
+    t_max: float = 0.8
+    stability_threshold: int | None = 1  # None disables adaptive stopping
+    confidence_threshold: float | None = 0.005
+    max_new_tokens: int | None = None  # None: one canvas
+    eos_token_id: int | list[int] | None = None
+    pad_token_id: int | None = None
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.max_denoising_steps, int) and self.max_denoising_steps > 0):
+            raise ValueError(f"max_denoising_steps must be a positive integer, got {self.max_denoising_steps!r}")
+        if not self.entropy_bound > 0:
+            raise ValueError(f"entropy_bound must be > 0, got {self.entropy_bound!r}")
+        if not (0 < self.t_min <= self.t_max):
+            raise ValueError(f"need 0 < t_min <= t_max, got t_min={self.t_min}, t_max={self.t_max}")
+        if self.stability_threshold is not None and self.stability_threshold < 0:
+            raise ValueError(f"stability_threshold must be >= 0, got {self.stability_threshold}")
+        if self.max_new_tokens is not None and self.max_new_tokens <= 0:
+            raise ValueError(f"max_new_tokens must be positive, got {self.max_new_tokens}")
+
+    @property
+    def adaptive_stopping(self) -> bool:
+        return self.stability_threshold is not None and self.confidence_threshold is not None
+
+    def temperature(self, remaining: int) -> float:
+        """`remaining` counts down N..1, as in transformers."""
+        return self.t_min + (self.t_max - self.t_min) * (remaining / self.max_denoising_steps)
+
+    @classmethod
+    def from_hf_dict(cls, d: dict) -> "SamplingConfig":
+        sampler = d.get("sampler_config") or {}
+        kwargs = {k: d[k] for k in ("max_denoising_steps", "t_min", "t_max", "stability_threshold",
+                                    "confidence_threshold", "max_new_tokens", "eos_token_id", "pad_token_id")
+                  if d.get(k) is not None}
+        if "entropy_bound" in sampler:
+            kwargs["entropy_bound"] = float(sampler["entropy_bound"])
+        return cls(**kwargs)
+
+    def to_hf_dict(self) -> dict:
+        d = {k: v for k, v in asdict(self).items() if k != "entropy_bound" and v is not None}
+        d["sampler_config"] = {"entropy_bound": self.entropy_bound, "_cls_name": "EntropyBoundSamplerConfig"}
+        return d
+
+
+# ------------------------------------------------------------------------------------------ hooks
+class Guidance:
+    """Constraint hooks applied every denoising pass. All tensors are batched over canvases [B, L].
+
+    Subclasses override what they need; the defaults constrain nothing. `constraints.ConstraintModel`
+    compiles declarative constraints into one of these.
+    """
+
+    def pinned(self, batch: int, device: torch.device) -> tuple[Tensor, Tensor] | None:
+        """(mask [B, L] bool, values [B, L]) of positions whose token is fixed."""
+        return None
+
+    def allowed(self, canvas: Tensor, settled: Tensor) -> Tensor | None:
+        """Bool [B|1, L, V]: tokens that may be sampled, given the current canvas and its settled positions."""
+        return None
+
+    def violations(self, canvas: Tensor, accepted: Tensor) -> Tensor | None:
+        """Bool [B, L]: accepted positions a constraint rejects; they are re-noised."""
+        return None
+
+    def verify(self, canvas: Tensor) -> Tensor | None:
+        """Bool [B]: rows whose canvas is a verified solution; they stop early."""
+        return None
+
+
+@dataclass
+class StepInfo:
+    """What a per-step callback sees."""
+
+    block: int
+    step: int  # 1-based pass within the block
+    canvas: Tensor  # the next input canvas (accepted tokens + noise)
+    argmax: Tensor
+    accepted: Tensor  # bool [B, L], after constraint re-noising
+    renoised_by_constraint: Tensor  # bool [B, L]
+    finished: Tensor  # bool [B]
+    solved: Tensor  # bool [B]
+
+
+@dataclass
+class GenerationOutput:
+    sequences: Tensor  # [B, prompt + blocks * L], like transformers
+    canvas: Tensor  # last committed canvas [B, L]
+    forward_passes: Tensor  # [B] decoder passes each row needed
+    solved: Tensor  # [B] the verifier accepted the last canvas
+    tokens_per_forward: Tensor  # [B]
+    cache: KVCache | None = field(default=None, repr=False)
+
+
+# ------------------------------------------------------------------------------------------ pieces
+def token_entropy(logits: Tensor) -> Tensor:
+    """Entropy per position, computed as torch.distributions.Categorical does (masked tokens contribute 0)."""
+    log_probs = logits - logits.logsumexp(dim=-1, keepdim=True)
+    probs = torch.softmax(log_probs, dim=-1)
+    return -(log_probs.clamp(min=torch.finfo(log_probs.dtype).min) * probs).sum(-1)
+
+
+def entropy_bound_accept(entropy: Tensor, bound: float) -> Tensor:
+    """Accept the k lowest-entropy positions with sum(entropy) - max(entropy) <= bound. Bool [B, L]."""
+    sorted_entropy, order = torch.sort(entropy, dim=-1)
+    keep = torch.cumsum(sorted_entropy, dim=-1) - sorted_entropy <= bound
+    return torch.zeros_like(keep).scatter(-1, order, keep)
+
+
+def _randint(vocab: int, shape: tuple[int, ...], device: torch.device, generator: torch.Generator | None) -> Tensor:
+    return torch.randint(0, vocab, shape, device=device, generator=generator)
+
+
+class _StableAndConfident:
+    """Stop a row when its argmax canvas repeated `stability` times and mean entropy < `confidence`."""
+
+    def __init__(self, stability: int, confidence: float):
+        self.stability, self.confidence = stability, confidence
+        self.history: Tensor | None = None
+
+    def __call__(self, argmax: Tensor, entropy: Tensor) -> Tensor:
+        if self.stability == 0:
+            stable = torch.ones(argmax.shape[0], dtype=torch.bool, device=argmax.device)
+        else:
+            if self.history is None:
+                self.history = torch.full((self.stability, *argmax.shape), -1, dtype=argmax.dtype,
+                                          device=argmax.device)
+            stable = (self.history == argmax[None]).all(-1).all(0)
+            self.history = torch.roll(self.history, shifts=-1, dims=0)
+            self.history[-1] = argmax
+        return stable & (entropy.mean(-1) < self.confidence)
+
+
+# ------------------------------------------------------------------------------------------ diffusion
+@torch.no_grad()
+def denoise_canvas(model: DiffusionGemma, cache: KVCache, config: SamplingConfig, *,
+                   guidance: Guidance | None = None, generator: torch.Generator | None = None,
+                   callback: Callable[[StepInfo], None] | None = None, block: int = 0,
+                   skip: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """Denoise one canvas per cache row. Returns (argmax canvas, forward passes [B], solved [B]).
+
+    `skip` [B] marks rows already finished (block-autoregressive EOS); they are not counted.
+    """
+    b, length, vocab = cache.batch_size, model.config.canvas_length, model.config.vocab_size
+    device = model.device
+    canvas = _randint(vocab, (b, length), device, generator)
+    pins = guidance.pinned(b, device) if guidance is not None else None
+    if pins is not None:
+        canvas = torch.where(pins[0], pins[1], canvas)
+    argmax = canvas
+    settled = torch.zeros(b, length, dtype=torch.bool, device=device)
+    if pins is not None:
+        settled = pins[0].clone()
+    finished = torch.zeros(b, dtype=torch.bool, device=device)
+    solved = torch.zeros(b, dtype=torch.bool, device=device)
+    skip = torch.zeros(b, dtype=torch.bool, device=device) if skip is None else skip
+    passes = torch.zeros(b, dtype=torch.int64, device=device)
+    stopper = _StableAndConfident(config.stability_threshold, config.confidence_threshold) \
+        if config.adaptive_stopping else None
+    sc_logits = None
+
+    for remaining in range(config.max_denoising_steps, 0, -1):
+        passes += ~(finished | skip)
+        logits = model.denoise(canvas, cache, sc_logits) / config.temperature(remaining)
+        if guidance is not None:
+            allowed = guidance.allowed(canvas, settled)
+            if allowed is not None:
+                # A position with nothing allowed keeps the model's distribution; its violation is re-noised.
+                allowed = allowed | ~allowed.any(-1, keepdim=True)
+                logits = logits.masked_fill(~allowed, float("-inf"))
+        probs = torch.softmax(logits, dim=-1, dtype=torch.float32)
+        sample = torch.multinomial(probs.view(-1, vocab), 1, generator=generator).view(b, length)
+        new_argmax = logits.argmax(-1)
+        entropy = token_entropy(logits)
+        accepted = entropy_bound_accept(entropy, config.entropy_bound)
+
+        rejected = torch.zeros_like(accepted)
+        if guidance is not None:
+            proposal = torch.where(accepted, sample, canvas)
+            bad = guidance.violations(proposal, accepted)
+            if bad is not None:
+                rejected = bad & accepted
+                accepted = accepted & ~bad
+        noise = _randint(vocab, (b, length), device, generator)
+        new_canvas = torch.where(accepted, sample, noise)
+        if pins is not None:
+            new_canvas = torch.where(pins[0], pins[1], new_canvas)
+            accepted = accepted | pins[0]
+
+        if finished.any():  # finished rows stay frozen, as in transformers
+            new_argmax = torch.where(finished[:, None], argmax, new_argmax)
+            new_canvas = torch.where(finished[:, None], canvas, new_canvas)
+            logits = torch.where(finished[:, None, None], sc_logits, logits)
+            entropy = token_entropy(logits)
+        stop = stopper(new_argmax, entropy) if stopper is not None else torch.zeros_like(finished)
+        if guidance is not None:
+            verified = guidance.verify(new_argmax)
+            if verified is not None:
+                solved = solved | (verified & ~finished)
+                stop = stop | verified
+        finished = finished | stop
+        sc_logits = logits.to(model.dtype)
+        canvas, argmax, settled = new_canvas, new_argmax, accepted
+        if callback is not None:
+            callback(StepInfo(block, config.max_denoising_steps - remaining + 1, canvas, argmax, accepted,
+                              rejected, finished, solved))
+        if bool((finished | skip).all()):
+            break
+    return argmax, passes, solved
+
+
+@torch.no_grad()
+def generate(model: DiffusionGemma, prompt_ids: Tensor | None, config: SamplingConfig | None = None, *,
+             cache: KVCache | None = None, attention_mask: Tensor | None = None,
+             guidance: Guidance | None = None, generator: torch.Generator | None = None,
+             callback: Callable[[StepInfo], None] | None = None) -> GenerationOutput:
+    """Block-autoregressive diffusion generation.
+
+    `prompt_ids` [B, P] are encoded into `cache` (or a new one); canvases of `canvas_length` tokens are then
+    denoised and committed one block at a time until `max_new_tokens` or every row has emitted EOS.
+    """
+    config = config or model.generation_config or SamplingConfig()
+    length = model.config.canvas_length
+    if prompt_ids is not None and prompt_ids.shape[1] > 0:
+        cache = model.encode(prompt_ids, cache, attention_mask)
+    if cache is None:
+        raise ValueError("generate needs prompt_ids or a cache")
+    b, device = cache.batch_size, model.device
+    sequences = prompt_ids if prompt_ids is not None else torch.zeros(b, 0, dtype=torch.long, device=device)
+    prompt_len = sequences.shape[1]
+    blocks = math.ceil((config.max_new_tokens or length) / length)
+    eos = None if config.eos_token_id is None else torch.tensor(config.eos_token_id, device=device).reshape(-1)
+    done = torch.zeros(b, dtype=torch.bool, device=device)
+    passes = torch.zeros(b, dtype=torch.int64, device=device)
+    canvas = solved = None
+    for block in range(blocks):
+        canvas, block_passes, solved = denoise_canvas(model, cache, config, guidance=guidance, generator=generator,
+                                                      callback=callback, block=block, skip=done)
+        passes += block_passes
+        canvas = canvas.clone()
+        newly_done = torch.zeros_like(done) if eos is None else torch.isin(canvas, eos).any(-1)
+        if config.pad_token_id is not None:
+            canvas[done] = config.pad_token_id
+            if eos is not None and newly_done.any():
+                is_eos = torch.isin(canvas, eos)
+                seen = is_eos.cumsum(-1)
+                canvas[(seen > 0) & ~((seen == 1) & is_eos)] = config.pad_token_id
+        sequences = torch.cat((sequences, canvas), dim=1)
+        done = done | newly_done
+        if bool(done.all()) or block == blocks - 1:
+            break
+        cache = model.encode(canvas, cache)
+    new_tokens = sequences[:, prompt_len:]
+    valid = new_tokens.shape[1] if config.pad_token_id is None else (new_tokens != config.pad_token_id).sum(-1)
+    return GenerationOutput(sequences, canvas, passes, solved, valid / passes.clamp(min=1), cache)
+
+
+# ------------------------------------------------------------------------------------------ AR baseline
+@torch.no_grad()
+def generate_autoregressive(model: DiffusionGemma, prompt_ids: Tensor, max_new_tokens: int, *,
+                            temperature: float = 0.0, eos_token_id: int | None = None,
+                            generator: torch.Generator | None = None) -> Tensor:
+    """Token-by-token decoding with the causal encoder (greedy when temperature == 0). Returns new tokens."""
+    cache, logits = model.encode_logits(prompt_ids)
+    out = []
+    done = torch.zeros(prompt_ids.shape[0], dtype=torch.bool, device=prompt_ids.device)
+    for _ in range(max_new_tokens):
+        last = logits[:, -1]
+        if temperature > 0:
+            token = torch.multinomial(torch.softmax(last / temperature, -1), 1, generator=generator).squeeze(1)
+        else:
+            token = last.argmax(-1)
+        out.append(token)
+        if eos_token_id is not None:
+            done |= token == eos_token_id
+            if bool(done.all()):
+                break
+        cache, logits = model.encode_logits(token[:, None], cache)
+    return torch.stack(out, dim=1)

@@ -1,0 +1,1 @@
+"""Checkpoints shipped with diffsolve, one Hugging Face layout folder each."""
