@@ -54,9 +54,10 @@ class SamplingConfig:
     def adaptive_stopping(self) -> bool:
         return self.stability_threshold is not None and self.confidence_threshold is not None
 
-    def temperature(self, remaining: int) -> float:
-        """`remaining` counts down N..1, as in transformers."""
-        return self.t_min + (self.t_max - self.t_min) * (remaining / self.max_denoising_steps)
+    def temperature(self, remaining: int) -> Tensor:
+        """`remaining` counts down N..1. Computed in fp32 exactly as transformers does, so samples match."""
+        fraction = torch.tensor(remaining, dtype=torch.int32) / self.max_denoising_steps
+        return self.t_min + (self.t_max - self.t_min) * fraction
 
     @classmethod
     def from_hf_dict(cls, d: dict) -> "SamplingConfig":
@@ -192,7 +193,7 @@ def denoise_canvas(model: DiffusionGemma, cache: KVCache, config: SamplingConfig
 
     for remaining in range(config.max_denoising_steps, 0, -1):
         passes += ~(finished | skip)
-        logits = model.denoise(canvas, cache, sc_logits) / config.temperature(remaining)
+        logits = model.denoise(canvas, cache, sc_logits) / config.temperature(remaining).to(device)
         if guidance is not None:
             allowed = guidance.allowed(canvas, settled)
             if allowed is not None:

@@ -15,7 +15,7 @@ TINY_VISION = dict(model_type="gemma4_vision", hidden_size=8, intermediate_size=
                    position_embedding_size=8)
 
 
-def hf_model(seed: int = 0, canvas_length: int = 10, dtype=torch.float32, **text_overrides):
+def hf_model(seed: int = 0, canvas_length: int = 10, dtype=torch.float32, weight_std: float = 0.15, **text_overrides):
     """A random reference model with norms, router scales and both sides' layer scalars moved away from 1."""
     from transformers import DiffusionGemmaConfig, DiffusionGemmaForBlockDiffusion
 
@@ -32,7 +32,7 @@ def hf_model(seed: int = 0, canvas_length: int = 10, dtype=torch.float32, **text
             if p.dim() == 1:
                 p.copy_(1.0 + 0.3 * torch.randn(p.shape, generator=gen))
             else:
-                p.copy_(0.15 * torch.randn(p.shape, generator=gen))
+                p.copy_(weight_std * torch.randn(p.shape, generator=gen))
         for name, buf in model.named_buffers():
             if name.endswith("layer_scalar"):
                 buf.copy_(0.5 + torch.rand(buf.shape, generator=gen))
