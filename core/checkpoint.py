@@ -134,7 +134,7 @@ def load_model(path_or_id: str | os.PathLike, dtype: torch.dtype = torch.float32
         model = DiffusionGemma(config)
     expected = _state(model)
     loaded: dict[str, torch.Tensor] = {}
-    unexpected, misshaped, skipped_vision = [], [], 0
+    unexpected, misshaped, skipped_vision = [], {}, 0
     for shard in _shard_files(directory):
         with safe_open(str(shard), framework="pt", device=str(device)) as f:
             for tensor_name in f.keys():
@@ -149,14 +149,14 @@ def load_model(path_or_id: str | os.PathLike, dtype: torch.dtype = torch.float32
                     continue  # a tied alias (lm_head, encoder copy of a shared weight)
                 tensor = f.get_tensor(tensor_name)
                 if tuple(tensor.shape) != tuple(expected[name].shape):
-                    misshaped.append(f"{tensor_name}: checkpoint {tuple(tensor.shape)}, "
-                                     f"config expects {tuple(expected[name].shape)}")
+                    misshaped[name] = (f"{tensor_name}: checkpoint {tuple(tensor.shape)}, "
+                                       f"config expects {tuple(expected[name].shape)}")
                     continue
                 loaded[name] = tensor.to(dtype=dtype)
-    missing = [hf_name(n) for n in expected if n not in loaded]
+    missing = [hf_name(n) for n in expected if n not in loaded and n not in misshaped]
     if missing or unexpected or misshaped:
         parts = []
-        for title, items in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped)):
+        for title, items in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", list(misshaped.values()))):
             if items:
                 parts.append(f"{len(items)} {title}: " + "; ".join(items[:20]) + (" ..." if len(items) > 20 else ""))
         raise CheckpointError(f"{directory}: checkpoint does not match config.json -- " + " | ".join(parts))

@@ -326,18 +326,21 @@ class DiffusionGemma(nn.Module):
         """Run the causal encoder over `input_ids` [B, T], appending their keys/values to `cache`."""
         return self._encode(input_ids, cache, attention_mask, want_logits=False)[0]
 
-    def encode_logits(self, input_ids: Tensor, cache: KVCache | None = None,
-                      attention_mask: Tensor | None = None) -> tuple[KVCache, Tensor]:
-        """`encode` plus next-token logits [B, T, V] (autoregressive decoding and the encoder's training loss)."""
-        return self._encode(input_ids, cache, attention_mask, want_logits=True)
+    def encode_logits(self, input_ids: Tensor, cache: KVCache | None = None, attention_mask: Tensor | None = None,
+                      keep_full: bool = False) -> tuple[KVCache, Tensor]:
+        """`encode` plus next-token logits [B, T, V] (autoregressive decoding and the encoder's training loss).
+
+        `keep_full` keeps every token in the sliding layers too, so that the cache can later be truncated to
+        a prefix (training encodes prompt + clean answer once, then lets the decoder see only the prompt)."""
+        return self._encode(input_ids, cache, attention_mask, want_logits=True, evict=not keep_full)
 
     def _encode(self, ids: Tensor, cache: KVCache | None, attention_mask: Tensor | None,
-                want_logits: bool) -> tuple[KVCache, Tensor | None]:
+                want_logits: bool, evict: bool = True) -> tuple[KVCache, Tensor | None]:
         b, t = ids.shape
         past = 0 if cache is None else cache.length
         valid = _extend_valid(cache, attention_mask, b, t, ids.device)
         x = self.embed(ids)
-        masks = self._encoder_masks(past, t, valid, x.device)
+        masks = self._encoder_masks(cache, t, valid, x.device)
         keys, values = [], []
         for i, (layer, spec) in enumerate(zip(self.layers, self.config.layers)):
             cos, sin = self.rotary(spec.kind, past, t, x.device, x.dtype)
@@ -346,19 +349,21 @@ class DiffusionGemma(nn.Module):
             x, k_new, v_new = layer(x, cos, sin, past_k, past_v, masks[spec.kind], layer.encoder_scalar)
             k = k_new if past_k is None else torch.cat((past_k, k_new), dim=2)
             v = v_new if past_v is None else torch.cat((past_v, v_new), dim=2)
-            if spec.is_sliding:
+            if spec.is_sliding and evict:
                 k, v = k[:, :, -(self.window - 1):], v[:, :, -(self.window - 1):]
             keys.append(k)
             values.append(v)
         new_cache = KVCache(tuple(keys), tuple(values), past + t, valid)
         return new_cache, (self.logits(self.norm(x)) if want_logits else None)
 
-    def _encoder_masks(self, past: int, t: int, valid: Tensor | None, device: torch.device) -> dict:
+    def _encoder_masks(self, cache: KVCache | None, t: int, valid: Tensor | None, device: torch.device) -> dict:
         """Boolean masks [B|1, 1, t, keys] per layer kind, over absolute positions."""
+        past = 0 if cache is None else cache.length
         q = torch.arange(past, past + t, device=device)[:, None]
         masks = {}
         for kind in set(self.config.layer_types):
-            first = 0 if kind == FULL else max(past - (self.window - 1), 0)
+            layer = self.config.layer_types.index(kind)
+            first = past - (0 if cache is None else cache.keys[layer].shape[2])  # oldest stored position
             k = torch.arange(first, past + t, device=device)[None, :]
             if self.config.encoder_is_causal:
                 allowed = k <= q

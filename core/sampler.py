@@ -37,6 +37,9 @@ class SamplingConfig:
     max_new_tokens: int | None = None  # None: one canvas
     eos_token_id: int | list[int] | None = None
     pad_token_id: int | None = None
+    # Not in transformers: accepted tokens stay on the canvas (and count as accepted) until a constraint
+    # re-noises them, instead of being re-decided every pass. Off by default; never written to generation_config.
+    keep_accepted: bool = False
 
     def __post_init__(self) -> None:
         if not (isinstance(self.max_denoising_steps, int) and self.max_denoising_steps > 0):
@@ -70,7 +73,7 @@ class SamplingConfig:
         return cls(**kwargs)
 
     def to_hf_dict(self) -> dict:
-        d = {k: v for k, v in asdict(self).items() if k != "entropy_bound" and v is not None}
+        d = {k: v for k, v in asdict(self).items() if k not in ("entropy_bound", "keep_accepted") and v is not None}
         d["sampler_config"] = {"entropy_bound": self.entropy_bound, "_cls_name": "EntropyBoundSamplerConfig"}
         return d
 
@@ -204,7 +207,11 @@ def denoise_canvas(model: DiffusionGemma, cache: KVCache, config: SamplingConfig
         sample = torch.multinomial(probs.view(-1, vocab), 1, generator=generator).view(b, length)
         new_argmax = logits.argmax(-1)
         entropy = token_entropy(logits)
-        accepted = entropy_bound_accept(entropy, config.entropy_bound)
+        if config.keep_accepted:
+            sample = torch.where(settled, canvas, sample)
+            accepted = entropy_bound_accept(entropy.masked_fill(settled, 0.0), config.entropy_bound)
+        else:
+            accepted = entropy_bound_accept(entropy, config.entropy_bound)
 
         rejected = torch.zeros_like(accepted)
         if guidance is not None:

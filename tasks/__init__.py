@@ -1,1 +1,1 @@
-"""diffsolve.tasks."""
+"""One module per problem family: encode onto the canvas, constrain each pass, decode and verify."""

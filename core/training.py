@@ -1,0 +1,217 @@
+"""The DiffusionGemma training objective (NeMo AutoModel recipe) and a small resumable training loop.
+
+Per example t ~ U(eps, 1); each supervised canvas position is replaced by a uniform-random token with
+probability t (there is no mask token). Loss = cross-entropy of the decoder over all supervised canvas
+positions + `ar_weight` x the encoder's causal next-token cross-entropy over the clean sequence.
+Self-conditioning is trained two-pass: for a random half of the rows a first, detached pass without signal
+supplies the logits the second pass is conditioned on.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+from .checkpoint import load_model, save_model
+from .model import DiffusionGemma
+
+
+@dataclass
+class Batch:
+    prompt: Tensor  # [B, P] clean prompt tokens
+    target: Tensor  # [B, L] clean canvas tokens (L = canvas_length)
+    target_mask: Tensor | None = None  # [B, L] bool: supervised canvas positions (None: all)
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 1000
+    batch_size: int = 64
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.1
+    warmup_steps: int = 100
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    self_conditioning_prob: float = 0.5
+    ar_weight: float = 1.0
+    eps: float = 1e-3
+    seed: int = 0
+    checkpoint_every: int = 250
+    log_every: int = 25
+    device: str = "cpu"
+    bf16: bool = False  # autocast to bf16 on CUDA
+
+
+def diffusion_loss(model: DiffusionGemma, batch: Batch, generator: torch.Generator, *,
+                   self_conditioning_prob: float = 0.5, ar_weight: float = 1.0,
+                   eps: float = 1e-3) -> tuple[Tensor, dict[str, float]]:
+    """The training loss of one batch and its parts (for logging)."""
+    prompt, target = batch.prompt, batch.target
+    b, length = target.shape
+    device = target.device
+    supervised = torch.ones_like(target, dtype=torch.bool) if batch.target_mask is None else batch.target_mask
+
+    def rand(*shape: int) -> Tensor:
+        return torch.rand(shape, generator=generator, device=device)
+
+    t = eps + (1 - eps) * rand(b)
+    corrupt = (rand(b, length) < t[:, None]) & supervised
+    noise = torch.randint(0, model.config.vocab_size, (b, length), generator=generator, device=device)
+    noisy = torch.where(corrupt, noise, target)
+
+    # One causal pass over the clean sequence gives both the AR loss and the prompt cache for the decoder.
+    sequence = torch.cat((prompt, target), dim=1)
+    full_cache, ar_logits = model.encode_logits(sequence, keep_full=True)
+    ar_targets = sequence[:, 1:].masked_fill(~torch.cat((torch.ones_like(prompt[:, 1:], dtype=torch.bool),
+                                                         supervised), dim=1), -100)
+    ar_loss = F.cross_entropy(ar_logits[:, :-1].flatten(0, 1), ar_targets.flatten(), ignore_index=-100)
+    cache = full_cache.truncate(prompt.shape[1], model.window, model.config.layers)
+
+    sc_rows = rand(b) < self_conditioning_prob
+    sc_logits = None
+    if bool(sc_rows.any()):
+        with torch.no_grad():
+            sc_logits = model.denoise(noisy, cache).detach()
+    logits = model.denoise(noisy, cache, sc_logits, sc_rows if sc_logits is not None else None)
+    labels = target.masked_fill(~supervised, -100)
+    canvas_loss = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100)
+    with torch.no_grad():
+        predicted = logits.argmax(-1)
+        blank_acc = ((predicted == target) & corrupt).sum() / corrupt.sum().clamp(min=1)
+    loss = canvas_loss + ar_weight * ar_loss
+    return loss, {"loss": loss.item(), "canvas_loss": canvas_loss.item(), "ar_loss": ar_loss.item(),
+                  "noised_acc": blank_acc.item()}
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Linear warmup, then cosine decay to `min_lr_ratio * lr`."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps))
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def make_optimizer(model: DiffusionGemma, cfg: TrainConfig) -> torch.optim.AdamW:
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95), fused=cfg.device.startswith("cuda"))
+
+
+# ------------------------------------------------------------------------------------------ state files
+STATE_TENSORS = "training_state.safetensors"
+STATE_JSON = "training_state.json"
+
+
+def save_training_state(directory: Path, model: DiffusionGemma, optimizer: torch.optim.Optimizer, step: int,
+                        cfg: TrainConfig, extra: dict | None = None) -> None:
+    """Model (HF layout) + optimizer moments as safetensors + step/config as JSON, written atomically."""
+    tmp = directory.with_name(directory.name + ".tmp")
+    tmp.mkdir(parents=True, exist_ok=True)
+    save_model(model, tmp)
+    tensors = {}
+    params = list(model.parameters())
+    for i, p in enumerate(params):
+        state = optimizer.state.get(p, {})
+        for key in ("exp_avg", "exp_avg_sq", "step"):
+            if key in state:
+                tensors[f"{i}.{key}"] = torch.as_tensor(state[key]).detach().cpu().contiguous()
+    save_file(tensors, str(tmp / STATE_TENSORS))
+    (tmp / STATE_JSON).write_text(json.dumps({"step": step, "config": asdict(cfg), **(extra or {})}, indent=2))
+    if directory.exists():
+        old = directory.with_name(directory.name + ".old")
+        os.replace(directory, old)
+        os.replace(tmp, directory)
+        for f in old.iterdir():
+            f.unlink()
+        old.rmdir()
+    else:
+        os.replace(tmp, directory)
+
+
+def load_training_state(directory: Path, model: DiffusionGemma, optimizer: torch.optim.Optimizer) -> int:
+    """Restore optimizer moments saved by `save_training_state`; returns the step to continue from."""
+    tensors = load_file(str(directory / STATE_TENSORS))
+    for i, p in enumerate(model.parameters()):
+        if f"{i}.exp_avg" in tensors:
+            optimizer.state[p] = {key: tensors[f"{i}.{key}"].to(p.device) for key in ("exp_avg", "exp_avg_sq", "step")
+                                  if f"{i}.{key}" in tensors}
+    return int(json.loads((directory / STATE_JSON).read_text())["step"])
+
+
+# ------------------------------------------------------------------------------------------ loop
+def train(model: DiffusionGemma, make_batch: Callable[[int, torch.Generator], Batch], cfg: TrainConfig,
+          out_dir: str | os.PathLike, *, evaluate: Callable[[DiffusionGemma], dict] | None = None,
+          progress: bool = True, stop_after: int | None = None) -> dict:
+    """Train `model` in place; checkpoints to `out_dir/checkpoint` every `checkpoint_every` steps and resumes
+    from it when present. `make_batch(step, generator)` must be deterministic in its arguments.
+
+    `stop_after` ends this call after that many steps (checkpointed), e.g. to fit a time budget; calling again
+    continues the same schedule. Returns a summary: steps, seconds, last logged metrics. A JSON line per log
+    interval goes to `out_dir/train_log.jsonl`."""
+    from tqdm.auto import tqdm
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt = out / "checkpoint"
+    device = torch.device(cfg.device)
+    start = 0
+    if (ckpt / STATE_JSON).is_file():
+        resumed = load_model(ckpt, device=device)
+        model.load_state_dict(resumed.state_dict())
+    model.to(device).train()
+    optimizer = make_optimizer(model, cfg)
+    if (ckpt / STATE_JSON).is_file():
+        start = load_training_state(ckpt, model, optimizer)
+    log_path = out / "train_log.jsonl"
+    metrics: dict[str, float] = {}
+    running: dict[str, float] = {}
+    began = time.time()
+    end = cfg.steps if stop_after is None else min(cfg.steps, start + stop_after)
+    bar = tqdm(range(start, end), initial=start, total=cfg.steps, disable=not progress, desc="train",
+               mininterval=2.0)
+    for step in bar:
+        generator = torch.Generator(device=device).manual_seed(cfg.seed * 1_000_003 + step)
+        batch = make_batch(step, torch.Generator().manual_seed(cfg.seed * 1_000_003 + step))
+        batch = Batch(batch.prompt.to(device), batch.target.to(device),
+                      None if batch.target_mask is None else batch.target_mask.to(device))
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, cfg)
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
+            loss, parts = diffusion_loss(model, batch, generator, self_conditioning_prob=cfg.self_conditioning_prob,
+                                         ar_weight=cfg.ar_weight, eps=cfg.eps)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        parts["grad_norm"] = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip).item()
+        optimizer.step()
+        for k, v in parts.items():
+            running[k] = running.get(k, 0.0) + v
+        done = step + 1
+        if done % cfg.log_every == 0 or done == cfg.steps:
+            count = cfg.log_every if done % cfg.log_every == 0 else done % cfg.log_every
+            metrics = {k: v / count for k, v in running.items()}
+            running = {}
+            metrics.update(step=done, lr=lr_at(step, cfg), elapsed_s=round(time.time() - began, 1))
+            if evaluate is not None and done % cfg.checkpoint_every == 0:
+                model.eval()
+                metrics.update(evaluate(model))
+                model.train()
+            bar.set_postfix(loss=f"{metrics['loss']:.3f}", acc=f"{metrics['noised_acc']:.3f}")
+            with log_path.open("a") as f:
+                f.write(json.dumps(metrics) + "\n")
+            if not progress:
+                print(json.dumps(metrics), flush=True)
+        if done % cfg.checkpoint_every == 0 or done in (cfg.steps, end):
+            save_training_state(ckpt, model, optimizer, done, cfg)
+    model.eval()
+    return {"steps": end, "resumed_from": start, "seconds": round(time.time() - began, 1), **metrics}

@@ -1,0 +1,142 @@
+"""The `solve` command line."""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from pathlib import Path
+
+import torch
+import typer
+from rich.console import Console
+
+from ..core import CheckpointError, ConfigError, SamplingConfig, StepInfo, generate, load_model
+from .checkpoints import default_checkpoint
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="diffsolve: constraint-guided diffusion solvers that return only verified answers.")
+console = Console()
+TASKS = ("sorting",)
+
+
+def _load(checkpoint: str | None, task: str, device: str):
+    try:
+        return load_model(checkpoint or default_checkpoint(task), device=device)
+    except (CheckpointError, ConfigError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def demo(
+    digits: str = typer.Option(None, help="16 digits to sort, e.g. 3141592653589793 (default: random)."),
+    seed: int = typer.Option(0, help="Seed for the random input and the sampler."),
+    checkpoint: str = typer.Option(None, help="Checkpoint directory or hub id (default: the shipped demo)."),
+    guided: bool = typer.Option(True, help="Apply the task's constraints every pass (off: the model alone)."),
+    device: str = typer.Option("cpu", help="cpu or cuda."),
+) -> None:
+    """Load the shipped tiny checkpoint and watch a canvas denoise: 16 digits sorted by diffusion."""
+    from ..tasks import sorting
+
+    if digits is None:
+        values = torch.randint(0, 10, (1, sorting.LENGTH), generator=torch.Generator().manual_seed(seed))
+    else:
+        if len(digits) != sorting.LENGTH or not digits.isdigit():
+            console.print(f"[red]error:[/red] --digits needs exactly {sorting.LENGTH} digits, got {digits!r}")
+            raise typer.Exit(2)
+        values = torch.tensor([[int(c) for c in digits]])
+    model = _load(checkpoint, "sorting", device)
+    prompt = sorting.encode_prompt(values).to(device)
+    console.print(f"input     {''.join(map(str, values[0].tolist()))}")
+
+    def show(info: StepInfo) -> None:
+        text = sorting.decode(info.argmax)[0]
+        marks = "".join("[green]" + c + "[/green]" if ok else "[dim]" + c + "[/dim]"
+                        for c, ok in zip(text, info.accepted[0].tolist()))
+        console.print(f"pass {info.step:>3}  {marks}  accepted {int(info.accepted[0].sum()):>2}/{sorting.LENGTH}"
+                      + ("  [yellow]re-noised[/yellow] " + str(int(info.renoised_by_constraint[0].sum()))
+                         if info.renoised_by_constraint[0].any() else ""))
+
+    config = SamplingConfig(keep_accepted=guided)
+    guidance = sorting.constraints(values, device) if guided else None
+    started = time.perf_counter()
+    out = generate(model, prompt, config, guidance=guidance, callback=show,
+                   generator=torch.Generator(device).manual_seed(seed))
+    seconds = time.perf_counter() - started
+    answer = sorting.decode(out.canvas)[0]
+    correct = answer == "".join(sorted(map(str, values[0].tolist())))
+    if guided:
+        verdict = "[green]verified[/green]" if bool(out.solved[0]) else "[red]no verified answer[/red]"
+    else:
+        verdict = "[green]correct[/green]" if correct else "[red]wrong[/red]"
+    console.print(f"output    {answer}  {verdict}  ({int(out.forward_passes[0])} passes, {seconds:.2f} s)")
+
+
+@app.command()
+def train(
+    task: str = typer.Argument(..., help=f"Task to train: {', '.join(TASKS)}."),
+    out: Path = typer.Option(..., help="Run directory: checkpoints, log, and the final model in out/model."),
+    steps: int = typer.Option(3000, help="Optimizer steps."),
+    batch_size: int = typer.Option(64, help="Examples per step."),
+    lr: float = typer.Option(2e-3, help="Peak learning rate (warmup then cosine)."),
+    seed: int = typer.Option(0, help="Seed for initialisation and data."),
+    device: str = typer.Option("cpu", help="cpu or cuda."),
+    threads: int = typer.Option(2, help="CPU threads for torch."),
+) -> None:
+    """Train a task model from scratch with the DiffusionGemma objective; resumes from out/checkpoint."""
+    from ..core import new_model
+    from ..core.training import TrainConfig
+    from ..core.training import train as run_training
+    from ..tasks import sorting
+
+    if task not in TASKS:
+        console.print(f"[red]error:[/red] unknown task {task!r}; choose from {', '.join(TASKS)}")
+        raise typer.Exit(2)
+    torch.set_num_threads(threads)
+    module = {"sorting": sorting}[task]
+    model = new_model(module.model_config(), seed=seed)
+    model.tokenizer = module.TOKENIZER
+    cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed, device=device,
+                      warmup_steps=min(200, steps // 10), checkpoint_every=max(1, min(500, steps // 4)),
+                      bf16=device.startswith("cuda"))
+    summary = run_training(model, lambda step, g: module.make_batch(step, g, batch_size), cfg, out)
+    metrics = module.evaluate(model)
+    final = out / "model"
+    model.save_pretrained(final)
+    command = (f"solve train {task} --out {out} --steps {steps} --batch-size {batch_size} --lr {lr} "
+               f"--seed {seed} --device {device}")
+    _write_model_card(final, task, command, cfg, summary, metrics, model)
+    console.print_json(json.dumps({**summary, **metrics}))
+
+
+def _write_model_card(path: Path, task: str, command: str, cfg, summary: dict, metrics: dict, model) -> None:
+    params = sum(p.numel() for p in model.parameters())
+    hardware = torch.cuda.get_device_name() if cfg.device.startswith("cuda") else \
+        f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+    lines = [
+        f"# diffsolve {task} model", "",
+        f"A {params / 1e6:.2f}M-parameter DiffusionGemma-architecture model (MoE, "
+        f"{model.config.num_experts} experts top-{model.config.top_k_experts}) trained from scratch by diffsolve.",
+        "", "## Data", "", "Generated on the fly by the task module (`diffsolve.tasks." + task + "`); "
+        "each step's batch is drawn from a seeded generator. No external data.", "",
+        "## Recipe", "",
+        "DiffusionGemma objective: t ~ U(1e-3, 1) per example, canvas tokens replaced by uniform-random tokens "
+        "with probability t, cross-entropy over the canvas + 1.0 x encoder next-token loss, self-conditioning "
+        f"two-pass with p = {cfg.self_conditioning_prob}. AdamW (betas 0.9/0.95, wd {cfg.weight_decay}), "
+        f"lr {cfg.lr} with {cfg.warmup_steps} warmup steps and cosine decay, grad clip {cfg.grad_clip}, "
+        f"batch {cfg.batch_size}, {cfg.steps} steps, seed {cfg.seed}.", "",
+        "## Command", "", "```", command, "```", "",
+        "## Hardware and time", "", f"{hardware}; {summary['seconds']:.0f} s of training "
+        f"(torch {torch.__version__}).", "",
+        "## Metrics", "", "Measured after training on inputs drawn from a seed range training never used:", "",
+        "| metric | value |", "|---|---|",
+        *[f"| {k} | {v:.4g} |" for k, v in {**metrics, "final_loss": summary.get("loss", float("nan")),
+                                             "final_noised_acc": summary.get("noised_acc", float("nan"))}.items()],
+        "",
+    ]
+    (path / "README.md").write_text("\n".join(lines))
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,177 @@
+"""Checkpoint loading and saving: layouts, the HF cache, and the errors a user sees."""
+
+import json
+import logging
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from diffsolve.core import CheckpointError, ConfigError, ModelConfig, load_model, new_model
+
+TEXT = dict(vocab_size=40, hidden_size=16, intermediate_size=24, num_hidden_layers=2, num_attention_heads=2,
+            num_key_value_heads=1, head_dim=8, num_experts=4, top_k_experts=2, moe_intermediate_size=8,
+            layer_types=["sliding_attention", "full_attention"], sliding_window=4, global_head_dim=16)
+
+
+def tiny(canvas_length=6, **text):
+    return ModelConfig.from_hf_dict({"model_type": "diffusion_gemma", "canvas_length": canvas_length,
+                                     "text_config": {**TEXT, **text}})
+
+
+@pytest.fixture
+def saved(tmp_path):
+    model = new_model(tiny(), seed=1)
+    model.save_pretrained(tmp_path)
+    return model, tmp_path
+
+
+def _logits(model):
+    g = torch.Generator().manual_seed(0)
+    prompt, canvas = torch.randint(0, 40, (2, 7), generator=g), torch.randint(0, 40, (2, 6), generator=g)
+    with torch.no_grad():
+        return model.denoise(canvas, model.encode(prompt))
+
+
+def test_round_trip_is_exact(saved):
+    model, path = saved
+    assert sorted(os.listdir(path)) == ["config.json", "generation_config.json", "model.safetensors"]
+    assert torch.equal(_logits(model), _logits(load_model(path)))
+    config = json.loads((path / "config.json").read_text())
+    assert config["text_config"]["per_layer_config"] == {"1": {"head_dim": 16}}
+
+
+def test_sharded_checkpoint(saved, tmp_path_factory):
+    model, _ = saved
+    out = tmp_path_factory.mktemp("sharded")
+    model.save_pretrained(out, max_shard_bytes=4096)
+    index = json.loads((out / "model.safetensors.index.json").read_text())
+    assert len(set(index["weight_map"].values())) > 1
+    assert not (out / "model.safetensors").exists()
+    assert torch.equal(_logits(model), _logits(load_model(out)))
+
+
+def test_dtype_and_device(saved):
+    _, path = saved
+    model = load_model(path, dtype=torch.bfloat16, device="cpu")
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+    assert _logits(model).dtype == torch.float32
+
+
+def _rewrite(path, edit):
+    tensors = load_file(str(path / "model.safetensors"))
+    edit(tensors)
+    save_file(tensors, str(path / "model.safetensors"))
+
+
+def test_strict_loading_lists_every_problem(saved):
+    _, path = saved
+
+    def edit(t):
+        del t["model.decoder.layers.0.router.scale"]
+        t["model.decoder.layers.0.bogus.weight"] = torch.zeros(2)
+        t["model.decoder.norm.weight"] = torch.zeros(3)
+
+    _rewrite(path, edit)
+    with pytest.raises(CheckpointError) as err:
+        load_model(path)
+    message = str(err.value)
+    assert "1 missing: model.decoder.layers.0.router.scale" in message
+    assert "1 unexpected: model.decoder.layers.0.bogus.weight" in message
+    assert "model.decoder.norm.weight: checkpoint (3,), config expects (16,)" in message
+
+
+def test_vision_tensors_are_skipped_with_one_info_line(saved, caplog):
+    model, path = saved
+    _rewrite(path, lambda t: t.update({"model.encoder.vision_tower.patch.weight": torch.zeros(3, 3),
+                                       "model.encoder.embed_vision.embedding_projection.weight": torch.zeros(2)}))
+    with caplog.at_level(logging.INFO, logger="diffsolve.core.checkpoint"):
+        loaded = load_model(path)
+    assert [r.message for r in caplog.records] == ["skipped 2 vision-tower tensors (the vision path is not modelled)"]
+    assert torch.equal(_logits(model), _logits(loaded))
+
+
+def test_encoder_named_shared_weights_are_accepted(saved):
+    """Checkpoints may name shared weights from the encoder side and carry a separate lm_head."""
+    model, path = saved
+
+    def edit(t):
+        t["model.encoder.language_model.norm.weight"] = t.pop("model.decoder.norm.weight")
+        t["lm_head.weight"] = t["model.decoder.embed_tokens.weight"].clone()
+
+    _rewrite(path, edit)
+    assert torch.equal(_logits(model), _logits(load_model(path)))
+
+
+@pytest.mark.parametrize("edit, field", [
+    (lambda c: c["text_config"].pop("hidden_size"), "hidden_size"),
+    (lambda c: c["text_config"].update(layer_types=["full_attention"]), "layer_types"),
+    (lambda c: c["text_config"].update(num_attention_heads=3, num_key_value_heads=2), "num_attention_heads"),
+    (lambda c: c["text_config"].update(top_k_experts=9), "top_k_experts"),
+    (lambda c: c["text_config"]["rope_parameters"]["full_attention"].update(rope_type="yarn"), "rope_parameters"),
+    (lambda c: c.update(model_type="gemma3"), "model_type"),
+    (lambda c: c.pop("text_config"), "text_config"),
+])
+def test_config_errors_name_the_field(saved, edit, field):
+    _, path = saved
+    config = json.loads((path / "config.json").read_text())
+    edit(config)
+    (path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ConfigError) as err:
+        load_model(path)
+    assert field in str(err.value) and "config.json" in str(err.value)
+
+
+def test_unrelated_fields_are_ignored(saved):
+    model, path = saved
+    config = json.loads((path / "config.json").read_text())
+    config.update(transformers_version="9.9", some_future_field={"x": 1})
+    config["vision_config"] = {"model_type": "gemma4_vision", "hidden_size": 1152}
+    (path / "config.json").write_text(json.dumps(config))
+    assert torch.equal(_logits(model), _logits(load_model(path)))
+
+
+def test_global_head_dim_and_per_layer_config_agree():
+    explicit = tiny(per_layer_config={"1": {"head_dim": 16, "num_key_value_heads": 1}})
+    derived = tiny(num_global_key_value_heads=1)
+    assert explicit.layers == derived.layers
+    default = ModelConfig.from_hf_dict({"model_type": "diffusion_gemma", "text_config": {
+        **{k: v for k, v in TEXT.items() if k != "global_head_dim"}}})
+    assert default.layers[1].head_dim == 512 and default.layers[0].head_dim == 8
+
+
+def test_bad_locations(tmp_path):
+    with pytest.raises(CheckpointError, match="no such directory"):
+        load_model(tmp_path / "nope" / "deeper")
+    (tmp_path / "pytorch_model.bin").write_bytes(b"not loaded")
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "diffusion_gemma", "text_config": TEXT}))
+    with pytest.raises(CheckpointError, match="safetensors only"):
+        load_model(tmp_path)
+
+
+def test_hub_id_resolves_offline_from_the_hf_cache(saved, tmp_path_factory):
+    model, path = saved
+    cache = tmp_path_factory.mktemp("hf_cache")
+    repo = cache / "models--acme--tiny-diffusion"
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    snapshot = repo / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    for name in os.listdir(path):
+        (snapshot / name).write_bytes((path / name).read_bytes())
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    expected = _logits(model)
+    script = ("import torch, sys; from safetensors.torch import save_file; from diffsolve.core import load_model;"
+              "m = load_model('acme/tiny-diffusion'); g = torch.Generator().manual_seed(0);"
+              "p = torch.randint(0, 40, (2, 7), generator=g); c = torch.randint(0, 40, (2, 6), generator=g);"
+              "save_file({'logits': m.denoise(c, m.encode(p)).detach()}, sys.argv[1])")
+    out = tmp_path_factory.mktemp("out") / "logits.safetensors"
+    env = {**os.environ, "HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
+    subprocess.run([sys.executable, "-c", script, str(out)], check=True, env=env, timeout=120)
+    assert torch.equal(load_file(str(out))["logits"], expected)
+    missing = subprocess.run([sys.executable, "-c", "from diffsolve.core import load_model; load_model('acme/absent')"],
+                             env=env, capture_output=True, text=True, timeout=120)
+    assert missing.returncode != 0 and "not available from the Hugging Face cache" in missing.stderr

@@ -1,0 +1,177 @@
+"""Sampler invariants, constraint hooks, block-autoregressive generation and the AR baseline."""
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from diffsolve.constraints import ConstraintModel
+from diffsolve.core import Guidance, ModelConfig, SamplingConfig, generate, generate_autoregressive, new_model
+from diffsolve.core.sampler import entropy_bound_accept, token_entropy
+
+VOCAB, LENGTH = 20, 8
+
+
+@pytest.fixture(scope="module")
+def model():
+    cfg = ModelConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=48, num_layers=2, num_heads=2,
+                      num_kv_heads=1, head_dim=16, num_experts=4, top_k_experts=2, moe_intermediate_size=16,
+                      layer_types=["sliding_attention", "full_attention"], sliding_window=5, canvas_length=LENGTH)
+    return new_model(cfg, seed=0).eval()
+
+
+def prompt(batch=3, length=6, seed=0):
+    return torch.randint(4, VOCAB, (batch, length), generator=torch.Generator().manual_seed(seed))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.floats(0, 5), min_size=1, max_size=30), st.floats(0.01, 3))
+def test_entropy_bound_accepts_the_largest_valid_lowest_entropy_set(entropies, bound):
+    e = torch.tensor([entropies])
+    accepted = entropy_bound_accept(e, bound)[0]
+    chosen = e[0][accepted]
+    assert accepted.any()  # the lowest-entropy token is always accepted
+    assert chosen.sum() - chosen.max() <= bound + 1e-5
+    if (~accepted).any():
+        assert e[0][~accepted].min() >= chosen.max()  # a lowest-entropy prefix...
+        # ...and maximal: with the next token (the new max) the sum of the others is chosen.sum()
+        assert chosen.sum() > bound - 1e-5
+
+
+def test_token_entropy_matches_torch_categorical():
+    logits = torch.randn(4, 7, 11) * 3
+    logits[0, 0, :5] = float("-inf")
+    expected = torch.distributions.Categorical(logits=logits).entropy()
+    assert torch.allclose(token_entropy(logits), expected, atol=1e-6)
+
+
+def test_same_seed_same_output_and_different_seed_differs(model):
+    run = lambda seed: generate(model, prompt(), generator=torch.Generator().manual_seed(seed)).sequences
+    assert torch.equal(run(1), run(1))
+    assert not torch.equal(run(1), run(2))
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.data())
+def test_pins_never_change_and_masked_tokens_never_appear(model, data):
+    batch = 2
+    cm = ConstraintModel(LENGTH, VOCAB, batch_size=batch)
+    allowed = {}
+    for row in range(batch):
+        for pos in range(LENGTH):
+            tokens = data.draw(st.sets(st.integers(0, VOCAB - 1), min_size=1, max_size=5))
+            allowed[row, pos] = tokens
+            cm.allow([pos], tokens, row=row)
+        pinned = data.draw(st.sets(st.integers(0, LENGTH - 1), max_size=3))
+        for pos in pinned:
+            token = min(allowed[row, pos])
+            cm.pin([pos], [token], row=row)
+    guidance = cm.compile()
+    pins = guidance.pins
+    steps = []
+
+    def check(info):
+        steps.append(info.step)
+        assert ((pins < 0) | (info.canvas == pins)).all() and ((pins < 0) | (info.argmax == pins)).all()
+        for (row, pos), tokens in allowed.items():
+            assert info.argmax[row, pos].item() in tokens
+            if info.accepted[row, pos]:
+                assert info.canvas[row, pos].item() in tokens
+
+    seed = data.draw(st.integers(0, 1000))
+    keep = data.draw(st.booleans())
+    generate(model, prompt(batch), SamplingConfig(max_denoising_steps=6, keep_accepted=keep), guidance=guidance,
+             generator=torch.Generator().manual_seed(seed), callback=check)
+    assert steps
+
+
+class _BlameFirst(Guidance):
+    def violations(self, canvas, accepted):
+        bad = torch.zeros_like(accepted)
+        bad[:, 0] = True
+        return bad
+
+
+def test_violations_are_renoised_even_when_accepted(model):
+    accepted_first = []
+    generate(model, prompt(), SamplingConfig(max_denoising_steps=10, entropy_bound=100.0), guidance=_BlameFirst(),
+             generator=torch.Generator().manual_seed(0),
+             callback=lambda info: accepted_first.append((info.accepted[:, 0].any().item(),
+                                                          info.renoised_by_constraint[:, 0].all().item())))
+    # entropy bound 100 accepts everything, yet position 0 is re-noised every pass
+    assert accepted_first and all(not acc and blamed for acc, blamed in accepted_first)
+
+
+class _SolvedAfter(Guidance):
+    def __init__(self, calls):
+        self.calls = calls
+
+    def verify(self, canvas):
+        self.calls -= 1
+        return torch.full((canvas.shape[0],), self.calls <= 0)
+
+
+def test_verifier_stops_early_and_reports_solved(model):
+    out = generate(model, prompt(), SamplingConfig(max_denoising_steps=40, stability_threshold=None),
+                   guidance=_SolvedAfter(3), generator=torch.Generator().manual_seed(0))
+    assert out.forward_passes.tolist() == [3, 3, 3] and out.solved.all()
+    plain = generate(model, prompt(), SamplingConfig(max_denoising_steps=40, stability_threshold=None),
+                     generator=torch.Generator().manual_seed(0))
+    assert plain.forward_passes.tolist() == [40, 40, 40] and not plain.solved.any()
+
+
+def test_block_autoregressive_generation_commits_canvases(model):
+    config = SamplingConfig(max_denoising_steps=5, max_new_tokens=3 * LENGTH)
+    out = generate(model, prompt(), config, generator=torch.Generator().manual_seed(0))
+    assert out.sequences.shape == (3, 6 + 3 * LENGTH)
+    assert out.cache.length == 6 + 2 * LENGTH  # the last canvas is never encoded
+    assert torch.equal(out.canvas, out.sequences[:, -LENGTH:])
+
+
+def test_eos_pads_the_rest_and_stops_rows(model):
+    class ForceEos(Guidance):
+        def allowed(self, canvas, settled):
+            mask = torch.zeros(canvas.shape[0], LENGTH, VOCAB, dtype=torch.bool)
+            mask[:, :, 5] = True
+            mask[:, 3, :] = False
+            mask[:, 3, 1] = True  # EOS at position 3
+            return mask
+
+    config = SamplingConfig(max_denoising_steps=3, max_new_tokens=2 * LENGTH, eos_token_id=1, pad_token_id=0)
+    out = generate(model, prompt(), config, guidance=ForceEos(), generator=torch.Generator().manual_seed(0))
+    assert out.sequences.shape[1] == 6 + LENGTH  # stopped after the first canvas
+    assert out.canvas[:, :3].eq(5).all() and out.canvas[:, 3].eq(1).all() and out.canvas[:, 4:].eq(0).all()
+    assert out.forward_passes.tolist() == [2, 2, 2]  # fully determined canvas: stable and confident at pass 2
+    assert torch.allclose(out.tokens_per_forward, torch.full((3,), 4 / 2))
+
+
+def test_cache_select_repeats_a_prompt_for_parallel_canvases(model):
+    cache = model.encode(prompt(1))
+    many = cache.select([0] * 4)
+    canvas = torch.randint(0, VOCAB, (4, LENGTH))
+    with torch.no_grad():
+        one_by_one = torch.cat([model.denoise(canvas[i:i + 1], cache) for i in range(4)])
+        assert torch.allclose(model.denoise(canvas, many), one_by_one, atol=1e-5)
+
+
+def test_padding_tokens_are_ignored(model):
+    ids = prompt(2, 9)
+    mask = torch.ones_like(ids, dtype=torch.bool)
+    mask[0, :4] = False  # left padding in row 0
+    other = ids.clone()
+    other[0, :4] = 7  # different pad ids must not matter
+    canvas = torch.randint(0, VOCAB, (2, LENGTH))
+    with torch.no_grad():
+        a = model.denoise(canvas, model.encode(ids, attention_mask=mask))
+        b = model.denoise(canvas, model.encode(other, attention_mask=mask))
+    assert torch.isfinite(a).all() and torch.allclose(a, b, atol=1e-5)
+
+
+def test_autoregressive_mode_matches_full_recompute(model):
+    ids = prompt(2, 5)
+    new = generate_autoregressive(model, ids, max_new_tokens=7)
+    with torch.no_grad():
+        for i in range(new.shape[1]):
+            context = torch.cat((ids, new[:, :i]), dim=1)
+            _, logits = model.encode_logits(context)
+            assert torch.equal(logits[:, -1].argmax(-1), new[:, i])
