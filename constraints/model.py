@@ -215,6 +215,11 @@ class CompiledConstraints(Guidance):
                 bad |= predicate.locate(canvas, accepted, self.rows)
         return bad & accepted & (self.pins < 0)  # pins are never blamed
 
+    def retire(self, solved: Tensor) -> Tensor:
+        """Once one canvas of a declared row is solved, its parallel siblings stop."""
+        count = torch.zeros(int(self.rows.max()) + 1, dtype=torch.long, device=solved.device)
+        return count.index_add_(0, self.rows, solved.long())[self.rows] > 0
+
     def verify(self, canvas: Tensor) -> Tensor:
         self._check_rows(canvas)
         ok = ((self.pins < 0) | (canvas == self.pins)).all(-1)

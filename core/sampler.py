@@ -102,6 +102,11 @@ class Guidance:
         """Bool [B]: rows whose canvas is a verified solution; they stop early."""
         return None
 
+    def retire(self, solved: Tensor) -> Tensor | None:
+        """Bool [B]: unsolved rows to stop anyway, given the rows solved so far (e.g. the other parallel
+        canvases of an instance one canvas already solved)."""
+        return None
+
 
 @dataclass
 class StepInfo:
@@ -224,6 +229,7 @@ def denoise_canvas(model: DiffusionGemma, cache: KVCache, config: SamplingConfig
         new_canvas = torch.where(accepted, sample, noise)
         if pins is not None:
             new_canvas = torch.where(pins[0], pins[1], new_canvas)
+            new_argmax = torch.where(pins[0], pins[1], new_argmax)
             accepted = accepted | pins[0]
 
         if finished.any():  # finished rows stay frozen, as in transformers
@@ -237,6 +243,9 @@ def denoise_canvas(model: DiffusionGemma, cache: KVCache, config: SamplingConfig
             if verified is not None:
                 solved = solved | (verified & ~finished)
                 stop = stop | verified
+                retired = guidance.retire(solved)
+                if retired is not None:
+                    stop = stop | retired
         finished = finished | stop
         sc_logits = logits.to(model.dtype)
         canvas, argmax, settled = new_canvas, new_argmax, accepted

@@ -50,6 +50,9 @@ class TrainConfig:
     log_every: int = 25
     device: str = "cpu"
     bf16: bool = False  # autocast to bf16 on CUDA
+    # Wall-clock budget: the schedule follows max(step / steps, elapsed / budget) and training ends when
+    # either runs out (for time-boxed machines; step-exact resumption needs it unset).
+    time_budget_s: float | None = None
 
 
 def diffusion_loss(model: DiffusionGemma, batch: Batch, generator: torch.Generator, *,
@@ -93,11 +96,14 @@ def diffusion_loss(model: DiffusionGemma, batch: Batch, generator: torch.Generat
                   "noised_acc": blank_acc.item()}
 
 
-def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Linear warmup, then cosine decay to `min_lr_ratio * lr`."""
+def lr_at(step: int, cfg: TrainConfig, elapsed_s: float = 0.0) -> float:
+    """Linear warmup, then cosine decay to `min_lr_ratio * lr` (over steps, or time when budgeted)."""
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
-    progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps))
+    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    if cfg.time_budget_s:
+        progress = max(progress, elapsed_s / cfg.time_budget_s)
+    progress = min(1.0, progress)
     return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
@@ -171,8 +177,10 @@ def train(model: DiffusionGemma, make_batch: Callable[[int, torch.Generator], Ba
         model.load_state_dict(resumed.state_dict())
     model.to(device).train()
     optimizer = make_optimizer(model, cfg)
+    previous_s = 0.0
     if (ckpt / STATE_JSON).is_file():
         start = load_training_state(ckpt, model, optimizer)
+        previous_s = json.loads((ckpt / STATE_JSON).read_text()).get("elapsed_s", 0.0)
     log_path = out / "train_log.jsonl"
     metrics: dict[str, float] = {}
     running: dict[str, float] = {}
@@ -185,8 +193,9 @@ def train(model: DiffusionGemma, make_batch: Callable[[int, torch.Generator], Ba
         batch = make_batch(step, torch.Generator().manual_seed(cfg.seed * 1_000_003 + step))
         batch = Batch(batch.prompt.to(device), batch.target.to(device),
                       None if batch.target_mask is None else batch.target_mask.to(device))
+        elapsed = previous_s + time.time() - began
         for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, cfg)
+            group["lr"] = lr_at(step, cfg, elapsed)
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
             loss, parts = diffusion_loss(model, batch, generator, self_conditioning_prob=cfg.self_conditioning_prob,
                                          ar_weight=cfg.ar_weight, eps=cfg.eps)
@@ -197,11 +206,14 @@ def train(model: DiffusionGemma, make_batch: Callable[[int, torch.Generator], Ba
         for k, v in parts.items():
             running[k] = running.get(k, 0.0) + v
         done = step + 1
-        if done % cfg.log_every == 0 or done == cfg.steps:
+        out_of_time = cfg.time_budget_s is not None and previous_s + time.time() - began >= cfg.time_budget_s
+        if out_of_time:
+            end = done
+        if done % cfg.log_every == 0 or done in (cfg.steps, end):
             count = cfg.log_every if done % cfg.log_every == 0 else done % cfg.log_every
             metrics = {k: v / count for k, v in running.items()}
             running = {}
-            metrics.update(step=done, lr=lr_at(step, cfg), elapsed_s=round(time.time() - began, 1))
+            metrics.update(step=done, lr=lr_at(step, cfg, elapsed), elapsed_s=round(previous_s + time.time() - began, 1))
             if evaluate is not None and done % cfg.checkpoint_every == 0:
                 model.eval()
                 metrics.update(evaluate(model))
@@ -212,6 +224,9 @@ def train(model: DiffusionGemma, make_batch: Callable[[int, torch.Generator], Ba
             if not progress:
                 print(json.dumps(metrics), flush=True)
         if done % cfg.checkpoint_every == 0 or done in (cfg.steps, end):
-            save_training_state(ckpt, model, optimizer, done, cfg)
+            save_training_state(ckpt, model, optimizer, done, cfg,
+                                {"elapsed_s": round(previous_s + time.time() - began, 1)})
+        if out_of_time:
+            break
     model.eval()
-    return {"steps": end, "resumed_from": start, "seconds": round(time.time() - began, 1), **metrics}
+    return {"steps": end, "resumed_from": start, "seconds": round(previous_s + time.time() - began, 1), **metrics}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from .checkpoints import default_checkpoint
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="diffsolve: constraint-guided diffusion solvers that return only verified answers.")
 console = Console()
-TASKS = ("sorting",)
+TASKS = ("sorting", "sudoku")
 
 
 def _load(checkpoint: str | None, task: str, device: str):
@@ -83,29 +84,35 @@ def train(
     seed: int = typer.Option(0, help="Seed for initialisation and data."),
     device: str = typer.Option("cpu", help="cpu or cuda."),
     threads: int = typer.Option(2, help="CPU threads for torch."),
+    time_budget: float = typer.Option(None, help="Stop after this many seconds (schedule follows the clock)."),
+    data: Path = typer.Option(None, help="Sudoku: base set .npz (generated into the run directory if absent)."),
+    examples: int = typer.Option(50_000, help="Sudoku: size of the generated base set."),
+    workers: int = typer.Option(2, help="Sudoku: processes generating the base set."),
 ) -> None:
     """Train a task model from scratch with the DiffusionGemma objective; resumes from out/checkpoint."""
     from ..core import new_model
     from ..core.training import TrainConfig
     from ..core.training import train as run_training
-    from ..tasks import sorting
+    from ..tasks import sorting, sudoku
 
     if task not in TASKS:
         console.print(f"[red]error:[/red] unknown task {task!r}; choose from {', '.join(TASKS)}")
         raise typer.Exit(2)
     torch.set_num_threads(threads)
-    module = {"sorting": sorting}[task]
+    module = {"sorting": sorting, "sudoku": sudoku}[task]
     model = new_model(module.model_config(), seed=seed)
     model.tokenizer = module.TOKENIZER
     cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed, device=device,
                       warmup_steps=min(200, steps // 10), checkpoint_every=max(1, min(500, steps // 4)),
-                      bf16=device.startswith("cuda"))
-    summary = run_training(model, lambda step, g: module.make_batch(step, g, batch_size), cfg, out)
+                      bf16=device.startswith("cuda"), time_budget_s=time_budget)
+    make_batch = module.batches(out, seed, batch_size, device, data=data, examples=examples, workers=workers)
+    summary = run_training(model, make_batch, cfg, out, progress=sys.stderr.isatty())
     metrics = module.evaluate(model)
     final = out / "model"
     model.save_pretrained(final)
     command = (f"solve train {task} --out {out} --steps {steps} --batch-size {batch_size} --lr {lr} "
-               f"--seed {seed} --device {device}")
+               f"--seed {seed} --device {device}" + (f" --time-budget {time_budget:g}" if time_budget else "")
+               + (f" --examples {examples}" if task == "sudoku" else ""))
     _write_model_card(final, task, command, cfg, summary, metrics, model)
     console.print_json(json.dumps({**summary, **metrics}))
 

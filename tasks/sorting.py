@@ -6,6 +6,8 @@ permutation of the input, which the constraint model checks on every canvas.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 
@@ -39,10 +41,15 @@ def decode(canvas: Tensor) -> list[str]:
     return [TOKENIZER.decode(row.tolist()).replace(" ", "") for row in canvas]
 
 
-def make_batch(step: int, generator: torch.Generator, batch_size: int = 64) -> Batch:
+def make_batch(generator: torch.Generator, batch_size: int = 64) -> Batch:
     digits = torch.randint(0, 10, (batch_size, LENGTH), generator=generator)
     prompt = encode_prompt(digits)
     return Batch(prompt, prompt[:, 1:].sort(dim=-1).values)
+
+
+def batches(out_dir, seed: int, batch_size: int, device: str, **_) -> Callable[[int, torch.Generator], Batch]:
+    """Training batches for `core.training.train` (drawn from the step's seeded generator)."""
+    return lambda step, generator: make_batch(generator, batch_size)
 
 
 def constraints(digits: Tensor, device: str | torch.device = "cpu") -> CompiledConstraints:

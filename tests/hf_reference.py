@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import torch
 
+from diffsolve.core.config import TINY_VISION_CONFIG
+
 TINY_TEXT = dict(
     vocab_size=96, hidden_size=32, intermediate_size=48, num_hidden_layers=4, num_attention_heads=4,
     num_key_value_heads=2, head_dim=8, global_head_dim=16, num_global_key_value_heads=1, sliding_window=6,
     layer_types=["sliding_attention", "full_attention", "sliding_attention", "full_attention"],
     num_experts=6, top_k_experts=2, moe_intermediate_size=16,
 )
-TINY_VISION = dict(model_type="gemma4_vision", hidden_size=8, intermediate_size=8, num_hidden_layers=1,
-                   num_attention_heads=1, num_key_value_heads=1, head_dim=8, patch_size=4, pooling_kernel_size=1,
-                   position_embedding_size=8)
 
 
 def hf_model(seed: int = 0, canvas_length: int = 10, dtype=torch.float32, weight_std: float = 0.15, **text_overrides):
@@ -20,7 +19,7 @@ def hf_model(seed: int = 0, canvas_length: int = 10, dtype=torch.float32, weight
     from transformers import DiffusionGemmaConfig, DiffusionGemmaForBlockDiffusion
 
     torch.manual_seed(seed)
-    cfg = DiffusionGemmaConfig(text_config={**TINY_TEXT, **text_overrides}, vision_config=dict(TINY_VISION),
+    cfg = DiffusionGemmaConfig(text_config={**TINY_TEXT, **text_overrides}, vision_config=dict(TINY_VISION_CONFIG),
                                canvas_length=canvas_length)
     cfg.text_config._attn_implementation = "sdpa"
     model = DiffusionGemmaForBlockDiffusion(cfg).eval()

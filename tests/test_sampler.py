@@ -85,6 +85,21 @@ def test_pins_never_change_and_masked_tokens_never_appear(model, data):
     assert steps
 
 
+class _PinOnly(Guidance):
+    """Pins without any allowed-token mask: the pins must still hold in the output."""
+
+    def pinned(self, batch, device):
+        mask = torch.zeros(batch, LENGTH, dtype=torch.bool)
+        mask[:, ::2] = True
+        return mask, torch.full((batch, LENGTH), 9)
+
+
+def test_pins_hold_in_the_output_without_masks(model):
+    out = generate(model, prompt(), SamplingConfig(max_denoising_steps=4), guidance=_PinOnly(),
+                   generator=torch.Generator().manual_seed(0))
+    assert out.canvas[:, ::2].eq(9).all()
+
+
 class _BlameFirst(Guidance):
     def violations(self, canvas, accepted):
         bad = torch.zeros_like(accepted)

@@ -1,0 +1,29 @@
+# Two commands do everything on a fresh machine:  `make demo`  and  `make test`.
+# A local virtual environment in .venv is created on first use. torch is installed first as the CPU
+# build 2.13.0 unless the venv already has a torch (bring your own CUDA build: install it into .venv first,
+# or run `make TORCH=torch demo`).
+VENV  ?= .venv
+PY    := $(VENV)/bin/python
+TORCH ?= torch==2.13.0
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q $(TORCH)
+	$(PY) -m pip install -q -e ".[test]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/solve demo
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+bench: $(STAMP)
+	$(PY) -m pip install -q matplotlib
+	$(PY) benchmarks/engine.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -1,0 +1,199 @@
+"""Engine benchmark: decoder-step latency of diffsolve vs transformers on the same weights, in the same run.
+
+    python benchmarks/engine.py [--quick] [--out benchmarks/results/engine.json]
+
+For each config and batch size it loads one random checkpoint into both engines, checks the logits agree,
+and times one denoising step (decoder pass with self-conditioning, as every pass after the first).
+It also times a plain fp32 matmul of the step's largest shape to report the achieved fraction of the
+machine's matmul rate, and compares diffusion vs autoregressive decoding tokens/s on our engine.
+Prints a markdown table, writes JSON and (when matplotlib is installed) a PNG plot next to it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from diffsolve.core import SamplingConfig, generate, generate_autoregressive, load_model
+from diffsolve.core.config import TINY_VISION_CONFIG
+
+CONFIGS = {
+    # what small task models look like: per-step overhead dominates
+    "tiny": dict(text=dict(vocab_size=64, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                           num_attention_heads=4, num_key_value_heads=2, head_dim=16, global_head_dim=32,
+                           num_global_key_value_heads=1, sliding_window=32,
+                           layer_types=["sliding_attention", "full_attention"], num_experts=4, top_k_experts=2,
+                           moe_intermediate_size=64), canvas=32, prompt=32),
+    "small": dict(text=dict(vocab_size=1024, hidden_size=256, intermediate_size=1024, num_hidden_layers=6,
+                            num_attention_heads=4, num_key_value_heads=2, head_dim=64, global_head_dim=128,
+                            num_global_key_value_heads=1, sliding_window=128,
+                            layer_types=["sliding_attention"] * 5 + ["full_attention"], num_experts=32,
+                            top_k_experts=4, moe_intermediate_size=256), canvas=256, prompt=64),
+}
+
+
+def build(name: str, directory: Path):
+    from transformers import DiffusionGemmaConfig, DiffusionGemmaForBlockDiffusion
+
+    spec = CONFIGS[name]
+    torch.manual_seed(0)
+    cfg = DiffusionGemmaConfig(text_config=dict(spec["text"]), vision_config=dict(TINY_VISION_CONFIG),
+                               canvas_length=spec["canvas"])
+    cfg.text_config._attn_implementation = "sdpa"
+    hf = DiffusionGemmaForBlockDiffusion(cfg).eval()
+    hf.save_pretrained(directory)
+    return hf, load_model(directory)
+
+
+def median_seconds(fn, repeats: int, warmup: int = 3) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def step_flops(text: dict, batch: int, canvas: int, prompt: int) -> float:
+    """Multiply-adds x2 of one decoder step with self-conditioning (active experts only)."""
+    h, n_heads, inter = text["hidden_size"], text["num_attention_heads"], text["intermediate_size"]
+    tokens = batch * canvas
+    total = 2 * tokens * text["vocab_size"] * h * 2  # soft embeddings + tied LM head
+    total += 3 * 2 * tokens * h * inter  # self-conditioning MLP
+    for kind in text["layer_types"]:
+        full = kind == "full_attention"
+        d = text["global_head_dim"] if full else text["head_dim"]
+        kv = text["num_global_key_value_heads"] if full else text["num_key_value_heads"]
+        keys = (prompt if full else min(prompt, text["sliding_window"] - 1)) + canvas
+        total += 2 * tokens * h * d * (2 * n_heads + kv * (1 if full else 2))  # q, o, k (+ v)
+        total += 2 * 2 * batch * n_heads * canvas * keys * d  # scores and weighted values
+        total += 3 * 2 * tokens * h * inter  # dense MLP
+        total += 2 * tokens * h * text["num_experts"]  # router
+        total += text["top_k_experts"] * 3 * 2 * tokens * h * text["moe_intermediate_size"]  # experts
+    return total
+
+
+def bench_step(name: str, batch: int, hf, ours, repeats: int) -> dict:
+    spec = CONFIGS[name]
+    vocab, canvas_len = spec["text"]["vocab_size"], spec["canvas"]
+    g = torch.Generator().manual_seed(batch)
+    prompt = torch.randint(0, vocab, (batch, spec["prompt"]), generator=g)
+    canvas = torch.randint(0, vocab, (batch, canvas_len), generator=g)
+    sc = torch.randn(batch, canvas_len, vocab, generator=g)
+    with torch.inference_mode():
+        pkv = hf(input_ids=prompt, decoder_input_ids=canvas).past_key_values
+        cache = ours.encode(prompt)
+        ref = hf(past_key_values=pkv, decoder_input_ids=canvas, self_conditioning_logits=sc).logits
+        mine = ours.denoise(canvas, cache, sc)
+        max_diff = (ref - mine).abs().max().item()
+        t_hf = median_seconds(lambda: hf(past_key_values=pkv, decoder_input_ids=canvas,
+                                         self_conditioning_logits=sc), repeats)
+        t_ours = median_seconds(lambda: ours.denoise(canvas, cache, sc), repeats)
+        h, inter = spec["text"]["hidden_size"], spec["text"]["intermediate_size"]
+        a, b = torch.randn(batch * canvas_len, h), torch.randn(h, inter)
+        t_mm = median_seconds(lambda: a @ b, repeats * 3)
+    mm_rate = 2 * a.shape[0] * h * inter / t_mm
+    flops = step_flops(spec["text"], batch, canvas_len, spec["prompt"])
+    return {
+        "config": name, "batch": batch, "max_abs_logit_diff": max_diff,
+        "transformers_ms": 1e3 * t_hf, "diffsolve_ms": 1e3 * t_ours, "speedup": t_hf / t_ours,
+        "diffsolve_tokens_per_s": batch * canvas_len / t_ours, "transformers_tokens_per_s": batch * canvas_len / t_hf,
+        "matmul_gflops": mm_rate / 1e9,
+        "diffsolve_fraction_of_matmul": flops / t_ours / mm_rate,
+        "transformers_fraction_of_matmul": flops / t_hf / mm_rate,
+    }
+
+
+def bench_diffusion_vs_ar(name: str, ours, steps: int) -> dict:
+    """Wall-clock tokens/s of a full canvas by diffusion (fixed `steps` passes) vs token-by-token AR."""
+    spec = CONFIGS[name]
+    prompt = torch.randint(0, spec["text"]["vocab_size"], (1, spec["prompt"]), generator=torch.Generator().manual_seed(0))
+    n = spec["canvas"]
+    config = SamplingConfig(max_denoising_steps=steps, stability_threshold=None)
+    t_diff = median_seconds(lambda: generate(ours, prompt, config, generator=torch.Generator().manual_seed(0)), 3, 1)
+    t_ar = median_seconds(lambda: generate_autoregressive(ours, prompt, n), 3, 1)
+    return {"config": name, "tokens": n, "diffusion_steps": steps, "diffusion_tokens_per_s": n / t_diff,
+            "ar_tokens_per_s": n / t_ar, "diffusion_over_ar": t_ar / t_diff}
+
+
+def markdown(steps: list[dict], modes: list[dict]) -> str:
+    lines = ["| config | batch | transformers ms/step | diffsolve ms/step | speedup | diffsolve tok/s | "
+             "diffsolve % of matmul | transformers % of matmul | max abs logit diff |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in steps:
+        lines.append(f"| {r['config']} | {r['batch']} | {r['transformers_ms']:.2f} | {r['diffsolve_ms']:.2f} | "
+                     f"{r['speedup']:.2f}x | {r['diffsolve_tokens_per_s']:.0f} | "
+                     f"{100 * r['diffsolve_fraction_of_matmul']:.0f}% | "
+                     f"{100 * r['transformers_fraction_of_matmul']:.0f}% | {r['max_abs_logit_diff']:.1e} |")
+    lines += ["", "| config | canvas tokens | diffusion passes | diffusion tok/s | AR tok/s | diffusion / AR |",
+              "|---|---|---|---|---|---|"]
+    for r in modes:
+        lines.append(f"| {r['config']} | {r['tokens']} | {r['diffusion_steps']} | {r['diffusion_tokens_per_s']:.0f} | "
+                     f"{r['ar_tokens_per_s']:.0f} | {r['diffusion_over_ar']:.2f}x |")
+    return "\n".join(lines)
+
+
+def plot(steps: list[dict], path: Path) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    labels = [f"{r['config']}\nbatch {r['batch']}" for r in steps]
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    x = range(len(steps))
+    ax.bar([i - 0.2 for i in x], [r["transformers_ms"] for r in steps], 0.4, label="transformers 5.23.0")
+    ax.bar([i + 0.2 for i in x], [r["diffsolve_ms"] for r in steps], 0.4, label="diffsolve")
+    for i, r in enumerate(steps):
+        ax.text(i + 0.2, r["diffsolve_ms"], f"{r['speedup']:.1f}x", ha="center", va="bottom", fontsize=8)
+    ax.set_xticks(list(x), labels)
+    ax.set_yscale("log")
+    ax.set_ylabel("ms per denoising step (log)")
+    ax.set_title("Decoder step latency, same weights, same machine")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    return True
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repeats (smoke run)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "engine.json")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    repeats = 5 if args.quick else 30
+    steps, modes = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in CONFIGS:
+            hf, ours = build(name, Path(tmp) / name)
+            for batch in (1, 8):
+                steps.append(bench_step(name, batch, hf, ours, repeats if name == "tiny" else max(3, repeats // 5)))
+                print(f"{name} batch {batch}: {steps[-1]['speedup']:.2f}x", file=sys.stderr)
+            modes.append(bench_diffusion_vs_ar(name, ours, steps=16))
+    table = markdown(steps, modes)
+    print(table)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"torch": torch.__version__, "threads": args.threads, "machine": platform.machine(),
+            "processor": platform.processor()}
+    args.out.write_text(json.dumps({"meta": meta, "steps": steps, "modes": modes}, indent=2) + "\n")
+    args.out.with_suffix(".md").write_text(table + "\n")
+    if plot(steps, args.out.with_suffix(".png")):
+        print(f"\nwrote {args.out}, {args.out.with_suffix('.md')} and {args.out.with_suffix('.png')}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

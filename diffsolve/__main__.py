@@ -1,0 +1,5 @@
+"""`python -m diffsolve ...` is the `solve` command."""
+
+from diffsolve.solvers.cli import main
+
+main()

@@ -1,0 +1,401 @@
+"""Sudoku data: random grids, puzzle generation, augmentation, an exact checker and puzzle-file parsers.
+
+Grids are 81-character row-major strings of '1'-'9'; puzzles use '0' for blanks. The bitmask solver here
+only checks uniqueness while generating data and in tests; it is not part of the product's solving pipeline.
+"""
+
+from __future__ import annotations
+
+import csv
+import multiprocessing
+from dataclasses import dataclass
+from functools import partial
+
+import numpy as np
+
+ALL = 0x1FF
+BITS = [1 << k for k in range(9)]
+BIT_DIGIT = {1 << k: str(k + 1) for k in range(9)}
+POPCOUNT = [bin(m).count("1") for m in range(512)]
+# Unit ids of each cell: row 0-8, column 9-17, box 18-26.
+CELL_UNITS = [(i // 9, 9 + i % 9, 18 + (i // 27) * 3 + (i % 9) // 3) for i in range(81)]
+UNITS = [[i for i in range(81) if u in CELL_UNITS[i]] for u in range(27)]
+PEERS = [sorted({j for u in CELL_UNITS[i] for j in UNITS[u]} - {i}) for i in range(81)]
+DIGITS = set("123456789")
+BLANKS = set(".0-")
+
+
+# ---------------------------------------------------------------- solver
+
+
+def _state(digits: list[int]) -> tuple[list[int], list[int]] | None:
+    """Cell bits and per-unit used masks for a digit list (0 = blank); None if two clues clash."""
+    g, used = [0] * 81, [0] * 27
+    for i, d in enumerate(digits):
+        if d:
+            bit, (r, c, b) = BITS[d - 1], CELL_UNITS[i]
+            if (used[r] | used[c] | used[b]) & bit:
+                return None
+            g[i] = bit
+            used[r] |= bit
+            used[c] |= bit
+            used[b] |= bit
+    return g, used
+
+
+def _propagate(g: list[int], used: list[int]) -> int | None:
+    """Place naked and hidden singles in place. Returns the blank cell with fewest candidates,
+    -1 when the grid is full, or None on a contradiction."""
+    blanks = [i for i in range(81) if not g[i]]
+    cand = [0] * 81
+    while True:
+        best, best_n, placed = -1, 10, False
+        for i in blanks:
+            if g[i]:
+                continue
+            r, c, b = CELL_UNITS[i]
+            m = cand[i] = ALL ^ (used[r] | used[c] | used[b])
+            if not m:
+                return None
+            if m & (m - 1) == 0:
+                g[i] = m
+                used[r] |= m
+                used[c] |= m
+                used[b] |= m
+                placed = True
+            elif POPCOUNT[m] < best_n:
+                best, best_n = i, POPCOUNT[m]
+        blanks = [i for i in blanks if not g[i]]
+        if placed:
+            continue
+        for u, cells in enumerate(UNITS):
+            if used[u] == ALL:
+                continue
+            # cand may be stale after a placement in this pass, but only ever too permissive
+            once = twice = 0
+            for i in cells:
+                if not g[i]:
+                    m = cand[i]
+                    twice |= once & m
+                    once |= m
+            if once | used[u] != ALL:
+                return None  # some digit has no place left in this unit
+            single = once & ~twice
+            while single:
+                bit = single & -single
+                single ^= bit
+                for i in cells:
+                    r, c, b = CELL_UNITS[i]
+                    if not g[i] and not (used[r] | used[c] | used[b]) & bit:
+                        g[i] = bit
+                        used[r] |= bit
+                        used[c] |= bit
+                        used[b] |= bit
+                        placed = True
+                        break
+        if not placed:
+            return best
+
+
+def _search(g: list[int], used: list[int], limit: int, out: list[list[int]], order: list[list[int]]) -> int:
+    """Count solutions up to `limit`, appending each one found to `out`."""
+    i = _propagate(g, used)
+    if i is None:
+        return 0
+    if i < 0:
+        out.append(g)
+        return 1
+    r, c, b = CELL_UNITS[i]
+    m = ALL ^ (used[r] | used[c] | used[b])
+    found = 0
+    for bit in order[i]:
+        if m & bit:
+            g2, u2 = g.copy(), used.copy()
+            g2[i] = bit
+            u2[r] |= bit
+            u2[c] |= bit
+            u2[b] |= bit
+            found += _search(g2, u2, limit - found, out, order)
+            if found >= limit:
+                break
+    return found
+
+
+_FIXED_ORDER = [BITS] * 81
+
+
+def _count(digits: list[int], limit: int, out: list[list[int]] | None = None,
+           order: list[list[int]] = _FIXED_ORDER) -> int:
+    state = _state(digits)
+    return 0 if state is None else _search(*state, limit, [] if out is None else out, order)
+
+
+def _digits(puzzle: str) -> list[int]:
+    if len(puzzle) != 81:
+        raise ValueError(f"expected 81 cells, got {len(puzzle)}")
+    return [int(ch) if ch in DIGITS else 0 for ch in puzzle]
+
+
+def count_solutions(puzzle: str, limit: int = 2) -> int:
+    """Number of solutions of `puzzle`, counting no further than `limit`."""
+    return _count(_digits(puzzle), limit)
+
+
+def solve(puzzle: str) -> str | None:
+    """One solution of `puzzle`, or None if it has none."""
+    out: list[list[int]] = []
+    _count(_digits(puzzle), 1, out)
+    return "".join(BIT_DIGIT[bit] for bit in out[0]) if out else None
+
+
+def is_valid_solution(puzzle: str, solution: str) -> bool:
+    """True if `solution` is a complete valid grid that keeps every clue of `puzzle`."""
+    if len(puzzle) != 81 or len(solution) != 81 or not set(solution) <= DIGITS:
+        return False
+    if any(len({solution[i] for i in cells}) != 9 for cells in UNITS):
+        return False
+    return all(p == s for p, s in zip(puzzle, solution) if p in DIGITS)
+
+
+def conflicts(puzzle: str) -> list[tuple[int, int, int]]:
+    """Pairs of clue cells (i < j) that share a unit and a digit, as (i, j, digit)."""
+    return [(i, j, int(puzzle[i])) for i in range(81) if puzzle[i] in DIGITS
+            for j in PEERS[i] if j > i and puzzle[j] == puzzle[i]]
+
+
+# ---------------------------------------------------------------- generation
+
+
+def random_grid(rng: np.random.Generator) -> str:
+    """A random complete grid: random diagonal boxes, then a search that tries digits in random order."""
+    digits = [0] * 81
+    # Boxes 1, 5 and 9 share no row or column, so any fill of them is consistent (and always completable).
+    for box, perm in zip((18, 22, 26), rng.permuted(np.tile(np.arange(1, 10), (3, 1)), axis=1).tolist()):
+        for i, d in zip(UNITS[box], perm):
+            digits[i] = d
+    order = rng.permuted(np.tile(np.array(BITS), (81, 1)), axis=1).tolist()
+    out: list[list[int]] = []
+    _count(digits, 1, out, order)
+    return "".join(BIT_DIGIT[bit] for bit in out[0])
+
+
+def _removable(digits: list[int], cell: int, digit: int) -> bool:
+    """Whether blanking `cell` keeps a unique puzzle unique: no solution may put another digit there."""
+    digits[cell] = 0
+    taken = {digits[j] for j in PEERS[cell]}
+    for other in range(1, 10):
+        if other != digit and other not in taken:
+            digits[cell] = other
+            if _count(digits, 1):
+                digits[cell] = digit
+                return False
+    digits[cell] = 0
+    return True
+
+
+def make_puzzle(grid: str, givens: int, rng: np.random.Generator, unique: bool) -> str:
+    """Blank cells of `grid` in random order down to `givens` clues. With `unique`, a removal is kept
+    only if the solution stays unique, so the result may keep more clues (a minimal puzzle)."""
+    order = rng.permutation(81).tolist()
+    if not unique:
+        keep = set(order[:givens])
+        return "".join(ch if i in keep else "0" for i, ch in enumerate(grid))
+    digits, clues = _digits(grid), 81
+    for cell in order:
+        if clues <= givens:
+            break
+        if _removable(digits, cell, digits[cell]):
+            clues -= 1
+    return "".join(map(str, digits))
+
+
+def _line_permutation(rng: np.random.Generator) -> np.ndarray:
+    """Rows (or columns) reordered by shuffling the three bands and the lines within each band."""
+    return (rng.permutation(3)[:, None] * 3 + rng.permuted(np.tile(np.arange(3), (3, 1)), axis=1)).ravel()
+
+
+def augment(puzzle: str, solution: str, rng: np.random.Generator) -> tuple[str, str]:
+    """Apply one random Sudoku symmetry (relabel, row/column shuffles, transpose) to both strings."""
+    rows, cols = _line_permutation(rng), _line_permutation(rng)
+    relabel = np.concatenate(([0], rng.permutation(9) + 1)).astype(np.uint8)
+    transpose = bool(rng.integers(2))
+
+    def apply(s: str) -> str:
+        a = (np.frombuffer(s.encode(), np.uint8) - 48).reshape(9, 9)[rows][:, cols]
+        return (relabel[a.T if transpose else a] + 48).tobytes().decode()
+
+    return apply(puzzle), apply(solution)
+
+
+def generate_examples(n: int, seed: int, min_givens: int = 17, max_givens: int = 40,
+                      unique_fraction: float = 0.3) -> list[tuple[str, str]]:
+    """n augmented (puzzle, solution) pairs; round(n * unique_fraction) of them are unique-solution."""
+    rng = np.random.default_rng(seed)
+    unique = np.arange(n) < round(n * unique_fraction)
+    rng.shuffle(unique)
+    examples = []
+    for want_unique in unique.tolist():
+        grid = random_grid(rng)
+        puzzle = make_puzzle(grid, int(rng.integers(min_givens, max_givens + 1)), rng, want_unique)
+        examples.append(augment(puzzle, grid, rng))
+    return examples
+
+
+def generate_examples_parallel(n: int, seed: int, workers: int, **kwargs) -> list[tuple[str, str]]:
+    """generate_examples split over worker processes; worker k uses a seed derived from (seed, k)."""
+    sizes = [n // workers + (k < n % workers) for k in range(workers)]
+    jobs = [(size, int(np.random.SeedSequence([seed, k]).generate_state(1)[0])) for k, size in enumerate(sizes)]
+    if workers == 1:
+        parts = [generate_examples(*jobs[0], **kwargs)]
+    else:
+        with multiprocessing.Pool(workers) as pool:
+            parts = pool.starmap(partial(generate_examples, **kwargs), jobs)
+    return [example for part in parts for example in part]
+
+
+# ---------------------------------------------------------------- parsing
+
+
+class PuzzleFormatError(ValueError):
+    """A puzzle that could not be read; str() gives 'path:line: message'."""
+
+    def __init__(self, path: str, line: int, message: str):
+        super().__init__(f"{path}:{line}: {message}")
+        self.path, self.line, self.message = path, line, message
+
+    def __reduce__(self):
+        return type(self), (self.path, self.line, self.message)
+
+
+@dataclass(frozen=True)
+class ParsedPuzzle:
+    """One puzzle read from a file: canonical puzzle, optional solution, start line, position in the results."""
+
+    puzzle: str
+    solution: str | None
+    line: int
+    index: int
+
+
+Cell = tuple[int, int, str]  # (line, column, char), both 1-based
+
+
+@dataclass
+class _Record:
+    """An entry's cells before validation; `start` is the line it begins on."""
+
+    start: int
+    cells: list[Cell]
+    solution: str | None = None
+
+
+class _Invalid(Exception):
+    """Internal: why one entry is bad, and on which line."""
+
+    def __init__(self, line: int, message: str):
+        self.line, self.message = line, message
+
+
+def _cells(text: str, line: int, skip: str = " \t|", offset: int = 0) -> list[Cell]:
+    return [(line, offset + col, ch) for col, ch in enumerate(text, 1) if ch not in skip]
+
+
+def _check(record: _Record) -> str:
+    """The canonical puzzle of `record`; raises _Invalid if it (or its solution) is bad."""
+    start, cells, solution = record.start, record.cells, record.solution
+    if len(cells) != 81:
+        raise _Invalid(start, f"expected 81 cells, got {len(cells)}")
+    for line, col, ch in cells:
+        if ch not in DIGITS and ch not in BLANKS:
+            raise _Invalid(line, f"bad character {ch!r} at column {col}")
+    puzzle = "".join(ch if ch in DIGITS else "0" for _, _, ch in cells)
+    clash = conflicts(puzzle)
+    if clash:
+        i, j, d = clash[0]
+        raise _Invalid(start, f"clues conflict: {d} at r{i // 9 + 1}c{i % 9 + 1} and r{j // 9 + 1}c{j % 9 + 1}")
+    if solution is not None and not is_valid_solution(puzzle, solution):
+        if len(solution) != 81:
+            raise _Invalid(start, f"solution: expected 81 cells, got {len(solution)}")
+        if not is_valid_solution("0" * 81, solution):
+            raise _Invalid(start, "solution is not a valid complete grid")
+        raise _Invalid(start, "solution contradicts the clues")
+    return puzzle
+
+
+def _csv_columns(header: str) -> tuple[int, int | None] | None:
+    """(puzzle column, solution column or None) if `header` is a puzzle CSV header."""
+    names = [name.strip().lower() for name in next(csv.reader([header]))]
+    puzzle = next((k for k, name in enumerate(names) if name in ("puzzle", "quizzes")), None)
+    solution = next((k for k, name in enumerate(names) if name in ("solution", "solutions")), None)
+    return None if puzzle is None else (puzzle, solution)
+
+
+def _csv_records(lines: list[str], header: int, columns: tuple[int, int | None]):
+    puzzle_col, solution_col = columns
+    width = max(puzzle_col, -1 if solution_col is None else solution_col) + 1
+    for number, raw in enumerate(lines[header + 1:], header + 2):
+        if not raw.strip():
+            continue
+        fields = next(csv.reader([raw]))
+        if len(fields) < width:
+            yield _Invalid(number, f"expected {width} fields, got {len(fields)}")
+            continue
+        field = fields[puzzle_col].strip()
+        solution = None if solution_col is None else fields[solution_col].strip()
+        yield _Record(number, _cells(field, number, " \t", max(raw.find(field), 0)), solution)
+
+
+def _text_records(lines: list[str]):
+    """One-line puzzles and 9-row grids (separator lines are skipped; blank lines end a grid)."""
+    block: list[tuple[int, list[Cell]]] = []
+    for number, raw in enumerate(lines + [""], 1):  # the extra blank line closes a trailing grid
+        stripped = raw.strip()
+        if stripped and set(stripped) <= set("-+| "):
+            continue  # separator line
+        cells = _cells(raw, number)
+        skip = not stripped or stripped.startswith("#")
+        if block and (skip or len(cells) > 18):
+            yield _Invalid(block[0][0], f"expected 9 grid rows, got {len(block)}")
+            block = []
+        if skip:
+            continue
+        if len(cells) > 18:  # too long for a grid row: a whole puzzle on one line
+            yield _Record(number, cells)
+            continue
+        block.append((number, cells))
+        if len(block) == 9:
+            short = [(n, len(row)) for n, row in block if len(row) != 9]
+            if short:
+                yield _Invalid(short[0][0], f"expected 9 cells in grid row, got {short[0][1]}")
+            else:
+                yield _Record(block[0][0], [cell for _, row in block for cell in row])
+            block = []
+
+
+def parse_puzzles(text: str, path: str = "<input>") -> list[ParsedPuzzle | PuzzleFormatError]:
+    """Read puzzles (one per line, 9-line grids, or CSV with a puzzle/quizzes column), auto-detected.
+
+    Bad entries come back inline, in file order, as PuzzleFormatError so the good ones can still be used."""
+    lines = text.splitlines()
+    header = next((k for k, raw in enumerate(lines) if raw.strip() and not raw.strip().startswith("#")), None)
+    # A first line naming a puzzle/quizzes column marks CSV (a one-column CSV has no comma at all).
+    columns = _csv_columns(lines[header]) if header is not None else None
+    records = _csv_records(lines, header, columns) if columns else _text_records(lines)
+    results: list[ParsedPuzzle | PuzzleFormatError] = []
+    for record in records:
+        try:
+            if isinstance(record, _Invalid):
+                raise record
+            results.append(ParsedPuzzle(_check(record), record.solution, record.start, len(results)))
+        except _Invalid as bad:
+            results.append(PuzzleFormatError(path, bad.line, bad.message))
+    return results
+
+
+def format_grid(s: str) -> str:
+    """A 9-line grid with band separators and '.' for blanks; parse_puzzles reads it back."""
+    cells = [ch if ch in DIGITS else "." for ch in s]
+    rows = [" | ".join(" ".join(cells[r * 9 + c: r * 9 + c + 3]) for c in (0, 3, 6)) for r in range(9)]
+    for r in (6, 3):
+        rows.insert(r, "------+-------+------")
+    return "\n".join(rows)

@@ -1,0 +1,247 @@
+import pickle
+import time
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from diffsolve.tasks.sudoku_data import (
+    ParsedPuzzle, PuzzleFormatError, augment, conflicts, count_solutions, format_grid, generate_examples,
+    generate_examples_parallel, is_valid_solution, make_puzzle, parse_puzzles, random_grid, solve,
+)
+
+# A classic unique puzzle and its solution.
+PUZZLE = "530070000600195000098000060800060003400803001700020006060000280000419005000080079"
+SOLUTION = "534678912672195348198342567859761423426853791713924856961537284287419635345286179"
+
+seeds = st.integers(0, 2**32 - 1)
+
+
+def grid_and_puzzle(seed: int, givens: int = 30) -> tuple[str, str]:
+    rng = np.random.default_rng(seed)
+    grid = random_grid(rng)
+    return grid, make_puzzle(grid, givens, rng, unique=False)
+
+
+@settings(max_examples=40, deadline=None)
+@given(seeds)
+def test_random_grid_is_valid(seed):
+    assert is_valid_solution("0" * 81, random_grid(np.random.default_rng(seed)))
+
+
+def test_random_grids_differ():
+    rng = np.random.default_rng(0)
+    assert len({random_grid(rng) for _ in range(50)}) == 50
+
+
+def test_solver_on_known_puzzle():
+    assert solve(PUZZLE) == SOLUTION
+    assert count_solutions(PUZZLE) == 1
+    assert count_solutions(SOLUTION) == 1
+
+
+def test_solver_detects_multiple_and_no_solutions():
+    assert count_solutions("0" * 81) == 2
+    assert count_solutions("0" * 81, limit=5) == 5
+    assert count_solutions("0" + PUZZLE[1:]) == 1
+    assert count_solutions("5" * 2 + "0" * 79) == 0
+    assert solve("5" * 2 + "0" * 79) is None
+    # Consistent clues with no completion: 1-8 in row 1 and a 9 in the remaining cell's column.
+    assert solve("123456780" + "0" * 8 + "9" + "0" * 63) is None
+
+
+def test_solver_non_unique_puzzle():
+    rng = np.random.default_rng(3)
+    grid = random_grid(rng)
+    puzzle = make_puzzle(grid, 17, rng, unique=False)
+    assert count_solutions(puzzle) == 2  # 17 random clues almost never pin a grid down
+    assert is_valid_solution(puzzle, solve(puzzle))
+
+
+@settings(max_examples=25, deadline=None)
+@given(seeds, st.integers(17, 60))
+def test_make_puzzle_not_unique_has_exact_givens(seed, givens):
+    grid, puzzle = grid_and_puzzle(seed, givens)
+    assert 81 - puzzle.count("0") == givens
+    assert is_valid_solution(puzzle, grid)
+
+
+@settings(max_examples=10, deadline=None)
+@given(seeds, st.integers(17, 40))
+def test_make_puzzle_unique(seed, givens):
+    rng = np.random.default_rng(seed)
+    grid = random_grid(rng)
+    puzzle = make_puzzle(grid, givens, rng, unique=True)
+    assert 81 - puzzle.count("0") >= givens
+    assert is_valid_solution(puzzle, grid)
+    assert count_solutions(puzzle) == 1
+    assert solve(puzzle) == grid
+
+
+def test_make_puzzle_unique_low_target_is_minimal():
+    rng = np.random.default_rng(7)
+    grid = random_grid(rng)
+    puzzle = make_puzzle(grid, 17, rng, unique=True)
+    for i in range(81):
+        if puzzle[i] != "0":
+            assert count_solutions(puzzle[:i] + "0" + puzzle[i + 1:]) == 2
+
+
+@settings(max_examples=40, deadline=None)
+@given(seeds)
+def test_augment_maps_consistently(seed):
+    grid, puzzle = grid_and_puzzle(seed)
+    new_puzzle, new_grid = augment(puzzle, grid, np.random.default_rng(seed + 1))
+    assert is_valid_solution(new_puzzle, new_grid)
+    assert new_puzzle.count("0") == puzzle.count("0")
+    # Blanks stay aligned with each other: every clue is the solution's digit at that cell.
+    assert all(p in ("0", s) for p, s in zip(new_puzzle, new_grid))
+    assert sorted(new_grid) == sorted(grid)
+
+
+def test_augment_reaches_transposes_and_relabels():
+    rng = np.random.default_rng(0)
+    outputs = {augment(PUZZLE, SOLUTION, rng)[1] for _ in range(20)}
+    assert len(outputs) == 20
+
+
+def test_generate_examples_deterministic_and_bounded():
+    examples = generate_examples(20, seed=5, min_givens=20, max_givens=35, unique_fraction=0.25)
+    assert examples == generate_examples(20, seed=5, min_givens=20, max_givens=35, unique_fraction=0.25)
+    assert examples != generate_examples(20, seed=6, min_givens=20, max_givens=35, unique_fraction=0.25)
+    assert len(examples) == 20
+    assert all(is_valid_solution(p, s) and 20 <= 81 - p.count("0") <= 35 for p, s in examples)
+    assert sum(count_solutions(p) == 1 for p, _ in examples) >= 5  # at least the unique_fraction share
+
+
+def test_generate_examples_parallel_deterministic():
+    first = generate_examples_parallel(6, seed=1, workers=2, max_givens=30)
+    assert first == generate_examples_parallel(6, seed=1, workers=2, max_givens=30)
+    assert len(first) == 6
+    assert all(is_valid_solution(p, s) for p, s in first)
+
+
+def check_parsed(results, puzzles, solutions=None):
+    assert [type(r) for r in results] == [ParsedPuzzle] * len(puzzles)
+    assert [r.puzzle for r in results] == puzzles
+    assert [r.index for r in results] == list(range(len(puzzles)))
+    if solutions is not None:
+        assert [r.solution for r in results] == solutions
+
+
+@settings(max_examples=30, deadline=None)
+@given(seeds, st.integers(1, 81), st.sampled_from(".0-"))
+def test_line_format_round_trip(seed, givens, blank):
+    _, puzzle = grid_and_puzzle(seed, givens)
+    text = f"# comment\n\n{puzzle.replace('0', blank)}\n{PUZZLE}\n"
+    results = parse_puzzles(text)
+    check_parsed(results, [puzzle, PUZZLE])
+    assert [r.line for r in results] == [3, 4]
+
+
+@settings(max_examples=30, deadline=None)
+@given(seeds, st.integers(0, 81))
+def test_grid_format_round_trip(seed, givens):
+    _, puzzle = grid_and_puzzle(seed, givens)
+    results = parse_puzzles(format_grid(puzzle) + "\n\n" + format_grid(PUZZLE) + "\n" + format_grid(SOLUTION))
+    check_parsed(results, [puzzle, PUZZLE, SOLUTION])
+    assert [r.line for r in results] == [1, 13, 24]
+
+
+def test_grid_format_without_separators():
+    plain = "\n".join(" ".join(PUZZLE[r * 9: r * 9 + 9]) for r in range(9))
+    compact = "\n".join(PUZZLE[r * 9: r * 9 + 9].replace("0", ".") for r in range(9))
+    check_parsed(parse_puzzles(plain + "\n\n" + compact), [PUZZLE, PUZZLE])
+
+
+@settings(max_examples=30, deadline=None)
+@given(seeds, st.integers(0, 81), st.sampled_from(["puzzle,solution", "id,quizzes,solutions"]))
+def test_csv_round_trip(seed, givens, header):
+    grid, puzzle = grid_and_puzzle(seed, givens)
+    rows = [f"{puzzle},{grid}", f"{PUZZLE},{SOLUTION}"]
+    if header.startswith("id"):
+        rows = [f"{k},{row}" for k, row in enumerate(rows)]
+    results = parse_puzzles("\n".join([header, *rows]))
+    check_parsed(results, [puzzle, PUZZLE], [grid, SOLUTION])
+    assert [r.line for r in results] == [2, 3]
+
+
+def test_csv_without_solution_column():
+    results = parse_puzzles(f"Puzzle\n{PUZZLE}\n")
+    check_parsed(results, [PUZZLE], [None])
+
+
+def assert_error(result, line, message, path="puzzles.txt"):
+    assert isinstance(result, PuzzleFormatError)
+    assert (result.path, result.line, result.message) == (path, line, message)
+    assert str(result) == f"{path}:{line}: {message}"
+
+
+def test_line_format_errors_keep_other_puzzles():
+    conflicting = "5" + PUZZLE[1:6] + "5" + PUZZLE[7:]
+    text = "\n".join([PUZZLE, PUZZLE[:80], PUZZLE[:40] + "x" + PUZZLE[41:], conflicting, SOLUTION])
+    results = parse_puzzles(text, "puzzles.txt")
+    assert_error(results[1], 2, "expected 81 cells, got 80")
+    assert_error(results[2], 3, "bad character 'x' at column 41")
+    assert_error(results[3], 4, "clues conflict: 5 at r1c1 and r1c7")
+    assert [(r.puzzle, r.line, r.index) for r in (results[0], results[4])] == [(PUZZLE, 1, 0), (SOLUTION, 5, 4)]
+    assert isinstance(results[1], ValueError)
+    assert str(pickle.loads(pickle.dumps(results[1]))) == str(results[1])
+
+
+def test_grid_format_errors():
+    good = format_grid(PUZZLE)
+    bad_char = good.replace("5 3 .", "5 3 ?", 1)
+    short_row = good.replace(". 9 8", ". 9", 1)
+    truncated = "\n".join(good.splitlines()[:9])  # 7 rows and 2 separators
+    results = parse_puzzles("\n\n".join([bad_char, short_row, truncated, good]), "puzzles.txt")
+    assert_error(results[0], 1, "bad character '?' at column 5")
+    assert_error(results[1], 15, "expected 9 cells in grid row, got 8")
+    assert_error(results[2], 25, "expected 9 grid rows, got 7")
+    assert (results[3].puzzle, results[3].line, results[3].index) == (PUZZLE, 35, 3)
+
+
+def test_csv_errors():
+    swapped = SOLUTION[1] + SOLUTION[0] + SOLUTION[2:]
+    rows = [f"{PUZZLE},{SOLUTION}", f"{PUZZLE},{SOLUTION[:80]}", f"{PUZZLE},{'1' * 81}", f"{PUZZLE},{swapped}",
+            PUZZLE, f"{PUZZLE[:79]}!0,{SOLUTION}", f"{PUZZLE}, {SOLUTION}"]
+    results = parse_puzzles("\n".join(["puzzle,solution", *rows]), "puzzles.txt")
+    assert results[0].solution == SOLUTION
+    assert_error(results[1], 3, "solution: expected 81 cells, got 80")
+    assert_error(results[2], 4, "solution is not a valid complete grid")
+    assert_error(results[3], 5, "solution is not a valid complete grid")
+    assert_error(results[4], 6, "expected 2 fields, got 1")
+    assert_error(results[5], 7, "bad character '!' at column 80")
+    assert (results[6].solution, results[6].line, results[6].index) == (SOLUTION, 8, 6)
+
+
+def test_csv_solution_contradicting_clues():
+    other = SOLUTION[::-1]  # a valid grid (180 degree rotation) that breaks the clues
+    results = parse_puzzles(f"quizzes,solutions\n{PUZZLE},{other}\n", "p.csv")
+    assert_error(results[0], 2, "solution contradicts the clues", path="p.csv")
+
+
+def test_conflicts_and_validity():
+    assert conflicts(PUZZLE) == []
+    assert conflicts("55" + "0" * 79) == [(0, 1, 5)]
+    assert conflicts("5" + "0" * 9 + "5" + "0" * 70) == [(0, 10, 5)]  # same box only, reported once
+    assert not is_valid_solution(PUZZLE, PUZZLE)
+    assert not is_valid_solution("1" + PUZZLE[1:], SOLUTION)
+
+
+def test_count_solutions_rejects_bad_length():
+    with pytest.raises(ValueError, match="expected 81 cells, got 80"):
+        count_solutions(PUZZLE[:80])
+
+
+def test_timing_report():
+    rng = np.random.default_rng(0)
+    start = time.perf_counter()
+    grids = [random_grid(rng) for _ in range(200)]
+    grid_rate = 200 / (time.perf_counter() - start)
+    start = time.perf_counter()
+    for grid in grids[:100]:
+        make_puzzle(grid, 17, rng, unique=True)
+    puzzle_rate = 100 / (time.perf_counter() - start)
+    print(f"random_grid: {grid_rate:.0f} grids/s; make_puzzle(unique, 17): {puzzle_rate:.1f} puzzles/s")
