@@ -176,6 +176,19 @@ class CompiledConstraints(Guidance):
         if canvas.shape[0] != self.batch_size:
             raise ValueError(f"constraints were compiled for {self.batch_size} canvases, got {canvas.shape[0]}")
 
+    def _wiped_out_peers(self, counts: Tensor, settled: Tensor) -> Tensor:
+        """Settled positions sharing a group with an unsettled position whose every candidate value is held
+        by a peer. Releasing them is what lets the search back out of a dead end instead of sampling
+        against it forever."""
+        held = torch.einsum("gl,bgd->bld", self.membership, counts) > 0.5  # [B, L, D]
+        candidates = torch.einsum("gl,gd->ld", self.membership, self.group_values) > 0.5  # values in its groups
+        if self.static_allowed is not None:
+            candidates = candidates & self.static_allowed[..., self.domain]
+        in_groups = self.membership.sum(0) > 0
+        dead = ~(candidates & ~held).any(-1) & ~settled & in_groups  # [B, L]
+        dead_groups = torch.einsum("gl,bl->bg", self.membership, dead.float()) > 0.5
+        return torch.einsum("gl,bg->bl", self.membership, dead_groups.float()) > 0.5
+
     # ------------------------------------------------------------------ Guidance hooks
     def pinned(self, batch: int, device: torch.device) -> tuple[Tensor, Tensor] | None:
         if batch != self.batch_size:
@@ -207,9 +220,12 @@ class CompiledConstraints(Guidance):
         if self.static_allowed is not None:
             bad |= ~self.static_allowed.gather(2, canvas.unsqueeze(2)).squeeze(2)
         if self.membership.shape[0]:
-            onehot = self._domain_onehot(canvas, accepted | (self.pins >= 0))
-            clash = (self._group_counts(onehot) > 1.5).float()  # [B, G, D]
+            settled = accepted | (self.pins >= 0)
+            onehot = self._domain_onehot(canvas, settled)
+            counts = self._group_counts(onehot)  # [B, G, D]
+            clash = (counts > 1.5).float()
             bad |= (torch.einsum("gl,bgd->bld", self.membership, clash) * onehot).sum(-1) > 0
+            bad |= self._wiped_out_peers(counts, settled)
         for predicate in self.predicates:
             if predicate.locate is not None:
                 bad |= predicate.locate(canvas, accepted, self.rows)
