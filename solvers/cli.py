@@ -21,11 +21,16 @@ console = Console()
 TASKS = ("sorting", "sudoku")
 
 
+def _error(message: str) -> None:
+    """Errors go to stderr unwrapped, so that `file:line: message` stays on one line for tools."""
+    print(f"error: {message}", file=sys.stderr)
+
+
 def _load(checkpoint: str | None, task: str, device: str):
     try:
         return load_model(checkpoint or default_checkpoint(task), device=device)
     except (CheckpointError, ConfigError) as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        _error(f"{exc}")
         raise typer.Exit(2) from None
 
 
@@ -44,7 +49,7 @@ def demo(
         values = torch.randint(0, 10, (1, sorting.LENGTH), generator=torch.Generator().manual_seed(seed))
     else:
         if len(digits) != sorting.LENGTH or not digits.isdigit():
-            console.print(f"[red]error:[/red] --digits needs exactly {sorting.LENGTH} digits, got {digits!r}")
+            _error(f"--digits needs exactly {sorting.LENGTH} digits, got {digits!r}")
             raise typer.Exit(2)
         values = torch.tensor([[int(c) for c in digits]])
     model = _load(checkpoint, "sorting", device)
@@ -97,22 +102,21 @@ def sudoku(
     from .sudoku import SudokuSolver
 
     if format not in ("text", "line", "json"):
-        console.print(f"[red]error:[/red] --format must be text, line or json, not {format!r}")
+        _error(f"--format must be text, line or json, not {format!r}")
         raise typer.Exit(2)
     name = "<stdin>" if file == "-" else file
     try:
         text = sys.stdin.read() if file == "-" else Path(file).read_text()
     except (OSError, UnicodeDecodeError) as exc:
-        console.print(f"[red]error:[/red] {name}: {exc}")
+        _error(f"{name}: {exc}")
         raise typer.Exit(2) from None
     entries = parse_puzzles(text, name)
-    err = Console(stderr=True)
     for entry in entries:
         if isinstance(entry, PuzzleFormatError):
-            err.print(f"[red]error:[/red] {entry}", highlight=False)
+            _error(f"{entry}")
     good = [e for e in entries if not isinstance(e, PuzzleFormatError)]
     if not good:
-        err.print(f"[red]error:[/red] {name}: no usable puzzle")
+        _error(f"{name}: no usable puzzle")
         raise typer.Exit(2)
     model = _load(checkpoint, "sudoku", device)
     solver = SudokuSolver(model, guided=not model_only, canvases=canvases, max_steps=max_steps, seed=seed)
@@ -138,7 +142,7 @@ def sudoku(
 
     next_out = 0
     with Progress(TextColumn("solving"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=err, transient=True, disable=len(good) < 2) as bar:
+                  console=Console(stderr=True), transient=True, disable=len(good) < 2) as bar:
         task = bar.add_task("puzzles", total=len(good))
 
         def done(i: int, result) -> None:
@@ -197,7 +201,7 @@ def train(
     from ..tasks import sorting, sudoku
 
     if task not in TASKS:
-        console.print(f"[red]error:[/red] unknown task {task!r}; choose from {', '.join(TASKS)}")
+        _error(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
         raise typer.Exit(2)
     torch.set_num_threads(threads)
     module = {"sorting": sorting, "sudoku": sudoku}[task]

@@ -1,0 +1,66 @@
+"""The Sudoku solver and `solve sudoku` with the shipped checkpoint."""
+
+import json
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+from diffsolve.solvers.cli import app
+from diffsolve.solvers.sudoku import SudokuSolver
+from diffsolve.tasks.sudoku_data import is_valid_solution, make_puzzle, random_grid
+
+
+@pytest.fixture(scope="module")
+def solver():
+    return SudokuSolver.from_pretrained(canvases=4, max_steps=32)
+
+
+def easy_puzzle(seed: int, givens: int = 46) -> tuple[str, str]:
+    rng = np.random.default_rng(seed)
+    grid = random_grid(rng)
+    return make_puzzle(grid, givens, rng, unique=False), grid
+
+
+@settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.integers(0, 10**6), st.integers(44, 60))
+def test_generated_puzzles_get_verified_solutions_that_keep_the_clues(solver, seed, givens):
+    puzzle, _ = easy_puzzle(seed, givens)
+    result = solver.solve(puzzle)
+    assert result.verified and is_valid_solution(puzzle, result.solution)
+    assert all(p == "0" or p == s for p, s in zip(puzzle, result.solution))
+    assert result.forward_passes >= result.steps >= 1
+
+
+def test_bad_puzzles_get_reasons_not_answers(solver):
+    clash = "55" + "0" * 79
+    results = solver.solve_many([clash, "123"])
+    assert [r.solution for r in results] == [None, None]
+    assert results[0].reason == "clues conflict: 5 at r1c1 and r1c2"
+    assert "81-cell" in results[1].reason
+
+
+def test_cli_json_in_input_order_with_errors_named(tmp_path):
+    first, _ = easy_puzzle(1)
+    second, _ = easy_puzzle(2)
+    path = tmp_path / "puzzles.txt"
+    path.write_text(f"{first}\n{first[:80]}\n{second.replace('0', '.')}\n")
+    result = CliRunner().invoke(app, ["sudoku", str(path), "--format", "json", "--canvases", "4"])
+    assert result.exit_code == 1  # one unreadable line
+    assert f"{path}:2: expected 81 cells, got 80" in result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [line["line"] for line in lines] == [1, 3]
+    assert [line["puzzle"] for line in lines] == [first, second]
+    assert all(line["verified"] and is_valid_solution(line["puzzle"], line["solution"]) for line in lines)
+    assert {"steps", "forward_passes", "seconds"} <= set(lines[0])
+
+
+def test_cli_unusable_input_exits_2(tmp_path):
+    path = tmp_path / "bad.txt"
+    path.write_text("hello\n")
+    result = CliRunner().invoke(app, ["sudoku", str(path)])
+    assert result.exit_code == 2
+    missing = CliRunner().invoke(app, ["sudoku", str(tmp_path / "absent.txt")])
+    assert missing.exit_code == 2 and "absent.txt" in missing.output
