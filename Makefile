@@ -17,6 +17,7 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(VENV)/bin/solve demo
+	$(VENV)/bin/solve sudoku examples/sudoku.txt
 
 test: $(STAMP)
 	$(PY) -m pytest

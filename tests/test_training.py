@@ -55,3 +55,12 @@ def test_training_learns_and_resumes_exactly(tmp_path):
         assert torch.allclose(a, b, atol=1e-6)
     saved = load_model(tmp_path / "split" / "checkpoint")
     assert all(torch.equal(a, b) for a, b in zip(saved.state_dict().values(), resumed.state_dict().values()))
+
+
+def test_time_budget_stops_early_with_a_checkpoint(tmp_path):
+    cfg = TrainConfig(steps=10_000, batch_size=4, warmup_steps=2, checkpoint_every=10_000, log_every=5,
+                      time_budget_s=1.0)
+    summary = train(new_model(CFG, seed=0), copy_batch, cfg, tmp_path, progress=False)
+    assert 0 < summary["steps"] < 10_000
+    state = json.loads((tmp_path / "checkpoint" / "training_state.json").read_text())
+    assert state["step"] == summary["steps"] and state["elapsed_s"] >= 1.0
