@@ -151,12 +151,16 @@ class CompiledConstraints(Guidance):
 
     def repeat(self, n: int) -> "CompiledConstraints":
         """Each row repeated n times in a row (parallel restarts of the same instance)."""
+        return self.select(torch.arange(self.batch_size, device=self.device).repeat_interleave(n))
+
+    def select(self, rows: Tensor) -> "CompiledConstraints":
+        """The constraints of the given canvases (indices into this batch)."""
         out = object.__new__(CompiledConstraints)
         out.__dict__.update(self.__dict__)
-        out.pins = self.pins.repeat_interleave(n, dim=0)
+        out.pins = self.pins[rows]
         if self.static_allowed is not None:
-            out.static_allowed = self.static_allowed.repeat_interleave(n, dim=0)
-        out.rows = self.rows.repeat_interleave(n)
+            out.static_allowed = self.static_allowed[rows]
+        out.rows = self.rows[rows]
         return out
 
     # ------------------------------------------------------------------ shared tensor pieces

@@ -40,6 +40,9 @@ class SamplingConfig:
     # Not in transformers: accepted tokens stay on the canvas (and count as accepted) until a constraint
     # re-noises them, instead of being re-decided every pass. Off by default; never written to generation_config.
     keep_accepted: bool = False
+    # Not in transformers: finished rows leave the batch, so later passes cost only the rows still running
+    # (changes which random draws each row gets). Off by default; never written to generation_config.
+    drop_finished: bool = False
 
     def __post_init__(self) -> None:
         if not (isinstance(self.max_denoising_steps, int) and self.max_denoising_steps > 0):
@@ -73,7 +76,8 @@ class SamplingConfig:
         return cls(**kwargs)
 
     def to_hf_dict(self) -> dict:
-        d = {k: v for k, v in asdict(self).items() if k not in ("entropy_bound", "keep_accepted") and v is not None}
+        ours = ("entropy_bound", "keep_accepted", "drop_finished")
+        d = {k: v for k, v in asdict(self).items() if k not in ours and v is not None}
         d["sampler_config"] = {"entropy_bound": self.entropy_bound, "_cls_name": "EntropyBoundSamplerConfig"}
         return d
 
@@ -107,6 +111,10 @@ class Guidance:
         canvases of an instance one canvas already solved)."""
         return None
 
+    def select(self, rows: Tensor) -> "Guidance":
+        """The hooks for a subset of the rows (when finished rows leave the batch). Stateless: itself."""
+        return self
+
 
 @dataclass
 class StepInfo:
@@ -114,6 +122,7 @@ class StepInfo:
 
     block: int
     step: int  # 1-based pass within the block
+    rows: Tensor  # which batch rows the tensors below hold (all, unless finished rows were dropped)
     canvas: Tensor  # the next input canvas (accepted tokens + noise)
     argmax: Tensor
     accepted: Tensor  # bool [B, L], after constraint re-noising
@@ -198,8 +207,11 @@ def denoise_canvas(model: DiffusionGemma, cache: KVCache, config: SamplingConfig
     stopper = _StableAndConfident(config.stability_threshold, config.confidence_threshold) \
         if config.adaptive_stopping else None
     sc_logits = None
+    live = torch.arange(b, device=device)  # batch rows still in the working tensors
+    out_argmax, out_passes, out_solved = argmax.clone(), passes.clone(), solved.clone()
 
     for remaining in range(config.max_denoising_steps, 0, -1):
+        rows = live.numel()
         passes += ~(finished | skip)
         logits = model.denoise(canvas, cache, sc_logits) / config.temperature(remaining).to(device)
         if guidance is not None:
@@ -209,7 +221,7 @@ def denoise_canvas(model: DiffusionGemma, cache: KVCache, config: SamplingConfig
                 allowed = allowed | ~allowed.any(-1, keepdim=True)
                 logits = logits.masked_fill(~allowed, float("-inf"))
         probs = torch.softmax(logits, dim=-1, dtype=torch.float32)
-        sample = torch.multinomial(probs.view(-1, vocab), 1, generator=generator).view(b, length)
+        sample = torch.multinomial(probs.view(-1, vocab), 1, generator=generator).view(rows, length)
         new_argmax = logits.argmax(-1)
         entropy = token_entropy(logits)
         if config.keep_accepted:
@@ -225,7 +237,7 @@ def denoise_canvas(model: DiffusionGemma, cache: KVCache, config: SamplingConfig
             if bad is not None:
                 rejected = bad & accepted
                 accepted = accepted & ~bad
-        noise = _randint(vocab, (b, length), device, generator)
+        noise = _randint(vocab, (rows, length), device, generator)
         new_canvas = torch.where(accepted, sample, noise)
         if pins is not None:
             new_canvas = torch.where(pins[0], pins[1], new_canvas)
@@ -249,12 +261,25 @@ def denoise_canvas(model: DiffusionGemma, cache: KVCache, config: SamplingConfig
         finished = finished | stop
         sc_logits = logits.to(model.dtype)
         canvas, argmax, settled = new_canvas, new_argmax, accepted
+        out_argmax[live], out_passes[live], out_solved[live] = argmax, passes, solved
         if callback is not None:
-            callback(StepInfo(block, config.max_denoising_steps - remaining + 1, canvas, argmax, accepted,
+            callback(StepInfo(block, config.max_denoising_steps - remaining + 1, live, canvas, argmax, accepted,
                               rejected, finished, solved))
-        if bool((finished | skip).all()):
+        done = finished | skip
+        if bool(done.all()):
             break
-    return argmax, passes, solved
+        if config.drop_finished and bool(done.any()):
+            keep = torch.nonzero(~done).squeeze(1)
+            live, canvas, argmax, settled = live[keep], canvas[keep], argmax[keep], settled[keep]
+            sc_logits, finished, solved = sc_logits[keep], finished[keep], solved[keep]
+            skip, passes, cache = skip[keep], passes[keep], cache.select(keep)
+            if pins is not None:
+                pins = (pins[0][keep], pins[1][keep])
+            if guidance is not None:
+                guidance = guidance.select(keep)
+            if stopper is not None and stopper.history is not None:
+                stopper.history = stopper.history[:, keep]
+    return out_argmax, out_passes, out_solved
 
 
 @torch.no_grad()

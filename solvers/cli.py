@@ -162,8 +162,9 @@ def _sudoku_tracer(canvases: int):
     from ..tasks import sudoku as task
 
     def show(info: StepInfo) -> None:
-        grid = task.decode(info.argmax[:1])[0]
-        settled, renoised = info.accepted[0].tolist(), info.renoised_by_constraint[0].tolist()
+        row = int(info.solved.nonzero()[0, 0]) if info.solved.any() else 0  # the verified canvas once there is one
+        grid = task.decode(info.argmax[row:row + 1])[0]
+        settled, renoised = info.accepted[row].tolist(), info.renoised_by_constraint[row].tolist()
         console.print(f"pass {info.step}: {sum(settled)} settled, {sum(renoised)} re-noised by a constraint"
                       + (", [green]verified[/green]" if bool(info.solved[:canvases].any()) else ""))
         for r in range(9):

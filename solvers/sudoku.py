@@ -42,7 +42,7 @@ class SudokuSolver:
         self.model = model
         self.guided = guided
         self.canvases = canvases if guided else 1
-        self.config = SamplingConfig(max_denoising_steps=max_steps, keep_accepted=guided,
+        self.config = SamplingConfig(max_denoising_steps=max_steps, keep_accepted=guided, drop_finished=True,
                                      stability_threshold=None if guided else 1)
         self.rows_per_batch = rows_per_batch
         self.seed = seed

@@ -86,6 +86,9 @@ class Clues(Guidance):
     def repeat(self, n: int) -> "Clues":
         return Clues(self.pins.repeat_interleave(n, dim=0))
 
+    def select(self, rows: Tensor) -> "Clues":
+        return Clues(self.pins[rows])
+
 
 def pins_only(puzzle_values: Tensor, device: str | torch.device = "cpu") -> Clues:
     ids = VALUE_TO_ID[puzzle_values]

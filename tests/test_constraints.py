@@ -91,8 +91,10 @@ def test_repeat_keeps_rows_for_predicates():
     assert guidance.verify(canvas).tolist() == [True, True, True, True, True, False]
 
 
-def test_guidance_alone_solves_latin_squares_with_an_untrained_model():
-    """Masks + re-noising + verification steer even random weights to verified answers."""
+@pytest.mark.parametrize("drop_finished", [False, True])
+def test_guidance_alone_solves_latin_squares_with_an_untrained_model(drop_finished):
+    """Masks + re-noising + verification steer even random weights to verified answers; dropping finished
+    rows from the batch keeps every row's answer and pass count."""
     cfg = ModelConfig(vocab_size=12, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=2,
                       num_kv_heads=1, head_dim=16, num_experts=4, top_k_experts=2, moe_intermediate_size=32,
                       layer_types=["sliding_attention", "full_attention"], sliding_window=8, canvas_length=16)
@@ -100,8 +102,9 @@ def test_guidance_alone_solves_latin_squares_with_an_untrained_model():
     cm = latin(batch=2)
     cm.pin([0, 5], [4, 4], row=0)
     guidance = cm.compile().repeat(4)
-    out = generate(model, torch.full((8, 3), 3), SamplingConfig(max_denoising_steps=64, stability_threshold=None,
-                                                                 keep_accepted=True),
+    config = SamplingConfig(max_denoising_steps=64, stability_threshold=None, keep_accepted=True,
+                            drop_finished=drop_finished)
+    out = generate(model, torch.full((8, 3), 3), config,
                    guidance=guidance, generator=torch.Generator().manual_seed(0))
     assert out.solved.view(2, 4).any(1).all()  # every instance solved by one of its 4 canvases
     passes = out.forward_passes.view(2, 4)
