@@ -22,9 +22,11 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest
 
+# Benchmarks (developers: the Sudoku one reads the public sets in ../shared/data/sudoku).
 bench: $(STAMP)
 	$(PY) -m pip install -q matplotlib
 	$(PY) benchmarks/engine.py
+	$(PY) benchmarks/sudoku.py --per-tier 16
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from diffsolve.solvers.sudoku import SudokuSolver
+from diffsolve.solvers import SudokuSolver
 
 ROOT = Path(__file__).resolve().parents[1]
 

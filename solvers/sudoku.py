@@ -22,7 +22,7 @@ class SudokuResult:
     reason: str | None  # why there is no solution
     steps: int  # denoising passes until the answer (or the budget)
     forward_passes: int  # decoder row-passes spent on this puzzle, all its canvases together
-    seconds: float
+    seconds: float  # from the start of its batch until all its canvases stopped
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -88,18 +88,29 @@ class SudokuSolver:
         guidance = guidance.repeat(self.canvases)
         cache = self.model.encode(sudoku.encode_prompt(values).to(device)).select(
             torch.arange(len(puzzles)).repeat_interleave(self.canvases))
-        out = generate(self.model, None, self.config, cache=cache, guidance=guidance, callback=callback,
+        rows_total = len(puzzles) * self.canvases
+        finished_at = torch.full((rows_total,), float("nan"))  # seconds since the batch began
+
+        def track(info: StepInfo) -> None:
+            now = time.perf_counter() - began
+            newly = info.rows[info.finished].cpu()
+            finished_at[newly] = torch.where(finished_at[newly].isnan(), now, finished_at[newly])
+            if callback is not None:
+                callback(info)
+
+        out = generate(self.model, None, self.config, cache=cache, guidance=guidance, callback=track,
                        generator=torch.Generator(device).manual_seed(self.seed))
+        ended = time.perf_counter() - began
         grids = sudoku.decode(out.canvas)
         passes = out.forward_passes.view(len(puzzles), self.canvases)
-        seconds = (time.perf_counter() - began) / len(puzzles)
+        latency = finished_at.nan_to_num(ended).view(len(puzzles), self.canvases).amax(1)
         results = []
         for k, puzzle in enumerate(puzzles):
             rows = range(k * self.canvases, (k + 1) * self.canvases)
             found = next((grids[r] for r in rows if is_valid_solution(puzzle, grids[r])), None)
             reason = None if found else f"no verified grid within {self.config.max_denoising_steps} passes"
             results.append(SudokuResult(puzzle, found, found is not None, reason, int(passes[k].max()),
-                                        int(passes[k].sum()), seconds))
+                                        int(passes[k].sum()), float(latency[k])))
         return results
 
 

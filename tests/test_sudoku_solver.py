@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from diffsolve.solvers.cli import app
-from diffsolve.solvers.sudoku import SudokuSolver
+from diffsolve.solvers import SudokuSolver
 from diffsolve.tasks.sudoku_data import is_valid_solution, make_puzzle, random_grid
 
 
