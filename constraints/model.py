@@ -54,24 +54,28 @@ class ConstraintModel:
         positions, tokens = self._positions(positions), self._tokens(tokens)
         if len(positions) != len(tokens):
             raise ValueError(f"pin: {len(positions)} positions but {len(tokens)} tokens")
+        if not positions:
+            return self
         rows = self._rows(row)
         current = self.pins[rows][:, positions]
-        clash = (current >= 0) & (current != torch.tensor(tokens))
+        clash = (current >= 0) & (current != torch.tensor(tokens, dtype=torch.long))
         if clash.any():
             raise ValueError(f"pin: position(s) {sorted({positions[i] for i in clash.nonzero()[:, 1].tolist()})} "
                              f"already pinned to a different token")
-        self.pins[rows.unsqueeze(1), torch.tensor(positions)] = torch.tensor(tokens)
+        self.pins[rows.unsqueeze(1), torch.tensor(positions, dtype=torch.long)] = torch.tensor(tokens, dtype=torch.long)
         return self
 
     def allow(self, positions: Iterable[int], tokens: Iterable[int], row: int | None = None) -> "ConstraintModel":
         """Restrict `positions` to `tokens` (intersected with any earlier restriction)."""
         positions, tokens = self._positions(positions), self._tokens(tokens)
+        if not positions:
+            return self
         if self.allowed is None:
             self.allowed = torch.ones(self.batch, self.length, self.vocab, dtype=torch.bool)
         mask = torch.zeros(self.vocab, dtype=torch.bool)
         mask[tokens] = True
         rows = self._rows(row)
-        self.allowed[rows.unsqueeze(1), torch.tensor(positions)] &= mask
+        self.allowed[rows.unsqueeze(1), torch.tensor(positions, dtype=torch.long)] &= mask
         return self
 
     def all_different(self, positions: Iterable[int], values: Iterable[int]) -> "ConstraintModel":

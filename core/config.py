@@ -86,11 +86,8 @@ class ModelConfig:
     def __post_init__(self) -> None:
         if not self.layer_types:
             self.layer_types = [SLIDING if (i + 1) % 6 else FULL for i in range(self.num_layers)]
+        self.layer_types = _last_layer_full(self.layer_types)
         self.validate()
-        if self.layer_types[-1] != FULL:
-            log.warning("last layer must use full_attention (got %s); forcing it, as transformers does",
-                        self.layer_types[-1])
-            self.layer_types = [*self.layer_types[:-1], FULL]
         self.layers = [self._layer_spec(i) for i in range(self.num_layers)]
 
     # ------------------------------------------------------------------ derived
@@ -162,6 +159,8 @@ class ModelConfig:
              f"{self.use_bidirectional_attention!r} is not one of None, 'vision', 'all'")
         need(self.hidden_activation in ACTIVATIONS, "hidden_activation",
              f"{self.hidden_activation!r} is not one of {ACTIVATIONS}")
+        # transformers ties encoder and decoder weights but not biases; no released model uses them.
+        need(not self.attention_bias, "attention_bias", "attention biases are not supported")
 
     # ------------------------------------------------------------- HF mapping
     @classmethod
@@ -181,6 +180,7 @@ class ModelConfig:
         num_layers = text["num_hidden_layers"]
         if not layer_types and isinstance(num_layers, int):
             layer_types = [SLIDING if (i + 1) % 6 else FULL for i in range(num_layers)]
+        layer_types = _last_layer_full(layer_types)  # before deriving full-attention geometry, as transformers
         overrides = _per_layer_overrides(text, layer_types)
         rope = text.get("rope_parameters") or dict(DEFAULT_ROPE)
         passthrough = {k: cfg[k] for k in ("vision_config", "boi_token_id", "eoi_token_id", "image_token_id")
@@ -274,6 +274,13 @@ TINY_VISION_CONFIG = {
 
 _HF_NAMES = {"num_layers": "num_hidden_layers", "num_heads": "num_attention_heads",
              "num_kv_heads": "num_key_value_heads"}
+
+
+def _last_layer_full(layer_types: list[str]) -> list[str]:
+    if layer_types and layer_types[-1] != FULL:
+        log.warning("last layer must use full_attention (got %s); forcing it, as transformers does", layer_types[-1])
+        return [*layer_types[:-1], FULL]
+    return layer_types
 
 
 def _hf_name(name: str) -> str:

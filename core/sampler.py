@@ -266,7 +266,8 @@ def denoise_canvas(model: DiffusionGemma, cache: KVCache, config: SamplingConfig
             callback(StepInfo(block, config.max_denoising_steps - remaining + 1, live, canvas, argmax, accepted,
                               rejected, finished, solved))
         done = finished | skip
-        if bool(done.all()):
+        # transformers keeps denoising rows that ended with EOS in an earlier block (their draws still count)
+        if bool(finished.all()) or (config.drop_finished and bool(done.all())):
             break
         if config.drop_finished and bool(done.any()):
             keep = torch.nonzero(~done).squeeze(1)

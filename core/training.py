@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -122,8 +123,9 @@ STATE_JSON = "training_state.json"
 def save_training_state(directory: Path, model: DiffusionGemma, optimizer: torch.optim.Optimizer, step: int,
                         cfg: TrainConfig, extra: dict | None = None) -> None:
     """Model (HF layout) + optimizer moments as safetensors + step/config as JSON, written atomically."""
-    tmp = directory.with_name(directory.name + ".tmp")
-    tmp.mkdir(parents=True, exist_ok=True)
+    tmp, old = directory.with_name(directory.name + ".tmp"), directory.with_name(directory.name + ".old")
+    shutil.rmtree(tmp, ignore_errors=True)  # leftovers of an interrupted save
+    tmp.mkdir(parents=True)
     save_model(model, tmp)
     tensors = {}
     params = list(model.parameters())
@@ -135,14 +137,18 @@ def save_training_state(directory: Path, model: DiffusionGemma, optimizer: torch
     save_file(tensors, str(tmp / STATE_TENSORS))
     (tmp / STATE_JSON).write_text(json.dumps({"step": step, "config": asdict(cfg), **(extra or {})}, indent=2))
     if directory.exists():
-        old = directory.with_name(directory.name + ".old")
-        os.replace(directory, old)
-        os.replace(tmp, directory)
-        for f in old.iterdir():
-            f.unlink()
-        old.rmdir()
-    else:
-        os.replace(tmp, directory)
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(directory, old)  # until the next line completes, `old` is the checkpoint (see find_checkpoint)
+    os.replace(tmp, directory)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def find_checkpoint(directory: Path) -> Path | None:
+    """The complete checkpoint at `directory`, or the previous one if a save was interrupted mid-swap."""
+    for candidate in (directory, directory.with_name(directory.name + ".old")):
+        if (candidate / STATE_JSON).is_file():
+            return candidate
+    return None
 
 
 def load_training_state(directory: Path, model: DiffusionGemma, optimizer: torch.optim.Optimizer) -> int:
@@ -171,21 +177,23 @@ def train(model: DiffusionGemma, make_batch: Callable[[int, torch.Generator], Ba
     out.mkdir(parents=True, exist_ok=True)
     ckpt = out / "checkpoint"
     device = torch.device(cfg.device)
-    start = 0
-    if (ckpt / STATE_JSON).is_file():
-        resumed = load_model(ckpt, device=device)
-        model.load_state_dict(resumed.state_dict())
+    start, previous_s = 0, 0.0
+    found = find_checkpoint(ckpt)
+    if found is not None:
+        model.load_state_dict(load_model(found, device=device).state_dict())
     model.to(device).train()
     optimizer = make_optimizer(model, cfg)
-    previous_s = 0.0
-    if (ckpt / STATE_JSON).is_file():
-        start = load_training_state(ckpt, model, optimizer)
-        previous_s = json.loads((ckpt / STATE_JSON).read_text()).get("elapsed_s", 0.0)
+    if found is not None:
+        start = load_training_state(found, model, optimizer)
+        previous_s = json.loads((found / STATE_JSON).read_text()).get("elapsed_s", 0.0)
     log_path = out / "train_log.jsonl"
     metrics: dict[str, float] = {}
     running: dict[str, float] = {}
+    summed = 0  # steps accumulated in `running`
     began = time.time()
     end = cfg.steps if stop_after is None else min(cfg.steps, start + stop_after)
+    if cfg.time_budget_s is not None and previous_s >= cfg.time_budget_s:
+        end = start  # the budget was spent by an earlier call
     bar = tqdm(range(start, end), initial=start, total=cfg.steps, disable=not progress, desc="train",
                mininterval=2.0)
     for step in bar:
@@ -205,14 +213,14 @@ def train(model: DiffusionGemma, make_batch: Callable[[int, torch.Generator], Ba
         optimizer.step()
         for k, v in parts.items():
             running[k] = running.get(k, 0.0) + v
+        summed += 1
         done = step + 1
         out_of_time = cfg.time_budget_s is not None and previous_s + time.time() - began >= cfg.time_budget_s
         if out_of_time:
             end = done
         if done % cfg.log_every == 0 or done in (cfg.steps, end):
-            count = cfg.log_every if done % cfg.log_every == 0 else done % cfg.log_every
-            metrics = {k: v / count for k, v in running.items()}
-            running = {}
+            metrics = {k: v / summed for k, v in running.items()}
+            running, summed = {}, 0
             metrics.update(step=done, lr=lr_at(step, cfg, elapsed), elapsed_s=round(previous_s + time.time() - began, 1))
             if evaluate is not None and done % cfg.checkpoint_every == 0:
                 model.eval()

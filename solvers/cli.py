@@ -86,8 +86,8 @@ def sudoku(
     format: str = typer.Option("text", "--format", "-f", help="text (grids), line (81 chars) or json (one object "
                                                               "per puzzle per line, in input order)."),
     checkpoint: str = typer.Option(None, help="Checkpoint directory or hub id (default: the shipped model)."),
-    canvases: int = typer.Option(8, help="Parallel canvases per puzzle; the first verified one wins."),
-    max_steps: int = typer.Option(64, help="Denoising passes before giving up on a puzzle."),
+    canvases: int = typer.Option(8, min=1, help="Parallel canvases per puzzle; the first verified one wins."),
+    max_steps: int = typer.Option(64, min=1, help="Denoising passes before giving up on a puzzle."),
     model_only: bool = typer.Option(False, "--model-only", help="Stock sampler, clues pinned, one canvas: "
                                                                 "measures the model without guidance."),
     trace: bool = typer.Option(False, help="Show the first puzzle's canvas pass by pass (settled cells green, "
@@ -184,8 +184,8 @@ def _sudoku_tracer(canvases: int):
 def train(
     task: str = typer.Argument(..., help=f"Task to train: {', '.join(TASKS)}."),
     out: Path = typer.Option(..., help="Run directory: checkpoints, log, and the final model in out/model."),
-    steps: int = typer.Option(3000, help="Optimizer steps."),
-    batch_size: int = typer.Option(64, help="Examples per step."),
+    steps: int = typer.Option(3000, min=1, help="Optimizer steps."),
+    batch_size: int = typer.Option(64, min=1, help="Examples per step."),
     lr: float = typer.Option(2e-3, help="Peak learning rate (warmup then cosine)."),
     seed: int = typer.Option(0, help="Seed for initialisation and data."),
     device: str = typer.Option("cpu", help="cpu or cuda."),

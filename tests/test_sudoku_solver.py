@@ -64,3 +64,16 @@ def test_cli_unusable_input_exits_2(tmp_path):
     assert result.exit_code == 2
     missing = CliRunner().invoke(app, ["sudoku", str(tmp_path / "absent.txt")])
     assert missing.exit_code == 2 and "absent.txt" in missing.output
+
+
+def test_an_empty_grid_is_a_puzzle_too(solver):
+    result = solver.solve("0" * 81)
+    assert result.verified == (result.solution is not None)
+    assert result.solution is None or is_valid_solution("0" * 81, result.solution)
+
+
+def test_cli_rejects_bad_options(tmp_path):
+    path = tmp_path / "p.txt"
+    path.write_text(easy_puzzle(3)[0] + "\n")
+    assert CliRunner().invoke(app, ["sudoku", str(path), "--canvases", "0"]).exit_code == 2
+    assert CliRunner().invoke(app, ["sudoku", str(path), "--format", "xml"]).exit_code == 2

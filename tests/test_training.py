@@ -64,3 +64,16 @@ def test_time_budget_stops_early_with_a_checkpoint(tmp_path):
     assert 0 < summary["steps"] < 10_000
     state = json.loads((tmp_path / "checkpoint" / "training_state.json").read_text())
     assert state["step"] == summary["steps"] and state["elapsed_s"] >= 1.0
+
+
+def test_resume_survives_a_save_interrupted_mid_swap(tmp_path):
+    cfg = TrainConfig(steps=6, batch_size=4, warmup_steps=1, checkpoint_every=3, log_every=3)
+    model = new_model(CFG, seed=0)
+    train(model, copy_batch, cfg, tmp_path, progress=False, stop_after=3)
+    ckpt = tmp_path / "checkpoint"
+    ckpt.rename(tmp_path / "checkpoint.old")  # as if the process died between the two renames
+    (tmp_path / "checkpoint.tmp").mkdir()  # and left a half-written new one
+    summary = train(new_model(CFG, seed=5), copy_batch, cfg, tmp_path, progress=False)
+    assert summary["resumed_from"] == 3 and summary["steps"] == 6
+    assert json.loads((ckpt / "training_state.json").read_text())["step"] == 6
+    assert not (tmp_path / "checkpoint.old").exists() and not (tmp_path / "checkpoint.tmp").exists()
