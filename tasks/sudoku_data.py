@@ -263,9 +263,6 @@ class PuzzleFormatError(ValueError):
         super().__init__(f"{path}:{line}: {message}")
         self.path, self.line, self.message = path, line, message
 
-    def __reduce__(self):
-        return type(self), (self.path, self.line, self.message)
-
 
 @dataclass(frozen=True)
 class ParsedPuzzle:
