@@ -25,6 +25,14 @@ from diffsolve.solvers import SudokuSolver
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _relative(path: Path) -> str:
+    """The checkpoint as a path inside the repository when it is one (results stay machine-independent)."""
+    try:
+        return str(Path(path).resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
@@ -98,7 +106,7 @@ def main() -> None:
     model_only = SudokuSolver.from_pretrained(args.checkpoint, guided=False, max_steps=args.max_steps)
     full = SudokuSolver(model_only.model, canvases=args.canvases, max_steps=args.max_steps)
     report = {"per_tier": args.per_tier, "canvases": args.canvases, "max_steps": args.max_steps,
-              "checkpoint": str(model_only.model.source), "tiers": {}}
+              "checkpoint": _relative(model_only.model.source), "tiers": {}}
     for tier, rows in tiers.items():
         rows = rows[:args.per_tier] if args.per_tier else rows
         report["tiers"][tier] = {"model_only": run_tier(model_only, rows), "full": run_tier(full, rows)}
