@@ -318,12 +318,12 @@ class DiffusionGemma(nn.Module):
         """Fresh weights for training from scratch (normal(0, initializer_range), norms and scales at one)."""
         gen = torch.Generator().manual_seed(seed) if seed is not None else None
         std = self.config.initializer_range
-        for name, p in self.named_parameters():
-            if p.dim() >= 2:
-                with torch.no_grad():
+        with torch.no_grad():
+            for p in self.parameters():
+                if p.dim() >= 2:
                     p.copy_(torch.randn(p.shape, generator=gen) * std)
-            else:
-                nn.init.ones_(p)
+                else:
+                    p.fill_(1.0)
         for layer in self.layers:
             layer.encoder_scalar.fill_(1.0)
             layer.decoder_scalar.fill_(1.0)
