@@ -77,3 +77,12 @@ def test_resume_survives_a_save_interrupted_mid_swap(tmp_path):
     assert summary["resumed_from"] == 3 and summary["steps"] == 6
     assert json.loads((ckpt / "training_state.json").read_text())["step"] == 6
     assert not (tmp_path / "checkpoint.old").exists() and not (tmp_path / "checkpoint.tmp").exists()
+
+
+def test_diffusion_only_loss_encodes_just_the_prompt():
+    model = new_model(CFG, seed=0)
+    loss, parts = diffusion_loss(model, copy_batch(0, torch.Generator().manual_seed(1)),
+                                 torch.Generator().manual_seed(2), ar_weight=0.0)
+    assert parts["ar_loss"] == 0.0 and abs(parts["loss"] - parts["canvas_loss"]) < 1e-6
+    loss.backward()
+    assert model.embed_tokens.weight.grad.abs().sum() > 0
