@@ -1,0 +1,177 @@
+"""Molecule data: SMILES tokens, the properties users ask for, and the MOSES training set.
+
+MOSES ships in the `molsets==0.3.1` wheel (`moses/dataset/data/*.csv.gz`). The `moses` package itself does
+not import on current RDKit, so the files are located through the installed distribution's metadata and
+read directly; install it with `pip install --no-deps molsets==0.3.1` (the Makefile's `data` extra does).
+"""
+
+from __future__ import annotations
+
+import gzip
+import itertools
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from rdkit import Chem, RDLogger
+from rdkit.Chem import QED, Crippen, Descriptors, Lipinski, rdMolDescriptors
+from rdkit.Chem.Scaffolds import MurckoScaffold
+
+RDLogger.DisableLog("rdApp.*")  # invalid candidates are expected; we report problems ourselves
+
+# Atom-level SMILES tokens: bracket atoms, two-letter halogens, then single characters.
+TOKEN_PATTERN = re.compile(r"\[[^\]]+]|Br|Cl|%\d{2}|[BCNOPSFIbcnops]|[()=#\-+\\/:~@?>*$.]|\d")
+# Every token of the MOSES training set (atom-level, as found by TOKEN_PATTERN), most frequent first.
+SMILES_TOKENS = ("c", "C", "(", ")", "1", "O", "2", "N", "=", "n", "3", "F", "-", "S", "s", "o", "Cl", "[nH]",
+                 "#", "4", "Br", "5", "[H]", "6")
+MAX_SMILES_TOKENS = 62  # canvas 64 = tokens + EOS, with room to spare (MOSES max is 54)
+
+
+class SmilesError(ValueError):
+    """A SMILES string the model cannot represent or RDKit cannot read."""
+
+
+def split_smiles(smiles: str) -> list[str]:
+    """Atom-level tokens; raises SmilesError if characters are left over."""
+    tokens = TOKEN_PATTERN.findall(smiles)
+    if "".join(tokens) != smiles:
+        raise SmilesError(f"cannot tokenize SMILES {smiles!r}")
+    return tokens
+
+
+def tokenize_known(smiles: str) -> list[str]:
+    """Tokens of `smiles`, all of which must be in the model's vocabulary."""
+    tokens = split_smiles(smiles)
+    unknown = sorted(set(tokens) - set(SMILES_TOKENS))
+    if unknown:
+        raise SmilesError(f"{smiles!r} uses token(s) {', '.join(unknown)} that the model's vocabulary lacks "
+                          f"(it knows {' '.join(SMILES_TOKENS)})")
+    if len(tokens) > MAX_SMILES_TOKENS:
+        raise SmilesError(f"{smiles!r} has {len(tokens)} tokens; the canvas holds {MAX_SMILES_TOKENS}")
+    return tokens
+
+
+# ------------------------------------------------------------------------------------------ properties
+@dataclass(frozen=True)
+class Property:
+    name: str
+    description: str
+    compute: object  # Callable[[Chem.Mol], float]
+    integer: bool = False
+
+
+PROPERTIES = {p.name: p for p in (
+    Property("logp", "Crippen logP", Crippen.MolLogP),
+    Property("mw", "molecular weight (Da)", Descriptors.MolWt),
+    Property("qed", "quantitative estimate of drug-likeness (0-1)", QED.qed),
+    Property("tpsa", "topological polar surface area", rdMolDescriptors.CalcTPSA),
+    Property("hbd", "hydrogen-bond donors", Lipinski.NumHDonors, integer=True),
+    Property("hba", "hydrogen-bond acceptors", Lipinski.NumHAcceptors, integer=True),
+    Property("rings", "ring count", rdMolDescriptors.CalcNumRings, integer=True),
+    Property("heavy_atoms", "heavy atom count", Lipinski.HeavyAtomCount, integer=True),
+)}
+
+
+def compute_properties(mol: Chem.Mol, names: Sequence[str] = tuple(PROPERTIES)) -> dict[str, float]:
+    out = {}
+    for name in names:
+        value = PROPERTIES[name].compute(mol)
+        out[name] = int(value) if PROPERTIES[name].integer else round(float(value), 4)
+    return out
+
+
+def scaffold_smiles(mol: Chem.Mol) -> str:
+    """Bemis-Murcko scaffold as canonical SMILES ('' for acyclic molecules)."""
+    return Chem.MolToSmiles(MurckoScaffold.GetScaffoldForMol(mol))
+
+
+# Properties the model is conditioned on, with the bin edges of their prompt tokens (chosen to cover the
+# MOSES distribution: logP about 2.5 +- 1, MW 250-350 Da, TPSA 20-120).
+CONDITION_BINS: dict[str, tuple[float, ...]] = {
+    "logp": (0.0, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 5.0),
+    "mw": (260.0, 280.0, 300.0, 320.0, 340.0),
+    "tpsa": (30.0, 45.0, 60.0, 75.0, 90.0, 105.0),
+}
+
+
+def bin_ranges(name: str) -> list[tuple[float, float]]:
+    edges = (-math.inf, *CONDITION_BINS[name], math.inf)
+    return list(itertools.pairwise(edges))
+
+
+def condition_tokens() -> list[str]:
+    """Prompt tokens: `<logp=k>` for bin k of each conditioned property, `<logp=?>` when unspecified."""
+    tokens = []
+    for name in CONDITION_BINS:
+        tokens += [f"<{name}={k}>" for k in range(len(bin_ranges(name)))] + [f"<{name}=?>"]
+    return tokens + ["<scaffold>"]
+
+
+# ------------------------------------------------------------------------------------------ MOSES
+def moses_file(split: str) -> Path:
+    """Path of a MOSES split (`train`, `test`, `test_scaffolds`) inside the installed molsets wheel."""
+    import importlib.metadata
+
+    try:
+        dist = importlib.metadata.distribution("molsets")
+    except importlib.metadata.PackageNotFoundError:
+        raise FileNotFoundError("the MOSES data needs the molsets wheel: pip install --no-deps molsets==0.3.1") \
+            from None
+    path = Path(str(dist.locate_file(f"moses/dataset/data/{split}.csv.gz")))
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: MOSES split {split!r} not found in the molsets wheel")
+    return path
+
+
+def read_moses(split: str) -> list[str]:
+    with gzip.open(moses_file(split), "rt") as f:
+        header = f.readline().strip().split(",")
+        column = header.index("SMILES")
+        return [line.rstrip("\n").split(",")[column] for line in f if line.strip()]
+
+
+def _features(smiles: str) -> tuple[str, float, float, float, str] | None:
+    mol = Chem.MolFromSmiles(smiles)
+    if mol is None:
+        return None
+    return (smiles, Crippen.MolLogP(mol), Descriptors.MolWt(mol), rdMolDescriptors.CalcTPSA(mol),
+            scaffold_smiles(mol))
+
+
+def _representable(smiles: str) -> bool:
+    try:
+        tokenize_known(smiles)
+        return True
+    except SmilesError:
+        return False
+
+
+def featurize(smiles: Sequence[str], workers: int = 2) -> dict[str, np.ndarray]:
+    """Token ids of each molecule and its scaffold, and the conditioned properties, for training."""
+    from multiprocessing import Pool
+
+    from tqdm.auto import tqdm
+
+    from .molecules import TOKENIZER, encode_tokens
+
+    with Pool(workers) as pool:
+        rows = [r for r in tqdm(pool.imap(_features, smiles, chunksize=2000), total=len(smiles), desc="featurize",
+                                mininterval=5.0) if r is not None]
+    rows = [r for r in rows if _representable(r[0]) and (not r[4] or _representable(r[4]))]
+    width = MAX_SMILES_TOKENS
+    molecules = np.zeros((len(rows), width), dtype=np.uint8)
+    scaffolds = np.zeros((len(rows), width), dtype=np.uint8)
+    for i, (smi, _, _, _, scaffold) in enumerate(rows):
+        ids = encode_tokens(tokenize_known(smi))
+        molecules[i, :len(ids)] = ids
+        if scaffold:
+            ids = encode_tokens(tokenize_known(scaffold))
+            scaffolds[i, :len(ids)] = ids
+    assert TOKENIZER.token_to_id("<pad>") == 0  # zero padding above
+    return {"molecules": molecules, "scaffolds": scaffolds,
+            "logp": np.array([r[1] for r in rows], dtype=np.float32),
+            "mw": np.array([r[2] for r in rows], dtype=np.float32),
+            "tpsa": np.array([r[3] for r in rows], dtype=np.float32)}

@@ -1,0 +1,496 @@
+"""Molecules on the canvas: atom-level SMILES, conditioned on property bins and an optional scaffold.
+
+Prompt: BOS, one bin token per conditioned property (`<logp=3>`, or `<logp=?>` when the request leaves it
+open), then optionally `<scaffold>` and the scaffold's SMILES tokens. Canvas: the molecule's canonical SMILES
+tokens, EOS, then padding. Training drops each condition with probability 1/2, so one model serves free
+generation and every combination of conditions.
+
+Why SMILES and a scaffold *prompt* rather than pinned scaffold tokens: in a SMILES string the scaffold's atoms
+are interleaved with its decorations at positions nobody knows in advance, so there is nothing fixed to pin.
+The model learns to write a molecule around the scaffold it is shown, and RDKit verifies the substructure.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from rdkit import Chem
+from rdkit.Chem import Descriptors
+
+from ..core import Guidance, ModelConfig, word_level_tokenizer
+from ..core.training import Batch
+from .molecule_data import (CONDITION_BINS, MAX_SMILES_TOKENS, PROPERTIES, SMILES_TOKENS, SmilesError, bin_ranges,
+                            compute_properties, condition_tokens, tokenize_known)
+
+CANVAS = 64
+TOKENIZER = word_level_tokenizer([*SMILES_TOKENS, *condition_tokens()])
+PAD, EOS, BOS = (TOKENIZER.token_to_id(t) for t in ("<pad>", "<eos>", "<bos>"))
+SCAFFOLD = TOKENIZER.token_to_id("<scaffold>")
+SMILES_IDS = torch.tensor([TOKENIZER.token_to_id(t) for t in SMILES_TOKENS])
+ID_TO_TOKEN = [TOKENIZER.id_to_token(i) for i in range(TOKENIZER.get_vocab_size())]
+CONDITIONED = tuple(CONDITION_BINS)
+MAX_SCAFFOLD_TOKENS = 47  # the longest MOSES training scaffold
+# Prompts always have this width (padded after their content): canvas positions then sit at a fixed distance
+# from BOS, as in training. (A model trained on batch-dependent widths lost track of canvas positions when
+# sampled with short prompts.)
+PROMPT_WIDTH = 1 + len(CONDITIONED) + 1 + MAX_SCAFFOLD_TOKENS
+# First bin token id of each conditioned property; its "unspecified" token follows the last bin.
+BIN_BASE = {name: TOKENIZER.token_to_id(f"<{name}=0>") for name in CONDITIONED}
+UNSPECIFIED = {name: TOKENIZER.token_to_id(f"<{name}=?>") for name in CONDITIONED}
+
+
+AR_WEIGHT = 0.0  # diffusion loss only: the encoder then reads just the prompt (a third less compute on CPU)
+DATA_CARD = ("MOSES training split (`train.csv.gz` from the `molsets==0.3.1` wheel), a seeded random subset "
+             "featurized with RDKit (Crippen logP, MolWt, TPSA, Bemis-Murcko scaffold). Prompts show each property "
+             "bin and the scaffold with probability 1/2. No test or scaffold-test molecules are used.")
+
+
+def model_config() -> ModelConfig:
+    """About 0.87M parameters, sized for CPU training; prompt + canvas (< 130 tokens) fits every window."""
+    return ModelConfig(
+        vocab_size=TOKENIZER.get_vocab_size(), hidden_size=96, intermediate_size=192, num_layers=4, num_heads=4,
+        num_kv_heads=2, head_dim=24, num_experts=4, top_k_experts=2, moe_intermediate_size=96,
+        layer_types=["sliding_attention", "full_attention"] * 2, sliding_window=128,
+        per_layer_overrides={i: {"head_dim": 48, "num_key_value_heads": 1} for i in (1, 3)},
+        canvas_length=CANVAS,
+    )
+
+
+def encode_tokens(tokens: Sequence[str]) -> list[int]:
+    return [TOKENIZER.token_to_id(t) for t in tokens]
+
+
+def decode(canvas: Tensor) -> list[str]:
+    """Canvas ids -> SMILES text up to the first EOS (non-SMILES tokens are dropped; verification rejects
+    such canvases anyway)."""
+    out = []
+    for row in canvas.tolist():
+        text = []
+        for token in row:
+            if token == EOS:
+                break
+            if token > BOS and ID_TO_TOKEN[token] in SMILES_TOKENS:
+                text.append(ID_TO_TOKEN[token])
+        out.append("".join(text))
+    return out
+
+
+# ------------------------------------------------------------------------------------------ prompts
+def bin_token(name: str, value: float) -> int:
+    edges = torch.tensor(CONDITION_BINS[name])
+    return BIN_BASE[name] + int(torch.bucketize(torch.tensor(value), edges, right=True))
+
+
+def window_bins(name: str, window: tuple[float, float]) -> list[int]:
+    """Bin tokens of `name` whose range overlaps `window`, weighted toward the window (the largest overlaps
+    first); every bin that overlaps is a legitimate condition for a molecule inside the window."""
+    lo, hi = window
+    overlaps = []
+    for k, (a, b) in enumerate(bin_ranges(name)):
+        overlap = min(b, hi) - max(a, lo)
+        if overlap > 0 or (lo == hi and a <= lo < b):
+            width = min(b, 1e3) - max(a, -1e3)
+            overlaps.append((overlap / width if math.isfinite(overlap) else 1.0, BIN_BASE[name] + k))
+    return [token for _, token in sorted(overlaps, reverse=True)]
+
+
+def encode_prompts(conditions: Sequence[dict[str, int]], scaffolds: Sequence[list[int] | None]) -> Tensor:
+    """[B, PROMPT_WIDTH] prompts: BOS, a token per conditioned property, `<scaffold>` + ids when given, padding."""
+    rows = []
+    for cond, scaffold in zip(conditions, scaffolds):
+        row = [BOS] + [cond.get(name, UNSPECIFIED[name]) for name in CONDITIONED]
+        if scaffold:
+            row += [SCAFFOLD, *scaffold]
+        rows.append(row)
+    return torch.tensor([row + [PAD] * (PROMPT_WIDTH - len(row)) for row in rows], dtype=torch.long)
+
+
+def scaffold_ids(scaffold: str | None) -> list[int] | None:
+    if not scaffold:
+        return None
+    try:
+        ids = encode_tokens(tokenize_known(scaffold))
+    except SmilesError as exc:
+        raise SmilesError(f"scaffold: {exc}") from None
+    if len(ids) > MAX_SCAFFOLD_TOKENS:
+        raise SmilesError(f"scaffold: {scaffold!r} has {len(ids)} tokens; the prompt holds {MAX_SCAFFOLD_TOKENS}")
+    return ids
+
+
+# ------------------------------------------------------------------------------------------ training data
+class MoleculeStream:
+    """Training batches from featurized molecules; each condition (each property bin and the scaffold) is
+    shown with probability `keep` and replaced by its 'unspecified' form otherwise."""
+
+    def __init__(self, data: dict[str, np.ndarray], keep: float = 0.5):
+        self.molecules = torch.as_tensor(data["molecules"].astype(np.int64))
+        self.scaffolds = torch.as_tensor(data["scaffolds"].astype(np.int64))
+        self.bins = torch.stack([BIN_BASE[name] + torch.bucketize(torch.as_tensor(data[name]),
+                                                                  torch.tensor(CONDITION_BINS[name]), right=True)
+                                 for name in CONDITIONED], dim=1)
+        self.keep = keep
+        longest = int((self.scaffolds != PAD).sum(1).max()) if len(self.scaffolds) else 0
+        if longest > MAX_SCAFFOLD_TOKENS:
+            raise ValueError(f"a training scaffold has {longest} tokens; prompts hold {MAX_SCAFFOLD_TOKENS}")
+
+    def __len__(self) -> int:
+        return len(self.molecules)
+
+    def batch(self, generator: torch.Generator, batch_size: int) -> Batch:
+        index = torch.randint(0, len(self), (batch_size,), generator=generator)
+        molecules, scaffolds, bins = self.molecules[index], self.scaffolds[index], self.bins[index]
+        unspecified = torch.tensor([UNSPECIFIED[name] for name in CONDITIONED])
+        show = torch.rand(bins.shape, generator=generator) < self.keep
+        bins = torch.where(show, bins, unspecified)
+        show_scaffold = (torch.rand(batch_size, generator=generator) < self.keep) & (scaffolds[:, 0] != PAD)
+        scaffold_len = torch.where(show_scaffold, (scaffolds != PAD).sum(1), 0)
+        width = int(scaffold_len.max())
+        prompt = torch.full((batch_size, PROMPT_WIDTH), PAD)
+        prompt[:, 0] = BOS
+        prompt[:, 1:1 + len(CONDITIONED)] = bins
+        if width:
+            body = scaffolds[:, :width].masked_fill(torch.arange(width) >= scaffold_len[:, None], PAD)
+            prompt[:, 1 + len(CONDITIONED)] = torch.where(show_scaffold, SCAFFOLD, PAD)
+            prompt[:, 2 + len(CONDITIONED):2 + len(CONDITIONED) + width] = body
+        length = (molecules != PAD).sum(1)
+        canvas = torch.full((batch_size, CANVAS), PAD)
+        canvas[:, :molecules.shape[1]] = molecules
+        canvas[torch.arange(batch_size), length] = EOS
+        return Batch(prompt, canvas)
+
+
+def training_set(path: Path, examples: int, seed: int, workers: int = 2) -> dict[str, np.ndarray]:
+    """Featurized MOSES training molecules (a seeded random subset of `examples`), cached as .npz."""
+    from .molecule_data import featurize, read_moses
+
+    if path.is_file():
+        with np.load(path) as data:
+            return {k: data[k] for k in data.files}
+    smiles = read_moses("train")
+    order = np.random.default_rng(seed).permutation(len(smiles))[:examples]
+    data = featurize([smiles[i] for i in order], workers)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.stem + ".tmp.npz")
+    np.savez_compressed(tmp, **data)
+    tmp.replace(path)
+    return data
+
+
+def batches(out_dir: Path, seed: int, batch_size: int, device: str, data: Path | None = None,
+            examples: int = 400_000, workers: int = 2) -> Callable[[int, torch.Generator], Batch]:
+    stream = MoleculeStream(training_set(data or out_dir / "moses_train.npz", examples, seed, workers))
+    return lambda step, generator: stream.batch(generator, batch_size)
+
+
+# ------------------------------------------------------------------------------------------ evaluation
+@torch.no_grad()
+def evaluate(model, n: int = 256, seed: int = 10**6) -> dict[str, float]:
+    """Unconditional samples from the stock sampler (no guidance): RDKit validity and uniqueness."""
+    from rdkit import Chem
+
+    from ..core import SamplingConfig, generate
+
+    prompt = encode_prompts([{}] * n, [None] * n).to(model.device)
+    out = generate(model, prompt, SamplingConfig(eos_token_id=EOS, pad_token_id=PAD),
+                   generator=torch.Generator(model.device).manual_seed(seed))
+    smiles = decode(out.canvas)
+    valid = [s for s in smiles if s and Chem.MolFromSmiles(s) is not None]
+    return {"stock_validity": len(valid) / n, "stock_unique_valid": len(set(valid)) / max(1, len(valid)),
+            "stock_passes_mean": out.forward_passes.float().mean().item()}
+
+
+# ------------------------------------------------------------------------------------------ requests
+@dataclass(frozen=True)
+class MoleculeRequest:
+    """What a molecule must satisfy: property windows (inclusive), a SMARTS substructure, a scaffold.
+    Built by `MoleculeRequest.parse`, which rejects malformed or impossible requests before any work."""
+
+    windows: dict[str, tuple[float, float]] = field(default_factory=dict)
+    contains: str | None = None
+    scaffold: str | None = None
+
+    @classmethod
+    def parse(cls, windows: dict[str, tuple[float, float] | None] | None = None, contains: str | None = None,
+              scaffold: str | None = None) -> "MoleculeRequest":
+        checked = {}
+        for name, window in (windows or {}).items():
+            if window is None:
+                continue
+            if name not in PROPERTIES:
+                raise RequestError(f"unknown property {name!r}; known: {', '.join(PROPERTIES)}")
+            checked[name] = _check_window(name, window)
+        if contains is not None and (not contains.strip() or Chem.MolFromSmarts(contains) is None):
+            raise RequestError(f"contains: {contains!r} is not a valid SMARTS pattern")
+        if scaffold is not None:
+            mol = Chem.MolFromSmiles(scaffold) if scaffold.strip() else None
+            if mol is None:
+                raise RequestError(f"scaffold: {scaffold!r} is not a valid SMILES")
+            scaffold = Chem.MolToSmiles(mol)
+            try:
+                scaffold_ids(scaffold)
+            except SmilesError as exc:
+                raise RequestError(f"{exc}") from None
+        request = cls(checked, contains, scaffold)
+        request._check_feasible()
+        return request
+
+    def _check_feasible(self) -> None:
+        """Windows no molecule containing the requested parts can meet."""
+        parts = [(f"scaffold {self.scaffold}", Chem.MolFromSmiles(self.scaffold))] if self.scaffold else []
+        if self.contains:
+            parts.append((f"substructure {self.contains}", Chem.MolFromSmarts(self.contains)))
+        for label, mol in parts:
+            floors = {"heavy_atoms": mol.GetNumAtoms()}
+            if label.startswith("scaffold"):  # a SMARTS query has no ring count or weight of its own
+                floors.update(mw=Descriptors.MolWt(mol), rings=mol.GetRingInfo().NumRings())
+            for name, floor in floors.items():
+                if name in self.windows and self.windows[name][1] < floor - 1e-9:
+                    raise RequestError(f"{name} window {_fmt(self.windows[name])} is impossible: the {label} "
+                                       f"alone has {name} = {floor:g}")
+
+    def verify(self, mol: Chem.Mol) -> tuple[bool, dict[str, float]]:
+        """(every requested condition holds, the requested properties' values)."""
+        values = compute_properties(mol, list(self.windows))
+        ok = all(lo <= values[name] <= hi for name, (lo, hi) in self.windows.items())
+        if ok and self.contains:
+            ok = mol.HasSubstructMatch(_smarts(self.contains))
+        if ok and self.scaffold:
+            ok = mol.HasSubstructMatch(_smiles_query(self.scaffold))
+        return ok, values
+
+
+class RequestError(ValueError):
+    """A malformed or unsatisfiable molecule request."""
+
+
+# Bounds on what any molecule on the canvas can have (used to reject windows that cannot be met).
+PROPERTY_LIMITS = {"logp": (-30.0, 30.0), "mw": (0.0, MAX_SMILES_TOKENS * 80.0), "qed": (0.0, 1.0),
+                   "tpsa": (0.0, MAX_SMILES_TOKENS * 30.0), "hbd": (0, MAX_SMILES_TOKENS),
+                   "hba": (0, MAX_SMILES_TOKENS), "rings": (0, MAX_SMILES_TOKENS // 2),
+                   "heavy_atoms": (1, MAX_SMILES_TOKENS)}
+
+
+def _fmt(window: tuple[float, float]) -> str:
+    return f"{window[0]:g}:{window[1]:g}"
+
+
+def _check_window(name: str, window) -> tuple[float, float]:
+    try:
+        lo, hi = (float(v) for v in window)
+    except (TypeError, ValueError):
+        raise RequestError(f"{name}: expected a (lo, hi) pair of numbers, got {window!r}") from None
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        raise RequestError(f"{name}: window bounds must be finite, got {_fmt((lo, hi))}")
+    if lo > hi:
+        raise RequestError(f"{name}: lower bound {lo:g} is above upper bound {hi:g}")
+    low, high = PROPERTY_LIMITS[name]
+    if hi < low or lo > high:
+        raise RequestError(f"{name}: window {_fmt((lo, hi))} is outside what any molecule here can have "
+                           f"({_fmt((low, high))})")
+    if PROPERTIES[name].integer and math.floor(hi) < math.ceil(lo):
+        raise RequestError(f"{name}: window {_fmt((lo, hi))} contains no whole number")
+    return lo, hi
+
+
+@lru_cache(maxsize=64)
+def _smarts(pattern: str) -> Chem.Mol:
+    return Chem.MolFromSmarts(pattern)
+
+
+@lru_cache(maxsize=64)
+def _smiles_query(smiles: str) -> Chem.Mol:
+    return Chem.MolFromSmiles(smiles)
+
+
+def parse_window(text: str, name: str = "window") -> tuple[float, float]:
+    """'LO:HI' -> (lo, hi); either side may be empty for an open bound ('3:' or ':250')."""
+    parts = text.split(":")
+    if len(parts) != 2:
+        raise RequestError(f"{name}: expected LO:HI, got {text!r}")
+    try:
+        lo = float(parts[0]) if parts[0].strip() else PROPERTY_LIMITS.get(name, (-math.inf, math.inf))[0]
+        hi = float(parts[1]) if parts[1].strip() else PROPERTY_LIMITS.get(name, (-math.inf, math.inf))[1]
+    except ValueError:
+        raise RequestError(f"{name}: expected numbers in LO:HI, got {text!r}") from None
+    return lo, hi
+
+
+def sample_prompts(request: MoleculeRequest, n: int, generator: torch.Generator) -> Tensor:
+    """n prompts for `request`: each conditioned property with a window gets a bin overlapping it (drawn
+    per canvas, so a wide window is covered), the scaffold when one is requested."""
+    conditions = []
+    for _ in range(n):
+        cond = {}
+        for name in CONDITIONED:
+            if name in request.windows:
+                bins = window_bins(name, request.windows[name])
+                cond[name] = bins[int(torch.randint(0, len(bins), (1,), generator=generator))]
+        conditions.append(cond)
+    return encode_prompts(conditions, [scaffold_ids(request.scaffold)] * n)
+
+
+# ------------------------------------------------------------------------------------------ guidance
+class MoleculeGuidance(Guidance):
+    """Per-pass chemistry checks on each canvas.
+
+    The leading run of accepted tokens is a SMILES prefix (complete once it reaches an accepted EOS);
+    `partialsmiles` checks prefixes and RDKit complete strings. On a fault (an EOS accepted too early, an
+    atom over its valence, a ring that cannot be kekulized) the search backtracks: everything from the
+    faulty token to the end of the run is re-noised and the model re-completes the valid part before it,
+    backing off further each time the same string fails again. A complete molecule that parses but misses
+    the request is cut at a random point the same way.
+    A canvas is verified when its argmax decodes to a molecule RDKit sanitizes and the request accepts.
+    Chemistry is per string, so these hooks loop over canvases (with a cache), never over tokens.
+    """
+
+    def __init__(self, request: MoleculeRequest, generator: torch.Generator | None = None):
+        self.request = request
+        self.generator = generator or torch.Generator().manual_seed(0)
+        self.static = torch.zeros(TOKENIZER.get_vocab_size(), dtype=torch.bool)
+        self.static[SMILES_IDS] = True
+        self.static[[EOS, PAD]] = True
+        self._prefix_cache: dict[tuple[str, bool], int | None] = {}
+        self._settled: Tensor | None = None  # rows whose accepted tokens form a complete valid molecule
+        self._failures: dict[tuple[tuple[int, ...], bool], int] = {}  # how often each failing string was seen
+        self._verify_cache: dict[str, bool] = {}
+
+    def allowed(self, canvas: Tensor, settled: Tensor) -> Tensor:
+        allowed = self.static.to(canvas.device).expand(*canvas.shape, -1).clone()
+        allowed[:, 0, [EOS, PAD]] = False  # no empty molecule
+        return allowed
+
+    def violations(self, canvas: Tensor, accepted: Tensor) -> Tensor:
+        prefix = accepted.long().cumprod(dim=1).sum(1).tolist()
+        bad = torch.zeros_like(accepted)
+        self._settled = torch.zeros(len(prefix), dtype=torch.bool)
+        rows = canvas.tolist()
+        for r, (row, k) in enumerate(zip(rows, prefix)):
+            if k == 0:
+                continue
+            tokens = row[:k]
+            end = _end_of_molecule(tokens)
+            complete = end is not None
+            if complete:
+                tokens = tokens[:end]
+            blame = self._check_prefix(tokens, complete)
+            if blame is None and not complete and k == len(row):
+                blame = k - 1  # the whole canvas settled without an EOS: too long
+            if blame is None:
+                self._settled[r] = complete
+                continue
+            # Backtrack: the text before the fault is a valid partial SMILES, so keep it and re-noise from the
+            # fault on (through the EOS), stepping further back each time the same string fails again.
+            key = (tuple(tokens), complete)
+            failures = self._failures[key] = self._failures.get(key, 0) + 1
+            if blame == -1:  # complete and chemically valid, but not what was asked for: a random stretch
+                blame = int(torch.randint(0, len(tokens), (1,), generator=self.generator))
+            start = max(0, blame - 2 * (failures - 1))
+            bad[r, start:k] = True
+        return bad & accepted
+
+    def _check_prefix(self, tokens: list[int], complete: bool) -> int | None:
+        """None if fine, a token index to blame, or -1 for a valid molecule the request rejects."""
+        key = (" ".join(map(str, tokens)), complete)
+        if key not in self._prefix_cache:
+            self._prefix_cache[key] = self._diagnose(tokens, complete)
+        return self._prefix_cache[key]
+
+    def _diagnose(self, tokens: list[int], complete: bool) -> int | None:
+        import partialsmiles
+
+        if any(ID_TO_TOKEN[t] not in SMILES_TOKENS for t in tokens):
+            return next(i for i, t in enumerate(tokens) if ID_TO_TOKEN[t] not in SMILES_TOKENS)
+        text = [ID_TO_TOKEN[t] for t in tokens]
+        smiles = "".join(text)
+        if not smiles:
+            return 0
+        try:
+            partialsmiles.ParseSmiles(smiles, partial=not complete)
+        except partialsmiles.Error as exc:
+            if complete and exc.idx >= len(smiles):  # something left open at the end: blame its opening
+                opened = _unclosed(text)
+                if opened is not None:
+                    return opened
+            return _token_at(text, exc.idx)
+        except Exception:  # partialsmiles has no error type for every odd string; RDKit below decides
+            pass
+        if not complete:
+            return None
+        mol = Chem.MolFromSmiles(smiles)
+        if mol is None:
+            return len(tokens) - 1
+        return None if self.request.verify(mol)[0] else -1
+
+    def verify(self, canvas: Tensor) -> Tensor:
+        """Rows whose argmax is a molecule the request accepts *and* whose own tokens have settled into a
+        complete, valid molecule (so a lucky argmax of a half-noised canvas does not end the search)."""
+        out = []
+        for smiles in decode_strict(canvas):
+            if smiles is None:
+                out.append(False)
+                continue
+            if smiles not in self._verify_cache:
+                mol = Chem.MolFromSmiles(smiles)
+                self._verify_cache[smiles] = mol is not None and self.request.verify(mol)[0]
+            out.append(self._verify_cache[smiles])
+        verified = torch.tensor(out, dtype=torch.bool)
+        if self._settled is not None and len(self._settled) == len(verified):
+            verified &= self._settled
+        return verified.to(canvas.device)
+
+
+def _end_of_molecule(tokens: list[int]) -> int | None:
+    """Index of the first EOS or PAD (training puts EOS then padding after the molecule; the model sometimes
+    writes the padding first), or None."""
+    return next((i for i, t in enumerate(tokens) if t in (EOS, PAD)), None)
+
+
+def _unclosed(tokens: list[str]) -> int | None:
+    """The token that opened a ring or a branch never closed (the latest such), or None."""
+    open_rings: dict[str, int] = {}
+    branches: list[int] = []
+    for i, token in enumerate(tokens):
+        if token.isdigit() or token.startswith("%"):
+            if token in open_rings:
+                del open_rings[token]
+            else:
+                open_rings[token] = i
+        elif token == "(":
+            branches.append(i)
+        elif token == ")" and branches:
+            branches.pop()
+    candidates = list(open_rings.values()) + branches
+    return max(candidates) if candidates else None
+
+
+def _token_at(tokens: list[str], char_index: int) -> int:
+    """Index of the token covering character `char_index` of "".join(tokens) (the last one past the end)."""
+    end = 0
+    for i, token in enumerate(tokens):
+        end += len(token)
+        if char_index < end:
+            return i
+    return len(tokens) - 1
+
+
+def decode_strict(canvas: Tensor) -> list[str | None]:
+    """SMILES up to the end of the molecule (EOS, or padding), or None when the canvas has no end, a
+    non-SMILES token before it, or nothing at all (such canvases are never valid answers)."""
+    out = []
+    for row in canvas.tolist():
+        end = _end_of_molecule(row)
+        if end is None:
+            out.append(None)
+            continue
+        body = row[:end]
+        ok = body and all(ID_TO_TOKEN[t] in SMILES_TOKENS for t in body)
+        out.append("".join(ID_TO_TOKEN[t] for t in body) if ok else None)
+    return out
