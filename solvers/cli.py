@@ -18,7 +18,7 @@ from .checkpoints import default_checkpoint
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="diffsolve: constraint-guided diffusion solvers that return only verified answers.")
 console = Console()
-TASKS = ("sorting", "sudoku")
+TASKS = ("sorting", "sudoku", "molecules")
 
 
 def _error(message: str) -> None:
@@ -158,6 +158,128 @@ def sudoku(
     raise typer.Exit(0 if unsolved == 0 and len(good) == len(entries) else 1)
 
 
+PROPERTY_OPTION_HELP = "window LO:HI."
+MOLECULE_FORMATS = ("smi", "csv", "sdf", "json")
+
+
+@app.command()
+def molecules(
+    num: int = typer.Option(10, "--num", "-n", min=1, help="How many distinct verified molecules to return."),
+    contains: str = typer.Option(None, help="SMARTS substructure every molecule must contain."),
+    scaffold: str = typer.Option(None, help="SMILES scaffold to decorate (kept as a substructure)."),
+    logp: str = typer.Option(None, help="Crippen logP " + PROPERTY_OPTION_HELP),
+    mw: str = typer.Option(None, help="Molecular weight (Da) " + PROPERTY_OPTION_HELP),
+    qed: str = typer.Option(None, help="QED drug-likeness (0-1) " + PROPERTY_OPTION_HELP),
+    tpsa: str = typer.Option(None, help="Topological polar surface area " + PROPERTY_OPTION_HELP),
+    hbd: str = typer.Option(None, help="Hydrogen-bond donors " + PROPERTY_OPTION_HELP),
+    hba: str = typer.Option(None, help="Hydrogen-bond acceptors " + PROPERTY_OPTION_HELP),
+    rings: str = typer.Option(None, help="Ring count " + PROPERTY_OPTION_HELP),
+    heavy_atoms: str = typer.Option(None, help="Heavy-atom count " + PROPERTY_OPTION_HELP),
+    budget: int = typer.Option(None, min=1, help="Most canvases to try (default 20 x num + 256)."),
+    format: str = typer.Option("smi", "--format", "-f", help="smi, csv, sdf or json (one object per line)."),
+    out: Path = typer.Option(None, "--out", "-o", help="Write here instead of stdout (written whole at the end)."),
+    image: Path = typer.Option(None, help="Also draw the molecules as a grid (PNG) with RDKit."),
+    model_only: bool = typer.Option(False, "--model-only", help="Stock sampler without chemistry guidance "
+                                                                "(molecules are still verified)."),
+    checkpoint: str = typer.Option(None, help="Checkpoint directory or hub id (default: the shipped model)."),
+    seed: int = typer.Option(None, help="Seed (default: random)."),
+    device: str = typer.Option("cpu", help="cpu or cuda."),
+) -> None:
+    """Design molecules that RDKit verifies against every requested condition.
+
+    Property windows are inclusive LO:HI; either side may be left open (--mw 250: or --logp :3.5).
+
+    Exit status: 0 all NUM found, 1 the budget ran out first (what was found is still written), 2 bad request."""
+    from ..tasks.molecules import MoleculeRequest, RequestError, parse_window
+    from .molecules import MoleculeDesigner
+
+    if format not in MOLECULE_FORMATS:
+        _error(f"--format must be one of {', '.join(MOLECULE_FORMATS)}, not {format!r}")
+        raise typer.Exit(2)
+    texts = {"logp": logp, "mw": mw, "qed": qed, "tpsa": tpsa, "hbd": hbd, "hba": hba, "rings": rings,
+             "heavy_atoms": heavy_atoms}
+    try:
+        windows = {name: parse_window(text, name) for name, text in texts.items() if text is not None}
+        request = MoleculeRequest.parse(windows, contains=contains, scaffold=scaffold)
+    except RequestError as exc:
+        _error(f"{exc}")
+        raise typer.Exit(2) from None
+    designer = MoleculeDesigner(_load(checkpoint, "molecules", device), guided=not model_only)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("designing"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[tried]}"),
+                  TimeElapsedColumn(), console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("molecules", total=num, tried="")
+        result = designer.design(num, request, seed=seed, budget=budget,
+                                 on_round=lambda tried, found: bar.update(task, completed=found,
+                                                                          tried=f"{tried} canvases"))
+    names = sorted(set(request.windows) | {"logp", "mw", "qed"}, key=list(texts).index)
+    _write_molecules(result.molecules, names, format, out)
+    if image is not None and result.molecules:
+        _draw_molecules(result.molecules, image)
+    summary = (f"{len(result)}/{num} verified molecules from {result.canvases} canvases in {result.seconds:.1f} s"
+               + (f"; budget exhausted ({result.canvases} canvases)" if result.exhausted else ""))
+    print(summary, file=sys.stderr)
+    raise typer.Exit(1 if result.exhausted else 0)
+
+
+def _write_molecules(found, names: list[str], format: str, out: Path | None) -> None:
+    """All molecules in one go; a file is written to a temporary name and renamed, so it is never partial."""
+    import io
+
+    buffer = io.StringIO()
+    if format == "smi":
+        buffer.writelines(f"{m.smiles}\n" for m in found)
+    elif format == "json":
+        buffer.writelines(json.dumps(m.to_dict(names)) + "\n" for m in found)
+    elif format == "csv":
+        import csv
+
+        writer = csv.DictWriter(buffer, fieldnames=["smiles", "verified", *names], lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(m.to_dict(names) for m in found)
+    else:
+        from rdkit import Chem
+
+        writer = Chem.SDWriter(buffer)
+        for m in found:
+            mol = Chem.Mol(m.mol)
+            mol.SetProp("_Name", m.smiles)
+            for key, value in m.to_dict(names).items():
+                mol.SetProp(key, str(value))
+            writer.write(mol)
+        writer.close()
+    if out is None:
+        sys.stdout.write(buffer.getvalue())
+        return
+    _write_atomically(out, buffer.getvalue())
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_text(text)
+        tmp.replace(path)
+    except OSError as exc:
+        _error(f"{path}: {exc}")
+        raise typer.Exit(2) from None
+
+
+def _draw_molecules(found, path: Path) -> None:
+    from rdkit.Chem import Draw
+
+    grid = Draw.MolsToGridImage([m.mol for m in found[:48]], molsPerRow=4, subImgSize=(260, 220),
+                                legends=[f"logP {m.properties['logp']:.1f}  MW {m.properties['mw']:.0f}  "
+                                         f"QED {m.properties['qed']:.2f}" for m in found[:48]])
+    tmp = path.with_name(path.stem + ".tmp" + path.suffix)
+    try:
+        grid.save(tmp)
+        tmp.replace(path)
+    except (OSError, ValueError) as exc:
+        _error(f"{path}: {exc}")
+        raise typer.Exit(2) from None
+
+
 def _sudoku_tracer(canvases: int):
     from ..tasks import sudoku as task
 
@@ -191,51 +313,61 @@ def train(
     device: str = typer.Option("cpu", help="cpu or cuda."),
     threads: int = typer.Option(2, help="CPU threads for torch."),
     time_budget: float = typer.Option(None, help="Stop after this many seconds (schedule follows the clock)."),
-    data: Path = typer.Option(None, help="Sudoku: base set .npz (generated into the run directory if absent)."),
-    examples: int = typer.Option(50_000, help="Sudoku: size of the generated base set."),
-    workers: int = typer.Option(2, help="Sudoku: processes generating the base set."),
+    data: Path = typer.Option(None, help="Sudoku/molecules: training set .npz (made in the run directory if absent)."),
+    examples: int = typer.Option(50_000, help="Sudoku/molecules: size of the generated base set / MOSES subset."),
+    workers: int = typer.Option(2, help="Sudoku/molecules: processes preparing the training set."),
 ) -> None:
     """Train a task model from scratch with the DiffusionGemma objective; resumes from out/checkpoint."""
     from ..core import new_model
     from ..core.training import TrainConfig
     from ..core.training import train as run_training
-    from ..tasks import sorting, sudoku
+    from ..tasks import molecules, sorting, sudoku
 
     if task not in TASKS:
         _error(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
         raise typer.Exit(2)
     torch.set_num_threads(threads)
-    module = {"sorting": sorting, "sudoku": sudoku}[task]
+    module = {"sorting": sorting, "sudoku": sudoku, "molecules": molecules}[task]
     model = new_model(module.model_config(), seed=seed)
     model.tokenizer = module.TOKENIZER
     cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed, device=device,
                       warmup_steps=min(200, steps // 10), checkpoint_every=max(1, min(500, steps // 4)),
-                      bf16=device.startswith("cuda"), time_budget_s=time_budget)
-    make_batch = module.batches(out, seed, batch_size, device, data=data, examples=examples, workers=workers)
+                      bf16=device.startswith("cuda"), time_budget_s=time_budget,
+                      ar_weight=getattr(module, "AR_WEIGHT", 1.0))
+    try:
+        make_batch = module.batches(out, seed, batch_size, device, data=data, examples=examples, workers=workers)
+    except FileNotFoundError as exc:  # e.g. the MOSES data wheel is not installed
+        _error(f"{exc}")
+        raise typer.Exit(2) from None
     summary = run_training(model, make_batch, cfg, out, progress=sys.stderr.isatty())
     metrics = module.evaluate(model)
     final = out / "model"
     model.save_pretrained(final)
     command = (f"solve train {task} --out {out} --steps {steps} --batch-size {batch_size} --lr {lr} "
                f"--seed {seed} --device {device}" + (f" --time-budget {time_budget:g}" if time_budget else "")
-               + (f" --examples {examples}" if task == "sudoku" else ""))
-    _write_model_card(final, task, command, cfg, summary, metrics, model)
+               + (f" --examples {examples}" if task in ("sudoku", "molecules") else "")
+               + (f" --threads {threads}" if device == "cpu" else ""))
+    _write_model_card(final, task, module, command, cfg, summary, metrics, model)
     console.print_json(json.dumps({**summary, **metrics}))
 
 
-def _write_model_card(path: Path, task: str, command: str, cfg, summary: dict, metrics: dict, model) -> None:
+def _write_model_card(path: Path, task: str, module, command: str, cfg, summary: dict, metrics: dict,
+                      model) -> None:
     params = sum(p.numel() for p in model.parameters())
+    data_card = getattr(module, "DATA_CARD", "Generated on the fly by the task module (`diffsolve.tasks." + task
+                        + "`); each step's batch is drawn from a seeded generator. No external data.")
     hardware = torch.cuda.get_device_name() if cfg.device.startswith("cuda") else \
         f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
     lines = [
         f"# diffsolve {task} model", "",
         f"A {params / 1e6:.2f}M-parameter DiffusionGemma-architecture model (MoE, "
         f"{model.config.num_experts} experts top-{model.config.top_k_experts}) trained from scratch by diffsolve.",
-        "", "## Data", "", "Generated on the fly by the task module (`diffsolve.tasks." + task + "`); "
-        "each step's batch is drawn from a seeded generator. No external data.", "",
+        "", "## Data", "", data_card, "",
         "## Recipe", "",
         "DiffusionGemma objective: t ~ U(1e-3, 1) per example, canvas tokens replaced by uniform-random tokens "
-        "with probability t, cross-entropy over the canvas + 1.0 x encoder next-token loss, self-conditioning "
+        "with probability t, cross-entropy over the canvas"
+        + (f" + {cfg.ar_weight} x encoder next-token loss" if cfg.ar_weight else " (no encoder next-token loss)")
+        + ", self-conditioning "
         f"two-pass with p = {cfg.self_conditioning_prob}. AdamW (betas 0.9/0.95, wd {cfg.weight_decay}), "
         f"lr {cfg.lr} with {cfg.warmup_steps} warmup steps and cosine decay, grad clip {cfg.grad_clip}, "
         f"batch {cfg.batch_size}, {cfg.steps} steps, seed {cfg.seed}.", "",

@@ -129,3 +129,20 @@ def test_generate_matches_transformers(tmp_path, kwargs):
     out = generate(ours, prompt, config)
     assert torch.equal(out.sequences, ref.sequences)
     assert torch.allclose(out.tokens_per_forward.float(), ref.tokens_per_forward.float())
+
+
+@pytest.mark.parametrize("task", ["sorting", "sudoku", "molecules"])
+def test_shipped_checkpoints_load_in_transformers(task):
+    from transformers import DiffusionGemmaForBlockDiffusion
+
+    from diffsolve.solvers.checkpoints import default_checkpoint
+
+    path = default_checkpoint(task)
+    ours = load_model(path)
+    hf = DiffusionGemmaForBlockDiffusion.from_pretrained(path).eval()
+    vocab, length = ours.config.vocab_size, ours.config.canvas_length
+    g = torch.Generator().manual_seed(0)
+    prompt, canvas = torch.randint(3, vocab, (2, 9), generator=g), torch.randint(3, vocab, (2, length), generator=g)
+    (ref,) = _hf_logits(hf, prompt, [canvas])
+    with torch.no_grad():
+        assert (ours.denoise(canvas, ours.encode(prompt)) - ref).abs().max() <= 2e-4

@@ -1,0 +1,134 @@
+"""`MoleculeDesigner`: conditioned, chemistry-guided diffusion; only RDKit-verified molecules come back."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from rdkit import Chem
+
+from ..core import DiffusionGemma, SamplingConfig, generate, load_model
+from ..tasks import molecules as task
+from ..tasks.molecule_data import PROPERTIES, compute_properties
+from .checkpoints import default_checkpoint
+
+
+@dataclass
+class Molecule:
+    smiles: str  # canonical
+    mol: Chem.Mol = field(repr=False)
+    properties: dict[str, float]  # every property diffsolve knows, computed by RDKit
+    verified: bool  # sanitizes and meets every requested condition (always True for returned molecules)
+    passes: int  # denoising passes of the canvas that produced it
+
+    def to_dict(self, names: list[str] | None = None) -> dict:
+        props = self.properties if names is None else {k: self.properties[k] for k in names}
+        return {"smiles": self.smiles, "verified": self.verified, **props}
+
+
+@dataclass
+class DesignResult:
+    molecules: list[Molecule]
+    requested: int
+    canvases: int  # canvases denoised
+    seconds: float
+    exhausted: bool  # the budget ran out before `requested` molecules were found
+
+    def __len__(self) -> int:
+        return len(self.molecules)
+
+    def __iter__(self):
+        return iter(self.molecules)
+
+    def __getitem__(self, i: int) -> Molecule:
+        return self.molecules[i]
+
+
+class MoleculeDesigner:
+    """Generate molecules with a DiffusionGemma model trained on MOSES.
+
+    Each canvas is prompted with property bins matching the requested windows and the scaffold; while it is
+    denoised, `partialsmiles`/RDKit check its SMILES and the tokens at fault are re-noised (`guided=True`);
+    every molecule is then re-checked by RDKit against the request, and duplicates are dropped.
+    `guided=False` is the model alone (the stock sampler); its molecules are still verified before return.
+    """
+
+    def __init__(self, model: DiffusionGemma, *, guided: bool = True, max_steps: int = 48,
+                 canvases_per_round: int = 128):
+        self.model = model
+        self.guided = guided
+        # Guided canvases sample cooler than the released schedule (0.8 -> 0.4): accepted tokens persist, so
+        # each poorly sampled token costs a backtrack (measured: 3x more verified canvases at 0.3 -> 0.1).
+        cooler = {"t_max": 0.3, "t_min": 0.1} if guided else {}
+        self.config = SamplingConfig(max_denoising_steps=max_steps, keep_accepted=guided, drop_finished=True,
+                                     stability_threshold=None if guided else 1, eos_token_id=task.EOS,
+                                     pad_token_id=task.PAD, **cooler)
+        self.canvases_per_round = canvases_per_round
+
+    @classmethod
+    def from_pretrained(cls, path: str | None = None, *, device: str = "cpu", **kwargs) -> "MoleculeDesigner":
+        return cls(load_model(path or default_checkpoint("molecules"), device=device), **kwargs)
+
+    def generate(self, n: int, *, contains: str | None = None, scaffold: str | None = None,
+                 logp: tuple[float, float] | None = None, mw: tuple[float, float] | None = None,
+                 qed: tuple[float, float] | None = None, tpsa: tuple[float, float] | None = None,
+                 hbd: tuple[float, float] | None = None, hba: tuple[float, float] | None = None,
+                 rings: tuple[float, float] | None = None, heavy_atoms: tuple[float, float] | None = None,
+                 seed: int | None = None, budget: int | None = None,
+                 on_molecule: Callable[[Molecule], None] | None = None,
+                 on_round: Callable[[int, int], None] | None = None) -> DesignResult:
+        """Up to `n` distinct verified molecules. Windows are inclusive (lo, hi) tuples; `contains` is SMARTS;
+        `scaffold` a SMILES the molecule must contain. `budget` caps the canvases tried (default 20n + 256);
+        when it runs out the result holds what was found and `exhausted` is set.
+        Raises `RequestError` for malformed or unsatisfiable requests, before any work."""
+        request = task.MoleculeRequest.parse(
+            {"logp": logp, "mw": mw, "qed": qed, "tpsa": tpsa, "hbd": hbd, "hba": hba, "rings": rings,
+             "heavy_atoms": heavy_atoms}, contains=contains, scaffold=scaffold)
+        return self.design(n, request, seed=seed, budget=budget, on_molecule=on_molecule, on_round=on_round)
+
+    @torch.no_grad()
+    def design(self, n: int, request: task.MoleculeRequest, *, seed: int | None = None, budget: int | None = None,
+               on_molecule: Callable[[Molecule], None] | None = None,
+               on_round: Callable[[int, int], None] | None = None) -> DesignResult:
+        if n < 1:
+            raise task.RequestError(f"number of molecules must be at least 1, got {n}")
+        budget = budget if budget is not None else 20 * n + 256
+        began = time.perf_counter()
+        seed = int(torch.randint(0, 2**31, (1,))) if seed is None else seed
+        generator = torch.Generator().manual_seed(seed)
+        device = self.model.device
+        found: dict[str, Molecule] = {}
+        tried = 0
+        while len(found) < n and tried < budget:
+            # a round costs about the same number of passes at any size: size it to what is still missing
+            rows = min(self.canvases_per_round, budget - tried, max(32, 8 * (n - len(found))))
+            prompt = task.sample_prompts(request, rows, generator).to(device)
+            guidance = task.MoleculeGuidance(request, generator) if self.guided else None
+            out = generate(self.model, prompt, self.config, guidance=guidance,
+                           generator=torch.Generator(device).manual_seed(int(torch.randint(0, 2**62, (1,),
+                                                                                           generator=generator))))
+            tried += rows
+            for smiles, passes in zip(task.decode_strict(out.canvas), out.forward_passes.tolist()):
+                molecule = _verified(smiles, request, passes)
+                if molecule is not None and molecule.smiles not in found and len(found) < n:
+                    found[molecule.smiles] = molecule
+                    if on_molecule is not None:
+                        on_molecule(molecule)
+            if on_round is not None:
+                on_round(tried, len(found))
+        return DesignResult(list(found.values()), n, tried, time.perf_counter() - began, len(found) < n)
+
+
+def _verified(smiles: str | None, request: task.MoleculeRequest, passes: int) -> Molecule | None:
+    """The independent final check: RDKit parses and sanitizes it, and the request holds."""
+    if not smiles:
+        return None
+    mol = Chem.MolFromSmiles(smiles)
+    if mol is None:
+        return None
+    ok, _ = request.verify(mol)
+    if not ok:
+        return None
+    return Molecule(Chem.MolToSmiles(mol), mol, compute_properties(mol, list(PROPERTIES)), True, passes)

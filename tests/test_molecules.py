@@ -1,0 +1,206 @@
+"""Molecules: tokens, requests, per-pass chemistry checks, `MoleculeDesigner` and `solve molecules`."""
+
+import json
+import math
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from rdkit import Chem
+from typer.testing import CliRunner
+
+from diffsolve.solvers import MoleculeDesigner
+from diffsolve.solvers.cli import app
+from diffsolve.tasks import molecules as task
+from diffsolve.tasks.molecule_data import PROPERTIES, SmilesError, featurize, split_smiles, tokenize_known
+
+ASPIRIN = "CC(=O)Oc1ccccc1C(=O)O"
+
+
+@pytest.fixture(scope="module")
+def designer():
+    return MoleculeDesigner.from_pretrained(canvases_per_round=64)
+
+
+# ------------------------------------------------------------------------------------------ tokens and data
+def test_tokens_round_trip_and_unknown_tokens_are_named():
+    assert "".join(split_smiles(ASPIRIN)) == ASPIRIN
+    assert split_smiles("ClCC[nH]Br") == ["Cl", "C", "C", "[nH]", "Br"]
+    with pytest.raises(SmilesError, match=r"\[N\+\]"):
+        tokenize_known("C[N+](C)(C)C")
+    with pytest.raises(SmilesError, match="cannot tokenize"):
+        split_smiles("C&C")
+
+
+def test_training_batches_hold_the_molecule_then_eos_and_optional_conditions():
+    smiles = [ASPIRIN, "CCO", "c1ccc2ccccc2c1CCN"]
+    data = featurize(smiles, workers=1)
+    stream = task.MoleculeStream(data, keep=1.0)
+    batch = stream.batch(torch.Generator().manual_seed(0), 8)
+    decoded = task.decode(batch.target)
+    assert set(decoded) <= set(smiles)
+    assert ((batch.target == task.EOS).sum(1) == 1).all()
+    assert (batch.prompt[:, 0] == task.BOS).all()
+    for prompt, text in zip(batch.prompt.tolist(), decoded):
+        mol = Chem.MolFromSmiles(text)
+        assert prompt[1] == task.bin_token("logp", PROPERTIES["logp"].compute(mol))
+        has_ring = mol.GetRingInfo().NumRings() > 0
+        assert (task.SCAFFOLD in prompt) == has_ring  # keep=1: every scaffold shown
+
+
+# ------------------------------------------------------------------------------------------ requests
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(windows={"logp": (3, 1)}), "lower bound 3 is above upper bound 1"),
+    (dict(windows={"qed": (2, 3)}), "outside what any molecule"),
+    (dict(windows={"hbd": (0.2, 0.8)}), "no whole number"),
+    (dict(windows={"mw": (float("nan"), 3)}), "finite"),
+    (dict(windows={"weight": (1, 2)}), "unknown property"),
+    (dict(contains="C(("), "not a valid SMARTS"),
+    (dict(scaffold="not a smiles"), "not a valid SMILES"),
+    (dict(scaffold="c1ccccc1", windows={"heavy_atoms": (1, 4)}), "alone has heavy_atoms = 6"),
+    (dict(scaffold="c1ccc2ccccc2c1", windows={"mw": (10, 100)}), "alone has mw"),
+    (dict(contains="C(=O)N.[F,Cl]", windows={"heavy_atoms": (1, 3)}), "substructure C\\(=O\\)N.\\[F,Cl\\] alone"),
+])
+def test_bad_requests_are_rejected_before_any_work(kwargs, message):
+    with pytest.raises(task.RequestError, match=message):
+        task.MoleculeRequest.parse(**kwargs)
+
+
+@given(st.text(max_size=12))
+def test_window_parser_returns_a_pair_or_a_request_error(text):
+    try:
+        lo, hi = task.parse_window(text, "logp")
+    except task.RequestError:
+        return
+    assert isinstance(lo, float) and isinstance(hi, float)
+
+
+def test_substructure_with_ring_and_weight_windows_is_accepted():
+    request = task.MoleculeRequest.parse({"rings": (0, 1), "mw": (100, 200)}, contains="c1ccncc1")
+    assert request.windows == {"rings": (0, 1), "mw": (100, 200)}
+
+
+def test_open_window_bounds():
+    assert task.parse_window("3:", "logp") == (3.0, 30.0)
+    assert task.parse_window(":250", "mw")[1] == 250.0
+
+
+# ------------------------------------------------------------------------------------------ guidance
+def ids(smiles: str) -> list[int]:
+    return task.encode_tokens(split_smiles(smiles))
+
+
+@pytest.mark.parametrize("prefix, complete, blamed", [
+    ("CC)", False, 2),          # unmatched close parenthesis
+    ("CC(", True, 2),           # branch left open when EOS came
+    ("C1CC", True, 1),          # ring never closed: its opening is blamed
+    ("c1cccc1", True, 5),       # aromatic ring that cannot be kekulized
+    ("CN(C)(C)(C)C", False, 1),  # five-valent nitrogen
+])
+def test_prefix_diagnosis_blames_the_token_at_fault(prefix, complete, blamed):
+    guidance = task.MoleculeGuidance(task.MoleculeRequest())
+    assert guidance._check_prefix(ids(prefix), complete) == blamed
+
+
+def test_valid_prefixes_and_molecules_pass_and_unwanted_ones_are_flagged():
+    guidance = task.MoleculeGuidance(task.MoleculeRequest.parse({"mw": (300, 400)}))
+    assert guidance._check_prefix(ids("CC(=O)Oc1cc"), False) is None
+    assert guidance._check_prefix(ids(ASPIRIN), True) == -1  # valid, but 180 Da
+    canvas = torch.full((2, task.CANVAS), task.PAD)
+    canvas[0, :len(ids(ASPIRIN))] = torch.tensor(ids(ASPIRIN))
+    canvas[0, len(ids(ASPIRIN))] = task.EOS
+    canvas[1, :3] = torch.tensor(ids("CC)"))
+    accepted = canvas != task.PAD
+    accepted[0, len(ids(ASPIRIN))] = True
+    bad = guidance.violations(canvas, accepted)
+    assert bad[0, len(ids(ASPIRIN))] and bad[0].sum() >= 2  # cut at a random point, through the EOS
+    assert bad[1, 2] and not bad[1, :2].any()
+    assert guidance.verify(canvas).tolist() == [False, False]
+
+
+# ------------------------------------------------------------------------------------------ the designer
+def check(molecule, request: task.MoleculeRequest) -> None:
+    mol = Chem.MolFromSmiles(molecule.smiles)
+    assert mol is not None and Chem.SanitizeMol(mol) == Chem.SanitizeFlags.SANITIZE_NONE
+    assert molecule.verified and request.verify(mol)[0]
+    for name, (lo, hi) in request.windows.items():
+        assert lo <= PROPERTIES[name].compute(mol) <= hi
+
+
+def test_free_generation_returns_distinct_verified_molecules(designer):
+    result = designer.generate(8, seed=0)
+    assert len(result) == 8 and not result.exhausted
+    assert len({m.smiles for m in result}) == 8
+    for m in result:
+        check(m, task.MoleculeRequest())
+
+
+windows = st.sampled_from([("logp", (1.0, 3.0)), ("mw", (250.0, 330.0)), ("tpsa", (30.0, 80.0)),
+                           ("rings", (2, 3)), ("qed", (0.6, 1.0)), ("hbd", (0, 1))])
+
+
+@settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(windows, min_size=1, max_size=2, unique_by=lambda w: w[0]), st.integers(0, 10**6),
+       st.sampled_from([None, "c1ccccc1", "C(=O)N"]))
+def test_every_returned_molecule_satisfies_its_request(designer, chosen, seed, contains):
+    request = task.MoleculeRequest.parse(dict(chosen), contains=contains)
+    result = designer.design(2, request, seed=seed, budget=64)
+    assert result.canvases <= 64
+    for m in result:
+        check(m, request)
+
+
+def test_scaffold_decoration_keeps_the_scaffold(designer):
+    request = task.MoleculeRequest.parse(scaffold="c1ccccc1")
+    result = designer.design(3, request, seed=1, budget=128)
+    assert len(result) >= 1
+    core = Chem.MolFromSmiles("c1ccccc1")
+    for m in result:
+        check(m, request)
+        assert m.mol.HasSubstructMatch(core)
+
+
+# ------------------------------------------------------------------------------------------ CLI
+def test_cli_json_lines_are_verified_and_in_the_window():
+    result = CliRunner().invoke(app, ["molecules", "-n", "3", "--logp", "1:4", "--format", "json", "--seed", "0"])
+    assert result.exit_code == 0, result.stderr
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(rows) == 3 and all(r["verified"] and 1 <= r["logp"] <= 4 for r in rows)
+    assert "3/3 verified molecules" in result.stderr
+
+
+def test_cli_writes_sdf_and_a_picture(tmp_path):
+    out, image = tmp_path / "mols.sdf", tmp_path / "grid.png"
+    result = CliRunner().invoke(app, ["molecules", "-n", "2", "--format", "sdf", "--out", str(out),
+                                      "--image", str(image), "--seed", "3"])
+    assert result.exit_code == 0, result.stderr
+    mols = [m for m in Chem.SDMolSupplier(str(out))]
+    assert len(mols) == 2 and all(m is not None and m.HasProp("qed") for m in mols)
+    assert image.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not list(tmp_path.glob("*.tmp*"))
+
+
+def test_cli_budget_exhaustion_exits_1_with_what_was_found():
+    result = CliRunner().invoke(app, ["molecules", "-n", "50", "--budget", "8", "--format", "csv", "--seed", "0"])
+    assert result.exit_code == 1
+    assert "budget exhausted" in result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("smiles,verified") and len(lines) - 1 <= 8
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--logp", "5:1"], "above upper bound"),
+    (["--mw", "abc"], "expected LO:HI"),
+    (["--contains", "C(("], "SMARTS"),
+    (["--format", "xyz"], "--format"),
+])
+def test_cli_rejects_bad_requests_with_exit_2(args, message):
+    result = CliRunner().invoke(app, ["molecules", "-n", "1", *args])
+    assert result.exit_code == 2 and message in result.stderr and not result.stdout
+
+
+def test_properties_are_finite_numbers(designer):
+    m = designer.generate(1, seed=5)[0]
+    assert set(m.properties) == set(PROPERTIES)
+    assert all(math.isfinite(v) for v in m.properties.values())
