@@ -7,7 +7,7 @@ PY    := $(VENV)/bin/python
 TORCH ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench moses clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -23,10 +23,16 @@ test: $(STAMP)
 	$(PY) -m pytest
 
 # Benchmarks (developers: the Sudoku one reads the public sets in ../shared/data/sudoku).
-bench: $(STAMP)
-	$(PY) -m pip install -q matplotlib
+bench: moses
+	$(PY) -m pip install -q -e ".[bench]"
 	$(PY) benchmarks/engine.py
 	$(PY) benchmarks/sudoku.py --per-tier 16
+	$(PY) benchmarks/molecules.py
+
+# The MOSES data (training set, test sets, filter alerts) from the molsets wheel, without its dependencies.
+moses: $(STAMP)
+	$(PY) -c "import importlib.metadata as m; m.distribution('molsets')" 2>/dev/null || \
+		$(PY) -m pip install -q --no-deps molsets==0.3.1
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

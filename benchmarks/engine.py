@@ -12,7 +12,6 @@ Prints a markdown table, writes JSON and (when matplotlib is installed) a PNG pl
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import sys
@@ -24,6 +23,7 @@ import torch
 
 from diffsolve.core import SamplingConfig, generate, generate_autoregressive, load_model
 from diffsolve.core.config import TINY_VISION_CONFIG
+from reporting import pyplot, save_figure, write_results
 
 CONFIGS = {
     # what small task models look like: per-step overhead dominates
@@ -144,12 +144,8 @@ def markdown(steps: list[dict], modes: list[dict]) -> str:
 
 
 def plot(steps: list[dict], path: Path) -> bool:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return False
     labels = [f"{r['config']}\nbatch {r['batch']}" for r in steps]
     fig, ax = plt.subplots(figsize=(7, 3.5))
@@ -163,8 +159,7 @@ def plot(steps: list[dict], path: Path) -> bool:
     ax.set_ylabel("ms per denoising step (log)")
     ax.set_title("Decoder step latency, same weights, same machine")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path)
     return True
 
 
@@ -186,13 +181,10 @@ def main() -> None:
             modes.append(bench_diffusion_vs_ar(name, ours, steps=16))
     table = markdown(steps, modes)
     print(table)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     meta = {"torch": torch.__version__, "threads": args.threads, "machine": platform.machine(),
             "processor": platform.processor()}
-    args.out.write_text(json.dumps({"meta": meta, "steps": steps, "modes": modes}, indent=2) + "\n")
-    args.out.with_suffix(".md").write_text(table + "\n")
-    if plot(steps, args.out.with_suffix(".png")):
-        print(f"\nwrote {args.out}, {args.out.with_suffix('.md')} and {args.out.with_suffix('.png')}", file=sys.stderr)
+    write_results(args.out, {"meta": meta, "steps": steps, "modes": modes}, table, lambda path: plot(steps, path))
+    print(f"\nwrote {args.out} and its .md / .png", file=sys.stderr)
 
 
 if __name__ == "__main__":

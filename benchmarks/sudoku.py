@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import statistics
 import sys
 import time
@@ -21,16 +20,8 @@ from pathlib import Path
 import torch
 
 from diffsolve.solvers import SudokuSolver
+from reporting import ROOT, pyplot, relative, save_figure, write_results
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _relative(path: Path) -> str:
-    """The checkpoint as a path inside the repository when it is one (results stay machine-independent)."""
-    try:
-        return str(Path(path).resolve().relative_to(ROOT))
-    except ValueError:
-        return str(path)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -64,12 +55,8 @@ def markdown(report: dict) -> str:
 
 
 def plot(report: dict, path: Path) -> bool:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return False
     tiers = list(report["tiers"])
     fig, ax = plt.subplots(figsize=(8, 3.5))
@@ -83,8 +70,7 @@ def plot(report: dict, path: Path) -> bool:
     ax.set_ylim(0, 100)
     ax.set_title(f"Sudoku, {report['per_tier']} puzzles per tier")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path)
     return True
 
 
@@ -106,7 +92,7 @@ def main() -> None:
     model_only = SudokuSolver.from_pretrained(args.checkpoint, guided=False, max_steps=args.max_steps)
     full = SudokuSolver(model_only.model, canvases=args.canvases, max_steps=args.max_steps)
     report = {"per_tier": args.per_tier, "canvases": args.canvases, "max_steps": args.max_steps,
-              "checkpoint": _relative(model_only.model.source), "tiers": {}}
+              "checkpoint": relative(model_only.model.source), "tiers": {}}
     for tier, rows in tiers.items():
         rows = rows[:args.per_tier] if args.per_tier else rows
         report["tiers"][tier] = {"model_only": run_tier(model_only, rows), "full": run_tier(full, rows)}
@@ -115,9 +101,7 @@ def main() -> None:
     table = markdown(report)
     print(table)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    args.out.with_suffix(".md").write_text(table + "\n")
-    plot(report, args.out.with_suffix(".png"))
+    write_results(args.out, report, table, lambda path: plot(report, path))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,269 @@
+"""Molecule benchmark: MOSES distribution metrics and constrained-generation success.
+
+    python benchmarks/molecules.py [--samples 10000] [--per-request 10] [--checkpoint DIR]
+
+Needs the MOSES data (`pip install --no-deps molsets==0.3.1`) and `fcd_torch` (`make bench` installs both).
+
+1. Distribution: `--samples` canvases from (a) the model only (stock sampler, no conditions, no guidance:
+   validity *before* repair) and (b) the full system (`MoleculeDesigner`, guided: every molecule returned is
+   verified). MOSES metrics on each against the MOSES test set: validity, unique@1k/10k, novelty vs train,
+   IntDiv1/2, filters, FCD/Test, SNN/Test, Frag/Test, Scaf/Test; seconds per returned molecule.
+2. Constrained generation: requests for `--per-request` molecules each (property windows inside and
+   outside the training distribution, substructures, decoration of MOSES test-set scaffolds, scaffold +
+   property); success = verified molecules returned / requested within the default budget.
+
+Reference statistics (canonical train set, test-set ChemNet statistics, fingerprints, fragments, scaffolds)
+are cached in `runs/moses_reference/`. Writes JSON, a markdown table and a plot.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from rdkit import Chem
+
+from diffsolve.core import SamplingConfig, generate
+from diffsolve.solvers import MoleculeDesigner
+from diffsolve.tasks import molecule_metrics as mm
+from diffsolve.tasks import molecules as task
+from diffsolve.tasks.molecule_data import read_moses
+from reporting import ROOT, pyplot, relative, save_figure, write_results
+
+CACHE = ROOT / "runs" / "moses_reference"
+ANCHORS = {  # MOSES paper (Polykovskiy et al. 2020), Table 2
+    "CharRNN": {"valid": 0.975, "unique@10k": 0.999, "novelty": 0.842, "fcd_test": 0.073, "snn_test": 0.601,
+                "frag_test": 1.000, "scaf_test": 0.924, "intdiv1": 0.856, "filters": 0.994},
+    "VAE": {"valid": 0.977, "unique@10k": 0.998, "novelty": 0.695, "fcd_test": 0.099, "snn_test": 0.626,
+            "frag_test": 0.999, "scaf_test": 0.939, "intdiv1": 0.856, "filters": 0.997},
+    "JT-VAE": {"valid": 1.000, "unique@10k": 0.999, "novelty": 0.914, "fcd_test": 0.395, "snn_test": 0.548,
+               "frag_test": 0.996, "scaf_test": 0.892, "intdiv1": 0.855, "filters": 0.976},
+}
+
+
+# ------------------------------------------------------------------------------------------ reference
+REFERENCE_SIZE = 10_000  # ChemNet and BRICS cost ~17 ms and ~7 ms per molecule on this CPU
+
+
+def reference() -> dict:
+    """Everything the metrics compare against, computed once and cached. FCD, Frag and Scaf use a seeded
+    random 10k subset of the MOSES test set (the full 176k would take an hour of ChemNet on 2 CPU cores);
+    SNN uses all of it. A 10k sample of the training set run through the same metrics shows the floor."""
+    CACHE.mkdir(parents=True, exist_ok=True)
+    train_path, stats_path = CACHE / "train_canonical.txt", CACHE / "test10k_chemnet.npz"
+    counts_path, fps_path = CACHE / "test10k_counts.json", CACHE / "test_fps.npy"
+    if not train_path.is_file():
+        print("canonicalizing the MOSES train set (once)...", file=sys.stderr)
+        train = sorted({c for c in map(mm.canonical, read_moses("train")) if c})
+        train_path.write_text("\n".join(train))
+    test = read_moses("test")
+    subset = [test[i] for i in np.random.default_rng(0).permutation(len(test))[:REFERENCE_SIZE]]
+    if not stats_path.is_file():
+        print("ChemNet statistics of the MOSES test subset (once)...", file=sys.stderr)
+        np.savez(stats_path, **mm.chemnet_stats(subset))
+    if not counts_path.is_file():
+        print("test-subset fragments and scaffolds (once)...", file=sys.stderr)
+        mols = [Chem.MolFromSmiles(s) for s in subset]
+        counts_path.write_text(json.dumps({"frag": mm.fragment_counts(mols), "scaf": mm.scaffold_counts(mols)}))
+    if not fps_path.is_file():
+        print("test-set fingerprints (once)...", file=sys.stderr)
+        np.save(fps_path, mm.fingerprints([Chem.MolFromSmiles(s) for s in test]).to(torch.uint8).numpy())
+    with np.load(stats_path) as stats:
+        chemnet = {k: stats[k] for k in stats.files}
+    counts = json.loads(counts_path.read_text())
+    return {"train": set(train_path.read_text().split("\n")), "chemnet": chemnet,
+            "frag": counts["frag"], "scaf": counts["scaf"],
+            "fps": torch.from_numpy(np.load(fps_path)).float()}
+
+
+def train_sample(n: int, seed: int) -> list[str]:
+    """n MOSES training molecules: the floor every metric can reach (novelty is 0 by definition)."""
+    train = read_moses("train")
+    return [train[i] for i in np.random.default_rng(seed + 1).permutation(len(train))[:n]]
+
+
+def distribution_metrics(smiles: list[str], ref: dict, patterns) -> dict:
+    from collections import Counter
+
+    canon = [mm.canonical(s) for s in smiles]
+    valid = [c for c in canon if c]
+    metrics = {"samples": len(smiles), "valid": len(valid) / max(1, len(smiles)),
+               "unique@1k": mm.unique_at(valid, 1000), "unique@10k": mm.unique_at(valid, 10_000)}
+    if len(valid) < 2:
+        return metrics
+    unique = sorted(set(valid))
+    mols = [Chem.MolFromSmiles(s) for s in unique]
+    fps = mm.fingerprints(mols)
+    metrics.update({
+        "novelty": mm.novelty(valid, ref["train"]),
+        "intdiv1": mm.internal_diversity(fps, 1), "intdiv2": mm.internal_diversity(fps, 2),
+        "filters": sum(mm.passes_filters(m, patterns) for m in mols) / len(mols),
+        "fcd_test": mm.frechet_distance(mm.chemnet_stats(valid), ref["chemnet"]),
+        "snn_test": mm.snn(fps, ref["fps"]),
+        "frag_test": mm.cosine(mm.fragment_counts(mols), Counter(ref["frag"])),
+        "scaf_test": mm.cosine(mm.scaffold_counts(mols), Counter(ref["scaf"])),
+    })
+    return metrics
+
+
+# ------------------------------------------------------------------------------------------ sampling
+@torch.no_grad()
+def stock_samples(model, n: int, seed: int, batch: int = 250) -> tuple[list[str], float]:
+    """The model alone: unconditioned prompts, the stock sampler (no masks, no re-noising, no verifier)."""
+    config = SamplingConfig(eos_token_id=task.EOS, pad_token_id=task.PAD, drop_finished=True)
+    out, began = [], time.perf_counter()
+    for start in range(0, n, batch):
+        rows = min(batch, n - start)
+        prompt = task.encode_prompts([{}] * rows, [None] * rows)
+        result = generate(model, prompt, config, generator=torch.Generator().manual_seed(seed + start))
+        out += [s or "" for s in task.decode_strict(result.canvas)]
+    return out, time.perf_counter() - began
+
+
+def full_system_samples(designer: MoleculeDesigner, n: int, seed: int) -> tuple[list[str], dict]:
+    """What users get from the same number of canvases: `MoleculeDesigner.generate` without conditions
+    (verified, de-duplicated molecules; uniqueness is by construction here)."""
+    result = designer.generate(n, seed=seed, budget=n)
+    return [m.smiles for m in result], {"canvases": result.canvases, "seconds": result.seconds,
+                                        "returned": len(result)}
+
+
+def constrained_requests(scaffolds: list[str]) -> list[tuple[str, str, dict]]:
+    """(group, label, kwargs) of each request."""
+    requests = [
+        ("window, inside", "logP 2-3", {"logp": (2, 3)}),
+        ("window, inside", "QED 0.8-1", {"qed": (0.8, 1.0)}),
+        ("window, inside", "TPSA 40-60 & MW 300-340", {"tpsa": (40, 60), "mw": (300, 340)}),
+        ("window, outside", "logP 5-6.5", {"logp": (5, 6.5)}),
+        ("window, outside", "MW 360-420", {"mw": (360, 420)}),
+        ("substructure", "sulfonamide", {"contains": "S(=O)(=O)N"}),
+        ("substructure", "amide and halogen", {"contains": "C(=O)N.[F,Cl,Br]"}),
+    ]
+    for scaffold in scaffolds:
+        requests.append(("scaffold", scaffold, {"scaffold": scaffold}))
+    for scaffold in scaffolds[:1]:
+        requests.append(("scaffold + property", f"{scaffold} & QED >= 0.7", {"scaffold": scaffold, "qed": (0.7, 1)}))
+    return requests
+
+
+def test_scaffolds(k: int, seed: int) -> list[str]:
+    """k distinct Bemis-Murcko scaffolds of molecules in MOSES's scaffold test set (unseen in training)."""
+    from diffsolve.tasks.molecule_data import scaffold_smiles
+
+    smiles = read_moses("test_scaffolds")
+    order = np.random.default_rng(seed).permutation(len(smiles))
+    found: list[str] = []
+    for i in order:
+        scaffold = scaffold_smiles(Chem.MolFromSmiles(smiles[i]))
+        try:
+            task.MoleculeRequest.parse(scaffold=scaffold)
+        except task.RequestError:
+            continue
+        if scaffold and scaffold not in found:
+            found.append(scaffold)
+        if len(found) == k:
+            return found
+    return found
+
+
+def run_constrained(designer: MoleculeDesigner, per_request: int, scaffolds: list[str], seed: int) -> list[dict]:
+    rows = []
+    for group, label, kwargs in constrained_requests(scaffolds):
+        result = designer.generate(per_request, seed=seed, **kwargs)
+        request = task.MoleculeRequest.parse({k: v for k, v in kwargs.items() if k not in ("contains", "scaffold")},
+                                             contains=kwargs.get("contains"), scaffold=kwargs.get("scaffold"))
+        all_true = all(request.verify(Chem.MolFromSmiles(m.smiles))[0] for m in result)
+        rows.append({"group": group, "request": label, "requested": per_request, "returned": len(result),
+                     "success": len(result) / per_request, "all_verified_true": all_true,
+                     "canvases": result.canvases, "seconds": round(result.seconds, 2),
+                     "s_per_molecule": round(result.seconds / max(1, len(result)), 3)})
+        print(f"{group:20s} {label:40s} {len(result)}/{per_request} in {result.seconds:.1f} s", file=sys.stderr)
+    return rows
+
+
+# ------------------------------------------------------------------------------------------ report
+def markdown(report: dict) -> str:
+    keys = ["valid", "unique@1k", "unique@10k", "novelty", "intdiv1", "filters", "fcd_test", "snn_test",
+            "frag_test", "scaf_test"]
+    cols = {"model only (stock sampler)": report["distribution"]["model_only"],
+            "full system (verified)": report["distribution"]["full_system"],
+            "MOSES train sample (floor)": report["distribution"]["train_sample"], **ANCHORS}
+    lines = ["| metric | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
+    for key in keys:
+        cells = [f"{c[key]:.3f}" if isinstance(c.get(key), float) else "-" for c in cols.values()]
+        lines.append(f"| {key} | " + " | ".join(cells) + " |")
+    stock, full = report["distribution"]["model_only"], report["distribution"]["full_system"]
+    lines.append(f"\nmodel only: {stock['samples']} canvases, {stock['valid']:.1%} valid before any repair, "
+                 f"{stock['s_per_molecule']:.2f} s per valid molecule")
+    lines.append(f"full system: {full['canvases']} canvases -> {full['returned']} distinct verified molecules "
+                 f"({full['canvas_validity']:.1%} of canvases), {full['s_per_molecule']:.2f} s per molecule")
+    lines += ["", "| group | request | returned / requested | all constraint-true | s per molecule |",
+              "|---|---|---|---|---|"]
+    for r in report["constrained"]:
+        lines.append(f"| {r['group']} | {r['request']} | {r['returned']}/{r['requested']} | "
+                     f"{'yes' if r['all_verified_true'] else 'NO'} | {r['s_per_molecule']:.2f} |")
+    total = sum(r["returned"] for r in report["constrained"]) / sum(r["requested"] for r in report["constrained"])
+    lines.append(f"\nconstrained success overall: {total:.3f}")
+    return "\n".join(lines)
+
+
+def plot(report: dict, path: Path) -> bool:
+    plt = pyplot()
+    if plt is None:
+        return False
+    rows = report["constrained"]
+    fig, ax = plt.subplots(figsize=(10, 0.35 * len(rows) + 1.2))
+    colors = {g: f"C{i}" for i, g in enumerate(dict.fromkeys(r["group"] for r in rows))}
+    ax.barh(range(len(rows)), [r["success"] for r in rows], color=[colors[r["group"]] for r in rows])
+    ax.set_yticks(range(len(rows)), [f"{r['group']}: {r['request'][:38]}" for r in rows], fontsize=8)
+    ax.invert_yaxis()
+    ax.axvline(0.95, color="k", ls="--", lw=1, label="goal 0.95")
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("verified molecules returned / requested")
+    ax.set_title("Constrained generation (every returned molecule RDKit-verified)")
+    ax.legend(loc="lower right")
+    save_figure(fig, path)
+    return True
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", default=None, help="model directory (default: the shipped one)")
+    parser.add_argument("--samples", type=int, default=10_000, help="canvases for the distribution metrics")
+    parser.add_argument("--per-request", type=int, default=5)
+    parser.add_argument("--scaffolds", type=int, default=4)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "molecules.json")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    designer = MoleculeDesigner.from_pretrained(args.checkpoint)
+    ref = reference()
+    patterns = mm._filter_patterns()
+    stock, stock_s = stock_samples(designer.model, args.samples, args.seed)
+    model_only = distribution_metrics(stock, ref, patterns)
+    model_only["s_per_molecule"] = stock_s / max(1, sum(1 for s in stock if mm.canonical(s)))
+    full, stats = full_system_samples(designer, args.samples, args.seed)
+    full_system = distribution_metrics(full, ref, patterns)
+    full_system.update(stats, s_per_molecule=stats["seconds"] / max(1, stats["returned"]),
+                       canvas_validity=stats["returned"] / stats["canvases"])
+    floor = distribution_metrics(train_sample(max(2, len(full)), args.seed), ref, patterns)
+    constrained = run_constrained(designer, args.per_request, test_scaffolds(args.scaffolds, args.seed), args.seed)
+    report = {"meta": {"checkpoint": relative(designer.model.source), "samples": args.samples,
+                       "per_request": args.per_request, "seed": args.seed, "threads": args.threads,
+                       "torch": torch.__version__},
+              "distribution": {"model_only": model_only, "full_system": full_system, "train_sample": floor},
+              "constrained": constrained}
+    table = markdown(report)
+    print(table)
+    write_results(args.out, report, table, lambda path: plot(report, path))
+
+
+if __name__ == "__main__":
+    main()
