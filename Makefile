@@ -18,6 +18,7 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/solve demo
 	$(VENV)/bin/solve sudoku examples/sudoku.txt
+	$(VENV)/bin/solve molecules -n 5 --logp 2:3 --seed 0 --format csv
 
 test: $(STAMP)
 	$(PY) -m pytest
