@@ -76,16 +76,16 @@ class MoleculeDesigner:
                  qed: tuple[float, float] | None = None, tpsa: tuple[float, float] | None = None,
                  hbd: tuple[float, float] | None = None, hba: tuple[float, float] | None = None,
                  rings: tuple[float, float] | None = None, heavy_atoms: tuple[float, float] | None = None,
-                 seed: int | None = None, budget: int | None = None,
+                 max_ring_size: int | None = None, seed: int | None = None, budget: int | None = None,
                  on_molecule: Callable[[Molecule], None] | None = None,
                  on_round: Callable[[int, int], None] | None = None) -> DesignResult:
         """Up to `n` distinct verified molecules. Windows are inclusive (lo, hi) tuples; `contains` is SMARTS;
-        `scaffold` a SMILES the molecule must contain. `budget` caps the canvases tried (default 20n + 256);
+        `scaffold` a SMILES the molecule must contain; `max_ring_size` rules out larger rings. `budget` caps the canvases tried (default 20n + 256);
         when it runs out the result holds what was found and `exhausted` is set.
         Raises `RequestError` for malformed or unsatisfiable requests, before any work."""
         request = task.MoleculeRequest.parse(
             {"logp": logp, "mw": mw, "qed": qed, "tpsa": tpsa, "hbd": hbd, "hba": hba, "rings": rings,
-             "heavy_atoms": heavy_atoms}, contains=contains, scaffold=scaffold)
+             "heavy_atoms": heavy_atoms}, contains=contains, scaffold=scaffold, max_ring_size=max_ring_size)
         return self.design(n, request, seed=seed, budget=budget, on_molecule=on_molecule, on_round=on_round)
 
     @torch.no_grad()

@@ -216,10 +216,11 @@ class MoleculeRequest:
     windows: dict[str, tuple[float, float]] = field(default_factory=dict)
     contains: str | None = None
     scaffold: str | None = None
+    max_ring_size: int | None = None  # e.g. 7: no macrocycles (MOSES's filters reject rings of 8+ atoms)
 
     @classmethod
     def parse(cls, windows: dict[str, tuple[float, float] | None] | None = None, contains: str | None = None,
-              scaffold: str | None = None) -> "MoleculeRequest":
+              scaffold: str | None = None, max_ring_size: int | None = None) -> "MoleculeRequest":
         checked = {}
         for name, window in (windows or {}).items():
             if window is None:
@@ -238,7 +239,9 @@ class MoleculeRequest:
                 scaffold_ids(scaffold)
             except SmilesError as exc:
                 raise RequestError(f"{exc}") from None
-        request = cls(checked, contains, scaffold)
+        if max_ring_size is not None and max_ring_size < 3:
+            raise RequestError(f"max_ring_size must be at least 3 (the smallest ring), got {max_ring_size}")
+        request = cls(checked, contains, scaffold, max_ring_size)
         request._check_feasible()
         return request
 
@@ -264,6 +267,8 @@ class MoleculeRequest:
             ok = mol.HasSubstructMatch(_smarts(self.contains))
         if ok and self.scaffold:
             ok = mol.HasSubstructMatch(_smiles_query(self.scaffold))
+        if ok and self.max_ring_size:
+            ok = all(len(ring) <= self.max_ring_size for ring in mol.GetRingInfo().AtomRings())
         return ok, values
 
 

@@ -161,6 +161,17 @@ def test_scaffold_decoration_keeps_the_scaffold(designer):
         assert m.mol.HasSubstructMatch(core)
 
 
+def test_ring_size_limit_is_enforced(designer):
+    request = task.MoleculeRequest.parse(max_ring_size=6)
+    result = designer.design(3, request, seed=2, budget=128)
+    assert len(result) >= 1
+    for m in result:
+        check(m, request)
+        assert max((len(r) for r in m.mol.GetRingInfo().AtomRings()), default=0) <= 6
+    with pytest.raises(task.RequestError, match="at least 3"):
+        task.MoleculeRequest.parse(max_ring_size=2)
+
+
 # ------------------------------------------------------------------------------------------ CLI
 def test_cli_json_lines_are_verified_and_in_the_window():
     result = CliRunner().invoke(app, ["molecules", "-n", "3", "--logp", "1:4", "--format", "json", "--seed", "0"])
