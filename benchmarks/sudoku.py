@@ -23,7 +23,6 @@ from diffsolve.solvers import SudokuSolver
 from reporting import ROOT, pyplot, relative, save_figure, write_results
 
 
-
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
@@ -100,7 +99,6 @@ def main() -> None:
               f"full {report['tiers'][tier]['full']['rate']:.2f}", file=sys.stderr, flush=True)
     table = markdown(report)
     print(table)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     write_results(args.out, report, table, lambda path: plot(report, path))
 
 

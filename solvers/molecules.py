@@ -110,7 +110,7 @@ class MoleculeDesigner:
                            generator=torch.Generator(device).manual_seed(int(torch.randint(0, 2**62, (1,),
                                                                                            generator=generator))))
             tried += rows
-            for smiles, passes in zip(task.decode_strict(out.canvas), out.forward_passes.tolist()):
+            for smiles, passes in zip(task.decode(out.canvas), out.forward_passes.tolist()):
                 molecule = _verified(smiles, request, passes)
                 if molecule is not None and molecule.smiles not in found and len(found) < n:
                     found[molecule.smiles] = molecule

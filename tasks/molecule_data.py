@@ -141,35 +141,32 @@ def _features(smiles: str) -> tuple[str, float, float, float, str] | None:
             scaffold_smiles(mol))
 
 
-def _representable(smiles: str) -> bool:
-    try:
-        tokenize_known(smiles)
-        return True
-    except SmilesError:
-        return False
-
-
 def featurize(smiles: Sequence[str], workers: int = 2) -> dict[str, np.ndarray]:
-    """Token ids of each molecule and its scaffold, and the conditioned properties, for training."""
+    """Token ids of each molecule and its scaffold, and the conditioned properties, for training. Molecules
+    whose SMILES or scaffold the vocabulary cannot represent are left out."""
     from multiprocessing import Pool
 
     from tqdm.auto import tqdm
 
     from .molecules import TOKENIZER, encode_tokens
 
+    def ids(text: str) -> list[int] | None:
+        try:
+            return encode_tokens(tokenize_known(text)) if text else []
+        except SmilesError:
+            return None
+
     with Pool(workers) as pool:
         rows = [r for r in tqdm(pool.imap(_features, smiles, chunksize=2000), total=len(smiles), desc="featurize",
                                 mininterval=5.0) if r is not None]
-    rows = [r for r in rows if _representable(r[0]) and (not r[4] or _representable(r[4]))]
-    width = MAX_SMILES_TOKENS
-    molecules = np.zeros((len(rows), width), dtype=np.uint8)
-    scaffolds = np.zeros((len(rows), width), dtype=np.uint8)
-    for i, (smi, _, _, _, scaffold) in enumerate(rows):
-        ids = encode_tokens(tokenize_known(smi))
-        molecules[i, :len(ids)] = ids
-        if scaffold:
-            ids = encode_tokens(tokenize_known(scaffold))
-            scaffolds[i, :len(ids)] = ids
+    encoded = [(r, ids(r[0]), ids(r[4])) for r in rows]
+    encoded = [e for e in encoded if e[1] is not None and e[2] is not None]
+    rows = [r for r, _, _ in encoded]
+    molecules = np.zeros((len(rows), MAX_SMILES_TOKENS), dtype=np.uint8)
+    scaffolds = np.zeros((len(rows), MAX_SMILES_TOKENS), dtype=np.uint8)
+    for i, (_, molecule, scaffold) in enumerate(encoded):
+        molecules[i, :len(molecule)] = molecule
+        scaffolds[i, :len(scaffold)] = scaffold
     assert TOKENIZER.token_to_id("<pad>") == 0  # zero padding above
     return {"molecules": molecules, "scaffolds": scaffolds,
             "logp": np.array([r[1] for r in rows], dtype=np.float32),

@@ -101,7 +101,8 @@ def cosine(a: Counter, b: Counter) -> float:
 
 
 # ------------------------------------------------------------------------------------------ filters
-def _filter_patterns() -> list[Chem.Mol]:
+def filter_patterns() -> list[Chem.Mol]:
+    """MOSES's structural alerts (MCF and PAINS SMARTS), read from the molsets wheel."""
     patterns = []
     metrics = moses_file("train").parents[2] / "metrics"
     for name in ("mcf.csv", "wehi_pains.csv"):

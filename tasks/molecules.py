@@ -68,19 +68,25 @@ def encode_tokens(tokens: Sequence[str]) -> list[int]:
     return [TOKENIZER.token_to_id(t) for t in tokens]
 
 
-def decode(canvas: Tensor) -> list[str]:
-    """Canvas ids -> SMILES text up to the first EOS (non-SMILES tokens are dropped; verification rejects
-    such canvases anyway)."""
-    out = []
-    for row in canvas.tolist():
-        text = []
-        for token in row:
-            if token == EOS:
-                break
-            if token > BOS and ID_TO_TOKEN[token] in SMILES_TOKENS:
-                text.append(ID_TO_TOKEN[token])
-        out.append("".join(text))
-    return out
+IS_SMILES = torch.zeros(TOKENIZER.get_vocab_size(), dtype=torch.bool)
+IS_SMILES[SMILES_IDS] = True
+
+
+def molecule_ends(canvas: Tensor) -> Tensor:
+    """[B] index of the first EOS or PAD of each row, -1 when there is none. Training puts EOS then padding
+    after the molecule; the model sometimes writes the padding first, which ends the molecule too."""
+    is_end = (canvas == EOS) | (canvas == PAD)
+    return torch.where(is_end.any(1), is_end.int().argmax(1), -1)
+
+
+def decode(canvas: Tensor) -> list[str | None]:
+    """SMILES up to the end of each molecule, or None when a canvas has no end, nothing before it, or a
+    non-SMILES token before it (such canvases are never valid answers)."""
+    ends = molecule_ends(canvas)
+    inside = torch.arange(canvas.shape[1], device=canvas.device) < ends[:, None]
+    ok = ((ends > 0) & (IS_SMILES.to(canvas.device)[canvas] | ~inside).all(1)).tolist()
+    return ["".join(ID_TO_TOKEN[t] for t in row[:end]) if good else None
+            for row, end, good in zip(canvas.tolist(), ends.tolist(), ok)]
 
 
 # ------------------------------------------------------------------------------------------ prompts
@@ -90,16 +96,11 @@ def bin_token(name: str, value: float) -> int:
 
 
 def window_bins(name: str, window: tuple[float, float]) -> list[int]:
-    """Bin tokens of `name` whose range overlaps `window`, weighted toward the window (the largest overlaps
-    first); every bin that overlaps is a legitimate condition for a molecule inside the window."""
+    """Bin tokens of `name` whose range overlaps `window`: each is a legitimate condition for a molecule
+    inside the window."""
     lo, hi = window
-    overlaps = []
-    for k, (a, b) in enumerate(bin_ranges(name)):
-        overlap = min(b, hi) - max(a, lo)
-        if overlap > 0 or (lo == hi and a <= lo < b):
-            width = min(b, 1e3) - max(a, -1e3)
-            overlaps.append((overlap / width if math.isfinite(overlap) else 1.0, BIN_BASE[name] + k))
-    return [token for _, token in sorted(overlaps, reverse=True)]
+    return [BIN_BASE[name] + k for k, (a, b) in enumerate(bin_ranges(name))
+            if min(b, hi) > max(a, lo) or a <= lo == hi < b]
 
 
 def encode_prompts(conditions: Sequence[dict[str, int]], scaffolds: Sequence[list[int] | None]) -> Tensor:
@@ -194,8 +195,6 @@ def batches(out_dir: Path, seed: int, batch_size: int, device: str, data: Path |
 @torch.no_grad()
 def evaluate(model, n: int = 256, seed: int = 10**6) -> dict[str, float]:
     """Unconditional samples from the stock sampler (no guidance): RDKit validity and uniqueness."""
-    from rdkit import Chem
-
     from ..core import SamplingConfig, generate
 
     prompt = encode_prompts([{}] * n, [None] * n).to(model.device)
@@ -362,10 +361,10 @@ class MoleculeGuidance(Guidance):
         self.static = torch.zeros(TOKENIZER.get_vocab_size(), dtype=torch.bool)
         self.static[SMILES_IDS] = True
         self.static[[EOS, PAD]] = True
-        self._prefix_cache: dict[tuple[str, bool], int | None] = {}
-        self._settled: Tensor | None = None  # rows whose accepted tokens form a complete valid molecule
+        self._prefix_cache: dict[tuple[tuple[int, ...], bool], int | None] = {}
         self._failures: dict[tuple[tuple[int, ...], bool], int] = {}  # how often each failing string was seen
-        self._verify_cache: dict[str, bool] = {}
+        self._judged: dict[str, bool | None] = {}  # SMILES -> None (RDKit rejects it) / meets the request
+        self._settled: Tensor | None = None  # rows whose accepted tokens form a complete valid molecule
 
     def allowed(self, canvas: Tensor, settled: Tensor) -> Tensor:
         allowed = self.static.to(canvas.device).expand(*canvas.shape, -1).clone()
@@ -374,17 +373,14 @@ class MoleculeGuidance(Guidance):
 
     def violations(self, canvas: Tensor, accepted: Tensor) -> Tensor:
         prefix = accepted.long().cumprod(dim=1).sum(1).tolist()
+        ends = molecule_ends(canvas).tolist()
         bad = torch.zeros_like(accepted)
         self._settled = torch.zeros(len(prefix), dtype=torch.bool)
-        rows = canvas.tolist()
-        for r, (row, k) in enumerate(zip(rows, prefix)):
+        for r, (row, k, end) in enumerate(zip(canvas.tolist(), prefix, ends)):
             if k == 0:
                 continue
-            tokens = row[:k]
-            end = _end_of_molecule(tokens)
-            complete = end is not None
-            if complete:
-                tokens = tokens[:end]
+            complete = 0 <= end < k  # the accepted run reaches the end of the molecule
+            tokens = tuple(row[:end] if complete else row[:k])
             blame = self._check_prefix(tokens, complete)
             if blame is None and not complete and k == len(row):
                 blame = k - 1  # the whole canvas settled without an EOS: too long
@@ -393,7 +389,7 @@ class MoleculeGuidance(Guidance):
                 continue
             # Backtrack: the text before the fault is a valid partial SMILES, so keep it and re-noise from the
             # fault on (through the EOS), stepping further back each time the same string fails again.
-            key = (tuple(tokens), complete)
+            key = (tokens, complete)
             failures = self._failures[key] = self._failures.get(key, 0) + 1
             if blame == -1:  # complete and chemically valid, but not what was asked for: a random stretch
                 blame = int(torch.randint(0, len(tokens), (1,), generator=self.generator))
@@ -401,14 +397,14 @@ class MoleculeGuidance(Guidance):
             bad[r, start:k] = True
         return bad & accepted
 
-    def _check_prefix(self, tokens: list[int], complete: bool) -> int | None:
+    def _check_prefix(self, tokens: Sequence[int], complete: bool) -> int | None:
         """None if fine, a token index to blame, or -1 for a valid molecule the request rejects."""
-        key = (" ".join(map(str, tokens)), complete)
+        key = (tuple(tokens), complete)
         if key not in self._prefix_cache:
-            self._prefix_cache[key] = self._diagnose(tokens, complete)
+            self._prefix_cache[key] = self._diagnose(key[0], complete)
         return self._prefix_cache[key]
 
-    def _diagnose(self, tokens: list[int], complete: bool) -> int | None:
+    def _diagnose(self, tokens: tuple[int, ...], complete: bool) -> int | None:
         import partialsmiles
 
         if any(ID_TO_TOKEN[t] not in SMILES_TOKENS for t in tokens):
@@ -429,33 +425,24 @@ class MoleculeGuidance(Guidance):
             pass
         if not complete:
             return None
-        mol = Chem.MolFromSmiles(smiles)
-        if mol is None:
-            return len(tokens) - 1
-        return None if self.request.verify(mol)[0] else -1
+        judged = self._judge(smiles)
+        return len(tokens) - 1 if judged is None else None if judged else -1
+
+    def _judge(self, smiles: str) -> bool | None:
+        """None when RDKit rejects the SMILES, else whether the molecule meets the request (cached)."""
+        if smiles not in self._judged:
+            mol = Chem.MolFromSmiles(smiles)
+            self._judged[smiles] = None if mol is None else self.request.verify(mol)[0]
+        return self._judged[smiles]
 
     def verify(self, canvas: Tensor) -> Tensor:
         """Rows whose argmax is a molecule the request accepts *and* whose own tokens have settled into a
         complete, valid molecule (so a lucky argmax of a half-noised canvas does not end the search)."""
-        out = []
-        for smiles in decode_strict(canvas):
-            if smiles is None:
-                out.append(False)
-                continue
-            if smiles not in self._verify_cache:
-                mol = Chem.MolFromSmiles(smiles)
-                self._verify_cache[smiles] = mol is not None and self.request.verify(mol)[0]
-            out.append(self._verify_cache[smiles])
-        verified = torch.tensor(out, dtype=torch.bool)
+        verified = torch.tensor([smiles is not None and bool(self._judge(smiles)) for smiles in decode(canvas)],
+                                dtype=torch.bool)
         if self._settled is not None and len(self._settled) == len(verified):
             verified &= self._settled
         return verified.to(canvas.device)
-
-
-def _end_of_molecule(tokens: list[int]) -> int | None:
-    """Index of the first EOS or PAD (training puts EOS then padding after the molecule; the model sometimes
-    writes the padding first), or None."""
-    return next((i for i, t in enumerate(tokens) if t in (EOS, PAD)), None)
 
 
 def _unclosed(tokens: list[str]) -> int | None:
@@ -484,18 +471,3 @@ def _token_at(tokens: list[str], char_index: int) -> int:
         if char_index < end:
             return i
     return len(tokens) - 1
-
-
-def decode_strict(canvas: Tensor) -> list[str | None]:
-    """SMILES up to the end of the molecule (EOS, or padding), or None when the canvas has no end, a
-    non-SMILES token before it, or nothing at all (such canvases are never valid answers)."""
-    out = []
-    for row in canvas.tolist():
-        end = _end_of_molecule(row)
-        if end is None:
-            out.append(None)
-            continue
-        body = row[:end]
-        ok = body and all(ID_TO_TOKEN[t] in SMILES_TOKENS for t in body)
-        out.append("".join(ID_TO_TOKEN[t] for t in body) if ok else None)
-    return out
