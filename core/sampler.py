@@ -43,6 +43,9 @@ class SamplingConfig:
     # Not in transformers: finished rows leave the batch, so later passes cost only the rows still running
     # (changes which random draws each row gets). Off by default; never written to generation_config.
     drop_finished: bool = False
+    # Not in transformers: denoise canvases of this many tokens instead of the model's `canvas_length` (a model
+    # trained on shorter canvases for some problems). None: the model's. Never written to generation_config.
+    canvas_length: int | None = None
 
     def __post_init__(self) -> None:
         if not (isinstance(self.max_denoising_steps, int) and self.max_denoising_steps > 0):
@@ -55,6 +58,8 @@ class SamplingConfig:
             raise ValueError(f"stability_threshold must be >= 0, got {self.stability_threshold}")
         if self.max_new_tokens is not None and self.max_new_tokens <= 0:
             raise ValueError(f"max_new_tokens must be positive, got {self.max_new_tokens}")
+        if self.canvas_length is not None and self.canvas_length <= 0:
+            raise ValueError(f"canvas_length must be positive, got {self.canvas_length}")
 
     @property
     def adaptive_stopping(self) -> bool:
@@ -76,7 +81,7 @@ class SamplingConfig:
         return cls(**kwargs)
 
     def to_hf_dict(self) -> dict:
-        ours = ("entropy_bound", "keep_accepted", "drop_finished")
+        ours = ("entropy_bound", "keep_accepted", "drop_finished", "canvas_length")
         d = {k: v for k, v in asdict(self).items() if k not in ours and v is not None}
         d["sampler_config"] = {"entropy_bound": self.entropy_bound, "_cls_name": "EntropyBoundSamplerConfig"}
         return d
@@ -190,7 +195,7 @@ def denoise_canvas(model: DiffusionGemma, cache: KVCache, config: SamplingConfig
 
     `skip` [B] marks rows already finished (block-autoregressive EOS); they are not counted.
     """
-    b, length, vocab = cache.batch_size, model.config.canvas_length, model.config.vocab_size
+    b, length, vocab = cache.batch_size, config.canvas_length or model.config.canvas_length, model.config.vocab_size
     device = model.device
     canvas = _randint(vocab, (b, length), device, generator)
     pins = guidance.pinned(b, device) if guidance is not None else None
@@ -294,7 +299,7 @@ def generate(model: DiffusionGemma, prompt_ids: Tensor | None, config: SamplingC
     denoised and committed one block at a time until `max_new_tokens` or every row has emitted EOS.
     """
     config = config or model.generation_config or SamplingConfig()
-    length = model.config.canvas_length
+    length = config.canvas_length or model.config.canvas_length
     if prompt_ids is not None and prompt_ids.shape[1] > 0:
         cache = model.encode(prompt_ids, cache, attention_mask)
     if cache is None:
