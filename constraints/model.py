@@ -148,6 +148,11 @@ class CompiledConstraints(Guidance):
         for g, (positions, values) in enumerate(model.groups):
             self.membership[g, positions] = 1.0
             self.group_values[g, self.domain_index[torch.tensor(values, device=device)]] = 1.0
+        self.has_outside_option = None  # [B, L]: the static set holds a token outside every group's values
+        if self.static_allowed is not None:
+            outside = self.static_allowed.clone()
+            outside[..., self.domain] = False
+            self.has_outside_option = outside.any(-1)
 
     @property
     def batch_size(self) -> int:
@@ -164,6 +169,7 @@ class CompiledConstraints(Guidance):
         out.pins = self.pins[rows]
         if self.static_allowed is not None:
             out.static_allowed = self.static_allowed[rows]
+            out.has_outside_option = self.has_outside_option[rows]
         out.rows = self.rows[rows]
         return out
 
@@ -194,6 +200,8 @@ class CompiledConstraints(Guidance):
             candidates = candidates & self.static_allowed[..., self.domain]
         in_groups = self.membership.sum(0) > 0
         dead = ~(candidates & ~held).any(-1) & ~settled & in_groups  # [B, L]
+        if self.has_outside_option is not None:  # it may still take a token outside the groups' values
+            dead &= ~self.has_outside_option
         dead_groups = torch.einsum("gl,bl->bg", self.membership, dead.float()) > 0.5
         return torch.einsum("gl,bg->bl", self.membership, dead_groups.float()) > 0.5
 
