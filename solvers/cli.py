@@ -18,7 +18,7 @@ from .checkpoints import default_checkpoint
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="diffsolve: constraint-guided diffusion solvers that return only verified answers.")
 console = Console()
-TASKS = ("sorting", "sudoku", "molecules")
+TASKS = ("sorting", "sudoku", "molecules", "graphs")
 
 
 def _error(message: str) -> None:
@@ -322,13 +322,13 @@ def train(
     from ..core import new_model
     from ..core.training import TrainConfig
     from ..core.training import train as run_training
-    from ..tasks import molecules, sorting, sudoku
+    from ..tasks import graph_data, molecules, sorting, sudoku
 
     if task not in TASKS:
         _error(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
         raise typer.Exit(2)
     torch.set_num_threads(threads)
-    module = {"sorting": sorting, "sudoku": sudoku, "molecules": molecules}[task]
+    module = {"sorting": sorting, "sudoku": sudoku, "molecules": molecules, "graphs": graph_data}[task]
     model = new_model(module.model_config(), seed=seed)
     model.tokenizer = module.TOKENIZER
     cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed, device=device,
@@ -382,6 +382,9 @@ def _write_model_card(path: Path, task: str, module, command: str, cfg, summary:
         "",
     ]
     (path / "README.md").write_text("\n".join(lines))
+
+
+from . import graph_cli  # noqa: E402,F401  (registers coloring, hamiltonian, path, countdown)
 
 
 def main() -> None:
