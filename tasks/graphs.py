@@ -1,0 +1,288 @@
+"""Graph problems on the canvas: reading graphs, and the constraints every denoising pass applies.
+
+Colouring: one colour token per node; each edge is an all-different pair, so a settled node's colour is masked
+for its neighbours, clashing colours are re-noised, and a node left with no colour releases its neighbours.
+Routes (Hamiltonian paths/cycles, start-goal paths): the node order; `RouteGuidance` adds a successor table
+(which token may follow which: neighbours, EOS after the goal, padding after EOS) on top of an all-different
+group over the node tokens, and masks, re-noises and verifies with gathers over the whole batch.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import networkx as nx
+import torch
+from torch import Tensor
+
+from ..constraints import CompiledConstraints, ConstraintModel
+from ..core import Guidance
+from .graph_data import (COLOR0, EOS, MAX_COLORS, MAX_NODES, MAX_ROUTE_NODES, NODE0, PAD, VOCAB,
+                         hamiltonian_prompt, path_prompt)
+
+
+class GraphError(ValueError):
+    """A graph the solvers cannot take (with the file and line when it came from a file)."""
+
+
+# ------------------------------------------------------------------------------------------ reading
+def read_graph(path: str | Path) -> nx.Graph:
+    """A DIMACS `.col` file (`p edge N M`, `e u v`, 1-based nodes) or an edge list (`u v` or `u,v` per line,
+    `#` comments). Integer labels stay integers. Errors name the file and line."""
+    path = Path(path)
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise GraphError(f"{path}: cannot read ({exc})") from None
+    dimacs = any(line.startswith("p ") for line in lines)
+    graph = _read_dimacs(path, lines) if dimacs else _read_edge_list(path, lines)
+    if graph.number_of_nodes() == 0:
+        raise GraphError(f"{path}: no nodes")
+    return graph
+
+
+def _read_dimacs(path: Path, lines: list[str]) -> nx.Graph:
+    graph, declared = nx.Graph(), None
+    for number, line in enumerate(lines, 1):
+        fields = line.split()
+        if not fields or fields[0] == "c":
+            continue
+        where = f"{path}:{number}"
+        if fields[0] == "p":
+            if declared is not None or len(fields) != 4 or not fields[2].isdigit() or not fields[3].isdigit():
+                raise GraphError(f"{where}: expected one 'p edge NODES EDGES' line, got {line.strip()!r}")
+            declared = int(fields[2])
+            graph.add_nodes_from(range(1, declared + 1))
+        elif fields[0] == "e":
+            if declared is None:
+                raise GraphError(f"{where}: edge before the 'p edge' line")
+            if len(fields) != 3 or not fields[1].isdigit() or not fields[2].isdigit():
+                raise GraphError(f"{where}: expected 'e U V', got {line.strip()!r}")
+            u, v = int(fields[1]), int(fields[2])
+            for node in (u, v):
+                if not 1 <= node <= declared:
+                    raise GraphError(f"{where}: node {node} outside 1..{declared}")
+            if u == v:
+                raise GraphError(f"{where}: self-loop on node {u}")
+            graph.add_edge(u, v)
+        else:
+            raise GraphError(f"{where}: unknown DIMACS line {line.strip()!r}")
+    return graph
+
+
+def _read_edge_list(path: Path, lines: list[str]) -> nx.Graph:
+    graph = nx.Graph()
+    for number, line in enumerate(lines, 1):
+        text = line.split("#", 1)[0].strip()
+        if not text:
+            continue
+        fields = [f for f in re.split(r"[,\s]+", text) if f]
+        if len(fields) not in (1, 2, 3):
+            raise GraphError(f"{path}:{number}: expected 'U V [WEIGHT]' (an edge) or 'U' (a node), "
+                             f"got {line.strip()!r}")
+        nodes = [int(f) if re.fullmatch(r"-?\d+", f) else f for f in fields[:2]]
+        if len(nodes) == 2 and nodes[0] == nodes[1]:
+            raise GraphError(f"{path}:{number}: self-loop on node {nodes[0]}")
+        if len(fields) == 3:
+            try:
+                weight = float(fields[2])
+            except ValueError:
+                raise GraphError(f"{path}:{number}: weight {fields[2]!r} is not a number") from None
+            if not weight >= 0:
+                raise GraphError(f"{path}:{number}: weight {fields[2]} must be a non-negative number")
+            graph.add_edge(*nodes, weight=weight)
+        elif len(nodes) == 2:
+            graph.add_edge(*nodes)
+        else:
+            graph.add_node(nodes[0])
+    return graph
+
+
+def check_graph(graph: nx.Graph, limit: int, what: str) -> None:
+    if graph.is_directed() or graph.is_multigraph():
+        raise GraphError(f"{what} needs a simple undirected graph")
+    if graph.number_of_nodes() == 0:
+        raise GraphError("the graph has no nodes")
+    loops = list(nx.selfloop_edges(graph))
+    if loops:
+        raise GraphError(f"self-loop on node {loops[0][0]!r}")
+    if graph.number_of_nodes() > limit:
+        raise GraphError(f"{graph.number_of_nodes()} nodes: the {what} model's canvas holds at most {limit} "
+                         "(larger graphs are not supported by the model path)")
+
+
+def relabel(graph: nx.Graph) -> tuple[list, list[tuple[int, int]]]:
+    """(labels, edges over 0..N-1): nodes numbered in the graph's own order."""
+    labels = list(graph.nodes)
+    index = {node: i for i, node in enumerate(labels)}
+    return labels, [(index[u], index[v]) for u, v in graph.edges]
+
+
+# ------------------------------------------------------------------------------------------ colouring
+def coloring_constraints(n: int, edges: list[tuple[int, int]], k: int,
+                         device: str | torch.device = "cpu") -> CompiledConstraints:
+    """Colours c0..c{k-1} on the first n positions (padding after), each edge an all-different pair; node 0
+    takes colour 0 (colours are interchangeable, and training canonicalised them that way)."""
+    if not 1 <= k <= MAX_COLORS:
+        raise GraphError(f"k must be in 1..{MAX_COLORS}, got {k}")
+    cm = ConstraintModel(MAX_NODES, VOCAB)
+    colors = [COLOR0 + c for c in range(k)]
+    cm.allow(range(n), colors)
+    cm.pin(range(n, MAX_NODES), [PAD] * (MAX_NODES - n))
+    cm.pin([0], [COLOR0])
+    for u, v in edges:
+        cm.all_different([u, v], colors)
+    return cm.compile(device)
+
+
+def decode_coloring(canvas: Tensor, n: int) -> list[int] | None:
+    colors = (canvas[:n] - COLOR0).tolist()
+    return colors if all(0 <= c < MAX_COLORS for c in colors) else None
+
+
+def is_proper_coloring(graph: nx.Graph, coloring: dict) -> bool:
+    return set(coloring) == set(graph.nodes) and all(coloring[u] != coloring[v] for u, v in graph.edges)
+
+
+# ------------------------------------------------------------------------------------------ routes
+class RouteGuidance(Guidance):
+    """Node-order canvases. `successor[b, x, y]`: token y may directly follow token x in row b; `pred`/`succ`
+    [B, L] give each position's neighbouring position (-1: none; a cycle wraps its last node to position 0).
+    An all-different group over node tokens and the pins/static sets come from `base`."""
+
+    def __init__(self, base: CompiledConstraints, successor: Tensor, pred: Tensor, succ: Tensor):
+        self.base, self.successor, self.pred, self.succ = base, successor, pred, succ
+        self.rows = torch.arange(successor.shape[0], device=successor.device)
+
+    def repeat(self, n: int) -> "RouteGuidance":
+        return self.select(torch.arange(self.successor.shape[0], device=self.successor.device).repeat_interleave(n))
+
+    def select(self, rows: Tensor) -> "RouteGuidance":
+        return RouteGuidance(self.base.select(rows), self.successor[rows], self.pred[rows], self.succ[rows])
+
+    def _link_masks(self, canvas: Tensor, settled: Tensor) -> Tensor:
+        """[B, L, V]: tokens compatible with the settled tokens on either side."""
+        allowed = torch.ones(*canvas.shape, VOCAB, dtype=torch.bool, device=canvas.device)
+        for link, table in ((self.pred, self.successor), (self.succ, self.successor.transpose(1, 2))):
+            has = link >= 0
+            token = canvas.gather(1, link.clamp(min=0))
+            known = settled.gather(1, link.clamp(min=0)) & has
+            options = table[self.rows[:, None], token]  # [B, L, V]
+            allowed &= ~known.unsqueeze(2) | options
+        return allowed
+
+    def _broken_links(self, canvas: Tensor, where: Tensor) -> Tensor:
+        """[B, L]: positions whose token may not be followed by its successor's (both in `where`)."""
+        has = self.succ >= 0
+        nxt = canvas.gather(1, self.succ.clamp(min=0))
+        ok = self.successor[self.rows[:, None], canvas, nxt]
+        return ~ok & has & where & where.gather(1, self.succ.clamp(min=0))
+
+    def pinned(self, batch: int, device: torch.device):
+        return self.base.pinned(batch, device)
+
+    def allowed(self, canvas: Tensor, settled: Tensor) -> Tensor:
+        base = self.base.allowed(canvas, settled)
+        links = self._link_masks(canvas, settled)
+        return links if base is None else base & links
+
+    def violations(self, canvas: Tensor, accepted: Tensor) -> Tensor:
+        bad = self.base.violations(canvas, accepted)
+        broken = self._broken_links(canvas, accepted)
+        bad |= broken | _spread(broken, self.succ)  # both ends of a broken link
+        # A free position that nothing can fill releases the settled tokens beside it.
+        settled = accepted & ~bad
+        dead = ~self.allowed(canvas, settled).any(-1) & ~settled
+        bad |= _spread(dead, self.pred) | _spread(dead, self.succ)
+        return bad & accepted & (self.base.pins < 0)
+
+    def verify(self, canvas: Tensor) -> Tensor:
+        everywhere = torch.ones_like(canvas, dtype=torch.bool)
+        return self.base.verify(canvas) & ~self._broken_links(canvas, everywhere).any(-1) & (canvas == EOS).any(-1)
+
+    def retire(self, solved: Tensor) -> Tensor:
+        return self.base.retire(solved)
+
+
+def _spread(flags: Tensor, link: Tensor) -> Tensor:
+    """[B, L]: out[b, link[b, i]] = any flags[b, i] over the positions linking there."""
+    src = (flags & (link >= 0)).to(torch.uint8)
+    out = torch.zeros_like(src).scatter_reduce(1, link.clamp(min=0).expand_as(src), src, reduce="amax")
+    return out.bool()
+
+
+@dataclass
+class RouteSpec:
+    """One route instance over nodes 0..n-1. `kind`: hampath, hamcycle or path. For Hamiltonian routes `start`
+    and `end` optionally fix the ends; for a path they are the source and the target."""
+
+    n: int
+    edges: list[tuple[int, int]]
+    kind: str
+    start: int | None = None
+    end: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.n >= MAX_ROUTE_NODES:
+            raise GraphError(f"{self.n} nodes: the route canvas holds at most {MAX_ROUTE_NODES - 1}")
+
+    def prompt(self) -> list[int]:
+        if self.kind == "path":
+            return path_prompt(self.edges, self.start, self.end)
+        return hamiltonian_prompt(self.n, self.edges, cycle=self.kind == "hamcycle")
+
+    def pins(self) -> dict[int, int]:
+        pins = {} if self.start is None else {0: NODE0 + self.start}
+        if self.kind != "path":
+            pins.update({self.n: EOS, **{i: PAD for i in range(self.n + 1, MAX_ROUTE_NODES)}})
+            if self.end is not None:
+                pins[self.n - 1] = NODE0 + self.end
+        return pins
+
+    def successors(self) -> Tensor:
+        """[V, V]: which token may follow which (neighbours; EOS after any node, or only after the target)."""
+        table = torch.zeros(VOCAB, VOCAB, dtype=torch.bool)
+        if self.edges:
+            e = torch.tensor(self.edges) + NODE0
+            table[e[:, 0], e[:, 1]] = True
+            table[e[:, 1], e[:, 0]] = True
+        table[EOS, PAD] = table[PAD, PAD] = True
+        if self.kind == "path":
+            table[NODE0 + self.end, :] = False
+            table[NODE0 + self.end, EOS] = True
+        else:
+            table[NODE0:NODE0 + self.n, EOS] = True
+        return table
+
+    def links(self) -> tuple[Tensor, Tensor]:
+        pred = torch.arange(-1, MAX_ROUTE_NODES - 1)
+        succ = torch.arange(1, MAX_ROUTE_NODES + 1)
+        succ[-1] = -1
+        if self.kind == "hamcycle":
+            pred[0], succ[self.n - 1] = self.n - 1, 0
+        return pred, succ
+
+
+def route_guidance(specs: list[RouteSpec], device: str | torch.device = "cpu") -> RouteGuidance:
+    """One batched guidance for many route instances (one row each)."""
+    length, nodes = MAX_ROUTE_NODES, [NODE0 + v for v in range(MAX_ROUTE_NODES)]
+    cm = ConstraintModel(length, VOCAB, batch_size=len(specs))
+    cm.all_different(range(length), nodes)
+    for row, spec in enumerate(specs):
+        cm.allow(range(length), [*nodes[:spec.n], EOS, PAD], row=row)
+        pins = spec.pins()
+        cm.pin(list(pins), list(pins.values()), row=row)
+    links = [spec.links() for spec in specs]
+    return RouteGuidance(cm.compile(device), torch.stack([s.successors() for s in specs]).to(device),
+                         torch.stack([p for p, _ in links]).to(device), torch.stack([q for _, q in links]).to(device))
+
+
+def decode_route(canvas: Tensor, n: int) -> list[int] | None:
+    """Node indices up to the first EOS, or None when the canvas is not a list of nodes then EOS."""
+    tokens = canvas.tolist()
+    if EOS not in tokens:
+        return None
+    route = [t - NODE0 for t in tokens[:tokens.index(EOS)]]
+    return route if route and all(0 <= v < n for v in route) else None
