@@ -7,8 +7,8 @@ under the bound are accepted, every other position is re-noised uniformly; rows 
 is stable and confident; the argmax canvas is the output; canvases are committed block by block.
 With the same seed and `generator=None` the random draws happen in the same order as in transformers.
 
-`Guidance` adds three hooks that run batched over the whole canvas every pass: allowed-token masks before
-sampling, violation re-noising after acceptance, and a verifier that stops a row as solved.
+`Guidance` adds hooks that run batched over the whole canvas every pass: allowed-token masks before sampling,
+which positions may settle, violation re-noising after acceptance, and a verifier that stops a row as solved.
 """
 
 from __future__ import annotations
@@ -105,6 +105,11 @@ class Guidance:
 
     def violations(self, canvas: Tensor, accepted: Tensor) -> Tensor | None:
         """Bool [B, L]: accepted positions a constraint rejects; they are re-noised."""
+        return None
+
+    def settleable(self, canvas: Tensor, settled: Tensor) -> Tensor | None:
+        """Bool [B, L]: positions that may be accepted this pass (settled ones always may); the others are
+        re-noised whatever their entropy. For problems whose tokens must be committed in order."""
         return None
 
     def verify(self, canvas: Tensor) -> Tensor | None:
@@ -229,11 +234,16 @@ def denoise_canvas(model: DiffusionGemma, cache: KVCache, config: SamplingConfig
         sample = torch.multinomial(probs.view(-1, vocab), 1, generator=generator).view(rows, length)
         new_argmax = logits.argmax(-1)
         entropy = token_entropy(logits)
+        ranked = entropy
+        if guidance is not None:
+            order = guidance.settleable(canvas, settled)
+            if order is not None:
+                ranked = entropy.masked_fill(~(order | settled), float("inf"))
         if config.keep_accepted:
             sample = torch.where(settled, canvas, sample)
-            accepted = entropy_bound_accept(entropy.masked_fill(settled, 0.0), config.entropy_bound)
+            accepted = entropy_bound_accept(ranked.masked_fill(settled, 0.0), config.entropy_bound)
         else:
-            accepted = entropy_bound_accept(entropy, config.entropy_bound)
+            accepted = entropy_bound_accept(ranked, config.entropy_bound)
 
         rejected = torch.zeros_like(accepted)
         if guidance is not None:
