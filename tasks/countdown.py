@@ -129,7 +129,13 @@ def _partial_options(pool: Counter, target: int, partial: str) -> frozenset[str]
         return None
     if c_text != str(result):
         return frozenset(str(result)[len(c_text)])
-    return frozenset({END} if last else {","})
+    if last:
+        return frozenset({END})
+    rest.remove(int(b_text))
+    left = [*rest, result]
+    if len(left) == 2 and not any(apply(x, op, y) == target for x, y in (left, left[::-1]) for op in OPERATORS):
+        return frozenset()  # the two numbers left cannot make the target: a dead end
+    return frozenset({","})
 
 
 def _solved(numbers: tuple[int, ...], target: int, text: str) -> bool:
@@ -233,6 +239,7 @@ class CountdownGuidance(Guidance):
         self.static = torch.zeros(VOCAB, dtype=torch.bool, device=self.device)
         self.static[[*CHAR_IDS.tolist(), EOS, PAD]] = True
         self.failures: dict[tuple[int, str], int] = {}
+        self._cached = None
 
     def repeat(self, n: int) -> "CountdownGuidance":
         return self.select(torch.arange(len(self.rows)).repeat_interleave(n))
@@ -241,6 +248,7 @@ class CountdownGuidance(Guidance):
         out = object.__new__(CountdownGuidance)
         out.__dict__.update(self.__dict__)
         out.rows = self.rows[rows.cpu()]
+        out._cached = None
         return out
 
     def _prefixes(self, canvas: Tensor, settled: Tensor) -> list[str]:
@@ -256,19 +264,50 @@ class CountdownGuidance(Guidance):
             texts.append("".join(chars))
         return texts
 
-    def allowed(self, canvas: Tensor, settled: Tensor) -> Tensor:
-        b, length = canvas.shape
-        allowed = self.static.expand(b, length, VOCAB).clone()
+    def _plan(self, canvas: Tensor, settled: Tensor) -> list[tuple[int, list[frozenset[str]], bool]]:
+        """Per row: (start, options, ended). From `start` (the end of the valid settled prefix) each entry of
+        `options` is the character set allowed at the next position: forced characters, then the first
+        free choice. `ended`: the prefix reaches EOS, so only padding follows. A row whose prefix has a fault
+        gets (fault, [], False). Cached for the pass (allowed and settleable ask with the same tensors)."""
+        if self._cached is not None and self._cached[0] is canvas and self._cached[1] is settled:
+            return self._cached[2]
+        plans = []
         for i, text in enumerate(self._prefixes(canvas, settled)):
             numbers, target = self.instances[int(self.rows[i])]
             valid, options = prefix_state(numbers, target, text)
-            if valid == len(text) and END in text:
-                allowed[i, valid:] = False
-                allowed[i, valid:, PAD] = True
-            elif valid == len(text) and valid < length and options:
-                allowed[i, valid] = False
-                allowed[i, valid, [_TOKEN_OF[c] for c in options]] = True
+            steps: list[frozenset[str]] = []
+            if valid == len(text):
+                while options and len(text) + len(steps) < canvas.shape[1]:
+                    steps.append(options)
+                    if len(options) > 1:
+                        break
+                    text += next(iter(options))
+                    options = _extensions(numbers, target, text)
+            plans.append((valid, steps, text.endswith(END)))
+        self._cached = (canvas, settled, plans)
+        return plans
+
+    def allowed(self, canvas: Tensor, settled: Tensor) -> Tensor:
+        """Forced characters (result digits, the ',' or EOS after a step) are the only tokens allowed at
+        their positions, the next free choice keeps the prefix valid, and after EOS only padding."""
+        b, length = canvas.shape
+        allowed = self.static.expand(b, length, VOCAB).clone()
+        for i, (start, steps, ended) in enumerate(self._plan(canvas, settled)):
+            for offset, options in enumerate(steps):
+                allowed[i, start + offset] = False
+                allowed[i, start + offset, [_TOKEN_OF[c] for c in options]] = True
+            if ended:
+                allowed[i, start + len(steps):] = False
+                allowed[i, start + len(steps):, PAD] = True
         return allowed
+
+    def settleable(self, canvas: Tensor, settled: Tensor) -> Tensor:
+        """Steps are committed left to right (each character depends on those before it): only the forced
+        characters and the next free choice may settle; after EOS, the padding."""
+        out = torch.zeros_like(settled)
+        for i, (start, steps, ended) in enumerate(self._plan(canvas, settled)):
+            out[i, start:canvas.shape[1] if ended else start + len(steps)] = True
+        return out
 
     def violations(self, canvas: Tensor, accepted: Tensor) -> Tensor:
         bad = ~self.static[canvas] & accepted

@@ -150,17 +150,26 @@ def is_proper_coloring(graph: nx.Graph, coloring: dict) -> bool:
 class RouteGuidance(Guidance):
     """Node-order canvases. `successor[b, x, y]`: token y may directly follow token x in row b; `pred`/`succ`
     [B, L] give each position's neighbouring position (-1: none; a cycle wraps its last node to position 0).
-    An all-different group over node tokens and the pins/static sets come from `base`."""
+    An all-different group over node tokens and the pins/static sets come from `base`.
 
-    def __init__(self, base: CompiledConstraints, successor: Tensor, pred: Tensor, succ: Tensor):
+    Masks are local, so two free positions can keep choosing tokens that suit their settled sides but not each
+    other (a path that took a wrong branch, or settled its end too far away). Every re-noising is a strike on
+    that position; at `STRIKES` on one position the whole canvas is released and starts over."""
+
+    STRIKES = 4
+
+    def __init__(self, base: CompiledConstraints, successor: Tensor, pred: Tensor, succ: Tensor,
+                 strikes: Tensor | None = None):
         self.base, self.successor, self.pred, self.succ = base, successor, pred, succ
         self.rows = torch.arange(successor.shape[0], device=successor.device)
+        self.strikes = torch.zeros_like(pred) if strikes is None else strikes
 
     def repeat(self, n: int) -> "RouteGuidance":
         return self.select(torch.arange(self.successor.shape[0], device=self.successor.device).repeat_interleave(n))
 
     def select(self, rows: Tensor) -> "RouteGuidance":
-        return RouteGuidance(self.base.select(rows), self.successor[rows], self.pred[rows], self.succ[rows])
+        return RouteGuidance(self.base.select(rows), self.successor[rows], self.pred[rows], self.succ[rows],
+                             self.strikes[rows])
 
     def _link_masks(self, canvas: Tensor, settled: Tensor) -> Tensor:
         """[B, L, V]: tokens compatible with the settled tokens on either side."""
@@ -196,7 +205,11 @@ class RouteGuidance(Guidance):
         settled = accepted & ~bad
         dead = ~self.allowed(canvas, settled).any(-1) & ~settled
         bad |= _spread(dead, self.pred) | _spread(dead, self.succ)
-        return bad & accepted & (self.base.pins < 0)
+        bad &= accepted & (self.base.pins < 0)
+        self.strikes += bad
+        restart = (self.strikes >= self.STRIKES).any(-1, keepdim=True)
+        self.strikes.masked_fill_(restart, 0)
+        return bad | (restart & accepted & (self.base.pins < 0))
 
     def verify(self, canvas: Tensor) -> Tensor:
         everywhere = torch.ones_like(canvas, dtype=torch.bool)
