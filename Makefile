@@ -19,16 +19,20 @@ demo: $(STAMP)
 	$(VENV)/bin/solve demo
 	$(VENV)/bin/solve sudoku examples/sudoku.txt
 	$(VENV)/bin/solve molecules -n 5 --logp 2:3 --seed 0 --format csv
+	$(VENV)/bin/solve coloring examples/petersen.col
+	$(VENV)/bin/solve hamiltonian examples/petersen.col
+	$(VENV)/bin/solve countdown examples/countdown.jsonl || true  # the last instance has no solution: exit 1
 
 test: $(STAMP)
 	$(PY) -m pytest
 
-# Benchmarks (developers: the Sudoku one reads the public sets in ../shared/data/sudoku).
+# Benchmarks (developers: Sudoku and graphs read the public sets in ../shared/data).
 bench: moses
 	$(PY) -m pip install -q -e ".[bench]"
 	$(PY) benchmarks/engine.py
 	$(PY) benchmarks/sudoku.py --per-tier 16
 	$(PY) benchmarks/molecules.py
+	$(PY) benchmarks/graphs.py --limit 100
 
 # The MOSES data (training set, test sets, filter alerts) from the molsets wheel, without its dependencies.
 moses: $(STAMP)

@@ -1,6 +1,8 @@
 """Public solvers and the `solve` command line."""
 
+from .graphs import ColoringResult, CountdownResult, CountdownSolver, GraphSolver, RouteResult
 from .molecules import DesignResult, Molecule, MoleculeDesigner
 from .sudoku import SudokuResult, SudokuSolver
 
-__all__ = ["DesignResult", "Molecule", "MoleculeDesigner", "SudokuResult", "SudokuSolver"]
+__all__ = [
+    "ColoringResult", "CountdownResult", "CountdownSolver", "GraphSolver", "RouteResult","DesignResult", "Molecule", "MoleculeDesigner", "SudokuResult", "SudokuSolver"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-SHIPPED = {"sorting": "sort-demo", "sudoku": "sudoku", "molecules": "molecules"}
+SHIPPED = {"sorting": "sort-demo", "sudoku": "sudoku", "molecules": "molecules", "graphs": "graphs"}
 
 
 def default_checkpoint(task: str) -> Path:

@@ -1,0 +1,253 @@
+"""Graph benchmark over the public development sets in ../shared/data/graphs: model only vs the full system.
+
+    python benchmarks/graphs.py [--limit 100] [--families coloring,hamiltonian,path,countdown] [--checkpoint DIR]
+
+- Colouring: every DIMACS instance the canvas holds (<= 128 nodes). Full system: `GraphSolver.color` (count
+  down from DSATUR); model only: one canvas of the stock sampler at DSATUR's k. Colours vs best known vs DSATUR.
+- Hamiltonian: NLGraph's Hamilton-path graphs. Path: Ye et al.'s path-finding set. Countdown: CD3/CD4/CD5 and
+  Game of 24. Verified rate (every answer checked by networkx / sympy), wrong-but-verified (must be 0), seconds
+  per instance. `--limit` takes the first N instances of each set (all when omitted).
+Prints a markdown table; writes JSON, the table (.md) and a plot (.png) under benchmarks/results/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import networkx as nx
+import torch
+
+from diffsolve.core import load_model
+from diffsolve.solvers import CountdownSolver, GraphSolver
+from diffsolve.solvers.checkpoints import default_checkpoint
+from diffsolve.tasks import countdown
+from diffsolve.tasks.graph_data import MAX_NODES
+from diffsolve.tasks.graphs import read_graph
+from reporting import ROOT, pyplot, relative, save_figure, write_results
+
+DATA = ROOT.parent / "shared" / "data" / "graphs"
+
+
+def summarize(name: str, checks: list[bool], seconds: list[float], wrong: int = 0) -> dict:
+    return {"set": name, "instances": len(checks), "verified": sum(checks),
+            "rate": sum(checks) / max(1, len(checks)), "wrong_verified": wrong,
+            "mean_s": statistics.fmean(seconds) if seconds else None,
+            "p50_s": statistics.median(seconds) if seconds else None}
+
+
+# ------------------------------------------------------------------------------------------ colouring
+def coloring(solvers: dict, limit: int | None, max_steps: int) -> dict:
+    table = list(csv.DictReader((DATA / "coloring" / "best_known.csv").open()))
+    rows, skipped = [], []
+    for entry in table:
+        if int(entry["nodes"]) > MAX_NODES:
+            skipped.append(entry["instance"])
+            continue
+        rows.append(entry)
+    rows = rows[:limit]
+    out = []
+    for entry in rows:
+        graph = read_graph(DATA / "coloring" / f"{entry['instance']}.col")
+        record = {"instance": entry["instance"], "nodes": graph.number_of_nodes(), "edges": graph.number_of_edges(),
+                  "best_known": int(entry["best_known_colors"]), "dsatur": int(entry["networkx_dsatur"])}
+        for mode, solver in solvers.items():
+            k = None if mode == "full" else record["dsatur"]
+            result = solver.color(graph, k, max_steps=max_steps)
+            record[mode] = {"colors": result.num_colors, "verified": result.verified, "seconds": result.seconds,
+                            "forward_passes": result.forward_passes}
+        record["full"]["reached_best"] = record["full"]["colors"] == record["best_known"]
+        out.append(record)
+        print(f"  {entry['instance']}: full {record['full']['colors']} (best {record['best_known']}, DSATUR "
+              f"{record['dsatur']}) {record['full']['seconds']:.1f} s; model only at k={record['dsatur']}: "
+              f"{record['model_only']['verified']}", file=sys.stderr, flush=True)
+    return {"instances": out, "skipped_larger_than_canvas": skipped,
+            "reached_best_known": sum(r["full"]["reached_best"] for r in out),
+            "beat_dsatur": sum((r["full"]["colors"] or 10**9) < r["dsatur"] for r in out)}
+
+
+# ------------------------------------------------------------------------------------------ routes
+def nlgraph(limit: int | None) -> list[tuple[str, nx.Graph]]:
+    questions = json.loads((DATA / "hamiltonian" / "nlgraph_hamilton" / "main.json").read_text())
+    graphs = []
+    for key in sorted(questions, key=int):
+        text = questions[key]["question"]
+        n = int(text.split("numbered from 0 to ")[1].split(",")[0]) + 1
+        edges = [tuple(map(int, pair.split(","))) for pair in text.split("edges are: ")[1].split("\n")[0]
+                 .replace("(", "").replace(")", "").split()]
+        graph = nx.Graph()
+        graph.add_nodes_from(range(n))
+        graph.add_edges_from(edges)
+        graphs.append((questions[key]["difficulty"], graph))
+    return graphs[:limit]
+
+
+def hamiltonian(solvers: dict, limit: int | None) -> dict:
+    graphs = nlgraph(limit)
+    report = {}
+    for mode, solver in solvers.items():
+        started = time.perf_counter()
+        results = solver.hamiltonian_paths([g for _, g in graphs])
+        wall = time.perf_counter() - started
+        checks = [r.verified and _hamiltonian_ok(g, r.path) for r, (_, g) in zip(results, graphs)]
+        wrong = sum(r.verified and not ok for r, ok in zip(results, checks))
+        by_level: dict[str, list[bool]] = {}
+        for ok, (level, _) in zip(checks, graphs):
+            by_level.setdefault(level, []).append(ok)
+        report[mode] = summarize("NLGraph Hamilton", checks, [wall / len(graphs)] * len(graphs), wrong)
+        report[mode]["by_difficulty"] = {k: sum(v) / len(v) for k, v in by_level.items()}
+        print(f"  hamiltonian {mode}: {report[mode]['rate']:.3f} ({wall:.0f} s)", file=sys.stderr, flush=True)
+    return report
+
+
+def _hamiltonian_ok(graph: nx.Graph, path: list) -> bool:
+    return (sorted(path) == sorted(graph.nodes) and all(graph.has_edge(u, v) for u, v in zip(path, path[1:])))
+
+
+def path_finding(solvers: dict, limit: int | None) -> dict:
+    rows = [json.loads(line) for line in (DATA / "path" / "path_test.jsonl").read_text().splitlines()][:limit]
+    queries = []
+    for row in rows:
+        edge_text, ends = row["input"].rsplit("-", 1)
+        graph = nx.Graph([tuple(map(int, e.split(","))) for e in edge_text.split("/")])
+        source, target = map(int, ends.split(","))
+        queries.append((graph, source, target))
+    report = {}
+    for mode, solver in solvers.items():
+        started = time.perf_counter()
+        results = solver.paths(queries)
+        wall = time.perf_counter() - started
+        checks = [r.verified and r.path[0] == s and r.path[-1] == t and nx.is_simple_path(g, r.path)
+                  for r, (g, s, t) in zip(results, queries)]
+        wrong = sum(r.verified and not ok for r, ok in zip(results, checks))
+        report[mode] = summarize("Ye et al. path", checks, [wall / len(queries)] * len(queries), wrong)
+        print(f"  path {mode}: {report[mode]['rate']:.3f} ({wall:.0f} s)", file=sys.stderr, flush=True)
+    return report
+
+
+# ------------------------------------------------------------------------------------------ countdown
+def countdown_sets(solvers: dict, limit: int | None) -> dict:
+    report = {}
+    for name in ("cd3_test", "cd4_test", "cd5_test", "cd4_tot24"):
+        rows = [json.loads(line) for line in (DATA / "countdown" / f"{name}.jsonl").read_text().splitlines()]
+        instances = [countdown.parse_instance(r["input"]) for r in rows[:limit]]
+        report[name] = {}
+        for mode, solver in solvers.items():
+            started = time.perf_counter()
+            results = solver.solve_many(instances)
+            wall = time.perf_counter() - started
+            checks = [r.verified for r in results]
+            wrong = sum(r.verified and not countdown.verify_steps(r.numbers, r.target, r.steps) for r in results)
+            report[name][mode] = summarize(name, checks, [wall / len(results)] * len(results), wrong)
+            print(f"  {name} {mode}: {report[name][mode]['rate']:.3f} ({wall:.0f} s)", file=sys.stderr, flush=True)
+    return report
+
+
+# ------------------------------------------------------------------------------------------ output
+def markdown(report: dict) -> str:
+    lines = ["| task | instances | model only | full system | wrong verified | full s / instance | goal |",
+             "|---|---|---|---|---|---|---|"]
+    goals = {"hamiltonian": "100 % (GPT-4 2-shot 75.75 %)", "path": ">= 99 %", "cd3_test": "-",
+             "cd4_test": "> 91.5 % (MDM, Ye et al.)", "cd5_test": "-", "cd4_tot24": "> 74 % (ToT GPT-4)"}
+    rows = []
+    if "hamiltonian" in report:
+        rows.append(("hamiltonian", report["hamiltonian"]))
+    if "path" in report:
+        rows.append(("path", report["path"]))
+    for name, modes in report.get("countdown", {}).items():
+        rows.append((name, modes))
+    for name, modes in rows:
+        m, f = modes["model_only"], modes["full"]
+        lines.append(f"| {name} | {f['instances']} | {100 * m['rate']:.1f}% | {100 * f['rate']:.1f}% | "
+                     f"{m['wrong_verified'] + f['wrong_verified']} | {f['mean_s']:.2f} | {goals[name]} |")
+    if "coloring" in report:
+        c = report["coloring"]
+        lines += ["", "| DIMACS instance | nodes | edges | best known | DSATUR | full system | s | model only at "
+                  "DSATUR k |", "|---|---|---|---|---|---|---|---|"]
+        for r in c["instances"]:
+            lines.append(f"| {r['instance']} | {r['nodes']} | {r['edges']} | {r['best_known']} | {r['dsatur']} | "
+                         f"{r['full']['colors'] or '-'} | {r['full']['seconds']:.1f} | "
+                         f"{'verified' if r['model_only']['verified'] else 'no'} |")
+        lines.append(f"\nReached the best known count on {c['reached_best_known']}/{len(c['instances'])}; "
+                     f"beat DSATUR on {c['beat_dsatur']}; not run (more than {MAX_NODES} nodes): "
+                     f"{', '.join(c['skipped_larger_than_canvas'])}.")
+    return "\n".join(lines)
+
+
+def plot(report: dict, path: Path) -> bool:
+    plt = pyplot()
+    if plt is None:
+        return False
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
+    names, model, full = [], [], []
+    for name, modes in [("hamiltonian", report.get("hamiltonian")), ("path", report.get("path")),
+                        *report.get("countdown", {}).items()]:
+        if modes:
+            names.append(name)
+            model.append(100 * modes["model_only"]["rate"])
+            full.append(100 * modes["full"]["rate"])
+    x = range(len(names))
+    axes[0].bar([i - 0.2 for i in x], model, 0.4, label="model only")
+    axes[0].bar([i + 0.2 for i in x], full, 0.4, label="full system")
+    axes[0].set_xticks(list(x), names, rotation=20)
+    axes[0].set_ylabel("verified %")
+    axes[0].legend()
+    if "coloring" in report:
+        rows = report["coloring"]["instances"]
+        labels = [r["instance"] for r in rows]
+        axes[1].plot(labels, [r["best_known"] for r in rows], "k_", markersize=14, label="best known")
+        axes[1].plot(labels, [r["dsatur"] for r in rows], "o", mfc="none", label="networkx DSATUR")
+        axes[1].plot(labels, [r["full"]["colors"] or float("nan") for r in rows], "x", label="diffsolve")
+        axes[1].set_ylabel("colours")
+        axes[1].tick_params(axis="x", rotation=75, labelsize=7)
+        axes[1].legend()
+    save_figure(fig, path)
+    plt.close(fig)
+    return True
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--limit", type=int, default=None, help="First N instances of each set (default: all).")
+    parser.add_argument("--coloring-limit", type=int, default=None, help="First N colouring instances.")
+    parser.add_argument("--countdown-limit", type=int, default=None, help="First N of each Countdown set "
+                                                                          "(default: --limit).")
+    parser.add_argument("--families", default="coloring,hamiltonian,path,countdown")
+    parser.add_argument("--coloring-steps", type=int, default=256, help="Passes per colouring attempt.")
+    parser.add_argument("--checkpoint", default=str(default_checkpoint("graphs")))
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "graphs.json")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    if not DATA.is_dir():
+        sys.exit(f"benchmark data not found at {DATA}")
+    model = load_model(args.checkpoint)
+    graph_solvers = {"model_only": GraphSolver(model, guided=False), "full": GraphSolver(model)}
+    families = args.families.split(",")
+    report = {"checkpoint": relative(args.checkpoint), "limit": args.limit,
+              "countdown_limit": args.countdown_limit or args.limit, "coloring_steps": args.coloring_steps,
+              "threads": args.threads,
+              "device": "cpu", "torch": torch.__version__}
+    started = time.perf_counter()
+    if "hamiltonian" in families:
+        report["hamiltonian"] = hamiltonian(graph_solvers, args.limit)
+    if "path" in families:
+        report["path"] = path_finding(graph_solvers, args.limit)
+    if "countdown" in families:
+        report["countdown"] = countdown_sets({"model_only": CountdownSolver(model, guided=False),
+                                              "full": CountdownSolver(model)}, args.countdown_limit or args.limit)
+    if "coloring" in families:
+        report["coloring"] = coloring(graph_solvers, args.coloring_limit, args.coloring_steps)
+    report["wall_s"] = round(time.perf_counter() - started, 1)
+    table = markdown(report)
+    print(table)
+    write_results(args.out, report, table, lambda p: plot(report, p))
+
+
+if __name__ == "__main__":
+    main()

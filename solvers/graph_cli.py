@@ -1,0 +1,298 @@
+"""The graph commands of `solve`: coloring, hamiltonian, path and countdown (registered on `cli.app`)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from .cli import _error, _load, app
+
+FORMATS = ("text", "json")
+CHECKPOINT_HELP = "Checkpoint directory or hub id (default: the shipped graphs model)."
+MODEL_ONLY_HELP = "Stock sampler on one canvas, no constraint guidance (answers are still verified)."
+
+
+def _check_format(format: str) -> None:
+    if format not in FORMATS:
+        _error(f"--format must be text or json, not {format!r}")
+        raise typer.Exit(2)
+
+
+def _graph(file: Path):
+    from ..tasks.graphs import GraphError, read_graph
+
+    try:
+        return read_graph(file)
+    except GraphError as exc:
+        _error(f"{exc}")
+        raise typer.Exit(2) from None
+
+
+def _node(graph, text: str | None):
+    """A node given on the command line, as the graph's own label (integers stay integers)."""
+    if text is None:
+        return None
+    for label in graph.nodes:
+        if str(label) == text:
+            return label
+    _error(f"node {text!r} is not in the graph")
+    raise typer.Exit(2)
+
+
+def _solver(kind: str, checkpoint, device, model_only, canvases, max_steps, seed):
+    from .graphs import CountdownSolver, GraphSolver
+
+    cls = CountdownSolver if kind == "countdown" else GraphSolver
+    return cls(_load(checkpoint, "graphs", device), guided=not model_only, canvases=canvases, max_steps=max_steps,
+               seed=seed)
+
+
+def _emit(result, format: str, text: str) -> None:
+    if format == "json":
+        print(json.dumps(result.to_dict()), flush=True)
+    else:
+        print(text, flush=True)
+
+
+def _draw(graph, path: Path, coloring: dict | None = None, route: list | None = None, cycle: bool = False) -> None:
+    """The graph with its colouring, or with the route drawn bold, as a PNG (written whole, then renamed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import networkx as nx
+
+    fig, ax = plt.subplots(figsize=(7, 7))
+    layout = nx.kamada_kawai_layout(graph) if graph.number_of_nodes() <= 60 else nx.spring_layout(graph, seed=0)
+    colors = [coloring[v] for v in graph.nodes] if coloring else "#d0d8e8"
+    nx.draw_networkx_edges(graph, layout, ax=ax, alpha=0.25)
+    if route:
+        links = list(zip(route, route[1:])) + ([(route[-1], route[0])] if cycle else [])
+        nx.draw_networkx_edges(graph, layout, edgelist=links, ax=ax, width=3, edge_color="#c03030")
+    nx.draw_networkx_nodes(graph, layout, node_color=colors, cmap="tab20", ax=ax, node_size=260)
+    nx.draw_networkx_labels(graph, layout, ax=ax, font_size=7)
+    ax.set_axis_off()
+    tmp = path.with_name(path.stem + ".tmp" + path.suffix)
+    try:
+        fig.savefig(tmp, dpi=120, bbox_inches="tight")
+        tmp.replace(path)
+    except (OSError, ValueError) as exc:
+        _error(f"{path}: {exc}")
+        raise typer.Exit(2) from None
+    finally:
+        plt.close(fig)
+
+
+def _progress(label: str, total: int | None):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=Console(stderr=True), transient=True)
+
+
+def _pass_counter(bar, task):
+    def tick(info) -> None:
+        bar.update(task, completed=info.step)
+
+    return tick
+
+
+@app.command()
+def coloring(
+    file: Path = typer.Argument(..., help="DIMACS .col file ('p edge N M', 'e U V', 1-based) or an edge list "
+                                          "('U V' per line, '#' comments)."),
+    k: int = typer.Option(None, "--k", min=1, help="Colours to use. Default: the fewest the search verifies, "
+                                                   "counting down from networkx's DSATUR count."),
+    format: str = typer.Option("text", "--format", "-f", help="text, or json (one object: coloring, num_colors, "
+                                                              "verified, attempts)."),
+    image: Path = typer.Option(None, help="Also draw the coloured graph (PNG)."),
+    canvases: int = typer.Option(8, min=1, help="Parallel canvases per attempt; the first verified one wins."),
+    max_steps: int = typer.Option(256, min=1, help="Denoising passes per attempt before it counts as failed."),
+    model_only: bool = typer.Option(False, "--model-only", help=MODEL_ONLY_HELP),
+    checkpoint: str = typer.Option(None, help=CHECKPOINT_HELP),
+    seed: int = typer.Option(0, help="Sampler seed."),
+    device: str = typer.Option("cpu", help="cpu or cuda."),
+) -> None:
+    """Colour a graph so that no edge joins two nodes of one colour (graphs up to 128 nodes).
+
+    Colours are numbered from 0; DIMACS nodes keep their 1-based numbers. Exit status: 0 verified colouring,
+    1 none found, 2 bad input."""
+    from ..tasks.graphs import GraphError
+
+    _check_format(format)
+    graph = _graph(file)
+    solver = _solver("coloring", checkpoint, device, model_only, canvases, max_steps, seed)
+    with _progress("colouring (passes)", max_steps) as bar:
+        task = bar.add_task("k", total=max_steps)
+        try:
+            result = solver.color(graph, k, callback=_pass_counter(bar, task))
+        except GraphError as exc:
+            _error(f"{file}: {exc}")
+            raise typer.Exit(2) from None
+    tried = ", ".join(f"k={a['k']} {'ok' if a['found'] else 'failed'}" for a in result.attempts)
+    if result.verified:
+        lines = [f"verified {result.num_colors}-colouring of {graph.number_of_nodes()} nodes "
+                 f"(DSATUR {result.greedy_colors}, clique bound {result.clique_bound}; {tried}; "
+                 f"{result.seconds:.1f} s)"]
+        lines += [f"{node} {color}" for node, color in result.coloring.items()]
+    else:
+        lines = [f"no verified colouring: {result.reason} ({tried})"]
+    _emit(result, format, "\n".join(lines))
+    if image is not None and result.verified:
+        _draw(graph, image, coloring=result.coloring)
+    raise typer.Exit(0 if result.verified else 1)
+
+
+@app.command()
+def hamiltonian(
+    file: Path = typer.Argument(..., help="Edge list ('U V' per line) or DIMACS .col file; up to 31 nodes and "
+                                          "136 edges."),
+    cycle: bool = typer.Option(False, "--cycle", help="Find a Hamiltonian cycle instead of a path."),
+    start: str = typer.Option(None, help="Node the path must start at."),
+    end: str = typer.Option(None, help="Node the path must end at (paths only)."),
+    format: str = typer.Option("text", "--format", "-f", help="text, or json (path, verified, reason)."),
+    image: Path = typer.Option(None, help="Also draw the graph with the path (PNG)."),
+    canvases: int = typer.Option(8, min=1, help="Parallel canvases; the first verified one wins."),
+    max_steps: int = typer.Option(128, min=1, help="Denoising passes before giving up."),
+    model_only: bool = typer.Option(False, "--model-only", help=MODEL_ONLY_HELP),
+    checkpoint: str = typer.Option(None, help=CHECKPOINT_HELP),
+    seed: int = typer.Option(0, help="Sampler seed."),
+    device: str = typer.Option("cpu", help="cpu or cuda."),
+) -> None:
+    """Visit every node exactly once along the graph's edges. Exit status: 0 verified, 1 none found, 2 bad input."""
+    from ..tasks.graphs import GraphError
+
+    _check_format(format)
+    if cycle and end is not None:
+        _error("--end applies to paths; a cycle ends where it starts")
+        raise typer.Exit(2)
+    graph = _graph(file)
+    solver = _solver("hamiltonian", checkpoint, device, model_only, canvases, max_steps, seed)
+    try:
+        result = solver.hamiltonian_path(graph, cycle, start=_node(graph, start), end=_node(graph, end))
+    except GraphError as exc:
+        _error(f"{file}: {exc}")
+        raise typer.Exit(2) from None
+    text = (f"verified Hamiltonian {'cycle' if cycle else 'path'}: {' '.join(map(str, result.path))} "
+            f"({result.seconds:.1f} s)" if result.verified else f"no verified answer: {result.reason}")
+    _emit(result, format, text)
+    if image is not None and result.verified:
+        _draw(graph, image, route=result.path, cycle=cycle)
+    raise typer.Exit(0 if result.verified else 1)
+
+
+@app.command()
+def path(
+    file: Path = typer.Argument(..., help="Edge list ('U V' or 'U V WEIGHT' per line) or DIMACS .col file; up to "
+                                          "31 nodes and 24 edges."),
+    source: str = typer.Option(..., help="Start node."),
+    target: str = typer.Option(..., help="Goal node."),
+    shortest: bool = typer.Option(False, "--shortest", help="Only accept a shortest path (by weight when the "
+                                                            "edge list has weights, else by hops)."),
+    format: str = typer.Option("text", "--format", "-f", help="text, or json (path, length, verified, reason)."),
+    image: Path = typer.Option(None, help="Also draw the graph with the path (PNG)."),
+    canvases: int = typer.Option(8, min=1, help="Parallel canvases; the first verified one wins."),
+    max_steps: int = typer.Option(64, min=1, help="Denoising passes before giving up."),
+    model_only: bool = typer.Option(False, "--model-only", help=MODEL_ONLY_HELP),
+    checkpoint: str = typer.Option(None, help=CHECKPOINT_HELP),
+    seed: int = typer.Option(0, help="Sampler seed."),
+    device: str = typer.Option("cpu", help="cpu or cuda."),
+) -> None:
+    """Find a path from SOURCE to TARGET (shortest ones are checked against networkx). Exit status: 0 verified,
+    1 none found, 2 bad input."""
+    from ..tasks.graphs import GraphError
+
+    _check_format(format)
+    graph = _graph(file)
+    weighted = any("weight" in data for _, _, data in graph.edges(data=True))
+    solver = _solver("path", checkpoint, device, model_only, canvases, max_steps, seed)
+    try:
+        result = solver.path(graph, _node(graph, source), _node(graph, target),
+                             weight="weight" if weighted and shortest else None, shortest=shortest)
+    except GraphError as exc:
+        _error(f"{file}: {exc}")
+        raise typer.Exit(2) from None
+    text = (f"verified path: {' '.join(map(str, result.path))} (length {result.length:g}; {result.seconds:.1f} s)"
+            if result.verified else f"no verified answer: {result.reason}")
+    _emit(result, format, text)
+    if image is not None and result.verified:
+        _draw(graph, image, route=result.path)
+    raise typer.Exit(0 if result.verified else 1)
+
+
+@app.command()
+def countdown(
+    instance: str = typer.Argument(..., help="Numbers ('86 28 13 31' with --target), or a .jsonl file in the "
+                                             "public format: one object a line, \"input\": \"n1,n2,...,target\"."),
+    target: int = typer.Option(None, min=1, help="The number to reach (for numbers given inline)."),
+    format: str = typer.Option("text", "--format", "-f", help="text, or json (one object per instance per line, "
+                                                              "in input order)."),
+    steps_format: bool = typer.Option(False, "--steps", help="Text output as steps 'a+b=c,...' instead of an "
+                                                             "infix expression."),
+    canvases: int = typer.Option(8, min=1, help="Parallel canvases per instance; the first verified one wins."),
+    max_steps: int = typer.Option(128, min=1, help="Denoising passes before giving up on an instance."),
+    model_only: bool = typer.Option(False, "--model-only", help=MODEL_ONLY_HELP),
+    checkpoint: str = typer.Option(None, help=CHECKPOINT_HELP),
+    seed: int = typer.Option(0, help="Sampler seed."),
+    device: str = typer.Option("cpu", help="cpu or cuda."),
+) -> None:
+    """Reach the target from the numbers with + - * /, every number used exactly once and every step an exact
+    integer (checked with sympy). Exit status: 0 all verified, 1 some not, 2 bad input."""
+    from ..tasks.countdown import CountdownError, parse_instance
+
+    _check_format(format)
+    instances = _countdown_instances(instance, target, CountdownError, parse_instance)
+    solver = _solver("countdown", checkpoint, device, model_only, canvases, max_steps, seed)
+    results: dict[int, object] = {}
+    next_out = 0
+    with _progress("countdown", len(instances)) as bar:
+        task = bar.add_task("instances", total=len(instances))
+
+        def done(i: int, result) -> None:
+            nonlocal next_out
+            results[i] = result
+            bar.advance(task)
+            while next_out in results:  # in input order
+                r = results[next_out]
+                answer = (r.steps if steps_format else f"{r.expression} = {r.target}") if r.verified else \
+                    f"no verified answer: {r.reason}"
+                _emit(r, format, f"{','.join(map(str, r.numbers))} -> {r.target}: {answer}")
+                next_out += 1
+
+        solver.solve_many(instances, on_result=done)
+    raise typer.Exit(0 if all(r.verified for r in results.values()) else 1)
+
+
+def _countdown_instances(instance: str, target, error_type, parse) -> list[tuple[list[int], int]]:
+    file = Path(instance)
+    if target is not None or not (instance.endswith(".jsonl") or file.is_file()):
+        try:
+            return [parse(instance, target)]
+        except error_type as exc:
+            _error(f"{exc}")
+            raise typer.Exit(2) from None
+    try:
+        lines = file.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        _error(f"{file}: {exc}")
+        raise typer.Exit(2) from None
+    instances = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            instances.append(parse(str(record["input"])))
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            _error(f"{file}:{number}: expected a JSON object with an \"input\" field ({exc.__class__.__name__})")
+            raise typer.Exit(2) from None
+        except error_type as exc:
+            _error(f"{file}:{number}: {exc}")
+            raise typer.Exit(2) from None
+    if not instances:
+        _error(f"{file}: no instances")
+        raise typer.Exit(2)
+    return instances

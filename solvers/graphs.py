@@ -1,0 +1,370 @@
+"""`GraphSolver` and `CountdownSolver`: constraint-guided diffusion on graph problems; networkx graphs in, plain
+Python out, and every answer checked by an independent verifier (networkx / sympy) before it is returned."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import asdict, dataclass, field
+
+import networkx as nx
+import torch
+
+from ..core import DiffusionGemma, Guidance, SamplingConfig, StepInfo, generate, load_model
+from ..tasks import countdown
+from ..tasks.graph_data import CANVAS, MAX_NODES, MAX_PATH_EDGES, MAX_PROMPT_EDGES, MAX_ROUTE_NODES, color_prompt
+from ..tasks.graphs import (GraphError, RouteSpec, check_graph, coloring_constraints, decode_coloring, decode_route,
+                            is_proper_coloring, relabel, route_guidance)
+from .checkpoints import default_checkpoint
+
+
+@dataclass
+class ColoringResult:
+    coloring: dict | None  # node -> colour 0..k-1, only when verified
+    num_colors: int | None
+    verified: bool
+    reason: str | None
+    greedy_colors: int  # networkx DSATUR's count: the upper bound the search starts from
+    clique_bound: int  # a greedy clique's size: no colouring uses fewer colours
+    attempts: list[dict] = field(default_factory=list)  # per k: found, passes, seconds
+    forward_passes: int = 0
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["coloring"] = None if self.coloring is None else {str(k): v for k, v in self.coloring.items()}
+        return d
+
+
+@dataclass
+class RouteResult:
+    path: list | None  # node labels in order, only when verified
+    verified: bool
+    reason: str | None
+    length: float | None = None  # edges, or total weight for weighted shortest paths
+    forward_passes: int = 0
+    seconds: float = 0.0
+    candidates: list = field(default_factory=list, repr=False)  # every verified route the canvases held
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        del d["candidates"]
+        return d
+
+
+@dataclass
+class CountdownResult:
+    numbers: list[int]
+    target: int
+    steps: str | None  # 'a+b=c,...', only when verified
+    expression: str | None
+    verified: bool
+    reason: str | None
+    forward_passes: int = 0
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class _DiffusionSolver:
+    """Shared plumbing: `guided=True` is the full system (masks, re-noising, verifier, accepted tokens kept,
+    parallel canvases); `guided=False` is the stock sampler on one canvas (model only)."""
+
+    task = "graphs"
+
+    def __init__(self, model: DiffusionGemma, *, guided: bool = True, canvases: int = 8, max_steps: int = 128,
+                 seed: int = 0):
+        self.model, self.guided, self.seed = model, guided, seed
+        self.canvases = canvases if guided else 1
+        self.max_steps = max_steps
+
+    @classmethod
+    def from_pretrained(cls, path: str | None = None, *, device: str = "cpu", **kwargs):
+        return cls(load_model(path or default_checkpoint(cls.task), device=device), **kwargs)
+
+    def _config(self, length: int, max_steps: int | None = None) -> SamplingConfig:
+        return SamplingConfig(max_denoising_steps=max_steps or self.max_steps, keep_accepted=self.guided,
+                              drop_finished=True, stability_threshold=None if self.guided else 1,
+                              canvas_length=length)
+
+    @torch.no_grad()
+    def _run(self, prompts: list[list[int]], guidance: Guidance, length: int, *, max_steps: int | None = None,
+             callback: Callable[[StepInfo], None] | None = None, salt: int = 0, retire: bool = True):
+        """Denoise `canvases` canvases per prompt. Returns (canvases [R, L], passes [R]); rows of a prompt are
+        consecutive. Model-only runs keep nothing of the guidance but its pins."""
+        device = self.model.device
+        rows = torch.arange(len(prompts), device=device).repeat_interleave(self.canvases)
+        cache = self.model.encode(torch.tensor(prompts, device=device)).select(rows)
+        guidance = guidance.repeat(self.canvases) if self.guided else _PinsOnly(guidance)
+        if not retire:
+            guidance = _KeepSiblings(guidance)
+        out = generate(self.model, None, self._config(length, max_steps), cache=cache, guidance=guidance,
+                       callback=callback, generator=torch.Generator(device).manual_seed(self.seed + salt))
+        return out.canvas.cpu(), out.forward_passes.cpu()
+
+
+class _PinsOnly(Guidance):
+    """The model-only baseline keeps the structural pins (canvas padding, the start node) and nothing else."""
+
+    def __init__(self, guidance: Guidance):
+        self.inner = guidance
+
+    def pinned(self, batch: int, device: torch.device):
+        return self.inner.pinned(batch, device)
+
+
+class _KeepSiblings(Guidance):
+    """All hooks of `inner` except `retire`: every canvas runs to its own end (to collect several answers)."""
+
+    def __init__(self, inner: Guidance):
+        self.inner = inner
+
+    def pinned(self, batch, device):
+        return self.inner.pinned(batch, device)
+
+    def allowed(self, canvas, settled):
+        return self.inner.allowed(canvas, settled)
+
+    def violations(self, canvas, accepted):
+        return self.inner.violations(canvas, accepted)
+
+    def verify(self, canvas):
+        return self.inner.verify(canvas)
+
+    def select(self, rows):
+        return _KeepSiblings(self.inner.select(rows))
+
+
+class GraphSolver(_DiffusionSolver):
+    """Graph colouring, Hamiltonian paths/cycles and start-goal paths with the shipped graphs model.
+
+    Node labels are the input graph's own; the canvas numbers nodes in `graph.nodes` order."""
+
+    # ------------------------------------------------------------------ colouring
+    def color(self, graph: nx.Graph, k: int | None = None, *, max_steps: int | None = None,
+              callback: Callable[[StepInfo], None] | None = None) -> ColoringResult:
+        """A proper colouring with `k` colours, or (k=None) the fewest the search verifies, counting down from
+        networkx's DSATUR count until a k fails or reaches the clique bound."""
+        began = time.perf_counter()
+        check_graph(graph, MAX_NODES, "colouring")
+        labels, edges = relabel(graph)
+        n = len(labels)
+        greedy = len(set(nx.greedy_color(graph, strategy="DSATUR").values())) if n else 0
+        bound = _greedy_clique(graph)
+        if k is not None and k < 1:
+            raise GraphError(f"k must be at least 1, got {k}")
+        result = ColoringResult(None, None, False, None, greedy, bound)
+        colors = k if k is not None else greedy
+        while True:
+            if colors < bound:
+                if not result.verified:
+                    result.reason = f"the graph has a clique of {bound} nodes, so {colors} colours cannot work"
+                break
+            attempt_began = time.perf_counter()
+            found, passes = self._color_once(n, edges, colors, max_steps, callback)
+            coloring = None if found is None else dict(zip(labels, found))
+            ok = coloring is not None and is_proper_coloring(graph, coloring)
+            result.attempts.append({"k": colors, "found": ok, "forward_passes": passes,
+                                    "seconds": round(time.perf_counter() - attempt_began, 3)})
+            result.forward_passes += passes
+            if not ok:
+                if not result.verified:
+                    result.reason = f"no verified {colors}-colouring within the step budget"
+                break
+            used = len(set(found))
+            result.coloring, result.num_colors, result.verified, result.reason = coloring, used, True, None
+            if k is not None:
+                break
+            colors = used - 1  # a colouring may use fewer colours than allowed: continue below what it used
+        result.seconds = time.perf_counter() - began
+        return result
+
+    def _color_once(self, n, edges, k, max_steps, callback) -> tuple[list[int] | None, int]:
+        guidance = coloring_constraints(n, edges, k, self.model.device)
+        canvas, passes = self._run([color_prompt(n, edges, k)], guidance, CANVAS["color"], max_steps=max_steps,
+                                   callback=callback, salt=k)
+        for row in canvas:
+            colors = decode_coloring(row, n)
+            if colors is not None and max(colors) < k and all(colors[u] != colors[v] for u, v in edges):
+                return colors, int(passes.sum())
+        return None, int(passes.sum())
+
+    # ------------------------------------------------------------------ routes
+    def hamiltonian_path(self, graph: nx.Graph, cycle: bool = False, *, start: Hashable | None = None,
+                         end: Hashable | None = None, callback=None) -> RouteResult:
+        """A path (or cycle) through every node exactly once, optionally from `start` and/or to `end`."""
+        return self.hamiltonian_paths([graph], cycle, start=start, end=end, callback=callback)[0]
+
+    def hamiltonian_paths(self, graphs: Sequence[nx.Graph], cycle: bool = False, *, start: Hashable | None = None,
+                          end: Hashable | None = None, batch: int = 32, callback=None) -> list[RouteResult]:
+        """Many graphs at once (batches of `batch` instances, each with its parallel canvases)."""
+        kind = "hamcycle" if cycle else "hampath"
+        problems = []
+        for graph in graphs:
+            check_graph(graph, MAX_ROUTE_NODES - 1, "Hamiltonian")
+            labels, edges = relabel(graph)
+            if len(edges) > MAX_PROMPT_EDGES:
+                raise GraphError(f"{len(edges)} edges: the Hamiltonian model reads at most {MAX_PROMPT_EDGES}")
+            index = {node: i for i, node in enumerate(labels)}
+            for name, node in (("start", start), ("end", end)):
+                if node is not None and node not in index:
+                    raise GraphError(f"{name} node {node!r} is not in the graph")
+            trivial = None
+            if len(labels) == 1:
+                trivial = RouteResult(labels, True, None, 0)
+            elif not nx.is_connected(graph):
+                trivial = RouteResult(None, False, "the graph is not connected, so no Hamiltonian path exists")
+            spec = RouteSpec(len(labels), edges, kind, index.get(start), index.get(end))
+            problems.append((spec, labels, trivial,
+                             lambda path, g=graph: _is_hamiltonian(g, path, cycle, start, end)))
+        return self._routes(problems, batch, callback, f"Hamiltonian {'cycle' if cycle else 'path'}")
+
+    def path(self, graph: nx.Graph, source: Hashable, target: Hashable, *, weight: str | None = None,
+             shortest: bool = False, rounds: int = 4, callback=None) -> RouteResult:
+        """A simple path source -> target. `shortest=True` (implied by `weight`) verifies it against networkx's
+        shortest-path length (hops, or the sum of `weight`), sampling up to `rounds` rounds of canvases."""
+        began = time.perf_counter()
+        if not (shortest or weight is not None):
+            return self.paths([(graph, source, target)], callback=callback)[0]
+        best, passes, best_length = None, 0, None
+        for r in range(rounds):
+            found = self.paths([(graph, source, target)], callback=callback, salt=r, all_canvases=True)[0]
+            if found.forward_passes == 0:  # answered without sampling: same node, or no path at all
+                return found
+            best_length = nx.shortest_path_length(graph, source, target, weight=weight)
+            passes += found.forward_passes
+            for path in found.candidates:
+                length = nx.path_weight(graph, path, weight) if weight else len(path) - 1
+                if best is None or length < best[1]:
+                    best = (path, length)
+            if best is not None and best[1] <= best_length:
+                return RouteResult(best[0], True, None, best[1], passes, time.perf_counter() - began)
+        reason = "no verified path within the step budget" if best is None else \
+            f"best path found has length {best[1]:g}, the shortest is {best_length:g}"
+        return RouteResult(None, False, reason, None, passes, time.perf_counter() - began)
+
+    def paths(self, queries: Sequence[tuple[nx.Graph, Hashable, Hashable]], *, batch: int = 32, callback=None,
+              salt: int = 0, all_canvases: bool = False) -> list[RouteResult]:
+        """Many (graph, source, target) path queries at once; any simple path counts."""
+        problems = []
+        for graph, source, target in queries:
+            check_graph(graph, MAX_ROUTE_NODES - 1, "path-finding")
+            labels, edges = relabel(graph)
+            if len(edges) > MAX_PATH_EDGES:
+                raise GraphError(f"{len(edges)} edges: the path-finding model reads at most {MAX_PATH_EDGES}")
+            index = {node: i for i, node in enumerate(labels)}
+            for name, node in (("source", source), ("target", target)):
+                if node not in index:
+                    raise GraphError(f"{name} node {node!r} is not in the graph")
+            trivial = None
+            if source == target:
+                trivial = RouteResult([source], True, None, 0)
+            elif not nx.has_path(graph, source, target):
+                trivial = RouteResult(None, False, f"no path exists from {source!r} to {target!r}")
+            spec = RouteSpec(len(labels), edges, "path", index[source], index[target])
+            problems.append((spec, labels, trivial, lambda path, g=graph, s=source, t=target: _is_path(g, path, s, t)))
+        return self._routes(problems, batch, callback, "path", salt=salt, all_canvases=all_canvases)
+
+    def _routes(self, problems, batch: int, callback, what: str, salt: int = 0,
+                all_canvases: bool = False) -> list[RouteResult]:
+        """Solve (spec, labels, trivial result or None, verifier) problems in batches; first verified wins."""
+        results: list[RouteResult | None] = [p[2] for p in problems]
+        todo = [i for i, p in enumerate(problems) if p[2] is None]
+        for begin in range(0, len(todo), batch):
+            chunk = todo[begin:begin + batch]
+            began = time.perf_counter()
+            specs = [problems[i][0] for i in chunk]
+            canvas, passes = self._run([s.prompt() for s in specs], route_guidance(specs, self.model.device),
+                                       CANVAS["path"], callback=callback, salt=salt,
+                                       retire=not all_canvases)
+            seconds = (time.perf_counter() - began) / len(chunk)
+            for j, i in enumerate(chunk):
+                spec, labels, _, verify = problems[i]
+                rows = range(j * self.canvases, (j + 1) * self.canvases)
+                found = []
+                for r in rows:
+                    route = decode_route(canvas[r], spec.n)
+                    path = None if route is None else [labels[v] for v in route]
+                    if path is not None and verify(path):
+                        found.append(path)
+                used = int(passes[list(rows)].sum())
+                if found:
+                    result = RouteResult(found[0], True, None, len(found[0]) - (spec.kind != "hamcycle"), used,
+                                         seconds)
+                else:
+                    result = RouteResult(None, False, f"no verified {what} within {self.max_steps} passes",
+                                         None, used, seconds)
+                result.candidates = found
+                results[i] = result
+        return results  # type: ignore[return-value]
+
+
+class CountdownSolver(_DiffusionSolver):
+    """Countdown / Game of 24: combine every number once with + - * / (exact integer steps) to reach the target."""
+
+    def solve(self, numbers: Sequence[int], target: int, callback=None) -> CountdownResult:
+        return self.solve_many([(list(numbers), target)], callback=callback)[0]
+
+    def solve_many(self, instances: Sequence[tuple[Sequence[int], int]], *, batch: int = 32, callback=None,
+                   on_result: Callable[[int, CountdownResult], None] | None = None) -> list[CountdownResult]:
+        """Instances in batches of `batch` (each with its parallel canvases); `on_result` fires per instance."""
+        results: list[CountdownResult | None] = [None] * len(instances)
+        for start in range(0, len(instances), batch):
+            chunk = [(list(map(int, nums)), int(t)) for nums, t in instances[start:start + batch]]
+            for nums, t in chunk:
+                countdown.check_instance(nums, t)
+            for offset, result in enumerate(self._solve_batch(chunk, callback)):
+                results[start + offset] = result
+                if on_result is not None:
+                    on_result(start + offset, result)
+        return results  # type: ignore[return-value]
+
+    def _solve_batch(self, chunk: list[tuple[list[int], int]], callback) -> list[CountdownResult]:
+        began = time.perf_counter()
+        guidance = countdown.CountdownGuidance(chunk, self.model.device, seed=self.seed)
+        canvas, passes = self._run([countdown.countdown_prompt(n, t) for n, t in chunk], guidance,
+                                   countdown.CANVAS_LENGTH, callback=callback)
+        texts = countdown.decode(canvas)
+        seconds = (time.perf_counter() - began) / len(chunk)
+        results = []
+        for i, (numbers, target) in enumerate(chunk):
+            rows = range(i * self.canvases, (i + 1) * self.canvases)
+            steps = next((texts[r] for r in rows if texts[r] and countdown.verify_steps(numbers, target, texts[r])),
+                         None)
+            used = int(passes[list(rows)].sum())
+            if steps is not None:
+                results.append(CountdownResult(numbers, target, steps, countdown.infix(numbers, steps), True, None,
+                                               used, seconds))
+            else:
+                reason = ("no solution exists (exhaustive check)" if not countdown.solvable(numbers, target)
+                          else f"no verified solution within {self.max_steps} passes")
+                results.append(CountdownResult(numbers, target, None, None, False, reason, used, seconds))
+        return results
+
+
+# ------------------------------------------------------------------------------------------ verifiers
+def _is_path(graph: nx.Graph, path: list, source, target) -> bool:
+    return (path[0] == source and path[-1] == target and len(set(path)) == len(path)
+            and all(graph.has_edge(u, v) for u, v in zip(path, path[1:])))
+
+
+def _is_hamiltonian(graph: nx.Graph, path: list, cycle: bool, start, end) -> bool:
+    if sorted(map(str, path)) != sorted(map(str, graph.nodes)) or len(set(path)) != len(path):
+        return False
+    if start is not None and path[0] != start or end is not None and path[-1] != end:
+        return False
+    closing = [(path[-1], path[0])] if cycle and len(path) > 2 else []
+    return all(graph.has_edge(u, v) for u, v in [*zip(path, path[1:]), *closing])
+
+
+def _greedy_clique(graph: nx.Graph) -> int:
+    """The largest clique a greedy pass finds from each node (a lower bound on the chromatic number)."""
+    best = 1 if graph.number_of_nodes() else 0
+    for node in graph.nodes:
+        clique = {node}
+        for other in sorted(graph[node], key=graph.degree, reverse=True):
+            if all(graph.has_edge(other, member) for member in clique):
+                clique.add(other)
+        best = max(best, len(clique))
+    return best

@@ -1,0 +1,283 @@
+"""Math graphs: reading graphs, planted training data, per-pass constraints, the solvers and their CLI."""
+
+import json
+from collections import Counter
+
+import networkx as nx
+import numpy as np
+import pytest
+import sympy
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+from diffsolve.core import SamplingConfig, generate
+from diffsolve.solvers import CountdownSolver, GraphSolver
+from diffsolve.solvers.cli import app
+from diffsolve.tasks import countdown
+from diffsolve.tasks import graph_data as data
+from diffsolve.tasks.graphs import GraphError, RouteGuidance, RouteSpec, read_graph, route_guidance
+
+SLOW = settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+@pytest.fixture(scope="module")
+def graphs():
+    return GraphSolver.from_pretrained(canvases=8, max_steps=128)
+
+
+@pytest.fixture(scope="module")
+def countdowns():
+    return CountdownSolver.from_pretrained(canvases=8, max_steps=128)
+
+
+# ------------------------------------------------------------------------------------------ reading graphs
+def test_dimacs_keeps_one_based_nodes_and_isolated_ones(tmp_path):
+    f = tmp_path / "g.col"
+    f.write_text("c a comment\np edge 4 2\ne 1 2\ne 2 3\n")
+    g = read_graph(f)
+    assert sorted(g.nodes) == [1, 2, 3, 4] and sorted(g.edges) == [(1, 2), (2, 3)]
+
+
+@pytest.mark.parametrize("text, message", [
+    ("p edge 3 1\ne 1 4\n", ":2: node 4 outside 1..3"),
+    ("p edge 3 1\ne 2 2\n", ":2: self-loop on node 2"),
+    ("e 1 2\np edge 3 1\n", ":1: edge before the 'p edge' line"),
+    ("p edge 3 1\ne 1 x\n", ":2: expected 'e U V'"),
+    ("p edge 3 1\nq 1 2\n", ":2: unknown DIMACS line"),
+])
+def test_malformed_dimacs_names_file_and_line(tmp_path, text, message):
+    f = tmp_path / "bad.col"
+    f.write_text(text)
+    with pytest.raises(GraphError, match=message):
+        read_graph(f)
+
+
+def test_edge_list_with_weights_and_bad_lines(tmp_path):
+    f = tmp_path / "w.txt"
+    f.write_text("# weighted\na b 2.5\nb c 1\n")
+    g = read_graph(f)
+    assert g["a"]["b"]["weight"] == 2.5
+    f.write_text("a b\nb c minus\n")
+    with pytest.raises(GraphError, match=r"w.txt:2: weight 'minus'"):
+        read_graph(f)
+
+
+# ------------------------------------------------------------------------------------------ training data
+def test_planted_training_instances_are_solutions():
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        n, edges, colors, k = data.planted_coloring(rng)
+        assert all(colors[u] != colors[v] for u, v in edges) and max(colors) < k
+        cycle = bool(rng.random() < 0.5)
+        n, edges, route = data.planted_route(rng, cycle)
+        g = nx.Graph(edges)
+        assert sorted(route) == list(range(n)) and all(g.has_edge(u, v) for u, v in zip(route, route[1:]))
+        numbers, target, steps = data.random_countdown(rng)
+        assert countdown.verify_steps(numbers, target, ",".join(steps))
+
+
+def test_training_batches_fit_the_model():
+    make = data.batches(None, seed=0, batch_size=8, device="cpu")
+    config = data.model_config()
+    for step in range(4):
+        batch = make(step, None)
+        assert batch.target.shape[1] <= config.canvas_length
+        assert int(batch.prompt.max()) < config.vocab_size and int(batch.target.max()) < config.vocab_size
+        assert (batch.prompt[:, 0] == data.BOS).all()
+
+
+def test_canonical_colors_relabel_by_first_use():
+    assert data.canonical_colors([5, 2, 5, 7, 2]) == [0, 1, 0, 2, 1]
+
+
+# ------------------------------------------------------------------------------------------ route constraints
+def test_route_guidance_masks_non_neighbours_and_verifies_only_real_paths():
+    edges = [(0, 1), (1, 2), (2, 3)]
+    guide = route_guidance([RouteSpec(4, edges, "path", 0, 3)])
+    tokens = [data.NODE0 + v for v in (0, 1, 2, 3)] + [data.EOS] + [data.PAD] * (data.MAX_ROUTE_NODES - 5)
+    canvas = torch.tensor([tokens])
+    assert guide.verify(canvas).tolist() == [True]
+    skipped = canvas.clone()
+    skipped[0, 1:4] = torch.tensor([data.NODE0 + 2, data.NODE0 + 3, data.EOS])
+    assert guide.verify(skipped).tolist() == [False]
+    settled = torch.zeros_like(canvas, dtype=torch.bool)
+    settled[0, 0] = True
+    allowed = guide.allowed(canvas, settled)[0, 1]
+    assert allowed.nonzero().squeeze(1).tolist() == [data.NODE0 + 1]  # only node 1 follows node 0
+
+
+def test_route_guidance_re_noises_both_ends_of_a_broken_link():
+    guide = route_guidance([RouteSpec(4, [(0, 1), (1, 2), (2, 3)], "hampath")])
+    tokens = [data.NODE0 + v for v in (0, 2, 1, 3)] + [data.EOS] + [data.PAD] * (data.MAX_ROUTE_NODES - 5)
+    canvas = torch.tensor([tokens])
+    accepted = torch.ones_like(canvas, dtype=torch.bool)
+    bad = guide.violations(canvas, accepted)[0, :4].tolist()
+    assert bad == [True, True, True, True]  # 0-2 and 1-3 are not edges
+    assert isinstance(guide.repeat(3), RouteGuidance) and guide.repeat(3).successor.shape[0] == 3
+
+
+def test_shorter_canvas_than_the_model():
+    from diffsolve.core import new_model
+
+    model = new_model(data.model_config(), seed=0)
+    out = generate(model, torch.tensor([data.path_prompt([(0, 1)], 0, 1)]),
+                   SamplingConfig(max_denoising_steps=2, canvas_length=data.MAX_ROUTE_NODES))
+    assert out.canvas.shape == (1, data.MAX_ROUTE_NODES)
+
+
+# ------------------------------------------------------------------------------------------ solvers
+@st.composite
+def planted_colorings(draw):
+    n = draw(st.integers(4, 14))
+    k = draw(st.integers(2, 4))
+    colors = [draw(st.integers(0, k - 1)) for _ in range(n)]
+    pairs = [(u, v) for u in range(n) for v in range(u + 1, n) if colors[u] != colors[v]]
+    chosen = draw(st.lists(st.sampled_from(pairs), unique=True, max_size=25)) if pairs else []
+    g = nx.Graph()
+    g.add_nodes_from(range(n))
+    g.add_edges_from(chosen)
+    return g, len(set(colors))
+
+
+@SLOW
+@given(planted_colorings())
+def test_planted_colorings_are_found_and_proper(graphs, case):
+    graph, k = case
+    result = graphs.color(graph, k)
+    assert result.verified
+    assert len(set(result.coloring.values())) <= k
+    assert all(result.coloring[u] != result.coloring[v] for u, v in graph.edges)
+
+
+def test_minimum_coloring_counts_down_and_stops_at_the_clique_bound(graphs):
+    result = graphs.color(nx.complete_graph(5).copy())
+    assert result.verified and result.num_colors == 5 and result.clique_bound == 5
+    wheel = graphs.color(nx.wheel_graph(7))  # odd hub + even rim: 3 colours
+    assert wheel.verified and wheel.num_colors == 3
+
+
+@SLOW
+@given(st.integers(5, 12), st.floats(0.0, 0.4), st.booleans(), st.integers(0, 2**31))
+def test_planted_hamiltonian_paths_are_found(graphs, n, density, cycle, seed):
+    rng = np.random.default_rng(seed)
+    route = rng.permutation(n).tolist()
+    g = nx.Graph(list(zip(route, route[1:])) + ([(route[-1], route[0])] if cycle else []))
+    g.add_edges_from((u, v) for u in range(n) for v in range(u + 1, n) if rng.random() < density)
+    result = graphs.hamiltonian_path(g, cycle)
+    assert result.verified and sorted(result.path) == list(range(n))
+    links = list(zip(result.path, result.path[1:])) + ([(result.path[-1], result.path[0])] if cycle else [])
+    assert all(g.has_edge(u, v) for u, v in links)
+
+
+def test_hamiltonian_respects_a_fixed_start_and_rejects_disconnected_graphs(graphs):
+    g = nx.path_graph(6)
+    g.add_edge(0, 2)
+    result = graphs.hamiltonian_path(g, start=5)
+    assert result.verified and result.path[0] == 5
+    split = nx.Graph([(0, 1), (2, 3)])
+    assert not graphs.hamiltonian_path(split).verified
+    with pytest.raises(GraphError, match="at most 31"):
+        graphs.hamiltonian_path(nx.path_graph(40))
+
+
+@SLOW
+@given(st.integers(0, 2**31))
+def test_paths_in_random_trees_are_found(graphs, seed):
+    rng = np.random.default_rng(seed)
+    tree = nx.random_labeled_tree(int(rng.integers(6, 16)), seed=int(seed))
+    source, target = rng.choice(tree.number_of_nodes(), 2, replace=False).tolist()
+    result = graphs.path(tree, source, target)
+    assert result.verified and result.path == nx.shortest_path(tree, source, target)
+
+
+def test_weighted_shortest_path_is_checked_against_networkx(graphs):
+    g = nx.Graph()
+    g.add_weighted_edges_from([(0, 1, 1), (1, 3, 1), (0, 2, 5), (2, 3, 5), (3, 4, 1)])
+    result = graphs.path(g, 0, 4, weight="weight")
+    if result.verified:
+        assert result.path == [0, 1, 3, 4] and result.length == 3
+    else:
+        assert "shortest is 3" in result.reason or "no verified path" in result.reason
+    with pytest.raises(GraphError, match="not in the graph"):
+        graphs.path(g, 0, 99)
+
+
+def _uses_each_number_once(expression: str, numbers: list[int], target: int) -> bool:
+    used = Counter(int(tok) for tok in __import__("re").findall(r"\d+", expression))
+    return used == Counter(numbers) and sympy.sympify(expression) == target
+
+
+@SLOW
+@given(st.integers(0, 2**31))
+def test_countdown_answers_evaluate_to_the_target_with_each_number_once(countdowns, seed):
+    numbers, target, _ = data.random_countdown(np.random.default_rng(seed))
+    result = countdowns.solve(numbers, target)
+    if result.verified:
+        assert countdown.verify_steps(numbers, target, result.steps)
+        assert _uses_each_number_once(result.expression, numbers, target)
+    else:
+        assert result.steps is None and result.expression is None
+
+
+def test_countdown_solves_most_small_instances(countdowns):
+    rng = np.random.default_rng(7)
+    instances = []
+    while len(instances) < 16:
+        numbers, target, steps = data.random_countdown(rng)
+        if len(numbers) == 3:
+            instances.append((numbers, target))
+    results = countdowns.solve_many(instances)
+    assert sum(r.verified for r in results) >= 12
+    assert all(countdown.verify_steps(r.numbers, r.target, r.steps) for r in results if r.verified)
+
+
+def test_unsolvable_countdown_says_so(countdowns):
+    result = countdowns.solve([1, 1, 1], 100)
+    assert not result.verified and result.reason == "no solution exists (exhaustive check)"
+
+
+@pytest.mark.parametrize("prefix, valid", [
+    ("86+28=114,31-13=18,114-18=96$", 29), ("86+28=115", 8), ("86+86", 3), ("99+1", 0), ("86+28=114$", 9)])
+def test_countdown_prefix_check_finds_the_first_fault(prefix, valid):
+    assert countdown.prefix_state((86, 28, 13, 31), 96, prefix)[0] == valid
+
+
+# ------------------------------------------------------------------------------------------ CLI
+def test_cli_countdown_jsonl_in_input_order(tmp_path):
+    f = tmp_path / "cd.jsonl"
+    f.write_text('{"input": "15,44,79,50"}\n{"input": "1,1,1,100"}\n{"input": "4,6,2"}\n')
+    result = CliRunner().invoke(app, ["countdown", str(f), "--format", "json"])
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["target"] for r in rows] == [50, 100, 2]
+    assert rows[1]["verified"] is False and result.exit_code == 1
+    assert all(countdown.verify_steps(r["numbers"], r["target"], r["steps"]) for r in rows if r["verified"])
+
+
+@pytest.mark.parametrize("args, message", [
+    (["countdown", "86 28", "--target", "0"], "--target"),
+    (["countdown", "86 x 13", "--target", "9"], "whole numbers"),
+    (["coloring", "missing.col"], "missing.col"),
+])
+def test_cli_bad_input_exits_2(args, message):
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2 and message in result.stderr + result.stdout
+
+
+def test_cli_coloring_keeps_dimacs_labels_and_draws(tmp_path):
+    f = tmp_path / "c5.col"
+    f.write_text("p edge 5 5\ne 1 2\ne 2 3\ne 3 4\ne 4 5\ne 5 1\n")
+    image = tmp_path / "c5.png"
+    result = CliRunner().invoke(app, ["coloring", str(f), "--format", "json", "--image", str(image)])
+    assert result.exit_code == 0, result.stderr
+    answer = json.loads(result.stdout)
+    assert answer["verified"] and answer["num_colors"] == 3 and sorted(answer["coloring"]) == list("12345")
+    assert image.stat().st_size > 1000
+
+
+def test_cli_coloring_rejects_graphs_larger_than_the_canvas(tmp_path):
+    f = tmp_path / "big.txt"
+    f.write_text("".join(f"{i} {i + 1}\n" for i in range(200)))
+    result = CliRunner().invoke(app, ["coloring", str(f)])
+    assert result.exit_code == 2 and "at most 128" in result.stderr
