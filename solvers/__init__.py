@@ -5,4 +5,6 @@ from .molecules import DesignResult, Molecule, MoleculeDesigner
 from .sudoku import SudokuResult, SudokuSolver
 
 __all__ = [
-    "ColoringResult", "CountdownResult", "CountdownSolver", "GraphSolver", "RouteResult","DesignResult", "Molecule", "MoleculeDesigner", "SudokuResult", "SudokuSolver"]
+    "ColoringResult", "CountdownResult", "CountdownSolver", "DesignResult", "GraphSolver", "Molecule",
+    "MoleculeDesigner", "RouteResult", "SudokuResult", "SudokuSolver",
+]

@@ -11,8 +11,13 @@ from rich.console import Console
 from .cli import _error, _load, app
 
 FORMATS = ("text", "json")
-CHECKPOINT_HELP = "Checkpoint directory or hub id (default: the shipped graphs model)."
-MODEL_ONLY_HELP = "Stock sampler on one canvas, no constraint guidance (answers are still verified)."
+# Options every graph command shares (typer reads them as defaults).
+CANVASES = typer.Option(8, min=1, help="Parallel canvases per instance; the first verified one wins.")
+MODEL_ONLY = typer.Option(False, "--model-only", help="Stock sampler on one canvas, no constraint guidance "
+                                                      "(answers are still verified).")
+CHECKPOINT = typer.Option(None, help="Checkpoint directory or hub id (default: the shipped graphs model).")
+SEED = typer.Option(0, help="Sampler seed.")
+DEVICE = typer.Option("cpu", help="cpu or cuda.")
 
 
 def _check_format(format: str) -> None:
@@ -109,12 +114,12 @@ def coloring(
     format: str = typer.Option("text", "--format", "-f", help="text, or json (one object: coloring, num_colors, "
                                                               "verified, attempts)."),
     image: Path = typer.Option(None, help="Also draw the coloured graph (PNG)."),
-    canvases: int = typer.Option(8, min=1, help="Parallel canvases per attempt; the first verified one wins."),
+    canvases: int = CANVASES,
     max_steps: int = typer.Option(256, min=1, help="Denoising passes per attempt before it counts as failed."),
-    model_only: bool = typer.Option(False, "--model-only", help=MODEL_ONLY_HELP),
-    checkpoint: str = typer.Option(None, help=CHECKPOINT_HELP),
-    seed: int = typer.Option(0, help="Sampler seed."),
-    device: str = typer.Option("cpu", help="cpu or cuda."),
+    model_only: bool = MODEL_ONLY,
+    checkpoint: str = CHECKPOINT,
+    seed: int = SEED,
+    device: str = DEVICE,
 ) -> None:
     """Colour a graph so that no edge joins two nodes of one colour (graphs up to 128 nodes).
 
@@ -155,12 +160,12 @@ def hamiltonian(
     end: str = typer.Option(None, help="Node the path must end at (paths only)."),
     format: str = typer.Option("text", "--format", "-f", help="text, or json (path, verified, reason)."),
     image: Path = typer.Option(None, help="Also draw the graph with the path (PNG)."),
-    canvases: int = typer.Option(8, min=1, help="Parallel canvases; the first verified one wins."),
+    canvases: int = CANVASES,
     max_steps: int = typer.Option(128, min=1, help="Denoising passes before giving up."),
-    model_only: bool = typer.Option(False, "--model-only", help=MODEL_ONLY_HELP),
-    checkpoint: str = typer.Option(None, help=CHECKPOINT_HELP),
-    seed: int = typer.Option(0, help="Sampler seed."),
-    device: str = typer.Option("cpu", help="cpu or cuda."),
+    model_only: bool = MODEL_ONLY,
+    checkpoint: str = CHECKPOINT,
+    seed: int = SEED,
+    device: str = DEVICE,
 ) -> None:
     """Visit every node exactly once along the graph's edges. Exit status: 0 verified, 1 none found, 2 bad input."""
     from ..tasks.graphs import GraphError
@@ -194,12 +199,12 @@ def path(
                                                             "edge list has weights, else by hops)."),
     format: str = typer.Option("text", "--format", "-f", help="text, or json (path, length, verified, reason)."),
     image: Path = typer.Option(None, help="Also draw the graph with the path (PNG)."),
-    canvases: int = typer.Option(8, min=1, help="Parallel canvases; the first verified one wins."),
+    canvases: int = CANVASES,
     max_steps: int = typer.Option(64, min=1, help="Denoising passes before giving up."),
-    model_only: bool = typer.Option(False, "--model-only", help=MODEL_ONLY_HELP),
-    checkpoint: str = typer.Option(None, help=CHECKPOINT_HELP),
-    seed: int = typer.Option(0, help="Sampler seed."),
-    device: str = typer.Option("cpu", help="cpu or cuda."),
+    model_only: bool = MODEL_ONLY,
+    checkpoint: str = CHECKPOINT,
+    seed: int = SEED,
+    device: str = DEVICE,
 ) -> None:
     """Find a path from SOURCE to TARGET (shortest ones are checked against networkx). Exit status: 0 verified,
     1 none found, 2 bad input."""
@@ -232,12 +237,12 @@ def countdown(
                                                               "in input order)."),
     steps_format: bool = typer.Option(False, "--steps", help="Text output as steps 'a+b=c,...' instead of an "
                                                              "infix expression."),
-    canvases: int = typer.Option(8, min=1, help="Parallel canvases per instance; the first verified one wins."),
+    canvases: int = CANVASES,
     max_steps: int = typer.Option(128, min=1, help="Denoising passes before giving up on an instance."),
-    model_only: bool = typer.Option(False, "--model-only", help=MODEL_ONLY_HELP),
-    checkpoint: str = typer.Option(None, help=CHECKPOINT_HELP),
-    seed: int = typer.Option(0, help="Sampler seed."),
-    device: str = typer.Option("cpu", help="cpu or cuda."),
+    model_only: bool = MODEL_ONLY,
+    checkpoint: str = CHECKPOINT,
+    seed: int = SEED,
+    device: str = DEVICE,
 ) -> None:
     """Reach the target from the numbers with + - * /, every number used exactly once and every step an exact
     integer (checked with sympy). Exit status: 0 all verified, 1 some not, 2 bad input."""

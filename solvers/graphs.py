@@ -202,14 +202,7 @@ class GraphSolver(_DiffusionSolver):
         kind = "hamcycle" if cycle else "hampath"
         problems = []
         for graph in graphs:
-            check_graph(graph, MAX_ROUTE_NODES - 1, "Hamiltonian")
-            labels, edges = relabel(graph)
-            if len(edges) > MAX_PROMPT_EDGES:
-                raise GraphError(f"{len(edges)} edges: the Hamiltonian model reads at most {MAX_PROMPT_EDGES}")
-            index = {node: i for i, node in enumerate(labels)}
-            for name, node in (("start", start), ("end", end)):
-                if node is not None and node not in index:
-                    raise GraphError(f"{name} node {node!r} is not in the graph")
+            labels, edges, index = _route_input(graph, MAX_PROMPT_EDGES, "Hamiltonian", start=start, end=end)
             trivial = None
             if len(labels) == 1:
                 trivial = RouteResult(labels, True, None, 0)
@@ -249,14 +242,9 @@ class GraphSolver(_DiffusionSolver):
         """Many (graph, source, target) path queries at once; any simple path counts."""
         problems = []
         for graph, source, target in queries:
-            check_graph(graph, MAX_ROUTE_NODES - 1, "path-finding")
-            labels, edges = relabel(graph)
-            if len(edges) > MAX_PATH_EDGES:
-                raise GraphError(f"{len(edges)} edges: the path-finding model reads at most {MAX_PATH_EDGES}")
-            index = {node: i for i, node in enumerate(labels)}
-            for name, node in (("source", source), ("target", target)):
-                if node not in index:
-                    raise GraphError(f"{name} node {node!r} is not in the graph")
+            if source is None or target is None:
+                raise GraphError("path finding needs a source and a target node")
+            labels, edges, index = _route_input(graph, MAX_PATH_EDGES, "path-finding", source=source, target=target)
             trivial = None
             if source == target:
                 trivial = RouteResult([source], True, None, 0)
@@ -341,6 +329,21 @@ class CountdownSolver(_DiffusionSolver):
                           else f"no verified solution within {self.max_steps} passes")
                 results.append(CountdownResult(numbers, target, None, None, False, reason, used, seconds))
         return results
+
+
+# ------------------------------------------------------------------------------------------ inputs
+def _route_input(graph: nx.Graph, max_edges: int, what: str, **nodes) -> tuple[list, list[tuple[int, int]], dict]:
+    """(labels, edges over 0..N-1, label -> index) of a graph that fits the route canvas and prompt; every
+    named node that is given must be in the graph."""
+    check_graph(graph, MAX_ROUTE_NODES - 1, what)
+    labels, edges = relabel(graph)
+    if len(edges) > max_edges:
+        raise GraphError(f"{len(edges)} edges: the {what} model reads at most {max_edges}")
+    index = {node: i for i, node in enumerate(labels)}
+    for name, node in nodes.items():
+        if node is not None and node not in index:
+            raise GraphError(f"{name} node {node!r} is not in the graph")
+    return labels, edges, index
 
 
 # ------------------------------------------------------------------------------------------ verifiers
