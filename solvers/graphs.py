@@ -288,6 +288,9 @@ class GraphSolver(_DiffusionSolver):
         return results  # type: ignore[return-value]
 
 
+UNSOLVABLE = "no solution exists (exhaustive check)"
+
+
 class CountdownSolver(_DiffusionSolver):
     """Countdown / Game of 24: combine every number once with + - * / (exact integer steps) to reach the target."""
 
@@ -298,14 +301,23 @@ class CountdownSolver(_DiffusionSolver):
                    on_result: Callable[[int, CountdownResult], None] | None = None) -> list[CountdownResult]:
         """Instances in batches of `batch` (each with its parallel canvases); `on_result` fires per instance."""
         results: list[CountdownResult | None] = [None] * len(instances)
-        for start in range(0, len(instances), batch):
-            chunk = [(list(map(int, nums)), int(t)) for nums, t in instances[start:start + batch]]
-            for nums, t in chunk:
-                countdown.check_instance(nums, t)
-            for offset, result in enumerate(self._solve_batch(chunk, callback)):
-                results[start + offset] = result
+        todo = []
+        for i, (numbers, target) in enumerate(instances):
+            numbers, target = list(map(int, numbers)), int(target)
+            countdown.check_instance(numbers, target)
+            # Up to 5 numbers an exhaustive check is instant: an impossible instance is answered without sampling.
+            if len(numbers) <= 5 and not countdown.solvable(numbers, target):
+                results[i] = CountdownResult(numbers, target, None, None, False, UNSOLVABLE)
                 if on_result is not None:
-                    on_result(start + offset, result)
+                    on_result(i, results[i])
+            else:
+                todo.append((i, numbers, target))
+        for start in range(0, len(todo), batch):
+            chunk = todo[start:start + batch]
+            for (i, _, _), result in zip(chunk, self._solve_batch([(n, t) for _, n, t in chunk], callback)):
+                results[i] = result
+                if on_result is not None:
+                    on_result(i, result)
         return results  # type: ignore[return-value]
 
     def _solve_batch(self, chunk: list[tuple[list[int], int]], callback) -> list[CountdownResult]:
@@ -325,7 +337,7 @@ class CountdownSolver(_DiffusionSolver):
                 results.append(CountdownResult(numbers, target, steps, countdown.infix(numbers, steps), True, None,
                                                used, seconds))
             else:
-                reason = ("no solution exists (exhaustive check)" if not countdown.solvable(numbers, target)
+                reason = (UNSOLVABLE if not countdown.solvable(numbers, target)
                           else f"no verified solution within {self.max_steps} passes")
                 results.append(CountdownResult(numbers, target, None, None, False, reason, used, seconds))
         return results

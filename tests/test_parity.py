@@ -131,7 +131,7 @@ def test_generate_matches_transformers(tmp_path, kwargs):
     assert torch.allclose(out.tokens_per_forward.float(), ref.tokens_per_forward.float())
 
 
-@pytest.mark.parametrize("task", ["sorting", "sudoku", "molecules"])
+@pytest.mark.parametrize("task", ["sorting", "sudoku", "molecules", "graphs"])
 def test_shipped_checkpoints_load_in_transformers(task):
     from transformers import DiffusionGemmaForBlockDiffusion
 
