@@ -19,7 +19,7 @@ demo: $(STAMP)
 	$(VENV)/bin/solve demo
 	$(VENV)/bin/solve sudoku examples/sudoku.txt
 	$(VENV)/bin/solve molecules -n 5 --logp 2:3 --seed 0 --format csv
-	$(VENV)/bin/solve coloring examples/petersen.col
+	$(VENV)/bin/solve coloring examples/petersen.col --max-steps 64
 	$(VENV)/bin/solve hamiltonian examples/petersen.col
 	$(VENV)/bin/solve countdown examples/countdown.jsonl || true  # the last instance has no solution: exit 1
 
@@ -32,7 +32,7 @@ bench: moses
 	$(PY) benchmarks/engine.py
 	$(PY) benchmarks/sudoku.py --per-tier 16
 	$(PY) benchmarks/molecules.py
-	$(PY) benchmarks/graphs.py --limit 100
+	$(PY) benchmarks/graphs.py --countdown-limit 16 --coloring-steps 64
 
 # The MOSES data (training set, test sets, filter alerts) from the molsets wheel, without its dependencies.
 moses: $(STAMP)

@@ -6,7 +6,7 @@
   down from DSATUR); model only: one canvas of the stock sampler at DSATUR's k. Colours vs best known vs DSATUR.
 - Hamiltonian: NLGraph's Hamilton-path graphs. Path: Ye et al.'s path-finding set. Countdown: CD3/CD4/CD5 and
   Game of 24. Verified rate (every answer checked by networkx / sympy), wrong-but-verified (must be 0), seconds
-  per instance. `--limit` takes the first N instances of each set (all when omitted).
+  per instance. `--limit` takes N evenly spaced instances of each set (all when omitted).
 Prints a markdown table; writes JSON, the table (.md) and a plot (.png) under benchmarks/results/.
 """
 
@@ -34,6 +34,13 @@ from reporting import ROOT, pyplot, relative, save_figure, write_results
 DATA = ROOT.parent / "shared" / "data" / "graphs"
 
 
+def subset(rows: list, limit: int | None) -> list:
+    """`limit` evenly spaced rows (the sets are ordered by difficulty), or all."""
+    if limit is None or limit >= len(rows):
+        return rows
+    return [rows[i * len(rows) // limit] for i in range(limit)]
+
+
 def summarize(name: str, checks: list[bool], seconds: list[float], wrong: int = 0) -> dict:
     return {"set": name, "instances": len(checks), "verified": sum(checks),
             "rate": sum(checks) / max(1, len(checks)), "wrong_verified": wrong,
@@ -42,8 +49,10 @@ def summarize(name: str, checks: list[bool], seconds: list[float], wrong: int = 
 
 
 # ------------------------------------------------------------------------------------------ colouring
-def coloring(solvers: dict, limit: int | None, max_steps: int) -> dict:
+def coloring(solvers: dict, limit: int | None, max_steps: int, names: list[str] | None = None) -> dict:
     table = list(csv.DictReader((DATA / "coloring" / "best_known.csv").open()))
+    if names:
+        table = [entry for entry in table if entry["instance"] in names]
     rows, skipped = [], []
     for entry in table:
         if int(entry["nodes"]) > MAX_NODES:
@@ -84,7 +93,7 @@ def nlgraph(limit: int | None) -> list[tuple[str, nx.Graph]]:
         graph.add_nodes_from(range(n))
         graph.add_edges_from(edges)
         graphs.append((questions[key]["difficulty"], graph))
-    return graphs[:limit]
+    return subset(graphs, limit)
 
 
 def hamiltonian(solvers: dict, limit: int | None) -> dict:
@@ -110,7 +119,7 @@ def _hamiltonian_ok(graph: nx.Graph, path: list) -> bool:
 
 
 def path_finding(solvers: dict, limit: int | None) -> dict:
-    rows = [json.loads(line) for line in (DATA / "path" / "path_test.jsonl").read_text().splitlines()][:limit]
+    rows = subset([json.loads(line) for line in (DATA / "path" / "path_test.jsonl").read_text().splitlines()], limit)
     queries = []
     for row in rows:
         edge_text, ends = row["input"].rsplit("-", 1)
@@ -135,7 +144,7 @@ def countdown_sets(solvers: dict, limit: int | None) -> dict:
     report = {}
     for name in ("cd3_test", "cd4_test", "cd5_test", "cd4_tot24"):
         rows = [json.loads(line) for line in (DATA / "countdown" / f"{name}.jsonl").read_text().splitlines()]
-        instances = [countdown.parse_instance(r["input"]) for r in rows[:limit]]
+        instances = [countdown.parse_instance(r["input"]) for r in subset(rows, limit)]
         report[name] = {}
         for mode, solver in solvers.items():
             started = time.perf_counter()
@@ -213,12 +222,15 @@ def plot(report: dict, path: Path) -> bool:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--limit", type=int, default=None, help="First N instances of each set (default: all).")
+    parser.add_argument("--limit", type=int, default=None, help="N evenly spaced instances of each set (default: all).")
     parser.add_argument("--coloring-limit", type=int, default=None, help="First N colouring instances.")
     parser.add_argument("--countdown-limit", type=int, default=None, help="First N of each Countdown set "
                                                                           "(default: --limit).")
     parser.add_argument("--families", default="path,hamiltonian,countdown,coloring")
     parser.add_argument("--coloring-steps", type=int, default=256, help="Passes per colouring attempt.")
+    parser.add_argument("--coloring-instances", default=None, help="Comma-separated DIMACS names (default: all "
+                                                                     "that fit the canvas).")
+    parser.add_argument("--merge", action="store_true", help="Keep the other families already in --out.")
     parser.add_argument("--checkpoint", default=str(default_checkpoint("graphs")))
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "graphs.json")
@@ -229,7 +241,8 @@ def main() -> None:
     model = load_model(args.checkpoint)
     graph_solvers = {"model_only": GraphSolver(model, guided=False), "full": GraphSolver(model)}
     families = args.families.split(",")
-    report = {"checkpoint": relative(args.checkpoint), "limit": args.limit,
+    report = json.loads(args.out.read_text()) if args.merge and args.out.is_file() else {}
+    report |= {"checkpoint": relative(args.checkpoint), "limit": args.limit,
               "countdown_limit": args.countdown_limit or args.limit, "coloring_steps": args.coloring_steps,
               "threads": args.threads,
               "device": "cpu", "torch": torch.__version__}
@@ -239,7 +252,8 @@ def main() -> None:
         "hamiltonian": lambda: hamiltonian(graph_solvers, args.limit),
         "countdown": lambda: countdown_sets({"model_only": CountdownSolver(model, guided=False),
                                              "full": CountdownSolver(model)}, args.countdown_limit or args.limit),
-        "coloring": lambda: coloring(graph_solvers, args.coloring_limit, args.coloring_steps),
+        "coloring": lambda: coloring(graph_solvers, args.coloring_limit, args.coloring_steps,
+                                     args.coloring_instances.split(",") if args.coloring_instances else None),
     }
     for family in families:
         report[family] = runs[family]()
