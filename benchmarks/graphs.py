@@ -51,14 +51,8 @@ def summarize(name: str, checks: list[bool], seconds: list[float], wrong: int = 
 # ------------------------------------------------------------------------------------------ colouring
 def coloring(solvers: dict, limit: int | None, max_steps: int, names: list[str] | None = None) -> dict:
     table = list(csv.DictReader((DATA / "coloring" / "best_known.csv").open()))
-    if names:
-        table = [entry for entry in table if entry["instance"] in names]
-    rows, skipped = [], []
-    for entry in table:
-        if int(entry["nodes"]) > MAX_NODES:
-            skipped.append(entry["instance"])
-            continue
-        rows.append(entry)
+    skipped = [entry["instance"] for entry in table if int(entry["nodes"]) > MAX_NODES]
+    rows = [entry for entry in table if int(entry["nodes"]) <= MAX_NODES and (not names or entry["instance"] in names)]
     rows = rows[:limit]
     out = []
     for entry in rows:

@@ -91,7 +91,7 @@ def _draw(graph, path: Path, coloring: dict | None = None, route: list | None = 
         plt.close(fig)
 
 
-def _progress(label: str, total: int | None):
+def _progress(label: str):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     return Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -130,7 +130,7 @@ def coloring(
     _check_format(format)
     graph = _graph(file)
     solver = _solver("coloring", checkpoint, device, model_only, canvases, max_steps, seed)
-    with _progress("colouring (passes)", max_steps) as bar:
+    with _progress("colouring (passes)") as bar:
         task = bar.add_task("k", total=max_steps)
         try:
             result = solver.color(graph, k, callback=_pass_counter(bar, task))
@@ -253,7 +253,7 @@ def countdown(
     solver = _solver("countdown", checkpoint, device, model_only, canvases, max_steps, seed)
     results: dict[int, object] = {}
     next_out = 0
-    with _progress("countdown", len(instances)) as bar:
+    with _progress("countdown") as bar:
         task = bar.add_task("instances", total=len(instances))
 
         def done(i: int, result) -> None:

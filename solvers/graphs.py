@@ -12,7 +12,8 @@ import torch
 
 from ..core import DiffusionGemma, Guidance, SamplingConfig, StepInfo, generate, load_model
 from ..tasks import countdown
-from ..tasks.graph_data import CANVAS, MAX_NODES, MAX_PATH_EDGES, MAX_PROMPT_EDGES, MAX_ROUTE_NODES, color_prompt
+from ..tasks.graph_data import (CANVAS, MAX_NODES, MAX_PATH_EDGES, MAX_PROMPT_EDGES, MAX_ROUTE_NODES, color_prompt,
+                                countdown_prompt)
 from ..tasks.graphs import (GraphError, RouteSpec, check_graph, coloring_constraints, decode_coloring, decode_route,
                             is_proper_coloring, relabel, route_guidance)
 from .checkpoints import default_checkpoint
@@ -323,8 +324,8 @@ class CountdownSolver(_DiffusionSolver):
     def _solve_batch(self, chunk: list[tuple[list[int], int]], callback) -> list[CountdownResult]:
         began = time.perf_counter()
         guidance = countdown.CountdownGuidance(chunk, self.model.device, seed=self.seed)
-        canvas, passes = self._run([countdown.countdown_prompt(n, t) for n, t in chunk], guidance,
-                                   countdown.CANVAS_LENGTH, callback=callback)
+        canvas, passes = self._run([countdown_prompt(n, t) for n, t in chunk], guidance,
+                                   CANVAS["countdown"], callback=callback)
         texts = countdown.decode(canvas)
         seconds = (time.perf_counter() - began) / len(chunk)
         results = []

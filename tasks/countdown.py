@@ -18,8 +18,8 @@ import torch
 from torch import Tensor
 
 from ..core import Guidance
-from .graph_data import (CHAR_ID, CHARACTERS, COUNTDOWN_CANVAS, EOS, ID_TO_CHAR, MAX_COUNTDOWN_NUMBERS, OPERATORS,
-                         PAD, VOCAB, apply, countdown_prompt)
+from .graph_data import (CHAR_ID, CHARACTERS, EOS, ID_TO_CHAR, MAX_COUNTDOWN_NUMBERS, OPERATORS,
+                         PAD, VOCAB, apply)
 
 END = "$"  # EOS in prefix strings
 STEP = re.compile(r"(\d+)([-+*/])(\d+)=(\d+)")
@@ -338,10 +338,3 @@ class CountdownGuidance(Guidance):
         count = torch.zeros(int(self.rows.max()) + 1, dtype=torch.long)
         rows = self.rows
         return (count.index_add_(0, rows, solved.cpu().long())[rows] > 0).to(solved.device)
-
-
-def prompts(instances: list[tuple[list[int], int]]) -> Tensor:
-    return torch.tensor([countdown_prompt(numbers, target) for numbers, target in instances])
-
-
-CANVAS_LENGTH = COUNTDOWN_CANVAS

@@ -222,7 +222,7 @@ class RouteGuidance(Guidance):
 def _spread(flags: Tensor, link: Tensor) -> Tensor:
     """[B, L]: out[b, link[b, i]] = any flags[b, i] over the positions linking there."""
     src = (flags & (link >= 0)).to(torch.uint8)
-    out = torch.zeros_like(src).scatter_reduce(1, link.clamp(min=0).expand_as(src), src, reduce="amax")
+    out = torch.zeros_like(src).scatter_reduce(1, link.clamp(min=0), src, reduce="amax")
     return out.bool()
 
 
