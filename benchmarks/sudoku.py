@@ -3,9 +3,11 @@
     python benchmarks/sudoku.py [--per-tier 16] [--checkpoint DIR] [--data ../shared/data/sudoku/eval_dev.csv]
 
 Per tier of `eval_dev.csv`: verified-solve rate of (1) the model only (stock sampler, clues pinned, one
-canvas) and (2) the full system (masks, re-noising, verifier, parallel canvases); wrong answers marked
-verified (must be zero); p50/p99 seconds per puzzle; forward passes per solved puzzle. Prints a markdown
-table, writes JSON, the table (.md) and a plot (.png, when matplotlib is installed).
+canvas), (2) the full system (propagated masks, re-noising, restarts, verifier, parallel canvases) and
+(3) the full system with the explicit backtracking search (`--backtrack`), reported separately; wrong
+answers marked verified (must be zero); p50/p99 seconds per puzzle; forward passes per solved puzzle.
+Prints a markdown table, writes JSON, the table (.md) and a plot (.png, when matplotlib is installed)
+after every tier.
 """
 
 from __future__ import annotations
@@ -42,14 +44,19 @@ def run_tier(solver: SudokuSolver, rows: list[dict]) -> dict:
     }
 
 
+MODES = {"model_only": "model only", "full": "full system", "backtrack": "full + backtracking"}
+
+
 def markdown(report: dict) -> str:
-    lines = ["| tier | n | model only | full system | wrong verified | full p50 s | full p99 s | "
-             "passes / solved (full) |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["| tier | n | model only | full system | full + backtracking | wrong verified | full p50 / p99 s | "
+             "backtracking p50 / p99 s | passes / solved (full, backtracking) |", "|---|---|---|---|---|---|---|---|---|"]
     for tier, r in report["tiers"].items():
-        m, f = r["model_only"], r["full"]
-        passes = "-" if f["passes_per_solved"] is None else f"{f['passes_per_solved']:.0f}"
+        m, f, b = r["model_only"], r["full"], r["backtrack"]
+        passes = " / ".join("-" if x["passes_per_solved"] is None else f"{x['passes_per_solved']:.0f}" for x in (f, b))
+        wrong = sum(x["wrong_verified"] for x in (m, f, b))
         lines.append(f"| {tier} | {f['puzzles']} | {100 * m['rate']:.1f}% | {100 * f['rate']:.1f}% | "
-                     f"{m['wrong_verified'] + f['wrong_verified']} | {f['p50_s']:.2f} | {f['p99_s']:.2f} | {passes} |")
+                     f"{100 * b['rate']:.1f}% | {wrong} | {f['p50_s']:.2f} / {f['p99_s']:.2f} | "
+                     f"{b['p50_s']:.2f} / {b['p99_s']:.2f} | {passes} |")
     return "\n".join(lines)
 
 
@@ -58,17 +65,16 @@ def plot(report: dict, path: Path) -> bool:
     if plt is None:
         return False
     tiers = list(report["tiers"])
-    fig, ax = plt.subplots(figsize=(8, 3.5))
-    x = range(len(tiers))
-    ax.bar([i - 0.2 for i in x], [100 * report["tiers"][t]["model_only"]["rate"] for t in tiers], 0.4,
-           label="model only")
-    ax.bar([i + 0.2 for i in x], [100 * report["tiers"][t]["full"]["rate"] for t in tiers], 0.4,
-           label="full system")
-    ax.set_xticks(list(x), [t.replace("_", "\n", 1) for t in tiers], fontsize=7)
+    fig, ax = plt.subplots(figsize=(9, 3.5))
+    width = 0.27
+    for k, (mode, label) in enumerate(MODES.items()):
+        ax.bar([i + (k - 1) * width for i in range(len(tiers))],
+               [100 * report["tiers"][t][mode]["rate"] for t in tiers], width, label=label)
+    ax.set_xticks(list(range(len(tiers))), [t.replace("_", "\n", 1) for t in tiers], fontsize=7)
     ax.set_ylabel("verified solved (%)")
     ax.set_ylim(0, 100)
     ax.set_title(f"Sudoku, {report['per_tier']} puzzles per tier")
-    ax.legend()
+    ax.legend(fontsize=7)
     save_figure(fig, path)
     return True
 
@@ -89,17 +95,19 @@ def main() -> None:
         for row in csv.DictReader(f):
             tiers.setdefault(row["tier"], []).append(row)
     model_only = SudokuSolver.from_pretrained(args.checkpoint, guided=False, max_steps=args.max_steps)
-    full = SudokuSolver(model_only.model, canvases=args.canvases, max_steps=args.max_steps)
+    solvers = {"model_only": model_only,
+               "full": SudokuSolver(model_only.model, canvases=args.canvases, max_steps=args.max_steps),
+               "backtrack": SudokuSolver(model_only.model, canvases=args.canvases, max_steps=args.max_steps,
+                                         backtrack=True)}
     report = {"per_tier": args.per_tier, "canvases": args.canvases, "max_steps": args.max_steps,
               "checkpoint": relative(model_only.model.source), "tiers": {}}
     for tier, rows in tiers.items():
         rows = rows[:args.per_tier] if args.per_tier else rows
-        report["tiers"][tier] = {"model_only": run_tier(model_only, rows), "full": run_tier(full, rows)}
-        print(f"{tier}: model only {report['tiers'][tier]['model_only']['rate']:.2f}, "
-              f"full {report['tiers'][tier]['full']['rate']:.2f}", file=sys.stderr, flush=True)
-    table = markdown(report)
-    print(table)
-    write_results(args.out, report, table, lambda path: plot(report, path))
+        report["tiers"][tier] = {mode: run_tier(solver, rows) for mode, solver in solvers.items()}
+        print(f"{tier}: " + ", ".join(f"{label} {report['tiers'][tier][mode]['rate']:.2f}"
+                                      for mode, label in MODES.items()), file=sys.stderr, flush=True)
+        write_results(args.out, report, markdown(report), lambda path: plot(report, path))
+    print(markdown(report))
 
 
 if __name__ == "__main__":

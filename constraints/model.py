@@ -46,7 +46,7 @@ class ConstraintModel:
         self.length, self.vocab, self.batch = canvas_length, vocab_size, batch_size
         self.pins = torch.full((batch_size, canvas_length), -1, dtype=torch.long)
         self.allowed: Tensor | None = None  # [B, L, V] bool, allocated by the first `allow`
-        self.groups: list[tuple[list[int], list[int]]] = []
+        self.groups: list[tuple[list[int], list[int], bool]] = []
         self.predicates: list[Predicate] = []
 
     # ------------------------------------------------------------------ declarations
@@ -78,12 +78,16 @@ class ConstraintModel:
         self.allowed[rows.unsqueeze(1), torch.tensor(positions, dtype=torch.long)] &= mask
         return self
 
-    def all_different(self, positions: Iterable[int], values: Iterable[int]) -> "ConstraintModel":
-        """No token from `values` may appear twice among `positions` (in every row)."""
+    def all_different(self, positions: Iterable[int], values: Iterable[int], exact: bool = False
+                      ) -> "ConstraintModel":
+        """No token from `values` may appear twice among `positions` (in every row). `exact=True`: as many
+        positions as values, each value exactly once (a permutation), so a value with one place left goes there."""
         positions, values = self._positions(positions), self._tokens(values)
         if len(set(positions)) != len(positions):
             raise ValueError("all_different: repeated position")
-        self.groups.append((positions, values))
+        if exact and len(set(values)) != len(positions):
+            raise ValueError(f"all_different(exact=True): {len(positions)} positions but {len(set(values))} values")
+        self.groups.append((positions, values, exact))
         return self
 
     def add_predicate(self, name: str, verify: Callable[[Tensor, Tensor], Tensor],
@@ -92,7 +96,9 @@ class ConstraintModel:
         return self
 
     # ------------------------------------------------------------------ compile
-    def compile(self, device: str | torch.device = "cpu") -> "CompiledConstraints":
+    def compile(self, device: str | torch.device = "cpu", dead_end: str = "release") -> "CompiledConstraints":
+        """`dead_end`: what re-noising does when the settled tokens leave some position without a candidate:
+        "release" (local repair), "restart" or "backtrack" (see `CompiledConstraints._search_step`)."""
         pinned = self.pins >= 0
         if self.allowed is not None:
             pin_ok = self.allowed.gather(2, self.pins.clamp(min=0).unsqueeze(2)).squeeze(2) | ~pinned
@@ -103,7 +109,7 @@ class ConstraintModel:
             if empty.any():
                 row, pos = empty.nonzero()[0].tolist()
                 raise ValueError(f"row {row}: position {pos} has an empty allowed set")
-        return CompiledConstraints(self, torch.device(device))
+        return CompiledConstraints(self, torch.device(device), dead_end)
 
     # ------------------------------------------------------------------ validation helpers
     def _positions(self, positions: Iterable[int]) -> list[int]:
@@ -128,31 +134,83 @@ class ConstraintModel:
         return torch.tensor([row])
 
 
-class CompiledConstraints(Guidance):
-    """Constraint tensors for a batch of canvases; `repeat(n)` gives n parallel canvases per row."""
+DEAD_ENDS = ("release", "restart", "backtrack")
 
-    def __init__(self, model: ConstraintModel, device: torch.device):
-        self.device = device
+
+class GuessTrail:
+    """Per-canvas search state of the restart and backtrack policies: how many guesses deep each canvas is,
+    the depth at which each position settled (0: the pins and what they force), which positions were guesses,
+    and values ruled out per position, tagged with the depth whose guesses proved them wrong (-1: none)."""
+
+    depth: Tensor  # [B]
+    settled_at: Tensor  # [B, L]
+    guess_at: Tensor  # [B, L] bool
+    ruled_at: Tensor  # [B, L, D]
+
+    def __init__(self, batch: int, length: int, size: int, device: torch.device):
+        self.depth = torch.zeros(batch, dtype=torch.long, device=device)
+        self.settled_at = torch.zeros(batch, length, dtype=torch.long, device=device)
+        self.guess_at = torch.zeros(batch, length, dtype=torch.bool, device=device)
+        self.ruled_at = torch.full((batch, length, size), -1, dtype=torch.long, device=device)
+
+    def select(self, rows: Tensor) -> "GuessTrail":
+        out = object.__new__(GuessTrail)
+        out.depth, out.settled_at = self.depth[rows], self.settled_at[rows]
+        out.guess_at, out.ruled_at = self.guess_at[rows], self.ruled_at[rows]
+        return out
+
+
+class CompiledConstraints(Guidance):
+    """Constraint tensors for a batch of canvases; `repeat(n)` gives n parallel canvases per row.
+
+    All-different groups become a peer tensor over the union of their values (the "domain", D tokens):
+    `peers[l, m, d]` says positions l and m may not both hold value d. Every hook propagates what the settled
+    positions force, to a fixpoint, with batched tensor ops (see `_propagate`).
+    """
+
+    def __init__(self, model: ConstraintModel, device: torch.device, dead_end: str = "release"):
+        if dead_end not in DEAD_ENDS:
+            raise ValueError(f"dead_end must be one of {DEAD_ENDS}, got {dead_end!r}")
+        self.device, self.dead_end = device, dead_end
         self.pins = model.pins.to(device)
         self.static_allowed = None if model.allowed is None else model.allowed.to(device)
         self.predicates = list(model.predicates)
         self.rows = torch.arange(model.batch, device=device)  # declared row of each canvas
         self.vocab = model.vocab
-        # All-different groups over the union of their value sets ("domain", D tokens).
-        domain = sorted({v for _, values in model.groups for v in values})
+        domain = sorted({v for _, values, _ in model.groups for v in values})
         self.domain = torch.tensor(domain, dtype=torch.long, device=device)
         self.domain_index = torch.full((model.vocab,), -1, dtype=torch.long, device=device)
         self.domain_index[self.domain] = torch.arange(len(domain), device=device)
-        self.membership = torch.zeros(len(model.groups), model.length, device=device)  # [G, L]
-        self.group_values = torch.zeros(len(model.groups), len(domain), device=device)  # [G, D]
-        for g, (positions, values) in enumerate(model.groups):
-            self.membership[g, positions] = 1.0
-            self.group_values[g, self.domain_index[torch.tensor(values, device=device)]] = 1.0
-        self.has_outside_option = None  # [B, L]: the static set holds a token outside every group's values
+        length, size = model.length, len(domain)
+        self.peers = torch.zeros(length, length, size, device=device)  # [L, L, D]
+        self.own_values = torch.zeros(length, size, dtype=torch.bool, device=device)  # [L, D] values it is constrained on
+        by_values: dict[tuple[int, ...], list[list[int]]] = {}
+        for positions, values, _ in model.groups:
+            by_values.setdefault(tuple(values), []).append(positions)
+        for values, groups in by_values.items():  # one [L, L] product per distinct value set
+            membership = torch.zeros(len(groups), length, device=device)
+            for g, positions in enumerate(groups):
+                membership[g, positions] = 1.0
+            value_mask = torch.zeros(size, dtype=torch.bool, device=device)
+            value_mask[self.domain_index[torch.tensor(values, device=device)]] = True
+            shared = (membership.T @ membership > 0.5).fill_diagonal_(False)
+            self.peers = torch.maximum(self.peers, (shared[:, :, None] & value_mask).float())
+            self.own_values |= (membership.sum(0) > 0.5)[:, None] & value_mask
+        exact = [(positions, values) for positions, values, is_exact in model.groups if is_exact]
+        self.exact_membership = torch.zeros(len(exact), length, device=device)  # [Gx, L]
+        self.exact_values = torch.zeros(len(exact), size, device=device)  # [Gx, D]
+        for g, (positions, values) in enumerate(exact):
+            self.exact_membership[g, positions] = 1.0
+            self.exact_values[g, self.domain_index[torch.tensor(values, device=device)]] = 1.0
+        self.in_groups = self.own_values.any(-1)  # [L]
+        # [B, L]: the position may take a token no all-different group constrains (never forced, never dead)
+        self.has_outside_option = torch.zeros(model.batch, length, dtype=torch.bool, device=device)
         if self.static_allowed is not None:
             outside = self.static_allowed.clone()
-            outside[..., self.domain] = False
+            outside[..., self.domain] &= ~self.own_values
             self.has_outside_option = outside.any(-1)
+        self.trail = GuessTrail(model.batch, length, size, device)
+        self._before: tuple[Tensor, Tensor, Tensor] | None = None  # (settled, candidates, dead) of this pass
 
     @property
     def batch_size(self) -> int:
@@ -169,8 +227,10 @@ class CompiledConstraints(Guidance):
         out.pins = self.pins[rows]
         if self.static_allowed is not None:
             out.static_allowed = self.static_allowed[rows]
-            out.has_outside_option = self.has_outside_option[rows]
+        out.has_outside_option = self.has_outside_option[rows]
         out.rows = self.rows[rows]
+        out.trail = self.trail.select(rows)
+        out._before = None if self._before is None else tuple(t[rows] for t in self._before)
         return out
 
     # ------------------------------------------------------------------ shared tensor pieces
@@ -182,28 +242,51 @@ class CompiledConstraints(Guidance):
         onehot.scatter_(2, index.clamp(min=0).unsqueeze(2), keep.unsqueeze(2).float())
         return onehot
 
-    def _group_counts(self, onehot: Tensor) -> Tensor:
-        """[B, G, D]: how often each domain token occurs in each group (only the group's own values)."""
-        return torch.einsum("gl,bld->bgd", self.membership, onehot) * self.group_values
+    def _taken(self, onehot: Tensor) -> Tensor:
+        """[B, L, D]: a peer holds value d (onehot [B, L, D] of what the positions hold)."""
+        return torch.einsum("lmd,bmd->bld", self.peers, onehot) > 0.5
+
+    def _clashes(self, canvas: Tensor, where: Tensor) -> Tensor:
+        """[B, L]: positions in `where` whose value a peer in `where` also holds."""
+        onehot = self._domain_onehot(canvas, where)
+        return (self._taken(onehot) & (onehot > 0.5)).any(-1)
 
     def _check_rows(self, canvas: Tensor) -> None:
         if canvas.shape[0] != self.batch_size:
             raise ValueError(f"constraints were compiled for {self.batch_size} canvases, got {canvas.shape[0]}")
 
-    def _wiped_out_peers(self, counts: Tensor, settled: Tensor) -> Tensor:
-        """Settled positions sharing a group with an unsettled position whose every candidate value is held
-        by a peer. Releasing them is what lets the search back out of a dead end instead of sampling
-        against it forever."""
-        held = torch.einsum("gl,bgd->bld", self.membership, counts) > 0.5  # [B, L, D]
-        candidates = torch.einsum("gl,gd->ld", self.membership, self.group_values) > 0.5  # values in its groups
+    def _propagate(self, canvas: Tensor, settled: Tensor) -> tuple[Tensor, Tensor]:
+        """What the settled positions force, to a fixpoint: a position with one candidate value left takes it
+        and its peers lose it; in an exact group a value with one possible position left goes there.
+
+        Returns (candidates [B, L, D], dead [B, L]): positions with no candidate left, or in an exact group
+        that has no place left for one of its values. Loops over propagation rounds, never over positions."""
+        b, length = canvas.shape
+        candidates = self.own_values.expand(b, length, -1)
         if self.static_allowed is not None:
             candidates = candidates & self.static_allowed[..., self.domain]
-        in_groups = self.membership.sum(0) > 0
-        dead = ~(candidates & ~held).any(-1) & ~settled & in_groups  # [B, L]
-        if self.has_outside_option is not None:  # it may still take a token outside the groups' values
-            dead &= ~self.has_outside_option
-        dead_groups = torch.einsum("gl,bl->bg", self.membership, dead.float()) > 0.5
-        return torch.einsum("gl,bg->bl", self.membership, dead_groups.float()) > 0.5
+        held = self._domain_onehot(canvas, settled) > 0.5
+        candidates = torch.where(settled.unsqueeze(2), held, candidates & (self.trail.ruled_at < 0))
+        must_choose = self.in_groups & ~self.has_outside_option & ~(settled & ~held.any(-1))
+        dead = torch.zeros_like(settled)
+        for _ in range(length + 1):
+            decided = candidates & (must_choose & (candidates.sum(-1) == 1)).unsqueeze(2)
+            narrowed = candidates & ~self._taken(decided.float())
+            if self.exact_membership.shape[0]:
+                places = torch.einsum("gl,bld->bgd", self.exact_membership, narrowed.float()) * self.exact_values
+                only_place = ((places > 0.5) & (places < 1.5)).float()
+                forced = (torch.einsum("gl,bgd->bld", self.exact_membership, only_place) > 0.5) & narrowed
+                dead |= forced.sum(-1) > 1  # two values that each have nowhere else to go
+                narrowed = torch.where(forced.any(-1, keepdim=True), forced, narrowed)
+            if torch.equal(narrowed, candidates):
+                break
+            candidates = narrowed
+        dead |= must_choose & ~candidates.any(-1)
+        if self.exact_membership.shape[0]:
+            places = torch.einsum("gl,bld->bgd", self.exact_membership, candidates.float())
+            hole = ((places < 0.5) & (self.exact_values > 0.5)).any(-1).float()  # [B, Gx]
+            dead |= torch.einsum("gl,bg->bl", self.exact_membership, hole) > 0.5
+        return candidates, dead
 
     # ------------------------------------------------------------------ Guidance hooks
     def pinned(self, batch: int, device: torch.device) -> tuple[Tensor, Tensor] | None:
@@ -215,13 +298,12 @@ class CompiledConstraints(Guidance):
     def allowed(self, canvas: Tensor, settled: Tensor) -> Tensor | None:
         self._check_rows(canvas)
         allowed = self.static_allowed
-        if self.membership.shape[0]:
-            onehot = self._domain_onehot(canvas, settled)
-            peers = torch.einsum("gl,bgd->bld", self.membership, self._group_counts(onehot))
-            own = torch.einsum("gl,gd->ld", self.membership, self.group_values) * onehot
-            taken = (peers - own) > 0.5  # a peer in some shared group already holds this value
+        if self.in_groups.any():
+            settled = settled | (self.pins >= 0)
+            candidates, dead = self._propagate(canvas, settled)
+            self._before = (settled, candidates, dead.any(-1))
             forbidden = torch.zeros(*canvas.shape, self.vocab, dtype=torch.bool, device=canvas.device)
-            forbidden[..., self.domain] = taken
+            forbidden[..., self.domain] = self.own_values & ~candidates
             allowed = ~forbidden if allowed is None else allowed & ~forbidden
         pinned = self.pins >= 0
         if pinned.any():
@@ -231,21 +313,64 @@ class CompiledConstraints(Guidance):
         return allowed
 
     def violations(self, canvas: Tensor, accepted: Tensor) -> Tensor | None:
+        """Accepted tokens outside their allowed set or clashing with a peer, and what the dead-end policy
+        re-noises when the settled tokens leave some position without a candidate: `release` -- the settled
+        peers of the dead positions; `restart` / `backtrack` -- see `_search_step`."""
         self._check_rows(canvas)
         bad = torch.zeros_like(accepted)
         if self.static_allowed is not None:
             bad |= ~self.static_allowed.gather(2, canvas.unsqueeze(2)).squeeze(2)
-        if self.membership.shape[0]:
+        if self.in_groups.any():
             settled = accepted | (self.pins >= 0)
-            onehot = self._domain_onehot(canvas, settled)
-            counts = self._group_counts(onehot)  # [B, G, D]
-            clash = (counts > 1.5).float()
-            bad |= (torch.einsum("gl,bgd->bld", self.membership, clash) * onehot).sum(-1) > 0
-            bad |= self._wiped_out_peers(counts, settled)
+            bad |= self._clashes(canvas, settled)
+            settled &= ~bad
+            if self.dead_end != "release" and self._before is not None:
+                bad |= self._search_step(canvas, settled)
+            else:
+                _, dead = self._propagate(canvas, settled)
+                near = torch.einsum("lm,bm->bl", self.peers.amax(-1), dead.float()) > 0.5
+                bad |= near & settled
         for predicate in self.predicates:
             if predicate.locate is not None:
                 bad |= predicate.locate(canvas, accepted, self.rows)
         return bad & accepted & (self.pins < 0)  # pins are never blamed
+
+    def _search_step(self, canvas: Tensor, settled: Tensor) -> Tensor:
+        """Restart / backtrack search over guesses, all canvases at once. Returns the positions to re-noise.
+
+        A guess is a newly settled position that had more than one candidate; a canvas commits at most one per
+        pass (the most constrained), with everything it forces settled on later passes at the same depth. At a
+        dead end at depth k (k guesses on the path), `restart` goes back to depth 0 and `backtrack` to depth
+        k-1; when it goes back exactly one level, the k-th guess is proved wrong given the guesses before it
+        and its value is ruled out at that position for as long as they stand."""
+        settled_before, candidates_before, dead_before = self._before
+        self._before = None
+        trail, length = self.trail, settled.shape[1]
+        new = settled & ~settled_before
+        count = candidates_before.sum(-1)
+        guess = new & (count > 1)
+        order = torch.where(guess, count * length + torch.arange(length, device=canvas.device), count.new_tensor(-1))
+        first = torch.where(guess, -order, order.new_tensor(-(2 ** 62))).argmax(-1, keepdim=True)
+        bad = guess.scatter(1, first, False) | (new & dead_before.unsqueeze(1))  # nothing new on a dead state
+        new &= ~bad
+        guess &= ~bad
+        settled = settled & ~bad
+        depth = trail.depth + guess.any(-1)
+        trail.settled_at = torch.where(new, torch.where(guess, depth[:, None], trail.depth[:, None]), trail.settled_at)
+        trail.guess_at = (trail.guess_at & ~new) | guess
+        trail.depth = depth
+        _, dead = self._propagate(canvas, settled)
+        dead_rows = dead.any(-1) | dead_before
+        target = torch.zeros_like(depth) if self.dead_end == "restart" else (depth - 1).clamp(min=0)
+        target = torch.where(dead_rows, target, depth)
+        trail.ruled_at = trail.ruled_at.masked_fill(trail.ruled_at > target[:, None, None], -1)
+        proved = dead_rows & (depth >= 1) & (target == depth - 1)
+        last = settled & trail.guess_at & (trail.settled_at == depth.unsqueeze(1)) & proved.unsqueeze(1)
+        wrong = self._domain_onehot(canvas, last) > 0.5
+        trail.ruled_at = torch.where(wrong, target[:, None, None], trail.ruled_at)
+        bad |= settled & (trail.settled_at > target.unsqueeze(1))
+        trail.depth = target
+        return bad
 
     def retire(self, solved: Tensor) -> Tensor:
         """Once one canvas of a declared row is solved, its parallel siblings stop."""
@@ -257,9 +382,8 @@ class CompiledConstraints(Guidance):
         ok = ((self.pins < 0) | (canvas == self.pins)).all(-1)
         if self.static_allowed is not None:
             ok &= self.static_allowed.gather(2, canvas.unsqueeze(2)).squeeze(2).all(-1)
-        if self.membership.shape[0]:
-            everywhere = torch.ones_like(canvas, dtype=torch.bool)
-            ok &= (self._group_counts(self._domain_onehot(canvas, everywhere)) < 1.5).all(-1).all(-1)
+        if self.in_groups.any():
+            ok &= ~self._clashes(canvas, torch.ones_like(canvas, dtype=torch.bool)).any(-1)
         for predicate in self.predicates:
             ok &= predicate.verify(canvas, self.rows)
         return ok

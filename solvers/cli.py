@@ -90,6 +90,9 @@ def sudoku(
     max_steps: int = typer.Option(64, min=1, help="Denoising passes before giving up on a puzzle."),
     model_only: bool = typer.Option(False, "--model-only", help="Stock sampler, clues pinned, one canvas: "
                                                                 "measures the model without guidance."),
+    backtrack: bool = typer.Option(False, "--backtrack", help="Exact search on top of the model: at a dead end "
+                                   "a canvas undoes only its last guess and rules it out, instead of restarting. "
+                                   "Solves the hardest puzzles; reported separately in the benchmark."),
     trace: bool = typer.Option(False, help="Show the first puzzle's canvas pass by pass (settled cells green, "
                                            "cells re-noised by a constraint red)."),
     seed: int = typer.Option(0, help="Sampler seed."),
@@ -119,7 +122,11 @@ def sudoku(
         _error(f"{name}: no usable puzzle")
         raise typer.Exit(2)
     model = _load(checkpoint, "sudoku", device)
-    solver = SudokuSolver(model, guided=not model_only, canvases=canvases, max_steps=max_steps, seed=seed)
+    if model_only and backtrack:
+        _error("--model-only and --backtrack exclude each other")
+        raise typer.Exit(2)
+    solver = SudokuSolver(model, guided=not model_only, canvases=canvases, max_steps=max_steps, seed=seed,
+                          backtrack=backtrack)
     results: dict[int, object] = {}
 
     def emit(entry, result) -> None:

@@ -31,16 +31,21 @@ class SudokuResult:
 class SudokuSolver:
     """Solve Sudoku with a DiffusionGemma task model.
 
-    `guided=True` (the full system): clues pinned, digits only, all-different rows/columns/boxes as masks from
-    settled cells, clash re-noising and the verifier; accepted cells persist until a constraint rejects them;
-    `canvases` parallel canvases per puzzle, first verified wins. `guided=False` (model only): the stock
-    sampler with clues pinned on one canvas. Either way the answer is checked by an independent verifier.
+    `guided=True` (the full system): clues pinned; rows, columns and boxes as permutations of the digits,
+    whose consequences (single candidates, single places) are propagated into the masks every pass; clash
+    re-noising; at most one guess (a cell that had several candidates) per pass; a canvas whose settled cells
+    reach a dead end restarts, and a guess that fails on its own is ruled out; `canvases` parallel canvases
+    per puzzle, first verified wins. `backtrack=True` is an exact search on top: at a dead end a canvas undoes
+    only its last guess and rules that value out while the earlier guesses stand (depth-first, the model picks
+    every value). `guided=False` (model only): the stock sampler with clues pinned on one canvas. Either way
+    the answer is checked by an independent verifier.
     """
 
     def __init__(self, model: DiffusionGemma, *, guided: bool = True, canvases: int = 8, max_steps: int = 64,
-                 rows_per_batch: int = 256, seed: int = 0):
+                 rows_per_batch: int = 256, seed: int = 0, backtrack: bool = False):
         self.model = model
         self.guided = guided
+        self.backtrack = backtrack
         self.canvases = canvases if guided else 1
         self.config = SamplingConfig(max_denoising_steps=max_steps, keep_accepted=guided, drop_finished=True,
                                      stability_threshold=None if guided else 1)
@@ -82,7 +87,7 @@ class SudokuSolver:
         began = time.perf_counter()
         device = self.model.device
         values = sudoku.values(puzzles)
-        guidance = sudoku.constraints(values, device)
+        guidance = sudoku.constraints(values, device, dead_end="backtrack" if self.backtrack else "restart")
         if not self.guided:  # model only: nothing but the clues
             guidance = sudoku.pins_only(values, device)
         guidance = guidance.repeat(self.canvases)
@@ -108,7 +113,8 @@ class SudokuSolver:
         for k, puzzle in enumerate(puzzles):
             rows = range(k * self.canvases, (k + 1) * self.canvases)
             found = next((grids[r] for r in rows if is_valid_solution(puzzle, grids[r])), None)
-            reason = None if found else f"no verified grid within {self.config.max_denoising_steps} passes"
+            reason = None if found else f"no verified grid within {self.config.max_denoising_steps} passes" + (
+                "" if self.backtrack or not self.guided else " (--backtrack searches exhaustively)")
             results.append(SudokuResult(puzzle, found, found is not None, reason, int(passes[k].max()),
                                         int(passes[k].sum()), float(latency[k])))
         return results

@@ -61,8 +61,13 @@ def decode(canvas: Tensor) -> list[str]:
     return ["".join(map(str, row)) for row in v.tolist()]
 
 
-def constraints(puzzle_values: Tensor, device: str | torch.device = "cpu") -> CompiledConstraints:
-    """Clues pinned, cells restricted to digits, all-different rows/columns/boxes."""
+def constraints(puzzle_values: Tensor, device: str | torch.device = "cpu", dead_end: str = "restart"
+                ) -> CompiledConstraints:
+    """Clues pinned, cells restricted to digits, rows/columns/boxes each a permutation of the digits.
+
+    Every pass the masks carry what the settled cells force (single candidates, single places); when the
+    settled cells lead to a cell or unit with no option left, the whole canvas is re-noised (`restart`): a
+    wrong guess poisons everything forced after it, and the next attempt samples fresh guesses."""
     b = puzzle_values.shape[0]
     cm = ConstraintModel(CELLS, TOKENIZER.get_vocab_size(), batch_size=b)
     cm.allow(range(CELLS), DIGIT_IDS)
@@ -70,8 +75,8 @@ def constraints(puzzle_values: Tensor, device: str | torch.device = "cpu") -> Co
         cells = torch.nonzero(puzzle_values[row]).squeeze(1)
         cm.pin(cells.tolist(), VALUE_TO_ID[puzzle_values[row, cells]].tolist(), row=row)
     for unit in UNITS:
-        cm.all_different(unit, DIGIT_IDS)
-    return cm.compile(device)
+        cm.all_different(unit, DIGIT_IDS, exact=True)
+    return cm.compile(device, dead_end=dead_end)
 
 
 class Clues(Guidance):

@@ -112,3 +112,69 @@ def test_guidance_alone_solves_latin_squares_with_an_untrained_model(drop_finish
     for row, solved in zip(out.canvas.tolist(), out.solved.tolist()):
         assert solved == is_latin(row)  # independent check: solved <=> really a Latin square
     assert all(out.canvas[i, [0, 5]].tolist() == [4, 4] for i in range(4))
+
+
+def exact_latin(pins: dict[int, int], dead_end: str = "restart"):
+    cm = ConstraintModel(16, 12)
+    cm.allow(range(16), DIGITS)
+    for group in ROWS + COLS:
+        cm.all_different(group, DIGITS, exact=True)
+    cm.pin(list(pins), list(pins.values()))
+    return cm.compile(dead_end=dead_end)
+
+
+def all_latin_squares() -> list[list[int]]:
+    from itertools import permutations
+
+    rows = list(permutations(DIGITS))
+    out = []
+    for a in rows:
+        for b in rows:
+            for c in rows:
+                for d in rows:
+                    grid = [*a, *b, *c, *d]
+                    if is_latin(grid):
+                        out.append(grid)
+    return out
+
+
+def test_propagation_masks_single_candidates_and_single_places():
+    pins = {0: 4, 1: 5, 2: 6, 9: 4, 14: 4}  # row 0 = 4 5 6 _; 4 also at r2c1 and r3c2
+    guidance = exact_latin(pins)
+    canvas = torch.tensor([[pins.get(i, 7) for i in range(16)]])
+    allowed = guidance.allowed(canvas, torch.zeros(1, 16, dtype=torch.bool))[0]
+    assert allowed[3].nonzero().squeeze(1).tolist() == [7]  # the one digit row 0 lacks
+    assert allowed[7].nonzero().squeeze(1).tolist() == [4]  # row 1's 4 has no other column left
+    assert not allowed[[4, 5, 6], 4].any()
+
+
+def test_restart_rules_out_only_guesses_no_completion_allows():
+    squares = all_latin_squares()
+    assert len(squares) == 576
+    generator = torch.Generator().manual_seed(0)
+    checked = ruled = 0
+    for trial in range(60):
+        truth = squares[int(torch.randint(0, 576, (1,), generator=generator))]
+        shown = torch.randperm(16, generator=generator)[:int(torch.randint(3, 8, (1,), generator=generator))]
+        pins = {int(p): truth[int(p)] for p in shown}
+        guidance = exact_latin(pins)
+        canvas = torch.tensor([[pins.get(i, 4) for i in range(16)]])
+        settled = torch.zeros(1, 16, dtype=torch.bool)
+        candidates = guidance.allowed(canvas, settled)[0]
+        options = [(p, t) for p in range(16) if p not in pins for t in DIGITS if candidates[p, t]
+                   and int(candidates[p].sum()) > 1]
+        if not options:
+            continue
+        position, token = options[int(torch.randint(0, len(options), (1,), generator=generator))]
+        guessed = canvas.clone()
+        guessed[0, position] = token
+        accepted = torch.zeros(1, 16, dtype=torch.bool)
+        accepted[0, position] = True
+        bad = guidance.violations(guessed, accepted)[0]
+        possible = any(all(sq[p] == t for p, t in pins.items()) and sq[position] == token for sq in squares)
+        ruled_out = bool((guidance.trail.ruled_at[0, position] >= 0).any())
+        assert not (possible and ruled_out)  # sound: never rules out a value some completion uses
+        assert bool(bad[position]) == ruled_out  # a dead end after one guess restarts and rules it out
+        checked += 1
+        ruled += ruled_out
+    assert checked > 30 and ruled > 0

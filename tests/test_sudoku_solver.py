@@ -34,6 +34,15 @@ def test_generated_puzzles_get_verified_solutions_that_keep_the_clues(solver, se
     assert result.forward_passes >= result.steps >= 1
 
 
+ESCARGOT = "1....7.9..3..2...8..96..5....53..9...1..8...26....4...3......1..4......7..7...3.."  # "AI Escargot"
+
+
+def test_backtracking_solves_a_famously_hard_puzzle():
+    result = SudokuSolver.from_pretrained(canvases=2, max_steps=64, backtrack=True).solve(ESCARGOT)
+    assert result.verified and is_valid_solution(result.puzzle, result.solution)
+    assert all(p == "0" or p == s for p, s in zip(result.puzzle, result.solution))
+
+
 def test_bad_puzzles_get_reasons_not_answers(solver):
     clash = "55" + "0" * 79
     results = solver.solve_many([clash, "123"])
@@ -77,3 +86,4 @@ def test_cli_rejects_bad_options(tmp_path):
     path.write_text(easy_puzzle(3)[0] + "\n")
     assert CliRunner().invoke(app, ["sudoku", str(path), "--canvases", "0"]).exit_code == 2
     assert CliRunner().invoke(app, ["sudoku", str(path), "--format", "xml"]).exit_code == 2
+    assert CliRunner().invoke(app, ["sudoku", str(path), "--model-only", "--backtrack"]).exit_code == 2
