@@ -116,6 +116,9 @@ def coloring(
     image: Path = typer.Option(None, help="Also draw the coloured graph (PNG)."),
     canvases: int = CANVASES,
     max_steps: int = typer.Option(256, min=1, help="Denoising passes per attempt before it counts as failed."),
+    backtrack: bool = typer.Option(False, "--backtrack", help="Exact search on top of the model: at a dead end "
+                                   "a canvas undoes its last guess and rules that colour out, instead of releasing "
+                                   "the nodes around it. Reported separately in the benchmark."),
     model_only: bool = MODEL_ONLY,
     checkpoint: str = CHECKPOINT,
     seed: int = SEED,
@@ -128,12 +131,15 @@ def coloring(
     from ..tasks.graphs import GraphError
 
     _check_format(format)
+    if model_only and backtrack:
+        _error("--model-only and --backtrack exclude each other")
+        raise typer.Exit(2)
     graph = _graph(file)
     solver = _solver("coloring", checkpoint, device, model_only, canvases, max_steps, seed)
     with _progress("colouring (passes)") as bar:
         task = bar.add_task("k", total=max_steps)
         try:
-            result = solver.color(graph, k, callback=_pass_counter(bar, task))
+            result = solver.color(graph, k, backtrack=backtrack, callback=_pass_counter(bar, task))
         except GraphError as exc:
             _error(f"{file}: {exc}")
             raise typer.Exit(2) from None

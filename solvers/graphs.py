@@ -144,9 +144,11 @@ class GraphSolver(_DiffusionSolver):
 
     # ------------------------------------------------------------------ colouring
     def color(self, graph: nx.Graph, k: int | None = None, *, max_steps: int | None = None,
-              callback: Callable[[StepInfo], None] | None = None) -> ColoringResult:
+              backtrack: bool = False, callback: Callable[[StepInfo], None] | None = None) -> ColoringResult:
         """A proper colouring with `k` colours, or (k=None) the fewest the search verifies, counting down from
-        networkx's DSATUR count until a k fails or reaches the clique bound."""
+        networkx's DSATUR count until a k fails or reaches the clique bound. `backtrack=True` adds the explicit
+        exact search: at a dead end a canvas undoes its last guess and rules that colour out there, instead of
+        releasing the nodes around the dead end."""
         began = time.perf_counter()
         check_graph(graph, MAX_NODES, "colouring")
         labels, edges = relabel(graph)
@@ -163,7 +165,7 @@ class GraphSolver(_DiffusionSolver):
                     result.reason = f"the graph has a clique of {bound} nodes, so {colors} colours cannot work"
                 break
             attempt_began = time.perf_counter()
-            found, passes = self._color_once(n, edges, colors, max_steps, callback)
+            found, passes = self._color_once(n, edges, colors, max_steps, backtrack, callback)
             coloring = None if found is None else dict(zip(labels, found))
             ok = coloring is not None and is_proper_coloring(graph, coloring)
             result.attempts.append({"k": colors, "found": ok, "forward_passes": passes,
@@ -181,8 +183,9 @@ class GraphSolver(_DiffusionSolver):
         result.seconds = time.perf_counter() - began
         return result
 
-    def _color_once(self, n, edges, k, max_steps, callback) -> tuple[list[int] | None, int]:
-        guidance = coloring_constraints(n, edges, k, self.model.device)
+    def _color_once(self, n, edges, k, max_steps, backtrack, callback) -> tuple[list[int] | None, int]:
+        guidance = coloring_constraints(n, edges, k, self.model.device,
+                                        dead_end="backtrack" if backtrack else "release")
         canvas, passes = self._run([color_prompt(n, edges, k)], guidance, CANVAS["color"], max_steps=max_steps,
                                    callback=callback, salt=k)
         for row in canvas:

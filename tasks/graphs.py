@@ -121,10 +121,11 @@ def relabel(graph: nx.Graph) -> tuple[list, list[tuple[int, int]]]:
 
 
 # ------------------------------------------------------------------------------------------ colouring
-def coloring_constraints(n: int, edges: list[tuple[int, int]], k: int,
-                         device: str | torch.device = "cpu") -> CompiledConstraints:
+def coloring_constraints(n: int, edges: list[tuple[int, int]], k: int, device: str | torch.device = "cpu",
+                         dead_end: str = "release") -> CompiledConstraints:
     """Colours c0..c{k-1} on the first n positions (padding after), each edge an all-different pair; node 0
-    takes colour 0 (colours are interchangeable, and training canonicalised them that way)."""
+    takes colour 0 (colours are interchangeable, and training canonicalised them that way). `dead_end`:
+    "release" (local repair, the default) or "backtrack" (the explicit exact search)."""
     if not 1 <= k <= MAX_COLORS:
         raise GraphError(f"k must be in 1..{MAX_COLORS}, got {k}")
     cm = ConstraintModel(MAX_NODES, VOCAB)
@@ -134,7 +135,7 @@ def coloring_constraints(n: int, edges: list[tuple[int, int]], k: int,
     cm.pin([0], [COLOR0])
     for u, v in edges:
         cm.all_different([u, v], colors)
-    return cm.compile(device)
+    return cm.compile(device, dead_end=dead_end)
 
 
 def decode_coloring(canvas: Tensor, n: int) -> list[int] | None:

@@ -159,6 +159,21 @@ def test_minimum_coloring_counts_down_and_stops_at_the_clique_bound(graphs):
     assert wheel.verified and wheel.num_colors == 3
 
 
+def queen_graph(size: int) -> nx.Graph:
+    cells = [(r, c) for r in range(size) for c in range(size)]
+    return nx.Graph((a, b) for a in cells for b in cells if a < b and (
+        a[0] == b[0] or a[1] == b[1] or abs(a[0] - b[0]) == abs(a[1] - b[1])))
+
+
+def test_backtracking_colours_queen6_6_with_its_chromatic_number(graphs):
+    """DSATUR needs 9 colours on the 6x6 queen graph; the explicit search finds the optimal 7."""
+    graph = queen_graph(6)
+    assert len(set(nx.greedy_color(graph, strategy="DSATUR").values())) == 9
+    result = graphs.color(graph, 7, max_steps=256, backtrack=True)
+    assert result.verified and result.num_colors == 7
+    assert all(result.coloring[u] != result.coloring[v] for u, v in graph.edges)
+
+
 @SLOW
 @given(st.integers(5, 12), st.floats(0.0, 0.4), st.booleans(), st.integers(0, 2**31))
 def test_planted_hamiltonian_paths_are_found(graphs, n, density, cycle, seed):
