@@ -30,7 +30,7 @@ test: $(STAMP)
 bench: moses
 	$(PY) -m pip install -q -e ".[bench]"
 	$(PY) benchmarks/engine.py
-	$(PY) benchmarks/sudoku.py --per-tier 16
+	$(PY) benchmarks/sudoku.py --per-tier 50 --max-steps 128
 	$(PY) benchmarks/molecules.py
 	$(PY) benchmarks/graphs.py --countdown-limit 16 --coloring-steps 64
 

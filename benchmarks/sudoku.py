@@ -1,6 +1,6 @@
 """Sudoku benchmark over the public development sets: model only vs the full constraint-guided system.
 
-    python benchmarks/sudoku.py [--per-tier 16] [--checkpoint DIR] [--data ../shared/data/sudoku/eval_dev.csv]
+    python benchmarks/sudoku.py [--per-tier 50] [--max-steps 128] [--checkpoint DIR] [--data ../shared/data/sudoku/eval_dev.csv]
 
 Per tier of `eval_dev.csv`: verified-solve rate of (1) the model only (stock sampler, clues pinned, one
 canvas), (2) the full system (propagated masks, re-noising, restarts, verifier, parallel canvases) and
@@ -82,10 +82,10 @@ def plot(report: dict, path: Path) -> bool:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "sudoku" / "eval_dev.csv")
-    parser.add_argument("--per-tier", type=int, default=16, help="first N puzzles of each tier (0: all)")
+    parser.add_argument("--per-tier", type=int, default=50, help="first N puzzles of each tier (0: all)")
     parser.add_argument("--checkpoint", default=None)
     parser.add_argument("--canvases", type=int, default=8)
-    parser.add_argument("--max-steps", type=int, default=64)
+    parser.add_argument("--max-steps", type=int, default=128)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "sudoku.json")
     args = parser.parse_args()

@@ -142,13 +142,19 @@ class GuessTrail:
     the depth at which each position settled (0: the pins and what they force), which positions were guesses,
     and values ruled out per position, tagged with the depth whose guesses proved them wrong (-1: none)."""
 
+    FIRST_PATIENCE = 32  # backtrack restarts from depth 0 after this many dead ends, then twice as many, ...
+
     depth: Tensor  # [B]
+    dead_ends: Tensor  # [B] dead ends since the last restart (backtrack restarts after `patience` of them)
+    patience: Tensor  # [B]
     settled_at: Tensor  # [B, L]
     guess_at: Tensor  # [B, L] bool
     ruled_at: Tensor  # [B, L, D]
 
     def __init__(self, batch: int, length: int, size: int, device: torch.device):
         self.depth = torch.zeros(batch, dtype=torch.long, device=device)
+        self.dead_ends = torch.zeros(batch, dtype=torch.long, device=device)
+        self.patience = torch.full((batch,), self.FIRST_PATIENCE, dtype=torch.long, device=device)
         self.settled_at = torch.zeros(batch, length, dtype=torch.long, device=device)
         self.guess_at = torch.zeros(batch, length, dtype=torch.bool, device=device)
         self.ruled_at = torch.full((batch, length, size), -1, dtype=torch.long, device=device)
@@ -156,6 +162,7 @@ class GuessTrail:
     def select(self, rows: Tensor) -> "GuessTrail":
         out = object.__new__(GuessTrail)
         out.depth, out.settled_at = self.depth[rows], self.settled_at[rows]
+        out.dead_ends, out.patience = self.dead_ends[rows], self.patience[rows]
         out.guess_at, out.ruled_at = self.guess_at[rows], self.ruled_at[rows]
         return out
 
@@ -267,10 +274,11 @@ class CompiledConstraints(Guidance):
             candidates = candidates & self.static_allowed[..., self.domain]
         held = self._domain_onehot(canvas, settled) > 0.5
         candidates = torch.where(settled.unsqueeze(2), held, candidates & (self.trail.ruled_at < 0))
-        must_choose = self.in_groups & ~self.has_outside_option & ~(settled & ~held.any(-1))
+        holds = settled & held.any(-1)  # settled on a value: its peers lose it, outside options or not
+        must_choose = self.in_groups & ~self.has_outside_option & ~(settled & ~holds)
         dead = torch.zeros_like(settled)
         for _ in range(length + 1):
-            decided = candidates & (must_choose & (candidates.sum(-1) == 1)).unsqueeze(2)
+            decided = candidates & (holds | (must_choose & (candidates.sum(-1) == 1))).unsqueeze(2)
             narrowed = candidates & ~self._taken(decided.float())
             if self.exact_membership.shape[0]:
                 places = torch.einsum("gl,bld->bgd", self.exact_membership, narrowed.float()) * self.exact_values
@@ -363,7 +371,14 @@ class CompiledConstraints(Guidance):
         trail.depth = depth
         _, dead = self._propagate(canvas, settled)
         dead_rows = dead.any(-1) | dead_before
-        target = torch.zeros_like(depth) if self.dead_end == "restart" else (depth - 1).clamp(min=0)
+        trail.dead_ends += dead_rows
+        # Depth-first search has heavy tails (an early wrong guess buried under many right ones): backtrack
+        # also restarts, after a patience that doubles each time; what was proved at depth 0 is kept.
+        give_up = trail.dead_ends >= trail.patience
+        back = torch.where(give_up, 0, (depth - 1).clamp(min=0))
+        trail.patience = torch.where(dead_rows & give_up, trail.patience * 2, trail.patience)
+        trail.dead_ends = trail.dead_ends.masked_fill(dead_rows & give_up, 0)
+        target = torch.zeros_like(depth) if self.dead_end == "restart" else back
         target = torch.where(dead_rows, target, depth)
         trail.ruled_at = trail.ruled_at.masked_fill(trail.ruled_at > target[:, None, None], -1)
         proved = dead_rows & (depth >= 1) & (target == depth - 1)

@@ -47,6 +47,12 @@ def _node(graph, text: str | None):
     raise typer.Exit(2)
 
 
+def _check_search(model_only: bool, backtrack: bool) -> None:
+    if model_only and backtrack:
+        _error("--model-only and --backtrack exclude each other")
+        raise typer.Exit(2)
+
+
 def _solver(kind: str, checkpoint, device, model_only, canvases, max_steps, seed):
     from .graphs import CountdownSolver, GraphSolver
 
@@ -131,9 +137,7 @@ def coloring(
     from ..tasks.graphs import GraphError
 
     _check_format(format)
-    if model_only and backtrack:
-        _error("--model-only and --backtrack exclude each other")
-        raise typer.Exit(2)
+    _check_search(model_only, backtrack)
     graph = _graph(file)
     solver = _solver("coloring", checkpoint, device, model_only, canvases, max_steps, seed)
     with _progress("colouring (passes)") as bar:

@@ -41,7 +41,7 @@ class SudokuSolver:
     the answer is checked by an independent verifier.
     """
 
-    def __init__(self, model: DiffusionGemma, *, guided: bool = True, canvases: int = 8, max_steps: int = 64,
+    def __init__(self, model: DiffusionGemma, *, guided: bool = True, canvases: int = 8, max_steps: int = 128,
                  rows_per_batch: int = 256, seed: int = 0, backtrack: bool = False):
         self.model = model
         self.guided = guided

@@ -178,3 +178,16 @@ def test_restart_rules_out_only_guesses_no_completion_allows():
         checked += 1
         ruled += ruled_out
     assert checked > 30 and ruled > 0
+
+
+def test_a_settled_value_is_masked_for_peers_that_could_also_take_other_tokens():
+    """Route canvases: positions may hold a node (all different) or EOS/padding (repeatable)."""
+    nodes, eos = [4, 5, 6], 9
+    cm = ConstraintModel(4, 12)
+    cm.allow(range(4), [*nodes, eos])
+    cm.all_different(range(4), nodes)
+    guidance = cm.compile()
+    canvas = torch.tensor([[5, 4, 4, 4]])
+    settled = torch.tensor([[True, False, False, False]])
+    allowed = guidance.allowed(canvas, settled)[0]
+    assert not allowed[1:, 5].any() and allowed[1:, 4].all() and allowed[1:, eos].all()
