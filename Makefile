@@ -32,7 +32,7 @@ bench: moses
 	$(PY) benchmarks/engine.py
 	$(PY) benchmarks/sudoku.py --per-tier 50 --max-steps 128
 	$(PY) benchmarks/molecules.py
-	$(PY) benchmarks/graphs.py --countdown-limit 16 --coloring-steps 64
+	$(PY) benchmarks/graphs.py --countdown-limit 16 --coloring-steps 128
 
 # The MOSES data (training set, test sets, filter alerts) from the molsets wheel, without its dependencies.
 moses: $(STAMP)
