@@ -1,6 +1,7 @@
 """Sudoku benchmark over the public development sets: model only vs the full constraint-guided system.
 
-    python benchmarks/sudoku.py [--per-tier 50] [--max-steps 128] [--checkpoint DIR] [--data ../shared/data/sudoku/eval_dev.csv]
+    python benchmarks/sudoku.py [--per-tier 50] [--max-steps 128] [--checkpoint DIR]
+                                [--data ../shared/data/sudoku/eval_dev.csv]
 
 Per tier of `eval_dev.csv`: verified-solve rate of (1) the model only (stock sampler, clues pinned, one
 canvas), (2) the full system (propagated masks, re-noising, restarts, verifier, parallel canvases) and
@@ -49,7 +50,8 @@ MODES = {"model_only": "model only", "full": "full system", "backtrack": "full +
 
 def markdown(report: dict) -> str:
     lines = ["| tier | n | model only | full system | full + backtracking | wrong verified | full p50 / p99 s | "
-             "backtracking p50 / p99 s | passes / solved (full, backtracking) |", "|---|---|---|---|---|---|---|---|---|"]
+             "backtracking p50 / p99 s | passes / solved (full, backtracking) |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for tier, r in report["tiers"].items():
         m, f, b = r["model_only"], r["full"], r["backtrack"]
         passes = " / ".join("-" if x["passes_per_solved"] is None else f"{x['passes_per_solved']:.0f}" for x in (f, b))

@@ -190,7 +190,7 @@ class CompiledConstraints(Guidance):
         self.domain_index[self.domain] = torch.arange(len(domain), device=device)
         length, size = model.length, len(domain)
         self.peers = torch.zeros(length, length, size, device=device)  # [L, L, D]
-        self.own_values = torch.zeros(length, size, dtype=torch.bool, device=device)  # [L, D] values it is constrained on
+        self.own_values = torch.zeros(length, size, dtype=torch.bool, device=device)  # [L, D] its groups' values
         by_values: dict[tuple[int, ...], list[list[int]]] = {}
         for positions, values, _ in model.groups:
             by_values.setdefault(tuple(values), []).append(positions)
@@ -349,8 +349,9 @@ class CompiledConstraints(Guidance):
         A guess is a newly settled position that had more than one candidate; a canvas commits at most one per
         pass (the most constrained), and what it forces settles on later passes at the depth it reached. At a
         dead end at depth k (k guesses on the path), `restart` goes back to depth 0 and `backtrack` to depth
-        k-1; when it goes back exactly one level, the k-th guess is proved wrong given the guesses before it and its value is ruled
-        out at that position for as long as they stand."""
+        k-1 (or to 0 once its patience runs out). Whenever it goes back exactly one level, the k-th guess is
+        proved wrong given the guesses before it, and its value is ruled out at that position for as long as
+        they stand."""
         settled_before, candidates_before, dead_before = self._before
         self._before = None
         trail, length = self.trail, settled.shape[1]
