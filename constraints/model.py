@@ -210,6 +210,7 @@ class CompiledConstraints(Guidance):
             self.exact_membership[g, positions] = 1.0
             self.exact_values[g, self.domain_index[torch.tensor(values, device=device)]] = 1.0
         self.in_groups = self.own_values.any(-1)  # [L]
+        self.neighbours = (self.peers > 0.5).any(-1).float()  # [L, L]: positions sharing any group
         # [B, L]: the position may take a token no all-different group constrains (never forced, never dead)
         self.has_outside_option = torch.zeros(model.batch, length, dtype=torch.bool, device=device)
         if self.static_allowed is not None:
@@ -336,7 +337,7 @@ class CompiledConstraints(Guidance):
                 bad |= self._search_step(canvas, settled)
             else:
                 _, dead = self._propagate(canvas, settled)
-                near = torch.einsum("lm,bm->bl", self.peers.amax(-1), dead.float()) > 0.5
+                near = torch.einsum("lm,bm->bl", self.neighbours, dead.float()) > 0.5
                 bad |= near & settled
         for predicate in self.predicates:
             if predicate.locate is not None:

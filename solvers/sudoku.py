@@ -87,8 +87,9 @@ class SudokuSolver:
         began = time.perf_counter()
         device = self.model.device
         values = sudoku.values(puzzles)
-        guidance = sudoku.constraints(values, device, dead_end="backtrack" if self.backtrack else "restart")
-        if not self.guided:  # model only: nothing but the clues
+        if self.guided:
+            guidance = sudoku.constraints(values, device, dead_end="backtrack" if self.backtrack else "restart")
+        else:  # model only: nothing but the clues
             guidance = sudoku.pins_only(values, device)
         guidance = guidance.repeat(self.canvases)
         cache = self.model.encode(sudoku.encode_prompt(values).to(device)).select(
@@ -114,7 +115,7 @@ class SudokuSolver:
             rows = range(k * self.canvases, (k + 1) * self.canvases)
             found = next((grids[r] for r in rows if is_valid_solution(puzzle, grids[r])), None)
             reason = None if found else f"no verified grid within {self.config.max_denoising_steps} passes" + (
-                "" if self.backtrack or not self.guided else " (--backtrack searches exhaustively)")
+                "" if self.backtrack or not self.guided else " (the backtracking search goes further)")
             results.append(SudokuResult(puzzle, found, found is not None, reason, int(passes[k].max()),
                                         int(passes[k].sum()), float(latency[k])))
         return results
