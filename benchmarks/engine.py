@@ -3,7 +3,8 @@
     python benchmarks/engine.py [--quick] [--out benchmarks/results/engine.json]
 
 For each config and batch size it loads one random checkpoint into both engines, checks the logits agree,
-and times one denoising step (decoder pass with self-conditioning, as every pass after the first).
+and times one denoising step (decoder pass with self-conditioning, as every pass after the first), eager and
+with `compile_denoiser()` (torch.compile; its one-off compilation time is reported separately).
 It also times a plain fp32 matmul of the step's largest shape to report the achieved fraction of the
 machine's matmul rate, and compares diffusion vs autoregressive decoding tokens/s on our engine.
 Prints a markdown table, writes JSON and (when matplotlib is installed) a PNG plot next to it.
@@ -12,6 +13,7 @@ Prints a markdown table, writes JSON and (when matplotlib is installed) a PNG pl
 from __future__ import annotations
 
 import argparse
+import copy
 import platform
 import statistics
 import sys
@@ -99,6 +101,12 @@ def bench_step(name: str, batch: int, hf, ours, repeats: int) -> dict:
         t_hf = median_seconds(lambda: hf(past_key_values=pkv, decoder_input_ids=canvas,
                                          self_conditioning_logits=sc), repeats)
         t_ours = median_seconds(lambda: ours.denoise(canvas, cache, sc), repeats)
+        compiled = copy.deepcopy(ours)
+        compiled.compile_denoiser()
+        start = time.perf_counter()
+        compiled_diff = (compiled.denoise(canvas, cache, sc) - ref).abs().max().item()
+        compile_s = time.perf_counter() - start
+        t_compiled = median_seconds(lambda: compiled.denoise(canvas, cache, sc), repeats)
         h, inter = spec["text"]["hidden_size"], spec["text"]["intermediate_size"]
         a, b = torch.randn(batch * canvas_len, h), torch.randn(h, inter)
         t_mm = median_seconds(lambda: a @ b, repeats * 3)
@@ -111,6 +119,8 @@ def bench_step(name: str, batch: int, hf, ours, repeats: int) -> dict:
         "matmul_gflops": mm_rate / 1e9,
         "diffsolve_fraction_of_matmul": flops / t_ours / mm_rate,
         "transformers_fraction_of_matmul": flops / t_hf / mm_rate,
+        "compiled_ms": 1e3 * t_compiled, "compiled_speedup": t_hf / t_compiled, "compile_s": compile_s,
+        "compiled_max_abs_logit_diff": compiled_diff, "compiled_fraction_of_matmul": flops / t_compiled / mm_rate,
     }
 
 
@@ -127,14 +137,17 @@ def bench_diffusion_vs_ar(name: str, ours, steps: int) -> dict:
 
 
 def markdown(steps: list[dict], modes: list[dict]) -> str:
-    lines = ["| config | batch | transformers ms/step | diffsolve ms/step | speedup | diffsolve tok/s | "
-             "diffsolve % of matmul | transformers % of matmul | max abs logit diff |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| config | batch | transformers ms/step | diffsolve ms/step | speedup | compiled ms/step | "
+             "compiled speedup | compile s | diffsolve tok/s | % of matmul (diffsolve / compiled / transformers) | "
+             "max abs logit diff (eager / compiled) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in steps:
         lines.append(f"| {r['config']} | {r['batch']} | {r['transformers_ms']:.2f} | {r['diffsolve_ms']:.2f} | "
-                     f"{r['speedup']:.2f}x | {r['diffsolve_tokens_per_s']:.0f} | "
-                     f"{100 * r['diffsolve_fraction_of_matmul']:.0f}% | "
-                     f"{100 * r['transformers_fraction_of_matmul']:.0f}% | {r['max_abs_logit_diff']:.1e} |")
+                     f"{r['speedup']:.2f}x | {r['compiled_ms']:.2f} | {r['compiled_speedup']:.2f}x | "
+                     f"{r['compile_s']:.0f} | {r['diffsolve_tokens_per_s']:.0f} | "
+                     f"{100 * r['diffsolve_fraction_of_matmul']:.0f}% / {100 * r['compiled_fraction_of_matmul']:.0f}% / "
+                     f"{100 * r['transformers_fraction_of_matmul']:.0f}% | "
+                     f"{r['max_abs_logit_diff']:.1e} / {r['compiled_max_abs_logit_diff']:.1e} |")
     lines += ["", "| config | canvas tokens | diffusion passes | diffusion tok/s | AR tok/s | diffusion / AR |",
               "|---|---|---|---|---|---|"]
     for r in modes:
@@ -150,10 +163,12 @@ def plot(steps: list[dict], path: Path) -> bool:
     labels = [f"{r['config']}\nbatch {r['batch']}" for r in steps]
     fig, ax = plt.subplots(figsize=(7, 3.5))
     x = range(len(steps))
-    ax.bar([i - 0.2 for i in x], [r["transformers_ms"] for r in steps], 0.4, label="transformers 5.23.0")
-    ax.bar([i + 0.2 for i in x], [r["diffsolve_ms"] for r in steps], 0.4, label="diffsolve")
+    ax.bar([i - 0.27 for i in x], [r["transformers_ms"] for r in steps], 0.27, label="transformers 5.23.0")
+    ax.bar(list(x), [r["diffsolve_ms"] for r in steps], 0.27, label="diffsolve")
+    ax.bar([i + 0.27 for i in x], [r["compiled_ms"] for r in steps], 0.27, label="diffsolve, compiled")
     for i, r in enumerate(steps):
-        ax.text(i + 0.2, r["diffsolve_ms"], f"{r['speedup']:.1f}x", ha="center", va="bottom", fontsize=8)
+        ax.text(i, r["diffsolve_ms"], f"{r['speedup']:.1f}x", ha="center", va="bottom", fontsize=8)
+        ax.text(i + 0.27, r["compiled_ms"], f"{r['compiled_speedup']:.1f}x", ha="center", va="bottom", fontsize=8)
     ax.set_xticks(list(x), labels)
     ax.set_yscale("log")
     ax.set_ylabel("ms per denoising step (log)")
