@@ -49,8 +49,10 @@ class DesignResult:
 class MoleculeDesigner:
     """Generate molecules with a DiffusionGemma model trained on MOSES.
 
-    Each canvas is prompted with property bins matching the requested windows and the scaffold; while it is
-    denoised, `partialsmiles`/RDKit check its SMILES and the tokens at fault are re-noised (`guided=True`);
+    Each canvas is prompted with property bins matching the requested windows and the scaffold; with
+    `guided=True` the scaffold (or a `contains` pattern that reads as SMILES) is pinned on the canvas in a
+    layout drawn per canvas, and while it is denoised, `partialsmiles`/RDKit check its SMILES and the tokens
+    at fault are re-noised;
     every molecule is then re-checked by RDKit against the request, and duplicates are dropped.
     `guided=False` is the model alone (the stock sampler); its molecules are still verified before return.
     """
@@ -105,7 +107,10 @@ class MoleculeDesigner:
             # a round costs about the same number of passes at any size: size it to what is still missing
             rows = min(self.canvases_per_round, budget - tried, max(32, 8 * (n - len(found))))
             prompt = task.sample_prompts(request, rows, generator).to(device)
-            guidance = task.MoleculeGuidance(request, generator) if self.guided else None
+            guidance = None
+            if self.guided:
+                layouts = task.fragment_templates(request.fragment, rows, generator) if request.fragment else None
+                guidance = task.MoleculeGuidance(request, generator, layouts)
             out = generate(self.model, prompt, self.config, guidance=guidance,
                            generator=torch.Generator(device).manual_seed(int(torch.randint(0, 2**62, (1,),
                                                                                            generator=generator))))

@@ -5,13 +5,17 @@ open), then optionally `<scaffold>` and the scaffold's SMILES tokens. Canvas: th
 tokens, EOS, then padding. Training drops each condition with probability 1/2, so one model serves free
 generation and every combination of conditions.
 
-Why SMILES and a scaffold *prompt* rather than pinned scaffold tokens: in a SMILES string the scaffold's atoms
-are interleaved with its decorations at positions nobody knows in advance, so there is nothing fixed to pin.
-The model learns to write a molecule around the scaffold it is shown, and RDKit verifies the substructure.
+Scaffolds (and substructures written as SMILES) are also pinned on the canvas: in a SMILES string a
+fragment's atoms are interleaved with its decorations at positions nobody knows in advance, so each canvas
+draws its own layout (`fragment_templates`): the fragment written from a random root atom, with free stretches
+before and after it and up to two branch slots `(...)` after atoms that carry hydrogens; the model fills the
+free positions, and RDKit verifies the result. The model is trained only on whole molecules (with the scaffold
+in the prompt); the layouts are a sampling-time constraint.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -258,6 +262,20 @@ class MoleculeRequest:
                     raise RequestError(f"{name} window {_fmt(self.windows[name])} is impossible: the {label} "
                                        f"alone has {name} = {floor:g}")
 
+    @property
+    def fragment(self) -> str | None:
+        """SMILES of the part every answer contains, to pin on the canvas: the scaffold, or the `contains`
+        pattern when it also reads as SMILES in the model's vocabulary (e.g. 'NS(=O)=O'); None otherwise."""
+        if self.scaffold:
+            return self.scaffold
+        if not self.contains or Chem.MolFromSmiles(self.contains) is None:
+            return None
+        try:
+            scaffold_ids(self.contains)
+        except SmilesError:
+            return None
+        return self.contains
+
     def verify(self, mol: Chem.Mol) -> tuple[bool, dict[str, float]]:
         """(every requested condition holds, the requested properties' values)."""
         values = compute_properties(mol, list(self.windows))
@@ -341,6 +359,84 @@ def sample_prompts(request: MoleculeRequest, n: int, generator: torch.Generator)
     return encode_prompts(conditions, [scaffold_ids(request.scaffold)] * n)
 
 
+MAX_FREE_RUN = 6  # longest free stretch before/after the fragment and per branch slot
+MAX_SLOTS = 2  # branch slots per layout
+
+
+def fragment_templates(fragment: str, n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """n canvas layouts around `fragment` (SMILES): (pinned [n, CANVAS] bool, values [n, CANVAS]).
+
+    Each writes the fragment's SMILES from a random root atom, with free positions where decorations can
+    bond to an atom that has a hydrogen to spare: up to MAX_FREE_RUN before the root, up to MAX_SLOTS branch
+    slots `(` + free positions + `)` after atoms, and a stretch after the last atom; then EOS and padding,
+    pinned. Every layout has at least one free position when the fragment has any hydrogen.
+    Free positions are unpinned (`values` there is PAD)."""
+    mol = Chem.MolFromSmiles(fragment)
+    hydrogens = [a.GetTotalNumHs() for a in mol.GetAtoms()]
+    roots = [i for i, h in enumerate(hydrogens) if h] or [0]
+    pinned = torch.zeros(n, CANVAS, dtype=torch.bool)
+    values = torch.full((n, CANVAS), PAD)
+
+    def draw(high: int, low: int = 0) -> int:
+        return int(torch.randint(low, high + 1, (1,), generator=generator))
+
+    for r in range(n):
+        root = roots[draw(len(roots) - 1)]
+        must_bond_root = False
+        try:
+            tokens = tokenize_known(Chem.MolToSmiles(mol, rootedAtAtom=root))
+            order = [int(i) for i in mol.GetProp("_smilesAtomOutputOrder").strip("[],").split(",")]
+        except SmilesError:
+            # RDKit writes a bracket atom the model lacks (the S of 'S(=O)(=O)N' is [SH]): use the text as
+            # given, and bond the first atom to a decoration so that it keeps no such hydrogen.
+            root, tokens, order = 0, tokenize_known(fragment), list(range(mol.GetNumAtoms()))
+            must_bond_root = True
+        spare = dict(enumerate(hydrogens))  # hydrogens left to replace, per atom
+        room = MAX_SMILES_TOKENS - len(tokens)
+        before = min(draw(MAX_FREE_RUN, int(must_bond_root)), room) if spare[root] else 0
+        spare[root] -= bool(before)
+        room -= before
+        sites = _atom_ends(tokens)  # token index -> position in `order`
+        slots = {}
+        for _ in range(draw(MAX_SLOTS)):
+            open_sites = [i for i, k in sites.items() if spare[order[k]] and i not in slots]
+            if not open_sites or room < 3:
+                break
+            site = open_sites[draw(len(open_sites) - 1)]
+            slots[site] = min(draw(MAX_FREE_RUN, 1), room - 2)
+            spare[order[sites[site]]] -= 1
+            room -= slots[site] + 2
+        last = len(tokens) - 1
+        tail_open = last in sites and last not in slots and spare[order[sites[last]]] > 0
+        after = min(draw(MAX_FREE_RUN, 0 if before or slots else 1), room) if tail_open else 0
+        if not (before or slots or after) and spare[root] and room:
+            before = draw(min(MAX_FREE_RUN, room), 1)
+        layout: list[str | None] = [None] * before  # None: a free position
+        for i, token in enumerate(tokens):
+            layout.append(token)
+            if i in slots:
+                layout += ["(", *[None] * slots[i], ")"]
+        layout += [None] * after
+        for i, token in enumerate(layout):
+            if token is not None:
+                pinned[r, i], values[r, i] = True, TOKENIZER.token_to_id(token)
+        pinned[r, len(layout):] = True
+        values[r, len(layout)] = EOS
+    return pinned, values
+
+
+def _atom_ends(tokens: list[str]) -> dict[int, int]:
+    """{token index after which a branch may open: the atom's order of appearance}: each atom token, or its
+    last ring-closure digit when it has some (a branch goes after them)."""
+    ends = {}
+    atoms = [i for i, t in enumerate(tokens) if t[0].isalpha() or t[0] == "["]
+    for k, i in enumerate(atoms):
+        while i + 1 < len(tokens) and (tokens[i + 1].isdigit() or tokens[i + 1].startswith("%")):
+            i += 1
+        ends[i] = k
+    return ends
+
+
 # ------------------------------------------------------------------------------------------ guidance
 class MoleculeGuidance(Guidance):
     """Per-pass chemistry checks on each canvas.
@@ -355,8 +451,10 @@ class MoleculeGuidance(Guidance):
     Chemistry is per string, so these hooks loop over canvases (with a cache), never over tokens.
     """
 
-    def __init__(self, request: MoleculeRequest, generator: torch.Generator | None = None):
+    def __init__(self, request: MoleculeRequest, generator: torch.Generator | None = None,
+                 layouts: tuple[Tensor, Tensor] | None = None):
         self.request = request
+        self.layouts = layouts  # (pinned, values) [B, CANVAS] from `fragment_templates`, or None
         self.generator = generator or torch.Generator().manual_seed(0)
         self.static = torch.zeros(TOKENIZER.get_vocab_size(), dtype=torch.bool)
         self.static[SMILES_IDS] = True
@@ -366,10 +464,24 @@ class MoleculeGuidance(Guidance):
         self._judged: dict[str, bool | None] = {}  # SMILES -> None (RDKit rejects it) / meets the request
         self._settled: Tensor | None = None  # rows whose accepted tokens form a complete valid molecule
 
+    def pinned(self, batch: int, device: torch.device) -> tuple[Tensor, Tensor] | None:
+        return None if self.layouts is None else (self.layouts[0].to(device), self.layouts[1].to(device))
+
     def allowed(self, canvas: Tensor, settled: Tensor) -> Tensor:
         allowed = self.static.to(canvas.device).expand(*canvas.shape, -1).clone()
         allowed[:, 0, [EOS, PAD]] = False  # no empty molecule
+        if self.layouts is not None:  # a layout fixes the length: its free positions hold atoms, bonds, digits
+            free = ~self.layouts[0].to(canvas.device)
+            allowed[..., EOS] &= ~free
+            allowed[..., PAD] &= ~free
         return allowed
+
+    def select(self, rows: Tensor) -> "MoleculeGuidance":
+        if self.layouts is None:
+            return self
+        subset = copy.copy(self)  # shares the chemistry caches
+        subset.layouts = (self.layouts[0][rows.cpu()], self.layouts[1][rows.cpu()])
+        return subset
 
     def violations(self, canvas: Tensor, accepted: Tensor) -> Tensor:
         prefix = accepted.long().cumprod(dim=1).sum(1).tolist()
@@ -395,6 +507,8 @@ class MoleculeGuidance(Guidance):
                 blame = int(torch.randint(0, len(tokens), (1,), generator=self.generator))
             start = max(0, blame - 2 * (failures - 1))
             bad[r, start:k] = True
+        if self.layouts is not None:
+            bad &= ~self.layouts[0].to(bad.device)
         return bad & accepted
 
     def _check_prefix(self, tokens: Sequence[int], complete: bool) -> int | None:

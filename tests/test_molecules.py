@@ -161,6 +161,40 @@ def test_scaffold_decoration_keeps_the_scaffold(designer):
         assert m.mol.HasSubstructMatch(core)
 
 
+@pytest.mark.parametrize("fragment", ["O=S(=O)(NCCc1cncs1)c1ccccc1", "c1csc(CN2CCOC3C(Cn4cnnc4)CCC32)c1",
+                                      "S(=O)(=O)N", "CC(C)(C)C", "c1ccccc1", "C(F)(F)(F)Cl"])
+def test_fragment_layouts_keep_the_fragment_and_bond_only_to_spare_hydrogens(fragment):
+    """Filling every free position with carbon always gives a valid molecule that contains the fragment:
+    free stretches only ever replace hydrogens the fragment has to spare."""
+    pinned, values = task.fragment_templates(fragment, 40, torch.Generator().manual_seed(0))
+    core = Chem.MolFromSmiles(fragment)
+    has_hydrogen = any(a.GetTotalNumHs() for a in core.GetAtoms())
+    for row_pinned, row in zip(pinned, values):
+        end = int((row == task.EOS).nonzero()[0])
+        assert row_pinned[end:].all() and (row[end + 1:] == task.PAD).all()
+        free = ~row_pinned[:end]
+        assert bool(free.any()) == has_hydrogen
+        filled = "".join("C" if f else task.ID_TO_TOKEN[t] for t, f in zip(row[:end].tolist(), free.tolist()))
+        mol = Chem.MolFromSmiles(filled)
+        assert mol is not None and mol.HasSubstructMatch(core), filled
+        assert mol.GetNumAtoms() == core.GetNumAtoms() + int(free.sum())
+
+
+def test_pinned_layouts_survive_guidance_and_decorate_an_unseen_scaffold(designer):
+    """A MOSES scaffold-test-set scaffold: the layouts make decoration routine (the prompt alone found none)."""
+    scaffold = "O=C(NCc1cnn(-c2ccccc2)c1)c1ccccc1"
+    request = task.MoleculeRequest.parse(scaffold=scaffold)
+    result = designer.design(3, request, seed=0, budget=64)
+    assert len(result) == 3
+    for m in result:
+        check(m, request)
+        assert m.smiles != Chem.MolToSmiles(Chem.MolFromSmiles(scaffold))
+    sulfonamide = task.MoleculeRequest.parse(contains="S(=O)(=O)N")
+    assert sulfonamide.fragment == "S(=O)(=O)N"
+    for m in designer.design(2, sulfonamide, seed=0, budget=64):
+        check(m, sulfonamide)
+
+
 def test_ring_size_limit_is_enforced(designer):
     request = task.MoleculeRequest.parse(max_ring_size=6)
     result = designer.design(3, request, seed=2, budget=128)
