@@ -127,7 +127,8 @@ def bench_step(name: str, batch: int, hf, ours, repeats: int) -> dict:
 def bench_diffusion_vs_ar(name: str, ours, steps: int) -> dict:
     """Wall-clock tokens/s of a full canvas by diffusion (fixed `steps` passes) vs token-by-token AR."""
     spec = CONFIGS[name]
-    prompt = torch.randint(0, spec["text"]["vocab_size"], (1, spec["prompt"]), generator=torch.Generator().manual_seed(0))
+    prompt = torch.randint(0, spec["text"]["vocab_size"], (1, spec["prompt"]),
+                           generator=torch.Generator().manual_seed(0))
     n = spec["canvas"]
     config = SamplingConfig(max_denoising_steps=steps, stability_threshold=None)
     t_diff = median_seconds(lambda: generate(ours, prompt, config, generator=torch.Generator().manual_seed(0)), 3, 1)
@@ -145,7 +146,8 @@ def markdown(steps: list[dict], modes: list[dict]) -> str:
         lines.append(f"| {r['config']} | {r['batch']} | {r['transformers_ms']:.2f} | {r['diffsolve_ms']:.2f} | "
                      f"{r['speedup']:.2f}x | {r['compiled_ms']:.2f} | {r['compiled_speedup']:.2f}x | "
                      f"{r['compile_s']:.0f} | {r['diffsolve_tokens_per_s']:.0f} | "
-                     f"{100 * r['diffsolve_fraction_of_matmul']:.0f}% / {100 * r['compiled_fraction_of_matmul']:.0f}% / "
+                     f"{100 * r['diffsolve_fraction_of_matmul']:.0f}% / "
+                     f"{100 * r['compiled_fraction_of_matmul']:.0f}% / "
                      f"{100 * r['transformers_fraction_of_matmul']:.0f}% | "
                      f"{r['max_abs_logit_diff']:.1e} / {r['compiled_max_abs_logit_diff']:.1e} |")
     lines += ["", "| config | canvas tokens | diffusion passes | diffusion tok/s | AR tok/s | diffusion / AR |",

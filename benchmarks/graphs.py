@@ -72,7 +72,8 @@ def coloring(solvers: dict, limit: int | None, max_steps: int, names: list[str] 
               f"{record['model_only']['verified']}", file=sys.stderr, flush=True)
     return {"instances": out, "skipped_larger_than_canvas": skipped,
             "reached_best_known": {m: sum(r[m]["reached_best"] for r in out) for m in ("full", "backtrack")},
-            "beat_dsatur": {m: sum((r[m]["colors"] or 10**9) < r["dsatur"] for r in out) for m in ("full", "backtrack")}}
+            "beat_dsatur": {m: sum((r[m]["colors"] or 10**9) < r["dsatur"] for r in out)
+                            for m in ("full", "backtrack")}}
 
 
 # ------------------------------------------------------------------------------------------ routes

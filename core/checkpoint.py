@@ -156,7 +156,8 @@ def load_model(path_or_id: str | os.PathLike, dtype: torch.dtype = torch.float32
     missing = [hf_name(n) for n in expected if n not in loaded and n not in misshaped]
     if missing or unexpected or misshaped:
         parts = []
-        for title, items in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", list(misshaped.values()))):
+        problems = (("missing", missing), ("unexpected", unexpected), ("mis-shaped", list(misshaped.values())))
+        for title, items in problems:
             if items:
                 parts.append(f"{len(items)} {title}: " + "; ".join(items[:20]) + (" ..." if len(items) > 20 else ""))
         raise CheckpointError(f"{directory}: checkpoint does not match config.json -- " + " | ".join(parts))

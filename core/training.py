@@ -225,7 +225,8 @@ def train(model: DiffusionGemma, make_batch: Callable[[int, torch.Generator], Ba
         if done % cfg.log_every == 0 or done in (cfg.steps, end):
             metrics = {k: v / summed for k, v in running.items()}
             running, summed = {}, 0
-            metrics.update(step=done, lr=lr_at(step, cfg, elapsed), elapsed_s=round(previous_s + time.time() - began, 1))
+            metrics.update(step=done, lr=lr_at(step, cfg, elapsed),
+                           elapsed_s=round(previous_s + time.time() - began, 1))
             if evaluate is not None and done % cfg.checkpoint_every == 0:
                 model.eval()
                 metrics.update(evaluate(model))

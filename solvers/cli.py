@@ -342,7 +342,7 @@ def train(
     init: Path = typer.Option(None, help="Start from this model's weights (fresh optimizer and schedule) instead "
                               "of a seeded initialisation; it must have the task's architecture."),
 ) -> None:
-    """Train a task model with the DiffusionGemma objective (from scratch, or from --init weights); resumes from out/checkpoint."""
+    """Train a task model with the DiffusionGemma objective (from scratch or --init weights); resumes a run."""
     from ..core import new_model
     from ..core.training import TrainConfig
     from ..core.training import train as run_training

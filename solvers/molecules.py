@@ -82,8 +82,8 @@ class MoleculeDesigner:
                  on_molecule: Callable[[Molecule], None] | None = None,
                  on_round: Callable[[int, int], None] | None = None) -> DesignResult:
         """Up to `n` distinct verified molecules. Windows are inclusive (lo, hi) tuples; `contains` is SMARTS;
-        `scaffold` a SMILES the molecule must contain; `max_ring_size` rules out larger rings. `budget` caps the canvases tried (default 20n + 256);
-        when it runs out the result holds what was found and `exhausted` is set.
+        `scaffold` a SMILES the molecule must contain; `max_ring_size` rules out larger rings. `budget` caps
+        the canvases tried (default 20n + 256); when it runs out the result holds what was found and `exhausted` is set.
         Raises `RequestError` for malformed or unsatisfiable requests, before any work."""
         request = task.MoleculeRequest.parse(
             {"logp": logp, "mw": mw, "qed": qed, "tpsa": tpsa, "hbd": hbd, "hba": hba, "rings": rings,
