@@ -109,7 +109,7 @@ class MoleculeDesigner:
             prompt = task.sample_prompts(request, rows, generator).to(device)
             guidance = None
             if self.guided:
-                layouts = task.fragment_templates(request.fragment, rows, generator) if request.fragment else None
+                layouts = task.fragment_layouts(request.fragment, rows, generator) if request.fragment else None
                 guidance = task.MoleculeGuidance(request, generator, layouts)
             out = generate(self.model, prompt, self.config, guidance=guidance,
                            generator=torch.Generator(device).manual_seed(int(torch.randint(0, 2**62, (1,),

@@ -7,7 +7,7 @@ generation and every combination of conditions.
 
 Scaffolds (and substructures written as SMILES) are also pinned on the canvas: in a SMILES string a
 fragment's atoms are interleaved with its decorations at positions nobody knows in advance, so each canvas
-draws its own layout (`fragment_templates`): the fragment written from a random root atom, with free stretches
+draws its own layout (`fragment_layouts`): the fragment written from a random root atom, with free stretches
 before and after it and up to two branch slots `(...)` after atoms that carry hydrogens; the model fills the
 free positions, and RDKit verifies the result. The model is trained only on whole molecules (with the scaffold
 in the prompt); the layouts are a sampling-time constraint.
@@ -363,7 +363,7 @@ MAX_FREE_RUN = 6  # longest free stretch before/after the fragment and per branc
 MAX_SLOTS = 2  # branch slots per layout
 
 
-def fragment_templates(fragment: str, n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+def fragment_layouts(fragment: str, n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
     """n canvas layouts around `fragment` (SMILES): (pinned [n, CANVAS] bool, values [n, CANVAS]).
 
     Each writes the fragment's SMILES from a random root atom, with free positions where decorations can
@@ -372,8 +372,6 @@ def fragment_templates(fragment: str, n: int, generator: torch.Generator) -> tup
     pinned. Every layout has at least one free position when the fragment has any hydrogen.
     Free positions are unpinned (`values` there is PAD)."""
     mol = Chem.MolFromSmiles(fragment)
-    hydrogens = [a.GetTotalNumHs() for a in mol.GetAtoms()]
-    roots = [i for i, h in enumerate(hydrogens) if h] or [0]
     pinned = torch.zeros(n, CANVAS, dtype=torch.bool)
     values = torch.full((n, CANVAS), PAD)
 
@@ -381,48 +379,55 @@ def fragment_templates(fragment: str, n: int, generator: torch.Generator) -> tup
         return int(torch.randint(low, high + 1, (1,), generator=generator))
 
     for r in range(n):
-        root = roots[draw(len(roots) - 1)]
-        must_bond_root = False
-        try:
-            tokens = tokenize_known(Chem.MolToSmiles(mol, rootedAtAtom=root))
-            order = [int(i) for i in mol.GetProp("_smilesAtomOutputOrder").strip("[],").split(",")]
-        except SmilesError:
-            # RDKit writes a bracket atom the model lacks (the S of 'S(=O)(=O)N' is [SH]): use the text as
-            # given, and bond the first atom to a decoration so that it keeps no such hydrogen.
-            root, tokens, order = 0, tokenize_known(fragment), list(range(mol.GetNumAtoms()))
-            must_bond_root = True
-        spare = dict(enumerate(hydrogens))  # hydrogens left to replace, per atom
-        room = MAX_SMILES_TOKENS - len(tokens)
-        before = min(draw(MAX_FREE_RUN, int(must_bond_root)), room) if spare[root] else 0
-        spare[root] -= bool(before)
-        room -= before
-        sites = _atom_ends(tokens)  # token index -> position in `order`
-        slots = {}
-        for _ in range(draw(MAX_SLOTS)):
-            open_sites = [i for i, k in sites.items() if spare[order[k]] and i not in slots]
-            if not open_sites or room < 3:
-                break
-            site = open_sites[draw(len(open_sites) - 1)]
-            slots[site] = min(draw(MAX_FREE_RUN, 1), room - 2)
-            spare[order[sites[site]]] -= 1
-            room -= slots[site] + 2
-        last = len(tokens) - 1
-        tail_open = last in sites and last not in slots and spare[order[sites[last]]] > 0
-        after = min(draw(MAX_FREE_RUN, 0 if before or slots else 1), room) if tail_open else 0
-        if not (before or slots or after) and spare[root] and room:
-            before = draw(min(MAX_FREE_RUN, room), 1)
-        layout: list[str | None] = [None] * before  # None: a free position
-        for i, token in enumerate(tokens):
-            layout.append(token)
-            if i in slots:
-                layout += ["(", *[None] * slots[i], ")"]
-        layout += [None] * after
+        layout = _layout(mol, fragment, draw)
         for i, token in enumerate(layout):
             if token is not None:
                 pinned[r, i], values[r, i] = True, TOKENIZER.token_to_id(token)
         pinned[r, len(layout):] = True
         values[r, len(layout)] = EOS
     return pinned, values
+
+
+def _layout(mol: Chem.Mol, fragment: str, draw: Callable[..., int]) -> list[str | None]:
+    """One layout of `fragment`: its tokens and None for each free position."""
+    hydrogens = [a.GetTotalNumHs() for a in mol.GetAtoms()]
+    roots = [i for i, h in enumerate(hydrogens) if h] or [0]
+    root = roots[draw(len(roots) - 1)]
+    must_bond_root = False
+    try:
+        tokens = tokenize_known(Chem.MolToSmiles(mol, rootedAtAtom=root))
+        order = [int(i) for i in mol.GetProp("_smilesAtomOutputOrder").strip("[],").split(",")]
+    except SmilesError:
+        # RDKit writes a bracket atom the model lacks (the S of 'S(=O)(=O)N' is [SH]): use the text as given,
+        # and bond the first atom to a decoration so that it keeps no such hydrogen.
+        root, tokens, order = 0, tokenize_known(fragment), list(range(mol.GetNumAtoms()))
+        must_bond_root = True
+    spare = dict(enumerate(hydrogens))  # hydrogens left to replace, per atom
+    room = MAX_SMILES_TOKENS - len(tokens)
+    before = min(draw(MAX_FREE_RUN, int(must_bond_root)), room) if spare[root] else 0
+    spare[root] -= bool(before)
+    room -= before
+    sites = _atom_ends(tokens)  # token index -> position in `order`
+    slots: dict[int, int] = {}  # token index -> free positions in the branch opened after it
+    for _ in range(draw(MAX_SLOTS)):
+        open_sites = [i for i, k in sites.items() if spare[order[k]] and i not in slots]
+        if not open_sites or room < 3:
+            break
+        site = open_sites[draw(len(open_sites) - 1)]
+        slots[site] = min(draw(MAX_FREE_RUN, 1), room - 2)
+        spare[order[sites[site]]] -= 1
+        room -= slots[site] + 2
+    last = len(tokens) - 1
+    tail_open = last in sites and last not in slots and spare[order[sites[last]]] > 0
+    after = min(draw(MAX_FREE_RUN, 0 if before or slots else 1), room) if tail_open else 0
+    if not (before or slots or after) and spare[root] and room:
+        before = draw(min(MAX_FREE_RUN, room), 1)
+    layout: list[str | None] = [None] * before
+    for i, token in enumerate(tokens):
+        layout.append(token)
+        if i in slots:
+            layout += ["(", *[None] * slots[i], ")"]
+    return layout + [None] * after
 
 
 def _atom_ends(tokens: list[str]) -> dict[int, int]:
@@ -454,7 +459,7 @@ class MoleculeGuidance(Guidance):
     def __init__(self, request: MoleculeRequest, generator: torch.Generator | None = None,
                  layouts: tuple[Tensor, Tensor] | None = None):
         self.request = request
-        self.layouts = layouts  # (pinned, values) [B, CANVAS] from `fragment_templates`, or None
+        self.layouts = layouts  # (pinned, values) [B, CANVAS] from `fragment_layouts`, or None
         self.generator = generator or torch.Generator().manual_seed(0)
         self.static = torch.zeros(TOKENIZER.get_vocab_size(), dtype=torch.bool)
         self.static[SMILES_IDS] = True

@@ -166,7 +166,7 @@ def test_scaffold_decoration_keeps_the_scaffold(designer):
 def test_fragment_layouts_keep_the_fragment_and_bond_only_to_spare_hydrogens(fragment):
     """Filling every free position with carbon always gives a valid molecule that contains the fragment:
     free stretches only ever replace hydrogens the fragment has to spare."""
-    pinned, values = task.fragment_templates(fragment, 40, torch.Generator().manual_seed(0))
+    pinned, values = task.fragment_layouts(fragment, 40, torch.Generator().manual_seed(0))
     core = Chem.MolFromSmiles(fragment)
     has_hydrogen = any(a.GetTotalNumHs() for a in core.GetAtoms())
     for row_pinned, row in zip(pinned, values):
