@@ -1,5 +1,7 @@
 """Numerical parity with transformers' DiffusionGemmaForBlockDiffusion, and checkpoint interop both ways."""
 
+import shutil
+
 import pytest
 import torch
 from hf_reference import TINY_TEXT, hf_model
@@ -83,7 +85,9 @@ def test_compiled_denoiser_matches_eager(tmp_path):
             want = eager.denoise(canvas, eager.encode(prompt), sc)
             got = compiled.denoise(canvas, compiled.encode(prompt), sc)
             assert (got - want).abs().max().item() <= 2e-4
-    assert not hasattr(compiled.denoise, "__self__")  # still the compiled wrapper: it did not fall back to eager
+    # With a C++ compiler inductor compiles and the wrapper stays; without one it falls back to eager (warned).
+    has_compiler = any(shutil.which(cc) for cc in ("g++", "c++", "clang++"))
+    assert hasattr(compiled.denoise, "__self__") != has_compiler
 
 
 def test_layer_scalars_are_per_side(reference):
