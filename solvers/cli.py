@@ -38,6 +38,12 @@ def _options(compile: bool = typer.Option(
     _OPTIONS["compile"] = compile
 
 
+def _check_search(model_only: bool, backtrack: bool) -> None:
+    if model_only and backtrack:
+        _error("--model-only and --backtrack exclude each other")
+        raise typer.Exit(2)
+
+
 def _load(checkpoint: str | None, task: str, device: str):
     try:
         model = load_model(checkpoint or default_checkpoint(task), device=device)
@@ -122,6 +128,7 @@ def sudoku(
     if format not in ("text", "line", "json"):
         _error(f"--format must be text, line or json, not {format!r}")
         raise typer.Exit(2)
+    _check_search(model_only, backtrack)
     name = "<stdin>" if file == "-" else file
     try:
         text = sys.stdin.read() if file == "-" else Path(file).read_text()
@@ -137,9 +144,6 @@ def sudoku(
         _error(f"{name}: no usable puzzle")
         raise typer.Exit(2)
     model = _load(checkpoint, "sudoku", device)
-    if model_only and backtrack:
-        _error("--model-only and --backtrack exclude each other")
-        raise typer.Exit(2)
     solver = SudokuSolver(model, guided=not model_only, canvases=canvases, max_steps=max_steps, seed=seed,
                           backtrack=backtrack)
     results: dict[int, object] = {}

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from .cli import _error, _load, app
+from .cli import _check_search, _error, _load, app
 
 FORMATS = ("text", "json")
 # Options every graph command shares (typer reads them as defaults).
@@ -45,12 +45,6 @@ def _node(graph, text: str | None):
             return label
     _error(f"node {text!r} is not in the graph")
     raise typer.Exit(2)
-
-
-def _check_search(model_only: bool, backtrack: bool) -> None:
-    if model_only and backtrack:
-        _error("--model-only and --backtrack exclude each other")
-        raise typer.Exit(2)
 
 
 def _solver(kind: str, checkpoint, device, model_only, canvases, max_steps, seed):
