@@ -135,6 +135,7 @@ class ConstraintModel:
 
 
 DEAD_ENDS = ("release", "restart", "backtrack")
+HALL_MAX_VALUES = 10  # Hall-set tables hold 2**D value subsets
 
 
 class GuessTrail:
@@ -209,6 +210,7 @@ class CompiledConstraints(Guidance):
         for g, (positions, values) in enumerate(exact):
             self.exact_membership[g, positions] = 1.0
             self.exact_values[g, self.domain_index[torch.tensor(values, device=device)]] = 1.0
+        self._compile_hall_sets(exact, length, size, device)
         self.in_groups = self.own_values.any(-1)  # [L]
         self.neighbours = (self.peers > 0.5).any(-1).float()  # [L, L]: positions sharing any group
         # [B, L]: the position may take a token no all-different group constrains (never forced, never dead)
@@ -219,6 +221,52 @@ class CompiledConstraints(Guidance):
             self.has_outside_option = outside.any(-1)
         self.trail = GuessTrail(model.batch, length, size, device)
         self._before: tuple[Tensor, Tensor, Tensor] | None = None  # (settled, candidates, dead) of this pass
+
+    def _compile_hall_sets(self, exact: list[tuple[list[int], list[int]]], length: int, size: int,
+                           device: torch.device) -> None:
+        """Tables for Hall-set reasoning in exact groups over at most HALL_MAX_VALUES values: value subsets S
+        as bit masks, `subset_of[m, S]` (candidate mask m lies inside S) and each group's positions, padded."""
+        self.hall = bool(exact) and size <= HALL_MAX_VALUES
+        if not self.hall:
+            return
+        subsets = torch.arange(1 << size, device=device)
+        bits = 1 << torch.arange(size, device=device)
+        self.subset_values = ((subsets[:, None] & bits) > 0).float()  # [S, D]
+        self.subset_size = self.subset_values.sum(-1)  # [S]
+        self.subset_of = (subsets[:, None] & ~subsets[None, :]) == 0  # [S (cell mask), S (set)]
+        self.value_bits = bits
+        width = max(len(positions) for positions, _ in exact)
+        self.hall_positions = torch.zeros(len(exact), width, dtype=torch.long, device=device)  # [Gx, P]
+        self.hall_real = torch.zeros(len(exact), width, dtype=torch.bool, device=device)
+        group_bits = torch.zeros(len(exact), dtype=torch.long, device=device)
+        for g, (positions, values) in enumerate(exact):
+            self.hall_positions[g, :len(positions)] = torch.tensor(positions, device=device)
+            self.hall_real[g, :len(positions)] = True
+            group_bits[g] = int(bits[self.domain_index[torch.tensor(values, device=device)]].sum())
+        # Hall sets worth testing per group: non-empty subsets of its values
+        self.hall_sets = self.subset_of[:, group_bits].T & (subsets > 0)  # [Gx, S]
+
+    def _hall_step(self, candidates: Tensor) -> tuple[Tensor, Tensor]:
+        """One round of Hall-set reasoning over the exact groups (all-different's full propagation): if the
+        candidates of n positions of a group lie inside a set S of n values, those positions take S between
+        them and the group's other positions lose S; more than n positions inside S is a dead end.
+        Returns (narrowed candidates [B, L, D], dead [B, L])."""
+        b = candidates.shape[0]
+        masks = (candidates.long() * self.value_bits).sum(-1)  # [B, L]
+        cell_masks = masks[:, self.hall_positions]  # [B, Gx, P]
+        inside = self.subset_of[cell_masks] & self.hall_real[:, :, None]  # [B, Gx, P, S]
+        count = inside.sum(2)  # [B, Gx, S]
+        hall = self.hall_sets & (count.float() == self.subset_size)
+        overfull = (self.hall_sets & (count.float() > self.subset_size)).any(-1)  # [B, Gx]
+        lose = ((hall[:, :, None, :] & ~inside).float() @ self.subset_values) > 0.5  # [B, Gx, P, D]
+        lose &= self.hall_real[:, :, None]
+        removed = torch.zeros(b, candidates.shape[1], candidates.shape[2], device=candidates.device)
+        index = self.hall_positions.reshape(1, -1, 1).expand(b, -1, candidates.shape[2])
+        removed.scatter_add_(1, index, lose.flatten(1, 2).float())
+        dead = torch.zeros(b, candidates.shape[1], device=candidates.device)
+        dead.scatter_add_(1, self.hall_positions.reshape(1, -1).expand(b, -1),
+                          (overfull[:, :, None] & self.hall_real).flatten(1).float())
+        return candidates & (removed < 0.5), dead > 0.5
 
     @property
     def batch_size(self) -> int:
@@ -287,6 +335,9 @@ class CompiledConstraints(Guidance):
                 forced = (torch.einsum("gl,bgd->bld", self.exact_membership, only_place) > 0.5) & narrowed
                 dead |= forced.sum(-1) > 1  # two values that each have nowhere else to go
                 narrowed = torch.where(forced.any(-1, keepdim=True), forced, narrowed)
+            if torch.equal(narrowed, candidates) and self.hall:  # singles are done: try larger Hall sets
+                narrowed, overfull = self._hall_step(narrowed)
+                dead |= overfull
             if torch.equal(narrowed, candidates):
                 break
             candidates = narrowed
@@ -387,9 +438,19 @@ class CompiledConstraints(Guidance):
         last = settled & trail.guess_at & (trail.settled_at == depth.unsqueeze(1)) & proved.unsqueeze(1)
         wrong = self._domain_onehot(canvas, last) > 0.5
         trail.ruled_at = torch.where(wrong, target[:, None, None], trail.ruled_at)
+        trail.ruled_at = self._share_facts(trail.ruled_at)
         bad |= settled & (trail.settled_at > target.unsqueeze(1))
         trail.depth = target
         return bad
+
+    def _share_facts(self, ruled_at: Tensor) -> Tensor:
+        """Values ruled out at depth 0 hold for the instance itself, not just one search path (depth 0 is the
+        pins and what they force), so parallel canvases of one declared row pool them."""
+        facts = (ruled_at == 0).flatten(1).float()  # [B, L * D]
+        pooled = torch.zeros(int(self.rows.max()) + 1, facts.shape[1], device=facts.device)
+        pooled.index_add_(0, self.rows, facts)
+        shared = (pooled[self.rows] > 0.5).view_as(ruled_at)
+        return torch.where(shared & (ruled_at < 0), 0, ruled_at)
 
     def retire(self, solved: Tensor) -> Tensor:
         """Once one canvas of a declared row is solved, its parallel siblings stop."""

@@ -114,6 +114,9 @@ def sudoku(
     backtrack: bool = typer.Option(False, "--backtrack", help="Exact search on top of the model: at a dead end "
                                    "a canvas undoes only its last guess and rules it out, instead of restarting. "
                                    "Solves the hardest puzzles; reported separately in the benchmark."),
+    temperature: float = typer.Option(2.0, min=0.01, help="Sampling temperature of the guided search (hot keeps "
+                                      "restarts from repeating the model's confident wrong guesses; forced cells "
+                                      "settle regardless). Ignored with --model-only (released schedule)."),
     trace: bool = typer.Option(False, help="Show the first puzzle's canvas pass by pass (settled cells green, "
                                            "cells re-noised by a constraint red)."),
     seed: int = typer.Option(0, help="Sampler seed."),
@@ -145,7 +148,7 @@ def sudoku(
         raise typer.Exit(2)
     model = _load(checkpoint, "sudoku", device)
     solver = SudokuSolver(model, guided=not model_only, canvases=canvases, max_steps=max_steps, seed=seed,
-                          backtrack=backtrack)
+                          backtrack=backtrack, temperature=temperature)
     results: dict[int, object] = {}
 
     def emit(entry, result) -> None:

@@ -191,3 +191,66 @@ def test_a_settled_value_is_masked_for_peers_that_could_also_take_other_tokens()
     settled = torch.tensor([[True, False, False, False]])
     allowed = guidance.allowed(canvas, settled)[0]
     assert not allowed[1:, 5].any() and allowed[1:, 4].all() and allowed[1:, eos].all()
+
+
+def test_hall_sets_give_their_values_to_their_positions_alone():
+    cm = ConstraintModel(4, 12)
+    cm.allow(range(4), DIGITS)
+    cm.allow([0, 1], DIGITS[:2])  # positions 0 and 1 take 4 and 5 between them ...
+    cm.all_different(range(4), DIGITS, exact=True)
+    guidance = cm.compile()
+    allowed = guidance.allowed(torch.full((1, 4), 4), torch.zeros(1, 4, dtype=torch.bool))[0]
+    assert not allowed[2:, DIGITS[:2]].any()  # ... so 2 and 3 lose them (no single forces this)
+    assert allowed[2:, DIGITS[2:]].all() and allowed[:2, DIGITS[:2]].all()
+
+    cm.allow([2], DIGITS[:2])  # three positions inside two values: a dead end
+    _, dead = cm.compile()._propagate(torch.full((1, 4), 4), torch.zeros(1, 4, dtype=torch.bool))
+    assert dead.any()
+
+
+def test_propagation_never_masks_a_value_some_completion_uses():
+    squares = all_latin_squares()
+    generator = torch.Generator().manual_seed(1)
+    pruned = 0
+    for trial in range(40):
+        truth = squares[int(torch.randint(0, 576, (1,), generator=generator))]
+        shown = torch.randperm(16, generator=generator)[:int(torch.randint(2, 7, (1,), generator=generator))]
+        pins = {int(p): truth[int(p)] for p in shown}
+        guidance = exact_latin(pins)
+        canvas = torch.tensor([[pins.get(i, 4) for i in range(16)]])
+        allowed = guidance.allowed(canvas, torch.zeros(1, 16, dtype=torch.bool))[0]
+        used = {(p, sq[p]) for sq in squares if all(sq[q] == t for q, t in pins.items()) for p in range(16)}
+        assert all(bool(allowed[p, t]) for p, t in used)
+        pruned += sum(not allowed[p, t] for p in range(16) for t in DIGITS) - sum(1 for p in pins for t in DIGITS
+                                                                                    if t != pins[p])
+    assert pruned > 0
+
+
+def test_parallel_canvases_share_what_a_failed_first_guess_proves():
+    squares = all_latin_squares()
+    generator = torch.Generator().manual_seed(0)
+    for trial in range(200):
+        truth = squares[int(torch.randint(0, 576, (1,), generator=generator))]
+        shown = torch.randperm(16, generator=generator)[:4]
+        pins = {int(p): truth[int(p)] for p in shown}
+        guidance = exact_latin(pins).repeat(2)
+        canvas = torch.tensor([[pins.get(i, 4) for i in range(16)]] * 2)
+        candidates = guidance.allowed(canvas, torch.zeros(2, 16, dtype=torch.bool))[0]
+        options = [(p, t) for p in range(16) if p not in pins for t in DIGITS
+                   if candidates[p, t] and int(candidates[p].sum()) > 1]
+        for position, token in options:
+            possible = any(all(sq[p] == t for p, t in pins.items()) and sq[position] == token for sq in squares)
+            if possible:
+                continue
+            guessed = canvas.clone()
+            guessed[0, position] = token  # only the first canvas guesses
+            accepted = torch.zeros(2, 16, dtype=torch.bool)
+            accepted[0, position] = True
+            guidance.violations(guessed, accepted)
+            ruled = guidance.trail.ruled_at[:, position, DIGITS.index(token)]
+            if bool(ruled[0] == 0):
+                assert bool(ruled[1] == 0)  # its sibling never guessed it but knows it too
+                return
+            guidance = exact_latin(pins).repeat(2)
+            guidance.allowed(canvas, torch.zeros(2, 16, dtype=torch.bool))
+    raise AssertionError("no first guess failed on its own in 200 trials")
