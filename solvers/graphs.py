@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Hashable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import networkx as nx
 import torch
@@ -75,23 +75,29 @@ class _DiffusionSolver:
     task = "graphs"
 
     def __init__(self, model: DiffusionGemma, *, guided: bool = True, canvases: int = 8, max_steps: int = 128,
-                 seed: int = 0):
+                 seed: int = 0, temperature: float | None = None):
         self.model, self.guided, self.seed = model, guided, seed
         self.canvases = canvases if guided else 1
         self.max_steps = max_steps
+        self.temperature = temperature if guided else None  # None: each problem's default (see ROUTE_TEMPERATURE)
 
     @classmethod
     def from_pretrained(cls, path: str | None = None, *, device: str = "cpu", **kwargs):
         return cls(load_model(path or default_checkpoint(cls.task), device=device), **kwargs)
 
-    def _config(self, length: int, max_steps: int | None = None) -> SamplingConfig:
-        return SamplingConfig(max_denoising_steps=max_steps or self.max_steps, keep_accepted=self.guided,
-                              drop_finished=True, stability_threshold=None if self.guided else 1,
-                              canvas_length=length)
+    def _config(self, length: int, max_steps: int | None = None, temperature: float | None = None) -> SamplingConfig:
+        config = SamplingConfig(max_denoising_steps=max_steps or self.max_steps, keep_accepted=self.guided,
+                                drop_finished=True, stability_threshold=None if self.guided else 1,
+                                canvas_length=length)
+        temperature = self.temperature or (temperature if self.guided else None)
+        if temperature is not None:
+            config = replace(config, t_min=temperature, t_max=temperature)
+        return config
 
     @torch.no_grad()
     def _run(self, prompts: list[list[int]], guidance: Guidance, length: int, *, max_steps: int | None = None,
-             callback: Callable[[StepInfo], None] | None = None, salt: int = 0, retire: bool = True):
+             callback: Callable[[StepInfo], None] | None = None, salt: int = 0, retire: bool = True,
+             temperature: float | None = None):
         """Denoise `canvases` canvases per prompt. Returns (canvases [R, L], passes [R]); rows of a prompt are
         consecutive. Model-only runs keep nothing of the guidance but its pins."""
         device = self.model.device
@@ -100,7 +106,7 @@ class _DiffusionSolver:
         guidance = guidance.repeat(self.canvases) if self.guided else _PinsOnly(guidance)
         if not retire:
             guidance = _KeepSiblings(guidance)
-        out = generate(self.model, None, self._config(length, max_steps), cache=cache, guidance=guidance,
+        out = generate(self.model, None, self._config(length, max_steps, temperature), cache=cache, guidance=guidance,
                        callback=callback, generator=torch.Generator(device).manual_seed(self.seed + salt))
         return out.canvas.cpu(), out.forward_passes.cpu()
 
@@ -135,6 +141,13 @@ class _KeepSiblings(Guidance):
 
     def select(self, rows):
         return _KeepSiblings(self.inner.select(rows))
+
+
+# Routes guess at T = 2: their masks settle every forced node whatever the temperature, and at the released
+# schedule a canvas retakes the same confident wrong branch after each restart (Ye et al. paths, 100 evenly
+# spaced: 92 -> 100 solved; NLGraph Hamilton, 70: 64 -> 67). Colouring and Countdown gained nothing from it
+# (queen7_7 with backtracking got worse: 7 -> 9 colours), so they keep the released schedule.
+ROUTE_TEMPERATURE = 2.0
 
 
 class GraphSolver(_DiffusionSolver):
@@ -269,7 +282,7 @@ class GraphSolver(_DiffusionSolver):
             specs = [problems[i][0] for i in chunk]
             canvas, passes = self._run([s.prompt() for s in specs], route_guidance(specs, self.model.device),
                                        CANVAS["path"], callback=callback, salt=salt,
-                                       retire=not all_canvases)
+                                       retire=not all_canvases, temperature=ROUTE_TEMPERATURE)
             seconds = (time.perf_counter() - began) / len(chunk)
             for j, i in enumerate(chunk):
                 spec, labels, _, verify = problems[i]
