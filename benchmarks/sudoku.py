@@ -1,7 +1,7 @@
 """Sudoku benchmark over the public development sets: model only vs the full constraint-guided system.
 
-    python benchmarks/sudoku.py [--per-tier 50] [--max-steps 128] [--checkpoint DIR]
-                                [--data ../shared/data/sudoku/eval_dev.csv]
+    python benchmarks/sudoku.py [--per-tier 50] [--max-steps 128] [--checkpoint DIR] [--modes full,...]
+                                [--data ../shared/data/sudoku/eval_dev.csv] [--out results/sudoku.json]
 
 Per tier of `eval_dev.csv`: verified-solve rate of (1) the model only (stock sampler, clues pinned, one
 canvas), (2) the full system (propagated masks, re-noising, restarts, verifier, parallel canvases) and
@@ -48,17 +48,26 @@ def run_tier(solver: SudokuSolver, rows: list[dict]) -> dict:
 MODES = {"model_only": "model only", "full": "full system", "backtrack": "full + backtracking"}
 
 
+def _rate(x: dict | None) -> str:
+    return "-" if x is None else f"{100 * x['rate']:.1f}%"
+
+
+def _seconds(x: dict | None) -> str:
+    return "-" if x is None else f"{x['p50_s']:.2f} / {x['p99_s']:.2f}"
+
+
 def markdown(report: dict) -> str:
     lines = ["| tier | n | model only | full system | full + backtracking | wrong verified | full p50 / p99 s | "
              "backtracking p50 / p99 s | passes / solved (full, backtracking) |",
              "|---|---|---|---|---|---|---|---|---|"]
     for tier, r in report["tiers"].items():
-        m, f, b = r["model_only"], r["full"], r["backtrack"]
-        passes = " / ".join("-" if x["passes_per_solved"] is None else f"{x['passes_per_solved']:.0f}" for x in (f, b))
-        wrong = sum(x["wrong_verified"] for x in (m, f, b))
-        lines.append(f"| {tier} | {f['puzzles']} | {100 * m['rate']:.1f}% | {100 * f['rate']:.1f}% | "
-                     f"{100 * b['rate']:.1f}% | {wrong} | {f['p50_s']:.2f} / {f['p99_s']:.2f} | "
-                     f"{b['p50_s']:.2f} / {b['p99_s']:.2f} | {passes} |")
+        m, f, b = (r.get(mode) for mode in MODES)  # a mode left out with --modes shows as "-"
+        n = next(x["puzzles"] for x in (m, f, b) if x)
+        passes = " / ".join("-" if not x or x["passes_per_solved"] is None else f"{x['passes_per_solved']:.0f}"
+                            for x in (f, b))
+        wrong = sum(x["wrong_verified"] for x in (m, f, b) if x)
+        lines.append(f"| {tier} | {n} | {_rate(m)} | {_rate(f)} | {_rate(b)} | {wrong} | {_seconds(f)} | "
+                     f"{_seconds(b)} | {passes} |")
     return "\n".join(lines)
 
 
@@ -70,12 +79,13 @@ def plot(report: dict, path: Path) -> bool:
     fig, ax = plt.subplots(figsize=(9, 3.5))
     width = 0.27
     for k, (mode, label) in enumerate(MODES.items()):
-        ax.bar([i + (k - 1) * width for i in range(len(tiers))],
-               [100 * report["tiers"][t][mode]["rate"] for t in tiers], width, label=label)
+        if mode in report["modes"]:
+            ax.bar([i + (k - 1) * width for i in range(len(tiers))],
+                   [100 * report["tiers"][t][mode]["rate"] for t in tiers], width, label=label)
     ax.set_xticks(list(range(len(tiers))), [t.replace("_", "\n", 1) for t in tiers], fontsize=7)
     ax.set_ylabel("verified solved (%)")
     ax.set_ylim(0, 100)
-    ax.set_title(f"Sudoku, {report['per_tier']} puzzles per tier")
+    ax.set_title(f"Sudoku, {report['per_tier'] or 'all'} puzzles per tier")
     ax.legend(fontsize=7)
     save_figure(fig, path)
     return True
@@ -89,6 +99,7 @@ def main() -> None:
     parser.add_argument("--canvases", type=int, default=8)
     parser.add_argument("--max-steps", type=int, default=128)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--modes", default=",".join(MODES), help=f"comma-separated subset of {','.join(MODES)}")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "sudoku.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -101,13 +112,17 @@ def main() -> None:
                "full": SudokuSolver(model_only.model, canvases=args.canvases, max_steps=args.max_steps),
                "backtrack": SudokuSolver(model_only.model, canvases=args.canvases, max_steps=args.max_steps,
                                          backtrack=True)}
-    report = {"per_tier": args.per_tier, "canvases": args.canvases, "max_steps": args.max_steps,
+    modes = args.modes.split(",")
+    if not modes or any(mode not in MODES for mode in modes):
+        parser.error(f"--modes takes a comma-separated subset of {','.join(MODES)}")
+    solvers = {mode: solver for mode, solver in solvers.items() if mode in modes}
+    report = {"per_tier": args.per_tier, "canvases": args.canvases, "max_steps": args.max_steps, "modes": modes,
               "checkpoint": relative(model_only.model.source), "tiers": {}}
     for tier, rows in tiers.items():
         rows = rows[:args.per_tier] if args.per_tier else rows
         report["tiers"][tier] = {mode: run_tier(solver, rows) for mode, solver in solvers.items()}
-        print(f"{tier}: " + ", ".join(f"{label} {report['tiers'][tier][mode]['rate']:.2f}"
-                                      for mode, label in MODES.items()), file=sys.stderr, flush=True)
+        print(f"{tier}: " + ", ".join(f"{MODES[mode]} {report['tiers'][tier][mode]['rate']:.2f}"
+                                      for mode in solvers), file=sys.stderr, flush=True)
         write_results(args.out, report, markdown(report), lambda path: plot(report, path))
     print(markdown(report))
 

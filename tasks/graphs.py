@@ -255,6 +255,16 @@ class RouteSpec:
                 pins[self.n - 1] = NODE0 + self.end
         return pins
 
+    def interior_exclusions(self) -> list[int]:
+        """Nodes that cannot stand inside a Hamiltonian path (positions 1..n-2): those with one neighbour."""
+        if self.kind != "hampath":
+            return []
+        degree = [0] * self.n
+        for u, v in self.edges:
+            degree[u] += 1
+            degree[v] += 1
+        return [v for v in range(self.n) if degree[v] == 1]
+
     def successors(self) -> Tensor:
         """[V, V]: which token may follow which (neighbours; EOS after any node, or only after the target)."""
         table = torch.zeros(VOCAB, VOCAB, dtype=torch.bool)
@@ -288,6 +298,9 @@ def route_guidance(specs: list[RouteSpec], device: str | torch.device = "cpu") -
         cm.allow(range(length), [*nodes[:spec.n], EOS, PAD], row=row)
         pins = spec.pins()
         cm.pin(list(pins), list(pins.values()), row=row)
+        leaves = {NODE0 + v for v in spec.interior_exclusions()}
+        if leaves:
+            cm.allow(range(1, spec.n - 1), [t for t in [*nodes, EOS, PAD] if t not in leaves], row=row)
     links = [spec.links() for spec in specs]
     return RouteGuidance(cm.compile(device), torch.stack([s.successors() for s in specs]).to(device),
                          torch.stack([p for p, _ in links]).to(device), torch.stack([q for _, q in links]).to(device))

@@ -109,6 +109,17 @@ def test_route_guidance_masks_non_neighbours_and_verifies_only_real_paths():
     assert allowed.nonzero().squeeze(1).tolist() == [data.NODE0 + 1]  # only node 1 follows node 0
 
 
+def test_a_node_with_one_neighbour_only_ends_a_hamiltonian_path():
+    edges = [(0, 1), (1, 2), (2, 3), (1, 3)]  # node 0 hangs off node 1
+    guide = route_guidance([RouteSpec(4, edges, "hampath")])
+    canvas = torch.full((1, data.MAX_ROUTE_NODES), data.PAD)
+    allowed = guide.allowed(canvas, torch.zeros_like(canvas, dtype=torch.bool))[0]
+    assert allowed[[0, 3], data.NODE0].all() and not allowed[[1, 2], data.NODE0].any()
+    assert allowed[1:3, data.NODE0 + 1].all()
+    assert RouteSpec(4, edges, "hampath").interior_exclusions() == [0]
+    assert RouteSpec(4, edges, "path", 0, 3).interior_exclusions() == []  # a start-goal path may skip node 0
+
+
 def test_route_guidance_re_noises_both_ends_of_a_broken_link():
     guide = route_guidance([RouteSpec(4, [(0, 1), (1, 2), (2, 3)], "hampath")])
     tokens = [data.NODE0 + v for v in (0, 2, 1, 3)] + [data.EOS] + [data.PAD] * (data.MAX_ROUTE_NODES - 5)
