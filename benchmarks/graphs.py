@@ -243,9 +243,7 @@ def main() -> None:
     graph_solvers = {"model_only": GraphSolver(model, guided=False), "full": GraphSolver(model)}
     families = args.families.split(",")
     report = json.loads(args.out.read_text()) if args.merge and args.out.is_file() else {}
-    report |= {"checkpoint": relative(args.checkpoint), "limit": args.limit,
-              "countdown_limit": args.countdown_limit or args.limit, "coloring_steps": args.coloring_steps,
-              "threads": args.threads,
+    report |= {"checkpoint": relative(args.checkpoint), "threads": args.threads,
               "device": "cpu", "torch": torch.__version__}
     started = time.perf_counter()
     runs = {
@@ -256,8 +254,13 @@ def main() -> None:
         "coloring": lambda: coloring(graph_solvers, args.coloring_limit, args.coloring_steps,
                                      args.coloring_instances.split(",") if args.coloring_instances else None),
     }
+    settings = {"path": {"limit": args.limit}, "hamiltonian": {"limit": args.limit},
+                "countdown": {"limit": args.countdown_limit or args.limit},
+                "coloring": {"limit": args.coloring_limit, "steps": args.coloring_steps,
+                             "instances": args.coloring_instances}}
     for family in families:
         report[family] = runs[family]()
+        report.setdefault("settings", {})[family] = settings[family]  # per family: --merge keeps the others'
         report["wall_s"] = round(time.perf_counter() - started, 1)
         write_results(args.out, report, markdown(report), lambda p: plot(report, p))  # partial results survive
     print(markdown(report))

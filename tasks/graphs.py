@@ -153,15 +153,21 @@ class RouteGuidance(Guidance):
     [B, L] give each position's neighbouring position (-1: none; a cycle wraps its last node to position 0).
     An all-different group over node tokens and the pins/static sets come from `base`.
 
+    Hamiltonian rows also cover every node: `span` [B, L] marks positions 0..n-1, which hold nodes 0..n-1
+    once each, and `ends` [B, L] the positions where a route may stop (a path's first and last; none on a
+    cycle). See `_cover` for what that propagates.
+
     Masks are local, so two free positions can keep choosing tokens that suit their settled sides but not each
     other (a path that took a wrong branch, or settled its end too far away). Every re-noising is a strike on
-    that position; at `STRIKES` on one position the whole canvas is released and starts over."""
+    that position; at `STRIKES` on one position the whole canvas is released and starts over, as it is at once
+    when `_cover` proves the settled tokens cannot be completed."""
 
     STRIKES = 4
 
-    def __init__(self, base: CompiledConstraints, successor: Tensor, pred: Tensor, succ: Tensor,
-                 strikes: Tensor | None = None):
+    def __init__(self, base: CompiledConstraints, successor: Tensor, pred: Tensor, succ: Tensor, span: Tensor,
+                 ends: Tensor, strikes: Tensor | None = None):
         self.base, self.successor, self.pred, self.succ = base, successor, pred, succ
+        self.span, self.ends = span, ends
         self.rows = torch.arange(successor.shape[0], device=successor.device)
         self.strikes = torch.zeros_like(pred) if strikes is None else strikes
 
@@ -170,7 +176,41 @@ class RouteGuidance(Guidance):
 
     def select(self, rows: Tensor) -> "RouteGuidance":
         return RouteGuidance(self.base.select(rows), self.successor[rows], self.pred[rows], self.succ[rows],
-                             self.strikes[rows])
+                             self.span[rows], self.ends[rows], self.strikes[rows])
+
+    def _cover(self, canvas: Tensor, settled: Tensor, allowed: Tensor) -> tuple[Tensor, Tensor]:
+        """Hamiltonian rows, where every node takes one of the free positions 0..n-1: a node with no free
+        position left is a dead end, a node with one takes it; a node with at most one possible neighbour on
+        the route (unplaced neighbours, or placed ones beside a free position) can only stand at an end, and
+        with none it is a dead end. Returns (narrowed allowed [B, L, V], dead rows [B])."""
+        b, length = canvas.shape
+        dead = torch.zeros(b, dtype=torch.bool, device=canvas.device)
+        if not self.span.any():
+            return allowed, dead
+        nodes = slice(NODE0, NODE0 + length)  # token NODE0 + i is node i, covered iff span[:, i]
+        index = canvas - NODE0
+        held = settled & self.span & (index >= 0) & (index < length)
+        placed = _spread_to(held, index.clamp(0, length - 1))  # [B, node]
+        unplaced = self.span & ~placed
+        free = self.span & ~settled
+        beside_free = (_neighbour(free, self.pred) | _neighbour(free, self.succ)) & held  # [B, L] positions
+        attachable = unplaced | _spread_to(beside_free, index.clamp(0, length - 1))  # [B, node]
+        adjacency = self.successor[:, nodes, nodes].float()  # [B, node, node]
+        options = torch.einsum("bvu,bu->bv", adjacency, attachable.float())
+        lonely = unplaced & (options < 1.5)
+        dead |= (unplaced & (options < 0.5)).any(-1)
+        node_allowed = allowed[:, :, nodes] & ~(lonely[:, None, :] & ~self.ends[:, :, None])
+        fits = node_allowed & free[:, :, None]  # [B, position, node]
+        places = fits.sum(1)
+        dead |= (unplaced & (places == 0)).any(-1)
+        forced = fits & (unplaced & (places == 1))[:, None, :]
+        dead |= (forced.sum(-1) > 1).any(-1)
+        node_allowed = torch.where(forced.any(-1, keepdim=True), forced, node_allowed)
+        allowed = allowed.clone()
+        allowed[:, :, nodes] = node_allowed
+        allowed[:, :, :NODE0] &= ~forced.any(-1, keepdim=True)
+        allowed[:, :, NODE0 + length:] &= ~forced.any(-1, keepdim=True)
+        return allowed, dead & self.span.any(-1)
 
     def _link_masks(self, canvas: Tensor, settled: Tensor) -> Tensor:
         """[B, L, V]: tokens compatible with the settled tokens on either side."""
@@ -178,7 +218,7 @@ class RouteGuidance(Guidance):
         for link, table in ((self.pred, self.successor), (self.succ, self.successor.transpose(1, 2))):
             has = link >= 0
             token = canvas.gather(1, link.clamp(min=0))
-            known = settled.gather(1, link.clamp(min=0)) & has
+            known = _neighbour(settled, link)
             options = table[self.rows[:, None], token]  # [B, L, V]
             allowed &= ~known.unsqueeze(2) | options
         return allowed
@@ -193,10 +233,13 @@ class RouteGuidance(Guidance):
     def pinned(self, batch: int, device: torch.device):
         return self.base.pinned(batch, device)
 
-    def allowed(self, canvas: Tensor, settled: Tensor) -> Tensor:
+    def _masks(self, canvas: Tensor, settled: Tensor) -> tuple[Tensor, Tensor]:
         base = self.base.allowed(canvas, settled)
         links = self._link_masks(canvas, settled)
-        return links if base is None else base & links
+        return self._cover(canvas, settled, links if base is None else base & links)
+
+    def allowed(self, canvas: Tensor, settled: Tensor) -> Tensor:
+        return self._masks(canvas, settled)[0]
 
     def violations(self, canvas: Tensor, accepted: Tensor) -> Tensor:
         bad = self.base.violations(canvas, accepted)
@@ -204,11 +247,12 @@ class RouteGuidance(Guidance):
         bad |= broken | _spread(broken, self.succ)  # both ends of a broken link
         # A free position that nothing can fill releases the settled tokens beside it.
         settled = accepted & ~bad
-        dead = ~self.allowed(canvas, settled).any(-1) & ~settled
+        allowed, stuck = self._masks(canvas, settled)
+        dead = ~allowed.any(-1) & ~settled
         bad |= _spread(dead, self.pred) | _spread(dead, self.succ)
         bad &= accepted & (self.base.pins < 0)
         self.strikes += bad
-        restart = (self.strikes >= self.STRIKES).any(-1, keepdim=True)
+        restart = (self.strikes >= self.STRIKES).any(-1, keepdim=True) | stuck.unsqueeze(1)
         self.strikes.masked_fill_(restart, 0)
         return bad | (restart & accepted & (self.base.pins < 0))
 
@@ -220,11 +264,20 @@ class RouteGuidance(Guidance):
         return self.base.retire(solved)
 
 
+def _neighbour(flags: Tensor, link: Tensor) -> Tensor:
+    """[B, L]: flags at each position's linked position (False where there is none)."""
+    return flags.gather(1, link.clamp(min=0)) & (link >= 0)
+
+
+def _spread_to(flags: Tensor, index: Tensor) -> Tensor:
+    """[B, L]: out[b, j] = any flags[b, i] with index[b, i] == j."""
+    return torch.zeros_like(flags, dtype=torch.uint8).scatter_reduce(1, index, flags.to(torch.uint8),
+                                                                      reduce="amax").bool()
+
+
 def _spread(flags: Tensor, link: Tensor) -> Tensor:
     """[B, L]: out[b, link[b, i]] = any flags[b, i] over the positions linking there."""
-    src = (flags & (link >= 0)).to(torch.uint8)
-    out = torch.zeros_like(src).scatter_reduce(1, link.clamp(min=0), src, reduce="amax")
-    return out.bool()
+    return _spread_to(flags & (link >= 0), link.clamp(min=0))
 
 
 @dataclass
@@ -302,8 +355,16 @@ def route_guidance(specs: list[RouteSpec], device: str | torch.device = "cpu") -
         if leaves:
             cm.allow(range(1, spec.n - 1), [t for t in [*nodes, EOS, PAD] if t not in leaves], row=row)
     links = [spec.links() for spec in specs]
+    span = torch.zeros(len(specs), length, dtype=torch.bool)
+    ends = torch.zeros(len(specs), length, dtype=torch.bool)
+    for row, spec in enumerate(specs):
+        if spec.kind != "path":
+            span[row, :spec.n] = True
+        if spec.kind == "hampath":
+            ends[row, [0, spec.n - 1]] = True
     return RouteGuidance(cm.compile(device), torch.stack([s.successors() for s in specs]).to(device),
-                         torch.stack([p for p, _ in links]).to(device), torch.stack([q for _, q in links]).to(device))
+                         torch.stack([p for p, _ in links]).to(device), torch.stack([q for _, q in links]).to(device),
+                         span.to(device), ends.to(device))
 
 
 def decode_route(canvas: Tensor, n: int) -> list[int] | None:

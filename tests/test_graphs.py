@@ -120,6 +120,21 @@ def test_a_node_with_one_neighbour_only_ends_a_hamiltonian_path():
     assert RouteSpec(4, edges, "path", 0, 3).interior_exclusions() == []  # a start-goal path may skip node 0
 
 
+def test_a_hamiltonian_canvas_that_cannot_cover_every_node_starts_over():
+    edges = [(0, 1), (1, 2), (2, 3), (3, 4), (1, 3)]
+    guide = route_guidance([RouteSpec(5, edges, "hampath")] * 2)
+    tokens = [data.EOS] + [data.PAD] * (data.MAX_ROUTE_NODES - 6)
+    canvas = torch.tensor([[data.NODE0 + v for v in (0, 1, 3, 2, 4)] + tokens,   # 0-1-3: 2 and 4 both need 3
+                           [data.NODE0 + v for v in (0, 1, 2, 3, 4)] + tokens])  # 0-1-2: fine
+    accepted = torch.zeros_like(canvas, dtype=torch.bool)
+    accepted[:, :3] = True
+    bad = guide.violations(canvas, accepted)
+    assert bad[0, :3].all() and not bad[1].any()
+    # the second canvas: node 4 has one possible neighbour left (3), so it may only end the path
+    allowed = guide.allowed(canvas, accepted)[1]
+    assert allowed[4, data.NODE0 + 4] and not allowed[3, data.NODE0 + 4]
+
+
 def test_route_guidance_re_noises_both_ends_of_a_broken_link():
     guide = route_guidance([RouteSpec(4, [(0, 1), (1, 2), (2, 3)], "hampath")])
     tokens = [data.NODE0 + v for v in (0, 2, 1, 3)] + [data.EOS] + [data.PAD] * (data.MAX_ROUTE_NODES - 5)
