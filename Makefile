@@ -31,6 +31,7 @@ bench: moses
 	$(PY) -m pip install -q -e ".[bench]"
 	$(PY) benchmarks/engine.py
 	$(PY) benchmarks/sudoku.py --per-tier 50 --max-steps 128
+	$(PY) benchmarks/sudoku.py --per-tier 0 --modes full --max-steps 256 --out benchmarks/results/sudoku_all.json
 	$(PY) benchmarks/molecules.py --samples 1000 --per-request 5 --scaffolds 4
 	$(PY) benchmarks/graphs.py --countdown-limit 16 --coloring-steps 128
 

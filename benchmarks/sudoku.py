@@ -1,6 +1,6 @@
 """Sudoku benchmark over the public development sets: model only vs the full constraint-guided system.
 
-    python benchmarks/sudoku.py [--per-tier 50] [--max-steps 128] [--checkpoint DIR] [--modes full,...]
+    python benchmarks/sudoku.py [--per-tier 50] [--max-steps 256] [--checkpoint DIR] [--modes full,...]
                                 [--data ../shared/data/sudoku/eval_dev.csv] [--out results/sudoku.json]
 
 Per tier of `eval_dev.csv`: verified-solve rate of (1) the model only (stock sampler, clues pinned, one
@@ -97,7 +97,7 @@ def main() -> None:
     parser.add_argument("--per-tier", type=int, default=50, help="first N puzzles of each tier (0: all)")
     parser.add_argument("--checkpoint", default=None)
     parser.add_argument("--canvases", type=int, default=8)
-    parser.add_argument("--max-steps", type=int, default=128)
+    parser.add_argument("--max-steps", type=int, default=256)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--modes", default=",".join(MODES), help=f"comma-separated subset of {','.join(MODES)}")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "sudoku.json")

@@ -108,7 +108,8 @@ def sudoku(
                                                               "per puzzle per line, in input order)."),
     checkpoint: str = typer.Option(None, help="Checkpoint directory or hub id (default: the shipped model)."),
     canvases: int = typer.Option(8, min=1, help="Parallel canvases per puzzle; the first verified one wins."),
-    max_steps: int = typer.Option(128, min=1, help="Denoising passes before giving up on a puzzle."),
+    max_steps: int = typer.Option(256, min=1, help="Denoising passes before giving up on a puzzle (solved puzzles "
+                                                   "stop early)."),
     model_only: bool = typer.Option(False, "--model-only", help="Stock sampler, clues pinned, one canvas: "
                                                                 "measures the model without guidance."),
     backtrack: bool = typer.Option(False, "--backtrack", help="Exact search on top of the model: at a dead end "

@@ -47,7 +47,7 @@ class SudokuSolver:
     the restarts diverse (magictour, 50 puzzles at 128 passes: 46 solved at the released schedule, 50 at 2).
     """
 
-    def __init__(self, model: DiffusionGemma, *, guided: bool = True, canvases: int = 8, max_steps: int = 128,
+    def __init__(self, model: DiffusionGemma, *, guided: bool = True, canvases: int = 8, max_steps: int = 256,
                  rows_per_batch: int = 256, seed: int = 0, backtrack: bool = False, temperature: float = 2.0):
         self.model = model
         self.guided = guided

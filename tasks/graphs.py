@@ -216,7 +216,6 @@ class RouteGuidance(Guidance):
         """[B, L, V]: tokens compatible with the settled tokens on either side."""
         allowed = torch.ones(*canvas.shape, VOCAB, dtype=torch.bool, device=canvas.device)
         for link, table in ((self.pred, self.successor), (self.succ, self.successor.transpose(1, 2))):
-            has = link >= 0
             token = canvas.gather(1, link.clamp(min=0))
             known = _neighbour(settled, link)
             options = table[self.rows[:, None], token]  # [B, L, V]
