@@ -446,16 +446,17 @@ class CompiledConstraints(Guidance):
     def _share_facts(self, ruled_at: Tensor) -> Tensor:
         """Values ruled out at depth 0 hold for the instance itself, not just one search path (depth 0 is the
         pins and what they force), so parallel canvases of one declared row pool them."""
-        facts = (ruled_at == 0).flatten(1).float()  # [B, L * D]
-        pooled = torch.zeros(int(self.rows.max()) + 1, facts.shape[1], device=facts.device)
-        pooled.index_add_(0, self.rows, facts)
-        shared = (pooled[self.rows] > 0.5).view_as(ruled_at)
+        shared = self._any_sibling((ruled_at == 0).flatten(1)).view_as(ruled_at)
         return torch.where(shared & (ruled_at < 0), 0, ruled_at)
+
+    def _any_sibling(self, flags: Tensor) -> Tensor:
+        """[B, ...]: flags OR-ed over the parallel canvases of each declared row."""
+        pooled = torch.zeros(int(self.rows.max()) + 1, *flags.shape[1:], dtype=torch.long, device=flags.device)
+        return pooled.index_add_(0, self.rows, flags.long())[self.rows] > 0
 
     def retire(self, solved: Tensor) -> Tensor:
         """Once one canvas of a declared row is solved, its parallel siblings stop."""
-        count = torch.zeros(int(self.rows.max()) + 1, dtype=torch.long, device=solved.device)
-        return count.index_add_(0, self.rows, solved.long())[self.rows] > 0
+        return self._any_sibling(solved)
 
     def verify(self, canvas: Tensor) -> Tensor:
         self._check_rows(canvas)

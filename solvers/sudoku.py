@@ -33,13 +33,12 @@ class SudokuSolver:
 
     `guided=True` (the full system): clues pinned; rows, columns and boxes as permutations of the digits,
     whose consequences (single candidates, single places, Hall sets) are propagated into the masks every pass;
-    clash
-    re-noising; at most one guess (a cell that had several candidates) per pass; a canvas whose settled cells
-    reach a dead end restarts, and a guess that fails on its own is ruled out; `canvases` parallel canvases
-    per puzzle, first verified wins. `backtrack=True` is an exact search on top: at a dead end a canvas undoes
-    only its last guess and rules that value out while the earlier guesses stand (depth-first, the model picks
-    every value). `guided=False` (model only): the stock sampler with clues pinned on one canvas. Either way
-    the answer is checked by an independent verifier.
+    clash re-noising; at most one guess (a cell that had several candidates) per pass; a canvas whose settled
+    cells reach a dead end restarts, and a guess that fails on its own is ruled out (for its sibling canvases
+    too); `canvases` parallel canvases per puzzle, first verified wins. `backtrack=True` is an exact search
+    on top: at a dead end a canvas undoes only its last guess and rules that value out while the earlier
+    guesses stand (depth-first, the model picks every value). `guided=False` (model only): the stock sampler
+    with clues pinned on one canvas. Either way the answer is checked by an independent verifier.
 
     `temperature` (guided only; the model-only sampler keeps the released schedule): the constraints settle
     every forced cell whatever the temperature, so the model's logits matter only where it guesses, and

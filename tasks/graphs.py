@@ -190,11 +190,12 @@ class RouteGuidance(Guidance):
         nodes = slice(NODE0, NODE0 + length)  # token NODE0 + i is node i, covered iff span[:, i]
         index = canvas - NODE0
         held = settled & self.span & (index >= 0) & (index < length)
-        placed = _spread_to(held, index.clamp(0, length - 1))  # [B, node]
+        node_at = index.clamp(0, length - 1)
+        placed = _spread_to(held, node_at)  # [B, node]
         unplaced = self.span & ~placed
         free = self.span & ~settled
         beside_free = (_neighbour(free, self.pred) | _neighbour(free, self.succ)) & held  # [B, L] positions
-        attachable = unplaced | _spread_to(beside_free, index.clamp(0, length - 1))  # [B, node]
+        attachable = unplaced | _spread_to(beside_free, node_at)  # [B, node]
         adjacency = self.successor[:, nodes, nodes].float()  # [B, node, node]
         options = torch.einsum("bvu,bu->bv", adjacency, attachable.float())
         lonely = unplaced & (options < 1.5)
@@ -205,11 +206,9 @@ class RouteGuidance(Guidance):
         dead |= (unplaced & (places == 0)).any(-1)
         forced = fits & (unplaced & (places == 1))[:, None, :]
         dead |= (forced.sum(-1) > 1).any(-1)
-        node_allowed = torch.where(forced.any(-1, keepdim=True), forced, node_allowed)
-        allowed = allowed.clone()
-        allowed[:, :, nodes] = node_allowed
-        allowed[:, :, :NODE0] &= ~forced.any(-1, keepdim=True)
-        allowed[:, :, NODE0 + length:] &= ~forced.any(-1, keepdim=True)
+        taken = forced.any(-1, keepdim=True)  # [B, L, 1]: a position some node must take
+        allowed = allowed & ~taken
+        allowed[:, :, nodes] = torch.where(taken, forced, node_allowed)
         return allowed, dead & self.span.any(-1)
 
     def _link_masks(self, canvas: Tensor, settled: Tensor) -> Tensor:
@@ -307,16 +306,6 @@ class RouteSpec:
                 pins[self.n - 1] = NODE0 + self.end
         return pins
 
-    def interior_exclusions(self) -> list[int]:
-        """Nodes that cannot stand inside a Hamiltonian path (positions 1..n-2): those with one neighbour."""
-        if self.kind != "hampath":
-            return []
-        degree = [0] * self.n
-        for u, v in self.edges:
-            degree[u] += 1
-            degree[v] += 1
-        return [v for v in range(self.n) if degree[v] == 1]
-
     def successors(self) -> Tensor:
         """[V, V]: which token may follow which (neighbours; EOS after any node, or only after the target)."""
         table = torch.zeros(VOCAB, VOCAB, dtype=torch.bool)
@@ -350,9 +339,6 @@ def route_guidance(specs: list[RouteSpec], device: str | torch.device = "cpu") -
         cm.allow(range(length), [*nodes[:spec.n], EOS, PAD], row=row)
         pins = spec.pins()
         cm.pin(list(pins), list(pins.values()), row=row)
-        leaves = {NODE0 + v for v in spec.interior_exclusions()}
-        if leaves:
-            cm.allow(range(1, spec.n - 1), [t for t in [*nodes, EOS, PAD] if t not in leaves], row=row)
     links = [spec.links() for spec in specs]
     span = torch.zeros(len(specs), length, dtype=torch.bool)
     ends = torch.zeros(len(specs), length, dtype=torch.bool)
