@@ -2,9 +2,13 @@
 
 Every pass the leading run of settled tokens is read as a prefix of a solution: each operand must be a number
 still available, every result must be the exact value of its step (so once `a op b =` is settled, the result
-digits are the only tokens allowed), the last step must produce the target, and EOS may only follow it. The
-first faulty token and everything settled after it are re-noised; a dead end (no token can extend the prefix)
-cuts back to a random earlier step. Verification replays the steps with sympy's exact integers.
+digits are the only tokens allowed), the last step must produce the target, and EOS may only follow it.
+Propagation stays within the step being typed: a character is allowed only if the step can still be finished
+from it (with two numbers left, finishing means the last step can make the target), so a pool of three from
+which no step leaves a good pair is found dead as soon as its step begins. Dead pools are exact facts: every
+canvas of the instance learns them and never again takes a step into one. The first faulty token and
+everything settled after it are re-noised; a dead end cuts back to the step that led into it (further on
+repeats). Verification replays the steps with sympy's exact integers.
 """
 
 from __future__ import annotations
@@ -56,12 +60,48 @@ def parse_instance(text: str, target: int | None = None) -> tuple[list[int], int
 def prefix_state(numbers: tuple[int, ...], target: int, text: str) -> tuple[int, frozenset[str]]:
     """(length of the longest valid prefix of `text`, characters that may extend that prefix).
 
-    Valid means every complete step uses available numbers and is exact, the partial step is on its way to
-    one, and the last step (when the pool is down to two numbers) yields the target."""
+    Valid means every complete step uses available numbers and is exact, the partial step can still be
+    finished, and the last step (when the pool is down to two numbers) yields the target."""
     for cut in range(1, len(text) + 1):
-        if _extensions(numbers, target, text[:cut]) is None:
-            return cut - 1, _extensions(numbers, target, text[:cut - 1])
-    return len(text), _extensions(numbers, target, text)
+        if not _finishable(numbers, target, text[:cut]):
+            return cut - 1, next_options(numbers, target, text[:cut - 1])
+    return len(text), next_options(numbers, target, text)
+
+
+def next_options(numbers: tuple[int, ...], target: int, text: str) -> frozenset[str]:
+    """Characters after the valid prefix `text` from which the step being typed can still be finished."""
+    return frozenset(c for c in _extensions(numbers, target, text) or () if _finishable(numbers, target, text + c))
+
+
+@lru_cache(maxsize=200_000)
+def _finishable(numbers: tuple[int, ...], target: int, text: str) -> bool:
+    """`text` is a valid prefix and the step it is typing can be completed (looks no further than its ',')."""
+    options = _extensions(numbers, target, text)
+    if options is None:
+        return False
+    return text.endswith((",", END)) or any(_finishable(numbers, target, text + c) for c in options)
+
+
+@lru_cache(maxsize=200_000)
+def _forced(numbers: tuple[int, ...], target: int, text: str) -> str:
+    """`text` followed through every forced character, up to the end of its step or the next free choice."""
+    while not text.endswith((",", END)):
+        options = next_options(numbers, target, text)
+        if len(options) != 1:
+            break
+        text += next(iter(options))
+    return text
+
+
+@lru_cache(maxsize=200_000)
+def pool_after(numbers: tuple[int, ...], text: str) -> tuple[int, ...] | None:
+    """The sorted numbers left after the complete steps of a valid prefix that ends with ','; else None."""
+    if not text.endswith(","):
+        return None
+    pool = Counter(numbers)
+    for step in text[:-1].split(","):
+        _step(pool, step)
+    return tuple(sorted(pool.elements()))
 
 
 @lru_cache(maxsize=200_000)
@@ -239,6 +279,7 @@ class CountdownGuidance(Guidance):
         self.static = torch.zeros(VOCAB, dtype=torch.bool, device=self.device)
         self.static[[*CHAR_IDS.tolist(), EOS, PAD]] = True
         self.failures: dict[tuple[int, str], int] = {}
+        self.dead: dict[int, set[tuple[int, ...]]] = {}  # per instance: pools that cannot make the target
         self._cached = None
 
     def repeat(self, n: int) -> "CountdownGuidance":
@@ -273,8 +314,9 @@ class CountdownGuidance(Guidance):
             return self._cached[2]
         plans = []
         for i, text in enumerate(self._prefixes(canvas, settled)):
-            numbers, target = self.instances[int(self.rows[i])]
-            valid, options = prefix_state(numbers, target, text)
+            instance = int(self.rows[i])
+            numbers, target = self.instances[instance]
+            valid, options = self._state(instance, text)
             steps: list[frozenset[str]] = []
             if valid == len(text):
                 while options and len(text) + len(steps) < canvas.shape[1]:
@@ -282,10 +324,23 @@ class CountdownGuidance(Guidance):
                     if len(options) > 1:
                         break
                     text += next(iter(options))
-                    options = _extensions(numbers, target, text)
+                    options = self._live(instance, text, next_options(numbers, target, text))
             plans.append((valid, steps, text.endswith(END)))
         self._cached = (canvas, settled, plans)
         return plans
+
+    def _state(self, instance: int, text: str) -> tuple[int, frozenset[str]]:
+        """`prefix_state` with the characters that would step into a known dead pool taken out."""
+        numbers, target = self.instances[instance]
+        valid, options = prefix_state(numbers, target, text)
+        return valid, self._live(instance, text[:valid], options)
+
+    def _live(self, instance: int, text: str, options: frozenset[str]) -> frozenset[str]:
+        dead = self.dead.get(instance)
+        if not dead:
+            return options
+        numbers, target = self.instances[instance]
+        return frozenset(c for c in options if pool_after(numbers, _forced(numbers, target, text + c)) not in dead)
 
     def allowed(self, canvas: Tensor, settled: Tensor) -> Tensor:
         """Forced characters (result digits, the ',' or EOS after a step) are the only tokens allowed at
@@ -312,16 +367,18 @@ class CountdownGuidance(Guidance):
     def violations(self, canvas: Tensor, accepted: Tensor) -> Tensor:
         bad = ~self.static[canvas] & accepted
         for i, text in enumerate(self._prefixes(canvas, accepted)):
-            numbers, target = self.instances[int(self.rows[i])]
-            valid, options = prefix_state(numbers, target, text)
+            instance = int(self.rows[i])
+            valid, options = self._state(instance, text)
             cut = None
             if valid < len(text):
                 cut = valid
-            elif not options and END not in text:  # a dead end: back off to a random earlier step
-                steps = [m.start() for m in re.finditer(",", text)]
-                cut = int(self.rng.choice([0, *[s + 1 for s in steps]]))
+            elif not options and END not in text:  # a dead end: back to the start of the step that led here
+                if text.endswith(","):
+                    self.dead.setdefault(instance, set()).add(pool_after(self.instances[instance][0], text))
+                    text = text[:-1]
+                cut = text.rfind(",") + 1
             if cut is not None:
-                key = (int(self.rows[i]), text[:cut + 1])
+                key = (instance, text[:cut + 1])
                 self.failures[key] = self.failures.get(key, 0) + 1
                 cut = max(0, cut - int(self.rng.integers(0, self.failures[key])))  # escalate on repeats
                 bad[i, cut:] |= accepted[i, cut:]
