@@ -136,9 +136,12 @@ def path_finding(solvers: dict, limit: int | None) -> dict:
 
 
 # ------------------------------------------------------------------------------------------ countdown
-def countdown_sets(solvers: dict, limit: int | None) -> dict:
+COUNTDOWN_SETS = ("cd3_test", "cd4_test", "cd5_test", "cd4_tot24")
+
+
+def countdown_sets(solvers: dict, limit: int | None, names: list[str]) -> dict:
     report = {}
-    for name in ("cd3_test", "cd4_test", "cd5_test", "cd4_tot24"):
+    for name in names:
         rows = [json.loads(line) for line in (DATA / "countdown" / f"{name}.jsonl").read_text().splitlines()]
         instances = [countdown.parse_instance(r["input"]) for r in subset(rows, limit)]
         report[name] = {}
@@ -227,6 +230,8 @@ def main() -> None:
     parser.add_argument("--coloring-limit", type=int, default=None, help="First N colouring instances.")
     parser.add_argument("--countdown-limit", type=int, default=None, help="First N of each Countdown set "
                                                                           "(default: --limit).")
+    parser.add_argument("--countdown-sets", default=",".join(COUNTDOWN_SETS), help="Comma-separated Countdown "
+                        "sets; with --merge the other sets' results are kept.")
     parser.add_argument("--families", default="path,hamiltonian,countdown,coloring")
     parser.add_argument("--coloring-steps", type=int, default=256, help="Passes per colouring attempt.")
     parser.add_argument("--coloring-instances", default=None, help="Comma-separated DIMACS names (default: all "
@@ -242,6 +247,9 @@ def main() -> None:
     model = load_model(args.checkpoint)
     graph_solvers = {"model_only": GraphSolver(model, guided=False), "full": GraphSolver(model)}
     families = args.families.split(",")
+    countdown_names = args.countdown_sets.split(",")
+    if unknown := set(countdown_names) - set(COUNTDOWN_SETS):
+        sys.exit(f"unknown Countdown sets: {sorted(unknown)}")
     report = json.loads(args.out.read_text()) if args.merge and args.out.is_file() else {}
     report |= {"checkpoint": relative(args.checkpoint), "threads": args.threads,
               "device": "cpu", "torch": torch.__version__}
@@ -250,17 +258,20 @@ def main() -> None:
         "path": lambda: path_finding(graph_solvers, args.limit),
         "hamiltonian": lambda: hamiltonian(graph_solvers, args.limit),
         "countdown": lambda: countdown_sets({"model_only": CountdownSolver(model, guided=False),
-                                             "full": CountdownSolver(model)}, args.countdown_limit or args.limit),
+                                             "full": CountdownSolver(model)}, args.countdown_limit or args.limit,
+                                            countdown_names),
         "coloring": lambda: coloring(graph_solvers, args.coloring_limit, args.coloring_steps,
                                      args.coloring_instances.split(",") if args.coloring_instances else None),
     }
     settings = {"path": {"limit": args.limit}, "hamiltonian": {"limit": args.limit},
-                "countdown": {"limit": args.countdown_limit or args.limit},
+                "countdown": {name: {"limit": args.countdown_limit or args.limit} for name in countdown_names},
                 "coloring": {"limit": args.coloring_limit, "steps": args.coloring_steps,
                              "instances": args.coloring_instances}}
     for family in families:
-        report[family] = runs[family]()
-        report.setdefault("settings", {})[family] = settings[family]  # per family: --merge keeps the others'
+        kept = report.get(family, {}) if family == "countdown" else {}  # per set: --merge keeps the others'
+        report[family] = {**kept, **runs[family]()}
+        previous = report.setdefault("settings", {}).get(family, {}) if family == "countdown" else {}
+        report["settings"][family] = {**previous, **settings[family]}  # per family: --merge keeps the others'
         report["wall_s"] = round(time.perf_counter() - started, 1)
         write_results(args.out, report, markdown(report), lambda p: plot(report, p))  # partial results survive
     print(markdown(report))

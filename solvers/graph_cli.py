@@ -241,7 +241,8 @@ def countdown(
                                                               "in input order)."),
     steps_format: bool = typer.Option(False, "--steps", help="Text output as steps 'a+b=c,...' instead of an "
                                                              "infix expression."),
-    canvases: int = CANVASES,
+    canvases: int = typer.Option(16, min=1, help="Parallel canvases per instance; they share the dead ends "
+                                                 "they find, and the first verified one wins."),
     max_steps: int = typer.Option(128, min=1, help="Denoising passes before giving up on an instance."),
     model_only: bool = MODEL_ONLY,
     checkpoint: str = CHECKPOINT,

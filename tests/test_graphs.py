@@ -287,6 +287,43 @@ def test_countdown_prefix_check_finds_the_first_fault(prefix, valid):
     assert countdown.prefix_state((86, 28, 13, 31), 96, prefix)[0] == valid
 
 
+def test_countdown_step_that_leaves_an_unusable_pair_is_not_allowed():
+    # after 86+28=114 the pool is 13 31 114: 13+31 leaves 44 and 114, which cannot make 96; 13+114 leaves 31 127
+    numbers = (86, 28, 13, 31)
+    assert "3" not in countdown.next_options(numbers, 96, "86+28=114,13+")
+    assert "1" in countdown.next_options(numbers, 96, "86+28=114,13+")
+    assert countdown.prefix_state(numbers, 96, "86+28=114,13+31")[0] == len("86+28=114,13+")
+
+
+def _tokens(text: str, length: int = 40) -> torch.Tensor:
+    ids = [data.CHAR_ID[c] for c in text]
+    return torch.tensor([ids + [data.PAD] * (length - len(ids))])
+
+
+def test_countdown_dead_pool_is_learned_and_shared_by_every_canvas():
+    numbers, target = [86, 28, 13, 31], 96
+    step = next(f"{a}{op}{b}={data.apply(a, op, b)},"
+                for a in numbers for b in numbers if a != b for op in data.OPERATORS
+                if data.apply(a, op, b) is not None
+                and not countdown.solvable([*(Counter(numbers) - Counter([a, b])).elements(), data.apply(a, op, b)],
+                                           target))
+    guidance = countdown.CountdownGuidance([(numbers, target)]).repeat(2)
+    canvas = torch.cat([_tokens(step), _tokens("")])
+    accepted = torch.zeros_like(canvas, dtype=torch.bool)
+    accepted[0, :len(step)] = True
+    bad = guidance.violations(canvas, accepted)
+    assert bad[0, :len(step)].all()  # the whole step that led into the dead pool is re-noised
+    assert countdown.pool_after(tuple(numbers), step) in guidance.dead[0]
+    # the sibling canvas, about to type the same step, may not choose its last free character
+    typed = countdown._forced(tuple(numbers), target, step[:step.index("=")])  # the step up to its last choice
+    last = max(i for i in range(len(typed)) if len(countdown.next_options(tuple(numbers), target, typed[:i])) > 1)
+    settled = torch.zeros_like(accepted)
+    settled[1, :last] = True
+    sibling = torch.cat([_tokens(""), _tokens(typed[:last])])
+    allowed = guidance.allowed(sibling, settled)
+    assert not allowed[1, last, data.CHAR_ID[typed[last]]]
+
+
 # ------------------------------------------------------------------------------------------ CLI
 def test_cli_countdown_jsonl_in_input_order(tmp_path):
     f = tmp_path / "cd.jsonl"
