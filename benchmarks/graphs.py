@@ -267,11 +267,12 @@ def main() -> None:
                 "countdown": {name: {"limit": args.countdown_limit or args.limit} for name in countdown_names},
                 "coloring": {"limit": args.coloring_limit, "steps": args.coloring_steps,
                              "instances": args.coloring_instances}}
+    report.setdefault("settings", {})
     for family in families:
-        kept = report.get(family, {}) if family == "countdown" else {}  # per set: --merge keeps the others'
-        report[family] = {**kept, **runs[family]()}
-        previous = report.setdefault("settings", {}).get(family, {}) if family == "countdown" else {}
-        report["settings"][family] = {**previous, **settings[family]}  # per family: --merge keeps the others'
+        # --merge keeps the other families' results and, for Countdown, the other sets'
+        per_set = family == "countdown"
+        report[family] = {**(report.get(family, {}) if per_set else {}), **runs[family]()}
+        report["settings"][family] = {**(report["settings"].get(family, {}) if per_set else {}), **settings[family]}
         report["wall_s"] = round(time.perf_counter() - started, 1)
         write_results(args.out, report, markdown(report), lambda p: plot(report, p))  # partial results survive
     print(markdown(report))
