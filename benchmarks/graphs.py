@@ -49,27 +49,31 @@ def summarize(name: str, checks: list[bool], seconds: list[float], wrong: int = 
 
 
 # ------------------------------------------------------------------------------------------ colouring
-def coloring(solvers: dict, limit: int | None, max_steps: int, names: list[str] | None = None) -> dict:
+def coloring(solvers: dict, limit: int | None, steps: dict[str, int], names: list[str] | None = None,
+             earlier: dict | None = None) -> dict:
+    """Colours per instance in each mode; `earlier` (a previous report's colouring part) keeps the instances
+    not rerun now."""
     table = list(csv.DictReader((DATA / "coloring" / "best_known.csv").open()))
     skipped = [entry["instance"] for entry in table if int(entry["nodes"]) > MAX_NODES]
     rows = [entry for entry in table if int(entry["nodes"]) <= MAX_NODES and (not names or entry["instance"] in names)]
-    rows = rows[:limit]
-    out = []
-    for entry in rows:
+    records = {r["instance"]: r for r in (earlier or {}).get("instances", [])}
+    for entry in rows[:limit]:
         graph = read_graph(DATA / "coloring" / f"{entry['instance']}.col")
         record = {"instance": entry["instance"], "nodes": graph.number_of_nodes(), "edges": graph.number_of_edges(),
                   "best_known": int(entry["best_known_colors"]), "dsatur": int(entry["networkx_dsatur"])}
         runs = {"model_only": (solvers["model_only"], record["dsatur"], False), "full": (solvers["full"], None, False),
                 "backtrack": (solvers["full"], None, True)}  # the explicit exact search, reported apart
         for mode, (solver, k, backtrack) in runs.items():
-            result = solver.color(graph, k, max_steps=max_steps, backtrack=backtrack)
+            result = solver.color(graph, k, max_steps=steps[mode], backtrack=backtrack)
             record[mode] = {"colors": result.num_colors, "verified": result.verified, "seconds": result.seconds,
-                            "forward_passes": result.forward_passes,
+                            "forward_passes": result.forward_passes, "max_steps": steps[mode],
                             "reached_best": result.num_colors == record["best_known"]}
-        out.append(record)
+        records[entry["instance"]] = record
         print(f"  {entry['instance']}: full {record['full']['colors']}, backtracking {record['backtrack']['colors']} "
               f"(best {record['best_known']}, DSATUR {record['dsatur']}); model only at k={record['dsatur']}: "
               f"{record['model_only']['verified']}", file=sys.stderr, flush=True)
+    order = [entry["instance"] for entry in table]
+    out = sorted(records.values(), key=lambda r: order.index(r["instance"]))
     return {"instances": out, "skipped_larger_than_canvas": skipped,
             "reached_best_known": {m: sum(r[m]["reached_best"] for r in out) for m in ("full", "backtrack")},
             "beat_dsatur": {m: sum((r[m]["colors"] or 10**9) < r["dsatur"] for r in out)
@@ -183,7 +187,9 @@ def markdown(report: dict) -> str:
                          f"{r['backtrack']['colors'] or '-'} | {r['backtrack']['seconds']:.1f} | "
                          f"{'verified' if r['model_only']['verified'] else 'no'} |")
         best, beat = c["reached_best_known"], c["beat_dsatur"]
-        lines.append(f"\nReached the best known count on {best['full']}/{len(c['instances'])} (full system), "
+        budgets = {m: sorted({r[m].get("max_steps") for r in c["instances"]} - {None}) for m in ("full", "backtrack")}
+        lines.append(f"\nPasses per attempt: full system {budgets['full']}, with backtracking {budgets['backtrack']}.")
+        lines.append(f"Reached the best known count on {best['full']}/{len(c['instances'])} (full system), "
                      f"{best['backtrack']}/{len(c['instances'])} (with backtracking); beat DSATUR on {beat['full']} / "
                      f"{beat['backtrack']}; not run (more than {MAX_NODES} nodes): "
                      f"{', '.join(c['skipped_larger_than_canvas'])}.")
@@ -234,6 +240,8 @@ def main() -> None:
                         "sets; with --merge the other sets' results are kept.")
     parser.add_argument("--families", default="path,hamiltonian,countdown,coloring")
     parser.add_argument("--coloring-steps", type=int, default=256, help="Passes per colouring attempt.")
+    parser.add_argument("--backtrack-steps", type=int, default=None, help="Passes per attempt of the explicit "
+                        "exact search (default: --coloring-steps).")
     parser.add_argument("--coloring-instances", default=None, help="Comma-separated DIMACS names (default: all "
                                                                      "that fit the canvas).")
     parser.add_argument("--merge", action="store_true", help="Keep the other families already in --out.")
@@ -260,12 +268,15 @@ def main() -> None:
         "countdown": lambda: countdown_sets({"model_only": CountdownSolver(model, guided=False),
                                              "full": CountdownSolver(model)}, args.countdown_limit or args.limit,
                                             countdown_names),
-        "coloring": lambda: coloring(graph_solvers, args.coloring_limit, args.coloring_steps,
-                                     args.coloring_instances.split(",") if args.coloring_instances else None),
+        "coloring": lambda: coloring(graph_solvers, args.coloring_limit, coloring_steps,
+                                     args.coloring_instances.split(",") if args.coloring_instances else None,
+                                     report.get("coloring") if args.merge else None),
     }
+    coloring_steps = {"model_only": args.coloring_steps, "full": args.coloring_steps,
+                      "backtrack": args.backtrack_steps or args.coloring_steps}
     settings = {"path": {"limit": args.limit}, "hamiltonian": {"limit": args.limit},
                 "countdown": {name: {"limit": args.countdown_limit or args.limit} for name in countdown_names},
-                "coloring": {"limit": args.coloring_limit, "steps": args.coloring_steps,
+                "coloring": {"limit": args.coloring_limit, "steps": coloring_steps,
                              "instances": args.coloring_instances}}
     report.setdefault("settings", {})
     for family in families:

@@ -164,10 +164,11 @@ class GraphSolver(_DiffusionSolver):
         releasing the nodes around the dead end."""
         began = time.perf_counter()
         check_graph(graph, MAX_NODES, "colouring")
-        labels, edges = relabel(graph)
+        clique = _greedy_clique(graph)
+        labels, edges = relabel(graph, first=clique)  # the clique's colours are pinned: symmetry broken
         n = len(labels)
         greedy = len(set(nx.greedy_color(graph, strategy="DSATUR").values())) if n else 0
-        bound = _greedy_clique(graph)
+        bound = len(clique)
         if k is not None and k < 1:
             raise GraphError(f"k must be at least 1, got {k}")
         result = ColoringResult(None, None, False, None, greedy, bound)
@@ -178,7 +179,7 @@ class GraphSolver(_DiffusionSolver):
                     result.reason = f"the graph has a clique of {bound} nodes, so {colors} colours cannot work"
                 break
             attempt_began = time.perf_counter()
-            found, passes = self._color_once(n, edges, colors, max_steps, backtrack, callback)
+            found, passes = self._color_once(n, edges, colors, bound, max_steps, backtrack, callback)
             coloring = None if found is None else dict(zip(labels, found))
             ok = coloring is not None and is_proper_coloring(graph, coloring)
             result.attempts.append({"k": colors, "found": ok, "forward_passes": passes,
@@ -196,9 +197,9 @@ class GraphSolver(_DiffusionSolver):
         result.seconds = time.perf_counter() - began
         return result
 
-    def _color_once(self, n, edges, k, max_steps, backtrack, callback) -> tuple[list[int] | None, int]:
+    def _color_once(self, n, edges, k, clique, max_steps, backtrack, callback) -> tuple[list[int] | None, int]:
         guidance = coloring_constraints(n, edges, k, self.model.device,
-                                        dead_end="backtrack" if backtrack else "release")
+                                        dead_end="backtrack" if backtrack else "release", clique=clique)
         canvas, passes = self._run([color_prompt(n, edges, k)], guidance, CANVAS["color"], max_steps=max_steps,
                                    callback=callback, salt=k)
         for row in canvas:
@@ -396,13 +397,14 @@ def _is_hamiltonian(graph: nx.Graph, path: list, cycle: bool, start, end) -> boo
     return all(graph.has_edge(u, v) for u, v in [*zip(path, path[1:]), *closing])
 
 
-def _greedy_clique(graph: nx.Graph) -> int:
-    """The largest clique a greedy pass finds from each node (a lower bound on the chromatic number)."""
-    best = 1 if graph.number_of_nodes() else 0
+def _greedy_clique(graph: nx.Graph) -> list:
+    """The largest clique a greedy pass finds from each node (its size bounds the chromatic number below)."""
+    best: list = []
     for node in graph.nodes:
-        clique = {node}
+        clique = [node]
         for other in sorted(graph[node], key=graph.degree, reverse=True):
             if all(graph.has_edge(other, member) for member in clique):
-                clique.add(other)
-        best = max(best, len(clique))
+                clique.append(other)
+        if len(clique) > len(best):
+            best = clique
     return best

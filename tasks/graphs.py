@@ -10,6 +10,7 @@ group over the node tokens, and masks, re-noises and verifies with gathers over 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -113,26 +114,30 @@ def check_graph(graph: nx.Graph, limit: int, what: str) -> None:
                          "(larger graphs are not supported by the model path)")
 
 
-def relabel(graph: nx.Graph) -> tuple[list, list[tuple[int, int]]]:
-    """(labels, edges over 0..N-1): nodes numbered in the graph's own order."""
-    labels = list(graph.nodes)
+def relabel(graph: nx.Graph, first: Sequence = ()) -> tuple[list, list[tuple[int, int]]]:
+    """(labels, edges over 0..N-1): the nodes `first`, then the others in the graph's own order."""
+    leading = set(first)
+    labels = list(first) + [node for node in graph.nodes if node not in leading]
     index = {node: i for i, node in enumerate(labels)}
     return labels, [(index[u], index[v]) for u, v in graph.edges]
 
 
 # ------------------------------------------------------------------------------------------ colouring
 def coloring_constraints(n: int, edges: list[tuple[int, int]], k: int, device: str | torch.device = "cpu",
-                         dead_end: str = "release") -> CompiledConstraints:
-    """Colours c0..c{k-1} on the first n positions (padding after), each edge an all-different pair; node 0
-    takes colour 0 (colours are interchangeable, and training canonicalised them that way). `dead_end`:
-    "release" (local repair, the default) or "backtrack" (the explicit exact search)."""
+                         dead_end: str = "release", clique: int = 1) -> CompiledConstraints:
+    """Colours c0..c{k-1} on the first n positions (padding after), each edge an all-different pair. Colours
+    are interchangeable, so nodes 0..clique-1, which must form a clique, take colours 0..clique-1 (canonical
+    by first use, as in training). `dead_end`: "release" (local repair, the default) or "backtrack" (the
+    explicit exact search)."""
     if not 1 <= k <= MAX_COLORS:
         raise GraphError(f"k must be in 1..{MAX_COLORS}, got {k}")
     cm = ConstraintModel(MAX_NODES, VOCAB)
     colors = [COLOR0 + c for c in range(k)]
     cm.allow(range(n), colors)
     cm.pin(range(n, MAX_NODES), [PAD] * (MAX_NODES - n))
-    cm.pin([0], [COLOR0])
+    if not 1 <= clique <= min(n, k):
+        raise GraphError(f"a clique of {clique} pinned nodes needs 1..min(n, k) = {min(n, k)}")
+    cm.pin(range(clique), colors[:clique])
     for u, v in edges:
         cm.all_different([u, v], colors)
     return cm.compile(device, dead_end=dead_end)

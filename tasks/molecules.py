@@ -41,7 +41,7 @@ SCAFFOLD = TOKENIZER.token_to_id("<scaffold>")
 SMILES_IDS = torch.tensor([TOKENIZER.token_to_id(t) for t in SMILES_TOKENS])
 ID_TO_TOKEN = [TOKENIZER.id_to_token(i) for i in range(TOKENIZER.get_vocab_size())]
 CONDITIONED = tuple(CONDITION_BINS)
-MAX_SCAFFOLD_TOKENS = 47  # the longest MOSES training scaffold
+MAX_SCAFFOLD_TOKENS = 47  # the longest scaffold of the first model's training subset; training skips longer ones
 # Prompts always have this width (padded after their content): canvas positions then sit at a fixed distance
 # from BOS, as in training. (A model trained on batch-dependent widths lost track of canvas positions when
 # sampled with short prompts.)
@@ -136,15 +136,13 @@ class MoleculeStream:
     shown with probability `keep` and replaced by its 'unspecified' form otherwise."""
 
     def __init__(self, data: dict[str, np.ndarray], keep: float = 0.5):
-        self.molecules = torch.as_tensor(data["molecules"].astype(np.int64))
-        self.scaffolds = torch.as_tensor(data["scaffolds"].astype(np.int64))
+        fits = torch.as_tensor((data["scaffolds"] != PAD).sum(1) <= MAX_SCAFFOLD_TOKENS)  # a few in 100k do not
+        self.molecules = torch.as_tensor(data["molecules"].astype(np.int64))[fits]
+        self.scaffolds = torch.as_tensor(data["scaffolds"].astype(np.int64))[fits]
         self.bins = torch.stack([BIN_BASE[name] + torch.bucketize(torch.as_tensor(data[name]),
                                                                   torch.tensor(CONDITION_BINS[name]), right=True)
-                                 for name in CONDITIONED], dim=1)
+                                 for name in CONDITIONED], dim=1)[fits]
         self.keep = keep
-        longest = int((self.scaffolds != PAD).sum(1).max()) if len(self.scaffolds) else 0
-        if longest > MAX_SCAFFOLD_TOKENS:
-            raise ValueError(f"a training scaffold has {longest} tokens; prompts hold {MAX_SCAFFOLD_TOKENS}")
 
     def __len__(self) -> int:
         return len(self.molecules)
