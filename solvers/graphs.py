@@ -153,7 +153,8 @@ ROUTE_TEMPERATURE = 2.0
 class GraphSolver(_DiffusionSolver):
     """Graph colouring, Hamiltonian paths/cycles and start-goal paths with the shipped graphs model.
 
-    Node labels are the input graph's own; the canvas numbers nodes in `graph.nodes` order."""
+    Node labels are the input graph's own. The canvas numbers nodes in `graph.nodes` order, except that
+    colouring puts a large clique first (its colours are pinned to break the colours' symmetry)."""
 
     # ------------------------------------------------------------------ colouring
     def color(self, graph: nx.Graph, k: int | None = None, *, max_steps: int | None = None,
@@ -166,7 +167,7 @@ class GraphSolver(_DiffusionSolver):
         check_graph(graph, MAX_NODES, "colouring")
         clique = _greedy_clique(graph)
         labels, edges = relabel(graph, first=clique)  # the clique's colours are pinned: symmetry broken
-        n = len(labels)
+        n, position = len(labels), {node: i for i, node in enumerate(labels)}
         greedy = len(set(nx.greedy_color(graph, strategy="DSATUR").values())) if n else 0
         bound = len(clique)
         if k is not None and k < 1:
@@ -180,7 +181,7 @@ class GraphSolver(_DiffusionSolver):
                 break
             attempt_began = time.perf_counter()
             found, passes = self._color_once(n, edges, colors, bound, max_steps, backtrack, callback)
-            coloring = None if found is None else dict(zip(labels, found))
+            coloring = None if found is None else {node: found[position[node]] for node in graph.nodes}
             ok = coloring is not None and is_proper_coloring(graph, coloring)
             result.attempts.append({"k": colors, "found": ok, "forward_passes": passes,
                                     "seconds": round(time.perf_counter() - attempt_began, 3)})

@@ -17,7 +17,8 @@ from diffsolve.solvers import CountdownSolver, GraphSolver
 from diffsolve.solvers.cli import app
 from diffsolve.tasks import countdown
 from diffsolve.tasks import graph_data as data
-from diffsolve.tasks.graphs import GraphError, RouteGuidance, RouteSpec, read_graph, route_guidance
+from diffsolve.tasks.graphs import (GraphError, RouteGuidance, RouteSpec, coloring_constraints, read_graph, relabel,
+                                   route_guidance)
 
 SLOW = settings(max_examples=6, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -175,6 +176,24 @@ def test_planted_colorings_are_found_and_proper(graphs, case):
     result = graphs.color(graph, k)
     assert result.verified
     assert len(set(result.coloring.values())) <= k
+    assert all(result.coloring[u] != result.coloring[v] for u, v in graph.edges)
+
+
+def test_coloring_pins_a_leading_clique_to_the_first_colours():
+    graph = nx.Graph([("a", "b"), ("x", "y"), ("y", "z"), ("x", "z"), ("z", "a")])
+    labels, edges = relabel(graph, first=["x", "y", "z"])
+    assert labels[:3] == ["x", "y", "z"] and sorted(labels) == sorted(graph.nodes)
+    pins = coloring_constraints(len(labels), edges, 4, clique=3).pins[0]
+    assert pins[:3].tolist() == [data.COLOR0, data.COLOR0 + 1, data.COLOR0 + 2]
+    assert (pins[3:len(labels)] < 0).all() and (pins[len(labels):] == data.PAD).all()
+    with pytest.raises(GraphError, match="clique"):
+        coloring_constraints(len(labels), edges, 2, clique=3)
+
+
+def test_coloring_comes_back_in_the_graphs_node_order(graphs):
+    graph = nx.Graph([(9, 1), (1, 5), (5, 9), (5, 7), (7, 3)])  # the triangle is not where the nodes start
+    result = graphs.color(graph, 3)
+    assert result.verified and list(result.coloring) == list(graph.nodes)
     assert all(result.coloring[u] != result.coloring[v] for u, v in graph.edges)
 
 
