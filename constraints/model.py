@@ -220,6 +220,9 @@ class CompiledConstraints(Guidance):
             outside[..., self.domain] &= ~self.own_values
             self.has_outside_option = outside.any(-1)
         self.trail = GuessTrail(model.batch, length, size, device)
+        # [declared rows]: a dead end with no guess standing proves the row has no solution (restart and
+        # backtrack only). One tensor, updated in place, shared by every `select`ed copy.
+        self.refuted = torch.zeros(model.batch, dtype=torch.bool, device=device)
         self._before: tuple[Tensor, Tensor, Tensor] | None = None  # (settled, candidates, dead) of this pass
 
     def _compile_hall_sets(self, exact: list[tuple[list[int], list[int]]], length: int, size: int,
@@ -425,6 +428,7 @@ class CompiledConstraints(Guidance):
         _, dead = self._propagate(canvas, settled)
         dead_rows = dead.any(-1) | dead_before
         trail.dead_ends += dead_rows
+        self.refuted[self.rows[dead_rows & (depth == 0)]] = True  # only pins, forced tokens and proved facts
         # Depth-first search has heavy tails (an early wrong guess buried under many right ones): backtrack
         # also restarts, after a patience that doubles each time; what was proved at depth 0 is kept.
         give_up = trail.dead_ends >= trail.patience
@@ -455,8 +459,9 @@ class CompiledConstraints(Guidance):
         return pooled.index_add_(0, self.rows, flags.long())[self.rows] > 0
 
     def retire(self, solved: Tensor) -> Tensor:
-        """Once one canvas of a declared row is solved, its parallel siblings stop."""
-        return self._any_sibling(solved)
+        """Once one canvas of a declared row is solved, its parallel siblings stop; so do all canvases of a
+        refuted row."""
+        return self._any_sibling(solved) | self.refuted[self.rows]
 
     def verify(self, canvas: Tensor) -> Tensor:
         self._check_rows(canvas)

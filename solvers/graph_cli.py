@@ -141,11 +141,12 @@ def coloring(
         except GraphError as exc:
             _error(f"{file}: {exc}")
             raise typer.Exit(2) from None
-    tried = ", ".join(f"k={a['k']} {'ok' if a['found'] else 'failed'}" for a in result.attempts)
+    tried = ", ".join(f"k={a['k']} {'ok' if a['found'] else 'impossible' if a['refuted'] else 'failed'}"
+                      for a in result.attempts)
     if result.verified:
-        lines = [f"verified {result.num_colors}-colouring of {graph.number_of_nodes()} nodes "
-                 f"(DSATUR {result.greedy_colors}, clique bound {result.clique_bound}; {tried}; "
-                 f"{result.seconds:.1f} s)"]
+        lines = [f"verified {result.num_colors}-colouring of {graph.number_of_nodes()} nodes"
+                 f"{', proved optimal' if result.optimal else ''} (DSATUR {result.greedy_colors}, clique bound "
+                 f"{result.clique_bound}; {tried}; {result.seconds:.1f} s)"]
         lines += [f"{node} {color}" for node, color in result.coloring.items()]
     else:
         lines = [f"no verified colouring: {result.reason} ({tried})"]

@@ -27,9 +27,10 @@ class ColoringResult:
     reason: str | None
     greedy_colors: int  # networkx DSATUR's count: the upper bound the search starts from
     clique_bound: int  # a greedy clique's size: no colouring uses fewer colours
-    attempts: list[dict] = field(default_factory=list)  # per k: found, passes, seconds
+    attempts: list[dict] = field(default_factory=list)  # per k: found, refuted, passes, seconds
     forward_passes: int = 0
     seconds: float = 0.0
+    optimal: bool = False  # proved: it meets the clique bound, or the exact search refuted one colour fewer
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -180,25 +181,30 @@ class GraphSolver(_DiffusionSolver):
                     result.reason = f"the graph has a clique of {bound} nodes, so {colors} colours cannot work"
                 break
             attempt_began = time.perf_counter()
-            found, passes = self._color_once(n, edges, colors, bound, max_steps, backtrack, callback)
+            found, passes, refuted = self._color_once(n, edges, colors, bound, max_steps, backtrack, callback)
             coloring = None if found is None else {node: found[position[node]] for node in graph.nodes}
             ok = coloring is not None and is_proper_coloring(graph, coloring)
-            result.attempts.append({"k": colors, "found": ok, "forward_passes": passes,
+            result.attempts.append({"k": colors, "found": ok, "refuted": refuted, "forward_passes": passes,
                                     "seconds": round(time.perf_counter() - attempt_began, 3)})
             result.forward_passes += passes
             if not ok:
+                result.optimal = result.verified and refuted and result.num_colors == colors + 1
                 if not result.verified:
-                    result.reason = f"no verified {colors}-colouring within the step budget"
+                    result.reason = (f"no {colors}-colouring exists (the exact search exhausted every choice)"
+                                     if refuted else f"no verified {colors}-colouring within the step budget")
                 break
             used = len(set(found))
             result.coloring, result.num_colors, result.verified, result.reason = coloring, used, True, None
+            result.optimal = used == bound
             if k is not None:
                 break
             colors = used - 1  # a colouring may use fewer colours than allowed: continue below what it used
         result.seconds = time.perf_counter() - began
         return result
 
-    def _color_once(self, n, edges, k, clique, max_steps, backtrack, callback) -> tuple[list[int] | None, int]:
+    def _color_once(self, n, edges, k, clique, max_steps, backtrack,
+                    callback) -> tuple[list[int] | None, int, bool]:
+        """(colours or None, forward passes, whether the exact search proved that no k-colouring exists)."""
         guidance = coloring_constraints(n, edges, k, self.model.device,
                                         dead_end="backtrack" if backtrack else "release", clique=clique)
         canvas, passes = self._run([color_prompt(n, edges, k)], guidance, CANVAS["color"], max_steps=max_steps,
@@ -206,8 +212,8 @@ class GraphSolver(_DiffusionSolver):
         for row in canvas:
             colors = decode_coloring(row, n)
             if colors is not None and max(colors) < k and all(colors[u] != colors[v] for u, v in edges):
-                return colors, int(passes.sum())
-        return None, int(passes.sum())
+                return colors, int(passes.sum()), False
+        return None, int(passes.sum()), bool(guidance.refuted[0])
 
     # ------------------------------------------------------------------ routes
     def hamiltonian_path(self, graph: nx.Graph, cycle: bool = False, *, start: Hashable | None = None,

@@ -121,8 +121,13 @@ class SudokuSolver:
         for k, puzzle in enumerate(puzzles):
             rows = range(k * self.canvases, (k + 1) * self.canvases)
             found = next((grids[r] for r in rows if is_valid_solution(puzzle, grids[r])), None)
-            reason = None if found else f"no verified grid within {self.config.max_denoising_steps} passes" + (
-                "" if self.backtrack or not self.guided else " (the backtracking search goes further)")
+            if found:
+                reason = None
+            elif self.guided and bool(guidance.refuted[k]):
+                reason = "the puzzle has no solution (the search ruled out every digit of some cell)"
+            else:
+                reason = f"no verified grid within {self.config.max_denoising_steps} passes" + (
+                    "" if self.backtrack or not self.guided else " (the backtracking search goes further)")
             results.append(SudokuResult(puzzle, found, found is not None, reason, int(passes[k].max()),
                                         int(passes[k].sum()), float(latency[k])))
         return results

@@ -91,14 +91,18 @@ def test_repeat_keeps_rows_for_predicates():
     assert guidance.verify(canvas).tolist() == [True, True, True, True, True, False]
 
 
+def untrained_model():
+    cfg = ModelConfig(vocab_size=12, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=2,
+                      num_kv_heads=1, head_dim=16, num_experts=4, top_k_experts=2, moe_intermediate_size=32,
+                      layer_types=["sliding_attention", "full_attention"], sliding_window=8, canvas_length=16)
+    return new_model(cfg, seed=0).eval()
+
+
 @pytest.mark.parametrize("drop_finished", [False, True])
 def test_guidance_alone_solves_latin_squares_with_an_untrained_model(drop_finished):
     """Masks + re-noising + verification steer even random weights to verified answers; dropping finished
     rows from the batch keeps every row's answer and pass count."""
-    cfg = ModelConfig(vocab_size=12, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=2,
-                      num_kv_heads=1, head_dim=16, num_experts=4, top_k_experts=2, moe_intermediate_size=32,
-                      layer_types=["sliding_attention", "full_attention"], sliding_window=8, canvas_length=16)
-    model = new_model(cfg, seed=0).eval()
+    model = untrained_model()
     cm = latin(batch=2)
     cm.pin([0, 5], [4, 4], row=0)
     guidance = cm.compile().repeat(4)
@@ -254,3 +258,33 @@ def test_parallel_canvases_share_what_a_failed_first_guess_proves():
             guidance = exact_latin(pins).repeat(2)
             guidance.allowed(canvas, torch.zeros(2, 16, dtype=torch.bool))
     raise AssertionError("no first guess failed on its own in 200 trials")
+
+
+@pytest.mark.parametrize("dead_end", ["restart", "backtrack"])
+def test_only_rows_without_a_completion_are_refuted_and_they_retire(dead_end):
+    """Random clue sets (no two equal clues in a line), some with no completion: the search proves those
+    impossible (every value of some position ruled out with no guess standing) and stops their canvases;
+    it never refutes a row that has a completion."""
+    squares = all_latin_squares()
+    generator = torch.Generator().manual_seed(1)
+    model = untrained_model()
+    refuted_total = solvable_total = 0
+    for trial in range(16):
+        pins: dict[int, int] = {}
+        for position in torch.randperm(16, generator=generator)[:5].tolist():
+            token = DIGITS[int(torch.randint(0, 4, (1,), generator=generator))]
+            if all(pins.get(p) != token for group in ROWS + COLS if position in group for p in group):
+                pins[position] = token
+        guidance = exact_latin(pins, dead_end).repeat(4)
+        config = SamplingConfig(max_denoising_steps=96, stability_threshold=None, keep_accepted=True,
+                                drop_finished=True)
+        out = generate(model, torch.full((4, 3), 3), config, guidance=guidance,
+                       generator=torch.Generator().manual_seed(trial))
+        completable = any(all(sq[p] == t for p, t in pins.items()) for sq in squares)
+        refuted = bool(guidance.refuted[0])
+        assert not (completable and refuted)
+        if refuted:
+            assert not out.solved.any() and (out.forward_passes < 96).all()
+        refuted_total += refuted
+        solvable_total += completable
+    assert solvable_total > 0 and refuted_total == 16 - solvable_total > 0  # 4x4: every impossible one proved

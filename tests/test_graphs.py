@@ -381,3 +381,45 @@ def test_cli_coloring_rejects_graphs_larger_than_the_canvas(tmp_path):
     f.write_text("".join(f"{i} {i + 1}\n" for i in range(200)))
     result = CliRunner().invoke(app, ["coloring", str(f)])
     assert result.exit_code == 2 and "at most 128" in result.stderr
+
+
+def chromatic_number(graph: nx.Graph) -> int:
+    """Exact, by plain backtracking (small graphs only): the test's independent reference."""
+    nodes = sorted(graph.nodes, key=graph.degree, reverse=True)
+
+    def colourable(k: int, i: int = 0, colors: dict | None = None) -> bool:
+        colors = {} if colors is None else colors
+        if i == len(nodes):
+            return True
+        for c in range(k):
+            if all(colors.get(u) != c for u in graph[nodes[i]]):
+                colors[nodes[i]] = c
+                if colourable(k, i + 1, colors):
+                    return True
+                del colors[nodes[i]]
+        return False
+
+    return next(k for k in range(1, len(nodes) + 1) if colourable(k))
+
+
+@SLOW
+@given(st.integers(7, 11), st.floats(0.3, 0.7), st.integers(0, 10**6))
+def test_optimal_colourings_are_really_optimal(graphs, n, density, seed):
+    """With the exact search, `optimal` (clique bound met, or one colour fewer refuted) agrees with the
+    true chromatic number, and a refuted k is never colourable."""
+    graph = nx.gnp_random_graph(n, density, seed=seed)
+    truth = chromatic_number(graph)
+    result = graphs.color(graph, backtrack=True, max_steps=256)
+    assert result.verified and result.num_colors >= truth
+    if result.optimal:
+        assert result.num_colors == truth
+    assert all(a["k"] < truth for a in result.attempts if a["refuted"])
+
+
+def test_cli_reports_a_proved_optimum(tmp_path):
+    f = tmp_path / "myciel3.col"  # the Groetzsch graph: triangle-free, 4 colours
+    f.write_text("p edge 11 20\n" + "".join(f"e {u + 1} {v + 1}\n" for u, v in nx.mycielski_graph(4).edges))
+    out = CliRunner().invoke(app, ["coloring", str(f), "--backtrack", "--format", "json"])
+    record = json.loads(out.stdout.strip().splitlines()[-1])
+    assert out.exit_code == 0 and record["num_colors"] == 4 and record["optimal"]
+    assert [a["refuted"] for a in record["attempts"]] == [False, True]

@@ -75,6 +75,15 @@ def test_cli_unusable_input_exits_2(tmp_path):
     assert missing.exit_code == 2 and "absent.txt" in missing.output
 
 
+def test_a_puzzle_without_a_solution_is_proved_so_early(solver):
+    """No two clues clash, but r1c1 can only be 9 and column 1 has a 9: the search proves it impossible
+    and stops instead of spending its budget."""
+    puzzle = ".12345678" + "9" + "." * 71
+    result = solver.solve(puzzle)
+    assert not result.verified and result.solution is None
+    assert "no solution" in result.reason and result.steps < 32
+
+
 def test_an_empty_grid_is_a_puzzle_too(solver):
     result = solver.solve("0" * 81)
     assert result.verified == (result.solution is not None)
