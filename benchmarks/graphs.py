@@ -66,7 +66,8 @@ def coloring(solvers: dict, limit: int | None, steps: dict[str, int], names: lis
         for mode, (solver, k, backtrack) in runs.items():
             result = solver.color(graph, k, max_steps=steps[mode], backtrack=backtrack)
             record[mode] = {"colors": result.num_colors, "verified": result.verified, "seconds": result.seconds,
-                            "forward_passes": result.forward_passes, "max_steps": steps[mode],
+                            "optimal": result.optimal, "forward_passes": result.forward_passes,
+                            "max_steps": steps[mode],
                             "reached_best": result.num_colors == record["best_known"]}
         records[entry["instance"]] = record
         print(f"  {entry['instance']}: full {record['full']['colors']}, backtracking {record['backtrack']['colors']} "
@@ -76,6 +77,7 @@ def coloring(solvers: dict, limit: int | None, steps: dict[str, int], names: lis
     out = sorted(records.values(), key=lambda r: order.index(r["instance"]))
     return {"instances": out, "skipped_larger_than_canvas": skipped,
             "reached_best_known": {m: sum(r[m]["reached_best"] for r in out) for m in ("full", "backtrack")},
+            "proved_optimal": {m: sum(bool(r[m].get("optimal")) for r in out) for m in ("full", "backtrack")},
             "beat_dsatur": {m: sum((r[m]["colors"] or 10**9) < r["dsatur"] for r in out)
                             for m in ("full", "backtrack")}}
 
@@ -184,14 +186,17 @@ def markdown(report: dict) -> str:
         for r in c["instances"]:
             lines.append(f"| {r['instance']} | {r['nodes']} | {r['edges']} | {r['best_known']} | {r['dsatur']} | "
                          f"{r['full']['colors'] or '-'} | {r['full']['seconds']:.1f} | "
-                         f"{r['backtrack']['colors'] or '-'} | {r['backtrack']['seconds']:.1f} | "
+                         f"{r['backtrack']['colors'] or '-'}{'*' if r['backtrack'].get('optimal') else ''} | "
+                         f"{r['backtrack']['seconds']:.1f} | "
                          f"{'verified' if r['model_only']['verified'] else 'no'} |")
         best, beat = c["reached_best_known"], c["beat_dsatur"]
         budgets = {m: sorted({r[m].get("max_steps") for r in c["instances"]} - {None}) for m in ("full", "backtrack")}
-        lines.append(f"\nPasses per attempt: full system {budgets['full']}, with backtracking {budgets['backtrack']}.")
+        lines.append(f"\nPasses per attempt: full system {budgets['full']}, with backtracking {budgets['backtrack']}. "
+                     "\\* proved optimal by the search itself (clique bound met, or one colour fewer refuted).")
         lines.append(f"Reached the best known count on {best['full']}/{len(c['instances'])} (full system), "
                      f"{best['backtrack']}/{len(c['instances'])} (with backtracking); beat DSATUR on {beat['full']} / "
-                     f"{beat['backtrack']}; not run (more than {MAX_NODES} nodes): "
+                     f"{beat['backtrack']}; proved optimal by the search on "
+                     f"{c.get('proved_optimal', {}).get('backtrack', 0)}/{len(c['instances'])} (with backtracking); not run (more than {MAX_NODES} nodes): "
                      f"{', '.join(c['skipped_larger_than_canvas'])}.")
     return "\n".join(lines)
 
