@@ -196,7 +196,8 @@ def markdown(report: dict) -> str:
         lines.append(f"Reached the best known count on {best['full']}/{len(c['instances'])} (full system), "
                      f"{best['backtrack']}/{len(c['instances'])} (with backtracking); beat DSATUR on {beat['full']} / "
                      f"{beat['backtrack']}; proved optimal by the search on "
-                     f"{c.get('proved_optimal', {}).get('backtrack', 0)}/{len(c['instances'])} (with backtracking); not run (more than {MAX_NODES} nodes): "
+                     f"{c.get('proved_optimal', {}).get('backtrack', 0)}/{len(c['instances'])} (with backtracking); "
+                     f"not run (more than {MAX_NODES} nodes): "
                      f"{', '.join(c['skipped_larger_than_canvas'])}.")
     return "\n".join(lines)
 
