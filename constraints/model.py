@@ -96,9 +96,12 @@ class ConstraintModel:
         return self
 
     # ------------------------------------------------------------------ compile
-    def compile(self, device: str | torch.device = "cpu", dead_end: str = "release") -> "CompiledConstraints":
+    def compile(self, device: str | torch.device = "cpu", dead_end: str = "release",
+                most_constrained_first: bool = False) -> "CompiledConstraints":
         """`dead_end`: what re-noising does when the settled tokens leave some position without a candidate:
-        "release" (local repair), "restart" or "backtrack" (see `CompiledConstraints._search_step`)."""
+        "release" (local repair), "restart" or "backtrack" (see `CompiledConstraints._search_step`).
+        `most_constrained_first`: a pass may settle only the free positions with the fewest candidates left
+        (the DSATUR order of graph colouring), the model choosing their values."""
         pinned = self.pins >= 0
         if self.allowed is not None:
             pin_ok = self.allowed.gather(2, self.pins.clamp(min=0).unsqueeze(2)).squeeze(2) | ~pinned
@@ -109,7 +112,7 @@ class ConstraintModel:
             if empty.any():
                 row, pos = empty.nonzero()[0].tolist()
                 raise ValueError(f"row {row}: position {pos} has an empty allowed set")
-        return CompiledConstraints(self, torch.device(device), dead_end)
+        return CompiledConstraints(self, torch.device(device), dead_end, most_constrained_first)
 
     # ------------------------------------------------------------------ validation helpers
     def _positions(self, positions: Iterable[int]) -> list[int]:
@@ -176,10 +179,11 @@ class CompiledConstraints(Guidance):
     positions force, to a fixpoint, with batched tensor ops (see `_propagate`).
     """
 
-    def __init__(self, model: ConstraintModel, device: torch.device, dead_end: str = "release"):
+    def __init__(self, model: ConstraintModel, device: torch.device, dead_end: str = "release",
+                 most_constrained_first: bool = False):
         if dead_end not in DEAD_ENDS:
             raise ValueError(f"dead_end must be one of {DEAD_ENDS}, got {dead_end!r}")
-        self.device, self.dead_end = device, dead_end
+        self.device, self.dead_end, self.most_constrained_first = device, dead_end, most_constrained_first
         self.pins = model.pins.to(device)
         self.static_allowed = None if model.allowed is None else model.allowed.to(device)
         self.predicates = list(model.predicates)
@@ -374,6 +378,14 @@ class CompiledConstraints(Guidance):
             base = torch.ones_like(only_pin) if allowed is None else allowed
             allowed = torch.where(pinned.unsqueeze(2), only_pin, base)
         return allowed
+
+    def settleable(self, canvas: Tensor, settled: Tensor) -> Tensor | None:
+        if not self.most_constrained_first or self._before is None:
+            return None
+        _, candidates, _ = self._before  # this pass's propagation, from `allowed`
+        free = self.in_groups & ~settled & (self.pins < 0)
+        count = candidates.sum(-1).masked_fill(~free, candidates.shape[-1] + 1)
+        return free & (count == count.min(-1, keepdim=True).values)
 
     def violations(self, canvas: Tensor, accepted: Tensor) -> Tensor | None:
         """Accepted tokens outside their allowed set or clashing with a peer, and what the dead-end policy

@@ -140,7 +140,9 @@ def coloring_constraints(n: int, edges: list[tuple[int, int]], k: int, device: s
     cm.pin(range(clique), colors[:clique])
     for u, v in edges:
         cm.all_different([u, v], colors)
-    return cm.compile(device, dead_end=dead_end)
+    # Most constrained first: settling many free nodes at once on dense graphs starts a cascade of dead ends
+    # (DSJC125.5 at DSATUR's 22 colours: none found in 256 passes -> found in 65).
+    return cm.compile(device, dead_end=dead_end, most_constrained_first=True)
 
 
 def decode_coloring(canvas: Tensor, n: int) -> list[int] | None:
