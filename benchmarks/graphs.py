@@ -3,7 +3,8 @@
     python benchmarks/graphs.py [--limit 100] [--families coloring,hamiltonian,path,countdown] [--checkpoint DIR]
 
 - Colouring: every DIMACS instance the canvas holds (<= 128 nodes). Full system: `GraphSolver.color` (count
-  down from DSATUR); model only: one canvas of the stock sampler at DSATUR's k. Colours vs best known vs DSATUR.
+  down from DSATUR); model only: one canvas of the stock sampler at DSATUR's k (pinned: padding and the
+  clique's colours). Colours vs best known vs DSATUR.
 - Hamiltonian: NLGraph's Hamilton-path graphs. Path: Ye et al.'s path-finding set. Countdown: CD3/CD4/CD5 and
   Game of 24. Verified rate (every answer checked by networkx / sympy), wrong-but-verified (must be 0), seconds
   per instance. `--limit` takes N evenly spaced instances of each set (all when omitted).

@@ -136,7 +136,7 @@ class MoleculeStream:
     shown with probability `keep` and replaced by its 'unspecified' form otherwise."""
 
     def __init__(self, data: dict[str, np.ndarray], keep: float = 0.5):
-        fits = torch.as_tensor((data["scaffolds"] != PAD).sum(1) <= MAX_SCAFFOLD_TOKENS)  # a few in 100k do not
+        fits = torch.as_tensor((data["scaffolds"] != PAD).sum(1) <= MAX_SCAFFOLD_TOKENS)  # 1 in 300k did not
         self.molecules = torch.as_tensor(data["molecules"].astype(np.int64))[fits]
         self.scaffolds = torch.as_tensor(data["scaffolds"].astype(np.int64))[fits]
         self.bins = torch.stack([BIN_BASE[name] + torch.bucketize(torch.as_tensor(data[name]),
