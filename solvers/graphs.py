@@ -16,7 +16,7 @@ from ..tasks import countdown
 from ..tasks.graph_data import (CANVAS, MAX_NODES, MAX_PATH_EDGES, MAX_PROMPT_EDGES, MAX_ROUTE_NODES, color_prompt,
                                 countdown_prompt)
 from ..tasks.graphs import (GraphError, RouteSpec, check_graph, coloring_constraints, decode_coloring, decode_route,
-                            is_proper_coloring, relabel, route_guidance)
+                            extend_coloring, is_proper_coloring, peel_low_degree, relabel, route_guidance)
 from .checkpoints import default_checkpoint
 
 
@@ -166,14 +166,12 @@ class GraphSolver(_DiffusionSolver):
         exact search: at a dead end a canvas undoes its last guess and rules that colour out there, instead of
         releasing the nodes around the dead end."""
         began = time.perf_counter()
-        check_graph(graph, MAX_NODES, "colouring")
-        clique = _large_clique(graph)
-        labels, edges = relabel(graph, first=clique)  # the clique's colours are pinned: symmetry broken
-        n, position = len(labels), {node: i for i, node in enumerate(labels)}
-        greedy = len(set(nx.greedy_color(graph, strategy="DSATUR").values())) if n else 0
-        bound = len(clique)
+        check_graph(graph, None, "colouring")
         if k is not None and k < 1:
             raise GraphError(f"k must be at least 1, got {k}")
+        clique = _large_clique(graph)
+        greedy = len(set(nx.greedy_color(graph, strategy="DSATUR").values()))
+        bound = len(clique)
         result = ColoringResult(None, None, False, None, greedy, bound)
         colors = k if k is not None else greedy
         while True:
@@ -181,12 +179,25 @@ class GraphSolver(_DiffusionSolver):
                 if not result.verified:
                     result.reason = f"the graph has a clique of {bound} nodes, so {colors} colours cannot work"
                 break
+            # The model-only baseline (guided=False) colours the whole graph: the reduction is part of the system.
+            core, peeled = peel_low_degree(graph, colors) if self.guided else (list(graph.nodes), [])
+            if len(core) > MAX_NODES:
+                too_large = (f"{graph.number_of_nodes()} nodes, of which {len(core)} have at least {colors} "
+                             f"neighbours after repeatedly setting aside those with fewer (they are coloured last): "
+                             f"the colouring canvas holds at most {MAX_NODES}")
+                if not result.verified:
+                    raise GraphError(too_large)
+                result.attempts.append({"k": colors, "found": False, "refuted": False, "forward_passes": 0,
+                                        "seconds": 0.0, "core_nodes": len(core), "skipped": too_large})
+                break
             attempt_began = time.perf_counter()
-            found, passes, refuted = self._color_once(n, edges, colors, bound, max_steps, backtrack, callback)
-            coloring = None if found is None else {node: found[position[node]] for node in graph.nodes}
+            found, passes, refuted = self._color_core(graph.subgraph(core), clique, colors, max_steps, backtrack,
+                                                      callback)
+            coloring = None if found is None else extend_coloring(graph, found, peeled, colors)
             ok = coloring is not None and is_proper_coloring(graph, coloring)
             result.attempts.append({"k": colors, "found": ok, "refuted": refuted, "forward_passes": passes,
-                                    "seconds": round(time.perf_counter() - attempt_began, 3)})
+                                    "seconds": round(time.perf_counter() - attempt_began, 3),
+                                    "core_nodes": len(core)})
             result.forward_passes += passes
             if not ok:
                 result.optimal = result.verified and refuted and result.num_colors == colors + 1
@@ -194,7 +205,7 @@ class GraphSolver(_DiffusionSolver):
                     result.reason = (f"no {colors}-colouring exists (the exact search exhausted every choice)"
                                      if refuted else f"no verified {colors}-colouring within the step budget")
                 break
-            used = len(set(found))
+            used = len(set(coloring.values()))
             result.coloring, result.num_colors, result.verified, result.reason = coloring, used, True, None
             result.optimal = used == bound
             if k is not None:
@@ -203,17 +214,23 @@ class GraphSolver(_DiffusionSolver):
         result.seconds = time.perf_counter() - began
         return result
 
-    def _color_once(self, n, edges, k, clique, max_steps, backtrack,
-                    callback) -> tuple[list[int] | None, int, bool]:
-        """(colours or None, forward passes, whether the exact search proved that no k-colouring exists)."""
+    def _color_core(self, core: nx.Graph, clique: list, k: int, max_steps, backtrack,
+                    callback) -> tuple[dict | None, int, bool]:
+        """(node -> colour or None, forward passes, whether the exact search proved that no k-colouring exists).
+        An empty core needs no sampling: every node is coloured afterwards."""
+        if core.number_of_nodes() == 0:
+            return {}, 0, False
+        pinned = [node for node in clique if node in core][:k]
+        labels, edges = relabel(core, first=pinned)  # the clique's colours are pinned: symmetry broken
+        n = len(labels)
         guidance = coloring_constraints(n, edges, k, self.model.device,
-                                        dead_end="backtrack" if backtrack else "release", clique=clique)
+                                        dead_end="backtrack" if backtrack else "release", clique=max(len(pinned), 1))
         canvas, passes = self._run([color_prompt(n, edges, k)], guidance, CANVAS["color"], max_steps=max_steps,
                                    callback=callback, salt=k)
         for row in canvas:
             colors = decode_coloring(row, n)
             if colors is not None and max(colors) < k and all(colors[u] != colors[v] for u, v in edges):
-                return colors, int(passes.sum()), False
+                return dict(zip(labels, colors)), int(passes.sum()), False
         return None, int(passes.sum()), bool(guidance.refuted[0])
 
     # ------------------------------------------------------------------ routes

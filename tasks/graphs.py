@@ -101,7 +101,7 @@ def _read_edge_list(path: Path, lines: list[str]) -> nx.Graph:
     return graph
 
 
-def check_graph(graph: nx.Graph, limit: int, what: str) -> None:
+def check_graph(graph: nx.Graph, limit: int | None, what: str) -> None:
     if graph.is_directed() or graph.is_multigraph():
         raise GraphError(f"{what} needs a simple undirected graph")
     if graph.number_of_nodes() == 0:
@@ -109,7 +109,7 @@ def check_graph(graph: nx.Graph, limit: int, what: str) -> None:
     loops = list(nx.selfloop_edges(graph))
     if loops:
         raise GraphError(f"self-loop on node {loops[0][0]!r}")
-    if graph.number_of_nodes() > limit:
+    if limit is not None and graph.number_of_nodes() > limit:
         raise GraphError(f"{graph.number_of_nodes()} nodes: the {what} model's canvas holds at most {limit} "
                          "(larger graphs are not supported by the model path)")
 
@@ -148,6 +148,38 @@ def coloring_constraints(n: int, edges: list[tuple[int, int]], k: int, device: s
 def decode_coloring(canvas: Tensor, n: int) -> list[int] | None:
     colors = (canvas[:n] - COLOR0).tolist()
     return colors if all(0 <= c < MAX_COLORS for c in colors) else None
+
+
+def peel_low_degree(graph: nx.Graph, k: int) -> tuple[list, list]:
+    """(core, peeled): repeatedly set aside nodes with fewer than k neighbours left. Any k-colouring of the
+    core extends to the whole graph by colouring `peeled` in order (each then has fewer than k coloured
+    neighbours), and a graph has a k-colouring iff its core does."""
+    degree = dict(graph.degree)
+    removed: set = set()
+    removal_order = []
+    stack = [node for node, d in degree.items() if d < k]
+    while stack:
+        node = stack.pop()
+        if node in removed:
+            continue
+        removed.add(node)
+        removal_order.append(node)
+        for other in graph[node]:
+            if other not in removed:
+                degree[other] -= 1
+                if degree[other] < k:
+                    stack.append(other)
+    return [node for node in graph.nodes if node not in removed], removal_order[::-1]
+
+
+def extend_coloring(graph: nx.Graph, coloring: dict, peeled: Sequence, k: int) -> dict:
+    """`coloring` (of the core) plus each peeled node, in order, on the lowest colour its neighbours leave;
+    keyed in the graph's node order."""
+    coloring = dict(coloring)
+    for node in peeled:
+        taken = {coloring[other] for other in graph[node] if other in coloring}
+        coloring[node] = next(c for c in range(k) if c not in taken)
+    return {node: coloring[node] for node in graph.nodes}
 
 
 def is_proper_coloring(graph: nx.Graph, coloring: dict) -> bool:

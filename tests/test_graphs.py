@@ -17,8 +17,8 @@ from diffsolve.solvers import CountdownSolver, GraphSolver
 from diffsolve.solvers.cli import app
 from diffsolve.tasks import countdown
 from diffsolve.tasks import graph_data as data
-from diffsolve.tasks.graphs import (GraphError, RouteGuidance, RouteSpec, coloring_constraints, read_graph, relabel,
-                                   route_guidance)
+from diffsolve.tasks.graphs import (GraphError, RouteGuidance, RouteSpec, coloring_constraints, extend_coloring,
+                                   is_proper_coloring, peel_low_degree, read_graph, relabel, route_guidance)
 
 SLOW = settings(max_examples=6, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -376,11 +376,32 @@ def test_cli_coloring_keeps_dimacs_labels_and_draws(tmp_path):
     assert image.stat().st_size > 1000
 
 
-def test_cli_coloring_rejects_graphs_larger_than_the_canvas(tmp_path):
-    f = tmp_path / "big.txt"
-    f.write_text("".join(f"{i} {i + 1}\n" for i in range(200)))
+def test_cli_coloring_rejects_graphs_whose_core_is_larger_than_the_canvas(tmp_path):
+    f = tmp_path / "big.txt"  # every node has 6 neighbours: none can be set aside at 4-6 colours
+    f.write_text("".join(f"{i} {(i + d) % 200}\n" for i in range(200) for d in (1, 2, 3)))
     result = CliRunner().invoke(app, ["coloring", str(f)])
-    assert result.exit_code == 2 and "at most 128" in result.stderr
+    assert result.exit_code == 2 and "200 nodes, of which 200" in result.stderr and "at most 128" in result.stderr
+
+
+@settings(max_examples=40, deadline=None, derandomize=True)
+@given(planted_colorings(), st.integers(0, 10**6))
+def test_a_coloring_of_the_core_extends_to_the_whole_graph(case, extra):
+    graph, _ = case
+    greedy = nx.greedy_color(graph, strategy="DSATUR")
+    k = len(set(greedy.values())) + extra % 3
+    core, peeled = peel_low_degree(graph, k)
+    assert sorted(core + peeled) == sorted(graph.nodes) and len(set(peeled)) == len(peeled)
+    assert all(d >= k for _, d in graph.subgraph(core).degree)
+    whole = extend_coloring(graph, {node: greedy[node] for node in core}, peeled, k)
+    assert is_proper_coloring(graph, whole) and max(whole.values()) < k
+
+
+def test_nodes_set_aside_let_a_large_sparse_graph_use_the_canvas(graphs):
+    graph = nx.wheel_graph(7)  # 3 colours; a 300-node tail hangs off the rim
+    nx.add_path(graph, [3, *range(100, 400)])
+    result = graphs.color(graph)
+    assert result.verified and result.num_colors == 3 and result.optimal
+    assert result.attempts[0]["core_nodes"] == 7 and is_proper_coloring(graph, result.coloring)
 
 
 def chromatic_number(graph: nx.Graph) -> int:
