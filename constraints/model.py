@@ -215,6 +215,14 @@ class CompiledConstraints(Guidance):
             self.exact_membership[g, positions] = 1.0
             self.exact_values[g, self.domain_index[torch.tensor(values, device=device)]] = 1.0
         self._compile_hall_sets(exact, length, size, device)
+        # Other groups of three or more positions (e.g. cliques of a colouring): the pigeonhole check only
+        wide = [(positions, values) for positions, values, is_exact in model.groups
+                if not is_exact and len(positions) > 2]
+        self.wide_membership = torch.zeros(len(wide), length, device=device)  # [Gw, L]
+        self.wide_values = torch.zeros(len(wide), size, dtype=torch.bool, device=device)  # [Gw, D]
+        for g, (positions, values) in enumerate(wide):
+            self.wide_membership[g, positions] = 1.0
+            self.wide_values[g, self.domain_index[torch.tensor(values, device=device)]] = True
         self.in_groups = self.own_values.any(-1)  # [L]
         self.neighbours = (self.peers > 0.5).any(-1).float()  # [L, L]: positions sharing any group
         self.earlier_peers = torch.tril(self.neighbours, diagonal=-1)  # [l, m]: m < l and they share a group
@@ -343,6 +351,9 @@ class CompiledConstraints(Guidance):
                 forced = (torch.einsum("gl,bgd->bld", self.exact_membership, only_place) > 0.5) & narrowed
                 dead |= forced.sum(-1) > 1  # two values that each have nowhere else to go
                 narrowed = torch.where(forced.any(-1, keepdim=True), forced, narrowed)
+            if self.wide_membership.shape[0]:
+                narrowed, short = self._wide_step(narrowed, must_choose & ~holds)
+                dead |= short
             if torch.equal(narrowed, candidates) and self.hall:  # singles are done: try larger Hall sets
                 narrowed, overfull = self._hall_step(narrowed)
                 dead |= overfull
@@ -355,6 +366,22 @@ class CompiledConstraints(Guidance):
             hole = ((places < 0.5) & (self.exact_values > 0.5)).any(-1).float()  # [B, Gx]
             dead |= torch.einsum("gl,bg->bl", self.exact_membership, hole) > 0.5
         return candidates, dead
+
+    def _wide_step(self, candidates: Tensor, free: Tensor) -> tuple[Tensor, Tensor]:
+        """Hall's condition on each wide group as a whole. Its free positions need as many candidate values
+        between them as there are of them, or it is a dead end (a triangle left with two colours: no single
+        position is stuck yet). With exactly as many, every such value is used once, so a value with one free
+        place left goes there. Returns (narrowed candidates [B, L, D], dead [B, L])."""
+        open_candidates = (candidates & free.unsqueeze(2)).float()
+        places = torch.einsum("gl,bld->bgd", self.wide_membership, open_candidates) * self.wide_values  # [B, Gw, D]
+        values = (places > 0.5).sum(-1)
+        positions = torch.einsum("gl,bl->bg", self.wide_membership, free.float()).round().long()
+        short = values < positions
+        dead = (torch.einsum("gl,bg->bl", self.wide_membership, short.float()) > 0.5) & free
+        only_place = ((places > 0.5) & (places < 1.5) & (values == positions).unsqueeze(2)).float()
+        forced = (torch.einsum("gl,bgd->bld", self.wide_membership, only_place) > 0.5) & candidates & free.unsqueeze(2)
+        dead |= forced.sum(-1) > 1
+        return torch.where(forced.any(-1, keepdim=True), forced, candidates), dead
 
     # ------------------------------------------------------------------ Guidance hooks
     def pinned(self, batch: int, device: torch.device) -> tuple[Tensor, Tensor] | None:

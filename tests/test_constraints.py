@@ -212,6 +212,33 @@ def test_hall_sets_give_their_values_to_their_positions_alone():
     assert dead.any()
 
 
+def test_a_wide_group_with_fewer_values_than_free_positions_is_a_dead_end():
+    cm = ConstraintModel(3, 12)
+    cm.allow(range(3), DIGITS[:2])  # a triangle with two colours: no single position is stuck yet
+    cm.all_different(range(3), DIGITS)
+    nothing = torch.zeros(1, 3, dtype=torch.bool)
+    _, dead = cm.compile()._propagate(torch.full((1, 3), 4), nothing)
+    assert dead.all()
+
+    pairs = ConstraintModel(3, 12)  # the same edges as three pairs: pairwise masks cannot see it
+    pairs.allow(range(3), DIGITS[:2])
+    for group in ([0, 1], [1, 2], [0, 2]):
+        pairs.all_different(group, DIGITS)
+    assert not pairs.compile()._propagate(torch.full((1, 3), 4), nothing)[1].any()
+
+    tight = ConstraintModel(3, 12)  # three values for three positions: 6 fits only position 2, so it goes there
+    tight.allow([0, 1], DIGITS[:2])
+    tight.allow([2], DIGITS[:3])
+    tight.all_different(range(3), DIGITS)
+    candidates, dead = tight.compile()._propagate(torch.full((1, 3), 4), nothing)
+    assert not dead.any() and candidates[0, 2].tolist() == [False, False, True, False]
+
+    roomy = ConstraintModel(3, 12)
+    roomy.allow(range(3), DIGITS[:3])
+    roomy.all_different(range(3), DIGITS)
+    assert not roomy.compile()._propagate(torch.full((1, 3), 4), nothing)[1].any()
+
+
 def test_propagation_never_masks_a_value_some_completion_uses():
     squares = all_latin_squares()
     generator = torch.Generator().manual_seed(1)

@@ -1,5 +1,6 @@
 """Math graphs: reading graphs, planted training data, per-pass constraints, the solvers and their CLI."""
 
+import itertools
 import json
 from collections import Counter
 
@@ -394,6 +395,33 @@ def test_a_coloring_of_the_core_extends_to_the_whole_graph(case, extra):
     assert all(d >= k for _, d in graph.subgraph(core).degree)
     whole = extend_coloring(graph, {node: greedy[node] for node in core}, peeled, k)
     assert is_proper_coloring(graph, whole) and max(whole.values()) < k
+
+
+def test_clique_propagation_never_masks_a_colour_some_completion_uses():
+    generator = np.random.default_rng(0)
+    pruned = 0
+    for trial in range(30):
+        graph = nx.gnp_random_graph(8, 0.5, seed=trial)
+        labels, edges = relabel(graph)
+        k = 4
+        colourings = [c for c in itertools.product(range(k), repeat=8)
+                      if c[0] == 0 and all(c[u] != c[v] for u, v in edges)]  # node 0 is pinned to colour 0
+        if not colourings:
+            continue
+        truth = colourings[generator.integers(len(colourings))]
+        shown = generator.permutation(8)[:generator.integers(1, 4)].tolist()
+        guidance = coloring_constraints(8, edges, k, clique=1)
+        canvas = torch.full((1, data.MAX_NODES), data.PAD)
+        canvas[0, :8] = torch.tensor([data.COLOR0 + c for c in truth])
+        settled = torch.zeros(1, data.MAX_NODES, dtype=torch.bool)
+        settled[0, shown] = True
+        allowed = guidance.allowed(canvas, settled)[0]
+        completions = [c for c in colourings if all(c[p] == truth[p] for p in shown)]
+        used = {(p, c[p]) for c in completions for p in range(8)}
+        assert all(bool(allowed[p, data.COLOR0 + t]) for p, t in used)
+        free = [p for p in range(1, 8) if p not in shown]
+        pruned += sum(not allowed[p, data.COLOR0 + t] for p in free for t in range(k))
+    assert pruned > 0
 
 
 def test_nodes_set_aside_let_a_large_sparse_graph_use_the_canvas(graphs):
