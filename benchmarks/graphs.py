@@ -87,8 +87,12 @@ def coloring(solvers: dict, limit: int | None, steps: dict[str, int], names: lis
         print(f"  {entry['instance']}: full {record['full']['colors']}, backtracking {record['backtrack']['colors']} "
               f"(best {best}, DSATUR {record['dsatur']}); model only at k={record['dsatur']}: "
               f"{record['model_only']['verified']}", file=sys.stderr, flush=True)
-    order = [entry["instance"] for entry in table]
-    out = sorted(records.values(), key=lambda r: order.index(r["instance"]))
+    return coloring_summary(list(records.values()), refused)
+
+
+def coloring_summary(records: list[dict], refused: dict) -> dict:
+    order = [entry["instance"] for entry in csv.DictReader((DATA / "coloring" / "best_known.csv").open())]
+    out = sorted(records, key=lambda r: order.index(r["instance"]))
     return {"instances": out, "refused": refused,
             "reached_best_known": {m: sum(r[m]["reached_best"] for r in out) for m in ("full", "backtrack")},
             "proved_optimal": {m: sum(bool(r[m].get("optimal")) for r in out) for m in ("full", "backtrack")},
@@ -271,10 +275,15 @@ def main() -> None:
     parser.add_argument("--coloring-instances", default=None, help="Comma-separated DIMACS names (default: all "
                                                                      "that fit the canvas).")
     parser.add_argument("--merge", action="store_true", help="Keep the other families already in --out.")
+    parser.add_argument("--combine", type=Path, nargs="+", default=None, help="Run nothing: merge the colouring "
+                        "instances of these result files (runs in parallel, each with its own --out) into --out.")
     parser.add_argument("--checkpoint", default=str(default_checkpoint("graphs")))
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "graphs.json")
     args = parser.parse_args()
+    if args.combine:
+        combine(args.out, args.combine)
+        return
     torch.set_num_threads(args.threads)
     if not DATA.is_dir():
         sys.exit(f"benchmark data not found at {DATA}")
@@ -312,6 +321,20 @@ def main() -> None:
         report["settings"][family] = {**(report["settings"].get(family, {}) if per_set else {}), **settings[family]}
         report["wall_s"] = round(time.perf_counter() - started, 1)
         write_results(args.out, report, markdown(report), lambda p: plot(report, p))  # partial results survive
+    print(markdown(report))
+
+
+def combine(out: Path, parts: list[Path]) -> None:
+    """Colouring records of `parts` (later files win) merged into `out`, whose other families are kept."""
+    report = json.loads(out.read_text()) if out.is_file() else {}
+    records = {r["instance"]: r for r in report.get("coloring", {}).get("instances", [])}
+    refused = dict(report.get("coloring", {}).get("refused", {}))
+    for part in parts:
+        found = json.loads(part.read_text())["coloring"]
+        records |= {r["instance"]: r for r in found["instances"]}
+        refused |= found.get("refused", {})
+    report["coloring"] = coloring_summary(list(records.values()), refused)
+    write_results(out, report, markdown(report), lambda p: plot(report, p))
     print(markdown(report))
 
 
