@@ -164,7 +164,8 @@ class GraphSolver(_DiffusionSolver):
         """A proper colouring with `k` colours, or (k=None) the fewest the search verifies, counting down from
         networkx's DSATUR count until a k fails or reaches the clique bound. `backtrack=True` adds the explicit
         exact search: at a dead end a canvas undoes its last guess and rules that colour out there, instead of
-        releasing the nodes around the dead end."""
+        releasing the nodes around the dead end. Each attempt samples only the graph's k-core (see
+        `peel_low_degree`), which must fit the canvas; the nodes set aside are coloured after it."""
         began = time.perf_counter()
         check_graph(graph, None, "colouring")
         if k is not None and k < 1:

@@ -432,6 +432,15 @@ def test_nodes_set_aside_let_a_large_sparse_graph_use_the_canvas(graphs):
     assert result.attempts[0]["core_nodes"] == 7 and is_proper_coloring(graph, result.coloring)
 
 
+def test_cli_says_how_many_nodes_were_sampled(tmp_path):
+    f = tmp_path / "tail.txt"  # a 5-node wheel with a 200-node tail: the wheel on the canvas, the rest after
+    f.write_text("".join(f"{u} {v}\n" for u, v in nx.wheel_graph(5).edges)
+                 + "4 100\n" + "".join(f"{i} {i + 1}\n" for i in range(100, 299)))
+    result = CliRunner().invoke(app, ["coloring", str(f)])
+    assert result.exit_code == 0 and "verified 3-colouring of 205 nodes" in result.stdout
+    assert "k=3 ok (5 nodes sampled)" in result.stdout
+
+
 def chromatic_number(graph: nx.Graph) -> int:
     """Exact, by plain backtracking (small graphs only): the test's independent reference."""
     nodes = sorted(graph.nodes, key=graph.degree, reverse=True)
