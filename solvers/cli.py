@@ -206,7 +206,7 @@ def molecules(
     rings: str = typer.Option(None, help="Ring count " + PROPERTY_OPTION_HELP),
     heavy_atoms: str = typer.Option(None, help="Heavy-atom count " + PROPERTY_OPTION_HELP),
     max_ring_size: int = typer.Option(None, help="Largest ring allowed, in atoms (7 rules out macrocycles)."),
-    budget: int = typer.Option(None, min=1, help="Most canvases to try (default 20 x num + 256)."),
+    budget: int = typer.Option(None, min=1, help="Most canvases to try (default 200 x num + 256)."),
     format: str = typer.Option("smi", "--format", "-f", help="smi, csv, sdf or json (one object per line)."),
     out: Path = typer.Option(None, "--out", "-o", help="Write here instead of stdout (written whole at the end)."),
     image: Path = typer.Option(None, help="Also draw the molecules as a grid (PNG) with RDKit."),
@@ -222,7 +222,7 @@ def molecules(
 
     Exit status: 0 all NUM found, 1 the budget ran out first (what was found is still written), 2 bad request."""
     from ..tasks.molecules import MoleculeRequest, RequestError, parse_window
-    from .molecules import MoleculeDesigner
+    from .molecules import MoleculeDesigner, default_budget
 
     if format not in MOLECULE_FORMATS:
         _error(f"--format must be one of {', '.join(MOLECULE_FORMATS)}, not {format!r}")
@@ -236,6 +236,7 @@ def molecules(
         _error(f"{exc}")
         raise typer.Exit(2) from None
     designer = MoleculeDesigner(_load(checkpoint, "molecules", device), guided=not model_only)
+    budget = budget if budget is not None else default_budget(num)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     with Progress(TextColumn("designing"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[tried]}"),
@@ -243,7 +244,7 @@ def molecules(
         task = bar.add_task("molecules", total=num, tried="")
         result = designer.design(num, request, seed=seed, budget=budget,
                                  on_round=lambda tried, found: bar.update(task, completed=found,
-                                                                          tried=f"{tried} canvases"))
+                                                                          tried=f"{tried}/{budget} canvases"))
     names = sorted(set(request.windows) | {"logp", "mw", "qed"}, key=list(texts).index)
     _write_molecules(result.molecules, names, format, out)
     if image is not None and result.molecules:
