@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from rdkit import Chem
 
-from diffsolve.core import SamplingConfig, generate
+from diffsolve.core import generate, released_config
 from diffsolve.solvers import MoleculeDesigner
 from diffsolve.tasks import molecule_metrics as mm
 from diffsolve.tasks import molecules as task
@@ -114,8 +114,9 @@ def distribution_metrics(smiles: list[str], ref: dict, patterns) -> dict:
 # ------------------------------------------------------------------------------------------ sampling
 @torch.no_grad()
 def stock_samples(model, n: int, seed: int, batch: int = 250) -> tuple[list[str], float]:
-    """The model alone: unconditioned prompts, the stock sampler (no masks, no re-noising, no verifier)."""
-    config = SamplingConfig(eos_token_id=task.EOS, pad_token_id=task.PAD, drop_finished=True)
+    """The model alone: unconditioned prompts, the checkpoint's own sampler settings (generation_config.json; no
+    masks, no re-noising, no verifier)."""
+    config = released_config(model, eos_token_id=task.EOS, pad_token_id=task.PAD, drop_finished=True)
     out, began = [], time.perf_counter()
     for start in range(0, n, batch):
         rows = min(batch, n - start)

@@ -11,11 +11,13 @@ from .sampler import (
     denoise_canvas,
     generate,
     generate_autoregressive,
+    released_config,
 )
 from .tokenizer import load_tokenizer, word_level_tokenizer
 
 __all__ = [
     "CheckpointError", "ConfigError", "DiffusionGemma", "GenerationOutput", "Guidance", "KVCache", "LayerSpec",
     "ModelConfig", "SamplingConfig", "StepInfo", "denoise_canvas", "generate", "generate_autoregressive",
-    "load_model", "load_tokenizer", "new_model", "resolve_checkpoint", "save_model", "word_level_tokenizer",
+    "load_model", "load_tokenizer", "new_model", "released_config", "resolve_checkpoint", "save_model",
+    "word_level_tokenizer",
 ]

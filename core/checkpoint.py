@@ -192,7 +192,7 @@ def new_model(config: ModelConfig, seed: int = 0, dtype: torch.dtype = torch.flo
 def save_model(model: DiffusionGemma, path: str | os.PathLike, max_shard_bytes: int = 5 * 2**30,
                generation_config: dict | None = None) -> None:
     """Write the HF layout atomically: files appear only once complete."""
-    from .sampler import SamplingConfig
+    from .sampler import released_config
 
     out = Path(path)
     out.mkdir(parents=True, exist_ok=True)
@@ -222,8 +222,7 @@ def save_model(model: DiffusionGemma, path: str | os.PathLike, max_shard_bytes: 
     config = model.config.to_hf_dict()
     config["dtype"] = str(model.dtype).removeprefix("torch.")
     _write_json(out / "config.json", config)
-    sampling = model.generation_config or SamplingConfig()
-    _write_json(out / "generation_config.json", generation_config or sampling.to_hf_dict())
+    _write_json(out / "generation_config.json", generation_config or released_config(model).to_hf_dict())
     if model.tokenizer is not None:
         _atomic(out / "tokenizer.json", lambda p: model.tokenizer.save(str(p)))
 

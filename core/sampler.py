@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import torch
 from torch import Tensor
@@ -298,6 +298,12 @@ def denoise_canvas(model: DiffusionGemma, cache: KVCache, config: SamplingConfig
     return out_argmax, out_passes, out_solved
 
 
+def released_config(model: DiffusionGemma, **overrides) -> SamplingConfig:
+    """The checkpoint's own sampler settings (its generation_config.json; the released defaults when it ships
+    none), with `overrides` applied: what "the stock sampler" means for that checkpoint."""
+    return replace(model.generation_config or SamplingConfig(), **overrides)
+
+
 @torch.no_grad()
 def generate(model: DiffusionGemma, prompt_ids: Tensor | None, config: SamplingConfig | None = None, *,
              cache: KVCache | None = None, attention_mask: Tensor | None = None,
@@ -308,7 +314,7 @@ def generate(model: DiffusionGemma, prompt_ids: Tensor | None, config: SamplingC
     `prompt_ids` [B, P] are encoded into `cache` (or a new one); canvases of `canvas_length` tokens are then
     denoised and committed one block at a time until `max_new_tokens` or every row has emitted EOS.
     """
-    config = config or model.generation_config or SamplingConfig()
+    config = config or released_config(model)
     length = config.canvas_length or model.config.canvas_length
     if prompt_ids is not None and prompt_ids.shape[1] > 0:
         cache = model.encode(prompt_ids, cache, attention_mask)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from rdkit import Chem
 
-from ..core import DiffusionGemma, SamplingConfig, generate, load_model
+from ..core import DiffusionGemma, SamplingConfig, generate, load_model, released_config
 from ..tasks import molecules as task
 from ..tasks.molecule_data import PROPERTIES, compute_properties
 from .checkpoints import default_checkpoint
@@ -66,16 +66,17 @@ class MoleculeDesigner:
     `guided=False` is the model alone (the stock sampler); its molecules are still verified before return.
     """
 
-    def __init__(self, model: DiffusionGemma, *, guided: bool = True, max_steps: int = 48,
+    def __init__(self, model: DiffusionGemma, *, guided: bool = True, max_steps: int | None = None,
                  canvases_per_round: int = 128):
         self.model = model
         self.guided = guided
         # Guided canvases sample cooler than the released schedule (0.8 -> 0.4): accepted tokens persist, so
         # each poorly sampled token costs a backtrack (measured: 3x more verified canvases at 0.3 -> 0.1).
-        cooler = {"t_max": 0.3, "t_min": 0.1} if guided else {}
-        self.config = SamplingConfig(max_denoising_steps=max_steps, keep_accepted=guided, drop_finished=True,
-                                     stability_threshold=None if guided else 1, eos_token_id=task.EOS,
-                                     pad_token_id=task.PAD, **cooler)
+        # The model alone samples with the checkpoint's own settings (its generation_config.json).
+        base = (SamplingConfig(t_max=0.3, t_min=0.1, stability_threshold=None, keep_accepted=True) if guided
+                else released_config(model))
+        self.config = replace(base, max_denoising_steps=max_steps or base.max_denoising_steps, drop_finished=True,
+                              eos_token_id=task.EOS, pad_token_id=task.PAD)
         self.canvases_per_round = canvases_per_round
 
     @classmethod

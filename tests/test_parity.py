@@ -185,3 +185,6 @@ def test_shipped_checkpoints_load_in_transformers(task):
     (ref,) = _hf_logits(hf, prompt, [canvas])
     with torch.no_grad():
         assert (ours.denoise(canvas, ours.encode(prompt)) - ref).abs().max() <= 2e-4
+    ours_sampling, theirs = ours.generation_config, hf.generation_config  # both read the shipped sampler settings
+    assert ours_sampling.max_denoising_steps == theirs.max_denoising_steps
+    assert ours_sampling.entropy_bound == theirs.sampler_config.entropy_bound

@@ -6,7 +6,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from diffsolve.constraints import ConstraintModel
-from diffsolve.core import Guidance, ModelConfig, SamplingConfig, generate, generate_autoregressive, new_model
+from diffsolve.core import (
+    Guidance,
+    ModelConfig,
+    SamplingConfig,
+    generate,
+    generate_autoregressive,
+    new_model,
+    released_config,
+)
 from diffsolve.core.sampler import entropy_bound_accept, token_entropy
 
 VOCAB, LENGTH = 20, 8
@@ -190,3 +198,14 @@ def test_autoregressive_mode_matches_full_recompute(model):
             context = torch.cat((ids, new[:, :i]), dim=1)
             _, logits = model.encode_logits(context)
             assert torch.equal(logits[:, -1].argmax(-1), new[:, i])
+
+
+def test_the_checkpoints_own_settings_are_the_default(model):
+    model.generation_config = SamplingConfig(max_denoising_steps=3, stability_threshold=None)
+    try:
+        assert (generate(model, prompt()).forward_passes == 3).all()
+        assert released_config(model, t_min=0.2).max_denoising_steps == 3
+        assert released_config(model, t_min=0.2).t_min == 0.2
+    finally:
+        model.generation_config = None
+    assert released_config(model) == SamplingConfig()
