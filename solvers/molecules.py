@@ -63,7 +63,9 @@ class MoleculeDesigner:
     layout drawn per canvas, and while it is denoised, `partialsmiles`/RDKit check its SMILES and the tokens
     at fault are re-noised;
     every molecule is then re-checked by RDKit against the request, and duplicates are dropped.
-    `guided=False` is the model alone (the stock sampler); its molecules are still verified before return.
+    `guided=False` is the model alone (the checkpoint's own sampler settings); its molecules are still verified
+    before return. `max_steps` caps the denoising passes per canvas (default: 48 guided, the checkpoint's own
+    setting unguided).
     """
 
     def __init__(self, model: DiffusionGemma, *, guided: bool = True, max_steps: int | None = None,
