@@ -205,7 +205,8 @@ def molecules(
     hba: str = typer.Option(None, help="Hydrogen-bond acceptors " + PROPERTY_OPTION_HELP),
     rings: str = typer.Option(None, help="Ring count " + PROPERTY_OPTION_HELP),
     heavy_atoms: str = typer.Option(None, help="Heavy-atom count " + PROPERTY_OPTION_HELP),
-    max_ring_size: int = typer.Option(None, help="Largest ring allowed, in atoms (7 rules out macrocycles)."),
+    max_ring_size: int = typer.Option(7, min=0, help="Largest ring allowed, in atoms; the default keeps to the "
+                                                     "training data (no macrocycles); 0 allows any size."),
     budget: int = typer.Option(None, min=1, help="Most canvases to try (default 200 x num + 256)."),
     format: str = typer.Option("smi", "--format", "-f", help="smi, csv, sdf or json (one object per line)."),
     out: Path = typer.Option(None, "--out", "-o", help="Write here instead of stdout (written whole at the end)."),
@@ -231,7 +232,8 @@ def molecules(
              "heavy_atoms": heavy_atoms}
     try:
         windows = {name: parse_window(text, name) for name, text in texts.items() if text is not None}
-        request = MoleculeRequest.parse(windows, contains=contains, scaffold=scaffold, max_ring_size=max_ring_size)
+        request = MoleculeRequest.parse(windows, contains=contains, scaffold=scaffold,
+                                        max_ring_size=max_ring_size or None)
     except RequestError as exc:
         _error(f"{exc}")
         raise typer.Exit(2) from None

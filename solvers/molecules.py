@@ -90,11 +90,12 @@ class MoleculeDesigner:
                  qed: tuple[float, float] | None = None, tpsa: tuple[float, float] | None = None,
                  hbd: tuple[float, float] | None = None, hba: tuple[float, float] | None = None,
                  rings: tuple[float, float] | None = None, heavy_atoms: tuple[float, float] | None = None,
-                 max_ring_size: int | None = None, seed: int | None = None, budget: int | None = None,
+                 max_ring_size: int | None = task.MAX_RING_SIZE, seed: int | None = None, budget: int | None = None,
                  on_molecule: Callable[[Molecule], None] | None = None,
                  on_round: Callable[[int, int], None] | None = None) -> DesignResult:
         """Up to `n` distinct verified molecules. Windows are inclusive (lo, hi) tuples; `contains` is SMARTS;
-        `scaffold` a SMILES the molecule must contain; `max_ring_size` rules out larger rings. `budget` caps
+        `scaffold` a SMILES the molecule must contain; `max_ring_size` rules out larger rings (default 7, as in the
+        training data; None allows any size). `budget` caps
         the canvases tried (default `default_budget(n)`: 200n + 256); when it runs out the result holds what was
         found and `exhausted` is set.
         Raises `RequestError` for malformed or unsatisfiable requests, before any work."""

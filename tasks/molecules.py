@@ -49,6 +49,10 @@ PROMPT_WIDTH = 1 + len(CONDITIONED) + 1 + MAX_SCAFFOLD_TOKENS
 # First bin token id of each conditioned property; its "unspecified" token follows the last bin.
 BIN_BASE = {name: TOKENIZER.token_to_id(f"<{name}=0>") for name in CONDITIONED}
 UNSPECIFIED = {name: TOKENIZER.token_to_id(f"<{name}=?>") for name in CONDITIONED}
+# Default largest ring: MOSES has no ring of 8+ atoms (its filters reject them), but backtracking can close one by
+# pairing ring digits far apart. Measured on 1,000 guided canvases: 668 molecules of which 73 had such a ring
+# (83.7 % pass MOSES's filters) without the limit; 601 with it (95.5 % pass), more passing molecules in all.
+MAX_RING_SIZE = 7
 
 
 AR_WEIGHT = 0.0  # diffusion loss only: the encoder then reads just the prompt (a third less compute on CPU)
@@ -217,11 +221,11 @@ class MoleculeRequest:
     windows: dict[str, tuple[float, float]] = field(default_factory=dict)
     contains: str | None = None
     scaffold: str | None = None
-    max_ring_size: int | None = None  # e.g. 7: no macrocycles (MOSES's filters reject rings of 8+ atoms)
+    max_ring_size: int | None = MAX_RING_SIZE  # None: rings of any size
 
     @classmethod
     def parse(cls, windows: dict[str, tuple[float, float] | None] | None = None, contains: str | None = None,
-              scaffold: str | None = None, max_ring_size: int | None = None) -> "MoleculeRequest":
+              scaffold: str | None = None, max_ring_size: int | None = MAX_RING_SIZE) -> "MoleculeRequest":
         checked = {}
         for name, window in (windows or {}).items():
             if window is None:
@@ -249,6 +253,12 @@ class MoleculeRequest:
     def _check_feasible(self) -> None:
         """Windows no molecule containing the requested parts can meet."""
         parts = [(f"scaffold {self.scaffold}", Chem.MolFromSmiles(self.scaffold))] if self.scaffold else []
+        if parts and self.max_ring_size:
+            largest = max((len(ring) for ring in parts[0][1].GetRingInfo().AtomRings()), default=0)
+            if largest > self.max_ring_size:
+                raise RequestError(f"the {parts[0][0]} has a ring of {largest} atoms, larger than max_ring_size="
+                                   f"{self.max_ring_size}; allow it with max_ring_size={largest} or None (CLI: "
+                                   f"--max-ring-size {largest} or 0)")
         if self.contains:
             parts.append((f"substructure {self.contains}", Chem.MolFromSmarts(self.contains)))
         for label, mol in parts:

@@ -206,6 +206,17 @@ def test_ring_size_limit_is_enforced(designer):
         task.MoleculeRequest.parse(max_ring_size=2)
 
 
+def test_rings_default_to_the_training_data_sizes_and_a_larger_scaffold_ring_is_named():
+    assert task.MoleculeRequest.parse().max_ring_size == 7
+    macrocycle = "C1CCCCCCCCCCC1"  # 12 atoms
+    assert not task.MoleculeRequest.parse().verify(Chem.MolFromSmiles(macrocycle))[0]
+    with pytest.raises(task.RequestError, match="ring of 12 atoms.*max_ring_size=7"):
+        task.MoleculeRequest.parse(scaffold=macrocycle)
+    assert task.MoleculeRequest.parse(scaffold=macrocycle, max_ring_size=None).max_ring_size is None
+    result = CliRunner().invoke(app, ["molecules", "--scaffold", macrocycle])
+    assert result.exit_code == 2 and "--max-ring-size 12 or 0" in result.stderr
+
+
 # ------------------------------------------------------------------------------------------ CLI
 def test_cli_json_lines_are_verified_and_in_the_window():
     result = CliRunner().invoke(app, ["molecules", "-n", "3", "--logp", "1:4", "--format", "json", "--seed", "0"])
