@@ -217,10 +217,11 @@ def markdown(report: dict) -> str:
                      f"Core at best k: the nodes left on the canvas at the best known k after repeatedly setting "
                      f"aside nodes with fewer than k neighbours (coloured last); the canvas holds {MAX_NODES}.")
         too_large = [r["instance"] for r in c["instances"] if r["full"].get("error")]
-        lines.append(f"Reached the best known count on {best['full']}/{total} (full system), "
-                     f"{best['backtrack']}/{total} (with backtracking); beat DSATUR on {beat['full']} / "
-                     f"{beat['backtrack']}; proved optimal by the search on "
-                     f"{c.get('proved_optimal', {}).get('backtrack', 0)}/{total} (with backtracking). "
+        held = total - len(too_large)
+        lines.append(f"Of the {total} instances read, the canvas holds {held}. Reached the best known count on "
+                     f"{best['full']}/{held} (full system), {best['backtrack']}/{held} (with backtracking); beat "
+                     f"DSATUR on {beat['full']} / {beat['backtrack']}; proved optimal by the search on "
+                     f"{c.get('proved_optimal', {}).get('backtrack', 0)}/{held} (with backtracking). "
                      f"Core too large for the canvas: {', '.join(too_large) or 'none'}. Refused input: "
                      + (", ".join(f"{name} ({why})" for name, why in c.get("refused", {}).items()) or "none") + ".")
     return "\n".join(lines)
@@ -334,6 +335,11 @@ def combine(out: Path, parts: list[Path]) -> None:
         records |= {r["instance"]: r for r in found["instances"]}
         refused |= found.get("refused", {})
     report["coloring"] = coloring_summary(list(records.values()), refused)
+    # The parts ran with their own settings: what the merged table holds is read off its records.
+    report.setdefault("settings", {})["coloring"] = {
+        "limit": None, "instances": ",".join(sorted(records)),
+        "steps": {mode: sorted({r[mode].get("max_steps") for r in records.values()} - {None})
+                  for mode in ("model_only", "full", "backtrack")}}
     write_results(out, report, markdown(report), lambda p: plot(report, p))
     print(markdown(report))
 
