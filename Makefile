@@ -27,9 +27,9 @@ test: $(STAMP)
 	$(PY) -m pytest
 
 # Benchmarks (developers: Sudoku and graphs read the public sets in ../shared/data).
-# `make bench`: short runs of every benchmark (under an hour on 2 CPU cores), written to runs/bench/ so the
-# committed results stay as they are. `make results`: the runs behind benchmarks/results/ and the README
-# (about a day on 2 CPU cores; the README's colouring table was run as two parallel streams joined with
+# `make bench`: short runs of every benchmark, written to runs/bench/ so the committed results stay as they
+# are. `make results`: the runs behind benchmarks/results/ and the README (many hours on 2 CPU cores, never
+# timed as one run; the README's colouring table was run as two parallel streams joined with
 # `benchmarks/graphs.py --combine`, which gives the same table sooner).
 bench: moses
 	$(PY) -m pip install -q -e ".[bench]"

@@ -253,18 +253,17 @@ class MoleculeRequest:
     def _check_feasible(self) -> None:
         """Windows no molecule containing the requested parts can meet."""
         parts = [(f"scaffold {self.scaffold}", Chem.MolFromSmiles(self.scaffold))] if self.scaffold else []
-        if parts and self.max_ring_size:
-            largest = max((len(ring) for ring in parts[0][1].GetRingInfo().AtomRings()), default=0)
-            if largest > self.max_ring_size:
-                raise RequestError(f"the {parts[0][0]} has a ring of {largest} atoms, larger than max_ring_size="
-                                   f"{self.max_ring_size}; allow it with max_ring_size={largest} or None (CLI: "
-                                   f"--max-ring-size {largest} or 0)")
         if self.contains:
             parts.append((f"substructure {self.contains}", Chem.MolFromSmarts(self.contains)))
         for label, mol in parts:
             floors = {"heavy_atoms": mol.GetNumAtoms()}
-            if label.startswith("scaffold"):  # a SMARTS query has no ring count or weight of its own
+            if label.startswith("scaffold"):  # a SMARTS query has no ring count, ring size or weight of its own
                 floors.update(mw=Descriptors.MolWt(mol), rings=mol.GetRingInfo().NumRings())
+                largest = max((len(ring) for ring in mol.GetRingInfo().AtomRings()), default=0)
+                if self.max_ring_size and largest > self.max_ring_size:
+                    raise RequestError(f"the {label} has a ring of {largest} atoms, larger than max_ring_size="
+                                       f"{self.max_ring_size}; allow it with max_ring_size={largest} or None (CLI: "
+                                       f"--max-ring-size {largest} or 0)")
             for name, floor in floors.items():
                 if name in self.windows and self.windows[name][1] < floor - 1e-9:
                     raise RequestError(f"{name} window {_fmt(self.windows[name])} is impossible: the {label} "
