@@ -1,6 +1,6 @@
 """Molecule benchmark: MOSES distribution metrics and constrained-generation success.
 
-    python benchmarks/molecules.py [--samples 10000] [--per-request 10] [--checkpoint DIR]
+    python benchmarks/molecules.py [--samples 10000] [--per-request 10] [--checkpoint DIR] [--constrained-only]
 
 Needs the MOSES data (`pip install --no-deps molsets==0.3.1`) and `fcd_torch` (`make bench` installs both).
 
@@ -172,6 +172,21 @@ def test_scaffolds(k: int, seed: int) -> list[str]:
     return found
 
 
+def distribution_section(designer: MoleculeDesigner, samples: int, seed: int) -> dict:
+    """MOSES metrics of the model alone, of the full system and of a training sample of the same size."""
+    ref = reference()
+    patterns = mm.filter_patterns()
+    stock, stock_s = stock_samples(designer.model, samples, seed)
+    model_only = distribution_metrics(stock, ref, patterns)
+    model_only["s_per_molecule"] = stock_s / max(1, sum(1 for s in stock if mm.canonical(s)))
+    full, stats = full_system_samples(designer, samples, seed)
+    full_system = distribution_metrics(full, ref, patterns)
+    full_system.update(stats, s_per_molecule=stats["seconds"] / max(1, stats["returned"]),
+                       canvas_validity=stats["returned"] / stats["canvases"])
+    floor = distribution_metrics(train_sample(max(2, len(full)), seed), ref, patterns)
+    return {"model_only": model_only, "full_system": full_system, "train_sample": floor}
+
+
 def run_constrained(designer: MoleculeDesigner, per_request: int, scaffolds: list[str], seed: int) -> list[dict]:
     rows = []
     for group, label, kwargs in constrained_requests(scaffolds):
@@ -210,6 +225,9 @@ def markdown(report: dict) -> str:
                      f"{'yes' if r['all_verified_true'] else 'NO'} | {r['s_per_molecule']:.2f} |")
     total = sum(r["returned"] for r in report["constrained"]) / sum(r["requested"] for r in report["constrained"])
     lines.append(f"\nconstrained success overall: {total:.3f}")
+    if "constrained_rerun" in report["meta"]:
+        lines.append(f"(constrained requests rerun on {report['meta']['constrained_rerun']} with --constrained-only; "
+                     "the distribution metrics are from the earlier full run of the same checkpoint)")
     return "\n".join(lines)
 
 
@@ -241,26 +259,27 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "molecules.json")
+    parser.add_argument("--constrained-only", action="store_true",
+                        help="rerun only the constrained requests; the distribution section is kept from the "
+                             "existing --out JSON (which must be of the same checkpoint)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
     designer = MoleculeDesigner.from_pretrained(args.checkpoint)
-    ref = reference()
-    patterns = mm.filter_patterns()
-    stock, stock_s = stock_samples(designer.model, args.samples, args.seed)
-    model_only = distribution_metrics(stock, ref, patterns)
-    model_only["s_per_molecule"] = stock_s / max(1, sum(1 for s in stock if mm.canonical(s)))
-    full, stats = full_system_samples(designer, args.samples, args.seed)
-    full_system = distribution_metrics(full, ref, patterns)
-    full_system.update(stats, s_per_molecule=stats["seconds"] / max(1, stats["returned"]),
-                       canvas_validity=stats["returned"] / stats["canvases"])
-    floor = distribution_metrics(train_sample(max(2, len(full)), args.seed), ref, patterns)
+    checkpoint = relative(designer.model.source)
+    meta = {"checkpoint": checkpoint, "samples": args.samples, "per_request": args.per_request, "seed": args.seed,
+            "threads": args.threads, "torch": torch.__version__}
+    if args.constrained_only:
+        previous = json.loads(args.out.read_text()) if args.out.exists() else None
+        if previous is None or previous["meta"]["checkpoint"] != checkpoint:
+            sys.exit(f"--constrained-only needs {args.out} from a full run of {checkpoint}")
+        distribution = previous["distribution"]
+        meta = {**previous["meta"], "per_request": args.per_request, "threads": args.threads,
+                "constrained_rerun": time.strftime("%Y-%m-%d")}
+    else:
+        distribution = distribution_section(designer, args.samples, args.seed)
     constrained = run_constrained(designer, args.per_request, test_scaffolds(args.scaffolds, args.seed), args.seed)
-    report = {"meta": {"checkpoint": relative(designer.model.source), "samples": args.samples,
-                       "per_request": args.per_request, "seed": args.seed, "threads": args.threads,
-                       "torch": torch.__version__},
-              "distribution": {"model_only": model_only, "full_system": full_system, "train_sample": floor},
-              "constrained": constrained}
+    report = {"meta": meta, "distribution": distribution, "constrained": constrained}
     table = markdown(report)
     print(table)
     write_results(args.out, report, table, lambda path: plot(report, path))

@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from rdkit import Chem
-from rdkit.Chem import Descriptors
+from rdkit.Chem import Descriptors, rdMolDescriptors
 
 from ..core import Guidance, ModelConfig, word_level_tokenizer
 from ..core.training import Batch
@@ -515,8 +515,12 @@ class MoleculeGuidance(Guidance):
             # fault on (through the EOS), stepping further back each time the same string fails again.
             key = (tokens, complete)
             failures = self._failures[key] = self._failures.get(key, 0) + 1
-            if blame == -1:  # complete and chemically valid, but not what was asked for: a random stretch
-                blame = int(torch.randint(0, len(tokens), (1,), generator=self.generator))
+            if blame == -1:  # complete and chemically valid, but not what was asked for
+                culprits = self._culprits(tokens, r) if failures <= DIRECTED_TRIES else []
+                if culprits:  # a missed logP/TPSA window: the atoms pulling it the wrong way, one more each repeat
+                    bad[r, culprits[:failures]] = True
+                    continue
+                blame = int(torch.randint(0, len(tokens), (1,), generator=self.generator))  # a random stretch
             start = max(0, blame - 2 * (failures - 1))
             bad[r, start:k] = True
         if self.layouts is not None:
@@ -554,6 +558,26 @@ class MoleculeGuidance(Guidance):
         judged = self._judge(smiles)
         return len(tokens) - 1 if judged is None else None if judged else -1
 
+    def _culprits(self, tokens: tuple[int, ...], row: int) -> list[int]:
+        """Positions of the free atom tokens of a valid molecule whose missed windows are all of properties with
+        per-atom contributions, the atom pulling the first of them furthest the wrong way first (ties in random
+        order); [] when a missed window is of another kind or the molecule misses something else."""
+        text = [ID_TO_TOKEN[t] for t in tokens]
+        mol = Chem.MolFromSmiles("".join(text))
+        atoms = [i for i, t in enumerate(text) if t[0].isalpha() or t[0] == "["]  # RDKit keeps this atom order
+        if mol is None or mol.GetNumAtoms() != len(atoms):
+            return []
+        free = set(atoms) if self.layouts is None else {i for i in atoms if not self.layouts[0][row, i]}
+        values = compute_properties(mol, list(self.request.windows))
+        missed = [name for name, (lo, hi) in self.request.windows.items() if not lo <= values[name] <= hi]
+        contributions = [atom_contributions(mol, name) for name in missed]
+        if not missed or any(c is None for c in contributions):
+            return []  # nothing missed that swapping atoms can mend (a weight or a count may need another length)
+        too_low = values[missed[0]] < self.request.windows[missed[0]][0]
+        shuffled = torch.randperm(len(atoms), generator=self.generator).tolist()  # ties in random order
+        order = sorted(shuffled, key=lambda a: contributions[0][a] if too_low else -contributions[0][a])
+        return [atoms[a] for a in order if atoms[a] in free]
+
     def _judge(self, smiles: str) -> bool | None:
         """None when RDKit rejects the SMILES, else whether the molecule meets the request (cached)."""
         if smiles not in self._judged:
@@ -569,6 +593,25 @@ class MoleculeGuidance(Guidance):
         if self._settled is not None and len(self._settled) == len(verified):
             verified &= self._settled
         return verified.to(canvas.device)
+
+
+# Rejected molecules re-noise their worst atoms (one more per repeat) this many times, then a random stretch.
+DIRECTED_TRIES = 3
+
+
+def atom_contributions(mol: Chem.Mol, name: str) -> list[float] | None:
+    """Per heavy atom, its share of property `name` (hydrogens counted with their atom), for the properties that
+    are sums over atoms (Crippen logP, TPSA); None for the others."""
+    if name == "tpsa":
+        return list(rdMolDescriptors._CalcTPSAContribs(mol))
+    if name != "logp":
+        return None
+    with_h = Chem.AddHs(mol)  # hydrogens are appended after the heavy atoms
+    contributions = [c for c, _ in rdMolDescriptors._CalcCrippenContribs(with_h)]
+    per_atom = contributions[:mol.GetNumAtoms()]
+    for atom in list(with_h.GetAtoms())[mol.GetNumAtoms():]:
+        per_atom[atom.GetNeighbors()[0].GetIdx()] += contributions[atom.GetIdx()]
+    return per_atom
 
 
 def _unclosed(tokens: list[str]) -> int | None:

@@ -119,6 +119,40 @@ def test_valid_prefixes_and_molecules_pass_and_unwanted_ones_are_flagged():
     assert guidance.verify(canvas).tolist() == [False, False]
 
 
+@pytest.mark.parametrize("smiles", [ASPIRIN, "CC(C)c1ccccc1NC(=O)Nc1ccccc1Cl", "OCC[NH3+]", "c1ccncc1O",
+                                    "CS(=O)(=O)N1CCN(C(=O)c2ccc(F)cc2)CC1", "O=C([O-])c1ccccc1"])
+def test_atom_contributions_add_up_to_rdkit_logp_and_tpsa(smiles):
+    mol = Chem.MolFromSmiles(smiles)
+    for name in ("logp", "tpsa"):
+        contributions = task.atom_contributions(mol, name)
+        assert len(contributions) == mol.GetNumAtoms()
+        assert sum(contributions) == pytest.approx(PROPERTIES[name].compute(mol), abs=1e-6)
+    assert task.atom_contributions(mol, "qed") is None
+
+
+def test_a_molecule_missing_its_logp_window_renoises_its_most_polar_atoms_one_more_each_repeat():
+    smiles = "OCc1ccc(N)cc1"  # logP 0.7: the O and the N pull it down the most
+    guidance = task.MoleculeGuidance(task.MoleculeRequest.parse({"logp": (3, 4)}))
+    canvas = torch.full((1, task.CANVAS), task.PAD)
+    canvas[0, :len(ids(smiles))] = torch.tensor(ids(smiles))
+    canvas[0, len(ids(smiles))] = task.EOS
+    accepted = canvas != task.PAD
+    accepted[0, len(ids(smiles))] = True
+    first = guidance.violations(canvas, accepted)[0].nonzero().flatten().tolist()
+    second = guidance.violations(canvas, accepted)[0].nonzero().flatten().tolist()
+    polar = [i for i, t in enumerate(split_smiles(smiles)) if t in ("O", "N")]
+    assert len(first) == 1 and first[0] in polar
+    assert sorted(second) == polar  # the same string again: the next atom too
+    # past the directed tries it falls back to a random stretch through the EOS
+    for _ in range(task.DIRECTED_TRIES):
+        last = guidance.violations(canvas, accepted)[0]
+    assert last[len(ids(smiles))]
+    # too high instead: the most lipophilic atoms go first, never the polar ones
+    high = task.MoleculeGuidance(task.MoleculeRequest.parse({"logp": (-3, -2)}))
+    blamed = high.violations(canvas, accepted)[0].nonzero().flatten().tolist()
+    assert len(blamed) == 1 and blamed[0] not in polar
+
+
 # ------------------------------------------------------------------------------------------ the designer
 def check(molecule, request: task.MoleculeRequest) -> None:
     mol = Chem.MolFromSmiles(molecule.smiles)
