@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 import sys
 import time
@@ -24,6 +25,18 @@ TASKS = ("sorting", "sudoku", "molecules", "graphs")
 def _error(message: str) -> None:
     """Errors go to stderr unwrapped, so that `file:line: message` stays on one line for tools."""
     print(f"error: {message}", file=sys.stderr)
+
+
+def _check_writable(path: Path | None, option: str) -> None:
+    """Refuse an output path whose folder is missing or read-only before any work is done."""
+    if path is None:
+        return
+    folder = path.parent if str(path.parent) else Path(".")
+    problem = ("is a folder" if path.is_dir() else f"folder {folder} does not exist" if not folder.is_dir()
+               else f"folder {folder} is not writable" if not os.access(folder, os.W_OK) else None)
+    if problem:
+        _error(f"{option} {path}: {problem}")
+        raise typer.Exit(2)
 
 
 _OPTIONS = {"compile": False}
@@ -152,6 +165,14 @@ def sudoku(
                           backtrack=backtrack, temperature=temperature)
     results: dict[int, object] = {}
 
+    def emit_unreadable(entry: PuzzleFormatError) -> None:  # stdout keeps one record per entry, in input order
+        if format == "json":
+            print(json.dumps({"line": entry.line, "puzzle": None, "solution": None, "verified": False, "steps": 0,
+                              "forward_passes": 0, "seconds": 0.0, "reason": f"unreadable: {entry.message}"}),
+                  flush=True)
+        elif format == "line":
+            print(f"# line {entry.line}: unreadable: {entry.message}", flush=True)
+
     def emit(entry, result) -> None:
         if format == "json":
             print(json.dumps({"line": entry.line, **result.to_dict()}), flush=True)
@@ -165,6 +186,8 @@ def sudoku(
 
     callback = _sudoku_tracer(canvases) if trace else None
     if trace:
+        if len(good) > 1:
+            _error(f"--trace follows one puzzle: solving line {good[0].line} only, not the other {len(good) - 1}")
         result = solver.solve(good[0].puzzle, callback=callback)
         emit(good[0], result)
         raise typer.Exit(0 if result.verified else 1)
@@ -175,14 +198,26 @@ def sudoku(
                   console=Console(stderr=True), transient=True, disable=len(good) < 2) as bar:
         task = bar.add_task("puzzles", total=len(good))
 
-        def done(i: int, result) -> None:
+        def flush_in_order() -> None:  # print in input order as results arrive
             nonlocal next_out
-            results[i] = result
-            bar.advance(task)
-            while next_out in results:  # print in input order as results arrive
-                emit(good[next_out], results[next_out])
+            while next_out < len(entries):
+                entry = entries[next_out]
+                if isinstance(entry, PuzzleFormatError):
+                    emit_unreadable(entry)
+                elif good_index[next_out] in results:
+                    emit(entry, results[good_index[next_out]])
+                else:
+                    return
                 next_out += 1
 
+        def done(i: int, result) -> None:
+            results[i] = result
+            bar.advance(task)
+            flush_in_order()
+
+        readable = [k for k, e in enumerate(entries) if not isinstance(e, PuzzleFormatError)]
+        good_index = {k: i for i, k in enumerate(readable)}  # entry position -> position among the puzzles
+        flush_in_order()  # unreadable entries before the first puzzle
         solver.solve_many([e.puzzle for e in good], on_result=done)
     unsolved = sum(not r.verified for r in results.values())
     raise typer.Exit(0 if unsolved == 0 and len(good) == len(entries) else 1)
@@ -237,6 +272,8 @@ def molecules(
     except RequestError as exc:
         _error(f"{exc}")
         raise typer.Exit(2) from None
+    _check_writable(out, "--out")
+    _check_writable(image, "--image")
     designer = MoleculeDesigner(_load(checkpoint, "molecules", device), guided=not model_only)
     budget = budget if budget is not None else default_budget(num)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -251,6 +288,8 @@ def molecules(
     _write_molecules(result.molecules, names, format, out)
     if image is not None and result.molecules:
         _draw_molecules(result.molecules, image)
+    elif image is not None:
+        print(f"no molecule to draw: {image} not written", file=sys.stderr)
     summary = (f"{len(result)}/{num} verified molecules from {result.canvases} canvases in {result.seconds:.1f} s"
                + (f"; budget exhausted ({result.canvases} canvases)" if result.exhausted else ""))
     print(summary, file=sys.stderr)
@@ -295,7 +334,8 @@ def _write_atomically(path: Path, text: str) -> None:
         tmp.write_text(text)
         tmp.replace(path)
     except OSError as exc:
-        _error(f"{path}: {exc}")
+        tmp.unlink(missing_ok=True)
+        _error(f"{path}: {exc.strerror or exc}")
         raise typer.Exit(2) from None
 
 
@@ -309,8 +349,9 @@ def _draw_molecules(found, path: Path) -> None:
     try:
         grid.save(tmp)
         tmp.replace(path)
-    except (OSError, ValueError) as exc:
-        _error(f"{path}: {exc}")
+    except (OSError, ValueError, KeyError) as exc:  # PIL: KeyError/ValueError for a suffix it cannot write
+        tmp.unlink(missing_ok=True)
+        _error(f"{path}: {getattr(exc, 'strerror', None) or exc}")
         raise typer.Exit(2) from None
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from .cli import _check_search, _error, _load, app
+from .cli import _check_search, _check_writable, _error, _load, app
 
 FORMATS = ("text", "json")
 # Options every graph command shares (typer reads them as defaults).
@@ -77,7 +77,8 @@ def _draw(graph, path: Path, coloring: dict | None = None, route: list | None = 
     if route:
         links = list(zip(route, route[1:])) + ([(route[-1], route[0])] if cycle else [])
         nx.draw_networkx_edges(graph, layout, edgelist=links, ax=ax, width=3, edge_color="#c03030")
-    nx.draw_networkx_nodes(graph, layout, node_color=colors, cmap="tab20", ax=ax, node_size=260)
+    nx.draw_networkx_nodes(graph, layout, node_color=colors, cmap="tab20" if coloring else None, ax=ax,
+                           node_size=260)
     nx.draw_networkx_labels(graph, layout, ax=ax, font_size=7)
     ax.set_axis_off()
     tmp = path.with_name(path.stem + ".tmp" + path.suffix)
@@ -85,7 +86,8 @@ def _draw(graph, path: Path, coloring: dict | None = None, route: list | None = 
         fig.savefig(tmp, dpi=120, bbox_inches="tight")
         tmp.replace(path)
     except (OSError, ValueError) as exc:
-        _error(f"{path}: {exc}")
+        tmp.unlink(missing_ok=True)
+        _error(f"{path}: {getattr(exc, 'strerror', None) or exc}")
         raise typer.Exit(2) from None
     finally:
         plt.close(fig)
@@ -133,6 +135,7 @@ def coloring(
 
     _check_format(format)
     _check_search(model_only, backtrack)
+    _check_writable(image, "--image")
     graph = _graph(file)
     solver = _solver("coloring", checkpoint, device, model_only, canvases, max_steps, seed)
     with _progress("colouring (passes)") as bar:
@@ -182,13 +185,17 @@ def hamiltonian(
     if cycle and end is not None:
         _error("--end applies to paths; a cycle ends where it starts")
         raise typer.Exit(2)
+    _check_writable(image, "--image")
     graph = _graph(file)
     solver = _solver("hamiltonian", checkpoint, device, model_only, canvases, max_steps, seed)
-    try:
-        result = solver.hamiltonian_path(graph, cycle, start=_node(graph, start), end=_node(graph, end))
-    except GraphError as exc:
-        _error(f"{file}: {exc}")
-        raise typer.Exit(2) from None
+    with _progress("searching (passes)") as bar:
+        task = bar.add_task("route", total=max_steps)
+        try:
+            result = solver.hamiltonian_path(graph, cycle, start=_node(graph, start), end=_node(graph, end),
+                                             callback=_pass_counter(bar, task))
+        except GraphError as exc:
+            _error(f"{file}: {exc}")
+            raise typer.Exit(2) from None
     text = (f"verified Hamiltonian {'cycle' if cycle else 'path'}: {' '.join(map(str, result.path))} "
             f"({result.seconds:.1f} s)" if result.verified else f"no verified answer: {result.reason}")
     _emit(result, format, text)
@@ -219,15 +226,19 @@ def path(
     from ..tasks.graphs import GraphError
 
     _check_format(format)
+    _check_writable(image, "--image")
     graph = _graph(file)
     weighted = any("weight" in data for _, _, data in graph.edges(data=True))
     solver = _solver("path", checkpoint, device, model_only, canvases, max_steps, seed)
-    try:
-        result = solver.path(graph, _node(graph, source), _node(graph, target),
-                             weight="weight" if weighted and shortest else None, shortest=shortest)
-    except GraphError as exc:
-        _error(f"{file}: {exc}")
-        raise typer.Exit(2) from None
+    with _progress("searching (passes)") as bar:
+        task = bar.add_task("route", total=max_steps)
+        try:
+            result = solver.path(graph, _node(graph, source), _node(graph, target),
+                                 weight="weight" if weighted and shortest else None, shortest=shortest,
+                                 callback=_pass_counter(bar, task))
+        except GraphError as exc:
+            _error(f"{file}: {exc}")
+            raise typer.Exit(2) from None
     text = (f"verified path: {' '.join(map(str, result.path))} (length {result.length:g}; {result.seconds:.1f} s)"
             if result.verified else f"no verified answer: {result.reason}")
     _emit(result, format, text)

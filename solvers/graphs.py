@@ -248,10 +248,14 @@ class GraphSolver(_DiffusionSolver):
         for graph in graphs:
             labels, edges, index = _route_input(graph, MAX_PROMPT_EDGES, "Hamiltonian", start=start, end=end)
             trivial = None
+            what = "cycle" if cycle else "path"
             if len(labels) == 1:
                 trivial = RouteResult(labels, True, None, 0)
             elif not nx.is_connected(graph):
-                trivial = RouteResult(None, False, "the graph is not connected, so no Hamiltonian path exists")
+                trivial = RouteResult(None, False, f"the graph is not connected, so no Hamiltonian {what} exists")
+            elif cycle and min(d for _, d in graph.degree) < 2:
+                lone = next(v for v, d in graph.degree if d < 2)
+                trivial = RouteResult(None, False, f"node {lone!r} has one neighbour, so no Hamiltonian cycle exists")
             spec = RouteSpec(len(labels), edges, kind, index.get(start), index.get(end))
             problems.append((spec, labels, trivial,
                              lambda path, g=graph: _is_hamiltonian(g, path, cycle, start, end)))

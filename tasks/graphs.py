@@ -31,13 +31,14 @@ class GraphError(ValueError):
 # ------------------------------------------------------------------------------------------ reading
 def read_graph(path: str | Path) -> nx.Graph:
     """A DIMACS `.col` file (`p edge N M`, `e u v`, 1-based nodes) or an edge list (`u v` or `u,v` per line,
-    `#` comments). Integer labels stay integers. Errors name the file and line."""
+    `#` comments). A `.col` name or any `p`/`e` line means DIMACS (an edge list whose node is called `e` would
+    be misread as one). Integer labels stay integers. Errors name the file and line."""
     path = Path(path)
     try:
         lines = path.read_text().splitlines()
     except (OSError, UnicodeDecodeError) as exc:
         raise GraphError(f"{path}: cannot read ({exc})") from None
-    dimacs = any(line.startswith("p ") for line in lines)
+    dimacs = path.suffix.lower() == ".col" or any(line.split()[:1] in (["p"], ["e"]) for line in lines)
     graph = _read_dimacs(path, lines) if dimacs else _read_edge_list(path, lines)
     if graph.number_of_nodes() == 0:
         raise GraphError(f"{path}: no nodes")
@@ -45,7 +46,7 @@ def read_graph(path: str | Path) -> nx.Graph:
 
 
 def _read_dimacs(path: Path, lines: list[str]) -> nx.Graph:
-    graph, declared = nx.Graph(), None
+    graph, declared, declared_edges, edge_lines, p_line = nx.Graph(), None, 0, 0, 0
     for number, line in enumerate(lines, 1):
         fields = line.split()
         if not fields or fields[0] == "c":
@@ -54,7 +55,7 @@ def _read_dimacs(path: Path, lines: list[str]) -> nx.Graph:
         if fields[0] == "p":
             if declared is not None or len(fields) != 4 or not fields[2].isdigit() or not fields[3].isdigit():
                 raise GraphError(f"{where}: expected one 'p edge NODES EDGES' line, got {line.strip()!r}")
-            declared = int(fields[2])
+            declared, declared_edges, p_line = int(fields[2]), int(fields[3]), number
             graph.add_nodes_from(range(1, declared + 1))
         elif fields[0] == "e":
             if declared is None:
@@ -68,8 +69,14 @@ def _read_dimacs(path: Path, lines: list[str]) -> nx.Graph:
             if u == v:
                 raise GraphError(f"{where}: self-loop on node {u}")
             graph.add_edge(u, v)
+            edge_lines += 1
         else:
             raise GraphError(f"{where}: unknown DIMACS line {line.strip()!r}")
+    if declared is None:
+        raise GraphError(f"{path}: no 'p edge NODES EDGES' line (a DIMACS file needs one before its edges)")
+    if edge_lines != declared_edges:
+        raise GraphError(f"{path}:{p_line}: declares {declared_edges} edges but the file has {edge_lines} 'e' "
+                         f"lines{' (truncated?)' if edge_lines < declared_edges else ''}")
     return graph
 
 

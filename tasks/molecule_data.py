@@ -75,12 +75,15 @@ PROPERTIES = {p.name: p for p in (
 )}
 
 
+def exact_properties(mol: Chem.Mol, names: Sequence[str] = tuple(PROPERTIES)) -> dict[str, float]:
+    """RDKit's values, unrounded: what windows are checked against."""
+    return {name: PROPERTIES[name].compute(mol) for name in names}
+
+
 def compute_properties(mol: Chem.Mol, names: Sequence[str] = tuple(PROPERTIES)) -> dict[str, float]:
-    out = {}
-    for name in names:
-        value = PROPERTIES[name].compute(mol)
-        out[name] = int(value) if PROPERTIES[name].integer else round(float(value), 4)
-    return out
+    """The values for display: integers for counts, 4 decimals otherwise."""
+    return {name: int(value) if PROPERTIES[name].integer else round(float(value), 4)
+            for name, value in exact_properties(mol, names).items()}
 
 
 def scaffold_smiles(mol: Chem.Mol) -> str:

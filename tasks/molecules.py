@@ -32,7 +32,7 @@ from rdkit.Chem import Descriptors, rdMolDescriptors
 from ..core import Guidance, ModelConfig, word_level_tokenizer
 from ..core.training import Batch
 from .molecule_data import (CONDITION_BINS, MAX_SMILES_TOKENS, PROPERTIES, SMILES_TOKENS, SmilesError, bin_ranges,
-                            compute_properties, condition_tokens, tokenize_known)
+                            compute_properties, condition_tokens, exact_properties, tokenize_known)
 
 CANVAS = 64
 TOKENIZER = word_level_tokenizer([*SMILES_TOKENS, *condition_tokens()])
@@ -284,16 +284,17 @@ class MoleculeRequest:
         return self.contains
 
     def verify(self, mol: Chem.Mol) -> tuple[bool, dict[str, float]]:
-        """(every requested condition holds, the requested properties' values)."""
-        values = compute_properties(mol, list(self.windows))
-        ok = all(lo <= values[name] <= hi for name, (lo, hi) in self.windows.items())
+        """(every requested condition holds, the requested properties' values, rounded for display). Windows
+        are checked on RDKit's exact values: a QED of 0.55012 is not inside 0:0.5501."""
+        exact = exact_properties(mol, list(self.windows))
+        ok = all(lo <= exact[name] <= hi for name, (lo, hi) in self.windows.items())
         if ok and self.contains:
             ok = mol.HasSubstructMatch(_smarts(self.contains))
         if ok and self.scaffold:
             ok = mol.HasSubstructMatch(_smiles_query(self.scaffold))
         if ok and self.max_ring_size:
             ok = all(len(ring) <= self.max_ring_size for ring in mol.GetRingInfo().AtomRings())
-        return ok, values
+        return ok, compute_properties(mol, list(self.windows))
 
 
 class RequestError(ValueError):
@@ -301,7 +302,7 @@ class RequestError(ValueError):
 
 
 # Bounds on what any molecule on the canvas can have (used to reject windows that cannot be met).
-PROPERTY_LIMITS = {"logp": (-30.0, 30.0), "mw": (0.0, MAX_SMILES_TOKENS * 80.0), "qed": (0.0, 1.0),
+PROPERTY_LIMITS = {"logp": (-30.0, 30.0), "mw": (16.0, MAX_SMILES_TOKENS * 80.0), "qed": (0.0, 1.0),  # CH4: 16.04
                    "tpsa": (0.0, MAX_SMILES_TOKENS * 30.0), "hbd": (0, MAX_SMILES_TOKENS),
                    "hba": (0, MAX_SMILES_TOKENS), "rings": (0, MAX_SMILES_TOKENS // 2),
                    "heavy_atoms": (1, MAX_SMILES_TOKENS)}
@@ -568,7 +569,7 @@ class MoleculeGuidance(Guidance):
         if mol is None or mol.GetNumAtoms() != len(atoms):
             return []
         free = set(atoms) if self.layouts is None else {i for i in atoms if not self.layouts[0][row, i]}
-        values = compute_properties(mol, list(self.request.windows))
+        values = exact_properties(mol, list(self.request.windows))
         missed = [name for name, (lo, hi) in self.request.windows.items() if not lo <= values[name] <= hi]
         contributions = [atom_contributions(mol, name) for name in missed]
         if not missed or any(c is None for c in contributions):

@@ -338,7 +338,7 @@ def _csv_records(lines: list[str], header: int, columns: tuple[int, int | None])
             yield _Invalid(number, f"expected {width} fields, got {len(fields)}")
             continue
         field = fields[puzzle_col].strip()
-        solution = None if solution_col is None else fields[solution_col].strip()
+        solution = None if solution_col is None else fields[solution_col].strip() or None  # empty: none given
         yield _Record(number, _cells(field, number, " \t", max(raw.find(field), 0)), solution)
 
 
@@ -347,12 +347,15 @@ def _text_records(lines: list[str]):
     block: list[tuple[int, list[Cell]]] = []
     for number, raw in enumerate(lines + [""], 1):  # the extra blank line closes a trailing grid
         stripped = raw.strip()
-        if stripped and set(stripped) <= set("-+| "):
-            continue  # separator line
         cells = _cells(raw, number)
+        if stripped and set(stripped) <= set("-+| ") and ("+" in stripped or len(cells) != 9):
+            continue  # separator line (nine dashes alone are a row of blanks)
         skip = not stripped or stripped.startswith("#")
         if block and (skip or len(cells) > 18):
-            yield _Invalid(block[0][0], f"expected 9 grid rows, got {len(block)}")
+            if len(block) == 1:  # a lone short line: a one-line puzzle that is too short
+                yield _Invalid(block[0][0], f"expected 81 cells (or a 9-row grid), got {len(block[0][1])}")
+            else:
+                yield _Invalid(block[0][0], f"expected 9 grid rows, got {len(block)}")
             block = []
         if skip:
             continue

@@ -49,11 +49,21 @@ def test_dimacs_keeps_one_based_nodes_and_isolated_ones(tmp_path):
     ("e 1 2\np edge 3 1\n", ":1: edge before the 'p edge' line"),
     ("p edge 3 1\ne 1 x\n", ":2: expected 'e U V'"),
     ("p edge 3 1\nq 1 2\n", ":2: unknown DIMACS line"),
+    ("c no problem line\n", "no 'p edge NODES EDGES' line"),
+    ("p edge 3 3\ne 1 2\ne 2 3\n", ":1: declares 3 edges but the file has 2 'e' lines \\(truncated\\?\\)"),
 ])
 def test_malformed_dimacs_names_file_and_line(tmp_path, text, message):
     f = tmp_path / "bad.col"
     f.write_text(text)
     with pytest.raises(GraphError, match=message):
+        read_graph(f)
+
+
+def test_dimacs_edges_without_a_problem_line_are_not_read_as_an_edge_list(tmp_path):
+    # an edge list would read 'e 1 2' as an edge from a node called "e" with weight 2: a wrong, "verified" graph
+    f = tmp_path / "triangle.txt"
+    f.write_text("e 1 2\ne 2 3\ne 3 1\n")
+    with pytest.raises(GraphError, match=r"triangle.txt:1: edge before the 'p edge' line"):
         read_graph(f)
 
 
@@ -240,6 +250,9 @@ def test_hamiltonian_respects_a_fixed_start_and_rejects_disconnected_graphs(grap
     assert result.verified and result.path[0] == 5
     split = nx.Graph([(0, 1), (2, 3)])
     assert not graphs.hamiltonian_path(split).verified
+    assert graphs.hamiltonian_path(split, cycle=True).reason.endswith("no Hamiltonian cycle exists")
+    lone = graphs.hamiltonian_path(nx.path_graph(3), cycle=True)  # a node with one neighbour: said, not sampled
+    assert not lone.verified and lone.reason == "node 0 has one neighbour, so no Hamiltonian cycle exists"
     with pytest.raises(GraphError, match="at most 31"):
         graphs.hamiltonian_path(nx.path_graph(40))
 

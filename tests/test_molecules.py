@@ -76,6 +76,17 @@ def test_window_parser_returns_a_pair_or_a_request_error(text):
     assert isinstance(lo, float) and isinstance(hi, float)
 
 
+def test_windows_are_checked_on_exact_values_not_the_rounded_display():
+    mol = Chem.MolFromSmiles(ASPIRIN)
+    qed = PROPERTIES["qed"].compute(mol)  # 0.55012...
+    edge = math.floor(qed * 1e4) / 1e4  # 0.5501: the displayed value, just below the exact one
+    ok, shown = task.MoleculeRequest.parse({"qed": (0, edge)}).verify(mol)
+    assert not ok and shown["qed"] == round(qed, 4)
+    assert task.MoleculeRequest.parse({"qed": (0, qed)}).verify(mol)[0]
+    with pytest.raises(task.RequestError, match="outside what any molecule"):
+        task.MoleculeRequest.parse({"mw": (0, 5)})  # lighter than methane
+
+
 def test_substructure_with_ring_and_weight_windows_is_accepted():
     request = task.MoleculeRequest.parse({"rings": (0, 1), "mw": (100, 200)}, contains="c1ccncc1")
     assert request.windows == {"rings": (0, 1), "mw": (100, 200)}
@@ -284,6 +295,8 @@ def test_cli_budget_exhaustion_exits_1_with_what_was_found():
     (["--mw", "abc"], "expected LO:HI"),
     (["--contains", "C(("], "SMARTS"),
     (["--format", "xyz"], "--format"),
+    (["--out", "/nonexistent-folder/m.sdf"], "--out /nonexistent-folder/m.sdf: folder /nonexistent-folder does not"),
+    (["--image", "."], "--image .: is a folder"),
 ])
 def test_cli_rejects_bad_requests_with_exit_2(args, message):
     result = CliRunner().invoke(app, ["molecules", "-n", "1", *args])

@@ -214,6 +214,44 @@ def test_csv_errors():
     assert (results[6].solution, results[6].line, results[6].index) == (SOLUTION, 8, 6)
 
 
+def test_a_lone_short_line_is_a_short_puzzle_and_dashes_can_be_a_row_of_blanks():
+    results = parse_puzzles(f"{PUZZLE}\n12345\n", "puzzles.txt")
+    assert_error(results[1], 2, "expected 81 cells (or a 9-row grid), got 5")
+    blank_top = "0" * 9 + SOLUTION[9:]
+    rows = ["-" * 9] + [SOLUTION[9 * r: 9 * r + 9] for r in range(1, 9)]  # first row all '-' blanks
+    results = parse_puzzles("\n".join(rows), "g.txt")
+    assert results[0].puzzle == blank_top and results[0].line == 1
+
+
+def test_an_empty_solution_field_means_no_solution_given():
+    results = parse_puzzles(f"id,puzzle,solution\n1,{PUZZLE},\n2,{PUZZLE},{SOLUTION}\n", "q.csv")
+    assert (results[0].puzzle, results[0].solution) == (PUZZLE, None)
+    assert results[1].solution == SOLUTION
+
+
+@settings(max_examples=60, deadline=None)
+@given(seeds, st.integers(0, 80), st.sampled_from(["drop", "add", "char", "clash"]))
+def test_corrupted_puzzles_give_one_clean_error_and_the_others_still_parse(seed, at, how):
+    _, puzzle = grid_and_puzzle(seed)
+    if how == "drop":
+        bad, message = puzzle[:at] + puzzle[at + 1:], "expected 81 cells"
+    elif how == "add":
+        bad, message = puzzle[:at] + "1" + puzzle[at:], "expected 81 cells"
+    elif how == "char":
+        bad, message = puzzle[:at] + "x" + puzzle[at + 1:], f"bad character 'x' at column {at + 1}"
+    else:  # copy a clue into a blank cell of its own row
+        row = at // 9
+        clue = next((c for c in puzzle[9 * row: 9 * row + 9] if c != "0"), None)
+        blank = next((k for k in range(9 * row, 9 * row + 9) if puzzle[k] == "0"), None)
+        if clue is None or blank is None:
+            return
+        bad, message = puzzle[:blank] + clue + puzzle[blank + 1:], "clues conflict"
+    results = parse_puzzles("\n".join([puzzle, bad, puzzle]), "p.txt")
+    assert [type(r).__name__ for r in results] == ["ParsedPuzzle", "PuzzleFormatError", "ParsedPuzzle"]
+    assert results[1].line == 2 and results[1].message.startswith(message) and str(results[1]).startswith("p.txt:2: ")
+    assert results[0].puzzle == results[2].puzzle == puzzle and results[2].index == 2
+
+
 def test_csv_solution_contradicting_clues():
     other = SOLUTION[::-1]  # a valid grid (180 degree rotation) that breaks the clues
     results = parse_puzzles(f"quizzes,solutions\n{PUZZLE},{other}\n", "p.csv")

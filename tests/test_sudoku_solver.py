@@ -34,6 +34,22 @@ def test_generated_puzzles_get_verified_solutions_that_keep_the_clues(solver, se
     assert result.forward_passes >= result.steps >= 1
 
 
+@pytest.fixture(scope="module")
+def default_solver():
+    return SudokuSolver.from_pretrained()
+
+
+@settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.integers(0, 10**6), st.integers(17, 43), st.booleans())
+def test_sparse_puzzles_get_verified_solutions_with_the_default_search(default_solver, seed, givens, unique):
+    # unique=True: clues removed only while the solution stays unique (minimal puzzles stop above 17 givens)
+    rng = np.random.default_rng(seed)
+    puzzle = make_puzzle(random_grid(rng), givens, rng, unique=unique)
+    result = default_solver.solve(puzzle)
+    assert result.verified and is_valid_solution(puzzle, result.solution)
+    assert all(p == "0" or p == s for p, s in zip(puzzle, result.solution))
+
+
 ESCARGOT = "1....7.9..3..2...8..96..5....53..9...1..8...26....4...3......1..4......7..7...3.."  # "AI Escargot"
 
 
@@ -55,15 +71,19 @@ def test_cli_json_in_input_order_with_errors_named(tmp_path):
     first, _ = easy_puzzle(1)
     second, _ = easy_puzzle(2)
     path = tmp_path / "puzzles.txt"
-    path.write_text(f"{first}\n{first[:80]}\n{second.replace('0', '.')}\n")
+    path.write_text(f"12345\n{first}\n{first[:80]}\n{second.replace('0', '.')}\n")
     result = CliRunner().invoke(app, ["sudoku", str(path), "--format", "json", "--canvases", "4"])
-    assert result.exit_code == 1  # one unreadable line
-    assert f"{path}:2: expected 81 cells, got 80" in result.stderr
+    assert result.exit_code == 1  # unreadable lines
+    assert f"{path}:3: expected 81 cells, got 80" in result.stderr
     lines = [json.loads(line) for line in result.stdout.splitlines()]
-    assert [line["line"] for line in lines] == [1, 3]
-    assert [line["puzzle"] for line in lines] == [first, second]
-    assert all(line["verified"] and is_valid_solution(line["puzzle"], line["solution"]) for line in lines)
-    assert {"steps", "forward_passes", "seconds"} <= set(lines[0])
+    assert [line["line"] for line in lines] == [1, 2, 3, 4]  # one record per entry, unreadable ones too
+    assert [line["puzzle"] for line in lines] == [None, first, None, second]
+    assert lines[2]["reason"] == "unreadable: expected 81 cells, got 80" and not lines[2]["verified"]
+    solved = [lines[1], lines[3]]
+    assert all(line["verified"] and is_valid_solution(line["puzzle"], line["solution"]) for line in solved)
+    assert {"steps", "forward_passes", "seconds"} <= set(lines[1])
+    traced = CliRunner().invoke(app, ["sudoku", str(path), "--trace", "--canvases", "2"])
+    assert traced.exit_code == 0 and "solving line 2 only, not the other 1" in traced.stderr
 
 
 def test_cli_unusable_input_exits_2(tmp_path):
