@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from .config import ConfigError, ModelConfig
@@ -83,9 +83,9 @@ def resolve_checkpoint(path_or_id: str | os.PathLike) -> Path:
         return Path(snapshot_download(repo_id, allow_patterns=["*.json", "*.safetensors", "*.md"]))
     except Exception as exc:  # offline, not cached, no such repo: all mean the same to the caller
         raise CheckpointError(
-            f"{repo_id}: not a local directory and not available from the Hugging Face cache "
-            f"({type(exc).__name__}: {exc}). Download it once with `huggingface-cli download {repo_id}` "
-            f"or pass a local path."
+            f"{repo_id}: no such local directory, and not in the Hugging Face cache ({type(exc).__name__}). "
+            f"Download it once where there is a network (`hf download {repo_id}`, or `huggingface-cli download` "
+            f"with older huggingface_hub) or pass the path of a local checkpoint directory."
         ) from None
 
 
@@ -121,6 +121,30 @@ def _shard_files(directory: Path) -> list[Path]:
 
 
 # ------------------------------------------------------------------------------------------ load
+def _read_shard(shard: Path, device, dtype: torch.dtype, expected: dict, loaded: dict, unexpected: list,
+                misshaped: dict) -> int:
+    """Read one safetensors shard into `loaded` (by our parameter names); returns the vision tensors skipped."""
+    skipped_vision = 0
+    with safe_open(str(shard), framework="pt", device=str(device)) as f:
+        for tensor_name in f.keys():
+            name = our_name(tensor_name)
+            if name is None:
+                skipped_vision += 1
+                continue
+            if name not in expected:
+                unexpected.append(tensor_name)
+                continue
+            if name in loaded:
+                continue  # a tied alias (lm_head, encoder copy of a shared weight)
+            tensor = f.get_tensor(tensor_name)
+            if tuple(tensor.shape) != tuple(expected[name].shape):
+                misshaped[name] = (f"{tensor_name}: checkpoint {tuple(tensor.shape)}, "
+                                   f"config expects {tuple(expected[name].shape)}")
+                continue
+            loaded[name] = tensor.to(dtype=dtype)
+    return skipped_vision
+
+
 def load_model(path_or_id: str | os.PathLike, dtype: torch.dtype = torch.float32,
                device: str | torch.device = "cpu") -> DiffusionGemma:
     """Load a DiffusionGemma checkpoint (local directory or hub id) into our engine.
@@ -136,23 +160,11 @@ def load_model(path_or_id: str | os.PathLike, dtype: torch.dtype = torch.float32
     loaded: dict[str, torch.Tensor] = {}
     unexpected, misshaped, skipped_vision = [], {}, 0
     for shard in _shard_files(directory):
-        with safe_open(str(shard), framework="pt", device=str(device)) as f:
-            for tensor_name in f.keys():
-                name = our_name(tensor_name)
-                if name is None:
-                    skipped_vision += 1
-                    continue
-                if name not in expected:
-                    unexpected.append(tensor_name)
-                    continue
-                if name in loaded:
-                    continue  # a tied alias (lm_head, encoder copy of a shared weight)
-                tensor = f.get_tensor(tensor_name)
-                if tuple(tensor.shape) != tuple(expected[name].shape):
-                    misshaped[name] = (f"{tensor_name}: checkpoint {tuple(tensor.shape)}, "
-                                       f"config expects {tuple(expected[name].shape)}")
-                    continue
-                loaded[name] = tensor.to(dtype=dtype)
+        try:
+            skipped_vision += _read_shard(shard, device, dtype, expected, loaded, unexpected, misshaped)
+        except SafetensorError as exc:
+            raise CheckpointError(f"{shard}: not a readable safetensors file ({exc}); it may be truncated or "
+                                  "damaged: download or save the checkpoint again") from None
     missing = [hf_name(n) for n in expected if n not in loaded and n not in misshaped]
     if missing or unexpected or misshaped:
         parts = []

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..core import CheckpointError, DiffusionGemma
+
 SHIPPED = {"sorting": "sort-demo", "sudoku": "sudoku", "molecules": "molecules", "graphs": "graphs"}
 
 
@@ -14,3 +16,12 @@ def default_checkpoint(task: str) -> Path:
     if task not in SHIPPED:
         raise KeyError(f"no shipped checkpoint for task {task!r}")
     return Path(models.__file__).parent / SHIPPED[task]
+
+
+def check_task_model(model: DiffusionGemma, task: str, vocab_size: int, canvas: int) -> None:
+    """Refuse a checkpoint made for another task (its token ids would mean other things) before any sampling."""
+    config = model.config
+    if config.vocab_size != vocab_size or config.canvas_length < canvas:
+        raise CheckpointError(f"{model.source or 'this model'}: not a {task} checkpoint (vocabulary of "
+                              f"{config.vocab_size} tokens, canvas of {config.canvas_length}; the {task} solver "
+                              f"needs {vocab_size} tokens and a canvas of at least {canvas})")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import typer
@@ -126,8 +127,10 @@ def coloring(
     seed: int = SEED,
     device: str = DEVICE,
 ) -> None:
-    """Colour a graph so that no edge joins two nodes of one colour. Nodes with fewer than k neighbours are set
-    aside repeatedly and coloured last; what remains (the k-core) must fit the 128-node canvas.
+    """Colour a graph so that no edge joins two nodes of one colour.
+
+    Nodes with fewer than k neighbours are set aside repeatedly and coloured last; what remains (the k-core)
+    must fit the 128-node canvas.
 
     Colours are numbered from 0; DIMACS nodes keep their 1-based numbers. Exit status: 0 verified colouring,
     1 none found, 2 bad input."""
@@ -155,7 +158,7 @@ def coloring(
                  f"{result.clique_bound}; {tried}; {result.seconds:.1f} s)"]
         lines += [f"{node} {color}" for node, color in result.coloring.items()]
     else:
-        lines = [f"no verified colouring: {result.reason} ({tried})"]
+        lines = [f"no verified colouring: {result.reason}" + (f" ({tried})" if tried else "")]
     _emit(result, format, "\n".join(lines))
     if image is not None and result.verified:
         _draw(graph, image, coloring=result.coloring)
@@ -178,7 +181,9 @@ def hamiltonian(
     seed: int = SEED,
     device: str = DEVICE,
 ) -> None:
-    """Visit every node exactly once along the graph's edges. Exit status: 0 verified, 1 none found, 2 bad input."""
+    """Visit every node exactly once along the graph's edges.
+
+    Exit status: 0 verified, 1 none found, 2 bad input."""
     from ..tasks.graphs import GraphError
 
     _check_format(format)
@@ -221,8 +226,9 @@ def path(
     seed: int = SEED,
     device: str = DEVICE,
 ) -> None:
-    """Find a path from SOURCE to TARGET (shortest ones are checked against networkx). Exit status: 0 verified,
-    1 none found, 2 bad input."""
+    """Find a path from SOURCE to TARGET (shortest ones are checked against networkx).
+
+    Exit status: 0 verified, 1 none found, 2 bad input."""
     from ..tasks.graphs import GraphError
 
     _check_format(format)
@@ -264,8 +270,10 @@ def countdown(
     seed: int = SEED,
     device: str = DEVICE,
 ) -> None:
-    """Reach the target from the numbers with + - * /, every number used exactly once and every step an exact
-    integer (checked with sympy). Exit status: 0 all verified, 1 some not, 2 bad input."""
+    """Reach the target from the numbers with + - * /, each number once, every step exact (checked by sympy).
+
+    Without --target, inline numbers are read in the public format: the last one is the target.
+    Exit status: 0 all verified, 1 some not, 2 bad input."""
     from ..tasks.countdown import CountdownError, parse_instance
 
     _check_format(format)
@@ -295,7 +303,10 @@ def _countdown_instances(instance: str, target, error_type, parse) -> list[tuple
     file = Path(instance)
     if target is not None or not (instance.endswith(".jsonl") or file.is_file()):
         try:
-            return [parse(instance, target)]
+            numbers, goal = parse(instance, target)
+            if target is None:
+                print(f"no --target: reading the last number, {goal}, as the target", file=sys.stderr)
+            return [(numbers, goal)]
         except error_type as exc:
             _error(f"{exc}")
             raise typer.Exit(2) from None

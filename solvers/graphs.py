@@ -7,17 +7,18 @@ import itertools
 import time
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import asdict, dataclass, field, replace
+from numbers import Integral
 
 import networkx as nx
 import torch
 
 from ..core import DiffusionGemma, Guidance, SamplingConfig, StepInfo, generate, load_model
 from ..tasks import countdown
-from ..tasks.graph_data import (CANVAS, MAX_NODES, MAX_PATH_EDGES, MAX_PROMPT_EDGES, MAX_ROUTE_NODES, color_prompt,
-                                countdown_prompt)
+from ..tasks.graph_data import (CANVAS, MAX_NODES, MAX_PATH_EDGES, MAX_PROMPT_EDGES, MAX_ROUTE_NODES, VOCAB,
+                                color_prompt, countdown_prompt)
 from ..tasks.graphs import (GraphError, RouteSpec, check_graph, coloring_constraints, decode_coloring, decode_route,
                             extend_coloring, is_proper_coloring, peel_low_degree, relabel, route_guidance)
-from .checkpoints import default_checkpoint
+from .checkpoints import check_task_model, default_checkpoint
 
 
 @dataclass
@@ -78,6 +79,7 @@ class _DiffusionSolver:
 
     def __init__(self, model: DiffusionGemma, *, guided: bool = True, canvases: int = 8, max_steps: int = 128,
                  seed: int = 0, temperature: float | None = None):
+        check_task_model(model, "graphs", VOCAB, max(CANVAS.values()))
         self.model, self.guided, self.seed = model, guided, seed
         self.canvases = canvases if guided else 1
         self.max_steps = max_steps
@@ -168,8 +170,8 @@ class GraphSolver(_DiffusionSolver):
         `peel_low_degree`), which must fit the canvas; the nodes set aside are coloured after it."""
         began = time.perf_counter()
         check_graph(graph, None, "colouring")
-        if k is not None and k < 1:
-            raise GraphError(f"k must be at least 1, got {k}")
+        if k is not None and (not isinstance(k, Integral) or isinstance(k, bool) or k < 1):
+            raise GraphError(f"k must be a whole number of at least 1, got {k!r}")
         clique = _large_clique(graph)
         greedy = len(set(nx.greedy_color(graph, strategy="DSATUR").values()))
         bound = len(clique)
@@ -253,6 +255,9 @@ class GraphSolver(_DiffusionSolver):
                 trivial = RouteResult(labels, True, None, 0)
             elif not nx.is_connected(graph):
                 trivial = RouteResult(None, False, f"the graph is not connected, so no Hamiltonian {what} exists")
+            elif not cycle and start is not None and start == end:
+                trivial = RouteResult(None, False, "a Hamiltonian path cannot start and end at the same node of "
+                                                   "a graph with more than one (use cycle=True for a closed route)")
             elif cycle and min(d for _, d in graph.degree) < 2:
                 lone = next(v for v, d in graph.degree if d < 2)
                 trivial = RouteResult(None, False, f"node {lone!r} has one neighbour, so no Hamiltonian cycle exists")
@@ -266,6 +271,10 @@ class GraphSolver(_DiffusionSolver):
         """A simple path source -> target. `shortest=True` (implied by `weight`) verifies it against networkx's
         shortest-path length (hops, or the sum of `weight`), sampling up to `rounds` rounds of canvases."""
         began = time.perf_counter()
+        if weight is not None:
+            unweighted = next(((u, v) for u, v, data in graph.edges(data=True) if weight not in data), None)
+            if unweighted is not None:
+                raise GraphError(f"edge {unweighted[0]!r}-{unweighted[1]!r} has no {weight!r} attribute")
         if not (shortest or weight is not None):
             return self.paths([(graph, source, target)], callback=callback)[0]
         best, passes, best_length = None, 0, None
@@ -356,8 +365,10 @@ class CountdownSolver(_DiffusionSolver):
         """Instances in batches of `batch` (each with its parallel canvases); `on_result` fires per instance."""
         results: list[CountdownResult | None] = [None] * len(instances)
         todo = []
-        for i, (numbers, target) in enumerate(instances):
-            numbers, target = list(map(int, numbers)), int(target)
+        for i, instance in enumerate(instances):
+            if isinstance(instance, (str, bytes)) or len(instance) != 2:
+                raise countdown.CountdownError(f"instance {i}: expected (numbers, target), got {instance!r}")
+            numbers, target = countdown.whole_numbers(*instance)
             countdown.check_instance(numbers, target)
             # Up to 5 numbers an exhaustive check is instant: an impossible instance is answered without sampling.
             if len(numbers) <= 5 and not countdown.solvable(numbers, target):

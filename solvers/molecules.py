@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from numbers import Integral
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
@@ -12,7 +13,7 @@ from rdkit import Chem
 from ..core import DiffusionGemma, SamplingConfig, generate, load_model, released_config
 from ..tasks import molecules as task
 from ..tasks.molecule_data import PROPERTIES, compute_properties
-from .checkpoints import default_checkpoint
+from .checkpoints import check_task_model, default_checkpoint
 
 # Default canvas budget: BUDGET_PER_MOLECULE per requested molecule plus BUDGET_BASE. Requests in the tail of the
 # training distribution need the headroom: logP 5-6.5 (rings of at most 7 atoms, directed re-noising) took 296-880
@@ -71,6 +72,7 @@ class MoleculeDesigner:
 
     def __init__(self, model: DiffusionGemma, *, guided: bool = True, max_steps: int | None = None,
                  canvases_per_round: int = 128):
+        check_task_model(model, "molecules", task.TOKENIZER.get_vocab_size(), task.CANVAS)
         self.model = model
         self.guided = guided
         # Guided canvases sample cooler than the released schedule (0.8 -> 0.4): accepted tokens persist, so
@@ -86,7 +88,7 @@ class MoleculeDesigner:
     def from_pretrained(cls, path: str | None = None, *, device: str = "cpu", **kwargs) -> "MoleculeDesigner":
         return cls(load_model(path or default_checkpoint("molecules"), device=device), **kwargs)
 
-    def generate(self, n: int, *, contains: str | None = None, scaffold: str | None = None,
+    def generate(self, n: int, *, contains: str | Chem.Mol | None = None, scaffold: str | Chem.Mol | None = None,
                  logp: tuple[float, float] | None = None, mw: tuple[float, float] | None = None,
                  qed: tuple[float, float] | None = None, tpsa: tuple[float, float] | None = None,
                  hbd: tuple[float, float] | None = None, hba: tuple[float, float] | None = None,
@@ -94,11 +96,11 @@ class MoleculeDesigner:
                  max_ring_size: int | None = task.MAX_RING_SIZE, seed: int | None = None, budget: int | None = None,
                  on_molecule: Callable[[Molecule], None] | None = None,
                  on_round: Callable[[int, int], None] | None = None) -> DesignResult:
-        """Up to `n` distinct verified molecules. Windows are inclusive (lo, hi) tuples; `contains` is SMARTS;
-        `scaffold` a SMILES the molecule must contain; `max_ring_size` rules out larger rings (default 7, as in the
-        training data; None allows any size). `budget` caps
-        the canvases tried (default `default_budget(n)`: 200n + 256); when it runs out the result holds what was
-        found and `exhausted` is set.
+        """Up to `n` distinct verified molecules. Windows are inclusive (lo, hi) tuples; `contains` is SMARTS (or
+        an RDKit query molecule); `scaffold` a SMILES (or an RDKit molecule) the molecule must contain;
+        `max_ring_size` rules out larger rings (default 7, as in the training data; None allows any size).
+        `budget` caps the canvases tried (default `default_budget(n)`: 200n + 256); when it runs out the result
+        holds what was found and `exhausted` is set.
         Raises `RequestError` for malformed or unsatisfiable requests, before any work."""
         request = task.MoleculeRequest.parse(
             {"logp": logp, "mw": mw, "qed": qed, "tpsa": tpsa, "hbd": hbd, "hba": hba, "rings": rings,
@@ -109,8 +111,11 @@ class MoleculeDesigner:
     def design(self, n: int, request: task.MoleculeRequest, *, seed: int | None = None, budget: int | None = None,
                on_molecule: Callable[[Molecule], None] | None = None,
                on_round: Callable[[int, int], None] | None = None) -> DesignResult:
-        if n < 1:
-            raise task.RequestError(f"number of molecules must be at least 1, got {n}")
+        for label, value, least in (("number of molecules", n, 1), ("budget", budget, 1), ("seed", seed, 0)):
+            if value is None and label != "number of molecules":
+                continue
+            if not isinstance(value, Integral) or isinstance(value, bool) or value < least:
+                raise task.RequestError(f"{label} must be a whole number of at least {least}, got {value!r}")
         budget = budget if budget is not None else default_budget(n)
         began = time.perf_counter()
         seed = int(torch.randint(0, 2**31, (1,))) if seed is None else seed

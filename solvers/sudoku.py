@@ -11,7 +11,7 @@ import torch
 from ..core import DiffusionGemma, SamplingConfig, StepInfo, generate, load_model
 from ..tasks import sudoku
 from ..tasks.sudoku_data import conflicts, is_valid_solution
-from .checkpoints import default_checkpoint
+from .checkpoints import check_task_model, default_checkpoint
 
 
 @dataclass
@@ -48,6 +48,7 @@ class SudokuSolver:
 
     def __init__(self, model: DiffusionGemma, *, guided: bool = True, canvases: int = 8, max_steps: int = 256,
                  rows_per_batch: int = 256, seed: int = 0, backtrack: bool = False, temperature: float = 2.0):
+        check_task_model(model, "sudoku", sudoku.TOKENIZER.get_vocab_size(), sudoku.CELLS)
         self.model = model
         self.guided = guided
         self.backtrack = backtrack
@@ -69,6 +70,11 @@ class SudokuSolver:
     def solve_many(self, puzzles: Sequence[str], *, callback: Callable[[StepInfo], None] | None = None,
                    on_result: Callable[[int, SudokuResult], None] | None = None) -> list[SudokuResult]:
         """Solve puzzles in batches; `on_result(index, result)` fires as each batch finishes."""
+        if isinstance(puzzles, str):
+            raise TypeError("solve_many takes a sequence of puzzle strings; for one puzzle use solve(puzzle)")
+        bad = next((p for p in puzzles if not isinstance(p, str)), None)
+        if bad is not None:
+            raise TypeError(f"a puzzle is an 81-character string ('.', '0' or '-' for blanks), got {bad!r}")
         results: list[SudokuResult | None] = [None] * len(puzzles)
         canonical = [_canonical(p) for p in puzzles]
         todo = []
@@ -138,8 +144,10 @@ def _canonical(puzzle: str) -> str:
 
 
 def _invalid(puzzle: str) -> str | None:
-    if len(puzzle) != 81 or any(ch not in "0123456789" for ch in puzzle):
-        return "not an 81-cell puzzle of digits and blanks"
+    if len(puzzle) != 81:
+        return f"expected 81 cells, got {len(puzzle)}"
+    if any(ch not in "0123456789" for ch in puzzle):
+        return f"bad character {next(ch for ch in puzzle if ch not in '0123456789')!r}: expected digits and blanks"
     clashes = conflicts(puzzle)
     if clashes:
         a, b, digit = clashes[0]

@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from functools import lru_cache
+from numbers import Integral
 
 import numpy as np
 import torch
@@ -31,6 +32,18 @@ STEP = re.compile(r"(\d+)([-+*/])(\d+)=(\d+)")
 
 class CountdownError(ValueError):
     """An instance the solver cannot take."""
+
+
+def whole_numbers(numbers, target) -> tuple[list[int], int]:
+    """(numbers, target) as ints; anything that is not a whole number (1.5, '7', True) is refused, never rounded."""
+    if isinstance(numbers, (str, bytes)) or not hasattr(numbers, "__iter__"):
+        raise CountdownError(f"numbers must be a sequence of whole numbers, got {numbers!r}")
+    values = list(numbers)
+    for value in [*values, target]:
+        whole = isinstance(value, Integral) or (isinstance(value, float) and value.is_integer())
+        if isinstance(value, bool) or not whole:
+            raise CountdownError(f"numbers and target must be whole numbers, got {value!r}")
+    return [int(v) for v in values], int(target)
 
 
 def check_instance(numbers: list[int], target: int) -> None:

@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from rdkit import Chem
-from rdkit.Chem import Descriptors, rdMolDescriptors
+from rdkit.Chem import Descriptors, Lipinski, rdMolDescriptors
 
 from ..core import Guidance, ModelConfig, word_level_tokenizer
 from ..core.training import Batch
@@ -224,8 +224,17 @@ class MoleculeRequest:
     max_ring_size: int | None = MAX_RING_SIZE  # None: rings of any size
 
     @classmethod
-    def parse(cls, windows: dict[str, tuple[float, float] | None] | None = None, contains: str | None = None,
-              scaffold: str | None = None, max_ring_size: int | None = MAX_RING_SIZE) -> "MoleculeRequest":
+    def parse(cls, windows: dict[str, tuple[float, float] | None] | None = None,
+              contains: str | Chem.Mol | None = None, scaffold: str | Chem.Mol | None = None,
+              max_ring_size: int | None = MAX_RING_SIZE) -> "MoleculeRequest":
+        """`contains` is SMARTS text or an RDKit query/molecule; `scaffold` SMILES text or an RDKit molecule."""
+        if isinstance(contains, Chem.Mol):
+            contains = Chem.MolToSmarts(contains)
+        if isinstance(scaffold, Chem.Mol):
+            scaffold = Chem.MolToSmiles(scaffold)
+        for label, value in (("contains", contains), ("scaffold", scaffold)):
+            if value is not None and not isinstance(value, str):
+                raise RequestError(f"{label}: expected text or an RDKit Mol, got {type(value).__name__}")
         checked = {}
         for name, window in (windows or {}).items():
             if window is None:
@@ -313,6 +322,9 @@ def _fmt(window: tuple[float, float]) -> str:
 
 
 def _check_window(name: str, window) -> tuple[float, float]:
+    if isinstance(window, (str, bytes)):
+        raise RequestError(f"{name}: expected a (lo, hi) pair of numbers, got the text {window!r} "
+                           "(parse_window reads 'LO:HI')")
     try:
         lo, hi = (float(v) for v in window)
     except (TypeError, ValueError):
@@ -602,9 +614,12 @@ DIRECTED_TRIES = 3
 
 def atom_contributions(mol: Chem.Mol, name: str) -> list[float] | None:
     """Per heavy atom, its share of property `name` (hydrogens counted with their atom), for the properties that
-    are sums over atoms (Crippen logP, TPSA); None for the others."""
+    are sums over atoms (Crippen logP, TPSA, H-bond donors); None for the others."""
     if name == "tpsa":
         return list(rdMolDescriptors._CalcTPSAContribs(mol))
+    if name == "hbd":  # RDKit's donor count is the number of atoms matching this pattern
+        donors = {match[0] for match in mol.GetSubstructMatches(Lipinski.HDonorSmarts)}
+        return [float(atom in donors) for atom in range(mol.GetNumAtoms())]
     if name != "logp":
         return None
     with_h = Chem.AddHs(mol)  # hydrogens are appended after the heavy atoms

@@ -143,6 +143,14 @@ def test_global_head_dim_and_per_layer_config_agree():
     assert default.layers[1].head_dim == 512 and default.layers[0].head_dim == 8
 
 
+def test_a_damaged_weights_file_is_named_with_what_to_do(saved):
+    _, path = saved
+    weights = path / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:200])  # truncated
+    with pytest.raises(CheckpointError, match=r"model.safetensors: not a readable safetensors file .*download or save"):
+        load_model(path)
+
+
 def test_bad_locations(tmp_path):
     with pytest.raises(CheckpointError, match="no such directory"):
         load_model(tmp_path / "nope" / "deeper")
@@ -174,4 +182,5 @@ def test_hub_id_resolves_offline_from_the_hf_cache(saved, tmp_path_factory):
     assert torch.equal(load_file(str(out))["logits"], expected)
     missing = subprocess.run([sys.executable, "-c", "from diffsolve.core import load_model; load_model('acme/absent')"],
                              env=env, capture_output=True, text=True, timeout=120)
-    assert missing.returncode != 0 and "not available from the Hugging Face cache" in missing.stderr
+    assert missing.returncode != 0 and "not in the Hugging Face cache" in missing.stderr
+    assert "hf download acme/absent" in missing.stderr

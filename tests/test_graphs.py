@@ -308,6 +308,22 @@ def test_countdown_solves_most_small_instances(countdowns):
     assert all(countdown.verify_steps(r.numbers, r.target, r.steps) for r in results if r.verified)
 
 
+@pytest.mark.parametrize("numbers, target", [([1.5, 2], 3), ([1, 2], 3.7), ([True, 2], 3), ("12", 3), (["a"], 3)])
+def test_countdown_refuses_what_is_not_whole_numbers_instead_of_rounding(countdowns, numbers, target):
+    with pytest.raises(countdown.CountdownError, match="whole numbers"):
+        countdowns.solve(numbers, target)
+
+
+def test_solver_arguments_are_checked_before_any_sampling(graphs):
+    with pytest.raises(GraphError, match="k must be a whole number"):
+        graphs.color(nx.cycle_graph(5), k=2.5)
+    with pytest.raises(GraphError, match="edge 0-1 has no 'w' attribute"):
+        graphs.path(nx.cycle_graph(6), 0, 3, weight="w")
+    same_ends = graphs.hamiltonian_path(nx.cycle_graph(6), start=0, end=0)
+    assert not same_ends.verified and "cannot start and end at the same node" in same_ends.reason
+    assert same_ends.forward_passes == 0
+
+
 def test_unsolvable_countdown_says_so_without_sampling(countdowns):
     result = countdowns.solve([1, 1, 1], 100)
     assert not result.verified and result.reason == "no solution exists (exhaustive check)"
@@ -358,6 +374,12 @@ def test_countdown_dead_pool_is_learned_and_shared_by_every_canvas():
 
 
 # ------------------------------------------------------------------------------------------ CLI
+def test_cli_countdown_inline_without_target_says_which_number_is_the_target():
+    result = CliRunner().invoke(app, ["countdown", "4 6 2 12", "--format", "json"])
+    assert "reading the last number, 12, as the target" in result.stderr
+    assert result.exit_code == 0 and json.loads(result.stdout)["target"] == 12
+
+
 def test_cli_countdown_jsonl_in_input_order(tmp_path):
     f = tmp_path / "cd.jsonl"
     f.write_text('{"input": "15,44,79,50"}\n{"input": "1,1,1,100"}\n{"input": "4,6,2"}\n')

@@ -87,6 +87,25 @@ def test_windows_are_checked_on_exact_values_not_the_rounded_display():
         task.MoleculeRequest.parse({"mw": (0, 5)})  # lighter than methane
 
 
+@pytest.mark.parametrize("kwargs, message", [
+    ({"n": 2, "logp": "23"}, "expected a \\(lo, hi\\) pair of numbers, got the text '23'"),
+    ({"n": 2.5}, "number of molecules must be a whole number"),
+    ({"n": 2, "budget": 0}, "budget must be a whole number of at least 1"),
+    ({"n": 2, "seed": "a"}, "seed must be a whole number"),
+    ({"n": 2, "scaffold": 3}, "scaffold: expected text or an RDKit Mol"),
+])
+def test_designer_arguments_are_checked_before_any_work(designer, kwargs, message):
+    with pytest.raises(task.RequestError, match=message):
+        designer.generate(**kwargs)
+
+
+def test_rdkit_molecules_are_taken_as_scaffold_and_substructure(designer):
+    ring = Chem.MolFromSmiles("c1ccncc1")
+    result = designer.generate(2, scaffold=ring, contains=Chem.MolFromSmarts("[CX4]"), seed=0)
+    assert len(result) == 2
+    assert all(m.mol.HasSubstructMatch(ring) and m.mol.HasSubstructMatch(Chem.MolFromSmarts("[CX4]")) for m in result)
+
+
 def test_substructure_with_ring_and_weight_windows_is_accepted():
     request = task.MoleculeRequest.parse({"rings": (0, 1), "mw": (100, 200)}, contains="c1ccncc1")
     assert request.windows == {"rings": (0, 1), "mw": (100, 200)}
@@ -132,9 +151,9 @@ def test_valid_prefixes_and_molecules_pass_and_unwanted_ones_are_flagged():
 
 @pytest.mark.parametrize("smiles", [ASPIRIN, "CC(C)c1ccccc1NC(=O)Nc1ccccc1Cl", "OCC[NH3+]", "c1ccncc1O",
                                     "CS(=O)(=O)N1CCN(C(=O)c2ccc(F)cc2)CC1", "O=C([O-])c1ccccc1"])
-def test_atom_contributions_add_up_to_rdkit_logp_and_tpsa(smiles):
+def test_atom_contributions_add_up_to_rdkit_logp_tpsa_and_donors(smiles):
     mol = Chem.MolFromSmiles(smiles)
-    for name in ("logp", "tpsa"):
+    for name in ("logp", "tpsa", "hbd"):
         contributions = task.atom_contributions(mol, name)
         assert len(contributions) == mol.GetNumAtoms()
         assert sum(contributions) == pytest.approx(PROPERTIES[name].compute(mol), abs=1e-6)

@@ -64,7 +64,20 @@ def test_bad_puzzles_get_reasons_not_answers(solver):
     results = solver.solve_many([clash, "123"])
     assert [r.solution for r in results] == [None, None]
     assert results[0].reason == "clues conflict: 5 at r1c1 and r1c2"
-    assert "81-cell" in results[1].reason
+    assert results[1].reason == "expected 81 cells, got 3"
+    assert solver.solve("x" * 81).reason.startswith("bad character 'x'")
+    with pytest.raises(TypeError, match="for one puzzle use solve"):
+        solver.solve_many(clash)  # a bare string would be 81 one-character puzzles
+    with pytest.raises(TypeError, match="81-character string"):
+        solver.solve(list(clash))
+
+
+def test_a_checkpoint_of_another_task_is_refused_before_sampling():
+    from diffsolve.core import CheckpointError
+    from diffsolve.solvers.checkpoints import default_checkpoint
+
+    with pytest.raises(CheckpointError, match="not a sudoku checkpoint .*canvas of 16.* at least 81"):
+        SudokuSolver.from_pretrained(str(default_checkpoint("sorting")))
 
 
 def test_cli_json_in_input_order_with_errors_named(tmp_path):
