@@ -55,15 +55,19 @@ def build(name: str, directory: Path):
     return hf, load_model(directory)
 
 
-def median_seconds(fn, repeats: int, warmup: int = 3) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
+def median_seconds(fns: dict, repeats: int, warmup: int = 3) -> dict[str, float]:
+    """Median seconds of each function, timed in interleaved rounds (one call of each per round) so that the
+    drift of a shared machine (frequency, neighbours) lands on every contender alike, not on whichever ran last."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(ts) for name, ts in times.items()}
 
 
 def step_flops(text: dict, batch: int, canvas: int, prompt: int) -> float:
@@ -98,18 +102,19 @@ def bench_step(name: str, batch: int, hf, ours, repeats: int) -> dict:
         ref = hf(past_key_values=pkv, decoder_input_ids=canvas, self_conditioning_logits=sc).logits
         mine = ours.denoise(canvas, cache, sc)
         max_diff = (ref - mine).abs().max().item()
-        t_hf = median_seconds(lambda: hf(past_key_values=pkv, decoder_input_ids=canvas,
-                                         self_conditioning_logits=sc), repeats)
-        t_ours = median_seconds(lambda: ours.denoise(canvas, cache, sc), repeats)
         compiled = copy.deepcopy(ours)
         compiled.compile_denoiser()
         start = time.perf_counter()
         compiled_diff = (compiled.denoise(canvas, cache, sc) - ref).abs().max().item()
         compile_s = time.perf_counter() - start
-        t_compiled = median_seconds(lambda: compiled.denoise(canvas, cache, sc), repeats)
         h, inter = spec["text"]["hidden_size"], spec["text"]["intermediate_size"]
         a, b = torch.randn(batch * canvas_len, h), torch.randn(h, inter)
-        t_mm = median_seconds(lambda: a @ b, repeats * 3)
+        t = median_seconds({"hf": lambda: hf(past_key_values=pkv, decoder_input_ids=canvas,
+                                            self_conditioning_logits=sc),
+                            "ours": lambda: ours.denoise(canvas, cache, sc),
+                            "compiled": lambda: compiled.denoise(canvas, cache, sc),
+                            "matmul": lambda: a @ b}, repeats)
+        t_hf, t_ours, t_compiled, t_mm = t["hf"], t["ours"], t["compiled"], t["matmul"]
     mm_rate = 2 * a.shape[0] * h * inter / t_mm
     flops = step_flops(spec["text"], batch, canvas_len, spec["prompt"])
     return {
@@ -142,8 +147,9 @@ def bench_shipped(task: str, batch: int, repeats: int) -> dict:
         start = time.perf_counter()
         diff = (compiled.denoise(canvas, cache, sc) - want).abs().max().item()
         compile_s = time.perf_counter() - start
-        t_eager = median_seconds(lambda: eager.denoise(canvas, cache, sc), repeats)
-        t_compiled = median_seconds(lambda: compiled.denoise(canvas, cache, sc), repeats)
+        t = median_seconds({"eager": lambda: eager.denoise(canvas, cache, sc),
+                            "compiled": lambda: compiled.denoise(canvas, cache, sc)}, repeats)
+        t_eager, t_compiled = t["eager"], t["compiled"]
     return {"task": task, "batch": batch, "canvas": cfg.canvas_length, "eager_ms": 1e3 * t_eager,
             "compiled_ms": 1e3 * t_compiled, "compiled_speedup": t_eager / t_compiled, "compile_s": compile_s,
             "max_abs_logit_diff": diff}
@@ -156,8 +162,9 @@ def bench_diffusion_vs_ar(name: str, ours, steps: int) -> dict:
                            generator=torch.Generator().manual_seed(0))
     n = spec["canvas"]
     config = SamplingConfig(max_denoising_steps=steps, stability_threshold=None)
-    t_diff = median_seconds(lambda: generate(ours, prompt, config, generator=torch.Generator().manual_seed(0)), 3, 1)
-    t_ar = median_seconds(lambda: generate_autoregressive(ours, prompt, n), 3, 1)
+    t = median_seconds({"diffusion": lambda: generate(ours, prompt, config, generator=torch.Generator().manual_seed(0)),
+                        "ar": lambda: generate_autoregressive(ours, prompt, n)}, 5, 1)
+    t_diff, t_ar = t["diffusion"], t["ar"]
     return {"config": name, "tokens": n, "diffusion_steps": steps, "diffusion_tokens_per_s": n / t_diff,
             "ar_tokens_per_s": n / t_ar, "diffusion_over_ar": t_ar / t_diff}
 

@@ -471,7 +471,8 @@ class MoleculeGuidance(Guidance):
     atom over its valence, a ring that cannot be kekulized) the search backtracks: everything from the
     faulty token to the end of the run is re-noised and the model re-completes the valid part before it,
     backing off further each time the same string fails again. A complete molecule that parses but misses
-    the request is cut at a random point the same way.
+    the request has re-noised the atoms that pull a missed logP/TPSA/donor window the wrong way (`_culprits`),
+    or else is cut at a random point the same way.
     A canvas is verified when its argmax decodes to a molecule RDKit sanitizes and the request accepts.
     Chemistry is per string, so these hooks loop over canvases (with a cache), never over tokens.
     """
@@ -530,7 +531,7 @@ class MoleculeGuidance(Guidance):
             failures = self._failures[key] = self._failures.get(key, 0) + 1
             if blame == -1:  # complete and chemically valid, but not what was asked for
                 culprits = self._culprits(tokens, r) if failures <= DIRECTED_TRIES else []
-                if culprits:  # a missed logP/TPSA window: the atoms pulling it the wrong way, one more each repeat
+                if culprits:  # a missed per-atom window (logP, TPSA, donors): the worst atoms, one more each repeat
                     bad[r, culprits[:failures]] = True
                     continue
                 blame = int(torch.randint(0, len(tokens), (1,), generator=self.generator))  # a random stretch
