@@ -534,6 +534,9 @@ class MoleculeGuidance(Guidance):
                 if culprits:  # a missed per-atom window (logP, TPSA, donors): the worst atoms, one more each repeat
                     bad[r, culprits[:failures]] = True
                     continue
+                if failures <= DIRECTED_TRIES and self._too_small(tokens):  # room to grow: the end and past it
+                    bad[r, max(0, end - failures):end + 2 + 2 * failures] = True
+                    continue
                 blame = int(torch.randint(0, len(tokens), (1,), generator=self.generator))  # a random stretch
             start = max(0, blame - 2 * (failures - 1))
             bad[r, start:k] = True
@@ -591,6 +594,16 @@ class MoleculeGuidance(Guidance):
         shuffled = torch.randperm(len(atoms), generator=self.generator).tolist()  # ties in random order
         order = sorted(shuffled, key=lambda a: contributions[0][a] if too_low else -contributions[0][a])
         return [atoms[a] for a in order if atoms[a] in free]
+
+    def _too_small(self, tokens: tuple[int, ...]) -> bool:
+        """A valid molecule whose only missed windows are a weight or heavy-atom count below their range."""
+        mol = Chem.MolFromSmiles("".join(ID_TO_TOKEN[t] for t in tokens))
+        if mol is None:
+            return False
+        values = exact_properties(mol, list(self.request.windows))
+        missed = [name for name, (lo, hi) in self.request.windows.items() if not lo <= values[name] <= hi]
+        return bool(missed) and all(name in ("mw", "heavy_atoms") and values[name] < self.request.windows[name][0]
+                                    for name in missed)
 
     def _judge(self, smiles: str) -> bool | None:
         """None when RDKit rejects the SMILES, else whether the molecule meets the request (cached)."""

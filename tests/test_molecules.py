@@ -183,6 +183,22 @@ def test_a_molecule_missing_its_logp_window_renoises_its_most_polar_atoms_one_mo
     assert len(blamed) == 1 and blamed[0] not in polar
 
 
+def test_a_molecule_too_light_for_its_window_reopens_its_end_to_grow():
+    smiles = "CCOc1ccccc1"  # 122 Da
+    guidance = task.MoleculeGuidance(task.MoleculeRequest.parse({"mw": (300, 400)}))
+    n = len(ids(smiles))
+    canvas = torch.full((1, task.CANVAS), task.PAD)
+    canvas[0, :n] = torch.tensor(ids(smiles))
+    canvas[0, n] = task.EOS
+    accepted = torch.ones_like(canvas, dtype=torch.bool)  # EOS and the padding after it settled too
+    first = guidance.violations(canvas, accepted)[0].nonzero().flatten().tolist()
+    assert first == list(range(n - 1, n + 4))  # the last token, the EOS and room after it
+    second = guidance.violations(canvas, accepted)[0].nonzero().flatten().tolist()
+    assert second == list(range(n - 2, n + 6))  # more of both on a repeat
+    heavy = task.MoleculeGuidance(task.MoleculeRequest.parse({"mw": (10, 100)}))
+    assert heavy.violations(canvas, accepted)[0, n]  # too heavy: the random stretch through the EOS as before
+
+
 # ------------------------------------------------------------------------------------------ the designer
 def check(molecule, request: task.MoleculeRequest) -> None:
     mol = Chem.MolFromSmiles(molecule.smiles)
