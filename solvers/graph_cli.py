@@ -118,7 +118,8 @@ def coloring(
                                                               "verified, attempts)."),
     image: Path = typer.Option(None, help="Also draw the coloured graph (PNG)."),
     canvases: int = CANVASES,
-    max_steps: int = typer.Option(256, min=1, help="Denoising passes per attempt before it counts as failed."),
+    max_steps: int = typer.Option(256, min=1, help="Denoising passes per attempt before it counts as failed "
+                                                   "(GraphSolver's own default in Python is 128)."),
     backtrack: bool = typer.Option(False, "--backtrack", help="Exact search on top of the model: at a dead end "
                                    "a canvas undoes its last guess and rules that colour out, instead of releasing "
                                    "the nodes around it. Reported separately in the benchmark."),
@@ -220,7 +221,8 @@ def path(
     format: str = typer.Option("text", "--format", "-f", help="text, or json (path, length, verified, reason)."),
     image: Path = typer.Option(None, help="Also draw the graph with the path (PNG)."),
     canvases: int = CANVASES,
-    max_steps: int = typer.Option(64, min=1, help="Denoising passes before giving up."),
+    max_steps: int = typer.Option(64, min=1, help="Denoising passes before giving up (GraphSolver's own default "
+                                                  "in Python is 128)."),
     model_only: bool = MODEL_ONLY,
     checkpoint: str = CHECKPOINT,
     seed: int = SEED,
