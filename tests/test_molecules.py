@@ -170,9 +170,12 @@ def test_a_molecule_missing_its_logp_window_renoises_its_most_polar_atoms_one_mo
     accepted[0, len(ids(smiles))] = True
     first = guidance.violations(canvas, accepted)[0].nonzero().flatten().tolist()
     second = guidance.violations(canvas, accepted)[0].nonzero().flatten().tolist()
+    third = guidance.violations(canvas, accepted)[0].nonzero().flatten().tolist()
     polar = [i for i, t in enumerate(split_smiles(smiles)) if t in ("O", "N")]
+    n = len(ids(smiles))
     assert len(first) == 1 and first[0] in polar
-    assert sorted(second) == polar  # the same string again: the next atom too
+    assert second == [n - 2, n - 1, n]  # the same string again: logP also grows with length, so its end re-opens
+    assert set(polar) < set(third) and len(third) == 3  # then three atoms, the polar ones first
     # past the directed tries it falls back to a random stretch through the EOS
     for _ in range(task.DIRECTED_TRIES):
         last = guidance.violations(canvas, accepted)[0]
