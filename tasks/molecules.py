@@ -295,8 +295,7 @@ class MoleculeRequest:
     def verify(self, mol: Chem.Mol) -> tuple[bool, dict[str, float]]:
         """(every requested condition holds, the requested properties' values, rounded for display). Windows
         are checked on RDKit's exact values: a QED of 0.55012 is not inside 0:0.5501."""
-        exact = exact_properties(mol, list(self.windows))
-        ok = all(lo <= exact[name] <= hi for name, (lo, hi) in self.windows.items())
+        ok = not self.missed_windows(mol)
         if ok and self.contains:
             ok = mol.HasSubstructMatch(_smarts(self.contains))
         if ok and self.scaffold:
@@ -304,6 +303,12 @@ class MoleculeRequest:
         if ok and self.max_ring_size:
             ok = all(len(ring) <= self.max_ring_size for ring in mol.GetRingInfo().AtomRings())
         return ok, compute_properties(mol, list(self.windows))
+
+
+    def missed_windows(self, mol: Chem.Mol) -> dict[str, bool]:
+        """The requested windows `mol` misses, each mapped to whether its value lies below the window."""
+        exact = exact_properties(mol, list(self.windows))
+        return {name: exact[name] < lo for name, (lo, hi) in self.windows.items() if not lo <= exact[name] <= hi}
 
 
 class RequestError(ValueError):
@@ -471,7 +476,7 @@ class MoleculeGuidance(Guidance):
     atom over its valence, a ring that cannot be kekulized) the search backtracks: everything from the
     faulty token to the end of the run is re-noised and the model re-completes the valid part before it,
     backing off further each time the same string fails again. A complete molecule that parses but misses
-    the request has re-noised the atoms that pull a missed logP/TPSA/donor window the wrong way (`_culprits`),
+    the request has re-noised the atoms that pull a missed logP/TPSA/donor window the wrong way (`_mend`),
     or else is cut at a random point the same way.
     A canvas is verified when its argmax decodes to a molecule RDKit sanitizes and the request accepts.
     Chemistry is per string, so these hooks loop over canvases (with a cache), never over tokens.
@@ -488,6 +493,7 @@ class MoleculeGuidance(Guidance):
         self._prefix_cache: dict[tuple[tuple[int, ...], bool], int | None] = {}
         self._failures: dict[tuple[tuple[int, ...], bool], int] = {}  # how often each failing string was seen
         self._judged: dict[str, bool | None] = {}  # SMILES -> None (RDKit rejects it) / meets the request
+        self._mends: dict[tuple[int, ...], tuple[list[int], bool]] = {}  # see `_mend`
         self._settled: Tensor | None = None  # rows whose accepted tokens form a complete valid molecule
 
     def pinned(self, batch: int, device: torch.device) -> tuple[Tensor, Tensor] | None:
@@ -530,8 +536,9 @@ class MoleculeGuidance(Guidance):
             key = (tokens, complete)
             failures = self._failures[key] = self._failures.get(key, 0) + 1
             if blame == -1:  # complete and chemically valid, but not what was asked for
-                culprits = self._culprits(tokens, r) if failures <= DIRECTED_TRIES else []
-                grow = failures <= DIRECTED_TRIES and self._too_small(tokens)
+                culprits, grow = self._mend(tokens) if failures <= DIRECTED_TRIES else ([], False)
+                if self.layouts is not None:  # pinned fragment atoms are never blamed
+                    culprits = [i for i in culprits if not self.layouts[0][r, i]]
                 # a missed per-atom window: the worst atoms (alternating with growth when that helps too, as for logP)
                 if culprits and not (grow and failures % 2 == 0):
                     bad[r, culprits[:failures]] = True
@@ -577,34 +584,25 @@ class MoleculeGuidance(Guidance):
         judged = self._judge(smiles)
         return len(tokens) - 1 if judged is None else None if judged else -1
 
-    def _culprits(self, tokens: tuple[int, ...], row: int) -> list[int]:
-        """Positions of the free atom tokens of a valid molecule whose missed windows are all of properties with
-        per-atom contributions, the atom pulling the first of them furthest the wrong way first (ties in random
-        order); [] when a missed window is of another kind or the molecule misses something else."""
-        text = [ID_TO_TOKEN[t] for t in tokens]
-        mol = Chem.MolFromSmiles("".join(text))
-        atoms = [i for i, t in enumerate(text) if t[0].isalpha() or t[0] == "["]  # RDKit keeps this atom order
-        if mol is None or mol.GetNumAtoms() != len(atoms):
-            return []
-        free = set(atoms) if self.layouts is None else {i for i in atoms if not self.layouts[0][row, i]}
-        values = exact_properties(mol, list(self.request.windows))
-        missed = [name for name, (lo, hi) in self.request.windows.items() if not lo <= values[name] <= hi]
-        contributions = [atom_contributions(mol, name) for name in missed]
-        if not missed or any(c is None for c in contributions):
-            return []  # nothing missed that swapping atoms can mend (a weight or a count may need another length)
-        too_low = values[missed[0]] < self.request.windows[missed[0]][0]
-        shuffled = torch.randperm(len(atoms), generator=self.generator).tolist()  # ties in random order
-        order = sorted(shuffled, key=lambda a: contributions[0][a] if too_low else -contributions[0][a])
-        return [atoms[a] for a in order if atoms[a] in free]
-
-    def _too_small(self, tokens: tuple[int, ...]) -> bool:
-        """A valid molecule whose only missed windows are of GROWS properties, each below its range."""
-        mol = Chem.MolFromSmiles("".join(ID_TO_TOKEN[t] for t in tokens))
-        if mol is None:
-            return False
-        values = exact_properties(mol, list(self.request.windows))
-        missed = [name for name, (lo, hi) in self.request.windows.items() if not lo <= values[name] <= hi]
-        return bool(missed) and all(name in GROWS and values[name] < self.request.windows[name][0] for name in missed)
+    def _mend(self, tokens: tuple[int, ...]) -> tuple[list[int], bool]:
+        """How to re-noise a valid molecule the request rejects (cached per string, so repeats extend one order):
+        (its atom positions, the atom pulling the first missed window furthest the wrong way first, when every
+        missed window is a sum over atoms; else []) and whether every miss is a GROWS property below its window."""
+        if tokens not in self._mends:
+            text = [ID_TO_TOKEN[t] for t in tokens]
+            mol = Chem.MolFromSmiles("".join(text))
+            atoms = [i for i, t in enumerate(text) if t[0].isalpha() or t[0] == "["]  # RDKit keeps this atom order
+            missed = self.request.missed_windows(mol) if mol is not None else {}
+            grow = bool(missed) and all(name in GROWS and below for name, below in missed.items())
+            contributions = [atom_contributions(mol, name) for name in missed]
+            culprits = []
+            if missed and None not in contributions and mol.GetNumAtoms() == len(atoms):
+                first, below = next(iter(missed.items()))
+                shuffled = torch.randperm(len(atoms), generator=self.generator).tolist()  # ties in random order
+                order = sorted(shuffled, key=lambda a: contributions[0][a] if below else -contributions[0][a])
+                culprits = [atoms[a] for a in order]
+            self._mends[tokens] = (culprits, grow)
+        return self._mends[tokens]
 
     def _judge(self, smiles: str) -> bool | None:
         """None when RDKit rejects the SMILES, else whether the molecule meets the request (cached)."""
