@@ -7,6 +7,7 @@ import os
 import platform
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -325,17 +326,19 @@ def _write_molecules(found, names: list[str], format: str, out: Path | None) -> 
     if out is None:
         sys.stdout.write(buffer.getvalue())
         return
-    _write_atomically(out, buffer.getvalue())
+    _write_atomically(out, lambda tmp: tmp.write_text(buffer.getvalue()))
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
+def _write_atomically(path: Path, write: Callable[[Path], object]) -> None:
+    """`write(tmp)` to a temporary name beside `path`, renamed over it only when complete (never a partial file);
+    failures (a full disk, a suffix the image writer does not know) name `path` and exit 2."""
+    tmp = path.with_name(path.stem + ".tmp" + path.suffix)  # the suffix tells image writers the format
     try:
-        tmp.write_text(text)
+        write(tmp)
         tmp.replace(path)
-    except OSError as exc:
+    except (OSError, ValueError, KeyError) as exc:  # PIL: KeyError/ValueError for an unknown suffix
         tmp.unlink(missing_ok=True)
-        _error(f"{path}: {exc.strerror or exc}")
+        _error(f"{path}: {getattr(exc, 'strerror', None) or exc}")
         raise typer.Exit(2) from None
 
 
@@ -345,14 +348,7 @@ def _draw_molecules(found, path: Path) -> None:
     grid = Draw.MolsToGridImage([m.mol for m in found[:48]], molsPerRow=4, subImgSize=(260, 220),
                                 legends=[f"logP {m.properties['logp']:.1f}  MW {m.properties['mw']:.0f}  "
                                          f"QED {m.properties['qed']:.2f}" for m in found[:48]])
-    tmp = path.with_name(path.stem + ".tmp" + path.suffix)
-    try:
-        grid.save(tmp)
-        tmp.replace(path)
-    except (OSError, ValueError, KeyError) as exc:  # PIL: KeyError/ValueError for a suffix it cannot write
-        tmp.unlink(missing_ok=True)
-        _error(f"{path}: {getattr(exc, 'strerror', None) or exc}")
-        raise typer.Exit(2) from None
+    _write_atomically(path, grid.save)
 
 
 def _sudoku_tracer(canvases: int):

@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from .cli import _check_search, _check_writable, _error, _load, app
+from .cli import _check_search, _check_writable, _error, _load, _write_atomically, app
 
 FORMATS = ("text", "json")
 # Options every graph command shares (typer reads them as defaults).
@@ -82,14 +82,8 @@ def _draw(graph, path: Path, coloring: dict | None = None, route: list | None = 
                            node_size=260)
     nx.draw_networkx_labels(graph, layout, ax=ax, font_size=7)
     ax.set_axis_off()
-    tmp = path.with_name(path.stem + ".tmp" + path.suffix)
     try:
-        fig.savefig(tmp, dpi=120, bbox_inches="tight")
-        tmp.replace(path)
-    except (OSError, ValueError) as exc:
-        tmp.unlink(missing_ok=True)
-        _error(f"{path}: {getattr(exc, 'strerror', None) or exc}")
-        raise typer.Exit(2) from None
+        _write_atomically(path, lambda tmp: fig.savefig(tmp, dpi=120, bbox_inches="tight"))
     finally:
         plt.close(fig)
 
