@@ -20,6 +20,7 @@ import json
 import statistics
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import networkx as nx
@@ -51,10 +52,13 @@ def summarize(name: str, checks: list[bool], seconds: list[float], wrong: int = 
 
 
 # ------------------------------------------------------------------------------------------ colouring
+COLORING_MODES = ("model_only", "full", "backtrack")
+
+
 def coloring(solvers: dict, limit: int | None, steps: dict[str, int], names: list[str] | None = None,
-             earlier: dict | None = None) -> dict:
-    """Colours per instance in each mode; `earlier` (a previous report's colouring part) keeps the instances
-    not rerun now."""
+             earlier: dict | None = None, modes: Sequence[str] = COLORING_MODES) -> dict:
+    """Colours per instance in each of `modes`; `earlier` (a previous report's colouring part) keeps the
+    instances and the modes not rerun now."""
     table = list(csv.DictReader((DATA / "coloring" / "best_known.csv").open()))
     rows = [entry for entry in table if not names or entry["instance"] in names]
     records = {r["instance"]: r for r in (earlier or {}).get("instances", [])}
@@ -66,12 +70,18 @@ def coloring(solvers: dict, limit: int | None, steps: dict[str, int], names: lis
             refused[entry["instance"]] = str(error).split("/")[-1]
             continue
         best = int(entry["best_known_colors"])
-        record = {"instance": entry["instance"], "nodes": graph.number_of_nodes(), "edges": graph.number_of_edges(),
-                  "best_known": best, "dsatur": int(entry["networkx_dsatur"]),
-                  "core_at_best": len(peel_low_degree(graph, best)[0])}
+        record = {mode: records[entry["instance"]][mode] for mode in COLORING_MODES
+                  if mode not in modes and entry["instance"] in records}
+        if len(record) + len(modes) < len(COLORING_MODES):
+            sys.exit(f"{entry['instance']}: no earlier result for the modes not rerun (use --merge, or all modes)")
+        record |= {"instance": entry["instance"], "nodes": graph.number_of_nodes(), "edges": graph.number_of_edges(),
+                   "best_known": best, "dsatur": int(entry["networkx_dsatur"]),
+                   "core_at_best": len(peel_low_degree(graph, best)[0])}
         runs = {"model_only": (solvers["model_only"], record["dsatur"], False), "full": (solvers["full"], None, False),
                 "backtrack": (solvers["full"], None, True)}  # the explicit exact search, reported apart
         for mode, (solver, k, backtrack) in runs.items():
+            if mode not in modes:
+                continue
             try:
                 result = solver.color(graph, k, max_steps=steps[mode], backtrack=backtrack)
             except GraphError as error:  # more nodes than the canvas (the model only colours the whole graph)
@@ -275,6 +285,8 @@ def main() -> None:
                         "exact search (default: --coloring-steps).")
     parser.add_argument("--coloring-instances", default=None, help="Comma-separated DIMACS names (default: all "
                                                                      "that fit the canvas).")
+    parser.add_argument("--coloring-modes", default=",".join(COLORING_MODES), help="Comma-separated colouring "
+                        "modes to run (model_only, full, backtrack); with --merge the others keep their results.")
     parser.add_argument("--merge", action="store_true", help="Keep the other families already in --out.")
     parser.add_argument("--combine", type=Path, nargs="+", default=None, help="Run nothing: merge the colouring "
                         "instances of these result files (runs in parallel, each with its own --out) into --out.")
@@ -306,14 +318,17 @@ def main() -> None:
                                             countdown_names),
         "coloring": lambda: coloring(graph_solvers, args.coloring_limit, coloring_steps,
                                      args.coloring_instances.split(",") if args.coloring_instances else None,
-                                     report.get("coloring") if args.merge else None),
+                                     report.get("coloring") if args.merge else None, coloring_modes),
     }
+    coloring_modes = args.coloring_modes.split(",")
+    if unknown := set(coloring_modes) - set(COLORING_MODES):
+        sys.exit(f"unknown colouring modes: {sorted(unknown)}")
     coloring_steps = {"model_only": args.coloring_steps, "full": args.coloring_steps,
                       "backtrack": args.backtrack_steps or args.coloring_steps}
     settings = {"path": {"limit": args.limit}, "hamiltonian": {"limit": args.limit},
                 "countdown": {name: {"limit": args.countdown_limit or args.limit} for name in countdown_names},
                 "coloring": {"limit": args.coloring_limit, "steps": coloring_steps,
-                             "instances": args.coloring_instances}}
+                             "instances": args.coloring_instances, "modes": args.coloring_modes}}
     report.setdefault("settings", {})
     for family in families:
         # --merge keeps the other families' results and, for Countdown, the other sets'
@@ -326,13 +341,17 @@ def main() -> None:
 
 
 def combine(out: Path, parts: list[Path]) -> None:
-    """Colouring records of `parts` (later files win) merged into `out`, whose other families are kept."""
+    """Colouring records of `parts` (later files win; only the instances a part names in its settings, when it
+    names any) merged into `out`, whose other families are kept."""
     report = json.loads(out.read_text()) if out.is_file() else {}
     records = {r["instance"]: r for r in report.get("coloring", {}).get("instances", [])}
     refused = dict(report.get("coloring", {}).get("refused", {}))
     for part in parts:
-        found = json.loads(part.read_text())["coloring"]
-        records |= {r["instance"]: r for r in found["instances"]}
+        part_report = json.loads(part.read_text())
+        found = part_report["coloring"]
+        # A part made with --merge also holds copies of instances it did not run: take only those it ran.
+        ran = part_report.get("settings", {}).get("coloring", {}).get("instances")
+        records |= {r["instance"]: r for r in found["instances"] if not ran or r["instance"] in ran.split(",")}
         refused |= found.get("refused", {})
     report["coloring"] = coloring_summary(list(records.values()), refused)
     # The parts ran with their own settings: what the merged table holds is read off its records.

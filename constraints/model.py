@@ -233,6 +233,10 @@ class CompiledConstraints(Guidance):
             outside[..., self.domain] &= ~self.own_values
             self.has_outside_option = outside.any(-1)
         self.trail = GuessTrail(model.batch, length, size, device)
+        # `release` only: (position, value) pairs a repair took away, barred until pass `tabu_until`
+        self.tabu_until = torch.zeros(model.batch, length, size, dtype=torch.long, device=device)
+        self.clock = torch.zeros(model.batch, dtype=torch.long, device=device)  # passes seen by `violations`
+        self.generator = torch.Generator(device).manual_seed(0)
         # [declared rows]: a dead end with no guess standing proves the row has no solution (restart and
         # backtrack only). One tensor, updated in place, shared by every `select`ed copy.
         self.refuted = torch.zeros(model.batch, dtype=torch.bool, device=device)
@@ -302,6 +306,7 @@ class CompiledConstraints(Guidance):
         out.has_outside_option = self.has_outside_option[rows]
         out.rows = self.rows[rows]
         out.trail = self.trail.select(rows)
+        out.tabu_until, out.clock = self.tabu_until[rows], self.clock[rows]
         out._before = None if self._before is None else tuple(t[rows] for t in self._before)
         return out
 
@@ -338,7 +343,9 @@ class CompiledConstraints(Guidance):
         if self.static_allowed is not None:
             candidates = candidates & self.static_allowed[..., self.domain]
         held = self._domain_onehot(canvas, settled) > 0.5
-        candidates = torch.where(settled.unsqueeze(2), held, candidates & (self.trail.ruled_at < 0))
+        open_values = (self.trail.ruled_at < 0) & (self.tabu_until <= self.clock[:, None, None])
+        candidates = torch.where(settled.unsqueeze(2), held, candidates & open_values)
+        legal = candidates & ~self._taken(held.float())  # what the settled tokens alone leave each position
         holds = settled & held.any(-1)  # settled on a value: its peers lose it, outside options or not
         must_choose = self.in_groups & ~self.has_outside_option & ~(settled & ~holds)
         dead = torch.zeros_like(settled)
@@ -365,6 +372,11 @@ class CompiledConstraints(Guidance):
             places = torch.einsum("gl,bld->bgd", self.exact_membership, candidates.float())
             hole = ((places < 0.5) & (self.exact_values > 0.5)).any(-1).float()  # [B, Gx]
             dead |= torch.einsum("gl,bg->bl", self.exact_membership, hole) > 0.5
+        if self.dead_end == "release":
+            # Local search keeps a partial assignment that is only legal, not provably completable: a position
+            # that propagation leaves empty may still take a value no settled peer holds.
+            empty = must_choose & ~settled & ~candidates.any(-1)
+            candidates = torch.where(empty.unsqueeze(2), legal, candidates)
         return candidates, dead
 
     def _wide_step(self, candidates: Tensor, free: Tensor) -> tuple[Tensor, Tensor]:
@@ -412,7 +424,9 @@ class CompiledConstraints(Guidance):
             return None
         _, candidates, _ = self._before  # this pass's propagation, from `allowed`
         free = self.in_groups & ~settled & (self.pins < 0)
-        count = candidates.sum(-1).masked_fill(~free, candidates.shape[-1] + 1)
+        count = candidates.sum(-1)
+        waiting = (count == 0) if self.dead_end == "release" else torch.zeros_like(free)  # for a repair
+        count = count.masked_fill(~free | waiting, candidates.shape[-1] + 1)
         fewest = free & (count == count.min(-1, keepdim=True).values)
         # Never two peers in one pass: both may take the same value, clash and be re-noised together, and a
         # sharp model repeats that forever (miles500 at 20 colours stalled at 69 of 128 nodes).
@@ -420,8 +434,8 @@ class CompiledConstraints(Guidance):
 
     def violations(self, canvas: Tensor, accepted: Tensor) -> Tensor | None:
         """Accepted tokens outside their allowed set or clashing with a peer, and what the dead-end policy
-        re-noises when the settled tokens leave some position without a candidate: `release` -- the settled
-        peers of the dead positions; `restart` / `backtrack` -- see `_search_step`."""
+        re-noises when the settled tokens leave some position without a candidate: `release` -- a local repair
+        (see `_repair`); `restart` / `backtrack` -- see `_search_step`."""
         self._check_rows(canvas)
         bad = torch.zeros_like(accepted)
         if self.static_allowed is not None:
@@ -433,13 +447,46 @@ class CompiledConstraints(Guidance):
             if self.dead_end != "release" and self._before is not None:
                 bad |= self._search_step(canvas, settled)
             else:
-                _, dead = self._propagate(canvas, settled)
-                near = torch.einsum("lm,bm->bl", self.neighbours, dead.float()) > 0.5
-                bad |= near & settled
+                candidates, dead = self._propagate(canvas, settled)
+                bad |= self._repair(canvas, settled, candidates, dead)
+            self.clock = self.clock + 1
         for predicate in self.predicates:
             if predicate.locate is not None:
                 bad |= predicate.locate(canvas, accepted, self.rows)
         return bad & accepted & (self.pins < 0)  # pins are never blamed
+
+    def _repair(self, canvas: Tensor, settled: Tensor, candidates: Tensor, dead: Tensor) -> Tensor:
+        """The `release` policy's local repair, after PartialCol (Bloechliger & Zufferey 2008). Positions left with
+        no candidate wait while the others settle. Each pass, a waiting position may take back the value its
+        settled peers hold least often (among values it is not barred from); the canvas makes its cheapest such
+        moves, on positions no two of which are peers, and re-noises only those holders: the value then reaches
+        the waiting position as its last candidate. A holder may not retake that value for 0.6 x (free
+        positions) + 0-9 passes, so repairs do not undo each other at once. A dead end with no move and nothing
+        free to settle releases every settled peer of its dead positions. Returns the positions to re-noise."""
+        free = self.in_groups & ~settled & (self.pins < 0)
+        waiting = free & ~self.has_outside_option & ~candidates.any(-1)
+        held = self._domain_onehot(canvas, settled)  # [B, L, D]
+        holders = torch.einsum("lmd,bmd->bld", self.peers, held)  # [B, L, D] settled peers holding d
+        usable = self.own_values
+        if self.static_allowed is not None:
+            usable = usable & self.static_allowed[..., self.domain]
+        barred = self.tabu_until > self.clock[:, None, None]
+        noise = torch.rand(holders.shape, generator=self.generator, device=holders.device)
+        cost = holders + barred * float(holders.shape[1]) + 0.5 * noise  # ties in random order
+        cost = cost.masked_fill(~usable | (holders < 0.5), float("inf"))
+        own_best, best = cost.min(-1)  # [B, L]: each position's cheapest value
+        own_best = own_best.masked_fill(~waiting, float("inf")).floor()
+        # The cheapest moves of the canvas, on positions no two of which are peers (their releases stay apart)
+        move = torch.isfinite(own_best) & (own_best == own_best.min(-1, keepdim=True).values)
+        move &= ~((move.float() @ self.earlier_peers.T) > 0.5)
+        take = torch.zeros_like(held).scatter_(2, best.unsqueeze(2), 1.0) * move.unsqueeze(2)
+        release = (torch.einsum("lmd,bld->bmd", self.peers, take) > 0.5) & (held > 0.5)  # [B, L, D]
+        tenure = (0.6 * free.sum(-1)).long() + torch.randint(0, 10, free.shape[:1], generator=self.generator,
+                                                               device=free.device)
+        self.tabu_until = torch.where(release, (self.clock + 1 + tenure)[:, None, None], self.tabu_until)
+        stuck = dead.any(-1) & ~(free & candidates.any(-1)).any(-1) & ~move.any(-1)
+        near = torch.einsum("lm,bm->bl", self.neighbours, dead.float()) > 0.5
+        return (release.any(-1) | (near & stuck.unsqueeze(1))) & settled
 
     def _search_step(self, canvas: Tensor, settled: Tensor) -> Tensor:
         """Restart / backtrack search over guesses, all canvases at once. Returns the positions to re-noise.

@@ -315,3 +315,37 @@ def test_only_rows_without_a_completion_are_refuted_and_they_retire(dead_end):
         refuted_total += refuted
         solvable_total += completable
     assert solvable_total > 0 and refuted_total == 16 - solvable_total > 0  # 4x4: every impossible one proved
+
+
+def star():
+    """Centre 3 with leaves 0, 1, 2 (each edge an all-different pair), two values A=4 and B=5."""
+    cm = ConstraintModel(4, 8)
+    cm.allow(range(4), [4, 5])
+    for leaf in range(3):
+        cm.all_different([leaf, 3], [4, 5])
+    return cm.compile(dead_end="release")
+
+
+def test_release_repairs_a_dead_position_with_its_cheapest_value_and_bars_the_holder():
+    guidance = star()
+    canvas = torch.tensor([[4, 4, 5, 0]])  # leaves A, A, B: the centre has no value left
+    settled = torch.tensor([[True, True, True, False]])
+    guidance.allowed(canvas, settled)
+    # B costs one holder (leaf 2), A two: only leaf 2 is re-noised
+    assert guidance.violations(canvas, settled).tolist() == [[False, False, True, False]]
+    allowed = guidance.allowed(canvas, torch.tensor([[True, True, False, False]]))
+    assert allowed[0, 3, [4, 5]].tolist() == [False, True]  # the centre's last candidate is B
+    barred = guidance.tabu_until[0, :, guidance.domain_index[5]] > guidance.clock[0]
+    assert barred.tolist() == [False, False, True, False]  # leaf 2 may not retake B for a while
+
+
+def test_release_lets_a_position_propagation_empties_take_a_value_no_settled_peer_holds():
+    cm = ConstraintModel(2, 8)
+    cm.allow(range(2), [4])
+    cm.all_different([0, 1], [4, 5])
+    empty = torch.zeros(1, 2, dtype=torch.bool)
+    canvas = torch.zeros(1, 2, dtype=torch.long)
+    # Each free position has only A, so propagation empties both: a proof of no solution, but local search
+    # keeps a legal partial assignment and may still place one of them.
+    assert cm.compile(dead_end="release").allowed(canvas, empty)[0, :, 4].tolist() == [True, True]
+    assert cm.compile(dead_end="restart").allowed(canvas, empty)[0, :, 4].tolist() == [False, False]
