@@ -99,7 +99,9 @@ class ConstraintModel:
     def compile(self, device: str | torch.device = "cpu", dead_end: str = "release",
                 most_constrained_first: bool = False) -> "CompiledConstraints":
         """`dead_end`: what re-noising does when the settled tokens leave some position without a candidate:
-        "release" (local repair), "restart" or "backtrack" (see `CompiledConstraints._search_step`).
+        "release" (re-noise the settled peers of a dead position), "repair" (a local search that keeps a legal
+        partial assignment, see `CompiledConstraints._repair`), "restart" or "backtrack" (see
+        `CompiledConstraints._search_step`).
         `most_constrained_first`: a pass may settle only the free positions with the fewest candidates left
         (the DSATUR order of graph colouring), the model choosing their values."""
         pinned = self.pins >= 0
@@ -137,7 +139,7 @@ class ConstraintModel:
         return torch.tensor([row])
 
 
-DEAD_ENDS = ("release", "restart", "backtrack")
+DEAD_ENDS = ("release", "repair", "restart", "backtrack")
 HALL_MAX_VALUES = 10  # Hall-set tables hold 2**D value subsets
 
 
@@ -233,7 +235,7 @@ class CompiledConstraints(Guidance):
             outside[..., self.domain] &= ~self.own_values
             self.has_outside_option = outside.any(-1)
         self.trail = GuessTrail(model.batch, length, size, device)
-        # `release` only: (position, value) pairs a repair took away, barred until pass `tabu_until`
+        # `repair` only: (position, value) pairs a repair took away, barred until pass `tabu_until`
         self.tabu_until = torch.zeros(model.batch, length, size, dtype=torch.long, device=device)
         self.clock = torch.zeros(model.batch, dtype=torch.long, device=device)  # passes seen by `violations`
         self.generator = torch.Generator(device).manual_seed(0)
@@ -372,7 +374,7 @@ class CompiledConstraints(Guidance):
             places = torch.einsum("gl,bld->bgd", self.exact_membership, candidates.float())
             hole = ((places < 0.5) & (self.exact_values > 0.5)).any(-1).float()  # [B, Gx]
             dead |= torch.einsum("gl,bg->bl", self.exact_membership, hole) > 0.5
-        if self.dead_end == "release":
+        if self.dead_end == "repair":
             # Local search keeps a partial assignment that is only legal, not provably completable: a position
             # that propagation leaves empty may still take a value no settled peer holds.
             empty = must_choose & ~settled & ~candidates.any(-1)
@@ -425,7 +427,7 @@ class CompiledConstraints(Guidance):
         _, candidates, _ = self._before  # this pass's propagation, from `allowed`
         free = self.in_groups & ~settled & (self.pins < 0)
         count = candidates.sum(-1)
-        waiting = (count == 0) if self.dead_end == "release" else torch.zeros_like(free)  # for a repair
+        waiting = (count == 0) if self.dead_end == "repair" else torch.zeros_like(free)
         count = count.masked_fill(~free | waiting, candidates.shape[-1] + 1)
         fewest = free & (count == count.min(-1, keepdim=True).values)
         # Never two peers in one pass: both may take the same value, clash and be re-noised together, and a
@@ -434,8 +436,9 @@ class CompiledConstraints(Guidance):
 
     def violations(self, canvas: Tensor, accepted: Tensor) -> Tensor | None:
         """Accepted tokens outside their allowed set or clashing with a peer, and what the dead-end policy
-        re-noises when the settled tokens leave some position without a candidate: `release` -- a local repair
-        (see `_repair`); `restart` / `backtrack` -- see `_search_step`."""
+        re-noises when the settled tokens leave some position without a candidate: `release` -- the settled
+        peers of the dead positions; `repair` -- a local repair (see `_repair`); `restart` / `backtrack` -- see
+        `_search_step`."""
         self._check_rows(canvas)
         bad = torch.zeros_like(accepted)
         if self.static_allowed is not None:
@@ -444,11 +447,15 @@ class CompiledConstraints(Guidance):
             settled = accepted | (self.pins >= 0)
             bad |= self._clashes(canvas, settled)
             settled &= ~bad
-            if self.dead_end != "release" and self._before is not None:
+            if self.dead_end in ("restart", "backtrack") and self._before is not None:
                 bad |= self._search_step(canvas, settled)
             else:
                 candidates, dead = self._propagate(canvas, settled)
-                bad |= self._repair(canvas, settled, candidates, dead)
+                if self.dead_end == "repair":
+                    bad |= self._repair(canvas, settled, candidates, dead)
+                else:
+                    near = torch.einsum("lm,bm->bl", self.neighbours, dead.float()) > 0.5
+                    bad |= near & settled
             self.clock = self.clock + 1
         for predicate in self.predicates:
             if predicate.locate is not None:
@@ -456,7 +463,7 @@ class CompiledConstraints(Guidance):
         return bad & accepted & (self.pins < 0)  # pins are never blamed
 
     def _repair(self, canvas: Tensor, settled: Tensor, candidates: Tensor, dead: Tensor) -> Tensor:
-        """The `release` policy's local repair, after PartialCol (Bloechliger & Zufferey 2008). Positions left with
+        """The `repair` policy, a local search after PartialCol (Bloechliger & Zufferey 2008). Positions left with
         no candidate wait while the others settle. Each pass, a waiting position may take back the value its
         settled peers hold least often (among values it is not barred from); the canvas makes its cheapest such
         moves, on positions no two of which are peers, and re-noises only those holders: the value then reaches

@@ -227,7 +227,7 @@ class GraphSolver(_DiffusionSolver):
         labels, edges = relabel(core, first=pinned)  # the clique's colours are pinned: symmetry broken
         n = len(labels)
         guidance = coloring_constraints(n, edges, k, self.model.device,
-                                        dead_end="backtrack" if backtrack else "release", clique=max(len(pinned), 1))
+                                        dead_end="backtrack" if backtrack else None, clique=max(len(pinned), 1))
         canvas, passes = self._run([color_prompt(n, edges, k)], guidance, CANVAS["color"], max_steps=max_steps,
                                    callback=callback, salt=k)
         for row in canvas:

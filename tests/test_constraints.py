@@ -323,10 +323,10 @@ def star():
     cm.allow(range(4), [4, 5])
     for leaf in range(3):
         cm.all_different([leaf, 3], [4, 5])
-    return cm.compile(dead_end="release")
+    return cm.compile(dead_end="repair")
 
 
-def test_release_repairs_a_dead_position_with_its_cheapest_value_and_bars_the_holder():
+def test_repair_fixes_a_dead_position_with_its_cheapest_value_and_bars_the_holder():
     guidance = star()
     canvas = torch.tensor([[4, 4, 5, 0]])  # leaves A, A, B: the centre has no value left
     settled = torch.tensor([[True, True, True, False]])
@@ -339,7 +339,7 @@ def test_release_repairs_a_dead_position_with_its_cheapest_value_and_bars_the_ho
     assert barred.tolist() == [False, False, True, False]  # leaf 2 may not retake B for a while
 
 
-def test_release_lets_a_position_propagation_empties_take_a_value_no_settled_peer_holds():
+def test_repair_lets_a_position_propagation_empties_take_a_value_no_settled_peer_holds():
     cm = ConstraintModel(2, 8)
     cm.allow(range(2), [4])
     cm.all_different([0, 1], [4, 5])
@@ -347,5 +347,6 @@ def test_release_lets_a_position_propagation_empties_take_a_value_no_settled_pee
     canvas = torch.zeros(1, 2, dtype=torch.long)
     # Each free position has only A, so propagation empties both: a proof of no solution, but local search
     # keeps a legal partial assignment and may still place one of them.
-    assert cm.compile(dead_end="release").allowed(canvas, empty)[0, :, 4].tolist() == [True, True]
-    assert cm.compile(dead_end="restart").allowed(canvas, empty)[0, :, 4].tolist() == [False, False]
+    assert cm.compile(dead_end="repair").allowed(canvas, empty)[0, :, 4].tolist() == [True, True]
+    for proof_based in ("release", "restart"):
+        assert cm.compile(dead_end=proof_based).allowed(canvas, empty)[0, :, 4].tolist() == [False, False]

@@ -516,3 +516,11 @@ def test_cli_reports_a_proved_optimum(tmp_path):
     record = json.loads(out.stdout.strip().splitlines()[-1])
     assert out.exit_code == 0 and record["num_colors"] == 4 and record["optimal"]
     assert [a["refuted"] for a in record["attempts"]] == [False, True]
+
+
+def test_dense_graphs_get_the_local_search_and_sparse_ones_the_release():
+    clique = [(u, v) for u in range(5) for v in range(u + 1, 5)]
+    path = [(u, u + 1) for u in range(9)]
+    assert coloring_constraints(5, clique, 5).dead_end == "repair"
+    assert coloring_constraints(10, path, 2).dead_end == "release"
+    assert coloring_constraints(5, clique, 5, dead_end="backtrack").dead_end == "backtrack"
