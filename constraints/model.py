@@ -347,7 +347,8 @@ class CompiledConstraints(Guidance):
         held = self._domain_onehot(canvas, settled) > 0.5
         open_values = (self.trail.ruled_at < 0) & (self.tabu_until <= self.clock[:, None, None])
         candidates = torch.where(settled.unsqueeze(2), held, candidates & open_values)
-        legal = candidates & ~self._taken(held.float())  # what the settled tokens alone leave each position
+        if self.dead_end == "repair":
+            legal = candidates & ~self._taken(held.float())  # what the settled tokens alone leave each position
         holds = settled & held.any(-1)  # settled on a value: its peers lose it, outside options or not
         must_choose = self.in_groups & ~self.has_outside_option & ~(settled & ~holds)
         dead = torch.zeros_like(settled)
