@@ -455,8 +455,7 @@ class CompiledConstraints(Guidance):
                 if self.dead_end == "repair":
                     bad |= self._repair(canvas, settled, candidates, dead)
                 else:
-                    near = torch.einsum("lm,bm->bl", self.neighbours, dead.float()) > 0.5
-                    bad |= near & settled
+                    bad |= self._peers_of(dead) & settled
             self.clock = self.clock + 1
         for predicate in self.predicates:
             if predicate.locate is not None:
@@ -493,8 +492,11 @@ class CompiledConstraints(Guidance):
                                                                device=free.device)
         self.tabu_until = torch.where(release, (self.clock + 1 + tenure)[:, None, None], self.tabu_until)
         stuck = dead.any(-1) & ~(free & candidates.any(-1)).any(-1) & ~move.any(-1)
-        near = torch.einsum("lm,bm->bl", self.neighbours, dead.float()) > 0.5
-        return (release.any(-1) | (near & stuck.unsqueeze(1))) & settled
+        return (release.any(-1) | (self._peers_of(dead) & stuck.unsqueeze(1))) & settled
+
+    def _peers_of(self, flags: Tensor) -> Tensor:
+        """[B, L]: positions sharing a group with some flagged position."""
+        return torch.einsum("lm,bm->bl", self.neighbours, flags.float()) > 0.5
 
     def _search_step(self, canvas: Tensor, settled: Tensor) -> Tensor:
         """Restart / backtrack search over guesses, all canvases at once. Returns the positions to re-noise.
