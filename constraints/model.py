@@ -467,8 +467,8 @@ class CompiledConstraints(Guidance):
         no candidate wait while the others settle. Each pass, a waiting position may take back the value its
         settled peers hold least often (among values it is not barred from); the canvas makes its cheapest such
         moves, on positions no two of which are peers, and re-noises only those holders: the value then reaches
-        the waiting position as its last candidate. A holder may not retake that value for 0.6 x (free
-        positions) + 0-9 passes, so repairs do not undo each other at once. A dead end with no move and nothing
+        the waiting position as its last candidate. A holder may not retake that value for (0.6 x (waiting
+        positions) + 0-9) / 2 passes, so repairs do not undo each other at once. A dead end with no move and nothing
         free to settle releases every settled peer of its dead positions. Returns the positions to re-noise."""
         free = self.in_groups & ~settled & (self.pins < 0)
         waiting = free & ~self.has_outside_option & ~candidates.any(-1)
@@ -488,8 +488,9 @@ class CompiledConstraints(Guidance):
         move &= ~((move.float() @ self.earlier_peers.T) > 0.5)
         take = torch.zeros_like(held).scatter_(2, best.unsqueeze(2), 1.0) * move.unsqueeze(2)
         release = (torch.einsum("lmd,bld->bmd", self.peers, take) > 0.5) & (held > 0.5)  # [B, L, D]
-        tenure = (0.6 * free.sum(-1)).long() + torch.randint(0, 10, free.shape[:1], generator=self.generator,
-                                                               device=free.device)
+        # PartialCol's tenure, 0.6 x (positions waiting) + 0-9 moves, counted in passes: a pass makes about two
+        tenure = ((0.6 * waiting.sum(-1)).long() + torch.randint(0, 10, free.shape[:1], generator=self.generator,
+                                                                  device=free.device)) // 2
         self.tabu_until = torch.where(release, (self.clock + 1 + tenure)[:, None, None], self.tabu_until)
         stuck = dead.any(-1) & ~(free & candidates.any(-1)).any(-1) & ~move.any(-1)
         return (release.any(-1) | (self._peers_of(dead) & stuck.unsqueeze(1))) & settled
