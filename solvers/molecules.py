@@ -76,9 +76,11 @@ class MoleculeDesigner:
         self.model = model
         self.guided = guided
         # Guided canvases sample cooler than the released schedule (0.8 -> 0.4): accepted tokens persist, so
-        # each poorly sampled token costs a backtrack (measured: 3x more verified canvases at 0.3 -> 0.1).
+        # each poorly sampled token costs a backtrack. Too cool narrows the molecules: on 1,000 unconditioned
+        # canvases 0.5 -> 0.25 returned 638 verified (0.3 -> 0.1: 579, 0.8 -> 0.4: 545) with FCD/Test 10.0
+        # (12.2, 9.8) and 1.95 rings per molecule (1.72, 2.05; MOSES 2.6).
         # The model alone samples with the checkpoint's own settings (its generation_config.json).
-        base = (SamplingConfig(t_max=0.3, t_min=0.1, stability_threshold=None, keep_accepted=True) if guided
+        base = (SamplingConfig(t_max=0.5, t_min=0.25, stability_threshold=None, keep_accepted=True) if guided
                 else released_config(model))
         self.config = replace(base, max_denoising_steps=max_steps or base.max_denoising_steps, drop_finished=True,
                               eos_token_id=task.EOS, pad_token_id=task.PAD)
