@@ -17,7 +17,7 @@ from rich.console import Console
 from ..core import CheckpointError, ConfigError, SamplingConfig, StepInfo, generate, load_model
 from .checkpoints import default_checkpoint
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="markdown",
                   help="diffsolve: constraint-guided diffusion solvers that return only verified answers.")
 console = Console()
 TASKS = ("sorting", "sudoku", "molecules", "graphs")
@@ -40,6 +40,20 @@ def _check_writable(path: Path | None, option: str) -> None:
         raise typer.Exit(2)
 
 
+# What each drawing path writes: RDKit's molecule grids are PIL images, graphs are matplotlib figures.
+IMAGE_TYPES = {"molecules": (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff", ".webp"),
+               "graphs": (".png", ".svg", ".pdf", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".eps", ".ps")}
+
+
+def _check_image(path: Path | None, kind: str) -> None:
+    """--image: a writable path of a type the drawing can be saved as, checked before any work."""
+    _check_writable(path, "--image")
+    if path is not None and path.suffix.lower() not in IMAGE_TYPES[kind]:
+        _error(f"--image {path}: cannot write {path.suffix or 'a file without a suffix'}; "
+               f"use {', '.join(IMAGE_TYPES[kind])}")
+        raise typer.Exit(2)
+
+
 _OPTIONS = {"compile": False}
 
 
@@ -58,15 +72,32 @@ def _check_search(model_only: bool, backtrack: bool) -> None:
         raise typer.Exit(2)
 
 
-def _load(checkpoint: str | None, task: str, device: str):
+def _check_device(device: str) -> None:
+    """Refuse a device torch cannot use here before anything is loaded."""
+    try:
+        kind = torch.device(device).type
+    except RuntimeError:
+        kind = None
+    if kind not in ("cpu", "cuda"):
+        _error(f"--device {device}: expected cpu, cuda or cuda:N")
+        raise typer.Exit(2)
+    if kind == "cuda" and not torch.cuda.is_available():
+        _error(f"--device {device}: torch {torch.__version__} sees no CUDA device on this machine")
+        raise typer.Exit(2)
+
+
+def _load(checkpoint: str | None, task: str, device: str, build: Callable = lambda model: model):
+    """The task's model (compiled with --compile) wrapped by `build` (a solver, which refuses a checkpoint made
+    for another task); unusable devices and checkpoints exit 2 with one line."""
+    _check_device(device)
     try:
         model = load_model(checkpoint or default_checkpoint(task), device=device)
+        if _OPTIONS["compile"]:
+            model.compile_denoiser()
+        return build(model)
     except (CheckpointError, ConfigError) as exc:
         _error(f"{exc}")
         raise typer.Exit(2) from None
-    if _OPTIONS["compile"]:
-        model.compile_denoiser()
-    return model
 
 
 @app.command()
@@ -132,8 +163,8 @@ def sudoku(
     temperature: float = typer.Option(2.0, min=0.01, help="Sampling temperature of the guided search (hot keeps "
                                       "restarts from repeating the model's confident wrong guesses; forced cells "
                                       "settle regardless). Ignored with --model-only (released schedule)."),
-    trace: bool = typer.Option(False, help="Show the first puzzle's canvas pass by pass (settled cells green, "
-                                           "cells re-noised by a constraint red)."),
+    trace: bool = typer.Option(False, help="Show the first puzzle's canvas pass by pass on stderr (settled cells "
+                                           "green, cells re-noised by a constraint red)."),
     seed: int = typer.Option(0, help="Sampler seed."),
     device: str = typer.Option("cpu", help="cpu or cuda."),
 ) -> None:
@@ -161,9 +192,9 @@ def sudoku(
     if not good:
         _error(f"{name}: no usable puzzle")
         raise typer.Exit(2)
-    model = _load(checkpoint, "sudoku", device)
-    solver = SudokuSolver(model, guided=not model_only, canvases=canvases, max_steps=max_steps, seed=seed,
-                          backtrack=backtrack, temperature=temperature)
+    solver = _load(checkpoint, "sudoku", device, lambda model: SudokuSolver(
+        model, guided=not model_only, canvases=canvases, max_steps=max_steps, seed=seed, backtrack=backtrack,
+        temperature=temperature))
     results: dict[int, object] = {}
 
     def emit_unreadable(entry: PuzzleFormatError) -> None:  # stdout keeps one record per entry, in input order
@@ -241,12 +272,13 @@ def molecules(
     hba: str = typer.Option(None, help="Hydrogen-bond acceptors " + PROPERTY_OPTION_HELP),
     rings: str = typer.Option(None, help="Ring count " + PROPERTY_OPTION_HELP),
     heavy_atoms: str = typer.Option(None, help="Heavy-atom count " + PROPERTY_OPTION_HELP),
-    max_ring_size: int = typer.Option(7, min=0, help="Largest ring allowed, in atoms; the default keeps to the "
-                                                     "training data (no macrocycles); 0 allows any size."),
+    max_ring_size: int = typer.Option(7, min=0, help="Largest ring allowed, in atoms (at least 3); the default "
+                                                     "keeps to the training data (no macrocycles); 0 allows any size."),
     budget: int = typer.Option(None, min=1, help="Most canvases to try (default 200 x num + 256)."),
     format: str = typer.Option("smi", "--format", "-f", help="smi, csv, sdf or json (one object per line)."),
     out: Path = typer.Option(None, "--out", "-o", help="Write here instead of stdout (written whole at the end)."),
-    image: Path = typer.Option(None, help="Also draw the molecules as a grid (PNG) with RDKit."),
+    image: Path = typer.Option(None, help="Also draw the molecules as a grid with RDKit; the suffix picks the "
+                                          "type (.png, .jpg, .webp, ...)."),
     model_only: bool = typer.Option(False, "--model-only", help="Stock sampler without chemistry guidance "
                                                                 "(molecules are still verified)."),
     checkpoint: str = typer.Option(None, help="Checkpoint directory or hub id (default: the shipped model)."),
@@ -266,16 +298,22 @@ def molecules(
         raise typer.Exit(2)
     texts = {"logp": logp, "mw": mw, "qed": qed, "tpsa": tpsa, "hbd": hbd, "hba": hba, "rings": rings,
              "heavy_atoms": heavy_atoms}
+    if 0 < max_ring_size < 3:
+        _error(f"--max-ring-size must be 0 (rings of any size) or at least 3 (the smallest ring), got {max_ring_size}")
+        raise typer.Exit(2)
     try:
         windows = {name: parse_window(text, name) for name, text in texts.items() if text is not None}
         request = MoleculeRequest.parse(windows, contains=contains, scaffold=scaffold,
                                         max_ring_size=max_ring_size or None)
     except RequestError as exc:
-        _error(f"{exc}")
+        # The request's messages start with the Python argument ('heavy_atoms: ...'); name the option typed.
+        head, colon, rest = f"{exc}".partition(": ")
+        known = head in texts or head in ("contains", "scaffold")
+        _error(f"--{head.replace('_', '-')}: {rest}" if colon and known else f"{exc}")
         raise typer.Exit(2) from None
     _check_writable(out, "--out")
-    _check_writable(image, "--image")
-    designer = MoleculeDesigner(_load(checkpoint, "molecules", device), guided=not model_only)
+    _check_image(image, "molecules")
+    designer = _load(checkpoint, "molecules", device, lambda model: MoleculeDesigner(model, guided=not model_only))
     budget = budget if budget is not None else default_budget(num)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -352,7 +390,10 @@ def _draw_molecules(found, path: Path) -> None:
 
 
 def _sudoku_tracer(canvases: int):
+    """Prints to stderr, so that stdout holds only the results (one JSON object per line with -f json)."""
     from ..tasks import sudoku as task
+
+    console = Console(stderr=True)
 
     def show(info: StepInfo) -> None:
         row = int(info.solved.nonzero()[0, 0]) if info.solved.any() else 0  # the verified canvas once there is one
@@ -379,14 +420,16 @@ def train(
     out: Path = typer.Option(..., help="Run directory: checkpoints, log, and the final model in out/model."),
     steps: int = typer.Option(3000, min=1, help="Optimizer steps."),
     batch_size: int = typer.Option(64, min=1, help="Examples per step."),
-    lr: float = typer.Option(2e-3, help="Peak learning rate (warmup then cosine)."),
+    lr: float = typer.Option(2e-3, min=0.0, help="Peak learning rate (warmup then cosine)."),
     seed: int = typer.Option(0, help="Seed for initialisation and data."),
     device: str = typer.Option("cpu", help="cpu or cuda."),
-    threads: int = typer.Option(2, help="CPU threads for torch."),
-    time_budget: float = typer.Option(None, help="Stop after this many seconds (schedule follows the clock)."),
+    threads: int = typer.Option(2, min=1, help="CPU threads for torch."),
+    time_budget: float = typer.Option(None, min=1, help="Stop after this many seconds; the learning-rate schedule "
+                                      "then follows the clock (default: no limit, the schedule follows --steps)."),
     data: Path = typer.Option(None, help="Sudoku/molecules: training set .npz (made in the run directory if absent)."),
-    examples: int = typer.Option(50_000, help="Sudoku/molecules: size of the generated base set / MOSES subset."),
-    workers: int = typer.Option(2, help="Sudoku/molecules: processes preparing the training set."),
+    examples: int = typer.Option(50_000, min=1, help="Sudoku/molecules: size of the generated base set / MOSES "
+                                 "subset."),
+    workers: int = typer.Option(2, min=1, help="Sudoku/molecules: processes preparing the training set."),
     init: Path = typer.Option(None, help="Start from this model's weights (fresh optimizer and schedule) instead "
                               "of a seeded initialisation; it must have the task's architecture."),
 ) -> None:
@@ -399,6 +442,7 @@ def train(
     if task not in TASKS:
         _error(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
         raise typer.Exit(2)
+    _check_device(device)
     torch.set_num_threads(threads)
     module = {"sorting": sorting, "sudoku": sudoku, "molecules": molecules, "graphs": graph_data}[task]
     model = new_model(module.model_config(), seed=seed)

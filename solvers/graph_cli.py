@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from .cli import _check_search, _check_writable, _error, _load, _write_atomically, app
+from .cli import _check_image, _check_search, _error, _load, _write_atomically, app
 
 FORMATS = ("text", "json")
 # Options every graph command shares (typer reads them as defaults).
@@ -19,6 +19,7 @@ MODEL_ONLY = typer.Option(False, "--model-only", help="Stock sampler on one canv
 CHECKPOINT = typer.Option(None, help="Checkpoint directory or hub id (default: the shipped graphs model).")
 SEED = typer.Option(0, help="Sampler seed.")
 DEVICE = typer.Option("cpu", help="cpu or cuda.")
+IMAGE_HELP = " (the suffix picks the type: .png, .svg, .pdf, ...)."
 
 
 def _check_format(format: str) -> None:
@@ -37,14 +38,14 @@ def _graph(file: Path):
         raise typer.Exit(2) from None
 
 
-def _node(graph, text: str | None):
+def _node(graph, text: str | None, option: str, file: Path):
     """A node given on the command line, as the graph's own label (integers stay integers)."""
     if text is None:
         return None
     for label in graph.nodes:
         if str(label) == text:
             return label
-    _error(f"node {text!r} is not in the graph")
+    _error(f"{option} {text}: no such node in {file}")
     raise typer.Exit(2)
 
 
@@ -52,8 +53,8 @@ def _solver(kind: str, checkpoint, device, model_only, canvases, max_steps, seed
     from .graphs import CountdownSolver, GraphSolver
 
     cls = CountdownSolver if kind == "countdown" else GraphSolver
-    return cls(_load(checkpoint, "graphs", device), guided=not model_only, canvases=canvases, max_steps=max_steps,
-               seed=seed)
+    return _load(checkpoint, "graphs", device, lambda model: cls(model, guided=not model_only, canvases=canvases,
+                                                                 max_steps=max_steps, seed=seed))
 
 
 def _emit(result, format: str, text: str) -> None:
@@ -110,7 +111,7 @@ def coloring(
                                                    "counting down from networkx's DSATUR count."),
     format: str = typer.Option("text", "--format", "-f", help="text, or json (one object: coloring, num_colors, "
                                                               "verified, attempts)."),
-    image: Path = typer.Option(None, help="Also draw the coloured graph (PNG)."),
+    image: Path = typer.Option(None, help="Also draw the coloured graph" + IMAGE_HELP),
     canvases: int = CANVASES,
     max_steps: int = typer.Option(256, min=1, help="Denoising passes per attempt before it counts as failed "
                                                    "(GraphSolver's own default in Python is 128)."),
@@ -133,7 +134,7 @@ def coloring(
 
     _check_format(format)
     _check_search(model_only, backtrack)
-    _check_writable(image, "--image")
+    _check_image(image, "graphs")
     graph = _graph(file)
     solver = _solver("coloring", checkpoint, device, model_only, canvases, max_steps, seed)
     with _progress("colouring (passes)") as bar:
@@ -165,10 +166,10 @@ def hamiltonian(
     file: Path = typer.Argument(..., help="Edge list ('U V' per line) or DIMACS .col file; up to 31 nodes and "
                                           "136 edges."),
     cycle: bool = typer.Option(False, "--cycle", help="Find a Hamiltonian cycle instead of a path."),
-    start: str = typer.Option(None, help="Node the path must start at."),
-    end: str = typer.Option(None, help="Node the path must end at (paths only)."),
+    start: str = typer.Option(None, help="Node the path must start at (default: any)."),
+    end: str = typer.Option(None, help="Node the path must end at (paths only; default: any)."),
     format: str = typer.Option("text", "--format", "-f", help="text, or json (path, verified, reason)."),
-    image: Path = typer.Option(None, help="Also draw the graph with the path (PNG)."),
+    image: Path = typer.Option(None, help="Also draw the graph with the path" + IMAGE_HELP),
     canvases: int = CANVASES,
     max_steps: int = typer.Option(128, min=1, help="Denoising passes before giving up."),
     model_only: bool = MODEL_ONLY,
@@ -185,14 +186,14 @@ def hamiltonian(
     if cycle and end is not None:
         _error("--end applies to paths; a cycle ends where it starts")
         raise typer.Exit(2)
-    _check_writable(image, "--image")
+    _check_image(image, "graphs")
     graph = _graph(file)
+    start, end = _node(graph, start, "--start", file), _node(graph, end, "--end", file)
     solver = _solver("hamiltonian", checkpoint, device, model_only, canvases, max_steps, seed)
     with _progress("searching (passes)") as bar:
         task = bar.add_task("route", total=max_steps)
         try:
-            result = solver.hamiltonian_path(graph, cycle, start=_node(graph, start), end=_node(graph, end),
-                                             callback=_pass_counter(bar, task))
+            result = solver.hamiltonian_path(graph, cycle, start=start, end=end, callback=_pass_counter(bar, task))
         except GraphError as exc:
             _error(f"{file}: {exc}")
             raise typer.Exit(2) from None
@@ -213,7 +214,7 @@ def path(
     shortest: bool = typer.Option(False, "--shortest", help="Only accept a shortest path (by weight when the "
                                                             "edge list has weights, else by hops)."),
     format: str = typer.Option("text", "--format", "-f", help="text, or json (path, length, verified, reason)."),
-    image: Path = typer.Option(None, help="Also draw the graph with the path (PNG)."),
+    image: Path = typer.Option(None, help="Also draw the graph with the path" + IMAGE_HELP),
     canvases: int = CANVASES,
     max_steps: int = typer.Option(64, min=1, help="Denoising passes before giving up (GraphSolver's own default "
                                                   "in Python is 128)."),
@@ -228,14 +229,15 @@ def path(
     from ..tasks.graphs import GraphError
 
     _check_format(format)
-    _check_writable(image, "--image")
+    _check_image(image, "graphs")
     graph = _graph(file)
     weighted = any("weight" in data for _, _, data in graph.edges(data=True))
+    source, target = _node(graph, source, "--source", file), _node(graph, target, "--target", file)
     solver = _solver("path", checkpoint, device, model_only, canvases, max_steps, seed)
     with _progress("searching (passes)") as bar:
         task = bar.add_task("route", total=max_steps)
         try:
-            result = solver.path(graph, _node(graph, source), _node(graph, target),
+            result = solver.path(graph, source, target,
                                  weight="weight" if weighted and shortest else None, shortest=shortest,
                                  callback=_pass_counter(bar, task))
         except GraphError as exc:
@@ -297,7 +299,14 @@ def countdown(
 
 def _countdown_instances(instance: str, target, error_type, parse) -> list[tuple[list[int], int]]:
     file = Path(instance)
-    if target is not None or not (instance.endswith(".jsonl") or file.is_file()):
+    named_file = file.exists() or file.suffix in (".jsonl", ".json", ".txt") or "/" in instance
+    if named_file and target is not None:
+        _error(f"--target applies to numbers given inline; in {file} each line carries its own target")
+        raise typer.Exit(2)
+    if named_file and not file.exists():
+        _error(f"{file}: no such file (numbers inline look like '4 7 8 8 --target 24')")
+        raise typer.Exit(2)
+    if not named_file:
         try:
             numbers, goal = parse(instance, target)
             if target is None:

@@ -380,6 +380,9 @@ def parse_puzzles(text: str, path: str = "<input>") -> list[ParsedPuzzle | Puzzl
     header = next((k for k, raw in enumerate(lines) if raw.strip() and not raw.strip().startswith("#")), None)
     # A first line naming a puzzle/quizzes column marks CSV (a one-column CSV has no comma at all).
     columns = _csv_columns(lines[header]) if header is not None else None
+    if columns is None and header is not None and "," in lines[header] and any(c.isalpha() for c in lines[header]):
+        return [PuzzleFormatError(path, header + 1, f"a CSV header needs a puzzle (or quizzes) column, found "
+                                                    f"{lines[header].strip()!r}")]
     records = _csv_records(lines, header, columns) if columns else _text_records(lines)
     results: list[ParsedPuzzle | PuzzleFormatError] = []
     for record in records:

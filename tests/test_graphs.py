@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from diffsolve.core import SamplingConfig, generate
 from diffsolve.solvers import CountdownSolver, GraphSolver
+from diffsolve.solvers.checkpoints import default_checkpoint
 from diffsolve.solvers.cli import app
 from diffsolve.tasks import countdown
 from diffsolve.tasks import graph_data as data
@@ -394,10 +395,29 @@ def test_cli_countdown_jsonl_in_input_order(tmp_path):
     (["countdown", "86 28", "--target", "0"], "--target"),
     (["countdown", "86 x 13", "--target", "9"], "whole numbers"),
     (["coloring", "missing.col"], "missing.col"),
+    (["countdown", "puzzles.jsonl"], "puzzles.jsonl: no such file"),
 ])
 def test_cli_bad_input_exits_2(args, message):
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 2 and message in result.stderr + result.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["hamiltonian", "{graph}", "--start", "99"], "--start 99: no such node in {graph}"),
+    (["path", "{graph}", "--source", "0", "--target", "7"], "--target 7: no such node in {graph}"),
+    (["coloring", "{graph}", "--image", "{graph}.xyz"], "cannot write .xyz; use .png, .svg"),
+    (["coloring", "{graph}", "--device", "cuda:x"], "--device cuda:x: expected cpu, cuda or cuda:N"),
+    (["path", "{graph}", "--source", "0", "--target", "2", "--checkpoint", "{sorting}"], "not a graphs checkpoint"),
+    (["countdown", "{jsonl}", "--target", "6"], "--target applies to numbers given inline"),
+])
+def test_cli_refuses_bad_options_before_any_work(tmp_path, args, message):
+    graph, jsonl = tmp_path / "triangle.txt", tmp_path / "cd.jsonl"
+    graph.write_text("0 1\n1 2\n2 0\n")
+    jsonl.write_text('{"input": "1,2,3,6"}\n')
+    names = {"graph": graph, "jsonl": jsonl, "sorting": default_checkpoint("sorting")}
+    result = CliRunner().invoke(app, [a.format(**names) for a in args])
+    assert result.exit_code == 2 and message.format(**names) in result.stderr and not result.stdout
+    assert not list(tmp_path.glob("*.xyz"))
 
 
 def test_cli_coloring_keeps_dimacs_labels_and_draws(tmp_path):

@@ -11,6 +11,7 @@ from rdkit import Chem
 from typer.testing import CliRunner
 
 from diffsolve.solvers import MoleculeDesigner
+from diffsolve.solvers.checkpoints import default_checkpoint
 from diffsolve.solvers.cli import app
 from diffsolve.tasks import molecules as task
 from diffsolve.tasks.molecule_data import PROPERTIES, SmilesError, featurize, split_smiles, tokenize_known
@@ -335,6 +336,11 @@ def test_cli_budget_exhaustion_exits_1_with_what_was_found():
     (["--format", "xyz"], "--format"),
     (["--out", "/nonexistent-folder/m.sdf"], "--out /nonexistent-folder/m.sdf: folder /nonexistent-folder does not"),
     (["--image", "."], "--image .: is a folder"),
+    (["--image", "grid.xyz"], "--image grid.xyz: cannot write .xyz"),
+    (["--heavy-atoms", "30:20"], "--heavy-atoms: lower bound 30 is above upper bound 20"),
+    (["--max-ring-size", "2"], "--max-ring-size must be 0 (rings of any size) or at least 3"),
+    (["--device", "gpu"], "--device gpu: expected cpu, cuda or cuda:N"),
+    (["--checkpoint", str(default_checkpoint("sudoku"))], "not a molecules checkpoint"),
 ])
 def test_cli_rejects_bad_requests_with_exit_2(args, message):
     result = CliRunner().invoke(app, ["molecules", "-n", "1", *args])

@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from diffsolve.solvers.cli import app
 from diffsolve.solvers import SudokuSolver
+from diffsolve.solvers.checkpoints import default_checkpoint
 from diffsolve.tasks.sudoku_data import is_valid_solution, make_puzzle, random_grid
 
 
@@ -95,8 +96,10 @@ def test_cli_json_in_input_order_with_errors_named(tmp_path):
     solved = [lines[1], lines[3]]
     assert all(line["verified"] and is_valid_solution(line["puzzle"], line["solution"]) for line in solved)
     assert {"steps", "forward_passes", "seconds"} <= set(lines[1])
-    traced = CliRunner().invoke(app, ["sudoku", str(path), "--trace", "--canvases", "2"])
+    traced = CliRunner().invoke(app, ["sudoku", str(path), "--trace", "--canvases", "2", "--format", "json"])
     assert traced.exit_code == 0 and "solving line 2 only, not the other 1" in traced.stderr
+    assert "pass 1:" in traced.stderr  # the trace goes to stderr: stdout stays one JSON object per line
+    assert [json.loads(line)["line"] for line in traced.stdout.splitlines()] == [2]
 
 
 def test_cli_unusable_input_exits_2(tmp_path):
@@ -129,3 +132,14 @@ def test_cli_rejects_bad_options(tmp_path):
     assert CliRunner().invoke(app, ["sudoku", str(path), "--canvases", "0"]).exit_code == 2
     assert CliRunner().invoke(app, ["sudoku", str(path), "--format", "xml"]).exit_code == 2
     assert CliRunner().invoke(app, ["sudoku", str(path), "--model-only", "--backtrack"]).exit_code == 2
+    for args, message in ((["--device", "gpu"], "--device gpu: expected cpu, cuda or cuda:N"),
+                          (["--checkpoint", str(default_checkpoint("graphs"))], "not a sudoku checkpoint")):
+        result = CliRunner().invoke(app, ["sudoku", str(path), *args])
+        assert result.exit_code == 2 and message in result.stderr and not result.stdout
+
+
+def test_cli_names_a_csv_header_without_a_puzzle_column(tmp_path):
+    path = tmp_path / "grids.csv"
+    path.write_text("id,grid\n1," + easy_puzzle(4)[0] + "\n")
+    result = CliRunner().invoke(app, ["sudoku", str(path)])
+    assert result.exit_code == 2 and f"{path}:1: a CSV header needs a puzzle (or quizzes) column" in result.stderr
