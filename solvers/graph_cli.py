@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
 
 import typer
 from rich.console import Console
@@ -96,11 +98,25 @@ def _progress(label: str):
                     console=Console(stderr=True), transient=True)
 
 
-def _pass_counter(bar, task):
-    def tick(info) -> None:
-        bar.update(task, completed=info.step)
+def _search(file: Path, label: str, max_steps: int, run: Callable):
+    """`run(callback)` under a progress bar of passes; a GraphError (the input does not fit) is exit 2."""
+    from ..tasks.graphs import GraphError
 
-    return tick
+    with _progress(f"{label} (passes)") as bar:
+        task = bar.add_task(label, total=max_steps)
+        try:
+            return run(lambda info: bar.update(task, completed=info.step))
+        except GraphError as exc:
+            _error(f"{file}: {exc}")
+            raise typer.Exit(2) from None
+
+
+def _finish(result, format: str, text: str, draw: Callable[[], None] | None) -> NoReturn:
+    """Print the answer, draw it when it is verified and an image was asked for, exit 0 verified / 1 not."""
+    _emit(result, format, text)
+    if draw is not None and result.verified:
+        draw()
+    raise typer.Exit(0 if result.verified else 1)
 
 
 @app.command()
@@ -130,20 +146,13 @@ def coloring(
 
     Colours are numbered from 0; DIMACS nodes keep their 1-based numbers. Exit status: 0 verified colouring,
     1 none found, 2 bad input."""
-    from ..tasks.graphs import GraphError
-
     _check_format(format)
     _check_search(model_only, backtrack)
     _check_image(image, "graphs")
     graph = _graph(file)
     solver = _solver("coloring", checkpoint, device, model_only, canvases, max_steps, seed)
-    with _progress("colouring (passes)") as bar:
-        task = bar.add_task("k", total=max_steps)
-        try:
-            result = solver.color(graph, k, backtrack=backtrack, callback=_pass_counter(bar, task))
-        except GraphError as exc:
-            _error(f"{file}: {exc}")
-            raise typer.Exit(2) from None
+    result = _search(file, "colouring", max_steps,
+                     lambda callback: solver.color(graph, k, backtrack=backtrack, callback=callback))
     n = graph.number_of_nodes()
     tried = ", ".join(f"k={a['k']} {'ok' if a['found'] else 'impossible' if a['refuted'] else 'failed'}"
                       + (f" ({a['core_nodes']} nodes sampled)" if a.get("core_nodes", n) < n else "")
@@ -155,10 +164,7 @@ def coloring(
         lines += [f"{node} {color}" for node, color in result.coloring.items()]
     else:
         lines = [f"no verified colouring: {result.reason}" + (f" ({tried})" if tried else "")]
-    _emit(result, format, "\n".join(lines))
-    if image is not None and result.verified:
-        _draw(graph, image, coloring=result.coloring)
-    raise typer.Exit(0 if result.verified else 1)
+    _finish(result, format, "\n".join(lines), image and (lambda: _draw(graph, image, coloring=result.coloring)))
 
 
 @app.command()
@@ -180,8 +186,6 @@ def hamiltonian(
     """Visit every node exactly once along the graph's edges.
 
     Exit status: 0 verified, 1 none found, 2 bad input."""
-    from ..tasks.graphs import GraphError
-
     _check_format(format)
     if cycle and end is not None:
         _error("--end applies to paths; a cycle ends where it starts")
@@ -190,19 +194,11 @@ def hamiltonian(
     graph = _graph(file)
     start, end = _node(graph, start, "--start", file), _node(graph, end, "--end", file)
     solver = _solver("hamiltonian", checkpoint, device, model_only, canvases, max_steps, seed)
-    with _progress("searching (passes)") as bar:
-        task = bar.add_task("route", total=max_steps)
-        try:
-            result = solver.hamiltonian_path(graph, cycle, start=start, end=end, callback=_pass_counter(bar, task))
-        except GraphError as exc:
-            _error(f"{file}: {exc}")
-            raise typer.Exit(2) from None
+    result = _search(file, "searching", max_steps,
+                     lambda callback: solver.hamiltonian_path(graph, cycle, start=start, end=end, callback=callback))
     text = (f"verified Hamiltonian {'cycle' if cycle else 'path'}: {' '.join(map(str, result.path))} "
             f"({result.seconds:.1f} s)" if result.verified else f"no verified answer: {result.reason}")
-    _emit(result, format, text)
-    if image is not None and result.verified:
-        _draw(graph, image, route=result.path, cycle=cycle)
-    raise typer.Exit(0 if result.verified else 1)
+    _finish(result, format, text, image and (lambda: _draw(graph, image, route=result.path, cycle=cycle)))
 
 
 @app.command()
@@ -226,29 +222,18 @@ def path(
     """Find a path from SOURCE to TARGET (shortest ones are checked against networkx).
 
     Exit status: 0 verified, 1 none found, 2 bad input."""
-    from ..tasks.graphs import GraphError
-
     _check_format(format)
     _check_image(image, "graphs")
     graph = _graph(file)
     weighted = any("weight" in data for _, _, data in graph.edges(data=True))
     source, target = _node(graph, source, "--source", file), _node(graph, target, "--target", file)
     solver = _solver("path", checkpoint, device, model_only, canvases, max_steps, seed)
-    with _progress("searching (passes)") as bar:
-        task = bar.add_task("route", total=max_steps)
-        try:
-            result = solver.path(graph, source, target,
-                                 weight="weight" if weighted and shortest else None, shortest=shortest,
-                                 callback=_pass_counter(bar, task))
-        except GraphError as exc:
-            _error(f"{file}: {exc}")
-            raise typer.Exit(2) from None
+    result = _search(file, "searching", max_steps, lambda callback: solver.path(
+        graph, source, target, weight="weight" if weighted and shortest else None, shortest=shortest,
+        callback=callback))
     text = (f"verified path: {' '.join(map(str, result.path))} (length {result.length:g}; {result.seconds:.1f} s)"
             if result.verified else f"no verified answer: {result.reason}")
-    _emit(result, format, text)
-    if image is not None and result.verified:
-        _draw(graph, image, route=result.path)
-    raise typer.Exit(0 if result.verified else 1)
+    _finish(result, format, text, image and (lambda: _draw(graph, image, route=result.path)))
 
 
 @app.command()
