@@ -75,14 +75,17 @@ def _check_search(model_only: bool, backtrack: bool) -> None:
 def _check_device(device: str) -> None:
     """Refuse a device torch cannot use here before anything is loaded."""
     try:
-        kind = torch.device(device).type
+        parsed = torch.device(device)
     except RuntimeError:
-        kind = None
-    if kind not in ("cpu", "cuda"):
+        parsed = None
+    if parsed is None or parsed.type not in ("cpu", "cuda"):
         _error(f"--device {device}: expected cpu, cuda or cuda:N")
         raise typer.Exit(2)
-    if kind == "cuda" and not torch.cuda.is_available():
+    if parsed.type == "cuda" and not torch.cuda.is_available():
         _error(f"--device {device}: torch {torch.__version__} sees no CUDA device on this machine")
+        raise typer.Exit(2)
+    if parsed.type == "cuda" and (parsed.index or 0) >= torch.cuda.device_count():
+        _error(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s), numbered from 0")
         raise typer.Exit(2)
 
 
