@@ -111,11 +111,11 @@ def _search(file: Path, label: str, max_steps: int, run: Callable):
             raise typer.Exit(2) from None
 
 
-def _finish(result, format: str, text: str, draw: Callable[[], None] | None) -> NoReturn:
-    """Print the answer, draw it when it is verified and an image was asked for, exit 0 verified / 1 not."""
+def _finish(result, format: str, text: str, image: Path | None, draw: Callable[[Path], None]) -> NoReturn:
+    """Print the answer, `draw(image)` when it is verified and an image was asked for, exit 0 verified / 1 not."""
     _emit(result, format, text)
-    if draw is not None and result.verified:
-        draw()
+    if image is not None and result.verified:
+        draw(image)
     raise typer.Exit(0 if result.verified else 1)
 
 
@@ -164,7 +164,7 @@ def coloring(
         lines += [f"{node} {color}" for node, color in result.coloring.items()]
     else:
         lines = [f"no verified colouring: {result.reason}" + (f" ({tried})" if tried else "")]
-    _finish(result, format, "\n".join(lines), image and (lambda: _draw(graph, image, coloring=result.coloring)))
+    _finish(result, format, "\n".join(lines), image, lambda path: _draw(graph, path, coloring=result.coloring))
 
 
 @app.command()
@@ -198,7 +198,7 @@ def hamiltonian(
                      lambda callback: solver.hamiltonian_path(graph, cycle, start=start, end=end, callback=callback))
     text = (f"verified Hamiltonian {'cycle' if cycle else 'path'}: {' '.join(map(str, result.path))} "
             f"({result.seconds:.1f} s)" if result.verified else f"no verified answer: {result.reason}")
-    _finish(result, format, text, image and (lambda: _draw(graph, image, route=result.path, cycle=cycle)))
+    _finish(result, format, text, image, lambda path: _draw(graph, path, route=result.path, cycle=cycle))
 
 
 @app.command()
@@ -233,7 +233,7 @@ def path(
         callback=callback))
     text = (f"verified path: {' '.join(map(str, result.path))} (length {result.length:g}; {result.seconds:.1f} s)"
             if result.verified else f"no verified answer: {result.reason}")
-    _finish(result, format, text, image and (lambda: _draw(graph, image, route=result.path)))
+    _finish(result, format, text, image, lambda path: _draw(graph, path, route=result.path))
 
 
 @app.command()
