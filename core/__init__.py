@@ -1,6 +1,7 @@
 """The engine: DiffusionGemma text model, checkpoint I/O, sampler, training objective."""
 
-from .checkpoint import CheckpointError, load_model, new_model, resolve_checkpoint, save_model
+from . import arguments
+from .checkpoint import CheckpointError, check_device, load_model, new_model, resolve_checkpoint, save_model
 from .config import ConfigError, LayerSpec, ModelConfig
 from .model import DiffusionGemma, KVCache
 from .sampler import (
@@ -17,7 +18,7 @@ from .tokenizer import load_tokenizer, word_level_tokenizer
 
 __all__ = [
     "CheckpointError", "ConfigError", "DiffusionGemma", "GenerationOutput", "Guidance", "KVCache", "LayerSpec",
-    "ModelConfig", "SamplingConfig", "StepInfo", "denoise_canvas", "generate", "generate_autoregressive",
-    "load_model", "load_tokenizer", "new_model", "released_config", "resolve_checkpoint", "save_model",
-    "word_level_tokenizer",
+    "ModelConfig", "SamplingConfig", "StepInfo", "arguments", "check_device", "denoise_canvas", "generate",
+    "generate_autoregressive", "load_model", "load_tokenizer", "new_model", "released_config", "resolve_checkpoint",
+    "save_model", "word_level_tokenizer",
 ]

@@ -69,13 +69,16 @@ def _state(model: DiffusionGemma) -> dict[str, torch.Tensor]:
 # ------------------------------------------------------------------------------------------ resolve
 def resolve_checkpoint(path_or_id: str | os.PathLike) -> Path:
     """A local directory, or a hub id resolved through the local Hugging Face cache (works offline)."""
+    if not str(path_or_id).strip():
+        raise CheckpointError("empty checkpoint path: give a checkpoint directory or a hub id 'owner/name'")
     path = Path(path_or_id).expanduser()
     if path.is_dir():
         return path
     if path.exists():
         raise CheckpointError(f"{path}: expected a checkpoint directory, found a file")
     repo_id = str(path_or_id)
-    if not re.fullmatch(r"[\w.\-]+/[\w.\-]+", repo_id):
+    # './name' or '../x' is a relative path, never a hub id (owners do not start with a dot)
+    if not re.fullmatch(r"[\w\-][\w.\-]*/[\w.\-]+", repo_id):
         raise CheckpointError(f"{repo_id}: no such directory, and not a hub id of the form 'owner/name'")
     from huggingface_hub import snapshot_download
 
@@ -87,6 +90,22 @@ def resolve_checkpoint(path_or_id: str | os.PathLike) -> Path:
             f"Download it once where there is a network (`hf download {repo_id}`, or `huggingface-cli download` "
             f"with older huggingface_hub) or pass the path of a local checkpoint directory."
         ) from None
+
+
+def check_device(device: str | torch.device) -> torch.device:
+    """`device` as a torch.device this machine can use; a ValueError that names it otherwise."""
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError):
+        parsed = None
+    if parsed is None or parsed.type not in ("cpu", "cuda"):
+        raise ValueError(f"device {device}: expected cpu, cuda or cuda:N")
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device}: torch {torch.__version__} sees no CUDA device on this machine")
+    if parsed.type == "cuda" and (parsed.index or 0) >= torch.cuda.device_count():
+        raise ValueError(f"device {device}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                         "numbered from 0")
+    return parsed
 
 
 def read_config(directory: Path) -> ModelConfig:
@@ -152,6 +171,7 @@ def load_model(path_or_id: str | os.PathLike, dtype: torch.dtype = torch.float32
     Tensors are read shard by shard straight into `dtype` on `device`; the model is built on the meta
     device first, so peak memory is one copy of the weights plus one tensor.
     """
+    device = check_device(device)
     directory = resolve_checkpoint(path_or_id)
     config = read_config(directory)
     with torch.device("meta"):

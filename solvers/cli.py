@@ -14,7 +14,7 @@ import torch
 import typer
 from rich.console import Console
 
-from ..core import CheckpointError, ConfigError, SamplingConfig, StepInfo, generate, load_model
+from ..core import CheckpointError, ConfigError, SamplingConfig, StepInfo, check_device, generate, load_model
 from .checkpoints import default_checkpoint
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="markdown",
@@ -75,18 +75,10 @@ def _check_search(model_only: bool, backtrack: bool) -> None:
 def _check_device(device: str) -> None:
     """Refuse a device torch cannot use here before anything is loaded."""
     try:
-        parsed = torch.device(device)
-    except RuntimeError:
-        parsed = None
-    if parsed is None or parsed.type not in ("cpu", "cuda"):
-        _error(f"--device {device}: expected cpu, cuda or cuda:N")
-        raise typer.Exit(2)
-    if parsed.type == "cuda" and not torch.cuda.is_available():
-        _error(f"--device {device}: torch {torch.__version__} sees no CUDA device on this machine")
-        raise typer.Exit(2)
-    if parsed.type == "cuda" and (parsed.index or 0) >= torch.cuda.device_count():
-        _error(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s), numbered from 0")
-        raise typer.Exit(2)
+        check_device(device)
+    except ValueError as exc:
+        _error(f"--{exc}")
+        raise typer.Exit(2) from None
 
 
 def _load(checkpoint: str | None, task: str, device: str, build: Callable = lambda model: model):

@@ -7,12 +7,11 @@ import itertools
 import time
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from numbers import Integral
-
+from numbers import Real
 import networkx as nx
 import torch
 
-from ..core import DiffusionGemma, Guidance, SamplingConfig, StepInfo, generate, load_model
+from ..core import DiffusionGemma, Guidance, arguments, SamplingConfig, StepInfo, generate, load_model
 from ..tasks import countdown
 from ..tasks.graph_data import (CANVAS, MAX_NODES, MAX_PATH_EDGES, MAX_PROMPT_EDGES, MAX_ROUTE_NODES, VOCAB,
                                 color_prompt, countdown_prompt)
@@ -35,8 +34,12 @@ class ColoringResult:
     optimal: bool = False  # proved: it meets the clique bound, or the exact search refuted one colour fewer
 
     def to_dict(self) -> dict:
+        """JSON-ready: node labels become their str(), or their repr() where two labels share a str()
+        (e.g. 1 and '1')."""
         d = asdict(self)
-        d["coloring"] = None if self.coloring is None else {str(k): v for k, v in self.coloring.items()}
+        if self.coloring is not None:
+            name = str if len({str(k) for k in self.coloring}) == len(self.coloring) else repr
+            d["coloring"] = {name(k): v for k, v in self.coloring.items()}
         return d
 
 
@@ -80,14 +83,22 @@ class _DiffusionSolver:
     def __init__(self, model: DiffusionGemma, *, guided: bool = True, canvases: int = 8, max_steps: int = 128,
                  seed: int = 0, temperature: float | None = None):
         check_task_model(model, "graphs", VOCAB, max(CANVAS.values()))
-        self.model, self.guided, self.seed = model, guided, seed
-        self.canvases = canvases if guided else 1
-        self.max_steps = max_steps
+        self.model, self.guided, self.seed = model, guided, arguments.seed(seed)
+        self.canvases = arguments.whole(canvases, "canvases", 1) if guided else 1
+        self.max_steps = arguments.whole(max_steps, "max_steps", 1)
+        if temperature is not None:
+            temperature = arguments.positive(temperature, "temperature")
         self.temperature = temperature if guided else None  # None: each problem's default (see ROUTE_TEMPERATURE)
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}({self.model.source or 'model'}, {'guided' if self.guided else 'model only'}, "
+                f"canvases={self.canvases}, max_steps={self.max_steps}, seed={self.seed})")
 
     @classmethod
     def from_pretrained(cls, path: str | None = None, *, device: str = "cpu", **kwargs):
-        return cls(load_model(path or default_checkpoint(cls.task), device=device), **kwargs)
+        """A solver on the shipped graphs checkpoint, or on `path` (a checkpoint directory or a cached hub id);
+        `kwargs` go to the constructor."""
+        return cls(load_model(default_checkpoint(cls.task) if path is None else path, device=device), **kwargs)
 
     def _config(self, length: int, max_steps: int | None = None, temperature: float | None = None) -> SamplingConfig:
         config = SamplingConfig(max_denoising_steps=max_steps or self.max_steps, keep_accepted=self.guided,
@@ -170,8 +181,12 @@ class GraphSolver(_DiffusionSolver):
         `peel_low_degree`), which must fit the canvas; the nodes set aside are coloured after it."""
         began = time.perf_counter()
         check_graph(graph, None, "colouring")
-        if k is not None and (not isinstance(k, Integral) or isinstance(k, bool) or k < 1):
-            raise GraphError(f"k must be a whole number of at least 1, got {k!r}")
+        try:
+            k = None if k is None else arguments.whole(k, "k", 1)
+            max_steps = None if max_steps is None else arguments.whole(max_steps, "max_steps", 1)
+        except (TypeError, ValueError) as exc:
+            raise GraphError(str(exc)) from None
+        arguments.callback(callback, "callback")
         clique = _large_clique(graph)
         greedy = len(set(nx.greedy_color(graph, strategy="DSATUR").values()))
         bound = len(clique)
@@ -181,6 +196,11 @@ class GraphSolver(_DiffusionSolver):
             if colors < bound:
                 if not result.verified:
                     result.reason = f"the graph has a clique of {bound} nodes, so {colors} colours cannot work"
+                break
+            if colors == 2 and not nx.is_bipartite(graph):
+                result.optimal = result.verified  # 3 colours were verified and 2 cannot work
+                if not result.verified:
+                    result.reason = "the graph has a cycle of odd length, so 2 colours cannot work"
                 break
             # The model-only baseline (guided=False) colours the whole graph: the reduction is part of the system.
             core, peeled = peel_low_degree(graph, colors) if self.guided else (list(graph.nodes), [])
@@ -239,12 +259,20 @@ class GraphSolver(_DiffusionSolver):
     # ------------------------------------------------------------------ routes
     def hamiltonian_path(self, graph: nx.Graph, cycle: bool = False, *, start: Hashable | None = None,
                          end: Hashable | None = None, callback=None) -> RouteResult:
-        """A path (or cycle) through every node exactly once, optionally from `start` and/or to `end`."""
+        """A path (or, `cycle=True`, a closed cycle) through every node exactly once, optionally from `start`
+        and (paths only) to `end`. The result's `path` lists node labels; a cycle's returns to its first node
+        without repeating it."""
         return self.hamiltonian_paths([graph], cycle, start=start, end=end, callback=callback)[0]
 
     def hamiltonian_paths(self, graphs: Sequence[nx.Graph], cycle: bool = False, *, start: Hashable | None = None,
                           end: Hashable | None = None, batch: int = 32, callback=None) -> list[RouteResult]:
         """Many graphs at once (batches of `batch` instances, each with its parallel canvases)."""
+        if isinstance(graphs, nx.Graph):
+            raise TypeError("hamiltonian_paths takes a list of graphs; for one graph use hamiltonian_path(graph)")
+        if cycle and end is not None:
+            raise GraphError("end applies to paths; a cycle ends where it starts (give start only)")
+        batch = arguments.whole(batch, "batch", 1)
+        arguments.callback(callback, "callback")
         kind = "hamcycle" if cycle else "hampath"
         problems = []
         for graph in graphs:
@@ -271,10 +299,15 @@ class GraphSolver(_DiffusionSolver):
         """A simple path source -> target. `shortest=True` (implied by `weight`) verifies it against networkx's
         shortest-path length (hops, or the sum of `weight`), sampling up to `rounds` rounds of canvases."""
         began = time.perf_counter()
+        rounds = arguments.whole(rounds, "rounds", 1)
+        check_graph(graph, None, "path-finding")
         if weight is not None:
-            unweighted = next(((u, v) for u, v, data in graph.edges(data=True) if weight not in data), None)
-            if unweighted is not None:
-                raise GraphError(f"edge {unweighted[0]!r}-{unweighted[1]!r} has no {weight!r} attribute")
+            for u, v, data in graph.edges(data=True):
+                if weight not in data:
+                    raise GraphError(f"edge {u!r}-{v!r} has no {weight!r} attribute")
+                if not isinstance(data[weight], Real) or not data[weight] >= 0:
+                    raise GraphError(f"edge {u!r}-{v!r}: {weight} {data[weight]!r} is not a non-negative number "
+                                     "(shortest paths need non-negative weights)")
         if not (shortest or weight is not None):
             return self.paths([(graph, source, target)], callback=callback)[0]
         best, passes, best_length = None, 0, None
@@ -297,8 +330,13 @@ class GraphSolver(_DiffusionSolver):
     def paths(self, queries: Sequence[tuple[nx.Graph, Hashable, Hashable]], *, batch: int = 32, callback=None,
               salt: int = 0, all_canvases: bool = False) -> list[RouteResult]:
         """Many (graph, source, target) path queries at once; any simple path counts."""
+        batch = arguments.whole(batch, "batch", 1)
+        arguments.callback(callback, "callback")
         problems = []
-        for graph, source, target in queries:
+        for i, query in enumerate(queries):
+            if not isinstance(query, (tuple, list)) or len(query) != 3:
+                raise TypeError(f"query {i}: expected (graph, source, target), got {query!r}")
+            graph, source, target = query
             if source is None or target is None:
                 raise GraphError("path finding needs a source and a target node")
             labels, edges, index = _route_input(graph, MAX_PATH_EDGES, "path-finding", source=source, target=target)
@@ -358,11 +396,17 @@ class CountdownSolver(_DiffusionSolver):
         super().__init__(model, canvases=canvases, **kwargs)
 
     def solve(self, numbers: Sequence[int], target: int, callback=None) -> CountdownResult:
-        return self.solve_many([(list(numbers), target)], callback=callback)[0]
+        """Reach `target` from `numbers` (each used once). The result's `expression` (infix) and `steps`
+        ('a+b=c,...') are set only when sympy verified them; an impossible instance says so in `reason`."""
+        return self.solve_many([(numbers, target)], callback=callback)[0]
 
     def solve_many(self, instances: Sequence[tuple[Sequence[int], int]], *, batch: int = 32, callback=None,
                    on_result: Callable[[int, CountdownResult], None] | None = None) -> list[CountdownResult]:
         """Instances in batches of `batch` (each with its parallel canvases); `on_result` fires per instance."""
+        instances = list(instances)
+        batch = arguments.whole(batch, "batch", 1)
+        arguments.callback(callback, "callback")
+        arguments.callback(on_result, "on_result")
         results: list[CountdownResult | None] = [None] * len(instances)
         todo = []
         for i, instance in enumerate(instances):

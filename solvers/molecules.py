@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from numbers import Integral
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
@@ -13,6 +12,7 @@ from rdkit import Chem
 from ..core import DiffusionGemma, SamplingConfig, generate, load_model, released_config
 from ..tasks import molecules as task
 from ..tasks.molecule_data import PROPERTIES, compute_properties
+from ..core import arguments
 from .checkpoints import check_task_model, default_checkpoint
 
 # Default canvas budget: BUDGET_PER_MOLECULE per requested molecule plus BUDGET_BASE. Requests in the tail of the
@@ -56,6 +56,10 @@ class DesignResult:
     def __getitem__(self, i: int) -> Molecule:
         return self.molecules[i]
 
+    def to_dict(self) -> dict:
+        return {"molecules": [m.to_dict() for m in self.molecules], "requested": self.requested,
+                "canvases": self.canvases, "seconds": self.seconds, "exhausted": self.exhausted}
+
 
 class MoleculeDesigner:
     """Generate molecules with a DiffusionGemma model trained on MOSES.
@@ -75,6 +79,7 @@ class MoleculeDesigner:
         check_task_model(model, "molecules", task.TOKENIZER.get_vocab_size(), task.CANVAS)
         self.model = model
         self.guided = guided
+        max_steps = None if max_steps is None else arguments.whole(max_steps, "max_steps", 1)
         # Guided canvases sample cooler than the released schedule (0.8 -> 0.4): accepted tokens persist, so
         # each poorly sampled token costs a backtrack. Too cool narrows the molecules: on 1,000 unconditioned
         # canvases 0.5 -> 0.25 returned 638 verified (0.3 -> 0.1: 579, 0.8 -> 0.4: 545) with FCD/Test 10.0
@@ -84,11 +89,17 @@ class MoleculeDesigner:
                 else released_config(model))
         self.config = replace(base, max_denoising_steps=max_steps or base.max_denoising_steps, drop_finished=True,
                               eos_token_id=task.EOS, pad_token_id=task.PAD)
-        self.canvases_per_round = canvases_per_round
+        self.canvases_per_round = arguments.whole(canvases_per_round, "canvases_per_round", 1)
+
+    def __repr__(self) -> str:
+        return (f"MoleculeDesigner({self.model.source or 'model'}, {'guided' if self.guided else 'model only'}, "
+                f"max_steps={self.config.max_denoising_steps}, canvases_per_round={self.canvases_per_round})")
 
     @classmethod
     def from_pretrained(cls, path: str | None = None, *, device: str = "cpu", **kwargs) -> "MoleculeDesigner":
-        return cls(load_model(path or default_checkpoint("molecules"), device=device), **kwargs)
+        """A designer on the shipped checkpoint, or on `path` (a checkpoint directory or a cached hub id);
+        `kwargs` go to the constructor."""
+        return cls(load_model(default_checkpoint("molecules") if path is None else path, device=device), **kwargs)
 
     def generate(self, n: int, *, contains: str | Chem.Mol | None = None, scaffold: str | Chem.Mol | None = None,
                  logp: tuple[float, float] | None = None, mw: tuple[float, float] | None = None,
@@ -113,14 +124,16 @@ class MoleculeDesigner:
     def design(self, n: int, request: task.MoleculeRequest, *, seed: int | None = None, budget: int | None = None,
                on_molecule: Callable[[Molecule], None] | None = None,
                on_round: Callable[[int, int], None] | None = None) -> DesignResult:
-        for label, value, least in (("number of molecules", n, 1), ("budget", budget, 1), ("seed", seed, 0)):
-            if value is None and label != "number of molecules":
-                continue
-            if not isinstance(value, Integral) or isinstance(value, bool) or value < least:
-                raise task.RequestError(f"{label} must be a whole number of at least {least}, got {value!r}")
-        budget = budget if budget is not None else default_budget(n)
+        """`generate` with a parsed `MoleculeRequest` (the CLI builds one from its options)."""
+        try:
+            n = arguments.whole(n, "the number of molecules", 1)
+            budget = default_budget(n) if budget is None else arguments.whole(budget, "budget", 1)
+            seed = int(torch.randint(0, 2**31, (1,))) if seed is None else arguments.seed(seed)
+        except (TypeError, ValueError) as exc:
+            raise task.RequestError(str(exc)) from None
+        arguments.callback(on_molecule, "on_molecule")
+        arguments.callback(on_round, "on_round")
         began = time.perf_counter()
-        seed = int(torch.randint(0, 2**31, (1,))) if seed is None else seed
         generator = torch.Generator().manual_seed(seed)
         device = self.model.device
         found: dict[str, Molecule] = {}

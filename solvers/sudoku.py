@@ -11,6 +11,7 @@ import torch
 from ..core import DiffusionGemma, SamplingConfig, StepInfo, generate, load_model
 from ..tasks import sudoku
 from ..tasks.sudoku_data import conflicts, is_valid_solution
+from ..core import arguments
 from .checkpoints import check_task_model, default_checkpoint
 
 
@@ -52,19 +53,31 @@ class SudokuSolver:
         self.model = model
         self.guided = guided
         self.backtrack = backtrack
-        self.canvases = canvases if guided else 1
+        self.canvases = arguments.whole(canvases, "canvases", 1) if guided else 1
+        max_steps = arguments.whole(max_steps, "max_steps", 1)
         self.config = SamplingConfig(max_denoising_steps=max_steps, keep_accepted=guided, drop_finished=True,
                                      stability_threshold=None if guided else 1)
         if guided:
+            temperature = arguments.positive(temperature, "temperature")
             self.config = replace(self.config, t_min=temperature, t_max=temperature)
-        self.rows_per_batch = rows_per_batch
-        self.seed = seed
+        self.rows_per_batch = arguments.whole(rows_per_batch, "rows_per_batch", 1)
+        self.seed = arguments.seed(seed)
+
+    def __repr__(self) -> str:
+        mode = ("guided, backtracking" if self.backtrack else "guided") if self.guided else "model only"
+        return (f"SudokuSolver({self.model.source or 'model'}, {mode}, canvases={self.canvases}, "
+                f"max_steps={self.config.max_denoising_steps}, seed={self.seed})")
 
     @classmethod
     def from_pretrained(cls, path: str | None = None, *, device: str = "cpu", **kwargs) -> "SudokuSolver":
-        return cls(load_model(path or default_checkpoint("sudoku"), device=device), **kwargs)
+        """A solver on the shipped checkpoint, or on `path` (a checkpoint directory or a cached hub id);
+        `kwargs` go to the constructor."""
+        return cls(load_model(default_checkpoint("sudoku") if path is None else path, device=device), **kwargs)
 
     def solve(self, puzzle: str, callback: Callable[[StepInfo], None] | None = None) -> SudokuResult:
+        """One puzzle: 81 cells in reading order, digits for clues and '.', '0' or '-' for blanks (whitespace
+        is ignored, so a 9-line grid works too). `callback(StepInfo)` sees every denoising pass. The result's
+        `solution` is set only when the grid is verified; otherwise `reason` says why not."""
         return self.solve_many([puzzle], callback=callback)[0]
 
     def solve_many(self, puzzles: Sequence[str], *, callback: Callable[[StepInfo], None] | None = None,
@@ -72,9 +85,12 @@ class SudokuSolver:
         """Solve puzzles in batches; `on_result(index, result)` fires as each batch finishes."""
         if isinstance(puzzles, str):
             raise TypeError("solve_many takes a sequence of puzzle strings; for one puzzle use solve(puzzle)")
-        bad = next((p for p in puzzles if not isinstance(p, str)), None)
-        if bad is not None:
-            raise TypeError(f"a puzzle is an 81-character string ('.', '0' or '-' for blanks), got {bad!r}")
+        puzzles = list(puzzles)
+        for p in puzzles:
+            if not isinstance(p, str):
+                raise TypeError(f"a puzzle is an 81-character string ('.', '0' or '-' for blanks), got {p!r}")
+        arguments.callback(callback, "callback")
+        arguments.callback(on_result, "on_result")
         results: list[SudokuResult | None] = [None] * len(puzzles)
         canonical = [_canonical(p) for p in puzzles]
         todo = []
@@ -140,7 +156,7 @@ class SudokuSolver:
 
 
 def _canonical(puzzle: str) -> str:
-    return "".join("0" if ch in ".-0" else ch for ch in puzzle.strip())
+    return "".join("0" if ch in ".-0" else ch for ch in "".join(puzzle.split()))
 
 
 def _invalid(puzzle: str) -> str | None:

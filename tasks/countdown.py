@@ -36,7 +36,10 @@ class CountdownError(ValueError):
 
 def whole_numbers(numbers, target) -> tuple[list[int], int]:
     """(numbers, target) as ints; anything that is not a whole number (1.5, '7', True) is refused, never rounded."""
-    if isinstance(numbers, (str, bytes)) or not hasattr(numbers, "__iter__"):
+    if isinstance(numbers, (str, bytes)):
+        raise CountdownError(f"numbers must be a sequence of whole numbers, got the text {numbers!r} "
+                             "(parse_instance reads text)")
+    if not hasattr(numbers, "__iter__"):
         raise CountdownError(f"numbers must be a sequence of whole numbers, got {numbers!r}")
     values = list(numbers)
     for value in [*values, target]:

@@ -109,6 +109,9 @@ def _read_edge_list(path: Path, lines: list[str]) -> nx.Graph:
 
 
 def check_graph(graph: nx.Graph, limit: int | None, what: str) -> None:
+    if not isinstance(graph, nx.Graph):
+        raise TypeError(f"{what} takes a networkx.Graph, got {type(graph).__name__} (build one with "
+                        "networkx.Graph(edges), or read a file with diffsolve.tasks.graphs.read_graph)")
     if graph.is_directed() or graph.is_multigraph():
         raise GraphError(f"{what} needs a simple undirected graph")
     if graph.number_of_nodes() == 0:

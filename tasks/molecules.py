@@ -29,7 +29,7 @@ from torch import Tensor
 from rdkit import Chem
 from rdkit.Chem import Descriptors, Lipinski, rdMolDescriptors
 
-from ..core import Guidance, ModelConfig, word_level_tokenizer
+from ..core import Guidance, ModelConfig, arguments, word_level_tokenizer
 from ..core.training import Batch
 from .molecule_data import (CONDITION_BINS, MAX_SMILES_TOKENS, PROPERTIES, SMILES_TOKENS, SmilesError, bin_ranges,
                             compute_properties, condition_tokens, exact_properties, tokenize_known)
@@ -253,8 +253,11 @@ class MoleculeRequest:
                 scaffold_ids(scaffold)
             except SmilesError as exc:
                 raise RequestError(f"{exc}") from None
-        if max_ring_size is not None and max_ring_size < 3:
-            raise RequestError(f"max_ring_size must be at least 3 (the smallest ring), got {max_ring_size}")
+        if max_ring_size is not None:
+            try:
+                max_ring_size = arguments.whole(max_ring_size, "max_ring_size", 3)
+            except (TypeError, ValueError) as exc:
+                raise RequestError(f"{exc} (3 is the smallest ring; None allows any size)") from None
         request = cls(checked, contains, scaffold, max_ring_size)
         request._check_feasible()
         return request

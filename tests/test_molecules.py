@@ -91,7 +91,7 @@ def test_windows_are_checked_on_exact_values_not_the_rounded_display():
 @pytest.mark.parametrize("kwargs, message", [
     ({"n": 2, "logp": "23"}, "expected a \\(lo, hi\\) pair of numbers, got the text '23'"),
     ({"n": 2.5}, "number of molecules must be a whole number"),
-    ({"n": 2, "budget": 0}, "budget must be a whole number of at least 1"),
+    ({"n": 2, "budget": 0}, "budget must be at least 1"),
     ({"n": 2, "seed": "a"}, "seed must be a whole number"),
     ({"n": 2, "scaffold": 3}, "scaffold: expected text or an RDKit Mol"),
 ])

@@ -1,0 +1,38 @@
+"""Checks of the public API's arguments: each error names the argument and comes before any work."""
+
+from __future__ import annotations
+
+from numbers import Integral, Real
+
+SEED_LIMIT = 2**63  # torch generators take 64-bit seeds; the graph solvers add small salts
+
+
+def whole(value, name: str, minimum: int | None = None) -> int:
+    """`value` as an int: any whole-number type (numpy's too), never a bool, float or string."""
+    if isinstance(value, bool) or not isinstance(value, Integral):
+        raise TypeError(f"{name} must be a whole number, got {value!r}")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be at least {minimum}, got {value}")
+    return int(value)
+
+
+def seed(value, name: str = "seed") -> int:
+    value = whole(value, name, 0)
+    if value >= SEED_LIMIT:
+        raise ValueError(f"{name} must be below 2**63, got {value}")
+    return value
+
+
+def positive(value, name: str) -> float:
+    """A finite number above zero (a temperature)."""
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise TypeError(f"{name} must be a number, got {value!r}")
+    if not 0 < value < float("inf"):
+        raise ValueError(f"{name} must be a finite number above 0, got {value}")
+    return float(value)
+
+
+def callback(value, name: str):
+    if value is not None and not callable(value):
+        raise TypeError(f"{name} must be a function (or None), got {value!r}")
+    return value

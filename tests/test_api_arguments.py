@@ -1,0 +1,135 @@
+"""The public API refuses bad arguments up front, with errors that name them, and takes numpy's integers."""
+
+import networkx as nx
+import numpy as np
+import pytest
+import torch
+
+from diffsolve.core import CheckpointError, check_device, load_model
+from diffsolve.solvers import (CountdownError, CountdownSolver, GraphError, GraphSolver, MoleculeDesigner,
+                               RequestError, SudokuSolver)
+from diffsolve.solvers.checkpoints import default_checkpoint
+
+PUZZLE = "530070000600195000098000060800060003400803001700020006060000280000419005000080079"
+
+
+@pytest.fixture(scope="module")
+def models():
+    return {task: load_model(default_checkpoint(task)) for task in ("sudoku", "molecules", "graphs")}
+
+
+@pytest.mark.parametrize("make, kwargs, error, message", [
+    (SudokuSolver, {"canvases": 0}, ValueError, "canvases must be at least 1, got 0"),
+    (SudokuSolver, {"max_steps": 0}, ValueError, "max_steps must be at least 1"),
+    (SudokuSolver, {"seed": "x"}, TypeError, "seed must be a whole number, got 'x'"),
+    (SudokuSolver, {"seed": 2**70}, ValueError, "seed must be below 2\\*\\*63"),
+    (SudokuSolver, {"temperature": 0}, ValueError, "temperature must be a finite number above 0"),
+    (SudokuSolver, {"rows_per_batch": 1.5}, TypeError, "rows_per_batch must be a whole number"),
+    (GraphSolver, {"canvases": -1}, ValueError, "canvases must be at least 1"),
+    (GraphSolver, {"max_steps": 0}, ValueError, "max_steps must be at least 1"),
+    (GraphSolver, {"seed": None}, TypeError, "seed must be a whole number"),
+    (GraphSolver, {"temperature": float("nan")}, ValueError, "temperature must be a finite number above 0"),
+    (CountdownSolver, {"canvases": 0}, ValueError, "canvases must be at least 1"),
+    (MoleculeDesigner, {"canvases_per_round": 0}, ValueError, "canvases_per_round must be at least 1"),
+    (MoleculeDesigner, {"max_steps": 0}, ValueError, "max_steps must be at least 1"),
+])
+def test_constructors_check_their_arguments(models, make, kwargs, error, message):
+    task = {SudokuSolver: "sudoku", MoleculeDesigner: "molecules"}.get(make, "graphs")
+    with pytest.raises(error, match=message):
+        make(models[task], **kwargs)
+
+
+def test_numpy_integers_work_as_seeds_and_counts(models):
+    sudoku = SudokuSolver(models["sudoku"], seed=np.int64(3), canvases=np.int32(2), max_steps=np.int64(64))
+    assert sudoku.solve(PUZZLE).verified
+    graphs = GraphSolver(models["graphs"], seed=np.int64(1), max_steps=64)
+    result = graphs.color(nx.petersen_graph(), k=np.int64(3))
+    assert result.verified and result.num_colors == 3
+    assert CountdownSolver(models["graphs"], seed=np.int64(2)).solve([4, 6, 1, 1], 24).verified
+    designer = MoleculeDesigner(models["molecules"])
+    found = designer.generate(np.int64(1), seed=np.int64(0), budget=np.int64(64))
+    assert len(found) == 1 and found[0].verified
+
+
+def test_sudoku_inputs(models):
+    solver = SudokuSolver(models["sudoku"], max_steps=64)
+    with pytest.raises(TypeError, match="81-character string.*got None"):
+        solver.solve(None)
+    with pytest.raises(TypeError, match="callback must be a function"):
+        solver.solve(PUZZLE, callback=5)
+    grid = "\n".join(" ".join(PUZZLE[r * 9:(r + 1) * 9]) for r in range(9))  # whitespace inside is ignored
+    assert solver.solve(grid).solution == solver.solve(PUZZLE).solution is not None
+    results = solver.solve_many(p for p in [PUZZLE, "1" * 80])  # any iterable
+    assert results[0].verified and results[1].reason == "expected 81 cells, got 80"
+
+
+def test_graph_inputs(models):
+    solver = GraphSolver(models["graphs"], max_steps=32)
+    with pytest.raises(TypeError, match="colouring takes a networkx.Graph, got list"):
+        solver.color([(0, 1), (1, 2)])
+    with pytest.raises(TypeError, match="for one graph use hamiltonian_path"):
+        solver.hamiltonian_paths(nx.path_graph(4))
+    with pytest.raises(TypeError, match=r"query 0: expected \(graph, source, target\)"):
+        solver.paths([(nx.path_graph(4), 0)])
+    with pytest.raises(ValueError, match="batch must be at least 1"):
+        solver.paths([(nx.path_graph(4), 0, 3)], batch=0)
+    with pytest.raises(ValueError, match="rounds must be at least 1"):
+        solver.path(nx.path_graph(4), 0, 3, shortest=True, rounds=0)
+    weighted = nx.Graph()
+    weighted.add_edge(0, 1, weight=-2.0)
+    with pytest.raises(GraphError, match="0-1: weight -2.0 is not a non-negative number"):
+        solver.path(weighted, 0, 1, weight="weight")
+    with pytest.raises(GraphError, match="end applies to paths"):
+        solver.hamiltonian_path(nx.cycle_graph(6), cycle=True, start=3, end=1)
+    with pytest.raises(GraphError, match="max_steps must be at least 1"):
+        solver.color(nx.cycle_graph(5), max_steps=0)
+
+
+def test_two_colours_of_an_odd_cycle_are_refused_without_sampling(models):
+    solver = GraphSolver(models["graphs"], max_steps=32)
+    refused = solver.color(nx.cycle_graph(5), k=2)
+    assert not refused.verified and "odd length" in refused.reason and refused.forward_passes == 0
+    best = solver.color(nx.cycle_graph(7))  # DSATUR's 3 colours, then 2 is ruled out exactly: proved optimal
+    assert best.verified and best.num_colors == 3 and best.optimal
+
+
+def test_coloring_to_dict_keeps_labels_that_share_a_string(models):
+    graph = nx.Graph([(1, "1"), ("1", 2)])
+    result = GraphSolver(models["graphs"], max_steps=64).color(graph)
+    assert result.verified
+    assert result.to_dict()["coloring"] == {repr(node): colour for node, colour in result.coloring.items()}
+    assert len(result.to_dict()["coloring"]) == 3
+
+
+def test_countdown_text_and_none_are_refused_clearly(models):
+    solver = CountdownSolver(models["graphs"])
+    with pytest.raises(CountdownError, match="got the text '86 28 13 31'"):
+        solver.solve("86 28 13 31", 96)
+    with pytest.raises(CountdownError, match="must be a sequence of whole numbers, got None"):
+        solver.solve(None, 96)
+
+
+def test_molecule_arguments(models):
+    designer = MoleculeDesigner(models["molecules"])
+    with pytest.raises(RequestError, match="max_ring_size must be a whole number, got '7'"):
+        designer.generate(1, max_ring_size="7")
+    with pytest.raises(RequestError, match="max_ring_size must be a whole number, got 5.5"):
+        designer.generate(1, max_ring_size=5.5)
+    with pytest.raises(RequestError, match="seed must be below"):
+        designer.generate(1, seed=2**70)
+    with pytest.raises(TypeError, match="on_molecule must be a function"):
+        designer.generate(1, on_molecule=3)
+    assert designer.generate(1, seed=0, budget=64).to_dict()["molecules"][0]["verified"] is True
+
+
+def test_devices_and_paths_are_checked_before_loading(tmp_path, monkeypatch):
+    with pytest.raises(ValueError, match="device gpu: expected cpu, cuda or cuda:N"):
+        SudokuSolver.from_pretrained(device="gpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="device cuda: .* sees no CUDA device"):
+            check_device("cuda")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(CheckpointError, match="no_such_model: no such directory"):
+        SudokuSolver.from_pretrained("./no_such_model")
+    with pytest.raises(CheckpointError, match="empty checkpoint path"):
+        SudokuSolver.from_pretrained("")
