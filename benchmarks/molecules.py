@@ -144,6 +144,7 @@ def constrained_requests(scaffolds: list[str]) -> list[tuple[str, str, dict]]:
         ("window, outside", "MW 360-420", {"mw": (360, 420)}),
         ("substructure", "sulfonamide", {"contains": "S(=O)(=O)N"}),
         ("substructure", "amide and halogen", {"contains": "C(=O)N.[F,Cl,Br]"}),
+        ("substructure + property", "amide & MW 250-330", {"contains": "C(=O)N", "mw": (250, 330)}),
     ]
     for scaffold in scaffolds:
         requests.append(("scaffold", scaffold, {"scaffold": scaffold}))

@@ -229,8 +229,8 @@ windows = st.sampled_from([("logp", (1.0, 3.0)), ("mw", (250.0, 330.0)), ("tpsa"
        st.sampled_from([None, "c1ccccc1", "C(=O)N"]))
 def test_every_returned_molecule_satisfies_its_request(designer, chosen, seed, contains):
     request = task.MoleculeRequest.parse(dict(chosen), contains=contains)
-    result = designer.design(2, request, seed=seed, budget=64)
-    assert result.canvases <= 64
+    result = designer.design(2, request, seed=seed, budget=128)
+    assert result.canvases <= 128 and len(result) >= 1  # each of these requests has a verified rate of 10 %+
     for m in result:
         check(m, request)
 
@@ -238,7 +238,7 @@ def test_every_returned_molecule_satisfies_its_request(designer, chosen, seed, c
 def test_scaffold_decoration_keeps_the_scaffold(designer):
     request = task.MoleculeRequest.parse(scaffold="c1ccccc1")
     result = designer.design(3, request, seed=1, budget=128)
-    assert len(result) >= 1
+    assert len(result) == 3
     core = Chem.MolFromSmiles("c1ccccc1")
     for m in result:
         check(m, request)
@@ -282,7 +282,7 @@ def test_pinned_layouts_survive_guidance_and_decorate_an_unseen_scaffold(designe
 def test_ring_size_limit_is_enforced(designer):
     request = task.MoleculeRequest.parse(max_ring_size=6)
     result = designer.design(3, request, seed=2, budget=128)
-    assert len(result) >= 1
+    assert len(result) == 3
     for m in result:
         check(m, request)
         assert max((len(r) for r in m.mol.GetRingInfo().AtomRings()), default=0) <= 6
@@ -351,3 +351,16 @@ def test_properties_are_finite_numbers(designer):
     m = designer.generate(1, seed=5)[0]
     assert set(m.properties) == set(PROPERTIES)
     assert all(math.isfinite(v) for v in m.properties.values())
+
+
+def test_layouts_around_small_fragments_leave_room_for_molecules_of_the_usual_size(designer):
+    """MOSES SMILES are 28-42 tokens (5-95 %): layouts around an amide must reach that far, so an amide with
+    MW 250-330 is found (with free stretches of at most 6 tokens, none was in 1,024 canvases)."""
+    _, values = task.fragment_layouts("C(=O)N", 400, torch.Generator().manual_seed(0))
+    lengths = (values == task.EOS).float().argmax(1)
+    assert lengths.float().mean() >= 22 and (lengths >= 28).float().mean() >= 0.3
+    request = task.MoleculeRequest.parse({"mw": (250, 330)}, contains="C(=O)N")
+    result = designer.design(2, request, seed=0, budget=256)
+    assert len(result) == 2
+    for m in result:
+        check(m, request)

@@ -8,8 +8,6 @@ from hf_reference import TINY_TEXT, hf_model
 
 from diffsolve.core import ModelConfig, SamplingConfig, generate, load_model, new_model
 
-pytest.importorskip("transformers")
-
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):

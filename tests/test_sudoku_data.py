@@ -1,5 +1,3 @@
-import time
-
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -269,15 +267,3 @@ def test_conflicts_and_validity():
 def test_count_solutions_rejects_bad_length():
     with pytest.raises(ValueError, match="expected 81 cells, got 80"):
         count_solutions(PUZZLE[:80])
-
-
-def test_timing_report():
-    rng = np.random.default_rng(0)
-    start = time.perf_counter()
-    grids = [random_grid(rng) for _ in range(200)]
-    grid_rate = 200 / (time.perf_counter() - start)
-    start = time.perf_counter()
-    for grid in grids[:100]:
-        make_puzzle(grid, 17, rng, unique=True)
-    puzzle_rate = 100 / (time.perf_counter() - start)
-    print(f"random_grid: {grid_rate:.0f} grids/s; make_puzzle(unique, 17): {puzzle_rate:.1f} puzzles/s")

@@ -120,10 +120,9 @@ def test_a_puzzle_without_a_solution_is_proved_so_early(solver):
     assert "no solution" in result.reason and result.steps < 32
 
 
-def test_an_empty_grid_is_a_puzzle_too(solver):
-    result = solver.solve("0" * 81)
-    assert result.verified == (result.solution is not None)
-    assert result.solution is None or is_valid_solution("0" * 81, result.solution)
+def test_an_empty_grid_is_a_puzzle_too():
+    result = SudokuSolver.from_pretrained(canvases=4, max_steps=128).solve("0" * 81)  # ~45 passes
+    assert result.verified and is_valid_solution("0" * 81, result.solution)
 
 
 def test_cli_rejects_bad_options(tmp_path):
