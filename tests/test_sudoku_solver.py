@@ -142,3 +142,19 @@ def test_cli_names_a_csv_header_without_a_puzzle_column(tmp_path):
     path.write_text("id,grid\n1," + easy_puzzle(4)[0] + "\n")
     result = CliRunner().invoke(app, ["sudoku", str(path)])
     assert result.exit_code == 2 and f"{path}:1: a CSV header needs a puzzle (or quizzes) column" in result.stderr
+
+
+def test_model_only_keeps_the_clues_and_is_checked_like_the_full_system():
+    """guided=False: one canvas of the stock sampler, clues pinned; its grid is returned only if verified."""
+    model_only = SudokuSolver.from_pretrained(guided=False)
+    assert model_only.canvases == 1 and "model only" in repr(model_only)
+    puzzle, grid = easy_puzzle(5, givens=60)
+    result = model_only.solve(puzzle)  # the model alone solves easy puzzles (98-100 % of the easy tiers)
+    assert result.verified and result.forward_passes == result.steps  # one canvas
+    assert is_valid_solution(puzzle, result.solution) and result.solution == grid  # 60 givens: one solution
+
+
+def test_cli_demo_sorts_and_verifies():
+    out = CliRunner().invoke(app, ["demo", "--digits", "3141592653589793"])
+    assert out.exit_code == 0, out.output
+    assert "output    1123334555678999  verified" in out.output
