@@ -8,10 +8,11 @@ import time
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from numbers import Real
+
 import networkx as nx
 import torch
 
-from ..core import DiffusionGemma, Guidance, arguments, SamplingConfig, StepInfo, generate, load_model
+from ..core import DiffusionGemma, Guidance, SamplingConfig, StepInfo, arguments, generate, load_model
 from ..tasks import countdown
 from ..tasks.graph_data import (CANVAS, MAX_NODES, MAX_PATH_EDGES, MAX_PROMPT_EDGES, MAX_ROUTE_NODES, VOCAB,
                                 color_prompt, countdown_prompt)
@@ -271,8 +272,6 @@ class GraphSolver(_DiffusionSolver):
             raise TypeError("hamiltonian_paths takes a list of graphs; for one graph use hamiltonian_path(graph)")
         if cycle and end is not None:
             raise GraphError("end applies to paths; a cycle ends where it starts (give start only)")
-        batch = arguments.whole(batch, "batch", 1)
-        arguments.callback(callback, "callback")
         kind = "hamcycle" if cycle else "hampath"
         problems = []
         for graph in graphs:
@@ -330,8 +329,6 @@ class GraphSolver(_DiffusionSolver):
     def paths(self, queries: Sequence[tuple[nx.Graph, Hashable, Hashable]], *, batch: int = 32, callback=None,
               salt: int = 0, all_canvases: bool = False) -> list[RouteResult]:
         """Many (graph, source, target) path queries at once; any simple path counts."""
-        batch = arguments.whole(batch, "batch", 1)
-        arguments.callback(callback, "callback")
         problems = []
         for i, query in enumerate(queries):
             if not isinstance(query, (tuple, list)) or len(query) != 3:
@@ -352,6 +349,8 @@ class GraphSolver(_DiffusionSolver):
     def _routes(self, problems, batch: int, callback, what: str, salt: int = 0,
                 all_canvases: bool = False) -> list[RouteResult]:
         """Solve (spec, labels, trivial result or None, verifier) problems in batches; first verified wins."""
+        batch = arguments.whole(batch, "batch", 1)
+        arguments.callback(callback, "callback")
         results: list[RouteResult | None] = [p[2] for p in problems]
         todo = [i for i, p in enumerate(problems) if p[2] is None]
         for begin in range(0, len(todo), batch):

@@ -9,10 +9,9 @@ from dataclasses import dataclass, field, replace
 import torch
 from rdkit import Chem
 
-from ..core import DiffusionGemma, SamplingConfig, generate, load_model, released_config
+from ..core import DiffusionGemma, SamplingConfig, arguments, generate, load_model, released_config
 from ..tasks import molecules as task
 from ..tasks.molecule_data import PROPERTIES, compute_properties
-from ..core import arguments
 from .checkpoints import check_task_model, default_checkpoint
 
 # Default canvas budget: BUDGET_PER_MOLECULE per requested molecule plus BUDGET_BASE. Requests in the tail of the

@@ -8,10 +8,9 @@ from dataclasses import asdict, dataclass, replace
 
 import torch
 
-from ..core import DiffusionGemma, SamplingConfig, StepInfo, generate, load_model
+from ..core import DiffusionGemma, SamplingConfig, StepInfo, arguments, generate, load_model
 from ..tasks import sudoku
 from ..tasks.sudoku_data import conflicts, is_valid_solution
-from ..core import arguments
 from .checkpoints import check_task_model, default_checkpoint
 
 
