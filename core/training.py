@@ -13,6 +13,7 @@ import json
 import math
 import os
 import shutil
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -235,7 +236,7 @@ def train(model: DiffusionGemma, make_batch: Callable[[int, torch.Generator], Ba
             with log_path.open("a") as f:
                 f.write(json.dumps(metrics) + "\n")
             if not progress:
-                print(json.dumps(metrics), flush=True)
+                print(json.dumps(metrics), file=sys.stderr, flush=True)  # stdout keeps the summary alone
         if done % cfg.checkpoint_every == 0 or done in (cfg.steps, end):
             save_training_state(ckpt, model, optimizer, done, cfg,
                                 {"elapsed_s": round(previous_s + time.time() - began, 1)})

@@ -542,3 +542,23 @@ def test_dense_graphs_get_the_local_search_and_sparse_ones_the_release():
     assert coloring_constraints(5, clique, 5).dead_end == "repair"
     assert coloring_constraints(10, path, 2).dead_end == "release"
     assert coloring_constraints(5, clique, 5, dead_end="backtrack").dead_end == "backtrack"
+
+
+def test_model_only_answers_are_verified_or_absent():
+    """The model-only baseline (one canvas, stock sampler) fails often; what it returns must still be verified,
+    and a failure carries a reason instead of an answer."""
+    solver = GraphSolver.from_pretrained(guided=False, seed=0)
+    k4 = nx.complete_graph(4)
+    coloring = solver.color(k4, k=4)
+    assert coloring.verified and sorted(coloring.coloring.values()) == [0, 1, 2, 3]
+    for graph in (k4, nx.petersen_graph()):
+        coloring, tour, route = solver.color(graph, k=3), solver.hamiltonian_path(graph), solver.path(graph, 0, 3)
+        assert max(r.forward_passes for r in (coloring, tour, route)) <= solver.max_steps
+        for result, answer in [(coloring, coloring.coloring), (tour, tour.path), (route, route.path)]:
+            assert result.verified == (answer is not None) and result.verified != bool(result.reason)
+        if coloring.verified:
+            assert all(coloring.coloring[u] != coloring.coloring[v] for u, v in graph.edges)
+        if tour.verified:
+            assert nx.is_simple_path(graph, tour.path) and len(tour.path) == len(graph)
+        if route.verified:
+            assert nx.is_simple_path(graph, route.path) and route.path[0] == 0 and route.path[-1] == 3

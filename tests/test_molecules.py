@@ -8,6 +8,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from rdkit import Chem
+from rdkit.Chem import Crippen
 from typer.testing import CliRunner
 
 from diffsolve.solvers import MoleculeDesigner
@@ -364,3 +365,14 @@ def test_layouts_around_small_fragments_leave_room_for_molecules_of_the_usual_si
     assert len(result) == 2
     for m in result:
         check(m, request)
+
+
+def test_model_only_molecules_are_verified_and_in_their_window():
+    """guided=False: the model's own sampler, no masks or re-noising; only the final RDKit check filters."""
+    designer = MoleculeDesigner.from_pretrained(guided=False)
+    result = designer.generate(5, logp=(1, 3), seed=0)
+    assert len(result) == 5 and not result.exhausted and result.canvases >= 5
+    for molecule in result:
+        mol = Chem.MolFromSmiles(molecule.smiles)
+        assert mol is not None and molecule.verified
+        assert 1 <= Crippen.MolLogP(mol) <= 3
