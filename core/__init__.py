@@ -5,6 +5,7 @@ from .checkpoint import CheckpointError, check_device, load_model, new_model, re
 from .config import ConfigError, LayerSpec, ModelConfig
 from .model import DiffusionGemma, KVCache
 from .sampler import (
+    FinishClock,
     GenerationOutput,
     Guidance,
     SamplingConfig,
@@ -17,8 +18,8 @@ from .sampler import (
 from .tokenizer import load_tokenizer, word_level_tokenizer
 
 __all__ = [
-    "CheckpointError", "ConfigError", "DiffusionGemma", "GenerationOutput", "Guidance", "KVCache", "LayerSpec",
-    "ModelConfig", "SamplingConfig", "StepInfo", "arguments", "check_device", "denoise_canvas", "generate",
+    "CheckpointError", "ConfigError", "DiffusionGemma", "FinishClock", "GenerationOutput", "Guidance", "KVCache",
+    "LayerSpec", "ModelConfig", "SamplingConfig", "StepInfo", "arguments", "check_device", "denoise_canvas", "generate",
     "generate_autoregressive", "load_model", "load_tokenizer", "new_model", "released_config", "resolve_checkpoint",
     "save_model", "word_level_tokenizer",
 ]

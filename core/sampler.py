@@ -14,6 +14,7 @@ which positions may settle, violation re-noising after acceptance, and a verifie
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 
@@ -139,6 +140,27 @@ class StepInfo:
     renoised_by_constraint: Tensor  # bool [B, L]
     finished: Tensor  # bool [B]
     solved: Tensor  # bool [B]
+
+
+class FinishClock:
+    """A step callback that notes when each canvas row stopped (verified, retired or dropped), in seconds since
+    the clock was made, and passes every step on to `callback`. Gives each instance of a batch its own latency."""
+
+    def __init__(self, rows: int, callback: Callable[[StepInfo], None] | None = None):
+        self.began = time.perf_counter()
+        self.stopped_at = torch.full((rows,), math.nan)
+        self.callback = callback
+
+    def __call__(self, info: StepInfo) -> None:
+        newly = info.rows[info.finished].cpu()
+        self.stopped_at[newly] = self.stopped_at[newly].nan_to_num(time.perf_counter() - self.began)
+        if self.callback is not None:
+            self.callback(info)
+
+    def latency(self, canvases: int) -> Tensor:
+        """[instances]: seconds until the last of each instance's `canvases` consecutive rows stopped (rows still
+        running when the sampler returned stop now)."""
+        return self.stopped_at.nan_to_num(time.perf_counter() - self.began).view(-1, canvases).amax(1)
 
 
 @dataclass

@@ -16,7 +16,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
@@ -25,6 +25,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from .checkpoint import load_model, save_model
+from .config import ModelConfig
 from .model import DiffusionGemma
 
 
@@ -166,6 +167,32 @@ def load_training_state(directory: Path, model: DiffusionGemma, optimizer: torch
     return int(json.loads((directory / STATE_JSON).read_text())["step"])
 
 
+class ResumeError(ValueError):
+    """The run directory holds a checkpoint of another model or another recipe."""
+
+
+# What a resumed run must keep; steps and the time budget may change (to extend a run), and with them warmup.
+RECIPE_FIELDS = ("batch_size", "lr", "min_lr_ratio", "weight_decay", "grad_clip", "self_conditioning_prob",
+                 "ar_weight", "eps", "seed")
+
+
+def check_resumable(checkpoint: Path, model: DiffusionGemma, cfg: TrainConfig) -> None:
+    """Refuse to continue a checkpoint with another architecture or recipe: the result would match neither run
+    nor the recipe its model card records."""
+    theirs = ModelConfig.from_hf_dict(json.loads((checkpoint / "config.json").read_text()))
+    differ = [f.name for f in fields(ModelConfig)
+              if f.name != "passthrough" and getattr(theirs, f.name) != getattr(model.config, f.name)]
+    if differ:
+        raise ResumeError(f"{checkpoint} holds another model ({', '.join(differ)} differ); train into a new "
+                          "directory")
+    saved = json.loads((checkpoint / STATE_JSON).read_text())["config"]
+    changed = [f"{name} {saved[name]} -> {getattr(cfg, name)}" for name in RECIPE_FIELDS
+               if name in saved and saved[name] != getattr(cfg, name)]
+    if changed:
+        raise ResumeError(f"{checkpoint} continues a run with another recipe ({', '.join(changed)}); "
+                          "resume it with the same values, or train into a new directory")
+
+
 # ------------------------------------------------------------------------------------------ loop
 def train(model: DiffusionGemma, make_batch: Callable[[int, torch.Generator], Batch], cfg: TrainConfig,
           out_dir: str | os.PathLike, *, evaluate: Callable[[DiffusionGemma], dict] | None = None,
@@ -185,6 +212,7 @@ def train(model: DiffusionGemma, make_batch: Callable[[int, torch.Generator], Ba
     start, previous_s = 0, 0.0
     found = find_checkpoint(ckpt)
     if found is not None:
+        check_resumable(found, model, cfg)
         model.load_state_dict(load_model(found, device=device).state_dict())
     model.to(device).train()
     optimizer = make_optimizer(model, cfg)

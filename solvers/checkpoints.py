@@ -18,10 +18,11 @@ def default_checkpoint(task: str) -> Path:
     return Path(models.__file__).parent / SHIPPED[task]
 
 
-def check_task_model(model: DiffusionGemma, task: str, vocab_size: int, canvas: int) -> None:
-    """Refuse a checkpoint made for another task (its token ids would mean other things) before any sampling."""
+def check_task_model(model: DiffusionGemma, task: str, vocab_size: int, canvas: int, exact: bool = False) -> None:
+    """Refuse a checkpoint made for another task (its token ids would mean other things) before any sampling.
+    `exact`: the task samples the model's whole canvas, so it must be exactly `canvas` long."""
     config = model.config
-    if config.vocab_size != vocab_size or config.canvas_length < canvas:
+    if config.vocab_size != vocab_size or config.canvas_length < canvas or exact and config.canvas_length != canvas:
         raise CheckpointError(f"{model.source or 'this model'}: not a {task} checkpoint (vocabulary of "
                               f"{config.vocab_size} tokens, canvas of {config.canvas_length}; the {task} solver "
-                              f"needs {vocab_size} tokens and a canvas of at least {canvas})")
+                              f"needs {vocab_size} tokens and a canvas of {'' if exact else 'at least '}{canvas})")

@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 
 from ..core import CheckpointError, ConfigError, SamplingConfig, StepInfo, check_device, generate, load_model
-from .checkpoints import default_checkpoint
+from .checkpoints import check_task_model, default_checkpoint
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="markdown",
                   help="diffsolve: constraint-guided diffusion solvers that return only verified answers.")
@@ -55,15 +55,37 @@ def _check_image(path: Path | None, kind: str) -> None:
 
 
 _OPTIONS = {"compile": False}
+SEED_RANGE = dict(min=0, max=2**63 - 1)  # what torch generators take
+
+
+def _version(show: bool) -> None:
+    if show:
+        from importlib.metadata import version
+
+        print(f"diffsolve {version('diffsolve')} (torch {torch.__version__})")
+        raise typer.Exit(0)
 
 
 @app.callback()
 def _options(compile: bool = typer.Option(
         False, "--compile", help="Compile the model's decoder pass with torch.compile before solving: several "
         "times faster per pass on small models, after a one-off compilation of up to a minute per new shape. "
-        "Worth it for long runs (many puzzles, benchmarks); needs a C++ compiler on CPU.")) -> None:
-    """Options for every command."""
+        "Worth it for long runs (many puzzles, benchmarks); needs a C++ compiler on CPU. Goes before the command: "
+        "solve --compile sudoku FILE."),
+        version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                     help="Print the version and exit.")) -> None:
+    """Options for every command (they go before the command's name)."""
     _OPTIONS["compile"] = compile
+
+
+def progress_bar(label: str, *fields: str, show: bool = True):
+    """A transient rich progress bar on stderr (label, bar, done/total, `fields` as text columns, time), shown only
+    when stderr is a terminal: logs and pipes get no bar and no stray blank line."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), *map(TextColumn, fields),
+                    TimeElapsedColumn(), console=Console(stderr=True), transient=True,
+                    disable=not (show and sys.stderr.isatty()))
 
 
 def _check_search(model_only: bool, backtrack: bool) -> None:
@@ -98,22 +120,25 @@ def _load(checkpoint: str | None, task: str, device: str, build: Callable = lamb
 @app.command()
 def demo(
     digits: str = typer.Option(None, help="16 digits to sort, e.g. 3141592653589793 (default: random)."),
-    seed: int = typer.Option(0, help="Seed for the random input and the sampler."),
+    seed: int = typer.Option(0, **SEED_RANGE, help="Seed for the random input and the sampler."),
     checkpoint: str = typer.Option(None, help="Checkpoint directory or hub id (default: the shipped demo)."),
     guided: bool = typer.Option(True, help="Apply the task's constraints every pass (off: the model alone)."),
     device: str = typer.Option("cpu", help="cpu or cuda."),
 ) -> None:
-    """Load the shipped tiny checkpoint and watch a canvas denoise: 16 digits sorted by diffusion."""
+    """Load the shipped tiny checkpoint and watch a canvas denoise: 16 digits sorted by diffusion.
+
+    Exit status: 0 done (the last line says whether the answer is verified), 2 bad input."""
     from ..tasks import sorting
 
     if digits is None:
         values = torch.randint(0, 10, (1, sorting.LENGTH), generator=torch.Generator().manual_seed(seed))
     else:
-        if len(digits) != sorting.LENGTH or not digits.isdigit():
+        if len(digits) != sorting.LENGTH or not all(c in "0123456789" for c in digits):
             _error(f"--digits needs exactly {sorting.LENGTH} digits, got {digits!r}")
             raise typer.Exit(2)
         values = torch.tensor([[int(c) for c in digits]])
-    model = _load(checkpoint, "sorting", device)
+    model = _load(checkpoint, "sorting", device, lambda model: check_task_model(
+        model, "sorting", sorting.TOKENIZER.get_vocab_size(), sorting.LENGTH, exact=True) or model)
     prompt = sorting.encode_prompt(values).to(device)
     console.print(f"input     {''.join(map(str, values[0].tolist()))}")
 
@@ -155,12 +180,14 @@ def sudoku(
     backtrack: bool = typer.Option(False, "--backtrack", help="Exact search on top of the model: at a dead end "
                                    "a canvas undoes only its last guess and rules it out, instead of restarting. "
                                    "Solves the hardest puzzles; reported separately in the benchmark."),
-    temperature: float = typer.Option(2.0, min=0.01, help="Sampling temperature of the guided search (hot keeps "
-                                      "restarts from repeating the model's confident wrong guesses; forced cells "
-                                      "settle regardless). Ignored with --model-only (released schedule)."),
+    temperature: float = typer.Option(2.0, min=0.01, max=100.0, help="Sampling temperature of the guided "
+                                      "search (hot keeps restarts from repeating the model's confident wrong "
+                                      "guesses; forced cells settle regardless). Ignored with --model-only "
+                                      "(released schedule)."),
     trace: bool = typer.Option(False, help="Show the first puzzle's canvas pass by pass on stderr (settled cells "
-                                           "green, cells re-noised by a constraint red)."),
-    seed: int = typer.Option(0, help="Sampler seed."),
+                                           "green, cells re-noised by a constraint red); the others are then "
+                                           "solved as usual."),
+    seed: int = typer.Option(0, **SEED_RANGE, help="Sampler seed."),
     device: str = typer.Option("cpu", help="cpu or cuda."),
 ) -> None:
     """Solve every Sudoku in FILE. Only verified grids are printed as solutions.
@@ -206,46 +233,42 @@ def sudoku(
         elif format == "line":
             print(result.solution if result.verified else f"# line {entry.line}: {result.reason}", flush=True)
         else:
-            head = (f"line {entry.line}: verified in {result.steps} passes ({result.seconds:.2f} s)"
+            head = (f"line {entry.line}: verified in {result.steps} pass{'es' * (result.steps != 1)} "
+                    f"({result.seconds:.2f} s)"
                     if result.verified else f"line {entry.line}: no verified solution -- {result.reason}")
-            console.print(head, highlight=False)
-            console.print(format_grid(result.solution or result.puzzle) + "\n", highlight=False)
+            print(head + "\n" + format_grid(result.solution or result.puzzle) + "\n", flush=True)
 
-    callback = _sudoku_tracer(canvases) if trace else None
-    if trace:
-        if len(good) > 1:
-            _error(f"--trace follows one puzzle: solving line {good[0].line} only, not the other {len(good) - 1}")
-        result = solver.solve(good[0].puzzle, callback=callback)
-        emit(good[0], result)
-        raise typer.Exit(0 if result.verified else 1)
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
+    readable = [k for k, e in enumerate(entries) if not isinstance(e, PuzzleFormatError)]
+    good_index = {k: i for i, k in enumerate(readable)}  # entry position -> position among the puzzles
     next_out = 0
-    with Progress(TextColumn("solving"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=Console(stderr=True), transient=True, disable=len(good) < 2) as bar:
-        task = bar.add_task("puzzles", total=len(good))
 
-        def flush_in_order() -> None:  # print in input order as results arrive
-            nonlocal next_out
-            while next_out < len(entries):
-                entry = entries[next_out]
-                if isinstance(entry, PuzzleFormatError):
-                    emit_unreadable(entry)
-                elif good_index[next_out] in results:
-                    emit(entry, results[good_index[next_out]])
-                else:
-                    return
-                next_out += 1
+    def flush_in_order() -> None:  # print in input order as results arrive
+        nonlocal next_out
+        while next_out < len(entries):
+            entry = entries[next_out]
+            if isinstance(entry, PuzzleFormatError):
+                emit_unreadable(entry)
+            elif good_index[next_out] in results:
+                emit(entry, results[good_index[next_out]])
+            else:
+                return
+            next_out += 1
+
+    traced = 0
+    if trace:  # the first puzzle alone, before the others, so that its passes are not mixed with a progress bar
+        results[0] = solver.solve(good[0].puzzle, callback=_sudoku_tracer(canvases))
+        traced = 1
+    flush_in_order()
+    rest = good[traced:]
+    with progress_bar("solving", show=len(rest) > 1) as bar:
+        task = bar.add_task("puzzles", total=len(rest))
 
         def done(i: int, result) -> None:
-            results[i] = result
+            results[traced + i] = result
             bar.advance(task)
             flush_in_order()
 
-        readable = [k for k, e in enumerate(entries) if not isinstance(e, PuzzleFormatError)]
-        good_index = {k: i for i, k in enumerate(readable)}  # entry position -> position among the puzzles
-        flush_in_order()  # unreadable entries before the first puzzle
-        solver.solve_many([e.puzzle for e in good], on_result=done)
+        solver.solve_many([e.puzzle for e in rest], on_result=done)
     unsolved = sum(not r.verified for r in results.values())
     raise typer.Exit(0 if unsolved == 0 and len(good) == len(entries) else 1)
 
@@ -271,13 +294,14 @@ def molecules(
                                                      "keeps to the training data (no macrocycles); 0 allows any size."),
     budget: int = typer.Option(None, min=1, help="Most canvases to try (default 200 x num + 256)."),
     format: str = typer.Option("smi", "--format", "-f", help="smi, csv, sdf or json (one object per line)."),
-    out: Path = typer.Option(None, "--out", "-o", help="Write here instead of stdout (written whole at the end)."),
+    out: Path = typer.Option(None, "--out", "-o", help="Write here instead of stdout (written whole at the end; "
+                                                       "'-' is stdout)."),
     image: Path = typer.Option(None, help="Also draw the molecules as a grid with RDKit; the suffix picks the "
                                           "type (.png, .jpg, .webp, ...)."),
     model_only: bool = typer.Option(False, "--model-only", help="Stock sampler without chemistry guidance "
                                                                 "(molecules are still verified)."),
     checkpoint: str = typer.Option(None, help="Checkpoint directory or hub id (default: the shipped model)."),
-    seed: int = typer.Option(None, help="Seed (default: random)."),
+    seed: int = typer.Option(None, **SEED_RANGE, help="Seed (default: random; the summary on stderr says which)."),
     device: str = typer.Option("cpu", help="cpu or cuda."),
 ) -> None:
     """Design molecules that RDKit verifies against every requested condition.
@@ -306,14 +330,12 @@ def molecules(
         known = head in texts or head in ("contains", "scaffold")
         _error(f"--{head.replace('_', '-')}: {rest}" if colon and known else f"{exc}")
         raise typer.Exit(2) from None
+    out = None if out is not None and str(out) == "-" else out
     _check_writable(out, "--out")
     _check_image(image, "molecules")
     designer = _load(checkpoint, "molecules", device, lambda model: MoleculeDesigner(model, guided=not model_only))
     budget = budget if budget is not None else default_budget(num)
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    with Progress(TextColumn("designing"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[tried]}"),
-                  TimeElapsedColumn(), console=Console(stderr=True), transient=True) as bar:
+    with progress_bar("designing", "{task.fields[tried]}") as bar:
         task = bar.add_task("molecules", total=num, tried="")
         result = designer.design(num, request, seed=seed, budget=budget,
                                  on_round=lambda tried, found: bar.update(task, completed=found,
@@ -325,7 +347,8 @@ def molecules(
     elif image is not None:
         print(f"no molecule to draw: {image} not written", file=sys.stderr)
     summary = (f"{len(result)}/{num} verified molecules from {result.canvases} canvases in {result.seconds:.1f} s"
-               + (f"; budget exhausted ({result.canvases} canvases)" if result.exhausted else ""))
+               + (f"; budget exhausted ({result.canvases} canvases)" if result.exhausted else "")
+               + (f" (seed {result.seed}: --seed {result.seed} repeats this run)" if seed is None else ""))
     print(summary, file=sys.stderr)
     raise typer.Exit(1 if result.exhausted else 0)
 
@@ -365,7 +388,20 @@ def _write_molecules(found, names: list[str], format: str, out: Path | None) -> 
 def _write_atomically(path: Path, write: Callable[[Path], object]) -> None:
     """`write(tmp)` to a temporary name beside `path`, renamed over it only when complete (never a partial file);
     failures (a full disk, a suffix the image writer does not know) name `path` and exit 2."""
-    tmp = path.with_name(path.stem + ".tmp" + path.suffix)  # the suffix tells image writers the format
+    import tempfile
+
+    try:
+        # a fresh name, so no file of the user's is touched; the suffix tells image writers the format
+        handle, name = tempfile.mkstemp(dir=path.parent if str(path.parent) else ".", prefix=f".{path.stem}.",
+                                        suffix=path.suffix)
+        os.close(handle)
+        tmp = Path(name)
+        umask = os.umask(0)
+        os.umask(umask)
+        tmp.chmod(path.stat().st_mode & 0o777 if path.exists() else 0o666 & ~umask)  # mkstemp makes it 0600
+    except OSError as exc:
+        _error(f"{path}: {exc.strerror or exc}")
+        raise typer.Exit(2) from None
     try:
         write(tmp)
         tmp.replace(path)
@@ -416,7 +452,7 @@ def train(
     steps: int = typer.Option(3000, min=1, help="Optimizer steps."),
     batch_size: int = typer.Option(64, min=1, help="Examples per step."),
     lr: float = typer.Option(2e-3, min=0.0, help="Peak learning rate (warmup then cosine)."),
-    seed: int = typer.Option(0, help="Seed for initialisation and data."),
+    seed: int = typer.Option(0, **SEED_RANGE, help="Seed for initialisation and data."),
     device: str = typer.Option("cpu", help="cpu or cuda."),
     threads: int = typer.Option(2, min=1, help="CPU threads for torch."),
     time_budget: float = typer.Option(None, min=1, help="Stop after this many seconds; the learning-rate schedule "
@@ -428,9 +464,13 @@ def train(
     init: Path = typer.Option(None, help="Start from this model's weights (fresh optimizer and schedule) instead "
                               "of a seeded initialisation; it must have the task's architecture."),
 ) -> None:
-    """Train a task model with the DiffusionGemma objective (from scratch or --init weights); resumes a run."""
+    """Train a task model with the DiffusionGemma objective (from scratch or --init weights); resumes a run.
+
+    Running the same command again continues from the run's last checkpoint (with more --steps, a longer run);
+    the recipe (batch size, learning rate, seed) must stay the same. The summary JSON goes to stdout, log lines
+    to stderr and out/train_log.jsonl. Exit status: 0 trained, 2 bad input."""
     from ..core import new_model
-    from ..core.training import TrainConfig
+    from ..core.training import ResumeError, TrainConfig
     from ..core.training import train as run_training
     from ..tasks import graph_data, molecules, sorting, sudoku
 
@@ -438,6 +478,12 @@ def train(
         _error(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
         raise typer.Exit(2)
     _check_device(device)
+    if out.exists() and not out.is_dir():
+        _error(f"--out {out}: not a folder (the run directory holds checkpoints, the log and the model)")
+        raise typer.Exit(2)
+    if data is not None and not data.is_file():
+        _error(f"--data {data}: no such file (leave --data out to build the training set in the run directory)")
+        raise typer.Exit(2)
     torch.set_num_threads(threads)
     module = {"sorting": sorting, "sudoku": sudoku, "molecules": molecules, "graphs": graph_data}[task]
     model = new_model(module.model_config(), seed=seed)
@@ -453,7 +499,14 @@ def train(
     except FileNotFoundError as exc:  # e.g. the MOSES data wheel is not installed
         _error(f"{exc}")
         raise typer.Exit(2) from None
-    summary = run_training(model, make_batch, cfg, out, progress=sys.stderr.isatty())
+    except (OSError, ValueError, KeyError) as exc:  # numpy: not an .npz, pickled data, missing arrays
+        _error(f"--data {data}: not a {task} training set ({exc})")
+        raise typer.Exit(2) from None
+    try:
+        summary = run_training(model, make_batch, cfg, out, progress=sys.stderr.isatty())
+    except ResumeError as exc:
+        _error(f"--out {out}: {exc}")
+        raise typer.Exit(2) from None
     metrics = module.evaluate(model)
     final = out / "model"
     model.save_pretrained(final)

@@ -9,9 +9,8 @@ from pathlib import Path
 from typing import NoReturn
 
 import typer
-from rich.console import Console
 
-from .cli import _check_image, _check_search, _error, _load, _write_atomically, app
+from .cli import SEED_RANGE, _check_image, _check_search, _error, _load, _write_atomically, app, progress_bar
 
 FORMATS = ("text", "json")
 # Options every graph command shares (typer reads them as defaults).
@@ -19,7 +18,7 @@ CANVASES = typer.Option(8, min=1, help="Parallel canvases per instance; the firs
 MODEL_ONLY = typer.Option(False, "--model-only", help="Stock sampler on one canvas, no constraint guidance "
                                                       "(answers are still verified).")
 CHECKPOINT = typer.Option(None, help="Checkpoint directory or hub id (default: the shipped graphs model).")
-SEED = typer.Option(0, help="Sampler seed.")
+SEED = typer.Option(0, **SEED_RANGE, help="Sampler seed.")
 DEVICE = typer.Option("cpu", help="cpu or cuda.")
 IMAGE_HELP = " (the suffix picks the type: .png, .svg, .pdf, ...)."
 
@@ -91,18 +90,11 @@ def _draw(graph, path: Path, coloring: dict | None = None, route: list | None = 
         plt.close(fig)
 
 
-def _progress(label: str):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    return Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    console=Console(stderr=True), transient=True)
-
-
 def _search(file: Path, label: str, max_steps: int, run: Callable):
     """`run(callback)` under a progress bar of passes; a GraphError (the input does not fit) is exit 2."""
     from ..tasks.graphs import GraphError
 
-    with _progress(f"{label} (passes)") as bar:
+    with progress_bar(f"{label} (passes)") as bar:
         task = bar.add_task(label, total=max_steps)
         try:
             return run(lambda info: bar.update(task, completed=info.step))
@@ -116,6 +108,8 @@ def _finish(result, format: str, text: str, image: Path | None, draw: Callable[[
     _emit(result, format, text)
     if image is not None and result.verified:
         draw(image)
+    elif image is not None:
+        print(f"no verified answer to draw: {image} not written", file=sys.stderr)
     raise typer.Exit(0 if result.verified else 1)
 
 
@@ -129,8 +123,7 @@ def coloring(
                                                               "verified, attempts)."),
     image: Path = typer.Option(None, help="Also draw the coloured graph" + IMAGE_HELP),
     canvases: int = CANVASES,
-    max_steps: int = typer.Option(256, min=1, help="Denoising passes per attempt before it counts as failed "
-                                                   "(GraphSolver's own default in Python is 128)."),
+    max_steps: int = typer.Option(256, min=1, help="Denoising passes per attempt before it counts as failed."),
     backtrack: bool = typer.Option(False, "--backtrack", help="Exact search on top of the model: at a dead end "
                                    "a canvas undoes its last guess and rules that colour out, instead of releasing "
                                    "the nodes around it. Reported separately in the benchmark."),
@@ -190,6 +183,9 @@ def hamiltonian(
     if cycle and end is not None:
         _error("--end applies to paths; a cycle ends where it starts")
         raise typer.Exit(2)
+    if start is not None and start == end:
+        _error("--start and --end name the same node: a path visits it once (use --cycle for a closed route)")
+        raise typer.Exit(2)
     _check_image(image, "graphs")
     graph = _graph(file)
     start, end = _node(graph, start, "--start", file), _node(graph, end, "--end", file)
@@ -209,11 +205,12 @@ def path(
     target: str = typer.Option(..., help="Goal node."),
     shortest: bool = typer.Option(False, "--shortest", help="Only accept a shortest path (by weight when the "
                                                             "edge list has weights, else by hops)."),
-    format: str = typer.Option("text", "--format", "-f", help="text, or json (path, length, verified, reason)."),
+    format: str = typer.Option("text", "--format", "-f", help="text, or json (path, length, verified, reason; "
+                                                              "length counts edges, or sums weights with "
+                                                              "--shortest on a weighted graph)."),
     image: Path = typer.Option(None, help="Also draw the graph with the path" + IMAGE_HELP),
     canvases: int = CANVASES,
-    max_steps: int = typer.Option(64, min=1, help="Denoising passes before giving up (GraphSolver's own default "
-                                                  "in Python is 128)."),
+    max_steps: int = typer.Option(64, min=1, help="Denoising passes before giving up."),
     model_only: bool = MODEL_ONLY,
     checkpoint: str = CHECKPOINT,
     seed: int = SEED,
@@ -231,7 +228,9 @@ def path(
     result = _search(file, "searching", max_steps, lambda callback: solver.path(
         graph, source, target, weight="weight" if weighted and shortest else None, shortest=shortest,
         callback=callback))
-    text = (f"verified path: {' '.join(map(str, result.path))} (length {result.length:g}; {result.seconds:.1f} s)"
+    length = "" if not result.verified else f"total weight {result.length:g}" if weighted and shortest else \
+        f"{result.length:g} edge{'s' * (result.length != 1)}"
+    text = (f"verified path: {' '.join(map(str, result.path))} ({length}; {result.seconds:.1f} s)"
             if result.verified else f"no verified answer: {result.reason}")
     _finish(result, format, text, image, lambda path: _draw(graph, path, route=result.path))
 
@@ -260,35 +259,66 @@ def countdown(
     from ..tasks.countdown import CountdownError, parse_instance
 
     _check_format(format)
-    instances = _countdown_instances(instance, target, CountdownError, parse_instance)
+    entries = _countdown_instances(instance, target, CountdownError, parse_instance)
+    readable = [k for k, (_, parsed) in enumerate(entries) if not isinstance(parsed, str)]
+    good_index = {k: i for i, k in enumerate(readable)}  # entry position -> position among the instances
+    good = [entries[k] for k in readable]
+    if not good:
+        _error(f"{instance}: no usable instance")
+        raise typer.Exit(2)
     solver = _solver("countdown", checkpoint, device, model_only, canvases, max_steps, seed)
     results: dict[int, object] = {}
     next_out = 0
-    with _progress("countdown") as bar:
-        task = bar.add_task("instances", total=len(instances))
 
-        def done(i: int, result) -> None:
-            nonlocal next_out
-            results[i] = result
-            bar.advance(task)
-            while next_out in results:  # in input order
-                r = results[next_out]
+    def show(line: int | None, record: dict, text: str) -> None:
+        if format == "json":
+            print(json.dumps({"line": line, **record} if line is not None else record), flush=True)
+        else:
+            print(text if line is None else f"line {line}: {text}", flush=True)
+
+    def flush_in_order() -> None:  # every entry in input order, unreadable ones included
+        nonlocal next_out
+        while next_out < len(entries):
+            line, parsed = entries[next_out]
+            if isinstance(parsed, str):
+                show(line, {"numbers": None, "target": None, "steps": None, "expression": None, "verified": False,
+                            "reason": f"unreadable: {parsed}", "forward_passes": 0, "seconds": 0.0},
+                     f"unreadable: {parsed}")
+            elif good_index[next_out] in results:
+                r = results[good_index[next_out]]
                 answer = (r.steps if steps_format else f"{r.expression} = {r.target}") if r.verified else \
                     f"no verified answer: {r.reason}"
-                _emit(r, format, f"{','.join(map(str, r.numbers))} -> {r.target}: {answer}")
-                next_out += 1
+                show(line, r.to_dict(), f"{','.join(map(str, r.numbers))} -> {r.target}: {answer}")
+            else:
+                return
+            next_out += 1
 
-        solver.solve_many(instances, on_result=done)
-    raise typer.Exit(0 if all(r.verified for r in results.values()) else 1)
+    with progress_bar("countdown", show=len(good) > 1) as bar:
+        task = bar.add_task("instances", total=len(good))
+
+        def done(i: int, result) -> None:
+            results[i] = result
+            bar.advance(task)
+            flush_in_order()
+
+        flush_in_order()  # unreadable lines before the first instance
+        solver.solve_many([parsed for _, parsed in good], on_result=done)
+    raise typer.Exit(0 if len(good) == len(entries) and all(r.verified for r in results.values()) else 1)
 
 
-def _countdown_instances(instance: str, target, error_type, parse) -> list[tuple[list[int], int]]:
+def _countdown_instances(instance: str, target, error_type, parse) -> list[tuple[int | None, tuple | str]]:
+    """(line, (numbers, target)) per instance, or (line, what is wrong) for a line that cannot be read (reported
+    on stderr at once; the others are still solved). Inline numbers have line None; '-' reads JSONL from stdin."""
+    if not instance.strip():
+        _error("no numbers given (e.g. solve countdown '4 7 8 8' --target 24, or a .jsonl file)")
+        raise typer.Exit(2)
     file = Path(instance)
-    named_file = file.exists() or file.suffix in (".jsonl", ".json", ".txt") or "/" in instance
+    stdin = instance == "-"
+    named_file = stdin or file.exists() or file.suffix in (".jsonl", ".json", ".txt") or "/" in instance
     if named_file and target is not None:
         _error(f"--target applies to numbers given inline; in {file} each line carries its own target")
         raise typer.Exit(2)
-    if named_file and not file.exists():
+    if named_file and not stdin and not file.exists():
         _error(f"{file}: no such file (numbers inline look like '4 7 8 8 --target 24')")
         raise typer.Exit(2)
     if not named_file:
@@ -296,29 +326,31 @@ def _countdown_instances(instance: str, target, error_type, parse) -> list[tuple
             numbers, goal = parse(instance, target)
             if target is None:
                 print(f"no --target: reading the last number, {goal}, as the target", file=sys.stderr)
-            return [(numbers, goal)]
+            return [(None, (numbers, goal))]
         except error_type as exc:
             _error(f"{exc}")
             raise typer.Exit(2) from None
+    name = "<stdin>" if stdin else file
     try:
-        lines = file.read_text().splitlines()
+        lines = (sys.stdin.read() if stdin else file.read_text()).splitlines()
     except (OSError, UnicodeDecodeError) as exc:
-        _error(f"{file}: {exc}")
+        _error(f"{name}: {exc}")
         raise typer.Exit(2) from None
-    instances = []
+    entries: list[tuple[int | None, tuple | str]] = []
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
             record = json.loads(line)
-            instances.append(parse(str(record["input"])))
+            entries.append((number, parse(str(record["input"]))))
+            continue
         except (json.JSONDecodeError, KeyError, TypeError) as exc:
-            _error(f"{file}:{number}: expected a JSON object with an \"input\" field ({exc.__class__.__name__})")
-            raise typer.Exit(2) from None
+            problem = f"expected a JSON object with an \"input\" field ({exc.__class__.__name__})"
         except error_type as exc:
-            _error(f"{file}:{number}: {exc}")
-            raise typer.Exit(2) from None
-    if not instances:
-        _error(f"{file}: no instances")
+            problem = f"{exc}"
+        _error(f"{name}:{number}: {problem}")
+        entries.append((number, problem))
+    if not entries:
+        _error(f"{name}: no instances")
         raise typer.Exit(2)
-    return instances
+    return entries

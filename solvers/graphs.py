@@ -4,6 +4,7 @@ Python out, and every answer checked by an independent verifier (networkx / symp
 from __future__ import annotations
 
 import itertools
+import math
 import time
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -12,7 +13,7 @@ from numbers import Real
 import networkx as nx
 import torch
 
-from ..core import DiffusionGemma, Guidance, SamplingConfig, StepInfo, arguments, generate, load_model
+from ..core import DiffusionGemma, FinishClock, Guidance, SamplingConfig, StepInfo, arguments, generate, load_model
 from ..tasks import countdown
 from ..tasks.graph_data import (CANVAS, MAX_NODES, MAX_PATH_EDGES, MAX_PROMPT_EDGES, MAX_ROUTE_NODES, VOCAB,
                                 color_prompt, countdown_prompt)
@@ -114,8 +115,10 @@ class _DiffusionSolver:
     def _run(self, prompts: list[list[int]], guidance: Guidance, length: int, *, max_steps: int | None = None,
              callback: Callable[[StepInfo], None] | None = None, salt: int = 0, retire: bool = True,
              temperature: float | None = None):
-        """Denoise `canvases` canvases per prompt. Returns (canvases [R, L], passes [R]); rows of a prompt are
-        consecutive. Model-only runs keep nothing of the guidance but its pins."""
+        """Denoise `canvases` canvases per prompt. Returns (canvases [R, L], passes [R], seconds [prompts]); rows of
+        a prompt are consecutive; seconds run from this call until the prompt's canvases stopped. Model-only runs
+        keep nothing of the guidance but its pins."""
+        clock = FinishClock(len(prompts) * self.canvases, callback)
         device = self.model.device
         rows = torch.arange(len(prompts), device=device).repeat_interleave(self.canvases)
         cache = self.model.encode(torch.tensor(prompts, device=device)).select(rows)
@@ -123,8 +126,8 @@ class _DiffusionSolver:
         if not retire:
             guidance = _KeepSiblings(guidance)
         out = generate(self.model, None, self._config(length, max_steps, temperature), cache=cache, guidance=guidance,
-                       callback=callback, generator=torch.Generator(device).manual_seed(self.seed + salt))
-        return out.canvas.cpu(), out.forward_passes.cpu()
+                       callback=clock, generator=torch.Generator(device).manual_seed(self.seed + salt))
+        return out.canvas.cpu(), out.forward_passes.cpu(), clock.latency(self.canvases).tolist()
 
 
 class _PinsOnly(Guidance):
@@ -249,7 +252,7 @@ class GraphSolver(_DiffusionSolver):
         n = len(labels)
         guidance = coloring_constraints(n, edges, k, self.model.device,
                                         dead_end="backtrack" if backtrack else None, clique=max(len(pinned), 1))
-        canvas, passes = self._run([color_prompt(n, edges, k)], guidance, CANVAS["color"], max_steps=max_steps,
+        canvas, passes, _ = self._run([color_prompt(n, edges, k)], guidance, CANVAS["color"], max_steps=max_steps,
                                    callback=callback, salt=k)
         for row in canvas:
             colors = decode_coloring(row, n)
@@ -288,7 +291,12 @@ class GraphSolver(_DiffusionSolver):
             elif cycle and min(d for _, d in graph.degree) < 2:
                 lone = next(v for v, d in graph.degree if d < 2)
                 trivial = RouteResult(None, False, f"node {lone!r} has one neighbour, so no Hamiltonian cycle exists")
-            spec = RouteSpec(len(labels), edges, kind, index.get(start), index.get(end))
+            first, last = (start, end) if cycle or trivial else _leaf_ends(graph, start, end)
+            if first is _NO_PATH:
+                leaves = [v for v, d in graph.degree if d == 1 and v not in (start, end)]
+                trivial = RouteResult(None, False, f"nodes {', '.join(map(repr, leaves))} have one neighbour each, "
+                                                   "so each must end the path: no Hamiltonian path exists")
+            spec = RouteSpec(len(labels), edges, kind, index.get(first), index.get(last))
             problems.append((spec, labels, trivial,
                              lambda path, g=graph: _is_hamiltonian(g, path, cycle, start, end)))
         return self._routes(problems, batch, callback, f"Hamiltonian {'cycle' if cycle else 'path'}")
@@ -304,9 +312,9 @@ class GraphSolver(_DiffusionSolver):
             for u, v, data in graph.edges(data=True):
                 if weight not in data:
                     raise GraphError(f"edge {u!r}-{v!r} has no {weight!r} attribute")
-                if not isinstance(data[weight], Real) or not data[weight] >= 0:
-                    raise GraphError(f"edge {u!r}-{v!r}: {weight} {data[weight]!r} is not a non-negative number "
-                                     "(shortest paths need non-negative weights)")
+                if not isinstance(data[weight], Real) or not 0 <= data[weight] < math.inf:
+                    raise GraphError(f"edge {u!r}-{v!r}: {weight} {data[weight]!r} is not a finite non-negative "
+                                     "number (shortest paths need finite non-negative weights)")
         if not (shortest or weight is not None):
             return self.paths([(graph, source, target)], callback=callback)[0]
         best, passes, best_length = None, 0, None
@@ -355,12 +363,10 @@ class GraphSolver(_DiffusionSolver):
         todo = [i for i, p in enumerate(problems) if p[2] is None]
         for begin in range(0, len(todo), batch):
             chunk = todo[begin:begin + batch]
-            began = time.perf_counter()
             specs = [problems[i][0] for i in chunk]
-            canvas, passes = self._run([s.prompt() for s in specs], route_guidance(specs, self.model.device),
+            canvas, passes, seconds = self._run([s.prompt() for s in specs], route_guidance(specs, self.model.device),
                                        CANVAS["path"], callback=callback, salt=salt,
                                        retire=not all_canvases, temperature=ROUTE_TEMPERATURE)
-            seconds = (time.perf_counter() - began) / len(chunk)
             for j, i in enumerate(chunk):
                 spec, labels, _, verify = problems[i]
                 rows = range(j * self.canvases, (j + 1) * self.canvases)
@@ -373,10 +379,10 @@ class GraphSolver(_DiffusionSolver):
                 used = int(passes[list(rows)].sum())
                 if found:
                     result = RouteResult(found[0], True, None, len(found[0]) - (spec.kind != "hamcycle"), used,
-                                         seconds)
+                                         seconds[j])
                 else:
                     result = RouteResult(None, False, f"no verified {what} within {self.max_steps} passes",
-                                         None, used, seconds)
+                                         None, used, seconds[j])
                 result.candidates = found
                 results[i] = result
         return results  # type: ignore[return-value]
@@ -429,12 +435,10 @@ class CountdownSolver(_DiffusionSolver):
         return results  # type: ignore[return-value]
 
     def _solve_batch(self, chunk: list[tuple[list[int], int]], callback) -> list[CountdownResult]:
-        began = time.perf_counter()
         guidance = countdown.CountdownGuidance(chunk, self.model.device, seed=self.seed)
-        canvas, passes = self._run([countdown_prompt(n, t) for n, t in chunk], guidance,
+        canvas, passes, seconds = self._run([countdown_prompt(n, t) for n, t in chunk], guidance,
                                    CANVAS["countdown"], callback=callback)
         texts = countdown.decode(canvas)
-        seconds = (time.perf_counter() - began) / len(chunk)
         results = []
         for i, (numbers, target) in enumerate(chunk):
             rows = range(i * self.canvases, (i + 1) * self.canvases)
@@ -443,12 +447,30 @@ class CountdownSolver(_DiffusionSolver):
             used = int(passes[list(rows)].sum())
             if steps is not None:
                 results.append(CountdownResult(numbers, target, steps, countdown.infix(numbers, steps), True, None,
-                                               used, seconds))
+                                               used, seconds[i]))
             else:
                 reason = (UNSOLVABLE if not countdown.solvable(numbers, target)
                           else f"no verified solution within {self.max_steps} passes")
-                results.append(CountdownResult(numbers, target, None, None, False, reason, used, seconds))
+                results.append(CountdownResult(numbers, target, None, None, False, reason, used, seconds[i]))
         return results
+
+
+_NO_PATH = object()
+
+
+def _leaf_ends(graph: nx.Graph, start, end) -> tuple:
+    """(start, end) for a Hamiltonian path search: a node with one neighbour must end the path, so the free ends
+    go to such nodes (reversing a path whose ends are both free loses nothing); (_NO_PATH, None) when more of them
+    than free ends."""
+    fixed = [node for node in (start, end) if node is not None]
+    leaves = [v for v, d in graph.degree if d == 1 and v not in fixed]
+    if len(leaves) > 2 - len(fixed):
+        return _NO_PATH, None
+    if start is None and leaves:
+        start = leaves.pop()
+    if end is None and leaves:
+        end = leaves.pop()
+    return start, end
 
 
 # ------------------------------------------------------------------------------------------ inputs

@@ -45,6 +45,7 @@ class DesignResult:
     canvases: int  # canvases denoised
     seconds: float
     exhausted: bool  # the budget ran out before `requested` molecules were found
+    seed: int = 0  # the seed used (drawn at random when none was given): the same request and seed repeat the run
 
     def __len__(self) -> int:
         return len(self.molecules)
@@ -57,7 +58,7 @@ class DesignResult:
 
     def to_dict(self) -> dict:
         return {"molecules": [m.to_dict() for m in self.molecules], "requested": self.requested,
-                "canvases": self.canvases, "seconds": self.seconds, "exhausted": self.exhausted}
+                "canvases": self.canvases, "seconds": self.seconds, "exhausted": self.exhausted, "seed": self.seed}
 
 
 class MoleculeDesigner:
@@ -157,7 +158,7 @@ class MoleculeDesigner:
                         on_molecule(molecule)
             if on_round is not None:
                 on_round(tried, len(found))
-        return DesignResult(list(found.values()), n, tried, time.perf_counter() - began, len(found) < n)
+        return DesignResult(list(found.values()), n, tried, time.perf_counter() - began, len(found) < n, seed)
 
 
 def _verified(smiles: str | None, request: task.MoleculeRequest, passes: int) -> Molecule | None:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 
 import torch
 
-from ..core import DiffusionGemma, SamplingConfig, StepInfo, arguments, generate, load_model
+from ..core import DiffusionGemma, FinishClock, SamplingConfig, StepInfo, arguments, generate, load_model
 from ..tasks import sudoku
 from ..tasks.sudoku_data import conflicts, is_valid_solution
 from .checkpoints import check_task_model, default_checkpoint
@@ -112,7 +111,7 @@ class SudokuSolver:
 
     @torch.no_grad()
     def _solve_batch(self, puzzles: list[str], callback) -> list[SudokuResult]:
-        began = time.perf_counter()
+        clock = FinishClock(len(puzzles) * self.canvases, callback)  # from the start of the batch
         device = self.model.device
         values = sudoku.values(puzzles)
         if self.guided:
@@ -122,22 +121,11 @@ class SudokuSolver:
         guidance = guidance.repeat(self.canvases)
         cache = self.model.encode(sudoku.encode_prompt(values).to(device)).select(
             torch.arange(len(puzzles)).repeat_interleave(self.canvases))
-        rows_total = len(puzzles) * self.canvases
-        finished_at = torch.full((rows_total,), float("nan"))  # seconds since the batch began
-
-        def track(info: StepInfo) -> None:
-            now = time.perf_counter() - began
-            newly = info.rows[info.finished].cpu()
-            finished_at[newly] = torch.where(finished_at[newly].isnan(), now, finished_at[newly])
-            if callback is not None:
-                callback(info)
-
-        out = generate(self.model, None, self.config, cache=cache, guidance=guidance, callback=track,
+        out = generate(self.model, None, self.config, cache=cache, guidance=guidance, callback=clock,
                        generator=torch.Generator(device).manual_seed(self.seed))
-        ended = time.perf_counter() - began
+        latency = clock.latency(self.canvases)
         grids = sudoku.decode(out.canvas)
         passes = out.forward_passes.view(len(puzzles), self.canvases)
-        latency = finished_at.nan_to_num(ended).view(len(puzzles), self.canvases).amax(1)
         results = []
         for k, puzzle in enumerate(puzzles):
             rows = range(k * self.canvases, (k + 1) * self.canvases)

@@ -61,7 +61,7 @@ def check_instance(numbers: list[int], target: int) -> None:
 def parse_instance(text: str, target: int | None = None) -> tuple[list[int], int]:
     """'86 28 13 31' with `target`, or the public format '86,28,13,31,96' (the last number is the target)."""
     fields = [f for f in re.split(r"[,\s]+", text.strip()) if f]
-    if not fields or not all(f.isdigit() for f in fields):
+    if not fields or not all(re.fullmatch(r"[0-9]+", f) for f in fields):
         raise CountdownError(f"expected whole numbers separated by spaces or commas, got {text!r}")
     values = [int(f) for f in fields]
     if target is None:

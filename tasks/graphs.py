@@ -9,7 +9,9 @@ group over the node tokens, and masks, re-noises and verifies with gathers over 
 
 from __future__ import annotations
 
+import math
 import re
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,10 +34,12 @@ class GraphError(ValueError):
 def read_graph(path: str | Path) -> nx.Graph:
     """A DIMACS `.col` file (`p edge N M`, `e u v`, 1-based nodes) or an edge list (`u v` or `u,v` per line,
     `#` comments). A `.col` name or any `p`/`e` line means DIMACS (an edge list whose node is called `e` would
-    be misread as one). Integer labels stay integers. Errors name the file and line."""
-    path = Path(path)
+    be misread as one). Integer labels stay integers ('01' stays the text '01'). '-' reads stdin. Errors name the
+    file and line."""
+    stdin = str(path) == "-"
+    path = Path("<stdin>" if stdin else path)
     try:
-        lines = path.read_text().splitlines()
+        lines = (sys.stdin.read() if stdin else path.read_text()).splitlines()
     except (OSError, UnicodeDecodeError) as exc:
         raise GraphError(f"{path}: cannot read ({exc})") from None
     dimacs = path.suffix.lower() == ".col" or any(line.split()[:1] in (["p"], ["e"]) for line in lines)
@@ -82,6 +86,7 @@ def _read_dimacs(path: Path, lines: list[str]) -> nx.Graph:
 
 def _read_edge_list(path: Path, lines: list[str]) -> nx.Graph:
     graph = nx.Graph()
+    weighted, plain = [], []  # line numbers of edges with and without a weight: a file has one kind
     for number, line in enumerate(lines, 1):
         text = line.split("#", 1)[0].strip()
         if not text:
@@ -90,7 +95,7 @@ def _read_edge_list(path: Path, lines: list[str]) -> nx.Graph:
         if len(fields) not in (1, 2, 3):
             raise GraphError(f"{path}:{number}: expected 'U V [WEIGHT]' (an edge) or 'U' (a node), "
                              f"got {line.strip()!r}")
-        nodes = [int(f) if re.fullmatch(r"-?\d+", f) else f for f in fields[:2]]
+        nodes = [int(f) if re.fullmatch(r"-?(0|[1-9]\d*)", f) else f for f in fields[:2]]
         if len(nodes) == 2 and nodes[0] == nodes[1]:
             raise GraphError(f"{path}:{number}: self-loop on node {nodes[0]}")
         if len(fields) == 3:
@@ -98,13 +103,20 @@ def _read_edge_list(path: Path, lines: list[str]) -> nx.Graph:
                 weight = float(fields[2])
             except ValueError:
                 raise GraphError(f"{path}:{number}: weight {fields[2]!r} is not a number") from None
-            if not weight >= 0:
-                raise GraphError(f"{path}:{number}: weight {fields[2]} must be a non-negative number")
+            if not 0 <= weight < math.inf:
+                raise GraphError(f"{path}:{number}: weight {fields[2]} must be a finite non-negative number")
             graph.add_edge(*nodes, weight=weight)
+            weighted.append(number)
         elif len(nodes) == 2:
             graph.add_edge(*nodes)
+            plain.append(number)
         else:
             graph.add_node(nodes[0])
+    if weighted and plain:
+        first, later = sorted((weighted[0], plain[0]))
+        kind = "without" if later == plain[0] else "with"
+        raise GraphError(f"{path}:{later}: an edge {kind} a weight, unlike the edge on line {first} (give every "
+                         "edge a weight, or none)")
     return graph
 
 
@@ -387,6 +399,25 @@ class RouteSpec:
                 pins[self.n - 1] = NODE0 + self.end
         return pins
 
+    def reachable(self) -> dict[int, list[int]]:
+        """position -> the tokens it may hold by distance alone: the node at position i is at most i edges from
+        the pinned start and at most (n - 1 - i) from a Hamiltonian path's pinned end; a path's EOS comes after
+        at least dist(source, target) edges. (A 24-edge chain from source to target was not found in 64 passes
+        without this: the model settled the padding ten nodes in.)"""
+        graph = nx.Graph(self.edges)
+        graph.add_nodes_from(range(self.n))
+        far = self.n  # farther than any route
+        near_start = nx.single_source_shortest_path_length(graph, self.start) if self.start is not None else {}
+        near_end = nx.single_source_shortest_path_length(graph, self.end) \
+            if self.end is not None and self.kind == "hampath" else {}
+        shortest = near_start.get(self.end, far) if self.kind == "path" else self.n - 1  # edges before EOS
+        allowed = {}
+        for i in range(MAX_ROUTE_NODES):
+            nodes = [NODE0 + v for v in range(self.n) if near_start.get(v, 0 if self.start is None else far) <= i
+                     and near_end.get(v, 0 if not near_end else far) <= self.n - 1 - i]
+            allowed[i] = nodes + ([EOS, PAD] if i > shortest else [])
+        return allowed
+
     def successors(self) -> Tensor:
         """[V, V]: which token may follow which (neighbours; EOS after any node, or only after the target)."""
         table = torch.zeros(VOCAB, VOCAB, dtype=torch.bool)
@@ -418,6 +449,9 @@ def route_guidance(specs: list[RouteSpec], device: str | torch.device = "cpu") -
     cm.all_different(range(length), nodes)
     for row, spec in enumerate(specs):
         cm.allow(range(length), [*nodes[:spec.n], EOS, PAD], row=row)
+        if spec.start is not None:  # setup, once per instance
+            for position, tokens in spec.reachable().items():
+                cm.allow([position], tokens, row=row)
         pins = spec.pins()
         cm.pin(list(pins), list(pins.values()), row=row)
     links = [spec.links() for spec in specs]

@@ -76,7 +76,7 @@ def test_graph_inputs(models):
         solver.path(nx.path_graph(4), 0, 3, shortest=True, rounds=0)
     weighted = nx.Graph()
     weighted.add_edge(0, 1, weight=-2.0)
-    with pytest.raises(GraphError, match="0-1: weight -2.0 is not a non-negative number"):
+    with pytest.raises(GraphError, match="0-1: weight -2.0 is not a finite non-negative number"):
         solver.path(weighted, 0, 1, weight="weight")
     with pytest.raises(GraphError, match="end applies to paths"):
         solver.hamiltonian_path(nx.cycle_graph(6), cycle=True, start=3, end=1)

@@ -130,7 +130,20 @@ def test_a_node_with_one_neighbour_only_ends_a_hamiltonian_path():
     assert allowed[[0, 3], data.NODE0].all() and not allowed[[1, 2], data.NODE0].any()
     assert allowed[1:3, data.NODE0 + 1].all()
     path_rows = route_guidance([RouteSpec(4, edges, "path", 2, 3)])  # start-goal paths need not cover nodes
-    assert path_rows.allowed(canvas, torch.zeros_like(canvas, dtype=torch.bool))[0, 1:3, data.NODE0].all()
+    allowed = path_rows.allowed(canvas, torch.zeros_like(canvas, dtype=torch.bool))[0]
+    assert allowed[2:4, data.NODE0].all() and not allowed[1, data.NODE0]  # node 0 is two edges from node 2
+
+
+def test_route_positions_hold_only_nodes_near_enough_to_the_pinned_ends():
+    chain = [(i, i + 1) for i in range(6)]  # 0-1-2-3-4-5-6
+    path = route_guidance([RouteSpec(7, chain, "path", 0, 6)])
+    canvas = torch.full((1, data.MAX_ROUTE_NODES), data.PAD)
+    allowed = path.allowed(canvas, torch.zeros_like(canvas, dtype=torch.bool))[0]
+    for i in range(7):
+        assert allowed[i, data.NODE0:data.NODE0 + 7].nonzero().flatten().tolist() == list(range(i + 1))
+    assert not allowed[:7, [data.EOS, data.PAD]].any() and allowed[7, data.EOS]  # 6 edges at least
+    tour = RouteSpec(7, chain + [(1, 5)], "hampath", 3, 6).reachable()  # 3 edges from 3 to 6 via 1-5
+    assert tour[1] == [data.NODE0 + v for v in (2, 3, 4)] and tour[5] == [data.NODE0 + v for v in (5, 6)]
 
 
 def test_a_hamiltonian_canvas_that_cannot_cover_every_node_starts_over():

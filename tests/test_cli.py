@@ -1,0 +1,166 @@
+"""What every `solve` command shares: option ranges, exit codes, input from stdin, output files, `solve train`."""
+
+import json
+import math
+import os
+import stat
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from diffsolve.core import FinishClock, StepInfo
+from diffsolve.solvers.checkpoints import default_checkpoint
+from diffsolve.solvers.cli import _write_atomically, app
+from diffsolve.tasks.graphs import GraphError, read_graph
+
+PETERSEN = "examples/petersen.col"
+SUDOKU = "examples/sudoku.txt"
+
+
+def run(*args, input=None):
+    return CliRunner().invoke(app, [str(a) for a in args], input=input)
+
+
+@pytest.mark.parametrize("args", [
+    ["demo"], ["sudoku", SUDOKU], ["coloring", PETERSEN], ["countdown", "4 6 2", "--target", "12"],
+    ["molecules", "-n", "1"], ["train", "sorting", "--out", "unused"],
+])
+@pytest.mark.parametrize("seed", ["-1", str(2**63)])
+def test_seeds_outside_what_torch_takes_exit_2_before_any_work(args, seed):
+    result = run(*args, "--seed", seed)
+    assert result.exit_code == 2 and "--seed" in result.output
+
+
+def test_sudoku_temperature_must_be_finite():
+    result = run("sudoku", SUDOKU, "--temperature", "inf")
+    assert result.exit_code == 2 and "--temperature" in result.output
+
+
+def test_demo_refuses_a_checkpoint_of_another_task():
+    result = run("demo", "--checkpoint", default_checkpoint("sudoku"))
+    assert result.exit_code == 2 and "not a sorting checkpoint" in result.stderr
+
+
+def test_demo_takes_only_ascii_digits():
+    result = run("demo", "--digits", "³" * 16)
+    assert result.exit_code == 2 and "--digits needs exactly 16 digits" in result.stderr
+
+
+def test_version():
+    result = run("--version")
+    assert result.exit_code == 0 and result.stdout.startswith("diffsolve ")
+
+
+# ------------------------------------------------------------------------------------------ train
+def test_resuming_a_run_with_another_recipe_or_model_is_refused(tmp_path):
+    threads = str(torch.get_num_threads())
+    out = tmp_path / "run"
+    assert run("train", "sorting", "--out", out, "--steps", 2, "--batch-size", 4, "--threads", threads).exit_code == 0
+    other_batch = run("train", "sorting", "--out", out, "--steps", 4, "--batch-size", 8, "--threads", threads)
+    assert other_batch.exit_code == 2 and "batch_size 4 -> 8" in other_batch.stderr
+    other_model = run("train", "graphs", "--out", out, "--steps", 4, "--batch-size", 4, "--threads", threads)
+    assert other_model.exit_code == 2 and "holds another model" in other_model.stderr
+    longer = run("train", "sorting", "--out", out, "--steps", 3, "--batch-size", 4, "--threads", threads)
+    assert longer.exit_code == 0 and json.loads(longer.stdout)["resumed_from"] == 2
+
+
+def test_train_names_unusable_run_directories_and_data(tmp_path):
+    not_a_folder = tmp_path / "file.txt"
+    not_a_folder.write_text("x")
+    result = run("train", "sorting", "--out", not_a_folder)
+    assert result.exit_code == 2 and "not a folder" in result.stderr
+    result = run("train", "sudoku", "--out", tmp_path / "a", "--data", tmp_path / "typo.npz")
+    assert result.exit_code == 2 and "typo.npz: no such file" in result.stderr
+    result = run("train", "sudoku", "--out", tmp_path / "b", "--data", not_a_folder, "--workers", 1)
+    assert result.exit_code == 2 and "not a sudoku training set" in result.stderr
+
+
+# ------------------------------------------------------------------------------------------ output files
+def test_atomic_writes_leave_other_files_alone_and_get_normal_permissions(tmp_path):
+    target, bystander = tmp_path / "out.smi", tmp_path / "out.tmp.smi"
+    bystander.write_text("precious")
+    _write_atomically(target, lambda tmp: tmp.write_text("CCO\n"))
+    assert target.read_text() == "CCO\n" and bystander.read_text() == "precious"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.smi", "out.tmp.smi"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~umask
+
+
+def test_molecules_out_dash_is_stdout(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = run("molecules", "-n", 1, "--seed", 0, "--out", "-")
+    assert result.exit_code == 0 and result.stdout.strip() and not (tmp_path / "-").exists()
+
+
+# ------------------------------------------------------------------------------------------ graphs
+def test_edge_lists_reject_infinite_and_mixed_weights_and_keep_zero_padded_labels(tmp_path):
+    f = tmp_path / "g.txt"
+    f.write_text("1 2 inf\n")
+    with pytest.raises(GraphError, match=r"g.txt:1: weight inf must be a finite"):
+        read_graph(f)
+    f.write_text("1 2 5\n2 3\n")
+    with pytest.raises(GraphError, match=r"g.txt:2: an edge without a weight, unlike the edge on line 1"):
+        read_graph(f)
+    f.write_text("01 02\n02 3\n")
+    assert set(read_graph(f).nodes) == {"01", "02", 3}
+    result = run("path", f, "--source", "01", "--target", "3")
+    assert result.exit_code == 0 and "verified path: 01 02 3 (2 edges" in result.stdout
+
+
+def test_graph_commands_read_stdin():
+    text = open(PETERSEN).read()
+    result = run("coloring", "-", "--format", "json", input=text)
+    assert result.exit_code == 0 and json.loads(result.stdout)["num_colors"] == 3
+
+
+def test_long_forced_routes_are_found():
+    """A 24-edge chain between source and target, and a 31-node path graph with no end given: positions hold
+    only nodes near enough to the pinned ends, and a node with one neighbour ends a Hamiltonian path."""
+    chain = "\n".join(f"{i} {i + 1}" for i in range(1, 31))
+    result = run("hamiltonian", "-", "--format", "json", input=chain)
+    assert result.exit_code == 0 and json.loads(result.stdout)["path"] in (list(range(1, 32)), list(range(31, 0, -1)))
+    result = run("path", "-", "--source", 1, "--target", 25, "--format", "json",
+                 input="\n".join(f"{i} {i + 1}" for i in range(1, 25)))
+    assert result.exit_code == 0 and json.loads(result.stdout)["path"] == list(range(1, 26))
+
+
+def test_three_nodes_with_one_neighbour_rule_out_a_hamiltonian_path():
+    result = run("hamiltonian", "-", input="1 2\n1 3\n1 4\n")
+    assert result.exit_code == 1 and "nodes 2, 3, 4 have one neighbour each" in result.stdout
+
+
+def test_hamiltonian_start_and_end_on_one_node_is_bad_input():
+    result = run("hamiltonian", PETERSEN, "--start", 1, "--end", 1)
+    assert result.exit_code == 2 and "--cycle" in result.stderr
+
+
+def test_countdown_file_with_a_bad_line_solves_the_others(tmp_path):
+    f = tmp_path / "cd.jsonl"
+    f.write_text('{"input": "4,6,2,12"}\nnot json\n{"input": "3,5,8,2,24"}\n')
+    result = run("countdown", f, "--format", "json")
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert result.exit_code == 1 and [r["line"] for r in rows] == [1, 2, 3]
+    assert rows[0]["verified"] and rows[2]["verified"] and rows[1]["reason"].startswith("unreadable")
+    assert f"{f}:2:" in result.stderr
+    piped = run("countdown", "-", "--format", "json", input=f.read_text())
+    assert [json.loads(line)["line"] for line in piped.stdout.splitlines()] == [1, 2, 3]
+    assert run("countdown", "").exit_code == 2
+
+
+# ------------------------------------------------------------------------------------------ timing
+def test_finish_clock_gives_each_instance_the_time_its_last_canvas_stopped():
+    clock = FinishClock(4)
+    empty = torch.zeros(4, 1)
+
+    def step(finished: list[bool]) -> None:
+        flags = torch.tensor(finished)
+        clock(StepInfo(0, 1, torch.arange(4), empty, empty, empty.bool(), empty.bool(), flags, flags))
+
+    step([True, False, False, False])
+    clock.began -= 1.0  # one second later
+    step([True, True, False, False])
+    seconds = clock.latency(2)
+    assert seconds[0] >= 1.0 and seconds[1] >= seconds[0] and not math.isnan(seconds[1])
+    assert clock.stopped_at[0] < 1.0  # the first stop keeps its time
