@@ -386,29 +386,39 @@ def _write_molecules(found, names: list[str], format: str, out: Path | None) -> 
 
 
 def _write_atomically(path: Path, write: Callable[[Path], object]) -> None:
-    """`write(tmp)` to a temporary name beside `path`, renamed over it only when complete (never a partial file);
-    failures (a full disk, a suffix the image writer does not know) name `path` and exit 2."""
+    """`write(tmp)` to a fresh temporary name beside `path` (no file of the user's is touched; the suffix tells
+    image writers the format), renamed over `path` only when complete: never a partial file, and no temporary
+    file left behind. Failures (a full disk, a suffix the image writer does not know) name `path` and exit 2."""
     import tempfile
 
     try:
-        # a fresh name, so no file of the user's is touched; the suffix tells image writers the format
-        handle, name = tempfile.mkstemp(dir=path.parent if str(path.parent) else ".", prefix=f".{path.stem}.",
-                                        suffix=path.suffix)
+        handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
         os.close(handle)
-        tmp = Path(name)
-        umask = os.umask(0)
-        os.umask(umask)
-        tmp.chmod(path.stat().st_mode & 0o777 if path.exists() else 0o666 & ~umask)  # mkstemp makes it 0600
     except OSError as exc:
         _error(f"{path}: {exc.strerror or exc}")
         raise typer.Exit(2) from None
+    tmp = Path(name)
     try:
         write(tmp)
+        _give_usual_mode(tmp, path)
         tmp.replace(path)
     except (OSError, ValueError, KeyError) as exc:  # PIL: KeyError/ValueError for an unknown suffix
         tmp.unlink(missing_ok=True)
         _error(f"{path}: {getattr(exc, 'strerror', None) or exc}")
         raise typer.Exit(2) from None
+    except BaseException:  # anything else, Ctrl-C included: no temporary file left behind
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _give_usual_mode(tmp: Path, path: Path) -> None:
+    """mkstemp makes files 0600: give the replacement the mode `path` has, or a new file's (0666 less umask)."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    try:
+        tmp.chmod(path.stat().st_mode & 0o777 if path.exists() else 0o666 & ~umask)
+    except OSError:  # a file system without modes: the content matters more
+        pass
 
 
 def _draw_molecules(found, path: Path) -> None:
@@ -470,7 +480,7 @@ def train(
     the recipe (batch size, learning rate, seed) must stay the same. The summary JSON goes to stdout, log lines
     to stderr and out/train_log.jsonl. Exit status: 0 trained, 2 bad input."""
     from ..core import new_model
-    from ..core.training import ResumeError, TrainConfig
+    from ..core.training import ResumeError, TrainConfig, check_resumable, find_checkpoint
     from ..core.training import train as run_training
     from ..tasks import graph_data, molecules, sorting, sudoku
 
@@ -494,19 +504,23 @@ def train(
                       warmup_steps=min(200, steps // 10), checkpoint_every=max(1, min(500, steps // 4)),
                       bf16=device.startswith("cuda"), time_budget_s=time_budget,
                       ar_weight=getattr(module, "AR_WEIGHT", 1.0))
+    previous = find_checkpoint(out / "checkpoint")
+    try:
+        if previous is not None:  # before the training set is built: that can take minutes
+            check_resumable(previous, model, cfg)
+    except ResumeError as exc:
+        _error(f"--out {out}: {exc}")
+        raise typer.Exit(2) from None
     try:
         make_batch = module.batches(out, seed, batch_size, device, data=data, examples=examples, workers=workers)
     except FileNotFoundError as exc:  # e.g. the MOSES data wheel is not installed
         _error(f"{exc}")
         raise typer.Exit(2) from None
     except (OSError, ValueError, KeyError) as exc:  # numpy: not an .npz, pickled data, missing arrays
-        _error(f"--data {data}: not a {task} training set ({exc})")
+        _error(f"--data {data}: not a {task} training set ({exc})" if data is not None
+               else f"--out {out}: cannot build or read the training set there ({exc})")
         raise typer.Exit(2) from None
-    try:
-        summary = run_training(model, make_batch, cfg, out, progress=sys.stderr.isatty())
-    except ResumeError as exc:
-        _error(f"--out {out}: {exc}")
-        raise typer.Exit(2) from None
+    summary = run_training(model, make_batch, cfg, out, progress=sys.stderr.isatty())
     metrics = module.evaluate(model)
     final = out / "model"
     model.save_pretrained(final)

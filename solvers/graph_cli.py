@@ -39,6 +39,10 @@ def _graph(file: Path):
         raise typer.Exit(2) from None
 
 
+def _name(file: Path | str) -> str:
+    return "<stdin>" if str(file) == "-" else str(file)
+
+
 def _node(graph, text: str | None, option: str, file: Path):
     """A node given on the command line, as the graph's own label (integers stay integers)."""
     if text is None:
@@ -46,7 +50,7 @@ def _node(graph, text: str | None, option: str, file: Path):
     for label in graph.nodes:
         if str(label) == text:
             return label
-    _error(f"{option} {text}: no such node in {file}")
+    _error(f"{option} {text}: no such node in {_name(file)}")
     raise typer.Exit(2)
 
 
@@ -99,7 +103,7 @@ def _search(file: Path, label: str, max_steps: int, run: Callable):
         try:
             return run(lambda info: bar.update(task, completed=info.step))
         except GraphError as exc:
-            _error(f"{file}: {exc}")
+            _error(f"{_name(file)}: {exc}")
             raise typer.Exit(2) from None
 
 
@@ -116,7 +120,7 @@ def _finish(result, format: str, text: str, image: Path | None, draw: Callable[[
 @app.command()
 def coloring(
     file: Path = typer.Argument(..., help="DIMACS .col file ('p edge N M', 'e U V', 1-based) or an edge list "
-                                          "('U V' per line, '#' comments)."),
+                                          "('U V' per line, '#' comments); '-' reads stdin."),
     k: int = typer.Option(None, "--k", min=1, help="Colours to use. Default: the fewest the search verifies, "
                                                    "counting down from networkx's DSATUR count."),
     format: str = typer.Option("text", "--format", "-f", help="text, or json (one object: coloring, num_colors, "
@@ -162,8 +166,8 @@ def coloring(
 
 @app.command()
 def hamiltonian(
-    file: Path = typer.Argument(..., help="Edge list ('U V' per line) or DIMACS .col file; up to 31 nodes and "
-                                          "136 edges."),
+    file: Path = typer.Argument(..., help="Edge list ('U V' per line) or DIMACS .col file ('-' reads stdin); up "
+                                          "to 31 nodes and 136 edges."),
     cycle: bool = typer.Option(False, "--cycle", help="Find a Hamiltonian cycle instead of a path."),
     start: str = typer.Option(None, help="Node the path must start at (default: any)."),
     end: str = typer.Option(None, help="Node the path must end at (paths only; default: any)."),
@@ -183,12 +187,12 @@ def hamiltonian(
     if cycle and end is not None:
         _error("--end applies to paths; a cycle ends where it starts")
         raise typer.Exit(2)
-    if start is not None and start == end:
-        _error("--start and --end name the same node: a path visits it once (use --cycle for a closed route)")
-        raise typer.Exit(2)
     _check_image(image, "graphs")
     graph = _graph(file)
     start, end = _node(graph, start, "--start", file), _node(graph, end, "--end", file)
+    if start is not None and start == end and graph.number_of_nodes() > 1:
+        _error("--start and --end name the same node: a path visits it once (use --cycle for a closed route)")
+        raise typer.Exit(2)
     solver = _solver("hamiltonian", checkpoint, device, model_only, canvases, max_steps, seed)
     result = _search(file, "searching", max_steps,
                      lambda callback: solver.hamiltonian_path(graph, cycle, start=start, end=end, callback=callback))
@@ -199,8 +203,8 @@ def hamiltonian(
 
 @app.command()
 def path(
-    file: Path = typer.Argument(..., help="Edge list ('U V' or 'U V WEIGHT' per line) or DIMACS .col file; up to "
-                                          "31 nodes and 24 edges."),
+    file: Path = typer.Argument(..., help="Edge list ('U V' or 'U V WEIGHT' per line) or DIMACS .col file ('-' "
+                                          "reads stdin); up to 31 nodes and 24 edges."),
     source: str = typer.Option(..., help="Start node."),
     target: str = typer.Option(..., help="Goal node."),
     shortest: bool = typer.Option(False, "--shortest", help="Only accept a shortest path (by weight when the "
@@ -238,7 +242,8 @@ def path(
 @app.command()
 def countdown(
     instance: str = typer.Argument(..., help="Numbers ('86 28 13 31' with --target), or a .jsonl file in the "
-                                             "public format: one object a line, \"input\": \"n1,n2,...,target\"."),
+                                             "public format: one object a line, \"input\": \"n1,n2,...,target\" "
+                                             "('-' reads it from stdin)."),
     target: int = typer.Option(None, min=1, help="The number to reach (for numbers given inline)."),
     format: str = typer.Option("text", "--format", "-f", help="text, or json (one object per instance per line, "
                                                               "in input order)."),
@@ -264,7 +269,7 @@ def countdown(
     good_index = {k: i for i, k in enumerate(readable)}  # entry position -> position among the instances
     good = [entries[k] for k in readable]
     if not good:
-        _error(f"{instance}: no usable instance")
+        _error(f"{_name(instance)}: no usable instance")
         raise typer.Exit(2)
     solver = _solver("countdown", checkpoint, device, model_only, canvases, max_steps, seed)
     results: dict[int, object] = {}
@@ -281,9 +286,10 @@ def countdown(
         while next_out < len(entries):
             line, parsed = entries[next_out]
             if isinstance(parsed, str):
-                show(line, {"numbers": None, "target": None, "steps": None, "expression": None, "verified": False,
-                            "reason": f"unreadable: {parsed}", "forward_passes": 0, "seconds": 0.0},
-                     f"unreadable: {parsed}")
+                if format == "json":  # text: stderr named it already, as for Sudoku
+                    show(line, {"numbers": None, "target": None, "steps": None, "expression": None,
+                                "verified": False, "reason": f"unreadable: {parsed}", "forward_passes": 0,
+                                "seconds": 0.0}, "")
             elif good_index[next_out] in results:
                 r = results[good_index[next_out]]
                 answer = (r.steps if steps_format else f"{r.expression} = {r.target}") if r.verified else \
@@ -316,7 +322,7 @@ def _countdown_instances(instance: str, target, error_type, parse) -> list[tuple
     stdin = instance == "-"
     named_file = stdin or file.exists() or file.suffix in (".jsonl", ".json", ".txt") or "/" in instance
     if named_file and target is not None:
-        _error(f"--target applies to numbers given inline; in {file} each line carries its own target")
+        _error(f"--target applies to numbers given inline; in {_name(instance)} each line carries its own target")
         raise typer.Exit(2)
     if named_file and not stdin and not file.exists():
         _error(f"{file}: no such file (numbers inline look like '4 7 8 8 --target 24')")

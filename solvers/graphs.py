@@ -291,11 +291,16 @@ class GraphSolver(_DiffusionSolver):
             elif cycle and min(d for _, d in graph.degree) < 2:
                 lone = next(v for v, d in graph.degree if d < 2)
                 trivial = RouteResult(None, False, f"node {lone!r} has one neighbour, so no Hamiltonian cycle exists")
-            first, last = (start, end) if cycle or trivial else _leaf_ends(graph, start, end)
+            first, last = (start, end) if cycle or trivial is not None else _leaf_ends(graph, start, end)
             if first is _NO_PATH:
                 leaves = [v for v, d in graph.degree if d == 1 and v not in (start, end)]
-                trivial = RouteResult(None, False, f"nodes {', '.join(map(repr, leaves))} have one neighbour each, "
-                                                   "so each must end the path: no Hamiltonian path exists")
+                fixed = [f"{name} {node!r}" for name, node in (("start", start), ("end", end)) if node is not None]
+                free = 2 - len(fixed)
+                trivial = RouteResult(None, False, ("a node has" if len(leaves) == 1 else f"{len(leaves)} nodes have")
+                                      + f" one neighbour ({', '.join(map(repr, leaves))}) and must end the path, "
+                                      f"but it has {free} free end{'s' * (free != 1)}"
+                                      + (f" ({' and '.join(fixed)} given)" if fixed else "")
+                                      + ": no Hamiltonian path exists")
             spec = RouteSpec(len(labels), edges, kind, index.get(first), index.get(last))
             problems.append((spec, labels, trivial,
                              lambda path, g=graph: _is_hamiltonian(g, path, cycle, start, end)))

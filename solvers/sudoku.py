@@ -21,7 +21,7 @@ class SudokuResult:
     reason: str | None  # why there is no solution
     steps: int  # denoising passes until the answer (or the budget)
     forward_passes: int  # decoder row-passes spent on this puzzle, all its canvases together
-    seconds: float  # from the start of its batch until all its canvases stopped
+    seconds: float  # from the start of its batch's sampling until all its canvases stopped
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -111,7 +111,6 @@ class SudokuSolver:
 
     @torch.no_grad()
     def _solve_batch(self, puzzles: list[str], callback) -> list[SudokuResult]:
-        clock = FinishClock(len(puzzles) * self.canvases, callback)  # from the start of the batch
         device = self.model.device
         values = sudoku.values(puzzles)
         if self.guided:
@@ -121,6 +120,7 @@ class SudokuSolver:
         guidance = guidance.repeat(self.canvases)
         cache = self.model.encode(sudoku.encode_prompt(values).to(device)).select(
             torch.arange(len(puzzles)).repeat_interleave(self.canvases))
+        clock = FinishClock(len(puzzles) * self.canvases, callback)
         out = generate(self.model, None, self.config, cache=cache, guidance=guidance, callback=clock,
                        generator=torch.Generator(device).manual_seed(self.seed))
         latency = clock.latency(self.canvases)

@@ -95,7 +95,7 @@ def _read_edge_list(path: Path, lines: list[str]) -> nx.Graph:
         if len(fields) not in (1, 2, 3):
             raise GraphError(f"{path}:{number}: expected 'U V [WEIGHT]' (an edge) or 'U' (a node), "
                              f"got {line.strip()!r}")
-        nodes = [int(f) if re.fullmatch(r"-?(0|[1-9]\d*)", f) else f for f in fields[:2]]
+        nodes = [int(f) if re.fullmatch(r"0|-?[1-9]\d*", f) else f for f in fields[:2]]
         if len(nodes) == 2 and nodes[0] == nodes[1]:
             raise GraphError(f"{path}:{number}: self-loop on node {nodes[0]}")
         if len(fields) == 3:
@@ -449,7 +449,7 @@ def route_guidance(specs: list[RouteSpec], device: str | torch.device = "cpu") -
     cm.all_different(range(length), nodes)
     for row, spec in enumerate(specs):
         cm.allow(range(length), [*nodes[:spec.n], EOS, PAD], row=row)
-        if spec.start is not None:  # setup, once per instance
+        if spec.start is not None or spec.end is not None and spec.kind == "hampath":  # setup, once per instance
             for position, tokens in spec.reachable().items():
                 cm.allow([position], tokens, row=row)
         pins = spec.pins()

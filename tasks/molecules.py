@@ -278,7 +278,7 @@ class MoleculeRequest:
                                        f"--max-ring-size {largest} or 0)")
             for name, floor in floors.items():
                 if name in self.windows and self.windows[name][1] < floor - 1e-9:
-                    raise RequestError(f"{name} window {_fmt(self.windows[name])} is impossible: the {label} "
+                    raise RequestError(f"{name}: window {_fmt(self.windows[name])} is impossible: the {label} "
                                        f"alone has {name} = {floor:g}")
 
     @property

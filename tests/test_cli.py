@@ -128,7 +128,7 @@ def test_long_forced_routes_are_found():
 
 def test_three_nodes_with_one_neighbour_rule_out_a_hamiltonian_path():
     result = run("hamiltonian", "-", input="1 2\n1 3\n1 4\n")
-    assert result.exit_code == 1 and "nodes 2, 3, 4 have one neighbour each" in result.stdout
+    assert result.exit_code == 1 and "3 nodes have one neighbour (2, 3, 4)" in result.stdout
 
 
 def test_hamiltonian_start_and_end_on_one_node_is_bad_input():
@@ -164,3 +164,21 @@ def test_finish_clock_gives_each_instance_the_time_its_last_canvas_stopped():
     seconds = clock.latency(2)
     assert seconds[0] >= 1.0 and seconds[1] >= seconds[0] and not math.isnan(seconds[1])
     assert clock.stopped_at[0] < 1.0  # the first stop keeps its time
+
+
+def test_a_failed_write_leaves_no_temporary_file_and_the_old_output_intact(tmp_path):
+    target = tmp_path / "out.smi"
+    target.write_text("old\n")
+
+    def broken(tmp):
+        tmp.write_text("half")
+        raise RuntimeError("writer crashed")
+
+    with pytest.raises(RuntimeError):
+        _write_atomically(target, broken)
+    assert target.read_text() == "old\n" and [p.name for p in tmp_path.iterdir()] == ["out.smi"]
+
+
+def test_a_one_node_graph_is_its_own_hamiltonian_path():
+    result = run("hamiltonian", "-", "--start", "a", "--end", "a", input="a\n")
+    assert result.exit_code == 0 and "verified Hamiltonian path: a" in result.stdout
