@@ -152,7 +152,8 @@ def coloring(
                      lambda callback: solver.color(graph, k, backtrack=backtrack, callback=callback))
     n = graph.number_of_nodes()
     tried = ", ".join(f"k={a['k']} {'ok' if a['found'] else 'impossible' if a['refuted'] else 'failed'}"
-                      + (f" ({a['core_nodes']} nodes sampled)" if a.get("core_nodes", n) < n else "")
+                      + (" (every node set aside and coloured in turn, none sampled)" if a.get("core_nodes") == 0
+                         else f" ({a['core_nodes']} nodes sampled)" if a.get("core_nodes", n) < n else "")
                       for a in result.attempts)
     if result.verified:
         lines = [f"verified {result.num_colors}-colouring of {n} nodes"

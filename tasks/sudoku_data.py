@@ -301,7 +301,9 @@ def _check(record: _Record) -> str:
     """The canonical puzzle of `record`; raises _Invalid if it (or its solution) is bad."""
     start, cells, solution = record.start, record.cells, record.solution
     if len(cells) != 81:
-        raise _Invalid(start, f"expected 81 cells, got {len(cells)}")
+        csv_like = len(cells) > 81 and any(ch == "," for _, _, ch in cells)
+        raise _Invalid(start, f"expected 81 cells, got {len(cells)}" + (
+            " (CSV? the first line must name the columns, e.g. 'puzzle,solution')" if csv_like else ""))
     for line, col, ch in cells:
         if ch not in DIGITS and ch not in BLANKS:
             raise _Invalid(line, f"bad character {ch!r} at column {col}")

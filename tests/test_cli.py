@@ -182,3 +182,9 @@ def test_a_failed_write_leaves_no_temporary_file_and_the_old_output_intact(tmp_p
 def test_a_one_node_graph_is_its_own_hamiltonian_path():
     result = run("hamiltonian", "-", "--start", "a", "--end", "a", input="a\n")
     assert result.exit_code == 0 and "verified Hamiltonian path: a" in result.stdout
+
+
+def test_a_csv_line_without_a_header_gets_a_hint():
+    puzzle = [line for line in open(SUDOKU).read().splitlines() if not line.startswith("#")][0]
+    result = run("sudoku", "-", input=f"{puzzle},{puzzle}\n")
+    assert result.exit_code == 2 and "<stdin>:1: expected 81 cells, got 163 (CSV? the first line" in result.stderr
