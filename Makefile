@@ -44,7 +44,8 @@ results: moses
 	$(PY) benchmarks/sudoku.py --per-tier 50 --max-steps 128
 	$(PY) benchmarks/sudoku.py --per-tier 0 --modes full --max-steps 256 --out benchmarks/results/sudoku_all.json
 	$(PY) benchmarks/molecules.py --samples 10000 --per-request 5 --scaffolds 4 --threads 2
-	$(PY) benchmarks/graphs.py --families path,hamiltonian
+	$(PY) benchmarks/molecules.py --constrained-only --per-request 5 --scaffolds 4 --threads 1
+	$(PY) benchmarks/graphs.py --families path,hamiltonian --threads 1
 	$(PY) benchmarks/graphs.py --families countdown --countdown-sets cd3_test,cd4_test,cd4_tot24 --threads 1 --merge
 	$(PY) benchmarks/graphs.py --families countdown --countdown-sets cd5_test --countdown-limit 128 --threads 1 --merge
 	$(PY) benchmarks/graphs.py --families coloring --coloring-steps 1024 --backtrack-steps 1024 --threads 1 --merge

@@ -70,8 +70,8 @@ def _version(show: bool) -> None:
 def _options(compile: bool = typer.Option(
         False, "--compile", help="Compile the model's decoder pass with torch.compile before solving: several "
         "times faster per pass on small models, after a one-off compilation of up to a minute per new shape. "
-        "Worth it for long runs (many puzzles, benchmarks); needs a C++ compiler on CPU. Goes before the command: "
-        "solve --compile sudoku FILE."),
+        "Worth it for long runs (many puzzles, benchmarks); needs a C++ compiler on CPU. Solving commands only "
+        "(not train); goes before the command: solve --compile sudoku FILE."),
         version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                      help="Print the version and exit.")) -> None:
     """Options for every command (they go before the command's name)."""

@@ -273,6 +273,8 @@ class GraphSolver(_DiffusionSolver):
         """Many graphs at once (batches of `batch` instances, each with its parallel canvases)."""
         if isinstance(graphs, nx.Graph):
             raise TypeError("hamiltonian_paths takes a list of graphs; for one graph use hamiltonian_path(graph)")
+        if cycle not in (True, False):  # numpy's bools too; not 'no', which is truthy
+            raise TypeError(f"cycle must be True or False, got {cycle!r}")
         if cycle and end is not None:
             raise GraphError("end applies to paths; a cycle ends where it starts (give start only)")
         kind = "hamcycle" if cycle else "hampath"

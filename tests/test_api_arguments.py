@@ -68,6 +68,8 @@ def test_graph_inputs(models):
         solver.color([(0, 1), (1, 2)])
     with pytest.raises(TypeError, match="for one graph use hamiltonian_path"):
         solver.hamiltonian_paths(nx.path_graph(4))
+    with pytest.raises(TypeError, match="cycle must be True or False, got 'no'"):
+        solver.hamiltonian_path(nx.cycle_graph(4), cycle="no")
     with pytest.raises(TypeError, match=r"query 0: expected \(graph, source, target\)"):
         solver.paths([(nx.path_graph(4), 0)])
     with pytest.raises(ValueError, match="batch must be at least 1"):
