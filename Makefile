@@ -34,6 +34,7 @@ test: $(STAMP)
 bench: moses
 	$(PY) -m pip install -q -e ".[bench]"
 	$(PY) benchmarks/engine.py --quick --out runs/bench/engine.json
+	$(PY) benchmarks/training.py --steps 3 --out runs/bench/training.json
 	$(PY) benchmarks/sudoku.py --per-tier 5 --max-steps 128 --out runs/bench/sudoku.json
 	$(PY) benchmarks/molecules.py --samples 1000 --per-request 5 --scaffolds 4 --out runs/bench/molecules.json
 	$(PY) benchmarks/graphs.py --limit 16 --coloring-limit 8 --coloring-steps 128 --out runs/bench/graphs.json
@@ -41,6 +42,7 @@ bench: moses
 results: moses
 	$(PY) -m pip install -q -e ".[bench]"
 	$(PY) benchmarks/engine.py
+	$(PY) benchmarks/training.py
 	$(PY) benchmarks/sudoku.py --per-tier 50 --max-steps 128
 	$(PY) benchmarks/sudoku.py --per-tier 0 --modes full --max-steps 256 --out benchmarks/results/sudoku_all.json
 	$(PY) benchmarks/molecules.py --samples 10000 --per-request 5 --scaffolds 4 --threads 2

@@ -60,9 +60,9 @@ SEED_RANGE = dict(min=0, max=2**63 - 1)  # what torch generators take
 
 def _version(show: bool) -> None:
     if show:
-        from importlib.metadata import version
+        from .. import __version__
 
-        print(f"diffsolve {version('diffsolve')} (torch {torch.__version__})")
+        print(f"diffsolve {__version__} (torch {torch.__version__})")
         raise typer.Exit(0)
 
 

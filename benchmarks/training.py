@@ -1,0 +1,138 @@
+"""Training-step throughput of each task model, and where a step's time goes: making the batch, the loss
+(forward passes), backward, and the optimizer (gradient clipping + AdamW). Run it first on a lent GPU to see
+whether a step is compute-bound before spending the device minutes on training.
+
+    python benchmarks/training.py [--tasks sorting,sudoku,molecules,graphs] [--batch-size 64] [--device cpu]
+
+Exactly the step of `core.training.train` (same loss, bf16 autocast on CUDA, clipping, AdamW), timed phase by
+phase with the device synchronised between phases. Prints a markdown table; writes JSON, the table and a plot
+(default benchmarks/results/training.*).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from reporting import ROOT, pyplot, save_figure, write_results  # noqa: E402
+
+from diffsolve.core import new_model  # noqa: E402
+from diffsolve.core.training import Batch, TrainConfig, diffusion_loss, make_optimizer  # noqa: E402
+
+PHASES = ("batch", "loss", "backward", "optimizer")
+
+
+def task_module(name: str):
+    from diffsolve.tasks import graph_data, molecules, sorting, sudoku
+
+    return {"sorting": sorting, "sudoku": sudoku, "molecules": molecules, "graphs": graph_data}[name]
+
+
+def time_steps(name: str, batch_size: int, steps: int, device: str, examples: int) -> dict:
+    module = task_module(name)
+    model = new_model(module.model_config(), seed=0).to(device).train()
+    cfg = TrainConfig(batch_size=batch_size, device=device, bf16=device.startswith("cuda"),
+                      ar_weight=getattr(module, "AR_WEIGHT", 1.0))
+    optimizer = make_optimizer(model, cfg)
+    with tempfile.TemporaryDirectory() as scratch:  # sudoku and molecules build their base sets here
+        make_batch = module.batches(Path(scratch), 0, batch_size, device, examples=examples, workers=1)
+        seconds = {phase: [] for phase in PHASES}
+        for step in range(steps + 2):  # the first two warm up (allocator, lazy init)
+            took = _one_step(model, optimizer, make_batch, step, cfg)
+            if step >= 2:
+                for phase in PHASES:
+                    seconds[phase].append(took[phase])
+    per_phase = {phase: statistics.median(values) for phase, values in seconds.items()}
+    total = sum(per_phase.values())
+    return {"task": name, "params_m": sum(p.numel() for p in model.parameters()) / 1e6, "batch_size": batch_size,
+            "seconds_per_step": total, "steps_per_s": 1 / total, "examples_per_s": batch_size / total,
+            "phase_seconds": per_phase, "phase_share": {p: s / total for p, s in per_phase.items()}}
+
+
+def _one_step(model, optimizer, make_batch, step: int, cfg: TrainConfig) -> dict:
+    device = torch.device(cfg.device)
+    marks = [time.perf_counter()]
+
+    def mark() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        marks.append(time.perf_counter())
+
+    batch = make_batch(step, torch.Generator().manual_seed(step))
+    batch = Batch(batch.prompt.to(device), batch.target.to(device),
+                  None if batch.target_mask is None else batch.target_mask.to(device))
+    mark()
+    with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
+        loss, _ = diffusion_loss(model, batch, torch.Generator(device=device).manual_seed(step),
+                                 self_conditioning_prob=cfg.self_conditioning_prob, ar_weight=cfg.ar_weight)
+    mark()
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    mark()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+    optimizer.step()
+    mark()
+    return {phase: marks[i + 1] - marks[i] for i, phase in enumerate(PHASES)}
+
+
+def markdown(report: dict) -> str:
+    lines = ["| task | params (M) | batch | steps/s | examples/s | " + " | ".join(f"{p} %" for p in PHASES) + " |",
+             "|---" * (5 + len(PHASES)) + "|"]
+    for r in report["rows"]:
+        lines.append(f"| {r['task']} | {r['params_m']:.2f} | {r['batch_size']} | {r['steps_per_s']:.2f} | "
+                     f"{r['examples_per_s']:.0f} | "
+                     + " | ".join(f"{100 * r['phase_share'][p]:.0f}" for p in PHASES) + " |")
+    meta = report["meta"]
+    lines += ["", f"Device {meta['device']}, {meta['threads']} threads, torch {meta['torch']}; median of "
+                  f"{meta['steps']} steps after 2 warm-up steps; phases timed with the device synchronised."]
+    return "\n".join(lines)
+
+
+def plot(report: dict, path: Path) -> bool:
+    plt = pyplot()
+    if plt is None:
+        return False
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    left = [0.0] * len(report["rows"])
+    names = [f"{r['task']} (batch {r['batch_size']})" for r in report["rows"]]
+    for phase in PHASES:
+        widths = [r["phase_seconds"][phase] for r in report["rows"]]
+        ax.barh(names, widths, left=left, label=phase)
+        left = [a + b for a, b in zip(left, widths)]
+    ax.set_xlabel("seconds per training step")
+    ax.legend(loc="lower right", fontsize=8)
+    save_figure(fig, path)
+    plt.close(fig)
+    return True
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tasks", default="sorting,sudoku,molecules,graphs")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=10, help="Timed steps per task (after 2 warm-up steps).")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--examples", type=int, default=2000, help="Base set size for sudoku and molecules.")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "training.json")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    rows = []
+    for name in args.tasks.split(","):
+        rows.append(time_steps(name, args.batch_size, args.steps, args.device, args.examples))
+        print(f"  {name}: {rows[-1]['steps_per_s']:.2f} steps/s", file=sys.stderr, flush=True)
+    report = {"meta": {"device": torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu",
+                       "threads": args.threads, "torch": torch.__version__, "steps": args.steps}, "rows": rows}
+    write_results(args.out, report, markdown(report), lambda p: plot(report, p))
+    print(markdown(report))
+
+
+if __name__ == "__main__":
+    main()
