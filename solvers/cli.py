@@ -341,7 +341,10 @@ def molecules(
                                  on_round=lambda tried, found: bar.update(task, completed=found,
                                                                           tried=f"{tried}/{budget} canvases"))
     names = sorted(set(request.windows) | {"logp", "mw", "qed"}, key=list(texts).index)
-    _write_molecules(result.molecules, names, format, out)
+    if result.molecules or out is None:
+        _write_molecules(result.molecules, names, format, out)
+    else:  # an empty result does not replace what the file held
+        print(f"no molecule found: {out} not written", file=sys.stderr)
     if image is not None and result.molecules:
         _draw_molecules(result.molecules, image)
     elif image is not None:

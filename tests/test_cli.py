@@ -188,3 +188,10 @@ def test_a_csv_line_without_a_header_gets_a_hint():
     puzzle = [line for line in open(SUDOKU).read().splitlines() if not line.startswith("#")][0]
     result = run("sudoku", "-", input=f"{puzzle},{puzzle}\n")
     assert result.exit_code == 2 and "<stdin>:1: expected 81 cells, got 163 (CSV? the first line" in result.stderr
+
+
+def test_molecules_found_none_leaves_the_out_file_alone(tmp_path):
+    out = tmp_path / "keep.smi"
+    out.write_text("CCO\n")
+    result = run("molecules", "-n", 3, "--budget", 1, "--logp", "5.5:6", "--seed", 0, "--out", out)
+    assert result.exit_code == 1 and "not written" in result.stderr and out.read_text() == "CCO\n"
