@@ -88,6 +88,33 @@ def progress_bar(label: str, *fields: str, show: bool = True):
                     disable=not (show and sys.stderr.isatty()))
 
 
+class InOrder:
+    """One record per input entry, in input order, although results arrive out of order: `emit(k, result)` for
+    readable entry k, `emit_unreadable(k)` for one that could not be read (in its place)."""
+
+    def __init__(self, readable: list[bool], emit: Callable[[int, object], None],
+                 emit_unreadable: Callable[[int], None]):
+        self.readable, self.emit, self.emit_unreadable = readable, emit, emit_unreadable
+        self.instance_of = {k: i for i, k in enumerate(k for k, ok in enumerate(readable) if ok)}
+        self.results: dict[int, object] = {}  # by instance: the position among the readable entries
+        self.printed = 0
+
+    def add(self, instance: int, result) -> None:
+        self.results[instance] = result
+        self.flush()
+
+    def flush(self) -> None:
+        while self.printed < len(self.readable):
+            k = self.printed
+            if not self.readable[k]:
+                self.emit_unreadable(k)
+            elif self.instance_of[k] in self.results:
+                self.emit(k, self.results[self.instance_of[k]])
+            else:
+                return
+            self.printed += 1
+
+
 def _check_search(model_only: bool, backtrack: bool) -> None:
     if model_only and backtrack:
         _error("--model-only and --backtrack exclude each other")
@@ -217,7 +244,6 @@ def sudoku(
     solver = _load(checkpoint, "sudoku", device, lambda model: SudokuSolver(
         model, guided=not model_only, canvases=canvases, max_steps=max_steps, seed=seed, backtrack=backtrack,
         temperature=temperature))
-    results: dict[int, object] = {}
 
     def emit_unreadable(entry: PuzzleFormatError) -> None:  # stdout keeps one record per entry, in input order
         if format == "json":
@@ -238,38 +264,23 @@ def sudoku(
                     if result.verified else f"line {entry.line}: no verified solution -- {result.reason}")
             print(head + "\n" + format_grid(result.solution or result.puzzle) + "\n", flush=True)
 
-    readable = [k for k, e in enumerate(entries) if not isinstance(e, PuzzleFormatError)]
-    good_index = {k: i for i, k in enumerate(readable)}  # entry position -> position among the puzzles
-    next_out = 0
-
-    def flush_in_order() -> None:  # print in input order as results arrive
-        nonlocal next_out
-        while next_out < len(entries):
-            entry = entries[next_out]
-            if isinstance(entry, PuzzleFormatError):
-                emit_unreadable(entry)
-            elif good_index[next_out] in results:
-                emit(entry, results[good_index[next_out]])
-            else:
-                return
-            next_out += 1
-
+    order = InOrder([not isinstance(e, PuzzleFormatError) for e in entries],
+                    lambda k, result: emit(entries[k], result), lambda k: emit_unreadable(entries[k]))
     traced = 0
     if trace:  # the first puzzle alone, before the others, so that its passes are not mixed with a progress bar
-        results[0] = solver.solve(good[0].puzzle, callback=_sudoku_tracer(canvases))
+        order.add(0, solver.solve(good[0].puzzle, callback=_sudoku_tracer(canvases)))
         traced = 1
-    flush_in_order()
+    order.flush()  # unreadable entries before the first puzzle
     rest = good[traced:]
     with progress_bar("solving", show=len(rest) > 1) as bar:
         task = bar.add_task("puzzles", total=len(rest))
 
         def done(i: int, result) -> None:
-            results[traced + i] = result
             bar.advance(task)
-            flush_in_order()
+            order.add(traced + i, result)
 
         solver.solve_many([e.puzzle for e in rest], on_result=done)
-    unsolved = sum(not r.verified for r in results.values())
+    unsolved = sum(not r.verified for r in order.results.values())
     raise typer.Exit(0 if unsolved == 0 and len(good) == len(entries) else 1)
 
 

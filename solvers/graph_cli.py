@@ -10,7 +10,7 @@ from typing import NoReturn
 
 import typer
 
-from .cli import SEED_RANGE, _check_image, _check_search, _error, _load, _write_atomically, app, progress_bar
+from .cli import SEED_RANGE, InOrder, _check_image, _check_search, _error, _load, _write_atomically, app, progress_bar
 
 FORMATS = ("text", "json")
 # Options every graph command shares (typer reads them as defaults).
@@ -252,7 +252,7 @@ def countdown(
                                                              "infix expression."),
     canvases: int = typer.Option(16, min=1, help="Parallel canvases per instance; they share the dead ends "
                                                  "they find, and the first verified one wins."),
-    max_steps: int = typer.Option(128, min=1, help="Denoising passes before giving up on an instance."),
+    max_steps: int = typer.Option(256, min=1, help="Denoising passes before giving up on an instance."),
     model_only: bool = MODEL_ONLY,
     checkpoint: str = CHECKPOINT,
     seed: int = SEED,
@@ -266,15 +266,11 @@ def countdown(
 
     _check_format(format)
     entries = _countdown_instances(instance, target, CountdownError, parse_instance)
-    readable = [k for k, (_, parsed) in enumerate(entries) if not isinstance(parsed, str)]
-    good_index = {k: i for i, k in enumerate(readable)}  # entry position -> position among the instances
-    good = [entries[k] for k in readable]
+    good = [parsed for _, parsed in entries if not isinstance(parsed, str)]
     if not good:
         _error(f"{_name(instance)}: no usable instance")
         raise typer.Exit(2)
     solver = _solver("countdown", checkpoint, device, model_only, canvases, max_steps, seed)
-    results: dict[int, object] = {}
-    next_out = 0
 
     def show(line: int | None, record: dict, text: str) -> None:
         if format == "json":
@@ -282,35 +278,28 @@ def countdown(
         else:
             print(text if line is None else f"line {line}: {text}", flush=True)
 
-    def flush_in_order() -> None:  # every entry in input order, unreadable ones included
-        nonlocal next_out
-        while next_out < len(entries):
-            line, parsed = entries[next_out]
-            if isinstance(parsed, str):
-                if format == "json":  # text: stderr named it already, as for Sudoku
-                    show(line, {"numbers": None, "target": None, "steps": None, "expression": None,
-                                "verified": False, "reason": f"unreadable: {parsed}", "forward_passes": 0,
-                                "seconds": 0.0}, "")
-            elif good_index[next_out] in results:
-                r = results[good_index[next_out]]
-                answer = (r.steps if steps_format else f"{r.expression} = {r.target}") if r.verified else \
-                    f"no verified answer: {r.reason}"
-                show(line, r.to_dict(), f"{','.join(map(str, r.numbers))} -> {r.target}: {answer}")
-            else:
-                return
-            next_out += 1
+    def emit(k: int, r) -> None:
+        answer = (r.steps if steps_format else f"{r.expression} = {r.target}") if r.verified else \
+            f"no verified answer: {r.reason}"
+        show(entries[k][0], r.to_dict(), f"{','.join(map(str, r.numbers))} -> {r.target}: {answer}")
 
+    def emit_unreadable(k: int) -> None:  # text: stderr named it already, as for Sudoku
+        if format == "json":
+            show(entries[k][0], {"numbers": None, "target": None, "steps": None, "expression": None,
+                                 "verified": False, "reason": f"unreadable: {entries[k][1]}", "forward_passes": 0,
+                                 "seconds": 0.0}, "")
+
+    order = InOrder([not isinstance(parsed, str) for _, parsed in entries], emit, emit_unreadable)
+    order.flush()  # unreadable lines before the first instance
     with progress_bar("countdown", show=len(good) > 1) as bar:
         task = bar.add_task("instances", total=len(good))
 
         def done(i: int, result) -> None:
-            results[i] = result
             bar.advance(task)
-            flush_in_order()
+            order.add(i, result)
 
-        flush_in_order()  # unreadable lines before the first instance
-        solver.solve_many([parsed for _, parsed in good], on_result=done)
-    raise typer.Exit(0 if len(good) == len(entries) and all(r.verified for r in results.values()) else 1)
+        solver.solve_many(good, on_result=done)
+    raise typer.Exit(0 if len(good) == len(entries) and all(r.verified for r in order.results.values()) else 1)
 
 
 def _countdown_instances(instance: str, target, error_type, parse) -> list[tuple[int | None, tuple | str]]:
