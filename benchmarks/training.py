@@ -4,9 +4,9 @@ whether a step is compute-bound before spending the device minutes on training.
 
     python benchmarks/training.py [--tasks sorting,sudoku,molecules,graphs] [--batch-size 64] [--device cpu]
 
-Exactly the step of `core.training.train` (same loss, bf16 autocast on CUDA, clipping, AdamW), timed phase by
-phase with the device synchronised between phases. Prints a markdown table; writes JSON, the table and a plot
-(default benchmarks/results/training.*).
+The step is `core.training.train_step`, the one `solve train` runs (loss, bf16 autocast on CUDA, backward,
+clipping, AdamW), timed phase by phase with the device synchronised between phases. Prints a markdown table;
+writes JSON, the table and a plot (default benchmarks/results/training.*).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from reporting import ROOT, pyplot, save_figure, write_results  # noqa: E402
 
 from diffsolve.core import new_model  # noqa: E402
-from diffsolve.core.training import Batch, TrainConfig, diffusion_loss, make_optimizer  # noqa: E402
+from diffsolve.core.training import TrainConfig, make_optimizer, train_step  # noqa: E402
 
 PHASES = ("batch", "loss", "backward", "optimizer")
 
@@ -65,19 +65,9 @@ def _one_step(model, optimizer, make_batch, step: int, cfg: TrainConfig) -> dict
             torch.cuda.synchronize()
         marks.append(time.perf_counter())
 
-    batch = make_batch(step, torch.Generator().manual_seed(step))
-    batch = Batch(batch.prompt.to(device), batch.target.to(device),
-                  None if batch.target_mask is None else batch.target_mask.to(device))
+    batch = make_batch(step, torch.Generator().manual_seed(step)).to(device)
     mark()
-    with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
-        loss, _ = diffusion_loss(model, batch, torch.Generator(device=device).manual_seed(step),
-                                 self_conditioning_prob=cfg.self_conditioning_prob, ar_weight=cfg.ar_weight)
-    mark()
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    mark()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-    optimizer.step()
+    train_step(model, optimizer, batch, torch.Generator(device=device).manual_seed(step), cfg, mark)
     mark()
     return {phase: marks[i + 1] - marks[i] for i, phase in enumerate(PHASES)}
 

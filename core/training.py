@@ -35,6 +35,10 @@ class Batch:
     target: Tensor  # [B, L] clean canvas tokens (L = canvas_length)
     target_mask: Tensor | None = None  # [B, L] bool: supervised canvas positions (None: all)
 
+    def to(self, device: torch.device | str) -> "Batch":
+        return Batch(self.prompt.to(device), self.target.to(device),
+                     None if self.target_mask is None else self.target_mask.to(device))
+
 
 @dataclass
 class TrainConfig:
@@ -194,6 +198,22 @@ def check_resumable(checkpoint: Path, model: DiffusionGemma, cfg: TrainConfig) -
 
 
 # ------------------------------------------------------------------------------------------ loop
+def train_step(model: DiffusionGemma, optimizer: torch.optim.Optimizer, batch: Batch, generator: torch.Generator,
+               cfg: TrainConfig, mark: Callable[[], None] = lambda: None) -> dict[str, float]:
+    """One optimizer step: the loss (bf16 autocast when `cfg.bf16`), backward, gradient clipping, AdamW. Returns
+    the loss parts and the gradient norm. `mark()` runs after the loss and after backward (for phase timing)."""
+    with torch.autocast(device_type=batch.target.device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
+        loss, parts = diffusion_loss(model, batch, generator, self_conditioning_prob=cfg.self_conditioning_prob,
+                                     ar_weight=cfg.ar_weight, eps=cfg.eps)
+    mark()
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    mark()
+    parts["grad_norm"] = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip).item()
+    optimizer.step()
+    return parts
+
+
 def train(model: DiffusionGemma, make_batch: Callable[[int, torch.Generator], Batch], cfg: TrainConfig,
           out_dir: str | os.PathLike, *, evaluate: Callable[[DiffusionGemma], dict] | None = None,
           progress: bool = True, stop_after: int | None = None) -> dict:
@@ -231,19 +251,11 @@ def train(model: DiffusionGemma, make_batch: Callable[[int, torch.Generator], Ba
                mininterval=2.0)
     for step in bar:
         generator = torch.Generator(device=device).manual_seed(cfg.seed * 1_000_003 + step)
-        batch = make_batch(step, torch.Generator().manual_seed(cfg.seed * 1_000_003 + step))
-        batch = Batch(batch.prompt.to(device), batch.target.to(device),
-                      None if batch.target_mask is None else batch.target_mask.to(device))
+        batch = make_batch(step, torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)).to(device)
         elapsed = previous_s + time.time() - began
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, cfg, elapsed)
-        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
-            loss, parts = diffusion_loss(model, batch, generator, self_conditioning_prob=cfg.self_conditioning_prob,
-                                         ar_weight=cfg.ar_weight, eps=cfg.eps)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        parts["grad_norm"] = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip).item()
-        optimizer.step()
+        parts = train_step(model, optimizer, batch, generator, cfg)
         for k, v in parts.items():
             running[k] = running.get(k, 0.0) + v
         summed += 1

@@ -28,6 +28,20 @@ def _error(message: str) -> None:
     print(f"error: {message}", file=sys.stderr)
 
 
+def input_name(file: str | Path) -> str:
+    """How messages name an input: '-' is stdin."""
+    return "<stdin>" if str(file) == "-" else str(file)
+
+
+def read_input(file: str | Path) -> tuple[str, str]:
+    """(name for messages, text) of an input file or, for '-', of stdin; an unreadable one exits 2."""
+    try:
+        return input_name(file), sys.stdin.read() if str(file) == "-" else Path(file).read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        _error(f"{input_name(file)}: {exc}")
+        raise typer.Exit(2) from None
+
+
 def _check_writable(path: Path | None, option: str) -> None:
     """Refuse an output path whose folder is missing or read-only before any work is done."""
     if path is None:
@@ -227,12 +241,7 @@ def sudoku(
         _error(f"--format must be text, line or json, not {format!r}")
         raise typer.Exit(2)
     _check_search(model_only, backtrack)
-    name = "<stdin>" if file == "-" else file
-    try:
-        text = sys.stdin.read() if file == "-" else Path(file).read_text()
-    except (OSError, UnicodeDecodeError) as exc:
-        _error(f"{name}: {exc}")
-        raise typer.Exit(2) from None
+    name, text = read_input(file)
     entries = parse_puzzles(text, name)
     for entry in entries:
         if isinstance(entry, PuzzleFormatError):

@@ -10,7 +10,8 @@ from typing import NoReturn
 
 import typer
 
-from .cli import SEED_RANGE, InOrder, _check_image, _check_search, _error, _load, _write_atomically, app, progress_bar
+from .cli import (SEED_RANGE, InOrder, _check_image, _check_search, _error, _load, _write_atomically, app,
+                  input_name, progress_bar, read_input)
 
 FORMATS = ("text", "json")
 # Options every graph command shares (typer reads them as defaults).
@@ -39,10 +40,6 @@ def _graph(file: Path):
         raise typer.Exit(2) from None
 
 
-def _name(file: Path | str) -> str:
-    return "<stdin>" if str(file) == "-" else str(file)
-
-
 def _node(graph, text: str | None, option: str, file: Path):
     """A node given on the command line, as the graph's own label (integers stay integers)."""
     if text is None:
@@ -50,7 +47,7 @@ def _node(graph, text: str | None, option: str, file: Path):
     for label in graph.nodes:
         if str(label) == text:
             return label
-    _error(f"{option} {text}: no such node in {_name(file)}")
+    _error(f"{option} {text}: no such node in {input_name(file)}")
     raise typer.Exit(2)
 
 
@@ -103,7 +100,7 @@ def _search(file: Path, label: str, max_steps: int, run: Callable):
         try:
             return run(lambda info: bar.update(task, completed=info.step))
         except GraphError as exc:
-            _error(f"{_name(file)}: {exc}")
+            _error(f"{input_name(file)}: {exc}")
             raise typer.Exit(2) from None
 
 
@@ -268,7 +265,7 @@ def countdown(
     entries = _countdown_instances(instance, target, CountdownError, parse_instance)
     good = [parsed for _, parsed in entries if not isinstance(parsed, str)]
     if not good:
-        _error(f"{_name(instance)}: no usable instance")
+        _error(f"{input_name(instance)}: no usable instance")
         raise typer.Exit(2)
     solver = _solver("countdown", checkpoint, device, model_only, canvases, max_steps, seed)
 
@@ -312,7 +309,7 @@ def _countdown_instances(instance: str, target, error_type, parse) -> list[tuple
     stdin = instance == "-"
     named_file = stdin or file.exists() or file.suffix in (".jsonl", ".json", ".txt") or "/" in instance
     if named_file and target is not None:
-        _error(f"--target applies to numbers given inline; in {_name(instance)} each line carries its own target")
+        _error(f"--target applies to numbers given inline; in {input_name(instance)} each line carries its own target")
         raise typer.Exit(2)
     if named_file and not stdin and not file.exists():
         _error(f"{file}: no such file (numbers inline look like '4 7 8 8 --target 24')")
@@ -326,12 +323,8 @@ def _countdown_instances(instance: str, target, error_type, parse) -> list[tuple
         except error_type as exc:
             _error(f"{exc}")
             raise typer.Exit(2) from None
-    name = "<stdin>" if stdin else file
-    try:
-        lines = (sys.stdin.read() if stdin else file.read_text()).splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        _error(f"{name}: {exc}")
-        raise typer.Exit(2) from None
+    name, text = read_input(instance)
+    lines = text.splitlines()
     entries: list[tuple[int | None, tuple | str]] = []
     for number, line in enumerate(lines, 1):
         if not line.strip():

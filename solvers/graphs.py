@@ -293,16 +293,11 @@ class GraphSolver(_DiffusionSolver):
             elif cycle and min(d for _, d in graph.degree) < 2:
                 lone = next(v for v, d in graph.degree if d < 2)
                 trivial = RouteResult(None, False, f"node {lone!r} has one neighbour, so no Hamiltonian cycle exists")
-            first, last = (start, end) if cycle or trivial is not None else _leaf_ends(graph, start, end)
-            if first is _NO_PATH:
-                leaves = [v for v, d in graph.degree if d == 1 and v not in (start, end)]
-                fixed = [f"{name} {node!r}" for name, node in (("start", start), ("end", end)) if node is not None]
-                free = 2 - len(fixed)
-                trivial = RouteResult(None, False, ("a node has" if len(leaves) == 1 else f"{len(leaves)} nodes have")
-                                      + f" one neighbour ({', '.join(map(repr, leaves))}) and must end the path, "
-                                      f"but it has {free} free end{'s' * (free != 1)}"
-                                      + (f" ({' and '.join(fixed)} given)" if fixed else "")
-                                      + ": no Hamiltonian path exists")
+            first, last = start, end
+            if not cycle and trivial is None:
+                first, last, impossible = _leaf_ends(graph, start, end)
+                if impossible:
+                    trivial = RouteResult(None, False, impossible)
             spec = RouteSpec(len(labels), edges, kind, index.get(first), index.get(last))
             problems.append((spec, labels, trivial,
                              lambda path, g=graph: _is_hamiltonian(g, path, cycle, start, end)))
@@ -464,22 +459,23 @@ class CountdownSolver(_DiffusionSolver):
         return results
 
 
-_NO_PATH = object()
-
-
 def _leaf_ends(graph: nx.Graph, start, end) -> tuple:
-    """(start, end) for a Hamiltonian path search: a node with one neighbour must end the path, so the free ends
-    go to such nodes (reversing a path whose ends are both free loses nothing); (_NO_PATH, None) when more of them
-    than free ends."""
-    fixed = [node for node in (start, end) if node is not None]
-    leaves = [v for v, d in graph.degree if d == 1 and v not in fixed]
-    if len(leaves) > 2 - len(fixed):
-        return _NO_PATH, None
+    """(start, end, None) for a Hamiltonian path search: a node with one neighbour must end the path, so the free
+    ends go to such nodes (reversing a path whose ends are both free loses nothing); (start, end, why) when there
+    are more such nodes than free ends, so that no path exists."""
+    fixed = [f"{name} {node!r}" for name, node in (("start", start), ("end", end)) if node is not None]
+    leaves = [v for v, d in graph.degree if d == 1 and v not in (start, end)]
+    free = 2 - len(fixed)
+    if len(leaves) > free:
+        return start, end, (("a node has" if len(leaves) == 1 else f"{len(leaves)} nodes have")
+                            + f" one neighbour ({', '.join(map(repr, leaves))}) and must end the path, but it has "
+                            f"{free} free end{'s' * (free != 1)}" + (f" ({' and '.join(fixed)} given)" if fixed else "")
+                            + ": no Hamiltonian path exists")
     if start is None and leaves:
         start = leaves.pop()
     if end is None and leaves:
         end = leaves.pop()
-    return start, end
+    return start, end, None
 
 
 # ------------------------------------------------------------------------------------------ inputs
