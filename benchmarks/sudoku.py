@@ -1,7 +1,7 @@
 """Sudoku benchmark over the public development sets: model only vs the full constraint-guided system.
 
     python benchmarks/sudoku.py [--per-tier 50] [--max-steps 256] [--checkpoint DIR] [--modes full,...]
-                                [--data ../shared/data/sudoku/eval_dev.csv] [--out results/sudoku.json]
+                                [--data ../shared/data/sudoku/eval_dev.csv] [--out results/sudoku.json] [--merge]
 
 Per tier of `eval_dev.csv`: verified-solve rate of (1) the model only (stock sampler, clues pinned, one
 canvas), (2) the full system (propagated masks, re-noising, restarts, verifier, parallel canvases) and
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import statistics
 import sys
 import time
@@ -91,6 +92,17 @@ def plot(report: dict, path: Path) -> bool:
     return True
 
 
+def merged_report(path: Path, report: dict) -> dict:
+    """The earlier results at `path` for --merge, refused when they were measured with other settings."""
+    if not path.is_file():
+        return {}
+    earlier = json.loads(path.read_text())
+    differ = [key for key in ("per_tier", "canvases", "max_steps", "checkpoint") if earlier.get(key) != report[key]]
+    if differ:
+        sys.exit(f"{path}: measured with other {', '.join(differ)}; cannot --merge")
+    return earlier
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "sudoku" / "eval_dev.csv")
@@ -100,6 +112,8 @@ def main() -> None:
     parser.add_argument("--max-steps", type=int, default=256)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--modes", default=",".join(MODES), help=f"comma-separated subset of {','.join(MODES)}")
+    parser.add_argument("--merge", action="store_true", help="keep the results of the modes not run in --out "
+                                                             "(the same tiers, puzzles and settings)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "sudoku.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -118,9 +132,15 @@ def main() -> None:
     solvers = {mode: solver for mode, solver in solvers.items() if mode in modes}
     report = {"per_tier": args.per_tier, "canvases": args.canvases, "max_steps": args.max_steps, "modes": modes,
               "checkpoint": relative(model_only.model.source), "tiers": {}}
+    earlier = merged_report(args.out, report) if args.merge else {}
+    # the model-only results' sampler settings (the checkpoint's generation_config.json, with --max-steps)
+    report["model_only_sampler"] = (model_only.config.to_hf_dict() if "model_only" in modes
+                                    else earlier.get("model_only_sampler"))
     for tier, rows in tiers.items():
         rows = rows[:args.per_tier] if args.per_tier else rows
-        report["tiers"][tier] = {mode: run_tier(solver, rows) for mode, solver in solvers.items()}
+        report["tiers"][tier] = {**earlier.get("tiers", {}).get(tier, {}),
+                                 **{mode: run_tier(solver, rows) for mode, solver in solvers.items()}}
+        report["modes"] = [mode for mode in MODES if any(mode in r for r in report["tiers"].values())]
         print(f"{tier}: " + ", ".join(f"{MODES[mode]} {report['tiers'][tier][mode]['rate']:.2f}"
                                       for mode in solvers), file=sys.stderr, flush=True)
         write_results(args.out, report, markdown(report), lambda path: plot(report, path))

@@ -502,7 +502,7 @@ def train(
     Running the same command again continues from the run's last checkpoint (with more --steps, a longer run);
     the recipe (batch size, learning rate, seed) must stay the same. The summary JSON goes to stdout, log lines
     to stderr and out/train_log.jsonl. Exit status: 0 trained, 2 bad input."""
-    from ..core import new_model
+    from ..core import new_model, released_config
     from ..core.training import ResumeError, TrainConfig, check_resumable, find_checkpoint
     from ..core.training import train as run_training
     from ..tasks import graph_data, molecules, sorting, sudoku
@@ -523,6 +523,7 @@ def train(
     if init is not None:
         _warm_start(model, init)
     model.tokenizer = module.TOKENIZER
+    model.generation_config = released_config(model, **getattr(module, "SAMPLER", {}))  # what it will ship with
     cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed, device=device,
                       warmup_steps=min(200, steps // 10), checkpoint_every=max(1, min(500, steps // 4)),
                       bf16=device.startswith("cuda"), time_budget_s=time_budget,

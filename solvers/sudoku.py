@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 
 import torch
 
-from ..core import DiffusionGemma, FinishClock, SamplingConfig, StepInfo, arguments, generate, load_model
+from ..core import (DiffusionGemma, FinishClock, SamplingConfig, StepInfo, arguments, generate, load_model,
+                    released_config)
 from ..tasks import sudoku
 from ..tasks.sudoku_data import conflicts, is_valid_solution
 from .checkpoints import check_task_model, default_checkpoint
@@ -39,7 +40,7 @@ class SudokuSolver:
     guesses stand (depth-first, the model picks every value). `guided=False` (model only): the stock sampler
     with clues pinned on one canvas. Either way the answer is checked by an independent verifier.
 
-    `temperature` (guided only; the model-only sampler keeps the released schedule): the constraints settle
+    `temperature` (guided only; the model-only sampler keeps the checkpoint's own settings): the constraints settle
     every forced cell whatever the temperature, so the model's logits matter only where it guesses, and
     there a sharp model makes the same confident wrong guess after every restart. Guessing at T = 2 keeps
     the restarts diverse (magictour, 50 puzzles at 128 passes: 46 solved at the released schedule, 50 at 2).
@@ -53,11 +54,12 @@ class SudokuSolver:
         self.backtrack = backtrack
         self.canvases = arguments.whole(canvases, "canvases", 1) if guided else 1
         max_steps = arguments.whole(max_steps, "max_steps", 1)
-        self.config = SamplingConfig(max_denoising_steps=max_steps, keep_accepted=guided, drop_finished=True,
-                                     stability_threshold=None if guided else 1)
         if guided:
             temperature = arguments.positive(temperature, "temperature")
-            self.config = replace(self.config, t_min=temperature, t_max=temperature)
+            self.config = SamplingConfig(max_denoising_steps=max_steps, keep_accepted=True, drop_finished=True,
+                                         stability_threshold=None, t_min=temperature, t_max=temperature)
+        else:  # the stock sampler at the checkpoint's own settings (its generation_config.json)
+            self.config = released_config(model, max_denoising_steps=max_steps, drop_finished=True)
         self.rows_per_batch = arguments.whole(rows_per_batch, "rows_per_batch", 1)
         self.seed = arguments.seed(seed)
 

@@ -1,6 +1,7 @@
 """The Sudoku solver and `solve sudoku` with the shipped checkpoint."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ from typer.testing import CliRunner
 from diffsolve.solvers.cli import app
 from diffsolve.solvers import SudokuSolver
 from diffsolve.solvers.checkpoints import default_checkpoint
+from diffsolve.tasks.sudoku import SAMPLER
 from diffsolve.tasks.sudoku_data import is_valid_solution, make_puzzle, random_grid
 
 
@@ -152,6 +154,23 @@ def test_model_only_keeps_the_clues_and_is_checked_like_the_full_system():
     result = model_only.solve(puzzle)  # the model alone solves easy puzzles (98-100 % of the easy tiers)
     assert result.verified and result.forward_passes == result.steps  # one canvas
     assert is_valid_solution(puzzle, result.solution) and result.solution == grid  # 60 givens: one solution
+
+
+def test_model_only_samples_with_the_checkpoints_own_settings():
+    """The stock sampler means the checkpoint's generation_config.json (as in transformers), whatever it says;
+    the full system keeps its own schedule (T = 2 guesses)."""
+    model = SudokuSolver.from_pretrained(guided=False).model
+    shipped = model.generation_config
+    assert {"t_max": shipped.t_max, "t_min": shipped.t_min} == SAMPLER  # what `solve train sudoku` writes
+    model.generation_config = replace(shipped, t_max=1.7, t_min=0.3, entropy_bound=0.2)
+    try:
+        config = SudokuSolver(model, guided=False, max_steps=77).config
+        guided = SudokuSolver(model).config
+    finally:
+        model.generation_config = shipped
+    assert (config.t_max, config.t_min, config.entropy_bound, config.max_denoising_steps) == (1.7, 0.3, 0.2, 77)
+    assert not config.keep_accepted and config.stability_threshold == shipped.stability_threshold
+    assert (guided.t_max, guided.t_min, guided.keep_accepted) == (2.0, 2.0, True)
 
 
 def test_cli_demo_sorts_and_verifies():
