@@ -224,7 +224,7 @@ def sudoku(
     temperature: float = typer.Option(2.0, min=0.01, max=100.0, help="Sampling temperature of the guided "
                                       "search (hot keeps restarts from repeating the model's confident wrong "
                                       "guesses; forced cells settle regardless). Ignored with --model-only "
-                                      "(released schedule)."),
+                                      "(the checkpoint's own settings)."),
     trace: bool = typer.Option(False, help="Show the first puzzle's canvas pass by pass on stderr (settled cells "
                                            "green, cells re-noised by a constraint red); the others are then "
                                            "solved as usual."),
