@@ -13,6 +13,7 @@ from .sampler import (
     denoise_canvas,
     generate,
     generate_autoregressive,
+    guided_config,
     released_config,
 )
 from .tokenizer import load_tokenizer, word_level_tokenizer
@@ -20,6 +21,6 @@ from .tokenizer import load_tokenizer, word_level_tokenizer
 __all__ = [
     "CheckpointError", "ConfigError", "DiffusionGemma", "FinishClock", "GenerationOutput", "Guidance", "KVCache",
     "LayerSpec", "ModelConfig", "SamplingConfig", "StepInfo", "arguments", "check_device", "denoise_canvas", "generate",
-    "generate_autoregressive", "load_model", "load_tokenizer", "new_model", "released_config", "resolve_checkpoint",
-    "save_model", "word_level_tokenizer",
+    "generate_autoregressive", "guided_config", "load_model", "load_tokenizer", "new_model", "released_config",
+    "resolve_checkpoint", "save_model", "word_level_tokenizer",
 ]

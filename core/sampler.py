@@ -326,6 +326,12 @@ def released_config(model: DiffusionGemma, **overrides) -> SamplingConfig:
     return replace(model.generation_config or SamplingConfig(), **overrides)
 
 
+def guided_config(**overrides) -> SamplingConfig:
+    """The full systems' sampler: accepted tokens stay until a constraint re-noises them, finished rows leave the
+    batch, and the verifier (not the stability rule) stops a canvas; `overrides` on top (passes, temperature)."""
+    return SamplingConfig(**{"keep_accepted": True, "drop_finished": True, "stability_threshold": None, **overrides})
+
+
 @torch.no_grad()
 def generate(model: DiffusionGemma, prompt_ids: Tensor | None, config: SamplingConfig | None = None, *,
              cache: KVCache | None = None, attention_mask: Tensor | None = None,

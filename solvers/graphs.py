@@ -13,8 +13,8 @@ from numbers import Real
 import networkx as nx
 import torch
 
-from ..core import (DiffusionGemma, FinishClock, Guidance, SamplingConfig, StepInfo, arguments, generate, load_model,
-                    released_config)
+from ..core import (DiffusionGemma, FinishClock, Guidance, SamplingConfig, StepInfo, arguments, generate,
+                    guided_config, load_model, released_config)
 from ..tasks import countdown
 from ..tasks.graph_data import (CANVAS, MAX_NODES, MAX_PATH_EDGES, MAX_PROMPT_EDGES, MAX_ROUTE_NODES, VOCAB,
                                 color_prompt, countdown_prompt)
@@ -107,8 +107,7 @@ class _DiffusionSolver:
         steps = max_steps or self.max_steps
         if not self.guided:  # the stock sampler at the checkpoint's own settings (its generation_config.json)
             return released_config(self.model, max_denoising_steps=steps, drop_finished=True, canvas_length=length)
-        config = SamplingConfig(max_denoising_steps=steps, keep_accepted=True, drop_finished=True,
-                                stability_threshold=None, canvas_length=length)
+        config = guided_config(max_denoising_steps=steps, canvas_length=length)
         temperature = self.temperature or temperature
         if temperature is not None:
             config = replace(config, t_min=temperature, t_max=temperature)

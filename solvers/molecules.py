@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, replace
 import torch
 from rdkit import Chem
 
-from ..core import DiffusionGemma, SamplingConfig, arguments, generate, load_model, released_config
+from ..core import DiffusionGemma, arguments, generate, guided_config, load_model, released_config
 from ..tasks import molecules as task
 from ..tasks.molecule_data import PROPERTIES, compute_properties
 from .checkpoints import check_task_model, default_checkpoint
@@ -85,8 +85,7 @@ class MoleculeDesigner:
         # canvases 0.5 -> 0.25 returned 638 verified (0.3 -> 0.1: 579, 0.8 -> 0.4: 545) with FCD/Test 10.0
         # (12.2, 9.8) and 1.95 rings per molecule (1.72, 2.05; MOSES 2.6).
         # The model alone samples with the checkpoint's own settings (its generation_config.json).
-        base = (SamplingConfig(t_max=0.5, t_min=0.25, stability_threshold=None, keep_accepted=True) if guided
-                else released_config(model))
+        base = guided_config(t_max=0.5, t_min=0.25) if guided else released_config(model)
         self.config = replace(base, max_denoising_steps=max_steps or base.max_denoising_steps, drop_finished=True,
                               eos_token_id=task.EOS, pad_token_id=task.PAD)
         self.canvases_per_round = arguments.whole(canvases_per_round, "canvases_per_round", 1)

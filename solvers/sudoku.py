@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from ..core import (DiffusionGemma, FinishClock, SamplingConfig, StepInfo, arguments, generate, load_model,
+from ..core import (DiffusionGemma, FinishClock, StepInfo, arguments, generate, guided_config, load_model,
                     released_config)
 from ..tasks import sudoku
 from ..tasks.sudoku_data import conflicts, is_valid_solution
@@ -56,8 +56,7 @@ class SudokuSolver:
         max_steps = arguments.whole(max_steps, "max_steps", 1)
         if guided:
             temperature = arguments.positive(temperature, "temperature")
-            self.config = SamplingConfig(max_denoising_steps=max_steps, keep_accepted=True, drop_finished=True,
-                                         stability_threshold=None, t_min=temperature, t_max=temperature)
+            self.config = guided_config(max_denoising_steps=max_steps, t_min=temperature, t_max=temperature)
         else:  # the stock sampler at the checkpoint's own settings (its generation_config.json)
             self.config = released_config(model, max_denoising_steps=max_steps, drop_finished=True)
         self.rows_per_batch = arguments.whole(rows_per_batch, "rows_per_batch", 1)
