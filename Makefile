@@ -36,6 +36,7 @@ bench: moses
 	$(PY) benchmarks/engine.py --quick --out runs/bench/engine.json
 	$(PY) benchmarks/training.py --steps 3 --out runs/bench/training.json
 	$(PY) benchmarks/sudoku.py --per-tier 5 --max-steps 128 --out runs/bench/sudoku.json
+	$(PY) benchmarks/sudoku_sampler.py --puzzles 4 --settings released,shipped --out runs/bench/sudoku_sampler.json
 	$(PY) benchmarks/molecules.py --samples 1000 --per-request 5 --scaffolds 4 --out runs/bench/molecules.json
 	$(PY) benchmarks/graphs.py --limit 16 --coloring-limit 8 --coloring-steps 128 --out runs/bench/graphs.json
 
@@ -44,7 +45,8 @@ results: moses
 	$(PY) benchmarks/engine.py
 	$(PY) benchmarks/training.py
 	$(PY) benchmarks/sudoku.py --per-tier 50 --max-steps 128
-	$(PY) benchmarks/sudoku.py --per-tier 0 --modes full --max-steps 256 --out benchmarks/results/sudoku_all.json
+	$(PY) benchmarks/sudoku.py --per-tier 0 --modes model_only,full --max-steps 256 --out benchmarks/results/sudoku_all.json
+	$(PY) benchmarks/sudoku_sampler.py
 	$(PY) benchmarks/molecules.py --samples 10000 --per-request 5 --scaffolds 4 --threads 2
 	$(PY) benchmarks/molecules.py --constrained-only --per-request 5 --scaffolds 4 --threads 1
 	$(PY) benchmarks/graphs.py --families path,hamiltonian --threads 1

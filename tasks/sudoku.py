@@ -36,8 +36,8 @@ UNITS = ([[9 * r + c for c in range(9)] for r in range(9)]
 # The stock sampler's settings a trained model ships with (its generation_config.json), warmer than the released
 # 0.8 -> 0.4: the stock sampler re-decides every cell each pass, and a warmer draw lets it leave a wrong
 # configuration. Model only, puzzles generated here (48 with 36 givens / 48 unique minimal ones of 21-27
-# givens), 128 passes: 0.8 -> 0.4 solved 41 and 3, 1.2 -> 0.8 47 and 13, 1.5 -> 1.0 46 and 10; another such set
-# at 256 passes: 39 and 4, 47 and 9, 47 and 10, and a constant 2.0 16 and 0.
+# givens), 128 passes: 0.8 -> 0.4 solved 41 and 3, 1.2 -> 0.8 47 and 13, 1.5 -> 1.0 46 and 10, a constant 2.0
+# 11 and 0 (benchmarks/sudoku_sampler.py); another such set at 256 passes: 39 and 4, 47 and 9, 47 and 10.
 SAMPLER = {"t_max": 1.2, "t_min": 0.8}
 
 
