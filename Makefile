@@ -52,7 +52,7 @@ results: moses
 	$(PY) benchmarks/graphs.py --families path,hamiltonian --threads 1
 	$(PY) benchmarks/graphs.py --families countdown --countdown-sets cd3_test,cd4_test,cd4_tot24 --threads 1 --merge
 	$(PY) benchmarks/graphs.py --families countdown --countdown-sets cd5_test --countdown-limit 128 --threads 1 --merge
-	$(PY) benchmarks/graphs.py --families coloring --coloring-steps 1024 --backtrack-steps 1024 --threads 1 --merge
+	$(PY) benchmarks/graphs.py --families coloring --coloring-steps 1024 --backtrack-steps 1024 --tabu-steps 256 --threads 1 --merge
 	cp benchmarks/results/graphs.json benchmarks/results/graphs_long.json
 	$(PY) benchmarks/graphs.py --families coloring --coloring-instances DSJC125.5 --coloring-modes full --coloring-steps 8192 --threads 1 --merge --out benchmarks/results/graphs_long.json
 	$(PY) benchmarks/graphs.py --families coloring --coloring-instances queen10_10 --coloring-modes full --coloring-steps 8192 --threads 1 --merge --out benchmarks/results/graphs_long.json

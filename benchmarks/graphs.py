@@ -5,7 +5,8 @@
 - Colouring: every DIMACS instance. Full system: `GraphSolver.color` (count down from DSATUR; the canvas holds
   each k's core, the nodes left after setting aside those with fewer than k neighbours); model only: one
   canvas of the stock sampler at DSATUR's k on the whole graph (pinned: padding and the clique's colours).
-  Colours vs best known vs DSATUR.
+  The explicit searches on top of the full system, each in its own column: backtracking (exact) and tabu
+  (TabuCol from the canvases of an attempt that found nothing). Colours vs best known vs DSATUR.
 - Hamiltonian: NLGraph's Hamilton-path graphs. Path: Ye et al.'s path-finding set. Countdown: CD3/CD4/CD5 and
   Game of 24. Verified rate (every answer checked by networkx / sympy), wrong-but-verified (must be 0), seconds
   per instance. `--limit` takes N evenly spaced instances of each set (all when omitted).
@@ -28,6 +29,7 @@ import torch
 
 from diffsolve.core import load_model
 from diffsolve.solvers import CountdownSolver, GraphSolver
+from diffsolve.solvers.graphs import TABU_MOVES
 from diffsolve.solvers.checkpoints import default_checkpoint
 from diffsolve.tasks import countdown
 from diffsolve.tasks.graph_data import MAX_NODES
@@ -52,7 +54,9 @@ def summarize(name: str, checks: list[bool], seconds: list[float], wrong: int = 
 
 
 # ------------------------------------------------------------------------------------------ colouring
-COLORING_MODES = ("model_only", "full", "backtrack")
+COLORING_MODES = ("model_only", "full", "backtrack", "tabu")
+SEARCHES = COLORING_MODES[1:]  # the full system and the explicit searches on top of it, each in its own column
+LABELS = {"full": "full system", "backtrack": "full + backtracking", "tabu": "full + tabu"}
 
 
 def coloring(solvers: dict, limit: int | None, steps: dict[str, int], names: list[str] | None = None,
@@ -77,13 +81,11 @@ def coloring(solvers: dict, limit: int | None, steps: dict[str, int], names: lis
         record |= {"instance": entry["instance"], "nodes": graph.number_of_nodes(), "edges": graph.number_of_edges(),
                    "best_known": best, "dsatur": int(entry["networkx_dsatur"]),
                    "core_at_best": len(peel_low_degree(graph, best)[0])}
-        runs = {"model_only": (solvers["model_only"], record["dsatur"], False), "full": (solvers["full"], None, False),
-                "backtrack": (solvers["full"], None, True)}  # the explicit exact search, reported apart
-        for mode, (solver, k, backtrack) in runs.items():
-            if mode not in modes:
-                continue
+        for mode in modes:  # the explicit searches are reported apart from the full system
+            solver, k = (solvers["model_only"], record["dsatur"]) if mode == "model_only" else (solvers["full"], None)
             try:
-                result = solver.color(graph, k, max_steps=steps[mode], backtrack=backtrack)
+                result = solver.color(graph, k, max_steps=steps[mode], backtrack=mode == "backtrack",
+                                      tabu=mode == "tabu")
             except GraphError as error:  # more nodes than the canvas (the model only colours the whole graph)
                 record[mode] = {"colors": None, "verified": False, "seconds": 0.0, "error": str(error),
                                 "max_steps": steps[mode], "reached_best": False}
@@ -91,23 +93,28 @@ def coloring(solvers: dict, limit: int | None, steps: dict[str, int], names: lis
             record[mode] = {"colors": result.num_colors, "verified": result.verified, "seconds": result.seconds,
                             "optimal": result.optimal, "forward_passes": result.forward_passes,
                             "max_steps": steps[mode], "reached_best": result.num_colors == best,
-                            "attempts": result.attempts}
+                            "attempts": result.attempts,
+                            "tabu_moves": sum(a.get("tabu_moves", 0) for a in result.attempts)}
         records[entry["instance"]] = record
         refused.pop(entry["instance"], None)
-        print(f"  {entry['instance']}: full {record['full']['colors']}, backtracking {record['backtrack']['colors']} "
-              f"(best {best}, DSATUR {record['dsatur']}); model only at k={record['dsatur']}: "
+        print(f"  {entry['instance']}: " + ", ".join(f"{LABELS[m]} {record[m]['colors']}" for m in SEARCHES) +
+              f" (best {best}, DSATUR {record['dsatur']}); model only at k={record['dsatur']}: "
               f"{record['model_only']['verified']}", file=sys.stderr, flush=True)
     return coloring_summary(list(records.values()), refused)
 
 
+NOT_RUN = {"colors": None, "verified": False, "seconds": 0.0, "reached_best": False, "not_run": True}
+
+
 def coloring_summary(records: list[dict], refused: dict) -> dict:
+    """Totals per search; a mode added after an instance was run reads as not run there."""
     order = [entry["instance"] for entry in csv.DictReader((DATA / "coloring" / "best_known.csv").open())]
-    out = sorted(records, key=lambda r: order.index(r["instance"]))
+    out = [{mode: NOT_RUN for mode in COLORING_MODES} | r
+           for r in sorted(records, key=lambda r: order.index(r["instance"]))]
     return {"instances": out, "refused": refused,
-            "reached_best_known": {m: sum(r[m]["reached_best"] for r in out) for m in ("full", "backtrack")},
-            "proved_optimal": {m: sum(bool(r[m].get("optimal")) for r in out) for m in ("full", "backtrack")},
-            "beat_dsatur": {m: sum((r[m]["colors"] or 10**9) < r["dsatur"] for r in out)
-                            for m in ("full", "backtrack")}}
+            "reached_best_known": {m: sum(r[m]["reached_best"] for r in out) for m in SEARCHES},
+            "proved_optimal": {m: sum(bool(r[m].get("optimal")) for r in out) for m in SEARCHES},
+            "beat_dsatur": {m: sum((r[m]["colors"] or 10**9) < r["dsatur"] for r in out) for m in SEARCHES}}
 
 
 # ------------------------------------------------------------------------------------------ routes
@@ -209,28 +216,31 @@ def markdown(report: dict) -> str:
                      f"{m['wrong_verified'] + f['wrong_verified']} | {f['mean_s']:.2f} | {goals[name]} |")
     if "coloring" in report:
         c = report["coloring"]
-        lines += ["", "| DIMACS instance | nodes | edges | core at best k | best known | DSATUR | full system | s | "
-                  "full + backtracking | s | model only at DSATUR k |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+        lines += ["", "| DIMACS instance | nodes | edges | core at best k | best known | DSATUR | "
+                  + " | ".join(f"{LABELS[m]} | s" for m in SEARCHES) + " | model only at DSATUR k |",
+                  "|---" * (7 + 2 * len(SEARCHES)) + "|"]
         for r in c["instances"]:
             model = r["model_only"]
             model_text = "verified" if model["verified"] else "too large" if model.get("error") else "no"
             lines.append(f"| {r['instance']} | {r['nodes']} | {r['edges']} | {r.get('core_at_best', '-')} | "
                          f"{r['best_known']} | {r['dsatur']} | "
-                         f"{r['full']['colors'] or '-'} | {r['full']['seconds']:.1f} | "
-                         f"{r['backtrack']['colors'] or '-'}{'*' if r['backtrack'].get('optimal') else ''} | "
-                         f"{r['backtrack']['seconds']:.1f} | {model_text} |")
+                         + "".join("not run | - | " if r[m].get("not_run") else
+                                   f"{r[m]['colors'] or '-'}{'*' if r[m].get('optimal') else ''} | "
+                                   f"{r[m]['seconds']:.1f} | " for m in SEARCHES) + f"{model_text} |")
         best, beat = c["reached_best_known"], c["beat_dsatur"]
         total = len(c["instances"])
-        budgets = {m: sorted({r[m].get("max_steps") for r in c["instances"]} - {None}) for m in ("full", "backtrack")}
-        lines.append(f"\nPasses per attempt: full system {budgets['full']}, with backtracking {budgets['backtrack']}. "
+        budgets = {m: sorted({r[m].get("max_steps") for r in c["instances"]} - {None}) for m in SEARCHES}
+        moves = max(r["tabu"].get("tabu_moves", 0) for r in c["instances"])
+        lines.append("\nPasses per attempt: " + ", ".join(f"{LABELS[m]} {budgets[m]}" for m in SEARCHES)
+                     + f"; tabu moves per attempt at most {TABU_MOVES:,} (at most {moves:,} in one instance). "
                      "\\* proved optimal by the search itself (clique bound met, or one colour fewer refuted). "
                      f"Core at best k: the nodes left on the canvas at the best known k after repeatedly setting "
                      f"aside nodes with fewer than k neighbours (coloured last); the canvas holds {MAX_NODES}.")
         too_large = [r["instance"] for r in c["instances"] if r["full"].get("error")]
         held = total - len(too_large)
         lines.append(f"Of the {total} instances read, the canvas holds {held}. Reached the best known count on "
-                     f"{best['full']}/{held} (full system), {best['backtrack']}/{held} (with backtracking); beat "
-                     f"DSATUR on {beat['full']} / {beat['backtrack']}; proved optimal by the search on "
+                     + ", ".join(f"{best[m]}/{held} ({LABELS[m]})" for m in SEARCHES) + "; beat DSATUR on "
+                     + " / ".join(str(beat[m]) for m in SEARCHES) + "; proved optimal by the search on "
                      f"{c.get('proved_optimal', {}).get('backtrack', 0)}/{held} (with backtracking). "
                      f"Core too large for the canvas: {', '.join(too_large) or 'none'}. Refused input: "
                      + (", ".join(f"{name} ({why})" for name, why in c.get("refused", {}).items()) or "none") + ".")
@@ -263,6 +273,7 @@ def plot(report: dict, path: Path) -> bool:
         axes[1].plot(labels, [r["full"]["colors"] or float("nan") for r in rows], "x", label="diffsolve")
         axes[1].plot(labels, [r["backtrack"]["colors"] or float("nan") for r in rows], "+",
                      label="diffsolve + backtracking")
+        axes[1].plot(labels, [r["tabu"]["colors"] or float("nan") for r in rows], "1", label="diffsolve + tabu")
         axes[1].set_ylabel("colours")
         axes[1].tick_params(axis="x", rotation=75, labelsize=7)
         axes[1].legend()
@@ -285,8 +296,11 @@ def main() -> None:
                         "exact search (default: --coloring-steps).")
     parser.add_argument("--coloring-instances", default=None, help="Comma-separated DIMACS names (default: all "
                                                                      "that fit the canvas).")
+    parser.add_argument("--tabu-steps", type=int, default=None, help="Passes per attempt before the explicit "
+                        "tabu search takes over (default: --coloring-steps).")
     parser.add_argument("--coloring-modes", default=",".join(COLORING_MODES), help="Comma-separated colouring "
-                        "modes to run (model_only, full, backtrack); with --merge the others keep their results.")
+                        "modes to run (model_only, full, backtrack, tabu); with --merge the others keep their "
+                        "results.")
     parser.add_argument("--merge", action="store_true", help="Keep the other families already in --out.")
     parser.add_argument("--combine", type=Path, nargs="+", default=None, help="Run nothing: merge the colouring "
                         "instances of these result files (runs in parallel, each with its own --out) into --out.")
@@ -324,7 +338,8 @@ def main() -> None:
     if unknown := set(coloring_modes) - set(COLORING_MODES):
         sys.exit(f"unknown colouring modes: {sorted(unknown)}")
     coloring_steps = {"model_only": args.coloring_steps, "full": args.coloring_steps,
-                      "backtrack": args.backtrack_steps or args.coloring_steps}
+                      "backtrack": args.backtrack_steps or args.coloring_steps,
+                      "tabu": args.tabu_steps or args.coloring_steps}
     settings = {"path": {"limit": args.limit}, "hamiltonian": {"limit": args.limit},
                 "countdown": {name: {"limit": args.countdown_limit or args.limit} for name in countdown_names},
                 "coloring": {"limit": args.coloring_limit, "steps": coloring_steps,
@@ -358,7 +373,7 @@ def combine(out: Path, parts: list[Path]) -> None:
     report.setdefault("settings", {})["coloring"] = {
         "limit": None, "instances": ",".join(sorted(records)),
         "steps": {mode: sorted({r[mode].get("max_steps") for r in records.values()} - {None})
-                  for mode in ("model_only", "full", "backtrack")}}
+                  for mode in COLORING_MODES}}
     write_results(out, report, markdown(report), lambda p: plot(report, p))
     print(markdown(report))
 

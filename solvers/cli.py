@@ -129,9 +129,10 @@ class InOrder:
             self.printed += 1
 
 
-def _check_search(model_only: bool, backtrack: bool) -> None:
-    if model_only and backtrack:
-        _error("--model-only and --backtrack exclude each other")
+def _check_search(model_only: bool, backtrack: bool, tabu: bool = False) -> None:
+    chosen = [name for name, on in (("--model-only", model_only), ("--backtrack", backtrack), ("--tabu", tabu)) if on]
+    if len(chosen) > 1:
+        _error(f"{' and '.join(chosen)} exclude each other")
         raise typer.Exit(2)
 
 

@@ -16,10 +16,11 @@ import torch
 from ..core import (DiffusionGemma, FinishClock, Guidance, SamplingConfig, StepInfo, arguments, generate,
                     guided_config, load_model, released_config)
 from ..tasks import countdown
-from ..tasks.graph_data import (CANVAS, MAX_NODES, MAX_PATH_EDGES, MAX_PROMPT_EDGES, MAX_ROUTE_NODES, VOCAB,
+from ..tasks.graph_data import (CANVAS, COLOR0, MAX_NODES, MAX_PATH_EDGES, MAX_PROMPT_EDGES, MAX_ROUTE_NODES, VOCAB,
                                 color_prompt, countdown_prompt)
-from ..tasks.graphs import (GraphError, RouteSpec, check_graph, coloring_constraints, decode_coloring, decode_route,
-                            extend_coloring, is_proper_coloring, peel_low_degree, relabel, route_guidance)
+from ..tasks.graphs import (GraphError, RouteSpec, check_graph, coloring_constraints, decode_route, extend_coloring,
+                            first_proper_coloring, is_proper_coloring, peel_low_degree, relabel, route_guidance,
+                            tabu_coloring)
 from .checkpoints import check_task_model, default_checkpoint
 
 
@@ -170,6 +171,11 @@ class _KeepSiblings(Guidance):
 # (queen7_7 with backtracking got worse: 7 -> 9 colours), so they keep the released schedule.
 ROUTE_TEMPERATURE = 2.0
 
+# The explicit local search's budget per colouring attempt (`color(tabu=True)`): on 8 rows from random starts,
+# TabuCol found DSJC125.5 at 17 colours in 16,000-63,000 moves (about 4-15 s on one core), DSJC125.9 at 44 and
+# queen10_10 at 11 within 3,000 (development runs, seeds 0-3).
+TABU_MOVES = 200_000
+
 
 class GraphSolver(_DiffusionSolver):
     """Graph colouring, Hamiltonian paths/cycles and start-goal paths with the shipped graphs model.
@@ -179,17 +185,25 @@ class GraphSolver(_DiffusionSolver):
 
     # ------------------------------------------------------------------ colouring
     def color(self, graph: nx.Graph, k: int | None = None, *, max_steps: int | None = None,
-              backtrack: bool = False, callback: Callable[[StepInfo], None] | None = None) -> ColoringResult:
+              backtrack: bool = False, tabu: bool = False, tabu_moves: int = TABU_MOVES,
+              callback: Callable[[StepInfo], None] | None = None) -> ColoringResult:
         """A proper colouring with `k` colours, or (k=None) the fewest the search verifies, counting down from
         networkx's DSATUR count until a k fails or reaches the clique bound. `backtrack=True` adds the explicit
         exact search: at a dead end a canvas undoes its last guess and rules that colour out there, instead of
-        releasing the nodes around the dead end. Each attempt samples only the graph's k-core (see
+        releasing the nodes around the dead end. `tabu=True` adds the explicit local search: when no canvas of an
+        attempt verifies, TabuCol (see `tabu_coloring`) continues from all of them, up to `tabu_moves` moves
+        (it cannot prove that a k is impossible). Each attempt samples only the graph's k-core (see
         `peel_low_degree`), which must fit the canvas; the nodes set aside are coloured after it."""
         began = time.perf_counter()
         check_graph(graph, None, "colouring")
         try:
             k = None if k is None else arguments.whole(k, "k", 1)
             max_steps = None if max_steps is None else arguments.whole(max_steps, "max_steps", 1)
+            tabu_moves = arguments.whole(tabu_moves, "tabu_moves", 1)
+            if backtrack and tabu:
+                raise ValueError("backtrack and tabu exclude each other: choose one search")
+            if tabu and not self.guided:
+                raise ValueError("tabu needs the full system (guided=True): model only samples alone")
         except (TypeError, ValueError) as exc:
             raise GraphError(str(exc)) from None
         arguments.callback(callback, "callback")
@@ -220,13 +234,13 @@ class GraphSolver(_DiffusionSolver):
                                         "seconds": 0.0, "core_nodes": len(core), "skipped": too_large})
                 break
             attempt_began = time.perf_counter()
-            found, passes, refuted = self._color_core(graph.subgraph(core), clique, colors, max_steps, backtrack,
-                                                      callback)
+            found, passes, refuted, moves = self._color_core(graph.subgraph(core), clique, colors, max_steps,
+                                                             backtrack, tabu_moves if tabu else 0, callback)
             coloring = None if found is None else extend_coloring(graph, found, peeled, colors)
             ok = coloring is not None and is_proper_coloring(graph, coloring)
             result.attempts.append({"k": colors, "found": ok, "refuted": refuted, "forward_passes": passes,
                                     "seconds": round(time.perf_counter() - attempt_began, 3),
-                                    "core_nodes": len(core)})
+                                    "core_nodes": len(core)} | ({"tabu_moves": moves} if tabu else {}))
             result.forward_passes += passes
             if not ok:
                 result.optimal = result.verified and refuted and result.num_colors == colors + 1
@@ -243,24 +257,30 @@ class GraphSolver(_DiffusionSolver):
         result.seconds = time.perf_counter() - began
         return result
 
-    def _color_core(self, core: nx.Graph, clique: list, k: int, max_steps, backtrack,
-                    callback) -> tuple[dict | None, int, bool]:
-        """(node -> colour or None, forward passes, whether the exact search proved that no k-colouring exists).
-        An empty core needs no sampling: every node is coloured afterwards."""
+    def _color_core(self, core: nx.Graph, clique: list, k: int, max_steps, backtrack: bool, tabu_moves: int,
+                    callback) -> tuple[dict | None, int, bool, int]:
+        """(node -> colour or None, forward passes, whether the exact search proved that no k-colouring exists,
+        tabu moves made). An empty core needs no sampling: every node is coloured afterwards."""
         if core.number_of_nodes() == 0:
-            return {}, 0, False
+            return {}, 0, False, 0
         pinned = [node for node in clique if node in core][:k]
         labels, edges = relabel(core, first=pinned)  # the clique's colours are pinned: symmetry broken
-        n = len(labels)
+        n, fixed = len(labels), max(len(pinned), 1)
         guidance = coloring_constraints(n, edges, k, self.model.device,
-                                        dead_end="backtrack" if backtrack else None, clique=max(len(pinned), 1))
+                                        dead_end="backtrack" if backtrack else None, clique=fixed)
         canvas, passes, _ = self._run([color_prompt(n, edges, k)], guidance, CANVAS["color"], max_steps=max_steps,
                                    callback=callback, salt=k)
-        for row in canvas:
-            colors = decode_coloring(row, n)
-            if colors is not None and max(colors) < k and all(colors[u] != colors[v] for u, v in edges):
-                return dict(zip(labels, colors)), int(passes.sum()), False
-        return None, int(passes.sum()), bool(guidance.refuted[0])
+        found = first_proper_coloring(canvas[:, :n] - COLOR0, k, edges)
+        moves = 0
+        if found is None and tabu_moves:
+            generator = torch.Generator().manual_seed(self.seed + k)
+            start = canvas[:, :n] - COLOR0  # the canvases as they stopped; a node not on a colour starts anywhere
+            anywhere = torch.randint(0, k, start.shape, generator=generator)
+            start = torch.where((start >= 0) & (start < k), start, anywhere)
+            searched, _, moves = tabu_coloring(n, edges, k, start, tabu_moves, generator, fixed=fixed)
+            found = first_proper_coloring(searched, k, edges)
+        coloring = None if found is None else dict(zip(labels, found))
+        return coloring, int(passes.sum()), bool(guidance.refuted[0]), moves
 
     # ------------------------------------------------------------------ routes
     def hamiltonian_path(self, graph: nx.Graph, cycle: bool = False, *, start: Hashable | None = None,

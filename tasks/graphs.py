@@ -199,9 +199,61 @@ def clique_cover(n: int, edges: Sequence[tuple[int, int]]) -> list[list[int]]:
     return cliques
 
 
-def decode_coloring(canvas: Tensor, n: int) -> list[int] | None:
-    colors = (canvas[:n] - COLOR0).tolist()
-    return colors if all(0 <= c < MAX_COLORS for c in colors) else None
+def tabu_coloring(n: int, edges: Sequence[tuple[int, int]], k: int, start: Tensor, moves: int,
+                  generator: torch.Generator | None = None, fixed: int = 0) -> tuple[Tensor, Tensor, int]:
+    """TabuCol (Galinier & Hao 1999), every row of `start` ([B, n] colours in 0..k-1) searched at once. Each
+    move recolours one node on a clashing edge with the colour that removes the most clashes (ties at random),
+    skipping moves that put a node back on a colour it left within its tenure (L + 0.6 x nodes in conflict, L
+    uniform in 0..9 moves) unless the move beats the row's best so far. Nodes 0..fixed-1 keep their colours.
+
+    Returns (colours [B, n], clashing edges per row [B], moves made); it stops once some row has none."""
+    colors = start.clone().long()
+    batch = colors.shape[0]
+    adjacency = torch.zeros(n, n, device=colors.device)
+    if edges:
+        u, v = torch.tensor(list(edges), device=colors.device).T
+        adjacency[u, v] = adjacency[v, u] = 1.0
+    # neighbours[b, x, c]: neighbours of node x with colour c in row b, kept up to date move by move
+    neighbours = adjacency @ torch.nn.functional.one_hot(colors, k).float()
+    clashes = neighbours.gather(2, colors.unsqueeze(2)).squeeze(2).sum(1) / 2
+    best = clashes.clone()
+    tabu_until = torch.zeros(batch, n, k, device=colors.device)
+    movable = torch.arange(n, device=colors.device) >= fixed
+    rows = torch.arange(batch, device=colors.device)
+    made = 0
+    while made < moves and k > 1 and bool((clashes > 0).all()):
+        for _ in range(min(64, moves - made)):  # between checks for a solved row
+            own = neighbours.gather(2, colors.unsqueeze(2))
+            gain = neighbours - own  # change in clashing edges if node x took colour c
+            in_conflict = (own.squeeze(2) > 0) & movable
+            allowed = (tabu_until <= made) | (clashes[:, None, None] + gain < best[:, None, None])
+            allowed &= in_conflict.unsqueeze(2)
+            allowed.scatter_(2, colors.unsqueeze(2), False)
+            score = (gain + 0.5 * torch.rand(gain.shape, generator=generator, device=gain.device))
+            flat = score.masked_fill(~allowed, math.inf).view(batch, -1)
+            pick = flat.argmin(1)
+            moving = torch.isfinite(flat[rows, pick]) & (clashes > 0)
+            node, color = pick // k, pick % k
+            old = colors[rows, node]
+            change = adjacency[node] * moving.unsqueeze(1)
+            neighbours[rows, :, old] -= change
+            neighbours[rows, :, color] += change
+            tenure = torch.randint(0, 10, (batch,), generator=generator, device=gain.device) + 0.6 * in_conflict.sum(1)
+            tabu_until[rows, node, old] = torch.where(moving, made + 1 + tenure.floor(), tabu_until[rows, node, old])
+            colors[rows, node] = torch.where(moving, color, old)
+            clashes = clashes + gain[rows, node, color] * moving
+            best = torch.minimum(best, clashes)
+            made += 1
+    return colors, clashes, made
+
+
+def first_proper_coloring(colors: Tensor, k: int, edges: Sequence[tuple[int, int]]) -> list[int] | None:
+    """The first row of `colors` ([R, n]; canvas tokens minus COLOR0) that is a proper colouring with colours
+    0..k-1, as a list; None if no row is."""
+    for row in colors.tolist():
+        if all(0 <= c < k for c in row) and all(row[u] != row[v] for u, v in edges):
+            return row
+    return None
 
 
 def peel_low_degree(graph: nx.Graph, k: int) -> tuple[list, list]:

@@ -20,7 +20,8 @@ from diffsolve.solvers.cli import app
 from diffsolve.tasks import countdown
 from diffsolve.tasks import graph_data as data
 from diffsolve.tasks.graphs import (GraphError, RouteGuidance, RouteSpec, coloring_constraints, extend_coloring,
-                                   is_proper_coloring, peel_low_degree, read_graph, relabel, route_guidance)
+                                   is_proper_coloring, peel_low_degree, read_graph, relabel, route_guidance,
+                                   tabu_coloring)
 
 SLOW = settings(max_examples=6, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -242,6 +243,43 @@ def test_backtracking_colours_queen6_6_with_its_chromatic_number(graphs):
     result = graphs.color(graph, 7, max_steps=256, backtrack=True)
     assert result.verified and result.num_colors == 7
     assert all(result.coloring[u] != result.coloring[v] for u, v in graph.edges)
+
+
+@settings(max_examples=25, deadline=None, derandomize=True)
+@given(st.integers(6, 60), st.integers(2, 5), st.floats(0.1, 0.9), st.integers(0, 2**31))
+def test_tabu_search_finds_planted_colorings_and_counts_clashes_exactly(n, k, density, seed):
+    rng = np.random.default_rng(seed)
+    planted = rng.integers(0, k, n)
+    edges = [(u, v) for u in range(n) for v in range(u + 1, n) if planted[u] != planted[v] and rng.random() < density]
+    start = torch.randint(0, k, (3, n), generator=torch.Generator().manual_seed(seed))
+    start[:, 0] = 0
+    colors, clashes, moves = tabu_coloring(n, edges, k, start, 50_000, torch.Generator().manual_seed(1), fixed=1)
+    actual = [sum(int(row[u] == row[v]) for u, v in edges) for row in colors.tolist()]
+    assert clashes.tolist() == actual  # the incremental count never drifts from the truth
+    assert 0 in actual and moves < 50_000
+    assert (colors[:, 0] == 0).all() and ((colors >= 0) & (colors < k)).all()
+
+
+def test_tabu_colours_queen8_8_with_its_chromatic_number_where_sampling_alone_does_not(graphs):
+    graph = queen_graph(8)
+    alone = graphs.color(graph, 9, max_steps=16)
+    assert not alone.verified and "step budget" in alone.reason
+    result = graphs.color(graph, 9, max_steps=16, tabu=True)
+    assert result.verified and result.num_colors == 9 and is_proper_coloring(graph, result.coloring)
+    assert result.attempts[0]["tabu_moves"] > 0
+    with pytest.raises(GraphError, match="exclude each other"):
+        graphs.color(graph, 9, tabu=True, backtrack=True)
+
+
+def test_cli_tabu_is_its_own_search(tmp_path):
+    f = tmp_path / "queen.txt"
+    f.write_text("".join(f"{r * 8 + c} {s * 8 + d}\n" for (r, c), (s, d) in queen_graph(8).edges))
+    result = CliRunner().invoke(app, ["coloring", str(f), "--k", "9", "--max-steps", "16", "--tabu"])
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.startswith("verified 9-colouring of 64 nodes") and "tabu moves" in result.stdout
+    for other in ("--backtrack", "--model-only"):
+        refused = CliRunner().invoke(app, ["coloring", str(f), "--tabu", other])
+        assert refused.exit_code == 2 and "exclude each other" in refused.stderr
 
 
 @SLOW
