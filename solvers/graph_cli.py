@@ -91,14 +91,20 @@ def _draw(graph, path: Path, coloring: dict | None = None, route: list | None = 
         plt.close(fig)
 
 
-def _search(file: Path, label: str, max_steps: int, run: Callable):
-    """`run(callback)` under a progress bar of passes; a GraphError (the input does not fit) is exit 2."""
+def _search(file: Path, label: str, max_steps: int, run: Callable, moves: int | None = None):
+    """`run(callback)` under a progress bar of passes, or `run(callback, moves_callback)` with a second bar of
+    tabu moves (out of `moves`); a GraphError (the input does not fit) is exit 2."""
     from ..tasks.graphs import GraphError
 
-    with progress_bar(f"{label} (passes)") as bar:
-        task = bar.add_task(label, total=max_steps)
+    with progress_bar("{task.description}") as bar:
+        task = bar.add_task(f"{label} (passes)", total=max_steps)
         try:
-            return run(lambda info: bar.update(task, completed=info.step))
+            def passes(info):
+                bar.update(task, completed=info.step)
+            if moves is None:
+                return run(passes)
+            tabu = bar.add_task("tabu moves", total=moves)
+            return run(passes, lambda made: bar.update(tabu, completed=made))
         except GraphError as exc:
             _error(f"{input_name(file)}: {exc}")
             raise typer.Exit(2) from None
@@ -149,8 +155,14 @@ def coloring(
     _check_image(image, "graphs")
     graph = _graph(file)
     solver = _solver("coloring", checkpoint, device, model_only, canvases, max_steps, seed)
-    result = _search(file, "colouring", max_steps,
-                     lambda callback: solver.color(graph, k, backtrack=backtrack, tabu=tabu, callback=callback))
+    if tabu:
+        from .graphs import TABU_MOVES
+
+        result = _search(file, "colouring", max_steps, lambda passes, moves: solver.color(
+            graph, k, tabu=True, callback=passes, tabu_callback=moves), moves=TABU_MOVES)
+    else:
+        result = _search(file, "colouring", max_steps,
+                         lambda callback: solver.color(graph, k, backtrack=backtrack, callback=callback))
     n = graph.number_of_nodes()
     tried = ", ".join(f"k={a['k']} {'ok' if a['found'] else 'impossible' if a['refuted'] else 'failed'}"
                       + (f" after {a['tabu_moves']:,} tabu moves" if a.get("tabu_moves") else "")

@@ -186,14 +186,16 @@ class GraphSolver(_DiffusionSolver):
     # ------------------------------------------------------------------ colouring
     def color(self, graph: nx.Graph, k: int | None = None, *, max_steps: int | None = None,
               backtrack: bool = False, tabu: bool = False, tabu_moves: int = TABU_MOVES,
-              callback: Callable[[StepInfo], None] | None = None) -> ColoringResult:
+              callback: Callable[[StepInfo], None] | None = None,
+              tabu_callback: Callable[[int], None] | None = None) -> ColoringResult:
         """A proper colouring with `k` colours, or (k=None) the fewest the search verifies, counting down from
         networkx's DSATUR count until a k fails or reaches the clique bound. `backtrack=True` adds the explicit
         exact search: at a dead end a canvas undoes its last guess and rules that colour out there, instead of
         releasing the nodes around the dead end. `tabu=True` adds the explicit local search: when no canvas of an
         attempt verifies, TabuCol (see `tabu_coloring`) continues from all of them, up to `tabu_moves` moves
-        (it cannot prove that a k is impossible). Each attempt samples only the graph's k-core (see
-        `peel_low_degree`), which must fit the canvas; the nodes set aside are coloured after it."""
+        (it cannot prove that a k is impossible); `tabu_callback(moves made)` follows it. Each attempt samples
+        only the graph's k-core (see `peel_low_degree`), which must fit the canvas; the nodes set aside are
+        coloured after it."""
         began = time.perf_counter()
         check_graph(graph, None, "colouring")
         try:
@@ -207,6 +209,7 @@ class GraphSolver(_DiffusionSolver):
         except (TypeError, ValueError) as exc:
             raise GraphError(str(exc)) from None
         arguments.callback(callback, "callback")
+        arguments.callback(tabu_callback, "tabu_callback")
         clique = _large_clique(graph)
         greedy = len(set(nx.greedy_color(graph, strategy="DSATUR").values()))
         bound = len(clique)
@@ -235,7 +238,8 @@ class GraphSolver(_DiffusionSolver):
                 break
             attempt_began = time.perf_counter()
             found, passes, refuted, moves = self._color_core(graph.subgraph(core), clique, colors, max_steps,
-                                                             backtrack, tabu_moves if tabu else 0, callback)
+                                                             backtrack, tabu_moves if tabu else 0, callback,
+                                                             tabu_callback)
             coloring = None if found is None else extend_coloring(graph, found, peeled, colors)
             ok = coloring is not None and is_proper_coloring(graph, coloring)
             result.attempts.append({"k": colors, "found": ok, "refuted": refuted, "forward_passes": passes,
@@ -258,7 +262,7 @@ class GraphSolver(_DiffusionSolver):
         return result
 
     def _color_core(self, core: nx.Graph, clique: list, k: int, max_steps, backtrack: bool, tabu_moves: int,
-                    callback) -> tuple[dict | None, int, bool, int]:
+                    callback, tabu_callback) -> tuple[dict | None, int, bool, int]:
         """(node -> colour or None, forward passes, whether the exact search proved that no k-colouring exists,
         tabu moves made). An empty core needs no sampling: every node is coloured afterwards."""
         if core.number_of_nodes() == 0:
@@ -277,7 +281,8 @@ class GraphSolver(_DiffusionSolver):
             start = canvas[:, :n] - COLOR0  # the canvases as they stopped; a node not on a colour starts anywhere
             anywhere = torch.randint(0, k, start.shape, generator=generator)
             start = torch.where((start >= 0) & (start < k), start, anywhere)
-            searched, _, moves = tabu_coloring(n, edges, k, start, tabu_moves, generator, fixed=fixed)
+            searched, _, moves = tabu_coloring(n, edges, k, start, tabu_moves, generator, fixed=fixed,
+                                               progress=tabu_callback)
             found = first_proper_coloring(searched, k, edges)
         coloring = None if found is None else dict(zip(labels, found))
         return coloring, int(passes.sum()), bool(guidance.refuted[0]), moves

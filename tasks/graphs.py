@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -200,13 +200,16 @@ def clique_cover(n: int, edges: Sequence[tuple[int, int]]) -> list[list[int]]:
 
 
 def tabu_coloring(n: int, edges: Sequence[tuple[int, int]], k: int, start: Tensor, moves: int,
-                  generator: torch.Generator | None = None, fixed: int = 0) -> tuple[Tensor, Tensor, int]:
+                  generator: torch.Generator | None = None, fixed: int = 0,
+                  progress: Callable[[int], None] | None = None) -> tuple[Tensor, Tensor, int]:
     """TabuCol (Galinier & Hao 1999), every row of `start` ([B, n] colours in 0..k-1) searched at once. Each
     move recolours one node on a clashing edge with the colour that removes the most clashes (ties at random),
     skipping moves that put a node back on a colour it left within its tenure (L + 0.6 x nodes in conflict, L
     uniform in 0..9 moves) unless the move beats the row's best so far. Nodes 0..fixed-1 keep their colours.
+    `progress(moves made)` is called every 64 moves.
 
-    Returns (colours [B, n], clashing edges per row [B], moves made); it stops once some row has none."""
+    Returns (colours [B, n], clashing edges per row [B], moves made, counted in steps of 64); it stops once some
+    row has none."""
     colors = start.clone().long()
     batch = colors.shape[0]
     adjacency = torch.zeros(n, n, device=colors.device)
@@ -244,6 +247,8 @@ def tabu_coloring(n: int, edges: Sequence[tuple[int, int]], k: int, start: Tenso
             clashes = clashes + gain[rows, node, color] * moving
             best = torch.minimum(best, clashes)
             made += 1
+        if progress is not None:
+            progress(made)
     return colors, clashes, made
 
 
