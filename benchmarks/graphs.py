@@ -29,7 +29,7 @@ import torch
 
 from diffsolve.core import load_model
 from diffsolve.solvers import CountdownSolver, GraphSolver
-from diffsolve.solvers.graphs import TABU_MOVES
+from diffsolve.solvers.graphs import TABU_MOVES, TABU_MOVES_PER_CHOICE
 from diffsolve.solvers.checkpoints import default_checkpoint
 from diffsolve.tasks import countdown
 from diffsolve.tasks.graph_data import MAX_NODES
@@ -232,8 +232,8 @@ def markdown(report: dict) -> str:
         budgets = {m: sorted({r[m].get("max_steps") for r in c["instances"]} - {None}) for m in SEARCHES}
         moves = max(r["tabu"].get("tabu_moves", 0) for r in c["instances"])
         lines.append("\nPasses per attempt: " + ", ".join(f"{LABELS[m]} {budgets[m]}" for m in SEARCHES)
-                     + f"; tabu moves at most {TABU_MOVES:,} per attempt ({moves:,} at most over one instance's "
-                     "attempts). "
+                     + f"; tabu moves per attempt {TABU_MOVES_PER_CHOICE} per node and colour, at most "
+                     f"{TABU_MOVES:,} ({moves:,} at most over one instance's attempts). "
                      "\\* proved optimal by the search itself (clique bound met, or one colour fewer refuted). "
                      f"Core at best k: the nodes left on the canvas at the best known k after repeatedly setting "
                      f"aside nodes with fewer than k neighbours (coloured last); the canvas holds {MAX_NODES}.")

@@ -91,9 +91,9 @@ def _draw(graph, path: Path, coloring: dict | None = None, route: list | None = 
         plt.close(fig)
 
 
-def _search(file: Path, label: str, max_steps: int, run: Callable, moves: int | None = None):
-    """`run(callback)` under a progress bar of passes, or `run(callback, moves_callback)` with a second bar of
-    tabu moves (out of `moves`); a GraphError (the input does not fit) is exit 2."""
+def _search(file: Path, label: str, max_steps: int, run: Callable, tabu: bool = False):
+    """`run(callback)` under a progress bar of passes, or (`tabu`) `run(callback, moves_callback)` with a second
+    bar of tabu moves; a GraphError (the input does not fit) is exit 2."""
     from ..tasks.graphs import GraphError
 
     with progress_bar("{task.description}") as bar:
@@ -101,10 +101,10 @@ def _search(file: Path, label: str, max_steps: int, run: Callable, moves: int | 
         try:
             def passes(info):
                 bar.update(task, completed=info.step)
-            if moves is None:
+            if not tabu:
                 return run(passes)
-            tabu = bar.add_task("tabu moves", total=moves)
-            return run(passes, lambda made: bar.update(tabu, completed=made))
+            moves = bar.add_task("tabu moves", total=None)
+            return run(passes, lambda made, budget: bar.update(moves, completed=made, total=budget))
         except GraphError as exc:
             _error(f"{input_name(file)}: {exc}")
             raise typer.Exit(2) from None
@@ -135,9 +135,10 @@ def coloring(
                                    "a canvas undoes its last guess and rules that colour out, instead of releasing "
                                    "the nodes around it. Reported separately in the benchmark."),
     tabu: bool = typer.Option(False, "--tabu", help="Local search on top of the model: when no canvas of an "
-                              "attempt verifies, TabuCol continues from all of them (up to 200,000 moves per "
-                              "attempt). Reaches the best known count on every DIMACS instance the canvas holds; "
-                              "cannot prove optimality. Reported separately in the benchmark."),
+                              "attempt verifies, TabuCol continues from all of them (100 moves per node and "
+                              "colour, at most 200,000, per attempt). Reaches the best known count on every "
+                              "DIMACS instance the canvas holds; cannot prove optimality. Reported separately in "
+                              "the benchmark."),
     model_only: bool = MODEL_ONLY,
     checkpoint: str = CHECKPOINT,
     seed: int = SEED,
@@ -156,10 +157,8 @@ def coloring(
     graph = _graph(file)
     solver = _solver("coloring", checkpoint, device, model_only, canvases, max_steps, seed)
     if tabu:
-        from .graphs import TABU_MOVES
-
         result = _search(file, "colouring", max_steps, lambda passes, moves: solver.color(
-            graph, k, tabu=True, callback=passes, tabu_callback=moves), moves=TABU_MOVES)
+            graph, k, tabu=True, callback=passes, tabu_callback=moves), tabu=True)
     else:
         result = _search(file, "colouring", max_steps,
                          lambda callback: solver.color(graph, k, backtrack=backtrack, callback=callback))

@@ -171,9 +171,12 @@ class _KeepSiblings(Guidance):
 # (queen7_7 with backtracking got worse: 7 -> 9 colours), so they keep the released schedule.
 ROUTE_TEMPERATURE = 2.0
 
-# The explicit local search's budget per colouring attempt (`color(tabu=True)`): on 8 rows from random starts,
-# TabuCol found DSJC125.5 at 17 colours in 16,000-63,000 moves (about 4-15 s on one core), DSJC125.9 at 44 and
-# queen10_10 at 11 within 3,000 (development runs, seeds 0-3).
+# The explicit local search's budget per colouring attempt (`color(tabu=True)`): 100 moves per node and colour,
+# at most 200,000. On 8 rows, TabuCol found DSJC125.5 at 17 colours in 10,000-110,000 moves (12 seeds, 3,000-6,000
+# moves a second on one core), about 23 per node and colour at the median; the other instances of the colouring
+# benchmark needed fewer than 7. Local search cannot prove a k impossible, so the budget is spent in full one colour
+# below the best, and scaling it to the problem keeps that short on small graphs (myciel3: 3,300 moves, not 200,000).
+TABU_MOVES_PER_CHOICE = 100
 TABU_MOVES = 200_000
 
 
@@ -185,15 +188,16 @@ class GraphSolver(_DiffusionSolver):
 
     # ------------------------------------------------------------------ colouring
     def color(self, graph: nx.Graph, k: int | None = None, *, max_steps: int | None = None,
-              backtrack: bool = False, tabu: bool = False, tabu_moves: int = TABU_MOVES,
+              backtrack: bool = False, tabu: bool = False, tabu_moves: int | None = None,
               callback: Callable[[StepInfo], None] | None = None,
-              tabu_callback: Callable[[int], None] | None = None) -> ColoringResult:
+              tabu_callback: Callable[[int, int], None] | None = None) -> ColoringResult:
         """A proper colouring with `k` colours, or (k=None) the fewest the search verifies, counting down from
         networkx's DSATUR count until a k fails or reaches the clique bound. `backtrack=True` adds the explicit
         exact search: at a dead end a canvas undoes its last guess and rules that colour out there, instead of
         releasing the nodes around the dead end. `tabu=True` adds the explicit local search: when no canvas of an
-        attempt verifies, TabuCol (see `tabu_coloring`) continues from all of them, up to `tabu_moves` moves
-        (it cannot prove that a k is impossible); `tabu_callback(moves made)` follows it. Each attempt samples
+        attempt verifies, TabuCol (see `tabu_coloring`) continues from all of them for up to `tabu_moves` moves
+        (default: 100 per node and colour, at most 200,000); it cannot prove that a k is impossible.
+        `tabu_callback(moves made, budget)` follows it. Each attempt samples
         only the graph's k-core (see `peel_low_degree`), which must fit the canvas; the nodes set aside are
         coloured after it."""
         began = time.perf_counter()
@@ -201,7 +205,7 @@ class GraphSolver(_DiffusionSolver):
         try:
             k = None if k is None else arguments.whole(k, "k", 1)
             max_steps = None if max_steps is None else arguments.whole(max_steps, "max_steps", 1)
-            tabu_moves = arguments.whole(tabu_moves, "tabu_moves", 1)
+            tabu_moves = None if tabu_moves is None else arguments.whole(tabu_moves, "tabu_moves", 1)
             if backtrack and tabu:
                 raise ValueError("backtrack and tabu exclude each other: choose one search")
             if tabu and not self.guided:
@@ -238,7 +242,7 @@ class GraphSolver(_DiffusionSolver):
                 break
             attempt_began = time.perf_counter()
             found, passes, refuted, moves = self._color_core(graph.subgraph(core), clique, colors, max_steps,
-                                                             backtrack, tabu_moves if tabu else 0, callback,
+                                                             backtrack, tabu, tabu_moves, callback,
                                                              tabu_callback)
             coloring = None if found is None else extend_coloring(graph, found, peeled, colors)
             ok = coloring is not None and is_proper_coloring(graph, coloring)
@@ -261,8 +265,8 @@ class GraphSolver(_DiffusionSolver):
         result.seconds = time.perf_counter() - began
         return result
 
-    def _color_core(self, core: nx.Graph, clique: list, k: int, max_steps, backtrack: bool, tabu_moves: int,
-                    callback, tabu_callback) -> tuple[dict | None, int, bool, int]:
+    def _color_core(self, core: nx.Graph, clique: list, k: int, max_steps, backtrack: bool, tabu: bool,
+                    tabu_moves: int | None, callback, tabu_callback) -> tuple[dict | None, int, bool, int]:
         """(node -> colour or None, forward passes, whether the exact search proved that no k-colouring exists,
         tabu moves made). An empty core needs no sampling: every node is coloured afterwards."""
         if core.number_of_nodes() == 0:
@@ -276,13 +280,14 @@ class GraphSolver(_DiffusionSolver):
                                    callback=callback, salt=k)
         found = first_proper_coloring(canvas[:, :n] - COLOR0, k, edges)
         moves = 0
-        if found is None and tabu_moves:
+        if found is None and tabu:
+            budget = tabu_moves or min(TABU_MOVES, TABU_MOVES_PER_CHOICE * n * k)
             generator = torch.Generator().manual_seed(self.seed + k)
             start = canvas[:, :n] - COLOR0  # the canvases as they stopped; a node not on a colour starts anywhere
             anywhere = torch.randint(0, k, start.shape, generator=generator)
             start = torch.where((start >= 0) & (start < k), start, anywhere)
-            searched, _, moves = tabu_coloring(n, edges, k, start, tabu_moves, generator, fixed=fixed,
-                                               progress=tabu_callback)
+            searched, _, moves = tabu_coloring(n, edges, k, start, budget, generator, fixed=fixed,
+                                               progress=tabu_callback and (lambda made: tabu_callback(made, budget)))
             found = first_proper_coloring(searched, k, edges)
         coloring = None if found is None else dict(zip(labels, found))
         return coloring, int(passes.sum()), bool(guidance.refuted[0]), moves

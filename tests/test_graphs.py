@@ -271,6 +271,17 @@ def test_tabu_colours_queen8_8_with_its_chromatic_number_where_sampling_alone_do
         graphs.color(graph, 9, tabu=True, backtrack=True)
 
 
+def test_tabu_budget_scales_with_nodes_and_colours(graphs):
+    """Local search cannot refute a k: the attempt one colour below the best spends its whole budget, which on
+    the 11-node Groetzsch graph (chromatic number 4) at 3 colours is 100 x 11 x 3 moves."""
+    graph = nx.mycielski_graph(4)
+    result = graphs.color(graph, max_steps=16, tabu=True)
+    assert result.verified and result.num_colors == 4 and is_proper_coloring(graph, result.coloring)
+    last = result.attempts[-1]
+    assert (last["k"], last["found"], last["core_nodes"], last["tabu_moves"]) == (3, False, 11, 3300)
+    assert graphs.color(graph, 3, max_steps=4, tabu=True, tabu_moves=500).attempts[0]["tabu_moves"] == 500
+
+
 def test_cli_tabu_is_its_own_search(tmp_path):
     f = tmp_path / "queen.txt"
     f.write_text("".join(f"{r * 8 + c} {s * 8 + d}\n" for (r, c), (s, d) in queen_graph(8).edges))
