@@ -54,6 +54,12 @@ def summarize(name: str, checks: list[bool], seconds: list[float], wrong: int = 
 
 
 # ------------------------------------------------------------------------------------------ colouring
+def filled(record: dict) -> dict:
+    """An instance's record with every mode: one added after the instance was run reads as not run there."""
+    return {mode: {"colors": None, "verified": False, "seconds": 0.0, "reached_best": False, "not_run": True}
+            for mode in COLORING_MODES} | record
+
+
 COLORING_MODES = ("model_only", "full", "backtrack", "tabu")
 SEARCHES = COLORING_MODES[1:]  # the full system and the explicit searches on top of it, each in its own column
 LABELS = {"full": "full system", "backtrack": "full + backtracking", "tabu": "full + tabu"}
@@ -74,7 +80,7 @@ def coloring(solvers: dict, limit: int | None, steps: dict[str, int], names: lis
             refused[entry["instance"]] = str(error).split("/")[-1]
             continue
         best = int(entry["best_known_colors"])
-        record = {mode: records[entry["instance"]][mode] for mode in COLORING_MODES
+        record = {mode: filled(records[entry["instance"]])[mode] for mode in COLORING_MODES
                   if mode not in modes and entry["instance"] in records}
         if len(record) + len(modes) < len(COLORING_MODES):
             sys.exit(f"{entry['instance']}: no earlier result for the modes not rerun (use --merge, or all modes)")
@@ -103,14 +109,9 @@ def coloring(solvers: dict, limit: int | None, steps: dict[str, int], names: lis
     return coloring_summary(list(records.values()), refused)
 
 
-NOT_RUN = {"colors": None, "verified": False, "seconds": 0.0, "reached_best": False, "not_run": True}
-
-
 def coloring_summary(records: list[dict], refused: dict) -> dict:
-    """Totals per search; a mode added after an instance was run reads as not run there."""
     order = [entry["instance"] for entry in csv.DictReader((DATA / "coloring" / "best_known.csv").open())]
-    out = [{mode: NOT_RUN for mode in COLORING_MODES} | r
-           for r in sorted(records, key=lambda r: order.index(r["instance"]))]
+    out = [filled(r) for r in sorted(records, key=lambda r: order.index(r["instance"]))]
     return {"instances": out, "refused": refused,
             "reached_best_known": {m: sum(r[m]["reached_best"] for r in out) for m in SEARCHES},
             "proved_optimal": {m: sum(bool(r[m].get("optimal")) for r in out) for m in SEARCHES},
@@ -215,7 +216,7 @@ def markdown(report: dict) -> str:
         lines.append(f"| {name} | {f['instances']} | {100 * m['rate']:.1f}% | {100 * f['rate']:.1f}% | "
                      f"{m['wrong_verified'] + f['wrong_verified']} | {f['mean_s']:.2f} | {goals[name]} |")
     if "coloring" in report:
-        c = report["coloring"]
+        c = coloring_summary(report["coloring"]["instances"], report["coloring"].get("refused", {}))  # old files too
         lines += ["", "| DIMACS instance | nodes | edges | core at best k | best known | DSATUR | "
                   + " | ".join(f"{LABELS[m]} | s" for m in SEARCHES) + " | model only at DSATUR k |",
                   "|---" * (7 + 2 * len(SEARCHES)) + "|"]
@@ -229,8 +230,9 @@ def markdown(report: dict) -> str:
                                    f"{r[m]['seconds']:.1f} | " for m in SEARCHES) + f"{model_text} |")
         best, beat = c["reached_best_known"], c["beat_dsatur"]
         total = len(c["instances"])
-        budgets = {m: sorted({r[m].get("max_steps") for r in c["instances"]} - {None}) for m in SEARCHES}
-        moves = max(r["tabu"].get("tabu_moves", 0) for r in c["instances"])
+        rows = c["instances"]
+        budgets = {m: sorted({r[m].get("max_steps") for r in rows} - {None}) for m in SEARCHES}
+        moves = max((r["tabu"].get("tabu_moves", 0) for r in rows), default=0)
         lines.append("\nPasses per attempt: " + ", ".join(f"{LABELS[m]} {budgets[m]}" for m in SEARCHES)
                      + f"; tabu moves per attempt {TABU_MOVES_PER_CHOICE} per node and colour, at most "
                      f"{TABU_MOVES:,} ({moves:,} at most over one instance's attempts). "
@@ -267,7 +269,7 @@ def plot(report: dict, path: Path) -> bool:
     axes[0].set_ylabel("verified %")
     axes[0].legend()
     if "coloring" in report:
-        rows = report["coloring"]["instances"]
+        rows = list(map(filled, report["coloring"]["instances"]))
         labels = [r["instance"] for r in rows]
         axes[1].plot(labels, [r["best_known"] for r in rows], "k_", markersize=14, label="best known")
         axes[1].plot(labels, [r["dsatur"] for r in rows], "o", mfc="none", label="networkx DSATUR")
@@ -344,7 +346,8 @@ def main() -> None:
     settings = {"path": {"limit": args.limit}, "hamiltonian": {"limit": args.limit},
                 "countdown": {name: {"limit": args.countdown_limit or args.limit} for name in countdown_names},
                 "coloring": {"limit": args.coloring_limit, "steps": coloring_steps,
-                             "instances": args.coloring_instances, "modes": args.coloring_modes}}
+                             "instances": args.coloring_instances, "modes": args.coloring_modes,
+                             "tabu_moves": {"per_node_and_colour": TABU_MOVES_PER_CHOICE, "at_most": TABU_MOVES}}}
     report.setdefault("settings", {})
     for family in families:
         # --merge keeps the other families' results and, for Countdown, the other sets'
@@ -373,7 +376,7 @@ def combine(out: Path, parts: list[Path]) -> None:
     # The parts ran with their own settings: what the merged table holds is read off its records.
     report.setdefault("settings", {})["coloring"] = {
         "limit": None, "instances": ",".join(sorted(records)),
-        "steps": {mode: sorted({r[mode].get("max_steps") for r in records.values()} - {None})
+        "steps": {mode: sorted({r[mode].get("max_steps") for r in report["coloring"]["instances"]} - {None})
                   for mode in COLORING_MODES}}
     write_results(out, report, markdown(report), lambda p: plot(report, p))
     print(markdown(report))

@@ -132,7 +132,7 @@ class InOrder:
 def _check_search(model_only: bool, backtrack: bool, tabu: bool = False) -> None:
     chosen = [name for name, on in (("--model-only", model_only), ("--backtrack", backtrack), ("--tabu", tabu)) if on]
     if len(chosen) > 1:
-        _error(f"{' and '.join(chosen)} exclude each other")
+        _error(f"{', '.join(chosen[:-1])} and {chosen[-1]} exclude each other")
         raise typer.Exit(2)
 
 

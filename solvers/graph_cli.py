@@ -135,10 +135,10 @@ def coloring(
                                    "a canvas undoes its last guess and rules that colour out, instead of releasing "
                                    "the nodes around it. Reported separately in the benchmark."),
     tabu: bool = typer.Option(False, "--tabu", help="Local search on top of the model: when no canvas of an "
-                              "attempt verifies, TabuCol continues from all of them (100 moves per node and "
-                              "colour, at most 200,000, per attempt). Reaches the best known count on every "
-                              "DIMACS instance the canvas holds; cannot prove optimality. Reported separately in "
-                              "the benchmark."),
+                              "attempt verifies, TabuCol continues from all of them (per attempt 100 moves per "
+                              "sampled node and colour, at most 200,000). In the benchmark it reached the best "
+                              "known count on every DIMACS instance the canvas holds; it cannot prove "
+                              "optimality. Reported separately in the benchmark."),
     model_only: bool = MODEL_ONLY,
     checkpoint: str = CHECKPOINT,
     seed: int = SEED,

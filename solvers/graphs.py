@@ -210,6 +210,8 @@ class GraphSolver(_DiffusionSolver):
                 raise ValueError("backtrack and tabu exclude each other: choose one search")
             if tabu and not self.guided:
                 raise ValueError("tabu needs the full system (guided=True): model only samples alone")
+            if tabu_moves is not None and not tabu:
+                raise ValueError("tabu_moves is the tabu search's budget: it needs tabu=True")
         except (TypeError, ValueError) as exc:
             raise GraphError(str(exc)) from None
         arguments.callback(callback, "callback")
@@ -286,11 +288,13 @@ class GraphSolver(_DiffusionSolver):
             start = canvas[:, :n] - COLOR0  # the canvases as they stopped; a node not on a colour starts anywhere
             anywhere = torch.randint(0, k, start.shape, generator=generator)
             start = torch.where((start >= 0) & (start < k), start, anywhere)
-            searched, _, moves = tabu_coloring(n, edges, k, start, budget, generator, fixed=fixed,
-                                               progress=tabu_callback and (lambda made: tabu_callback(made, budget)))
+            progress = None if tabu_callback is None else (lambda made: tabu_callback(made, budget))
+            if progress is not None:
+                progress(0)
+            searched, _, moves = tabu_coloring(n, edges, k, start, budget, generator, fixed=fixed, progress=progress)
             found = first_proper_coloring(searched, k, edges)
         coloring = None if found is None else dict(zip(labels, found))
-        return coloring, int(passes.sum()), bool(guidance.refuted[0]), moves
+        return coloring, int(passes.sum()), found is None and bool(guidance.refuted[0]), moves
 
     # ------------------------------------------------------------------ routes
     def hamiltonian_path(self, graph: nx.Graph, cycle: bool = False, *, start: Hashable | None = None,

@@ -206,11 +206,15 @@ def tabu_coloring(n: int, edges: Sequence[tuple[int, int]], k: int, start: Tenso
     move recolours one node on a clashing edge with the colour that removes the most clashes (ties at random),
     skipping moves that put a node back on a colour it left within its tenure (L + 0.6 x nodes in conflict, L
     uniform in 0..9 moves) unless the move beats the row's best so far. Nodes 0..fixed-1 keep their colours.
-    `progress(moves made)` is called every 64 moves.
+    Runs where `start` is (`generator` must be there too). `progress(moves made)` is called every 64 moves.
 
-    Returns (colours [B, n], clashing edges per row [B], moves made, counted in steps of 64); it stops once some
-    row has none."""
+    Returns (colours [B, n], clashing edges per row [B], moves made); it stops within 64 moves of some row
+    having none (the other rows move on until then), or when the moves run out."""
+    if any(u == v for u, v in edges):
+        raise GraphError("tabu_coloring: a self-loop can never be coloured properly")
     colors = start.clone().long()
+    if colors.numel() and not 0 <= int(colors.min()) <= int(colors.max()) < k:
+        raise GraphError(f"tabu_coloring: start colours must lie in 0..{k - 1}")
     batch = colors.shape[0]
     adjacency = torch.zeros(n, n, device=colors.device)
     if edges:
@@ -249,7 +253,7 @@ def tabu_coloring(n: int, edges: Sequence[tuple[int, int]], k: int, start: Tenso
             made += 1
         if progress is not None:
             progress(made)
-    return colors, clashes, made
+    return colors, clashes.round().long(), made
 
 
 def first_proper_coloring(colors: Tensor, k: int, edges: Sequence[tuple[int, int]]) -> list[int] | None:

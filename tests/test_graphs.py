@@ -269,6 +269,15 @@ def test_tabu_colours_queen8_8_with_its_chromatic_number_where_sampling_alone_do
     assert result.attempts[0]["tabu_moves"] > 0
     with pytest.raises(GraphError, match="exclude each other"):
         graphs.color(graph, 9, tabu=True, backtrack=True)
+    with pytest.raises(GraphError, match="needs tabu=True"):
+        graphs.color(graph, 9, tabu_moves=10)
+
+
+def test_tabu_search_refuses_what_it_cannot_search():
+    with pytest.raises(GraphError, match="self-loop"):
+        tabu_coloring(3, [(0, 0), (1, 2)], 2, torch.zeros(1, 3, dtype=torch.long), 10)
+    with pytest.raises(GraphError, match="0..1"):
+        tabu_coloring(3, [(0, 1)], 2, torch.tensor([[0, 1, 2]]), 10)
 
 
 def test_tabu_budget_scales_with_nodes_and_colours(graphs):
