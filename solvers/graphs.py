@@ -172,7 +172,7 @@ class _KeepSiblings(Guidance):
 ROUTE_TEMPERATURE = 2.0
 
 # The explicit local search's budget per colouring attempt (`color(tabu=True)`): 100 moves per node and colour,
-# at most 200,000. On 8 rows, TabuCol found DSJC125.5 at 17 colours in 10,000-110,000 moves (12 seeds, 3,000-6,000
+# at most 200,000. On 8 rows, TabuCol found DSJC125.5 at 17 colours in 10,000-110,000 moves (12 seeds, 2,500-6,000
 # moves a second on one core), about 23 per node and colour at the median; the other instances of the colouring
 # benchmark needed fewer than 7. Local search cannot prove a k impossible, so the budget is spent in full one colour
 # below the best, and scaling it to the problem keeps that short on small graphs (myciel3: 3,300 moves, not 200,000).
