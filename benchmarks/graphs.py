@@ -99,8 +99,7 @@ def coloring(solvers: dict, limit: int | None, steps: dict[str, int], names: lis
             record[mode] = {"colors": result.num_colors, "verified": result.verified, "seconds": result.seconds,
                             "optimal": result.optimal, "forward_passes": result.forward_passes,
                             "max_steps": steps[mode], "reached_best": result.num_colors == best,
-                            "attempts": result.attempts,
-                            "tabu_moves": sum(a.get("tabu_moves", 0) for a in result.attempts)}
+                            "attempts": result.attempts}
         records[entry["instance"]] = record
         refused.pop(entry["instance"], None)
         print(f"  {entry['instance']}: " + ", ".join(f"{LABELS[m]} {record[m]['colors']}" for m in SEARCHES) +
@@ -232,7 +231,7 @@ def markdown(report: dict) -> str:
         total = len(c["instances"])
         rows = c["instances"]
         budgets = {m: sorted({r[m].get("max_steps") for r in rows} - {None}) for m in SEARCHES}
-        moves = max((r["tabu"].get("tabu_moves", 0) for r in rows), default=0)
+        moves = max((sum(a.get("tabu_moves", 0) for a in r["tabu"].get("attempts", [])) for r in rows), default=0)
         lines.append("\nPasses per attempt: " + ", ".join(f"{LABELS[m]} {budgets[m]}" for m in SEARCHES)
                      + f"; tabu moves per attempt {TABU_MOVES_PER_CHOICE} per node and colour, at most "
                      f"{TABU_MOVES:,} ({moves:,} at most over one instance's attempts). "

@@ -156,12 +156,8 @@ def coloring(
     _check_image(image, "graphs")
     graph = _graph(file)
     solver = _solver("coloring", checkpoint, device, model_only, canvases, max_steps, seed)
-    if tabu:
-        result = _search(file, "colouring", max_steps, lambda passes, moves: solver.color(
-            graph, k, tabu=True, callback=passes, tabu_callback=moves), tabu=True)
-    else:
-        result = _search(file, "colouring", max_steps,
-                         lambda callback: solver.color(graph, k, backtrack=backtrack, callback=callback))
+    result = _search(file, "colouring", max_steps, lambda passes, moves=None: solver.color(
+        graph, k, backtrack=backtrack, tabu=tabu, callback=passes, tabu_callback=moves), tabu=tabu)
     n = graph.number_of_nodes()
     tried = ", ".join(f"k={a['k']} {'ok' if a['found'] else 'impossible' if a['refuted'] else 'failed'}"
                       + (f" after {a['tabu_moves']:,} tabu moves" if a.get("tabu_moves") else "")

@@ -289,8 +289,6 @@ class GraphSolver(_DiffusionSolver):
             anywhere = torch.randint(0, k, start.shape, generator=generator)
             start = torch.where((start >= 0) & (start < k), start, anywhere)
             progress = None if tabu_callback is None else (lambda made: tabu_callback(made, budget))
-            if progress is not None:
-                progress(0)
             searched, _, moves = tabu_coloring(n, edges, k, start, budget, generator, fixed=fixed, progress=progress)
             found = first_proper_coloring(searched, k, edges)
         coloring = None if found is None else dict(zip(labels, found))

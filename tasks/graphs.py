@@ -206,7 +206,8 @@ def tabu_coloring(n: int, edges: Sequence[tuple[int, int]], k: int, start: Tenso
     move recolours one node on a clashing edge with the colour that removes the most clashes (ties at random),
     skipping moves that put a node back on a colour it left within its tenure (L + 0.6 x nodes in conflict, L
     uniform in 0..9 moves) unless the move beats the row's best so far. Nodes 0..fixed-1 keep their colours.
-    Runs where `start` is (`generator` must be there too). `progress(moves made)` is called every 64 moves.
+    Runs where `start` is (`generator` must be there too). `progress(moves made)` is called at the start and
+    every 64 moves.
 
     Returns (colours [B, n], clashing edges per row [B], moves made); it stops within 64 moves of some row
     having none (the other rows move on until then), or when the moves run out."""
@@ -228,6 +229,8 @@ def tabu_coloring(n: int, edges: Sequence[tuple[int, int]], k: int, start: Tenso
     movable = torch.arange(n, device=colors.device) >= fixed
     rows = torch.arange(batch, device=colors.device)
     made = 0
+    if progress is not None:
+        progress(made)
     while made < moves and k > 1 and bool((clashes > 0).all()):
         for _ in range(min(64, moves - made)):  # between checks for a solved row
             own = neighbours.gather(2, colors.unsqueeze(2))
