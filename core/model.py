@@ -458,18 +458,28 @@ class DiffusionGemma(nn.Module):
         for small task models (where per-op overhead dominates) is several times faster. The first call for a
         new shape compiles (seconds to a minute), so it pays off on long runs: benchmarks, many puzzles.
         Where compilation fails (e.g. no C++ compiler for CPU kernels) it warns once and stays eager."""
-        eager = self.denoise
+        self._compile_method("denoise")
+
+    def compile_encoder(self) -> None:
+        """`compile_denoiser` for the encoder pass (`encode`, `encode_logits`): worth it in training, where every
+        step encodes a full batch; sampling encodes each prompt once."""
+        self._compile_method("_encode")
+
+    def _compile_method(self, name: str) -> None:
+        self._embed_scale()  # cached now: its first computation (.item()) would break the compiled graph
+        eager = getattr(self, name)
         compiled = torch.compile(eager)
 
-        def denoise(*args, **kwargs) -> Tensor:
+        def run(*args, **kwargs):
             try:
                 return compiled(*args, **kwargs)
             except torch._dynamo.exc.BackendCompilerFailed as exc:
-                warnings.warn(f"torch.compile failed, decoding eagerly: {str(exc).splitlines()[0]}", stacklevel=2)
-                self.denoise = eager
+                warnings.warn(f"torch.compile failed, running {name} eagerly: {str(exc).splitlines()[0]}",
+                              stacklevel=2)
+                setattr(self, name, eager)
                 return eager(*args, **kwargs)
 
-        self.denoise = denoise
+        setattr(self, name, run)
 
     def save_pretrained(self, path: str, max_shard_bytes: int = 5 * 2**30) -> None:
         """Write config.json, model.safetensors (sharded above `max_shard_bytes`) and generation_config.json."""

@@ -16,7 +16,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import torch
@@ -57,6 +57,7 @@ class TrainConfig:
     log_every: int = 25
     device: str = "cpu"
     bf16: bool = False  # autocast to bf16 on CUDA
+    compile: bool = False  # torch.compile the encoder and decoder passes (not part of the recipe)
     # Wall-clock budget: the schedule follows max(step / steps, elapsed / budget) and training ends when
     # either runs out (for time-boxed machines; step-exact resumption needs it unset).
     time_budget_s: float | None = None
@@ -197,6 +198,32 @@ def check_resumable(checkpoint: Path, model: DiffusionGemma, cfg: TrainConfig) -
                           "resume it with the same values, or train into a new directory")
 
 
+def deepen(model: DiffusionGemma, factor: int) -> DiffusionGemma:
+    """A model `factor` times deeper that computes exactly what `model` computes: each layer is followed by
+    `factor - 1` copies of itself whose output norms (after attention, after the feed-forward) are zero and whose
+    layer scalars are one, so each copy starts as the identity and training grows it from a trained layer's weights (progressive
+    stacking). Layer kinds and per-layer geometry are repeated with their layers."""
+    if factor < 1:
+        raise ValueError(f"deepen: factor must be at least 1, got {factor}")
+    cfg = model.config
+    layers = [i for i in range(cfg.num_layers) for _ in range(factor)]
+    deeper = DiffusionGemma(replace(
+        cfg, num_layers=len(layers), layer_types=[cfg.layer_types[i] for i in layers],
+        per_layer_overrides={j: cfg.per_layer_overrides[i] for j, i in enumerate(layers)
+                             if i in cfg.per_layer_overrides}))
+    state = {k: v for k, v in model.state_dict().items() if not k.startswith("layers.")}
+    silenced = {"post_attention_layernorm.weight": 0.0, "post_feedforward_layernorm.weight": 0.0,
+                "encoder_scalar": 1.0, "decoder_scalar": 1.0}  # a copy's branches add zero and it scales by one
+    for j, i in enumerate(layers):
+        for name, value in model.layers[i].state_dict().items():
+            is_copy = j % factor > 0 and name in silenced
+            state[f"layers.{j}.{name}"] = torch.full_like(value, silenced[name]) if is_copy else value.clone()
+    deeper.load_state_dict(state)
+    deeper.tokenizer = getattr(model, "tokenizer", None)
+    deeper.generation_config = getattr(model, "generation_config", None)
+    return deeper.to(model.device, model.dtype).eval()
+
+
 # ------------------------------------------------------------------------------------------ loop
 def train_step(model: DiffusionGemma, optimizer: torch.optim.Optimizer, batch: Batch, generator: torch.Generator,
                cfg: TrainConfig, mark: Callable[[], None] = lambda: None) -> dict[str, float]:
@@ -235,6 +262,9 @@ def train(model: DiffusionGemma, make_batch: Callable[[int, torch.Generator], Ba
         check_resumable(found, model, cfg)
         model.load_state_dict(load_model(found, device=device).state_dict())
     model.to(device).train()
+    if cfg.compile:
+        model.compile_encoder()
+        model.compile_denoiser()
     optimizer = make_optimizer(model, cfg)
     if found is not None:
         start = load_training_state(found, model, optimizer)

@@ -85,6 +85,23 @@ def test_train_names_unusable_run_directories_and_data(tmp_path):
     assert result.exit_code == 2 and "not a sudoku training set" in result.stderr
 
 
+def test_train_deepens_an_init_model_and_refuses_one_of_another_task(tmp_path):
+    threads = str(torch.get_num_threads())
+    alone = run("train", "sorting", "--out", tmp_path / "a", "--deepen", 2)
+    assert alone.exit_code == 2 and "--deepen grows the model given by --init" in alone.stderr
+    other = run("train", "sorting", "--out", tmp_path / "b", "--init", default_checkpoint("molecules"))
+    assert other.exit_code == 2 and "not a model of this task" in other.stderr
+
+    init = default_checkpoint("sorting")
+    result = run("train", "sorting", "--out", tmp_path / "c", "--steps", 2, "--batch-size", 4, "--threads", threads,
+                 "--init", init, "--deepen", 2)
+    assert result.exit_code == 0, result.output
+    grown = json.loads((tmp_path / "c" / "model" / "config.json").read_text())["text_config"]
+    shipped = json.loads((init / "config.json").read_text())["text_config"]
+    assert grown["num_hidden_layers"] == 2 * shipped["num_hidden_layers"]
+    assert f"--init {init} --deepen 2" in (tmp_path / "c" / "model" / "README.md").read_text()
+
+
 # ------------------------------------------------------------------------------------------ output files
 def test_atomic_writes_leave_other_files_alone_and_get_normal_permissions(tmp_path):
     target, bystander = tmp_path / "out.smi", tmp_path / "out.tmp.smi"

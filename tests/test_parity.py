@@ -186,3 +186,26 @@ def test_shipped_checkpoints_load_in_transformers(task):
     ours_sampling, theirs = ours.generation_config, hf.generation_config  # both read the shipped sampler settings
     assert ours_sampling.max_denoising_steps == theirs.max_denoising_steps
     assert ours_sampling.entropy_bound == theirs.sampler_config.entropy_bound
+
+
+def test_deepened_model_computes_the_same_and_loads_in_transformers(reference, tmp_path):
+    """`deepen` interleaves identity copies of each layer: the same logits as the model it grew from, in our
+    engine and in transformers, which reads the repeated layer kinds and per-layer geometry from config.json."""
+    from transformers import DiffusionGemmaForBlockDiffusion
+
+    from diffsolve.core.training import deepen
+
+    hf, ours = reference
+    deeper = deepen(ours, 3)
+    assert deeper.config.num_layers == 3 * ours.config.num_layers
+    assert deeper.config.layer_types == [kind for kind in ours.config.layer_types for _ in range(3)]
+    deeper.save_pretrained(str(tmp_path))
+    hf_deeper = DiffusionGemmaForBlockDiffusion.from_pretrained(tmp_path).eval()
+    torch.manual_seed(5)
+    prompt, canvas = torch.randint(0, 96, (2, 9)), torch.randint(0, 96, (2, 10))
+    (want,) = _hf_logits(hf, prompt, [canvas])
+    (theirs,) = _hf_logits(hf_deeper, prompt, [canvas])
+    with torch.no_grad():
+        mine = deeper.denoise(canvas, deeper.encode(prompt))
+    assert (theirs - want).abs().max().item() <= 2e-4
+    assert (mine - want).abs().max().item() <= 2e-4

@@ -124,3 +124,35 @@ def test_solve_train_writes_a_usable_model_whose_card_command_reproduces_it(tmp_
     solver = GraphSolver.from_pretrained(model_dir)
     coloring = solver.color(nx.cycle_graph(7), k=3)
     assert coloring.verified and coloring.num_colors == 3
+
+
+def test_deepened_copies_start_as_identity_and_then_learn(tmp_path):
+    from diffsolve.core.training import deepen
+
+    model = new_model(CFG, seed=0)
+    deeper = deepen(model, 2)
+    batch = copy_batch(0, torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        assert torch.equal(model.encode_logits(batch.prompt)[1], deeper.encode_logits(batch.prompt)[1])
+    copy = deeper.layers[1]
+    assert copy.post_feedforward_layernorm.weight.abs().sum() == 0
+    assert torch.equal(copy.self_attn.q_proj.weight, model.layers[0].self_attn.q_proj.weight)
+
+    train(deeper, copy_batch, TrainConfig(steps=5, batch_size=16, lr=1e-2, warmup_steps=1), tmp_path, progress=False)
+    assert copy.post_feedforward_layernorm.weight.abs().sum() > 0  # the copies' output norms grow from zero
+    assert not torch.equal(copy.self_attn.q_proj.weight, model.layers[0].self_attn.q_proj.weight)
+
+
+def test_compiled_training_follows_eager_training(tmp_path):
+    """`TrainConfig.compile` (torch.compile of both passes) takes the same steps as eager training: the same
+    losses, step by step, up to rounding."""
+    cfg = dict(steps=4, batch_size=16, lr=1e-2, warmup_steps=1, log_every=1)
+    losses = {}
+    for name, compile in (("eager", False), ("compiled", True)):
+        train(new_model(CFG, seed=0), copy_batch, TrainConfig(**cfg, compile=compile), tmp_path / name,
+              progress=False)
+        log = (tmp_path / name / "train_log.jsonl").read_text().splitlines()
+        losses[name] = torch.tensor([json.loads(line)["loss"] for line in log])
+    assert len(losses["compiled"]) == 4
+    assert torch.allclose(losses["compiled"], losses["eager"], rtol=1e-3)
+    assert losses["eager"][-1] < losses["eager"][0]
