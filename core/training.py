@@ -200,9 +200,9 @@ def check_resumable(checkpoint: Path, model: DiffusionGemma, cfg: TrainConfig) -
 
 def deepen(model: DiffusionGemma, factor: int) -> DiffusionGemma:
     """A model `factor` times deeper that computes exactly what `model` computes: each layer is followed by
-    `factor - 1` copies of itself whose output norms (after attention, after the feed-forward) are zero and whose
-    layer scalars are one, so each copy starts as the identity and training grows it from a trained layer's weights (progressive
-    stacking). Layer kinds and per-layer geometry are repeated with their layers."""
+    `factor - 1` copies of itself whose output norms (after attention, after the feed-forward) are zero and
+    whose layer scalars are one, so each copy starts as the identity and training grows it from a trained
+    layer's weights (progressive stacking). Layer kinds and per-layer geometry repeat with their layers."""
     if factor < 1:
         raise ValueError(f"deepen: factor must be at least 1, got {factor}")
     cfg = model.config
