@@ -497,9 +497,9 @@ def train(
     examples: int = typer.Option(50_000, min=1, help="Sudoku/molecules: size of the generated base set / MOSES "
                                  "subset."),
     workers: int = typer.Option(2, min=1, help="Sudoku/molecules: processes preparing the training set."),
-    init: Path = typer.Option(None, help="Start from this model's weights (fresh optimizer and schedule) instead "
-                              "of a seeded initialisation; it must have the task's architecture, or be the model "
-                              "that --deepen grows."),
+    init: Path = typer.Option(None, help="Start from this model (its weights and size; fresh optimizer and "
+                              "schedule) instead of a seeded initialisation; any model of the task (the same "
+                              "vocabulary and canvas)."),
     deepen: int = typer.Option(1, min=1, help="With --init: train a model this many times deeper, each layer of "
                                "--init followed by copies of itself that start as the identity (so training starts "
                                "from what --init computes)."),
