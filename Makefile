@@ -43,7 +43,7 @@ bench: moses
 results: moses
 	$(PY) -m pip install -q -e ".[bench]"
 	$(PY) benchmarks/engine.py
-	$(PY) benchmarks/training.py
+	$(PY) benchmarks/training.py --compile
 	$(PY) benchmarks/sudoku.py --per-tier 50 --max-steps 128
 	$(PY) benchmarks/sudoku.py --per-tier 0 --modes model_only,full --max-steps 256 --out benchmarks/results/sudoku_all.json
 	$(PY) benchmarks/sudoku_sampler.py
