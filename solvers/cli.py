@@ -87,7 +87,7 @@ def _options(compile: bool = typer.Option(
         "times faster per pass on small models), both passes for train (up to 1.3x per step on CPU, for the "
         "molecule model). The one-off compilation takes up to a minute or two per new shape, so it is worth it "
         "for long runs (many puzzles, benchmarks, training); needs a C++ compiler on CPU. Goes before the "
-        "command: solve --compile ""sudoku FILE."),
+        "command: solve --compile sudoku FILE."),
         version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                      help="Print the version and exit.")) -> None:
     """Options for every command (they go before the command's name)."""
