@@ -466,6 +466,8 @@ class DiffusionGemma(nn.Module):
         self._compile_method("_encode")
 
     def _compile_method(self, name: str) -> None:
+        if name in self.__dict__:  # already compiled
+            return
         self._embed_scale()  # cached now: its first computation (.item()) would break the compiled graph
         eager = getattr(self, name)
         compiled = torch.compile(eager)
@@ -476,10 +478,15 @@ class DiffusionGemma(nn.Module):
             except torch._dynamo.exc.BackendCompilerFailed as exc:
                 warnings.warn(f"torch.compile failed, running {name} eagerly: {str(exc).splitlines()[0]}",
                               stacklevel=2)
-                setattr(self, name, eager)
+                self.__dict__.pop(name, None)
                 return eager(*args, **kwargs)
 
         setattr(self, name, run)
+
+    def drop_compiled(self) -> None:
+        """Back to the eager passes (undoes `compile_denoiser` and `compile_encoder`)."""
+        for name in ("denoise", "_encode"):
+            self.__dict__.pop(name, None)
 
     def save_pretrained(self, path: str, max_shard_bytes: int = 5 * 2**30) -> None:
         """Write config.json, model.safetensors (sharded above `max_shard_bytes`) and generation_config.json."""

@@ -262,7 +262,8 @@ def train(model: DiffusionGemma, make_batch: Callable[[int, torch.Generator], Ba
         check_resumable(found, model, cfg)
         model.load_state_dict(load_model(found, device=device).state_dict())
     model.to(device).train()
-    if cfg.compile:
+    was_compiled = "denoise" in model.__dict__
+    if cfg.compile:  # for training only: sampling afterwards (new shapes, no grad) would recompile every graph
         model.compile_encoder()
         model.compile_denoiser()
     optimizer = make_optimizer(model, cfg)
@@ -312,5 +313,7 @@ def train(model: DiffusionGemma, make_batch: Callable[[int, torch.Generator], Ba
                                 {"elapsed_s": round(previous_s + time.time() - began, 1)})
         if out_of_time:
             break
+    if cfg.compile and not was_compiled:
+        model.drop_compiled()
     model.eval()
     return {"steps": end, "resumed_from": start, "seconds": round(previous_s + time.time() - began, 1), **metrics}

@@ -85,7 +85,7 @@ def _version(show: bool) -> None:
 def _options(compile: bool = typer.Option(
         False, "--compile", help="Compile the model with torch.compile: the decoder pass before solving (several "
         "times faster per pass on small models), both passes for train (up to 1.3x per step on CPU, for the "
-        "molecule model). The one-off compilation takes up to a minute or two per new shape, so it is worth it "
+        "molecule model). The one-off compilation takes one to three minutes per new shape, so it is worth it "
         "for long runs (many puzzles, benchmarks, training); needs a C++ compiler on CPU. Goes before the "
         "command: solve --compile sudoku FILE."),
         version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
@@ -543,7 +543,8 @@ def train(
         if previous is not None:  # before the training set is built: that can take minutes
             check_resumable(previous, model, cfg)
     except ResumeError as exc:
-        _error(f"--out {out}: {exc}")
+        hint = " (a run begun with --init/--deepen resumes with the same ones)" if "another model" in str(exc) else ""
+        _error(f"--out {out}: {exc}{hint}")
         raise typer.Exit(2) from None
     try:
         make_batch = module.batches(out, seed, batch_size, device, data=data, examples=examples, workers=workers)
@@ -565,7 +566,7 @@ def train(
                + (f" --threads {threads}" if device == "cpu" else "")
                + (f" --data {data}" if data else "") + (f" --init {init}" if init else "")
                + (f" --deepen {deepen}" if deepen > 1 else ""))
-    _write_model_card(final, task, module, command, cfg, summary, metrics, model)
+    _write_model_card(final, task, module, command, cfg, summary, metrics, model, init, deepen)
     console.print_json(json.dumps({**summary, **metrics}))
 
 
@@ -586,7 +587,7 @@ def _warm_start(init: Path, task_config) -> DiffusionGemma:
 
 
 def _write_model_card(path: Path, task: str, module, command: str, cfg, summary: dict, metrics: dict,
-                      model) -> None:
+                      model, init: Path | None = None, deepen: int = 1) -> None:
     params = sum(p.numel() for p in model.parameters())
     data_card = getattr(module, "DATA_CARD", "Generated on the fly by the task module (`diffsolve.tasks." + task
                         + "`); each step's batch is drawn from a seeded generator. No external data.")
@@ -595,7 +596,9 @@ def _write_model_card(path: Path, task: str, module, command: str, cfg, summary:
     lines = [
         f"# diffsolve {task} model", "",
         f"A {params / 1e6:.2f}M-parameter DiffusionGemma-architecture model (MoE, "
-        f"{model.config.num_experts} experts top-{model.config.top_k_experts}) trained from scratch by diffsolve.",
+        f"{model.config.num_experts} experts top-{model.config.top_k_experts}) trained by diffsolve "
+        + ("from scratch." if init is None else f"from the model at `{init}`"
+           + (f", grown {deepen}x deeper (`--deepen`)." if deepen > 1 else ".")),
         "", "## Data", "", data_card, "",
         "## Recipe", "",
         "DiffusionGemma objective: t ~ U(1e-3, 1) per example, canvas tokens replaced by uniform-random tokens "
