@@ -483,6 +483,11 @@ class DiffusionGemma(nn.Module):
 
         setattr(self, name, run)
 
+    @property
+    def is_compiled(self) -> bool:
+        """Whether `compile_denoiser` or `compile_encoder` replaced a pass."""
+        return "denoise" in self.__dict__ or "_encode" in self.__dict__
+
     def drop_compiled(self) -> None:
         """Back to the eager passes (undoes `compile_denoiser` and `compile_encoder`)."""
         for name in ("denoise", "_encode"):

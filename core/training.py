@@ -262,7 +262,7 @@ def train(model: DiffusionGemma, make_batch: Callable[[int, torch.Generator], Ba
         check_resumable(found, model, cfg)
         model.load_state_dict(load_model(found, device=device).state_dict())
     model.to(device).train()
-    was_compiled = "denoise" in model.__dict__
+    was_compiled = model.is_compiled
     if cfg.compile:  # for training only: sampling afterwards (new shapes, no grad) would recompile every graph
         model.compile_encoder()
         model.compile_denoiser()

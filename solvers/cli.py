@@ -531,7 +531,7 @@ def train(
     torch.set_num_threads(threads)
     module = {"sorting": sorting, "sudoku": sudoku, "molecules": molecules, "graphs": graph_data}[task]
     model = new_model(module.model_config(), seed=seed) if init is None else \
-        deepen_model(_warm_start(init, module.model_config()), deepen)
+        deepen_model(_warm_start(init, task, module.model_config()), deepen)
     model.tokenizer = module.TOKENIZER
     model.generation_config = released_config(model, **getattr(module, "SAMPLER", {}))  # what it will ship with
     cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed, device=device,
@@ -570,19 +570,15 @@ def train(
     console.print_json(json.dumps({**summary, **metrics}))
 
 
-def _warm_start(init: Path, task_config) -> DiffusionGemma:
+def _warm_start(init: Path, task: str, task_config) -> DiffusionGemma:
     """The model at `init`, refused (exit 2) unless it is a model of this task (its vocabulary and canvas); its
     depth and width may differ from the task's default."""
     try:
         source = load_model(init)
+        check_task_model(source, task, task_config.vocab_size, task_config.canvas_length, exact=True)
     except (CheckpointError, OSError) as exc:
         _error(f"--init {init}: {exc}")
         raise typer.Exit(2) from None
-    theirs, ours = source.config, task_config
-    if (theirs.vocab_size, theirs.canvas_length) != (ours.vocab_size, ours.canvas_length):
-        _error(f"--init {init}: not a model of this task (vocabulary of {theirs.vocab_size} tokens and a canvas of "
-               f"{theirs.canvas_length}; this task's are {ours.vocab_size} and {ours.canvas_length})")
-        raise typer.Exit(2)
     return source
 
 

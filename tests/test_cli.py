@@ -90,7 +90,7 @@ def test_train_deepens_an_init_model_and_refuses_one_of_another_task(tmp_path):
     alone = run("train", "sorting", "--out", tmp_path / "a", "--deepen", 2)
     assert alone.exit_code == 2 and "--deepen grows the model given by --init" in alone.stderr
     other = run("train", "sorting", "--out", tmp_path / "b", "--init", default_checkpoint("molecules"))
-    assert other.exit_code == 2 and "not a model of this task" in other.stderr
+    assert other.exit_code == 2 and "not a sorting checkpoint" in other.stderr
 
     init = default_checkpoint("sorting")
     result = run("train", "sorting", "--out", tmp_path / "c", "--steps", 2, "--batch-size", 4, "--threads", threads,
