@@ -2,9 +2,13 @@
 comparing checkpoints during development, and for seeing why raw samples fail.
 
     python benchmarks/molecule_raw.py [--checkpoints models/molecules,runs/x/model] [--samples 2000]
+                                      [--passes 48,96] [--conditions none,train]
 
 Per checkpoint: `--samples` unconditioned canvases from the stock sampler (the checkpoint's own
 generation_config.json, as in benchmarks/molecules.py's model-only column, same seed for every checkpoint);
+`--passes` adds rows at other numbers of denoising passes; `--conditions train` adds rows whose prompts carry the
+property bins (logP, MW, TPSA) of random MOSES training molecules instead of none, sampling the model's joint
+distribution as the data's conditions times the model's conditional (MW also tells the model a length);
 validity, uniqueness of the valid, FCD against 10,000 training molecules, heavy atoms per valid molecule,
 SMILES tokens per sample against the training molecules, and what the invalid samples fail on (unbalanced
 parentheses, other parse failures such as ring digits, aromatic rings RDKit cannot kekulize, other chemistry).
@@ -14,6 +18,8 @@ Writes JSON and a markdown table (default benchmarks/results/molecule_raw.*).
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import sys
 from collections import Counter
 from pathlib import Path
@@ -26,7 +32,8 @@ from reporting import ROOT, write_results
 
 from diffsolve.core import load_model
 from diffsolve.tasks import molecule_metrics as mm
-from diffsolve.tasks.molecule_data import split_smiles
+from diffsolve.tasks import molecules as task
+from diffsolve.tasks.molecule_data import exact_properties, split_smiles
 
 FAILURES = ("parentheses", "parse", "kekulize", "chemistry")
 
@@ -55,24 +62,35 @@ def training_reference() -> dict:
     return {"chemnet": chemnet, "tokens": float(np.mean([len(split_smiles(s)) for s in sample]))}
 
 
-def evaluate(checkpoint: str, samples: int, seed: int, ref: dict) -> dict:
-    smiles, seconds = stock_samples(load_model(checkpoint), samples, seed)
+def training_conditions(n: int, seed: int) -> list[dict[str, int]]:
+    """Prompt bins of n random MOSES training molecules (not those of the FCD reference)."""
+    mols = [Chem.MolFromSmiles(s) for s in train_sample(n, seed)]
+    return [{k: task.bin_token(k, v) for k, v in exact_properties(m, task.CONDITIONED).items()} for m in mols]
+
+
+def evaluate(checkpoint: str, samples: int, seed: int, ref: dict, passes: int | None = None,
+             conditions: list[dict[str, int]] | None = None) -> dict:
+    model = load_model(checkpoint)
+    passes = passes or model.generation_config.max_denoising_steps
+    smiles, seconds = stock_samples(model, samples, seed, conditions=conditions, max_denoising_steps=passes)
     valid = [c for c in map(mm.canonical, smiles) if c]
     reasons = Counter(r for r in map(failure, smiles) if r)
     invalid = max(1, sum(reasons.values()))
-    return {"checkpoint": checkpoint, "samples": samples, "valid": len(valid) / samples,
+    return {"checkpoint": checkpoint, "passes": passes, "conditions": "train" if conditions else "none",
+            "samples": samples, "valid": len(valid) / samples,
             "unique": len(set(valid)) / max(1, len(valid)),
-            "fcd_train": mm.frechet_distance(mm.chemnet_stats(valid), ref["chemnet"]),
-            "heavy_atoms": float(np.mean([Chem.MolFromSmiles(c).GetNumHeavyAtoms() for c in valid])),
+            "fcd_train": mm.frechet_distance(mm.chemnet_stats(valid), ref["chemnet"]) if len(valid) > 1 else math.nan,
+            "heavy_atoms": float(np.mean([Chem.MolFromSmiles(c).GetNumHeavyAtoms() for c in valid] or [math.nan])),
             "tokens": float(np.mean([len(split_smiles(s)) for s in smiles if s])), "train_tokens": ref["tokens"],
             "failures": {k: reasons[k] / invalid for k in FAILURES}, "seconds": seconds}
 
 
 def markdown(rows: list[dict]) -> str:
-    lines = ["| checkpoint | valid | unique | FCD vs train | heavy atoms | tokens (train) | "
-             + " | ".join(f"{k} % of invalid" for k in FAILURES) + " | s |", "|---" * (7 + len(FAILURES)) + "|"]
+    lines = ["| checkpoint | passes | conditions | valid | unique | FCD vs train | heavy atoms | tokens (train) | "
+             + " | ".join(f"{k} % of invalid" for k in FAILURES) + " | s |", "|---" * (9 + len(FAILURES)) + "|"]
     for r in rows:
-        lines.append(f"| {r['checkpoint']} | {r['valid']:.3f} | {r['unique']:.3f} | {r['fcd_train']:.1f} | "
+        lines.append(f"| {r['checkpoint']} | {r['passes']} | {r['conditions']} | {r['valid']:.3f} | "
+                     f"{r['unique']:.3f} | {r['fcd_train']:.1f} | "
                      f"{r['heavy_atoms']:.1f} | {r['tokens']:.1f} ({r['train_tokens']:.1f}) | "
                      + " | ".join(f"{100 * r['failures'][k]:.0f}" for k in FAILURES) + f" | {r['seconds']:.0f} |")
     return "\n".join(lines)
@@ -84,15 +102,34 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=123_456)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--passes", default="", help="comma-separated pass counts (default: each checkpoint's own)")
+    parser.add_argument("--conditions", default="none", help="none, train or none,train: the prompts' property bins")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "molecule_raw.json")
+    parser.add_argument("--merge", action="store_true",
+                        help="keep the rows already in --out that this run does not redo (same checkpoint, passes "
+                             "and conditions)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     RDLogger.DisableLog("rdApp.*")
     ref = training_reference()
+    passes = [int(p) for p in args.passes.split(",") if p] or [None]
+    kinds = args.conditions.split(",")
+    if not set(kinds) <= {"none", "train"}:
+        parser.error(f"--conditions: none, train or both, not {args.conditions!r}")
+    conditions = training_conditions(args.samples, args.seed) if "train" in kinds else None
     rows = []
     for checkpoint in args.checkpoints.split(","):
-        rows.append(evaluate(checkpoint, args.samples, args.seed, ref))
-        print(f"  {checkpoint}: valid {rows[-1]['valid']:.3f}", file=sys.stderr, flush=True)
+        for steps in passes:
+            for kind in kinds:
+                rows.append(evaluate(checkpoint, args.samples, args.seed, ref, steps,
+                                     conditions if kind == "train" else None))
+                print(f"  {checkpoint} {rows[-1]['passes']} passes, conditions {kind}: valid {rows[-1]['valid']:.3f}",
+                      file=sys.stderr, flush=True)
+    if args.merge and args.out.is_file():
+        redone = {(r["checkpoint"], r["passes"], r["conditions"]) for r in rows}
+        kept = [r for r in json.loads(args.out.read_text())["rows"]
+                if (r["checkpoint"], r["passes"], r["conditions"]) not in redone]
+        rows = kept + rows
     table = markdown(rows)
     print(table)
     write_results(args.out, {"rows": rows}, table)

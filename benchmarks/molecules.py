@@ -113,23 +113,33 @@ def distribution_metrics(smiles: list[str], ref: dict, patterns) -> dict:
 
 # ------------------------------------------------------------------------------------------ sampling
 @torch.no_grad()
-def stock_samples(model, n: int, seed: int, batch: int = 250) -> tuple[list[str], float]:
-    """The model alone: unconditioned prompts, the checkpoint's own sampler settings (generation_config.json; no
-    masks, no re-noising, no verifier)."""
-    config = released_config(model, eos_token_id=task.EOS, pad_token_id=task.PAD, drop_finished=True)
+def stock_samples(model, n: int, seed: int, batch: int = 250, conditions: list[dict[str, int]] | None = None,
+                  **overrides) -> tuple[list[str], float]:
+    """The model alone: unconditioned prompts (or `conditions`, one dict of bin tokens per canvas), the
+    checkpoint's own sampler settings (generation_config.json, with `overrides`; no masks, no re-noising, no
+    verifier)."""
+    config = released_config(model, eos_token_id=task.EOS, pad_token_id=task.PAD, drop_finished=True, **overrides)
+    conditions = conditions or [{}] * n
+    from tqdm.auto import tqdm
+
     out, began = [], time.perf_counter()
-    for start in range(0, n, batch):
-        rows = min(batch, n - start)
-        prompt = task.encode_prompts([{}] * rows, [None] * rows)
-        result = generate(model, prompt, config, generator=torch.Generator().manual_seed(seed + start))
-        out += [s or "" for s in task.decode(result.canvas)]
+    with tqdm(total=n, desc="model only", unit="canvas", file=sys.stderr) as bar:
+        for start in range(0, n, batch):
+            rows = min(batch, n - start)
+            prompt = task.encode_prompts(conditions[start:start + rows], [None] * rows)
+            result = generate(model, prompt, config, generator=torch.Generator().manual_seed(seed + start))
+            out += [s or "" for s in task.decode(result.canvas)]
+            bar.update(rows)
     return out, time.perf_counter() - began
 
 
 def full_system_samples(designer: MoleculeDesigner, n: int, seed: int) -> tuple[list[str], dict]:
     """What users get from the same number of canvases: `MoleculeDesigner.generate` without conditions
     (verified, de-duplicated molecules; uniqueness is by construction here)."""
-    result = designer.generate(n, seed=seed, budget=n)
+    from tqdm.auto import tqdm
+
+    with tqdm(total=n, desc="full system", unit="canvas", file=sys.stderr) as bar:
+        result = designer.generate(n, seed=seed, budget=n, on_round=lambda tried, found: bar.update(tried - bar.n))
     return [m.smiles for m in result], {"canvases": result.canvases, "seconds": result.seconds,
                                         "returned": len(result)}
 
