@@ -38,7 +38,7 @@ bench: moses
 	$(PY) benchmarks/sudoku.py --per-tier 5 --max-steps 128 --out runs/bench/sudoku.json
 	$(PY) benchmarks/sudoku_sampler.py --puzzles 4 --settings released,shipped --out runs/bench/sudoku_sampler.json
 	$(PY) benchmarks/molecules.py --samples 1000 --per-request 5 --scaffolds 4 --out runs/bench/molecules.json
-	$(PY) benchmarks/molecule_raw.py --samples 100 --out runs/bench/molecule_raw.json
+	$(PY) benchmarks/molecule_raw.py --samples 100 --passes 48,96 --conditions none,train --out runs/bench/molecule_raw.json
 	$(PY) benchmarks/graphs.py --limit 16 --coloring-limit 8 --coloring-steps 128 --out runs/bench/graphs.json
 
 results: moses
@@ -49,8 +49,7 @@ results: moses
 	$(PY) benchmarks/sudoku.py --per-tier 0 --modes model_only,full --max-steps 256 --out benchmarks/results/sudoku_all.json
 	$(PY) benchmarks/sudoku_sampler.py
 	$(PY) benchmarks/molecules.py --samples 10000 --per-request 5 --scaffolds 4 --threads 2
-	$(PY) benchmarks/molecules.py --constrained-only --per-request 5 --scaffolds 4 --threads 1
-	$(PY) benchmarks/molecule_raw.py  # the shipped model; the README's second row is a checkpoint in runs/
+	$(PY) benchmarks/molecule_raw.py --passes 48,96 --conditions none,train --merge  # --merge keeps the deeper model's row (a checkpoint in runs/)
 	$(PY) benchmarks/graphs.py --families path,hamiltonian --threads 1
 	$(PY) benchmarks/graphs.py --families countdown --countdown-sets cd3_test,cd4_test,cd4_tot24 --threads 1 --merge
 	$(PY) benchmarks/graphs.py --families countdown --countdown-sets cd5_test --countdown-limit 128 --threads 1 --merge

@@ -61,6 +61,9 @@ class DesignResult:
                 "canvases": self.canvases, "seconds": self.seconds, "exhausted": self.exhausted, "seed": self.seed}
 
 
+GUIDED_PASSES = 96
+
+
 class MoleculeDesigner:
     """Generate molecules with a DiffusionGemma model trained on MOSES.
 
@@ -70,7 +73,7 @@ class MoleculeDesigner:
     at fault are re-noised;
     every molecule is then re-checked by RDKit against the request, and duplicates are dropped.
     `guided=False` is the model alone (the checkpoint's own sampler settings); its molecules are still verified
-    before return. `max_steps` caps the denoising passes per canvas (default: 48 guided, the checkpoint's own
+    before return. `max_steps` caps the denoising passes per canvas (default: 96 guided, the checkpoint's own
     setting unguided).
     """
 
@@ -84,8 +87,11 @@ class MoleculeDesigner:
         # each poorly sampled token costs a backtrack. Too cool narrows the molecules: on 1,000 unconditioned
         # canvases 0.5 -> 0.25 returned 638 verified (0.3 -> 0.1: 579, 0.8 -> 0.4: 545) with FCD/Test 10.0
         # (12.2, 9.8) and 1.95 rings per molecule (1.72, 2.05; MOSES 2.6).
+        # 96 passes, not 48: on 500 unconditioned canvases (development run) 391 verified molecules against 330,
+        # FCD to 10,000 training molecules 10.6 against 11.4, in 158 s against 93 s.
         # The model alone samples with the checkpoint's own settings (its generation_config.json).
-        base = guided_config(t_max=0.5, t_min=0.25) if guided else released_config(model)
+        base = guided_config(t_max=0.5, t_min=0.25, max_denoising_steps=GUIDED_PASSES) if guided \
+            else released_config(model)
         self.config = replace(base, max_denoising_steps=max_steps or base.max_denoising_steps, drop_finished=True,
                               eos_token_id=task.EOS, pad_token_id=task.PAD)
         self.canvases_per_round = arguments.whole(canvases_per_round, "canvases_per_round", 1)

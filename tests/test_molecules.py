@@ -376,3 +376,23 @@ def test_model_only_molecules_are_verified_and_in_their_window():
         mol = Chem.MolFromSmiles(molecule.smiles)
         assert mol is not None and molecule.verified
         assert 1 <= Crippen.MolLogP(mol) <= 3
+
+
+def test_model_only_samples_with_the_checkpoints_settings_and_guidance_with_its_own(designer):
+    """The shipped generation_config.json is what `solve train molecules` writes (tasks.molecules.SAMPLER);
+    guided=False follows whatever the checkpoint says, the guided designer keeps its cooler 96-pass schedule."""
+    from dataclasses import replace
+
+    from diffsolve.solvers.molecules import GUIDED_PASSES
+
+    model = designer.model
+    shipped = model.generation_config
+    assert {k: getattr(shipped, k) for k in task.SAMPLER} == task.SAMPLER
+    model.generation_config = replace(shipped, max_denoising_steps=33, t_max=0.9)
+    try:
+        alone, guided = MoleculeDesigner(model, guided=False).config, MoleculeDesigner(model).config
+    finally:
+        model.generation_config = shipped
+    assert (alone.max_denoising_steps, alone.t_max, alone.keep_accepted) == (33, 0.9, False)
+    assert (guided.max_denoising_steps, guided.t_max, guided.keep_accepted) == (GUIDED_PASSES, 0.5, True)
+    assert MoleculeDesigner(model, max_steps=7).config.max_denoising_steps == 7
