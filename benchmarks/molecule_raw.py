@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from collections import Counter
 from pathlib import Path
@@ -63,14 +62,13 @@ def training_reference() -> dict:
 
 
 def training_conditions(n: int, seed: int) -> list[dict[str, int]]:
-    """Prompt bins of n random MOSES training molecules (not those of the FCD reference)."""
+    """Prompt bins of n random MOSES training molecules (drawn with `seed`; the FCD reference uses seed 40)."""
     mols = [Chem.MolFromSmiles(s) for s in train_sample(n, seed)]
     return [{k: task.bin_token(k, v) for k, v in exact_properties(m, task.CONDITIONED).items()} for m in mols]
 
 
-def evaluate(checkpoint: str, samples: int, seed: int, ref: dict, passes: int | None = None,
+def evaluate(model, checkpoint: str, samples: int, seed: int, ref: dict, passes: int | None = None,
              conditions: list[dict[str, int]] | None = None) -> dict:
-    model = load_model(checkpoint)
     passes = passes or model.generation_config.max_denoising_steps
     smiles, seconds = stock_samples(model, samples, seed, conditions=conditions, max_denoising_steps=passes)
     valid = [c for c in map(mm.canonical, smiles) if c]
@@ -79,20 +77,31 @@ def evaluate(checkpoint: str, samples: int, seed: int, ref: dict, passes: int | 
     return {"checkpoint": checkpoint, "passes": passes, "conditions": "train" if conditions else "none",
             "samples": samples, "valid": len(valid) / samples,
             "unique": len(set(valid)) / max(1, len(valid)),
-            "fcd_train": mm.frechet_distance(mm.chemnet_stats(valid), ref["chemnet"]) if len(valid) > 1 else math.nan,
-            "heavy_atoms": float(np.mean([Chem.MolFromSmiles(c).GetNumHeavyAtoms() for c in valid] or [math.nan])),
+            "fcd_train": mm.frechet_distance(mm.chemnet_stats(valid), ref["chemnet"]) if len(valid) > 1 else None,
+            "heavy_atoms": float(np.mean([Chem.MolFromSmiles(c).GetNumHeavyAtoms() for c in valid])) if valid else None,
             "tokens": float(np.mean([len(split_smiles(s)) for s in smiles if s])), "train_tokens": ref["tokens"],
             "failures": {k: reasons[k] / invalid for k in FAILURES}, "seconds": seconds}
 
 
+def row_key(row: dict) -> tuple:
+    """What makes two rows the same measurement (rows written before --passes existed ran 48, unprompted)."""
+    return (str(Path(row["checkpoint"])), row.get("passes", 48), row.get("conditions", "none"), row["samples"])
+
+
+def number(value: float | None, digits: int) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
 def markdown(rows: list[dict]) -> str:
-    lines = ["| checkpoint | passes | conditions | valid | unique | FCD vs train | heavy atoms | tokens (train) | "
-             + " | ".join(f"{k} % of invalid" for k in FAILURES) + " | s |", "|---" * (9 + len(FAILURES)) + "|"]
+    head = ["checkpoint", "passes", "conditions", "canvases", "valid", "unique", "FCD vs train", "heavy atoms",
+            "tokens (train)", *(f"{k} % of invalid" for k in FAILURES), "s"]
+    lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
     for r in rows:
-        lines.append(f"| {r['checkpoint']} | {r['passes']} | {r['conditions']} | {r['valid']:.3f} | "
-                     f"{r['unique']:.3f} | {r['fcd_train']:.1f} | "
-                     f"{r['heavy_atoms']:.1f} | {r['tokens']:.1f} ({r['train_tokens']:.1f}) | "
-                     + " | ".join(f"{100 * r['failures'][k]:.0f}" for k in FAILURES) + f" | {r['seconds']:.0f} |")
+        cells = [r["checkpoint"], r["passes"], r["conditions"], r["samples"], f"{r['valid']:.3f}",
+                 f"{r['unique']:.3f}", number(r["fcd_train"], 1), number(r["heavy_atoms"], 1),
+                 f"{r['tokens']:.1f} ({r['train_tokens']:.1f})", *(f"{100 * r['failures'][k]:.0f}" for k in FAILURES),
+                 f"{r['seconds']:.0f}"]
+        lines.append("| " + " | ".join(map(str, cells)) + " |")
     return "\n".join(lines)
 
 
@@ -110,6 +119,8 @@ def main() -> None:
                              "and conditions)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    # Read what --merge keeps before sampling, so that a bad file fails in seconds, not after the run.
+    previous = json.loads(args.out.read_text())["rows"] if args.merge and args.out.is_file() else []
     RDLogger.DisableLog("rdApp.*")
     ref = training_reference()
     passes = [int(p) for p in args.passes.split(",") if p] or [None]
@@ -119,17 +130,15 @@ def main() -> None:
     conditions = training_conditions(args.samples, args.seed) if "train" in kinds else None
     rows = []
     for checkpoint in args.checkpoints.split(","):
+        model = load_model(checkpoint)
         for steps in passes:
             for kind in kinds:
-                rows.append(evaluate(checkpoint, args.samples, args.seed, ref, steps,
+                rows.append(evaluate(model, checkpoint, args.samples, args.seed, ref, steps,
                                      conditions if kind == "train" else None))
                 print(f"  {checkpoint} {rows[-1]['passes']} passes, conditions {kind}: valid {rows[-1]['valid']:.3f}",
                       file=sys.stderr, flush=True)
-    if args.merge and args.out.is_file():
-        redone = {(r["checkpoint"], r["passes"], r["conditions"]) for r in rows}
-        kept = [r for r in json.loads(args.out.read_text())["rows"]
-                if (r["checkpoint"], r["passes"], r["conditions"]) not in redone]
-        rows = kept + rows
+    redone = {row_key(r) for r in rows}
+    rows = [r for r in previous if row_key(r) not in redone] + rows
     table = markdown(rows)
     print(table)
     write_results(args.out, {"rows": rows}, table)

@@ -119,7 +119,9 @@ def stock_samples(model, n: int, seed: int, batch: int = 250, conditions: list[d
     checkpoint's own sampler settings (generation_config.json, with `overrides`; no masks, no re-noising, no
     verifier)."""
     config = released_config(model, eos_token_id=task.EOS, pad_token_id=task.PAD, drop_finished=True, **overrides)
-    conditions = conditions or [{}] * n
+    conditions = [{}] * n if conditions is None else conditions
+    if len(conditions) != n:
+        raise ValueError(f"{len(conditions)} conditions for {n} canvases")
     from tqdm.auto import tqdm
 
     out, began = [], time.perf_counter()
