@@ -115,8 +115,8 @@ def main() -> None:
     parser.add_argument("--conditions", default="none", help="none, train or none,train: the prompts' property bins")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "molecule_raw.json")
     parser.add_argument("--merge", action="store_true",
-                        help="keep the rows already in --out that this run does not redo (same checkpoint, passes "
-                             "and conditions)")
+                        help="keep the rows already in --out that this run does not redo (same checkpoint, passes, "
+                             "conditions and canvases)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     # Read what --merge keeps before sampling, so that a bad file fails in seconds, not after the run.
