@@ -231,7 +231,10 @@ windows = st.sampled_from([("logp", (1.0, 3.0)), ("mw", (250.0, 330.0)), ("tpsa"
 def test_every_returned_molecule_satisfies_its_request(designer, chosen, seed, contains):
     request = task.MoleculeRequest.parse(dict(chosen), contains=contains)
     result = designer.design(2, request, seed=seed, budget=128)
-    assert result.canvases <= 128 and len(result) >= 1  # each of these requests has a verified rate of 10 %+
+    assert result.canvases <= 128
+    # some combinations are rare (mw 250-330, 2-3 rings and a pinned amide: about 1.5 % of canvases), so a short
+    # result is allowed, but only with the budget spent and said so
+    assert len(result) == 2 or (result.exhausted and result.canvases == 128)
     for m in result:
         check(m, request)
 
