@@ -26,6 +26,12 @@ from torch import Tensor
 from ..core.sampler import Guidance
 
 
+def tabu_tenure(conflicting: Tensor, generator: torch.Generator | None) -> Tensor:
+    """[B] moves a value just left stays barred: PartialCol's rule, 0.6 x (places in conflict) + 0-9 at random."""
+    spread = torch.randint(0, 10, conflicting.shape, generator=generator, device=conflicting.device)
+    return (0.6 * conflicting).long() + spread
+
+
 @dataclass(frozen=True)
 class Predicate:
     """A task rule over whole canvases, batched.
@@ -488,9 +494,8 @@ class CompiledConstraints(Guidance):
         move &= ~((move.float() @ self.earlier_peers.T) > 0.5)
         take = torch.zeros_like(held).scatter_(2, best.unsqueeze(2), 1.0) * move.unsqueeze(2)
         release = (torch.einsum("lmd,bld->bmd", self.peers, take) > 0.5) & (held > 0.5)  # [B, L, D]
-        # PartialCol's tenure, 0.6 x (positions waiting) + 0-9 moves, counted in passes: a pass makes about two
-        tenure = ((0.6 * waiting.sum(-1)).long() + torch.randint(0, 10, free.shape[:1], generator=self.generator,
-                                                                  device=free.device)) // 2
+        # counted in passes: a pass makes about two moves
+        tenure = tabu_tenure(waiting.sum(-1), self.generator) // 2
         self.tabu_until = torch.where(release, (self.clock + 1 + tenure)[:, None, None], self.tabu_until)
         stuck = dead.any(-1) & ~(free & candidates.any(-1)).any(-1) & ~move.any(-1)
         return (release.any(-1) | (self._peers_of(dead) & stuck.unsqueeze(1))) & settled

@@ -20,7 +20,7 @@ import networkx as nx
 import torch
 from torch import Tensor
 
-from ..constraints import CompiledConstraints, ConstraintModel
+from ..constraints import CompiledConstraints, ConstraintModel, tabu_tenure
 from ..core import Guidance
 from .graph_data import (COLOR0, EOS, MAX_COLORS, MAX_NODES, MAX_ROUTE_NODES, NODE0, PAD, VOCAB,
                          hamiltonian_prompt, path_prompt)
@@ -248,8 +248,8 @@ def tabu_coloring(n: int, edges: Sequence[tuple[int, int]], k: int, start: Tenso
             change = adjacency[node] * moving.unsqueeze(1)
             neighbours[rows, :, old] -= change
             neighbours[rows, :, color] += change
-            tenure = torch.randint(0, 10, (batch,), generator=generator, device=gain.device) + 0.6 * in_conflict.sum(1)
-            tabu_until[rows, node, old] = torch.where(moving, made + 1 + tenure.floor(), tabu_until[rows, node, old])
+            tenure = tabu_tenure(in_conflict.sum(1), generator)
+            tabu_until[rows, node, old] = torch.where(moving, made + 1 + tenure, tabu_until[rows, node, old])
             colors[rows, node] = torch.where(moving, color, old)
             clashes = clashes + gain[rows, node, color] * moving
             best = torch.minimum(best, clashes)
