@@ -57,7 +57,7 @@ MAX_RING_SIZE = 7
 
 # Released sampler settings (generation_config.json): 96 passes instead of the engine's 48. The sampler stops a
 # canvas once it is stable and confident; at 48 some are cut off before that, and the argmax of an unsettled
-# canvas is rarely a molecule. Development run, 500 unconditioned canvases of the shipped model (valid, mean
+# canvas is rarely a molecule. Development run, 500 unconditioned canvases of the stage-6 model (valid, mean
 # passes): 49.4 % at 48 passes (36.3), 57.0 % at 96 (48.0), 57.0 % at 128 (53.0), 56.2 % at 192 (60.2).
 SAMPLER = {"max_denoising_steps": 96}
 AR_WEIGHT = 0.0  # diffusion loss only: the encoder then reads just the prompt (a third less compute on CPU)
