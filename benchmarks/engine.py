@@ -25,7 +25,7 @@ import torch
 
 from diffsolve.core import SamplingConfig, generate, generate_autoregressive, load_model
 from diffsolve.core.config import TINY_VISION_CONFIG
-from reporting import pyplot, save_figure, write_results
+from reporting import output_path, pyplot, save_figure, write_results
 
 CONFIGS = {
     # what small task models look like: per-step overhead dominates
@@ -223,6 +223,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "engine.json")
     args = parser.parse_args()
+    args.out = output_path(args.out, "engine.json")
     torch.set_num_threads(args.threads)
     repeats = 5 if args.quick else 30
     steps, modes = [], []

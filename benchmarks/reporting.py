@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,6 +25,19 @@ def pyplot():
 def save_figure(fig, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
+
+
+def output_path(out: Path, default_name: str) -> Path:
+    """The results file for --out, settled before any work (a long run must not fail at its end): an existing
+    folder gets `default_name` inside it; anything else must be a .json file whose folder can be written."""
+    if out.is_dir():
+        out = out / default_name
+    if out.suffix != ".json":
+        raise SystemExit(f"--out {out}: name a .json file (its .md and .png go beside it) or a folder")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if not os.access(out.parent, os.W_OK):
+        raise SystemExit(f"--out {out}: cannot write to {out.parent}")
+    return out
 
 
 def write_results(out: Path, report: dict, table: str, plot: Callable[[Path], bool] | None = None) -> None:

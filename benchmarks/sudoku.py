@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from diffsolve.solvers import SudokuSolver
-from reporting import ROOT, pyplot, relative, save_figure, write_results
+from reporting import ROOT, output_path, pyplot, relative, save_figure, write_results
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -116,6 +116,7 @@ def main() -> None:
                                                              "(the same tiers, puzzles and settings)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "sudoku.json")
     args = parser.parse_args()
+    args.out = output_path(args.out, "sudoku.json")
     torch.set_num_threads(args.threads)
     tiers: dict[str, list[dict]] = {}
     with args.data.open() as f:

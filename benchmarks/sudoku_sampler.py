@@ -20,7 +20,7 @@ import torch
 
 from diffsolve.solvers import SudokuSolver
 from diffsolve.tasks.sudoku_data import make_puzzle, random_grid
-from reporting import write_results
+from reporting import output_path, write_results
 
 SETTINGS = {
     "released": {"t_max": 0.8, "t_min": 0.4},
@@ -49,6 +49,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "sudoku_sampler.json")
     args = parser.parse_args()
+    args.out = output_path(args.out, "sudoku_sampler.json")
     torch.set_num_threads(args.threads)
     sets = puzzle_sets(args.seed, args.puzzles)
     solver = SudokuSolver.from_pretrained(guided=False, max_steps=args.max_steps)

@@ -1,0 +1,28 @@
+"""The benchmarks' --out handling: settled before a long run, never at its end."""
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from reporting import output_path, write_results  # noqa: E402
+
+
+def test_a_folder_gets_the_default_file_inside(tmp_path):
+    out = output_path(tmp_path, "molecules.json")
+    assert out == tmp_path / "molecules.json"
+    write_results(out, {"x": 1}, "| x |")
+    assert out.read_text().strip() == '{\n  "x": 1\n}' and out.with_suffix(".md").is_file()
+
+
+def test_a_new_json_path_gets_its_folder(tmp_path):
+    out = output_path(tmp_path / "new" / "r.json", "molecules.json")
+    assert out.parent.is_dir() and not out.exists()
+
+
+def test_anything_but_json_or_a_folder_is_refused_up_front(tmp_path):
+    with pytest.raises(SystemExit, match="name a .json file"):
+        output_path(tmp_path / "results.txt", "molecules.json")
+    with pytest.raises(SystemExit, match="name a .json file"):
+        output_path(tmp_path / "not-yet-a-folder", "molecules.json")
