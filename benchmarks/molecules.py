@@ -33,7 +33,7 @@ from diffsolve.solvers import MoleculeDesigner
 from diffsolve.tasks import molecule_metrics as mm
 from diffsolve.tasks import molecules as task
 from diffsolve.tasks.molecule_data import read_moses
-from reporting import ROOT, pyplot, relative, save_figure, write_results
+from reporting import ROOT, output_path, pyplot, relative, save_figure, write_results
 
 CACHE = ROOT / "runs" / "moses_reference"
 ANCHORS = {  # MOSES paper (Polykovskiy et al. 2020), Table 2
@@ -241,6 +241,8 @@ def markdown(report: dict) -> str:
     if "constrained_rerun" in report["meta"]:
         lines.append(f"(constrained requests rerun on {report['meta']['constrained_rerun']} with --constrained-only; "
                      "the distribution metrics are from the earlier full run of the same checkpoint)")
+    if "note" in report["meta"]:
+        lines.append(report["meta"]["note"])
     return "\n".join(lines)
 
 
@@ -276,6 +278,7 @@ def main() -> None:
                         help="rerun only the constrained requests; the distribution section is kept from the "
                              "existing --out JSON (which must be of the same checkpoint)")
     args = parser.parse_args()
+    args.out = output_path(args.out, "molecules.json")
     torch.set_num_threads(args.threads)
 
     designer = MoleculeDesigner.from_pretrained(args.checkpoint)
