@@ -34,7 +34,7 @@ from diffsolve.solvers.checkpoints import default_checkpoint
 from diffsolve.tasks import countdown
 from diffsolve.tasks.graph_data import MAX_NODES
 from diffsolve.tasks.graphs import GraphError, peel_low_degree, read_graph
-from reporting import ROOT, output_path, pyplot, relative, save_figure, write_results
+from reporting import ROOT, add_out_argument, pyplot, relative, save_figure, write_results
 
 DATA = ROOT.parent / "shared" / "data" / "graphs"
 
@@ -308,9 +308,8 @@ def main() -> None:
                         "instances of these result files (runs in parallel, each with its own --out) into --out.")
     parser.add_argument("--checkpoint", default=str(default_checkpoint("graphs")))
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "graphs.json")
+    add_out_argument(parser, "graphs.json")
     args = parser.parse_args()
-    args.out = output_path(args.out, "graphs.json")
     if args.combine:
         combine(args.out, args.combine)
         return

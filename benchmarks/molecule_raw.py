@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from molecules import CACHE, stock_samples, train_sample
 from rdkit import Chem, RDLogger
-from reporting import ROOT, output_path, write_results
+from reporting import add_out_argument, write_results
 
 from diffsolve.core import load_model
 from diffsolve.tasks import molecule_metrics as mm
@@ -113,12 +113,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--passes", default="", help="comma-separated pass counts (default: each checkpoint's own)")
     parser.add_argument("--conditions", default="none", help="none, train or none,train: the prompts' property bins")
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "molecule_raw.json")
+    add_out_argument(parser, "molecule_raw.json")
     parser.add_argument("--merge", action="store_true",
                         help="keep the rows already in --out that this run does not redo (same checkpoint, passes, "
                              "conditions and canvases)")
     args = parser.parse_args()
-    args.out = output_path(args.out, "molecule_raw.json")
     torch.set_num_threads(args.threads)
     # Read what --merge keeps before sampling, so that a bad file fails in seconds, not after the run.
     previous = json.loads(args.out.read_text())["rows"] if args.merge and args.out.is_file() else []

@@ -33,7 +33,7 @@ from diffsolve.solvers import MoleculeDesigner
 from diffsolve.tasks import molecule_metrics as mm
 from diffsolve.tasks import molecules as task
 from diffsolve.tasks.molecule_data import read_moses
-from reporting import ROOT, output_path, pyplot, relative, save_figure, write_results
+from reporting import ROOT, add_out_argument, pyplot, relative, save_figure, write_results
 
 CACHE = ROOT / "runs" / "moses_reference"
 ANCHORS = {  # MOSES paper (Polykovskiy et al. 2020), Table 2
@@ -273,12 +273,11 @@ def main() -> None:
     parser.add_argument("--scaffolds", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "molecules.json")
+    add_out_argument(parser, "molecules.json")
     parser.add_argument("--constrained-only", action="store_true",
                         help="rerun only the constrained requests; the distribution section is kept from the "
                              "existing --out JSON (which must be of the same checkpoint)")
     args = parser.parse_args()
-    args.out = output_path(args.out, "molecules.json")
     torch.set_num_threads(args.threads)
 
     designer = MoleculeDesigner.from_pretrained(args.checkpoint)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 from collections.abc import Callable
@@ -38,6 +39,13 @@ def output_path(out: Path, default_name: str) -> Path:
     if not os.access(out.parent, os.W_OK):
         raise SystemExit(f"--out {out}: cannot write to {out.parent}")
     return out
+
+
+def add_out_argument(parser: argparse.ArgumentParser, default_name: str) -> None:
+    """--out, defaulting to results/`default_name` and settled by `output_path` while the arguments are parsed."""
+    parser.add_argument("--out", type=lambda value: output_path(Path(value), default_name),
+                        default=str(Path(__file__).parent / "results" / default_name),
+                        help=f"a .json file (its .md and .png go beside it) or a folder for {default_name}")
 
 
 def write_results(out: Path, report: dict, table: str, plot: Callable[[Path], bool] | None = None) -> None:

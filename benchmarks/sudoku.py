@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from diffsolve.solvers import SudokuSolver
-from reporting import ROOT, output_path, pyplot, relative, save_figure, write_results
+from reporting import ROOT, add_out_argument, pyplot, relative, save_figure, write_results
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -114,9 +114,8 @@ def main() -> None:
     parser.add_argument("--modes", default=",".join(MODES), help=f"comma-separated subset of {','.join(MODES)}")
     parser.add_argument("--merge", action="store_true", help="keep the results of the modes not run in --out "
                                                              "(the same tiers, puzzles and settings)")
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "sudoku.json")
+    add_out_argument(parser, "sudoku.json")
     args = parser.parse_args()
-    args.out = output_path(args.out, "sudoku.json")
     torch.set_num_threads(args.threads)
     tiers: dict[str, list[dict]] = {}
     with args.data.open() as f:

@@ -13,14 +13,13 @@ from __future__ import annotations
 import argparse
 import time
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from diffsolve.solvers import SudokuSolver
 from diffsolve.tasks.sudoku_data import make_puzzle, random_grid
-from reporting import output_path, write_results
+from reporting import add_out_argument, write_results
 
 SETTINGS = {
     "released": {"t_max": 0.8, "t_min": 0.4},
@@ -47,9 +46,8 @@ def main() -> None:
     parser.add_argument("--max-steps", type=int, default=128)
     parser.add_argument("--settings", default=",".join(SETTINGS), help=f"comma-separated, of {','.join(SETTINGS)}")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "sudoku_sampler.json")
+    add_out_argument(parser, "sudoku_sampler.json")
     args = parser.parse_args()
-    args.out = output_path(args.out, "sudoku_sampler.json")
     torch.set_num_threads(args.threads)
     sets = puzzle_sets(args.seed, args.puzzles)
     solver = SudokuSolver.from_pretrained(guided=False, max_steps=args.max_steps)

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from reporting import ROOT, output_path, pyplot, save_figure, write_results  # noqa: E402
+from reporting import add_out_argument, pyplot, save_figure, write_results  # noqa: E402
 
 from diffsolve.core import new_model  # noqa: E402
 from diffsolve.core.training import TrainConfig, make_optimizer, train_step  # noqa: E402
@@ -127,9 +127,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--examples", type=int, default=2000, help="Base set size for sudoku and molecules.")
     parser.add_argument("--compile", action="store_true", help="Also time each task compiled (torch.compile).")
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "training.json")
+    add_out_argument(parser, "training.json")
     args = parser.parse_args()
-    args.out = output_path(args.out, "training.json")
     torch.set_num_threads(args.threads)
     rows = []
     for name in args.tasks.split(","):

@@ -1,12 +1,13 @@
 """The benchmarks' --out handling: settled before a long run, never at its end."""
 
+import argparse
 import sys
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from reporting import output_path, write_results  # noqa: E402
+from reporting import add_out_argument, output_path, write_results  # noqa: E402
 
 
 def test_a_folder_gets_the_default_file_inside(tmp_path):
@@ -26,3 +27,12 @@ def test_anything_but_json_or_a_folder_is_refused_up_front(tmp_path):
         output_path(tmp_path / "results.txt", "molecules.json")
     with pytest.raises(SystemExit, match="name a .json file"):
         output_path(tmp_path / "not-yet-a-folder", "molecules.json")
+
+
+def test_out_is_settled_while_parsing(tmp_path):
+    parser = argparse.ArgumentParser()
+    add_out_argument(parser, "molecules.json")
+    assert parser.parse_args([]).out == Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "molecules.json"
+    assert parser.parse_args(["--out", str(tmp_path)]).out == tmp_path / "molecules.json"
+    with pytest.raises(SystemExit, match="name a .json file"):
+        parser.parse_args(["--out", str(tmp_path / "table.md")])
