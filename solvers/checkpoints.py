@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tokenizers import Tokenizer
+
 from ..core import CheckpointError, DiffusionGemma
 
 SHIPPED = {"sorting": "sort-demo", "sudoku": "sudoku", "molecules": "molecules", "graphs": "graphs"}
@@ -18,11 +20,17 @@ def default_checkpoint(task: str) -> Path:
     return Path(models.__file__).parent / SHIPPED[task]
 
 
-def check_task_model(model: DiffusionGemma, task: str, vocab_size: int, canvas: int, exact: bool = False) -> None:
-    """Refuse a checkpoint made for another task (its token ids would mean other things) before any sampling.
-    `exact`: the task samples the model's whole canvas, so it must be exactly `canvas` long."""
-    config = model.config
+def check_task_model(model: DiffusionGemma, task: str, tokenizer: Tokenizer, canvas: int, exact: bool = False) -> None:
+    """Refuse a checkpoint made for another task (its token ids would mean other things) before any sampling:
+    its vocabulary must be the task's `tokenizer` (token for token, when it ships tokenizer.json; in size
+    otherwise). `exact`: the task samples the model's whole canvas, so it must be exactly `canvas` long."""
+    config, vocab_size = model.config, tokenizer.get_vocab_size()
     if config.vocab_size != vocab_size or config.canvas_length < canvas or exact and config.canvas_length != canvas:
         raise CheckpointError(f"{model.source or 'this model'}: not a {task} checkpoint (vocabulary of "
                               f"{config.vocab_size} tokens, canvas of {config.canvas_length}; the {task} solver "
                               f"needs {vocab_size} tokens and a canvas of {'' if exact else 'at least '}{canvas})")
+    if model.tokenizer is not None and model.tokenizer.get_vocab() != tokenizer.get_vocab():
+        theirs, ours = model.tokenizer.get_vocab(), tokenizer.get_vocab()
+        differ = sorted((token for token in ours if theirs.get(token) != ours[token]), key=ours.get)[:5]
+        raise CheckpointError(f"{model.source or 'this model'}: not a {task} checkpoint (its tokenizer.json gives "
+                              f"other ids to {', '.join(map(repr, differ)) or 'tokens the ' + task + ' solver lacks'})")

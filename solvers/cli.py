@@ -182,7 +182,7 @@ def demo(
             raise typer.Exit(2)
         values = torch.tensor([[int(c) for c in digits]])
     model = _load(checkpoint, "sorting", device, lambda model: check_task_model(
-        model, "sorting", sorting.TOKENIZER.get_vocab_size(), sorting.LENGTH, exact=True) or model)
+        model, "sorting", sorting.TOKENIZER, sorting.LENGTH, exact=True) or model)
     prompt = sorting.encode_prompt(values).to(device)
     console.print(f"input     {''.join(map(str, values[0].tolist()))}")
 
@@ -531,7 +531,7 @@ def train(
     torch.set_num_threads(threads)
     module = {"sorting": sorting, "sudoku": sudoku, "molecules": molecules, "graphs": graph_data}[task]
     model = new_model(module.model_config(), seed=seed) if init is None else \
-        deepen_model(_warm_start(init, task, module.model_config()), deepen)
+        deepen_model(_warm_start(init, task, module), deepen)
     model.tokenizer = module.TOKENIZER
     model.generation_config = released_config(model, **getattr(module, "SAMPLER", {}))  # what it will ship with
     cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed, device=device,
@@ -570,12 +570,12 @@ def train(
     console.print_json(json.dumps({**summary, **metrics}))
 
 
-def _warm_start(init: Path, task: str, task_config) -> DiffusionGemma:
+def _warm_start(init: Path, task: str, module) -> DiffusionGemma:
     """The model at `init`, refused (exit 2) unless it is a model of this task (its vocabulary and canvas); its
     depth and width may differ from the task's default."""
     try:
         source = load_model(init)
-        check_task_model(source, task, task_config.vocab_size, task_config.canvas_length, exact=True)
+        check_task_model(source, task, module.TOKENIZER, module.model_config().canvas_length, exact=True)
     except (CheckpointError, OSError) as exc:
         _error(f"--init {init}: {exc}")
         raise typer.Exit(2) from None

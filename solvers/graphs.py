@@ -16,8 +16,8 @@ import torch
 from ..core import (DiffusionGemma, FinishClock, Guidance, SamplingConfig, StepInfo, arguments, generate,
                     guided_config, load_model, released_config)
 from ..tasks import countdown
-from ..tasks.graph_data import (CANVAS, COLOR0, MAX_NODES, MAX_PATH_EDGES, MAX_PROMPT_EDGES, MAX_ROUTE_NODES, VOCAB,
-                                color_prompt, countdown_prompt)
+from ..tasks.graph_data import (CANVAS, COLOR0, MAX_NODES, MAX_PATH_EDGES, MAX_PROMPT_EDGES, MAX_ROUTE_NODES,
+                                TOKENIZER, color_prompt, countdown_prompt)
 from ..tasks.graphs import (GraphError, RouteSpec, check_graph, coloring_constraints, decode_route, extend_coloring,
                             first_proper_coloring, is_proper_coloring, peel_low_degree, relabel, route_guidance,
                             tabu_coloring)
@@ -86,7 +86,7 @@ class _DiffusionSolver:
 
     def __init__(self, model: DiffusionGemma, *, guided: bool = True, canvases: int = 8, max_steps: int = 128,
                  seed: int = 0, temperature: float | None = None):
-        check_task_model(model, "graphs", VOCAB, max(CANVAS.values()))
+        check_task_model(model, "graphs", TOKENIZER, max(CANVAS.values()))
         self.model, self.guided, self.seed = model, guided, arguments.seed(seed)
         self.canvases = arguments.whole(canvases, "canvases", 1) if guided else 1
         self.max_steps = arguments.whole(max_steps, "max_steps", 1)

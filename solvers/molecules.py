@@ -79,7 +79,7 @@ class MoleculeDesigner:
 
     def __init__(self, model: DiffusionGemma, *, guided: bool = True, max_steps: int | None = None,
                  canvases_per_round: int = 128):
-        check_task_model(model, "molecules", task.TOKENIZER.get_vocab_size(), task.CANVAS)
+        check_task_model(model, "molecules", task.TOKENIZER, task.CANVAS)
         self.model = model
         self.guided = guided
         max_steps = None if max_steps is None else arguments.whole(max_steps, "max_steps", 1)

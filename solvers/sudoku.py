@@ -48,7 +48,7 @@ class SudokuSolver:
 
     def __init__(self, model: DiffusionGemma, *, guided: bool = True, canvases: int = 8, max_steps: int = 256,
                  rows_per_batch: int = 256, seed: int = 0, backtrack: bool = False, temperature: float = 2.0):
-        check_task_model(model, "sudoku", sudoku.TOKENIZER.get_vocab_size(), sudoku.CELLS)
+        check_task_model(model, "sudoku", sudoku.TOKENIZER, sudoku.CELLS)
         self.model = model
         self.guided = guided
         self.backtrack = backtrack

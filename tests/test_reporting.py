@@ -32,7 +32,8 @@ def test_anything_but_json_or_a_folder_is_refused_up_front(tmp_path):
 def test_out_is_settled_while_parsing(tmp_path):
     parser = argparse.ArgumentParser()
     add_out_argument(parser, "molecules.json")
-    assert parser.parse_args([]).out == Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "molecules.json"
+    results = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+    assert parser.parse_args([]).out == results / "molecules.json"
     assert parser.parse_args(["--out", str(tmp_path)]).out == tmp_path / "molecules.json"
     with pytest.raises(SystemExit, match="name a .json file"):
         parser.parse_args(["--out", str(tmp_path / "table.md")])

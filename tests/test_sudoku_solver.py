@@ -83,6 +83,22 @@ def test_a_checkpoint_of_another_task_is_refused_before_sampling():
         SudokuSolver.from_pretrained(str(default_checkpoint("sorting")))
 
 
+def test_a_checkpoint_whose_tokens_mean_other_things_is_refused(tmp_path):
+    """Same vocabulary size, two digits' ids swapped in tokenizer.json: the model would read other clues."""
+    import shutil
+
+    from diffsolve.core import CheckpointError
+
+    shutil.copytree(default_checkpoint("sudoku"), tmp_path / "swapped")
+    path = tmp_path / "swapped" / "tokenizer.json"
+    tokenizer = json.loads(path.read_text())
+    vocab = tokenizer["model"]["vocab"]
+    vocab["1"], vocab["2"] = vocab["2"], vocab["1"]
+    path.write_text(json.dumps(tokenizer))
+    with pytest.raises(CheckpointError, match="not a sudoku checkpoint .*other ids to '1', '2'"):
+        SudokuSolver.from_pretrained(str(tmp_path / "swapped"))
+
+
 def test_cli_json_in_input_order_with_errors_named(tmp_path):
     first, _ = easy_puzzle(1)
     second, _ = easy_puzzle(2)
