@@ -35,9 +35,11 @@ def input_name(file: str | Path) -> str:
 
 
 def read_input(file: str | Path) -> tuple[str, str]:
-    """(name for messages, text) of an input file or, for '-', of stdin; an unreadable one exits 2."""
+    """(name for messages, text) of an input file or, for '-', of stdin; an unreadable one exits 2. A UTF-8
+    byte-order mark (Excel's "CSV UTF-8", some Windows editors) is dropped."""
     try:
-        return input_name(file), sys.stdin.read() if str(file) == "-" else Path(file).read_text()
+        text = sys.stdin.read() if str(file) == "-" else Path(file).read_text()
+        return input_name(file), text.removeprefix("\ufeff")
     except (OSError, UnicodeDecodeError) as exc:
         _error(f"{input_name(file)}: {exc}")
         raise typer.Exit(2) from None
@@ -249,21 +251,24 @@ def sudoku(
     for entry in entries:
         if isinstance(entry, PuzzleFormatError):
             _error(f"{entry}")
+
+    def emit_unreadable(entry: PuzzleFormatError) -> None:  # stdout keeps one record per entry, in input order
+        if format == "json":
+            print(json.dumps({"line": entry.line, "puzzle": None, "solution": None, "verified": False,
+                              "reason": f"unreadable: {entry.message}", "steps": 0, "forward_passes": 0,
+                              "seconds": 0.0}), flush=True)
+        elif format == "line":
+            print(f"# line {entry.line}: unreadable: {entry.message}", flush=True)
+
     good = [e for e in entries if not isinstance(e, PuzzleFormatError)]
     if not good:
+        for entry in entries:
+            emit_unreadable(entry)
         _error(f"{name}: no usable puzzle")
         raise typer.Exit(2)
     solver = _load(checkpoint, "sudoku", device, lambda model: SudokuSolver(
         model, guided=not model_only, canvases=canvases, max_steps=max_steps, seed=seed, backtrack=backtrack,
         temperature=temperature))
-
-    def emit_unreadable(entry: PuzzleFormatError) -> None:  # stdout keeps one record per entry, in input order
-        if format == "json":
-            print(json.dumps({"line": entry.line, "puzzle": None, "solution": None, "verified": False, "steps": 0,
-                              "forward_passes": 0, "seconds": 0.0, "reason": f"unreadable: {entry.message}"}),
-                  flush=True)
-        elif format == "line":
-            print(f"# line {entry.line}: unreadable: {entry.message}", flush=True)
 
     def emit(entry, result) -> None:
         if format == "json":

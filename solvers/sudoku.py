@@ -10,7 +10,7 @@ import torch
 from ..core import (DiffusionGemma, FinishClock, StepInfo, arguments, generate, guided_config, load_model,
                     released_config)
 from ..tasks import sudoku
-from ..tasks.sudoku_data import conflicts, is_valid_solution
+from ..tasks.sudoku_data import ParsedPuzzle, conflicts, is_valid_solution, parse_puzzles
 from .checkpoints import check_task_model, default_checkpoint
 
 
@@ -75,8 +75,9 @@ class SudokuSolver:
 
     def solve(self, puzzle: str, callback: Callable[[StepInfo], None] | None = None) -> SudokuResult:
         """One puzzle: 81 cells in reading order, digits for clues and '.', '0' or '-' for blanks (whitespace
-        is ignored, so a 9-line grid works too). `callback(StepInfo)` sees every denoising pass. The result's
-        `solution` is set only when the grid is verified; otherwise `reason` says why not."""
+        is ignored; a 9-line grid may have `|`, `+` and `-` separators, as `format_grid` writes them).
+        `callback(StepInfo)` sees every denoising pass. The result's `solution` is set only when the grid is
+        verified; otherwise `reason` says why not."""
         return self.solve_many([puzzle], callback=callback)[0]
 
     def solve_many(self, puzzles: Sequence[str], *, callback: Callable[[StepInfo], None] | None = None,
@@ -144,6 +145,11 @@ class SudokuSolver:
 
 
 def _canonical(puzzle: str) -> str:
+    """81 characters, '0' for blanks; a 9-line grid with `|`, `+` and `-` separators as the CLI reads it."""
+    if "\n" in puzzle.strip():
+        parsed = parse_puzzles(puzzle)
+        if len(parsed) == 1 and isinstance(parsed[0], ParsedPuzzle):
+            return parsed[0].puzzle
     return "".join("0" if ch in ".-0" else ch for ch in "".join(puzzle.split()))
 
 

@@ -39,7 +39,7 @@ def read_graph(path: str | Path) -> nx.Graph:
     stdin = str(path) == "-"
     path = Path("<stdin>" if stdin else path)
     try:
-        lines = (sys.stdin.read() if stdin else path.read_text()).splitlines()
+        lines = (sys.stdin.read() if stdin else path.read_text()).removeprefix("\ufeff").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
         raise GraphError(f"{path}: cannot read ({exc})") from None
     dimacs = path.suffix.lower() == ".col" or any(line.split()[:1] in (["p"], ["e"]) for line in lines)

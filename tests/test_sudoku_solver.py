@@ -13,7 +13,7 @@ from diffsolve.solvers.cli import app
 from diffsolve.solvers import SudokuSolver
 from diffsolve.solvers.checkpoints import default_checkpoint
 from diffsolve.tasks.sudoku import SAMPLER
-from diffsolve.tasks.sudoku_data import is_valid_solution, make_puzzle, random_grid
+from diffsolve.tasks.sudoku_data import format_grid, is_valid_solution, make_puzzle, random_grid
 
 
 @pytest.fixture(scope="module")
@@ -127,6 +127,18 @@ def test_cli_unusable_input_exits_2(tmp_path):
     assert result.exit_code == 2
     missing = CliRunner().invoke(app, ["sudoku", str(tmp_path / "absent.txt")])
     assert missing.exit_code == 2 and "absent.txt" in missing.output
+    lines = CliRunner().invoke(app, ["sudoku", str(path), "--format", "json"])  # records even when none is usable
+    assert lines.exit_code == 2 and json.loads(lines.stdout)["reason"].startswith("unreadable: ")
+
+
+def test_a_byte_order_mark_and_a_separated_grid_read_as_the_cli_reads_them(tmp_path, solver):
+    puzzle, solution = easy_puzzle(3)
+    path = tmp_path / "excel.csv"
+    path.write_text(f"\ufeffpuzzle,solution\n{puzzle},{solution}\n")
+    result = CliRunner().invoke(app, ["sudoku", str(path), "--format", "json", "--canvases", "2"])
+    assert result.exit_code == 0, result.output
+    assert is_valid_solution(puzzle, json.loads(result.stdout)["solution"])  # several solutions may exist
+    assert is_valid_solution(puzzle, solver.solve(format_grid(puzzle)).solution)  # `|`, `+`, `-` lines as printed
 
 
 def test_a_puzzle_without_a_solution_is_proved_so_early(solver):
