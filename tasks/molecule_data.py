@@ -136,6 +136,11 @@ def read_moses(split: str) -> list[str]:
         return [line.rstrip("\n").split(",")[column] for line in f if line.strip()]
 
 
+
+def token_lengths(split: str = "train") -> list[int]:
+    """How many MOSES molecules of `split` have each SMILES length in tokens (index = length)."""
+    return np.bincount([len(split_smiles(smiles)) for smiles in read_moses(split)]).tolist()
+
 def _features(smiles: str) -> tuple[str, float, float, float, str] | None:
     mol = Chem.MolFromSmiles(smiles)
     if mol is None:

@@ -63,6 +63,8 @@ def test_training_batches_hold_the_molecule_then_eos_and_optional_conditions():
     (dict(scaffold="c1ccccc1", windows={"heavy_atoms": (1, 4)}), "alone has heavy_atoms = 6"),
     (dict(scaffold="c1ccc2ccccc2c1", windows={"mw": (10, 100)}), "alone has mw"),
     (dict(contains="C(=O)N.[F,Cl]", windows={"heavy_atoms": (1, 3)}), "substructure C\\(=O\\)N.\\[F,Cl\\] alone"),
+    (dict(contains="c1ccccc1", windows={"rings": (0, 0)}), "substructure c1ccccc1 alone has rings = 1"),
+    (dict(contains="c1ccc2ccccc2c1", windows={"mw": (10, 100)}), "substructure c1ccc2ccccc2c1 alone has mw"),
 ])
 def test_bad_requests_are_rejected_before_any_work(kwargs, message):
     with pytest.raises(task.RequestError, match=message):
@@ -220,6 +222,28 @@ def test_free_generation_returns_distinct_verified_molecules(designer):
     for m in result:
         check(m, task.MoleculeRequest())
 
+
+
+def test_free_generation_fixes_each_canvas_length_from_the_training_lengths(designer):
+    """The layouts pin EOS at a drawn length; the guided canvases fill exactly that many tokens."""
+    from diffsolve.core import generate
+
+    generator = torch.Generator().manual_seed(3)
+    pinned, values = task.length_layouts(2000, generator)
+    lengths = (~pinned).sum(1)
+    assert (values[torch.arange(2000), lengths] == task.EOS).all() and (values[pinned].ne(task.EOS).sum() ==
+                                                                        2000 * (task.CANVAS - 1) - lengths.sum())
+    assert lengths.min() >= 13 and lengths.max() <= 54 and abs(lengths.float().mean() - 35.4) < 0.3
+    request = task.MoleculeRequest()
+    layouts = task.length_layouts(16, generator)
+    guidance = task.MoleculeGuidance(request, generator, layouts)
+    out = generate(designer.model, task.sample_prompts(request, 16, generator), designer.config, guidance=guidance,
+                   generator=torch.Generator().manual_seed(0))
+    drawn = (~layouts[0]).sum(1).tolist()
+    decoded = task.decode(out.canvas)
+    assert sum(s is not None for s in decoded) >= 8
+    assert all(len(split_smiles(s)) == n for s, n in zip(decoded, drawn) if s is not None)
+    assert designer.length_prior and not MoleculeDesigner(designer.model, length_prior=False).length_prior
 
 windows = st.sampled_from([("logp", (1.0, 3.0)), ("mw", (250.0, 330.0)), ("tpsa", (30.0, 80.0)),
                            ("rings", (2, 3)), ("qed", (0.6, 1.0)), ("hbd", (0, 1))])
