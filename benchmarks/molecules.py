@@ -1,6 +1,6 @@
 """Molecule benchmark: MOSES distribution metrics and constrained-generation success.
 
-    python benchmarks/molecules.py [--samples 10000] [--per-request 10] [--checkpoint DIR] [--constrained-only]
+    python benchmarks/molecules.py [--samples 10000] [--per-request 10] [--checkpoint DIR] [--sections ...]
 
 Needs the MOSES data (`pip install --no-deps molsets==0.3.1`) and `fcd_torch` (`make bench` installs both).
 
@@ -185,19 +185,27 @@ def test_scaffolds(k: int, seed: int) -> list[str]:
     return found
 
 
-def distribution_section(designer: MoleculeDesigner, samples: int, seed: int) -> dict:
-    """MOSES metrics of the model alone, of the full system and of a training sample of the same size."""
+SECTIONS = ("model_only", "full_system", "constrained")
+
+
+def distribution_section(designer: MoleculeDesigner, samples: int, seed: int, sections: list[str],
+                         earlier: dict) -> dict:
+    """MOSES metrics of the model alone, of the full system and of a training sample of the same size (the
+    sections not in `sections` are taken from `earlier`)."""
     ref = reference()
     patterns = mm.filter_patterns()
-    stock, stock_s = stock_samples(designer.model, samples, seed)
-    model_only = distribution_metrics(stock, ref, patterns)
-    model_only["s_per_molecule"] = stock_s / max(1, sum(1 for s in stock if mm.canonical(s)))
-    full, stats = full_system_samples(designer, samples, seed)
-    full_system = distribution_metrics(full, ref, patterns)
-    full_system.update(stats, s_per_molecule=stats["seconds"] / max(1, stats["returned"]),
-                       canvas_validity=stats["returned"] / stats["canvases"])
-    floor = distribution_metrics(train_sample(max(2, len(full)), seed), ref, patterns)
-    return {"model_only": model_only, "full_system": full_system, "train_sample": floor}
+    report = dict(earlier)
+    if "model_only" in sections:
+        stock, stock_s = stock_samples(designer.model, samples, seed)
+        report["model_only"] = distribution_metrics(stock, ref, patterns)
+        report["model_only"]["s_per_molecule"] = stock_s / max(1, sum(1 for s in stock if mm.canonical(s)))
+    if "full_system" in sections:
+        full, stats = full_system_samples(designer, samples, seed)
+        report["full_system"] = distribution_metrics(full, ref, patterns)
+        report["full_system"].update(stats, s_per_molecule=stats["seconds"] / max(1, stats["returned"]),
+                                     canvas_validity=stats["returned"] / stats["canvases"])
+        report["train_sample"] = distribution_metrics(train_sample(max(2, len(full)), seed), ref, patterns)
+    return report
 
 
 def run_constrained(designer: MoleculeDesigner, per_request: int, scaffolds: list[str], seed: int) -> list[dict]:
@@ -238,9 +246,9 @@ def markdown(report: dict) -> str:
                      f"{'yes' if r['all_verified_true'] else 'NO'} | {r['s_per_molecule']:.2f} |")
     total = sum(r["returned"] for r in report["constrained"]) / sum(r["requested"] for r in report["constrained"])
     lines.append(f"\nconstrained success overall: {total:.3f}")
-    if "constrained_rerun" in report["meta"]:
-        lines.append(f"(constrained requests rerun on {report['meta']['constrained_rerun']} with --constrained-only; "
-                     "the distribution metrics are from the earlier full run of the same checkpoint)")
+    for section, day in report["meta"].get("rerun", {}).items():
+        lines.append(f"({section.replace('_', ' ')} rerun on {day} with --sections; the other sections are from an "
+                     "earlier run of the same checkpoint)")
     if "note" in report["meta"]:
         lines.append(report["meta"]["note"])
     return "\n".join(lines)
@@ -274,26 +282,30 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     add_out_argument(parser, "molecules.json")
-    parser.add_argument("--constrained-only", action="store_true",
-                        help="rerun only the constrained requests; the distribution section is kept from the "
-                             "existing --out JSON (which must be of the same checkpoint)")
+    parser.add_argument("--sections", default=",".join(SECTIONS),
+                        help=f"comma-separated subset of {','.join(SECTIONS)} to run; the others are kept from the "
+                             "existing --out JSON (which must be of the same checkpoint and samples)")
     args = parser.parse_args()
+    sections = args.sections.split(",")
+    if not sections or any(section not in SECTIONS for section in sections):
+        parser.error(f"--sections takes a comma-separated subset of {','.join(SECTIONS)}")
     torch.set_num_threads(args.threads)
 
     designer = MoleculeDesigner.from_pretrained(args.checkpoint)
     checkpoint = relative(designer.model.source)
     meta = {"checkpoint": checkpoint, "samples": args.samples, "per_request": args.per_request, "seed": args.seed,
             "threads": args.threads, "torch": torch.__version__}
-    if args.constrained_only:
-        previous = json.loads(args.out.read_text()) if args.out.exists() else None
-        if previous is None or previous["meta"]["checkpoint"] != checkpoint:
-            sys.exit(f"--constrained-only needs {args.out} from a full run of {checkpoint}")
-        distribution = previous["distribution"]
-        meta = {**previous["meta"], "per_request": args.per_request, "threads": args.threads,
-                "constrained_rerun": time.strftime("%Y-%m-%d")}
-    else:
-        distribution = distribution_section(designer, args.samples, args.seed)
-    constrained = run_constrained(designer, args.per_request, test_scaffolds(args.scaffolds, args.seed), args.seed)
+    earlier = {"meta": {}, "distribution": {}, "constrained": []}
+    if len(sections) < len(SECTIONS):
+        earlier = json.loads(args.out.read_text()) if args.out.is_file() else None
+        if earlier is None or [earlier["meta"][k] for k in ("checkpoint", "samples")] != [checkpoint, args.samples]:
+            sys.exit(f"--sections {args.sections} needs {args.out} from a full run of {checkpoint} with "
+                     f"--samples {args.samples}")
+        rerun = {**earlier["meta"].get("rerun", {}), **{s: time.strftime("%Y-%m-%d") for s in sections}}
+        meta = {**earlier["meta"], "per_request": args.per_request, "threads": args.threads, "rerun": rerun}
+    distribution = distribution_section(designer, args.samples, args.seed, sections, earlier["distribution"])
+    constrained = (run_constrained(designer, args.per_request, test_scaffolds(args.scaffolds, args.seed), args.seed)
+                   if "constrained" in sections else earlier["constrained"])
     report = {"meta": meta, "distribution": distribution, "constrained": constrained}
     table = markdown(report)
     print(table)
