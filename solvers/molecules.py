@@ -74,13 +74,13 @@ class MoleculeDesigner:
     every molecule is then re-checked by RDKit against the request, and duplicates are dropped.
     `guided=False` is the model alone (the checkpoint's own sampler settings); its molecules are still verified
     before return. `max_steps` caps the denoising passes per canvas (default: 96 guided, the checkpoint's own
-    setting unguided). `length_prior` (guided, requests without windows or a pinned fragment): each canvas's
-    molecule length is drawn from the MOSES training lengths and fixed (`task.length_layouts`); windows set the
-    size through the prompt's property bins instead.
+    setting unguided). `training_prior` (guided free generation: requests without windows or a pinned fragment):
+    each canvas takes the property bins and the length of a random MOSES training molecule (`task.training_draws`),
+    so that the molecules follow the training distribution; requests with windows set the bins from them.
     """
 
     def __init__(self, model: DiffusionGemma, *, guided: bool = True, max_steps: int | None = None,
-                 canvases_per_round: int = 128, length_prior: bool = True):
+                 canvases_per_round: int = 128, training_prior: bool = True):
         check_task_model(model, "molecules", task.TOKENIZER, task.CANVAS)
         self.model = model
         self.guided = guided
@@ -100,7 +100,7 @@ class MoleculeDesigner:
         self.config = replace(base, max_denoising_steps=max_steps or base.max_denoising_steps, drop_finished=True,
                               eos_token_id=task.EOS, pad_token_id=task.PAD)
         self.canvases_per_round = arguments.whole(canvases_per_round, "canvases_per_round", 1)
-        self.length_prior = bool(length_prior)
+        self.training_prior = bool(training_prior)
 
     def __repr__(self) -> str:
         return (f"MoleculeDesigner({self.model.source or 'model'}, {'guided' if self.guided else 'model only'}, "
@@ -152,12 +152,14 @@ class MoleculeDesigner:
         while len(found) < n and tried < budget:
             # a round costs about the same number of passes at any size: size it to what is still missing
             rows = min(self.canvases_per_round, budget - tried, max(32, 8 * (n - len(found))))
-            prompt = task.sample_prompts(request, rows, generator).to(device)
-            guidance = None
-            if self.guided:
-                layouts = task.fragment_layouts(request.fragment, rows, generator) if request.fragment else \
-                    task.length_layouts(rows, generator) if self.length_prior and not request.windows else None
-                guidance = task.MoleculeGuidance(request, generator, layouts)
+            if self.guided and self.training_prior and not request.windows and not request.fragment:
+                prompt, layouts = task.training_draws(rows, generator)
+            else:
+                prompt = task.sample_prompts(request, rows, generator)
+                layouts = (task.fragment_layouts(request.fragment, rows, generator)
+                           if self.guided and request.fragment else None)
+            guidance = task.MoleculeGuidance(request, generator, layouts) if self.guided else None
+            prompt = prompt.to(device)
             out = generate(self.model, prompt, self.config, guidance=guidance,
                            generator=torch.Generator(device).manual_seed(int(torch.randint(0, 2**62, (1,),
                                                                                            generator=generator))))

@@ -137,9 +137,15 @@ def read_moses(split: str) -> list[str]:
 
 
 
-def token_lengths(split: str = "train") -> list[int]:
-    """How many MOSES molecules of `split` have each SMILES length in tokens (index = length)."""
-    return np.bincount([len(split_smiles(smiles)) for smiles in read_moses(split)]).tolist()
+def condition_table(data: dict[str, np.ndarray]) -> list[list[int]]:
+    """Rows [logp bin, mw bin, tpsa bin, SMILES tokens, molecules] over featurized molecules (`featurize`): the
+    joint distribution of the prompt's property bins and the molecule's length that free generation draws from.
+    Bin k of a property lies between its CONDITION_BINS edges k - 1 and k."""
+    bins = [np.searchsorted(np.array(CONDITION_BINS[name]), data[name], side="right") for name in CONDITION_BINS]
+    lengths = (data["molecules"] != 0).sum(1)  # 0 is the padding id (see `featurize`)
+    rows, counts = np.unique(np.stack([*bins, lengths], axis=1), axis=0, return_counts=True)
+    return [[*map(int, row), int(count)] for row, count in zip(rows, counts)]
+
 
 def _features(smiles: str) -> tuple[str, float, float, float, str] | None:
     mol = Chem.MolFromSmiles(smiles)

@@ -16,6 +16,7 @@ in the prompt); the layouts are a sampling-time constraint.
 from __future__ import annotations
 
 import copy
+import json
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -398,30 +399,32 @@ def sample_prompts(request: MoleculeRequest, n: int, generator: torch.Generator)
 
 MAX_FREE_RUN = 6  # longest free stretch before/after the fragment and per branch slot (large fragments)
 MAX_SLOTS = 2  # branch slots per layout
-# How many MOSES training molecules have each SMILES length in tokens (index = length; `token_lengths()` in
-# molecule_data, 1,584,663 molecules). Free generation draws each canvas's length from it (`length_layouts`).
-TRAIN_LENGTHS = (0,) * 13 + (21, 13, 20, 72, 71, 146, 236, 531, 1162, 1907, 3515, 5533, 9797, 16071, 27028, 41529,
-                             56684, 76543, 90271, 100933, 110302, 116835, 123022, 126850, 128169, 125957, 113914,
-                             100749, 80210, 54718, 36982, 18866, 9885, 3886, 1496, 529, 127, 72, 7, 2, 1, 1)
+# The joint distribution of the prompt's property bins and the SMILES length over the MOSES training set
+# (`molecule_data.condition_table`; rows: logp bin, mw bin, tpsa bin, tokens, molecules).
+CONDITION_TABLE = torch.tensor(json.loads((Path(__file__).parent / "moses_conditions.json").read_text())["rows"])
 # MOSES SMILES average 35.4 tokens (median 36, 5-95 %: 28-42). Around a small fragment each free stretch may
 # grow to 2/3 of what the fragment leaves of that, so that molecules of the usual size fit: with stretches of
 # at most 6, `contains="C(=O)N"` with MW 250-330 gave no molecule in 1,024 canvases (layouts of 12.7 tokens on
 # average); now they average 25 tokens (sulfonamide 28 instead of 18, benzene 36 instead of 19; scaffolds are
 # unchanged).
-TYPICAL_TOKENS = int(np.dot(np.arange(len(TRAIN_LENGTHS)), TRAIN_LENGTHS) / sum(TRAIN_LENGTHS))  # 35
+TYPICAL_TOKENS = int((CONDITION_TABLE[:, 3] * CONDITION_TABLE[:, 4]).sum() / CONDITION_TABLE[:, 4].sum())  # 35
 
 
-def length_layouts(n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-    """(pinned, values) [n, CANVAS] fixing each canvas's molecule length, drawn from the training lengths: EOS
-    pinned there, padding after it, every position before it free. Left alone, canvases settle padding early
-    and molecules run short (the model alone: 29 tokens on average against the training set's 35.4, see
-    benchmarks/results/molecule_raw.md), which costs FCD. On 512 unconditioned canvases (development run) the
-    lengths took FCD/Test from 6.9 to 5.6 and novelty from 0.925 to 0.969, for 450 verified molecules instead
-    of 477."""
-    lengths = torch.multinomial(torch.tensor(TRAIN_LENGTHS, dtype=torch.float), n, replacement=True,
-                                generator=generator)
+def training_draws(n: int, generator: torch.Generator) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+    """Prompts and layouts for free generation: each canvas takes the property bins and the SMILES length of
+    a training molecule drawn at random (CONDITION_TABLE); its EOS is pinned at that length, padding after
+    it, every position before it free. Left alone (no bins, free length), canvases settle padding early and
+    molecules run short (the model alone: 29 tokens on average against the training set's 35.4, see
+    benchmarks/results/molecule_raw.md), which costs FCD. On 512 unconditioned canvases (development runs,
+    seed 7): FCD/Test 6.9 and novelty 0.925 with neither, 5.6 and 0.969 with drawn lengths, 5.1 and 0.986
+    with drawn bins and lengths; 477, 450 and 442 verified molecules."""
+    pick = torch.multinomial(CONDITION_TABLE[:, 4].float(), n, replacement=True, generator=generator)
+    drawn = CONDITION_TABLE[pick]
+    conditions = [{name: BIN_BASE[name] + int(row[k]) for k, name in enumerate(CONDITIONED)} for row in drawn]
     position = torch.arange(CANVAS)
-    return position >= lengths[:, None], torch.where(position == lengths[:, None], EOS, PAD)
+    lengths = drawn[:, 3:4]
+    layouts = position >= lengths, torch.where(position == lengths, EOS, PAD)
+    return encode_prompts(conditions, [None] * n), layouts
 
 
 def fragment_layouts(fragment: str, n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:

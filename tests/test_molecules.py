@@ -224,26 +224,30 @@ def test_free_generation_returns_distinct_verified_molecules(designer):
 
 
 
-def test_free_generation_fixes_each_canvas_length_from_the_training_lengths(designer):
-    """The layouts pin EOS at a drawn length; the guided canvases fill exactly that many tokens."""
+def test_free_generation_draws_bins_and_lengths_of_training_molecules(designer):
+    """Each canvas gets a training molecule's property bins and length: EOS pinned there, and the guided
+    canvases fill exactly that many tokens."""
     from diffsolve.core import generate
 
     generator = torch.Generator().manual_seed(3)
-    pinned, values = task.length_layouts(2000, generator)
+    prompt, (pinned, values) = task.training_draws(2000, generator)
     lengths = (~pinned).sum(1)
-    assert (values[torch.arange(2000), lengths] == task.EOS).all() and (values[pinned].ne(task.EOS).sum() ==
-                                                                        2000 * (task.CANVAS - 1) - lengths.sum())
+    assert (values[torch.arange(2000), lengths] == task.EOS).all() and (values[pinned] == task.EOS).sum() == 2000
     assert lengths.min() >= 13 and lengths.max() <= 54 and abs(lengths.float().mean() - 35.4) < 0.3
+    bins = prompt[:, 1:1 + len(task.CONDITIONED)]
+    assert not any((bins[:, k] == task.UNSPECIFIED[name]).any() for k, name in enumerate(task.CONDITIONED))
+    mw = bins[:, task.CONDITIONED.index("mw")] - task.BIN_BASE["mw"]
+    assert lengths[mw == mw.max()].float().mean() > lengths[mw == mw.min()].float().mean() + 10  # drawn together
     request = task.MoleculeRequest()
-    layouts = task.length_layouts(16, generator)
+    prompt, layouts = task.training_draws(16, generator)
     guidance = task.MoleculeGuidance(request, generator, layouts)
-    out = generate(designer.model, task.sample_prompts(request, 16, generator), designer.config, guidance=guidance,
+    out = generate(designer.model, prompt, designer.config, guidance=guidance,
                    generator=torch.Generator().manual_seed(0))
     drawn = (~layouts[0]).sum(1).tolist()
     decoded = task.decode(out.canvas)
     assert sum(s is not None for s in decoded) >= 8
     assert all(len(split_smiles(s)) == n for s, n in zip(decoded, drawn) if s is not None)
-    assert designer.length_prior and not MoleculeDesigner(designer.model, length_prior=False).length_prior
+    assert designer.training_prior and not MoleculeDesigner(designer.model, training_prior=False).training_prior
 
 windows = st.sampled_from([("logp", (1.0, 3.0)), ("mw", (250.0, 330.0)), ("tpsa", (30.0, 80.0)),
                            ("rings", (2, 3)), ("qed", (0.6, 1.0)), ("hbd", (0, 1))])
