@@ -208,7 +208,8 @@ def demo(
         verdict = "[green]verified[/green]" if bool(out.solved[0]) else "[red]no verified answer[/red]"
     else:
         verdict = "[green]correct[/green]" if correct else "[red]wrong[/red]"
-    console.print(f"output    {answer}  {verdict}  ({int(out.forward_passes[0])} passes, {seconds:.2f} s)")
+    passes = int(out.forward_passes[0])
+    console.print(f"output    {answer}  {verdict}  ({passes} pass{'es' * (passes != 1)}, {seconds:.2f} s)")
 
 
 @app.command()
@@ -377,8 +378,9 @@ def molecules(
         _draw_molecules(result.molecules, image)
     elif image is not None:
         print(f"no molecule to draw: {image} not written", file=sys.stderr)
-    summary = (f"{len(result)}/{num} verified molecules from {result.canvases} canvases in {result.seconds:.1f} s"
-               + (f"; budget exhausted ({result.canvases} canvases)" if result.exhausted else "")
+    canvases = f"{result.canvases} canvas{'es' * (result.canvases != 1)}"
+    summary = (f"{len(result)}/{num} verified molecules from {canvases} in {result.seconds:.1f} s"
+               + (f"; budget exhausted ({canvases})" if result.exhausted else "")
                + (f" (seed {result.seed}: --seed {result.seed} repeats this run)" if seed is None else ""))
     print(summary, file=sys.stderr)
     raise typer.Exit(1 if result.exhausted else 0)
