@@ -29,8 +29,8 @@ def check_task_model(model: DiffusionGemma, task: str, tokenizer: Tokenizer, can
         raise CheckpointError(f"{model.source or 'this model'}: not a {task} checkpoint (vocabulary of "
                               f"{config.vocab_size} tokens, canvas of {config.canvas_length}; the {task} solver "
                               f"needs {vocab_size} tokens and a canvas of {'' if exact else 'at least '}{canvas})")
-    if model.tokenizer is not None and model.tokenizer.get_vocab() != tokenizer.get_vocab():
-        theirs, ours = model.tokenizer.get_vocab(), tokenizer.get_vocab()
+    theirs, ours = (model.tokenizer.get_vocab() if model.tokenizer else None), tokenizer.get_vocab()
+    if theirs is not None and theirs != ours:
         differ = sorted((token for token in ours if theirs.get(token) != ours[token]), key=ours.get)[:5]
         raise CheckpointError(f"{model.source or 'this model'}: not a {task} checkpoint (its tokenizer.json gives "
                               f"other ids to {', '.join(map(repr, differ)) or 'tokens the ' + task + ' solver lacks'})")

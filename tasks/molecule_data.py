@@ -100,6 +100,11 @@ CONDITION_BINS: dict[str, tuple[float, ...]] = {
 }
 
 
+def bin_index(name: str, values: float | np.ndarray) -> np.ndarray:
+    """The bin k of each value of property `name`: CONDITION_BINS edge k - 1 <= value < edge k."""
+    return np.searchsorted(np.array(CONDITION_BINS[name]), values, side="right")
+
+
 def bin_ranges(name: str) -> list[tuple[float, float]]:
     edges = (-math.inf, *CONDITION_BINS[name], math.inf)
     return list(itertools.pairwise(edges))
@@ -136,12 +141,11 @@ def read_moses(split: str) -> list[str]:
         return [line.rstrip("\n").split(",")[column] for line in f if line.strip()]
 
 
-
 def condition_table(data: dict[str, np.ndarray]) -> list[list[int]]:
     """Rows [logp bin, mw bin, tpsa bin, SMILES tokens, molecules] over featurized molecules (`featurize`): the
-    joint distribution of the prompt's property bins and the molecule's length that free generation draws from.
-    Bin k of a property lies between its CONDITION_BINS edges k - 1 and k."""
-    bins = [np.searchsorted(np.array(CONDITION_BINS[name]), data[name], side="right") for name in CONDITION_BINS]
+    joint distribution of the prompt's property bins (`bin_index`) and the molecule's length that free
+    generation draws from."""
+    bins = [bin_index(name, data[name]) for name in CONDITION_BINS]
     lengths = (data["molecules"] != 0).sum(1)  # 0 is the padding id (see `featurize`)
     rows, counts = np.unique(np.stack([*bins, lengths], axis=1), axis=0, return_counts=True)
     return [[*map(int, row), int(count)] for row, count in zip(rows, counts)]

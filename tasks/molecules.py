@@ -32,8 +32,8 @@ from rdkit.Chem import Descriptors, Lipinski, rdMolDescriptors
 
 from ..core import Guidance, ModelConfig, arguments, word_level_tokenizer
 from ..core.training import Batch
-from .molecule_data import (CONDITION_BINS, MAX_SMILES_TOKENS, PROPERTIES, SMILES_TOKENS, SmilesError, bin_ranges,
-                            compute_properties, condition_tokens, exact_properties, tokenize_known)
+from .molecule_data import (CONDITION_BINS, MAX_SMILES_TOKENS, PROPERTIES, SMILES_TOKENS, SmilesError, bin_index,
+                            bin_ranges, compute_properties, condition_tokens, exact_properties, tokenize_known)
 
 CANVAS = 64
 TOKENIZER = word_level_tokenizer([*SMILES_TOKENS, *condition_tokens()])
@@ -105,8 +105,7 @@ def decode(canvas: Tensor) -> list[str | None]:
 
 # ------------------------------------------------------------------------------------------ prompts
 def bin_token(name: str, value: float) -> int:
-    edges = torch.tensor(CONDITION_BINS[name])
-    return BIN_BASE[name] + int(torch.bucketize(torch.tensor(value), edges, right=True))
+    return BIN_BASE[name] + int(bin_index(name, value))
 
 
 def window_bins(name: str, window: tuple[float, float]) -> list[int]:
@@ -149,8 +148,7 @@ class MoleculeStream:
         fits = torch.as_tensor((data["scaffolds"] != PAD).sum(1) <= MAX_SCAFFOLD_TOKENS)  # 1 in 300k did not
         self.molecules = torch.as_tensor(data["molecules"].astype(np.int64))[fits]
         self.scaffolds = torch.as_tensor(data["scaffolds"].astype(np.int64))[fits]
-        self.bins = torch.stack([BIN_BASE[name] + torch.bucketize(torch.as_tensor(data[name]),
-                                                                  torch.tensor(CONDITION_BINS[name]), right=True)
+        self.bins = torch.stack([BIN_BASE[name] + torch.as_tensor(bin_index(name, data[name]))
                                  for name in CONDITIONED], dim=1)[fits]
         self.keep = keep
 
