@@ -75,8 +75,9 @@ class MoleculeDesigner:
     `guided=False` is the model alone (the checkpoint's own sampler settings); its molecules are still verified
     before return. `max_steps` caps the denoising passes per canvas (default: 96 guided, the checkpoint's own
     setting unguided). `training_prior` (guided free generation: requests without windows or a pinned fragment):
-    each canvas takes the property bins and the length of a random MOSES training molecule (`task.training_draws`),
-    so that the molecules follow the training distribution; requests with windows set the bins from them.
+    each canvas is prompted with the property bins and the scaffold of a random MOSES training molecule and takes its
+    length (`task.training_draws`), so that the molecules follow the training distribution; requests with windows
+    set the bins from them.
     """
 
     def __init__(self, model: DiffusionGemma, *, guided: bool = True, max_steps: int | None = None,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import itertools
+import json
 import math
 import re
 from collections.abc import Sequence
@@ -45,7 +46,7 @@ def split_smiles(smiles: str) -> list[str]:
 def tokenize_known(smiles: str) -> list[str]:
     """Tokens of `smiles`, all of which must be in the model's vocabulary."""
     tokens = split_smiles(smiles)
-    unknown = sorted(set(tokens) - set(SMILES_TOKENS))
+    unknown = sorted(set(tokens).difference(SMILES_TOKENS))
     if unknown:
         raise SmilesError(f"{smiles!r} uses token(s) {', '.join(unknown)} that the model's vocabulary lacks "
                           f"(it knows {' '.join(SMILES_TOKENS)})")
@@ -141,14 +142,41 @@ def read_moses(split: str) -> list[str]:
         return [line.rstrip("\n").split(",")[column] for line in f if line.strip()]
 
 
-def condition_table(data: dict[str, np.ndarray]) -> list[list[int]]:
-    """Rows [logp bin, mw bin, tpsa bin, SMILES tokens, molecules] over featurized molecules (`featurize`): the
-    joint distribution of the prompt's property bins (`bin_index`) and the molecule's length that free
-    generation draws from."""
-    bins = [bin_index(name, data[name]) for name in CONDITION_BINS]
-    lengths = (data["molecules"] != 0).sum(1)  # 0 is the padding id (see `featurize`)
-    rows, counts = np.unique(np.stack([*bins, lengths], axis=1), axis=0, return_counts=True)
-    return [[*map(int, row), int(count)] for row, count in zip(rows, counts)]
+def prompt_sample(smiles: Sequence[str], n: int, seed: int = 0, workers: int = 2) -> list[list]:
+    """Rows [logp bin, mw bin, tpsa bin, SMILES tokens, scaffold SMILES] of `n` molecules drawn at random
+    (seeded) from `smiles` among those `featurize` keeps and whose scaffold fits the prompt: the training
+    molecules whose prompts free generation reuses."""
+    from .molecules import MAX_SCAFFOLD_TOKENS, TOKENIZER
+
+    order = np.random.default_rng(seed).permutation(len(smiles))
+    rows: list[list] = []
+    chunk = n + n // 10 + 100  # featurize drops about 1 in 1,000; rows are taken in `order` whatever the chunk
+    for start in range(0, len(order), chunk):
+        data = featurize([smiles[i] for i in order[start:start + chunk]], workers)
+        bins = [bin_index(name, data[name]) for name in CONDITION_BINS]
+        lengths = (data["molecules"] != 0).sum(1)  # 0 is the padding id (see `featurize`)
+        for k, scaffold in enumerate(data["scaffolds"]):
+            ids = scaffold[scaffold != 0]
+            if len(ids) <= MAX_SCAFFOLD_TOKENS and len(rows) < n:
+                rows.append([*(int(b[k]) for b in bins), int(lengths[k]),
+                             "".join(TOKENIZER.id_to_token(int(i)) for i in ids)])
+        if len(rows) == n:
+            break
+    return rows
+
+
+def write_prompt_sample(path: Path, n: int = 100_000, seed: int = 0, workers: int = 2) -> None:
+    """`prompt_sample` of the MOSES training set as gzipped JSON (byte for byte the same for the same
+    arguments), the table `molecules.training_draws` reads."""
+    table = {"description": f"{n:,} MOSES training molecules (molsets 0.3.1 train.csv.gz) drawn at random, seed "
+                            f"{seed}: the prompt bins, SMILES length and Bemis-Murcko scaffold of each",
+             "columns": ["logp_bin", "mw_bin", "tpsa_bin", "tokens", "scaffold"],
+             "command": f"python -c \"from diffsolve.tasks.molecule_data import write_prompt_sample; "
+                        f"write_prompt_sample('tasks/{Path(path).name}', n={n}, seed={seed})\"",
+             "rows": prompt_sample(read_moses("train"), n, seed, workers)}
+    text = json.dumps(table, separators=(",", ":")).replace('],[', '],\n[')
+    with open(path, "wb") as raw, gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0) as f:
+        f.write(text.encode())
 
 
 def _features(smiles: str) -> tuple[str, float, float, float, str] | None:

@@ -16,6 +16,7 @@ in the prompt); the layouts are a sampling-time constraint.
 from __future__ import annotations
 
 import copy
+import gzip
 import json
 import math
 from collections.abc import Callable, Sequence
@@ -78,8 +79,11 @@ def model_config() -> ModelConfig:
     )
 
 
+TOKEN_IDS = TOKENIZER.get_vocab()
+
+
 def encode_tokens(tokens: Sequence[str]) -> list[int]:
-    return [TOKENIZER.token_to_id(t) for t in tokens]
+    return [TOKEN_IDS[t] for t in tokens]
 
 
 IS_SMILES = torch.zeros(TOKENIZER.get_vocab_size(), dtype=torch.bool)
@@ -118,13 +122,13 @@ def window_bins(name: str, window: tuple[float, float]) -> list[int]:
 
 def encode_prompts(conditions: Sequence[dict[str, int]], scaffolds: Sequence[list[int] | None]) -> Tensor:
     """[B, PROMPT_WIDTH] prompts: BOS, a token per conditioned property, `<scaffold>` + ids when given, padding."""
-    rows = []
-    for cond, scaffold in zip(conditions, scaffolds):
+    prompts = np.full((len(conditions), PROMPT_WIDTH), PAD, dtype=np.int64)
+    for prompt, cond, scaffold in zip(prompts, conditions, scaffolds):
         row = [BOS] + [cond.get(name, UNSPECIFIED[name]) for name in CONDITIONED]
         if scaffold:
             row += [SCAFFOLD, *scaffold]
-        rows.append(row)
-    return torch.tensor([row + [PAD] * (PROMPT_WIDTH - len(row)) for row in rows], dtype=torch.long)
+        prompt[:len(row)] = row
+    return torch.from_numpy(prompts)
 
 
 def scaffold_ids(scaffold: str | None) -> list[int] | None:
@@ -397,32 +401,42 @@ def sample_prompts(request: MoleculeRequest, n: int, generator: torch.Generator)
 
 MAX_FREE_RUN = 6  # longest free stretch before/after the fragment and per branch slot (large fragments)
 MAX_SLOTS = 2  # branch slots per layout
-# The joint distribution of the prompt's property bins and the SMILES length over the MOSES training set
-# (`molecule_data.condition_table`; rows: logp bin, mw bin, tpsa bin, tokens, molecules).
-CONDITION_TABLE = torch.tensor(json.loads((Path(__file__).parent / "moses_conditions.json").read_text())["rows"])
 # MOSES SMILES average 35.4 tokens (median 36, 5-95 %: 28-42). Around a small fragment each free stretch may
 # grow to 2/3 of what the fragment leaves of that, so that molecules of the usual size fit: with stretches of
 # at most 6, `contains="C(=O)N"` with MW 250-330 gave no molecule in 1,024 canvases (layouts of 12.7 tokens on
 # average); now they average 25 tokens (sulfonamide 28 instead of 18, benzene 36 instead of 19; scaffolds are
 # unchanged).
-TYPICAL_TOKENS = int((CONDITION_TABLE[:, 3] * CONDITION_TABLE[:, 4]).sum() / CONDITION_TABLE[:, 4].sum())  # 35
+TYPICAL_TOKENS = 35
+
+
+# Free generation's prompts: 100,000 MOSES training molecules drawn at random (`molecule_data.write_prompt_sample`).
+PROMPT_SAMPLE = Path(__file__).parent / "moses_prompts.json.gz"
+
+
+@lru_cache(maxsize=1)
+def training_prompts() -> tuple[Tensor, Tensor]:
+    """Prompts [N, PROMPT_WIDTH] (property bins and scaffold) and SMILES lengths [N] of the molecules in
+    PROMPT_SAMPLE."""
+    with gzip.open(PROMPT_SAMPLE, "rt") as f:
+        rows = json.load(f)["rows"]
+    conditions = [{name: BIN_BASE[name] + row[k] for k, name in enumerate(CONDITIONED)} for row in rows]
+    return encode_prompts(conditions, [scaffold_ids(row[4]) for row in rows]), torch.tensor([row[3] for row in rows])
 
 
 def training_draws(n: int, generator: torch.Generator) -> tuple[Tensor, tuple[Tensor, Tensor]]:
-    """Prompts and layouts for free generation: each canvas takes the property bins and the SMILES length of
-    a training molecule drawn at random (CONDITION_TABLE); its EOS is pinned at that length, padding after
-    it, every position before it free. Left alone (no bins, free length), canvases settle padding early and
-    molecules run short (the model alone: 29 tokens on average against the training set's 35.4, see
-    benchmarks/results/molecule_raw.md), which costs FCD. On 512 unconditioned canvases (development runs,
-    seed 7): FCD/Test 6.9 and novelty 0.925 with neither, 5.6 and 0.969 with drawn lengths, 5.1 and 0.986
-    with drawn bins and lengths; 477, 450 and 442 verified molecules."""
-    pick = torch.multinomial(CONDITION_TABLE[:, 4].float(), n, replacement=True, generator=generator)
-    drawn = CONDITION_TABLE[pick]
-    conditions = [{name: BIN_BASE[name] + int(row[k]) for k, name in enumerate(CONDITIONED)} for row in drawn]
+    """Prompts and layouts for free generation: each canvas is prompted like a training molecule drawn at
+    random (`training_prompts`: its property bins and its scaffold) and its EOS is pinned at that molecule's
+    SMILES length, padding after it, every position before it free. Unprompted, with a free length, canvases
+    settle padding early and molecules run short (the model alone: 29 tokens on average against the
+    training set's 35.4, see benchmarks/results/molecule_raw.md), which costs FCD. Development runs (1,000
+    unconditioned canvases, seeds 7 and 8, FCD/Test of the first 700 verified molecules): bins and lengths
+    3.98 and 4.01, novelty 0.989 and 0.986, 860 and 877 verified; with the scaffolds too 2.87 and 3.04,
+    novelty 0.916 and 0.917, 782 and 785 verified."""
+    prompts, lengths = training_prompts()
+    pick = torch.randint(len(lengths), (n,), generator=generator)
+    lengths = lengths[pick, None]
     position = torch.arange(CANVAS)
-    lengths = drawn[:, 3:4]
-    layouts = position >= lengths, torch.where(position == lengths, EOS, PAD)
-    return encode_prompts(conditions, [None] * n), layouts
+    return prompts[pick], (position >= lengths, torch.where(position == lengths, EOS, PAD))
 
 
 def fragment_layouts(fragment: str, n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:

@@ -8,14 +8,15 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from rdkit import Chem
-from rdkit.Chem import Crippen
+from rdkit.Chem import Crippen, Descriptors, rdMolDescriptors
 from typer.testing import CliRunner
 
 from diffsolve.solvers import MoleculeDesigner
 from diffsolve.solvers.checkpoints import default_checkpoint
 from diffsolve.solvers.cli import app
 from diffsolve.tasks import molecules as task
-from diffsolve.tasks.molecule_data import PROPERTIES, SmilesError, featurize, split_smiles, tokenize_known
+from diffsolve.tasks.molecule_data import (PROPERTIES, SmilesError, bin_index, featurize, prompt_sample,
+                                          scaffold_smiles, split_smiles, tokenize_known)
 
 ASPIRIN = "CC(=O)Oc1ccccc1C(=O)O"
 
@@ -33,6 +34,24 @@ def test_tokens_round_trip_and_unknown_tokens_are_named():
         tokenize_known("C[N+](C)(C)C")
     with pytest.raises(SmilesError, match="cannot tokenize"):
         split_smiles("C&C")
+
+
+def test_prompt_sample_holds_bins_lengths_and_scaffolds_of_the_drawn_molecules():
+    smiles = ["CCO", "c1ccccc1CC(=O)O", "O=C(Nc1ccccc1)C1CC1", "Cc1ccc(S(N)(=O)=O)cc1", "[Xe]", "CC[Se]C",
+              "Cn1cnc2c1c(=O)n(C)c(=O)n2C", "OC1CCCCC1"]
+    rows = prompt_sample(smiles, 5, seed=1, workers=1)
+    assert rows == prompt_sample(smiles, 5, seed=1, workers=1) and len(rows) == 5
+    assert rows != prompt_sample(smiles, 5, seed=2, workers=1)
+    by_scaffold = {}
+    for logp_bin, mw_bin, tpsa_bin, tokens, scaffold in rows:
+        matches = [s for s in smiles if s not in ("[Xe]", "CC[Se]C") and len(split_smiles(s)) == tokens
+                   and scaffold_smiles(Chem.MolFromSmiles(s)) == scaffold]
+        assert len(matches) == 1, (tokens, scaffold)
+        mol = Chem.MolFromSmiles(matches[0])
+        assert logp_bin == bin_index("logp", Crippen.MolLogP(mol)) and mw_bin == bin_index("mw", Descriptors.MolWt(mol))
+        assert tpsa_bin == bin_index("tpsa", rdMolDescriptors.CalcTPSA(mol))
+        by_scaffold[matches[0]] = scaffold
+    assert len(by_scaffold) == 5 and by_scaffold.get("CCO", "") == ""
 
 
 def test_training_batches_hold_the_molecule_then_eos_and_optional_conditions():
@@ -224,9 +243,9 @@ def test_free_generation_returns_distinct_verified_molecules(designer):
 
 
 
-def test_free_generation_draws_bins_and_lengths_of_training_molecules(designer):
-    """Each canvas gets a training molecule's property bins and length: EOS pinned there, and the guided
-    canvases fill exactly that many tokens."""
+def test_free_generation_draws_bins_scaffolds_and_lengths_of_training_molecules(designer):
+    """Each canvas gets a training molecule's property bins, scaffold and length: EOS pinned there, and the
+    guided canvases fill exactly that many tokens."""
     from diffsolve.core import generate
 
     generator = torch.Generator().manual_seed(3)
@@ -238,6 +257,12 @@ def test_free_generation_draws_bins_and_lengths_of_training_molecules(designer):
     assert not any((bins[:, k] == task.UNSPECIFIED[name]).any() for k, name in enumerate(task.CONDITIONED))
     mw = bins[:, task.CONDITIONED.index("mw")] - task.BIN_BASE["mw"]
     assert lengths[mw == mw.max()].float().mean() > lengths[mw == mw.min()].float().mean() + 10  # drawn together
+    scaffold = prompt[:, 1 + len(task.CONDITIONED):]
+    assert (scaffold[:, 0] == task.SCAFFOLD).float().mean() > 0.99  # MOSES molecules nearly all have a ring
+    scaffold_tokens = (scaffold[:, 1:] != task.PAD).sum(1)
+    # the scaffold's canonical SMILES may write a ring closure or [nH] the molecule's does not: a few tokens over
+    assert (scaffold_tokens <= lengths).float().mean() > 0.99 and (scaffold_tokens <= lengths + 3).all()
+    assert len({tuple(row) for row in scaffold.tolist()}) > 1500  # many scaffolds, not a few
     request = task.MoleculeRequest()
     prompt, layouts = task.training_draws(16, generator)
     guidance = task.MoleculeGuidance(request, generator, layouts)
