@@ -329,6 +329,12 @@ def molecules(
                                           "type (.png, .jpg, .webp, ...)."),
     model_only: bool = typer.Option(False, "--model-only", help="Stock sampler without chemistry guidance "
                                                                 "(molecules are still verified)."),
+    training_prior: bool = typer.Option(
+        True, "--training-prior/--no-training-prior",
+        help="Without windows or a fragment to pin: prompt each canvas with the property bins and the scaffold of "
+             "a random MOSES training molecule and give it that molecule's length, so that the molecules follow "
+             "the training distribution (most sit on training scaffolds). --no-training-prior leaves both to the "
+             "model: more new scaffolds, fewer verified molecules per canvas."),
     checkpoint: str = typer.Option(None, help="Checkpoint directory or hub id (default: the shipped model)."),
     seed: int = typer.Option(None, **SEED_RANGE, help="Seed (default: random; the summary on stderr says which)."),
     device: str = typer.Option("cpu", help="cpu or cuda."),
@@ -362,7 +368,8 @@ def molecules(
     out = None if out is not None and str(out) == "-" else out
     _check_writable(out, "--out")
     _check_image(image, "molecules")
-    designer = _load(checkpoint, "molecules", device, lambda model: MoleculeDesigner(model, guided=not model_only))
+    designer = _load(checkpoint, "molecules", device,
+                     lambda model: MoleculeDesigner(model, guided=not model_only, training_prior=training_prior))
     budget = budget if budget is not None else default_budget(num)
     with progress_bar("designing", "{task.fields[tried]}") as bar:
         task = bar.add_task("molecules", total=num, tried="")

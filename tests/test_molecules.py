@@ -367,6 +367,17 @@ def test_cli_json_lines_are_verified_and_in_the_window():
     assert "3/3 verified molecules" in result.stderr
 
 
+def test_cli_training_prior_can_be_turned_off():
+    runs = {flag: CliRunner().invoke(app, ["molecules", "-n", "4", "--format", "smi", "--seed", "5", flag])
+            for flag in ("--training-prior", "--no-training-prior")}
+    assert all(r.exit_code == 0 for r in runs.values()), [r.stderr for r in runs.values()]
+    smiles = {flag: r.stdout.split() for flag, r in runs.items()}
+    assert all(len(s) == 4 and all(Chem.MolFromSmiles(x) for x in s) for s in smiles.values())
+    assert smiles["--training-prior"] != smiles["--no-training-prior"]  # other prompts, other molecules
+    default = CliRunner().invoke(app, ["molecules", "-n", "4", "--format", "smi", "--seed", "5"])
+    assert default.stdout.split() == smiles["--training-prior"]
+
+
 def test_cli_writes_sdf_and_a_picture(tmp_path):
     out, image = tmp_path / "mols.sdf", tmp_path / "grid.png"
     result = CliRunner().invoke(app, ["molecules", "-n", "2", "--format", "sdf", "--out", str(out),
