@@ -333,8 +333,8 @@ def molecules(
         True, "--training-prior/--no-training-prior",
         help="Without windows or a fragment to pin: prompt each canvas with the property bins and the scaffold of "
              "a random MOSES training molecule and give it that molecule's length, so that the molecules follow "
-             "the training distribution (most sit on training scaffolds). --no-training-prior leaves both to the "
-             "model: more new scaffolds, fewer verified molecules per canvas."),
+             "the training distribution. --no-training-prior leaves both to the model: more verified molecules "
+             "per canvas, but shorter and less varied ones."),
     checkpoint: str = typer.Option(None, help="Checkpoint directory or hub id (default: the shipped model)."),
     seed: int = typer.Option(None, **SEED_RANGE, help="Seed (default: random; the summary on stderr says which)."),
     device: str = typer.Option("cpu", help="cpu or cuda."),
