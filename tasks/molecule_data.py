@@ -157,12 +157,12 @@ def prompt_sample(smiles: Sequence[str], n: int, seed: int = 0, workers: int = 2
         lengths = (data["molecules"] != 0).sum(1)  # 0 is the padding id (see `featurize`)
         for k, scaffold in enumerate(data["scaffolds"]):
             ids = scaffold[scaffold != 0]
-            if len(ids) <= MAX_SCAFFOLD_TOKENS and len(rows) < n:
+            if len(ids) <= MAX_SCAFFOLD_TOKENS:
                 rows.append([*(int(b[k]) for b in bins), int(lengths[k]),
                              "".join(TOKENIZER.id_to_token(int(i)) for i in ids)])
-        if len(rows) == n:
+        if len(rows) >= n:
             break
-    return rows
+    return rows[:n]
 
 
 def write_prompt_sample(path: Path, n: int = 100_000, seed: int = 0, workers: int = 2) -> None:

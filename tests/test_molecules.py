@@ -253,6 +253,7 @@ def test_free_generation_draws_bins_scaffolds_and_lengths_of_training_molecules(
     lengths = (~pinned).sum(1)
     assert (values[torch.arange(2000), lengths] == task.EOS).all() and (values[pinned] == task.EOS).sum() == 2000
     assert lengths.min() >= 13 and lengths.max() <= 54 and abs(lengths.float().mean() - 35.4) < 0.3
+    assert task.TYPICAL_TOKENS == int(task.training_prompts()[1].float().mean())  # the constant the layouts use
     bins = prompt[:, 1:1 + len(task.CONDITIONED)]
     assert not any((bins[:, k] == task.UNSPECIFIED[name]).any() for k, name in enumerate(task.CONDITIONED))
     mw = bins[:, task.CONDITIONED.index("mw")] - task.BIN_BASE["mw"]
