@@ -143,7 +143,7 @@ def full_system_samples(designer: MoleculeDesigner, n: int, seed: int) -> tuple[
     with tqdm(total=n, desc="full system", unit="canvas", file=sys.stderr) as bar:
         result = designer.generate(n, seed=seed, budget=n, on_round=lambda tried, found: bar.update(tried - bar.n))
     return [m.smiles for m in result], {"canvases": result.canvases, "seconds": result.seconds,
-                                        "returned": len(result)}
+                                        "returned": len(result), "known": result.known, "atypical": result.atypical}
 
 
 def constrained_requests(scaffolds: list[str]) -> list[tuple[str, str, dict]]:
@@ -188,8 +188,8 @@ def test_scaffolds(k: int, seed: int) -> list[str]:
 SECTIONS = ("model_only", "full_system", "constrained")
 
 
-def distribution_section(designer: MoleculeDesigner, samples: int, seed: int, sections: list[str],
-                         earlier: dict) -> dict:
+def distribution_section(designer: MoleculeDesigner, samples: int, full_canvases: int, seed: int,
+                         sections: list[str], earlier: dict) -> dict:
     """MOSES metrics of the model alone, of the full system and of a training sample of the same size (the
     sections not in `sections` are taken from `earlier`)."""
     ref = reference()
@@ -200,7 +200,7 @@ def distribution_section(designer: MoleculeDesigner, samples: int, seed: int, se
         report["model_only"] = distribution_metrics(stock, ref, patterns)
         report["model_only"]["s_per_molecule"] = stock_s / max(1, sum(1 for s in stock if mm.canonical(s)))
     if "full_system" in sections:
-        full, stats = full_system_samples(designer, samples, seed)
+        full, stats = full_system_samples(designer, full_canvases, seed)
         report["full_system"] = distribution_metrics(full, ref, patterns)
         report["full_system"].update(stats, s_per_molecule=stats["seconds"] / max(1, stats["returned"]),
                                      canvas_validity=stats["returned"] / stats["canvases"])
@@ -238,7 +238,9 @@ def markdown(report: dict) -> str:
     lines.append(f"\nmodel only: {stock['samples']} canvases, {stock['valid']:.1%} valid before any repair, "
                  f"{stock['s_per_molecule']:.2f} s per valid molecule")
     lines.append(f"full system: {full['canvases']} canvases -> {full['returned']} distinct verified molecules "
-                 f"({full['canvas_validity']:.1%} of canvases), {full['s_per_molecule']:.2f} s per molecule")
+                 f"({full['canvas_validity']:.1%} of canvases), {full['s_per_molecule']:.2f} s per molecule"
+                 + (f"; left out {full['known']} MOSES training molecules and {full['atypical']} by the "
+                    "training-likeness acceptance" if "atypical" in full else ""))
     lines += ["", "| group | request | returned / requested | all constraint-true | s per molecule |",
               "|---|---|---|---|---|"]
     for r in report["constrained"]:
@@ -277,6 +279,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", default=None, help="model directory (default: the shipped one)")
     parser.add_argument("--samples", type=int, default=10_000, help="canvases for the distribution metrics")
+    parser.add_argument("--full-canvases", type=int, default=None,
+                        help="canvases for the full system's distribution metrics (default: --samples); the full "
+                             "system keeps fewer molecules per canvas than the model alone")
     parser.add_argument("--per-request", type=int, default=5)
     parser.add_argument("--scaffolds", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
@@ -293,7 +298,9 @@ def main() -> None:
 
     designer = MoleculeDesigner.from_pretrained(args.checkpoint)
     checkpoint = relative(designer.model.source)
-    meta = {"checkpoint": checkpoint, "samples": args.samples, "per_request": args.per_request, "seed": args.seed,
+    full_canvases = args.full_canvases or args.samples
+    meta = {"checkpoint": checkpoint, "samples": args.samples, "full_canvases": full_canvases,
+            "per_request": args.per_request, "seed": args.seed,
             "threads": args.threads, "torch": torch.__version__}
     earlier = {"meta": {}, "distribution": {}, "constrained": []}
     if len(sections) < len(SECTIONS):
@@ -303,7 +310,10 @@ def main() -> None:
                      f"--samples {args.samples}")
         rerun = {**earlier["meta"].get("rerun", {}), **{s: time.strftime("%Y-%m-%d") for s in sections}}
         meta = {**earlier["meta"], "per_request": args.per_request, "threads": args.threads, "rerun": rerun}
-    distribution = distribution_section(designer, args.samples, args.seed, sections, earlier["distribution"])
+        if "full_system" in sections:
+            meta["full_canvases"] = full_canvases
+    distribution = distribution_section(designer, args.samples, full_canvases, args.seed, sections,
+                                        earlier["distribution"])
     constrained = (run_constrained(designer, args.per_request, test_scaffolds(args.scaffolds, args.seed), args.seed)
                    if "constrained" in sections else earlier["constrained"])
     report = {"meta": meta, "distribution": distribution, "constrained": constrained}

@@ -335,6 +335,14 @@ def molecules(
              "a random MOSES training molecule and give it that molecule's length, so that the molecules follow "
              "the training distribution. --no-training-prior leaves both to the model: more verified molecules "
              "per canvas, but shorter and less varied ones."),
+    match_training: bool = typer.Option(
+        True, "--match-training/--no-match-training",
+        help="With the training prior: keep each verified molecule with a probability that pulls the output toward "
+             "the MOSES distribution (a classifier fitted to the checkpoint's own molecules; about half are kept)."),
+    novel: bool = typer.Option(
+        True, "--novel/--allow-known",
+        help="Leave out molecules of the MOSES training set (a filter shipped with diffsolve that also drops "
+             "about 1 % of novel ones). --allow-known returns them too."),
     checkpoint: str = typer.Option(None, help="Checkpoint directory or hub id (default: the shipped model)."),
     seed: int = typer.Option(None, **SEED_RANGE, help="Seed (default: random; the summary on stderr says which)."),
     device: str = typer.Option("cpu", help="cpu or cuda."),
@@ -369,7 +377,8 @@ def molecules(
     _check_writable(out, "--out")
     _check_image(image, "molecules")
     designer = _load(checkpoint, "molecules", device,
-                     lambda model: MoleculeDesigner(model, guided=not model_only, training_prior=training_prior))
+                     lambda model: MoleculeDesigner(model, guided=not model_only, training_prior=training_prior,
+                                                                   match_training=match_training, novel=novel))
     budget = budget if budget is not None else default_budget(num)
     with progress_bar("designing", "{task.fields[tried]}") as bar:
         task = bar.add_task("molecules", total=num, tried="")
@@ -387,6 +396,8 @@ def molecules(
         print(f"no molecule to draw: {image} not written", file=sys.stderr)
     canvases = f"{result.canvases} canvas{'es' * (result.canvases != 1)}"
     summary = (f"{len(result)}/{num} verified molecules from {canvases} in {result.seconds:.1f} s"
+               + (f"; left out {result.known} known and {result.atypical} atypical" if result.known or result.atypical
+                  else "")
                + (f"; budget exhausted ({canvases})" if result.exhausted else "")
                + (f" (seed {result.seed}: --seed {result.seed} repeats this run)" if seed is None else ""))
     print(summary, file=sys.stderr)

@@ -5,13 +5,17 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import torch
 from rdkit import Chem
 
 from ..core import DiffusionGemma, arguments, generate, guided_config, load_model, released_config
 from ..tasks import molecules as task
+from ..tasks.molecule_acceptance import FILE as ACCEPTANCE_FILE
+from ..tasks.molecule_acceptance import Acceptance
 from ..tasks.molecule_data import PROPERTIES, compute_properties
+from ..tasks.molecule_known import training_molecules
 from .checkpoints import check_task_model, default_checkpoint
 
 # Default canvas budget: BUDGET_PER_MOLECULE per requested molecule plus BUDGET_BASE. Requests in the tail of the
@@ -46,6 +50,8 @@ class DesignResult:
     seconds: float
     exhausted: bool  # the budget ran out before `requested` molecules were found
     seed: int = 0  # the seed used (drawn at random when none was given): the same request and seed repeat the run
+    known: int = 0  # verified molecules left out as MOSES training molecules (`novel`)
+    atypical: int = 0  # verified molecules left out by the training-likeness acceptance (`match_training`)
 
     def __len__(self) -> int:
         return len(self.molecules)
@@ -58,7 +64,8 @@ class DesignResult:
 
     def to_dict(self) -> dict:
         return {"molecules": [m.to_dict() for m in self.molecules], "requested": self.requested,
-                "canvases": self.canvases, "seconds": self.seconds, "exhausted": self.exhausted, "seed": self.seed}
+                "canvases": self.canvases, "seconds": self.seconds, "exhausted": self.exhausted, "seed": self.seed,
+                "known": self.known, "atypical": self.atypical}
 
 
 GUIDED_PASSES = 96
@@ -77,11 +84,15 @@ class MoleculeDesigner:
     setting unguided). `training_prior` (guided free generation: requests without windows or a pinned fragment):
     each canvas is prompted with the property bins and the scaffold of a random MOSES training molecule and takes its
     length (`task.training_draws`), so that the molecules follow the training distribution; requests with windows
-    set the bins from them.
+    set the bins from them. `match_training` (free generation with the training prior): each verified molecule is
+    kept with a probability that pulls the output toward the MOSES distribution (`molecule_acceptance`; the
+    checkpoint's acceptance.safetensors, fitted to its own molecules; off when the checkpoint has none).
+    `novel`: molecules of the MOSES training set are left out (`molecule_known`; 1 % of novel ones too).
     """
 
     def __init__(self, model: DiffusionGemma, *, guided: bool = True, max_steps: int | None = None,
-                 canvases_per_round: int = 128, training_prior: bool = True):
+                 canvases_per_round: int = 128, training_prior: bool = True, match_training: bool = True,
+                 novel: bool = True):
         check_task_model(model, "molecules", task.TOKENIZER, task.CANVAS)
         self.model = model
         self.guided = guided
@@ -102,6 +113,9 @@ class MoleculeDesigner:
                               eos_token_id=task.EOS, pad_token_id=task.PAD)
         self.canvases_per_round = arguments.whole(canvases_per_round, "canvases_per_round", 1)
         self.training_prior = bool(training_prior)
+        fitted = Path(model.source) / ACCEPTANCE_FILE if model.source else None
+        self.acceptance = Acceptance.load(fitted) if match_training and fitted and fitted.is_file() else None
+        self.known = training_molecules() if novel else None
 
     def __repr__(self) -> str:
         return (f"MoleculeDesigner({self.model.source or 'model'}, {'guided' if self.guided else 'model only'}, "
@@ -149,11 +163,12 @@ class MoleculeDesigner:
         generator = torch.Generator().manual_seed(seed)
         device = self.model.device
         found: dict[str, Molecule] = {}
-        tried = 0
+        tried = known = atypical = 0
+        free = self.guided and self.training_prior and not request.windows and not request.fragment
         while len(found) < n and tried < budget:
             # a round costs about the same number of passes at any size: size it to what is still missing
             rows = min(self.canvases_per_round, budget - tried, max(32, 8 * (n - len(found))))
-            if self.guided and self.training_prior and not request.windows and not request.fragment:
+            if free:
                 prompt, layouts = task.training_draws(rows, generator)
             else:
                 prompt = task.sample_prompts(request, rows, generator)
@@ -165,15 +180,24 @@ class MoleculeDesigner:
                            generator=torch.Generator(device).manual_seed(int(torch.randint(0, 2**62, (1,),
                                                                                            generator=generator))))
             tried += rows
-            for smiles, passes in zip(task.decode(out.canvas), out.forward_passes.tolist()):
-                molecule = _verified(smiles, request, passes)
-                if molecule is not None and molecule.smiles not in found and len(found) < n:
+            molecules = [m for m in map(_verified, task.decode(out.canvas), [request] * rows,
+                                        out.forward_passes.tolist()) if m is not None and m.smiles not in found]
+            if self.known is not None:
+                novel = [m for m, seen in zip(molecules, self.known.contains([m.smiles for m in molecules]))
+                         if not seen]
+                known, molecules = known + len(molecules) - len(novel), novel
+            if free and self.acceptance is not None:
+                kept = self.acceptance.accept([m.mol for m in molecules], generator).tolist()
+                atypical, molecules = atypical + kept.count(False), [m for m, k in zip(molecules, kept) if k]
+            for molecule in molecules:
+                if molecule.smiles not in found and len(found) < n:
                     found[molecule.smiles] = molecule
                     if on_molecule is not None:
                         on_molecule(molecule)
             if on_round is not None:
                 on_round(tried, len(found))
-        return DesignResult(list(found.values()), n, tried, time.perf_counter() - began, len(found) < n, seed)
+        return DesignResult(list(found.values()), n, tried, time.perf_counter() - began, len(found) < n, seed,
+                            known, atypical)
 
 
 def _verified(smiles: str | None, request: task.MoleculeRequest, passes: int) -> Molecule | None:
@@ -187,3 +211,29 @@ def _verified(smiles: str | None, request: task.MoleculeRequest, passes: int) ->
     if not ok:
         return None
     return Molecule(Chem.MolToSmiles(mol), mol, compute_properties(mol, list(PROPERTIES)), True, passes)
+
+
+def fit_acceptance(checkpoint: str | Path, molecules: int = 5000, training: int = 10000, seed: int = 0,
+                   quantile: float = 0.7) -> Path:
+    """Fit the training-likeness acceptance of `checkpoint` (a directory) and write its acceptance.safetensors:
+    `molecules` verified molecules of its free generation (training prior and novelty filter on, acceptance off)
+    against `training` MOSES training molecules drawn at random (needs the molsets wheel)."""
+    import numpy as np
+
+    from ..tasks.molecule_data import read_moses
+
+    began = time.perf_counter()
+    designer = MoleculeDesigner.from_pretrained(str(checkpoint), match_training=False)
+    designed = [m.mol for m in designer.generate(molecules, seed=seed)]
+    train = read_moses("train")
+    reference = [Chem.MolFromSmiles(train[i])
+                 for i in np.random.default_rng(seed).choice(len(train), training, replace=False)]
+    acceptance = Acceptance.fit(designed, reference, quantile)
+    kept = float((acceptance.ratio(designed) / acceptance.cap).clamp(max=1.0).mean())
+    path = Path(checkpoint) / ACCEPTANCE_FILE
+    acceptance.save(path, {
+        "command": f"python -c \"from diffsolve.solvers.molecules import fit_acceptance; fit_acceptance("
+                   f"'{checkpoint}', molecules={molecules}, training={training}, seed={seed}, quantile={quantile})\"",
+        "designer_molecules": str(len(designed)), "training_molecules": str(training), "seed": str(seed),
+        "quantile": str(quantile), "expected_kept": f"{kept:.3f}", "seconds": f"{time.perf_counter() - began:.0f}"})
+    return path

@@ -11,6 +11,7 @@ from rdkit import Chem
 from rdkit.Chem import Crippen, Descriptors, rdMolDescriptors
 from typer.testing import CliRunner
 
+from diffsolve.core import CheckpointError
 from diffsolve.solvers import MoleculeDesigner
 from diffsolve.solvers.checkpoints import default_checkpoint
 from diffsolve.solvers.cli import app
@@ -377,6 +378,14 @@ def test_cli_training_prior_can_be_turned_off():
     assert smiles["--training-prior"] != smiles["--no-training-prior"]  # other prompts, other molecules
     default = CliRunner().invoke(app, ["molecules", "-n", "4", "--format", "smi", "--seed", "5"])
     assert default.stdout.split() == smiles["--training-prior"]
+    assert "atypical" in default.stderr  # the summary says what the acceptance and the novelty filter left out
+
+
+def test_cli_acceptance_and_novelty_filter_can_be_turned_off():
+    result = CliRunner().invoke(app, ["molecules", "-n", "4", "--format", "smi", "--seed", "5",
+                                      "--no-match-training", "--allow-known"])
+    assert result.exit_code == 0, result.stderr
+    assert len(result.stdout.split()) == 4 and "left out" not in result.stderr
 
 
 def test_cli_writes_sdf_and_a_picture(tmp_path):
@@ -464,3 +473,65 @@ def test_model_only_samples_with_the_checkpoints_settings_and_guidance_with_its_
     assert (alone.max_denoising_steps, alone.t_max, alone.keep_accepted) == (33, 0.9, False)
     assert (guided.max_denoising_steps, guided.t_max, guided.keep_accepted) == (GUIDED_PASSES, 0.5, True)
     assert MoleculeDesigner(model, max_steps=7).config.max_denoising_steps == 7
+
+
+# ------------------------------------------------------------------------------------------ known molecules
+def test_known_molecule_filter_holds_its_members_and_few_others(tmp_path):
+    from diffsolve.tasks.molecule_known import KnownMolecules
+
+    members = [f"C{'C' * k}O" for k in range(2000)]
+    others = [f"N{'C' * k}N" for k in range(20000)]
+    known = KnownMolecules.build(members, false_positives=0.01)
+    assert all(known.contains(members))
+    assert sum(known.contains(others)) / len(others) < 0.02
+    known.save(tmp_path / "f.safetensors", {"molecules": "2000"})
+    again = KnownMolecules.load(tmp_path / "f.safetensors")
+    assert again.contains(members + others) == known.contains(members + others)
+
+
+def test_shipped_filter_knows_moses_training_molecules():
+    from diffsolve.tasks.molecule_known import FILTER, training_molecules
+    from safetensors import safe_open
+
+    with safe_open(str(FILTER), framework="pt") as f:
+        assert int(f.metadata()["molecules"]) > 1_500_000
+    train = ["CCCS(=O)c1ccc2[nH]c(=NC(=O)OC)[nH]c2c1", "CC(C)(C)C(=O)C(Oc1ccc(Cl)cc1)n1ccnc1",
+             "Cc1c(Cl)cccc1Nc1ncccc1C(=O)OCC(O)CO"]
+    assert training_molecules().contains([Chem.MolToSmiles(Chem.MolFromSmiles(s)) for s in train]) == [True] * 3
+    assert training_molecules().contains([Chem.MolToSmiles(Chem.MolFromSmiles(ASPIRIN))]) == [False]  # 180 Da
+
+
+# ------------------------------------------------------------------------------------------ acceptance
+def test_acceptance_keeps_training_like_molecules_more_often(tmp_path):
+    from diffsolve.tasks.molecule_acceptance import Acceptance
+
+    sevens = [Chem.MolFromSmiles(f"C1CCCCCC1{'C' * k}N") for k in range(40)]  # the "designer" overdoes 7-rings
+    sixes = [Chem.MolFromSmiles(f"c1ccccc1{'C' * k}N") for k in range(40)]
+    designed, training = sevens + sixes[:10], sixes + sevens[:10]
+    acceptance = Acceptance.fit(designed, training, quantile=0.9)
+    assert acceptance.ratio(sixes).mean() > 2 * acceptance.ratio(sevens).mean()
+    kept = acceptance.accept(sevens + sixes, torch.Generator().manual_seed(0))
+    assert kept[40:].sum() > kept[:40].sum()
+    acceptance.save(tmp_path / "a.safetensors", {"quantile": "0.9"})
+    again = Acceptance.load(tmp_path / "a.safetensors")
+    assert torch.allclose(again.ratio(designed), acceptance.ratio(designed)) and again.cap == acceptance.cap
+    damaged = tmp_path / "damaged.safetensors"
+    damaged.write_bytes((tmp_path / "a.safetensors").read_bytes()[:100])
+    with pytest.raises(CheckpointError, match="damaged.safetensors: not a readable acceptance file"):
+        Acceptance.load(damaged)
+
+
+def test_free_generation_leaves_out_training_molecules_and_atypical_ones(designer):
+    from diffsolve.tasks.molecule_known import training_molecules
+
+    assert designer.acceptance is not None and designer.known is not None  # the shipped checkpoint has both
+    result = designer.generate(24, seed=5)
+    assert len(result) == 24 and result.atypical > 0
+    assert not any(training_molecules().contains([m.smiles for m in result]))
+    plain = MoleculeDesigner(designer.model, match_training=False, novel=False, canvases_per_round=64)
+    assert plain.acceptance is None and plain.known is None
+    unfiltered = plain.generate(24, seed=5)
+    assert unfiltered.known == unfiltered.atypical == 0
+    assert {m.smiles for m in unfiltered} != {m.smiles for m in result}
+    windowed = designer.generate(4, logp=(1.0, 3.0), seed=5)
+    assert windowed.atypical == 0  # the acceptance is for free generation only
