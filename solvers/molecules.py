@@ -202,9 +202,7 @@ class MoleculeDesigner:
 
 def _verified(smiles: str | None, request: task.MoleculeRequest, passes: int) -> Molecule | None:
     """The independent final check: RDKit parses and sanitizes it, and the request holds."""
-    if not smiles:
-        return None
-    mol = Chem.MolFromSmiles(smiles)
+    mol = task.parse_molecule(smiles)
     if mol is None:
         return None
     ok, _ = request.verify(mol)

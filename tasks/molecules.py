@@ -326,6 +326,19 @@ class MoleculeRequest:
         return {name: exact[name] < lo for name, (lo, hi) in self.windows.items() if not lo <= exact[name] <= hi}
 
 
+def parse_molecule(smiles: str) -> Chem.Mol | None:
+    """The molecule, or None when RDKit cannot read it or cannot compute its properties: a SMILES can sanitize
+    and still fail inside a descriptor (QED's RemoveHs raised KekulizeException on one generated molecule)."""
+    mol = Chem.MolFromSmiles(smiles) if smiles else None
+    if mol is None:
+        return None
+    try:
+        exact_properties(mol)
+    except ValueError:  # RDKit's MolSanitizeException is one
+        return None
+    return mol
+
+
 class RequestError(ValueError):
     """A malformed or unsatisfiable molecule request."""
 
@@ -660,7 +673,7 @@ class MoleculeGuidance(Guidance):
     def _judge(self, smiles: str) -> bool | None:
         """None when RDKit rejects the SMILES, else whether the molecule meets the request (cached)."""
         if smiles not in self._judged:
-            mol = Chem.MolFromSmiles(smiles)
+            mol = parse_molecule(smiles)
             self._judged[smiles] = None if mol is None else self.request.verify(mol)[0]
         return self._judged[smiles]
 
