@@ -75,8 +75,8 @@ def training_molecules() -> KnownMolecules:
 
 
 def write_training_filter(path: Path = FILTER, workers: int = 2) -> None:
-    """Build the shipped filter from the MOSES training set in the molsets wheel (the same bytes every time for
-    the same RDKit)."""
+    """Build the shipped filter from the MOSES training set in the molsets wheel (the same bits and metadata every
+    time for the same RDKit; safetensors may write the header's keys in another order)."""
     from multiprocessing import Pool
 
     from .molecule_metrics import canonical
