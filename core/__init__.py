@@ -1,7 +1,8 @@
 """The engine: DiffusionGemma text model, checkpoint I/O, sampler, training objective."""
 
 from . import arguments
-from .checkpoint import CheckpointError, check_device, load_model, new_model, resolve_checkpoint, save_model
+from .checkpoint import (CheckpointError, check_device, load_model, new_model, resolve_checkpoint, save_model,
+                         write_atomically)
 from .config import ConfigError, LayerSpec, ModelConfig
 from .model import DiffusionGemma, KVCache
 from .sampler import (
@@ -22,5 +23,5 @@ __all__ = [
     "CheckpointError", "ConfigError", "DiffusionGemma", "FinishClock", "GenerationOutput", "Guidance", "KVCache",
     "LayerSpec", "ModelConfig", "SamplingConfig", "StepInfo", "arguments", "check_device", "denoise_canvas", "generate",
     "generate_autoregressive", "guided_config", "load_model", "load_tokenizer", "new_model", "released_config",
-    "resolve_checkpoint", "save_model", "word_level_tokenizer",
+    "resolve_checkpoint", "save_model", "word_level_tokenizer", "write_atomically",
 ]

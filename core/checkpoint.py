@@ -240,13 +240,13 @@ def save_model(model: DiffusionGemma, path: str | os.PathLike, max_shard_bytes: 
         size += nbytes
     meta = {"format": "pt"}
     if len(shards) == 1:
-        _atomic(out / SINGLE_FILE, lambda p: save_file(shards[0], str(p), metadata=meta))
+        write_atomically(out / SINGLE_FILE, lambda p: save_file(shards[0], str(p), metadata=meta))
         (out / INDEX_FILE).unlink(missing_ok=True)
     else:
         weight_map = {}
         for i, shard in enumerate(shards):
             fname = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
-            _atomic(out / fname, lambda p, s=shard: save_file(s, str(p), metadata=meta))
+            write_atomically(out / fname, lambda p, s=shard: save_file(s, str(p), metadata=meta))
             weight_map.update({k: fname for k in shard})
         total = sum(t.numel() * t.element_size() for t in tensors.values())
         _write_json(out / INDEX_FILE, {"metadata": {"total_size": total}, "weight_map": weight_map})
@@ -256,14 +256,15 @@ def save_model(model: DiffusionGemma, path: str | os.PathLike, max_shard_bytes: 
     _write_json(out / "config.json", config)
     _write_json(out / "generation_config.json", generation_config or released_config(model).to_hf_dict())
     if model.tokenizer is not None:
-        _atomic(out / "tokenizer.json", lambda p: model.tokenizer.save(str(p)))
+        write_atomically(out / "tokenizer.json", lambda p: model.tokenizer.save(str(p)))
 
 
 def _write_json(path: Path, data: dict) -> None:
-    _atomic(path, lambda p: p.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n"))
+    write_atomically(path, lambda p: p.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n"))
 
 
-def _atomic(path: Path, write) -> None:
+def write_atomically(path: Path, write) -> None:
+    """`write(tmp)` beside `path`, then rename it over `path`: never a half-written file at `path`."""
     tmp = path.with_name(path.name + ".tmp")
     write(tmp)
     os.replace(tmp, path)

@@ -212,7 +212,7 @@ def _verified(smiles: str | None, request: task.MoleculeRequest, passes: int) ->
 
 
 def fit_acceptance(checkpoint: str | Path, molecules: int = 5000, training: int = 10000, seed: int = 0,
-                   quantile: float = 0.7) -> Path:
+                   quantile: float = 0.8) -> Path:
     """Fit the training-likeness acceptance of `checkpoint` (a directory) and write its acceptance.safetensors:
     `molecules` verified molecules of its free generation (training prior and novelty filter on, acceptance off)
     against `training` MOSES training molecules drawn at random (needs the molsets wheel)."""

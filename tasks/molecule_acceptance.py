@@ -11,7 +11,6 @@ molecules: a lower cap keeps more molecules and corrects less.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 
-from ..core import CheckpointError
+from ..core import CheckpointError, write_atomically
 from .molecule_data import exact_properties
 
 FILE = "acceptance.safetensors"  # beside the checkpoint's model.safetensors
@@ -107,13 +106,10 @@ class Acceptance:
         return model
 
     def save(self, path: Path, metadata: dict[str, str]) -> None:
-        """Written whole (to a temporary name, then renamed)."""
         tensors = {"mean": self.mean, "scale": self.scale, "weight": self.weight, "bias": self.bias,
                    "cap": torch.tensor(self.cap, dtype=torch.float64)}
-        partial = Path(path).with_name(Path(path).name + ".partial")
-        save_file({k: v.contiguous() for k, v in tensors.items()}, str(partial),
-                  metadata={k: str(v) for k, v in metadata.items()})
-        os.replace(partial, path)
+        write_atomically(Path(path), lambda tmp: save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp),
+                                                           metadata={k: str(v) for k, v in metadata.items()}))
 
     @classmethod
     def load(cls, path: Path) -> "Acceptance":

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -19,6 +18,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from ..core import write_atomically
 from .molecule_data import read_moses
 
 FILTER = Path(__file__).parent / "moses_train_known.safetensors"
@@ -55,11 +55,9 @@ class KnownMolecules:
         return flags.all(axis=1).tolist()
 
     def save(self, path: Path, metadata: dict[str, str]) -> None:
-        """Written whole (to a temporary name, then renamed)."""
-        partial = Path(path).with_name(Path(path).name + ".partial")
-        save_file({"packed": torch.from_numpy(self.packed.copy())}, str(partial),
-                  metadata={**metadata, "bits": str(self.bits), "hashes": str(self.hashes)})
-        os.replace(partial, path)
+        write_atomically(Path(path), lambda tmp: save_file(
+            {"packed": torch.from_numpy(self.packed.copy())}, str(tmp),
+            metadata={**metadata, "bits": str(self.bits), "hashes": str(self.hashes)}))
 
     @classmethod
     def load(cls, path: Path = FILTER) -> "KnownMolecules":
