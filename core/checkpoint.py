@@ -141,8 +141,9 @@ def _shard_files(directory: Path) -> list[Path]:
 
 # ------------------------------------------------------------------------------------------ load
 def _read_shard(shard: Path, device, dtype: torch.dtype, expected: dict, loaded: dict, unexpected: list,
-                misshaped: dict) -> int:
-    """Read one safetensors shard into `loaded` (by our parameter names); returns the vision tensors skipped."""
+                misshaped: dict, nonfinite: list) -> int:
+    """Read one safetensors shard into `loaded` (by our parameter names); returns the vision tensors skipped.
+    Tensors holding inf or NaN (damaged data under an intact header) are named in `nonfinite`."""
     skipped_vision = 0
     with safe_open(str(shard), framework="pt", device=str(device)) as f:
         for tensor_name in f.keys():
@@ -161,6 +162,8 @@ def _read_shard(shard: Path, device, dtype: torch.dtype, expected: dict, loaded:
                                    f"config expects {tuple(expected[name].shape)}")
                 continue
             loaded[name] = tensor.to(dtype=dtype)
+            if not torch.isfinite(loaded[name]).all():
+                nonfinite.append(tensor_name)
     return skipped_vision
 
 
@@ -178,10 +181,10 @@ def load_model(path_or_id: str | os.PathLike, dtype: torch.dtype = torch.float32
         model = DiffusionGemma(config)
     expected = _state(model)
     loaded: dict[str, torch.Tensor] = {}
-    unexpected, misshaped, skipped_vision = [], {}, 0
+    unexpected, misshaped, nonfinite, skipped_vision = [], {}, [], 0
     for shard in _shard_files(directory):
         try:
-            skipped_vision += _read_shard(shard, device, dtype, expected, loaded, unexpected, misshaped)
+            skipped_vision += _read_shard(shard, device, dtype, expected, loaded, unexpected, misshaped, nonfinite)
         except SafetensorError as exc:
             raise CheckpointError(f"{shard}: not a readable safetensors file ({exc}); it may be truncated or "
                                   "damaged: download or save the checkpoint again") from None
@@ -193,6 +196,9 @@ def load_model(path_or_id: str | os.PathLike, dtype: torch.dtype = torch.float32
             if items:
                 parts.append(f"{len(items)} {title}: " + "; ".join(items[:20]) + (" ..." if len(items) > 20 else ""))
         raise CheckpointError(f"{directory}: checkpoint does not match config.json -- " + " | ".join(parts))
+    if nonfinite:
+        raise CheckpointError(f"{directory}: {len(nonfinite)} weight tensor(s) hold inf or NaN, the checkpoint is "
+                              f"damaged: {'; '.join(nonfinite[:5])}{' ...' if len(nonfinite) > 5 else ''}")
     if skipped_vision:
         log.info("skipped %d vision-tower tensors (the vision path is not modelled)", skipped_vision)
     model.load_state_dict(loaded, strict=True, assign=True)

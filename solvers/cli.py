@@ -98,12 +98,13 @@ def _options(compile: bool = typer.Option(
 
 def progress_bar(label: str, *fields: str, show: bool = True):
     """A transient rich progress bar on stderr (label, bar, done/total, `fields` as text columns, time), shown only
-    when stderr is a terminal: logs and pipes get no bar and no stray blank line."""
+    when stderr is a terminal: logs and pipes get no bar and no stray blank line. Results printed meanwhile stay on
+    stdout; only when stdout is the terminal too are they drawn above the bar (else a redirected file gets none)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     return Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), *map(TextColumn, fields),
-                    TimeElapsedColumn(), console=Console(stderr=True), transient=True,
-                    disable=not (show and sys.stderr.isatty()))
+                    TimeElapsedColumn(), console=Console(stderr=True, soft_wrap=True), transient=True,
+                    disable=not (show and sys.stderr.isatty()), redirect_stdout=sys.stdout.isatty())
 
 
 class InOrder:

@@ -151,6 +151,17 @@ def test_a_damaged_weights_file_is_named_with_what_to_do(saved):
         load_model(path)
 
 
+def test_weights_holding_nan_or_inf_are_refused_by_name(saved):
+    _, path = saved
+    weights = path / "model.safetensors"
+    tensors = load_file(weights)
+    name = sorted(tensors)[0]
+    tensors[name].view(-1)[0] = float("nan")
+    save_file(tensors, weights)
+    with pytest.raises(CheckpointError, match=rf"1 weight tensor\(s\) hold inf or NaN.*{name}"):
+        load_model(path)
+
+
 def test_bad_locations(tmp_path):
     with pytest.raises(CheckpointError, match="no such directory"):
         load_model(tmp_path / "nope" / "deeper")
