@@ -35,14 +35,17 @@ def input_name(file: str | Path) -> str:
 
 
 def read_input(file: str | Path) -> tuple[str, str]:
-    """(name for messages, text) of an input file or, for '-', of stdin; an unreadable one exits 2. A UTF-8
-    byte-order mark (Excel's "CSV UTF-8", some Windows editors) is dropped."""
+    """(name for messages, text) of an input file or, for '-', of stdin; an unreadable one exits 2. UTF-8, with
+    or without a byte-order mark (Excel's "CSV UTF-8"), or UTF-16 with one (Notepad's "Unicode"); a byte that is
+    not UTF-8 becomes U+FFFD, so that the parser names its line and the rest of the file is still read."""
     try:
-        text = sys.stdin.read() if str(file) == "-" else Path(file).read_text()
-        return input_name(file), text.removeprefix("\ufeff")
-    except (OSError, UnicodeDecodeError) as exc:
+        data = sys.stdin.buffer.read() if str(file) == "-" else Path(file).read_bytes()
+    except OSError as exc:
         _error(f"{input_name(file)}: {exc}")
         raise typer.Exit(2) from None
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return input_name(file), data.decode("utf-16", errors="replace")
+    return input_name(file), data.decode("utf-8-sig", errors="replace")
 
 
 def _check_writable(path: Path | None, option: str) -> None:
@@ -253,12 +256,14 @@ def sudoku(
     for entry in entries:
         if isinstance(entry, PuzzleFormatError):
             _error(f"{entry}")
+        elif entry.warning:
+            _error(f"{name}:{entry.line}: warning: {entry.warning}; the puzzle is solved without it")
 
     def emit_unreadable(entry: PuzzleFormatError) -> None:  # stdout keeps one record per entry, in input order
         if format == "json":
             print(json.dumps({"line": entry.line, "puzzle": None, "solution": None, "verified": False,
                               "reason": f"unreadable: {entry.message}", "steps": 0, "forward_passes": 0,
-                              "seconds": 0.0}), flush=True)
+                              "seconds": 0.0, "expected": None, "matches_expected": None}), flush=True)
         elif format == "line":
             print(f"# line {entry.line}: unreadable: {entry.message}", flush=True)
 
@@ -273,13 +278,17 @@ def sudoku(
         temperature=temperature))
 
     def emit(entry, result) -> None:
+        # A puzzle with several solutions may be solved otherwise than the file's solution column says.
+        matches = None if entry.solution is None or not result.verified else result.solution == entry.solution
         if format == "json":
-            print(json.dumps({"line": entry.line, **result.to_dict()}), flush=True)
+            print(json.dumps({"line": entry.line, **result.to_dict(), "expected": entry.solution,
+                              "matches_expected": matches}), flush=True)
         elif format == "line":
             print(result.solution if result.verified else f"# line {entry.line}: {result.reason}", flush=True)
         else:
             head = (f"line {entry.line}: verified in {result.steps} pass{'es' * (result.steps != 1)} "
-                    f"({result.seconds:.2f} s)"
+                    f"({result.seconds:.2f} s)" + (", another solution than the file's (the puzzle has several)"
+                                                   if matches is False else "")
                     if result.verified else f"line {entry.line}: no verified solution -- {result.reason}")
             print(head + "\n" + format_grid(result.solution or result.puzzle) + "\n", flush=True)
 

@@ -10,13 +10,13 @@ import torch
 from ..core import (DiffusionGemma, FinishClock, StepInfo, arguments, generate, guided_config, load_model,
                     released_config)
 from ..tasks import sudoku
-from ..tasks.sudoku_data import ParsedPuzzle, conflicts, is_valid_solution, parse_puzzles
+from ..tasks.sudoku_data import PuzzleFormatError, is_valid_solution, parse_puzzles
 from .checkpoints import check_task_model, default_checkpoint
 
 
 @dataclass
 class SudokuResult:
-    puzzle: str  # 81 chars, '0' for blanks
+    puzzle: str  # 81 chars, '0' for blanks (an unreadable puzzle: the text as given)
     solution: str | None  # set only when verified
     verified: bool
     reason: str | None  # why there is no solution
@@ -74,8 +74,9 @@ class SudokuSolver:
         return cls(load_model(default_checkpoint("sudoku") if path is None else path, device=device), **kwargs)
 
     def solve(self, puzzle: str, callback: Callable[[StepInfo], None] | None = None) -> SudokuResult:
-        """One puzzle: 81 cells in reading order, digits for clues and '.', '0' or '-' for blanks (whitespace
-        is ignored; a 9-line grid may have `|`, `+` and `-` separators, as `format_grid` writes them).
+        """One puzzle, read as `solve sudoku` reads one entry of a file: 81 cells in reading order on one line,
+        digits for clues and '.', '0' or '-' for blanks (spaces and `|` are ignored), or a 9-line grid with or
+        without `|`, `+` and `-` separators, as `format_grid` writes it; '#' starts a comment.
         `callback(StepInfo)` sees every denoising pass. The result's `solution` is set only when the grid is
         verified; otherwise `reason` says why not."""
         return self.solve_many([puzzle], callback=callback)[0]
@@ -92,10 +93,9 @@ class SudokuSolver:
         arguments.callback(callback, "callback")
         arguments.callback(on_result, "on_result")
         results: list[SudokuResult | None] = [None] * len(puzzles)
-        canonical = [_canonical(p) for p in puzzles]
+        canonical, problems = zip(*map(_read_one, puzzles)) if puzzles else ((), ())
         todo = []
-        for i, p in enumerate(canonical):
-            problem = _invalid(p)
+        for i, (p, problem) in enumerate(zip(canonical, problems)):
             if problem:
                 results[i] = SudokuResult(p, None, False, problem, 0, 0, 0.0)
                 if on_result:
@@ -144,22 +144,13 @@ class SudokuSolver:
         return results
 
 
-def _canonical(puzzle: str) -> str:
-    """81 characters, '0' for blanks; a 9-line grid with `|`, `+` and `-` separators as the CLI reads it."""
-    if "\n" in puzzle.strip():
-        parsed = parse_puzzles(puzzle)
-        if len(parsed) == 1 and isinstance(parsed[0], ParsedPuzzle):
-            return parsed[0].puzzle
-    return "".join("0" if ch in ".-0" else ch for ch in "".join(puzzle.split()))
-
-
-def _invalid(puzzle: str) -> str | None:
-    if len(puzzle) != 81:
-        return f"expected 81 cells, got {len(puzzle)}"
-    if any(ch not in "0123456789" for ch in puzzle):
-        return f"bad character {next(ch for ch in puzzle if ch not in '0123456789')!r}: expected digits and blanks"
-    clashes = conflicts(puzzle)
-    if clashes:
-        a, b, digit = clashes[0]
-        return f"clues conflict: {digit} at r{a // 9 + 1}c{a % 9 + 1} and r{b // 9 + 1}c{b % 9 + 1}"
-    return None
+def _read_one(text: str) -> tuple[str, str | None]:
+    """(the puzzle: 81 characters, '0' for blanks, problem None) or (the text as given, what is wrong with it)."""
+    entries = parse_puzzles(text)
+    if len(entries) != 1:
+        return text.strip(), "no puzzle in the text" if not entries else f"one puzzle expected, found {len(entries)}"
+    entry = entries[0]
+    if isinstance(entry, PuzzleFormatError):
+        where = "" if len(text.strip().splitlines()) == 1 else f"line {entry.line}: "
+        return text.strip(), where + entry.message
+    return entry.puzzle, None

@@ -7,6 +7,7 @@ only checks uniqueness while generating data and in tests; it is not part of the
 from __future__ import annotations
 
 import csv
+import re
 import multiprocessing
 from dataclasses import dataclass
 from functools import partial
@@ -266,12 +267,14 @@ class PuzzleFormatError(ValueError):
 
 @dataclass(frozen=True)
 class ParsedPuzzle:
-    """One puzzle read from a file: canonical puzzle, optional solution, start line, position in the results."""
+    """One puzzle read from a file: canonical puzzle, optional solution, start line, position in the results;
+    `warning` says why a solution given in the file was set aside (the puzzle itself is fine)."""
 
     puzzle: str
     solution: str | None
     line: int
     index: int
+    warning: str | None = None
 
 
 Cell = tuple[int, int, str]  # (line, column, char), both 1-based
@@ -284,6 +287,7 @@ class _Record:
     start: int
     cells: list[Cell]
     solution: str | None = None
+    warning: str | None = None
 
 
 class _Invalid(Exception):
@@ -298,13 +302,15 @@ def _cells(text: str, line: int, skip: str = " \t|", offset: int = 0) -> list[Ce
 
 
 def _check(record: _Record) -> str:
-    """The canonical puzzle of `record`; raises _Invalid if it (or its solution) is bad."""
+    """The canonical puzzle of `record`; raises _Invalid if it is bad. A bad solution is set aside with a warning."""
     start, cells, solution = record.start, record.cells, record.solution
     if len(cells) != 81:
         csv_like = len(cells) > 81 and any(ch == "," for _, _, ch in cells)
         raise _Invalid(start, f"expected 81 cells, got {len(cells)}" + (
             " (CSV? the first line must name the columns, e.g. 'puzzle,solution')" if csv_like else ""))
     for line, col, ch in cells:
+        if ch == "\ufffd":  # what read_input makes of a byte that is not UTF-8
+            raise _Invalid(line, f"bad byte at column {col}: the file is not UTF-8 text")
         if ch not in DIGITS and ch not in BLANKS:
             raise _Invalid(line, f"bad character {ch!r} at column {col}")
     puzzle = "".join(ch if ch in DIGITS else "0" for _, _, ch in cells)
@@ -313,29 +319,34 @@ def _check(record: _Record) -> str:
         i, j, d = clash[0]
         raise _Invalid(start, f"clues conflict: {d} at r{i // 9 + 1}c{i % 9 + 1} and r{j // 9 + 1}c{j % 9 + 1}")
     if solution is not None and not is_valid_solution(puzzle, solution):
-        if len(solution) != 81:
-            raise _Invalid(start, f"solution: expected 81 cells, got {len(solution)}")
-        if not is_valid_solution("0" * 81, solution):
-            raise _Invalid(start, "solution is not a valid complete grid")
-        raise _Invalid(start, "solution contradicts the clues")
+        problem = (f"expected 81 cells, got {len(solution)}" if len(solution) != 81
+                   else "not a valid complete grid" if not is_valid_solution("0" * 81, solution)
+                   else "it contradicts the clues")
+        record.solution, record.warning = None, f"solution column ignored: {problem}"
     return puzzle
 
 
-def _csv_columns(header: str) -> tuple[int, int | None] | None:
-    """(puzzle column, solution column or None) if `header` is a puzzle CSV header."""
-    names = [name.strip().lower() for name in next(csv.reader([header]))]
-    puzzle = next((k for k, name in enumerate(names) if name in ("puzzle", "quizzes")), None)
-    solution = next((k for k, name in enumerate(names) if name in ("solution", "solutions")), None)
-    return None if puzzle is None else (puzzle, solution)
+DELIMITERS = ",;\t"  # comma first; semicolons (spreadsheets in comma-decimal locales) and tabs too
 
 
-def _csv_records(lines: list[str], header: int, columns: tuple[int, int | None]):
-    puzzle_col, solution_col = columns
+def _csv_columns(header: str) -> tuple[int, int | None, str] | None:
+    """(puzzle column, solution column or None, delimiter) if `header` is a puzzle CSV header."""
+    for delimiter in [d for d in DELIMITERS if d in header] or [","]:
+        names = [name.strip().lower() for name in next(csv.reader([header], delimiter=delimiter))]
+        puzzle = next((k for k, name in enumerate(names) if name in ("puzzle", "puzzles", "quizzes")), None)
+        solution = next((k for k, name in enumerate(names) if name in ("solution", "solutions")), None)
+        if puzzle is not None:
+            return puzzle, solution, delimiter
+    return None
+
+
+def _csv_records(lines: list[str], header: int, columns: tuple[int, int | None, str]):
+    puzzle_col, solution_col, delimiter = columns
     width = max(puzzle_col, -1 if solution_col is None else solution_col) + 1
     for number, raw in enumerate(lines[header + 1:], header + 2):
-        if not raw.strip():
+        if not raw.strip() or raw.strip().startswith("#"):
             continue
-        fields = next(csv.reader([raw]))
+        fields = next(csv.reader([raw], delimiter=delimiter))
         if len(fields) < width:
             yield _Invalid(number, f"expected {width} fields, got {len(fields)}")
             continue
@@ -345,14 +356,18 @@ def _csv_records(lines: list[str], header: int, columns: tuple[int, int | None])
 
 
 def _text_records(lines: list[str]):
-    """One-line puzzles and 9-row grids (separator lines are skipped; blank lines end a grid)."""
+    """One-line puzzles and 9-row grids (separator lines are skipped; blank lines, comments and title lines end a
+    grid). '#' starts a comment anywhere on a line. A title is a line with a word on it (two letters or more,
+    'Grid 01') outside a grid, unless it is 81 cells long (then its letters are bad characters)."""
     block: list[tuple[int, list[Cell]]] = []
     for number, raw in enumerate(lines + [""], 1):  # the extra blank line closes a trailing grid
+        raw = raw.split("#", 1)[0]
         stripped = raw.strip()
         cells = _cells(raw, number)
         if stripped and set(stripped) <= set("-+| ") and ("+" in stripped or len(cells) != 9):
             continue  # separator line (nine dashes alone are a row of blanks)
-        skip = not stripped or stripped.startswith("#")
+        title = not block and len(cells) != 81 and re.search(r"[^\W\d_]{2}", stripped) is not None
+        skip = not stripped or title
         if block and (skip or len(cells) > 18):
             if len(block) == 1:  # a lone short line: a one-line puzzle that is too short
                 yield _Invalid(block[0][0], f"expected 81 cells (or a 9-row grid), got {len(block[0][1])}")
@@ -378,12 +393,14 @@ def parse_puzzles(text: str, path: str = "<input>") -> list[ParsedPuzzle | Puzzl
     """Read puzzles (one per line, 9-line grids, or CSV with a puzzle/quizzes column), auto-detected.
 
     Bad entries come back inline, in file order, as PuzzleFormatError so the good ones can still be used."""
-    lines = text.splitlines()
-    header = next((k for k, raw in enumerate(lines) if raw.strip() and not raw.strip().startswith("#")), None)
-    # A first line naming a puzzle/quizzes column marks CSV (a one-column CSV has no comma at all).
+    lines = text.removeprefix("\ufeff").splitlines()
+    content = [k for k, raw in enumerate(lines) if raw.strip() and not raw.strip().startswith("#")]
+    header = content[0] if content else None
+    # A first line naming a puzzle/quizzes column marks CSV (a one-column CSV has no delimiter at all).
     columns = _csv_columns(lines[header]) if header is not None else None
-    if columns is None and header is not None and "," in lines[header] and any(c.isalpha() for c in lines[header]):
-        return [PuzzleFormatError(path, header + 1, f"a CSV header needs a puzzle (or quizzes) column, found "
+    second = lines[content[1]] if len(content) > 1 else ""
+    if columns is None and header is not None and _looks_like_csv(lines[header], second):
+        return [PuzzleFormatError(path, header + 1, f"a CSV header needs a puzzle (or puzzles, quizzes) column, found "
                                                     f"{lines[header].strip()!r}")]
     records = _csv_records(lines, header, columns) if columns else _text_records(lines)
     results: list[ParsedPuzzle | PuzzleFormatError] = []
@@ -391,10 +408,17 @@ def parse_puzzles(text: str, path: str = "<input>") -> list[ParsedPuzzle | Puzzl
         try:
             if isinstance(record, _Invalid):
                 raise record
-            results.append(ParsedPuzzle(_check(record), record.solution, record.start, len(results)))
+            puzzle = _check(record)
+            results.append(ParsedPuzzle(puzzle, record.solution, record.start, len(results), record.warning))
         except _Invalid as bad:
             results.append(PuzzleFormatError(path, bad.line, bad.message))
     return results
+
+
+def _looks_like_csv(header: str, second: str) -> bool:
+    """A header with names and a delimiter that the next line shares (a title such as 'Easy, set 1' above
+    puzzles is not one)."""
+    return any(c.isalpha() for c in header) and any(d in header and d in second for d in DELIMITERS)
 
 
 def format_grid(s: str) -> str:

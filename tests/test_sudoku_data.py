@@ -203,10 +203,11 @@ def test_csv_errors():
     rows = [f"{PUZZLE},{SOLUTION}", f"{PUZZLE},{SOLUTION[:80]}", f"{PUZZLE},{'1' * 81}", f"{PUZZLE},{swapped}",
             PUZZLE, f"{PUZZLE[:79]}!0,{SOLUTION}", f"{PUZZLE}, {SOLUTION}"]
     results = parse_puzzles("\n".join(["puzzle,solution", *rows]), "puzzles.txt")
-    assert results[0].solution == SOLUTION
-    assert_error(results[1], 3, "solution: expected 81 cells, got 80")
-    assert_error(results[2], 4, "solution is not a valid complete grid")
-    assert_error(results[3], 5, "solution is not a valid complete grid")
+    assert results[0].solution == SOLUTION and results[0].warning is None
+    for result, problem in zip(results[1:4], ["expected 81 cells, got 80", "not a valid complete grid",
+                                              "not a valid complete grid"]):  # the puzzle is kept, not its solution
+        assert (result.puzzle, result.solution) == (PUZZLE, None)
+        assert result.warning == f"solution column ignored: {problem}"
     assert_error(results[4], 6, "expected 2 fields, got 1")
     assert_error(results[5], 7, "bad character '!' at column 80")
     assert (results[6].solution, results[6].line, results[6].index) == (SOLUTION, 8, 6)
@@ -253,7 +254,32 @@ def test_corrupted_puzzles_give_one_clean_error_and_the_others_still_parse(seed,
 def test_csv_solution_contradicting_clues():
     other = SOLUTION[::-1]  # a valid grid (180 degree rotation) that breaks the clues
     results = parse_puzzles(f"quizzes,solutions\n{PUZZLE},{other}\n", "p.csv")
-    assert_error(results[0], 2, "solution contradicts the clues", path="p.csv")
+    assert (results[0].puzzle, results[0].solution) == (PUZZLE, None)
+    assert results[0].warning == "solution column ignored: it contradicts the clues"
+
+
+def test_comments_titles_and_other_delimiters():
+    grid = "\n".join(PUZZLE[r * 9: r * 9 + 9] for r in range(9))
+    text = f"\ufeffGrid 01\n{grid}\nGrid 02  # Project Euler's layout\n{grid}\n{PUZZLE}   # inline comment\n"
+    results = parse_puzzles(text, "p.txt")
+    check_parsed(results, [PUZZLE] * 3)
+    assert [r.line for r in results] == [2, 12, 21]
+    titled = parse_puzzles(f"Easy puzzles, set 1\n{PUZZLE}\n{SOLUTION}\n")  # a comma in a title is not CSV
+    check_parsed(titled, [PUZZLE, SOLUTION])
+    for header, sep in [("puzzle;solution", ";"), ("puzzles\tsolutions", "\t"), ("Puzzles,Solutions", ",")]:
+        rows = [header, "# a comment in the body", f"{PUZZLE}{sep}{SOLUTION}"]
+        check_parsed(parse_puzzles("\n".join(rows)), [PUZZLE], [SOLUTION])
+    assert_error(parse_puzzles(f"id;grid\n1;{PUZZLE}\n", "q.csv")[0], 1,
+                 "a CSV header needs a puzzle (or puzzles, quizzes) column, found 'id;grid'", path="q.csv")
+
+
+def test_a_letter_inside_a_grid_or_an_81_cell_line_is_still_a_bad_character():
+    rows = [PUZZLE[r * 9: r * 9 + 9] for r in range(9)]
+    rows[3] = "ab" + rows[3][2:]
+    assert_error(parse_puzzles("\n".join(rows), "g.txt")[0], 4, "bad character 'a' at column 1", path="g.txt")
+    assert_error(parse_puzzles("ab" + PUZZLE[2:], "l.txt")[0], 1, "bad character 'a' at column 1", path="l.txt")
+    assert_error(parse_puzzles(PUZZLE[:5] + "\ufffd" + PUZZLE[6:], "u.txt")[0], 1,
+                 "bad byte at column 6: the file is not UTF-8 text", path="u.txt")
 
 
 def test_conflicts_and_validity():

@@ -67,8 +67,12 @@ def test_bad_puzzles_get_reasons_not_answers(solver):
     results = solver.solve_many([clash, "123"])
     assert [r.solution for r in results] == [None, None]
     assert results[0].reason == "clues conflict: 5 at r1c1 and r1c2"
-    assert results[1].reason == "expected 81 cells, got 3"
+    assert results[1].reason == "expected 81 cells (or a 9-row grid), got 3" and results[1].puzzle == "123"
     assert solver.solve("x" * 81).reason.startswith("bad character 'x'")
+    grid = format_grid("8" + ESCARGOT[1:7] + "8" + ESCARGOT[8:])  # the same clue twice in row 1
+    result = solver.solve(grid)
+    assert result.reason == "line 1: clues conflict: 8 at r1c1 and r1c8" and result.puzzle == grid.strip()
+    assert solver.solve(ESCARGOT + "\n" + ESCARGOT).reason == "one puzzle expected, found 2"
     with pytest.raises(TypeError, match="for one puzzle use solve"):
         solver.solve_many(clash)  # a bare string would be 81 one-character puzzles
     with pytest.raises(TypeError, match="81-character string"):
@@ -122,11 +126,12 @@ def test_cli_json_in_input_order_with_errors_named(tmp_path):
 
 def test_cli_unusable_input_exits_2(tmp_path):
     path = tmp_path / "bad.txt"
-    path.write_text("hello\n")
+    path.write_text("hello\n")  # a title line and nothing else
     result = CliRunner().invoke(app, ["sudoku", str(path)])
-    assert result.exit_code == 2
+    assert result.exit_code == 2 and "no usable puzzle" in result.stderr
     missing = CliRunner().invoke(app, ["sudoku", str(tmp_path / "absent.txt")])
     assert missing.exit_code == 2 and "absent.txt" in missing.output
+    path.write_text("12345\n")
     lines = CliRunner().invoke(app, ["sudoku", str(path), "--format", "json"])  # records even when none is usable
     assert lines.exit_code == 2 and json.loads(lines.stdout)["reason"].startswith("unreadable: ")
 
@@ -171,7 +176,7 @@ def test_cli_names_a_csv_header_without_a_puzzle_column(tmp_path):
     path = tmp_path / "grids.csv"
     path.write_text("id,grid\n1," + easy_puzzle(4)[0] + "\n")
     result = CliRunner().invoke(app, ["sudoku", str(path)])
-    assert result.exit_code == 2 and f"{path}:1: a CSV header needs a puzzle (or quizzes) column" in result.stderr
+    assert result.exit_code == 2 and f"{path}:1: a CSV header needs a puzzle (or puzzles, quizzes) column" in result.stderr
 
 
 def test_model_only_keeps_the_clues_and_is_checked_like_the_full_system():
@@ -205,3 +210,33 @@ def test_cli_demo_sorts_and_verifies():
     out = CliRunner().invoke(app, ["demo", "--digits", "3141592653589793"])
     assert out.exit_code == 0, out.output
     assert "output    1123334555678999  verified" in out.output
+
+
+def test_cli_reports_the_files_solutions_and_sets_a_bad_one_aside(tmp_path):
+    (first, grid), (second, _) = easy_puzzle(3), easy_puzzle(4)
+    path = tmp_path / "p.csv"
+    path.write_bytes(f"puzzle;solution\r\n{first};{grid}\r\n{second};{'1' * 81}\r\n".encode("utf-16"))
+    result = CliRunner().invoke(app, ["sudoku", str(path), "--format", "json", "--canvases", "4"])
+    assert result.exit_code == 0, result.output
+    assert f"{path}:3: warning: solution column ignored: not a valid complete grid" in result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert all(line["verified"] for line in lines)
+    assert lines[0]["expected"] == grid and lines[0]["matches_expected"] == (lines[0]["solution"] == grid)
+    assert lines[1]["expected"] is None and lines[1]["matches_expected"] is None
+
+
+def test_cli_names_the_line_of_a_byte_that_is_not_utf8_and_solves_the_rest(tmp_path):
+    first, _ = easy_puzzle(5)
+    path = tmp_path / "p.txt"
+    path.write_bytes(f"{first}\n{first[:10]}\xff{first[11:]}\n".encode("latin-1"))
+    result = CliRunner().invoke(app, ["sudoku", str(path), "--format", "line", "--canvases", "4"])
+    assert result.exit_code == 1
+    assert f"{path}:2: bad byte at column 11: the file is not UTF-8 text" in result.stderr
+    assert is_valid_solution(first, result.stdout.splitlines()[0])
+
+
+def test_the_api_reads_a_puzzle_as_the_cli_does(solver):
+    puzzle, _ = easy_puzzle(6)
+    piped = "\ufeff" + "|".join(puzzle[k:k + 3] for k in range(0, 81, 3)) + "  # from a newspaper"
+    result = solver.solve(piped)
+    assert result.puzzle == puzzle and result.verified
