@@ -158,7 +158,7 @@ def _load(checkpoint: str | None, task: str, device: str, build: Callable = lamb
     for another task); unusable devices and checkpoints exit 2 with one line."""
     _check_device(device)
     try:
-        model = load_model(checkpoint or default_checkpoint(task), device=device)
+        model = load_model(default_checkpoint(task) if checkpoint is None else checkpoint, device=device)
         if _OPTIONS["compile"]:
             model.compile_denoiser()
         return build(model)
@@ -223,7 +223,8 @@ def sudoku(
     format: str = typer.Option("text", "--format", "-f", help="text (grids), line (81 chars) or json (one object "
                                                               "per puzzle per line, in input order)."),
     checkpoint: str = typer.Option(None, help="Checkpoint directory or hub id (default: the shipped model)."),
-    canvases: int = typer.Option(8, min=1, help="Parallel canvases per puzzle; the first verified one wins."),
+    canvases: int = typer.Option(None, min=1, show_default=False, help="Parallel canvases per puzzle; the first "
+                                 "verified one wins (default 8; --model-only samples one)."),
     max_steps: int = typer.Option(256, min=1, help="Denoising passes before giving up on a puzzle (solved puzzles "
                                                    "stop early)."),
     model_only: bool = typer.Option(False, "--model-only", help="Stock sampler, clues pinned, one canvas: "
@@ -251,6 +252,10 @@ def sudoku(
         _error(f"--format must be text, line or json, not {format!r}")
         raise typer.Exit(2)
     _check_search(model_only, backtrack)
+    if model_only and canvases not in (None, 1):
+        _error("--canvases is for the guided search: --model-only samples one canvas per puzzle")
+        raise typer.Exit(2)
+    canvases = canvases or (1 if model_only else 8)
     name, text = read_input(file)
     entries = parse_puzzles(text, name)
     for entry in entries:
