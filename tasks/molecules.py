@@ -250,12 +250,23 @@ class MoleculeRequest:
             if name not in PROPERTIES:
                 raise RequestError(f"unknown property {name!r}; known: {', '.join(PROPERTIES)}")
             checked[name] = _check_window(name, window)
-        if contains is not None and (not contains.strip() or Chem.MolFromSmarts(contains) is None):
-            raise RequestError(f"contains: {contains!r} is not a valid SMARTS pattern")
+        if contains is not None:
+            query = Chem.MolFromSmarts(contains) if contains.strip() else None
+            if query is None:
+                raise RequestError(f"contains: {contains!r} is not a valid SMARTS pattern")
+            if problem := unwritable(query):
+                raise RequestError(f"contains: {contains!r} can never match: {problem}")
         if scaffold is not None:
             mol = Chem.MolFromSmiles(scaffold) if scaffold.strip() else None
             if mol is None:
                 raise RequestError(f"scaffold: {scaffold!r} is not a valid SMILES")
+            if problem := unwritable(Chem.MolFromSmarts(Chem.MolToSmarts(mol))):
+                raise RequestError(f"scaffold: {scaffold!r} cannot be decorated: {problem}")
+            if len(Chem.GetMolFrags(mol)) > 1:
+                raise RequestError(f"scaffold: {scaffold!r} has {len(Chem.GetMolFrags(mol))} disconnected pieces; a "
+                                   f"scaffold is one piece (to require several, use contains={scaffold!r})")
+            if not any(atom.GetTotalNumHs() for atom in mol.GetAtoms()):
+                raise RequestError(f"scaffold: {scaffold!r} cannot be decorated: no atom has a hydrogen to replace")
             scaffold = Chem.MolToSmiles(mol)
             try:
                 scaffold_ids(scaffold)
@@ -276,7 +287,7 @@ class MoleculeRequest:
         if self.contains:
             parts.append((f"substructure {self.contains}", Chem.MolFromSmarts(self.contains)))
         for label, mol in parts:
-            floors = {"heavy_atoms": mol.GetNumAtoms()}
+            floors = {"heavy_atoms": mol.GetNumAtoms() + label.startswith("scaffold")}  # decorating adds an atom
             as_smiles = Chem.MolFromSmiles(self.contains) if label.startswith("substructure") else None
             if as_smiles is not None:  # SMARTS that reads as SMILES: its rings and heavy atoms are in every match
                 floors.update(rings=as_smiles.GetRingInfo().NumRings(),
@@ -290,8 +301,10 @@ class MoleculeRequest:
                                        f"--max-ring-size {largest} or 0)")
             for name, floor in floors.items():
                 if name in self.windows and self.windows[name][1] < floor - 1e-9:
+                    decorated = name == "heavy_atoms" and label.startswith("scaffold")
                     raise RequestError(f"{name}: window {_fmt(self.windows[name])} is impossible: the {label} "
-                                       f"alone has {name} = {floor:g}")
+                                       + (f"decorated has at least {name} = {floor:g}" if decorated
+                                          else f"alone has {name} = {floor:g}"))
 
     @property
     def fragment(self) -> str | None:
@@ -313,8 +326,9 @@ class MoleculeRequest:
         ok = not self.missed_windows(mol)
         if ok and self.contains:
             ok = mol.HasSubstructMatch(_smarts(self.contains))
-        if ok and self.scaffold:
-            ok = mol.HasSubstructMatch(_smiles_query(self.scaffold))
+        if ok and self.scaffold:  # decorated: the scaffold and at least one atom more
+            scaffold = _smiles_query(self.scaffold)
+            ok = mol.GetNumHeavyAtoms() > scaffold.GetNumAtoms() and mol.HasSubstructMatch(scaffold)
         if ok and self.max_ring_size:
             ok = all(len(ring) <= self.max_ring_size for ring in mol.GetRingInfo().AtomRings())
         return ok, compute_properties(mol, list(self.windows))
@@ -327,10 +341,11 @@ class MoleculeRequest:
 
 
 def parse_molecule(smiles: str) -> Chem.Mol | None:
-    """The molecule, or None when RDKit cannot read it or cannot compute its properties: a SMILES can sanitize
-    and still fail inside a descriptor (QED's RemoveHs raised KekulizeException on one generated molecule)."""
+    """The molecule, or None when RDKit cannot read it, cannot compute its properties (a SMILES can sanitize
+    and still fail inside a descriptor: QED's RemoveHs raised KekulizeException on one generated molecule), or
+    reads it only by inventing chemistry (`implausible`)."""
     mol = Chem.MolFromSmiles(smiles) if smiles else None
-    if mol is None:
+    if mol is None or implausible(mol):
         return None
     try:
         exact_properties(mol)
@@ -339,8 +354,78 @@ def parse_molecule(smiles: str) -> Chem.Mol | None:
     return mol
 
 
+def implausible(mol: Chem.Mol) -> str | None:
+    """Why RDKit's reading of `mol` is not a compound a chemist would accept, or None. RDKit fills a neutral atom
+    up to its next allowed valence with hydrogens, so 'CS(C)(C)=O' (five bonds on S) sanitizes as a [SH] of
+    valence 6; no MOSES training molecule has a hydrogen on an atom above its default valence (checked on every
+    15th of the 1.58M), nor an explicit hydrogen atom ('[H]', '[H][H]' parse too)."""
+    if mol.GetNumHeavyAtoms() == 0 or any(atom.GetAtomicNum() == 1 for atom in mol.GetAtoms()):
+        return "hydrogen atoms only or an explicit hydrogen atom"
+    table = Chem.GetPeriodicTable()
+    for atom in mol.GetAtoms():
+        if (atom.GetFormalCharge() == 0 and atom.GetTotalNumHs()
+                and atom.GetTotalValence() > table.GetDefaultValence(atom.GetAtomicNum())):
+            return f"{atom.GetSymbol()} of valence {atom.GetTotalValence()} with a hydrogen (atom {atom.GetIdx() + 1})"
+    return None
+
+
 class RequestError(ValueError):
     """A malformed or unsatisfiable molecule request."""
+
+
+WRITABLE = {False: {6: "C", 7: "N", 8: "O", 9: "F", 16: "S", 17: "Cl", 35: "Br"},  # aromatic: atom types
+            True: {6: "c", 7: "n", 8: "o", 16: "s"}}                             # as RDKit queries name them
+CAN_WRITE = "the model writes C, N, O, S, F, Cl and Br (c, n, o, s aromatic), without charges, isotopes or stereo"
+
+
+def unwritable(query: Chem.Mol) -> str | None:
+    """What a SMARTS query demands that no molecule from this model has (an element outside its vocabulary, a
+    charge, an isotope, stereo), or None. Read from RDKit's query trees: AND needs every part, OR one."""
+    for atom in query.GetAtoms():
+        problem = (f"atom {atom.GetIdx() + 1} has stereo" if atom.GetChiralTag() != Chem.ChiralType.CHI_UNSPECIFIED
+                   else _impossible(_query_tree(atom.DescribeQuery()), f"atom {atom.GetIdx() + 1}"))
+        if problem:
+            return f"{problem}; {CAN_WRITE}"
+    for bond in query.GetBonds():
+        if bond.GetStereo() != Chem.BondStereo.STEREONONE or bond.GetBondDir() != Chem.BondDir.NONE:
+            return f"bond {bond.GetIdx() + 1} has cis/trans stereo; {CAN_WRITE}"
+    return None
+
+
+def _query_tree(description: str) -> list:
+    """RDKit's DescribeQuery text (two spaces of indent per level) as nested [line, children]."""
+    root: list = ["", []]
+    stack = [(-1, root)]
+    for line in description.splitlines():
+        depth = (len(line) - len(line.lstrip())) // 2
+        node = [line.strip(), []]
+        while stack[-1][0] >= depth:
+            stack.pop()
+        stack[-1][1][1].append(node)
+        stack.append((depth, node))
+    return root[1][0] if root[1] else ["", []]
+
+
+def _impossible(node: list, where: str) -> str | None:
+    text, children = node
+    name, *rest = text.split()
+    if name == "AtomAnd":
+        return next(filter(None, (_impossible(child, where) for child in children)), None)
+    if name == "AtomOr":
+        reasons = [_impossible(child, where) for child in children]
+        return reasons[0] if reasons and all(reasons) else None
+    if len(rest) < 3 or rest[1:] != ["=", "val"] or not rest[0].lstrip("-").isdigit():
+        return None  # a negation, a recursive SMARTS, a count: some writable molecule may match
+    value = int(rest[0])
+    if name == "AtomType" and value % 1000 not in WRITABLE[value >= 1000]:
+        return f"{where} is {Chem.GetPeriodicTable().GetElementSymbol(value % 1000)}{' (aromatic)' * (value >= 1000)}"
+    if name == "AtomAtomicNum" and value not in WRITABLE[False]:
+        return f"{where} is {Chem.GetPeriodicTable().GetElementSymbol(value)}"
+    if name == "AtomFormalCharge" and value:
+        return f"{where} has charge {value:+d}"
+    if name == "AtomIsotope" and value:
+        return f"{where} is the isotope {value}"
+    return None
 
 
 # Bounds on what any molecule on the canvas can have (used to reject windows that cannot be met).
@@ -355,21 +440,25 @@ def _fmt(window: tuple[float, float]) -> str:
 
 
 def _check_window(name: str, window) -> tuple[float, float]:
+    """(lo, hi) within PROPERTY_LIMITS; None or an infinite bound is open on that side."""
     if isinstance(window, (str, bytes)):
         raise RequestError(f"{name}: expected a (lo, hi) pair of numbers, got the text {window!r} "
                            "(parse_window reads 'LO:HI')")
     try:
-        lo, hi = (float(v) for v in window)
+        lo, hi = (-math.inf if v is None and k == 0 else math.inf if v is None else float(v)
+                  for k, v in enumerate(window))
     except (TypeError, ValueError):
-        raise RequestError(f"{name}: expected a (lo, hi) pair of numbers, got {window!r}") from None
-    if not (math.isfinite(lo) and math.isfinite(hi)):
-        raise RequestError(f"{name}: window bounds must be finite, got {_fmt((lo, hi))}")
+        raise RequestError(f"{name}: expected a (lo, hi) pair of numbers (None for an open side), got {window!r}"
+                           ) from None
+    if math.isnan(lo) or math.isnan(hi):
+        raise RequestError(f"{name}: window bounds must be numbers, got {_fmt((lo, hi))}")
     if lo > hi:
         raise RequestError(f"{name}: lower bound {lo:g} is above upper bound {hi:g}")
     low, high = PROPERTY_LIMITS[name]
     if hi < low or lo > high:
         raise RequestError(f"{name}: window {_fmt((lo, hi))} is outside what any molecule here can have "
                            f"({_fmt((low, high))})")
+    lo, hi = max(lo, low), min(hi, high)
     if PROPERTIES[name].integer and math.floor(hi) < math.ceil(lo):
         raise RequestError(f"{name}: window {_fmt((lo, hi))} contains no whole number")
     return lo, hi
@@ -385,14 +474,16 @@ def _smiles_query(smiles: str) -> Chem.Mol:
     return Chem.MolFromSmiles(smiles)
 
 
-def parse_window(text: str, name: str = "window") -> tuple[float, float]:
-    """'LO:HI' -> (lo, hi); either side may be empty for an open bound ('3:' or ':250')."""
+def parse_window(text: str, name: str = "window") -> tuple[float | None, float | None]:
+    """'LO:HI' -> (lo, hi); a side may be empty for an open bound ('3:' or ':250' -> None there); 'V' alone is
+    V:V (exactly V: counts such as rings or hbd)."""
     parts = text.split(":")
+    if len(parts) == 1:
+        parts = parts * 2
     if len(parts) != 2:
-        raise RequestError(f"{name}: expected LO:HI, got {text!r}")
+        raise RequestError(f"{name}: expected LO:HI (or one number), got {text!r}")
     try:
-        lo = float(parts[0]) if parts[0].strip() else PROPERTY_LIMITS.get(name, (-math.inf, math.inf))[0]
-        hi = float(parts[1]) if parts[1].strip() else PROPERTY_LIMITS.get(name, (-math.inf, math.inf))[1]
+        lo, hi = (float(part) if part.strip() else None for part in parts)
     except ValueError:
         raise RequestError(f"{name}: expected numbers in LO:HI, got {text!r}") from None
     return lo, hi
@@ -498,7 +589,8 @@ def _layout(mol: Chem.Mol, fragment: str, draw: Callable[..., int]) -> list[str 
     before = min(draw(longest, int(must_bond_root)), room) if spare[root] else 0
     spare[root] -= bool(before)
     room -= before
-    sites = _atom_ends(tokens)  # token index -> position in `order`
+    atom_tokens = _atom_tokens(tokens)  # position in `order` -> token index
+    sites = _atom_ends(tokens, atom_tokens)  # token index after which a branch may open -> position in `order`
     slots: dict[int, int] = {}  # token index -> free positions in the branch opened after it
     for _ in range(draw(MAX_SLOTS)):
         open_sites = [i for i, k in sites.items() if spare[order[k]] and i not in slots]
@@ -513,6 +605,10 @@ def _layout(mol: Chem.Mol, fragment: str, draw: Callable[..., int]) -> list[str 
     after = min(draw(longest, 0 if before or slots else 1), room) if tail_open else 0
     if not (before or slots or after) and spare[root] and room:
         before = draw(min(longest, room), 1)
+    decorated = {k for k, grown in ((0, before), (sites.get(last), after)) if grown} | {sites[i] for i in slots}
+    for k in decorated:  # a pyrrole-type [nH] that gets a substituent gives up its hydrogen: 'n'
+        if tokens[atom_tokens[k]] == "[nH]":
+            tokens[atom_tokens[k]] = "n"
     layout: list[str | None] = [None] * before
     for i, token in enumerate(tokens):
         layout.append(token)
@@ -521,11 +617,15 @@ def _layout(mol: Chem.Mol, fragment: str, draw: Callable[..., int]) -> list[str 
     return layout + [None] * after
 
 
-def _atom_ends(tokens: list[str]) -> dict[int, int]:
+def _atom_tokens(tokens: list[str]) -> list[int]:
+    """The token index of each atom, in order of appearance."""
+    return [i for i, t in enumerate(tokens) if t[0].isalpha() or t[0] == "["]
+
+
+def _atom_ends(tokens: list[str], atoms: list[int]) -> dict[int, int]:
     """{token index after which a branch may open: the atom's order of appearance}: each atom token, or its
     last ring-closure digit when it has some (a branch goes after them)."""
     ends = {}
-    atoms = [i for i, t in enumerate(tokens) if t[0].isalpha() or t[0] == "["]
     for k, i in enumerate(atoms):
         while i + 1 < len(tokens) and (tokens[i + 1].isdigit() or tokens[i + 1].startswith("%")):
             i += 1

@@ -76,11 +76,20 @@ def test_training_batches_hold_the_molecule_then_eos_and_optional_conditions():
     (dict(windows={"logp": (3, 1)}), "lower bound 3 is above upper bound 1"),
     (dict(windows={"qed": (2, 3)}), "outside what any molecule"),
     (dict(windows={"hbd": (0.2, 0.8)}), "no whole number"),
-    (dict(windows={"mw": (float("nan"), 3)}), "finite"),
+    (dict(windows={"mw": (float("nan"), 3)}), "must be numbers"),
     (dict(windows={"weight": (1, 2)}), "unknown property"),
     (dict(contains="C(("), "not a valid SMARTS"),
     (dict(scaffold="not a smiles"), "not a valid SMILES"),
-    (dict(scaffold="c1ccccc1", windows={"heavy_atoms": (1, 4)}), "alone has heavy_atoms = 6"),
+    (dict(scaffold="c1ccccc1", windows={"heavy_atoms": (1, 6)}), "decorated has at least heavy_atoms = 7"),
+    (dict(scaffold="N#CC#N"), "no atom has a hydrogen to replace"),
+    (dict(scaffold="c1ccccc1.C1CCNCC1"), "2 disconnected pieces; .* use contains='c1ccccc1.C1CCNCC1'"),
+    (dict(scaffold="[H]"), "cannot be decorated: atom 1 is H; the model writes C, N, O"),
+    (dict(scaffold="C[C@H](N)C=O"), "atom 2 has stereo"),
+    (dict(contains="[N+](=O)[O-]"), "can never match: atom 1 has charge \\+1"),
+    (dict(contains="[P,I]"), "atom 1 is P"),
+    (dict(contains="[2H]"), "atom 1 is H"),
+    (dict(contains="[se]"), "atom 1 is Se \\(aromatic\\)"),
+    (dict(contains="C/C=C/C"), "bond 1 has cis/trans stereo"),
     (dict(scaffold="c1ccc2ccccc2c1", windows={"mw": (10, 100)}), "alone has mw"),
     (dict(contains="C(=O)N.[F,Cl]", windows={"heavy_atoms": (1, 3)}), "substructure C\\(=O\\)N.\\[F,Cl\\] alone"),
     (dict(contains="c1ccccc1", windows={"rings": (0, 0)}), "substructure c1ccccc1 alone has rings = 1"),
@@ -97,7 +106,7 @@ def test_window_parser_returns_a_pair_or_a_request_error(text):
         lo, hi = task.parse_window(text, "logp")
     except task.RequestError:
         return
-    assert isinstance(lo, float) and isinstance(hi, float)
+    assert all(v is None or isinstance(v, float) for v in (lo, hi))
 
 
 def test_windows_are_checked_on_exact_values_not_the_rounded_display():
@@ -130,14 +139,48 @@ def test_rdkit_molecules_are_taken_as_scaffold_and_substructure(designer):
     assert all(m.mol.HasSubstructMatch(ring) and m.mol.HasSubstructMatch(Chem.MolFromSmarts("[CX4]")) for m in result)
 
 
+def test_queries_a_molecule_here_can_match_are_accepted():
+    for pattern in ["[N,P]", "c", "[$(C=O)]", "[!#6]", "[OX2H]", "[Cl,I]", "C(=O)N.[F,Cl]", "[CH3]"]:
+        assert task.MoleculeRequest.parse(contains=pattern).contains == pattern
+
+
+def test_the_verifier_rejects_invented_hydrogens_and_undecorated_scaffolds():
+    assert task.parse_molecule("CS(C)(C)=O") is None  # five bonds on S: RDKit would add an H to reach valence 6
+    assert task.parse_molecule("C[SH](C)C") is None
+    assert task.parse_molecule("[H]") is None and task.parse_molecule("[H][H]") is None
+    assert task.parse_molecule("CS(C)(=O)=O") is not None and task.parse_molecule("c1cc[nH]c1") is not None
+    request = task.MoleculeRequest.parse(scaffold="c1cc[nH]c1")
+    assert not request.verify(Chem.MolFromSmiles("c1cc[nH]c1"))[0]  # the bare scaffold is not a decoration
+    assert request.verify(Chem.MolFromSmiles("Cn1cccc1"))[0]  # N-substituted: the scaffold is still there
+
+
+def test_a_decoration_on_a_pyrrole_type_nitrogen_is_written_on_an_n():
+    g = torch.Generator().manual_seed(0)
+    fragment = "c1ccc2[nH]ccc2c1"
+    layouts = [task._layout(Chem.MolFromSmiles(fragment), fragment, lambda high, low=0: int(
+        torch.randint(low, high + 1, (1,), generator=g))) for _ in range(200)]
+    filled = [Chem.MolFromSmiles("".join("C" if t is None else t for t in layout)) for layout in layouts]
+    assert all(mol is not None for mol in filled)  # was a quarter '[nH](C)': nitrogen of valence 4
+    assert any(mol.HasSubstructMatch(Chem.MolFromSmarts("[nX3;H0]")) for mol in filled)
+
+
 def test_substructure_with_ring_and_weight_windows_is_accepted():
     request = task.MoleculeRequest.parse({"rings": (0, 1), "mw": (100, 200)}, contains="c1ccncc1")
     assert request.windows == {"rings": (0, 1), "mw": (100, 200)}
 
 
-def test_open_window_bounds():
-    assert task.parse_window("3:", "logp") == (3.0, 30.0)
-    assert task.parse_window(":250", "mw")[1] == 250.0
+def test_open_window_bounds_and_single_values():
+    assert task.parse_window("3:", "logp") == (3.0, None)
+    assert task.parse_window(":250", "mw") == (None, 250.0)
+    assert task.parse_window("2", "rings") == (2.0, 2.0)
+    parse = task.MoleculeRequest.parse
+    assert parse({"logp": (3, None), "mw": (None, 250), "qed": (0.5, math.inf)}).windows == {
+        "logp": (3, 30), "mw": (16, 250), "qed": (0.5, 1)}  # open sides end at what any molecule can have
+    assert parse({"logp": task.parse_window("1:inf")}).windows == {"logp": (1, 30)}
+    for window, message in [((2, None), "qed: window 2:inf is outside what any molecule here can have \\(0:1\\)"),
+                            ((None, 10), "mw: window -inf:10 is outside"), ((math.nan, 1), "must be numbers")]:
+        with pytest.raises(task.RequestError, match=message):
+            parse({"mw" if "mw" in message else "qed": window})
 
 
 # ------------------------------------------------------------------------------------------ guidance
@@ -409,7 +452,7 @@ def test_cli_budget_exhaustion_exits_1_with_what_was_found():
 
 @pytest.mark.parametrize("args, message", [
     (["--logp", "5:1"], "above upper bound"),
-    (["--mw", "abc"], "expected LO:HI"),
+    (["--mw", "abc"], "expected numbers in LO:HI"),
     (["--contains", "C(("], "SMARTS"),
     (["--format", "xyz"], "--format"),
     (["--out", "/nonexistent-folder/m.sdf"], "--out /nonexistent-folder/m.sdf: folder /nonexistent-folder does not"),

@@ -176,7 +176,8 @@ def test_cli_names_a_csv_header_without_a_puzzle_column(tmp_path):
     path = tmp_path / "grids.csv"
     path.write_text("id,grid\n1," + easy_puzzle(4)[0] + "\n")
     result = CliRunner().invoke(app, ["sudoku", str(path)])
-    assert result.exit_code == 2 and f"{path}:1: a CSV header needs a puzzle (or puzzles, quizzes) column" in result.stderr
+    assert result.exit_code == 2
+    assert f"{path}:1: a CSV header needs a puzzle (or puzzles, quizzes) column" in result.stderr
 
 
 def test_model_only_keeps_the_clues_and_is_checked_like_the_full_system():
