@@ -61,7 +61,7 @@ def _check_writable(path: Path | None, option: str) -> None:
 
 
 # What each drawing path writes: RDKit's molecule grids are PIL images, graphs are matplotlib figures.
-IMAGE_TYPES = {"molecules": (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff", ".webp"),
+IMAGE_TYPES = {"molecules": (".png", ".svg", ".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff", ".webp"),
                "graphs": (".png", ".svg", ".pdf", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".eps", ".ps")}
 
 
@@ -317,7 +317,7 @@ def sudoku(
     raise typer.Exit(0 if unsolved == 0 and len(good) == len(entries) else 1)
 
 
-PROPERTY_OPTION_HELP = "window LO:HI."
+PROPERTY_OPTION_HELP = "window LO:HI (a side may be left open: 2: or :3; one number V means V:V)."
 MOLECULE_FORMATS = ("smi", "csv", "sdf", "json")
 
 
@@ -337,7 +337,9 @@ def molecules(
     max_ring_size: int = typer.Option(7, min=0, help="Largest ring allowed, in atoms (at least 3); the default "
                                                      "keeps to the training data (no macrocycles); 0 allows any size."),
     budget: int = typer.Option(None, min=1, help="Most canvases to try (default 200 x num + 256)."),
-    format: str = typer.Option("smi", "--format", "-f", help="smi, csv, sdf or json (one object per line)."),
+    format: str = typer.Option(None, "--format", "-f", show_default=False,
+                               help="smi, csv, sdf or json (one object per line); default: the --out suffix's "
+                                    "(.smi, .csv, .sdf, .json/.jsonl), else smi."),
     out: Path = typer.Option(None, "--out", "-o", help="Write here instead of stdout (written whole at the end; "
                                                        "'-' is stdout)."),
     image: Path = typer.Option(None, help="Also draw the molecules as a grid with RDKit; the suffix picks the "
@@ -365,14 +367,14 @@ def molecules(
     """Design molecules that RDKit verifies against every requested condition.
 
     Property windows are inclusive LO:HI; either side may be left open (--mw 250: or --logp :3.5).
+    The model writes C, N, O, S, F, Cl and Br, without charges, isotopes or stereo: a --contains or --scaffold
+    that needs anything else is refused before any work.
 
     Exit status: 0 all NUM found, 1 the budget ran out first (what was found is still written), 2 bad request."""
     from ..tasks.molecules import MoleculeRequest, RequestError, parse_window
     from .molecules import MoleculeDesigner, default_budget
 
-    if format not in MOLECULE_FORMATS:
-        _error(f"--format must be one of {', '.join(MOLECULE_FORMATS)}, not {format!r}")
-        raise typer.Exit(2)
+    format = _molecule_format(format, out)
     texts = {"logp": logp, "mw": mw, "qed": qed, "tpsa": tpsa, "hbd": hbd, "hba": hba, "rings": rings,
              "heavy_atoms": heavy_atoms}
     if 0 < max_ring_size < 3:
@@ -406,7 +408,7 @@ def molecules(
     else:  # an empty result does not replace what the file held
         print(f"no molecule found: {out} not written", file=sys.stderr)
     if image is not None and result.molecules:
-        _draw_molecules(result.molecules, image)
+        _draw_molecules(result.molecules, list(dict.fromkeys([*request.windows, "logp", "mw", "qed"]))[:3], image)
     elif image is not None:
         print(f"no molecule to draw: {image} not written", file=sys.stderr)
     canvases = f"{result.canvases} canvas{'es' * (result.canvases != 1)}"
@@ -417,6 +419,19 @@ def molecules(
                + (f" (seed {result.seed}: --seed {result.seed} repeats this run)" if seed is None else ""))
     print(summary, file=sys.stderr)
     raise typer.Exit(1 if result.exhausted else 0)
+
+
+def _molecule_format(format: str | None, out: Path | None) -> str:
+    """--format, or the one --out's suffix names; a format that contradicts the suffix exits 2."""
+    suffix = out.suffix.lower().lstrip(".") if out is not None and str(out) != "-" else ""
+    implied = {"jsonl": "json"}.get(suffix, suffix) if suffix in (*MOLECULE_FORMATS, "jsonl") else None
+    if format is not None and format not in MOLECULE_FORMATS:
+        _error(f"--format must be one of {', '.join(MOLECULE_FORMATS)}, not {format!r}")
+        raise typer.Exit(2)
+    if format is not None and implied is not None and format != implied:
+        _error(f"--out {out}: the suffix says {implied} but --format is {format}")
+        raise typer.Exit(2)
+    return format or implied or "smi"
 
 
 def _write_molecules(found, names: list[str], format: str, out: Path | None) -> None:
@@ -487,13 +502,29 @@ def _give_usual_mode(tmp: Path, path: Path) -> None:
         pass
 
 
-def _draw_molecules(found, path: Path) -> None:
+MAX_DRAWN = 48  # 12 rows of 4: a grid still readable on one screen
+
+
+SHORT_NAMES = {"logp": "logP", "mw": "MW", "qed": "QED", "tpsa": "TPSA", "hbd": "HBD", "hba": "HBA",
+               "rings": "rings", "heavy_atoms": "atoms"}
+
+
+def _draw_molecules(found, names: list[str], path: Path) -> None:
+    """A grid of the first MAX_DRAWN molecules, each labelled with the properties `names`; .svg is drawn as
+    vector graphics, other suffixes by PIL."""
     from rdkit.Chem import Draw
 
-    grid = Draw.MolsToGridImage([m.mol for m in found[:48]], molsPerRow=4, subImgSize=(260, 220),
-                                legends=[f"logP {m.properties['logp']:.1f}  MW {m.properties['mw']:.0f}  "
-                                         f"QED {m.properties['qed']:.2f}" for m in found[:48]])
-    _write_atomically(path, grid.save)
+    def legend(m) -> str:
+        return "  ".join(f"{SHORT_NAMES[name]} {m.properties[name]:{'.0f' if name == 'mw' else '.3g'}}"
+                         for name in names)
+
+    drawn = found[:MAX_DRAWN]
+    svg = path.suffix.lower() == ".svg"
+    grid = Draw.MolsToGridImage([m.mol for m in drawn], molsPerRow=4, subImgSize=(260, 220),
+                                legends=[legend(m) for m in drawn], useSVG=svg)
+    _write_atomically(path, (lambda tmp: tmp.write_text(grid)) if svg else grid.save)
+    if len(found) > MAX_DRAWN:
+        print(f"{path}: drew the first {MAX_DRAWN} of {len(found)} molecules", file=sys.stderr)
 
 
 def _sudoku_tracer(canvases: int):

@@ -442,6 +442,18 @@ def test_cli_writes_sdf_and_a_picture(tmp_path):
     assert not list(tmp_path.glob("*.tmp*"))
 
 
+def test_cli_takes_the_format_from_the_out_suffix_and_draws_svg(tmp_path):
+    out, image = tmp_path / "mols.sdf", tmp_path / "grid.svg"
+    result = CliRunner().invoke(app, ["molecules", "-n", "2", "--out", str(out), "--image", str(image),
+                                      "--seed", "3", "--hbd", "1"])
+    assert result.exit_code == 0, result.stderr
+    mols = [m for m in Chem.SDMolSupplier(str(out))]
+    assert len(mols) == 2 and all(m.GetProp("hbd") == "1" for m in mols)
+    assert "<svg" in image.read_text() and image.read_text().rstrip().endswith("</svg>")
+    clash = CliRunner().invoke(app, ["molecules", "-n", "1", "--format", "csv", "--out", str(out)])
+    assert clash.exit_code == 2 and "the suffix says sdf but --format is csv" in clash.stderr
+
+
 def test_cli_budget_exhaustion_exits_1_with_what_was_found():
     result = CliRunner().invoke(app, ["molecules", "-n", "50", "--budget", "8", "--format", "csv", "--seed", "0"])
     assert result.exit_code == 1
