@@ -408,6 +408,8 @@ def _query_tree(description: str) -> list:
 
 def _impossible(node: list, where: str) -> str | None:
     text, children = node
+    if not text:
+        return None
     name, *rest = text.split()
     if name == "AtomAnd":
         return next(filter(None, (_impossible(child, where) for child in children)), None)
