@@ -7,6 +7,7 @@ import os
 import platform
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -255,7 +256,6 @@ def sudoku(
     if model_only and canvases not in (None, 1):
         _error("--canvases is for the guided search: --model-only samples one canvas per puzzle")
         raise typer.Exit(2)
-    canvases = canvases or (1 if model_only else 8)
     name, text = read_input(file)
     entries = parse_puzzles(text, name)
     for entry in entries:
@@ -279,7 +279,7 @@ def sudoku(
         _error(f"{name}: no usable puzzle")
         raise typer.Exit(2)
     solver = _load(checkpoint, "sudoku", device, lambda model: SudokuSolver(
-        model, guided=not model_only, canvases=canvases, max_steps=max_steps, seed=seed, backtrack=backtrack,
+        model, guided=not model_only, canvases=canvases or 8, max_steps=max_steps, seed=seed, backtrack=backtrack,
         temperature=temperature))
 
     def emit(entry, result) -> None:
@@ -301,23 +301,28 @@ def sudoku(
                     lambda k, result: emit(entries[k], result), lambda k: emit_unreadable(entries[k]))
     traced = 0
     if trace:  # the first puzzle alone, before the others, so that its passes are not mixed with a progress bar
-        order.add(0, solver.solve(good[0].puzzle, callback=_sudoku_tracer(canvases)))
+        order.add(0, solver.solve(good[0].puzzle, callback=_sudoku_tracer(solver.canvases)))
         traced = 1
     order.flush()  # unreadable entries before the first puzzle
     rest = good[traced:]
     with progress_bar("solving", show=len(rest) > 1) as bar:
         task = bar.add_task("puzzles", total=len(rest))
+        finished = _FinishedPuzzles(solver.canvases)
+
+        def advance(count: int) -> None:  # never back: a batch's stopped puzzles were counted pass by pass
+            bar.update(task, completed=max(count, bar.tasks[task].completed))
 
         def done(i: int, result) -> None:
-            bar.advance(task)
+            finished.earlier += 1
+            advance(finished.earlier)
             order.add(traced + i, result)
 
-        solver.solve_many([e.puzzle for e in rest], on_result=done)
+        solver.solve_many([e.puzzle for e in rest], on_result=done, callback=lambda info: advance(finished.count(info)))
     unsolved = sum(not r.verified for r in order.results.values())
     raise typer.Exit(0 if unsolved == 0 and len(good) == len(entries) else 1)
 
 
-PROPERTY_OPTION_HELP = "window LO:HI (a side may be left open: 2: or :3; one number V means V:V)."
+PROPERTY_OPTION_HELP = "window LO:HI (a side may be left open: 2: or :3; a count may be one number V, meaning V:V)."
 MOLECULE_FORMATS = ("smi", "csv", "sdf", "json")
 
 
@@ -371,7 +376,7 @@ def molecules(
     that needs anything else is refused before any work.
 
     Exit status: 0 all NUM found, 1 the budget ran out first (what was found is still written), 2 bad request."""
-    from ..tasks.molecules import MoleculeRequest, RequestError, parse_window
+    from ..tasks.molecules import MoleculeRequest, RequestError, UntrainedWindowWarning, parse_window
     from .molecules import MoleculeDesigner, default_budget
 
     format = _molecule_format(format, out)
@@ -390,6 +395,9 @@ def molecules(
         known = head in texts or head in ("contains", "scaffold")
         _error(f"--{head.replace('_', '-')}: {rest}" if colon and known else f"{exc}")
         raise typer.Exit(2) from None
+    for message in request.untrained():
+        name, rest = message.split(":", 1)
+        print(f"warning: --{name.replace('_', '-')}:{rest}", file=sys.stderr)
     out = None if out is not None and str(out) == "-" else out
     _check_writable(out, "--out")
     _check_image(image, "molecules")
@@ -397,7 +405,8 @@ def molecules(
                      lambda model: MoleculeDesigner(model, guided=not model_only, training_prior=training_prior,
                                                                    match_training=match_training, novel=novel))
     budget = budget if budget is not None else default_budget(num)
-    with progress_bar("designing", "{task.fields[tried]}") as bar:
+    with progress_bar("designing", "{task.fields[tried]}") as bar, warnings.catch_warnings():
+        warnings.simplefilter("ignore", UntrainedWindowWarning)  # said above, in the CLI's words
         task = bar.add_task("molecules", total=num, tried="")
         result = designer.design(num, request, seed=seed, budget=budget,
                                  on_round=lambda tried, found: bar.update(task, completed=found,
@@ -525,6 +534,20 @@ def _draw_molecules(found, names: list[str], path: Path) -> None:
     _write_atomically(path, (lambda tmp: tmp.write_text(grid)) if svg else grid.save)
     if len(found) > MAX_DRAWN:
         print(f"{path}: drew the first {MAX_DRAWN} of {len(found)} molecules", file=sys.stderr)
+
+
+class _FinishedPuzzles:
+    """Puzzles finished so far, pass by pass: those of earlier batches (`earlier`, counted by the caller) and
+    those of the running batch whose canvases have all stopped (verified, or retired when a sibling was)."""
+
+    def __init__(self, canvases: int):
+        self.canvases, self.earlier, self.stopped = canvases, 0, torch.zeros(0, dtype=torch.bool)
+
+    def count(self, info: StepInfo) -> int:
+        if info.step == 1 and info.block == 0:  # a new batch: every row is still there
+            self.stopped = torch.zeros(len(info.rows), dtype=torch.bool)
+        self.stopped[info.rows[info.finished].cpu()] = True
+        return self.earlier + int(self.stopped.view(-1, self.canvases).all(1).sum())
 
 
 def _sudoku_tracer(canvases: int):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -159,6 +160,8 @@ class MoleculeDesigner:
             raise task.RequestError(str(exc)) from None
         arguments.callback(on_molecule, "on_molecule")
         arguments.callback(on_round, "on_round")
+        for message in request.untrained():
+            warnings.warn(message, task.UntrainedWindowWarning, stacklevel=2)
         began = time.perf_counter()
         generator = torch.Generator().manual_seed(seed)
         device = self.model.device

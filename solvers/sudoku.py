@@ -16,7 +16,7 @@ from .checkpoints import check_task_model, default_checkpoint
 
 @dataclass
 class SudokuResult:
-    puzzle: str  # 81 chars, '0' for blanks (an unreadable puzzle: the text as given)
+    puzzle: str  # 81 chars, '0' for blanks (an unreadable puzzle: the text as given, stripped)
     solution: str | None  # set only when verified
     verified: bool
     reason: str | None  # why there is no solution
@@ -145,12 +145,13 @@ class SudokuSolver:
 
 
 def _read_one(text: str) -> tuple[str, str | None]:
-    """(the puzzle: 81 characters, '0' for blanks, problem None) or (the text as given, what is wrong with it)."""
+    """(the puzzle: 81 characters, '0' for blanks, problem None) or (the text stripped, what is wrong with it)."""
     entries = parse_puzzles(text)
+    bad = next((entry for entry in entries if isinstance(entry, PuzzleFormatError)), None)
+    if bad is not None:
+        where = "" if len(text.strip().splitlines()) == 1 else f"line {bad.line}: "
+        return text.strip(), where + bad.message
     if len(entries) != 1:
-        return text.strip(), "no puzzle in the text" if not entries else f"one puzzle expected, found {len(entries)}"
-    entry = entries[0]
-    if isinstance(entry, PuzzleFormatError):
-        where = "" if len(text.strip().splitlines()) == 1 else f"line {entry.line}: "
-        return text.strip(), where + entry.message
-    return entry.puzzle, None
+        return text.strip(), ("no puzzle in the text (a line of words with few digits reads as a title)"
+                              if not entries else f"one puzzle expected, found {len(entries)}")
+    return entries[0].puzzle, None

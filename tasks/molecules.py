@@ -33,8 +33,9 @@ from rdkit.Chem import Descriptors, Lipinski, rdMolDescriptors
 
 from ..core import Guidance, ModelConfig, arguments, word_level_tokenizer
 from ..core.training import Batch
-from .molecule_data import (CONDITION_BINS, MAX_SMILES_TOKENS, PROPERTIES, SMILES_TOKENS, SmilesError, bin_index,
-                            bin_ranges, compute_properties, condition_tokens, exact_properties, tokenize_known)
+from .molecule_data import (CONDITION_BINS, MAX_SMILES_TOKENS, PROPERTIES, SMILES_TOKENS, TRAINING_RANGES, SmilesError,
+                            bin_index, bin_ranges, compute_properties, condition_tokens, exact_properties,
+                            tokenize_known)
 
 CANVAS = 64
 TOKENIZER = word_level_tokenizer([*SMILES_TOKENS, *condition_tokens()])
@@ -325,7 +326,7 @@ class MoleculeRequest:
         are checked on RDKit's exact values: a QED of 0.55012 is not inside 0:0.5501."""
         ok = not self.missed_windows(mol)
         if ok and self.contains:
-            ok = mol.HasSubstructMatch(_smarts(self.contains))
+            ok = mol.HasSubstructMatch(_smarts(self.contains), useChirality=True)
         if ok and self.scaffold:  # decorated: the scaffold and at least one atom more
             scaffold = _smiles_query(self.scaffold)
             ok = mol.GetNumHeavyAtoms() > scaffold.GetNumAtoms() and mol.HasSubstructMatch(scaffold)
@@ -333,6 +334,13 @@ class MoleculeRequest:
             ok = all(len(ring) <= self.max_ring_size for ring in mol.GetRingInfo().AtomRings())
         return ok, compute_properties(mol, list(self.windows))
 
+
+    def untrained(self) -> list[str]:
+        """The windows that lie wholly outside the MOSES training molecules' range (TRAINING_RANGES)."""
+        return [f"{name}: window {_fmt((lo, hi))} lies outside the training molecules' range "
+                f"{_fmt(TRAINING_RANGES[name])}: verified molecules may be rare or absent within the budget"
+                for name, (lo, hi) in self.windows.items()
+                if hi < TRAINING_RANGES[name][0] or lo > TRAINING_RANGES[name][1]]
 
     def missed_windows(self, mol: Chem.Mol) -> dict[str, bool]:
         """The requested windows `mol` misses, each mapped to whether its value lies below the window."""
@@ -373,9 +381,15 @@ class RequestError(ValueError):
     """A malformed or unsatisfiable molecule request."""
 
 
-WRITABLE = {False: {6: "C", 7: "N", 8: "O", 9: "F", 16: "S", 17: "Cl", 35: "Br"},  # aromatic: atom types
-            True: {6: "c", 7: "n", 8: "o", 16: "s"}}                             # as RDKit queries name them
-CAN_WRITE = "the model writes C, N, O, S, F, Cl and Br (c, n, o, s aromatic), without charges, isotopes or stereo"
+class UntrainedWindowWarning(UserWarning):
+    """A window beyond every training molecule: possible, but the model has never written such molecules."""
+
+
+# The elements the vocabulary writes, by aromaticity (True: lowercase tokens), as atomic numbers.
+WRITABLE = {aromatic: dict(sorted((Chem.GetPeriodicTable().GetAtomicNumber(t.capitalize()), t) for t in SMILES_TOKENS
+                                   if t.isalpha() and t.islower() == aromatic)) for aromatic in (False, True)}
+CAN_WRITE = (f"the model writes {', '.join(WRITABLE[False].values())} ({', '.join(WRITABLE[True].values())} "
+             "aromatic), without charges, isotopes or stereo")
 
 
 def unwritable(query: Chem.Mol) -> str | None:
@@ -477,13 +491,16 @@ def _smiles_query(smiles: str) -> Chem.Mol:
 
 
 def parse_window(text: str, name: str = "window") -> tuple[float | None, float | None]:
-    """'LO:HI' -> (lo, hi); a side may be empty for an open bound ('3:' or ':250' -> None there); 'V' alone is
-    V:V (exactly V: counts such as rings or hbd)."""
+    """'LO:HI' -> (lo, hi); one side may be empty for an open bound ('3:' or ':250' -> None there); for a count
+    (rings, hbd, ...) one number V means exactly V."""
     parts = text.split(":")
-    if len(parts) == 1:
+    count = name in PROPERTIES and PROPERTIES[name].integer
+    if len(parts) == 1 and count:
         parts = parts * 2
     if len(parts) != 2:
-        raise RequestError(f"{name}: expected LO:HI (or one number), got {text!r}")
+        raise RequestError(f"{name}: expected LO:HI{' (or one whole number)' * count}, got {text!r}")
+    if not any(part.strip() for part in parts):
+        raise RequestError(f"{name}: give at least one bound, got {text!r}")
     try:
         lo, hi = (float(part) if part.strip() else None for part in parts)
     except ValueError:
@@ -759,7 +776,7 @@ class MoleculeGuidance(Guidance):
         if tokens not in self._mends:
             text = [ID_TO_TOKEN[t] for t in tokens]
             mol = Chem.MolFromSmiles("".join(text))
-            atoms = [i for i, t in enumerate(text) if t[0].isalpha() or t[0] == "["]  # RDKit keeps this atom order
+            atoms = _atom_tokens(text)  # RDKit keeps this atom order
             missed = self.request.missed_windows(mol) if mol is not None else {}
             grow = bool(missed) and all(name in GROWS and below for name, below in missed.items())
             contributions = [atom_contributions(mol, name) for name in missed]

@@ -304,15 +304,16 @@ def _cells(text: str, line: int, skip: str = " \t|", offset: int = 0) -> list[Ce
 def _check(record: _Record) -> str:
     """The canonical puzzle of `record`; raises _Invalid if it is bad. A bad solution is set aside with a warning."""
     start, cells, solution = record.start, record.cells, record.solution
-    if len(cells) != 81:
-        csv_like = len(cells) > 81 and any(ch == "," for _, _, ch in cells)
-        raise _Invalid(start, f"expected 81 cells, got {len(cells)}" + (
-            " (CSV? the first line must name the columns, e.g. 'puzzle,solution')" if csv_like else ""))
-    for line, col, ch in cells:
+    if len(cells) > 81 and any(ch in DELIMITERS for _, _, ch in cells):
+        raise _Invalid(start, f"expected 81 cells, got {len(cells)} (CSV? the first line must name the columns, "
+                              "e.g. 'puzzle,solution')")
+    for line, col, ch in cells:  # before the length: a label or a stray letter is the likelier mistake
         if ch == "\ufffd":  # what read_input makes of a byte that is not UTF-8
             raise _Invalid(line, f"bad byte at column {col}: the file is not UTF-8 text")
         if ch not in DIGITS and ch not in BLANKS:
             raise _Invalid(line, f"bad character {ch!r} at column {col}")
+    if len(cells) != 81:
+        raise _Invalid(start, f"expected 81 cells, got {len(cells)}")
     puzzle = "".join(ch if ch in DIGITS else "0" for _, _, ch in cells)
     clash = conflicts(puzzle)
     if clash:
@@ -331,7 +332,7 @@ DELIMITERS = ",;\t"  # comma first; semicolons (spreadsheets in comma-decimal lo
 
 def _csv_columns(header: str) -> tuple[int, int | None, str] | None:
     """(puzzle column, solution column or None, delimiter) if `header` is a puzzle CSV header."""
-    for delimiter in [d for d in DELIMITERS if d in header] or [","]:
+    for delimiter in [d for d in DELIMITERS if d in header] or [","]:  # `header` without its comment
         names = [name.strip().lower() for name in next(csv.reader([header], delimiter=delimiter))]
         puzzle = next((k for k, name in enumerate(names) if name in ("puzzle", "puzzles", "quizzes")), None)
         solution = next((k for k, name in enumerate(names) if name in ("solution", "solutions")), None)
@@ -344,7 +345,8 @@ def _csv_records(lines: list[str], header: int, columns: tuple[int, int | None, 
     puzzle_col, solution_col, delimiter = columns
     width = max(puzzle_col, -1 if solution_col is None else solution_col) + 1
     for number, raw in enumerate(lines[header + 1:], header + 2):
-        if not raw.strip() or raw.strip().startswith("#"):
+        raw = _uncommented(raw)
+        if not raw.strip():
             continue
         fields = next(csv.reader([raw], delimiter=delimiter))
         if len(fields) < width:
@@ -355,19 +357,29 @@ def _csv_records(lines: list[str], header: int, columns: tuple[int, int | None, 
         yield _Record(number, _cells(field, number, " \t", max(raw.find(field), 0)), solution)
 
 
+def _uncommented(line: str) -> str:
+    return line.split("#", 1)[0]
+
+
+def _is_title(line: str) -> bool:
+    """A label such as 'Grid 01' or 'Easy puzzles, set 1': a word (two letters or more) and fewer than five digits
+    and dots, so that a puzzle line with a label or a mistyped letter is still read (and its letters named);
+    a line of exactly 81 cells is always read as a puzzle."""
+    return (re.search(r"[^\W\d_]{2}", line) is not None
+            and sum(ch in DIGITS or ch in "0." for ch in line) < 5)
+
+
 def _text_records(lines: list[str]):
     """One-line puzzles and 9-row grids (separator lines are skipped; blank lines, comments and title lines end a
-    grid). '#' starts a comment anywhere on a line. A title is a line with a word on it (two letters or more,
-    'Grid 01') outside a grid, unless it is 81 cells long (then its letters are bad characters)."""
+    grid). '#' starts a comment anywhere on a line."""
     block: list[tuple[int, list[Cell]]] = []
     for number, raw in enumerate(lines + [""], 1):  # the extra blank line closes a trailing grid
-        raw = raw.split("#", 1)[0]
+        raw = _uncommented(raw)
         stripped = raw.strip()
         cells = _cells(raw, number)
         if stripped and set(stripped) <= set("-+| ") and ("+" in stripped or len(cells) != 9):
             continue  # separator line (nine dashes alone are a row of blanks)
-        title = not block and len(cells) != 81 and re.search(r"[^\W\d_]{2}", stripped) is not None
-        skip = not stripped or title
+        skip = not stripped or (len(cells) != 81 and _is_title(stripped))
         if block and (skip or len(cells) > 18):
             if len(block) == 1:  # a lone short line: a one-line puzzle that is too short
                 yield _Invalid(block[0][0], f"expected 81 cells (or a 9-row grid), got {len(block[0][1])}")
@@ -394,14 +406,18 @@ def parse_puzzles(text: str, path: str = "<input>") -> list[ParsedPuzzle | Puzzl
 
     Bad entries come back inline, in file order, as PuzzleFormatError so the good ones can still be used."""
     lines = text.removeprefix("\ufeff").splitlines()
-    content = [k for k, raw in enumerate(lines) if raw.strip() and not raw.strip().startswith("#")]
-    header = content[0] if content else None
-    # A first line naming a puzzle/quizzes column marks CSV (a one-column CSV has no delimiter at all).
-    columns = _csv_columns(lines[header]) if header is not None else None
-    second = lines[content[1]] if len(content) > 1 else ""
-    if columns is None and header is not None and _looks_like_csv(lines[header], second):
-        return [PuzzleFormatError(path, header + 1, f"a CSV header needs a puzzle (or puzzles, quizzes) column, found "
-                                                    f"{lines[header].strip()!r}")]
+    content = [k for k, raw in enumerate(lines) if _uncommented(raw).strip()]
+    # CSV: a line naming a puzzle/quizzes column (a one-column CSV has no delimiter at all), after titles if any.
+    header, columns = None, None
+    for at, k in enumerate(content):
+        line = _uncommented(lines[k])
+        columns = _csv_columns(line)
+        if columns is None and at + 1 < len(content) and _looks_like_csv(line, _uncommented(lines[content[at + 1]])):
+            return [PuzzleFormatError(path, k + 1, f"a CSV header needs a puzzle (or puzzles, quizzes) column, "
+                                                   f"found {line.strip()!r}")]
+        if columns is not None or not _is_title(line.strip()):
+            header = k
+            break
     records = _csv_records(lines, header, columns) if columns else _text_records(lines)
     results: list[ParsedPuzzle | PuzzleFormatError] = []
     for record in records:
@@ -416,9 +432,12 @@ def parse_puzzles(text: str, path: str = "<input>") -> list[ParsedPuzzle | Puzzl
 
 
 def _looks_like_csv(header: str, second: str) -> bool:
-    """A header with names and a delimiter that the next line shares (a title such as 'Easy, set 1' above
-    puzzles is not one)."""
-    return any(c.isalpha() for c in header) and any(d in header and d in second for d in DELIMITERS)
+    """A header with names above a row whose delimiter it shares and that has a field of puzzle length (a title
+    such as 'Easy, set 1' above puzzles, or above another title, is not one)."""
+    return any(c.isalpha() for c in header) and any(
+        d in header and d in second
+        and any(sum(ch in DIGITS or ch in BLANKS for ch in field) >= 17 for field in second.split(d))
+        for d in DELIMITERS)
 
 
 def format_grid(s: str) -> str:

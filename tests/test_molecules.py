@@ -173,6 +173,10 @@ def test_open_window_bounds_and_single_values():
     assert task.parse_window("3:", "logp") == (3.0, None)
     assert task.parse_window(":250", "mw") == (None, 250.0)
     assert task.parse_window("2", "rings") == (2.0, 2.0)
+    for text, message in [("2", "logp: expected LO:HI, got '2'"), (":", "give at least one bound"),
+                          ("1:2:3", "expected LO:HI")]:
+        with pytest.raises(task.RequestError, match=message):
+            task.parse_window(text, "logp")
     parse = task.MoleculeRequest.parse
     assert parse({"logp": (3, None), "mw": (None, 250), "qed": (0.5, math.inf)}).windows == {
         "logp": (3, 30), "mw": (16, 250), "qed": (0.5, 1)}  # open sides end at what any molecule can have
@@ -465,7 +469,7 @@ def test_cli_budget_exhaustion_exits_1_with_what_was_found():
 
 @pytest.mark.parametrize("args, message", [
     (["--logp", "5:1"], "above upper bound"),
-    (["--mw", "abc"], "expected numbers in LO:HI"),
+    (["--mw", "abc"], "--mw: expected LO:HI, got 'abc'"),
     (["--contains", "C(("], "SMARTS"),
     (["--format", "xyz"], "--format"),
     (["--out", "/nonexistent-folder/m.sdf"], "--out /nonexistent-folder/m.sdf: folder /nonexistent-folder does not"),
@@ -555,6 +559,25 @@ def test_shipped_filter_knows_moses_training_molecules():
              "Cc1c(Cl)cccc1Nc1ncccc1C(=O)OCC(O)CO"]
     assert training_molecules().contains([Chem.MolToSmiles(Chem.MolFromSmiles(s)) for s in train]) == [True] * 3
     assert training_molecules().contains([Chem.MolToSmiles(Chem.MolFromSmiles(ASPIRIN))]) == [False]  # 180 Da
+
+
+def test_windows_beyond_every_training_molecule_are_warned_about(designer):
+    from diffsolve.tasks.molecule_data import TRAINING_RANGES, training_ranges
+
+    train = ["CCCS(=O)c1ccc2[nH]c(=NC(=O)OC)[nH]c2c1", "CC(C)(C)C(=O)C(Oc1ccc(Cl)cc1)n1ccnc1",
+             "Cc1c(Cl)cccc1Nc1ncccc1C(=O)OCC(O)CO"]
+    for name, (lo, hi) in training_ranges(train).items():
+        assert TRAINING_RANGES[name][0] <= lo <= hi <= TRAINING_RANGES[name][1]
+    assert training_ranges(["CCO", "c1ccccc1"])["heavy_atoms"] == (3, 6)
+    assert not task.MoleculeRequest.parse({"mw": (300, 310), "logp": (5, 6.5)}).untrained()
+    (message,) = task.MoleculeRequest.parse({"mw": (900, 1000)}).untrained()
+    assert message.startswith("mw: window 900:1000 lies outside the training molecules' range")
+    with pytest.warns(task.UntrainedWindowWarning, match="mw: window 900:1000"):
+        result = designer.generate(1, mw=(900, 1000), budget=1, seed=0)
+    assert result.exhausted
+    cli = CliRunner().invoke(app, ["molecules", "-n", "1", "--mw", "900:1000", "--budget", "1"])
+    assert cli.exit_code == 1 and "warning: --mw: window 900:1000 lies outside" in cli.stderr
+    assert "UntrainedWindowWarning" not in cli.stderr  # said once, in the CLI's words
 
 
 # ------------------------------------------------------------------------------------------ acceptance

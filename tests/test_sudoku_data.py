@@ -273,10 +273,28 @@ def test_comments_titles_and_other_delimiters():
                  "a CSV header needs a puzzle (or puzzles, quizzes) column, found 'id;grid'", path="q.csv")
 
 
+def test_labelled_puzzle_lines_are_errors_not_titles_and_titles_end_grids():
+    results = parse_puzzles(f"Puzzle 1: {PUZZLE}\n{PUZZLE} ED=9.0/1.2/1.2\n{PUZZLE}\n", "p.txt")
+    assert_error(results[0], 1, "bad character 'P' at column 1", path="p.txt")
+    assert_error(results[1], 2, "bad character 'E' at column 83", path="p.txt")
+    assert results[2].puzzle == PUZZLE
+    rows = [PUZZLE[r * 9: r * 9 + 9] for r in range(9)]
+    results = parse_puzzles("\n".join(["Grid 01", *rows[:8], "Grid 02", *rows]), "g.txt")
+    assert_error(results[0], 2, "expected 9 grid rows, got 8", path="g.txt")
+    assert results[1].puzzle == PUZZLE and results[1].line == 11
+    titled = parse_puzzles(f"Easy, set 1\nHard, set 2\n{PUZZLE}\n")  # two titles sharing a comma: not CSV
+    check_parsed(titled, [PUZZLE])
+    csv_below_title = parse_puzzles(f"My puzzles\npuzzle,solution # from Kaggle\n{PUZZLE},{SOLUTION}  # one\n")
+    check_parsed(csv_below_title, [PUZZLE], [SOLUTION])
+    assert csv_below_title[0].line == 3
+
+
 def test_a_letter_inside_a_grid_or_an_81_cell_line_is_still_a_bad_character():
     rows = [PUZZLE[r * 9: r * 9 + 9] for r in range(9)]
-    rows[3] = "ab" + rows[3][2:]
-    assert_error(parse_puzzles("\n".join(rows), "g.txt")[0], 4, "bad character 'a' at column 1", path="g.txt")
+    for r in (0, 3):
+        bad = list(rows)
+        bad[r] = "ab" + rows[r][2:]
+        assert_error(parse_puzzles("\n".join(bad), "g.txt")[0], r + 1, "bad character 'a' at column 1", path="g.txt")
     assert_error(parse_puzzles("ab" + PUZZLE[2:], "l.txt")[0], 1, "bad character 'a' at column 1", path="l.txt")
     assert_error(parse_puzzles(PUZZLE[:5] + "\ufffd" + PUZZLE[6:], "u.txt")[0], 1,
                  "bad byte at column 6: the file is not UTF-8 text", path="u.txt")
