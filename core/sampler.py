@@ -157,6 +157,10 @@ class FinishClock:
         if self.callback is not None:
             self.callback(info)
 
+    def instances_stopped(self, canvases: int) -> int:
+        """How many instances (`canvases` consecutive rows each) have every row stopped."""
+        return int((~self.stopped_at.isnan()).view(-1, canvases).all(1).sum())
+
     def latency(self, canvases: int) -> Tensor:
         """[instances]: seconds until the last of each instance's `canvases` consecutive rows stopped (rows still
         running when the sampler returned stop now)."""

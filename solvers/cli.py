@@ -15,8 +15,8 @@ import torch
 import typer
 from rich.console import Console
 
-from ..core import (CheckpointError, ConfigError, DiffusionGemma, SamplingConfig, StepInfo, check_device, generate,
-                    load_model)
+from ..core import (CheckpointError, ConfigError, DiffusionGemma, FinishClock, SamplingConfig, StepInfo, check_device,
+                    generate, load_model)
 from .checkpoints import check_task_model, default_checkpoint
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="markdown",
@@ -541,13 +541,13 @@ class _FinishedPuzzles:
     those of the running batch whose canvases have all stopped (verified, or retired when a sibling was)."""
 
     def __init__(self, canvases: int):
-        self.canvases, self.earlier, self.stopped = canvases, 0, torch.zeros(0, dtype=torch.bool)
+        self.canvases, self.earlier, self.batch = canvases, 0, FinishClock(0)
 
     def count(self, info: StepInfo) -> int:
         if info.step == 1 and info.block == 0:  # a new batch: every row is still there
-            self.stopped = torch.zeros(len(info.rows), dtype=torch.bool)
-        self.stopped[info.rows[info.finished].cpu()] = True
-        return self.earlier + int(self.stopped.view(-1, self.canvases).all(1).sum())
+            self.batch = FinishClock(len(info.rows))
+        self.batch(info)
+        return self.earlier + self.batch.instances_stopped(self.canvases)
 
 
 def _sudoku_tracer(canvases: int):
