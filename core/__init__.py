@@ -4,6 +4,7 @@ from . import arguments
 from .checkpoint import (CheckpointError, check_device, load_model, new_model, resolve_checkpoint, save_model,
                          write_atomically)
 from .config import ConfigError, LayerSpec, ModelConfig
+from .ctrl_c import CtrlC
 from .model import DiffusionGemma, KVCache
 from .sampler import (
     FinishClock,
@@ -20,8 +21,9 @@ from .sampler import (
 from .tokenizer import load_tokenizer, word_level_tokenizer
 
 __all__ = [
-    "CheckpointError", "ConfigError", "DiffusionGemma", "FinishClock", "GenerationOutput", "Guidance", "KVCache",
-    "LayerSpec", "ModelConfig", "SamplingConfig", "StepInfo", "arguments", "check_device", "denoise_canvas", "generate",
+    "CheckpointError", "ConfigError", "CtrlC", "DiffusionGemma", "FinishClock", "GenerationOutput", "Guidance",
+    "KVCache", "LayerSpec", "ModelConfig", "SamplingConfig", "StepInfo", "arguments", "check_device", "denoise_canvas",
+    "generate",
     "generate_autoregressive", "guided_config", "load_model", "load_tokenizer", "new_model", "released_config",
     "resolve_checkpoint", "save_model", "word_level_tokenizer", "write_atomically",
 ]

@@ -25,6 +25,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from .checkpoint import load_model, save_model
+from .ctrl_c import CtrlC
 from .config import ModelConfig
 from .model import DiffusionGemma
 
@@ -241,6 +242,14 @@ def train_step(model: DiffusionGemma, optimizer: torch.optim.Optimizer, batch: B
     return parts
 
 
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped `train` after a completed step, which was checkpointed: calling again resumes there."""
+
+    def __init__(self, step: int, checkpoint: Path):
+        super().__init__(f"stopped after step {step}, checkpointed in {checkpoint}")
+        self.step, self.checkpoint = step, checkpoint
+
+
 def train(model: DiffusionGemma, make_batch: Callable[[int, torch.Generator], Batch], cfg: TrainConfig,
           out_dir: str | os.PathLike, *, evaluate: Callable[[DiffusionGemma], dict] | None = None,
           progress: bool = True, stop_after: int | None = None) -> dict:
@@ -280,40 +289,45 @@ def train(model: DiffusionGemma, make_batch: Callable[[int, torch.Generator], Ba
         end = start  # the budget was spent by an earlier call
     bar = tqdm(range(start, end), initial=start, total=cfg.steps, disable=not progress, desc="train",
                mininterval=2.0)
-    for step in bar:
-        generator = torch.Generator(device=device).manual_seed(cfg.seed * 1_000_003 + step)
-        batch = make_batch(step, torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)).to(device)
-        elapsed = previous_s + time.time() - began
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, cfg, elapsed)
-        parts = train_step(model, optimizer, batch, generator, cfg)
-        for k, v in parts.items():
-            running[k] = running.get(k, 0.0) + v
-        summed += 1
-        done = step + 1
-        out_of_time = cfg.time_budget_s is not None and previous_s + time.time() - began >= cfg.time_budget_s
-        if out_of_time:
-            end = done
-        if done % cfg.log_every == 0 or done in (cfg.steps, end):
-            metrics = {k: v / summed for k, v in running.items()}
-            running, summed = {}, 0
-            metrics.update(step=done, lr=lr_at(step, cfg, elapsed),
-                           elapsed_s=round(previous_s + time.time() - began, 1))
-            if evaluate is not None and done % cfg.checkpoint_every == 0:
-                model.eval()
-                metrics.update(evaluate(model))
-                model.train()
-            bar.set_postfix(loss=f"{metrics['loss']:.3f}", acc=f"{metrics['noised_acc']:.3f}")
-            with log_path.open("a") as f:
-                f.write(json.dumps(metrics) + "\n")
-            if not progress:
-                print(json.dumps(metrics), file=sys.stderr, flush=True)  # stdout keeps the summary alone
-        if done % cfg.checkpoint_every == 0 or done in (cfg.steps, end):
-            save_training_state(ckpt, model, optimizer, done, cfg,
-                                {"elapsed_s": round(previous_s + time.time() - began, 1)})
-        if out_of_time:
-            break
+    done = start
+    # an optimizer update cut short would checkpoint half-updated weights: Ctrl-C stops after the step
+    with CtrlC(notice="stopping after this step (with a checkpoint)") as stop:
+        for step in bar:
+            generator = torch.Generator(device=device).manual_seed(cfg.seed * 1_000_003 + step)
+            batch = make_batch(step, torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)).to(device)
+            elapsed = previous_s + time.time() - began
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(step, cfg, elapsed)
+            parts = train_step(model, optimizer, batch, generator, cfg)
+            for k, v in parts.items():
+                running[k] = running.get(k, 0.0) + v
+            summed += 1
+            done = step + 1
+            out_of_time = cfg.time_budget_s is not None and previous_s + time.time() - began >= cfg.time_budget_s
+            if out_of_time:
+                end = done
+            if done % cfg.log_every == 0 or done in (cfg.steps, end):
+                metrics = {k: v / summed for k, v in running.items()}
+                running, summed = {}, 0
+                metrics.update(step=done, lr=lr_at(step, cfg, elapsed),
+                               elapsed_s=round(previous_s + time.time() - began, 1))
+                if evaluate is not None and done % cfg.checkpoint_every == 0:
+                    model.eval()
+                    metrics.update(evaluate(model))
+                    model.train()
+                bar.set_postfix(loss=f"{metrics['loss']:.3f}", acc=f"{metrics['noised_acc']:.3f}")
+                with log_path.open("a") as f:
+                    f.write(json.dumps(metrics) + "\n")
+                if not progress:
+                    print(json.dumps(metrics), file=sys.stderr, flush=True)  # stdout keeps the summary alone
+            if done % cfg.checkpoint_every == 0 or done in (cfg.steps, end) or stop.asked:
+                save_training_state(ckpt, model, optimizer, done, cfg,
+                                    {"elapsed_s": round(previous_s + time.time() - began, 1)})
+            if out_of_time or stop.asked:
+                break
     if cfg.compile and not was_compiled:
         model.drop_compiled()
     model.eval()
+    if stop.asked and done < end:  # a Ctrl-C after the last step changes nothing
+        raise TrainingInterrupted(done, ckpt)
     return {"steps": end, "resumed_from": start, "seconds": round(previous_s + time.time() - began, 1), **metrics}

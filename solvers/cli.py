@@ -5,18 +5,20 @@ from __future__ import annotations
 import json
 import os
 import platform
+import secrets
 import sys
 import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
 
 import torch
 import typer
 from rich.console import Console
 
-from ..core import (CheckpointError, ConfigError, DiffusionGemma, FinishClock, SamplingConfig, StepInfo, check_device,
-                    generate, load_model)
+from ..core import (CheckpointError, ConfigError, CtrlC, DiffusionGemma, FinishClock, SamplingConfig, StepInfo,
+                    check_device, generate, load_model)
 from .checkpoints import check_task_model, default_checkpoint
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="markdown",
@@ -28,6 +30,15 @@ TASKS = ("sorting", "sudoku", "molecules", "graphs")
 def _error(message: str) -> None:
     """Errors go to stderr unwrapped, so that `file:line: message` stays on one line for tools."""
     print(f"error: {message}", file=sys.stderr)
+
+
+INTERRUPTED = 130  # the shell's status for a command stopped by Ctrl-C (128 + SIGINT)
+
+
+def interrupted(what: str) -> NoReturn:
+    """After Ctrl-C: say on stderr what was kept (`what`) and exit 130."""
+    print(f"interrupted: {what}", file=sys.stderr)
+    raise typer.Exit(INTERRUPTED)
 
 
 def input_name(file: str | Path) -> str:
@@ -164,8 +175,15 @@ def _load(checkpoint: str | None, task: str, device: str, build: Callable = lamb
             model.compile_denoiser()
         return build(model)
     except (CheckpointError, ConfigError) as exc:
-        _error(f"{exc}")
+        _error(f"{exc}" if checkpoint is None else _naming("--checkpoint", checkpoint, exc))
         raise typer.Exit(2) from None
+
+
+def _naming(option: str, value: str | Path, exc: Exception) -> str:
+    """`OPTION VALUE: what is wrong`, without the message's own copy of the path when it starts with one."""
+    head, colon, rest = f"{exc}".partition(": ")
+    same = colon and (head == str(value) or Path(head).resolve() == Path(value).resolve())
+    return f"{option} {value}: {rest if same else exc}"
 
 
 @app.command()
@@ -226,8 +244,9 @@ def sudoku(
     checkpoint: str = typer.Option(None, help="Checkpoint directory or hub id (default: the shipped model)."),
     canvases: int = typer.Option(None, min=1, show_default=False, help="Parallel canvases per puzzle; the first "
                                  "verified one wins (default 8; --model-only samples one)."),
-    max_steps: int = typer.Option(256, min=1, help="Denoising passes before giving up on a puzzle (solved puzzles "
-                                                   "stop early)."),
+    max_steps: int = typer.Option(256, min=1, help="Denoising passes before giving up on a puzzle. The guided "
+                                  "search stops a puzzle once it is verified; --model-only stops only by the stock "
+                                  "sampler's own rule (a stable, confident canvas), often at the last pass."),
     model_only: bool = typer.Option(False, "--model-only", help="Stock sampler, clues pinned, one canvas: "
                                                                 "measures the model without guidance."),
     backtrack: bool = typer.Option(False, "--backtrack", help="Exact search on top of the model: at a dead end "
@@ -299,9 +318,22 @@ def sudoku(
 
     order = InOrder([not isinstance(e, PuzzleFormatError) for e in entries],
                     lambda k, result: emit(entries[k], result), lambda k: emit_unreadable(entries[k]))
+    try:
+        with CtrlC() as ctrl_c:  # stops between passes, never in the middle of a printed record
+            _solve_sudokus(solver, good, order, trace, ctrl_c.stop_if_asked)
+    except KeyboardInterrupt:
+        interrupted(f"{order.printed} of {len(entries)} puzzles printed; the rest were not solved")
+    unsolved = sum(not r.verified for r in order.results.values())
+    raise typer.Exit(0 if unsolved == 0 and len(good) == len(entries) else 1)
+
+
+def _solve_sudokus(solver, good: list, order: InOrder, trace: bool, stop_if_asked: Callable[[], None]) -> None:
+    """Solve the readable entries `good`, handing results to `order`; the first alone under `trace`.
+    `stop_if_asked()` is called after every pass and every result."""
     traced = 0
     if trace:  # the first puzzle alone, before the others, so that its passes are not mixed with a progress bar
-        order.add(0, solver.solve(good[0].puzzle, callback=_sudoku_tracer(solver.canvases)))
+        tracer = _sudoku_tracer(solver.canvases)
+        order.add(0, solver.solve(good[0].puzzle, callback=lambda info: (tracer(info), stop_if_asked())))
         traced = 1
     order.flush()  # unreadable entries before the first puzzle
     rest = good[traced:]
@@ -316,10 +348,13 @@ def sudoku(
             finished.earlier += 1
             advance(finished.earlier)
             order.add(traced + i, result)
+            stop_if_asked()
 
-        solver.solve_many([e.puzzle for e in rest], on_result=done, callback=lambda info: advance(finished.count(info)))
-    unsolved = sum(not r.verified for r in order.results.values())
-    raise typer.Exit(0 if unsolved == 0 and len(good) == len(entries) else 1)
+        def passed(info: StepInfo) -> None:
+            advance(finished.count(info))
+            stop_if_asked()
+
+        solver.solve_many([e.puzzle for e in rest], on_result=done, callback=passed)
 
 
 PROPERTY_OPTION_HELP = "window LO:HI (a side may be left open: 2: or :3; a count may be one number V, meaning V:V)."
@@ -377,7 +412,7 @@ def molecules(
 
     Exit status: 0 all NUM found, 1 the budget ran out first (what was found is still written), 2 bad request."""
     from ..tasks.molecules import MoleculeRequest, RequestError, UntrainedWindowWarning, parse_window
-    from .molecules import MoleculeDesigner, default_budget
+    from .molecules import DesignResult, MoleculeDesigner, default_budget
 
     format = _molecule_format(format, out)
     texts = {"logp": logp, "mw": mw, "qed": qed, "tpsa": tpsa, "hbd": hbd, "hba": hba, "rings": rings,
@@ -405,12 +440,22 @@ def molecules(
                      lambda model: MoleculeDesigner(model, guided=not model_only, training_prior=training_prior,
                                                                    match_training=match_training, novel=novel))
     budget = budget if budget is not None else default_budget(num)
-    with progress_bar("designing", "{task.fields[tried]}") as bar, warnings.catch_warnings():
-        warnings.simplefilter("ignore", UntrainedWindowWarning)  # said above, in the CLI's words
-        task = bar.add_task("molecules", total=num, tried="")
-        result = designer.design(num, request, seed=seed, budget=budget,
-                                 on_round=lambda tried, found: bar.update(task, completed=found,
-                                                                          tried=f"{tried}/{budget} canvases"))
+    drawn_seed = seed if seed is not None else secrets.randbelow(2**31)
+    found, tried, began, stopped = [], [0], time.perf_counter(), False  # what a Ctrl-C keeps
+
+    def on_round(canvases: int, count: int) -> None:
+        tried[0] = canvases
+        bar.update(task, completed=count, tried=f"{canvases}/{budget} canvases")
+
+    try:
+        with progress_bar("designing", "{task.fields[tried]}") as bar, warnings.catch_warnings():
+            warnings.simplefilter("ignore", UntrainedWindowWarning)  # said above, in the CLI's words
+            task = bar.add_task("molecules", total=num, tried="")
+            result = designer.design(num, request, seed=drawn_seed, budget=budget, on_molecule=found.append,
+                                     on_round=on_round)
+    except KeyboardInterrupt:
+        result = DesignResult(found, num, tried[0], time.perf_counter() - began, False, drawn_seed)
+        stopped = True
     names = sorted(set(request.windows) | {"logp", "mw", "qed"}, key=list(texts).index)
     if result.molecules or out is None:
         _write_molecules(result.molecules, names, format, out)
@@ -426,6 +471,8 @@ def molecules(
                   else "")
                + (f"; budget exhausted ({canvases})" if result.exhausted else "")
                + (f" (seed {result.seed}: --seed {result.seed} repeats this run)" if seed is None else ""))
+    if stopped:  # the molecules found are written all the same
+        interrupted(summary + (f"; written to {out}" if out is not None and result.molecules else ""))
     print(summary, file=sys.stderr)
     raise typer.Exit(1 if result.exhausted else 0)
 
@@ -604,7 +651,7 @@ def train(
     the recipe (batch size, learning rate, seed) must stay the same. The summary JSON goes to stdout, log lines
     to stderr and out/train_log.jsonl. Exit status: 0 trained, 2 bad input."""
     from ..core import new_model, released_config
-    from ..core.training import ResumeError, TrainConfig, check_resumable, find_checkpoint
+    from ..core.training import ResumeError, TrainConfig, TrainingInterrupted, check_resumable, find_checkpoint
     from ..core.training import deepen as deepen_model
     from ..core.training import train as run_training
     from ..tasks import graph_data, molecules, sorting, sudoku
@@ -649,7 +696,10 @@ def train(
         _error(f"--data {data}: not a {task} training set ({exc})" if data is not None
                else f"--out {out}: cannot build or read the training set there ({exc})")
         raise typer.Exit(2) from None
-    summary = run_training(model, make_batch, cfg, out, progress=sys.stderr.isatty())
+    try:
+        summary = run_training(model, make_batch, cfg, out, progress=sys.stderr.isatty())
+    except TrainingInterrupted as stop:
+        interrupted(f"{stop}; the same command resumes the run")
     metrics = module.evaluate(model)
     final = out / "model"
     model.save_pretrained(final)
@@ -671,7 +721,7 @@ def _warm_start(init: Path, task: str, module) -> DiffusionGemma:
         source = load_model(init)
         check_task_model(source, task, module.TOKENIZER, module.model_config().canvas_length, exact=True)
     except (CheckpointError, OSError) as exc:
-        _error(f"--init {init}: {exc}")
+        _error(_naming("--init", init, exc))
         raise typer.Exit(2) from None
     return source
 

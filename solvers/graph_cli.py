@@ -10,8 +10,9 @@ from typing import NoReturn
 
 import typer
 
+from ..core import CtrlC
 from .cli import (SEED_RANGE, InOrder, _check_image, _check_search, _error, _load, _write_atomically, app,
-                  input_name, progress_bar, read_input)
+                  input_name, interrupted, progress_bar, read_input)
 
 FORMATS = ("text", "json")
 # Options every graph command shares (typer reads them as defaults).
@@ -96,18 +97,21 @@ def _search(file: Path, label: str, max_steps: int, run: Callable, tabu: bool = 
     bar of tabu moves; a GraphError (the input does not fit) is exit 2."""
     from ..tasks.graphs import GraphError
 
-    with progress_bar("{task.description}") as bar:
-        task = bar.add_task(f"{label} (passes)", total=max_steps)
-        try:
+    try:
+        with progress_bar("{task.description}") as bar:
+            task = bar.add_task(f"{label} (passes)", total=max_steps)
+
             def passes(info):
                 bar.update(task, completed=info.step)
             if not tabu:
                 return run(passes)
             moves = bar.add_task("tabu moves", total=None)
             return run(passes, lambda made, budget: bar.update(moves, completed=made, total=budget))
-        except GraphError as exc:
-            _error(f"{input_name(file)}: {exc}")
-            raise typer.Exit(2) from None
+    except GraphError as exc:
+        _error(f"{input_name(file)}: {exc}")
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        interrupted("no answer printed")
 
 
 def _finish(result, format: str, text: str, image: Path | None, draw: Callable[[Path], None]) -> NoReturn:
@@ -300,14 +304,18 @@ def countdown(
 
     order = InOrder([not isinstance(parsed, str) for _, parsed in entries], emit, emit_unreadable)
     order.flush()  # unreadable lines before the first instance
-    with progress_bar("countdown", show=len(good) > 1) as bar:
-        task = bar.add_task("instances", total=len(good))
+    try:
+        with progress_bar("countdown", show=len(good) > 1) as bar, CtrlC() as ctrl_c:  # stops between records
+            task = bar.add_task("instances", total=len(good))
 
-        def done(i: int, result) -> None:
-            bar.advance(task)
-            order.add(i, result)
+            def done(i: int, result) -> None:
+                bar.advance(task)
+                order.add(i, result)
+                ctrl_c.stop_if_asked()
 
-        solver.solve_many(good, on_result=done)
+            solver.solve_many(good, on_result=done, callback=lambda info: ctrl_c.stop_if_asked())
+    except KeyboardInterrupt:
+        interrupted(f"{order.printed} of {len(entries)} instances printed; the rest were not solved")
     raise typer.Exit(0 if len(good) == len(entries) and all(r.verified for r in order.results.values()) else 1)
 
 

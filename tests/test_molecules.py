@@ -2,6 +2,7 @@
 
 import json
 import math
+import re
 
 import pytest
 import torch
@@ -18,6 +19,7 @@ from diffsolve.solvers.cli import app
 from diffsolve.tasks import molecules as task
 from diffsolve.tasks.molecule_data import (PROPERTIES, SmilesError, bin_index, featurize, prompt_sample,
                                           scaffold_smiles, split_smiles, tokenize_known)
+from interrupt import ctrl_c_when
 
 ASPIRIN = "CC(=O)Oc1ccccc1C(=O)O"
 
@@ -614,3 +616,17 @@ def test_free_generation_leaves_out_training_molecules_and_atypical_ones(designe
     assert {m.smiles for m in unfiltered} != {m.smiles for m in result}
     windowed = designer.generate(4, logp=(1.0, 3.0), seed=5)
     assert windowed.atypical == 0  # the acceptance is for free generation only
+
+
+def test_cli_ctrl_c_writes_the_molecules_found_so_far(tmp_path):
+    # logP 5-6.5 lies at the edge of the training data: at seed 0 the first molecule comes in the second round
+    # of 32 canvases and the third in the fifth, so Ctrl-C at the first one leaves the request unfinished.
+    out = tmp_path / "found.smi"
+    status, _, err = ctrl_c_when(["molecules", "-n", "3", "--logp", "5:6.5", "--seed", "0", "--out", str(out)],
+                                 ready=r"\s[12]/3\s")
+    assert status == 130, err
+    said = re.search(r"interrupted: (\d)/3 verified molecules from (\d+) canvases in [\d.]+ s; written to ", err)
+    assert said, err[-500:]
+    found = out.read_text().split()
+    assert len(found) == int(said[1]) in (1, 2) and int(said[2]) >= 32
+    assert all(5 <= Crippen.MolLogP(Chem.MolFromSmiles(s)) <= 6.5 for s in found)

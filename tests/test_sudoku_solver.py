@@ -1,6 +1,7 @@
 """The Sudoku solver and `solve sudoku` with the shipped checkpoint."""
 
 import json
+import re
 from dataclasses import replace
 
 import numpy as np
@@ -14,6 +15,7 @@ from diffsolve.solvers import SudokuSolver
 from diffsolve.solvers.checkpoints import default_checkpoint
 from diffsolve.tasks.sudoku import SAMPLER
 from diffsolve.tasks.sudoku_data import format_grid, is_valid_solution, make_puzzle, random_grid
+from interrupt import ctrl_c_when
 
 
 @pytest.fixture(scope="module")
@@ -253,3 +255,16 @@ def test_the_cli_progress_counts_puzzles_as_their_canvases_stop(solver):
     results = solver.solve_many(puzzles, callback=lambda info: counts.append(finished.count(info)))
     assert all(r.verified for r in results) and len({r.steps for r in results}) > 1
     assert counts == [sum(r.steps <= p for r in results) for p in range(1, len(counts) + 1)]
+
+
+def test_ctrl_c_keeps_the_grids_printed_and_says_how_many(tmp_path):
+    rng = np.random.default_rng(3)
+    puzzles = [make_puzzle(random_grid(rng), 30, rng, unique=False) for _ in range(320)]
+    path = tmp_path / "many.txt"
+    path.write_text("\n".join(puzzles) + "\n")
+    status, out, err = ctrl_c_when(["sudoku", str(path), "-f", "line"], ready=r"[1-9]{81}")
+    printed = out.splitlines()
+    assert status == 130, err
+    said = re.search(r"interrupted: (\d+) of 320 puzzles printed; the rest were not solved", err)
+    assert said and int(said[1]) == len(printed) and 0 < len(printed) < 320
+    assert all(is_valid_solution(p, s) for p, s in zip(puzzles, printed))

@@ -1,11 +1,13 @@
 """The DiffusionGemma training objective and the resumable loop."""
 
 import json
+import signal
 
+import pytest
 import torch
 
 from diffsolve.core import ModelConfig, load_model, new_model
-from diffsolve.core.training import Batch, TrainConfig, diffusion_loss, train
+from diffsolve.core.training import Batch, TrainConfig, TrainingInterrupted, diffusion_loss, train
 
 CFG = ModelConfig(vocab_size=16, hidden_size=32, intermediate_size=48, num_layers=2, num_heads=2, num_kv_heads=1,
                   head_dim=16, num_experts=4, top_k_experts=2, moe_intermediate_size=16,
@@ -165,3 +167,40 @@ def test_compiled_training_follows_eager_training(tmp_path):
     assert len(losses["compiled"]) == 4
     assert torch.allclose(losses["compiled"], losses["eager"], rtol=1e-3)
     assert losses["eager"][-1] < losses["eager"][0]
+
+
+def test_ctrl_c_stops_after_the_step_under_way_with_a_checkpoint_and_resumes_exactly(tmp_path):
+    cfg = TrainConfig(steps=30, batch_size=16, lr=1e-2, warmup_steps=5, checkpoint_every=20, log_every=10)
+    straight = new_model(CFG, seed=0)
+    train(straight, copy_batch, cfg, tmp_path / "straight", progress=False)
+
+    def interrupted_batch(step: int, g: torch.Generator) -> Batch:
+        if step == 13:
+            signal.raise_signal(signal.SIGINT)  # as Ctrl-C would, while step 13 is under way
+        return copy_batch(step, g)
+
+    handler = signal.getsignal(signal.SIGINT)
+    with pytest.raises(TrainingInterrupted) as stop:
+        train(new_model(CFG, seed=0), interrupted_batch, cfg, tmp_path / "split", progress=False)
+    assert stop.value.step == 14 and stop.value.checkpoint == tmp_path / "split" / "checkpoint"
+    assert signal.getsignal(signal.SIGINT) is handler  # Ctrl-C behaves as before once training is over
+    assert json.loads((tmp_path / "split" / "checkpoint" / "training_state.json").read_text())["step"] == 14
+    resumed = new_model(CFG, seed=99)
+    assert train(resumed, copy_batch, cfg, tmp_path / "split", progress=False)["resumed_from"] == 14
+    for a, b in zip(straight.state_dict().values(), resumed.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_a_second_ctrl_c_stops_training_at_once(tmp_path):
+    cfg = TrainConfig(steps=30, batch_size=16, lr=1e-2, warmup_steps=5, checkpoint_every=20, log_every=10)
+
+    def impatient_batch(step: int, g: torch.Generator) -> Batch:
+        if step == 3:
+            signal.raise_signal(signal.SIGINT)
+            signal.raise_signal(signal.SIGINT)
+        return copy_batch(step, g)
+
+    with pytest.raises(KeyboardInterrupt) as stop:
+        train(new_model(CFG, seed=0), impatient_batch, cfg, tmp_path / "run", progress=False)
+    assert not isinstance(stop.value, TrainingInterrupted)
+    assert not (tmp_path / "run" / "checkpoint").exists()

@@ -1,0 +1,39 @@
+"""Ctrl-C as a request to stop where the work can stop cleanly.
+
+Long work (training steps, batches of puzzles) should not die halfway through an optimizer update or a line of
+output. Inside `CtrlC()` the first Ctrl-C is only noted; the work calls `stop_if_asked()` at points where
+stopping loses nothing, and KeyboardInterrupt is raised there. A second Ctrl-C interrupts at once.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+
+
+class CtrlC:
+    def __init__(self, notice: str | None = None):
+        self.notice = notice  # printed on stderr at the first Ctrl-C, e.g. what the work will still finish
+        self.asked = False
+        self._previous, self._installed = None, False
+
+    def __enter__(self) -> "CtrlC":
+        if threading.current_thread() is threading.main_thread():  # only the main thread receives signals
+            self._previous, self._installed = signal.signal(signal.SIGINT, self._ask), True
+        return self
+
+    def _ask(self, signum, frame) -> None:
+        if self.asked:
+            raise KeyboardInterrupt
+        self.asked = True
+        if self.notice:
+            print(f"\n{self.notice}; Ctrl-C again stops at once", file=sys.stderr, flush=True)
+
+    def stop_if_asked(self) -> None:
+        if self.asked:
+            raise KeyboardInterrupt
+
+    def __exit__(self, *exc) -> None:
+        if self._installed:
+            signal.signal(signal.SIGINT, self._previous)

@@ -1,0 +1,50 @@
+"""Run the real `solve` command in a child process and press Ctrl-C (SIGINT) once it has shown some progress."""
+
+import os
+import pty
+import re
+import select
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+SOLVE = Path(sys.executable).parent / "solve"
+ESCAPES = re.compile(rb"\x1b\[[0-9;?]*[A-Za-z]")  # terminal colours and cursor moves
+
+
+def ctrl_c_when(args: list[str], ready: str, timeout: float = 300.0) -> tuple[int, str, str]:
+    """Start `solve ARGS` with stderr on a pseudo-terminal (so that its progress bar is drawn), send SIGINT as
+    soon as stdout + stderr match the regex `ready`, and return (exit status, stdout, stderr); terminal escape
+    sequences read as spaces."""
+    controller, terminal = pty.openpty()
+    child = subprocess.Popen([str(SOLVE), *args], stdout=subprocess.PIPE, stderr=terminal, stdin=subprocess.DEVNULL)
+    os.close(terminal)
+    stdout = child.stdout.fileno()
+    received = {stdout: b"", controller: b""}
+    reading, pressed = {stdout, controller}, False
+    deadline = time.monotonic() + timeout
+    try:
+        while reading:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"solve {' '.join(args)} did not finish in {timeout} s")
+            for fd in select.select(list(reading), [], [], 0.5)[0]:
+                try:
+                    chunk = os.read(fd, 65536)
+                except OSError:  # a pseudo-terminal reads as an error once the child has closed it
+                    chunk = b""
+                received[fd] += chunk
+                if not chunk:
+                    reading.discard(fd)
+            shown = ESCAPES.sub(b" ", received[stdout] + received[controller]).decode(errors="replace")
+            if not pressed and re.search(ready, shown):
+                child.send_signal(signal.SIGINT)
+                pressed = True
+    finally:
+        if child.poll() is None:
+            child.kill()
+        os.close(controller)
+        child.stdout.close()
+    assert pressed, f"never saw {ready!r}: {received[controller].decode(errors='replace')[-500:]}"
+    return child.wait(), received[stdout].decode(), ESCAPES.sub(b" ", received[controller]).decode(errors="replace")
