@@ -47,17 +47,15 @@ def input_name(file: str | Path) -> str:
 
 
 def read_input(file: str | Path) -> tuple[str, str]:
-    """(name for messages, text) of an input file or, for '-', of stdin; an unreadable one exits 2. UTF-8, with
-    or without a byte-order mark (Excel's "CSV UTF-8"), or UTF-16 with one (Notepad's "Unicode"); a byte that is
-    not UTF-8 becomes U+FFFD, so that the parser names its line and the rest of the file is still read."""
+    """(name for messages, text) of an input file or, for '-', of stdin, decoded as `tasks.text` says; an
+    unreadable one exits 2."""
+    from ..tasks.text import read_text
+
     try:
-        data = sys.stdin.buffer.read() if str(file) == "-" else Path(file).read_bytes()
+        return input_name(file), read_text(file)
     except OSError as exc:
         _error(f"{input_name(file)}: {exc}")
         raise typer.Exit(2) from None
-    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
-        return input_name(file), data.decode("utf-16", errors="replace")
-    return input_name(file), data.decode("utf-8-sig", errors="replace")
 
 
 def _check_writable(path: Path | None, option: str) -> None:

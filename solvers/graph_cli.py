@@ -31,14 +31,20 @@ def _check_format(format: str) -> None:
         raise typer.Exit(2)
 
 
-def _graph(file: Path):
+def _graph(file: Path, command: str, weights_used: bool = False):
+    """The graph in `file` (exit 2 if it cannot be read); edge weights that `command` ignores are warned about (a
+    third column may also be an adjacency list's third node misread as a weight)."""
     from ..tasks.graphs import GraphError, read_graph
 
     try:
-        return read_graph(file)
+        graph = read_graph(file)
     except GraphError as exc:
         _error(f"{exc}")
         raise typer.Exit(2) from None
+    if not weights_used and any("weight" in data for _, _, data in graph.edges(data=True)):
+        print(f"{input_name(file)}: warning: {command} ignores edge weights (the third column of 'U V WEIGHT'"
+              f"{'' if command != 'path' else '; --shortest uses them'})", file=sys.stderr)
+    return graph
 
 
 def _node(graph, text: str | None, option: str, file: Path):
@@ -77,19 +83,34 @@ def _draw(graph, path: Path, coloring: dict | None = None, route: list | None = 
 
     fig, ax = plt.subplots(figsize=(7, 7))
     layout = nx.kamada_kawai_layout(graph) if graph.number_of_nodes() <= 60 else nx.spring_layout(graph, seed=0)
-    colors = [coloring[v] for v in graph.nodes] if coloring else "#d0d8e8"
+    if coloring:
+        palette = _palette(len(set(coloring.values())))
+        index = {c: i for i, c in enumerate(sorted(set(coloring.values())))}
+        colors = [palette[index[coloring[v]]] for v in graph.nodes]
+    else:
+        colors = "#d0d8e8"
     nx.draw_networkx_edges(graph, layout, ax=ax, alpha=0.25)
     if route:
         links = list(zip(route, route[1:])) + ([(route[-1], route[0])] if cycle else [])
         nx.draw_networkx_edges(graph, layout, edgelist=links, ax=ax, width=3, edge_color="#c03030")
-    nx.draw_networkx_nodes(graph, layout, node_color=colors, cmap="tab20" if coloring else None, ax=ax,
-                           node_size=260)
+    nx.draw_networkx_nodes(graph, layout, node_color=colors, ax=ax, node_size=260)
     nx.draw_networkx_labels(graph, layout, ax=ax, font_size=7)
     ax.set_axis_off()
     try:
         _write_atomically(path, lambda tmp: fig.savefig(tmp, dpi=120, bbox_inches="tight"))
     finally:
         plt.close(fig)
+
+
+def _palette(n: int) -> list:
+    """`n` distinct colours: matplotlib's 60 categorical ones, or beyond that hues a golden angle apart."""
+    from matplotlib import colormaps, colors
+
+    listed = [c for name in ("tab20", "tab20b", "tab20c") for c in colormaps[name].colors]
+    if n <= len(listed):
+        return listed[:n]
+    return [colors.hsv_to_rgb(((i * 0.618034) % 1.0, 0.55 + 0.4 * (i % 3) / 2, 0.95 - 0.3 * (i % 2)))
+            for i in range(n)]
 
 
 def _search(file: Path, label: str, max_steps: int, run: Callable, tabu: bool = False):
@@ -158,20 +179,21 @@ def coloring(
     _check_format(format)
     _check_search(model_only, backtrack, tabu)
     _check_image(image, "graphs")
-    graph = _graph(file)
+    graph = _graph(file, "coloring")
     solver = _solver("coloring", checkpoint, device, model_only, canvases, max_steps, seed)
     result = _search(file, "colouring", max_steps, lambda passes, moves=None: solver.color(
         graph, k, backtrack=backtrack, tabu=tabu, callback=passes, tabu_callback=moves), tabu=tabu)
     n = graph.number_of_nodes()
-    tried = ", ".join(f"k={a['k']} {'ok' if a['found'] else 'impossible' if a['refuted'] else 'failed'}"
+    tried = ", ".join(f"k={a['k']} not tried: its core of {a['core_nodes']} nodes exceeds the canvas" if "skipped" in a
+                      else f"k={a['k']} {'ok' if a['found'] else 'impossible' if a['refuted'] else 'failed'}"
                       + (f" after {a['tabu_moves']:,} tabu moves" if a.get("tabu_moves") else "")
                       + (" (every node set aside and coloured in turn, none sampled)" if a.get("core_nodes") == 0
                          else f" ({a['core_nodes']} nodes sampled)" if a.get("core_nodes", n) < n else "")
                       for a in result.attempts)
     if result.verified:
         lines = [f"verified {result.num_colors}-colouring of {n} nodes"
-                 f"{', proved optimal' if result.optimal else ''} (DSATUR {result.greedy_colors}, clique bound "
-                 f"{result.clique_bound}; {tried}; {result.seconds:.1f} s)"]
+                 f"{', proved optimal' if result.optimal else ''} ({result.greedy_strategy} {result.greedy_colors}, "
+                 f"clique bound {result.clique_bound}; {tried}; {result.seconds:.1f} s)"]
         lines += [f"{node} {color}" for node, color in result.coloring.items()]
     else:
         lines = [f"no verified colouring: {result.reason}" + (f" ({tried})" if tried else "")]
@@ -202,7 +224,7 @@ def hamiltonian(
         _error("--end applies to paths; a cycle ends where it starts")
         raise typer.Exit(2)
     _check_image(image, "graphs")
-    graph = _graph(file)
+    graph = _graph(file, "hamiltonian")
     start, end = _node(graph, start, "--start", file), _node(graph, end, "--end", file)
     if start is not None and start == end and graph.number_of_nodes() > 1:
         _error("--start and --end name the same node: a path visits it once (use --cycle for a closed route)")
@@ -239,7 +261,7 @@ def path(
     Exit status: 0 verified, 1 none found, 2 bad input."""
     _check_format(format)
     _check_image(image, "graphs")
-    graph = _graph(file)
+    graph = _graph(file, "path", weights_used=shortest)
     weighted = any("weight" in data for _, _, data in graph.edges(data=True))
     source, target = _node(graph, source, "--source", file), _node(graph, target, "--target", file)
     solver = _solver("path", checkpoint, device, model_only, canvases, max_steps, seed)
@@ -271,7 +293,8 @@ def countdown(
     seed: int = SEED,
     device: str = DEVICE,
 ) -> None:
-    """Reach the target from the numbers with + - * /, each number once, every step exact (checked by sympy).
+    """Reach the target from the numbers with + - * /, each number once, every step a whole number >= 0
+    (checked by sympy).
 
     Without --target, inline numbers are read in the public format: the last one is the target.
     Exit status: 0 all verified, 1 some not, 2 bad input."""

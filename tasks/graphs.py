@@ -9,9 +9,9 @@ group over the node tokens, and masks, re-noises and verifies with gathers over 
 
 from __future__ import annotations
 
+import ast
 import math
 import re
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +24,7 @@ from ..constraints import CompiledConstraints, ConstraintModel, tabu_tenure
 from ..core import Guidance
 from .graph_data import (COLOR0, EOS, MAX_COLORS, MAX_NODES, MAX_ROUTE_NODES, NODE0, PAD, VOCAB,
                          hamiltonian_prompt, path_prompt)
+from .text import bad_byte, read_text
 
 
 class GraphError(ValueError):
@@ -32,16 +33,20 @@ class GraphError(ValueError):
 
 # ------------------------------------------------------------------------------------------ reading
 def read_graph(path: str | Path) -> nx.Graph:
-    """A DIMACS `.col` file (`p edge N M`, `e u v`, 1-based nodes) or an edge list (`u v` or `u,v` per line,
-    `#` comments). A `.col` name or any `p`/`e` line means DIMACS (an edge list whose node is called `e` would
-    be misread as one). Integer labels stay integers ('01' stays the text '01'). '-' reads stdin. Errors name the
-    file and line."""
+    """A DIMACS `.col` file (`p edge N M`, `e u v`, 1-based nodes) or an edge list (`u v`, `u,v` or `u v weight`
+    per line, a node alone on a line, `#` comments; networkx's `write_edgelist` output too). A `.col` name or any
+    `p`/`e` line means DIMACS (an edge list whose node is called `e` would be misread as one). Node labels are
+    letters, digits, '_' and '.'; integer labels stay integers ('01' stays the text '01'). '-' reads stdin.
+    Encodings as `tasks.text` reads them. Errors name the file and line."""
     stdin = str(path) == "-"
     path = Path("<stdin>" if stdin else path)
     try:
-        lines = (sys.stdin.read() if stdin else path.read_text()).removeprefix("\ufeff").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
+        lines = read_text("-" if stdin else path).splitlines()
+    except OSError as exc:
         raise GraphError(f"{path}: cannot read ({exc})") from None
+    for number, line in enumerate(lines, 1):
+        if (message := bad_byte(line)) is not None:
+            raise GraphError(f"{path}:{number}: {message}")
     dimacs = path.suffix.lower() == ".col" or any(line.split()[:1] in (["p"], ["e"]) for line in lines)
     graph = _read_dimacs(path, lines) if dimacs else _read_edge_list(path, lines)
     if graph.number_of_nodes() == 0:
@@ -84,40 +89,76 @@ def _read_dimacs(path: Path, lines: list[str]) -> nx.Graph:
     return graph
 
 
+LABEL = re.compile(r"-?[1-9]\d*|[\w.]+")  # a negative integer, or letters, digits, '_' and '.'
+EDGE_FORMS = "an edge is 'U V' or 'U,V', a weighted one 'U V WEIGHT', a node alone 'U'"
+
+
 def _read_edge_list(path: Path, lines: list[str]) -> nx.Graph:
     graph = nx.Graph()
+    first_line: dict[frozenset, int] = {}  # where each edge was first given
     weighted, plain = [], []  # line numbers of edges with and without a weight: a file has one kind
     for number, line in enumerate(lines, 1):
-        text = line.split("#", 1)[0].strip()
-        if not text:
+        nodes, weight = _edge_line(f"{path}:{number}", line)
+        if not nodes:
             continue
-        fields = [f for f in re.split(r"[,\s]+", text) if f]
-        if len(fields) not in (1, 2, 3):
-            raise GraphError(f"{path}:{number}: expected 'U V [WEIGHT]' (an edge) or 'U' (a node), "
-                             f"got {line.strip()!r}")
-        nodes = [int(f) if re.fullmatch(r"0|-?[1-9]\d*", f) else f for f in fields[:2]]
-        if len(nodes) == 2 and nodes[0] == nodes[1]:
-            raise GraphError(f"{path}:{number}: self-loop on node {nodes[0]}")
-        if len(fields) == 3:
-            try:
-                weight = float(fields[2])
-            except ValueError:
-                raise GraphError(f"{path}:{number}: weight {fields[2]!r} is not a number") from None
-            if not 0 <= weight < math.inf:
-                raise GraphError(f"{path}:{number}: weight {fields[2]} must be a finite non-negative number")
-            graph.add_edge(*nodes, weight=weight)
-            weighted.append(number)
-        elif len(nodes) == 2:
-            graph.add_edge(*nodes)
-            plain.append(number)
-        else:
+        if len(nodes) == 1:
             graph.add_node(nodes[0])
+            continue
+        edge = frozenset(nodes)
+        if edge in first_line and weight != graph.edges[nodes].get("weight"):
+            given = graph.edges[nodes].get("weight")
+            raise GraphError(f"{path}:{number}: edge {nodes[0]} {nodes[1]} again, with {_weight(weight)}; line "
+                             f"{first_line[edge]} gives it {_weight(given)} (give each edge once)")
+        first_line.setdefault(edge, number)
+        graph.add_edge(*nodes, **({} if weight is None else {"weight": weight}))
+        (plain if weight is None else weighted).append(number)
     if weighted and plain:
         first, later = sorted((weighted[0], plain[0]))
         kind = "without" if later == plain[0] else "with"
         raise GraphError(f"{path}:{later}: an edge {kind} a weight, unlike the edge on line {first} (give every "
                          "edge a weight, or none)")
     return graph
+
+
+def _weight(weight: float | None) -> str:
+    return "no weight" if weight is None else f"weight {weight:g}"
+
+
+def _edge_line(where: str, line: str) -> tuple[list, float | None]:
+    """The nodes (none, one or two) and the weight (or None) on one edge-list line."""
+    text = line.split("#", 1)[0].strip()
+    if not text:
+        return [], None
+    fields = re.split(r"[,\s]+", text, maxsplit=2)
+    for field in fields[:2]:
+        if not LABEL.fullmatch(field):
+            raise GraphError(f"{where}: {field!r} is not a node label (letters, digits, '_' and '.'; "
+                             f"{EDGE_FORMS}), in {line.strip()!r}")
+    nodes = [int(f) if re.fullmatch(r"0|-?[1-9]\d*", f) else f for f in fields[:2]]
+    if len(nodes) == 2 and nodes[0] == nodes[1]:
+        raise GraphError(f"{where}: self-loop on node {nodes[0]}")
+    if len(fields) < 3:
+        return nodes, None
+    rest = fields[2]
+    if rest.startswith("{"):  # networkx's write_edgelist: "u v {'weight': 3}" or "u v {}"
+        try:
+            data = ast.literal_eval(rest)
+        except (ValueError, SyntaxError):
+            data = None
+        if not isinstance(data, dict):
+            raise GraphError(f"{where}: expected a networkx edge-data dict such as {{'weight': 3}}, got {rest!r}")
+        if "weight" not in data:
+            return nodes, None
+        rest = str(data["weight"])
+    if re.search(r"[,\s]", rest):
+        raise GraphError(f"{where}: expected at most three fields ({EDGE_FORMS}), got {line.strip()!r}")
+    try:
+        weight = float(rest)
+    except ValueError:
+        raise GraphError(f"{where}: weight {rest!r} is not a number ({EDGE_FORMS})") from None
+    if not 0 <= weight < math.inf:
+        raise GraphError(f"{where}: weight {rest} must be a finite non-negative number")
+    return nodes, weight
 
 
 def check_graph(graph: nx.Graph, limit: int | None, what: str) -> None:

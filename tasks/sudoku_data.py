@@ -14,6 +14,8 @@ from functools import partial
 
 import numpy as np
 
+from .text import BAD_BYTE, UNDECODABLE
+
 ALL = 0x1FF
 BITS = [1 << k for k in range(9)]
 BIT_DIGIT = {1 << k: str(k + 1) for k in range(9)}
@@ -308,8 +310,8 @@ def _check(record: _Record) -> str:
         raise _Invalid(start, f"expected 81 cells, got {len(cells)} (CSV? the first line must name the columns, "
                               "e.g. 'puzzle,solution')")
     for line, col, ch in cells:  # before the length: a label or a stray letter is the likelier mistake
-        if ch == "\ufffd":  # what read_input makes of a byte that is not UTF-8
-            raise _Invalid(line, f"bad byte at column {col}: the file is not UTF-8 text")
+        if ch == UNDECODABLE:
+            raise _Invalid(line, BAD_BYTE.format(column=col))
         if ch not in DIGITS and ch not in BLANKS:
             raise _Invalid(line, f"bad character {ch!r} at column {col}")
     if len(cells) != 81:

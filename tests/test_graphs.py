@@ -79,6 +79,68 @@ def test_edge_list_with_weights_and_bad_lines(tmp_path):
         read_graph(f)
 
 
+@pytest.mark.parametrize("text, message", [
+    ("1 -> 2\n2 -> 3\n3 -> 1\n", r":1: '->' is not a node label"),  # was a star around a node '->'
+    ("1;2\n2;3\n", r":1: '1;2' is not a node label"),  # was three isolated nodes, '1-colourable'
+    ("1-2\n", r":1: '1-2' is not a node label"),
+    ("graph [\n  node [ id 0 ]\n", r":1: '\[' is not a node label"),  # GML
+    ("a b 1\nb c 1\na c 3\nb a 5\n", r":4: edge b a again, with weight 5; line 1 gives it weight 1"),
+    ("a b\nb c 2 7\n", r":2: expected at most three fields"),
+    ("0 1 {'weight': 'heavy'}\n", r":1: weight 'heavy' is not a number"),
+    ("0 1 {'weight': 2\n", r":1: expected a networkx edge-data dict"),
+])
+def test_edge_lists_in_other_notations_are_refused_not_misread(tmp_path, text, message):
+    f = tmp_path / "g.txt"
+    f.write_text(text)
+    with pytest.raises(GraphError, match="g.txt" + message):
+        read_graph(f)
+
+
+def test_networkx_edge_lists_and_repeated_edges_are_read(tmp_path):
+    f = tmp_path / "nx.txt"
+    nx.write_edgelist(nx.cycle_graph(4), f)  # networkx's default: "0 1 {}"
+    assert nx.utils.graphs_equal(read_graph(f), nx.cycle_graph(4))
+    weighted = nx.path_graph(3)
+    nx.set_edge_attributes(weighted, {(0, 1): 2.5, (1, 2): 1}, "weight")
+    nx.write_edgelist(weighted, f)
+    assert [d["weight"] for _, _, d in sorted(read_graph(f).edges(data=True))] == [2.5, 1]
+    f.write_text("a b 1\nb a 1\n-1 x 2\n")  # the same edge twice with the same weight is one edge
+    g = read_graph(f)
+    assert g.number_of_edges() == 2 and g["a"]["b"]["weight"] == 1 and g.has_edge(-1, "x")
+
+
+def test_graph_files_name_the_line_of_a_byte_that_is_not_utf8_and_read_utf16(tmp_path):
+    f = tmp_path / "g.txt"
+    f.write_bytes(b"1 2\n\xff3 4\n")
+    with pytest.raises(GraphError, match=r"g.txt:2: bad byte at column 1: the file is not UTF-8 text"):
+        read_graph(f)
+    f.write_bytes("1 2\n2 3\n".encode("utf-16"))
+    assert sorted(read_graph(f).edges) == [(1, 2), (2, 3)]
+
+
+def test_commands_that_ignore_weights_say_so(tmp_path):
+    f = tmp_path / "adjacency.txt"
+    f.write_text("1 2 3\n2 3 1\n")  # an adjacency list, read as weighted edges 1-2 and 2-3
+    result = CliRunner().invoke(app, ["coloring", str(f)])
+    assert result.exit_code == 0 and "warning: coloring ignores edge weights" in result.stderr
+    shortest = CliRunner().invoke(app, ["path", str(f), "--source", "1", "--target", "3", "--shortest"])
+    assert "warning" not in shortest.stderr
+
+
+def test_large_sparse_graphs_start_from_a_linear_greedy_colouring(graphs):
+    tree = nx.random_labeled_tree(5000, seed=0)
+    result = graphs.color(tree, 2)
+    assert result.verified and result.optimal and result.greedy_strategy == "smallest_last"  # DSATUR: 19 s
+    assert graphs.color(nx.petersen_graph()).greedy_strategy == "DSATUR"
+
+
+def test_drawn_colourings_have_one_colour_per_class():
+    from diffsolve.solvers.graph_cli import _palette
+
+    for n in (5, 20, 25, 60, 90):
+        assert len({tuple(map(float, c)) for c in _palette(n)}) == n
+
+
 # ------------------------------------------------------------------------------------------ training data
 def test_planted_training_instances_are_solutions():
     rng = np.random.default_rng(0)
@@ -399,7 +461,7 @@ def test_solver_arguments_are_checked_before_any_sampling(graphs):
 
 def test_unsolvable_countdown_says_so_without_sampling(countdowns):
     result = countdowns.solve([1, 1, 1], 100)
-    assert not result.verified and result.reason == "no solution exists (exhaustive check)"
+    assert not result.verified and result.reason.startswith("no solution with whole-number steps exists")
     assert result.forward_passes == 0
 
 

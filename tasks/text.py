@@ -1,0 +1,28 @@
+"""Users' text files as the parsers see them: UTF-8 with or without a byte-order mark (Excel's "CSV UTF-8"), or
+UTF-16 with one (Notepad's "Unicode"). A byte that is not UTF-8 becomes UNDECODABLE, so that a parser can name
+its line and column instead of refusing the whole file with a codec message."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+UNDECODABLE = "\ufffd"
+BAD_BYTE = "bad byte at column {column}: the file is not UTF-8 text"
+
+
+def decode(data: bytes) -> str:
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return data.decode("utf-16", errors="replace")
+    return data.decode("utf-8-sig", errors="replace")
+
+
+def read_text(file: str | Path) -> str:
+    """The text of `file`, or of stdin for '-'. Raises OSError when it cannot be read."""
+    return decode(sys.stdin.buffer.read() if str(file) == "-" else Path(file).read_bytes())
+
+
+def bad_byte(line: str) -> str | None:
+    """The message for a line holding a byte that was not UTF-8, else None."""
+    column = line.find(UNDECODABLE)
+    return None if column < 0 else BAD_BYTE.format(column=column + 1)
