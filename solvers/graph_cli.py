@@ -301,6 +301,9 @@ def countdown(
     from ..tasks.countdown import CountdownError, parse_instance
 
     _check_format(format)
+    if steps_format and format == "json":
+        _error("--steps shapes the text output; JSON records carry both 'steps' and 'expression'")
+        raise typer.Exit(2)
     entries = _countdown_instances(instance, target, CountdownError, parse_instance)
     good = [parsed for _, parsed in entries if not isinstance(parsed, str)]
     if not good:

@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from diffsolve.core import SamplingConfig, generate
 from diffsolve.solvers import CountdownSolver, GraphSolver
+from diffsolve.solvers.graphs import shortest_path_edges
 from diffsolve.solvers.checkpoints import default_checkpoint
 from diffsolve.solvers.cli import app
 from diffsolve.tasks import countdown
@@ -116,6 +117,11 @@ def test_graph_files_name_the_line_of_a_byte_that_is_not_utf8_and_read_utf16(tmp
         read_graph(f)
     f.write_bytes("1 2\n2 3\n".encode("utf-16"))
     assert sorted(read_graph(f).edges) == [(1, 2), (2, 3)]
+
+
+def test_countdown_steps_format_is_for_text_output():
+    result = CliRunner().invoke(app, ["countdown", "4 6 2", "--target", "12", "--steps", "--format", "json"])
+    assert result.exit_code == 2 and "--steps shapes the text output" in result.stderr
 
 
 def test_commands_that_ignore_weights_say_so(tmp_path):
@@ -696,3 +702,18 @@ def test_model_only_answers_are_verified_or_absent():
             assert nx.is_simple_path(graph, tour.path) and len(tour.path) == len(graph)
         if route.verified:
             assert nx.is_simple_path(graph, route.path) and route.path[0] == 0 and route.path[-1] == 3
+
+
+def test_shortest_paths_search_only_edges_on_some_shortest_path(graphs):
+    triangle = nx.Graph([("a", "b"), ("b", "c"), ("a", "c")])
+    assert sorted(shortest_path_edges(triangle, "a", "c", None).edges) == [("a", "c")]
+    weighted = nx.Graph()
+    weighted.add_weighted_edges_from([("a", "b", 1), ("b", "c", 1), ("a", "c", 3), ("c", "d", 1), ("b", "d", 5),
+                                      ("a", "x", 1)])
+    assert {frozenset(e) for e in shortest_path_edges(weighted, "a", "d", "weight").edges} == \
+        {frozenset("ab"), frozenset("bc"), frozenset("cd")}
+    for seed in range(3):  # the model was trained on paths of 2-8 edges; one edge is found all the same
+        solver = GraphSolver.from_pretrained(canvases=4, max_steps=128, seed=seed)
+        assert solver.path(triangle, "a", "c", shortest=True).path == ["a", "c"]
+    result = graphs.path(weighted, "a", "d", weight="weight")
+    assert result.verified and result.path == ["a", "b", "c", "d"] and result.length == 3
