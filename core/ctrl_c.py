@@ -7,6 +7,7 @@ stopping loses nothing, and KeyboardInterrupt is raised there. A second Ctrl-C i
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
@@ -27,13 +28,13 @@ class CtrlC:
         if self.asked:
             raise KeyboardInterrupt
         self.asked = True
-        if self.notice:
-            print(f"\n{self.notice}; Ctrl-C again stops at once", file=sys.stderr, flush=True)
+        if self.notice:  # os.write: a print here could land inside another print to stderr and raise
+            os.write(sys.stderr.fileno(), f"\n{self.notice}; Ctrl-C again stops at once\n".encode())
 
     def stop_if_asked(self) -> None:
         if self.asked:
             raise KeyboardInterrupt
 
     def __exit__(self, *exc) -> None:
-        if self._installed:
-            signal.signal(signal.SIGINT, self._previous)
+        if self._installed:  # a handler installed outside Python reads as None: restore Python's own then
+            signal.signal(signal.SIGINT, self._previous if self._previous is not None else signal.default_int_handler)

@@ -328,6 +328,6 @@ def train(model: DiffusionGemma, make_batch: Callable[[int, torch.Generator], Ba
     if cfg.compile and not was_compiled:
         model.drop_compiled()
     model.eval()
-    if stop.asked and done < end:  # a Ctrl-C after the last step changes nothing
+    if stop.asked:  # even after the last step: what follows (the CLI's evaluation) may take minutes
         raise TrainingInterrupted(done, ckpt)
     return {"steps": end, "resumed_from": start, "seconds": round(previous_s + time.time() - began, 1), **metrics}

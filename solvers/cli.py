@@ -698,7 +698,13 @@ def train(
         summary = run_training(model, make_batch, cfg, out, progress=sys.stderr.isatty())
     except TrainingInterrupted as stop:
         interrupted(f"{stop}; the same command resumes the run")
-    metrics = module.evaluate(model)
+    print(f"{summary['steps']} steps done; evaluating the model on inputs training never used (for its model card)",
+          file=sys.stderr, flush=True)
+    try:
+        metrics = module.evaluate(model)
+    except KeyboardInterrupt:
+        interrupted(f"training finished and is checkpointed in {out / 'checkpoint'}, but {out / 'model'} was not "
+                    "written: the same command evaluates the model and writes it")
     final = out / "model"
     model.save_pretrained(final)
     command = (("solve --compile" if cfg.compile else "solve")

@@ -24,6 +24,11 @@ from ..tasks.graphs import (GraphError, RouteSpec, check_graph, coloring_constra
 from .checkpoints import check_task_model, default_checkpoint
 
 
+def _at_most(length: float, shortest: float) -> bool:
+    """`length` is no longer than `shortest` up to float rounding (0.1 + 0.2 against a 0.3 edge)."""
+    return length <= shortest or math.isclose(length, shortest, rel_tol=1e-9, abs_tol=1e-12)
+
+
 def shortest_path_edges(graph: nx.Graph, source: Hashable, target: Hashable, weight: str | None) -> nx.Graph:
     """The subgraph of the edges that lie on some shortest source-target path (by `weight`, or by hops); the
     graph itself when there is no such path (or source is target), which the path search answers without it."""
@@ -36,8 +41,7 @@ def shortest_path_edges(graph: nx.Graph, source: Hashable, target: Hashable, wei
 
     def tight(u, v) -> bool:
         length = graph.edges[u, v][weight] if weight is not None else 1
-        return u in from_source and v in to_target and \
-            math.isclose(from_source[u] + length + to_target[v], best, rel_tol=1e-9, abs_tol=1e-12)
+        return u in from_source and v in to_target and _at_most(from_source[u] + length + to_target[v], best)
 
     return graph.edge_subgraph([(u, v) for u, v in graph.edges if tight(u, v) or tight(v, u)]).copy()
 
@@ -216,7 +220,8 @@ class GraphSolver(_DiffusionSolver):
               callback: Callable[[StepInfo], None] | None = None,
               tabu_callback: Callable[[int, int], None] | None = None) -> ColoringResult:
         """A proper colouring with `k` colours, or (k=None) the fewest the search verifies, counting down from
-        networkx's DSATUR count until a k fails or reaches the clique bound. `backtrack=True` adds the explicit
+        networkx's DSATUR count (smallest-last above DSATUR_NODES nodes) until a k fails or reaches the clique
+        bound. `backtrack=True` adds the explicit
         exact search: at a dead end a canvas undoes its last guess and rules that colour out there, instead of
         releasing the nodes around the dead end. `tabu=True` adds the explicit local search: when no canvas of an
         attempt verifies, TabuCol (see `tabu_coloring`) continues from all of them for up to `tabu_moves` moves
@@ -384,7 +389,11 @@ class GraphSolver(_DiffusionSolver):
         search = shortest_path_edges(graph, source, target, weight)
         best, passes, best_length = None, 0, None
         for r in range(rounds):
-            found = self.paths([(search, source, target)], callback=callback, salt=r, all_canvases=True)[0]
+            try:
+                found = self.paths([(search, source, target)], callback=callback, salt=r, all_canvases=True)[0]
+            except GraphError as exc:
+                raise GraphError(f"{exc} (counting only the {search.number_of_edges()} of its "
+                                 f"{graph.number_of_edges()} edges that lie on shortest paths)") from None
             if found.forward_passes == 0:  # answered without sampling: same node, or no path at all
                 return found
             best_length = nx.shortest_path_length(graph, source, target, weight=weight)
@@ -393,10 +402,10 @@ class GraphSolver(_DiffusionSolver):
                 length = nx.path_weight(graph, path, weight) if weight else len(path) - 1
                 if best is None or length < best[1]:
                     best = (path, length)
-            if best is not None and best[1] <= best_length:
+            if best is not None and _at_most(best[1], best_length):
                 return RouteResult(best[0], True, None, best[1], passes, time.perf_counter() - began)
         reason = "no verified path within the step budget" if best is None else \
-            f"best path found has length {best[1]:g}, the shortest is {best_length:g}"
+            f"best path found has length {best[1]:.12g}, the shortest is {best_length:.12g}"
         return RouteResult(None, False, reason, None, passes, time.perf_counter() - began)
 
     def paths(self, queries: Sequence[tuple[nx.Graph, Hashable, Hashable]], *, batch: int = 32, callback=None,

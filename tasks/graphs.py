@@ -35,8 +35,9 @@ class GraphError(ValueError):
 def read_graph(path: str | Path) -> nx.Graph:
     """A DIMACS `.col` file (`p edge N M`, `e u v`, 1-based nodes) or an edge list (`u v`, `u,v` or `u v weight`
     per line, a node alone on a line, `#` comments; networkx's `write_edgelist` output too). A `.col` name or any
-    `p`/`e` line means DIMACS (an edge list whose node is called `e` would be misread as one). Node labels are
-    letters, digits, '_' and '.'; integer labels stay integers ('01' stays the text '01'). '-' reads stdin.
+    `p`/`e` line means DIMACS (an edge list whose node is called `e` would be misread as one). A node label is a
+    word without ; | < > = or brackets, and not '1-2' (other notations are refused, not misread); integer labels
+    become integers ('01' stays the text '01'). '-' reads stdin.
     Encodings as `tasks.text` reads them. Errors name the file and line."""
     stdin = str(path) == "-"
     path = Path("<stdin>" if stdin else path)
@@ -89,7 +90,9 @@ def _read_dimacs(path: Path, lines: list[str]) -> nx.Graph:
     return graph
 
 
-LABEL = re.compile(r"-?[1-9]\d*|[\w.]+")  # a negative integer, or letters, digits, '_' and '.'
+INTEGER = re.compile(r"0|-?[1-9][0-9]*")  # labels that become integers ('01' stays text)
+# What other edge notations leave in a field: an arrow, a ';' or '|' separator, GML/JSON brackets, or '1-2'.
+NOT_A_LABEL = re.compile(r"[;|<>=\[\](){}]|^\W*$|^[0-9]+-[0-9]+$")
 EDGE_FORMS = "an edge is 'U V' or 'U,V', a weighted one 'U V WEIGHT', a node alone 'U'"
 
 
@@ -121,28 +124,28 @@ def _read_edge_list(path: Path, lines: list[str]) -> nx.Graph:
 
 
 def _weight(weight: float | None) -> str:
-    return "no weight" if weight is None else f"weight {weight:g}"
+    return "no weight" if weight is None else f"weight {weight:.12g}"
 
 
 def _edge_line(where: str, line: str) -> tuple[list, float | None]:
     """The nodes (none, one or two) and the weight (or None) on one edge-list line."""
-    text = line.split("#", 1)[0].strip()
+    text = line.split("#", 1)[0].strip(" \t,")  # a CSV export may end its lines with an empty column
     if not text:
         return [], None
     fields = re.split(r"[,\s]+", text, maxsplit=2)
     for field in fields[:2]:
-        if not LABEL.fullmatch(field):
-            raise GraphError(f"{where}: {field!r} is not a node label (letters, digits, '_' and '.'; "
-                             f"{EDGE_FORMS}), in {line.strip()!r}")
-    nodes = [int(f) if re.fullmatch(r"0|-?[1-9]\d*", f) else f for f in fields[:2]]
+        if NOT_A_LABEL.search(field):
+            raise GraphError(f"{where}: {field!r} is not a node label ({EDGE_FORMS}; a label has a letter or "
+                             f"digit and none of ; | < > = brackets), in {line.strip()!r}")
+    nodes = [int(f) if INTEGER.fullmatch(f) else f for f in fields[:2]]
     if len(nodes) == 2 and nodes[0] == nodes[1]:
         raise GraphError(f"{where}: self-loop on node {nodes[0]}")
     if len(fields) < 3:
         return nodes, None
     rest = fields[2]
-    if rest.startswith("{"):  # networkx's write_edgelist: "u v {'weight': 3}" or "u v {}"
+    if rest.startswith("{"):  # networkx's write_edgelist: "u v {'weight': 3}", "u v {}", numpy 2's np.float64(3)
         try:
-            data = ast.literal_eval(rest)
+            data = ast.literal_eval(re.sub(r"\bnp\.\w+\(([^()]*)\)", r"\1", rest))
         except (ValueError, SyntaxError):
             data = None
         if not isinstance(data, dict):

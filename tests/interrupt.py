@@ -19,7 +19,13 @@ def ctrl_c_when(args: list[str], ready: str, timeout: float = 300.0) -> tuple[in
     soon as stdout + stderr match the regex `ready`, and return (exit status, stdout, stderr); terminal escape
     sequences read as spaces."""
     controller, terminal = pty.openpty()
-    child = subprocess.Popen([str(SOLVE), *args], stdout=subprocess.PIPE, stderr=terminal, stdin=subprocess.DEVNULL)
+    # rich draws a live bar only on a terminal it takes for interactive: say what kind, whatever CI's TERM is
+    env = {**os.environ, "TERM": "xterm", "COLUMNS": "120"}
+    env.pop("TTY_INTERACTIVE", None)
+    # A shell starts background jobs (CI's, nohup's) with SIGINT ignored, and Python then leaves it so: as at a
+    # terminal, the child gets the default disposition, which Python turns into KeyboardInterrupt.
+    child = subprocess.Popen([str(SOLVE), *args], stdout=subprocess.PIPE, stderr=terminal, stdin=subprocess.DEVNULL,
+                             env=env, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     os.close(terminal)
     stdout = child.stdout.fileno()
     received = {stdout: b"", controller: b""}
@@ -47,4 +53,9 @@ def ctrl_c_when(args: list[str], ready: str, timeout: float = 300.0) -> tuple[in
         os.close(controller)
         child.stdout.close()
     assert pressed, f"never saw {ready!r}: {received[controller].decode(errors='replace')[-500:]}"
-    return child.wait(), received[stdout].decode(), ESCAPES.sub(b" ", received[controller]).decode(errors="replace")
+    try:
+        status = child.wait(timeout=60)  # its streams are closed: it is exiting
+    except subprocess.TimeoutExpired:
+        child.kill()
+        raise AssertionError(f"solve {' '.join(args)} closed its output but did not exit") from None
+    return status, received[stdout].decode(), ESCAPES.sub(b" ", received[controller]).decode(errors="replace")

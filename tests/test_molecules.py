@@ -619,14 +619,14 @@ def test_free_generation_leaves_out_training_molecules_and_atypical_ones(designe
 
 
 def test_cli_ctrl_c_writes_the_molecules_found_so_far(tmp_path):
-    # logP 5-6.5 lies at the edge of the training data: at seed 0 the first molecule comes in the second round
-    # of 32 canvases and the third in the fifth, so Ctrl-C at the first one leaves the request unfinished.
+    # logP 5-6.5 lies at the edge of the training data: about one canvas in 90 gives a molecule (at seed 0 the
+    # first comes in the second round of 32 canvases), so Ctrl-C at the first leaves the request unfinished.
     out = tmp_path / "found.smi"
-    status, _, err = ctrl_c_when(["molecules", "-n", "3", "--logp", "5:6.5", "--seed", "0", "--out", str(out)],
-                                 ready=r"\s[12]/3\s")
+    status, _, err = ctrl_c_when(["molecules", "-n", "4", "--logp", "5:6.5", "--seed", "0", "--out", str(out)],
+                                 ready=r"\s[1-3]/4\s")
     assert status == 130, err
-    said = re.search(r"interrupted: (\d)/3 verified molecules from (\d+) canvases in [\d.]+ s; written to ", err)
+    said = re.search(r"interrupted: (\d)/4 verified molecules from (\d+) canvases in [\d.]+ s; written to ", err)
     assert said, err[-500:]
     found = out.read_text().split()
-    assert len(found) == int(said[1]) in (1, 2) and int(said[2]) >= 32
+    assert len(found) == int(said[1]) in (1, 2, 3) and int(said[2]) >= 32
     assert all(5 <= Crippen.MolLogP(Chem.MolFromSmiles(s)) <= 6.5 for s in found)
