@@ -102,6 +102,17 @@ def _draw(graph, path: Path, coloring: dict | None = None, route: list | None = 
         plt.close(fig)
 
 
+def _fits(file: Path, check: Callable[[], object]) -> None:
+    """`check()` the input against the model's limits before a model is loaded; a GraphError is exit 2."""
+    from ..tasks.graphs import GraphError
+
+    try:
+        check()
+    except GraphError as exc:
+        _error(f"{input_name(file)}: {exc}")
+        raise typer.Exit(2) from None
+
+
 def _palette(n: int) -> list:
     """`n` distinct colours: matplotlib's 60 categorical ones, or beyond that hues a golden angle apart."""
     from matplotlib import colormaps, colors
@@ -230,6 +241,9 @@ def hamiltonian(
     if start is not None and start == end and graph.number_of_nodes() > 1:
         _error("--start and --end name the same node: a path visits it once (use --cycle for a closed route)")
         raise typer.Exit(2)
+    from .graphs import check_hamiltonian_input
+
+    _fits(file, lambda: check_hamiltonian_input(graph, start, end))
     solver = _solver("hamiltonian", checkpoint, device, model_only, canvases, max_steps, seed)
     result = _search(file, "searching", max_steps,
                      lambda callback: solver.hamiltonian_path(graph, cycle, start=start, end=end, callback=callback))
@@ -241,7 +255,8 @@ def hamiltonian(
 @app.command()
 def path(
     file: Path = typer.Argument(..., help="Edge list ('U V' or 'U V WEIGHT' per line) or DIMACS .col file ('-' "
-                                          "reads stdin); up to 31 nodes and 24 edges."),
+                                          "reads stdin); up to 31 nodes and 24 edges (with --shortest: "
+                                          "counting only the edges on shortest paths)."),
     source: str = typer.Option(..., help="Start node."),
     target: str = typer.Option(..., help="Goal node."),
     shortest: bool = typer.Option(False, "--shortest", help="Only accept a shortest path (by weight when the "
@@ -265,6 +280,10 @@ def path(
     graph = _graph(file, "path", weights_used=shortest)
     weighted = any("weight" in data for _, _, data in graph.edges(data=True))
     source, target = _node(graph, source, "--source", file), _node(graph, target, "--target", file)
+    from .graphs import path_search_graph
+
+    _fits(file, lambda: path_search_graph(graph, source, target, shortest=shortest,
+                                          weight="weight" if weighted and shortest else None))
     solver = _solver("path", checkpoint, device, model_only, canvases, max_steps, seed)
     result = _search(file, "searching", max_steps, lambda callback: solver.path(
         graph, source, target, weight="weight" if weighted and shortest else None, shortest=shortest,

@@ -24,6 +24,37 @@ from ..tasks.graphs import (GraphError, RouteSpec, check_graph, coloring_constra
 from .checkpoints import check_task_model, default_checkpoint
 
 
+def path_search_graph(graph: nx.Graph, source: Hashable, target: Hashable, *, shortest: bool = False,
+                      weight: str | None = None) -> nx.Graph:
+    """The graph a path search samples on, checked to fit the route canvas (GraphError otherwise; the CLI asks
+    before it loads a model): `graph`, or for a shortest path (`shortest`, or a `weight`) only the edges that lie
+    on some shortest path. Those leave the model fewer choices (on all edges, a 1-edge shortest path in a
+    triangle was missed with 4 canvases: the training paths have 2-8 edges); the answer is still verified
+    against networkx's length on the whole graph."""
+    check_graph(graph, None, "path-finding")
+    if weight is not None:
+        for u, v, data in graph.edges(data=True):
+            if weight not in data:
+                raise GraphError(f"edge {u!r}-{v!r} has no {weight!r} attribute")
+            if not isinstance(data[weight], Real) or not 0 <= data[weight] < math.inf:
+                raise GraphError(f"edge {u!r}-{v!r}: {weight} {data[weight]!r} is not a finite non-negative "
+                                 "number (shortest paths need finite non-negative weights)")
+    search = shortest_path_edges(graph, source, target, weight) if shortest or weight is not None else graph
+    try:
+        _route_input(search, MAX_PATH_EDGES, "path-finding", source=source, target=target)
+    except GraphError as exc:
+        if search is graph:
+            raise
+        raise GraphError(f"{exc}; a shortest path counts only the edges that lie on shortest paths: "
+                         f"{search.number_of_edges()} of {graph.number_of_edges()} here") from None
+    return search
+
+
+def check_hamiltonian_input(graph: nx.Graph, start: Hashable = None, end: Hashable = None) -> None:
+    """GraphError unless the graph fits the Hamiltonian canvas and prompt (the CLI asks before it loads a model)."""
+    _route_input(graph, MAX_PROMPT_EDGES, "Hamiltonian", start=start, end=end)
+
+
 def _at_most(length: float, shortest: float) -> bool:
     """`length` is no longer than `shortest` up to float rounding (0.1 + 0.2 against a 0.3 edge)."""
     return length <= shortest or math.isclose(length, shortest, rel_tol=1e-9, abs_tol=1e-12)
@@ -373,27 +404,12 @@ class GraphSolver(_DiffusionSolver):
         shortest-path length (hops, or the sum of `weight`), sampling up to `rounds` rounds of canvases."""
         began = time.perf_counter()
         rounds = arguments.whole(rounds, "rounds", 1)
-        check_graph(graph, None, "path-finding")
-        if weight is not None:
-            for u, v, data in graph.edges(data=True):
-                if weight not in data:
-                    raise GraphError(f"edge {u!r}-{v!r} has no {weight!r} attribute")
-                if not isinstance(data[weight], Real) or not 0 <= data[weight] < math.inf:
-                    raise GraphError(f"edge {u!r}-{v!r}: {weight} {data[weight]!r} is not a finite non-negative "
-                                     "number (shortest paths need finite non-negative weights)")
+        search = path_search_graph(graph, source, target, shortest=shortest, weight=weight)
         if not (shortest or weight is not None):
             return self.paths([(graph, source, target)], callback=callback)[0]
-        # The model sees only the edges that lie on some shortest path, so that what it samples is nearly forced
-        # (on all edges, a 1-edge shortest path in a triangle was missed with 4 canvases: the training paths have
-        # 2-8 edges). The answer is still verified against networkx's length on the whole graph.
-        search = shortest_path_edges(graph, source, target, weight)
         best, passes, best_length = None, 0, None
         for r in range(rounds):
-            try:
-                found = self.paths([(search, source, target)], callback=callback, salt=r, all_canvases=True)[0]
-            except GraphError as exc:
-                raise GraphError(f"{exc} (counting only the {search.number_of_edges()} of its "
-                                 f"{graph.number_of_edges()} edges that lie on shortest paths)") from None
+            found = self.paths([(search, source, target)], callback=callback, salt=r, all_canvases=True)[0]
             if found.forward_passes == 0:  # answered without sampling: same node, or no path at all
                 return found
             best_length = nx.shortest_path_length(graph, source, target, weight=weight)

@@ -731,3 +731,15 @@ def test_edge_list_labels_people_use_are_read(tmp_path):
                                                ("a", "b")]}
     f.write_text("a b {'weight': np.float64(2.5)}\n")  # networkx's write_edgelist under numpy 2
     assert read_graph(f)["a"]["b"]["weight"] == 2.5
+
+
+def test_route_inputs_beyond_the_canvas_are_refused_before_a_model_is_loaded(tmp_path):
+    f = tmp_path / "grid.txt"
+    nx.write_edgelist(nx.convert_node_labels_to_integers(nx.grid_2d_graph(6, 6)), f, data=False)  # 36 nodes
+    for args in (["hamiltonian", str(f)], ["path", str(f), "--source", "0", "--target", "35", "--shortest"]):
+        result = CliRunner().invoke(app, [*args, "--checkpoint", str(tmp_path / "no-such-model")])
+        assert result.exit_code == 2 and "36 nodes" in result.stderr and "no-such-model" not in result.stderr
+    assert "60 of 60 here" in result.stderr  # corner to corner, every edge of a grid lies on a shortest path
+    # a graph too large for path finding whose shortest paths fit: one edge from 0 to 1
+    near = CliRunner().invoke(app, ["path", str(f), "--source", "0", "--target", "1", "--shortest"])
+    assert near.exit_code == 0 and "verified path: 0 1" in near.stdout
