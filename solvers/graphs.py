@@ -28,8 +28,8 @@ def path_search_graph(graph: nx.Graph, source: Hashable, target: Hashable, *, sh
                       weight: str | None = None) -> nx.Graph:
     """The graph a path search samples on, checked to fit the route canvas (GraphError otherwise; the CLI asks
     before it loads a model): `graph`, or for a shortest path (`shortest`, or a `weight`) only the edges that lie
-    on some shortest path. Those leave the model fewer choices (on all edges, a 1-edge shortest path in a
-    triangle was missed with 4 canvases: the training paths have 2-8 edges); the answer is still verified
+    on some shortest path, walked one way (`shortest_path_edges`). On all edges, a 1-edge shortest path in a
+    triangle was missed with 4 canvases (the training paths have 2-8 edges). The answer is still verified
     against networkx's length on the whole graph."""
     check_graph(graph, None, "path-finding")
     if weight is not None:
@@ -60,9 +60,14 @@ def _at_most(length: float, shortest: float) -> bool:
     return length <= shortest or math.isclose(length, shortest, rel_tol=1e-9, abs_tol=1e-12)
 
 
+SHORTEST_ARCS = "diffsolve_shortest_arcs"  # graph attribute: the (u, v) steps that keep a path shortest
+
+
 def shortest_path_edges(graph: nx.Graph, source: Hashable, target: Hashable, weight: str | None) -> nx.Graph:
-    """The subgraph of the edges that lie on some shortest source-target path (by `weight`, or by hops); the
-    graph itself when there is no such path (or source is target), which the path search answers without it."""
+    """The subgraph of the edges that lie on some shortest source-target path (by `weight`, or by hops), with
+    the directions that keep a path shortest in its SHORTEST_ARCS attribute (the path search walks edges only
+    that way: then every route it can sample is a shortest path); the graph itself when there is no such path
+    (or source is target), which the path search answers without it."""
     if source == target or source not in graph or target not in graph or not nx.has_path(graph, source, target):
         return graph
     cost = weight if weight is not None else (lambda u, v, data: 1)
@@ -74,7 +79,10 @@ def shortest_path_edges(graph: nx.Graph, source: Hashable, target: Hashable, wei
         length = graph.edges[u, v][weight] if weight is not None else 1
         return u in from_source and v in to_target and _at_most(from_source[u] + length + to_target[v], best)
 
-    return graph.edge_subgraph([(u, v) for u, v in graph.edges if tight(u, v) or tight(v, u)]).copy()
+    arcs = [(u, v) for a, b in graph.edges for u, v in ((a, b), (b, a)) if tight(u, v)]
+    search = graph.edge_subgraph(arcs).copy()
+    search.graph[SHORTEST_ARCS] = arcs
+    return search
 
 
 # networkx's DSATUR takes quadratic time (a 5,000-node tree: 19 s); above this many nodes the search starts from
@@ -440,7 +448,9 @@ class GraphSolver(_DiffusionSolver):
                 trivial = RouteResult([source], True, None, 0)
             elif not nx.has_path(graph, source, target):
                 trivial = RouteResult(None, False, f"no path exists from {source!r} to {target!r}")
-            spec = RouteSpec(len(labels), edges, "path", index[source], index[target])
+            arcs = graph.graph.get(SHORTEST_ARCS)
+            spec = RouteSpec(len(labels), edges, "path", index[source], index[target],
+                             None if arcs is None else [(index[u], index[v]) for u, v in arcs])
             problems.append((spec, labels, trivial, lambda path, g=graph, s=source, t=target: _is_path(g, path, s, t)))
         return self._routes(problems, batch, callback, "path", salt=salt, all_canvases=all_canvases)
 

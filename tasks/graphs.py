@@ -489,6 +489,7 @@ class RouteSpec:
     kind: str
     start: int | None = None
     end: int | None = None
+    arcs: list[tuple[int, int]] | None = None  # path: the directions the edges may be walked in (default both)
 
     def __post_init__(self) -> None:
         if self.n >= MAX_ROUTE_NODES:
@@ -533,6 +534,11 @@ class RouteSpec:
             e = torch.tensor(self.edges) + NODE0
             table[e[:, 0], e[:, 1]] = True
             table[e[:, 1], e[:, 0]] = True
+        if self.arcs is not None:
+            table[NODE0:NODE0 + self.n, NODE0:NODE0 + self.n] = False
+            if self.arcs:
+                a = torch.tensor(self.arcs) + NODE0
+                table[a[:, 0], a[:, 1]] = True
         table[EOS, PAD] = table[PAD, PAD] = True
         if self.kind == "path":
             table[NODE0 + self.end, :] = False

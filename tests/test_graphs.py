@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from diffsolve.core import SamplingConfig, generate
 from diffsolve.solvers import CountdownSolver, GraphSolver
-from diffsolve.solvers.graphs import shortest_path_edges
+from diffsolve.solvers.graphs import SHORTEST_ARCS, shortest_path_edges
 from diffsolve.solvers.checkpoints import default_checkpoint
 from diffsolve.solvers.cli import app
 from diffsolve.tasks import countdown
@@ -717,6 +717,12 @@ def test_shortest_paths_search_only_edges_on_some_shortest_path(graphs):
         assert solver.path(triangle, "a", "c", shortest=True).path == ["a", "c"]
     result = graphs.path(weighted, "a", "d", weight="weight")
     assert result.verified and result.path == ["a", "b", "c", "d"] and result.length == 3
+    grid = nx.convert_node_labels_to_integers(nx.grid_2d_graph(4, 4))  # 16 nodes, 24 edges, corner to corner:
+    arcs = shortest_path_edges(grid, 0, 15, None).graph[SHORTEST_ARCS]  # every edge on a shortest path, one way
+    assert len(arcs) == 24 and all(nx.shortest_path_length(grid, 0, v) == nx.shortest_path_length(grid, 0, u) + 1
+                                   for u, v in arcs)
+    found = graphs.path(grid, 0, 15, shortest=True)
+    assert found.verified and found.length == 6 and found.forward_passes > 0
     tenths = nx.Graph()
     tenths.add_weighted_edges_from([("a", "b", 0.1), ("b", "c", 0.2), ("a", "c", 0.3)])  # 0.1 + 0.2 > 0.3 in floats
     assert graphs.path(tenths, "a", "c", weight="weight").verified
