@@ -329,7 +329,7 @@ class GraphSolver(_DiffusionSolver):
                 break
             used = len(set(coloring.values()))
             result.coloring, result.num_colors, result.verified, result.reason = coloring, used, True, None
-            result.optimal = used == bound
+            result.optimal = used == bound or used == 3 and not nx.is_bipartite(graph)  # 2 cannot work: odd cycle
             if k is not None:
                 break
             colors = used - 1  # a colouring may use fewer colours than allowed: continue below what it used

@@ -749,3 +749,10 @@ def test_route_inputs_beyond_the_canvas_are_refused_before_a_model_is_loaded(tmp
     # a graph too large for path finding whose shortest paths fit: one edge from 0 to 1
     near = CliRunner().invoke(app, ["path", str(f), "--source", "0", "--target", "1", "--shortest"])
     assert near.exit_code == 0 and "verified path: 0 1" in near.stdout
+
+
+def test_a_colouring_at_a_given_k_is_called_optimal_when_it_provably_is(graphs):
+    assert graphs.color(nx.cycle_graph(5), 3).optimal  # an odd cycle: 2 colours cannot work
+    allowed_four = graphs.color(nx.cycle_graph(5), 4)
+    assert allowed_four.verified and allowed_four.optimal == (allowed_four.num_colors == 3)
+    assert graphs.color(nx.petersen_graph(), 3).optimal
