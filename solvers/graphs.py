@@ -518,7 +518,7 @@ class CountdownSolver(_DiffusionSolver):
         results: list[CountdownResult | None] = [None] * len(instances)
         todo = []
         for i, instance in enumerate(instances):
-            if isinstance(instance, (str, bytes)) or len(instance) != 2:
+            if not isinstance(instance, (tuple, list)) or len(instance) != 2:
                 raise countdown.CountdownError(f"instance {i}: expected (numbers, target), got {instance!r}")
             numbers, target = countdown.whole_numbers(*instance)
             countdown.check_instance(numbers, target)
@@ -587,7 +587,7 @@ def _route_input(graph: nx.Graph, max_edges: int, what: str, **nodes) -> tuple[l
         raise GraphError(f"{len(edges)} edges: the {what} model reads at most {max_edges}")
     index = {node: i for i, node in enumerate(labels)}
     for name, node in nodes.items():
-        if node is not None and node not in index:
+        if node is not None and (not isinstance(node, Hashable) or node not in index):
             raise GraphError(f"{name} node {node!r} is not in the graph")
     return labels, edges, index
 

@@ -756,3 +756,12 @@ def test_a_colouring_at_a_given_k_is_called_optimal_when_it_provably_is(graphs):
     allowed_four = graphs.color(nx.cycle_graph(5), 4)
     assert allowed_four.verified and allowed_four.optimal == (allowed_four.num_colors == 3)
     assert graphs.color(nx.petersen_graph(), 3).optimal
+
+
+def test_unusable_nodes_and_instances_are_named_in_the_solvers_own_errors(graphs, countdowns):
+    with pytest.raises(GraphError, match=r"start node \[0\] is not in the graph"):
+        graphs.hamiltonian_path(nx.cycle_graph(5), start=[0])
+    with pytest.raises(GraphError, match=r"source node \[0\] is not in the graph"):
+        graphs.path(nx.cycle_graph(5), [0], 2, shortest=True)
+    with pytest.raises(countdown.CountdownError, match="instance 0: expected \\(numbers, target\\), got 5"):
+        countdowns.solve_many([5])
