@@ -7,6 +7,7 @@ and boxes are `all_different` groups: they mask digits settled in a peer, re-noi
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -153,6 +154,9 @@ def base_set(path: Path, examples: int, seed: int, workers: int = 2) -> tuple[np
     if path.is_file():
         data = np.load(path)
         return data["puzzles"], data["solutions"]
+    # about 1,000 puzzles per second and worker here: say what the silent minute is
+    print(f"generating {examples:,} training puzzles ({workers} worker{'s' * (workers > 1)}) into {path}",
+          file=sys.stderr, flush=True)
     pairs = generate_examples_parallel(examples, seed, workers)
     puzzles = np.array([[int(c) for c in p] for p, _ in pairs], dtype=np.uint8)
     solutions = np.array([[int(c) for c in s] for _, s in pairs], dtype=np.uint8)
