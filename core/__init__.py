@@ -23,7 +23,6 @@ from .tokenizer import load_tokenizer, word_level_tokenizer
 __all__ = [
     "CheckpointError", "ConfigError", "CtrlC", "DiffusionGemma", "FinishClock", "GenerationOutput", "Guidance",
     "KVCache", "LayerSpec", "ModelConfig", "SamplingConfig", "StepInfo", "arguments", "check_device", "denoise_canvas",
-    "generate",
-    "generate_autoregressive", "guided_config", "load_model", "load_tokenizer", "new_model", "released_config",
-    "resolve_checkpoint", "save_model", "word_level_tokenizer", "write_atomically",
+    "generate", "generate_autoregressive", "guided_config", "load_model", "load_tokenizer", "new_model",
+    "released_config", "resolve_checkpoint", "save_model", "word_level_tokenizer", "write_atomically",
 ]

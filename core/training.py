@@ -25,8 +25,8 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from .checkpoint import load_model, save_model
-from .ctrl_c import CtrlC
 from .config import ModelConfig
+from .ctrl_c import CtrlC
 from .model import DiffusionGemma
 
 

@@ -41,10 +41,14 @@ def _graph(file: Path, command: str, weights_used: bool = False):
     except GraphError as exc:
         _error(f"{exc}")
         raise typer.Exit(2) from None
-    if not weights_used and any("weight" in data for _, _, data in graph.edges(data=True)):
+    if not weights_used and _weighted(graph):
         print(f"{input_name(file)}: warning: {command} ignores edge weights (the third column of 'U V WEIGHT'"
               f"{'' if command != 'path' else '; --shortest uses them'})", file=sys.stderr)
     return graph
+
+
+def _weighted(graph) -> bool:
+    return any("weight" in data for _, _, data in graph.edges(data=True))
 
 
 def _node(graph, text: str | None, option: str, file: Path):
@@ -278,17 +282,15 @@ def path(
     _check_format(format)
     _check_image(image, "graphs")
     graph = _graph(file, "path", weights_used=shortest)
-    weighted = any("weight" in data for _, _, data in graph.edges(data=True))
+    weight = "weight" if shortest and _weighted(graph) else None
     source, target = _node(graph, source, "--source", file), _node(graph, target, "--target", file)
     from .graphs import path_search_graph
 
-    _fits(file, lambda: path_search_graph(graph, source, target, shortest=shortest,
-                                          weight="weight" if weighted and shortest else None))
+    _fits(file, lambda: path_search_graph(graph, source, target, shortest=shortest, weight=weight))
     solver = _solver("path", checkpoint, device, model_only, canvases, max_steps, seed)
     result = _search(file, "searching", max_steps, lambda callback: solver.path(
-        graph, source, target, weight="weight" if weighted and shortest else None, shortest=shortest,
-        callback=callback))
-    length = "" if not result.verified else f"total weight {result.length:g}" if weighted and shortest else \
+        graph, source, target, weight=weight, shortest=shortest, callback=callback))
+    length = "" if not result.verified else f"total weight {result.length:g}" if weight else \
         f"{result.length:g} edge{'s' * (result.length != 1)}"
     text = (f"verified path: {' '.join(map(str, result.path))} ({length}; {result.seconds:.1f} s)"
             if result.verified else f"no verified answer: {result.reason}")

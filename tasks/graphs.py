@@ -108,8 +108,7 @@ def _read_edge_list(path: Path, lines: list[str]) -> nx.Graph:
             graph.add_node(nodes[0])
             continue
         edge = frozenset(nodes)
-        if edge in first_line and weight != graph.edges[nodes].get("weight"):
-            given = graph.edges[nodes].get("weight")
+        if edge in first_line and weight != (given := graph.edges[nodes].get("weight")):
             raise GraphError(f"{path}:{number}: edge {nodes[0]} {nodes[1]} again, with {_weight(weight)}; line "
                              f"{first_line[edge]} gives it {_weight(given)} (give each edge once)")
         first_line.setdefault(edge, number)
