@@ -330,12 +330,23 @@ def _check(record: _Record) -> str:
 
 
 DELIMITERS = ",;\t"  # comma first; semicolons (spreadsheets in comma-decimal locales) and tabs too
+GRID_ROW = 18  # a line of at most this many cells is a grid row (or a short puzzle), never a whole puzzle
+
+
+def _fields(line: str, delimiter: str) -> list[str] | None:
+    """The CSV fields of `line`, or None when it cannot be one (a field beyond the csv module's limit)."""
+    try:
+        return next(csv.reader([line], delimiter=delimiter))
+    except csv.Error:
+        return None
 
 
 def _csv_columns(header: str) -> tuple[int, int | None, str] | None:
-    """(puzzle column, solution column or None, delimiter) if `header` is a puzzle CSV header."""
-    for delimiter in [d for d in DELIMITERS if d in header] or [","]:  # `header` without its comment
-        names = [name.strip().lower() for name in next(csv.reader([header], delimiter=delimiter))]
+    """(puzzle column, solution column or None, delimiter) if `header` is a puzzle CSV header. A comment may
+    follow a name; a column named '#' alone (a spreadsheet's row numbers) is a name."""
+    for delimiter in [d for d in DELIMITERS if d in header] or [","]:
+        names = [name.strip().lower() for name in _fields(header, delimiter) or []]
+        names = [name if name == "#" else _uncommented(name).strip() for name in names]
         puzzle = next((k for k, name in enumerate(names) if name in ("puzzle", "puzzles", "quizzes")), None)
         solution = next((k for k, name in enumerate(names) if name in ("solution", "solutions")), None)
         if puzzle is not None:
@@ -344,18 +355,25 @@ def _csv_columns(header: str) -> tuple[int, int | None, str] | None:
 
 
 def _csv_records(lines: list[str], header: int, columns: tuple[int, int | None, str]):
+    """Rows below `header`. '#' starts a comment at the start of a line and inside the puzzle and solution
+    fields only (other columns, such as names, may hold one); rows with every field empty are skipped."""
     puzzle_col, solution_col, delimiter = columns
-    width = max(puzzle_col, -1 if solution_col is None else solution_col) + 1
     for number, raw in enumerate(lines[header + 1:], header + 2):
-        raw = _uncommented(raw)
-        if not raw.strip():
+        if not raw.strip() or (raw.lstrip().startswith("#") and not lines[header].lstrip().startswith("#")):
             continue
-        fields = next(csv.reader([raw], delimiter=delimiter))
-        if len(fields) < width:
-            yield _Invalid(number, f"expected {width} fields, got {len(fields)}")
+        fields = _fields(raw, delimiter)
+        if fields is None:
+            yield _Invalid(number, f"a field is longer than {csv.field_size_limit():,} characters")
             continue
-        field = fields[puzzle_col].strip()
-        solution = None if solution_col is None else fields[solution_col].strip() or None  # empty: none given
+        if not any(field.strip() for field in fields):
+            continue
+        if len(fields) <= puzzle_col:
+            yield _Invalid(number, f"expected {puzzle_col + 1} fields, got {len(fields)}")
+            continue
+        field = _uncommented(fields[puzzle_col]).strip()
+        solution = None
+        if solution_col is not None and solution_col < len(fields):  # empty or missing: none given
+            solution = _uncommented(fields[solution_col]).strip() or None
         yield _Record(number, _cells(field, number, " \t", max(raw.find(field), 0)), solution)
 
 
@@ -371,18 +389,36 @@ def _is_title(line: str) -> bool:
             and sum(ch in DIGITS or ch in "0." for ch in line) < 5)
 
 
+def _dashes_are_blanks(lines: list[str]) -> bool:
+    """Whether the text writes blanks as '-': some line has a '-' beside a digit or another blank, or no line
+    writes a blank otherwise ('.' or '0')."""
+    lines = [_uncommented(line) for line in lines]
+    return (any("-" in line and any(ch in DIGITS or ch in ".0" for ch in line) for line in lines)
+            or not any(ch in ".0" for line in lines for ch in line))
+
+
+def _is_separator(stripped: str, cells: int, dash_blanks: bool) -> bool:
+    """A line of '-', '=', '+' and '|' between bands; nine '-' (with or without '|') are a row of blanks in a
+    text that writes blanks as '-' elsewhere."""
+    return (bool(stripped) and set(stripped) <= set("-=+| ") and cells != 81
+            and ("+" in stripped or "=" in stripped or cells != 9 or not dash_blanks))
+
+
 def _text_records(lines: list[str]):
     """One-line puzzles and 9-row grids (separator lines are skipped; blank lines, comments and title lines end a
-    grid). '#' starts a comment anywhere on a line."""
+    grid, except blank lines between its bands). '#' starts a comment anywhere on a line."""
     block: list[tuple[int, list[Cell]]] = []
+    dash_blanks = _dashes_are_blanks(lines)
     for number, raw in enumerate(lines + [""], 1):  # the extra blank line closes a trailing grid
         raw = _uncommented(raw)
         stripped = raw.strip()
         cells = _cells(raw, number)
-        if stripped and set(stripped) <= set("-+| ") and ("+" in stripped or len(cells) != 9):
-            continue  # separator line (nine dashes alone are a row of blanks)
+        if _is_separator(stripped, len(cells), dash_blanks):
+            continue
+        if not stripped and len(block) in (3, 6) and all(len(row) == 9 for _, row in block) and number <= len(lines):
+            continue  # a blank line between bands
         skip = not stripped or (len(cells) != 81 and _is_title(stripped))
-        if block and (skip or len(cells) > 18):
+        if block and (skip or len(cells) > GRID_ROW):
             if len(block) == 1:  # a lone short line: a one-line puzzle that is too short
                 yield _Invalid(block[0][0], f"expected 81 cells (or a 9-row grid), got {len(block[0][1])}")
             else:
@@ -390,7 +426,7 @@ def _text_records(lines: list[str]):
             block = []
         if skip:
             continue
-        if len(cells) > 18:  # too long for a grid row: a whole puzzle on one line
+        if len(cells) > GRID_ROW:  # too long for a grid row: a whole puzzle on one line
             yield _Record(number, cells)
             continue
         block.append((number, cells))
@@ -408,18 +444,10 @@ def parse_puzzles(text: str, path: str = "<input>") -> list[ParsedPuzzle | Puzzl
 
     Bad entries come back inline, in file order, as PuzzleFormatError so the good ones can still be used."""
     lines = text.removeprefix("\ufeff").splitlines()
-    content = [k for k, raw in enumerate(lines) if _uncommented(raw).strip()]
-    # CSV: a line naming a puzzle/quizzes column (a one-column CSV has no delimiter at all), after titles if any.
-    header, columns = None, None
-    for at, k in enumerate(content):
-        line = _uncommented(lines[k])
-        columns = _csv_columns(line)
-        if columns is None and at + 1 < len(content) and _looks_like_csv(line, _uncommented(lines[content[at + 1]])):
-            return [PuzzleFormatError(path, k + 1, f"a CSV header needs a puzzle (or puzzles, quizzes) column, "
-                                                   f"found {line.strip()!r}")]
-        if columns is not None or not _is_title(line.strip()):
-            header = k
-            break
+    try:
+        header, columns = _find_csv_header(lines)
+    except _Invalid as bad:
+        return [PuzzleFormatError(path, bad.line, bad.message)]
     records = _csv_records(lines, header, columns) if columns else _text_records(lines)
     results: list[ParsedPuzzle | PuzzleFormatError] = []
     for record in records:
@@ -431,6 +459,24 @@ def parse_puzzles(text: str, path: str = "<input>") -> list[ParsedPuzzle | Puzzl
         except _Invalid as bad:
             results.append(PuzzleFormatError(path, bad.line, bad.message))
     return results
+
+
+def _find_csv_header(lines: list[str]):
+    """(header line index, columns) of a CSV, or (None, None) for text; raises _Invalid for a header without a
+    puzzle column. The header is the first line that is neither blank, a comment nor a title; a one-word header
+    such as 'Puzzle' above a grid row is a title."""
+    content = [k for k, raw in enumerate(lines) if _uncommented(raw).strip() or ("#" in raw and _csv_columns(raw))]
+    for at, k in enumerate(content):
+        line = lines[k] if _csv_columns(lines[k]) else _uncommented(lines[k])
+        following = _uncommented(lines[content[at + 1]]) if at + 1 < len(content) else ""
+        columns = _csv_columns(line)
+        if columns is not None and not any(d in line for d in DELIMITERS) and len(_cells(following, 0)) <= GRID_ROW:
+            columns = None  # 'Puzzle' above a grid: a title
+        if columns is None and following and _looks_like_csv(line, following):
+            raise _Invalid(k + 1, f"a CSV header needs a puzzle (or puzzles, quizzes) column, found {line.strip()!r}")
+        if columns is not None or not _is_title(line.strip()):
+            return k, columns
+    return None, None
 
 
 def _looks_like_csv(header: str, second: str) -> bool:

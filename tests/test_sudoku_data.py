@@ -208,7 +208,7 @@ def test_csv_errors():
                                               "not a valid complete grid"]):  # the puzzle is kept, not its solution
         assert (result.puzzle, result.solution) == (PUZZLE, None)
         assert result.warning == f"solution column ignored: {problem}"
-    assert_error(results[4], 6, "expected 2 fields, got 1")
+    assert (results[4].puzzle, results[4].solution, results[4].line) == (PUZZLE, None, 6)  # the solution is optional
     assert_error(results[5], 7, "bad character '!' at column 80")
     assert (results[6].solution, results[6].line, results[6].index) == (SOLUTION, 8, 6)
 
@@ -311,3 +311,52 @@ def test_conflicts_and_validity():
 def test_count_solutions_rejects_bad_length():
     with pytest.raises(ValueError, match="expected 81 cells, got 80"):
         count_solutions(PUZZLE[:80])
+
+
+def _rows(puzzle: str, blank: str = ".") -> list[str]:
+    """The grid's rows, bands split by '|'."""
+    cells = puzzle.replace("0", blank)
+    return ["|".join(cells[r * 9 + c: r * 9 + c + 3] for c in (0, 3, 6)) for r in range(9)]
+
+
+@pytest.mark.parametrize("separator", ["---|---|---", "|---|---|---|", "===========", "---+---+---", "-----------"])
+def test_band_separators_are_not_read_as_rows_of_blanks(separator):
+    rows = _rows(PUZZLE)
+    text = "\n".join([*rows[:3], separator, *rows[3:6], separator, *rows[6:]])
+    check_parsed(parse_puzzles(text), [PUZZLE])
+    # where blanks are written as '-', nine of them are a row of blanks
+    dashed = _rows("0" * 9 + SOLUTION[9:], "-")
+    check_parsed(parse_puzzles("\n".join(dashed)), ["0" * 9 + SOLUTION[9:]])
+
+
+def test_blank_lines_between_bands_and_a_title_word_above_a_grid():
+    rows = [PUZZLE[r * 9: r * 9 + 9] for r in range(9)]
+    banded = "\n".join([*rows[:3], "", *rows[3:6], "", *rows[6:], "", *rows])
+    check_parsed(parse_puzzles(banded), [PUZZLE, PUZZLE])
+    broken = parse_puzzles("\n".join([*rows[:3], "", PUZZLE]), "g.txt")
+    assert_error(broken[0], 1, "expected 9 grid rows, got 3", path="g.txt")
+    assert broken[1].puzzle == PUZZLE
+    for title in ("Puzzle", "Puzzles", "Quizzes"):
+        check_parsed(parse_puzzles("\n".join([title, *rows, "Solution", *SOLUTION_ROWS])), [PUZZLE, SOLUTION])
+    check_parsed(parse_puzzles(f"puzzle\n{PUZZLE}\n"), [PUZZLE])  # a one-column CSV is still one
+
+
+SOLUTION_ROWS = [SOLUTION[r * 9: r * 9 + 9] for r in range(9)]
+
+
+def test_csv_fields_may_hold_a_hash_and_rows_may_be_empty_or_lack_the_solution():
+    text = (f"name,puzzle,solution\nPuzzle #1,{PUZZLE},{SOLUTION}\n\"Grid #2\",{PUZZLE},{SOLUTION}  # a note\n"
+            f"# a comment line\n,,\n{'x'},{PUZZLE}\n")
+    results = parse_puzzles(text, "h.csv")
+    check_parsed(results, [PUZZLE] * 3, [SOLUTION, SOLUTION, None])
+    assert [r.line for r in results] == [2, 3, 6]
+    numbered = parse_puzzles(f"#,puzzle,solution\n1,{PUZZLE},{SOLUTION}\n")  # a spreadsheet's row numbers
+    check_parsed(numbered, [PUZZLE], [SOLUTION])
+
+
+def test_a_line_beyond_the_csv_field_limit_is_an_error_not_a_crash():
+    huge = " ".join([PUZZLE] * 2000)
+    assert_error(parse_puzzles(huge, "s.txt")[0], 1, "expected 81 cells, got 162000", path="s.txt")
+    results = parse_puzzles(f"puzzle,solution\n{'.' * 200000},\n{PUZZLE},{SOLUTION}\n", "s.csv")
+    assert_error(results[0], 2, "a field is longer than 131,072 characters", path="s.csv")
+    assert results[1].puzzle == PUZZLE
