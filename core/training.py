@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
@@ -180,6 +181,31 @@ class ResumeError(ValueError):
 # What a resumed run must keep; steps and the time budget may change (to extend a run), and with them warmup.
 RECIPE_FIELDS = ("batch_size", "lr", "min_lr_ratio", "weight_decay", "grad_clip", "self_conditioning_prob",
                  "ar_weight", "eps", "seed")
+
+
+MADE_WITH = "made_with:"  # the prefix of a cached training set's record of how it was made
+
+
+def cached_training_set(path: Path, build: Callable[[], dict[str, np.ndarray]], made_with: dict[str, int],
+                        check: bool = True) -> dict[str, np.ndarray]:
+    """The arrays cached at `path` (.npz), or `build()`'s, written there atomically with `made_with` (such as
+    the number of examples and the seed). With `check`, a cache made with other values is refused (ValueError):
+    reusing it would train on a set other than the one the command and the model card name."""
+    if path.is_file():
+        with np.load(path) as stored:
+            arrays = {k: stored[k] for k in stored.files}
+        made = {k[len(MADE_WITH):]: int(arrays.pop(k)) for k in list(arrays) if k.startswith(MADE_WITH)}
+        differ = [f"{k} {made[k]}, not {made_with[k]}" for k in made if k in made_with and made[k] != made_with[k]]
+        if check and differ:
+            raise ValueError(f"{path} holds a training set made with other settings ({'; '.join(differ)}): train "
+                             "into a new directory, or delete the file to rebuild it")
+        return arrays
+    arrays = build()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.stem + ".tmp.npz")
+    np.savez_compressed(tmp, **arrays, **{MADE_WITH + k: np.int64(v) for k, v in made_with.items()})
+    tmp.replace(path)
+    return arrays
 
 
 def check_resumable(checkpoint: Path, model: DiffusionGemma, cfg: TrainConfig) -> None:

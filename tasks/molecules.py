@@ -32,7 +32,7 @@ from rdkit import Chem
 from rdkit.Chem import Descriptors, Lipinski, rdMolDescriptors
 
 from ..core import Guidance, ModelConfig, arguments, word_level_tokenizer
-from ..core.training import Batch
+from ..core.training import Batch, cached_training_set
 from .molecule_data import (CONDITION_BINS, MAX_SMILES_TOKENS, PROPERTIES, SMILES_TOKENS, TRAINING_RANGES, SmilesError,
                             bin_index, bin_ranges, compute_properties, condition_tokens, exact_properties,
                             tokenize_known)
@@ -183,26 +183,22 @@ class MoleculeStream:
         return Batch(prompt, canvas)
 
 
-def training_set(path: Path, examples: int, seed: int, workers: int = 2) -> dict[str, np.ndarray]:
+def training_set(path: Path, examples: int, seed: int, workers: int = 2, check: bool = True) -> dict[str, np.ndarray]:
     """Featurized MOSES training molecules (a seeded random subset of `examples`), cached as .npz."""
     from .molecule_data import featurize, read_moses
 
-    if path.is_file():
-        with np.load(path) as data:
-            return {k: data[k] for k in data.files}
-    smiles = read_moses("train")
-    order = np.random.default_rng(seed).permutation(len(smiles))[:examples]
-    data = featurize([smiles[i] for i in order], workers)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp.npz")
-    np.savez_compressed(tmp, **data)
-    tmp.replace(path)
-    return data
+    def build() -> dict[str, np.ndarray]:
+        smiles = read_moses("train")
+        order = np.random.default_rng(seed).permutation(len(smiles))[:examples]
+        return featurize([smiles[i] for i in order], workers)
+
+    return cached_training_set(path, build, {"examples": examples, "seed": seed}, check)
 
 
 def batches(out_dir: Path, seed: int, batch_size: int, device: str, data: Path | None = None,
             examples: int = 400_000, workers: int = 2) -> Callable[[int, torch.Generator], Batch]:
-    stream = MoleculeStream(training_set(data or out_dir / "moses_train.npz", examples, seed, workers))
+    stream = MoleculeStream(training_set(data or out_dir / "moses_train.npz", examples, seed, workers,
+                                         check=data is None))
     return lambda step, generator: stream.batch(generator, batch_size)
 
 

@@ -17,7 +17,7 @@ from torch import Tensor
 
 from ..constraints import CompiledConstraints, ConstraintModel
 from ..core import Guidance, ModelConfig, word_level_tokenizer
-from ..core.training import Batch
+from ..core.training import Batch, cached_training_set
 
 CELLS = 81
 DIGITS = "123456789"
@@ -147,29 +147,26 @@ class SudokuStream:
         return Batch(encode_prompt(puzzles), VALUE_TO_ID.to(self.device)[solutions], target_mask=puzzles == 0)
 
 
-def base_set(path: Path, examples: int, seed: int, workers: int = 2) -> tuple[np.ndarray, np.ndarray]:
+def base_set(path: Path, examples: int, seed: int, workers: int = 2, check: bool = True
+             ) -> tuple[np.ndarray, np.ndarray]:
     """Generated (puzzle, solution) value arrays, cached as .npz (never the shared evaluation sets)."""
     from .sudoku_data import generate_examples_parallel
 
-    if path.is_file():
-        data = np.load(path)
-        return data["puzzles"], data["solutions"]
-    # about 1,000 puzzles per second and worker here: say what the silent minute is
-    print(f"generating {examples:,} training puzzles ({workers} worker{'s' * (workers > 1)}) into {path}",
-          file=sys.stderr, flush=True)
-    pairs = generate_examples_parallel(examples, seed, workers)
-    puzzles = np.array([[int(c) for c in p] for p, _ in pairs], dtype=np.uint8)
-    solutions = np.array([[int(c) for c in s] for _, s in pairs], dtype=np.uint8)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp.npz")
-    np.savez_compressed(tmp, puzzles=puzzles, solutions=solutions)
-    tmp.replace(path)
-    return puzzles, solutions
+    def build() -> dict[str, np.ndarray]:
+        # about 1,000 puzzles per second and worker here: say what the silent minute is
+        print(f"generating {examples:,} training puzzles ({workers} worker{'s' * (workers > 1)}) into {path}",
+              file=sys.stderr, flush=True)
+        pairs = generate_examples_parallel(examples, seed, workers)
+        return {"puzzles": np.array([[int(c) for c in p] for p, _ in pairs], dtype=np.uint8),
+                "solutions": np.array([[int(c) for c in s] for _, s in pairs], dtype=np.uint8)}
+
+    data = cached_training_set(path, build, {"examples": examples, "seed": seed}, check)
+    return data["puzzles"], data["solutions"]
 
 
 def batches(out_dir: Path, seed: int, batch_size: int, device: str, data: Path | None = None,
             examples: int = 50_000, workers: int = 2) -> Callable[[int, torch.Generator], Batch]:
-    puzzles, solutions = base_set(data or out_dir / "sudoku_base.npz", examples, seed, workers)
+    puzzles, solutions = base_set(data or out_dir / "sudoku_base.npz", examples, seed, workers, check=data is None)
     stream = SudokuStream(puzzles, solutions, device)
     return lambda step, generator: stream.batch(generator, batch_size)
 

@@ -86,6 +86,18 @@ def test_train_names_unusable_run_directories_and_data(tmp_path):
     assert result.exit_code == 2 and "not a sudoku training set" in result.stderr
 
 
+def test_train_refuses_a_cached_training_set_made_with_other_settings(tmp_path):
+    from diffsolve.tasks.sudoku import base_set
+
+    cache = tmp_path / "run" / "sudoku_base.npz"
+    puzzles, _ = base_set(cache, 20, seed=0, workers=1)
+    result = run("train", "sudoku", "--out", tmp_path / "run", "--examples", 30, "--workers", 1, "--steps", 1)
+    assert result.exit_code == 2 and "made with other settings (examples 20, not 30)" in result.stderr
+    again, _ = base_set(cache, 20, seed=0)  # the same settings read it back
+    assert (again == puzzles).all() and len(again) == 20
+    assert len(base_set(cache, 30, seed=1, check=False)[0]) == 20  # --data: the file is what it is
+
+
 def test_train_deepens_an_init_model_and_refuses_one_of_another_task(tmp_path):
     threads = str(torch.get_num_threads())
     alone = run("train", "sorting", "--out", tmp_path / "a", "--deepen", 2)
