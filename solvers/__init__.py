@@ -8,11 +8,11 @@ from ..tasks.countdown import CountdownError
 from ..tasks.graphs import GraphError
 from ..tasks.molecules import MoleculeRequest, RequestError
 from .graphs import ColoringResult, CountdownResult, CountdownSolver, GraphSolver, RouteResult
-from .molecules import DesignResult, Molecule, MoleculeDesigner
+from .molecules import DesignInterrupted, DesignResult, Molecule, MoleculeDesigner
 from .sudoku import SudokuResult, SudokuSolver
 
 __all__ = [
-    "CheckpointError", "ColoringResult", "CountdownError", "CountdownResult", "CountdownSolver", "DesignResult",
-    "GraphError", "GraphSolver", "Molecule", "MoleculeDesigner", "MoleculeRequest", "RequestError", "RouteResult",
-    "SudokuResult", "SudokuSolver",
+    "CheckpointError", "ColoringResult", "CountdownError", "CountdownResult", "CountdownSolver", "DesignInterrupted",
+    "DesignResult", "GraphError", "GraphSolver", "Molecule", "MoleculeDesigner", "MoleculeRequest", "RequestError",
+    "RouteResult", "SudokuResult", "SudokuSolver",
 ]

@@ -69,6 +69,15 @@ class DesignResult:
                 "known": self.known, "atypical": self.atypical}
 
 
+class DesignInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped `design`/`generate`: `result` holds the molecules found until then (rounds cut short count
+    no canvases)."""
+
+    def __init__(self, result: DesignResult):
+        super().__init__(f"stopped with {len(result)}/{result.requested} molecules from {result.canvases} canvases")
+        self.result = result
+
+
 GUIDED_PASSES = 96
 
 
@@ -96,7 +105,10 @@ class MoleculeDesigner:
                  novel: bool = True):
         check_task_model(model, "molecules", task.TOKENIZER, task.CANVAS)
         self.model = model
-        self.guided = guided
+        self.guided = guided = arguments.flag(guided, "guided")
+        training_prior, match_training = arguments.flag(training_prior, "training_prior"), \
+            arguments.flag(match_training, "match_training")
+        novel = arguments.flag(novel, "novel")
         max_steps = None if max_steps is None else arguments.whole(max_steps, "max_steps", 1)
         # Guided canvases sample cooler than the released schedule (0.8 -> 0.4): accepted tokens persist, so
         # each poorly sampled token costs a backtrack. Too cool narrows the molecules: on 1,000 unconditioned
@@ -113,7 +125,7 @@ class MoleculeDesigner:
         self.config = replace(base, max_denoising_steps=max_steps or base.max_denoising_steps, drop_finished=True,
                               eos_token_id=task.EOS, pad_token_id=task.PAD)
         self.canvases_per_round = arguments.whole(canvases_per_round, "canvases_per_round", 1)
-        self.training_prior = bool(training_prior)
+        self.training_prior = training_prior
         fitted = Path(model.source) / ACCEPTANCE_FILE if model.source else None
         self.acceptance = Acceptance.load(fitted) if match_training and fitted and fitted.is_file() else None
         self.known = training_molecules() if novel else None
@@ -168,37 +180,41 @@ class MoleculeDesigner:
         found: dict[str, Molecule] = {}
         tried = known = atypical = 0
         free = self.guided and self.training_prior and not request.windows and not request.fragment
-        while len(found) < n and tried < budget:
-            # a round costs about the same number of passes at any size: size it to what is still missing
-            rows = min(self.canvases_per_round, budget - tried, max(32, 8 * (n - len(found))))
-            if free:
-                prompt, layouts = task.training_draws(rows, generator)
-            else:
-                prompt = task.sample_prompts(request, rows, generator)
-                layouts = (task.fragment_layouts(request.fragment, rows, generator)
-                           if self.guided and request.fragment else None)
-            guidance = task.MoleculeGuidance(request, generator, layouts) if self.guided else None
-            prompt = prompt.to(device)
-            out = generate(self.model, prompt, self.config, guidance=guidance,
-                           generator=torch.Generator(device).manual_seed(int(torch.randint(0, 2**62, (1,),
-                                                                                           generator=generator))))
-            tried += rows
-            molecules = [m for m in map(_verified, task.decode(out.canvas), [request] * rows,
-                                        out.forward_passes.tolist()) if m is not None and m.smiles not in found]
-            if self.known is not None:
-                novel = [m for m, seen in zip(molecules, self.known.contains([m.smiles for m in molecules]))
-                         if not seen]
-                known, molecules = known + len(molecules) - len(novel), novel
-            if free and self.acceptance is not None:
-                kept = self.acceptance.accept([m.mol for m in molecules], generator).tolist()
-                atypical, molecules = atypical + kept.count(False), [m for m, k in zip(molecules, kept) if k]
-            for molecule in molecules:
-                if molecule.smiles not in found and len(found) < n:
-                    found[molecule.smiles] = molecule
-                    if on_molecule is not None:
-                        on_molecule(molecule)
-            if on_round is not None:
-                on_round(tried, len(found))
+        try:
+            while len(found) < n and tried < budget:
+                # a round costs about the same number of passes at any size: size it to what is still missing
+                rows = min(self.canvases_per_round, budget - tried, max(32, 8 * (n - len(found))))
+                if free:
+                    prompt, layouts = task.training_draws(rows, generator)
+                else:
+                    prompt = task.sample_prompts(request, rows, generator)
+                    layouts = (task.fragment_layouts(request.fragment, rows, generator)
+                               if self.guided and request.fragment else None)
+                guidance = task.MoleculeGuidance(request, generator, layouts) if self.guided else None
+                prompt = prompt.to(device)
+                out = generate(self.model, prompt, self.config, guidance=guidance,
+                               generator=torch.Generator(device).manual_seed(int(torch.randint(0, 2**62, (1,),
+                                                                                               generator=generator))))
+                tried += rows
+                molecules = [m for m in map(_verified, task.decode(out.canvas), [request] * rows,
+                                            out.forward_passes.tolist()) if m is not None and m.smiles not in found]
+                if self.known is not None:
+                    novel = [m for m, seen in zip(molecules, self.known.contains([m.smiles for m in molecules]))
+                             if not seen]
+                    known, molecules = known + len(molecules) - len(novel), novel
+                if free and self.acceptance is not None:
+                    kept = self.acceptance.accept([m.mol for m in molecules], generator).tolist()
+                    atypical, molecules = atypical + kept.count(False), [m for m, k in zip(molecules, kept) if k]
+                for molecule in molecules:
+                    if molecule.smiles not in found and len(found) < n:
+                        found[molecule.smiles] = molecule
+                        if on_molecule is not None:
+                            on_molecule(molecule)
+                if on_round is not None:
+                    on_round(tried, len(found))
+        except KeyboardInterrupt:
+            raise DesignInterrupted(DesignResult(list(found.values()), n, tried, time.perf_counter() - began, False,
+                                                 seed, known, atypical)) from None
         return DesignResult(list(found.values()), n, tried, time.perf_counter() - began, len(found) < n, seed,
                             known, atypical)
 

@@ -13,7 +13,7 @@ from rdkit.Chem import Crippen, Descriptors, rdMolDescriptors
 from typer.testing import CliRunner
 
 from diffsolve.core import CheckpointError
-from diffsolve.solvers import MoleculeDesigner
+from diffsolve.solvers import DesignInterrupted, MoleculeDesigner
 from diffsolve.solvers.checkpoints import default_checkpoint
 from diffsolve.solvers.cli import app
 from diffsolve.tasks import molecules as task
@@ -616,6 +616,22 @@ def test_free_generation_leaves_out_training_molecules_and_atypical_ones(designe
     assert {m.smiles for m in unfiltered} != {m.smiles for m in result}
     windowed = designer.generate(4, logp=(1.0, 3.0), seed=5)
     assert windowed.atypical == 0  # the acceptance is for free generation only
+
+
+def test_an_interrupt_hands_over_what_was_found(designer):
+    def stop_at_the_third(molecule):
+        kept.append(molecule)
+        if len(kept) == 3:
+            raise KeyboardInterrupt
+
+    kept = []
+    with pytest.raises(DesignInterrupted) as stop:
+        designer.generate(10, seed=3, on_molecule=stop_at_the_third)
+    result = stop.value.result
+    assert isinstance(stop.value, KeyboardInterrupt)
+    assert [m.smiles for m in result] == [m.smiles for m in kept] and result.requested == 10
+    assert result.seed == 3 and result.canvases >= 32 and result.known + result.atypical > 0 and not result.exhausted
+    assert "stopped with 3/10 molecules" in str(stop.value)
 
 
 def test_cli_ctrl_c_writes_the_molecules_found_so_far(tmp_path):
