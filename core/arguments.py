@@ -16,6 +16,23 @@ def whole(value, name: str, minimum: int | None = None) -> int:
     return int(value)
 
 
+def flag(value, name: str) -> bool:
+    """`value` as a bool: True or False (numpy's too), never a string such as "no" or a number."""
+    if not isinstance(value, bool) and type(value).__name__ != "bool_":
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
+def canvases(value, guided: bool, default: int = 8) -> int:
+    """Parallel canvases per instance: `default` when None; the model alone samples one."""
+    if value is None:
+        return default if guided else 1
+    value = whole(value, "canvases", 1)
+    if not guided and value != 1:
+        raise ValueError(f"canvases is for the guided search: the model alone samples one canvas, got {value}")
+    return value
+
+
 def seed(value, name: str = "seed") -> int:
     value = whole(value, name, 0)
     if value >= SEED_LIMIT:

@@ -144,22 +144,54 @@ class StepInfo:
 
 class FinishClock:
     """A step callback that notes when each canvas row stopped (verified, retired or dropped), in seconds since
-    the clock was made, and passes every step on to `callback`. Gives each instance of a batch its own latency."""
+    the clock was made, and passes every step on to `callback`. Gives each instance of a batch its own latency.
 
-    def __init__(self, rows: int, callback: Callable[[StepInfo], None] | None = None):
+    With `on_instance`, each instance (`canvases` consecutive rows of a one-block canvas) is handed over as soon
+    as all its rows have stopped: `on_instance(k, canvas [canvases, L], passes [canvases], seconds)`, before
+    `callback` sees the pass; `finish(output)` hands over the instances whose rows ran out of passes."""
+
+    def __init__(self, rows: int, callback: Callable[[StepInfo], None] | None = None, *, canvases: int = 1,
+                 on_instance: Callable[[int, Tensor, Tensor, float], None] | None = None):
         self.began = time.perf_counter()
         self.stopped_at = torch.full((rows,), math.nan)
         self.callback = callback
+        self.canvases, self.on_instance = canvases, on_instance
+        self.canvas: Tensor | None = None  # [rows, L] each row's canvas when it stopped (with `on_instance`)
+        self.passes = torch.zeros(rows, dtype=torch.long)
+        self.handed = torch.zeros(rows // canvases, dtype=torch.bool)
 
     def __call__(self, info: StepInfo) -> None:
-        newly = info.rows[info.finished].cpu()
-        self.stopped_at[newly] = self.stopped_at[newly].nan_to_num(time.perf_counter() - self.began)
+        live = info.rows.cpu()
+        newly = info.finished.cpu() & self.stopped_at[live].isnan()
+        self.stopped_at[live[newly]] = time.perf_counter() - self.began
+        if self.on_instance is not None and newly.any():
+            if self.canvas is None:
+                self.canvas = torch.zeros(len(self.stopped_at), info.argmax.shape[1], dtype=info.argmax.dtype)
+            self.canvas[live[newly]] = info.argmax[newly.to(info.argmax.device)].cpu()
+            self.passes[live[newly]] = info.step
+            self._hand_over(self.instances_done() & ~self.handed)
         if self.callback is not None:
             self.callback(info)
 
-    def instances_stopped(self, canvases: int) -> int:
-        """How many instances (`canvases` consecutive rows each) have every row stopped."""
-        return int((~self.stopped_at.isnan()).view(-1, canvases).all(1).sum())
+    def finish(self, output: "GenerationOutput") -> None:
+        """Hand over the instances not yet handed over (rows still running when the sampler returned)."""
+        running = self.stopped_at.isnan()
+        if self.canvas is None:
+            self.canvas = output.canvas.cpu().clone()
+        self.canvas[running] = output.canvas[running.to(output.canvas.device)].cpu()
+        self.passes[running] = output.forward_passes[running.to(output.canvas.device)].cpu()
+        self._hand_over(~self.handed)
+
+    def _hand_over(self, instances: Tensor) -> None:
+        seconds = self.latency(self.canvases)
+        for k in instances.nonzero().squeeze(1).tolist():
+            self.handed[k] = True
+            rows = slice(k * self.canvases, (k + 1) * self.canvases)
+            self.on_instance(k, self.canvas[rows], self.passes[rows], float(seconds[k]))
+
+    def instances_done(self) -> Tensor:
+        """[instances] bool: every row of the instance has stopped."""
+        return (~self.stopped_at.isnan()).view(-1, self.canvases).all(1)
 
     def latency(self, canvases: int) -> Tensor:
         """[instances]: seconds until the last of each instance's `canvases` consecutive rows stopped (rows still

@@ -17,7 +17,7 @@ import torch
 import typer
 from rich.console import Console
 
-from ..core import (CheckpointError, ConfigError, CtrlC, DiffusionGemma, FinishClock, SamplingConfig, StepInfo,
+from ..core import (CheckpointError, ConfigError, CtrlC, DiffusionGemma, SamplingConfig, StepInfo,
                     check_device, generate, load_model)
 from .checkpoints import check_task_model, default_checkpoint
 
@@ -296,7 +296,7 @@ def sudoku(
         _error(f"{name}: no usable puzzle")
         raise typer.Exit(2)
     solver = _load(checkpoint, "sudoku", device, lambda model: SudokuSolver(
-        model, guided=not model_only, canvases=canvases or 8, max_steps=max_steps, seed=seed, backtrack=backtrack,
+        model, guided=not model_only, canvases=canvases, max_steps=max_steps, seed=seed, backtrack=backtrack,
         temperature=temperature))
 
     def emit(entry, result) -> None:
@@ -320,14 +320,16 @@ def sudoku(
         with CtrlC() as ctrl_c:  # stops between passes, never in the middle of a printed record
             _solve_sudokus(solver, good, order, trace, ctrl_c.stop_if_asked)
     except KeyboardInterrupt:
-        interrupted(f"{order.printed} of {len(entries)} puzzles printed; the rest were not solved")
+        running = len(good) - len(order.results)
+        interrupted(f"{order.printed} of {len(entries)} puzzles printed (in input order); {running} were still being "
+                    "solved")
     unsolved = sum(not r.verified for r in order.results.values())
     raise typer.Exit(0 if unsolved == 0 and len(good) == len(entries) else 1)
 
 
 def _solve_sudokus(solver, good: list, order: InOrder, trace: bool, stop_if_asked: Callable[[], None]) -> None:
     """Solve the readable entries `good`, handing results to `order`; the first alone under `trace`.
-    `stop_if_asked()` is called after every pass and every result."""
+    `stop_if_asked()` is called after every pass, once the puzzles that pass finished are handed to `order`."""
     traced = 0
     if trace:  # the first puzzle alone, before the others, so that its passes are not mixed with a progress bar
         tracer = _sudoku_tracer(solver.canvases)
@@ -337,22 +339,12 @@ def _solve_sudokus(solver, good: list, order: InOrder, trace: bool, stop_if_aske
     rest = good[traced:]
     with progress_bar("solving", show=len(rest) > 1) as bar:
         task = bar.add_task("puzzles", total=len(rest))
-        finished = _FinishedPuzzles(solver.canvases)
 
-        def advance(count: int) -> None:  # never back: a batch's stopped puzzles were counted pass by pass
-            bar.update(task, completed=max(count, bar.tasks[task].completed))
-
-        def done(i: int, result) -> None:
-            finished.earlier += 1
-            advance(finished.earlier)
+        def done(i: int, result) -> None:  # as soon as the puzzle's canvases have stopped
+            bar.advance(task)
             order.add(traced + i, result)
-            stop_if_asked()
 
-        def passed(info: StepInfo) -> None:
-            advance(finished.count(info))
-            stop_if_asked()
-
-        solver.solve_many([e.puzzle for e in rest], on_result=done, callback=passed)
+        solver.solve_many([e.puzzle for e in rest], on_result=done, callback=lambda info: stop_if_asked())
 
 
 PROPERTY_OPTION_HELP = "window LO:HI (a side may be left open: 2: or :3; a count may be one number V, meaning V:V)."
@@ -410,7 +402,7 @@ def molecules(
 
     Exit status: 0 all NUM found, 1 the budget ran out first (what was found is still written), 2 bad request."""
     from ..tasks.molecules import MoleculeRequest, RequestError, UntrainedWindowWarning, parse_window
-    from .molecules import DesignResult, MoleculeDesigner, default_budget
+    from .molecules import DesignInterrupted, MoleculeDesigner, default_budget
 
     format = _molecule_format(format, out)
     texts = {"logp": logp, "mw": mw, "qed": qed, "tpsa": tpsa, "hbd": hbd, "hba": hba, "rings": rings,
@@ -439,21 +431,18 @@ def molecules(
                                                                    match_training=match_training, novel=novel))
     budget = budget if budget is not None else default_budget(num)
     drawn_seed = seed if seed is not None else secrets.randbelow(2**31)
-    found, tried, began, stopped = [], [0], time.perf_counter(), False  # what a Ctrl-C keeps
+    stopped = False
 
     def on_round(canvases: int, count: int) -> None:
-        tried[0] = canvases
         bar.update(task, completed=count, tried=f"{canvases}/{budget} canvases")
 
     try:
         with progress_bar("designing", "{task.fields[tried]}") as bar, warnings.catch_warnings():
             warnings.simplefilter("ignore", UntrainedWindowWarning)  # said above, in the CLI's words
             task = bar.add_task("molecules", total=num, tried="")
-            result = designer.design(num, request, seed=drawn_seed, budget=budget, on_molecule=found.append,
-                                     on_round=on_round)
-    except KeyboardInterrupt:
-        result = DesignResult(found, num, tried[0], time.perf_counter() - began, False, drawn_seed)
-        stopped = True
+            result = designer.design(num, request, seed=drawn_seed, budget=budget, on_round=on_round)
+    except DesignInterrupted as stop:  # the molecules found are kept
+        result, stopped = stop.result, True
     names = sorted(set(request.windows) | {"logp", "mw", "qed"}, key=list(texts).index)
     if result.molecules or out is None:
         _write_molecules(result.molecules, names, format, out)
@@ -579,20 +568,6 @@ def _draw_molecules(found, names: list[str], path: Path) -> None:
     _write_atomically(path, (lambda tmp: tmp.write_text(grid)) if svg else grid.save)
     if len(found) > MAX_DRAWN:
         print(f"{path}: drew the first {MAX_DRAWN} of {len(found)} molecules", file=sys.stderr)
-
-
-class _FinishedPuzzles:
-    """Puzzles finished so far, pass by pass: those of earlier batches (`earlier`, counted by the caller) and
-    those of the running batch whose canvases have all stopped (verified, or retired when a sibling was)."""
-
-    def __init__(self, canvases: int):
-        self.canvases, self.earlier, self.batch = canvases, 0, FinishClock(0)
-
-    def count(self, info: StepInfo) -> int:
-        if info.step == 1 and info.block == 0:  # a new batch: every row is still there
-            self.batch = FinishClock(len(info.rows))
-        self.batch(info)
-        return self.earlier + self.batch.instances_stopped(self.canvases)
 
 
 def _sudoku_tracer(canvases: int):

@@ -16,7 +16,8 @@ from .cli import (SEED_RANGE, InOrder, _check_image, _check_search, _error, _loa
 
 FORMATS = ("text", "json")
 # Options every graph command shares (typer reads them as defaults).
-CANVASES = typer.Option(8, min=1, help="Parallel canvases per instance; the first verified one wins.")
+CANVASES = typer.Option(None, min=1, show_default=False, help="Parallel canvases per instance; the first verified "
+                                                              "one wins. [default: 8; --model-only: 1]")
 MODEL_ONLY = typer.Option(False, "--model-only", help="Stock sampler on one canvas, no constraint guidance "
                                                       "(answers are still verified).")
 CHECKPOINT = typer.Option(None, help="Checkpoint directory or hub id (default: the shipped graphs model).")
@@ -66,6 +67,9 @@ def _solver(kind: str, checkpoint, device, model_only, canvases, max_steps, seed
     from .graphs import CountdownSolver, GraphSolver
 
     cls = CountdownSolver if kind == "countdown" else GraphSolver
+    if model_only and canvases not in (None, 1):
+        _error("--canvases is for the guided search: --model-only samples one canvas per instance")
+        raise typer.Exit(2)
     return _load(checkpoint, "graphs", device, lambda model: cls(model, guided=not model_only, canvases=canvases,
                                                                  max_steps=max_steps, seed=seed))
 
@@ -307,8 +311,9 @@ def countdown(
                                                               "in input order)."),
     steps_format: bool = typer.Option(False, "--steps", help="Text output as steps 'a+b=c,...' instead of an "
                                                              "infix expression."),
-    canvases: int = typer.Option(16, min=1, help="Parallel canvases per instance; they share the dead ends "
-                                                 "they find, and the first verified one wins."),
+    canvases: int = typer.Option(None, min=1, show_default=False, help="Parallel canvases per instance; they share "
+                                 "the dead ends they find, and the first verified one wins. [default: 16; "
+                                 "--model-only: 1]"),
     max_steps: int = typer.Option(256, min=1, help="Denoising passes before giving up on an instance."),
     model_only: bool = MODEL_ONLY,
     checkpoint: str = CHECKPOINT,
@@ -356,14 +361,14 @@ def countdown(
         with progress_bar("countdown", show=len(good) > 1) as bar, CtrlC() as ctrl_c:  # stops between records
             task = bar.add_task("instances", total=len(good))
 
-            def done(i: int, result) -> None:
+            def done(i: int, result) -> None:  # as soon as the instance's canvases have stopped
                 bar.advance(task)
                 order.add(i, result)
-                ctrl_c.stop_if_asked()
 
             solver.solve_many(good, on_result=done, callback=lambda info: ctrl_c.stop_if_asked())
     except KeyboardInterrupt:
-        interrupted(f"{order.printed} of {len(entries)} instances printed; the rest were not solved")
+        interrupted(f"{order.printed} of {len(entries)} instances printed (in input order); "
+                    f"{len(good) - len(order.results)} were still being solved")
     raise typer.Exit(0 if len(good) == len(entries) and all(r.verified for r in order.results.values()) else 1)
 
 

@@ -12,6 +12,7 @@ from numbers import Real
 
 import networkx as nx
 import torch
+from torch import Tensor
 
 from ..core import (DiffusionGemma, FinishClock, Guidance, SamplingConfig, StepInfo, arguments, generate,
                     guided_config, load_model, released_config)
@@ -150,12 +151,14 @@ class _DiffusionSolver:
     parallel canvases); `guided=False` is the stock sampler on one canvas (model only)."""
 
     task = "graphs"
+    DEFAULT_CANVASES = 8
 
-    def __init__(self, model: DiffusionGemma, *, guided: bool = True, canvases: int = 8, max_steps: int = 128,
-                 seed: int = 0, temperature: float | None = None):
+    def __init__(self, model: DiffusionGemma, *, guided: bool = True, canvases: int | None = None,
+                 max_steps: int = 128, seed: int = 0, temperature: float | None = None):
         check_task_model(model, "graphs", TOKENIZER, max(CANVAS.values()))
-        self.model, self.guided, self.seed = model, guided, arguments.seed(seed)
-        self.canvases = arguments.whole(canvases, "canvases", 1) if guided else 1
+        self.model, self.seed = model, arguments.seed(seed)
+        self.guided = guided = arguments.flag(guided, "guided")
+        self.canvases = arguments.canvases(canvases, guided, self.DEFAULT_CANVASES)
         self.max_steps = arguments.whole(max_steps, "max_steps", 1)
         if temperature is not None:
             temperature = arguments.positive(temperature, "temperature")
@@ -184,11 +187,11 @@ class _DiffusionSolver:
     @torch.no_grad()
     def _run(self, prompts: list[list[int]], guidance: Guidance, length: int, *, max_steps: int | None = None,
              callback: Callable[[StepInfo], None] | None = None, salt: int = 0, retire: bool = True,
-             temperature: float | None = None):
+             temperature: float | None = None, on_instance: Callable[[int, Tensor, Tensor, float], None] | None = None):
         """Denoise `canvases` canvases per prompt. Returns (canvases [R, L], passes [R], seconds [prompts]); rows of
         a prompt are consecutive; seconds run from this call until the prompt's canvases stopped. Model-only runs
-        keep nothing of the guidance but its pins."""
-        clock = FinishClock(len(prompts) * self.canvases, callback)
+        keep nothing of the guidance but its pins. `on_instance`: see `FinishClock`."""
+        clock = FinishClock(len(prompts) * self.canvases, callback, canvases=self.canvases, on_instance=on_instance)
         device = self.model.device
         rows = torch.arange(len(prompts), device=device).repeat_interleave(self.canvases)
         cache = self.model.encode(torch.tensor(prompts, device=device)).select(rows)
@@ -197,6 +200,8 @@ class _DiffusionSolver:
             guidance = _KeepSiblings(guidance)
         out = generate(self.model, None, self._config(length, max_steps, temperature), cache=cache, guidance=guidance,
                        callback=clock, generator=torch.Generator(device).manual_seed(self.seed + salt))
+        if on_instance is not None:
+            clock.finish(out)
         return out.canvas.cpu(), out.forward_passes.cpu(), clock.latency(self.canvases).tolist()
 
 
@@ -500,8 +505,10 @@ class CountdownSolver(_DiffusionSolver):
     (128 elsewhere): solved instances stop early, and the harder ones need them (128 evenly spaced CD5
     instances: 112 solved in 128 passes, 119 in 256)."""
 
-    def __init__(self, model: DiffusionGemma, *, canvases: int = 16, max_steps: int = 256, **kwargs):
-        super().__init__(model, canvases=canvases, max_steps=max_steps, **kwargs)
+    DEFAULT_CANVASES = 16
+
+    def __init__(self, model: DiffusionGemma, *, max_steps: int = 256, **kwargs):
+        super().__init__(model, max_steps=max_steps, **kwargs)
 
     def solve(self, numbers: Sequence[int], target: int, callback=None) -> CountdownResult:
         """Reach `target` from `numbers` (each used once). The result's `expression` (infix) and `steps`
@@ -510,7 +517,8 @@ class CountdownSolver(_DiffusionSolver):
 
     def solve_many(self, instances: Sequence[tuple[Sequence[int], int]], *, batch: int = 32, callback=None,
                    on_result: Callable[[int, CountdownResult], None] | None = None) -> list[CountdownResult]:
-        """Instances in batches of `batch` (each with its parallel canvases); `on_result` fires per instance."""
+        """Instances in batches of `batch` (each with its parallel canvases); `on_result(index, result)` fires as
+        soon as an instance's canvases have stopped (instances that need no sampling first)."""
         instances = list(instances)
         batch = arguments.whole(batch, "batch", 1)
         arguments.callback(callback, "callback")
@@ -531,31 +539,33 @@ class CountdownSolver(_DiffusionSolver):
                 todo.append((i, numbers, target))
         for start in range(0, len(todo), batch):
             chunk = todo[start:start + batch]
-            for (i, _, _), result in zip(chunk, self._solve_batch([(n, t) for _, n, t in chunk], callback)):
-                results[i] = result
+
+            def report(k: int, result: CountdownResult, chunk=chunk) -> None:
+                results[chunk[k][0]] = result
                 if on_result is not None:
-                    on_result(i, result)
+                    on_result(chunk[k][0], result)
+
+            self._solve_batch([(n, t) for _, n, t in chunk], callback, report)
         return results  # type: ignore[return-value]
 
-    def _solve_batch(self, chunk: list[tuple[list[int], int]], callback) -> list[CountdownResult]:
-        guidance = countdown.CountdownGuidance(chunk, self.model.device, seed=self.seed)
-        canvas, passes, seconds = self._run([countdown_prompt(n, t) for n, t in chunk], guidance,
-                                   CANVAS["countdown"], callback=callback)
-        texts = countdown.decode(canvas)
-        results = []
-        for i, (numbers, target) in enumerate(chunk):
-            rows = range(i * self.canvases, (i + 1) * self.canvases)
-            steps = next((texts[r] for r in rows if texts[r] and countdown.verify_steps(numbers, target, texts[r])),
-                         None)
-            used = int(passes[list(rows)].sum())
+    def _solve_batch(self, chunk: list[tuple[list[int], int]], callback,
+                     report: Callable[[int, CountdownResult], None]) -> None:
+        """Solve one batch, calling `report(k, result)` for instance k as soon as all its canvases have stopped."""
+        def result(k: int, canvas: Tensor, passes: Tensor, seconds: float) -> None:
+            numbers, target = chunk[k]
+            steps = next((text for text in countdown.decode(canvas)
+                          if text and countdown.verify_steps(numbers, target, text)), None)
             if steps is not None:
-                results.append(CountdownResult(numbers, target, steps, countdown.infix(numbers, steps), True, None,
-                                               used, seconds[i]))
+                report(k, CountdownResult(numbers, target, steps, countdown.infix(numbers, steps), True, None,
+                                          int(passes.sum()), seconds))
             else:
                 reason = (UNSOLVABLE if not countdown.solvable(numbers, target)
                           else f"no verified solution within {self.max_steps} passes")
-                results.append(CountdownResult(numbers, target, None, None, False, reason, used, seconds[i]))
-        return results
+                report(k, CountdownResult(numbers, target, None, None, False, reason, int(passes.sum()), seconds))
+
+        guidance = countdown.CountdownGuidance(chunk, self.model.device, seed=self.seed)
+        self._run([countdown_prompt(n, t) for n, t in chunk], guidance, CANVAS["countdown"], callback=callback,
+                  on_instance=result)
 
 
 def _leaf_ends(graph: nx.Graph, start, end) -> tuple:

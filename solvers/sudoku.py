@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import reprlib
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
+from torch import Tensor
 
 from ..core import (DiffusionGemma, FinishClock, StepInfo, arguments, generate, guided_config, load_model,
                     released_config)
 from ..tasks import sudoku
 from ..tasks.sudoku_data import PuzzleFormatError, is_valid_solution, parse_puzzles
 from .checkpoints import check_task_model, default_checkpoint
+
+Puzzle = str | Sequence[int] | Sequence[Sequence[int]] | np.ndarray  # text, or 81 numbers (flat or 9 x 9)
 
 
 @dataclass
@@ -46,13 +51,16 @@ class SudokuSolver:
     the restarts diverse (magictour, 50 puzzles at 128 passes: 46 solved at the released schedule, 50 at 2).
     """
 
-    def __init__(self, model: DiffusionGemma, *, guided: bool = True, canvases: int = 8, max_steps: int = 256,
-                 rows_per_batch: int = 256, seed: int = 0, backtrack: bool = False, temperature: float = 2.0):
+    def __init__(self, model: DiffusionGemma, *, guided: bool = True, canvases: int | None = None,
+                 max_steps: int = 256, rows_per_batch: int = 256, seed: int = 0, backtrack: bool = False,
+                 temperature: float = 2.0):
         check_task_model(model, "sudoku", sudoku.TOKENIZER, sudoku.CELLS)
         self.model = model
-        self.guided = guided
-        self.backtrack = backtrack
-        self.canvases = arguments.whole(canvases, "canvases", 1) if guided else 1
+        self.guided = guided = arguments.flag(guided, "guided")
+        self.backtrack = arguments.flag(backtrack, "backtrack")
+        if self.backtrack and not guided:
+            raise ValueError("backtrack is a guided search: the model alone (guided=False) does not backtrack")
+        self.canvases = arguments.canvases(canvases, guided)
         max_steps = arguments.whole(max_steps, "max_steps", 1)
         if guided:
             temperature = arguments.positive(temperature, "temperature")
@@ -73,23 +81,22 @@ class SudokuSolver:
         `kwargs` go to the constructor."""
         return cls(load_model(default_checkpoint("sudoku") if path is None else path, device=device), **kwargs)
 
-    def solve(self, puzzle: str, callback: Callable[[StepInfo], None] | None = None) -> SudokuResult:
+    def solve(self, puzzle: Puzzle, callback: Callable[[StepInfo], None] | None = None) -> SudokuResult:
         """One puzzle, read as `solve sudoku` reads one entry of a file: 81 cells in reading order on one line,
         digits for clues and '.', '0' or '-' for blanks (spaces and `|` are ignored), or a 9-line grid with or
-        without `|`, `+` and `-` separators, as `format_grid` writes it; '#' starts a comment.
+        without `|`, `+` and `-` separators, as `format_grid` writes it; '#' starts a comment. Or 81 whole
+        numbers 0-9 (a list, tuple or numpy array, flat or 9 x 9), 0 for blanks.
         `callback(StepInfo)` sees every denoising pass. The result's `solution` is set only when the grid is
         verified; otherwise `reason` says why not."""
         return self.solve_many([puzzle], callback=callback)[0]
 
-    def solve_many(self, puzzles: Sequence[str], *, callback: Callable[[StepInfo], None] | None = None,
+    def solve_many(self, puzzles: Sequence[Puzzle], *, callback: Callable[[StepInfo], None] | None = None,
                    on_result: Callable[[int, SudokuResult], None] | None = None) -> list[SudokuResult]:
-        """Solve puzzles in batches; `on_result(index, result)` fires as each batch finishes."""
+        """Solve puzzles in batches; `on_result(index, result)` fires as soon as a puzzle's canvases have stopped
+        (unreadable puzzles first), so in any order; the list returned is in input order."""
         if isinstance(puzzles, str):
             raise TypeError("solve_many takes a sequence of puzzle strings; for one puzzle use solve(puzzle)")
-        puzzles = list(puzzles)
-        for p in puzzles:
-            if not isinstance(p, str):
-                raise TypeError(f"a puzzle is an 81-character string ('.', '0' or '-' for blanks), got {p!r}")
+        puzzles = [_as_text(p) for p in puzzles]
         arguments.callback(callback, "callback")
         arguments.callback(on_result, "on_result")
         results: list[SudokuResult | None] = [None] * len(puzzles)
@@ -103,16 +110,20 @@ class SudokuSolver:
             else:
                 todo.append(i)
         per_batch = max(1, self.rows_per_batch // self.canvases)
+
+        def report(i: int, result: SudokuResult) -> None:
+            results[i] = result
+            if on_result:
+                on_result(i, result)
+
         for start in range(0, len(todo), per_batch):
             chunk = todo[start:start + per_batch]
-            for i, result in zip(chunk, self._solve_batch([canonical[i] for i in chunk], callback)):
-                results[i] = result
-                if on_result:
-                    on_result(i, result)
+            self._solve_batch([canonical[i] for i in chunk], callback, lambda k, result: report(chunk[k], result))
         return results  # type: ignore[return-value]
 
     @torch.no_grad()
-    def _solve_batch(self, puzzles: list[str], callback) -> list[SudokuResult]:
+    def _solve_batch(self, puzzles: list[str], callback, report: Callable[[int, SudokuResult], None]) -> None:
+        """Solve one batch, calling `report(k, result)` for puzzle k as soon as all its canvases have stopped."""
         device = self.model.device
         values = sudoku.values(puzzles)
         if self.guided:
@@ -122,30 +133,49 @@ class SudokuSolver:
         guidance = guidance.repeat(self.canvases)
         cache = self.model.encode(sudoku.encode_prompt(values).to(device)).select(
             torch.arange(len(puzzles)).repeat_interleave(self.canvases))
-        clock = FinishClock(len(puzzles) * self.canvases, callback)
-        out = generate(self.model, None, self.config, cache=cache, guidance=guidance, callback=clock,
-                       generator=torch.Generator(device).manual_seed(self.seed))
-        latency = clock.latency(self.canvases)
-        grids = sudoku.decode(out.canvas)
-        passes = out.forward_passes.view(len(puzzles), self.canvases)
-        results = []
-        for k, puzzle in enumerate(puzzles):
-            rows = range(k * self.canvases, (k + 1) * self.canvases)
-            found = next((grids[r] for r in rows if is_valid_solution(puzzle, grids[r])), None)
+
+        def result(k: int, canvas: Tensor, passes: Tensor, seconds: float) -> None:
+            found = next((grid for grid in sudoku.decode(canvas) if is_valid_solution(puzzles[k], grid)), None)
             if found:
                 reason = None
             elif self.guided and bool(guidance.refuted[k]):
                 reason = "the puzzle has no solution (the search ruled out every digit of some cell)"
             else:
-                reason = f"no verified grid within {self.config.max_denoising_steps} passes" + (
+                steps = self.config.max_denoising_steps
+                reason = f"no verified grid within {steps} pass{'es' * (steps != 1)}" + (
                     "" if self.backtrack or not self.guided else " (the backtracking search goes further)")
-            results.append(SudokuResult(puzzle, found, found is not None, reason, int(passes[k].max()),
-                                        int(passes[k].sum()), float(latency[k])))
-        return results
+            report(k, SudokuResult(puzzles[k], found, found is not None, reason, int(passes.max()), int(passes.sum()),
+                                   seconds))
+
+        clock = FinishClock(len(puzzles) * self.canvases, callback, canvases=self.canvases, on_instance=result)
+        out = generate(self.model, None, self.config, cache=cache, guidance=guidance, callback=clock,
+                       generator=torch.Generator(device).manual_seed(self.seed))
+        clock.finish(out)
+
+
+def _as_text(puzzle) -> str:
+    """A puzzle as text: a string as it is; 81 whole numbers 0-9 (a list, tuple or numpy array, flat or 9 x 9,
+    0 for blanks) as their digits."""
+    if isinstance(puzzle, str):
+        return puzzle
+    try:
+        cells = np.asarray(puzzle) if not isinstance(puzzle, (bytes, dict, set)) else None
+    except (TypeError, ValueError):  # ragged nested lists
+        cells = None
+    if (cells is None or cells.shape not in ((81,), (9, 9)) or cells.dtype.kind not in "iuf"
+            or (cells != np.round(cells)).any()):
+        shape = f" of shape {cells.shape}" if cells is not None and cells.shape else ""
+        raise TypeError("a puzzle is an 81-character string ('.', '0' or '-' for blanks) or 81 whole numbers 0-9 "
+                        f"(flat or 9 x 9, 0 for blanks), got {type(puzzle).__name__}{shape}: {reprlib.repr(puzzle)}")
+    if ((cells < 0) | (cells > 9)).any():
+        raise ValueError(f"a puzzle's numbers are 0-9 (0 for blanks), got {cells.min():g} to {cells.max():g}")
+    return "".join(str(int(v)) for v in cells.ravel())
 
 
 def _read_one(text: str) -> tuple[str, str | None]:
     """(the puzzle: 81 characters, '0' for blanks, problem None) or (the text stripped, what is wrong with it)."""
+    if not text.strip():
+        return text.strip(), "the puzzle text is empty"
     entries = parse_puzzles(text)
     bad = next((entry for entry in entries if isinstance(entry, PuzzleFormatError)), None)
     if bad is not None:

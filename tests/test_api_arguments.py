@@ -31,6 +31,12 @@ def models():
     (CountdownSolver, {"canvases": 0}, ValueError, "canvases must be at least 1"),
     (MoleculeDesigner, {"canvases_per_round": 0}, ValueError, "canvases_per_round must be at least 1"),
     (MoleculeDesigner, {"max_steps": 0}, ValueError, "max_steps must be at least 1"),
+    (SudokuSolver, {"guided": "no"}, TypeError, "guided must be True or False, got 'no'"),
+    (SudokuSolver, {"guided": False, "canvases": 8}, ValueError, "the model alone samples one canvas, got 8"),
+    (SudokuSolver, {"guided": False, "backtrack": True}, ValueError, "the model alone .* does not backtrack"),
+    (GraphSolver, {"guided": 0}, TypeError, "guided must be True or False, got 0"),
+    (CountdownSolver, {"guided": False, "canvases": 16}, ValueError, "the model alone samples one canvas"),
+    (MoleculeDesigner, {"novel": "yes"}, TypeError, "novel must be True or False"),
 ])
 def test_constructors_check_their_arguments(models, make, kwargs, error, message):
     task = {SudokuSolver: "sudoku", MoleculeDesigner: "molecules"}.get(make, "graphs")
@@ -60,6 +66,25 @@ def test_sudoku_inputs(models):
     assert solver.solve(grid).solution == solver.solve(PUZZLE).solution is not None
     results = solver.solve_many(p for p in [PUZZLE, "1" * 80])  # any iterable
     assert results[0].verified and results[1].reason == "expected 81 cells, got 80"
+    assert solver.solve("  ").reason == "the puzzle text is empty"
+
+
+def test_sudoku_puzzles_as_numbers(models):
+    solver = SudokuSolver(models["sudoku"], max_steps=64)
+    digits = [int(c) for c in PUZZLE]
+    grid = np.array(digits).reshape(9, 9)
+    as_numbers = [digits, tuple(digits), grid, grid.tolist(), grid.astype(np.float64), grid.astype(np.uint8)]
+    results = solver.solve_many(as_numbers)
+    assert all(r.puzzle == PUZZLE and r.verified for r in results)
+    assert solver.solve(grid).solution == results[0].solution
+    with pytest.raises(TypeError, match=r"or 81 whole numbers 0-9 .*got ndarray of shape \(8, 9\)"):
+        solver.solve(grid[:8])
+    with pytest.raises(TypeError, match="got bytes"):
+        solver.solve(PUZZLE.encode())
+    with pytest.raises(ValueError, match="numbers are 0-9 .*got 0 to 10"):
+        solver.solve(np.where(grid == 9, 10, grid))
+    with pytest.raises(TypeError, match="whole numbers"):
+        solver.solve(grid + 0.5)
 
 
 def test_graph_inputs(models):

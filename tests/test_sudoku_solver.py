@@ -247,14 +247,13 @@ def test_the_api_reads_a_puzzle_as_the_cli_does(solver):
     assert result.puzzle == puzzle and result.verified
 
 
-def test_the_cli_progress_counts_puzzles_as_their_canvases_stop(solver):
-    from diffsolve.solvers.cli import _FinishedPuzzles
-
+def test_each_result_comes_as_soon_as_its_puzzles_canvases_stop(solver):
     puzzles = [easy_puzzle(seed, givens)[0] for seed, givens in ((7, 50), (8, 30), (9, 26))]
-    finished, counts = _FinishedPuzzles(solver.canvases), []
-    results = solver.solve_many(puzzles, callback=lambda info: counts.append(finished.count(info)))
+    passes, arrived = [0], {}
+    results = solver.solve_many(puzzles, callback=lambda info: passes.__setitem__(0, info.step),
+                                on_result=lambda i, result: arrived.__setitem__(i, passes[0] + 1))
     assert all(r.verified for r in results) and len({r.steps for r in results}) > 1
-    assert counts == [sum(r.steps <= p for r in results) for p in range(1, len(counts) + 1)]
+    assert arrived == {i: r.steps for i, r in enumerate(results)}  # during the pass that finished it
 
 
 def test_ctrl_c_keeps_the_grids_printed_and_says_how_many(tmp_path):
@@ -265,6 +264,7 @@ def test_ctrl_c_keeps_the_grids_printed_and_says_how_many(tmp_path):
     status, out, err = ctrl_c_when(["sudoku", str(path), "-f", "line"], ready=r"[1-9]{81}")
     printed = out.splitlines()
     assert status == 130, err
-    said = re.search(r"interrupted: (\d+) of 320 puzzles printed; the rest were not solved", err)
-    assert said and int(said[1]) == len(printed) and 0 < len(printed) < 320
+    said = re.search(r"interrupted: (\d+) of 320 puzzles printed \(in input order\); (\d+) were still being solved",
+                     err)
+    assert said and int(said[1]) == len(printed) and 0 < len(printed) < 320 and 0 < int(said[2]) <= 320 - len(printed)
     assert all(is_valid_solution(p, s) for p, s in zip(puzzles, printed))
