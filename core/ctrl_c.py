@@ -2,7 +2,8 @@
 
 Long work (training steps, batches of puzzles) should not die halfway through an optimizer update or a line of
 output. Inside `CtrlC()` the first Ctrl-C is only noted; the work calls `stop_if_asked()` at points where
-stopping loses nothing, and KeyboardInterrupt is raised there. A second Ctrl-C interrupts at once.
+stopping loses nothing, and KeyboardInterrupt is raised there. A second Ctrl-C interrupts at once. SIGTERM (what
+`kill`, `timeout` and batch schedulers send) counts as a Ctrl-C.
 """
 
 from __future__ import annotations
@@ -13,6 +14,10 @@ import sys
 import threading
 
 
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+DEFAULTS = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
+
+
 class CtrlC:
     def __init__(self, notice: str | None = None):
         self.notice = notice  # printed on stderr at the first Ctrl-C, e.g. what the work will still finish
@@ -21,7 +26,8 @@ class CtrlC:
 
     def __enter__(self) -> "CtrlC":
         if threading.current_thread() is threading.main_thread():  # only the main thread receives signals
-            self._previous, self._installed = signal.signal(signal.SIGINT, self._ask), True
+            self._previous = {sig: signal.signal(sig, self._ask) for sig in SIGNALS}
+            self._installed = True
         return self
 
     def _ask(self, signum, frame) -> None:
@@ -36,5 +42,6 @@ class CtrlC:
             raise KeyboardInterrupt
 
     def __exit__(self, *exc) -> None:
-        if self._installed:  # a handler installed outside Python reads as None: restore Python's own then
-            signal.signal(signal.SIGINT, self._previous if self._previous is not None else signal.default_int_handler)
+        if self._installed:  # a handler installed outside Python reads as None: restore the default then
+            for sig, previous in self._previous.items():
+                signal.signal(sig, previous if previous is not None else DEFAULTS[sig])

@@ -6,7 +6,9 @@ import json
 import os
 import platform
 import secrets
+import signal
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -107,6 +109,9 @@ def _options(compile: bool = typer.Option(
                                      help="Print the version and exit.")) -> None:
     """Options for every command (they go before the command's name)."""
     _OPTIONS["compile"] = compile
+    if threading.current_thread() is threading.main_thread():
+        # SIGTERM (kill, timeout, a batch scheduler's time limit) stops as Ctrl-C does: what was done is kept
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
 
 
 def progress_bar(label: str, *fields: str, show: bool = True):
@@ -360,8 +365,10 @@ def molecules(
     mw: str = typer.Option(None, help="Molecular weight (Da) " + PROPERTY_OPTION_HELP),
     qed: str = typer.Option(None, help="QED drug-likeness (0-1) " + PROPERTY_OPTION_HELP),
     tpsa: str = typer.Option(None, help="Topological polar surface area " + PROPERTY_OPTION_HELP),
-    hbd: str = typer.Option(None, help="Hydrogen-bond donors " + PROPERTY_OPTION_HELP),
-    hba: str = typer.Option(None, help="Hydrogen-bond acceptors " + PROPERTY_OPTION_HELP),
+    hbd: str = typer.Option(None, help="Hydrogen-bond donors (RDKit's Lipinski.NumHDonors, not the rule-of-5 NH + OH "
+                            "count) " + PROPERTY_OPTION_HELP),
+    hba: str = typer.Option(None, help="Hydrogen-bond acceptors (RDKit's Lipinski.NumHAcceptors, not the rule-of-5 "
+                            "N + O count) " + PROPERTY_OPTION_HELP),
     rings: str = typer.Option(None, help="Ring count " + PROPERTY_OPTION_HELP),
     heavy_atoms: str = typer.Option(None, help="Heavy-atom count " + PROPERTY_OPTION_HELP),
     max_ring_size: int = typer.Option(7, min=0, help="Largest ring allowed, in atoms (at least 3); the default "
@@ -400,7 +407,8 @@ def molecules(
     The model writes C, N, O, S, F, Cl and Br, without charges, isotopes or stereo: a --contains or --scaffold
     that needs anything else is refused before any work.
 
-    Exit status: 0 all NUM found, 1 the budget ran out first (what was found is still written), 2 bad request."""
+    Exit status: 0 all NUM found, 1 the budget ran out first (what was found is still written) or an output
+    could not be written (the molecules then go to stdout), 2 bad request."""
     from ..tasks.molecules import MoleculeRequest, RequestError, UntrainedWindowWarning, parse_window
     from .molecules import DesignInterrupted, MoleculeDesigner, default_budget
 
@@ -444,12 +452,14 @@ def molecules(
     except DesignInterrupted as stop:  # the molecules found are kept
         result, stopped = stop.result, True
     names = sorted(set(request.windows) | {"logp", "mw", "qed"}, key=list(texts).index)
+    written = True  # every output went where it was asked to
     if result.molecules or out is None:
-        _write_molecules(result.molecules, names, format, out)
+        written = _write_molecules(result.molecules, names, format, out)
     else:  # an empty result does not replace what the file held
         print(f"no molecule found: {out} not written", file=sys.stderr)
     if image is not None and result.molecules:
-        _draw_molecules(result.molecules, list(dict.fromkeys([*request.windows, "logp", "mw", "qed"]))[:3], image)
+        written &= _draw_molecules(result.molecules, list(dict.fromkeys([*request.windows, "logp", "mw", "qed"]))[:3],
+                                   image)
     elif image is not None:
         print(f"no molecule to draw: {image} not written", file=sys.stderr)
     canvases = f"{result.canvases} canvas{'es' * (result.canvases != 1)}"
@@ -459,15 +469,20 @@ def molecules(
                + (f"; budget exhausted ({canvases})" if result.exhausted else "")
                + (f" (seed {result.seed}: --seed {result.seed} repeats this run)" if seed is None else ""))
     if stopped:  # the molecules found are written all the same
-        interrupted(summary + (f"; written to {out}" if out is not None and result.molecules else ""))
+        interrupted(summary + (f"; written to {out}" if out is not None and result.molecules and written else ""))
     print(summary, file=sys.stderr)
-    raise typer.Exit(1 if result.exhausted else 0)
+    raise typer.Exit(1 if result.exhausted or not written else 0)
 
 
 def _molecule_format(format: str | None, out: Path | None) -> str:
     """--format, or the one --out's suffix names; a format that contradicts the suffix exits 2."""
     suffix = out.suffix.lower().lstrip(".") if out is not None and str(out) != "-" else ""
     implied = {"jsonl": "json"}.get(suffix, suffix) if suffix in (*MOLECULE_FORMATS, "jsonl") else None
+    format = format.lower() if format is not None else None
+    if format is None and suffix and implied is None:
+        _error(f"--out {out}: the suffix .{suffix} names no format; use .smi, .csv, .sdf or .json, or name one with "
+               "--format (the file is plain text either way, never compressed)")
+        raise typer.Exit(2)
     if format is not None and format not in MOLECULE_FORMATS:
         _error(f"--format must be one of {', '.join(MOLECULE_FORMATS)}, not {format!r}")
         raise typer.Exit(2)
@@ -477,8 +492,9 @@ def _molecule_format(format: str | None, out: Path | None) -> str:
     return format or implied or "smi"
 
 
-def _write_molecules(found, names: list[str], format: str, out: Path | None) -> None:
-    """All molecules in one go; a file is written to a temporary name and renamed, so it is never partial."""
+def _write_molecules(found, names: list[str], format: str, out: Path | None) -> bool:
+    """All molecules in one go; a file is written to a temporary name and renamed, so it is never partial. If
+    `out` cannot be written, they go to stdout; returns whether they went where they were asked to."""
     import io
 
     buffer = io.StringIO()
@@ -503,36 +519,56 @@ def _write_molecules(found, names: list[str], format: str, out: Path | None) -> 
                 mol.SetProp(key, str(value))
             writer.write(mol)
         writer.close()
-    if out is None:
-        sys.stdout.write(buffer.getvalue())
-        return
-    _write_atomically(out, lambda tmp: tmp.write_text(buffer.getvalue()))
+    if out is not None and _write_atomically(out, lambda tmp: tmp.write_text(buffer.getvalue()), fatal=False):
+        return True
+    if out is not None:  # the work is done: the molecules go to stdout rather than nowhere
+        _error(f"{'the molecule is' if len(found) == 1 else f'the {len(found)} molecules are'} printed on stdout "
+               "instead")
+    sys.stdout.write(buffer.getvalue())
+    return out is None
 
 
-def _write_atomically(path: Path, write: Callable[[Path], object]) -> None:
+def _write_atomically(path: Path, write: Callable[[Path], object], fatal: bool = True) -> bool:
     """`write(tmp)` to a fresh temporary name beside `path` (no file of the user's is touched; the suffix tells
     image writers the format), renamed over `path` only when complete: never a partial file, and no temporary
-    file left behind. Failures (a full disk, a suffix the image writer does not know) name `path` and exit 2."""
+    file left behind. A symbolic link is followed (its target is replaced, not the link), and what is not a
+    regular file (/dev/stdout, a pipe) is written directly. Failures (a full disk, a suffix the image writer
+    does not know) name `path` and exit 2, or with `fatal=False` return False."""
     import tempfile
 
+    target = Path(os.path.realpath(path))
+    if path.exists() and not path.is_file():  # follows links: /dev/stdout is a pipe or a terminal
+        target, tmp = path, None
+    else:
+        try:
+            handle, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.stem}.", suffix=target.suffix)
+            os.close(handle)
+            tmp = Path(name)
+        except OSError as exc:
+            return _write_failed(path, exc, fatal)
     try:
-        handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
-        os.close(handle)
-    except OSError as exc:
-        _error(f"{path}: {exc.strerror or exc}")
-        raise typer.Exit(2) from None
-    tmp = Path(name)
-    try:
+        if tmp is None:
+            write(target)
+            return True
         write(tmp)
-        _give_usual_mode(tmp, path)
-        tmp.replace(path)
+        _give_usual_mode(tmp, target)
+        tmp.replace(target)
+        return True
     except (OSError, ValueError, KeyError) as exc:  # PIL: KeyError/ValueError for an unknown suffix
-        tmp.unlink(missing_ok=True)
-        _error(f"{path}: {getattr(exc, 'strerror', None) or exc}")
-        raise typer.Exit(2) from None
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+        return _write_failed(path, exc, fatal)
     except BaseException:  # anything else, Ctrl-C included: no temporary file left behind
-        tmp.unlink(missing_ok=True)
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
         raise
+
+
+def _write_failed(path: Path, exc: Exception, fatal: bool) -> bool:
+    _error(f"{path}: {getattr(exc, 'strerror', None) or exc}")
+    if fatal:
+        raise typer.Exit(2) from None
+    return False
 
 
 def _give_usual_mode(tmp: Path, path: Path) -> None:
@@ -552,9 +588,9 @@ SHORT_NAMES = {"logp": "logP", "mw": "MW", "qed": "QED", "tpsa": "TPSA", "hbd": 
                "rings": "rings", "heavy_atoms": "atoms"}
 
 
-def _draw_molecules(found, names: list[str], path: Path) -> None:
+def _draw_molecules(found, names: list[str], path: Path) -> bool:
     """A grid of the first MAX_DRAWN molecules, each labelled with the properties `names`; .svg is drawn as
-    vector graphics, other suffixes by PIL."""
+    vector graphics, other suffixes by PIL. Returns whether the file was written (a failure is said on stderr)."""
     from rdkit.Chem import Draw
 
     def legend(m) -> str:
@@ -565,9 +601,11 @@ def _draw_molecules(found, names: list[str], path: Path) -> None:
     svg = path.suffix.lower() == ".svg"
     grid = Draw.MolsToGridImage([m.mol for m in drawn], molsPerRow=4, subImgSize=(260, 220),
                                 legends=[legend(m) for m in drawn], useSVG=svg)
-    _write_atomically(path, (lambda tmp: tmp.write_text(grid)) if svg else grid.save)
+    if not _write_atomically(path, (lambda tmp: tmp.write_text(grid)) if svg else grid.save, fatal=False):
+        return False
     if len(found) > MAX_DRAWN:
         print(f"{path}: drew the first {MAX_DRAWN} of {len(found)} molecules", file=sys.stderr)
+    return True
 
 
 def _sudoku_tracer(canvases: int):

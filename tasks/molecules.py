@@ -253,6 +253,11 @@ class MoleculeRequest:
                 raise RequestError(f"contains: {contains!r} is not a valid SMARTS pattern")
             if problem := unwritable(query):
                 raise RequestError(f"contains: {contains!r} can never match: {problem}")
+            spelled = Chem.MolFromSmiles(contains)
+            if spelled is not None and not spelled.HasSubstructMatch(query):
+                # e.g. Kekulé 'C1=CC=CC=C1': RDKit reads every molecule's benzene rings as aromatic atoms
+                raise RequestError(f"contains: {contains!r} can never match: not even the molecule it spells, "
+                                   f"which RDKit reads as {Chem.MolToSmiles(spelled)!r}; write that instead")
         if scaffold is not None:
             mol = Chem.MolFromSmiles(scaffold) if scaffold.strip() else None
             if mol is None:
@@ -283,6 +288,7 @@ class MoleculeRequest:
         parts = [(f"scaffold {self.scaffold}", Chem.MolFromSmiles(self.scaffold))] if self.scaffold else []
         if self.contains:
             parts.append((f"substructure {self.contains}", Chem.MolFromSmarts(self.contains)))
+        self._check_windows_agree()
         for label, mol in parts:
             floors = {"heavy_atoms": mol.GetNumAtoms() + label.startswith("scaffold")}  # decorating adds an atom
             as_smiles = Chem.MolFromSmiles(self.contains) if label.startswith("substructure") else None
@@ -290,7 +296,8 @@ class MoleculeRequest:
                 floors.update(rings=as_smiles.GetRingInfo().NumRings(),
                               mw=sum(atom.GetMass() for atom in as_smiles.GetAtoms()))
             if label.startswith("scaffold"):  # a SMARTS query has no ring count, ring size or weight of its own
-                floors.update(mw=Descriptors.MolWt(mol), rings=mol.GetRingInfo().NumRings())
+                # the lightest decoration turns an H into a CH3
+                floors.update(mw=Descriptors.MolWt(mol) + METHYL_FOR_H, rings=mol.GetRingInfo().NumRings())
                 largest = max((len(ring) for ring in mol.GetRingInfo().AtomRings()), default=0)
                 if self.max_ring_size and largest > self.max_ring_size:
                     raise RequestError(f"the {label} has a ring of {largest} atoms, larger than max_ring_size="
@@ -298,10 +305,26 @@ class MoleculeRequest:
                                        f"--max-ring-size {largest} or 0)")
             for name, floor in floors.items():
                 if name in self.windows and self.windows[name][1] < floor - 1e-9:
-                    decorated = name == "heavy_atoms" and label.startswith("scaffold")
-                    raise RequestError(f"{name}: window {_fmt(self.windows[name])} is impossible: the {label} "
+                    decorated = name in ("heavy_atoms", "mw") and label.startswith("scaffold")
+                    raise RequestError(f"{name}: window {_fmt(self.windows[name], name)} is impossible: the {label} "
                                        + (f"decorated has at least {name} = {floor:g}" if decorated
                                           else f"alone has {name} = {floor:g}"))
+
+    def _check_windows_agree(self) -> None:
+        """Windows that contradict each other: a ring needs three atoms; each heavy atom weighs between a
+        carbon's 12.011 (with no hydrogen) and a bromine's 79.904 (the heaviest element in MOSES)."""
+        w = self.windows
+        atoms = w.get("heavy_atoms", (1, math.inf))
+        if "rings" in w and w["rings"][0] >= 1 and atoms[1] < 3:
+            raise RequestError(f"rings: window {_fmt(w['rings'], 'rings')} is impossible with heavy_atoms "
+                               f"{_fmt(atoms, 'heavy_atoms')}: "
+                               "a ring needs at least 3 atoms")
+        if "mw" in w and "heavy_atoms" in w:
+            lightest, heaviest = 12.011 * atoms[0], 79.904 * atoms[1]
+            if w["mw"][0] > heaviest or w["mw"][1] < lightest:
+                raise RequestError(f"mw: window {_fmt(w['mw'], 'mw')} is impossible with heavy_atoms "
+                                   f"{_fmt(atoms, 'heavy_atoms')}: "
+                                   f"such molecules weigh {lightest:g} to {heaviest:g}")
 
     @property
     def fragment(self) -> str | None:
@@ -441,14 +464,17 @@ def _impossible(node: list, where: str) -> str | None:
 
 
 # Bounds on what any molecule on the canvas can have (used to reject windows that cannot be met).
+METHYL_FOR_H = 14.027  # MolWt gained when a CH3 replaces an H (the lightest decoration)
 PROPERTY_LIMITS = {"logp": (-30.0, 30.0), "mw": (16.0, MAX_SMILES_TOKENS * 80.0), "qed": (0.0, 1.0),  # CH4: 16.04
                    "tpsa": (0.0, MAX_SMILES_TOKENS * 30.0), "hbd": (0, MAX_SMILES_TOKENS),
                    "hba": (0, MAX_SMILES_TOKENS), "rings": (0, MAX_SMILES_TOKENS // 2),
                    "heavy_atoms": (1, MAX_SMILES_TOKENS)}
 
 
-def _fmt(window: tuple[float, float]) -> str:
-    return f"{window[0]:g}:{window[1]:g}"
+def _fmt(window: tuple[float, float], name: str | None = None) -> str:
+    """'LO:HI'; with the property's `name`, a side at its limit (an open side, once checked) is left empty."""
+    low, high = PROPERTY_LIMITS.get(name, (math.nan, math.nan))
+    return ("" if window[0] <= low else f"{window[0]:g}") + ":" + ("" if window[1] >= high else f"{window[1]:g}")
 
 
 def _check_window(name: str, window) -> tuple[float, float]:

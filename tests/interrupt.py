@@ -1,4 +1,5 @@
-"""Run the real `solve` command in a child process and press Ctrl-C (SIGINT) once it has shown some progress."""
+"""Run the real `solve` command in a child process and press Ctrl-C (SIGINT), or end it as a batch system does
+(SIGTERM), once it has shown some progress."""
 
 import os
 import pty
@@ -14,8 +15,9 @@ SOLVE = Path(sys.executable).parent / "solve"
 ESCAPES = re.compile(rb"\x1b\[[0-9;?]*[A-Za-z]")  # terminal colours and cursor moves
 
 
-def ctrl_c_when(args: list[str], ready: str, timeout: float = 300.0) -> tuple[int, str, str]:
-    """Start `solve ARGS` with stderr on a pseudo-terminal (so that its progress bar is drawn), send SIGINT as
+def ctrl_c_when(args: list[str], ready: str, timeout: float = 300.0,
+                sent: signal.Signals = signal.SIGINT) -> tuple[int, str, str]:
+    """Start `solve ARGS` with stderr on a pseudo-terminal (so that its progress bar is drawn), send `sent` as
     soon as stdout + stderr match the regex `ready`, and return (exit status, stdout, stderr); terminal escape
     sequences read as spaces."""
     controller, terminal = pty.openpty()
@@ -45,7 +47,7 @@ def ctrl_c_when(args: list[str], ready: str, timeout: float = 300.0) -> tuple[in
                     reading.discard(fd)
             shown = ESCAPES.sub(b" ", received[stdout] + received[controller]).decode(errors="replace")
             if not pressed and re.search(ready, shown):
-                child.send_signal(signal.SIGINT)
+                child.send_signal(sent)
                 pressed = True
     finally:
         if child.poll() is None:

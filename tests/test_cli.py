@@ -3,13 +3,15 @@
 import json
 import math
 import os
+import signal
 import stat
+import time
 
 import pytest
 import torch
 from typer.testing import CliRunner
 
-from diffsolve.core import FinishClock, StepInfo
+from diffsolve.core import CtrlC, FinishClock, StepInfo
 from diffsolve.solvers.checkpoints import default_checkpoint
 from diffsolve.solvers.cli import _write_atomically, app
 from diffsolve.tasks.graphs import GraphError, read_graph
@@ -234,3 +236,14 @@ def test_molecules_found_none_leaves_the_out_file_alone(tmp_path):
     out.write_text("CCO\n")
     result = run("molecules", "-n", 3, "--budget", 1, "--logp", "5.5:6", "--seed", 0, "--out", out)
     assert result.exit_code == 1 and "not written" in result.stderr and out.read_text() == "CCO\n"
+
+
+def test_sigterm_counts_as_ctrl_c_and_the_handlers_come_back():
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    with CtrlC() as ctrl_c:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.05)  # the handler runs in the main thread between bytecodes
+        assert ctrl_c.asked
+        with pytest.raises(KeyboardInterrupt):
+            ctrl_c.stop_if_asked()
+    assert {sig: signal.getsignal(sig) for sig in before} == before

@@ -3,6 +3,7 @@
 import json
 import math
 import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -92,7 +93,12 @@ def test_training_batches_hold_the_molecule_then_eos_and_optional_conditions():
     (dict(contains="[2H]"), "atom 1 is H"),
     (dict(contains="[se]"), "atom 1 is Se \\(aromatic\\)"),
     (dict(contains="C/C=C/C"), "bond 1 has cis/trans stereo"),
-    (dict(scaffold="c1ccc2ccccc2c1", windows={"mw": (10, 100)}), "alone has mw"),
+    (dict(scaffold="c1ccc2ccccc2c1", windows={"mw": (10, 100)}), "window :100 .* decorated has at least mw = 142"),
+    (dict(scaffold="c1ccccc1", windows={"mw": (78.2, 80)}), "decorated has at least mw = 92.141"),
+    (dict(contains="C1=CC=CC=C1"), "not even the molecule it spells, which RDKit reads as 'c1ccccc1'"),
+    (dict(windows={"heavy_atoms": (1, 2), "rings": (1, None)}), "rings: window 1: .* a ring needs at least 3 atoms"),
+    (dict(windows={"heavy_atoms": (1, 3), "mw": (300, None)}), "such molecules weigh 12.011 to 239.712"),
+    (dict(windows={"heavy_atoms": (30, 40), "mw": (None, 300)}), "such molecules weigh 360.33 to"),
     (dict(contains="C(=O)N.[F,Cl]", windows={"heavy_atoms": (1, 3)}), "substructure C\\(=O\\)N.\\[F,Cl\\] alone"),
     (dict(contains="c1ccccc1", windows={"rings": (0, 0)}), "substructure c1ccccc1 alone has rings = 1"),
     (dict(contains="c1ccc2ccccc2c1", windows={"mw": (10, 100)}), "substructure c1ccc2ccccc2c1 alone has mw"),
@@ -459,6 +465,25 @@ def test_cli_takes_the_format_from_the_out_suffix_and_draws_svg(tmp_path):
     assert "<svg" in image.read_text() and image.read_text().rstrip().endswith("</svg>")
     clash = CliRunner().invoke(app, ["molecules", "-n", "1", "--format", "csv", "--out", str(out)])
     assert clash.exit_code == 2 and "the suffix says sdf but --format is csv" in clash.stderr
+
+
+def test_cli_output_follows_links_refuses_unknown_suffixes_and_falls_back_to_stdout(designer, tmp_path, capsys):
+    from diffsolve.solvers.cli import _write_molecules
+
+    target, link = tmp_path / "target.smi", tmp_path / "link.smi"
+    target.write_text("C\n")
+    link.symlink_to(target.name)
+    result = CliRunner().invoke(app, ["molecules", "-n", "1", "--seed", "0", "--budget", "32", "--out", str(link)])
+    assert result.exit_code == 0, result.stderr
+    assert link.is_symlink() and target.read_text() != "C\n" and Chem.MolFromSmiles(target.read_text().strip())
+    refused = CliRunner().invoke(app, ["molecules", "-n", "1", "--out", str(tmp_path / "m.csv.gz")])
+    assert refused.exit_code == 2 and "the suffix .gz names no format" in refused.stderr
+    assert CliRunner().invoke(app, ["molecules", "-n", "1", "--budget", "1", "--format", "SMI"]).exit_code in (0, 1)
+
+    found = designer.generate(1, seed=0, budget=32).molecules
+    assert not _write_molecules(found, ["logp"], "smi", Path("/dev/full"))  # a full disk
+    shown = capsys.readouterr()
+    assert shown.out == f"{found[0].smiles}\n" and "the molecule is printed on stdout instead" in shown.err
 
 
 def test_cli_budget_exhaustion_exits_1_with_what_was_found():

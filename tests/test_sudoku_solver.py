@@ -2,6 +2,7 @@
 
 import json
 import re
+import signal
 from dataclasses import replace
 
 import numpy as np
@@ -256,12 +257,13 @@ def test_each_result_comes_as_soon_as_its_puzzles_canvases_stop(solver):
     assert arrived == {i: r.steps for i, r in enumerate(results)}  # during the pass that finished it
 
 
-def test_ctrl_c_keeps_the_grids_printed_and_says_how_many(tmp_path):
+@pytest.mark.parametrize("sent", [signal.SIGINT, signal.SIGTERM])  # Ctrl-C; kill, timeout, a batch time limit
+def test_ctrl_c_keeps_the_grids_printed_and_says_how_many(tmp_path, sent):
     rng = np.random.default_rng(3)
     puzzles = [make_puzzle(random_grid(rng), 30, rng, unique=False) for _ in range(320)]
     path = tmp_path / "many.txt"
     path.write_text("\n".join(puzzles) + "\n")
-    status, out, err = ctrl_c_when(["sudoku", str(path), "-f", "line"], ready=r"[1-9]{81}")
+    status, out, err = ctrl_c_when(["sudoku", str(path), "-f", "line"], ready=r"[1-9]{81}", sent=sent)
     printed = out.splitlines()
     assert status == 130, err
     said = re.search(r"interrupted: (\d+) of 320 puzzles printed \(in input order\); (\d+) were still being solved",
