@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from numbers import Integral, Real
 
+import numpy as np
+
 SEED_LIMIT = 2**63  # torch generators take 64-bit seeds; the graph solvers add small salts
 
 
@@ -18,7 +20,7 @@ def whole(value, name: str, minimum: int | None = None) -> int:
 
 def flag(value, name: str) -> bool:
     """`value` as a bool: True or False (numpy's too), never a string such as "no" or a number."""
-    if not isinstance(value, bool) and type(value).__name__ != "bool_":
+    if not isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name} must be True or False, got {value!r}")
     return bool(value)
 

@@ -64,9 +64,13 @@ def _check_writable(path: Path | None, option: str) -> None:
     """Refuse an output path whose folder is missing or read-only before any work is done."""
     if path is None:
         return
-    folder = path.parent if str(path.parent) else Path(".")
-    problem = ("is a folder" if path.is_dir() else f"folder {folder} does not exist" if not folder.is_dir()
-               else f"folder {folder} is not writable" if not os.access(folder, os.W_OK) else None)
+    if path.exists() and not path.is_file() and not path.is_dir():  # /dev/stdout, a pipe: written directly
+        problem = None if os.access(path, os.W_OK) else "is not writable"
+    else:
+        target = Path(os.path.realpath(path))  # a symbolic link's target is what gets replaced
+        folder = target.parent
+        problem = ("is a folder" if path.is_dir() else f"folder {folder} does not exist" if not folder.is_dir()
+                   else f"folder {folder} is not writable" if not os.access(folder, os.W_OK) else None)
     if problem:
         _error(f"{option} {path}: {problem}")
         raise typer.Exit(2)
@@ -135,6 +139,13 @@ class InOrder:
         self.instance_of = {k: i for i, k in enumerate(k for k, ok in enumerate(readable) if ok)}
         self.results: dict[int, object] = {}  # by instance: the position among the readable entries
         self.printed = 0
+
+    def untold(self) -> str:
+        """What was not printed, for an interrupt: results waiting for an earlier one, and the unfinished."""
+        waiting = sum(1 for k, i in self.instance_of.items() if k >= self.printed and i in self.results)
+        unfinished = len(self.instance_of) - len(self.results)
+        return (f"{waiting} solved {'one' if waiting == 1 else 'ones'} held back behind an unfinished earlier one "
+                "(output keeps input order); " if waiting else "") + f"{unfinished} unfinished"
 
     def add(self, instance: int, result) -> None:
         self.results[instance] = result
@@ -325,9 +336,7 @@ def sudoku(
         with CtrlC() as ctrl_c:  # stops between passes, never in the middle of a printed record
             _solve_sudokus(solver, good, order, trace, ctrl_c.stop_if_asked)
     except KeyboardInterrupt:
-        running = len(good) - len(order.results)
-        interrupted(f"{order.printed} of {len(entries)} puzzles printed (in input order); {running} were still being "
-                    "solved")
+        interrupted(f"{order.printed} of {len(entries)} puzzles printed; {order.untold()}")
     unsolved = sum(not r.verified for r in order.results.values())
     raise typer.Exit(0 if unsolved == 0 and len(good) == len(entries) else 1)
 
@@ -439,7 +448,7 @@ def molecules(
                                                                    match_training=match_training, novel=novel))
     budget = budget if budget is not None else default_budget(num)
     drawn_seed = seed if seed is not None else secrets.randbelow(2**31)
-    stopped = False
+    result, stopped = None, False
 
     def on_round(canvases: int, count: int) -> None:
         bar.update(task, completed=count, tried=f"{canvases}/{budget} canvases")
@@ -451,6 +460,10 @@ def molecules(
             result = designer.design(num, request, seed=drawn_seed, budget=budget, on_round=on_round)
     except DesignInterrupted as stop:  # the molecules found are kept
         result, stopped = stop.result, True
+    except KeyboardInterrupt:  # before the search began, or once it had ended (then its result is kept)
+        if result is None:
+            interrupted("no molecule designed yet")
+        stopped = True
     names = sorted(set(request.windows) | {"logp", "mw", "qed"}, key=list(texts).index)
     written = True  # every output went where it was asked to
     if result.molecules or out is None:

@@ -367,8 +367,7 @@ def countdown(
 
             solver.solve_many(good, on_result=done, callback=lambda info: ctrl_c.stop_if_asked())
     except KeyboardInterrupt:
-        interrupted(f"{order.printed} of {len(entries)} instances printed (in input order); "
-                    f"{len(good) - len(order.results)} were still being solved")
+        interrupted(f"{order.printed} of {len(entries)} instances printed; {order.untold()}")
     raise typer.Exit(0 if len(good) == len(entries) and all(r.verified for r in order.results.values()) else 1)
 
 

@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 from rdkit import Chem
-from rdkit.Chem import Descriptors, Lipinski, rdMolDescriptors
+from rdkit.Chem import Lipinski, rdMolDescriptors
 
 from ..core import Guidance, ModelConfig, arguments, word_level_tokenizer
 from ..core.training import Batch, cached_training_set
@@ -296,8 +296,9 @@ class MoleculeRequest:
                 floors.update(rings=as_smiles.GetRingInfo().NumRings(),
                               mw=sum(atom.GetMass() for atom in as_smiles.GetAtoms()))
             if label.startswith("scaffold"):  # a SMARTS query has no ring count, ring size or weight of its own
-                # the lightest decoration turns an H into a CH3
-                floors.update(mw=Descriptors.MolWt(mol) + METHYL_FOR_H, rings=mol.GetRingInfo().NumRings())
+                # Hydrogens may go (ring closures, multiple bonds): sure are its heavy atoms and one carbon more
+                floors.update(mw=sum(atom.GetMass() for atom in mol.GetAtoms()) + CARBON,
+                              rings=mol.GetRingInfo().NumRings())
                 largest = max((len(ring) for ring in mol.GetRingInfo().AtomRings()), default=0)
                 if self.max_ring_size and largest > self.max_ring_size:
                     raise RequestError(f"the {label} has a ring of {largest} atoms, larger than max_ring_size="
@@ -307,12 +308,14 @@ class MoleculeRequest:
                 if name in self.windows and self.windows[name][1] < floor - 1e-9:
                     decorated = name in ("heavy_atoms", "mw") and label.startswith("scaffold")
                     raise RequestError(f"{name}: window {_fmt(self.windows[name], name)} is impossible: the {label} "
-                                       + (f"decorated has at least {name} = {floor:g}" if decorated
+                                       + (f"decorated has at least {name} = {floor:g}" + (
+                                           " (its heavy atoms and one carbon more)" if name == "mw" else "")
+                                          if decorated
                                           else f"alone has {name} = {floor:g}"))
 
     def _check_windows_agree(self) -> None:
-        """Windows that contradict each other: a ring needs three atoms; each heavy atom weighs between a
-        carbon's 12.011 (with no hydrogen) and a bromine's 79.904 (the heaviest element in MOSES)."""
+        """Windows that contradict each other: a ring needs three atoms; each heavy atom with its hydrogens weighs
+        between a bare carbon and a bromine."""
         w = self.windows
         atoms = w.get("heavy_atoms", (1, math.inf))
         if "rings" in w and w["rings"][0] >= 1 and atoms[1] < 3:
@@ -320,7 +323,7 @@ class MoleculeRequest:
                                f"{_fmt(atoms, 'heavy_atoms')}: "
                                "a ring needs at least 3 atoms")
         if "mw" in w and "heavy_atoms" in w:
-            lightest, heaviest = 12.011 * atoms[0], 79.904 * atoms[1]
+            lightest, heaviest = CARBON * atoms[0], BROMINE * atoms[1]
             if w["mw"][0] > heaviest or w["mw"][1] < lightest:
                 raise RequestError(f"mw: window {_fmt(w['mw'], 'mw')} is impossible with heavy_atoms "
                                    f"{_fmt(atoms, 'heavy_atoms')}: "
@@ -464,7 +467,7 @@ def _impossible(node: list, where: str) -> str | None:
 
 
 # Bounds on what any molecule on the canvas can have (used to reject windows that cannot be met).
-METHYL_FOR_H = 14.027  # MolWt gained when a CH3 replaces an H (the lightest decoration)
+CARBON, BROMINE = 12.011, 79.904  # the lightest and the heaviest atom the model writes
 PROPERTY_LIMITS = {"logp": (-30.0, 30.0), "mw": (16.0, MAX_SMILES_TOKENS * 80.0), "qed": (0.0, 1.0),  # CH4: 16.04
                    "tpsa": (0.0, MAX_SMILES_TOKENS * 30.0), "hbd": (0, MAX_SMILES_TOKENS),
                    "hba": (0, MAX_SMILES_TOKENS), "rings": (0, MAX_SMILES_TOKENS // 2),

@@ -390,11 +390,29 @@ def _is_title(line: str) -> bool:
 
 
 def _dashes_are_blanks(lines: list[str]) -> bool:
-    """Whether the text writes blanks as '-': some line has a '-' beside a digit or another blank, or no line
-    writes a blank otherwise ('.' or '0')."""
-    lines = [_uncommented(line) for line in lines]
+    """Whether the text writes blanks as '-': some puzzle line (not a title such as 'Puzzle 1 - easy') has a '-'
+    beside a digit or another blank, or none writes a blank otherwise ('.' or '0')."""
+    lines = [line for line in map(_uncommented, lines) if not _is_title(line.strip())]
     return (any("-" in line and any(ch in DIGITS or ch in ".0" for ch in line) for line in lines)
             or not any(ch in ".0" for line in lines for ch in line))
+
+
+def _bands_continue(lines: list[str], rows: int, dash_blanks: bool) -> bool:
+    """Whether a grid of `rows` rows (3 or 6) that meets a blank line goes on below it: the lines below hold
+    exactly its missing rows, in bands of three split by blank lines, and then the grid ends."""
+    for raw in lines:
+        text = _uncommented(raw)
+        stripped, cells = text.strip(), len(_cells(text, 0))
+        if _is_separator(stripped, cells, dash_blanks):
+            continue
+        if not stripped and rows in (3, 6):
+            continue
+        if not stripped or cells > GRID_ROW or (cells != 81 and _is_title(stripped)):
+            return rows == 9
+        rows += 1
+        if rows > 9:
+            return False
+    return rows == 9
 
 
 def _is_separator(stripped: str, cells: int, dash_blanks: bool) -> bool:
@@ -415,7 +433,8 @@ def _text_records(lines: list[str]):
         cells = _cells(raw, number)
         if _is_separator(stripped, len(cells), dash_blanks):
             continue
-        if not stripped and len(block) in (3, 6) and all(len(row) == 9 for _, row in block) and number <= len(lines):
+        if (not stripped and len(block) in (3, 6) and all(len(row) == 9 for _, row in block)
+                and _bands_continue(lines[number:], len(block), dash_blanks)):
             continue  # a blank line between bands
         skip = not stripped or (len(cells) != 81 and _is_title(stripped))
         if block and (skip or len(cells) > GRID_ROW):

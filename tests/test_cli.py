@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from diffsolve.core import CtrlC, FinishClock, StepInfo
 from diffsolve.solvers.checkpoints import default_checkpoint
-from diffsolve.solvers.cli import _write_atomically, app
+from diffsolve.solvers.cli import InOrder, _write_atomically, app
 from diffsolve.tasks.graphs import GraphError, read_graph
 
 PETERSEN = "examples/petersen.col"
@@ -247,3 +247,13 @@ def test_sigterm_counts_as_ctrl_c_and_the_handlers_come_back():
         with pytest.raises(KeyboardInterrupt):
             ctrl_c.stop_if_asked()
     assert {sig: signal.getsignal(sig) for sig in before} == before
+
+
+def test_an_interrupt_names_the_results_held_back_and_the_unfinished():
+    printed = []
+    order = InOrder([True, True, False, True], lambda k, result: printed.append(k), printed.append)
+    order.add(1, "second")  # entry 1 is done, entry 0 is not: nothing can be printed yet
+    assert printed == [] and order.untold() == ("1 solved one held back behind an unfinished earlier one (output "
+                                                "keeps input order); 2 unfinished")
+    order.add(0, "first")
+    assert printed == [0, 1, 2] and order.untold() == "1 unfinished"

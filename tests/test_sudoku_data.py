@@ -324,6 +324,8 @@ def test_band_separators_are_not_read_as_rows_of_blanks(separator):
     rows = _rows(PUZZLE)
     text = "\n".join([*rows[:3], separator, *rows[3:6], separator, *rows[6:]])
     check_parsed(parse_puzzles(text), [PUZZLE])
+    titled = parse_puzzles("\n".join(["Puzzle 1 - easy", *rows[:3], separator, *rows[3:6], separator, *rows[6:]]))
+    check_parsed(titled, [PUZZLE])  # a dash in a title says nothing about blanks
     # where blanks are written as '-', nine of them are a row of blanks
     dashed = _rows("0" * 9 + SOLUTION[9:], "-")
     check_parsed(parse_puzzles("\n".join(dashed)), ["0" * 9 + SOLUTION[9:]])
@@ -336,6 +338,9 @@ def test_blank_lines_between_bands_and_a_title_word_above_a_grid():
     broken = parse_puzzles("\n".join([*rows[:3], "", PUZZLE]), "g.txt")
     assert_error(broken[0], 1, "expected 9 grid rows, got 3", path="g.txt")
     assert broken[1].puzzle == PUZZLE
+    cut_short = parse_puzzles("\n".join(["." * 9] * 3 + ["", *rows]), "g.txt")  # not glued to the next grid
+    assert_error(cut_short[0], 1, "expected 9 grid rows, got 3", path="g.txt")
+    assert cut_short[1].puzzle == PUZZLE and cut_short[1].line == 5
     for title in ("Puzzle", "Puzzles", "Quizzes"):
         check_parsed(parse_puzzles("\n".join([title, *rows, "Solution", *SOLUTION_ROWS])), [PUZZLE, SOLUTION])
     check_parsed(parse_puzzles(f"puzzle\n{PUZZLE}\n"), [PUZZLE])  # a one-column CSV is still one
