@@ -251,8 +251,9 @@ def demo(
 
 @app.command()
 def sudoku(
-    file: str = typer.Argument(..., help="Puzzle file ('-' for stdin): one 81-char puzzle per line ('.', '0' or "
-                                          "'-' for blanks), 9-line grids, or CSV with a puzzle/quizzes column."),
+    files: list[str] = typer.Argument(..., metavar="FILE...", help="Puzzle files ('-' for stdin), solved in "
+                                      "order: one 81-char puzzle per line ('.', '0' or '-' for blanks), 9-line "
+                                      "grids, or CSV with a puzzle/quizzes column."),
     format: str = typer.Option("text", "--format", "-f", help="text (grids), line (81 chars) or json (one object "
                                                               "per puzzle per line, in input order)."),
     checkpoint: str = typer.Option(None, help="Checkpoint directory or hub id (default: the shipped model)."),
@@ -276,7 +277,7 @@ def sudoku(
     seed: int = typer.Option(0, **SEED_RANGE, help="Sampler seed."),
     device: str = typer.Option("cpu", help="cpu or cuda."),
 ) -> None:
-    """Solve every Sudoku in FILE. Only verified grids are printed as solutions.
+    """Solve every Sudoku in the FILEs. Only verified grids are printed as solutions.
 
     Exit status: 0 all solved, 1 some unsolved or unreadable, 2 nothing usable."""
     from ..tasks.sudoku_data import PuzzleFormatError, format_grid, parse_puzzles
@@ -289,49 +290,57 @@ def sudoku(
     if model_only and canvases not in (None, 1):
         _error("--canvases is for the guided search: --model-only samples one canvas per puzzle")
         raise typer.Exit(2)
-    name, text = read_input(file)
-    entries = parse_puzzles(text, name)
-    for entry in entries:
+    entries, names = [], []  # every entry of every file, in order, and the file it came from
+    for name, text in map(read_input, files):
+        read = parse_puzzles(text, name)
+        entries += read
+        names += [name] * len(read)
+    for name, entry in zip(names, entries):
         if isinstance(entry, PuzzleFormatError):
             _error(f"{entry}")
         elif entry.warning:
             _error(f"{name}:{entry.line}: warning: {entry.warning}; the puzzle is solved without it")
 
-    def emit_unreadable(entry: PuzzleFormatError) -> None:  # stdout keeps one record per entry, in input order
+    def where(k: int) -> str:  # 'line 3', or 'b.txt:3' when several files are read
+        return f"line {entries[k].line}" if len(files) == 1 else f"{names[k]}:{entries[k].line}"
+
+    def emit_unreadable(k: int) -> None:  # stdout keeps one record per entry, in input order
+        entry = entries[k]
         if format == "json":
-            print(json.dumps({"line": entry.line, "puzzle": None, "solution": None, "verified": False,
-                              "reason": f"unreadable: {entry.message}", "steps": 0, "forward_passes": 0,
-                              "seconds": 0.0, "expected": None, "matches_expected": None}), flush=True)
+            print(json.dumps({"file": names[k], "line": entry.line, "puzzle": None, "solution": None,
+                              "verified": False, "reason": f"unreadable: {entry.message}", "steps": 0,
+                              "forward_passes": 0, "seconds": 0.0, "expected": None, "matches_expected": None}),
+                  flush=True)
         elif format == "line":
-            print(f"# line {entry.line}: unreadable: {entry.message}", flush=True)
+            print(f"# {where(k)}: unreadable: {entry.message}", flush=True)
 
     good = [e for e in entries if not isinstance(e, PuzzleFormatError)]
     if not good:
-        for entry in entries:
-            emit_unreadable(entry)
-        _error(f"{name}: no usable puzzle")
+        for k in range(len(entries)):
+            emit_unreadable(k)
+        _error(f"{', '.join(map(input_name, files))}: no usable puzzle")
         raise typer.Exit(2)
     solver = _load(checkpoint, "sudoku", device, lambda model: SudokuSolver(
         model, guided=not model_only, canvases=canvases, max_steps=max_steps, seed=seed, backtrack=backtrack,
         temperature=temperature))
 
-    def emit(entry, result) -> None:
+    def emit(k: int, result) -> None:
+        entry = entries[k]
         # A puzzle with several solutions may be solved otherwise than the file's solution column says.
         matches = None if entry.solution is None or not result.verified else result.solution == entry.solution
         if format == "json":
-            print(json.dumps({"line": entry.line, **result.to_dict(), "expected": entry.solution,
+            print(json.dumps({"file": names[k], "line": entry.line, **result.to_dict(), "expected": entry.solution,
                               "matches_expected": matches}), flush=True)
         elif format == "line":
-            print(result.solution if result.verified else f"# line {entry.line}: {result.reason}", flush=True)
+            print(result.solution if result.verified else f"# {where(k)}: {result.reason}", flush=True)
         else:
-            head = (f"line {entry.line}: verified in {result.steps} pass{'es' * (result.steps != 1)} "
+            head = (f"{where(k)}: verified in {result.steps} pass{'es' * (result.steps != 1)} "
                     f"({result.seconds:.2f} s)" + (", another solution than the file's (the puzzle has several)"
                                                    if matches is False else "")
-                    if result.verified else f"line {entry.line}: no verified solution -- {result.reason}")
+                    if result.verified else f"{where(k)}: no verified solution -- {result.reason}")
             print(head + "\n" + format_grid(result.solution or result.puzzle) + "\n", flush=True)
 
-    order = InOrder([not isinstance(e, PuzzleFormatError) for e in entries],
-                    lambda k, result: emit(entries[k], result), lambda k: emit_unreadable(entries[k]))
+    order = InOrder([not isinstance(e, PuzzleFormatError) for e in entries], emit, emit_unreadable)
     try:
         with CtrlC() as ctrl_c:  # stops between passes, never in the middle of a printed record
             _solve_sudokus(solver, good, order, trace, ctrl_c.stop_if_asked)

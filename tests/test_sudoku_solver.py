@@ -127,6 +127,24 @@ def test_cli_json_in_input_order_with_errors_named(tmp_path):
     assert [json.loads(line)["line"] for line in traced.stdout.splitlines()] == [1, 2, 3, 4]
 
 
+def test_cli_reads_several_files_in_order_and_names_each_entrys_file(tmp_path):
+    first, _ = easy_puzzle(3)
+    second, _ = easy_puzzle(4)
+    a, b = tmp_path / "a.txt", tmp_path / "b.txt"
+    a.write_text(f"{first}\n")
+    b.write_text(f"{first[:80]}\n{second}\n")
+    result = CliRunner().invoke(app, ["sudoku", str(a), str(b), "--format", "json", "--canvases", "2"])
+    assert result.exit_code == 1 and f"{b}:1: expected 81 cells, got 80" in result.stderr
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [(r["file"], r["line"], r["puzzle"]) for r in records] == [(str(a), 1, first), (str(b), 1, None),
+                                                                      (str(b), 2, second)]
+    assert records[0]["verified"] and records[2]["verified"]
+    text = CliRunner().invoke(app, ["sudoku", str(a), str(b), "--canvases", "2"])
+    assert f"{b}:2: verified in" in text.stdout and "line 2" not in text.stdout
+    missing = CliRunner().invoke(app, ["sudoku", str(a), str(tmp_path / "absent.txt")])
+    assert missing.exit_code == 2 and "absent.txt" in missing.output and first not in missing.stdout
+
+
 def test_cli_unusable_input_exits_2(tmp_path):
     path = tmp_path / "bad.txt"
     path.write_text("hello\n")  # a title line and nothing else
