@@ -115,6 +115,7 @@ def _options(compile: bool = typer.Option(
     _OPTIONS["compile"] = compile
     if threading.current_thread() is threading.main_thread():
         # SIGTERM (kill, timeout, a batch scheduler's time limit) stops as Ctrl-C does: what was done is kept
+        # (Typer turns a KeyboardInterrupt no command handles into exit 130)
         signal.signal(signal.SIGTERM, signal.default_int_handler)
 
 

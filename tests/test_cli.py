@@ -5,7 +5,10 @@ import math
 import os
 import signal
 import stat
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -257,3 +260,26 @@ def test_an_interrupt_names_the_results_held_back_and_the_unfinished():
                                                 "keeps input order); 2 unfinished")
     order.add(0, "first")
     assert printed == [0, 1, 2] and order.untold() == "1 unfinished"
+
+
+def test_an_interrupt_before_the_work_begins_still_exits_130():
+    solve = Path(sys.executable).parent / "solve"
+    child = subprocess.Popen([str(solve), "sudoku", "-"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE)  # waits for stdin, which never comes
+    try:
+        deadline = time.monotonic() + 120
+        while not _catches(child.pid, signal.SIGTERM):  # the CLI's handler is in place
+            assert time.monotonic() < deadline and child.poll() is None
+            time.sleep(0.1)
+        child.send_signal(signal.SIGTERM)
+        _, err = child.communicate(timeout=60)
+    finally:
+        child.kill()
+    assert child.returncode == 130, err
+
+
+def _catches(pid: int, sig: signal.Signals) -> bool:
+    """Whether process `pid` has a handler for `sig` (Linux: the SigCgt mask in /proc/PID/status)."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    mask = int(next(line.split()[1] for line in status.splitlines() if line.startswith("SigCgt:")), 16)
+    return bool(mask >> (sig - 1) & 1)
