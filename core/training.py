@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from .checkpoint import load_model, save_model
+from .checkpoint import load_model, save_model, write_atomically
 from .config import ModelConfig
 from .ctrl_c import CtrlC
 from .model import DiffusionGemma
@@ -202,9 +202,13 @@ def cached_training_set(path: Path, build: Callable[[], dict[str, np.ndarray]], 
         return arrays
     arrays = build()
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp.npz")
-    np.savez_compressed(tmp, **arrays, **{MADE_WITH + k: np.int64(v) for k, v in made_with.items()})
-    tmp.replace(path)
+    record = {MADE_WITH + k: np.int64(v) for k, v in made_with.items()}
+
+    def save(tmp: Path) -> None:
+        with tmp.open("wb") as f:  # a file object: numpy adds no '.npz' to the temporary name
+            np.savez_compressed(f, **arrays, **record)
+
+    write_atomically(path, save)
     return arrays
 
 
