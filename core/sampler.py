@@ -183,7 +183,7 @@ class FinishClock:
         self._hand_over(~self.handed)
 
     def _hand_over(self, instances: Tensor) -> None:
-        seconds = self.latency(self.canvases)
+        seconds = self.latency()
         for k in instances.nonzero().squeeze(1).tolist():
             self.handed[k] = True
             rows = slice(k * self.canvases, (k + 1) * self.canvases)
@@ -193,10 +193,10 @@ class FinishClock:
         """[instances] bool: every row of the instance has stopped."""
         return (~self.stopped_at.isnan()).view(-1, self.canvases).all(1)
 
-    def latency(self, canvases: int) -> Tensor:
-        """[instances]: seconds until the last of each instance's `canvases` consecutive rows stopped (rows still
-        running when the sampler returned stop now)."""
-        return self.stopped_at.nan_to_num(time.perf_counter() - self.began).view(-1, canvases).amax(1)
+    def latency(self) -> Tensor:
+        """[instances]: seconds until the last of each instance's rows stopped (rows still running when the
+        sampler returned stop now)."""
+        return self.stopped_at.nan_to_num(time.perf_counter() - self.began).view(-1, self.canvases).amax(1)
 
 
 @dataclass

@@ -202,7 +202,7 @@ class _DiffusionSolver:
                        callback=clock, generator=torch.Generator(device).manual_seed(self.seed + salt))
         if on_instance is not None:
             clock.finish(out)
-        return out.canvas.cpu(), out.forward_passes.cpu(), clock.latency(self.canvases).tolist()
+        return out.canvas.cpu(), out.forward_passes.cpu(), clock.latency().tolist()
 
 
 class _PinsOnly(Guidance):

@@ -195,7 +195,7 @@ def test_countdown_file_with_a_bad_line_solves_the_others(tmp_path):
 
 # ------------------------------------------------------------------------------------------ timing
 def test_finish_clock_gives_each_instance_the_time_its_last_canvas_stopped():
-    clock = FinishClock(4)
+    clock = FinishClock(4, canvases=2)
     empty = torch.zeros(4, 1)
 
     def step(finished: list[bool]) -> None:
@@ -205,7 +205,7 @@ def test_finish_clock_gives_each_instance_the_time_its_last_canvas_stopped():
     step([True, False, False, False])
     clock.began -= 1.0  # one second later
     step([True, True, False, False])
-    seconds = clock.latency(2)
+    seconds = clock.latency()
     assert seconds[0] >= 1.0 and seconds[1] >= seconds[0] and not math.isnan(seconds[1])
     assert clock.stopped_at[0] < 1.0  # the first stop keeps its time
 
