@@ -176,35 +176,20 @@ class MoleculeDesigner:
             warnings.warn(message, task.UntrainedWindowWarning, stacklevel=2)
         began = time.perf_counter()
         generator = torch.Generator().manual_seed(seed)
-        device = self.model.device
         found: dict[str, Molecule] = {}
         tried = known = atypical = 0
         free = self.guided and self.training_prior and not request.windows and not request.fragment
+
+        def outcome(exhausted: bool) -> DesignResult:
+            return DesignResult(list(found.values()), n, tried, time.perf_counter() - began, exhausted, seed, known,
+                                atypical)
+
         try:
             while len(found) < n and tried < budget:
                 # a round costs about the same number of passes at any size: size it to what is still missing
                 rows = min(self.canvases_per_round, budget - tried, max(32, 8 * (n - len(found))))
-                if free:
-                    prompt, layouts = task.training_draws(rows, generator)
-                else:
-                    prompt = task.sample_prompts(request, rows, generator)
-                    layouts = (task.fragment_layouts(request.fragment, rows, generator)
-                               if self.guided and request.fragment else None)
-                guidance = task.MoleculeGuidance(request, generator, layouts) if self.guided else None
-                prompt = prompt.to(device)
-                out = generate(self.model, prompt, self.config, guidance=guidance,
-                               generator=torch.Generator(device).manual_seed(int(torch.randint(0, 2**62, (1,),
-                                                                                               generator=generator))))
-                tried += rows
-                molecules = [m for m in map(_verified, task.decode(out.canvas), [request] * rows,
-                                            out.forward_passes.tolist()) if m is not None and m.smiles not in found]
-                if self.known is not None:
-                    novel = [m for m, seen in zip(molecules, self.known.contains([m.smiles for m in molecules]))
-                             if not seen]
-                    known, molecules = known + len(molecules) - len(novel), novel
-                if free and self.acceptance is not None:
-                    kept = self.acceptance.accept([m.mol for m in molecules], generator).tolist()
-                    atypical, molecules = atypical + kept.count(False), [m for m, k in zip(molecules, kept) if k]
+                molecules, left_known, left_atypical = self._round(request, rows, free, generator, found)
+                tried, known, atypical = tried + rows, known + left_known, atypical + left_atypical
                 for molecule in molecules:
                     if molecule.smiles not in found and len(found) < n:
                         found[molecule.smiles] = molecule
@@ -213,10 +198,34 @@ class MoleculeDesigner:
                 if on_round is not None:
                     on_round(tried, len(found))
         except KeyboardInterrupt:
-            raise DesignInterrupted(DesignResult(list(found.values()), n, tried, time.perf_counter() - began, False,
-                                                 seed, known, atypical)) from None
-        return DesignResult(list(found.values()), n, tried, time.perf_counter() - began, len(found) < n, seed,
-                            known, atypical)
+            raise DesignInterrupted(outcome(exhausted=False)) from None
+        return outcome(exhausted=len(found) < n)
+
+    def _round(self, request: task.MoleculeRequest, rows: int, free: bool, generator: torch.Generator,
+               found: dict[str, Molecule]) -> tuple[list[Molecule], int, int]:
+        """One round of `rows` canvases: its verified molecules not in `found`, and how many verified ones were
+        left out as MOSES training molecules and as atypical."""
+        if free:
+            prompt, layouts = task.training_draws(rows, generator)
+        else:
+            prompt = task.sample_prompts(request, rows, generator)
+            layouts = (task.fragment_layouts(request.fragment, rows, generator)
+                       if self.guided and request.fragment else None)
+        guidance = task.MoleculeGuidance(request, generator, layouts) if self.guided else None
+        device = self.model.device
+        out = generate(self.model, prompt.to(device), self.config, guidance=guidance,
+                       generator=torch.Generator(device).manual_seed(int(torch.randint(0, 2**62, (1,),
+                                                                                       generator=generator))))
+        molecules = [m for m in map(_verified, task.decode(out.canvas), [request] * rows,
+                                    out.forward_passes.tolist()) if m is not None and m.smiles not in found]
+        known = atypical = 0
+        if self.known is not None:
+            novel = [m for m, seen in zip(molecules, self.known.contains([m.smiles for m in molecules])) if not seen]
+            known, molecules = len(molecules) - len(novel), novel
+        if free and self.acceptance is not None:
+            kept = self.acceptance.accept([m.mol for m in molecules], generator).tolist()
+            atypical, molecules = kept.count(False), [m for m, k in zip(molecules, kept) if k]
+        return molecules, known, atypical
 
 
 def _verified(smiles: str | None, request: task.MoleculeRequest, passes: int) -> Molecule | None:
