@@ -559,31 +559,29 @@ def _write_atomically(path: Path, write: Callable[[Path], object], fatal: bool =
     does not know) name `path` and exit 2, or with `fatal=False` return False."""
     import tempfile
 
-    target = Path(os.path.realpath(path))
     if path.exists() and not path.is_file():  # follows links: /dev/stdout is a pipe or a terminal
-        target, tmp = path, None
-    else:
         try:
-            handle, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.stem}.", suffix=target.suffix)
-            os.close(handle)
-            tmp = Path(name)
-        except OSError as exc:
-            return _write_failed(path, exc, fatal)
-    try:
-        if tmp is None:
-            write(target)
+            write(path)
             return True
+        except (OSError, ValueError, KeyError) as exc:
+            return _write_failed(path, exc, fatal)
+    target = Path(os.path.realpath(path))
+    try:
+        handle, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.stem}.", suffix=target.suffix)
+        os.close(handle)
+    except OSError as exc:
+        return _write_failed(path, exc, fatal)
+    tmp = Path(name)
+    try:
         write(tmp)
         _give_usual_mode(tmp, target)
         tmp.replace(target)
         return True
     except (OSError, ValueError, KeyError) as exc:  # PIL: KeyError/ValueError for an unknown suffix
-        if tmp is not None:
-            tmp.unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         return _write_failed(path, exc, fatal)
     except BaseException:  # anything else, Ctrl-C included: no temporary file left behind
-        if tmp is not None:
-            tmp.unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 
