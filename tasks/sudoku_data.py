@@ -7,6 +7,7 @@ only checks uniqueness while generating data and in tests; it is not part of the
 from __future__ import annotations
 
 import csv
+import itertools
 import re
 import multiprocessing
 from dataclasses import dataclass
@@ -397,10 +398,10 @@ def _dashes_are_blanks(lines: list[str]) -> bool:
             or not any(ch in ".0" for line in lines for ch in line))
 
 
-def _bands_continue(lines: list[str], rows: int, dash_blanks: bool) -> bool:
-    """Whether a grid of `rows` rows (3 or 6) that meets a blank line goes on below it: the lines below hold
-    exactly its missing rows, in bands of three split by blank lines, and then the grid ends."""
-    for raw in lines:
+def _bands_continue(lines: list[str], below: int, rows: int, dash_blanks: bool) -> bool:
+    """Whether a grid of `rows` rows (3 or 6) that meets a blank line goes on below it: the lines from index
+    `below` hold exactly its missing rows, in bands of three split by blank lines, and then the grid ends."""
+    for raw in itertools.islice(lines, below, None):  # stops within a dozen lines: no copy of the rest
         text = _uncommented(raw)
         stripped, cells = text.strip(), len(_cells(text, 0))
         if _is_separator(stripped, cells, dash_blanks):
@@ -434,7 +435,7 @@ def _text_records(lines: list[str]):
         if _is_separator(stripped, len(cells), dash_blanks):
             continue
         if (not stripped and len(block) in (3, 6) and all(len(row) == 9 for _, row in block)
-                and _bands_continue(lines[number:], len(block), dash_blanks)):
+                and _bands_continue(lines, number, len(block), dash_blanks)):
             continue  # a blank line between bands
         skip = not stripped or (len(cells) != 81 and _is_title(stripped))
         if block and (skip or len(cells) > GRID_ROW):
