@@ -55,30 +55,42 @@ def reference() -> dict:
     random 10k subset of the MOSES test set (the full 176k would take an hour of ChemNet on 2 CPU cores);
     SNN uses all of it. A 10k sample of the training set run through the same metrics shows the floor."""
     CACHE.mkdir(parents=True, exist_ok=True)
-    train_path, stats_path = CACHE / "train_canonical.txt", CACHE / "test10k_chemnet.npz"
+    train_path = CACHE / "train_canonical.txt"
     counts_path, fps_path = CACHE / "test10k_counts.json", CACHE / "test_fps.npy"
     if not train_path.is_file():
         print("canonicalizing the MOSES train set (once)...", file=sys.stderr)
         train = sorted({c for c in map(mm.canonical, read_moses("train")) if c})
         train_path.write_text("\n".join(train))
-    test = read_moses("test")
-    subset = [test[i] for i in np.random.default_rng(0).permutation(len(test))[:REFERENCE_SIZE]]
-    if not stats_path.is_file():
-        print("ChemNet statistics of the MOSES test subset (once)...", file=sys.stderr)
-        np.savez(stats_path, **mm.chemnet_stats(subset))
+    chemnet = reference_chemnet()
     if not counts_path.is_file():
         print("test-subset fragments and scaffolds (once)...", file=sys.stderr)
-        mols = [Chem.MolFromSmiles(s) for s in subset]
+        mols = [Chem.MolFromSmiles(s) for s in reference_subset()]
         counts_path.write_text(json.dumps({"frag": mm.fragment_counts(mols), "scaf": mm.scaffold_counts(mols)}))
     if not fps_path.is_file():
         print("test-set fingerprints (once)...", file=sys.stderr)
+        test = read_moses("test")
         np.save(fps_path, mm.fingerprints([Chem.MolFromSmiles(s) for s in test]).to(torch.uint8).numpy())
-    with np.load(stats_path) as stats:
-        chemnet = {k: stats[k] for k in stats.files}
     counts = json.loads(counts_path.read_text())
     return {"train": set(train_path.read_text().split("\n")), "chemnet": chemnet,
             "frag": counts["frag"], "scaf": counts["scaf"],
             "fps": torch.from_numpy(np.load(fps_path)).float()}
+
+
+def reference_subset() -> list[str]:
+    """The seeded 10k subset of the MOSES test set that FCD, Frag and Scaf compare against."""
+    test = read_moses("test")
+    return [test[i] for i in np.random.default_rng(0).permutation(len(test))[:REFERENCE_SIZE]]
+
+
+def reference_chemnet() -> dict:
+    """ChemNet statistics of the test subset, what FCD/Test compares against (cached)."""
+    path = CACHE / "test10k_chemnet.npz"
+    if not path.is_file():
+        print("ChemNet statistics of the MOSES test subset (once)...", file=sys.stderr)
+        CACHE.mkdir(parents=True, exist_ok=True)
+        np.savez(path, **mm.chemnet_stats(reference_subset()))
+    with np.load(path) as stats:
+        return {k: stats[k] for k in stats.files}
 
 
 def train_sample(n: int, seed: int) -> list[str]:

@@ -125,12 +125,21 @@ def passes_filters(mol: Chem.Mol, patterns: Sequence[Chem.Mol]) -> bool:
 
 
 # ------------------------------------------------------------------------------------------ FCD
-def chemnet_stats(smiles: Sequence[str]) -> dict[str, np.ndarray]:
-    """Mean and covariance of ChemNet activations. fcd_torch reads its bundled weights with torch.load, which
-    in torch >= 2.6 is the restricted weights-only loader (no arbitrary pickle code)."""
+def chemnet_activations(smiles: Sequence[str]) -> np.ndarray:
+    """[len(smiles), 512] ChemNet activations. fcd_torch reads its bundled weights with torch.load, which in
+    torch >= 2.6 is the restricted weights-only loader (no arbitrary pickle code)."""
     from fcd_torch import FCD
 
-    return FCD(device="cpu", n_jobs=1, batch_size=512).precalc(list(smiles))
+    return FCD(device="cpu", n_jobs=1, batch_size=512).get_predictions(list(smiles))
+
+
+def activation_stats(activations: np.ndarray) -> dict[str, np.ndarray]:
+    return {"mu": activations.mean(0), "sigma": np.cov(activations.T)}
+
+
+def chemnet_stats(smiles: Sequence[str]) -> dict[str, np.ndarray]:
+    """Mean and covariance of ChemNet activations."""
+    return activation_stats(chemnet_activations(smiles))
 
 
 def frechet_distance(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> float:
