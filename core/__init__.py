@@ -1,10 +1,10 @@
 """The engine: DiffusionGemma text model, checkpoint I/O, sampler, training objective."""
 
 from . import arguments
-from .checkpoint import (CheckpointError, check_device, load_model, new_model, resolve_checkpoint, save_model,
-                         write_atomically)
+from .checkpoint import (CheckpointError, check_device, give_usual_mode, load_model, new_model, resolve_checkpoint,
+                         save_model, write_atomically)
 from .config import ConfigError, LayerSpec, ModelConfig
-from .ctrl_c import CtrlC
+from .ctrl_c import CtrlC, quiet_worker
 from .model import DiffusionGemma, KVCache
 from .sampler import (
     FinishClock,
@@ -23,6 +23,7 @@ from .tokenizer import load_tokenizer, word_level_tokenizer
 __all__ = [
     "CheckpointError", "ConfigError", "CtrlC", "DiffusionGemma", "FinishClock", "GenerationOutput", "Guidance",
     "KVCache", "LayerSpec", "ModelConfig", "SamplingConfig", "StepInfo", "arguments", "check_device", "denoise_canvas",
-    "generate", "generate_autoregressive", "guided_config", "load_model", "load_tokenizer", "new_model",
-    "released_config", "resolve_checkpoint", "save_model", "word_level_tokenizer", "write_atomically",
+    "generate", "generate_autoregressive", "give_usual_mode", "guided_config", "load_model", "load_tokenizer",
+    "new_model", "quiet_worker", "released_config", "resolve_checkpoint", "save_model", "word_level_tokenizer",
+    "write_atomically",
 ]

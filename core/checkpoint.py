@@ -273,4 +273,16 @@ def write_atomically(path: Path, write) -> None:
     """`write(tmp)` beside `path`, then rename it over `path`: never a half-written file at `path`."""
     tmp = path.with_name(path.name + ".tmp")
     write(tmp)
+    give_usual_mode(tmp, path)
     os.replace(tmp, path)
+
+
+def give_usual_mode(tmp: Path, path: Path) -> None:
+    """Writers such as mkstemp and safetensors make files 0600: give the replacement the mode `path` has, or a
+    new file's (0666 less the umask), so that a shared folder can read what was written."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    try:
+        tmp.chmod(path.stat().st_mode & 0o777 if path.exists() else 0o666 & ~umask)
+    except OSError:  # a file system without modes: the content matters more
+        pass

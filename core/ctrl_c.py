@@ -18,6 +18,13 @@ SIGNALS = (signal.SIGINT, signal.SIGTERM)
 DEFAULTS = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
 
 
+def quiet_worker() -> None:
+    """Pool initializer: workers leave Ctrl-C to the parent (which stops the pool) and die quietly on the SIGTERM
+    the pool's terminate() sends, instead of each printing a KeyboardInterrupt traceback."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 class CtrlC:
     def __init__(self, notice: str | None = None):
         self.notice = notice  # printed on stderr at the first Ctrl-C, e.g. what the work will still finish

@@ -15,6 +15,7 @@ import os
 import shutil
 import sys
 import time
+import zipfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
@@ -55,6 +56,7 @@ class TrainConfig:
     ar_weight: float = 1.0
     eps: float = 1e-3
     seed: int = 0
+    start: str = "scratch"  # the weights training began from (the CLI's --init): a resumed run must keep them
     checkpoint_every: int = 250
     log_every: int = 25
     device: str = "cpu"
@@ -180,7 +182,7 @@ class ResumeError(ValueError):
 
 # What a resumed run must keep; steps and the time budget may change (to extend a run), and with them warmup.
 RECIPE_FIELDS = ("batch_size", "lr", "min_lr_ratio", "weight_decay", "grad_clip", "self_conditioning_prob",
-                 "ar_weight", "eps", "seed")
+                 "ar_weight", "eps", "seed", "start")
 
 
 MADE_WITH = "made_with:"  # the prefix of a cached training set's record of how it was made
@@ -192,8 +194,12 @@ def cached_training_set(path: Path, build: Callable[[], dict[str, np.ndarray]], 
     the number of examples and the seed). With `check`, a cache made with other values is refused (ValueError):
     reusing it would train on a set other than the one the command and the model card name."""
     if path.is_file():
-        with np.load(path) as stored:
-            arrays = {k: stored[k] for k in stored.files}
+        try:
+            with np.load(path) as stored:
+                arrays = {k: stored[k] for k in stored.files}
+        except (OSError, ValueError, zipfile.BadZipFile, EOFError):  # numpy's own texts suggest unpickling it
+            raise ValueError(f"{path}: not a readable .npz archive of arrays (damaged, cut short, or another "
+                             "format)") from None
         made = {k[len(MADE_WITH):]: int(arrays.pop(k)) for k in list(arrays) if k.startswith(MADE_WITH)}
         differ = [f"{k} {made[k]}, not {made_with[k]}" for k in made if k in made_with and made[k] != made_with[k]]
         if check and differ:
@@ -358,6 +364,9 @@ def train(model: DiffusionGemma, make_batch: Callable[[int, torch.Generator], Ba
     if cfg.compile and not was_compiled:
         model.drop_compiled()
     model.eval()
+    if not metrics and log_path.is_file():  # no step ran (a finished run again): report its last logged metrics
+        logged = log_path.read_text().splitlines()
+        metrics = json.loads(logged[-1]) if logged else {}
     if stop.asked:  # even after the last step: what follows (the CLI's evaluation) may take minutes
         raise TrainingInterrupted(done, ckpt)
     return {"steps": end, "resumed_from": start, "seconds": round(previous_s + time.time() - began, 1), **metrics}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -19,8 +20,8 @@ import torch
 import typer
 from rich.console import Console
 
-from ..core import (CheckpointError, ConfigError, CtrlC, DiffusionGemma, SamplingConfig, StepInfo,
-                    check_device, generate, load_model)
+from ..core import (CheckpointError, ConfigError, CtrlC, DiffusionGemma, SamplingConfig, StepInfo, check_device,
+                    generate, give_usual_mode, load_model)
 from .checkpoints import check_task_model, default_checkpoint
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="markdown",
@@ -574,7 +575,7 @@ def _write_atomically(path: Path, write: Callable[[Path], object], fatal: bool =
     tmp = Path(name)
     try:
         write(tmp)
-        _give_usual_mode(tmp, target)
+        give_usual_mode(tmp, target)
         tmp.replace(target)
         return True
     except (OSError, ValueError, KeyError) as exc:  # PIL: KeyError/ValueError for an unknown suffix
@@ -590,16 +591,6 @@ def _write_failed(path: Path, exc: Exception, fatal: bool) -> bool:
     if fatal:
         raise typer.Exit(2) from None
     return False
-
-
-def _give_usual_mode(tmp: Path, path: Path) -> None:
-    """mkstemp makes files 0600: give the replacement the mode `path` has, or a new file's (0666 less umask)."""
-    umask = os.umask(0o022)
-    os.umask(umask)
-    try:
-        tmp.chmod(path.stat().st_mode & 0o777 if path.exists() else 0o666 & ~umask)
-    except OSError:  # a file system without modes: the content matters more
-        pass
 
 
 MAX_DRAWN = 48  # 12 rows of 4: a grid still readable on one screen
@@ -661,7 +652,7 @@ def train(
     steps: int = typer.Option(3000, min=1, help="Optimizer steps."),
     batch_size: int = typer.Option(64, min=1, help="Examples per step."),
     lr: float = typer.Option(2e-3, min=0.0, help="Peak learning rate (warmup then cosine)."),
-    seed: int = typer.Option(0, **SEED_RANGE, help="Seed for initialisation and data."),
+    seed: int = typer.Option(0, min=0, max=2**32 - 1, help="Seed for initialisation and data."),
     device: str = typer.Option("cpu", help="cpu or cuda."),
     threads: int = typer.Option(2, min=1, help="CPU threads for torch."),
     time_budget: float = typer.Option(None, min=1, help="Stop after this many seconds; the learning-rate schedule "
@@ -669,7 +660,8 @@ def train(
     data: Path = typer.Option(None, help="Sudoku/molecules: training set .npz (made in the run directory if absent)."),
     examples: int = typer.Option(50_000, min=1, help="Sudoku/molecules: size of the generated base set / MOSES "
                                  "subset."),
-    workers: int = typer.Option(2, min=1, help="Sudoku/molecules: processes preparing the training set."),
+    workers: int = typer.Option(2, min=1, help="Sudoku/molecules: processes preparing the training set (Sudoku: "
+                                "each generates its share from its own seed, so the count is part of the data)."),
     init: Path = typer.Option(None, help="Start from this model (its weights and size; fresh optimizer and "
                               "schedule) instead of a seeded initialisation; any model of the task (the same "
                               "vocabulary and canvas)."),
@@ -683,7 +675,8 @@ def train(
     the recipe (batch size, learning rate, seed) must stay the same. The summary JSON goes to stdout, log lines
     to stderr and out/train_log.jsonl. Exit status: 0 trained, 2 bad input."""
     from ..core import new_model, released_config
-    from ..core.training import ResumeError, TrainConfig, TrainingInterrupted, check_resumable, find_checkpoint
+    from ..core.training import (STATE_JSON, ResumeError, TrainConfig, TrainingInterrupted, check_resumable,
+                                 find_checkpoint)
     from ..core.training import deepen as deepen_model
     from ..core.training import train as run_training
     from ..tasks import graph_data, molecules, sorting, sudoku
@@ -701,6 +694,12 @@ def train(
     if deepen > 1 and init is None:
         _error("--deepen grows the model given by --init; name one")
         raise typer.Exit(2)
+    created = not out.exists()
+    try:  # before the training set is built: that can take minutes
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        _error(_naming("--out", out, exc))
+        raise typer.Exit(2) from None
     torch.set_num_threads(threads)
     module = {"sorting": sorting, "sudoku": sudoku, "molecules": molecules, "graphs": graph_data}[task]
     model = new_model(module.model_config(), seed=seed) if init is None else \
@@ -710,24 +709,37 @@ def train(
     cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed, device=device,
                       warmup_steps=min(200, steps // 10), checkpoint_every=max(1, min(500, steps // 4)),
                       bf16=device.startswith("cuda"), time_budget_s=time_budget,
-                      ar_weight=getattr(module, "AR_WEIGHT", 1.0), compile=_OPTIONS["compile"])
+                      ar_weight=getattr(module, "AR_WEIGHT", 1.0), compile=_OPTIONS["compile"],
+                      start="scratch" if init is None else str(init.resolve()) + (f", {deepen}x deeper" if deepen > 1
+                                                                                    else ""))
     previous = find_checkpoint(out / "checkpoint")
     try:
         if previous is not None:  # before the training set is built: that can take minutes
             check_resumable(previous, model, cfg)
     except ResumeError as exc:
-        hint = " (a run begun with --init/--deepen resumes with the same ones)" if "another model" in str(exc) else ""
+        hint = " (a run begun with --init/--deepen resumes with the same ones)" \
+            if "another model" in str(exc) or "(start " in str(exc) else ""
         _error(f"--out {out}: {exc}{hint}")
         raise typer.Exit(2) from None
     try:
         make_batch = module.batches(out, seed, batch_size, device, data=data, examples=examples, workers=workers)
-    except FileNotFoundError as exc:  # e.g. the MOSES data wheel is not installed
-        _error(f"{exc}")
+    except (OSError, ValueError, KeyError, KeyboardInterrupt) as exc:
+        if created:  # nothing half-made is left: the folder this command made, if still empty, goes too
+            with contextlib.suppress(OSError):
+                out.rmdir()
+        if isinstance(exc, KeyboardInterrupt):
+            interrupted("stopped while building the training set; nothing was trained or cached")
+        if isinstance(exc, FileNotFoundError):  # e.g. the MOSES data wheel is not installed
+            _error(f"{exc}")
+        else:  # numpy: not an .npz, missing or malformed arrays
+            _error(f"--data {data}: not a {task} training set ({exc})" if data is not None
+                   else f"--out {out}: cannot build or read the training set there ({exc})")
         raise typer.Exit(2) from None
-    except (OSError, ValueError, KeyError) as exc:  # numpy: not an .npz, pickled data, missing arrays
-        _error(f"--data {data}: not a {task} training set ({exc})" if data is not None
-               else f"--out {out}: cannot build or read the training set there ({exc})")
-        raise typer.Exit(2) from None
+    if previous is not None:
+        state = json.loads((previous / STATE_JSON).read_text())
+        if state["step"] >= steps or (time_budget is not None and state.get("elapsed_s", 0) >= time_budget):
+            print(f"{out}: the run already ended at step {state['step']} (more --steps or a longer --time-budget "
+                  f"goes on); evaluating and writing {out / 'model'} again", file=sys.stderr, flush=True)
     try:
         summary = run_training(model, make_batch, cfg, out, progress=sys.stderr.isatty())
     except TrainingInterrupted as stop:
@@ -745,6 +757,7 @@ def train(
                + f" train {task} --out {out} --steps {steps} --batch-size {batch_size} --lr {lr} --seed {seed}"
                + f" --device {device}" + (f" --time-budget {time_budget:g}" if time_budget else "")
                + (f" --examples {examples}" if task in ("sudoku", "molecules") else "")
+               + (f" --workers {workers}" if task == "sudoku" and data is None else "")
                + (f" --threads {threads}" if device == "cpu" else "")
                + (f" --data {data}" if data else "") + (f" --init {init}" if init else "")
                + (f" --deepen {deepen}" if deepen > 1 else ""))
@@ -770,7 +783,8 @@ def _write_model_card(path: Path, task: str, module, command: str, cfg, summary:
     data_card = getattr(module, "DATA_CARD", "Generated on the fly by the task module (`diffsolve.tasks." + task
                         + "`); each step's batch is drawn from a seeded generator. No external data.")
     hardware = torch.cuda.get_device_name() if cfg.device.startswith("cuda") else \
-        f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+        f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} thread" \
+        + "s" * (torch.get_num_threads() > 1)
     lines = [
         f"# diffsolve {task} model", "",
         f"A {params / 1e6:.2f}M-parameter DiffusionGemma-architecture model (MoE, "

@@ -21,6 +21,8 @@ from rdkit import Chem, RDLogger
 from rdkit.Chem import QED, Crippen, Descriptors, Lipinski, rdMolDescriptors
 from rdkit.Chem.Scaffolds import MurckoScaffold
 
+from ..core.ctrl_c import quiet_worker
+
 RDLogger.DisableLog("rdApp.*")  # invalid candidates are expected; we report problems ourselves
 
 # Atom-level SMILES tokens: bracket atoms, two-letter halogens, then single characters.
@@ -214,7 +216,7 @@ def featurize(smiles: Sequence[str], workers: int = 2) -> dict[str, np.ndarray]:
         except SmilesError:
             return None
 
-    with Pool(workers) as pool:
+    with Pool(workers, initializer=quiet_worker) as pool:
         rows = [r for r in tqdm(pool.imap(_features, smiles, chunksize=2000), total=len(smiles), desc="featurize",
                                 mininterval=5.0) if r is not None]
     encoded = [(r, ids(r[0]), ids(r[4])) for r in rows]

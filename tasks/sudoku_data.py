@@ -15,6 +15,7 @@ from functools import partial
 
 import numpy as np
 
+from ..core.ctrl_c import quiet_worker
 from .text import BAD_BYTE, UNDECODABLE
 
 ALL = 0x1FF
@@ -252,7 +253,7 @@ def generate_examples_parallel(n: int, seed: int, workers: int, **kwargs) -> lis
     if workers == 1:
         parts = [generate_examples(*jobs[0], **kwargs)]
     else:
-        with multiprocessing.Pool(workers) as pool:
+        with multiprocessing.Pool(workers, initializer=quiet_worker) as pool:
             parts = pool.starmap(partial(generate_examples, **kwargs), jobs)
     return [example for part in parts for example in part]
 
