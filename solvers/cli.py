@@ -740,6 +740,9 @@ def train(
         if state["step"] >= steps or (time_budget is not None and state.get("elapsed_s", 0) >= time_budget):
             print(f"{out}: the run already ended at step {state['step']} (more --steps or a longer --time-budget "
                   f"goes on); evaluating and writing {out / 'model'} again", file=sys.stderr, flush=True)
+        else:
+            print(f"{out}: resuming from the checkpoint at step {state['step']} of {steps}", file=sys.stderr,
+                  flush=True)
     try:
         summary = run_training(model, make_batch, cfg, out, progress=sys.stderr.isatty())
     except TrainingInterrupted as stop:

@@ -79,6 +79,7 @@ def test_resuming_a_run_with_another_recipe_or_model_is_refused(tmp_path):
     assert other_model.exit_code == 2 and "holds another model" in other_model.stderr
     longer = run("train", "sorting", "--out", out, "--steps", 3, "--batch-size", 4, "--threads", threads)
     assert longer.exit_code == 0 and json.loads(longer.stdout)["resumed_from"] == 2
+    assert "resuming from the checkpoint at step 2 of 3" in longer.stderr
     card = (out / "model" / "README.md").read_text()
     again = run("train", "sorting", "--out", out, "--steps", 3, "--batch-size", 4, "--threads", threads)
     assert again.exit_code == 0 and "the run already ended at step 3" in again.stderr
