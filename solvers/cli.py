@@ -765,6 +765,10 @@ def train(
                + (f" --data {data}" if data else "") + (f" --init {init}" if init else "")
                + (f" --deepen {deepen}" if deepen > 1 else ""))
     _write_model_card(final, task, module, command, cfg, summary, metrics, model, init, deepen)
+    if task == "molecules":  # the acceptance is fitted to a model's own molecules: a new model has none yet
+        print(f"note: {final} has no acceptance.safetensors, so free generation from it runs without the "
+              "training-likeness acceptance; to fit one (about 17 minutes on 2 cores): python -c \"from "
+              f"diffsolve.solvers.molecules import fit_acceptance; fit_acceptance('{final}')\"", file=sys.stderr)
     console.print_json(json.dumps({**summary, **metrics}))
 
 
