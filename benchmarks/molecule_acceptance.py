@@ -97,26 +97,22 @@ def keep_probabilities(fit: list[Chem.Mol], held: list[Chem.Mol], training: list
     shipped = Path(checkpoint) / FILE
     if shipped.is_file():
         acceptance = Acceptance.load(shipped)
-        variants[f"shipped (q {acceptance_quantile(shipped)})"] = keep(acceptance, held)
+        variants[f"shipped (q {acceptance_quantile(shipped)})"] = acceptance.keep_probability(held).numpy()
     for q in quantiles:
         print(f"logistic, q {q}", file=sys.stderr, flush=True)
-        variants[f"logistic q {q}"] = keep(Acceptance.fit(fit, training[:half], q), held)
+        variants[f"logistic q {q}"] = Acceptance.fit(fit, training[:half], q).keep_probability(held).numpy()
     first = Acceptance.fit(fit, training[:half], 0.8)
     kept = [m for m, k in zip(fit, first.accept(fit, torch.Generator().manual_seed(seed))) if k]
     for q in (0.5, 0.8):
         print(f"two logistic stages, q 0.8 then {q}", file=sys.stderr, flush=True)
         second = Acceptance.fit(kept, training[half:], q)
-        variants[f"logistic q 0.8, then q {q}"] = keep(first, held) * keep(second, held)
+        variants[f"logistic q 0.8, then q {q}"] = (first.keep_probability(held) * second.keep_probability(held)).numpy()
     print("MLP", file=sys.stderr, flush=True)
     ratio = fit_mlp(features(fit), features(training[:half]), seed=seed)
     ratio_fit, ratio_held = ratio(features(fit)), ratio(features(held))
     for q in quantiles[:2]:
         variants[f"MLP 2x128 q {q}"] = (ratio_held / torch.quantile(ratio_fit, q)).clamp(max=1).numpy()
     return variants
-
-
-def keep(acceptance: Acceptance, mols: list[Chem.Mol]) -> np.ndarray:
-    return (acceptance.ratio(mols) / acceptance.cap).clamp(max=1.0).numpy()
 
 
 def acceptance_quantile(path: Path) -> str:

@@ -56,7 +56,7 @@ class TrainConfig:
     ar_weight: float = 1.0
     eps: float = 1e-3
     seed: int = 0
-    start: str = "scratch"  # the weights training began from (the CLI's --init): a resumed run must keep them
+    init: str | None = None  # the weights training began from (the CLI's --init): a resumed run must keep them
     checkpoint_every: int = 250
     log_every: int = 25
     device: str = "cpu"
@@ -182,7 +182,7 @@ class ResumeError(ValueError):
 
 # What a resumed run must keep; steps and the time budget may change (to extend a run), and with them warmup.
 RECIPE_FIELDS = ("batch_size", "lr", "min_lr_ratio", "weight_decay", "grad_clip", "self_conditioning_prob",
-                 "ar_weight", "eps", "seed", "start")
+                 "ar_weight", "eps", "seed", "init")
 
 
 MADE_WITH = "made_with:"  # the prefix of a cached training set's record of how it was made

@@ -710,15 +710,13 @@ def train(
                       warmup_steps=min(200, steps // 10), checkpoint_every=max(1, min(500, steps // 4)),
                       bf16=device.startswith("cuda"), time_budget_s=time_budget,
                       ar_weight=getattr(module, "AR_WEIGHT", 1.0), compile=_OPTIONS["compile"],
-                      start="scratch" if init is None else str(init.resolve()) + (f", {deepen}x deeper" if deepen > 1
-                                                                                    else ""))
+                      init=None if init is None else str(init.resolve()) + f", {deepen}x deeper" * (deepen > 1))
     previous = find_checkpoint(out / "checkpoint")
     try:
         if previous is not None:  # before the training set is built: that can take minutes
             check_resumable(previous, model, cfg)
     except ResumeError as exc:
-        hint = " (a run begun with --init/--deepen resumes with the same ones)" \
-            if "another model" in str(exc) or "(start " in str(exc) else ""
+        hint = " (a run begun with --init/--deepen resumes with the same ones)" if "another model" in str(exc) else ""
         _error(f"--out {out}: {exc}{hint}")
         raise typer.Exit(2) from None
     try:
@@ -736,17 +734,15 @@ def train(
                    else f"--out {out}: cannot build or read the training set there ({exc})")
         raise typer.Exit(2) from None
     if previous is not None:
-        state = json.loads((previous / STATE_JSON).read_text())
-        if state["step"] >= steps or (time_budget is not None and state.get("elapsed_s", 0) >= time_budget):
-            print(f"{out}: the run already ended at step {state['step']} (more --steps or a longer --time-budget "
-                  f"goes on); evaluating and writing {out / 'model'} again", file=sys.stderr, flush=True)
-        else:
-            print(f"{out}: resuming from the checkpoint at step {state['step']} of {steps}", file=sys.stderr,
-                  flush=True)
+        step = json.loads((previous / STATE_JSON).read_text())["step"]
+        print(f"{out}: resuming from the checkpoint at step {step} of {steps}", file=sys.stderr, flush=True)
     try:
         summary = run_training(model, make_batch, cfg, out, progress=sys.stderr.isatty())
     except TrainingInterrupted as stop:
         interrupted(f"{stop}; the same command resumes the run")
+    if previous is not None and summary["steps"] <= summary["resumed_from"]:  # no step ran
+        print(f"{out}: the run already ended at step {summary['resumed_from']} (more --steps or a longer "
+              f"--time-budget goes on); evaluating and writing {out / 'model'} again", file=sys.stderr, flush=True)
     print(f"{summary['steps']} steps done; evaluating the model on inputs training never used (for its model card)",
           file=sys.stderr, flush=True)
     try:

@@ -255,7 +255,7 @@ def fit_acceptance(checkpoint: str | Path, molecules: int = 5000, training: int 
     reference = [Chem.MolFromSmiles(train[i])
                  for i in np.random.default_rng(seed).choice(len(train), training, replace=False)]
     acceptance = Acceptance.fit(designed, reference, quantile)
-    kept = float((acceptance.ratio(designed) / acceptance.cap).clamp(max=1.0).mean())
+    kept = float(acceptance.keep_probability(designed).mean())
     path = Path(checkpoint) / ACCEPTANCE_FILE
     acceptance.save(path, {
         "command": f"python -c \"from diffsolve.solvers.molecules import fit_acceptance; fit_acceptance("

@@ -71,10 +71,14 @@ class Acceptance:
             return torch.zeros(0, dtype=torch.float64)
         return torch.exp(-(self._design(features(mols)) @ self.weight + self.bias))
 
+    def keep_probability(self, mols: Sequence[Chem.Mol]) -> Tensor:
+        """min(1, ratio / cap) for each molecule."""
+        return (self.ratio(mols) / self.cap).clamp(max=1.0)
+
     def accept(self, mols: Sequence[Chem.Mol], generator: torch.Generator) -> Tensor:
-        """Which molecules to keep: each with probability min(1, ratio / cap)."""
+        """Which molecules to keep: each with its keep probability."""
         draw = torch.rand(len(mols), generator=generator, dtype=torch.float64)
-        return draw < (self.ratio(mols) / self.cap).clamp(max=1.0)
+        return draw < self.keep_probability(mols)
 
     @classmethod
     def fit(cls, designer_mols: Sequence[Chem.Mol], training_mols: Sequence[Chem.Mol], quantile: float,

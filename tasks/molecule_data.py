@@ -21,7 +21,7 @@ from rdkit import Chem, RDLogger
 from rdkit.Chem import QED, Crippen, Descriptors, Lipinski, rdMolDescriptors
 from rdkit.Chem.Scaffolds import MurckoScaffold
 
-from ..core.ctrl_c import quiet_worker
+from ..core import quiet_worker
 
 RDLogger.DisableLog("rdApp.*")  # invalid candidates are expected; we report problems ourselves
 

@@ -15,7 +15,7 @@ from functools import partial
 
 import numpy as np
 
-from ..core.ctrl_c import quiet_worker
+from ..core import quiet_worker
 from .text import BAD_BYTE, UNDECODABLE
 
 ALL = 0x1FF

@@ -94,7 +94,7 @@ def test_resuming_a_run_with_another_recipe_or_model_is_refused(tmp_path):
     assert run("train", "sorting", "--out", begun, "--steps", 2, "--batch-size", 4, "--threads", threads,
                *init).exit_code == 0
     without = run("train", "sorting", "--out", begun, "--steps", 3, "--batch-size", 4, "--threads", threads)
-    assert without.exit_code == 2 and f"start {default_checkpoint('sorting').resolve()} -> scratch" in without.stderr
+    assert without.exit_code == 2 and f"init {default_checkpoint('sorting').resolve()} -> None" in without.stderr
 
 
 def test_train_names_unusable_run_directories_and_data(tmp_path):
