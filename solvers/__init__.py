@@ -1,7 +1,9 @@
 """Public solvers and the `solve` command line.
 
-Every error a caller can fix is a ValueError (`GraphError`, `CountdownError`, `RequestError`) or a TypeError
-that names the argument; an unusable checkpoint raises `CheckpointError`."""
+Every error a caller can fix names the argument: in a graph, Countdown or molecule call it is the task's
+ValueError (`GraphError`, `CountdownError`, `RequestError`), in a constructor a TypeError or ValueError;
+`SudokuSolver` reports an unreadable puzzle in its result and a puzzle of the wrong type as a TypeError; an
+unusable checkpoint raises `CheckpointError`."""
 
 from ..core import CheckpointError
 from ..tasks.countdown import CountdownError

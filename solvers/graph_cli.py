@@ -11,6 +11,7 @@ from typing import NoReturn
 import typer
 
 from ..core import CtrlC
+from ..tasks.text import bad_byte, plural
 from .cli import (SEED_RANGE, InOrder, _check_image, _check_search, _error, _load, _write_atomically, app,
                   input_name, interrupted, progress_bar, read_input)
 
@@ -81,8 +82,9 @@ def _emit(result, format: str, text: str) -> None:
         print(text, flush=True)
 
 
-def _draw(graph, path: Path, coloring: dict | None = None, route: list | None = None, cycle: bool = False) -> None:
-    """The graph with its colouring, or with the route drawn bold, as a PNG (written whole, then renamed)."""
+def _draw(graph, path: Path, coloring: dict | None = None, route: list | None = None, cycle: bool = False) -> bool:
+    """The graph with its colouring, or with the route drawn bold (written whole, then renamed); whether it was
+    written (a failure is said on stderr)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -105,7 +107,7 @@ def _draw(graph, path: Path, coloring: dict | None = None, route: list | None = 
     nx.draw_networkx_labels(graph, layout, ax=ax, font_size=7)
     ax.set_axis_off()
     try:
-        _write_atomically(path, lambda tmp: fig.savefig(tmp, dpi=120, bbox_inches="tight"))
+        return _write_atomically(path, lambda tmp: fig.savefig(tmp, dpi=120, bbox_inches="tight"), fatal=False)
     finally:
         plt.close(fig)
 
@@ -154,14 +156,16 @@ def _search(file: Path, label: str, max_steps: int, run: Callable, tabu: bool = 
         interrupted("no answer printed")
 
 
-def _finish(result, format: str, text: str, image: Path | None, draw: Callable[[Path], None]) -> NoReturn:
-    """Print the answer, `draw(image)` when it is verified and an image was asked for, exit 0 verified / 1 not."""
+def _finish(result, format: str, text: str, image: Path | None, draw: Callable[[Path], bool]) -> NoReturn:
+    """Print the answer, `draw(image)` when it is verified and an image was asked for; exit 0 when it is verified
+    (and drawn if asked), 1 when not (or the picture could not be written: the answer is printed all the same)."""
     _emit(result, format, text)
+    drawn = True
     if image is not None and result.verified:
-        draw(image)
+        drawn = draw(image)
     elif image is not None:
         print(f"no verified answer to draw: {image} not written", file=sys.stderr)
-    raise typer.Exit(0 if result.verified else 1)
+    raise typer.Exit(0 if result.verified and drawn else 1)
 
 
 @app.command()
@@ -172,7 +176,8 @@ def coloring(
                                                    "counting down from networkx's DSATUR count (smallest-last "
                                                    "above 2,000 nodes)."),
     format: str = typer.Option("text", "--format", "-f", help="text, or json (one object: coloring, num_colors, "
-                                                              "verified, attempts)."),
+                                                              "verified, reason, optimal, attempts, forward_passes, "
+                                                              "seconds, ...)."),
     image: Path = typer.Option(None, help="Also draw the coloured graph" + IMAGE_HELP),
     canvases: int = CANVASES,
     max_steps: int = typer.Option(256, min=1, help="Denoising passes per attempt before it counts as failed."),
@@ -195,7 +200,7 @@ def coloring(
     must fit the 128-node canvas.
 
     Colours are numbered from 0; DIMACS nodes keep their 1-based numbers. Exit status: 0 verified colouring,
-    1 none found, 2 bad input."""
+    1 none found (or --image could not be written), 2 bad input."""
     _check_format(format)
     _check_search(model_only, backtrack, tabu)
     _check_image(image, "graphs")
@@ -211,7 +216,7 @@ def coloring(
                          else f" ({a['core_nodes']} nodes sampled)" if a.get("core_nodes", n) < n else "")
                       for a in result.attempts)
     if result.verified:
-        lines = [f"verified {result.num_colors}-colouring of {n} nodes"
+        lines = [f"verified {result.num_colors}-colouring of {plural(n, 'node')}"
                  f"{', proved optimal' if result.optimal else ''} ({result.greedy_strategy} {result.greedy_colors}, "
                  f"clique bound {result.clique_bound}; {tried}; {result.seconds:.1f} s)"]
         lines += [f"{node} {color}" for node, color in result.coloring.items()]
@@ -227,7 +232,8 @@ def hamiltonian(
     cycle: bool = typer.Option(False, "--cycle", help="Find a Hamiltonian cycle instead of a path."),
     start: str = typer.Option(None, help="Node the path must start at (default: any)."),
     end: str = typer.Option(None, help="Node the path must end at (paths only; default: any)."),
-    format: str = typer.Option("text", "--format", "-f", help="text, or json (path, verified, reason)."),
+    format: str = typer.Option("text", "--format", "-f", help="text, or json (one object: path, verified, reason, "
+                                                              "length, forward_passes, seconds)."),
     image: Path = typer.Option(None, help="Also draw the graph with the path" + IMAGE_HELP),
     canvases: int = CANVASES,
     max_steps: int = typer.Option(128, min=1, help="Denoising passes before giving up."),
@@ -238,7 +244,7 @@ def hamiltonian(
 ) -> None:
     """Visit every node exactly once along the graph's edges.
 
-    Exit status: 0 verified, 1 none found, 2 bad input."""
+    Exit status: 0 verified, 1 none found (or --image could not be written), 2 bad input."""
     _check_format(format)
     if cycle and end is not None:
         _error("--end applies to paths; a cycle ends where it starts")
@@ -269,9 +275,10 @@ def path(
     target: str = typer.Option(..., help="Goal node."),
     shortest: bool = typer.Option(False, "--shortest", help="Only accept a shortest path (by weight when the "
                                                             "edge list has weights, else by hops)."),
-    format: str = typer.Option("text", "--format", "-f", help="text, or json (path, length, verified, reason; "
-                                                              "length counts edges, or sums weights with "
-                                                              "--shortest on a weighted graph)."),
+    format: str = typer.Option("text", "--format", "-f", help="text, or json (one object: path, verified, reason, "
+                                                              "length, forward_passes, seconds; length counts edges, "
+                                                              "or sums weights with --shortest on a weighted "
+                                                              "graph)."),
     image: Path = typer.Option(None, help="Also draw the graph with the path" + IMAGE_HELP),
     canvases: int = CANVASES,
     max_steps: int = typer.Option(64, min=1, help="Denoising passes before giving up."),
@@ -282,7 +289,7 @@ def path(
 ) -> None:
     """Find a path from SOURCE to TARGET (shortest ones are checked against networkx).
 
-    Exit status: 0 verified, 1 none found, 2 bad input."""
+    Exit status: 0 verified, 1 none found (or --image could not be written), 2 bad input."""
     _check_format(format)
     _check_image(image, "graphs")
     graph = _graph(file, "path", weights_used=shortest)
@@ -323,7 +330,8 @@ def countdown(
     """Reach the target from the numbers with + - * /, each number once, every step a whole number >= 0
     (checked by sympy).
 
-    Without --target, inline numbers are read in the public format: the last one is the target.
+    2 to 6 numbers, each and the target a whole number from 1 to 999 (the model's prompt). Without --target,
+    inline numbers are read in the public format: the last one is the target.
     Exit status: 0 all verified, 1 some not, 2 bad input."""
     from ..tasks.countdown import CountdownError, parse_instance
 
@@ -400,6 +408,10 @@ def _countdown_instances(instance: str, target, error_type, parse) -> list[tuple
     entries: list[tuple[int | None, tuple | str]] = []
     for number, line in enumerate(lines, 1):
         if not line.strip():
+            continue
+        if (problem := bad_byte(line)) is not None:
+            _error(f"{name}:{number}: {problem}")
+            entries.append((number, problem))
             continue
         try:
             record = json.loads(line)

@@ -22,7 +22,17 @@ from ..tasks.graph_data import (CANVAS, COLOR0, MAX_NODES, MAX_PATH_EDGES, MAX_P
 from ..tasks.graphs import (GraphError, RouteSpec, check_graph, coloring_constraints, decode_route, extend_coloring,
                             first_proper_coloring, is_proper_coloring, peel_low_degree, relabel, route_guidance,
                             tabu_coloring)
+from ..tasks.text import plural
 from .checkpoints import check_task_model, default_checkpoint
+
+
+def _checked(error: type[ValueError], check: Callable, *args):
+    """`check(*args)` (an `arguments` check) with its TypeError or ValueError raised as `error`: in a call, every
+    bad argument is the task's error."""
+    try:
+        return check(*args)
+    except (TypeError, ValueError) as exc:
+        raise error(str(exc)) from None
 
 
 def path_search_graph(graph: nx.Graph, source: Hashable, target: Hashable, *, shortest: bool = False,
@@ -40,6 +50,11 @@ def path_search_graph(graph: nx.Graph, source: Hashable, target: Hashable, *, sh
             if not isinstance(data[weight], Real) or not 0 <= data[weight] < math.inf:
                 raise GraphError(f"edge {u!r}-{v!r}: {weight} {data[weight]!r} is not a finite non-negative "
                                  "number (shortest paths need finite non-negative weights)")
+    for name, node in (("source", source), ("target", target)):
+        if not isinstance(node, Hashable) or node not in graph:
+            raise GraphError(f"{name} node {node!r} is not in the graph")
+    if source == target or not nx.has_path(graph, source, target):
+        return graph  # answered without the model (`paths`), whatever the graph's size
     search = shortest_path_edges(graph, source, target, weight) if shortest or weight is not None else graph
     try:
         _route_input(search, MAX_PATH_EDGES, "path-finding", source=source, target=target)
@@ -279,16 +294,17 @@ class GraphSolver(_DiffusionSolver):
             k = None if k is None else arguments.whole(k, "k", 1)
             max_steps = None if max_steps is None else arguments.whole(max_steps, "max_steps", 1)
             tabu_moves = None if tabu_moves is None else arguments.whole(tabu_moves, "tabu_moves", 1)
+            backtrack, tabu = arguments.flag(backtrack, "backtrack"), arguments.flag(tabu, "tabu")
             if backtrack and tabu:
                 raise ValueError("backtrack and tabu exclude each other: choose one search")
             if tabu and not self.guided:
                 raise ValueError("tabu needs the full system (guided=True): model only samples alone")
             if tabu_moves is not None and not tabu:
                 raise ValueError("tabu_moves is the tabu search's budget: it needs tabu=True")
+            arguments.callback(callback, "callback")
+            arguments.callback(tabu_callback, "tabu_callback")
         except (TypeError, ValueError) as exc:
             raise GraphError(str(exc)) from None
-        arguments.callback(callback, "callback")
-        arguments.callback(tabu_callback, "tabu_callback")
         clique = _large_clique(graph)
         strategy = "DSATUR" if graph.number_of_nodes() <= DSATUR_NODES else "smallest_last"
         greedy = len(set(nx.greedy_color(graph, strategy=strategy).values()))
@@ -298,7 +314,8 @@ class GraphSolver(_DiffusionSolver):
         while True:
             if colors < bound:
                 if not result.verified:
-                    result.reason = f"the graph has a clique of {bound} nodes, so {colors} colours cannot work"
+                    result.reason = (f"the graph has a clique of {bound} nodes, so {plural(colors, 'colour')} "
+                                     "cannot work")
                 break
             if colors == 2 and not nx.is_bipartite(graph):
                 result.optimal = result.verified  # 3 colours were verified and 2 cannot work
@@ -380,9 +397,8 @@ class GraphSolver(_DiffusionSolver):
                           end: Hashable | None = None, batch: int = 32, callback=None) -> list[RouteResult]:
         """Many graphs at once (batches of `batch` instances, each with its parallel canvases)."""
         if isinstance(graphs, nx.Graph):
-            raise TypeError("hamiltonian_paths takes a list of graphs; for one graph use hamiltonian_path(graph)")
-        if cycle not in (True, False):  # numpy's bools too; not 'no', which is truthy
-            raise TypeError(f"cycle must be True or False, got {cycle!r}")
+            raise GraphError("hamiltonian_paths takes a list of graphs; for one graph use hamiltonian_path(graph)")
+        cycle = _checked(GraphError, arguments.flag, cycle, "cycle")
         if cycle and end is not None:
             raise GraphError("end applies to paths; a cycle ends where it starts (give start only)")
         kind = "hamcycle" if cycle else "hampath"
@@ -406,6 +422,11 @@ class GraphSolver(_DiffusionSolver):
                 first, last, impossible = _leaf_ends(graph, start, end)
                 if impossible:
                     trivial = RouteResult(None, False, impossible)
+            if trivial is None and len(labels) <= EXHAUSTIVE_NODES and \
+                    not hamiltonian_route_exists(graph, cycle, start, end):
+                trivial = RouteResult(None, False, f"no Hamiltonian {what} exists"
+                                      + "".join(f" {name} {node!r}" for name, node in (("from", start), ("to", end))
+                                                if node is not None) + " (exhaustive check)")
             spec = RouteSpec(len(labels), edges, kind, index.get(first), index.get(last))
             problems.append((spec, labels, trivial,
                              lambda path, g=graph: _is_hamiltonian(g, path, cycle, start, end)))
@@ -416,10 +437,11 @@ class GraphSolver(_DiffusionSolver):
         """A simple path source -> target. `shortest=True` (implied by `weight`) verifies it against networkx's
         shortest-path length (hops, or the sum of `weight`), sampling up to `rounds` rounds of canvases."""
         began = time.perf_counter()
-        rounds = arguments.whole(rounds, "rounds", 1)
-        search = path_search_graph(graph, source, target, shortest=shortest, weight=weight)
+        rounds = _checked(GraphError, arguments.whole, rounds, "rounds", 1)
+        shortest = _checked(GraphError, arguments.flag, shortest, "shortest")
         if not (shortest or weight is not None):
             return self.paths([(graph, source, target)], callback=callback)[0]
+        search = path_search_graph(graph, source, target, shortest=shortest, weight=weight)
         best, passes, best_length = None, 0, None
         for r in range(rounds):
             found = self.paths([(search, source, target)], callback=callback, salt=r, all_canvases=True)[0]
@@ -443,16 +465,23 @@ class GraphSolver(_DiffusionSolver):
         problems = []
         for i, query in enumerate(queries):
             if not isinstance(query, (tuple, list)) or len(query) != 3:
-                raise TypeError(f"query {i}: expected (graph, source, target), got {query!r}")
+                raise GraphError(f"query {i}: expected (graph, source, target), got {query!r}")
             graph, source, target = query
             if source is None or target is None:
                 raise GraphError("path finding needs a source and a target node")
+            check_graph(graph, None, "path-finding")
+            for name, node in (("source", source), ("target", target)):
+                if not isinstance(node, Hashable) or node not in graph:
+                    raise GraphError(f"{name} node {node!r} is not in the graph")
+            if source == target:  # answered without the model, whatever the graph's size
+                problems.append((None, None, RouteResult([source], True, None, 0), None))
+                continue
+            if not nx.has_path(graph, source, target):
+                problems.append((None, None, RouteResult(None, False, f"no path exists from {source!r} to "
+                                                                      f"{target!r}"), None))
+                continue
             labels, edges, index = _route_input(graph, MAX_PATH_EDGES, "path-finding", source=source, target=target)
             trivial = None
-            if source == target:
-                trivial = RouteResult([source], True, None, 0)
-            elif not nx.has_path(graph, source, target):
-                trivial = RouteResult(None, False, f"no path exists from {source!r} to {target!r}")
             arcs = graph.graph.get(SHORTEST_ARCS)
             spec = RouteSpec(len(labels), edges, "path", index[source], index[target],
                              None if arcs is None else [(index[u], index[v]) for u, v in arcs])
@@ -462,8 +491,8 @@ class GraphSolver(_DiffusionSolver):
     def _routes(self, problems, batch: int, callback, what: str, salt: int = 0,
                 all_canvases: bool = False) -> list[RouteResult]:
         """Solve (spec, labels, trivial result or None, verifier) problems in batches; first verified wins."""
-        batch = arguments.whole(batch, "batch", 1)
-        arguments.callback(callback, "callback")
+        batch = _checked(GraphError, arguments.whole, batch, "batch", 1)
+        _checked(GraphError, arguments.callback, callback, "callback")
         results: list[RouteResult | None] = [p[2] for p in problems]
         todo = [i for i, p in enumerate(problems) if p[2] is None]
         for begin in range(0, len(todo), batch):
@@ -520,9 +549,9 @@ class CountdownSolver(_DiffusionSolver):
         """Instances in batches of `batch` (each with its parallel canvases); `on_result(index, result)` fires as
         soon as an instance's canvases have stopped (instances that need no sampling first)."""
         instances = list(instances)
-        batch = arguments.whole(batch, "batch", 1)
-        arguments.callback(callback, "callback")
-        arguments.callback(on_result, "on_result")
+        batch = _checked(countdown.CountdownError, arguments.whole, batch, "batch", 1)
+        _checked(countdown.CountdownError, arguments.callback, callback, "callback")
+        _checked(countdown.CountdownError, arguments.callback, on_result, "on_result")
         results: list[CountdownResult | None] = [None] * len(instances)
         todo = []
         for i, instance in enumerate(instances):
@@ -566,6 +595,42 @@ class CountdownSolver(_DiffusionSolver):
         guidance = countdown.CountdownGuidance(chunk, self.model.device, seed=self.seed)
         self._run([countdown_prompt(n, t) for n, t in chunk], guidance, CANVAS["countdown"], callback=callback,
                   on_instance=result)
+
+
+# Up to this many nodes an exhaustive check (2^n n^2 steps, a few milliseconds) answers an impossible Hamiltonian
+# instance without sampling, as Countdown's does; it only refutes, the model still finds every route.
+EXHAUSTIVE_NODES = 10
+
+
+def hamiltonian_route_exists(graph: nx.Graph, cycle: bool, start=None, end=None) -> bool:
+    """Whether a Hamiltonian path (from `start`, to `end`, when given) or cycle exists: dynamic programming over
+    the sets of visited nodes (Bellman, Held and Karp), for small graphs."""
+    nodes = list(graph.nodes)
+    index = {node: i for i, node in enumerate(nodes)}
+    n, full = len(nodes), (1 << len(nodes)) - 1
+    if n == 1:
+        return True
+    neighbours = [sum(1 << index[u] for u in graph[v]) for v in nodes]
+    if cycle:  # a cycle passes every node: begin at the first one, end next to it
+        start, end = nodes[0], None
+        ends = neighbours[0] if n >= 3 else 0
+    else:
+        ends = full if end is None else 1 << index[end]
+    starts = [index[start]] if start is not None else range(n)
+    reach = [0] * (full + 1)  # per set of visited nodes, the nodes a path through exactly them can end at
+    for i in starts:
+        reach[1 << i] |= 1 << i
+    for visited in range(1, full + 1):
+        last = reach[visited]
+        while last:
+            bit = last & -last
+            last ^= bit
+            free = neighbours[bit.bit_length() - 1] & ~visited
+            while free:
+                step = free & -free
+                free ^= step
+                reach[visited | step] |= step
+    return bool(reach[full] & ends)
 
 
 def _leaf_ends(graph: nx.Graph, start, end) -> tuple:

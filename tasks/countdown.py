@@ -39,8 +39,9 @@ def whole_numbers(numbers, target) -> tuple[list[int], int]:
     if isinstance(numbers, (str, bytes)):
         raise CountdownError(f"numbers must be a sequence of whole numbers, got the text {numbers!r} "
                              "(parse_instance reads text)")
-    if not hasattr(numbers, "__iter__"):
-        raise CountdownError(f"numbers must be a sequence of whole numbers, got {numbers!r}")
+    if not hasattr(numbers, "__iter__") or isinstance(numbers, (set, frozenset, dict)):  # a set drops repeats
+        raise CountdownError(f"numbers must be a sequence of whole numbers (a list or tuple; each used once), got "
+                             f"{numbers!r}")
     values = list(numbers)
     for value in [*values, target]:
         whole = isinstance(value, Integral) or (isinstance(value, float) and value.is_integer())

@@ -24,7 +24,7 @@ from ..constraints import CompiledConstraints, ConstraintModel, tabu_tenure
 from ..core import Guidance
 from .graph_data import (COLOR0, EOS, MAX_COLORS, MAX_NODES, MAX_ROUTE_NODES, NODE0, PAD, VOCAB,
                          hamiltonian_prompt, path_prompt)
-from .text import bad_byte, read_text
+from .text import bad_byte, plural, read_text
 
 
 class GraphError(ValueError):
@@ -63,14 +63,17 @@ def _read_dimacs(path: Path, lines: list[str]) -> nx.Graph:
             continue
         where = f"{path}:{number}"
         if fields[0] == "p":
-            if declared is not None or len(fields) != 4 or not fields[2].isdigit() or not fields[3].isdigit():
+            if declared is not None or len(fields) != 4 or not COUNT.fullmatch(fields[2] + " " + fields[3]):
                 raise GraphError(f"{where}: expected one 'p edge NODES EDGES' line, got {line.strip()!r}")
             declared, declared_edges, p_line = int(fields[2]), int(fields[3]), number
+            if declared > MAX_FILE_NODES:
+                raise GraphError(f"{where}: declares {declared:,} nodes; diffsolve reads graphs of at most "
+                                 f"{MAX_FILE_NODES:,}")
             graph.add_nodes_from(range(1, declared + 1))
         elif fields[0] == "e":
             if declared is None:
                 raise GraphError(f"{where}: edge before the 'p edge' line")
-            if len(fields) != 3 or not fields[1].isdigit() or not fields[2].isdigit():
+            if len(fields) != 3 or not COUNT.fullmatch(fields[1] + " " + fields[2]):
                 raise GraphError(f"{where}: expected 'e U V', got {line.strip()!r}")
             u, v = int(fields[1]), int(fields[2])
             for node in (u, v):
@@ -85,14 +88,20 @@ def _read_dimacs(path: Path, lines: list[str]) -> nx.Graph:
     if declared is None:
         raise GraphError(f"{path}: no 'p edge NODES EDGES' line (a DIMACS file needs one before its edges)")
     if edge_lines != declared_edges:
-        raise GraphError(f"{path}:{p_line}: declares {declared_edges} edges but the file has {edge_lines} 'e' "
-                         f"lines{' (truncated?)' if edge_lines < declared_edges else ''}")
+        e_lines = plural(edge_lines, "'e' line")
+        raise GraphError(f"{path}:{p_line}: declares {plural(declared_edges, 'edge')} but the file has {e_lines}"
+                         f"{' (truncated?)' if edge_lines < declared_edges else ''}")
     return graph
 
 
+COUNT = re.compile(r"[0-9]+ [0-9]+")  # a DIMACS line's two numbers (ASCII digits: int() refuses '²')
+MAX_FILE_NODES = 1_000_000  # a typo in a 'p' line must not fill the memory
 INTEGER = re.compile(r"0|-?[1-9][0-9]*")  # labels that become integers ('01' stays text)
-# What other edge notations leave in a field: an arrow, a ';' or '|' separator, GML/JSON brackets, or '1-2'.
-NOT_A_LABEL = re.compile(r"[;|<>=\[\](){}]|^\W*$|^[0-9]+-[0-9]+$")
+# What other edge notations leave in a field: an arrow, a ';' or '|' separator, GML/JSON brackets, '1-2', or a
+# control character (a NUL would print as a space).
+NOT_A_LABEL = re.compile(r"[;|<>=\[\](){}\x00-\x1f\x7f]|^\W*$|^[0-9]+-[0-9]+$")
+# Alone on a line, a label joining two words with dashes or colons is an edge in another notation ('a-b', '1:2').
+JOINED = re.compile(r"\w(?:-+|:+|\u2013|\u2014)\w")
 EDGE_FORMS = "an edge is 'U V' or 'U,V', a weighted one 'U V WEIGHT', a node alone 'U'"
 
 
@@ -100,10 +109,12 @@ def _read_edge_list(path: Path, lines: list[str]) -> nx.Graph:
     graph = nx.Graph()
     first_line: dict[frozenset, int] = {}  # where each edge was first given
     weighted, plain = [], []  # line numbers of edges with and without a weight: a file has one kind
+    first = None  # the first line that gives something, and its nodes
     for number, line in enumerate(lines, 1):
-        nodes, weight = _edge_line(f"{path}:{number}", line)
+        nodes, weight = _edge_line(f"{path}:{number}", line, first=first is None)
         if not nodes:
             continue
+        first = first or (number, nodes)
         if len(nodes) == 1:
             graph.add_node(nodes[0])
             continue
@@ -119,6 +130,13 @@ def _read_edge_list(path: Path, lines: list[str]) -> nx.Graph:
         kind = "without" if later == plain[0] else "with"
         raise GraphError(f"{path}:{later}: an edge {kind} a weight, unlike the edge on line {first} (give every "
                          "edge a weight, or none)")
+    number, nodes = first or (0, [])
+    others = [node for node in graph.nodes if node not in nodes]
+    alone = all(set(graph[node]) <= set(nodes) for node in nodes)  # the line's labels appear nowhere else
+    if len(nodes) == 2 and alone and all(isinstance(node, str) for node in nodes) and others and \
+            all(isinstance(node, int) for node in others):
+        raise GraphError(f"{path}:{number}: {lines[number - 1].strip()!r} looks like a column header (every other "
+                         f"label is a number); {HEADER_HINT}")
     return graph
 
 
@@ -126,8 +144,12 @@ def _weight(weight: float | None) -> str:
     return "no weight" if weight is None else f"weight {weight:.12g}"
 
 
-def _edge_line(where: str, line: str) -> tuple[list, float | None]:
-    """The nodes (none, one or two) and the weight (or None) on one edge-list line."""
+HEADER_HINT = "remove the line or start it with '#'"
+
+
+def _edge_line(where: str, line: str, first: bool = False) -> tuple[list, float | None]:
+    """The nodes (none, one or two) and the weight (or None) on one edge-list line (`first`: the file's first
+    line that gives something, where a column header would be)."""
     text = line.split("#", 1)[0].strip(" \t,")  # a CSV export may end its lines with an empty column
     if not text:
         return [], None
@@ -135,7 +157,10 @@ def _edge_line(where: str, line: str) -> tuple[list, float | None]:
     for field in fields[:2]:
         if NOT_A_LABEL.search(field):
             raise GraphError(f"{where}: {field!r} is not a node label ({EDGE_FORMS}; a label has a letter or "
-                             f"digit and none of ; | < > = brackets), in {line.strip()!r}")
+                             f"digit and none of ; | < > = brackets or control characters), in {line.strip()!r}")
+    if len(fields) == 1 and JOINED.search(fields[0]):
+        raise GraphError(f"{where}: {fields[0]!r} alone on a line would be one node of that name; an edge is "
+                         f"written 'U V' or 'U,V' (a label joined by '-' or ':' may appear only in an edge)")
     nodes = [int(f) if INTEGER.fullmatch(f) else f for f in fields[:2]]
     if len(nodes) == 2 and nodes[0] == nodes[1]:
         raise GraphError(f"{where}: self-loop on node {nodes[0]}")
@@ -157,7 +182,8 @@ def _edge_line(where: str, line: str) -> tuple[list, float | None]:
     try:
         weight = float(rest)
     except ValueError:
-        raise GraphError(f"{where}: weight {rest!r} is not a number ({EDGE_FORMS})") from None
+        raise GraphError(f"{where}: weight {rest!r} is not a number ({EDGE_FORMS})"
+                         + (f"; if the line is a column header, {HEADER_HINT}" if first else "")) from None
     if not 0 <= weight < math.inf:
         raise GraphError(f"{where}: weight {rest} must be a finite non-negative number")
     return nodes, weight
@@ -165,7 +191,7 @@ def _edge_line(where: str, line: str) -> tuple[list, float | None]:
 
 def check_graph(graph: nx.Graph, limit: int | None, what: str) -> None:
     if not isinstance(graph, nx.Graph):
-        raise TypeError(f"{what} takes a networkx.Graph, got {type(graph).__name__} (build one with "
+        raise GraphError(f"{what} takes a networkx.Graph, got {type(graph).__name__} (build one with "
                         "networkx.Graph(edges), or read a file with diffsolve.tasks.graphs.read_graph)")
     if graph.is_directed() or graph.is_multigraph():
         raise GraphError(f"{what} needs a simple undirected graph")

@@ -1,6 +1,6 @@
 """Users' text files as the parsers see them: UTF-8 with or without a byte-order mark (Excel's "CSV UTF-8"), or
 UTF-16 with one (Notepad's "Unicode"). A byte that is not UTF-8 becomes UNDECODABLE, so that a parser can name
-its line and column instead of refusing the whole file with a codec message."""
+its line and column instead of refusing the whole file with a codec message. `plural` words counts in messages."""
 
 from __future__ import annotations
 
@@ -26,3 +26,8 @@ def bad_byte(line: str) -> str | None:
     """The message for a line holding a byte that was not UTF-8, else None."""
     column = line.find(UNDECODABLE)
     return None if column < 0 else BAD_BYTE.format(column=column + 1)
+
+
+def plural(count: int, noun: str) -> str:
+    """'1 node', '3 nodes', '1,000 nodes'."""
+    return f"{count:,} {noun}{'s' * (count != 1)}"

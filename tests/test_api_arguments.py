@@ -89,18 +89,22 @@ def test_sudoku_puzzles_as_numbers(models):
 
 def test_graph_inputs(models):
     solver = GraphSolver(models["graphs"], max_steps=32)
-    with pytest.raises(TypeError, match="colouring takes a networkx.Graph, got list"):
-        solver.color([(0, 1), (1, 2)])
-    with pytest.raises(TypeError, match="for one graph use hamiltonian_path"):
-        solver.hamiltonian_paths(nx.path_graph(4))
-    with pytest.raises(TypeError, match="cycle must be True or False, got 'no'"):
-        solver.hamiltonian_path(nx.cycle_graph(4), cycle="no")
-    with pytest.raises(TypeError, match=r"query 0: expected \(graph, source, target\)"):
-        solver.paths([(nx.path_graph(4), 0)])
-    with pytest.raises(ValueError, match="batch must be at least 1"):
-        solver.paths([(nx.path_graph(4), 0, 3)], batch=0)
-    with pytest.raises(ValueError, match="rounds must be at least 1"):
-        solver.path(nx.path_graph(4), 0, 3, shortest=True, rounds=0)
+    # in a call, every bad argument is a GraphError (a ValueError), wrong types included
+    for call, message in [
+        (lambda: solver.color([(0, 1), (1, 2)]), "colouring takes a networkx.Graph, got list"),
+        (lambda: solver.hamiltonian_paths(nx.path_graph(4)), "for one graph use hamiltonian_path"),
+        (lambda: solver.hamiltonian_path(nx.cycle_graph(4), cycle="no"), "cycle must be True or False, got 'no'"),
+        (lambda: solver.paths([(nx.path_graph(4), 0)]), r"query 0: expected \(graph, source, target\)"),
+        (lambda: solver.paths([(nx.path_graph(4), 0, 3)], batch=0), "batch must be at least 1"),
+        (lambda: solver.path(nx.path_graph(4), 0, 3, shortest=True, rounds=0), "rounds must be at least 1"),
+        (lambda: solver.path(nx.path_graph(4), 0, 3, rounds="2"), "rounds must be a whole number, got '2'"),
+        (lambda: solver.path(nx.path_graph(40), 5, 7, shortest="no"), "shortest must be True or False, got 'no'"),
+        (lambda: solver.color(nx.cycle_graph(5), backtrack="no"), "backtrack must be True or False, got 'no'"),
+        (lambda: solver.color(nx.cycle_graph(5), tabu=1), "tabu must be True or False, got 1"),
+        (lambda: solver.color(nx.cycle_graph(5), callback="x"), "callback must be a function"),
+    ]:
+        with pytest.raises(GraphError, match=message):
+            call()
     weighted = nx.Graph()
     weighted.add_edge(0, 1, weight=-2.0)
     with pytest.raises(GraphError, match="0-1: weight -2.0 is not a finite non-negative number"):
@@ -109,6 +113,19 @@ def test_graph_inputs(models):
         solver.hamiltonian_path(nx.cycle_graph(6), cycle=True, start=3, end=1)
     with pytest.raises(GraphError, match="max_steps must be at least 1"):
         solver.color(nx.cycle_graph(5), max_steps=0)
+
+
+def test_paths_answered_without_the_model_are_answered_on_graphs_of_any_size(models):
+    solver = GraphSolver(models["graphs"], max_steps=32)
+    big = nx.path_graph(40)  # beyond the route canvas's 31 nodes
+    assert solver.path(big, 5, 5).path == [5] and solver.path(big, 5, 5, shortest=True).verified
+    apart = nx.union(nx.path_graph(20), nx.path_graph(range(20, 40)))
+    for shortest in (False, True):
+        result = solver.path(apart, 0, 30, shortest=shortest)
+        assert not result.verified and result.reason == "no path exists from 0 to 30"
+        assert result.forward_passes == 0
+    with pytest.raises(GraphError, match="40 nodes"):  # a real search still has to fit
+        solver.path(big, 0, 3)
 
 
 def test_two_colours_of_an_odd_cycle_are_refused_without_sampling(models):
@@ -131,8 +148,12 @@ def test_countdown_text_and_none_are_refused_clearly(models):
     solver = CountdownSolver(models["graphs"])
     with pytest.raises(CountdownError, match="got the text '86 28 13 31'"):
         solver.solve("86 28 13 31", 96)
-    with pytest.raises(CountdownError, match="must be a sequence of whole numbers, got None"):
+    with pytest.raises(CountdownError, match="must be a sequence of whole numbers.*got None"):
         solver.solve(None, 96)
+    with pytest.raises(CountdownError, match=r"a list or tuple; each used once\), got \{3, 5\}"):
+        solver.solve({3, 3, 5}, 5)  # a set would drop the second 3
+    with pytest.raises(CountdownError, match="batch must be at least 1"):
+        solver.solve_many([([3, 5], 8)], batch=0)
 
 
 def test_molecule_arguments(models):

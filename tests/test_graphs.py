@@ -3,6 +3,7 @@
 import itertools
 import json
 from collections import Counter
+from pathlib import Path
 
 import networkx as nx
 import numpy as np
@@ -54,6 +55,9 @@ def test_dimacs_keeps_one_based_nodes_and_isolated_ones(tmp_path):
     ("p edge 3 1\nq 1 2\n", ":2: unknown DIMACS line"),
     ("c no problem line\n", "no 'p edge NODES EDGES' line"),
     ("p edge 3 3\ne 1 2\ne 2 3\n", ":1: declares 3 edges but the file has 2 'e' lines \\(truncated\\?\\)"),
+    ("p edge 2 1\n", ":1: declares 1 edge but the file has 0 'e' lines"),
+    ("p edge 3 2\ne \u00b2 2\ne 2 3\n", ":2: expected 'e U V', got 'e \u00b2 2'"),  # int() refuses a superscript
+    ("p edge 99999999999 1\ne 1 2\n", ":1: declares 99,999,999,999 nodes; diffsolve reads graphs of at most"),
 ])
 def test_malformed_dimacs_names_file_and_line(tmp_path, text, message):
     f = tmp_path / "bad.col"
@@ -84,6 +88,13 @@ def test_edge_list_with_weights_and_bad_lines(tmp_path):
     ("1 -> 2\n2 -> 3\n3 -> 1\n", r":1: '->' is not a node label"),  # was a star around a node '->'
     ("1;2\n2;3\n", r":1: '1;2' is not a node label"),  # was three isolated nodes, '1-colourable'
     ("1-2\n", r":1: '1-2' is not a node label"),
+    ("a-b\nb-c\nc-a\n", r":1: 'a-b' alone on a line would be one node of that name"),  # was '1-colourable'
+    ("1:2\n2:3\n", r":1: '1:2' alone on a line"),
+    ("1--2\n", r":1: '1--2' alone on a line"),
+    ("1 2\n2\x003\n", r":2: '2\\x003' is not a node label"),  # a NUL printed as a space: '2 3'
+    ("source,target\n0,1\n1,2\n", r":1: 'source,target' looks like a column header \(every other label is a "
+                                    r"number\); remove the line or start it with '#'"),
+    ("source,target,weight\n0,1,2\n", r":1: weight 'weight' is not a number .*if the line is a column header"),
     ("graph [\n  node [ id 0 ]\n", r":1: '\[' is not a node label"),  # GML
     ("a b 1\nb c 1\na c 3\nb a 5\n", r":4: edge b a again, with weight 5; line 1 gives it weight 1"),
     ("a b\nb c 2 7\n", r":2: expected at most three fields"),
@@ -108,6 +119,8 @@ def test_networkx_edge_lists_and_repeated_edges_are_read(tmp_path):
     f.write_text("a b 1\nb a 1\n-1 x 2\n")  # the same edge twice with the same weight is one edge
     g = read_graph(f)
     assert g.number_of_edges() == 2 and g["a"]["b"]["weight"] == 1 and g.has_edge(-1, "x")
+    f.write_text("HLA-A HLA-B\nx y\n1 2\nx 3\n")  # dashes inside an edge's labels; a text first line used again
+    assert sorted(map(str, read_graph(f).edges)) == ["('HLA-A', 'HLA-B')", "('x', 'y')", "('x', 3)", "(1, 2)"]
 
 
 def test_graph_files_name_the_line_of_a_byte_that_is_not_utf8_and_read_utf16(tmp_path):
@@ -189,6 +202,37 @@ def test_route_guidance_masks_non_neighbours_and_verifies_only_real_paths():
     settled[0, 0] = True
     allowed = guide.allowed(canvas, settled)[0, 1]
     assert allowed.nonzero().squeeze(1).tolist() == [data.NODE0 + 1]  # only node 1 follows node 0
+
+
+def test_the_exhaustive_hamiltonian_check_agrees_with_brute_force():
+    from diffsolve.solvers.graphs import hamiltonian_route_exists
+
+    def brute(graph, cycle, start, end) -> bool:
+        for order in itertools.permutations(graph.nodes):
+            closing = [(order[-1], order[0])] if cycle and len(order) > 2 else []
+            if (start is None or order[0] == start) and (end is None or order[-1] == end) and \
+                    (not cycle or len(order) != 2) and \
+                    all(graph.has_edge(u, v) for u, v in [*zip(order, order[1:]), *closing]):
+                return True
+        return False
+
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        n = int(rng.integers(1, 8))
+        graph = nx.gnp_random_graph(n, float(rng.random()), seed=int(rng.integers(1 << 30)))
+        cycle = bool(rng.random() < 0.4)
+        start, end = (None, None) if cycle else (rng.choice([None, *graph.nodes]) for _ in range(2))
+        if start is not None and start == end and n > 1:
+            continue
+        assert hamiltonian_route_exists(graph, cycle, start, end) == brute(graph, cycle, start, end)
+
+
+def test_an_impossible_small_hamiltonian_instance_is_answered_without_sampling(graphs):
+    square = nx.cycle_graph(["a", "b", "c", "d"])
+    result = graphs.hamiltonian_path(square, start="a", end="c")
+    assert not result.verified and result.forward_passes == 0
+    assert result.reason == "no Hamiltonian path exists from 'a' to 'c' (exhaustive check)"
+    assert graphs.hamiltonian_path(square, start="a", end="b").verified
 
 
 def test_a_node_with_one_neighbour_only_ends_a_hamiltonian_path():
@@ -529,6 +573,24 @@ def test_cli_countdown_jsonl_in_input_order(tmp_path):
     assert [r["target"] for r in rows] == [50, 100, 2]
     assert rows[1]["verified"] is False and result.exit_code == 1
     assert all(countdown.verify_steps(r["numbers"], r["target"], r["steps"]) for r in rows if r["verified"])
+    f.write_bytes(b'{"input": "4,6,2"}\n\xff{"input": "1,2,3"}\n')
+    result = CliRunner().invoke(app, ["countdown", str(f), "--format", "json"])
+    assert "cd.jsonl:2: bad byte at column 1: the file is not UTF-8 text" in result.stderr
+    assert json.loads(result.stdout.splitlines()[0])["verified"] and result.exit_code == 1
+
+
+def test_an_answer_whose_picture_cannot_be_written_is_printed_and_exits_1(capsys):
+    import typer
+
+    from diffsolve.solvers.graph_cli import _finish
+    from diffsolve.solvers.graphs import RouteResult
+
+    with pytest.raises(typer.Exit) as end:
+        _finish(RouteResult([0, 1], True, None, 1), "text", "verified path: 0 1", Path("p.png"), lambda path: False)
+    assert end.value.exit_code == 1 and capsys.readouterr().out == "verified path: 0 1\n"
+    with pytest.raises(typer.Exit) as end:
+        _finish(RouteResult([0, 1], True, None, 1), "text", "verified path: 0 1", Path("p.png"), lambda path: True)
+    assert end.value.exit_code == 0
 
 
 @pytest.mark.parametrize("args, message", [
