@@ -342,7 +342,7 @@ def train(model: DiffusionGemma, make_batch: Callable[[int, torch.Generator], Ba
             out_of_time = cfg.time_budget_s is not None and previous_s + time.time() - began >= cfg.time_budget_s
             if out_of_time:
                 end = done
-            if done % cfg.log_every == 0 or done in (cfg.steps, end):
+            if done % cfg.log_every == 0 or done in (cfg.steps, end) or stop.asked:  # an interrupt logs its steps
                 metrics = {k: v / summed for k, v in running.items()}
                 running, summed = {}, 0
                 metrics.update(step=done, lr=lr_at(step, cfg, elapsed),

@@ -28,6 +28,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="
                   help="diffsolve: constraint-guided diffusion solvers that return only verified answers.")
 console = Console()
 TASKS = ("sorting", "sudoku", "molecules", "graphs")
+DEFAULT_EXAMPLES, DEFAULT_WORKERS = 50_000, 2  # solve train's prepared sets (sudoku, molecules)
 
 
 def _error(message: str) -> None:
@@ -118,6 +119,16 @@ def _options(compile: bool = typer.Option(
         # SIGTERM (kill, timeout, a batch scheduler's time limit) stops as Ctrl-C does: what was done is kept
         # (Typer turns a KeyboardInterrupt no command handles into exit 130)
         signal.signal(signal.SIGTERM, signal.default_int_handler)
+
+
+def working(label: str):
+    """A transient spinner with the time elapsed on stderr, for work with no count to show; only on a terminal."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    bar = Progress(SpinnerColumn(), TextColumn(label), TimeElapsedColumn(), console=Console(stderr=True),
+                   transient=True, disable=not sys.stderr.isatty())
+    bar.add_task(label, total=None)
+    return bar
 
 
 def progress_bar(label: str, *fields: str, show: bool = True):
@@ -658,10 +669,13 @@ def train(
     time_budget: float = typer.Option(None, min=1, help="Stop after this many seconds; the learning-rate schedule "
                                       "then follows the clock (default: no limit, the schedule follows --steps)."),
     data: Path = typer.Option(None, help="Sudoku/molecules: training set .npz (made in the run directory if absent)."),
-    examples: int = typer.Option(50_000, min=1, help="Sudoku/molecules: size of the generated base set / MOSES "
-                                 "subset."),
-    workers: int = typer.Option(2, min=1, help="Sudoku/molecules: processes preparing the training set (Sudoku: "
-                                "each generates its share from its own seed, so the count is part of the data)."),
+    examples: int = typer.Option(None, min=1, show_default=False,
+                                 help="Sudoku/molecules: size of the generated base set / MOSES subset [default: "
+                                      f"{DEFAULT_EXAMPLES}]."),
+    workers: int = typer.Option(None, min=1, show_default=False,
+                                help="Sudoku/molecules: processes preparing the training set (Sudoku: each generates "
+                                     "its share from its own seed, so the count is part of the data) [default: "
+                                     f"{DEFAULT_WORKERS}]."),
     init: Path = typer.Option(None, help="Start from this model (its weights and size; fresh optimizer and "
                               "schedule) instead of a seeded initialisation; any model of the task (the same "
                               "vocabulary and canvas)."),
@@ -671,16 +685,19 @@ def train(
 ) -> None:
     """Train a task model with the DiffusionGemma objective (from scratch or --init weights); resumes a run.
 
+    What each task trains on: sudoku, puzzles it generates (a cached base set under random symmetries);
+    molecules, a subset of the MOSES training split (read from the molsets==0.3.1 wheel: `make moses`);
+    graphs and sorting, instances drawn afresh for every batch. The shipped models' cards
+    (models/TASK/README.md in the repository) give the commands that made them.
+
     Running the same command again continues from the run's last checkpoint (with more --steps, a longer run);
     the recipe (batch size, learning rate, seed) must stay the same. The summary JSON goes to stdout, log lines
-    to stderr and out/train_log.jsonl. Exit status: 0 trained, 2 bad input."""
+    to stderr and out/train_log.jsonl. Exit status: 0 trained, 2 bad input, 130 interrupted (checkpointed)."""
     from ..core import new_model, released_config
     from ..core.training import (STATE_JSON, ResumeError, TrainConfig, TrainingInterrupted, check_resumable,
                                  find_checkpoint)
     from ..core.training import deepen as deepen_model
     from ..core.training import train as run_training
-    from ..tasks import graph_data, molecules, sorting, sudoku
-
     if task not in TASKS:
         _error(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
         raise typer.Exit(2)
@@ -694,6 +711,15 @@ def train(
     if deepen > 1 and init is None:
         _error("--deepen grows the model given by --init; name one")
         raise typer.Exit(2)
+    if task not in ("sudoku", "molecules"):  # the other tasks draw fresh instances for every batch
+        given = [name for name, value in (("--data", data), ("--examples", examples), ("--workers", workers))
+                 if value is not None]
+        if given:
+            _error(f"{', '.join(given)}: only sudoku and molecules train on a prepared set; {task} draws fresh "
+                   "instances for every batch")
+            raise typer.Exit(2)
+    examples = DEFAULT_EXAMPLES if examples is None else examples
+    workers = DEFAULT_WORKERS if workers is None else workers
     created = not out.exists()
     try:  # before the training set is built: that can take minutes
         out.mkdir(parents=True, exist_ok=True)
@@ -701,7 +727,7 @@ def train(
         _error(_naming("--out", out, exc))
         raise typer.Exit(2) from None
     torch.set_num_threads(threads)
-    module = {"sorting": sorting, "sudoku": sudoku, "molecules": molecules, "graphs": graph_data}[task]
+    module = _task_modules()[task]
     model = new_model(module.model_config(), seed=seed) if init is None else \
         deepen_model(_warm_start(init, task, module), deepen)
     model.tokenizer = module.TOKENIZER
@@ -712,6 +738,10 @@ def train(
                       ar_weight=getattr(module, "AR_WEIGHT", 1.0), compile=_OPTIONS["compile"],
                       init=None if init is None else str(init.resolve()) + f", {deepen}x deeper" * (deepen > 1))
     previous = find_checkpoint(out / "checkpoint")
+    if previous is not None and (other := _run_task(previous)) != task:
+        _error(f"--out {out}: {previous} continues a run of " + (f"the {other} task" if other else "another task")
+               + f", not {task}; train {task} into a new directory")
+        raise typer.Exit(2)
     try:
         if previous is not None:  # before the training set is built: that can take minutes
             check_resumable(previous, model, cfg)
@@ -746,7 +776,8 @@ def train(
     print(f"{summary['steps']} steps done; evaluating the model on inputs training never used (for its model card)",
           file=sys.stderr, flush=True)
     try:
-        metrics = module.evaluate(model)
+        with working("evaluating"):
+            metrics = module.evaluate(model)
     except KeyboardInterrupt:
         interrupted(f"training finished and is checkpointed in {out / 'checkpoint'}, but {out / 'model'} was not "
                     "written: the same command evaluates the model and writes it")
@@ -768,6 +799,23 @@ def train(
     console.print_json(json.dumps({**summary, **metrics}))
 
 
+def _task_modules() -> dict:
+    from ..tasks import graph_data, molecules, sorting, sudoku
+
+    return {"sorting": sorting, "sudoku": sudoku, "molecules": molecules, "graphs": graph_data}
+
+
+def _run_task(checkpoint: Path) -> str | None:
+    """The task whose vocabulary a training checkpoint has (None when it is no task's)."""
+    from tokenizers import Tokenizer
+
+    try:
+        vocab = Tokenizer.from_file(str(checkpoint / "tokenizer.json")).get_vocab()
+    except Exception:  # no tokenizer.json, or not one tokenizers reads
+        return None
+    return next((name for name, module in _task_modules().items() if module.TOKENIZER.get_vocab() == vocab), None)
+
+
 def _warm_start(init: Path, task: str, module) -> DiffusionGemma:
     """The model at `init`, refused (exit 2) unless it is a model of this task (its vocabulary and canvas); its
     depth and width may differ from the task's default."""
@@ -778,6 +826,19 @@ def _warm_start(init: Path, task: str, module) -> DiffusionGemma:
         _error(_naming("--init", init, exc))
         raise typer.Exit(2) from None
     return source
+
+
+def _steps_run(cfg, summary: dict) -> str:
+    """The card's step count: the steps asked for, or those a time budget allowed and where its schedule was."""
+    from ..core.training import lr_at
+
+    if summary["steps"] >= cfg.steps or not cfg.time_budget_s:
+        return f"{cfg.steps} steps"
+    last = summary["steps"] - 1
+    ended = f"{summary['steps']} of {cfg.steps} steps (the {cfg.time_budget_s:g} s budget ended the run"
+    if last < cfg.warmup_steps - 1:
+        return ended + f" inside the warmup, at lr {lr_at(last, cfg):.3g}: the peak was never reached)"
+    return ended + "; the cosine followed the clock)"
 
 
 def _write_model_card(path: Path, task: str, module, command: str, cfg, summary: dict, metrics: dict,
@@ -802,7 +863,7 @@ def _write_model_card(path: Path, task: str, module, command: str, cfg, summary:
         + ", self-conditioning "
         f"two-pass with p = {cfg.self_conditioning_prob}. AdamW (betas 0.9/0.95, wd {cfg.weight_decay}), "
         f"lr {cfg.lr} with {cfg.warmup_steps} warmup steps and cosine decay, grad clip {cfg.grad_clip}, "
-        f"batch {cfg.batch_size}, {cfg.steps} steps, seed {cfg.seed}.", "",
+        f"batch {cfg.batch_size}, {_steps_run(cfg, summary)}, seed {cfg.seed}.", "",
         "## Command", "", "```", command, "```", "",
         "## Hardware and time", "", f"{hardware}; {summary['seconds']:.0f} s of training "
         f"(torch {torch.__version__}).", "",

@@ -76,7 +76,7 @@ def test_resuming_a_run_with_another_recipe_or_model_is_refused(tmp_path):
     other_batch = run("train", "sorting", "--out", out, "--steps", 4, "--batch-size", 8, "--threads", threads)
     assert other_batch.exit_code == 2 and "batch_size 4 -> 8" in other_batch.stderr
     other_model = run("train", "graphs", "--out", out, "--steps", 4, "--batch-size", 4, "--threads", threads)
-    assert other_model.exit_code == 2 and "holds another model" in other_model.stderr
+    assert other_model.exit_code == 2 and "continues a run of the sorting task, not graphs" in other_model.stderr
     longer = run("train", "sorting", "--out", out, "--steps", 3, "--batch-size", 4, "--threads", threads)
     assert longer.exit_code == 0 and json.loads(longer.stdout)["resumed_from"] == 2
     assert "resuming from the checkpoint at step 2 of 3" in longer.stderr
@@ -119,6 +119,25 @@ def test_train_names_unusable_run_directories_and_data(tmp_path):
     result = run("train", "sudoku", "--out", tmp_path / "c", "--data", wrong)
     assert result.exit_code == 2 and "puzzles must hold 0-9" in result.stderr
     assert not (tmp_path / "c").exists()  # the run folder the refused command made is gone again
+
+
+def test_train_refuses_set_options_for_tasks_without_a_prepared_set(tmp_path):
+    result = run("train", "graphs", "--out", tmp_path / "g", "--examples", 5, "--workers", 1)
+    assert result.exit_code == 2 and "--examples, --workers: only sudoku and molecules train on a prepared set; " \
+        "graphs draws fresh instances for every batch" in result.stderr
+    assert not (tmp_path / "g").exists()
+
+
+def test_the_card_says_when_a_time_budget_ended_the_run_and_where_its_schedule_was():
+    from diffsolve.core.training import TrainConfig
+    from diffsolve.solvers.cli import _steps_run
+
+    budgeted = TrainConfig(steps=1000, lr=2e-3, warmup_steps=100, time_budget_s=60)
+    assert _steps_run(budgeted, {"steps": 1000}) == "1000 steps"
+    assert _steps_run(budgeted, {"steps": 10}) == ("10 of 1000 steps (the 60 s budget ended the run inside the "
+                                                   "warmup, at lr 0.0002: the peak was never reached)")
+    assert _steps_run(budgeted, {"steps": 100}) == ("100 of 1000 steps (the 60 s budget ended the run; the cosine "
+                                                    "followed the clock)")
 
 
 def test_train_refuses_a_cached_training_set_made_with_other_settings(tmp_path):

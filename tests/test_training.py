@@ -185,6 +185,8 @@ def test_ctrl_c_stops_after_the_step_under_way_with_a_checkpoint_and_resumes_exa
     assert stop.value.step == 14 and stop.value.checkpoint == tmp_path / "split" / "checkpoint"
     assert signal.getsignal(signal.SIGINT) is handler  # Ctrl-C behaves as before once training is over
     assert json.loads((tmp_path / "split" / "checkpoint" / "training_state.json").read_text())["step"] == 14
+    logged = (tmp_path / "split" / "train_log.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in logged] == [10, 14]  # the steps after the last log line too
     resumed = new_model(CFG, seed=99)
     assert train(resumed, copy_batch, cfg, tmp_path / "split", progress=False)["resumed_from"] == 14
     for a, b in zip(straight.state_dict().values(), resumed.state_dict().values()):
