@@ -409,14 +409,12 @@ def _countdown_instances(instance: str, target, error_type, parse) -> list[tuple
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
-        if (problem := bad_byte(line)) is not None:
-            _error(f"{name}:{number}: {problem}")
-            entries.append((number, problem))
-            continue
+        problem = bad_byte(line)
         try:
-            record = json.loads(line)
-            entries.append((number, parse(str(record["input"]))))
-            continue
+            if problem is None:
+                record = json.loads(line)
+                entries.append((number, parse(str(record["input"]))))
+                continue
         except (json.JSONDecodeError, KeyError, TypeError) as exc:
             problem = f"expected a JSON object with an \"input\" field ({exc.__class__.__name__})"
         except error_type as exc:

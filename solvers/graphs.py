@@ -50,9 +50,7 @@ def path_search_graph(graph: nx.Graph, source: Hashable, target: Hashable, *, sh
             if not isinstance(data[weight], Real) or not 0 <= data[weight] < math.inf:
                 raise GraphError(f"edge {u!r}-{v!r}: {weight} {data[weight]!r} is not a finite non-negative "
                                  "number (shortest paths need finite non-negative weights)")
-    for name, node in (("source", source), ("target", target)):
-        if not isinstance(node, Hashable) or node not in graph:
-            raise GraphError(f"{name} node {node!r} is not in the graph")
+    _check_nodes(graph, source=source, target=target)
     if source == target or not nx.has_path(graph, source, target):
         return graph  # answered without the model (`paths`), whatever the graph's size
     search = shortest_path_edges(graph, source, target, weight) if shortest or weight is not None else graph
@@ -290,21 +288,20 @@ class GraphSolver(_DiffusionSolver):
         coloured after it."""
         began = time.perf_counter()
         check_graph(graph, None, "colouring")
-        try:
-            k = None if k is None else arguments.whole(k, "k", 1)
-            max_steps = None if max_steps is None else arguments.whole(max_steps, "max_steps", 1)
-            tabu_moves = None if tabu_moves is None else arguments.whole(tabu_moves, "tabu_moves", 1)
-            backtrack, tabu = arguments.flag(backtrack, "backtrack"), arguments.flag(tabu, "tabu")
-            if backtrack and tabu:
-                raise ValueError("backtrack and tabu exclude each other: choose one search")
-            if tabu and not self.guided:
-                raise ValueError("tabu needs the full system (guided=True): model only samples alone")
-            if tabu_moves is not None and not tabu:
-                raise ValueError("tabu_moves is the tabu search's budget: it needs tabu=True")
-            arguments.callback(callback, "callback")
-            arguments.callback(tabu_callback, "tabu_callback")
-        except (TypeError, ValueError) as exc:
-            raise GraphError(str(exc)) from None
+        k = None if k is None else _checked(GraphError, arguments.whole, k, "k", 1)
+        max_steps = None if max_steps is None else _checked(GraphError, arguments.whole, max_steps, "max_steps", 1)
+        tabu_moves = None if tabu_moves is None else _checked(GraphError, arguments.whole, tabu_moves, "tabu_moves",
+                                                              1)
+        backtrack = _checked(GraphError, arguments.flag, backtrack, "backtrack")
+        tabu = _checked(GraphError, arguments.flag, tabu, "tabu")
+        if backtrack and tabu:
+            raise GraphError("backtrack and tabu exclude each other: choose one search")
+        if tabu and not self.guided:
+            raise GraphError("tabu needs the full system (guided=True): model only samples alone")
+        if tabu_moves is not None and not tabu:
+            raise GraphError("tabu_moves is the tabu search's budget: it needs tabu=True")
+        _checked(GraphError, arguments.callback, callback, "callback")
+        _checked(GraphError, arguments.callback, tabu_callback, "tabu_callback")
         clique = _large_clique(graph)
         strategy = "DSATUR" if graph.number_of_nodes() <= DSATUR_NODES else "smallest_last"
         greedy = len(set(nx.greedy_color(graph, strategy=strategy).values()))
@@ -423,10 +420,10 @@ class GraphSolver(_DiffusionSolver):
                 if impossible:
                     trivial = RouteResult(None, False, impossible)
             if trivial is None and len(labels) <= EXHAUSTIVE_NODES and \
-                    not hamiltonian_route_exists(graph, cycle, start, end):
-                trivial = RouteResult(None, False, f"no Hamiltonian {what} exists"
-                                      + "".join(f" {name} {node!r}" for name, node in (("from", start), ("to", end))
-                                                if node is not None) + " (exhaustive check)")
+                    not _hamiltonian_route_exists(graph, cycle, start, end):
+                ends = "" if cycle else "".join(f" {name} {node!r}" for name, node in (("from", start), ("to", end))
+                                                if node is not None)
+                trivial = RouteResult(None, False, f"no Hamiltonian {what} exists{ends} (exhaustive check)")
             spec = RouteSpec(len(labels), edges, kind, index.get(first), index.get(last))
             problems.append((spec, labels, trivial,
                              lambda path, g=graph: _is_hamiltonian(g, path, cycle, start, end)))
@@ -470,9 +467,7 @@ class GraphSolver(_DiffusionSolver):
             if source is None or target is None:
                 raise GraphError("path finding needs a source and a target node")
             check_graph(graph, None, "path-finding")
-            for name, node in (("source", source), ("target", target)):
-                if not isinstance(node, Hashable) or node not in graph:
-                    raise GraphError(f"{name} node {node!r} is not in the graph")
+            _check_nodes(graph, source=source, target=target)
             if source == target:  # answered without the model, whatever the graph's size
                 problems.append((None, None, RouteResult([source], True, None, 0), None))
                 continue
@@ -602,9 +597,10 @@ class CountdownSolver(_DiffusionSolver):
 EXHAUSTIVE_NODES = 10
 
 
-def hamiltonian_route_exists(graph: nx.Graph, cycle: bool, start=None, end=None) -> bool:
-    """Whether a Hamiltonian path (from `start`, to `end`, when given) or cycle exists: dynamic programming over
-    the sets of visited nodes (Bellman, Held and Karp), for small graphs."""
+def _hamiltonian_route_exists(graph: nx.Graph, cycle: bool, start=None, end=None) -> bool:
+    """Whether a Hamiltonian path (from `start`, to `end`, when given: nodes of the graph) or cycle (`start`
+    and `end` unused) exists: dynamic programming over the sets of visited nodes (Bellman, Held and Karp), for
+    small graphs."""
     nodes = list(graph.nodes)
     index = {node: i for i, node in enumerate(nodes)}
     n, full = len(nodes), (1 << len(nodes)) - 1
@@ -660,11 +656,15 @@ def _route_input(graph: nx.Graph, max_edges: int, what: str, **nodes) -> tuple[l
     labels, edges = relabel(graph)
     if len(edges) > max_edges:
         raise GraphError(f"{len(edges)} edges: the {what} model reads at most {max_edges}")
-    index = {node: i for i, node in enumerate(labels)}
+    _check_nodes(graph, **nodes)
+    return labels, edges, {node: i for i, node in enumerate(labels)}
+
+
+def _check_nodes(graph: nx.Graph, **nodes) -> None:
+    """GraphError naming the first of `nodes` (name=label; None: not given) that is not in the graph."""
     for name, node in nodes.items():
-        if node is not None and (not isinstance(node, Hashable) or node not in index):
+        if node is not None and (not isinstance(node, Hashable) or node not in graph):
             raise GraphError(f"{name} node {node!r} is not in the graph")
-    return labels, edges, index
 
 
 # ------------------------------------------------------------------------------------------ verifiers

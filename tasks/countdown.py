@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Mapping, Set
 from functools import lru_cache
 from numbers import Integral
 
@@ -39,7 +40,7 @@ def whole_numbers(numbers, target) -> tuple[list[int], int]:
     if isinstance(numbers, (str, bytes)):
         raise CountdownError(f"numbers must be a sequence of whole numbers, got the text {numbers!r} "
                              "(parse_instance reads text)")
-    if not hasattr(numbers, "__iter__") or isinstance(numbers, (set, frozenset, dict)):  # a set drops repeats
+    if not hasattr(numbers, "__iter__") or isinstance(numbers, (Set, Mapping)):  # a set drops repeats
         raise CountdownError(f"numbers must be a sequence of whole numbers (a list or tuple; each used once), got "
                              f"{numbers!r}")
     values = list(numbers)

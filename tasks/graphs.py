@@ -33,12 +33,14 @@ class GraphError(ValueError):
 
 # ------------------------------------------------------------------------------------------ reading
 def read_graph(path: str | Path) -> nx.Graph:
-    """A DIMACS `.col` file (`p edge N M`, `e u v`, 1-based nodes) or an edge list (`u v`, `u,v` or `u v weight`
-    per line, a node alone on a line, `#` comments; networkx's `write_edgelist` output too). A `.col` name or any
-    `p`/`e` line means DIMACS (an edge list whose node is called `e` would be misread as one). A node label is a
-    word without ; | < > = or brackets, and not '1-2' (other notations are refused, not misread); integer labels
-    become integers ('01' stays the text '01'). '-' reads stdin.
-    Encodings as `tasks.text` reads them. Errors name the file and line."""
+    """A DIMACS `.col` file (`p edge N M`, `e u v`, 1-based nodes, at most MAX_FILE_NODES) or an edge list
+    (`u v`, `u,v` or `u v weight` per line, a node alone on a line, `#` comments; networkx's `write_edgelist`
+    output too). A `.col` name or any `p`/`e` line means DIMACS (an edge list whose node is called `e` would be
+    misread as one). A node label is a word without ; | < > =, brackets or control characters, and not '1-2'.
+    Other notations are refused, not misread: lone labels joining two words with '-' or ':' ('a-b', '1:2') in a
+    file with no edge, or whose two words are nodes too; a first line of two text labels over a file of numbers
+    (a column header such as pandas' 'source,target'). Integer labels become integers ('01' stays the text
+    '01'). '-' reads stdin. Encodings as `tasks.text` reads them. Errors name the file and line."""
     stdin = str(path) == "-"
     path = Path("<stdin>" if stdin else path)
     try:
@@ -100,8 +102,9 @@ INTEGER = re.compile(r"0|-?[1-9][0-9]*")  # labels that become integers ('01' st
 # What other edge notations leave in a field: an arrow, a ';' or '|' separator, GML/JSON brackets, '1-2', or a
 # control character (a NUL would print as a space).
 NOT_A_LABEL = re.compile(r"[;|<>=\[\](){}\x00-\x1f\x7f]|^\W*$|^[0-9]+-[0-9]+$")
-# Alone on a line, a label joining two words with dashes or colons is an edge in another notation ('a-b', '1:2').
-JOINED = re.compile(r"\w(?:-+|:+|\u2013|\u2014)\w")
+# Alone on a line, a label joining two words with dashes or colons may be an edge in another notation ('a-b',
+# '1:2'), or a node such as 'IL-6': `_read_edge_list` decides by the rest of the file.
+JOINED = re.compile(r"^(\w+)(?:-+|:+|\u2013|\u2014)(\w+)$")
 EDGE_FORMS = "an edge is 'U V' or 'U,V', a weighted one 'U V WEIGHT', a node alone 'U'"
 
 
@@ -109,14 +112,17 @@ def _read_edge_list(path: Path, lines: list[str]) -> nx.Graph:
     graph = nx.Graph()
     first_line: dict[frozenset, int] = {}  # where each edge was first given
     weighted, plain = [], []  # line numbers of edges with and without a weight: a file has one kind
-    first = None  # the first line that gives something, and its nodes
+    opening = None  # the first line that gives something, and its nodes
+    joined = []  # (line, label) of lone labels that read as 'a-b' or '1:2'
     for number, line in enumerate(lines, 1):
-        nodes, weight = _edge_line(f"{path}:{number}", line, first=first is None)
+        nodes, weight = _edge_line(f"{path}:{number}", line, first=opening is None)
         if not nodes:
             continue
-        first = first or (number, nodes)
+        opening = opening or (number, nodes)
         if len(nodes) == 1:
             graph.add_node(nodes[0])
+            if isinstance(nodes[0], str) and JOINED.match(nodes[0]):
+                joined.append((number, nodes[0]))
             continue
         edge = frozenset(nodes)
         if edge in first_line and weight != (given := graph.edges[nodes].get("weight")):
@@ -130,14 +136,29 @@ def _read_edge_list(path: Path, lines: list[str]) -> nx.Graph:
         kind = "without" if later == plain[0] else "with"
         raise GraphError(f"{path}:{later}: an edge {kind} a weight, unlike the edge on line {first} (give every "
                          "edge a weight, or none)")
-    number, nodes = first or (0, [])
+    _refuse_other_notations(path, lines, graph, opening, joined)
+    return graph
+
+
+def _refuse_other_notations(path: Path, lines: list[str], graph: nx.Graph, opening: tuple | None,
+                            joined: list[tuple[int, str]]) -> None:
+    """GraphError for an edge list that reads as something other than what it means: lone 'a-b' labels where
+    the file has no edge or both words are nodes too, or a first line of two text labels, each with a letter
+    and found nowhere else, over a file of numbers (a column header)."""
+    for number, label in joined:
+        words = [int(w) if INTEGER.fullmatch(w) else w for w in JOINED.match(label).groups()]
+        if graph.number_of_edges() == 0 or all(word in graph for word in words):
+            raise GraphError(f"{path}:{number}: {label!r} alone on a line would be one node of that name; an edge "
+                             "is written 'U V' or 'U,V'")
+    number, nodes = opening or (0, [])
+    if len(nodes) != 2 or not all(isinstance(node, str) and re.search(r"[^\W\d_]", node) for node in nodes):
+        return
     others = [node for node in graph.nodes if node not in nodes]
     alone = all(set(graph[node]) <= set(nodes) for node in nodes)  # the line's labels appear nowhere else
-    if len(nodes) == 2 and alone and all(isinstance(node, str) for node in nodes) and others and \
-            all(isinstance(node, int) for node in others):
+    if alone and others and all(isinstance(node, int) for node in others):
         raise GraphError(f"{path}:{number}: {lines[number - 1].strip()!r} looks like a column header (every other "
-                         f"label is a number); {HEADER_HINT}")
-    return graph
+                         f"label is a number); {HEADER_HINT} (an edge between two named nodes: move it below "
+                         "the first line)")
 
 
 def _weight(weight: float | None) -> str:
@@ -158,9 +179,6 @@ def _edge_line(where: str, line: str, first: bool = False) -> tuple[list, float 
         if NOT_A_LABEL.search(field):
             raise GraphError(f"{where}: {field!r} is not a node label ({EDGE_FORMS}; a label has a letter or "
                              f"digit and none of ; | < > = brackets or control characters), in {line.strip()!r}")
-    if len(fields) == 1 and JOINED.search(fields[0]):
-        raise GraphError(f"{where}: {fields[0]!r} alone on a line would be one node of that name; an edge is "
-                         f"written 'U V' or 'U,V' (a label joined by '-' or ':' may appear only in an edge)")
     nodes = [int(f) if INTEGER.fullmatch(f) else f for f in fields[:2]]
     if len(nodes) == 2 and nodes[0] == nodes[1]:
         raise GraphError(f"{where}: self-loop on node {nodes[0]}")

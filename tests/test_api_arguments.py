@@ -152,6 +152,8 @@ def test_countdown_text_and_none_are_refused_clearly(models):
         solver.solve(None, 96)
     with pytest.raises(CountdownError, match=r"a list or tuple; each used once\), got \{3, 5\}"):
         solver.solve({3, 3, 5}, 5)  # a set would drop the second 3
+    with pytest.raises(CountdownError, match="a list or tuple"):
+        solver.solve({3: "a", 5: "b"}.keys(), 8)
     with pytest.raises(CountdownError, match="batch must be at least 1"):
         solver.solve_many([([3, 5], 8)], batch=0)
 

@@ -121,6 +121,13 @@ def test_networkx_edge_lists_and_repeated_edges_are_read(tmp_path):
     assert g.number_of_edges() == 2 and g["a"]["b"]["weight"] == 1 and g.has_edge(-1, "x")
     f.write_text("HLA-A HLA-B\nx y\n1 2\nx 3\n")  # dashes inside an edge's labels; a text first line used again
     assert sorted(map(str, read_graph(f).edges)) == ["('HLA-A', 'HLA-B')", "('x', 'y')", "('x', 3)", "(1, 2)"]
+    f.write_text("IL-6\nchr1:100\n1 2\n")  # lone nodes named with '-' or ':' beside edges
+    assert sorted(map(str, read_graph(f).nodes)) == ["1", "2", "IL-6", "chr1:100"]
+    f.write_text("01 02\n10 11\n11 12\n")  # zero-padded labels stay text, and are no header
+    assert read_graph(f).has_edge("01", "02")
+    f.write_text("a-b\nb c\na c\n")  # both words are nodes: an edge in another notation
+    with pytest.raises(GraphError, match=":1: 'a-b' alone on a line would be one node of that name"):
+        read_graph(f)
 
 
 def test_graph_files_name_the_line_of_a_byte_that_is_not_utf8_and_read_utf16(tmp_path):
@@ -205,7 +212,7 @@ def test_route_guidance_masks_non_neighbours_and_verifies_only_real_paths():
 
 
 def test_the_exhaustive_hamiltonian_check_agrees_with_brute_force():
-    from diffsolve.solvers.graphs import hamiltonian_route_exists
+    from diffsolve.solvers.graphs import _hamiltonian_route_exists
 
     def brute(graph, cycle, start, end) -> bool:
         for order in itertools.permutations(graph.nodes):
@@ -224,7 +231,7 @@ def test_the_exhaustive_hamiltonian_check_agrees_with_brute_force():
         start, end = (None, None) if cycle else (rng.choice([None, *graph.nodes]) for _ in range(2))
         if start is not None and start == end and n > 1:
             continue
-        assert hamiltonian_route_exists(graph, cycle, start, end) == brute(graph, cycle, start, end)
+        assert _hamiltonian_route_exists(graph, cycle, start, end) == brute(graph, cycle, start, end)
 
 
 def test_an_impossible_small_hamiltonian_instance_is_answered_without_sampling(graphs):
