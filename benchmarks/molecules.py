@@ -10,7 +10,8 @@ Needs the MOSES data (`pip install --no-deps molsets==0.3.1`) and `fcd_torch` (`
    IntDiv1/2, filters, FCD/Test, SNN/Test, Frag/Test, Scaf/Test; seconds per returned molecule.
 2. Constrained generation: requests for `--per-request` molecules each (property windows inside and
    outside the training distribution, substructures, decoration of MOSES test-set scaffolds, scaffold +
-   property); success = verified molecules returned / requested within the default budget.
+   property, no structural alert of RDKit's catalogs); success = verified molecules returned / requested within
+   the default budget.
 
 Reference statistics (canonical train set, test-set ChemNet statistics, fingerprints, fragments, scaffolds)
 are cached in `runs/moses_reference/`. Writes JSON, a markdown table and a plot.
@@ -169,6 +170,9 @@ def constrained_requests(scaffolds: list[str]) -> list[tuple[str, str, dict]]:
         ("substructure", "sulfonamide", {"contains": "S(=O)(=O)N"}),
         ("substructure", "amide and halogen", {"contains": "C(=O)N.[F,Cl,Br]"}),
         ("substructure + property", "amide & MW 250-330", {"contains": "C(=O)N", "mw": (250, 330)}),
+        ("no structural alert", "PAINS, BRENK", {"avoid": "PAINS,BRENK"}),
+        ("no structural alert", "ChEMBL (8 sets)", {"avoid": "CHEMBL"}),
+        ("no structural alert + property", "PAINS, BRENK & logP 2-3", {"avoid": "PAINS,BRENK", "logp": (2, 3)}),
     ]
     for scaffold in scaffolds:
         requests.append(("scaffold", scaffold, {"scaffold": scaffold}))
@@ -223,8 +227,9 @@ def distribution_section(designer: MoleculeDesigner, samples: int, full_canvases
 def run_constrained(designer: MoleculeDesigner, per_request: int, scaffolds: list[str], seed: int) -> list[dict]:
     rows = []
     for group, label, kwargs in constrained_requests(scaffolds):
-        request = task.MoleculeRequest.parse({k: v for k, v in kwargs.items() if k not in ("contains", "scaffold")},
-                                             contains=kwargs.get("contains"), scaffold=kwargs.get("scaffold"))
+        parts = ("contains", "scaffold", "avoid")
+        request = task.MoleculeRequest.parse({k: v for k, v in kwargs.items() if k not in parts},
+                                             **{k: v for k, v in kwargs.items() if k in parts})
         result = designer.design(per_request, request, seed=seed)
         all_true = all(request.verify(Chem.MolFromSmiles(m.smiles))[0] for m in result)
         rows.append({"group": group, "request": label, "requested": per_request, "returned": len(result),

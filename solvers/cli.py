@@ -404,6 +404,9 @@ def molecules(
     heavy_atoms: str = typer.Option(None, help="Heavy-atom count " + PROPERTY_OPTION_HELP),
     max_ring_size: int = typer.Option(7, min=0, help="Largest ring allowed, in atoms (at least 3); the default "
                                                      "keeps to the training data (no macrocycles); 0 allows any size."),
+    avoid: str = typer.Option(None, help="Structural-alert catalogs no molecule may match, comma-separated, from "
+                                         "RDKit's FilterCatalog: PAINS (or PAINS_A/B/C), BRENK, NIH, ZINC, CHEMBL "
+                                         "(or one ChEMBL set, e.g. CHEMBL_Glaxo), ALL; e.g. --avoid PAINS,BRENK."),
     budget: int = typer.Option(None, min=1, help="Most canvases to try (default 200 x num + 256)."),
     format: str = typer.Option(None, "--format", "-f", show_default=False,
                                help="smi, csv, sdf or json (one object per line); default: the --out suffix's "
@@ -452,11 +455,11 @@ def molecules(
     try:
         windows = {name: parse_window(text, name) for name, text in texts.items() if text is not None}
         request = MoleculeRequest.parse(windows, contains=contains, scaffold=scaffold,
-                                        max_ring_size=max_ring_size or None)
+                                        max_ring_size=max_ring_size or None, avoid=avoid)
     except RequestError as exc:
         # The request's messages start with the Python argument ('heavy_atoms: ...'); name the option typed.
         head, colon, rest = f"{exc}".partition(": ")
-        known = head in texts or head in ("contains", "scaffold")
+        known = head in texts or head in ("contains", "scaffold", "avoid")
         _error(f"--{head.replace('_', '-')}: {rest}" if colon and known else f"{exc}")
         raise typer.Exit(2) from None
     for message in request.untrained():
@@ -738,9 +741,9 @@ def train(
                       ar_weight=getattr(module, "AR_WEIGHT", 1.0), compile=_OPTIONS["compile"],
                       init=None if init is None else str(init.resolve()) + f", {deepen}x deeper" * (deepen > 1))
     previous = find_checkpoint(out / "checkpoint")
-    if previous is not None and (other := _run_task(previous)) != task:
-        _error(f"--out {out}: {previous} continues a run of " + (f"the {other} task" if other else "another task")
-               + f", not {task}; train {task} into a new directory")
+    if previous is not None and (other := _run_task(previous)) not in (None, task):  # None: check_resumable says
+        _error(f"--out {out}: {previous} continues a run of the {other} task, not {task}; train {task} into a new "
+               "directory")
         raise typer.Exit(2)
     try:
         if previous is not None:  # before the training set is built: that can take minutes
@@ -806,7 +809,7 @@ def _task_modules() -> dict:
 
 
 def _run_task(checkpoint: Path) -> str | None:
-    """The task whose vocabulary a training checkpoint has (None when it is no task's)."""
+    """The task whose vocabulary a training checkpoint has (None when it is no task's, or it has no tokenizer)."""
     from tokenizers import Tokenizer
 
     try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -145,18 +145,22 @@ class MoleculeDesigner:
                  qed: tuple[float, float] | None = None, tpsa: tuple[float, float] | None = None,
                  hbd: tuple[float, float] | None = None, hba: tuple[float, float] | None = None,
                  rings: tuple[float, float] | None = None, heavy_atoms: tuple[float, float] | None = None,
-                 max_ring_size: int | None = task.MAX_RING_SIZE, seed: int | None = None, budget: int | None = None,
+                 max_ring_size: int | None = task.MAX_RING_SIZE, avoid: str | Sequence[str] | None = None,
+                 seed: int | None = None, budget: int | None = None,
                  on_molecule: Callable[[Molecule], None] | None = None,
                  on_round: Callable[[int, int], None] | None = None) -> DesignResult:
         """Up to `n` distinct verified molecules. Windows are inclusive (lo, hi) tuples; `contains` is SMARTS (or
         an RDKit query molecule); `scaffold` a SMILES (or an RDKit molecule) the molecule must contain;
         `max_ring_size` rules out larger rings (default 7, as in the training data; None allows any size).
+        `avoid` names RDKit structural-alert catalogs (e.g. ("PAINS", "BRENK"); `ALERT_CATALOGS` lists them) that
+        no returned molecule may match.
         `budget` caps the canvases tried (default `default_budget(n)`: 200n + 256); when it runs out the result
         holds what was found and `exhausted` is set.
         Raises `RequestError` for malformed or unsatisfiable requests, before any work."""
         request = task.MoleculeRequest.parse(
             {"logp": logp, "mw": mw, "qed": qed, "tpsa": tpsa, "hbd": hbd, "hba": hba, "rings": rings,
-             "heavy_atoms": heavy_atoms}, contains=contains, scaffold=scaffold, max_ring_size=max_ring_size)
+             "heavy_atoms": heavy_atoms}, contains=contains, scaffold=scaffold, max_ring_size=max_ring_size,
+            avoid=avoid)
         return self.design(n, request, seed=seed, budget=budget, on_molecule=on_molecule, on_round=on_round)
 
     @torch.no_grad()

@@ -102,6 +102,9 @@ def test_training_batches_hold_the_molecule_then_eos_and_optional_conditions():
     (dict(contains="C(=O)N.[F,Cl]", windows={"heavy_atoms": (1, 3)}), "substructure C\\(=O\\)N.\\[F,Cl\\] alone"),
     (dict(contains="c1ccccc1", windows={"rings": (0, 0)}), "substructure c1ccccc1 alone has rings = 1"),
     (dict(contains="c1ccc2ccccc2c1", windows={"mw": (10, 100)}), "substructure c1ccc2ccccc2c1 alone has mw"),
+    (dict(avoid="PAINS,toxic"), "avoid: unknown catalog 'toxic'; the structural-alert catalogs are PAINS_A, "),
+    (dict(avoid=" , "), "avoid: empty; the structural-alert catalogs are"),
+    (dict(avoid=["PAINS", 3]), "avoid: expected catalog names"),
 ])
 def test_bad_requests_are_rejected_before_any_work(kwargs, message):
     with pytest.raises(task.RequestError, match=message):
@@ -279,6 +282,49 @@ def test_a_molecule_too_light_for_its_window_reopens_its_end_to_grow():
     assert second == list(range(n - 2, n + 6))  # more of both on a repeat
     heavy = task.MoleculeGuidance(task.MoleculeRequest.parse({"mw": (10, 100)}))
     assert heavy.violations(canvas, accepted)[0, n]  # too heavy: the random stretch through the EOS as before
+
+
+# A PAINS catechol (catechol_A) and a BRENK Michael acceptor; RDKit's catalogs match both.
+CATECHOL, MICHAEL = "CCc1ccc(O)c(O)c1", "CCOC(=O)C=CC(=O)Nc1ccccc1"
+
+
+def test_structural_alert_catalogs_are_named_in_any_case_and_rule_out_their_matches():
+    request = task.MoleculeRequest.parse(avoid="pains, Brenk,PAINS")
+    assert request.avoid == ("PAINS", "BRENK")
+    assert task.MoleculeRequest.parse(avoid=["chembl_glaxo"]).avoid == ("CHEMBL_Glaxo",)
+    assert task.MoleculeRequest.parse(avoid=[]).avoid == () == task.MoleculeRequest().avoid  # nothing to avoid
+    for smiles in (CATECHOL, MICHAEL):
+        assert task.MoleculeRequest().verify(Chem.MolFromSmiles(smiles))[0]
+        assert not request.verify(Chem.MolFromSmiles(smiles))[0]
+    assert task.MoleculeRequest.parse(avoid="PAINS").verify(Chem.MolFromSmiles(MICHAEL))[0]  # BRENK only
+    assert request.verify(Chem.MolFromSmiles(ASPIRIN))[0]
+
+
+def test_a_molecule_with_an_alert_renoises_the_alert_atoms():
+    tokens = split_smiles(MICHAEL)
+    guidance = task.MoleculeGuidance(task.MoleculeRequest.parse(avoid="BRENK"))
+    n = len(tokens)
+    canvas = torch.full((1, task.CANVAS), task.PAD)
+    canvas[0, :n] = torch.tensor(ids(MICHAEL))
+    canvas[0, n] = task.EOS
+    accepted = torch.ones_like(canvas, dtype=torch.bool)
+    alert = task.alert_atoms(Chem.MolFromSmiles(MICHAEL), ("BRENK",))  # C=CC(=O): atoms 5-8
+    assert alert == [5, 6, 7, 8]
+    atom_positions = [i for i, t in enumerate(tokens) if t[0].isalpha()]
+    blamed = guidance.violations(canvas, accepted)[0].nonzero().flatten().tolist()
+    assert len(blamed) == 1 and blamed[0] in [atom_positions[a] for a in alert]
+    again = guidance.violations(canvas, accepted)[0].nonzero().flatten().tolist()
+    assert len(again) == 2 and set(again) <= {atom_positions[a] for a in alert}
+
+
+def test_designed_molecules_match_no_alert_of_the_catalogs_avoided(designer):
+    request = task.MoleculeRequest.parse({"logp": (2, 3)}, avoid="PAINS,BRENK")
+    result = designer.design(4, request, seed=3)
+    assert len(result) == 4
+    catalog = task.alert_catalog(("PAINS", "BRENK"))
+    for m in result:
+        check(m, request)
+        assert not catalog.HasMatch(m.mol)
 
 
 # ------------------------------------------------------------------------------------------ the designer
@@ -504,6 +550,7 @@ def test_cli_budget_exhaustion_exits_1_with_what_was_found():
     (["--image", "grid.xyz"], "--image grid.xyz: cannot write .xyz"),
     (["--heavy-atoms", "30:20"], "--heavy-atoms: lower bound 30 is above upper bound 20"),
     (["--max-ring-size", "2"], "--max-ring-size must be 0 (rings of any size) or at least 3"),
+    (["--avoid", "PAINS,nasty"], "--avoid: unknown catalog 'nasty'; the structural-alert catalogs are"),
     (["--device", "gpu"], "--device gpu: expected cpu, cuda or cuda:N"),
     (["--checkpoint", str(default_checkpoint("sudoku"))], "not a molecules checkpoint"),
 ])
