@@ -208,9 +208,11 @@ def distribution_section(designer: MoleculeDesigner, samples: int, full_canvases
                          sections: list[str], earlier: dict) -> dict:
     """MOSES metrics of the model alone, of the full system and of a training sample of the same size (the
     sections not in `sections` are taken from `earlier`)."""
+    report = dict(earlier)
+    if "model_only" not in sections and "full_system" not in sections:
+        return report
     ref = reference()
     patterns = mm.filter_patterns()
-    report = dict(earlier)
     if "model_only" in sections:
         stock, stock_s = stock_samples(designer.model, samples, seed)
         report["model_only"] = distribution_metrics(stock, ref, patterns)
