@@ -227,7 +227,11 @@ def check_resumable(checkpoint: Path, model: DiffusionGemma, cfg: TrainConfig) -
     if differ:
         raise ResumeError(f"{checkpoint} holds another model ({', '.join(differ)} differ); train into a new "
                           "directory")
-    saved = json.loads((checkpoint / STATE_JSON).read_text())["config"]
+    state = json.loads((checkpoint / STATE_JSON).read_text())
+    if state["step"] > cfg.steps:  # its weights are past the schedule the card would give
+        raise ResumeError(f"{checkpoint} holds a run at step {state['step']}, past steps={cfg.steps}; continue it "
+                          f"with at least {state['step']} steps, or train into a new directory")
+    saved = state["config"]
     changed = [f"{name} {saved[name]} -> {getattr(cfg, name)}" for name in RECIPE_FIELDS
                if name in saved and saved[name] != getattr(cfg, name)]
     if changed:

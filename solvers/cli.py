@@ -406,7 +406,8 @@ def molecules(
                                                      "keeps to the training data (no macrocycles); 0 allows any size."),
     avoid: str = typer.Option(None, help="Structural-alert catalogs no molecule may match, comma-separated, from "
                                          "RDKit's FilterCatalog: PAINS (or PAINS_A/B/C), BRENK, NIH, ZINC, CHEMBL "
-                                         "(or one ChEMBL set, e.g. CHEMBL_Glaxo), ALL; e.g. --avoid PAINS,BRENK."),
+                                         "(or one ChEMBL set, e.g. CHEMBL_Glaxo), ALL; any case; e.g. --avoid "
+                                         "pains,brenk."),
     budget: int = typer.Option(None, min=1, help="Most canvases to try (default 200 x num + 256)."),
     format: str = typer.Option(None, "--format", "-f", show_default=False,
                                help="smi, csv, sdf or json (one object per line); default: the --out suffix's "
@@ -443,7 +444,7 @@ def molecules(
 
     Exit status: 0 all NUM found, 1 the budget ran out first (what was found is still written) or an output
     could not be written (the molecules then go to stdout), 2 bad request."""
-    from ..tasks.molecules import MoleculeRequest, RequestError, UntrainedWindowWarning, parse_window
+    from ..tasks.molecules import MoleculeRequest, RequestError, UnlikelyRequestWarning, parse_window
     from .molecules import DesignInterrupted, MoleculeDesigner, default_budget
 
     format = _molecule_format(format, out)
@@ -462,7 +463,7 @@ def molecules(
         known = head in texts or head in ("contains", "scaffold", "avoid")
         _error(f"--{head.replace('_', '-')}: {rest}" if colon and known else f"{exc}")
         raise typer.Exit(2) from None
-    for message in request.untrained():
+    for message in request.unlikely():
         name, rest = message.split(":", 1)
         print(f"warning: --{name.replace('_', '-')}:{rest}", file=sys.stderr)
     out = None if out is not None and str(out) == "-" else out
@@ -480,7 +481,7 @@ def molecules(
 
     try:
         with progress_bar("designing", "{task.fields[tried]}") as bar, warnings.catch_warnings():
-            warnings.simplefilter("ignore", UntrainedWindowWarning)  # said above, in the CLI's words
+            warnings.simplefilter("ignore", UnlikelyRequestWarning)  # said above, in the CLI's words
             task = bar.add_task("molecules", total=num, tried="")
             result = designer.design(num, request, seed=drawn_seed, budget=budget, on_round=on_round)
     except DesignInterrupted as stop:  # the molecules found are kept
@@ -501,7 +502,9 @@ def molecules(
     elif image is not None:
         print(f"no molecule to draw: {image} not written", file=sys.stderr)
     canvases = f"{result.canvases} canvas{'es' * (result.canvases != 1)}"
-    summary = (f"{len(result)}/{num} verified molecules from {canvases} in {result.seconds:.1f} s"
+    summary = (f"{len(result)}/{num} verified molecules"
+               + (f" (no {', '.join(request.avoid)} alert)" if request.avoid else "")
+               + f" from {canvases} in {result.seconds:.1f} s"
                + (f"; left out {result.known} known and {result.atypical} atypical" if result.known or result.atypical
                   else "")
                + (f"; budget exhausted ({canvases})" if result.exhausted else "")
@@ -708,12 +711,6 @@ def train(
     if out.exists() and not out.is_dir():
         _error(f"--out {out}: not a folder (the run directory holds checkpoints, the log and the model)")
         raise typer.Exit(2)
-    if data is not None and not data.is_file():
-        _error(f"--data {data}: no such file (leave --data out to build the training set in the run directory)")
-        raise typer.Exit(2)
-    if deepen > 1 and init is None:
-        _error("--deepen grows the model given by --init; name one")
-        raise typer.Exit(2)
     if task not in ("sudoku", "molecules"):  # the other tasks draw fresh instances for every batch
         given = [name for name, value in (("--data", data), ("--examples", examples), ("--workers", workers))
                  if value is not None]
@@ -721,6 +718,12 @@ def train(
             _error(f"{', '.join(given)}: only sudoku and molecules train on a prepared set; {task} draws fresh "
                    "instances for every batch")
             raise typer.Exit(2)
+    if data is not None and not data.is_file():
+        _error(f"--data {data}: no such file (leave --data out to build the training set in the run directory)")
+        raise typer.Exit(2)
+    if deepen > 1 and init is None:
+        _error("--deepen grows the model given by --init; name one")
+        raise typer.Exit(2)
     examples = DEFAULT_EXAMPLES if examples is None else examples
     workers = DEFAULT_WORKERS if workers is None else workers
     created = not out.exists()

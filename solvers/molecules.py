@@ -176,8 +176,8 @@ class MoleculeDesigner:
             raise task.RequestError(str(exc)) from None
         arguments.callback(on_molecule, "on_molecule")
         arguments.callback(on_round, "on_round")
-        for message in request.untrained():
-            warnings.warn(message, task.UntrainedWindowWarning, stacklevel=2)
+        for message in request.unlikely():
+            warnings.warn(message, task.UnlikelyRequestWarning, stacklevel=2)
         began = time.perf_counter()
         generator = torch.Generator().manual_seed(seed)
         found: dict[str, Molecule] = {}

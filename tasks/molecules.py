@@ -20,6 +20,7 @@ import gzip
 import json
 import math
 from collections.abc import Callable, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -363,12 +364,22 @@ class MoleculeRequest:
         return ok, compute_properties(mol, list(self.windows))
 
 
-    def untrained(self) -> list[str]:
-        """The windows that lie wholly outside the MOSES training molecules' range (TRAINING_RANGES)."""
-        return [f"{name}: window {_fmt((lo, hi))} lies outside the training molecules' range "
-                f"{_fmt(TRAINING_RANGES[name])}: verified molecules may be rare or absent within the budget"
-                for name, (lo, hi) in self.windows.items()
-                if hi < TRAINING_RANGES[name][0] or lo > TRAINING_RANGES[name][1]]
+    def unlikely(self) -> list[str]:
+        """What makes verified molecules rare or absent within a budget, each beginning with the argument's name:
+        windows wholly outside the MOSES training molecules' range (TRAINING_RANGES), and a pinned fragment that
+        itself carries an alert to avoid (only decorations that break the alert verify)."""
+        doubts = [f"{name}: window {_fmt((lo, hi))} lies outside the training molecules' range "
+                  f"{_fmt(TRAINING_RANGES[name])}: verified molecules may be rare or absent within the budget"
+                  for name, (lo, hi) in self.windows.items()
+                  if hi < TRAINING_RANGES[name][0] or lo > TRAINING_RANGES[name][1]]
+        fragment = self.fragment
+        if fragment and self.avoid:
+            entry = alert_catalog(self.avoid).GetFirstMatch(Chem.MolFromSmiles(fragment))
+            if entry is not None:
+                doubts.append(f"{'scaffold' if self.scaffold else 'contains'}: {fragment!r} itself carries the "
+                              f"structural alert {entry.GetDescription()} to avoid: only decorations that break it "
+                              "verify, and they may be rare or absent within the budget")
+        return doubts
 
     def missed_windows(self, mol: Chem.Mol) -> dict[str, bool]:
         """The requested windows `mol` misses, each mapped to whether its value lies below the window."""
@@ -410,19 +421,21 @@ def implausible(mol: Chem.Mol) -> str | None:
 ALERT_CATALOGS = tuple(FilterCatalog.FilterCatalogParams.FilterCatalogs.names)
 
 
-def alert_catalog_names(avoid: str | Sequence[str] | None) -> tuple[str, ...]:
-    """Catalog names as RDKit spells them, in the order given, without repeats; RequestError for unknown ones."""
+def alert_catalog_names(avoid: str | Sequence[str] | AbstractSet[str] | None) -> tuple[str, ...]:
+    """Catalog names as RDKit spells them, in the order given (a set's sorted), without repeats; RequestError for
+    unknown ones, and for text or entries that name none (an empty sequence avoids nothing)."""
     if avoid is None:
         return ()
-    text = isinstance(avoid, str)
-    if text:
+    if isinstance(avoid, str):
         avoid = avoid.split(",")
+    elif isinstance(avoid, AbstractSet):
+        avoid = sorted(avoid, key=str)
     if not isinstance(avoid, Sequence) or not all(isinstance(name, str) for name in avoid):
-        raise RequestError(f"avoid: expected catalog names (text or a sequence of text), got {avoid!r}")
+        raise RequestError(f"avoid: expected catalog names (text, or a list, tuple or set of text), got {avoid!r}")
     spelled = {name.lower(): name for name in ALERT_CATALOGS}
     names = [name.strip() for name in avoid if name.strip()]
     unknown = [name for name in names if name.lower() not in spelled]
-    if unknown or text and not names:  # an empty sequence avoids nothing; empty text is a slip
+    if unknown or avoid and not names:
         named = f"unknown catalog{'s' * (len(unknown) > 1)} {', '.join(map(repr, unknown))}" if unknown else "empty"
         raise RequestError(f"avoid: {named}; the structural-alert catalogs are {', '.join(ALERT_CATALOGS)}")
     return tuple(dict.fromkeys(spelled[name.lower()] for name in names))
@@ -448,8 +461,9 @@ class RequestError(ValueError):
     """A malformed or unsatisfiable molecule request."""
 
 
-class UntrainedWindowWarning(UserWarning):
-    """A window beyond every training molecule: possible, but the model has never written such molecules."""
+class UnlikelyRequestWarning(UserWarning):
+    """A request that can be met but rarely is (`MoleculeRequest.unlikely`): a window beyond every training
+    molecule, or a pinned fragment that itself carries an alert to avoid."""
 
 
 # The elements the vocabulary writes, by aromaticity (True: lowercase tokens), as atomic numbers.

@@ -83,6 +83,8 @@ def test_resuming_a_run_with_another_recipe_or_model_is_refused(tmp_path):
     card = (out / "model" / "README.md").read_text()
     again = run("train", "sorting", "--out", out, "--steps", 3, "--batch-size", 4, "--threads", threads)
     assert again.exit_code == 0 and "the run already ended at step 3" in again.stderr
+    fewer = run("train", "sorting", "--out", out, "--steps", 2, "--batch-size", 4, "--threads", threads)
+    assert fewer.exit_code == 2 and "holds a run at step 3, past steps=2" in fewer.stderr
     assert json.loads(again.stdout)["loss"] == json.loads(longer.stdout)["loss"]  # the last logged, not nothing
     assert (out / "model" / "README.md").read_text() == card and "nan" not in card
     umask = os.umask(0o022)
@@ -125,6 +127,8 @@ def test_train_refuses_set_options_for_tasks_without_a_prepared_set(tmp_path):
     result = run("train", "graphs", "--out", tmp_path / "g", "--examples", 5, "--workers", 1)
     assert result.exit_code == 2 and "--examples, --workers: only sudoku and molecules train on a prepared set; " \
         "graphs draws fresh instances for every batch" in result.stderr
+    result = run("train", "sorting", "--out", tmp_path / "g", "--data", tmp_path / "missing.npz")
+    assert result.exit_code == 2 and "--data: only sudoku and molecules train on a prepared set" in result.stderr
     assert not (tmp_path / "g").exists()
 
 

@@ -293,11 +293,26 @@ def test_structural_alert_catalogs_are_named_in_any_case_and_rule_out_their_matc
     assert request.avoid == ("PAINS", "BRENK")
     assert task.MoleculeRequest.parse(avoid=["chembl_glaxo"]).avoid == ("CHEMBL_Glaxo",)
     assert task.MoleculeRequest.parse(avoid=[]).avoid == () == task.MoleculeRequest().avoid  # nothing to avoid
+    assert task.MoleculeRequest.parse(avoid={"pains", "BRENK"}).avoid == ("BRENK", "PAINS")  # a set, sorted
+    with pytest.raises(task.RequestError, match="avoid: empty"):
+        task.MoleculeRequest.parse(avoid=[" "])
     for smiles in (CATECHOL, MICHAEL):
         assert task.MoleculeRequest().verify(Chem.MolFromSmiles(smiles))[0]
         assert not request.verify(Chem.MolFromSmiles(smiles))[0]
     assert task.MoleculeRequest.parse(avoid="PAINS").verify(Chem.MolFromSmiles(MICHAEL))[0]  # BRENK only
-    assert request.verify(Chem.MolFromSmiles(ASPIRIN))[0]
+    assert request.verify(Chem.MolFromSmiles("CC(C)Cc1ccc(C(C)C(=O)O)cc1"))[0]  # ibuprofen: no alert
+    assert not request.verify(Chem.MolFromSmiles(ASPIRIN))[0]  # Brenk's phenol ester
+
+
+def test_a_fragment_that_carries_an_alert_to_avoid_is_warned_about():
+    azobenzene = "c1ccc(N=Nc2ccccc2)cc1"  # PAINS azo_A: no decoration removes it
+    (message,) = task.MoleculeRequest.parse(scaffold=azobenzene, avoid="PAINS").unlikely()
+    assert message.startswith(f"scaffold: {azobenzene!r} itself carries the structural alert azo_A")
+    assert not task.MoleculeRequest.parse(scaffold=azobenzene, avoid="ZINC").unlikely()
+    result = CliRunner().invoke(app, ["molecules", "-n", "1", "--contains", "Oc1ccccc1O", "--avoid", "pains",
+                                      "--budget", "8", "--seed", "0"])
+    assert "warning: --contains: 'Oc1ccccc1O' itself carries the structural alert catechol_A" in result.stderr
+    assert "verified molecules (no PAINS alert) from 8 canvases" in result.stderr
 
 
 def test_a_molecule_with_an_alert_renoises_the_alert_atoms():
@@ -643,15 +658,15 @@ def test_windows_beyond_every_training_molecule_are_warned_about(designer):
     for name, (lo, hi) in training_ranges(train).items():
         assert TRAINING_RANGES[name][0] <= lo <= hi <= TRAINING_RANGES[name][1]
     assert training_ranges(["CCO", "c1ccccc1"])["heavy_atoms"] == (3, 6)
-    assert not task.MoleculeRequest.parse({"mw": (300, 310), "logp": (5, 6.5)}).untrained()
-    (message,) = task.MoleculeRequest.parse({"mw": (900, 1000)}).untrained()
+    assert not task.MoleculeRequest.parse({"mw": (300, 310), "logp": (5, 6.5)}).unlikely()
+    (message,) = task.MoleculeRequest.parse({"mw": (900, 1000)}).unlikely()
     assert message.startswith("mw: window 900:1000 lies outside the training molecules' range")
-    with pytest.warns(task.UntrainedWindowWarning, match="mw: window 900:1000"):
+    with pytest.warns(task.UnlikelyRequestWarning, match="mw: window 900:1000"):
         result = designer.generate(1, mw=(900, 1000), budget=1, seed=0)
     assert result.exhausted
     cli = CliRunner().invoke(app, ["molecules", "-n", "1", "--mw", "900:1000", "--budget", "1"])
     assert cli.exit_code == 1 and "warning: --mw: window 900:1000 lies outside" in cli.stderr
-    assert "UntrainedWindowWarning" not in cli.stderr  # said once, in the CLI's words
+    assert "UnlikelyRequestWarning" not in cli.stderr  # said once, in the CLI's words
 
 
 # ------------------------------------------------------------------------------------------ acceptance
