@@ -13,7 +13,7 @@ import typer
 from ..core import CtrlC
 from ..tasks.text import bad_byte, plural
 from .cli import (SEED_RANGE, InOrder, _check_image, _check_search, _error, _load, _write_atomically, app,
-                  input_name, interrupted, progress_bar, read_input)
+                  input_name, interrupted, progress_bar, read_input, working)
 
 FORMATS = ("text", "json")
 # Options every graph command shares (typer reads them as defaults).
@@ -162,7 +162,8 @@ def _finish(result, format: str, text: str, image: Path | None, draw: Callable[[
     _emit(result, format, text)
     drawn = True
     if image is not None and result.verified:
-        drawn = draw(image)
+        with working(f"drawing {image}"):  # a large graph's layout takes seconds to minutes
+            drawn = draw(image)
     elif image is not None:
         print(f"no verified answer to draw: {image} not written", file=sys.stderr)
     raise typer.Exit(0 if result.verified and drawn else 1)
