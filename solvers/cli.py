@@ -28,7 +28,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="
                   help="diffsolve: constraint-guided diffusion solvers that return only verified answers.")
 console = Console()
 TASKS = ("sorting", "sudoku", "molecules", "graphs")
-DEFAULT_EXAMPLES, DEFAULT_WORKERS = 50_000, 2  # solve train's prepared sets (sudoku, molecules)
+PREPARED_SETS = ("sudoku", "molecules")  # the tasks solve train trains on a prepared set; the others draw afresh
+DEFAULT_EXAMPLES, DEFAULT_WORKERS = 50_000, 2  # the prepared sets' size and the processes that build them
 
 
 def _error(message: str) -> None:
@@ -704,6 +705,7 @@ def train(
                                  find_checkpoint)
     from ..core.training import deepen as deepen_model
     from ..core.training import train as run_training
+
     if task not in TASKS:
         _error(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
         raise typer.Exit(2)
@@ -711,7 +713,7 @@ def train(
     if out.exists() and not out.is_dir():
         _error(f"--out {out}: not a folder (the run directory holds checkpoints, the log and the model)")
         raise typer.Exit(2)
-    if task not in ("sudoku", "molecules"):  # the other tasks draw fresh instances for every batch
+    if task not in PREPARED_SETS:
         given = [name for name, value in (("--data", data), ("--examples", examples), ("--workers", workers))
                  if value is not None]
         if given:
@@ -792,7 +794,7 @@ def train(
     command = (("solve --compile" if cfg.compile else "solve")
                + f" train {task} --out {out} --steps {steps} --batch-size {batch_size} --lr {lr} --seed {seed}"
                + f" --device {device}" + (f" --time-budget {time_budget:g}" if time_budget else "")
-               + (f" --examples {examples}" if task in ("sudoku", "molecules") else "")
+               + (f" --examples {examples}" if task in PREPARED_SETS else "")
                + (f" --workers {workers}" if task == "sudoku" and data is None else "")
                + (f" --threads {threads}" if device == "cpu" else "")
                + (f" --data {data}" if data else "") + (f" --init {init}" if init else "")

@@ -145,7 +145,7 @@ class MoleculeDesigner:
                  qed: tuple[float, float] | None = None, tpsa: tuple[float, float] | None = None,
                  hbd: tuple[float, float] | None = None, hba: tuple[float, float] | None = None,
                  rings: tuple[float, float] | None = None, heavy_atoms: tuple[float, float] | None = None,
-                 max_ring_size: int | None = task.MAX_RING_SIZE, avoid: str | Sequence[str] | None = None,
+                 max_ring_size: int | None = task.MAX_RING_SIZE, avoid: str | Sequence[str] | set[str] | None = None,
                  seed: int | None = None, budget: int | None = None,
                  on_molecule: Callable[[Molecule], None] | None = None,
                  on_round: Callable[[int, int], None] | None = None) -> DesignResult:

@@ -234,10 +234,10 @@ class MoleculeRequest:
     @classmethod
     def parse(cls, windows: dict[str, tuple[float, float] | None] | None = None,
               contains: str | Chem.Mol | None = None, scaffold: str | Chem.Mol | None = None,
-              max_ring_size: int | None = MAX_RING_SIZE, avoid: str | Sequence[str] | None = None
+              max_ring_size: int | None = MAX_RING_SIZE, avoid: str | Sequence[str] | AbstractSet[str] | None = None
               ) -> "MoleculeRequest":
         """`contains` is SMARTS text or an RDKit query/molecule; `scaffold` SMILES text or an RDKit molecule;
-        `avoid` catalog names (ALERT_CATALOGS, any case), as a sequence or comma-separated text."""
+        `avoid` catalog names (ALERT_CATALOGS, any case): a list, tuple or set, or comma-separated text."""
         if isinstance(contains, Chem.Mol):
             contains = Chem.MolToSmarts(contains)
         if isinstance(scaffold, Chem.Mol):
