@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from numbers import Integral, Real
 
 import numpy as np
@@ -55,3 +57,15 @@ def callback(value, name: str):
     if value is not None and not callable(value):
         raise TypeError(f"{name} must be a function (or None), got {value!r}")
     return value
+
+
+@contextmanager
+def raised_as(error: type[ValueError]) -> Iterator[None]:
+    """The checks inside raise their TypeError or ValueError as `error`: in a call, every bad argument is the
+    task's one error (GraphError, CountdownError, RequestError)."""
+    try:
+        yield
+    except error:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise error(str(exc)) from None

@@ -26,15 +26,6 @@ from ..tasks.text import plural
 from .checkpoints import check_task_model, default_checkpoint
 
 
-def _checked(error: type[ValueError], check: Callable, *args):
-    """`check(*args)` (an `arguments` check) with its TypeError or ValueError raised as `error`: in a call, every
-    bad argument is the task's error."""
-    try:
-        return check(*args)
-    except (TypeError, ValueError) as exc:
-        raise error(str(exc)) from None
-
-
 def path_search_graph(graph: nx.Graph, source: Hashable, target: Hashable, *, shortest: bool = False,
                       weight: str | None = None) -> nx.Graph:
     """The graph a path search samples on, checked to fit the route canvas (GraphError otherwise; the CLI asks
@@ -288,20 +279,19 @@ class GraphSolver(_DiffusionSolver):
         coloured after it."""
         began = time.perf_counter()
         check_graph(graph, None, "colouring")
-        k = None if k is None else _checked(GraphError, arguments.whole, k, "k", 1)
-        max_steps = None if max_steps is None else _checked(GraphError, arguments.whole, max_steps, "max_steps", 1)
-        tabu_moves = None if tabu_moves is None else _checked(GraphError, arguments.whole, tabu_moves, "tabu_moves",
-                                                              1)
-        backtrack = _checked(GraphError, arguments.flag, backtrack, "backtrack")
-        tabu = _checked(GraphError, arguments.flag, tabu, "tabu")
+        with arguments.raised_as(GraphError):
+            k = None if k is None else arguments.whole(k, "k", 1)
+            max_steps = None if max_steps is None else arguments.whole(max_steps, "max_steps", 1)
+            tabu_moves = None if tabu_moves is None else arguments.whole(tabu_moves, "tabu_moves", 1)
+            backtrack, tabu = arguments.flag(backtrack, "backtrack"), arguments.flag(tabu, "tabu")
+            arguments.callback(callback, "callback")
+            arguments.callback(tabu_callback, "tabu_callback")
         if backtrack and tabu:
             raise GraphError("backtrack and tabu exclude each other: choose one search")
         if tabu and not self.guided:
             raise GraphError("tabu needs the full system (guided=True): model only samples alone")
         if tabu_moves is not None and not tabu:
             raise GraphError("tabu_moves is the tabu search's budget: it needs tabu=True")
-        _checked(GraphError, arguments.callback, callback, "callback")
-        _checked(GraphError, arguments.callback, tabu_callback, "tabu_callback")
         clique = _large_clique(graph)
         strategy = "DSATUR" if graph.number_of_nodes() <= DSATUR_NODES else "smallest_last"
         greedy = len(set(nx.greedy_color(graph, strategy=strategy).values()))
@@ -395,7 +385,8 @@ class GraphSolver(_DiffusionSolver):
         """Many graphs at once (batches of `batch` instances, each with its parallel canvases)."""
         if isinstance(graphs, nx.Graph):
             raise GraphError("hamiltonian_paths takes a list of graphs; for one graph use hamiltonian_path(graph)")
-        cycle = _checked(GraphError, arguments.flag, cycle, "cycle")
+        with arguments.raised_as(GraphError):
+            cycle = arguments.flag(cycle, "cycle")
         if cycle and end is not None:
             raise GraphError("end applies to paths; a cycle ends where it starts (give start only)")
         kind = "hamcycle" if cycle else "hampath"
@@ -434,8 +425,8 @@ class GraphSolver(_DiffusionSolver):
         """A simple path source -> target. `shortest=True` (implied by `weight`) verifies it against networkx's
         shortest-path length (hops, or the sum of `weight`), sampling up to `rounds` rounds of canvases."""
         began = time.perf_counter()
-        rounds = _checked(GraphError, arguments.whole, rounds, "rounds", 1)
-        shortest = _checked(GraphError, arguments.flag, shortest, "shortest")
+        with arguments.raised_as(GraphError):
+            rounds, shortest = arguments.whole(rounds, "rounds", 1), arguments.flag(shortest, "shortest")
         if not (shortest or weight is not None):
             return self.paths([(graph, source, target)], callback=callback)[0]
         search = path_search_graph(graph, source, target, shortest=shortest, weight=weight)
@@ -486,8 +477,9 @@ class GraphSolver(_DiffusionSolver):
     def _routes(self, problems, batch: int, callback, what: str, salt: int = 0,
                 all_canvases: bool = False) -> list[RouteResult]:
         """Solve (spec, labels, trivial result or None, verifier) problems in batches; first verified wins."""
-        batch = _checked(GraphError, arguments.whole, batch, "batch", 1)
-        _checked(GraphError, arguments.callback, callback, "callback")
+        with arguments.raised_as(GraphError):
+            batch = arguments.whole(batch, "batch", 1)
+            arguments.callback(callback, "callback")
         results: list[RouteResult | None] = [p[2] for p in problems]
         todo = [i for i, p in enumerate(problems) if p[2] is None]
         for begin in range(0, len(todo), batch):
@@ -544,9 +536,10 @@ class CountdownSolver(_DiffusionSolver):
         """Instances in batches of `batch` (each with its parallel canvases); `on_result(index, result)` fires as
         soon as an instance's canvases have stopped (instances that need no sampling first)."""
         instances = list(instances)
-        batch = _checked(countdown.CountdownError, arguments.whole, batch, "batch", 1)
-        _checked(countdown.CountdownError, arguments.callback, callback, "callback")
-        _checked(countdown.CountdownError, arguments.callback, on_result, "on_result")
+        with arguments.raised_as(countdown.CountdownError):
+            batch = arguments.whole(batch, "batch", 1)
+            arguments.callback(callback, "callback")
+            arguments.callback(on_result, "on_result")
         results: list[CountdownResult | None] = [None] * len(instances)
         todo = []
         for i, instance in enumerate(instances):

@@ -168,12 +168,10 @@ class MoleculeDesigner:
                on_molecule: Callable[[Molecule], None] | None = None,
                on_round: Callable[[int, int], None] | None = None) -> DesignResult:
         """`generate` with a parsed `MoleculeRequest` (the CLI builds one from its options)."""
-        try:
+        with arguments.raised_as(task.RequestError):
             n = arguments.whole(n, "the number of molecules", 1)
             budget = default_budget(n) if budget is None else arguments.whole(budget, "budget", 1)
             seed = int(torch.randint(0, 2**31, (1,))) if seed is None else arguments.seed(seed)
-        except (TypeError, ValueError) as exc:
-            raise task.RequestError(str(exc)) from None
         arguments.callback(on_molecule, "on_molecule")
         arguments.callback(on_round, "on_round")
         for message in request.unlikely():
