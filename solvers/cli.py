@@ -95,6 +95,10 @@ def _check_image(path: Path | None, kind: str) -> None:
 
 _OPTIONS = {"compile": False}
 SEED_RANGE = dict(min=0, max=2**63 - 1)  # what torch generators take
+# Options every solving command shares (typer reads them as defaults).
+DEVICE = typer.Option("cpu", help="cpu or cuda.")
+THREADS = typer.Option(None, min=1, show_default=False, help="CPU threads for torch [default: torch's choice, "
+                       "about one per core]. On a machine busy with other work, 1 can be many times faster.")
 
 
 def _version(show: bool) -> None:
@@ -193,10 +197,14 @@ def _check_device(device: str) -> None:
         raise typer.Exit(2) from None
 
 
-def _load(checkpoint: str | None, task: str, device: str, build: Callable = lambda model: model):
+def _load(checkpoint: str | None, task: str, device: str, threads: int | None,
+          build: Callable = lambda model: model):
     """The task's model (compiled with --compile) wrapped by `build` (a solver, which refuses a checkpoint made
-    for another task); unusable devices and checkpoints exit 2 with one line."""
+    for another task), run on `threads` CPU threads when given; unusable devices and checkpoints exit 2 with one
+    line."""
     _check_device(device)
+    if threads is not None:
+        torch.set_num_threads(threads)
     try:
         model = load_model(default_checkpoint(task) if checkpoint is None else checkpoint, device=device)
         if _OPTIONS["compile"]:
@@ -220,7 +228,8 @@ def demo(
     seed: int = typer.Option(0, **SEED_RANGE, help="Seed for the random input and the sampler."),
     checkpoint: str = typer.Option(None, help="Checkpoint directory or hub id (default: the shipped demo)."),
     guided: bool = typer.Option(True, help="Apply the task's constraints every pass (off: the model alone)."),
-    device: str = typer.Option("cpu", help="cpu or cuda."),
+    device: str = DEVICE,
+    threads: int = THREADS,
 ) -> None:
     """Load the shipped tiny checkpoint and watch a canvas denoise: 16 digits sorted by diffusion.
 
@@ -234,7 +243,7 @@ def demo(
             _error(f"--digits needs exactly {sorting.LENGTH} digits, got {digits!r}")
             raise typer.Exit(2)
         values = torch.tensor([[int(c) for c in digits]])
-    model = _load(checkpoint, "sorting", device, lambda model: check_task_model(
+    model = _load(checkpoint, "sorting", device, threads, lambda model: check_task_model(
         model, "sorting", sorting.TOKENIZER, sorting.LENGTH, exact=True) or model)
     prompt = sorting.encode_prompt(values).to(device)
     console.print(f"input     {''.join(map(str, values[0].tolist()))}")
@@ -289,7 +298,8 @@ def sudoku(
                                            "green, cells re-noised by a constraint red); the others are then "
                                            "solved as usual."),
     seed: int = typer.Option(0, **SEED_RANGE, help="Sampler seed."),
-    device: str = typer.Option("cpu", help="cpu or cuda."),
+    device: str = DEVICE,
+    threads: int = THREADS,
 ) -> None:
     """Solve every Sudoku in the FILEs. Only verified grids are printed as solutions.
 
@@ -334,7 +344,7 @@ def sudoku(
             emit_unreadable(k)
         _error(f"{', '.join(map(input_name, files))}: no usable puzzle")
         raise typer.Exit(2)
-    solver = _load(checkpoint, "sudoku", device, lambda model: SudokuSolver(
+    solver = _load(checkpoint, "sudoku", device, threads, lambda model: SudokuSolver(
         model, guided=not model_only, canvases=canvases, max_steps=max_steps, seed=seed, backtrack=backtrack,
         temperature=temperature))
 
@@ -435,7 +445,8 @@ def molecules(
              "about 1 % of novel ones). --allow-known returns them too."),
     checkpoint: str = typer.Option(None, help="Checkpoint directory or hub id (default: the shipped model)."),
     seed: int = typer.Option(None, **SEED_RANGE, help="Seed (default: random; the summary on stderr says which)."),
-    device: str = typer.Option("cpu", help="cpu or cuda."),
+    device: str = DEVICE,
+    threads: int = THREADS,
 ) -> None:
     """Design molecules that RDKit verifies against every requested condition.
 
@@ -470,7 +481,7 @@ def molecules(
     out = None if out is not None and str(out) == "-" else out
     _check_writable(out, "--out")
     _check_image(image, "molecules")
-    designer = _load(checkpoint, "molecules", device,
+    designer = _load(checkpoint, "molecules", device, threads,
                      lambda model: MoleculeDesigner(model, guided=not model_only, training_prior=training_prior,
                                                                    match_training=match_training, novel=novel))
     budget = budget if budget is not None else default_budget(num)

@@ -12,8 +12,8 @@ import typer
 
 from ..core import CtrlC
 from ..tasks.text import bad_byte, plural
-from .cli import (SEED_RANGE, InOrder, _check_image, _check_search, _error, _load, _write_atomically, app,
-                  input_name, interrupted, progress_bar, read_input, working)
+from .cli import (DEVICE, SEED_RANGE, THREADS, InOrder, _check_image, _check_search, _error, _load,
+                  _write_atomically, app, input_name, interrupted, progress_bar, read_input, working)
 
 FORMATS = ("text", "json")
 # Options every graph command shares (typer reads them as defaults).
@@ -23,7 +23,6 @@ MODEL_ONLY = typer.Option(False, "--model-only", help="Stock sampler on one canv
                                                       "(answers are still verified).")
 CHECKPOINT = typer.Option(None, help="Checkpoint directory or hub id (default: the shipped graphs model).")
 SEED = typer.Option(0, **SEED_RANGE, help="Sampler seed.")
-DEVICE = typer.Option("cpu", help="cpu or cuda.")
 IMAGE_HELP = " (the suffix picks the type: .png, .svg, .pdf, ...)."
 
 
@@ -64,15 +63,15 @@ def _node(graph, text: str | None, option: str, file: Path):
     raise typer.Exit(2)
 
 
-def _solver(kind: str, checkpoint, device, model_only, canvases, max_steps, seed):
+def _solver(kind: str, checkpoint, device, threads, model_only, canvases, max_steps, seed):
     from .graphs import CountdownSolver, GraphSolver
 
     cls = CountdownSolver if kind == "countdown" else GraphSolver
     if model_only and canvases not in (None, 1):
         _error("--canvases is for the guided search: --model-only samples one canvas per instance")
         raise typer.Exit(2)
-    return _load(checkpoint, "graphs", device, lambda model: cls(model, guided=not model_only, canvases=canvases,
-                                                                 max_steps=max_steps, seed=seed))
+    return _load(checkpoint, "graphs", device, threads, lambda model: cls(
+        model, guided=not model_only, canvases=canvases, max_steps=max_steps, seed=seed))
 
 
 def _emit(result, format: str, text: str) -> None:
@@ -194,6 +193,7 @@ def coloring(
     checkpoint: str = CHECKPOINT,
     seed: int = SEED,
     device: str = DEVICE,
+    threads: int = THREADS,
 ) -> None:
     """Colour a graph so that no edge joins two nodes of one colour.
 
@@ -206,7 +206,7 @@ def coloring(
     _check_search(model_only, backtrack, tabu)
     _check_image(image, "graphs")
     graph = _graph(file, "coloring")
-    solver = _solver("coloring", checkpoint, device, model_only, canvases, max_steps, seed)
+    solver = _solver("coloring", checkpoint, device, threads, model_only, canvases, max_steps, seed)
     result = _search(file, "colouring", max_steps, lambda passes, moves=None: solver.color(
         graph, k, backtrack=backtrack, tabu=tabu, callback=passes, tabu_callback=moves), tabu=tabu)
     n = graph.number_of_nodes()
@@ -242,6 +242,7 @@ def hamiltonian(
     checkpoint: str = CHECKPOINT,
     seed: int = SEED,
     device: str = DEVICE,
+    threads: int = THREADS,
 ) -> None:
     """Visit every node exactly once along the graph's edges.
 
@@ -259,7 +260,7 @@ def hamiltonian(
     from .graphs import check_hamiltonian_input
 
     _fits(file, lambda: check_hamiltonian_input(graph, start, end))
-    solver = _solver("hamiltonian", checkpoint, device, model_only, canvases, max_steps, seed)
+    solver = _solver("hamiltonian", checkpoint, device, threads, model_only, canvases, max_steps, seed)
     result = _search(file, "searching", max_steps,
                      lambda callback: solver.hamiltonian_path(graph, cycle, start=start, end=end, callback=callback))
     text = (f"verified Hamiltonian {'cycle' if cycle else 'path'}: {' '.join(map(str, result.path))} "
@@ -287,6 +288,7 @@ def path(
     checkpoint: str = CHECKPOINT,
     seed: int = SEED,
     device: str = DEVICE,
+    threads: int = THREADS,
 ) -> None:
     """Find a path from SOURCE to TARGET (shortest ones are checked against networkx).
 
@@ -299,7 +301,7 @@ def path(
     from .graphs import path_search_graph
 
     _fits(file, lambda: path_search_graph(graph, source, target, shortest=shortest, weight=weight))
-    solver = _solver("path", checkpoint, device, model_only, canvases, max_steps, seed)
+    solver = _solver("path", checkpoint, device, threads, model_only, canvases, max_steps, seed)
     result = _search(file, "searching", max_steps, lambda callback: solver.path(
         graph, source, target, weight=weight, shortest=shortest, callback=callback))
     length = "" if not result.verified else f"total weight {result.length:g}" if weight else \
@@ -327,6 +329,7 @@ def countdown(
     checkpoint: str = CHECKPOINT,
     seed: int = SEED,
     device: str = DEVICE,
+    threads: int = THREADS,
 ) -> None:
     """Reach the target from the numbers with + - * /, each number once, every step a whole number >= 0
     (checked by sympy).
@@ -345,7 +348,7 @@ def countdown(
     if not good:
         _error(f"{input_name(instance)}: no usable instance")
         raise typer.Exit(2)
-    solver = _solver("countdown", checkpoint, device, model_only, canvases, max_steps, seed)
+    solver = _solver("countdown", checkpoint, device, threads, model_only, canvases, max_steps, seed)
 
     def show(line: int | None, record: dict, text: str) -> None:
         if format == "json":

@@ -47,6 +47,22 @@ def test_help_shows_flags_as_flags(command):
     assert "<bool>" not in result.stdout
 
 
+@pytest.mark.parametrize("args", [
+    ["demo"], ["sudoku", SUDOKU], ["coloring", PETERSEN], ["countdown", "4 6 2", "--target", "12"],
+    ["molecules", "-n", "1"],
+])
+def test_every_solving_command_runs_on_the_threads_asked_for(args):
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert run(*args, "--threads", "1").exit_code == 0
+        assert torch.get_num_threads() == 1
+        refused = run(*args, "--threads", "0")
+        assert refused.exit_code == 2 and "--threads" in refused.output
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_sudoku_temperature_must_be_finite():
     result = run("sudoku", SUDOKU, "--temperature", "inf")
     assert result.exit_code == 2 and "--temperature" in result.output
