@@ -509,8 +509,7 @@ def molecules(
     else:  # an empty result does not replace what the file held
         print(f"no molecule found: {out} not written", file=sys.stderr)
     if image is not None and result.molecules:
-        written &= _draw_molecules(result.molecules, list(dict.fromkeys([*request.windows, "logp", "mw", "qed"]))[:3],
-                                   image)
+        written &= _draw_molecules(result, list(dict.fromkeys([*request.windows, "logp", "mw", "qed"]))[:3], image)
     elif image is not None:
         print(f"no molecule to draw: {image} not written", file=sys.stderr)
     canvases = f"{result.canvases} canvas{'es' * (result.canvases != 1)}"
@@ -622,30 +621,18 @@ def _write_failed(path: Path, exc: Exception, fatal: bool) -> bool:
     return False
 
 
-MAX_DRAWN = 48  # 12 rows of 4: a grid still readable on one screen
+def _draw_molecules(result, names: list[str], path: Path) -> bool:
+    """A grid of the first molecules (at most MAX_DRAWN), each labelled with the properties `names`; .svg is
+    drawn as vector graphics, other suffixes by PIL. Returns whether the file was written (a failure is said on
+    stderr)."""
+    from .molecules import MAX_DRAWN
 
-
-SHORT_NAMES = {"logp": "logP", "mw": "MW", "qed": "QED", "tpsa": "TPSA", "hbd": "HBD", "hba": "HBA",
-               "rings": "rings", "heavy_atoms": "atoms"}
-
-
-def _draw_molecules(found, names: list[str], path: Path) -> bool:
-    """A grid of the first MAX_DRAWN molecules, each labelled with the properties `names`; .svg is drawn as
-    vector graphics, other suffixes by PIL. Returns whether the file was written (a failure is said on stderr)."""
-    from rdkit.Chem import Draw
-
-    def legend(m) -> str:
-        return "  ".join(f"{SHORT_NAMES[name]} {m.properties[name]:{'.0f' if name == 'mw' else '.3g'}}"
-                         for name in names)
-
-    drawn = found[:MAX_DRAWN]
     svg = path.suffix.lower() == ".svg"
-    grid = Draw.MolsToGridImage([m.mol for m in drawn], molsPerRow=4, subImgSize=(260, 220),
-                                legends=[legend(m) for m in drawn], useSVG=svg)
+    grid = result.draw(names, svg=svg)
     if not _write_atomically(path, (lambda tmp: tmp.write_text(grid)) if svg else grid.save, fatal=False):
         return False
-    if len(found) > MAX_DRAWN:
-        print(f"{path}: drew the first {MAX_DRAWN} of {len(found)} molecules", file=sys.stderr)
+    if len(result) > MAX_DRAWN:
+        print(f"{path}: drew the first {MAX_DRAWN} of {len(result)} molecules", file=sys.stderr)
     return True
 
 

@@ -81,34 +81,11 @@ def _emit(result, format: str, text: str) -> None:
         print(text, flush=True)
 
 
-def _draw(graph, path: Path, coloring: dict | None = None, route: list | None = None, cycle: bool = False) -> bool:
-    """The graph with its colouring, or with the route drawn bold (written whole, then renamed); whether it was
-    written (a failure is said on stderr)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import networkx as nx
-
-    fig, ax = plt.subplots(figsize=(7, 7))
-    layout = nx.kamada_kawai_layout(graph) if graph.number_of_nodes() <= 60 else nx.spring_layout(graph, seed=0)
-    if coloring:
-        palette = _palette(len(set(coloring.values())))
-        index = {c: i for i, c in enumerate(sorted(set(coloring.values())))}
-        colors = [palette[index[coloring[v]]] for v in graph.nodes]
-    else:
-        colors = "#d0d8e8"
-    nx.draw_networkx_edges(graph, layout, ax=ax, alpha=0.25)
-    if route:
-        links = list(zip(route, route[1:])) + ([(route[-1], route[0])] if cycle else [])
-        nx.draw_networkx_edges(graph, layout, edgelist=links, ax=ax, width=3, edge_color="#c03030")
-    nx.draw_networkx_nodes(graph, layout, node_color=colors, ax=ax, node_size=260)
-    nx.draw_networkx_labels(graph, layout, ax=ax, font_size=7)
-    ax.set_axis_off()
-    try:
-        return _write_atomically(path, lambda tmp: fig.savefig(tmp, dpi=120, bbox_inches="tight"), fatal=False)
-    finally:
-        plt.close(fig)
+def _draw(result, graph, path: Path) -> bool:
+    """The verified `result` drawn on `graph` (written whole, then renamed); whether it was written (a failure is
+    said on stderr)."""
+    figure = result.draw(graph)
+    return _write_atomically(path, lambda tmp: figure.savefig(tmp, dpi=120, bbox_inches="tight"), fatal=False)
 
 
 def _fits(file: Path, check: Callable[[], object]) -> None:
@@ -120,17 +97,6 @@ def _fits(file: Path, check: Callable[[], object]) -> None:
     except GraphError as exc:
         _error(f"{input_name(file)}: {exc}")
         raise typer.Exit(2) from None
-
-
-def _palette(n: int) -> list:
-    """`n` distinct colours: matplotlib's 60 categorical ones, or beyond that hues a golden angle apart."""
-    from matplotlib import colormaps, colors
-
-    listed = [c for name in ("tab20", "tab20b", "tab20c") for c in colormaps[name].colors]
-    if n <= len(listed):
-        return listed[:n]
-    return [colors.hsv_to_rgb(((i * 0.618034) % 1.0, 0.55 + 0.4 * (i % 3) / 2, 0.95 - 0.3 * (i % 2)))
-            for i in range(n)]
 
 
 def _search(file: Path, label: str, max_steps: int, run: Callable, tabu: bool = False):
@@ -223,7 +189,7 @@ def coloring(
         lines += [f"{node} {color}" for node, color in result.coloring.items()]
     else:
         lines = [f"no verified colouring: {result.reason}" + (f" ({tried})" if tried else "")]
-    _finish(result, format, "\n".join(lines), image, lambda path: _draw(graph, path, coloring=result.coloring))
+    _finish(result, format, "\n".join(lines), image, lambda path: _draw(result, graph, path))
 
 
 @app.command()
@@ -234,7 +200,7 @@ def hamiltonian(
     start: str = typer.Option(None, help="Node the path must start at (default: any)."),
     end: str = typer.Option(None, help="Node the path must end at (paths only; default: any)."),
     format: str = typer.Option("text", "--format", "-f", help="text, or json (one object: path, verified, reason, "
-                                                              "length, forward_passes, seconds)."),
+                                                              "length, forward_passes, seconds, cycle)."),
     image: Path = typer.Option(None, help="Also draw the graph with the path" + IMAGE_HELP),
     canvases: int = CANVASES,
     max_steps: int = typer.Option(128, min=1, help="Denoising passes before giving up."),
@@ -265,7 +231,7 @@ def hamiltonian(
                      lambda callback: solver.hamiltonian_path(graph, cycle, start=start, end=end, callback=callback))
     text = (f"verified Hamiltonian {'cycle' if cycle else 'path'}: {' '.join(map(str, result.path))} "
             f"({result.seconds:.1f} s)" if result.verified else f"no verified answer: {result.reason}")
-    _finish(result, format, text, image, lambda path: _draw(graph, path, route=result.path, cycle=cycle))
+    _finish(result, format, text, image, lambda path: _draw(result, graph, path))
 
 
 @app.command()
@@ -278,9 +244,9 @@ def path(
     shortest: bool = typer.Option(False, "--shortest", help="Only accept a shortest path (by weight when the "
                                                             "edge list has weights, else by hops)."),
     format: str = typer.Option("text", "--format", "-f", help="text, or json (one object: path, verified, reason, "
-                                                              "length, forward_passes, seconds; length counts edges, "
-                                                              "or sums weights with --shortest on a weighted "
-                                                              "graph)."),
+                                                              "length, forward_passes, seconds, cycle (false here); "
+                                                              "length counts edges, or sums weights with --shortest "
+                                                              "on a weighted graph)."),
     image: Path = typer.Option(None, help="Also draw the graph with the path" + IMAGE_HELP),
     canvases: int = CANVASES,
     max_steps: int = typer.Option(64, min=1, help="Denoising passes before giving up."),
@@ -308,7 +274,7 @@ def path(
         f"{result.length:g} edge{'s' * (result.length != 1)}"
     text = (f"verified path: {' '.join(map(str, result.path))} ({length}; {result.seconds:.1f} s)"
             if result.verified else f"no verified answer: {result.reason}")
-    _finish(result, format, text, image, lambda path: _draw(graph, path, route=result.path))
+    _finish(result, format, text, image, lambda path: _draw(result, graph, path))
 
 
 @app.command()

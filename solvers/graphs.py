@@ -118,6 +118,11 @@ class ColoringResult:
             d["coloring"] = {name(k): v for k, v in self.coloring.items()}
         return d
 
+    def draw(self, graph: nx.Graph):
+        """A matplotlib Figure of `graph` with its nodes in their colours (the graph this result is for)."""
+        _check_drawable(self, graph, self.coloring)
+        return draw_graph(graph, coloring=self.coloring)
+
 
 @dataclass
 class RouteResult:
@@ -128,11 +133,62 @@ class RouteResult:
     forward_passes: int = 0
     seconds: float = 0.0
     candidates: list = field(default_factory=list, repr=False)  # every verified route the canvases held
+    cycle: bool = False  # a Hamiltonian cycle: the route returns from its last node to its first
 
     def to_dict(self) -> dict:
         d = asdict(self)
         del d["candidates"]
         return d
+
+    def draw(self, graph: nx.Graph):
+        """A matplotlib Figure of `graph` with the route drawn bold (the graph this result is for)."""
+        _check_drawable(self, graph, self.path)
+        return draw_graph(graph, route=self.path, cycle=self.cycle)
+
+
+def _check_drawable(result, graph: nx.Graph, answer) -> None:
+    if not result.verified:
+        raise GraphError(f"nothing to draw: the result is not verified ({result.reason})")
+    check_graph(graph, None, "drawing")
+    missing = next((v for v in answer if v not in graph), None)
+    if missing is not None:
+        raise GraphError(f"node {missing!r} of the result is not in the graph: draw the graph the result is for")
+
+
+def draw_graph(graph: nx.Graph, *, coloring: dict | None = None, route: list | None = None, cycle: bool = False):
+    """A matplotlib Figure (no pyplot state: it displays in a notebook and saves with `savefig`) of `graph`, its
+    nodes coloured by `coloring` (node -> colour) and `route` drawn bold, closed when `cycle`. Small graphs get
+    networkx's Kamada-Kawai layout; above 60 nodes a seeded spring layout (seconds to minutes for thousands)."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(7, 7))
+    ax = figure.subplots()
+    layout = nx.kamada_kawai_layout(graph) if graph.number_of_nodes() <= 60 else nx.spring_layout(graph, seed=0)
+    if coloring:
+        used = sorted(set(coloring.values()))
+        palette = dict(zip(used, _palette(len(used))))
+        colors = [palette[coloring[v]] for v in graph.nodes]
+    else:
+        colors = "#d0d8e8"
+    nx.draw_networkx_edges(graph, layout, ax=ax, alpha=0.25)
+    if route:
+        links = list(zip(route, route[1:])) + ([(route[-1], route[0])] if cycle and len(route) > 2 else [])
+        nx.draw_networkx_edges(graph, layout, edgelist=links, ax=ax, width=3, edge_color="#c03030")
+    nx.draw_networkx_nodes(graph, layout, node_color=colors, ax=ax, node_size=260)
+    nx.draw_networkx_labels(graph, layout, ax=ax, font_size=7)
+    ax.set_axis_off()
+    return figure
+
+
+def _palette(n: int) -> list:
+    """`n` distinct colours: matplotlib's 60 categorical ones, or beyond that hues a golden angle apart."""
+    from matplotlib import colormaps, colors
+
+    listed = [c for name in ("tab20", "tab20b", "tab20c") for c in colormaps[name].colors]
+    if n <= len(listed):
+        return listed[:n]
+    return [colors.hsv_to_rgb(((i * 0.618034) % 1.0, 0.55 + 0.4 * (i % 3) / 2, 0.95 - 0.3 * (i % 2)))
+            for i in range(n)]
 
 
 @dataclass
@@ -418,7 +474,8 @@ class GraphSolver(_DiffusionSolver):
             spec = RouteSpec(len(labels), edges, kind, index.get(first), index.get(last))
             problems.append((spec, labels, trivial,
                              lambda path, g=graph: _is_hamiltonian(g, path, cycle, start, end)))
-        return self._routes(problems, batch, callback, f"Hamiltonian {'cycle' if cycle else 'path'}")
+        results = self._routes(problems, batch, callback, f"Hamiltonian {'cycle' if cycle else 'path'}")
+        return [replace(result, cycle=cycle) for result in results]
 
     def path(self, graph: nx.Graph, source: Hashable, target: Hashable, *, weight: str | None = None,
              shortest: bool = False, rounds: int = 4, callback=None) -> RouteResult:

@@ -24,6 +24,9 @@ from .checkpoints import check_task_model, default_checkpoint
 # canvases for 5 molecules at seeds 0-3.
 BUDGET_PER_MOLECULE = 200
 BUDGET_BASE = 256
+MAX_DRAWN = 48  # 12 rows of 4: a grid still readable on one screen
+SHORT_NAMES = {"logp": "logP", "mw": "MW", "qed": "QED", "tpsa": "TPSA", "hbd": "HBD", "hba": "HBA",
+               "rings": "rings", "heavy_atoms": "atoms"}  # legends of drawn molecules
 
 
 def default_budget(n: int) -> int:
@@ -62,6 +65,28 @@ class DesignResult:
 
     def __getitem__(self, i: int) -> Molecule:
         return self.molecules[i]
+
+    def draw(self, properties: Sequence[str] = ("logp", "mw", "qed"), *, limit: int = MAX_DRAWN, per_row: int = 4,
+             svg: bool = False):
+        """A grid picture of the first `limit` molecules (RDKit's drawing), each labelled with `properties`: a PIL
+        image (it displays in a notebook; `.save("grid.png")`), or with `svg=True` the SVG text. Bad arguments
+        raise RequestError."""
+        from rdkit.Chem import Draw
+
+        with arguments.raised_as(task.RequestError):
+            limit, per_row = arguments.whole(limit, "limit", 1), arguments.whole(per_row, "per_row", 1)
+        properties = [properties] if isinstance(properties, str) else list(properties)
+        unknown = [name for name in properties if name not in SHORT_NAMES]
+        if unknown:
+            raise task.RequestError(f"properties: unknown property {unknown[0]!r}; the properties are "
+                                    f"{', '.join(SHORT_NAMES)}")
+        if not self.molecules:
+            raise task.RequestError("nothing to draw: no molecule was found")
+        drawn = self.molecules[:limit]
+        legends = ["  ".join(f"{SHORT_NAMES[name]} {m.properties[name]:{'.0f' if name == 'mw' else '.3g'}}"
+                             for name in properties) for m in drawn]
+        return Draw.MolsToGridImage([m.mol for m in drawn], molsPerRow=per_row, subImgSize=(260, 220),
+                                    legends=legends, useSVG=svg)
 
     def to_dict(self) -> dict:
         return {"molecules": [m.to_dict() for m in self.molecules], "requested": self.requested,

@@ -161,7 +161,7 @@ def test_large_sparse_graphs_start_from_a_linear_greedy_colouring(graphs):
 
 
 def test_drawn_colourings_have_one_colour_per_class():
-    from diffsolve.solvers.graph_cli import _palette
+    from diffsolve.solvers.graphs import _palette
 
     for n in (5, 20, 25, 60, 90):
         assert len({tuple(map(float, c)) for c in _palette(n)}) == n
@@ -834,3 +834,35 @@ def test_unusable_nodes_and_instances_are_named_in_the_solvers_own_errors(graphs
         graphs.path(nx.cycle_graph(5), [0], 2, shortest=True)
     with pytest.raises(countdown.CountdownError, match="instance 0: expected \\(numbers, target\\), got 5"):
         countdowns.solve_many([5])
+
+
+def test_results_draw_their_answer_on_the_graph(graphs):
+    from matplotlib.collections import LineCollection, PathCollection
+    from matplotlib.colors import to_hex
+
+    wheel = nx.wheel_graph(7)
+    coloured = graphs.color(wheel)
+    assert coloured.verified
+    figure = coloured.draw(wheel)
+    nodes = next(c for c in figure.axes[0].collections if isinstance(c, PathCollection))
+    colour = dict(zip(wheel.nodes, map(to_hex, nodes.get_facecolors())))
+    assert len(set(colour.values())) == coloured.num_colors
+    assert all(colour[u] != colour[v] for u, v in wheel.edges)  # the picture shows a proper colouring
+
+    ring = nx.cycle_graph(6)
+    cycle = graphs.hamiltonian_path(ring, cycle=True)
+    assert cycle.verified and cycle.cycle and cycle.to_dict()["cycle"]
+    bold = [c for c in cycle.draw(ring).axes[0].collections
+            if isinstance(c, LineCollection) and c.get_linewidths()[0] == 3]
+    assert len(bold) == 1 and len(bold[0].get_segments()) == 6  # the closing edge is drawn too
+    route = graphs.hamiltonian_path(ring)
+    assert not route.cycle
+    bold = [c for c in route.draw(ring).axes[0].collections
+            if isinstance(c, LineCollection) and c.get_linewidths()[0] == 3]
+    assert len(bold[0].get_segments()) == 5
+
+    with pytest.raises(GraphError, match="not in the graph: draw the graph the result is for"):
+        coloured.draw(nx.path_graph(3))
+    unsolved = graphs.hamiltonian_path(nx.star_graph(3))
+    with pytest.raises(GraphError, match="nothing to draw: the result is not verified"):
+        unsolved.draw(nx.star_graph(3))

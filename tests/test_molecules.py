@@ -516,6 +516,21 @@ def test_cli_writes_sdf_and_a_picture(tmp_path):
     assert not list(tmp_path.glob("*.tmp*"))
 
 
+def test_a_result_draws_its_molecules_in_a_grid(designer):
+    result = designer.generate(3, seed=5)
+    assert len(result) == 3
+    assert result.draw().size == (4 * 260, 220)  # one row of four places
+    assert result.draw(per_row=1).size == (260, 3 * 220)
+    assert result.draw(limit=2, per_row=1).size == (260, 2 * 220)
+    svg = result.draw(["qed"], svg=True)
+    assert svg.startswith("<?xml") and "class='legend'" in svg  # RDKit draws the legend's letters as paths
+    assert "class='legend'" not in result.draw([], svg=True)
+    with pytest.raises(task.RequestError, match="unknown property 'weight'"):
+        result.draw(["weight"])
+    with pytest.raises(task.RequestError, match="limit must be at least 1"):
+        result.draw(limit=0)
+
+
 def test_cli_takes_the_format_from_the_out_suffix_and_draws_svg(tmp_path):
     out, image = tmp_path / "mols.sdf", tmp_path / "grid.svg"
     result = CliRunner().invoke(app, ["molecules", "-n", "2", "--out", str(out), "--image", str(image),
