@@ -8,7 +8,7 @@ unusable checkpoint raises `CheckpointError`."""
 from ..core import CheckpointError
 from ..tasks.countdown import CountdownError
 from ..tasks.graphs import GraphError
-from ..tasks.molecules import MoleculeRequest, RequestError
+from ..tasks.molecules import MoleculeRequest, RequestError, UnlikelyRequestWarning
 from .graphs import ColoringResult, CountdownResult, CountdownSolver, GraphSolver, RouteResult
 from .molecules import DesignInterrupted, DesignResult, Molecule, MoleculeDesigner
 from .sudoku import SudokuResult, SudokuSolver
@@ -16,5 +16,5 @@ from .sudoku import SudokuResult, SudokuSolver
 __all__ = [
     "CheckpointError", "ColoringResult", "CountdownError", "CountdownResult", "CountdownSolver", "DesignInterrupted",
     "DesignResult", "GraphError", "GraphSolver", "Molecule", "MoleculeDesigner", "MoleculeRequest", "RequestError",
-    "RouteResult", "SudokuResult", "SudokuSolver",
+    "RouteResult", "SudokuResult", "SudokuSolver", "UnlikelyRequestWarning",
 ]

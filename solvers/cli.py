@@ -30,6 +30,10 @@ console = Console()
 TASKS = ("sorting", "sudoku", "molecules", "graphs")
 PREPARED_SETS = ("sudoku", "molecules")  # the tasks solve train trains on a prepared set; the others draw afresh
 DEFAULT_EXAMPLES, DEFAULT_WORKERS = 50_000, 2  # the prepared sets' size and the processes that build them
+# Peak learning rates: from scratch, and from --init weights (the shipped models' warm-start stages used 3e-4 to
+# 5e-4; the scratch rate's first steps under a fresh optimizer wipe out what a small trained model knows).
+SCRATCH_LR, WARM_START_LR = 2e-3, 5e-4
+WARM_START_WARMUP = 10  # at least these warmup steps from --init, however short the run
 
 
 def _error(message: str) -> None:
@@ -323,7 +327,7 @@ def sudoku(
         if isinstance(entry, PuzzleFormatError):
             _error(f"{entry}")
         elif entry.warning:
-            _error(f"{name}:{entry.line}: warning: {entry.warning}; the puzzle is solved without it")
+            print(f"{name}:{entry.line}: warning: {entry.warning}; the puzzle is solved without it", file=sys.stderr)
 
     def where(k: int) -> str:  # 'line 3', or 'b.txt:3' when several files are read
         return f"line {entries[k].line}" if len(files) == 1 else f"{names[k]}:{entries[k].line}"
@@ -667,7 +671,9 @@ def train(
     out: Path = typer.Option(..., help="Run directory: checkpoints, log, and the final model in out/model."),
     steps: int = typer.Option(3000, min=1, help="Optimizer steps."),
     batch_size: int = typer.Option(64, min=1, help="Examples per step."),
-    lr: float = typer.Option(2e-3, min=0.0, help="Peak learning rate (warmup then cosine)."),
+    lr: float = typer.Option(None, min=0.0, show_default=False, help="Peak learning rate (warmup then cosine) "
+                             f"[default: {SCRATCH_LR:g}; with --init {WARM_START_LR:g}, gentle enough to keep what "
+                             "the model knows]."),
     seed: int = typer.Option(0, min=0, max=2**32 - 1, help="Seed for initialisation and data."),
     device: str = typer.Option("cpu", help="cpu or cuda."),
     threads: int = typer.Option(2, min=1, help="CPU threads for torch."),
@@ -724,6 +730,7 @@ def train(
     if deepen > 1 and init is None:
         _error("--deepen grows the model given by --init; name one")
         raise typer.Exit(2)
+    lr = (SCRATCH_LR if init is None else WARM_START_LR) if lr is None else lr
     examples = DEFAULT_EXAMPLES if examples is None else examples
     workers = DEFAULT_WORKERS if workers is None else workers
     created = not out.exists()
@@ -739,7 +746,8 @@ def train(
     model.tokenizer = module.TOKENIZER
     model.generation_config = released_config(model, **getattr(module, "SAMPLER", {}))  # what it will ship with
     cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed, device=device,
-                      warmup_steps=min(200, steps // 10), checkpoint_every=max(1, min(500, steps // 4)),
+                      warmup_steps=min(200, max(steps // 10, 0 if init is None else WARM_START_WARMUP)),
+                      checkpoint_every=max(1, min(500, steps // 4)),
                       bf16=device.startswith("cuda"), time_budget_s=time_budget,
                       ar_weight=getattr(module, "AR_WEIGHT", 1.0), compile=_OPTIONS["compile"],
                       init=None if init is None else str(init.resolve()) + f", {deepen}x deeper" * (deepen > 1))
@@ -838,6 +846,8 @@ def _steps_run(cfg, summary: dict) -> str:
     """The card's step count: the steps asked for, or those a time budget allowed and where its schedule was."""
     from ..core.training import lr_at
 
+    if cfg.steps < cfg.warmup_steps:  # a short run from --init
+        return f"{cfg.steps} steps, all inside the warmup (the last at lr {lr_at(cfg.steps - 1, cfg):.3g})"
     if summary["steps"] >= cfg.steps or not cfg.time_budget_s:
         return f"{cfg.steps} steps"
     last = summary["steps"] - 1

@@ -96,11 +96,11 @@ class SudokuSolver:
         (unreadable puzzles first), so in any order; the list returned is in input order."""
         if isinstance(puzzles, str):
             raise TypeError("solve_many takes a sequence of puzzle strings; for one puzzle use solve(puzzle)")
-        puzzles = [_as_text(p) for p in puzzles]
+        read = [_read_puzzle(p) for p in puzzles]  # a wrong type is a TypeError before any work
         arguments.callback(callback, "callback")
         arguments.callback(on_result, "on_result")
-        results: list[SudokuResult | None] = [None] * len(puzzles)
-        canonical, problems = zip(*map(_read_one, puzzles)) if puzzles else ((), ())
+        results: list[SudokuResult | None] = [None] * len(read)
+        canonical, problems = zip(*read) if read else ((), ())
         todo = []
         for i, (p, problem) in enumerate(zip(canonical, problems)):
             if problem:
@@ -153,23 +153,27 @@ class SudokuSolver:
         clock.finish(out)
 
 
-def _as_text(puzzle) -> str:
-    """A puzzle as text: a string as it is; 81 whole numbers 0-9 (a list, tuple or numpy array, flat or 9 x 9,
-    0 for blanks) as their digits."""
+def _read_puzzle(puzzle) -> tuple[str, str | None]:
+    """(the puzzle: 81 characters, '0' for blanks, problem None) or (its text, what is wrong with it), from a
+    string or from whole numbers 0-9 (a list, tuple or numpy array, flat or 9 x 9, 0 for blanks); anything else
+    is a TypeError."""
     if isinstance(puzzle, str):
-        return puzzle
+        return _read_one(puzzle)
     try:
         cells = np.asarray(puzzle) if not isinstance(puzzle, (bytes, dict, set)) else None
     except (TypeError, ValueError):  # ragged nested lists
         cells = None
-    if (cells is None or cells.shape not in ((81,), (9, 9)) or cells.dtype.kind not in "iuf"
-            or (cells != np.round(cells)).any()):
+    if cells is None or cells.ndim not in (1, 2) or cells.dtype.kind not in "iuf":
         shape = f" of shape {cells.shape}" if cells is not None and cells.shape else ""
         raise TypeError("a puzzle is an 81-character string ('.', '0' or '-' for blanks) or 81 whole numbers 0-9 "
                         f"(flat or 9 x 9, 0 for blanks), got {type(puzzle).__name__}{shape}: {reprlib.repr(puzzle)}")
-    if ((cells < 0) | (cells > 9)).any():
-        raise ValueError(f"a puzzle's numbers are 0-9 (0 for blanks), got {cells.min():g} to {cells.max():g}")
-    return "".join(str(int(v)) for v in cells.ravel())
+    numbers = " ".join(f"{v:g}" for v in cells.ravel())
+    if cells.shape not in ((81,), (9, 9)):
+        return numbers, f"expected 81 numbers (flat or 9 x 9), got shape {cells.shape}"
+    if (cells != np.round(cells)).any() or ((cells < 0) | (cells > 9)).any():
+        wrong = next(v for v in cells.ravel() if not (v == round(v) and 0 <= v <= 9))
+        return numbers, f"a puzzle's numbers are whole numbers 0-9 (0 for blanks), got {wrong:g}"
+    return _read_one("".join(str(int(v)) for v in cells.ravel()))
 
 
 def _read_one(text: str) -> tuple[str, str | None]:

@@ -271,7 +271,7 @@ class MoleculeRequest:
                 raise RequestError(f"scaffold: {scaffold!r} cannot be decorated: {problem}")
             if len(Chem.GetMolFrags(mol)) > 1:
                 raise RequestError(f"scaffold: {scaffold!r} has {len(Chem.GetMolFrags(mol))} disconnected pieces; a "
-                                   f"scaffold is one piece (to require several, use contains={scaffold!r})")
+                                   f"scaffold is one piece (to require several, pass {scaffold!r} as contains)")
             if not any(atom.GetTotalNumHs() for atom in mol.GetAtoms()):
                 raise RequestError(f"scaffold: {scaffold!r} cannot be decorated: no atom has a hydrogen to replace")
             scaffold = Chem.MolToSmiles(mol)
@@ -368,7 +368,7 @@ class MoleculeRequest:
         """What makes verified molecules rare or absent within a budget, each beginning with the argument's name:
         windows wholly outside the MOSES training molecules' range (TRAINING_RANGES), and a pinned fragment that
         itself carries an alert to avoid (only decorations that break the alert verify)."""
-        doubts = [f"{name}: window {_fmt((lo, hi))} lies outside the training molecules' range "
+        doubts = [f"{name}: window {_fmt((lo, hi), name)} lies outside the training molecules' range "
                   f"{_fmt(TRAINING_RANGES[name])}: verified molecules may be rare or absent within the budget"
                   for name, (lo, hi) in self.windows.items()
                   if hi < TRAINING_RANGES[name][0] or lo > TRAINING_RANGES[name][1]]

@@ -197,6 +197,18 @@ def test_train_deepens_an_init_model_and_refuses_one_of_another_task(tmp_path):
     assert f"--init {init} --deepen 2" in (tmp_path / "c" / "model" / "README.md").read_text()
 
 
+def test_a_short_run_from_init_keeps_what_the_model_knows(tmp_path):
+    """A fresh optimizer's first steps at the scratch rate wiped the shipped sorting model out (exact 0.99 -> 0.0
+    after 2 steps); from --init the default rate is lower and the warmup never shorter than 10 steps."""
+    result = run("train", "sorting", "--out", tmp_path, "--steps", 2, "--threads", torch.get_num_threads(),
+                 "--init", default_checkpoint("sorting"))
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["model_only_exact"] >= 0.9
+    card = (tmp_path / "model" / "README.md").read_text()
+    assert "lr 0.0005 with 10 warmup steps" in card and "2 steps, all inside the warmup (the last at lr 0.0001)" in card
+    assert "--lr 0.0005" in card  # the command that reproduces it names the rate
+
+
 # ------------------------------------------------------------------------------------------ output files
 def test_atomic_writes_leave_other_files_alone_and_get_normal_permissions(tmp_path):
     target, bystander = tmp_path / "out.smi", tmp_path / "out.tmp.smi"

@@ -242,7 +242,7 @@ def test_cli_reports_the_files_solutions_and_sets_a_bad_one_aside(tmp_path):
     path.write_bytes(f"puzzle;solution\r\n{first};{grid}\r\n{second};{'1' * 81}\r\n".encode("utf-16"))
     result = CliRunner().invoke(app, ["sudoku", str(path), "--format", "json", "--canvases", "4"])
     assert result.exit_code == 0, result.output
-    assert f"{path}:3: warning: solution column ignored: not a valid complete grid" in result.stderr
+    assert f"\n{path}:3: warning: solution column ignored: not a valid complete grid" in "\n" + result.stderr
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     assert all(line["verified"] for line in lines)
     assert lines[0]["expected"] == grid and lines[0]["matches_expected"] is True
