@@ -121,7 +121,10 @@ class ColoringResult:
     def draw(self, graph: nx.Graph):
         """A matplotlib Figure of `graph` with its nodes in their colours (the graph this result is for)."""
         _check_drawable(self, graph, self.coloring)
-        return draw_graph(graph, coloring=self.coloring)
+        uncoloured = next((v for v in graph if v not in self.coloring), None)
+        if uncoloured is not None:
+            raise GraphError(f"node {uncoloured!r} of the graph has no colour: draw the graph the result is for")
+        return _draw_graph(graph, coloring=self.coloring)
 
 
 @dataclass
@@ -143,7 +146,11 @@ class RouteResult:
     def draw(self, graph: nx.Graph):
         """A matplotlib Figure of `graph` with the route drawn bold (the graph this result is for)."""
         _check_drawable(self, graph, self.path)
-        return draw_graph(graph, route=self.path, cycle=self.cycle)
+        links = list(zip(self.path, self.path[1:])) + ([(self.path[-1], self.path[0])] if self.cycle else [])
+        missing = next(((u, v) for u, v in links if u != v and not graph.has_edge(u, v)), None)
+        if missing is not None:
+            raise GraphError(f"edge {missing} of the route is not in the graph: draw the graph the result is for")
+        return _draw_graph(graph, route=self.path, cycle=self.cycle)
 
 
 def _check_drawable(result, graph: nx.Graph, answer) -> None:
@@ -155,7 +162,7 @@ def _check_drawable(result, graph: nx.Graph, answer) -> None:
         raise GraphError(f"node {missing!r} of the result is not in the graph: draw the graph the result is for")
 
 
-def draw_graph(graph: nx.Graph, *, coloring: dict | None = None, route: list | None = None, cycle: bool = False):
+def _draw_graph(graph: nx.Graph, *, coloring: dict | None = None, route: list | None = None, cycle: bool = False):
     """A matplotlib Figure (no pyplot state: it displays in a notebook and saves with `savefig`) of `graph`, its
     nodes coloured by `coloring` (node -> colour) and `route` drawn bold, closed when `cycle`. Small graphs get
     networkx's Kamada-Kawai layout; above 60 nodes a seeded spring layout (seconds to minutes for thousands)."""

@@ -863,6 +863,10 @@ def test_results_draw_their_answer_on_the_graph(graphs):
 
     with pytest.raises(GraphError, match="not in the graph: draw the graph the result is for"):
         coloured.draw(nx.path_graph(3))
+    with pytest.raises(GraphError, match="node 7 of the graph has no colour"):
+        coloured.draw(nx.wheel_graph(8))
+    with pytest.raises(GraphError, match=r"edge \(\d, \d\) of the route is not in the graph"):
+        cycle.draw(nx.path_graph(6))
     unsolved = graphs.hamiltonian_path(nx.star_graph(3))
     with pytest.raises(GraphError, match="nothing to draw: the result is not verified"):
         unsolved.draw(nx.star_graph(3))
