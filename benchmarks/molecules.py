@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from rdkit import Chem
+from rdkit import Chem, RDLogger
 
 from diffsolve.core import generate, released_config
 from diffsolve.solvers import MoleculeDesigner
@@ -295,6 +295,7 @@ def plot(report: dict, path: Path) -> bool:
 
 
 def main() -> None:
+    RDLogger.DisableLog("rdApp.*")  # the model-only samples include invalid SMILES by design
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", default=None, help="model directory (default: the shipped one)")
     parser.add_argument("--samples", type=int, default=10_000, help="canvases for the distribution metrics")

@@ -15,7 +15,7 @@ from ..core import DiffusionGemma, arguments, generate, guided_config, load_mode
 from ..tasks import molecules as task
 from ..tasks.molecule_acceptance import FILE as ACCEPTANCE_FILE
 from ..tasks.molecule_acceptance import Acceptance
-from ..tasks.molecule_data import PROPERTIES, compute_properties
+from ..tasks.molecule_data import PROPERTIES, compute_properties, rdkit_quiet
 from ..tasks.molecule_known import training_molecules
 from .checkpoints import check_task_model, default_checkpoint
 
@@ -188,6 +188,7 @@ class MoleculeDesigner:
             avoid=avoid)
         return self.design(n, request, seed=seed, budget=budget, on_molecule=on_molecule, on_round=on_round)
 
+    @rdkit_quiet
     @torch.no_grad()
     def design(self, n: int, request: task.MoleculeRequest, *, seed: int | None = None, budget: int | None = None,
                on_molecule: Callable[[Molecule], None] | None = None,
@@ -266,6 +267,7 @@ def _verified(smiles: str | None, request: task.MoleculeRequest, passes: int) ->
     return Molecule(Chem.MolToSmiles(mol), mol, compute_properties(mol, list(PROPERTIES)), True, passes)
 
 
+@rdkit_quiet
 def fit_acceptance(checkpoint: str | Path, molecules: int = 5000, training: int = 10000, seed: int = 0,
                    quantile: float = 0.8) -> Path:
     """Fit the training-likeness acceptance of `checkpoint` (a directory) and write its acceptance.safetensors:

@@ -96,7 +96,12 @@ class SudokuSolver:
         (unreadable puzzles first), so in any order; the list returned is in input order."""
         if isinstance(puzzles, str):
             raise TypeError("solve_many takes a sequence of puzzle strings; for one puzzle use solve(puzzle)")
-        read = [_read_puzzle(p) for p in puzzles]  # a wrong type is a TypeError before any work
+        puzzles, read = list(puzzles), []
+        for i, puzzle in enumerate(puzzles):  # a wrong type is a TypeError before any work
+            try:
+                read.append(_read_puzzle(puzzle))
+            except TypeError as exc:
+                raise TypeError(f"puzzle {i}: {exc}" if len(puzzles) > 1 else f"{exc}") from None
         arguments.callback(callback, "callback")
         arguments.callback(on_result, "on_result")
         results: list[SudokuResult | None] = [None] * len(read)
@@ -163,15 +168,16 @@ def _read_puzzle(puzzle) -> tuple[str, str | None]:
         cells = np.asarray(puzzle) if not isinstance(puzzle, (bytes, dict, set)) else None
     except (TypeError, ValueError):  # ragged nested lists
         cells = None
-    if cells is None or cells.ndim not in (1, 2) or cells.dtype.kind not in "iuf":
+    if cells is None or cells.ndim == 0 or cells.dtype.kind not in "iuf":
         shape = f" of shape {cells.shape}" if cells is not None and cells.shape else ""
         raise TypeError("a puzzle is an 81-character string ('.', '0' or '-' for blanks) or 81 whole numbers 0-9 "
                         f"(flat or 9 x 9, 0 for blanks), got {type(puzzle).__name__}{shape}: {reprlib.repr(puzzle)}")
     numbers = " ".join(f"{v:g}" for v in cells.ravel())
     if cells.shape not in ((81,), (9, 9)):
         return numbers, f"expected 81 numbers (flat or 9 x 9), got shape {cells.shape}"
-    if (cells != np.round(cells)).any() or ((cells < 0) | (cells > 9)).any():
-        wrong = next(v for v in cells.ravel() if not (v == round(v) and 0 <= v <= 9))
+    usable = np.isin(cells, np.arange(10))  # NaN (an empty cell read by pandas) and inf are not
+    if not usable.all():
+        wrong = cells.ravel()[np.argmin(usable.ravel())]
         return numbers, f"a puzzle's numbers are whole numbers 0-9 (0 for blanks), got {wrong:g}"
     return _read_one("".join(str(int(v)) for v in cells.ravel()))
 

@@ -7,6 +7,7 @@ read directly; install it with `pip install --no-deps molsets==0.3.1` (the Makef
 
 from __future__ import annotations
 
+import functools
 import gzip
 import itertools
 import json
@@ -17,13 +18,29 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from rdkit import Chem, RDLogger
+from rdkit import Chem, RDLogger, rdBase
 from rdkit.Chem import QED, Crippen, Descriptors, Lipinski, rdMolDescriptors
 from rdkit.Chem.Scaffolds import MurckoScaffold
 
 from ..core import quiet_worker
 
-RDLogger.DisableLog("rdApp.*")  # invalid candidates are expected; we report problems ourselves
+
+
+def rdkit_quiet(function):
+    """`function` with RDKit's log blocked while it runs: invalid candidates are expected, and we report problems
+    ourselves. Only for the call, so a caller's own RDKit messages still show."""
+    @functools.wraps(function)
+    def quiet(*args, **kwargs):
+        with rdBase.BlockLogs():
+            return function(*args, **kwargs)
+    return quiet
+
+
+def quiet_molecule_worker() -> None:
+    """Pool initializer of our molecule workers: quiet on Ctrl-C (quiet_worker) and on RDKit's log (a process of
+    our own, so for good)."""
+    quiet_worker()
+    RDLogger.DisableLog("rdApp.*")
 
 # Atom-level SMILES tokens: bracket atoms, two-letter halogens, then single characters.
 TOKEN_PATTERN = re.compile(r"\[[^\]]+]|Br|Cl|%\d{2}|[BCNOPSFIbcnops]|[()=#\-+\\/:~@?>*$.]|\d")
@@ -216,7 +233,7 @@ def featurize(smiles: Sequence[str], workers: int = 2) -> dict[str, np.ndarray]:
         except SmilesError:
             return None
 
-    with Pool(workers, initializer=quiet_worker) as pool:
+    with Pool(workers, initializer=quiet_molecule_worker) as pool:
         rows = [r for r in tqdm(pool.imap(_features, smiles, chunksize=2000), total=len(smiles), desc="featurize",
                                 mininterval=5.0) if r is not None]
     encoded = [(r, ids(r[0]), ids(r[4])) for r in rows]

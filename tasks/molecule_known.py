@@ -18,8 +18,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from ..core import quiet_worker, write_atomically
-from .molecule_data import read_moses
+from ..core import write_atomically
+from .molecule_data import quiet_molecule_worker, read_moses
 
 FILTER = Path(__file__).parent / "moses_train_known.safetensors"
 FALSE_POSITIVES = 0.01
@@ -79,7 +79,7 @@ def write_training_filter(path: Path = FILTER, workers: int = 2) -> None:
 
     from .molecule_metrics import canonical
 
-    with Pool(workers, initializer=quiet_worker) as pool:
+    with Pool(workers, initializer=quiet_molecule_worker) as pool:
         smiles = sorted({c for c in pool.map(canonical, read_moses("train"), chunksize=4096) if c})
     known = KnownMolecules.build(smiles)
     from rdkit import rdBase

@@ -36,7 +36,7 @@ from ..core import Guidance, ModelConfig, arguments, word_level_tokenizer
 from ..core.training import Batch, cached_training_set
 from .molecule_data import (CONDITION_BINS, MAX_SMILES_TOKENS, PROPERTIES, SMILES_TOKENS, TRAINING_RANGES, SmilesError,
                             bin_index, bin_ranges, compute_properties, condition_tokens, exact_properties,
-                            tokenize_known)
+                            rdkit_quiet, tokenize_known)
 
 CANVAS = 64
 TOKENIZER = word_level_tokenizer([*SMILES_TOKENS, *condition_tokens()])
@@ -196,6 +196,7 @@ def training_set(path: Path, examples: int, seed: int, workers: int = 2, check: 
     return cached_training_set(path, build, {"examples": examples, "seed": seed}, check)
 
 
+@rdkit_quiet
 def batches(out_dir: Path, seed: int, batch_size: int, device: str, data: Path | None = None,
             examples: int = 400_000, workers: int = 2) -> Callable[[int, torch.Generator], Batch]:
     stream = MoleculeStream(training_set(data or out_dir / "moses_train.npz", examples, seed, workers,
@@ -204,6 +205,7 @@ def batches(out_dir: Path, seed: int, batch_size: int, device: str, data: Path |
 
 
 # ------------------------------------------------------------------------------------------ evaluation
+@rdkit_quiet
 @torch.no_grad()
 def evaluate(model, n: int = 256, seed: int = 10**6) -> dict[str, float]:
     """Unconditional samples from the checkpoint's own sampler settings (no guidance): RDKit validity and uniqueness."""
@@ -232,6 +234,7 @@ class MoleculeRequest:
     avoid: tuple[str, ...] = ()  # names of RDKit FilterCatalog catalogs (ALERT_CATALOGS)
 
     @classmethod
+    @rdkit_quiet
     def parse(cls, windows: dict[str, tuple[float, float] | None] | None = None,
               contains: str | Chem.Mol | None = None, scaffold: str | Chem.Mol | None = None,
               max_ring_size: int | None = MAX_RING_SIZE, avoid: str | Sequence[str] | AbstractSet[str] | None = None
@@ -348,6 +351,7 @@ class MoleculeRequest:
             return None
         return self.contains
 
+    @rdkit_quiet
     def verify(self, mol: Chem.Mol) -> tuple[bool, dict[str, float]]:
         """(every requested condition holds, the requested properties' values, rounded for display). Windows
         are checked on RDKit's exact values: a QED of 0.55012 is not inside 0:0.5501."""

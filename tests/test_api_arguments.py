@@ -79,15 +79,18 @@ def test_sudoku_puzzles_as_numbers(models):
     assert solver.solve(grid).solution == results[0].solution
     with pytest.raises(TypeError, match="got bytes"):
         solver.solve(PUZZLE.encode())
-    with pytest.raises(TypeError, match=r"or 81 whole numbers 0-9 .*got ndarray of shape \(9, 9, 1\)"):
-        solver.solve(grid[..., None])
+    with pytest.raises(TypeError, match=r"^puzzle 1: a puzzle is .*or 81 whole numbers 0-9 .*got NoneType"):
+        solver.solve_many([PUZZLE, None])
     # numbers that are not a puzzle are reported in the result, as a string that is not one is
-    unreadable = solver.solve_many([grid[:8], digits[:80], np.where(grid == 9, 10, grid), grid + 0.5, PUZZLE])
-    assert [r.reason for r in unreadable[:4]] == [
+    with_nan = grid.astype(float)
+    with_nan[4, 4] = np.nan  # an empty cell as pandas reads it
+    unreadable = solver.solve_many([grid[:8], digits[:80], grid.reshape(3, 3, 9), np.where(grid == 9, 10, grid),
+                                    grid + 0.5, with_nan, np.full(81, np.inf), PUZZLE])
+    assert [r.reason for r in unreadable[:7]] == [
         "expected 81 numbers (flat or 9 x 9), got shape (8, 9)", "expected 81 numbers (flat or 9 x 9), got shape (80,)",
-        "a puzzle's numbers are whole numbers 0-9 (0 for blanks), got 10",
-        "a puzzle's numbers are whole numbers 0-9 (0 for blanks), got 5.5"]
-    assert unreadable[1].puzzle == " ".join(map(str, digits[:80])) and unreadable[4].verified
+        "expected 81 numbers (flat or 9 x 9), got shape (3, 3, 9)",
+        *[f"a puzzle's numbers are whole numbers 0-9 (0 for blanks), got {bad}" for bad in ("10", "5.5", "nan", "inf")]]
+    assert unreadable[1].puzzle == " ".join(map(str, digits[:80])) and unreadable[7].verified
 
 
 def test_graph_inputs(models):

@@ -516,6 +516,17 @@ def test_cli_writes_sdf_and_a_picture(tmp_path):
     assert not list(tmp_path.glob("*.tmp*"))
 
 
+def test_rdkit_messages_are_silenced_only_inside_our_calls(designer, capfd):
+    """Invalid candidates are expected while designing; a user's own RDKit errors must still show."""
+    capfd.readouterr()
+    designer.design(2, task.MoleculeRequest.parse(), seed=1, budget=128)
+    with pytest.raises(task.RequestError):
+        task.MoleculeRequest.parse(scaffold="c1cc")
+    assert "SMILES Parse Error" not in capfd.readouterr().err
+    assert Chem.MolFromSmiles("c1cc") is None
+    assert "SMILES Parse Error" in capfd.readouterr().err
+
+
 def test_a_result_draws_its_molecules_in_a_grid(designer):
     result = designer.generate(3, seed=5)
     assert len(result) == 3
