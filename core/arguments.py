@@ -69,3 +69,15 @@ def raised_as(error: type[ValueError]) -> Iterator[None]:
         raise
     except (TypeError, ValueError) as exc:
         raise error(str(exc)) from None
+
+
+def warn_caller(message: str, category: type[Warning]) -> None:
+    """`warnings.warn` pointed at the caller's own line: the first frame outside diffsolve and the decorators
+    around its calls (torch.no_grad, functools.wraps), however deep the call came in."""
+    import sys
+    import warnings
+
+    frame, level = sys._getframe(1), 2  # stacklevel 1 is this function, 2 its caller
+    while frame is not None and frame.f_globals.get("__name__", "").split(".")[0] in ("diffsolve", "torch"):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, category, stacklevel=level)

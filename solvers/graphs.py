@@ -124,6 +124,9 @@ class ColoringResult:
         uncoloured = next((v for v in graph if v not in self.coloring), None)
         if uncoloured is not None:
             raise GraphError(f"node {uncoloured!r} of the graph has no colour: draw the graph the result is for")
+        clash = next(((u, v) for u, v in graph.edges if self.coloring[u] == self.coloring[v]), None)
+        if clash is not None:
+            raise GraphError(f"edge {clash} joins two nodes of one colour: draw the graph the result is for")
         return _draw_graph(graph, coloring=self.coloring)
 
 
@@ -139,8 +142,12 @@ class RouteResult:
     cycle: bool = False  # a Hamiltonian cycle: the route returns from its last node to its first
 
     def to_dict(self) -> dict:
+        """JSON-ready: labels that JSON holds (str, int, float; numpy's as Python's) stay, others become their
+        str()."""
         d = asdict(self)
         del d["candidates"]
+        d["path"] = None if self.path is None else [_json_label(v) for v in self.path]
+        d["length"] = None if self.length is None else _json_label(self.length)
         return d
 
     def draw(self, graph: nx.Graph):
@@ -151,6 +158,12 @@ class RouteResult:
         if missing is not None:
             raise GraphError(f"edge {missing} of the route is not in the graph: draw the graph the result is for")
         return _draw_graph(graph, route=self.path, cycle=self.cycle)
+
+
+def _json_label(label):
+    if hasattr(label, "item") and not isinstance(label, (str, int, float)):  # a numpy scalar
+        label = label.item()
+    return label if isinstance(label, (str, int, float)) else str(label)
 
 
 def _check_drawable(result, graph: nx.Graph, answer) -> None:
@@ -191,7 +204,8 @@ def _palette(n: int) -> list:
     """`n` distinct colours: matplotlib's 60 categorical ones, or beyond that hues a golden angle apart."""
     from matplotlib import colormaps, colors
 
-    listed = [c for name in ("tab20", "tab20b", "tab20c") for c in colormaps[name].colors]
+    tab20 = colormaps["tab20"].colors  # ten dark and light pairs: the ten dark ones first, then the light
+    listed = [*tab20[0::2], *tab20[1::2], *colormaps["tab20b"].colors, *colormaps["tab20c"].colors]
     if n <= len(listed):
         return listed[:n]
     return [colors.hsv_to_rgb(((i * 0.618034) % 1.0, 0.55 + 0.4 * (i % 3) / 2, 0.95 - 0.3 * (i % 2)))
@@ -452,35 +466,9 @@ class GraphSolver(_DiffusionSolver):
             cycle = arguments.flag(cycle, "cycle")
         if cycle and end is not None:
             raise GraphError("end applies to paths; a cycle ends where it starts (give start only)")
-        kind = "hamcycle" if cycle else "hampath"
-        problems = []
-        for graph in graphs:
-            labels, edges, index = _route_input(graph, MAX_PROMPT_EDGES, "Hamiltonian", start=start, end=end)
-            trivial = None
-            what = "cycle" if cycle else "path"
-            if len(labels) == 1:
-                trivial = RouteResult(labels, True, None, 0)
-            elif not nx.is_connected(graph):
-                trivial = RouteResult(None, False, f"the graph is not connected, so no Hamiltonian {what} exists")
-            elif not cycle and start is not None and start == end:
-                trivial = RouteResult(None, False, "a Hamiltonian path cannot start and end at the same node of "
-                                                   "a graph with more than one (use cycle=True for a closed route)")
-            elif cycle and min(d for _, d in graph.degree) < 2:
-                lone = next(v for v, d in graph.degree if d < 2)
-                trivial = RouteResult(None, False, f"node {lone!r} has one neighbour, so no Hamiltonian cycle exists")
-            first, last = start, end
-            if not cycle and trivial is None:
-                first, last, impossible = _leaf_ends(graph, start, end)
-                if impossible:
-                    trivial = RouteResult(None, False, impossible)
-            if trivial is None and len(labels) <= EXHAUSTIVE_NODES and \
-                    not _hamiltonian_route_exists(graph, cycle, start, end):
-                ends = "" if cycle else "".join(f" {name} {node!r}" for name, node in (("from", start), ("to", end))
-                                                if node is not None)
-                trivial = RouteResult(None, False, f"no Hamiltonian {what} exists{ends} (exhaustive check)")
-            spec = RouteSpec(len(labels), edges, kind, index.get(first), index.get(last))
-            problems.append((spec, labels, trivial,
-                             lambda path, g=graph: _is_hamiltonian(g, path, cycle, start, end)))
+        graphs = list(graphs)
+        problems = [_numbered("graph", i, len(graphs), _hamiltonian_problem, graph, cycle, start, end)
+                    for i, graph in enumerate(graphs)]
         results = self._routes(problems, batch, callback, f"Hamiltonian {'cycle' if cycle else 'path'}")
         return [replace(result, cycle=cycle) for result in results]
 
@@ -514,28 +502,8 @@ class GraphSolver(_DiffusionSolver):
     def paths(self, queries: Sequence[tuple[nx.Graph, Hashable, Hashable]], *, batch: int = 32, callback=None,
               salt: int = 0, all_canvases: bool = False) -> list[RouteResult]:
         """Many (graph, source, target) path queries at once; any simple path counts."""
-        problems = []
-        for i, query in enumerate(queries):
-            if not isinstance(query, (tuple, list)) or len(query) != 3:
-                raise GraphError(f"query {i}: expected (graph, source, target), got {query!r}")
-            graph, source, target = query
-            if source is None or target is None:
-                raise GraphError("path finding needs a source and a target node")
-            check_graph(graph, None, "path-finding")
-            _check_nodes(graph, source=source, target=target)
-            if source == target:  # answered without the model, whatever the graph's size
-                problems.append((None, None, RouteResult([source], True, None, 0), None))
-                continue
-            if not nx.has_path(graph, source, target):
-                problems.append((None, None, RouteResult(None, False, f"no path exists from {source!r} to "
-                                                                      f"{target!r}"), None))
-                continue
-            labels, edges, index = _route_input(graph, MAX_PATH_EDGES, "path-finding", source=source, target=target)
-            trivial = None
-            arcs = graph.graph.get(SHORTEST_ARCS)
-            spec = RouteSpec(len(labels), edges, "path", index[source], index[target],
-                             None if arcs is None else [(index[u], index[v]) for u, v in arcs])
-            problems.append((spec, labels, trivial, lambda path, g=graph, s=source, t=target: _is_path(g, path, s, t)))
+        queries = list(queries)
+        problems = [_numbered("query", i, len(queries), _path_problem, query) for i, query in enumerate(queries)]
         return self._routes(problems, batch, callback, "path", salt=salt, all_canvases=all_canvases)
 
     def _routes(self, problems, batch: int, callback, what: str, salt: int = 0,
@@ -706,6 +674,65 @@ def _leaf_ends(graph: nx.Graph, start, end) -> tuple:
 
 
 # ------------------------------------------------------------------------------------------ inputs
+def _numbered(what: str, i: int, count: int, build: Callable, *args):
+    """`build(*args)`; when it is one of several, its GraphError names `what` and the position `i`."""
+    try:
+        return build(*args)
+    except GraphError as exc:
+        if count == 1:
+            raise
+        raise GraphError(f"{what} {i}: {exc}") from None
+
+
+def _hamiltonian_problem(graph: nx.Graph, cycle: bool, start, end) -> tuple:
+    """(spec, labels, the answer when no sampling is needed or None, verifier) of one Hamiltonian instance."""
+    labels, edges, index = _route_input(graph, MAX_PROMPT_EDGES, "Hamiltonian", start=start, end=end)
+    trivial = None
+    what = "cycle" if cycle else "path"
+    if len(labels) == 1:
+        trivial = RouteResult(labels, True, None, 0)
+    elif not nx.is_connected(graph):
+        trivial = RouteResult(None, False, f"the graph is not connected, so no Hamiltonian {what} exists")
+    elif not cycle and start is not None and start == end:
+        trivial = RouteResult(None, False, "a Hamiltonian path cannot start and end at the same node of "
+                                           "a graph with more than one (use cycle=True for a closed route)")
+    elif cycle and min(d for _, d in graph.degree) < 2:
+        lone = next(v for v, d in graph.degree if d < 2)
+        trivial = RouteResult(None, False, f"node {lone!r} has one neighbour, so no Hamiltonian cycle exists")
+    first, last = start, end
+    if not cycle and trivial is None:
+        first, last, impossible = _leaf_ends(graph, start, end)
+        if impossible:
+            trivial = RouteResult(None, False, impossible)
+    if trivial is None and len(labels) <= EXHAUSTIVE_NODES and \
+            not _hamiltonian_route_exists(graph, cycle, start, end):
+        ends = "" if cycle else "".join(f" {name} {node!r}" for name, node in (("from", start), ("to", end))
+                                        if node is not None)
+        trivial = RouteResult(None, False, f"no Hamiltonian {what} exists{ends} (exhaustive check)")
+    spec = RouteSpec(len(labels), edges, "hamcycle" if cycle else "hampath", index.get(first), index.get(last))
+    return spec, labels, trivial, lambda path: _is_hamiltonian(graph, path, cycle, start, end)
+
+
+def _path_problem(query) -> tuple:
+    """(spec, labels, the answer when no sampling is needed or None, verifier) of one (graph, source, target)."""
+    if not isinstance(query, (tuple, list)) or len(query) != 3:
+        raise GraphError(f"expected (graph, source, target), got {query!r}")
+    graph, source, target = query
+    if source is None or target is None:
+        raise GraphError("path finding needs a source and a target node")
+    check_graph(graph, None, "path-finding")
+    _check_nodes(graph, source=source, target=target)
+    if source == target:  # answered without the model, whatever the graph's size
+        return None, None, RouteResult([source], True, None, 0), None
+    if not nx.has_path(graph, source, target):
+        return None, None, RouteResult(None, False, f"no path exists from {source!r} to {target!r}"), None
+    labels, edges, index = _route_input(graph, MAX_PATH_EDGES, "path-finding", source=source, target=target)
+    arcs = graph.graph.get(SHORTEST_ARCS)
+    spec = RouteSpec(len(labels), edges, "path", index[source], index[target],
+                     None if arcs is None else [(index[u], index[v]) for u, v in arcs])
+    return spec, labels, None, lambda path: _is_path(graph, path, source, target)
+
+
 def _route_input(graph: nx.Graph, max_edges: int, what: str, **nodes) -> tuple[list, list[tuple[int, int]], dict]:
     """(labels, edges over 0..N-1, label -> index) of a graph that fits the route canvas and prompt; every
     named node that is given must be in the graph."""

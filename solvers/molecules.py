@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -25,6 +24,7 @@ from .checkpoints import check_task_model, default_checkpoint
 BUDGET_PER_MOLECULE = 200
 BUDGET_BASE = 256
 MAX_DRAWN = 48  # 12 rows of 4: a grid still readable on one screen
+CELL = (260, 220)  # pixels of one drawn molecule
 SHORT_NAMES = {"logp": "logP", "mw": "MW", "qed": "QED", "tpsa": "TPSA", "hbd": "HBD", "hba": "HBA",
                "rings": "rings", "heavy_atoms": "atoms"}  # legends of drawn molecules
 
@@ -41,7 +41,12 @@ class Molecule:
     verified: bool  # sanitizes and meets every requested condition (always True for returned molecules)
     passes: int  # denoising passes of the canvas that produced it
 
-    def to_dict(self, names: list[str] | None = None) -> dict:
+    def to_dict(self, names: Sequence[str] | None = None) -> dict:
+        """smiles, verified and the properties (all, or those `names`d), for JSON or a pandas row."""
+        if names is not None and (isinstance(names, str) or not isinstance(names, Sequence)
+                                  or any(name not in self.properties for name in names)):
+            raise task.RequestError(f"names: expected property names among {', '.join(self.properties)}, got "
+                                    f"{names!r}")
         props = self.properties if names is None else {k: self.properties[k] for k in names}
         return {"smiles": self.smiles, "verified": self.verified, **props}
 
@@ -68,25 +73,33 @@ class DesignResult:
 
     def draw(self, properties: Sequence[str] = ("logp", "mw", "qed"), *, limit: int = MAX_DRAWN, per_row: int = 4,
              svg: bool = False):
-        """A grid picture of the first `limit` molecules (RDKit's drawing), each labelled with `properties`: a PIL
-        image (it displays in a notebook; `.save("grid.png")`), or with `svg=True` the SVG text. Bad arguments
-        raise RequestError."""
-        from rdkit.Chem import Draw
+        """A grid picture of the first `limit` molecules, `per_row` to a row, each labelled with `properties`: a
+        PIL image (it displays in a notebook; `.save("grid.png")`), or with `svg=True` the SVG text. Drawn by
+        RDKit's MolDraw2D itself, so RDKit's notebook hooks (IPythonConsole) do not change what comes back. Bad
+        arguments raise RequestError."""
+        import io
+
+        from PIL import Image
+        from rdkit.Chem.Draw import rdMolDraw2D
 
         with arguments.raised_as(task.RequestError):
             limit, per_row = arguments.whole(limit, "limit", 1), arguments.whole(per_row, "per_row", 1)
-        properties = [properties] if isinstance(properties, str) else list(properties)
-        unknown = [name for name in properties if name not in SHORT_NAMES]
-        if unknown:
-            raise task.RequestError(f"properties: unknown property {unknown[0]!r}; the properties are "
-                                    f"{', '.join(SHORT_NAMES)}")
+            svg = arguments.flag(svg, "svg")
+        names = [properties] if isinstance(properties, str) else properties
+        if not isinstance(names, Sequence) or any(name not in SHORT_NAMES for name in names):
+            raise task.RequestError(f"properties: expected names among {', '.join(SHORT_NAMES)}, got {properties!r}")
         if not self.molecules:
             raise task.RequestError("nothing to draw: no molecule was found")
         drawn = self.molecules[:limit]
-        legends = ["  ".join(f"{SHORT_NAMES[name]} {m.properties[name]:{'.0f' if name == 'mw' else '.3g'}}"
-                             for name in properties) for m in drawn]
-        return Draw.MolsToGridImage([m.mol for m in drawn], molsPerRow=per_row, subImgSize=(260, 220),
-                                    legends=legends, useSVG=svg)
+        per_row = min(per_row, len(drawn))
+        rows = -(-len(drawn) // per_row)
+        size = (CELL[0] * per_row, CELL[1] * rows, *CELL)
+        canvas = rdMolDraw2D.MolDraw2DSVG(*size) if svg else rdMolDraw2D.MolDraw2DCairo(*size)
+        canvas.DrawMolecules([m.mol for m in drawn], legends=[
+            "  ".join(f"{SHORT_NAMES[name]} {m.properties[name]:{'.0f' if name == 'mw' else '.3g'}}" for name in names)
+            for m in drawn])
+        canvas.FinishDrawing()
+        return canvas.GetDrawingText() if svg else Image.open(io.BytesIO(canvas.GetDrawingText()))
 
     def to_dict(self) -> dict:
         return {"molecules": [m.to_dict() for m in self.molecules], "requested": self.requested,
@@ -201,7 +214,7 @@ class MoleculeDesigner:
         arguments.callback(on_molecule, "on_molecule")
         arguments.callback(on_round, "on_round")
         for message in request.unlikely():
-            warnings.warn(message, task.UnlikelyRequestWarning, stacklevel=2)
+            arguments.warn_caller(message, task.UnlikelyRequestWarning)
         began = time.perf_counter()
         generator = torch.Generator().manual_seed(seed)
         found: dict[str, Molecule] = {}

@@ -865,8 +865,19 @@ def test_results_draw_their_answer_on_the_graph(graphs):
         coloured.draw(nx.path_graph(3))
     with pytest.raises(GraphError, match="node 7 of the graph has no colour"):
         coloured.draw(nx.wheel_graph(8))
+    with pytest.raises(GraphError, match=r"edge \(\d, \d\) joins two nodes of one colour"):
+        coloured.draw(nx.complete_graph(7))  # the same nodes, other edges
     with pytest.raises(GraphError, match=r"edge \(\d, \d\) of the route is not in the graph"):
         cycle.draw(nx.path_graph(6))
     unsolved = graphs.hamiltonian_path(nx.star_graph(3))
     with pytest.raises(GraphError, match="nothing to draw: the result is not verified"):
         unsolved.draw(nx.star_graph(3))
+
+
+def test_route_records_are_json_whatever_the_labels(graphs):
+    as_numpy = nx.relabel_nodes(nx.path_graph(4), {i: np.int64(i) for i in range(4)})
+    record = graphs.path(as_numpy, np.int64(0), np.int64(3)).to_dict()
+    assert json.loads(json.dumps(record))["path"] == [0, 1, 2, 3]
+    as_sets = nx.relabel_nodes(nx.path_graph(3), {i: frozenset({i}) for i in range(3)})
+    record = graphs.path(as_sets, frozenset({0}), frozenset({2})).to_dict()
+    assert json.loads(json.dumps(record))["path"] == ["frozenset({0})", "frozenset({1})", "frozenset({2})"]

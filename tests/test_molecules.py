@@ -530,16 +530,26 @@ def test_rdkit_messages_are_silenced_only_inside_our_calls(designer, capfd):
 def test_a_result_draws_its_molecules_in_a_grid(designer):
     result = designer.generate(3, seed=5)
     assert len(result) == 3
-    assert result.draw().size == (4 * 260, 220)  # one row of four places
+    assert result.draw().size == (3 * 260, 220)  # one row, no wider than the molecules drawn
     assert result.draw(per_row=1).size == (260, 3 * 220)
     assert result.draw(limit=2, per_row=1).size == (260, 2 * 220)
+    assert result.draw(per_row=2).size == (2 * 260, 2 * 220)
     svg = result.draw(["qed"], svg=True)
     assert svg.startswith("<?xml") and "class='legend'" in svg  # RDKit draws the legend's letters as paths
     assert "class='legend'" not in result.draw([], svg=True)
-    with pytest.raises(task.RequestError, match="unknown property 'weight'"):
-        result.draw(["weight"])
+    for bad, message in [(["weight"], "properties: expected names among logp, .*got \\['weight'\\]"),
+                         (None, "got None"), (5, "got 5")]:
+        with pytest.raises(task.RequestError, match=message):
+            result.draw(bad)
     with pytest.raises(task.RequestError, match="limit must be at least 1"):
         result.draw(limit=0)
+    with pytest.raises(task.RequestError, match="svg must be True or False"):
+        result.draw(svg="yes")
+    assert result[0].to_dict(["qed"]) == {"smiles": result[0].smiles, "verified": True,
+                                          "qed": result[0].properties["qed"]}
+    for bad in (["LogP"], "logp", 5):
+        with pytest.raises(task.RequestError, match="names: expected property names among logp"):
+            result[0].to_dict(bad)
 
 
 def test_cli_takes_the_format_from_the_out_suffix_and_draws_svg(tmp_path):
@@ -687,9 +697,13 @@ def test_windows_beyond_every_training_molecule_are_warned_about(designer):
     assert not task.MoleculeRequest.parse({"mw": (300, 310), "logp": (5, 6.5)}).unlikely()
     (message,) = task.MoleculeRequest.parse({"mw": (900, 1000)}).unlikely()
     assert message.startswith("mw: window 900:1000 lies outside the training molecules' range")
-    with pytest.warns(task.UnlikelyRequestWarning, match="mw: window 900:1000"):
+    with pytest.warns(task.UnlikelyRequestWarning, match="mw: window 900:1000") as caught:
         result = designer.generate(1, mw=(900, 1000), budget=1, seed=0)
     assert result.exhausted
+    assert caught[0].filename == __file__  # the caller's line, not a line inside torch or diffsolve
+    with pytest.warns(task.UnlikelyRequestWarning) as caught:
+        designer.design(1, task.MoleculeRequest.parse({"mw": (900, 1000)}), budget=1, seed=0)
+    assert caught[0].filename == __file__
     cli = CliRunner().invoke(app, ["molecules", "-n", "1", "--mw", "900:1000", "--budget", "1"])
     assert cli.exit_code == 1 and "warning: --mw: window 900:1000 lies outside" in cli.stderr
     assert "UnlikelyRequestWarning" not in cli.stderr  # said once, in the CLI's words
