@@ -609,7 +609,8 @@ class CountdownSolver(_DiffusionSolver):
                                           int(passes.sum()), seconds))
             else:
                 reason = (UNSOLVABLE if not countdown.solvable(numbers, target)
-                          else f"no verified solution within {self.max_steps} passes")
+                          else f"no verified solution within {self.max_steps} pass{'es' * (self.max_steps != 1)}, "
+                               "though one exists (exhaustive check): more passes or canvases may find it")
                 report(k, CountdownResult(numbers, target, None, None, False, reason, int(passes.sum()), seconds))
 
         guidance = countdown.CountdownGuidance(chunk, self.model.device, seed=self.seed)

@@ -881,3 +881,11 @@ def test_route_records_are_json_whatever_the_labels(graphs):
     as_sets = nx.relabel_nodes(nx.path_graph(3), {i: frozenset({i}) for i in range(3)})
     record = graphs.path(as_sets, frozenset({0}), frozenset({2})).to_dict()
     assert json.loads(json.dumps(record))["path"] == ["frozenset({0})", "frozenset({1})", "frozenset({2})"]
+
+
+def test_countdown_says_when_a_solution_exists_that_it_did_not_find():
+    hurried = CountdownSolver.from_pretrained(canvases=1, max_steps=1)
+    result = hurried.solve([25, 50, 75, 100, 3, 6], 952)  # 75*6=450, 100+3=103, 450/50=9, 103*9=927, 927+25=952
+    assert not result.verified
+    assert result.reason == ("no verified solution within 1 pass, though one exists (exhaustive check): more "
+                             "passes or canvases may find it")
