@@ -675,7 +675,7 @@ def train(
                              f"[default: {SCRATCH_LR:g}; with --init {WARM_START_LR:g}, gentle enough to keep what "
                              "the model knows]."),
     seed: int = typer.Option(0, min=0, max=2**32 - 1, help="Seed for initialisation and data."),
-    device: str = typer.Option("cpu", help="cpu or cuda."),
+    device: str = DEVICE,
     threads: int = typer.Option(2, min=1, help="CPU threads for torch."),
     time_budget: float = typer.Option(None, min=1, help="Stop after this many seconds; the learning-rate schedule "
                                       "then follows the clock (default: no limit, the schedule follows --steps)."),
@@ -846,7 +846,7 @@ def _steps_run(cfg, summary: dict) -> str:
     """The card's step count: the steps asked for, or those a time budget allowed and where its schedule was."""
     from ..core.training import lr_at
 
-    if cfg.steps < cfg.warmup_steps:  # a short run from --init
+    if summary["steps"] >= cfg.steps and cfg.steps < cfg.warmup_steps:  # a short run from --init
         return f"{cfg.steps} steps, all inside the warmup (the last at lr {lr_at(cfg.steps - 1, cfg):.3g})"
     if summary["steps"] >= cfg.steps or not cfg.time_budget_s:
         return f"{cfg.steps} steps"

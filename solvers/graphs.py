@@ -121,12 +121,12 @@ class ColoringResult:
     def draw(self, graph: nx.Graph):
         """A matplotlib Figure of `graph` with its nodes in their colours (the graph this result is for)."""
         _check_drawable(self, graph, self.coloring)
-        uncoloured = next((v for v in graph if v not in self.coloring), None)
-        if uncoloured is not None:
-            raise GraphError(f"node {uncoloured!r} of the graph has no colour: draw the graph the result is for")
-        clash = next(((u, v) for u, v in graph.edges if self.coloring[u] == self.coloring[v]), None)
-        if clash is not None:
-            raise GraphError(f"edge {clash} joins two nodes of one colour: draw the graph the result is for")
+        if not is_proper_coloring(graph, self.coloring):
+            uncoloured = next((v for v in graph if v not in self.coloring), None)
+            where = f"node {uncoloured!r} of the graph has no colour" if uncoloured is not None else \
+                "edge {} joins two nodes of one colour".format(
+                    next((u, v) for u, v in graph.edges if self.coloring[u] == self.coloring[v]))
+            raise GraphError(f"{where}: draw the graph the result is for")
         return _draw_graph(graph, coloring=self.coloring)
 
 
@@ -139,7 +139,7 @@ class RouteResult:
     forward_passes: int = 0
     seconds: float = 0.0
     candidates: list = field(default_factory=list, repr=False)  # every verified route the canvases held
-    cycle: bool = False  # a Hamiltonian cycle: the route returns from its last node to its first
+    cycle: bool = False  # a Hamiltonian cycle was asked for: a verified route returns from its last node to its first
 
     def to_dict(self) -> dict:
         """JSON-ready: labels that JSON holds (str, int, float; numpy's as Python's) stay, others become their
@@ -153,11 +153,11 @@ class RouteResult:
     def draw(self, graph: nx.Graph):
         """A matplotlib Figure of `graph` with the route drawn bold (the graph this result is for)."""
         _check_drawable(self, graph, self.path)
-        links = list(zip(self.path, self.path[1:])) + ([(self.path[-1], self.path[0])] if self.cycle else [])
-        missing = next(((u, v) for u, v in links if u != v and not graph.has_edge(u, v)), None)
+        links = _route_links(self.path, self.cycle)
+        missing = next(((u, v) for u, v in links if not graph.has_edge(u, v)), None)
         if missing is not None:
             raise GraphError(f"edge {missing} of the route is not in the graph: draw the graph the result is for")
-        return _draw_graph(graph, route=self.path, cycle=self.cycle)
+        return _draw_graph(graph, links=links)
 
 
 def _json_label(label):
@@ -175,10 +175,15 @@ def _check_drawable(result, graph: nx.Graph, answer) -> None:
         raise GraphError(f"node {missing!r} of the result is not in the graph: draw the graph the result is for")
 
 
-def _draw_graph(graph: nx.Graph, *, coloring: dict | None = None, route: list | None = None, cycle: bool = False):
-    """A matplotlib Figure (no pyplot state: it displays in a notebook and saves with `savefig`) of `graph`, its
-    nodes coloured by `coloring` (node -> colour) and `route` drawn bold, closed when `cycle`. Small graphs get
-    networkx's Kamada-Kawai layout; above 60 nodes a seeded spring layout (seconds to minutes for thousands)."""
+def _route_links(path: list, cycle: bool) -> list[tuple]:
+    """The edges a route walks; a cycle's includes the one back to its start (a cycle has more than two nodes)."""
+    return list(zip(path, path[1:])) + ([(path[-1], path[0])] if cycle and len(path) > 2 else [])
+
+
+def _draw_graph(graph: nx.Graph, *, coloring: dict | None = None, links: list[tuple] = ()):
+    """A matplotlib Figure of `graph`, built without pyplot (no global state; `savefig` writes it), its nodes
+    coloured by `coloring` (node -> colour) and the edges `links` drawn bold. Small graphs get networkx's
+    Kamada-Kawai layout; above 60 nodes a seeded spring layout (seconds to minutes for thousands)."""
     from matplotlib.figure import Figure
 
     figure = Figure(figsize=(7, 7))
@@ -191,8 +196,7 @@ def _draw_graph(graph: nx.Graph, *, coloring: dict | None = None, route: list | 
     else:
         colors = "#d0d8e8"
     nx.draw_networkx_edges(graph, layout, ax=ax, alpha=0.25)
-    if route:
-        links = list(zip(route, route[1:])) + ([(route[-1], route[0])] if cycle and len(route) > 2 else [])
+    if links:
         nx.draw_networkx_edges(graph, layout, edgelist=links, ax=ax, width=3, edge_color="#c03030")
     nx.draw_networkx_nodes(graph, layout, node_color=colors, ax=ax, node_size=260)
     nx.draw_networkx_labels(graph, layout, ax=ax, font_size=7)
@@ -763,8 +767,7 @@ def _is_hamiltonian(graph: nx.Graph, path: list, cycle: bool, start, end) -> boo
         return False
     if start is not None and path[0] != start or end is not None and path[-1] != end:
         return False
-    closing = [(path[-1], path[0])] if cycle and len(path) > 2 else []
-    return all(graph.has_edge(u, v) for u, v in [*zip(path, path[1:]), *closing])
+    return all(graph.has_edge(u, v) for u, v in _route_links(path, cycle))
 
 
 def _large_clique(graph: nx.Graph, budget: int = 50_000) -> list:

@@ -42,9 +42,10 @@ class Molecule:
     passes: int  # denoising passes of the canvas that produced it
 
     def to_dict(self, names: Sequence[str] | None = None) -> dict:
-        """smiles, verified and the properties (all, or those `names`d), for JSON or a pandas row."""
-        if names is not None and (isinstance(names, str) or not isinstance(names, Sequence)
-                                  or any(name not in self.properties for name in names)):
+        """smiles, verified and the properties (all, or those named: a list, or one name), for JSON or a pandas
+        row."""
+        names = [names] if isinstance(names, str) else names
+        if names is not None and (not isinstance(names, Sequence) or any(n not in self.properties for n in names)):
             raise task.RequestError(f"names: expected property names among {', '.join(self.properties)}, got "
                                     f"{names!r}")
         props = self.properties if names is None else {k: self.properties[k] for k in names}

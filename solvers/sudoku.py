@@ -21,7 +21,7 @@ Puzzle = str | Sequence[int] | Sequence[Sequence[int]] | np.ndarray  # text, or 
 
 @dataclass
 class SudokuResult:
-    puzzle: str  # 81 chars, '0' for blanks (an unreadable puzzle: the text as given, stripped)
+    puzzle: str  # 81 chars, '0' for blanks (unreadable: the text as given, stripped, or the numbers spaced)
     solution: str | None  # set only when verified
     verified: bool
     reason: str | None  # why there is no solution
@@ -97,6 +97,9 @@ class SudokuSolver:
         if isinstance(puzzles, str):
             raise TypeError("solve_many takes a sequence of puzzle strings; for one puzzle use solve(puzzle)")
         puzzles, read = list(puzzles), []
+        if _one_grid(puzzles):  # its rows would read as nine puzzles of nine numbers
+            raise TypeError("solve_many takes a sequence of puzzles, got one 9 x 9 grid; for one puzzle use "
+                            "solve(puzzle)")
         for i, puzzle in enumerate(puzzles):  # a wrong type is a TypeError before any work
             try:
                 read.append(_read_puzzle(puzzle))
@@ -156,6 +159,15 @@ class SudokuSolver:
         out = generate(self.model, None, self.config, cache=cache, guidance=guidance, callback=clock,
                        generator=torch.Generator(device).manual_seed(self.seed))
         clock.finish(out)
+
+
+def _one_grid(puzzles: list) -> bool:
+    """Whether `puzzles` is one puzzle as 9 rows of 9 numbers."""
+    try:
+        cells = np.asarray(puzzles)
+    except (TypeError, ValueError):  # ragged
+        return False
+    return cells.shape == (9, 9) and cells.dtype.kind in "iuf"
 
 
 def _read_puzzle(puzzle) -> tuple[str, str | None]:

@@ -27,8 +27,8 @@ from ..core import quiet_worker
 
 
 def rdkit_quiet(function):
-    """`function` with RDKit's log blocked while it runs: invalid candidates are expected, and we report problems
-    ourselves. Only for the call, so a caller's own RDKit messages still show."""
+    """`function` with RDKit's log blocked while it runs (callbacks it makes included): invalid candidates are
+    expected, and we report problems ourselves. Only for the call, so a caller's own RDKit messages still show."""
     @functools.wraps(function)
     def quiet(*args, **kwargs):
         with rdBase.BlockLogs():

@@ -196,7 +196,6 @@ def training_set(path: Path, examples: int, seed: int, workers: int = 2, check: 
     return cached_training_set(path, build, {"examples": examples, "seed": seed}, check)
 
 
-@rdkit_quiet
 def batches(out_dir: Path, seed: int, batch_size: int, device: str, data: Path | None = None,
             examples: int = 400_000, workers: int = 2) -> Callable[[int, torch.Generator], Batch]:
     stream = MoleculeStream(training_set(data or out_dir / "moses_train.npz", examples, seed, workers,

@@ -81,6 +81,8 @@ def test_sudoku_puzzles_as_numbers(models):
         solver.solve(PUZZLE.encode())
     with pytest.raises(TypeError, match=r"^puzzle 1: a puzzle is .*or 81 whole numbers 0-9 .*got NoneType"):
         solver.solve_many([PUZZLE, None])
+    with pytest.raises(TypeError, match="got one 9 x 9 grid; for one puzzle use solve"):
+        solver.solve_many(grid)
     # numbers that are not a puzzle are reported in the result, as a string that is not one is
     with_nan = grid.astype(float)
     with_nan[4, 4] = np.nan  # an empty cell as pandas reads it

@@ -547,7 +547,8 @@ def test_a_result_draws_its_molecules_in_a_grid(designer):
         result.draw(svg="yes")
     assert result[0].to_dict(["qed"]) == {"smiles": result[0].smiles, "verified": True,
                                           "qed": result[0].properties["qed"]}
-    for bad in (["LogP"], "logp", 5):
+    assert result[0].to_dict("qed") == result[0].to_dict(["qed"])  # one name, as draw takes it
+    for bad in (["LogP"], "LogP", 5):
         with pytest.raises(task.RequestError, match="names: expected property names among logp"):
             result[0].to_dict(bad)
 
