@@ -25,7 +25,6 @@ from rdkit.Chem.Scaffolds import MurckoScaffold
 from ..core import quiet_worker
 
 
-
 def rdkit_quiet(function):
     """`function` with RDKit's log blocked while it runs (callbacks it makes included): invalid candidates are
     expected, and we report problems ourselves. Only for the call, so a caller's own RDKit messages still show."""
@@ -41,6 +40,7 @@ def quiet_molecule_worker() -> None:
     our own, so for good)."""
     quiet_worker()
     RDLogger.DisableLog("rdApp.*")
+
 
 # Atom-level SMILES tokens: bracket atoms, two-letter halogens, then single characters.
 TOKEN_PATTERN = re.compile(r"\[[^\]]+]|Br|Cl|%\d{2}|[BCNOPSFIbcnops]|[()=#\-+\\/:~@?>*$.]|\d")
