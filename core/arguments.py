@@ -71,6 +71,18 @@ def raised_as(error: type[ValueError]) -> Iterator[None]:
         raise error(str(exc)) from None
 
 
+@contextmanager
+def numbered(what: str, i: int, count: int) -> Iterator[None]:
+    """In a batched call of `count` items, a TypeError or ValueError raised inside names the item at fault
+    (`query 1: ...`, the same exception type); a call of one item raises it as it is."""
+    try:
+        yield
+    except (TypeError, ValueError) as exc:
+        if count == 1:
+            raise
+        raise type(exc)(f"{what} {i}: {exc}") from None
+
+
 def warn_caller(message: str, category: type[Warning]) -> None:
     """`warnings.warn` pointed at the caller's own line: the first frame outside diffsolve and the decorators
     around its calls (torch.no_grad, functools.wraps), however deep the call came in."""

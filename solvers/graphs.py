@@ -121,12 +121,12 @@ class ColoringResult:
     def draw(self, graph: nx.Graph):
         """A matplotlib Figure of `graph` with its nodes in their colours (the graph this result is for)."""
         _check_drawable(self, graph, self.coloring)
+        uncoloured = next((v for v in graph if v not in self.coloring), None)
+        if uncoloured is not None:
+            raise GraphError(f"node {uncoloured!r} of the graph has no colour: draw the graph the result is for")
         if not is_proper_coloring(graph, self.coloring):
-            uncoloured = next((v for v in graph if v not in self.coloring), None)
-            where = f"node {uncoloured!r} of the graph has no colour" if uncoloured is not None else \
-                "edge {} joins two nodes of one colour".format(
-                    next((u, v) for u, v in graph.edges if self.coloring[u] == self.coloring[v]))
-            raise GraphError(f"{where}: draw the graph the result is for")
+            clash = next((u, v) for u, v in graph.edges if self.coloring[u] == self.coloring[v])
+            raise GraphError(f"edge {clash} joins two nodes of one colour: draw the graph the result is for")
         return _draw_graph(graph, coloring=self.coloring)
 
 
@@ -470,9 +470,10 @@ class GraphSolver(_DiffusionSolver):
             cycle = arguments.flag(cycle, "cycle")
         if cycle and end is not None:
             raise GraphError("end applies to paths; a cycle ends where it starts (give start only)")
-        graphs = list(graphs)
-        problems = [_numbered("graph", i, len(graphs), _hamiltonian_problem, graph, cycle, start, end)
-                    for i, graph in enumerate(graphs)]
+        graphs, problems = list(graphs), []
+        for i, graph in enumerate(graphs):
+            with arguments.numbered("graph", i, len(graphs)):
+                problems.append(_hamiltonian_problem(graph, cycle, start, end))
         results = self._routes(problems, batch, callback, f"Hamiltonian {'cycle' if cycle else 'path'}")
         return [replace(result, cycle=cycle) for result in results]
 
@@ -506,8 +507,10 @@ class GraphSolver(_DiffusionSolver):
     def paths(self, queries: Sequence[tuple[nx.Graph, Hashable, Hashable]], *, batch: int = 32, callback=None,
               salt: int = 0, all_canvases: bool = False) -> list[RouteResult]:
         """Many (graph, source, target) path queries at once; any simple path counts."""
-        queries = list(queries)
-        problems = [_numbered("query", i, len(queries), _path_problem, query) for i, query in enumerate(queries)]
+        queries, problems = list(queries), []
+        for i, query in enumerate(queries):
+            with arguments.numbered("query", i, len(queries)):
+                problems.append(_path_problem(query))
         return self._routes(problems, batch, callback, "path", salt=salt, all_canvases=all_canvases)
 
     def _routes(self, problems, batch: int, callback, what: str, salt: int = 0,
@@ -581,8 +584,9 @@ class CountdownSolver(_DiffusionSolver):
         for i, instance in enumerate(instances):
             if not isinstance(instance, (tuple, list)) or len(instance) != 2:
                 raise countdown.CountdownError(f"instance {i}: expected (numbers, target), got {instance!r}")
-            numbers, target = countdown.whole_numbers(*instance)
-            countdown.check_instance(numbers, target)
+            with arguments.numbered("instance", i, len(instances)):
+                numbers, target = countdown.whole_numbers(*instance)
+                countdown.check_instance(numbers, target)
             # Up to 5 numbers an exhaustive check is instant: an impossible instance is answered without sampling.
             if len(numbers) <= 5 and not countdown.solvable(numbers, target):
                 results[i] = CountdownResult(numbers, target, None, None, False, UNSOLVABLE)
@@ -679,16 +683,6 @@ def _leaf_ends(graph: nx.Graph, start, end) -> tuple:
 
 
 # ------------------------------------------------------------------------------------------ inputs
-def _numbered(what: str, i: int, count: int, build: Callable, *args):
-    """`build(*args)`; when it is one of several, its GraphError names `what` and the position `i`."""
-    try:
-        return build(*args)
-    except GraphError as exc:
-        if count == 1:
-            raise
-        raise GraphError(f"{what} {i}: {exc}") from None
-
-
 def _hamiltonian_problem(graph: nx.Graph, cycle: bool, start, end) -> tuple:
     """(spec, labels, the answer when no sampling is needed or None, verifier) of one Hamiltonian instance."""
     labels, edges, index = _route_input(graph, MAX_PROMPT_EDGES, "Hamiltonian", start=start, end=end)

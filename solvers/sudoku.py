@@ -101,10 +101,8 @@ class SudokuSolver:
             raise TypeError("solve_many takes a sequence of puzzles, got one 9 x 9 grid; for one puzzle use "
                             "solve(puzzle)")
         for i, puzzle in enumerate(puzzles):  # a wrong type is a TypeError before any work
-            try:
+            with arguments.numbered("puzzle", i, len(puzzles)):
                 read.append(_read_puzzle(puzzle))
-            except TypeError as exc:
-                raise TypeError(f"puzzle {i}: {exc}" if len(puzzles) > 1 else f"{exc}") from None
         arguments.callback(callback, "callback")
         arguments.callback(on_result, "on_result")
         results: list[SudokuResult | None] = [None] * len(read)

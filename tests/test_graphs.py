@@ -834,6 +834,8 @@ def test_unusable_nodes_and_instances_are_named_in_the_solvers_own_errors(graphs
         graphs.path(nx.cycle_graph(5), [0], 2, shortest=True)
     with pytest.raises(countdown.CountdownError, match="instance 0: expected \\(numbers, target\\), got 5"):
         countdowns.solve_many([5])
+    with pytest.raises(countdown.CountdownError, match=r"^instance 1: "):
+        countdowns.solve_many([([4, 6, 2], 12), ([4], 4)])
 
 
 def test_results_draw_their_answer_on_the_graph(graphs):
