@@ -13,6 +13,7 @@ from numbers import Real
 import networkx as nx
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from ..core import (DiffusionGemma, FinishClock, Guidance, SamplingConfig, StepInfo, arguments, generate,
                     guided_config, load_model, released_config)
@@ -143,10 +144,13 @@ class RouteResult:
 
     def to_dict(self) -> dict:
         """JSON-ready: labels that JSON holds (str, int, float; numpy's as Python's) stay, others become their
-        str()."""
+        str(), or their repr() where a str() is another label of the route (e.g. (0, 1) and '(0, 1)')."""
         d = asdict(self)
         del d["candidates"]
-        d["path"] = None if self.path is None else [_json_label(v) for v in self.path]
+        if self.path is not None:
+            d["path"] = [_json_label(v) for v in self.path]
+            if len(set(d["path"])) < len(self.path):
+                d["path"] = [_json_label(v, repr) for v in self.path]  # text too: '(0, 1)' beside (0, 1)
         d["length"] = None if self.length is None else _json_label(self.length)
         return d
 
@@ -160,10 +164,14 @@ class RouteResult:
         return _draw_graph(graph, links=links)
 
 
-def _json_label(label):
+def _json_label(label, name=str):
+    """Numbers stay (numpy's become Python's); with `name=str` text stays and other labels become their str(),
+    with `name=repr` every label but a number becomes its repr()."""
     if hasattr(label, "item") and not isinstance(label, (str, int, float)):  # a numpy scalar
         label = label.item()
-    return label if isinstance(label, (str, int, float)) else str(label)
+    if isinstance(label, (int, float)) or (isinstance(label, str) and name is str):
+        return label
+    return name(label)
 
 
 def _check_drawable(result, graph: nx.Graph, answer) -> None:
@@ -462,8 +470,10 @@ class GraphSolver(_DiffusionSolver):
         return self.hamiltonian_paths([graph], cycle, start=start, end=end, callback=callback)[0]
 
     def hamiltonian_paths(self, graphs: Sequence[nx.Graph], cycle: bool = False, *, start: Hashable | None = None,
-                          end: Hashable | None = None, batch: int = 32, callback=None) -> list[RouteResult]:
-        """Many graphs at once (batches of `batch` instances, each with its parallel canvases)."""
+                          end: Hashable | None = None, batch: int = 32, callback=None,
+                          progress: bool = False) -> list[RouteResult]:
+        """Many graphs at once (batches of `batch` instances, each with its parallel canvases); `progress=True`
+        shows a progress bar of graphs done."""
         if isinstance(graphs, nx.Graph):
             raise GraphError("hamiltonian_paths takes a list of graphs; for one graph use hamiltonian_path(graph)")
         with arguments.raised_as(GraphError):
@@ -474,7 +484,8 @@ class GraphSolver(_DiffusionSolver):
         for i, graph in enumerate(graphs):
             with arguments.numbered("graph", i, len(graphs)):
                 problems.append(_hamiltonian_problem(graph, cycle, start, end))
-        results = self._routes(problems, batch, callback, f"Hamiltonian {'cycle' if cycle else 'path'}")
+        results = self._routes(problems, batch, callback, f"Hamiltonian {'cycle' if cycle else 'path'}",
+                               progress=progress)
         return [replace(result, cycle=cycle) for result in results]
 
     def path(self, graph: nx.Graph, source: Hashable, target: Hashable, *, weight: str | None = None,
@@ -505,47 +516,59 @@ class GraphSolver(_DiffusionSolver):
         return RouteResult(None, False, reason, None, passes, time.perf_counter() - began)
 
     def paths(self, queries: Sequence[tuple[nx.Graph, Hashable, Hashable]], *, batch: int = 32, callback=None,
-              salt: int = 0, all_canvases: bool = False) -> list[RouteResult]:
-        """Many (graph, source, target) path queries at once; any simple path counts."""
+              salt: int = 0, all_canvases: bool = False, progress: bool = False) -> list[RouteResult]:
+        """Many (graph, source, target) path queries at once; any simple path counts. `progress=True` shows a
+        progress bar of queries done."""
         queries, problems = list(queries), []
         for i, query in enumerate(queries):
             with arguments.numbered("query", i, len(queries)):
                 problems.append(_path_problem(query))
-        return self._routes(problems, batch, callback, "path", salt=salt, all_canvases=all_canvases)
+        return self._routes(problems, batch, callback, "path", salt=salt, all_canvases=all_canvases,
+                            progress=progress)
 
     def _routes(self, problems, batch: int, callback, what: str, salt: int = 0,
-                all_canvases: bool = False) -> list[RouteResult]:
+                all_canvases: bool = False, progress: bool = False) -> list[RouteResult]:
         """Solve (spec, labels, trivial result or None, verifier) problems in batches; first verified wins."""
         with arguments.raised_as(GraphError):
             batch = arguments.whole(batch, "batch", 1)
             arguments.callback(callback, "callback")
+            progress = arguments.flag(progress, "progress")
         results: list[RouteResult | None] = [p[2] for p in problems]
         todo = [i for i, p in enumerate(problems) if p[2] is None]
-        for begin in range(0, len(todo), batch):
-            chunk = todo[begin:begin + batch]
-            specs = [problems[i][0] for i in chunk]
-            canvas, passes, seconds = self._run([s.prompt() for s in specs], route_guidance(specs, self.model.device),
-                                       CANVAS["path"], callback=callback, salt=salt,
-                                       retire=not all_canvases, temperature=ROUTE_TEMPERATURE)
-            for j, i in enumerate(chunk):
-                spec, labels, _, verify = problems[i]
-                rows = range(j * self.canvases, (j + 1) * self.canvases)
-                found = []
-                for r in rows:
-                    route = decode_route(canvas[r], spec.n)
-                    path = None if route is None else [labels[v] for v in route]
-                    if path is not None and verify(path):
-                        found.append(path)
-                used = int(passes[list(rows)].sum())
-                if found:
-                    result = RouteResult(found[0], True, None, len(found[0]) - (spec.kind != "hamcycle"), used,
-                                         seconds[j])
-                else:
-                    result = RouteResult(None, False, f"no verified {what} within {self.max_steps} passes",
-                                         None, used, seconds[j])
-                result.candidates = found
-                results[i] = result
+        with tqdm(total=len(problems), initial=len(problems) - len(todo), desc=what, unit="instance",
+                  disable=not progress) as bar:
+            for begin in range(0, len(todo), batch):
+                chunk = todo[begin:begin + batch]
+                for i, result in zip(chunk, self._route_batch([problems[i] for i in chunk], callback, what, salt,
+                                                              all_canvases)):
+                    results[i] = result
+                bar.update(len(chunk))
         return results  # type: ignore[return-value]
+
+    def _route_batch(self, problems, callback, what: str, salt: int, all_canvases: bool) -> list[RouteResult]:
+        specs = [problem[0] for problem in problems]
+        canvas, passes, seconds = self._run([s.prompt() for s in specs], route_guidance(specs, self.model.device),
+                                            CANVAS["path"], callback=callback, salt=salt,
+                                            retire=not all_canvases, temperature=ROUTE_TEMPERATURE)
+        results = []
+        for j, (spec, labels, _, verify) in enumerate(problems):
+            rows = range(j * self.canvases, (j + 1) * self.canvases)
+            found = []
+            for r in rows:
+                route = decode_route(canvas[r], spec.n)
+                path = None if route is None else [labels[v] for v in route]
+                if path is not None and verify(path):
+                    found.append(path)
+            used = int(passes[list(rows)].sum())
+            if found:
+                result = RouteResult(found[0], True, None, len(found[0]) - (spec.kind != "hamcycle"), used,
+                                     seconds[j])
+            else:
+                result = RouteResult(None, False, f"no verified {what} within {self.max_steps} passes",
+                                     None, used, seconds[j])
+            result.candidates = found
+            results.append(result)
+        return results
 
 
 UNSOLVABLE = "no solution with whole-number steps exists (exhaustive check; a fraction along the way is not allowed)"
@@ -571,38 +594,45 @@ class CountdownSolver(_DiffusionSolver):
         return self.solve_many([(numbers, target)], callback=callback)[0]
 
     def solve_many(self, instances: Sequence[tuple[Sequence[int], int]], *, batch: int = 32, callback=None,
-                   on_result: Callable[[int, CountdownResult], None] | None = None) -> list[CountdownResult]:
+                   on_result: Callable[[int, CountdownResult], None] | None = None,
+                   progress: bool = False) -> list[CountdownResult]:
         """Instances in batches of `batch` (each with its parallel canvases); `on_result(index, result)` fires as
-        soon as an instance's canvases have stopped (instances that need no sampling first)."""
+        soon as an instance's canvases have stopped (instances that need no sampling first). `progress=True`
+        shows a progress bar of instances done."""
         instances = list(instances)
         with arguments.raised_as(countdown.CountdownError):
             batch = arguments.whole(batch, "batch", 1)
             arguments.callback(callback, "callback")
             arguments.callback(on_result, "on_result")
-        results: list[CountdownResult | None] = [None] * len(instances)
-        todo = []
+            progress = arguments.flag(progress, "progress")
+        checked = []
         for i, instance in enumerate(instances):
             if not isinstance(instance, (tuple, list)) or len(instance) != 2:
                 raise countdown.CountdownError(f"instance {i}: expected (numbers, target), got {instance!r}")
             with arguments.numbered("instance", i, len(instances)):
                 numbers, target = countdown.whole_numbers(*instance)
                 countdown.check_instance(numbers, target)
-            # Up to 5 numbers an exhaustive check is instant: an impossible instance is answered without sampling.
-            if len(numbers) <= 5 and not countdown.solvable(numbers, target):
-                results[i] = CountdownResult(numbers, target, None, None, False, UNSOLVABLE)
-                if on_result is not None:
-                    on_result(i, results[i])
-            else:
-                todo.append((i, numbers, target))
-        for start in range(0, len(todo), batch):
-            chunk = todo[start:start + batch]
+            checked.append((i, numbers, target))
+        results: list[CountdownResult | None] = [None] * len(instances)
+        with tqdm(total=len(instances), desc="countdown", unit="instance", disable=not progress) as bar:
 
-            def report(k: int, result: CountdownResult, chunk=chunk) -> None:
-                results[chunk[k][0]] = result
+            def report(i: int, result: CountdownResult) -> None:
+                results[i] = result
+                bar.update()
                 if on_result is not None:
-                    on_result(chunk[k][0], result)
+                    on_result(i, result)
 
-            self._solve_batch([(n, t) for _, n, t in chunk], callback, report)
+            todo = []
+            for i, numbers, target in checked:
+                # Up to 5 numbers an exhaustive check is instant: an impossible instance is answered unsampled.
+                if len(numbers) <= 5 and not countdown.solvable(numbers, target):
+                    report(i, CountdownResult(numbers, target, None, None, False, UNSOLVABLE))
+                else:
+                    todo.append((i, numbers, target))
+            for start in range(0, len(todo), batch):
+                chunk = todo[start:start + batch]
+                self._solve_batch([(n, t) for _, n, t in chunk], callback,
+                                  lambda k, result, chunk=chunk: report(chunk[k][0], result))
         return results  # type: ignore[return-value]
 
     def _solve_batch(self, chunk: list[tuple[list[int], int]], callback,

@@ -883,6 +883,9 @@ def test_route_records_are_json_whatever_the_labels(graphs):
     as_sets = nx.relabel_nodes(nx.path_graph(3), {i: frozenset({i}) for i in range(3)})
     record = graphs.path(as_sets, frozenset({0}), frozenset({2})).to_dict()
     assert json.loads(json.dumps(record))["path"] == ["frozenset({0})", "frozenset({1})", "frozenset({2})"]
+    alike = nx.relabel_nodes(nx.path_graph(3), {0: (0, 1), 1: "(0, 1)", 2: 2})  # a label and another's str()
+    record = graphs.path(alike, (0, 1), 2).to_dict()
+    assert json.loads(json.dumps(record))["path"] == ["(0, 1)", "'(0, 1)'", 2]  # repr() keeps them apart
 
 
 def test_countdown_says_when_a_solution_exists_that_it_did_not_find():
