@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 from rdkit import Chem
+from tqdm.auto import tqdm
 
 from ..core import DiffusionGemma, arguments, generate, guided_config, load_model, released_config
 from ..tasks import molecules as task
@@ -187,26 +188,28 @@ class MoleculeDesigner:
                  max_ring_size: int | None = task.MAX_RING_SIZE, avoid: str | Sequence[str] | set[str] | None = None,
                  seed: int | None = None, budget: int | None = None,
                  on_molecule: Callable[[Molecule], None] | None = None,
-                 on_round: Callable[[int, int], None] | None = None) -> DesignResult:
+                 on_round: Callable[[int, int], None] | None = None, progress: bool = False) -> DesignResult:
         """Up to `n` distinct verified molecules. Windows are inclusive (lo, hi) tuples; `contains` is SMARTS (or
         an RDKit query molecule); `scaffold` a SMILES (or an RDKit molecule) the molecule must contain;
         `max_ring_size` rules out larger rings (default 7, as in the training data; None allows any size).
         `avoid` names RDKit structural-alert catalogs (e.g. ("PAINS", "BRENK"); `ALERT_CATALOGS` lists them) that
         no returned molecule may match.
         `budget` caps the canvases tried (default `default_budget(n)`: 200n + 256); when it runs out the result
-        holds what was found and `exhausted` is set.
+        holds what was found and `exhausted` is set. `progress=True` shows a progress bar of molecules found and
+        canvases tried (on stderr, or a widget in a notebook).
         Raises `RequestError` for malformed or unsatisfiable requests, before any work."""
         request = task.MoleculeRequest.parse(
             {"logp": logp, "mw": mw, "qed": qed, "tpsa": tpsa, "hbd": hbd, "hba": hba, "rings": rings,
              "heavy_atoms": heavy_atoms}, contains=contains, scaffold=scaffold, max_ring_size=max_ring_size,
             avoid=avoid)
-        return self.design(n, request, seed=seed, budget=budget, on_molecule=on_molecule, on_round=on_round)
+        return self.design(n, request, seed=seed, budget=budget, on_molecule=on_molecule, on_round=on_round,
+                           progress=progress)
 
     @rdkit_quiet
     @torch.no_grad()
     def design(self, n: int, request: task.MoleculeRequest, *, seed: int | None = None, budget: int | None = None,
                on_molecule: Callable[[Molecule], None] | None = None,
-               on_round: Callable[[int, int], None] | None = None) -> DesignResult:
+               on_round: Callable[[int, int], None] | None = None, progress: bool = False) -> DesignResult:
         """`generate` with a parsed `MoleculeRequest` (the CLI builds one from its options)."""
         with arguments.raised_as(task.RequestError):
             n = arguments.whole(n, "the number of molecules", 1)
@@ -214,6 +217,7 @@ class MoleculeDesigner:
             seed = int(torch.randint(0, 2**31, (1,))) if seed is None else arguments.seed(seed)
         arguments.callback(on_molecule, "on_molecule")
         arguments.callback(on_round, "on_round")
+        progress = arguments.flag(progress, "progress")
         for message in request.unlikely():
             arguments.warn_caller(message, task.UnlikelyRequestWarning)
         began = time.perf_counter()
@@ -227,18 +231,21 @@ class MoleculeDesigner:
                                 atypical)
 
         try:
-            while len(found) < n and tried < budget:
-                # a round costs about the same number of passes at any size: size it to what is still missing
-                rows = min(self.canvases_per_round, budget - tried, max(32, 8 * (n - len(found))))
-                molecules, left_known, left_atypical = self._round(request, rows, free, generator, found)
-                tried, known, atypical = tried + rows, known + left_known, atypical + left_atypical
-                for molecule in molecules:
-                    if molecule.smiles not in found and len(found) < n:
-                        found[molecule.smiles] = molecule
-                        if on_molecule is not None:
-                            on_molecule(molecule)
-                if on_round is not None:
-                    on_round(tried, len(found))
+            with tqdm(total=n, desc="molecules", unit="molecule", disable=not progress) as bar:
+                while len(found) < n and tried < budget:
+                    # a round costs about the same number of passes at any size: size it to what is still missing
+                    rows = min(self.canvases_per_round, budget - tried, max(32, 8 * (n - len(found))))
+                    molecules, left_known, left_atypical = self._round(request, rows, free, generator, found)
+                    tried, known, atypical = tried + rows, known + left_known, atypical + left_atypical
+                    for molecule in molecules:
+                        if molecule.smiles not in found and len(found) < n:
+                            found[molecule.smiles] = molecule
+                            if on_molecule is not None:
+                                on_molecule(molecule)
+                    bar.set_postfix(canvases=f"{tried}/{budget}", refresh=False)
+                    bar.update(len(found) - bar.n)
+                    if on_round is not None:
+                        on_round(tried, len(found))
         except KeyboardInterrupt:
             raise DesignInterrupted(outcome(exhausted=False)) from None
         return outcome(exhausted=len(found) < n)

@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from ..core import (DiffusionGemma, FinishClock, StepInfo, arguments, generate, guided_config, load_model,
                     released_config)
@@ -91,9 +92,11 @@ class SudokuSolver:
         return self.solve_many([puzzle], callback=callback)[0]
 
     def solve_many(self, puzzles: Sequence[Puzzle], *, callback: Callable[[StepInfo], None] | None = None,
-                   on_result: Callable[[int, SudokuResult], None] | None = None) -> list[SudokuResult]:
+                   on_result: Callable[[int, SudokuResult], None] | None = None,
+                   progress: bool = False) -> list[SudokuResult]:
         """Solve puzzles in batches; `on_result(index, result)` fires as soon as a puzzle's canvases have stopped
-        (unreadable puzzles first), so in any order; the list returned is in input order."""
+        (unreadable puzzles first), so in any order; the list returned is in input order. `progress=True` shows
+        a progress bar of puzzles done (on stderr, or a widget in a notebook)."""
         if isinstance(puzzles, str):
             raise TypeError("solve_many takes a sequence of puzzle strings; for one puzzle use solve(puzzle)")
         puzzles, read = list(puzzles), []
@@ -105,26 +108,31 @@ class SudokuSolver:
                 read.append(_read_puzzle(puzzle))
         arguments.callback(callback, "callback")
         arguments.callback(on_result, "on_result")
+        bar = tqdm(total=len(read), desc="sudoku", unit="puzzle", disable=not arguments.flag(progress, "progress"))
         results: list[SudokuResult | None] = [None] * len(read)
-        canonical, problems = zip(*read) if read else ((), ())
-        todo = []
-        for i, (p, problem) in enumerate(zip(canonical, problems)):
-            if problem:
-                results[i] = SudokuResult(p, None, False, problem, 0, 0, 0.0)
-                if on_result:
-                    on_result(i, results[i])
-            else:
-                todo.append(i)
-        per_batch = max(1, self.rows_per_batch // self.canvases)
+        verified = 0
 
         def report(i: int, result: SudokuResult) -> None:
-            results[i] = result
+            nonlocal verified
+            results[i], verified = result, verified + result.verified
+            bar.set_postfix(verified=verified, refresh=False)
+            bar.update()
             if on_result:
                 on_result(i, result)
 
-        for start in range(0, len(todo), per_batch):
-            chunk = todo[start:start + per_batch]
-            self._solve_batch([canonical[i] for i in chunk], callback, lambda k, result: report(chunk[k], result))
+        canonical, problems = zip(*read) if read else ((), ())
+        todo = []
+        with bar:
+            for i, (p, problem) in enumerate(zip(canonical, problems)):
+                if problem:
+                    report(i, SudokuResult(p, None, False, problem, 0, 0, 0.0))
+                else:
+                    todo.append(i)
+            per_batch = max(1, self.rows_per_batch // self.canvases)
+            for start in range(0, len(todo), per_batch):
+                chunk = todo[start:start + per_batch]
+                self._solve_batch([canonical[i] for i in chunk], callback,
+                                  lambda k, result: report(chunk[k], result))
         return results  # type: ignore[return-value]
 
     @torch.no_grad()

@@ -1,5 +1,7 @@
 """The public API refuses bad arguments up front, with errors that name them, and takes numpy's integers."""
 
+import re
+
 import networkx as nx
 import numpy as np
 import pytest
@@ -195,3 +197,35 @@ def test_devices_and_paths_are_checked_before_loading(tmp_path, monkeypatch):
         SudokuSolver.from_pretrained("./no_such_model")
     with pytest.raises(CheckpointError, match="empty checkpoint path"):
         SudokuSolver.from_pretrained("")
+
+
+def test_batched_calls_show_a_progress_bar_only_when_asked(models, capsys):
+    sudoku = SudokuSolver(models["sudoku"], max_steps=64)
+    sudoku.solve_many([PUZZLE, "1" * 80])
+    assert capsys.readouterr().err == ""  # silent by default
+    sudoku.solve_many([PUZZLE, "1" * 80], progress=True)
+    assert re.search(r"sudoku: 100%.* 2/2 .*verified=1\]", capsys.readouterr().err)
+    with pytest.raises(TypeError, match="progress must be True or False, got 'yes'"):
+        sudoku.solve_many([PUZZLE], progress="yes")
+
+    graphs = GraphSolver(models["graphs"], max_steps=64)
+    routes = graphs.hamiltonian_paths([nx.cycle_graph(5), nx.path_graph(4), nx.star_graph(3)], progress=True)
+    assert [r.verified for r in routes] == [True, True, False]  # the star is refuted without sampling
+    assert re.search(r"Hamiltonian path: 100%.* 3/3 ", capsys.readouterr().err)
+    graphs.paths([(nx.path_graph(4), 0, 3)], progress=True)
+    assert re.search(r"path: 100%.* 1/1 ", capsys.readouterr().err)
+    with pytest.raises(GraphError, match="progress must be True or False"):
+        graphs.paths([(nx.path_graph(4), 0, 3)], progress=1)
+
+    countdown = CountdownSolver(models["graphs"], max_steps=64)
+    solved = countdown.solve_many([([4, 6, 1, 1], 24), ([1, 1], 5)], progress=True)
+    assert [r.verified for r in solved] == [True, False]
+    assert re.search(r"countdown: 100%.* 2/2 ", capsys.readouterr().err)
+    with pytest.raises(CountdownError, match="progress must be True or False"):
+        countdown.solve_many([([4, 6, 1, 1], 24)], progress=None)
+
+    found = MoleculeDesigner(models["molecules"]).generate(2, seed=0, budget=64, progress=True)
+    assert len(found) == 2
+    assert re.search(rf"molecules: 100%.* 2/2 .*canvases={found.canvases}/64\]", capsys.readouterr().err)
+    with pytest.raises(TypeError, match="progress must be True or False"):
+        MoleculeDesigner(models["molecules"]).generate(1, progress="no")
