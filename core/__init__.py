@@ -6,6 +6,7 @@ from .checkpoint import (CheckpointError, check_device, give_usual_mode, load_mo
 from .config import ConfigError, LayerSpec, ModelConfig
 from .ctrl_c import CtrlC, quiet_worker
 from .model import DiffusionGemma, KVCache
+from .progress import progress_bar
 from .sampler import (
     FinishClock,
     GenerationOutput,
@@ -24,6 +25,6 @@ __all__ = [
     "CheckpointError", "ConfigError", "CtrlC", "DiffusionGemma", "FinishClock", "GenerationOutput", "Guidance",
     "KVCache", "LayerSpec", "ModelConfig", "SamplingConfig", "StepInfo", "arguments", "check_device", "denoise_canvas",
     "generate", "generate_autoregressive", "give_usual_mode", "guided_config", "load_model", "load_tokenizer",
-    "new_model", "quiet_worker", "released_config", "resolve_checkpoint", "save_model", "word_level_tokenizer",
-    "write_atomically",
+    "new_model", "progress_bar", "quiet_worker", "released_config", "resolve_checkpoint", "save_model",
+    "word_level_tokenizer", "write_atomically",
 ]

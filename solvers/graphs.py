@@ -11,12 +11,12 @@ from dataclasses import asdict, dataclass, field, replace
 from numbers import Real
 
 import networkx as nx
+import numpy as np
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from ..core import (DiffusionGemma, FinishClock, Guidance, SamplingConfig, StepInfo, arguments, generate,
-                    guided_config, load_model, released_config)
+                    guided_config, load_model, progress_bar, released_config)
 from ..tasks import countdown
 from ..tasks.graph_data import (CANVAS, COLOR0, MAX_NODES, MAX_PATH_EDGES, MAX_PROMPT_EDGES, MAX_ROUTE_NODES,
                                 TOKENIZER, color_prompt, countdown_prompt)
@@ -167,11 +167,18 @@ class RouteResult:
 def _json_label(label, name=str):
     """Numbers stay (numpy's become Python's); with `name=str` text stays and other labels become their str(),
     with `name=repr` every label but a number becomes its repr()."""
-    if hasattr(label, "item") and not isinstance(label, (str, int, float)):  # a numpy scalar
+    if isinstance(label, np.generic):  # numpy's numbers and text as Python's
         label = label.item()
     if isinstance(label, (int, float)) or (isinstance(label, str) and name is str):
         return label
     return name(label)
+
+
+def _batch_arguments(batch, callback, progress) -> tuple[int, bool]:
+    """A batched route call's own arguments, checked before any work."""
+    with arguments.raised_as(GraphError):
+        arguments.callback(callback, "callback")
+        return arguments.whole(batch, "batch", 1), arguments.flag(progress, "progress")
 
 
 def _check_drawable(result, graph: nx.Graph, answer) -> None:
@@ -478,6 +485,7 @@ class GraphSolver(_DiffusionSolver):
             raise GraphError("hamiltonian_paths takes a list of graphs; for one graph use hamiltonian_path(graph)")
         with arguments.raised_as(GraphError):
             cycle = arguments.flag(cycle, "cycle")
+        batch, progress = _batch_arguments(batch, callback, progress)
         if cycle and end is not None:
             raise GraphError("end applies to paths; a cycle ends where it starts (give start only)")
         graphs, problems = list(graphs), []
@@ -519,6 +527,7 @@ class GraphSolver(_DiffusionSolver):
               salt: int = 0, all_canvases: bool = False, progress: bool = False) -> list[RouteResult]:
         """Many (graph, source, target) path queries at once; any simple path counts. `progress=True` shows a
         progress bar of queries done."""
+        batch, progress = _batch_arguments(batch, callback, progress)
         queries, problems = list(queries), []
         for i, query in enumerate(queries):
             with arguments.numbered("query", i, len(queries)):
@@ -528,28 +537,27 @@ class GraphSolver(_DiffusionSolver):
 
     def _routes(self, problems, batch: int, callback, what: str, salt: int = 0,
                 all_canvases: bool = False, progress: bool = False) -> list[RouteResult]:
-        """Solve (spec, labels, trivial result or None, verifier) problems in batches; first verified wins."""
-        with arguments.raised_as(GraphError):
-            batch = arguments.whole(batch, "batch", 1)
-            arguments.callback(callback, "callback")
-            progress = arguments.flag(progress, "progress")
+        """Solve (spec, labels, trivial result or None, verifier) problems in batches (arguments checked by
+        `_batch_arguments`); first verified wins."""
         results: list[RouteResult | None] = [p[2] for p in problems]
         todo = [i for i, p in enumerate(problems) if p[2] is None]
-        with tqdm(total=len(problems), initial=len(problems) - len(todo), desc=what, unit="instance",
-                  disable=not progress) as bar:
+        with progress_bar(progress, len(problems), what, "instance", initial=len(problems) - len(todo)) as bar:
             for begin in range(0, len(todo), batch):
                 chunk = todo[begin:begin + batch]
-                for i, result in zip(chunk, self._route_batch([problems[i] for i in chunk], callback, what, salt,
-                                                              all_canvases)):
+                done = self._route_batch([problems[i] for i in chunk], callback, what, salt, all_canvases,
+                                         on_instance=lambda *_: bar.update())
+                for i, result in zip(chunk, done):
                     results[i] = result
-                bar.update(len(chunk))
         return results  # type: ignore[return-value]
 
-    def _route_batch(self, problems, callback, what: str, salt: int, all_canvases: bool) -> list[RouteResult]:
+    def _route_batch(self, problems, callback, what: str, salt: int, all_canvases: bool,
+                     on_instance: Callable) -> list[RouteResult]:
+        """One batch of problems; `on_instance` fires as each one's canvases have stopped (see `FinishClock`)."""
         specs = [problem[0] for problem in problems]
         canvas, passes, seconds = self._run([s.prompt() for s in specs], route_guidance(specs, self.model.device),
                                             CANVAS["path"], callback=callback, salt=salt,
-                                            retire=not all_canvases, temperature=ROUTE_TEMPERATURE)
+                                            retire=not all_canvases, temperature=ROUTE_TEMPERATURE,
+                                            on_instance=on_instance)
         results = []
         for j, (spec, labels, _, verify) in enumerate(problems):
             rows = range(j * self.canvases, (j + 1) * self.canvases)
@@ -597,8 +605,8 @@ class CountdownSolver(_DiffusionSolver):
                    on_result: Callable[[int, CountdownResult], None] | None = None,
                    progress: bool = False) -> list[CountdownResult]:
         """Instances in batches of `batch` (each with its parallel canvases); `on_result(index, result)` fires as
-        soon as an instance's canvases have stopped (instances that need no sampling first). `progress=True`
-        shows a progress bar of instances done."""
+        soon as an instance's canvases have stopped (instances that need no sampling first, once every instance
+        has been checked). `progress=True` shows a progress bar of instances done."""
         instances = list(instances)
         with arguments.raised_as(countdown.CountdownError):
             batch = arguments.whole(batch, "batch", 1)
@@ -614,7 +622,7 @@ class CountdownSolver(_DiffusionSolver):
                 countdown.check_instance(numbers, target)
             checked.append((i, numbers, target))
         results: list[CountdownResult | None] = [None] * len(instances)
-        with tqdm(total=len(instances), desc="countdown", unit="instance", disable=not progress) as bar:
+        with progress_bar(progress, len(instances), "countdown", "instance") as bar:
 
             def report(i: int, result: CountdownResult) -> None:
                 results[i] = result

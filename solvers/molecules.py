@@ -9,9 +9,8 @@ from pathlib import Path
 
 import torch
 from rdkit import Chem
-from tqdm.auto import tqdm
 
-from ..core import DiffusionGemma, arguments, generate, guided_config, load_model, released_config
+from ..core import DiffusionGemma, arguments, generate, guided_config, load_model, progress_bar, released_config
 from ..tasks import molecules as task
 from ..tasks.molecule_acceptance import FILE as ACCEPTANCE_FILE
 from ..tasks.molecule_acceptance import Acceptance
@@ -196,7 +195,7 @@ class MoleculeDesigner:
         no returned molecule may match.
         `budget` caps the canvases tried (default `default_budget(n)`: 200n + 256); when it runs out the result
         holds what was found and `exhausted` is set. `progress=True` shows a progress bar of molecules found and
-        canvases tried (on stderr, or a widget in a notebook).
+        canvases tried (on stderr, or a widget in a notebook with ipywidgets).
         Raises `RequestError` for malformed or unsatisfiable requests, before any work."""
         request = task.MoleculeRequest.parse(
             {"logp": logp, "mw": mw, "qed": qed, "tpsa": tpsa, "hbd": hbd, "hba": hba, "rings": rings,
@@ -215,9 +214,9 @@ class MoleculeDesigner:
             n = arguments.whole(n, "the number of molecules", 1)
             budget = default_budget(n) if budget is None else arguments.whole(budget, "budget", 1)
             seed = int(torch.randint(0, 2**31, (1,))) if seed is None else arguments.seed(seed)
-        arguments.callback(on_molecule, "on_molecule")
-        arguments.callback(on_round, "on_round")
-        progress = arguments.flag(progress, "progress")
+            arguments.callback(on_molecule, "on_molecule")
+            arguments.callback(on_round, "on_round")
+            progress = arguments.flag(progress, "progress")
         for message in request.unlikely():
             arguments.warn_caller(message, task.UnlikelyRequestWarning)
         began = time.perf_counter()
@@ -231,7 +230,7 @@ class MoleculeDesigner:
                                 atypical)
 
         try:
-            with tqdm(total=n, desc="molecules", unit="molecule", disable=not progress) as bar:
+            with progress_bar(progress, n, "molecules", "molecule") as bar:
                 while len(found) < n and tried < budget:
                     # a round costs about the same number of passes at any size: size it to what is still missing
                     rows = min(self.canvases_per_round, budget - tried, max(32, 8 * (n - len(found))))
@@ -242,8 +241,8 @@ class MoleculeDesigner:
                             found[molecule.smiles] = molecule
                             if on_molecule is not None:
                                 on_molecule(molecule)
-                    bar.set_postfix(canvases=f"{tried}/{budget}", refresh=False)
                     bar.update(len(found) - bar.n)
+                    bar.set_postfix(canvases=f"{tried}/{budget}")  # redrawn even in a round that found none
                     if on_round is not None:
                         on_round(tried, len(found))
         except KeyboardInterrupt:

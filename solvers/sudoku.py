@@ -9,10 +9,9 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from ..core import (DiffusionGemma, FinishClock, StepInfo, arguments, generate, guided_config, load_model,
-                    released_config)
+                    progress_bar, released_config)
 from ..tasks import sudoku
 from ..tasks.sudoku_data import PuzzleFormatError, is_valid_solution, parse_puzzles
 from .checkpoints import check_task_model, default_checkpoint
@@ -96,7 +95,7 @@ class SudokuSolver:
                    progress: bool = False) -> list[SudokuResult]:
         """Solve puzzles in batches; `on_result(index, result)` fires as soon as a puzzle's canvases have stopped
         (unreadable puzzles first), so in any order; the list returned is in input order. `progress=True` shows
-        a progress bar of puzzles done (on stderr, or a widget in a notebook)."""
+        a progress bar of puzzles done (on stderr, or a widget in a notebook with ipywidgets)."""
         if isinstance(puzzles, str):
             raise TypeError("solve_many takes a sequence of puzzle strings; for one puzzle use solve(puzzle)")
         puzzles, read = list(puzzles), []
@@ -108,21 +107,21 @@ class SudokuSolver:
                 read.append(_read_puzzle(puzzle))
         arguments.callback(callback, "callback")
         arguments.callback(on_result, "on_result")
-        bar = tqdm(total=len(read), desc="sudoku", unit="puzzle", disable=not arguments.flag(progress, "progress"))
+        progress = arguments.flag(progress, "progress")
         results: list[SudokuResult | None] = [None] * len(read)
         verified = 0
 
         def report(i: int, result: SudokuResult) -> None:
             nonlocal verified
             results[i], verified = result, verified + result.verified
-            bar.set_postfix(verified=verified, refresh=False)
+            bar.set_postfix(verified=verified, refresh=False)  # drawn by the update
             bar.update()
             if on_result:
                 on_result(i, result)
 
         canonical, problems = zip(*read) if read else ((), ())
         todo = []
-        with bar:
+        with progress_bar(progress, len(read), "sudoku", "puzzle") as bar:
             for i, (p, problem) in enumerate(zip(canonical, problems)):
                 if problem:
                     report(i, SudokuResult(p, None, False, problem, 0, 0, 0.0))
