@@ -48,7 +48,7 @@ results: moses
 	$(PY) benchmarks/sudoku.py --per-tier 50 --max-steps 128
 	$(PY) benchmarks/sudoku.py --per-tier 0 --modes model_only,full --max-steps 256 --out benchmarks/results/sudoku_all.json
 	$(PY) benchmarks/sudoku_sampler.py
-	$(PY) benchmarks/molecules.py --samples 10000 --full-canvases 20000 --per-request 5 --scaffolds 4 --threads 2
+	$(PY) benchmarks/molecules.py --samples 10000 --full-canvases 32000 --per-request 5 --scaffolds 4 --threads 2
 	$(PY) benchmarks/molecule_raw.py --passes 48,96 --conditions none,train --merge  # --merge keeps the stage-6 rows (the model shipped before)
 	$(PY) benchmarks/molecule_acceptance.py  # designs 10,000 molecules without the acceptance first (about 45 minutes)
 	$(PY) benchmarks/graphs.py --families path,hamiltonian --threads 1
