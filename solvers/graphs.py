@@ -362,7 +362,7 @@ class GraphSolver(_DiffusionSolver):
     def color(self, graph: nx.Graph, k: int | None = None, *, max_steps: int | None = None,
               backtrack: bool = False, tabu: bool = False, tabu_moves: int | None = None,
               callback: Callable[[StepInfo], None] | None = None,
-              tabu_callback: Callable[[int, int], None] | None = None) -> ColoringResult:
+              tabu_callback: Callable[[int, int], None] | None = None, progress: bool = False) -> ColoringResult:
         """A proper colouring with `k` colours, or (k=None) the fewest the search verifies, counting down from
         networkx's DSATUR count (smallest-last above DSATUR_NODES nodes) until a k fails or reaches the clique
         bound. `backtrack=True` adds the explicit
@@ -372,7 +372,7 @@ class GraphSolver(_DiffusionSolver):
         (default: 100 per node and colour, at most 200,000); it cannot prove that a k is impossible.
         `tabu_callback(moves made, budget)` follows it. Each attempt samples
         only the graph's k-core (see `peel_low_degree`), which must fit the canvas; the nodes set aside are
-        coloured after it."""
+        coloured after it. `progress=True` shows a progress bar of each attempt's denoising passes."""
         began = time.perf_counter()
         check_graph(graph, None, "colouring")
         with arguments.raised_as(GraphError):
@@ -382,6 +382,7 @@ class GraphSolver(_DiffusionSolver):
             backtrack, tabu = arguments.flag(backtrack, "backtrack"), arguments.flag(tabu, "tabu")
             arguments.callback(callback, "callback")
             arguments.callback(tabu_callback, "tabu_callback")
+            progress = arguments.flag(progress, "progress")
         if backtrack and tabu:
             raise GraphError("backtrack and tabu exclude each other: choose one search")
         if tabu and not self.guided:
@@ -417,9 +418,15 @@ class GraphSolver(_DiffusionSolver):
                                         "seconds": 0.0, "core_nodes": len(core), "skipped": too_large})
                 break
             attempt_began = time.perf_counter()
-            found, passes, refuted, moves = self._color_core(graph.subgraph(core), clique, colors, max_steps,
-                                                             backtrack, tabu, tabu_moves, callback,
-                                                             tabu_callback)
+            with progress_bar(progress, max_steps or self.max_steps, f"{colors} colours", "pass") as bar:
+
+                def seen(info: StepInfo, bar=bar) -> None:
+                    bar.update(info.step - bar.n)
+                    if callback is not None:
+                        callback(info)
+                found, passes, refuted, moves = self._color_core(graph.subgraph(core), clique, colors, max_steps,
+                                                                 backtrack, tabu, tabu_moves,
+                                                                 seen if progress else callback, tabu_callback)
             coloring = None if found is None else extend_coloring(graph, found, peeled, colors)
             ok = coloring is not None and is_proper_coloring(graph, coloring)
             result.attempts.append({"k": colors, "found": ok, "refuted": refuted, "forward_passes": passes,

@@ -219,6 +219,11 @@ def test_batched_calls_show_a_progress_bar_only_when_asked(models, capsys):
         graphs.paths([(nx.path_graph(4), 0, 3)], progress=1)
     with pytest.raises(GraphError, match="progress must be True or False"):
         graphs.hamiltonian_paths([nx.cycle_graph(5)], progress="yes")
+    coloured = graphs.color(nx.petersen_graph(), progress=True)  # one bar per attempt, of its passes
+    assert coloured.verified and [a["k"] for a in coloured.attempts] == [3]
+    assert re.search(r"3 colours: .* [1-9]\d*/64 ", capsys.readouterr().err)
+    with pytest.raises(GraphError, match="progress must be True or False"):
+        graphs.color(nx.petersen_graph(), progress="yes")
 
     countdown = CountdownSolver(models["graphs"], max_steps=16)
     countdown.solve_many([([4, 6, 1, 1], 24), ([1, 1], 5)], progress=True)
