@@ -420,7 +420,7 @@ class GraphSolver(_DiffusionSolver):
             attempt_began = time.perf_counter()
             with progress_bar(progress, max_steps or self.max_steps, f"{colors} colours", "pass") as bar:
 
-                def seen(info: StepInfo, bar=bar) -> None:
+                def seen(info: StepInfo) -> None:
                     bar.update(info.step - bar.n)
                     if callback is not None:
                         callback(info)
