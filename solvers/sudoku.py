@@ -196,6 +196,9 @@ def _read_puzzle(puzzle) -> tuple[str, str | None]:
     if not usable.all():
         wrong = cells.ravel()[np.argmin(usable.ravel())]
         return numbers, f"a puzzle's numbers are whole numbers 0-9 (0 for blanks), got {wrong:g}"
+    truth = next((v for v in np.asarray(puzzle, dtype=object).ravel() if isinstance(v, (bool, np.bool_))), None)
+    if truth is not None:  # numpy reads [True, 0, ...] as numbers: True would become a clue 1
+        return numbers, f"a puzzle's numbers are whole numbers 0-9 (0 for blanks), got {truth}"
     return _read_one("".join(str(int(v)) for v in cells.ravel()))
 
 

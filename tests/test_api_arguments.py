@@ -89,12 +89,14 @@ def test_sudoku_puzzles_as_numbers(models):
     with_nan = grid.astype(float)
     with_nan[4, 4] = np.nan  # an empty cell as pandas reads it
     unreadable = solver.solve_many([grid[:8], digits[:80], grid.reshape(3, 3, 9), np.where(grid == 9, 10, grid),
-                                    grid + 0.5, with_nan, np.full(81, np.inf), PUZZLE])
-    assert [r.reason for r in unreadable[:7]] == [
+                                    grid + 0.5, with_nan, np.full(81, np.inf), [True] + [0] * 80,
+                                    [[np.bool_(False)] + row[1:] for row in grid.tolist()], PUZZLE])
+    assert [r.reason for r in unreadable[:9]] == [
         "expected 81 numbers (flat or 9 x 9), got shape (8, 9)", "expected 81 numbers (flat or 9 x 9), got shape (80,)",
         "expected 81 numbers (flat or 9 x 9), got shape (3, 3, 9)",
-        *[f"a puzzle's numbers are whole numbers 0-9 (0 for blanks), got {bad}" for bad in ("10", "5.5", "nan", "inf")]]
-    assert unreadable[1].puzzle == " ".join(map(str, digits[:80])) and unreadable[7].verified
+        *[f"a puzzle's numbers are whole numbers 0-9 (0 for blanks), got {bad}"
+          for bad in ("10", "5.5", "nan", "inf", "True", "False")]]
+    assert unreadable[1].puzzle == " ".join(map(str, digits[:80])) and unreadable[9].verified
 
 
 def test_graph_inputs(models):
