@@ -494,9 +494,11 @@ def molecules(
 
     def on_round(canvases: int, count: int) -> None:
         bar.update(task, completed=count, tried=f"{canvases}/{budget} canvases")
+        ctrl_c.stop_if_asked()  # a round's molecules are kept only once its canvases have settled
 
     try:
-        with progress_bar("designing", "{task.fields[tried]}") as bar, warnings.catch_warnings():
+        with (progress_bar("designing", "{task.fields[tried]}") as bar, warnings.catch_warnings(),
+              CtrlC("finishing the round of canvases under way") as ctrl_c):
             warnings.simplefilter("ignore", UnlikelyRequestWarning)  # said above, in the CLI's words
             task = bar.add_task("molecules", total=num, tried="")
             result = designer.design(num, request, seed=drawn_seed, budget=budget, on_round=on_round)
