@@ -45,8 +45,10 @@ results: moses
 	$(PY) -m pip install -q -e ".[bench]"
 	$(PY) benchmarks/engine.py
 	$(PY) benchmarks/training.py --compile
-	$(PY) benchmarks/sudoku.py --per-tier 50 --max-steps 128
-	$(PY) benchmarks/sudoku.py --per-tier 0 --modes model_only,full --max-steps 256 --out benchmarks/results/sudoku_all.json
+	$(PY) benchmarks/sudoku.py --per-tier 50 --max-steps 128 --modes model_only,full --threads 1
+	$(PY) benchmarks/sudoku.py --per-tier 50 --max-steps 128 --modes backtrack --threads 1 --merge
+	$(PY) benchmarks/sudoku.py --per-tier 0 --modes full --max-steps 256 --threads 1 --out benchmarks/results/sudoku_all.json
+	$(PY) benchmarks/sudoku.py --per-tier 0 --modes model_only --max-steps 256 --threads 1 --merge --out benchmarks/results/sudoku_all.json
 	$(PY) benchmarks/sudoku_sampler.py
 	$(PY) benchmarks/molecules.py --samples 10000 --full-canvases 32000 --per-request 5 --scaffolds 4 --threads 2
 	$(PY) benchmarks/molecule_raw.py --passes 48,96 --conditions none,train --merge  # --merge keeps the stage-6 rows (the model shipped before)
