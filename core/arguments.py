@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from numbers import Integral, Real
 
@@ -35,6 +35,13 @@ def canvases(value, guided: bool, default: int = 8) -> int:
     if not guided and value != 1:
         raise ValueError(f"canvases is for the guided search: the model alone samples one canvas, got {value}")
     return value
+
+
+def items(value, name: str) -> list:
+    """A batched call's items as a list: any iterable but text (one item's text is not a batch of characters)."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        raise TypeError(f"{name} must be a list (or another iterable), got {type(value).__name__}")
+    return list(value)
 
 
 def seed(value, name: str = "seed") -> int:

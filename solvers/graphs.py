@@ -39,7 +39,8 @@ def path_search_graph(graph: nx.Graph, source: Hashable, target: Hashable, *, sh
         for u, v, data in graph.edges(data=True):
             if weight not in data:
                 raise GraphError(f"edge {u!r}-{v!r} has no {weight!r} attribute")
-            if not isinstance(data[weight], Real) or not 0 <= data[weight] < math.inf:
+            w = data[weight]
+            if isinstance(w, (bool, np.bool_)) or not isinstance(w, Real) or not 0 <= w < math.inf:
                 raise GraphError(f"edge {u!r}-{v!r}: {weight} {data[weight]!r} is not a finite non-negative "
                                  "number (shortest paths need finite non-negative weights)")
     _check_nodes(graph, source=source, target=target)
@@ -113,7 +114,7 @@ class ColoringResult:
     def to_dict(self) -> dict:
         """JSON-ready: node labels become their str(), or their repr() where two labels share a str()
         (e.g. 1 and '1')."""
-        d = asdict(self)
+        d = asdict(replace(self, coloring=None))  # asdict would turn dataclass labels into dicts, unusable as keys
         if self.coloring is not None:
             name = str if len({str(k) for k in self.coloring}) == len(self.coloring) else repr
             d["coloring"] = {name(k): v for k, v in self.coloring.items()}
@@ -145,7 +146,7 @@ class RouteResult:
     def to_dict(self) -> dict:
         """JSON-ready: labels that JSON holds (str, int, float; numpy's as Python's) stay, others become their
         str(), or their repr() where a str() is another label of the route (e.g. (0, 1) and '(0, 1)')."""
-        d = asdict(self)
+        d = asdict(replace(self, path=None, candidates=[]))  # labels are converted below, not by asdict
         del d["candidates"]
         if self.path is not None:
             d["path"] = [_json_label(v) for v in self.path]
@@ -495,7 +496,8 @@ class GraphSolver(_DiffusionSolver):
         batch, progress = _batch_arguments(batch, callback, progress)
         if cycle and end is not None:
             raise GraphError("end applies to paths; a cycle ends where it starts (give start only)")
-        graphs, problems = list(graphs), []
+        with arguments.raised_as(GraphError):
+            graphs, problems = arguments.items(graphs, "graphs"), []
         for i, graph in enumerate(graphs):
             with arguments.numbered("graph", i, len(graphs)):
                 problems.append(_hamiltonian_problem(graph, cycle, start, end))
@@ -535,7 +537,8 @@ class GraphSolver(_DiffusionSolver):
         """Many (graph, source, target) path queries at once; any simple path counts. `progress=True` shows a
         progress bar of queries done."""
         batch, progress = _batch_arguments(batch, callback, progress)
-        queries, problems = list(queries), []
+        with arguments.raised_as(GraphError):
+            queries, problems = arguments.items(queries, "queries"), []
         for i, query in enumerate(queries):
             with arguments.numbered("query", i, len(queries)):
                 problems.append(_path_problem(query))
@@ -614,8 +617,8 @@ class CountdownSolver(_DiffusionSolver):
         """Instances in batches of `batch` (each with its parallel canvases); `on_result(index, result)` fires as
         soon as an instance's canvases have stopped (instances that need no sampling first, once every instance
         has been checked). `progress=True` shows a progress bar of instances done."""
-        instances = list(instances)
         with arguments.raised_as(countdown.CountdownError):
+            instances = arguments.items(instances, "instances")
             batch = arguments.whole(batch, "batch", 1)
             arguments.callback(callback, "callback")
             arguments.callback(on_result, "on_result")

@@ -210,6 +210,9 @@ class MoleculeDesigner:
                on_molecule: Callable[[Molecule], None] | None = None,
                on_round: Callable[[int, int], None] | None = None, progress: bool = False) -> DesignResult:
         """`generate` with a parsed `MoleculeRequest` (the CLI builds one from its options)."""
+        if not isinstance(request, task.MoleculeRequest):
+            raise task.RequestError(f"request: expected a MoleculeRequest (MoleculeRequest.parse builds one), got "
+                                    f"{type(request).__name__}")
         with arguments.raised_as(task.RequestError):
             n = arguments.whole(n, "the number of molecules", 1)
             budget = default_budget(n) if budget is None else arguments.whole(budget, "budget", 1)

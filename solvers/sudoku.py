@@ -62,8 +62,8 @@ class SudokuSolver:
             raise ValueError("backtrack is a guided search: the model alone (guided=False) does not backtrack")
         self.canvases = arguments.canvases(canvases, guided)
         max_steps = arguments.whole(max_steps, "max_steps", 1)
+        temperature = arguments.positive(temperature, "temperature")  # checked even where unused (model only)
         if guided:
-            temperature = arguments.positive(temperature, "temperature")
             self.config = guided_config(max_denoising_steps=max_steps, t_min=temperature, t_max=temperature)
         else:  # the stock sampler at the checkpoint's own settings (its generation_config.json)
             self.config = released_config(model, max_denoising_steps=max_steps, drop_finished=True)
@@ -98,7 +98,7 @@ class SudokuSolver:
         a progress bar of puzzles done (on stderr, or a widget in a notebook with ipywidgets)."""
         if isinstance(puzzles, str):
             raise TypeError("solve_many takes a sequence of puzzle strings; for one puzzle use solve(puzzle)")
-        puzzles, read = list(puzzles), []
+        puzzles, read = arguments.items(puzzles, "puzzles"), []
         if _one_grid(puzzles):  # its rows would read as nine puzzles of nine numbers
             raise TypeError("solve_many takes a sequence of puzzles, got one 9 x 9 grid; for one puzzle use "
                             "solve(puzzle)")

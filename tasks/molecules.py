@@ -19,7 +19,8 @@ import copy
 import gzip
 import json
 import math
-from collections.abc import Callable, Sequence
+import reprlib
+from collections.abc import Callable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -240,20 +241,28 @@ class MoleculeRequest:
               ) -> "MoleculeRequest":
         """`contains` is SMARTS text or an RDKit query/molecule; `scaffold` SMILES text or an RDKit molecule;
         `avoid` catalog names (ALERT_CATALOGS, any case): a list, tuple or set, or comma-separated text."""
-        if isinstance(contains, Chem.Mol):
-            contains = Chem.MolToSmarts(contains)
+        if isinstance(contains, Chem.Mol):  # a molecule's explicit hydrogens would be atoms the pattern needs
+            query = contains if any(a.HasQuery() for a in contains.GetAtoms()) else Chem.RemoveHs(contains)
+            contains = Chem.MolToSmarts(query)
         if isinstance(scaffold, Chem.Mol):
             scaffold = Chem.MolToSmiles(scaffold)
         for label, value in (("contains", contains), ("scaffold", scaffold)):
             if value is not None and not isinstance(value, str):
                 raise RequestError(f"{label}: expected text or an RDKit Mol, got {type(value).__name__}")
+            if value is not None and len(value.split()) > 1:  # RDKit reads the text after a space as a name
+                raise RequestError(f"{label}: {value!r} has a space; RDKit would read only {value.split()[0]!r}"
+                                   + (" (to require several parts, join them with '.')" * (label == "contains")))
+        contains, scaffold = (v.strip() if v is not None else None for v in (contains, scaffold))
+        if windows is not None and not isinstance(windows, Mapping):
+            raise RequestError(f"windows: expected a dict of property name: (lo, hi), got {type(windows).__name__}")
         checked = {}
         for name, window in (windows or {}).items():
             if window is None:
                 continue
             if name not in PROPERTIES:
                 raise RequestError(f"unknown property {name!r}; known: {', '.join(PROPERTIES)}")
-            checked[name] = _check_window(name, window)
+            if (window := _check_window(name, window)) is not None:
+                checked[name] = window
         if contains is not None:
             query = Chem.MolFromSmarts(contains) if contains.strip() else None
             if query is None:
@@ -542,17 +551,21 @@ def _fmt(window: tuple[float, float], name: str | None = None) -> str:
     return ("" if window[0] <= low else f"{window[0]:g}") + ":" + ("" if window[1] >= high else f"{window[1]:g}")
 
 
-def _check_window(name: str, window) -> tuple[float, float]:
-    """(lo, hi) within PROPERTY_LIMITS; None or an infinite bound is open on that side."""
+def _check_window(name: str, window) -> tuple[float, float] | None:
+    """(lo, hi) within PROPERTY_LIMITS; None or an infinite bound is open on that side; None for a window
+    that holds every value a molecule can have (open on both sides): that is no condition."""
     if isinstance(window, (str, bytes)):
         raise RequestError(f"{name}: expected a (lo, hi) pair of numbers, got the text {window!r} "
                            "(parse_window reads 'LO:HI')")
     try:
+        bounds = list(window)
+        if len(bounds) != 2 or any(isinstance(v, (bool, np.bool_, str, bytes)) for v in bounds):
+            raise TypeError
         lo, hi = (-math.inf if v is None and k == 0 else math.inf if v is None else float(v)
-                  for k, v in enumerate(window))
-    except (TypeError, ValueError):
-        raise RequestError(f"{name}: expected a (lo, hi) pair of numbers (None for an open side), got {window!r}"
-                           ) from None
+                  for k, v in enumerate(bounds))
+    except (TypeError, ValueError, OverflowError):
+        raise RequestError(f"{name}: expected a (lo, hi) pair of numbers (None for an open side), got "
+                           f"{reprlib.repr(window)}") from None
     if math.isnan(lo) or math.isnan(hi):
         raise RequestError(f"{name}: window bounds must be numbers, got {_fmt((lo, hi))}")
     if lo > hi:
@@ -561,6 +574,8 @@ def _check_window(name: str, window) -> tuple[float, float]:
     if hi < low or lo > high:
         raise RequestError(f"{name}: window {_fmt((lo, hi))} is outside what any molecule here can have "
                            f"({_fmt((low, high))})")
+    if lo <= low and hi >= high:
+        return None
     lo, hi = max(lo, low), min(hi, high)
     if PROPERTIES[name].integer and math.floor(hi) < math.ceil(lo):
         raise RequestError(f"{name}: window {_fmt((lo, hi))} contains no whole number")
@@ -580,6 +595,8 @@ def _smiles_query(smiles: str) -> Chem.Mol:
 def parse_window(text: str, name: str = "window") -> tuple[float | None, float | None]:
     """'LO:HI' -> (lo, hi); one side may be empty for an open bound ('3:' or ':250' -> None there); for a count
     (rings, hbd, ...) one number V means exactly V."""
+    if not isinstance(text, str):
+        raise RequestError(f"{name}: expected text 'LO:HI', got {type(text).__name__} {text!r}")
     parts = text.split(":")
     count = name in PROPERTIES and PROPERTIES[name].integer
     if len(parts) == 1 and count:

@@ -1,6 +1,8 @@
 """The public API refuses bad arguments up front, with errors that name them, and takes numpy's integers."""
 
+import json
 import re
+from dataclasses import dataclass
 
 import networkx as nx
 import numpy as np
@@ -36,6 +38,7 @@ def models():
     (SudokuSolver, {"guided": "no"}, TypeError, "guided must be True or False, got 'no'"),
     (SudokuSolver, {"guided": False, "canvases": 8}, ValueError, "the model alone samples one canvas, got 8"),
     (SudokuSolver, {"guided": False, "backtrack": True}, ValueError, "the model alone .* does not backtrack"),
+    (SudokuSolver, {"guided": False, "temperature": "hot"}, TypeError, "temperature must be a number, got 'hot'"),
     (GraphSolver, {"guided": 0}, TypeError, "guided must be True or False, got 0"),
     (CountdownSolver, {"guided": False, "canvases": 16}, ValueError, "the model alone samples one canvas"),
     (MoleculeDesigner, {"novel": "yes"}, TypeError, "novel must be True or False"),
@@ -85,6 +88,8 @@ def test_sudoku_puzzles_as_numbers(models):
         solver.solve_many([PUZZLE, None])
     with pytest.raises(TypeError, match="got one 9 x 9 grid; for one puzzle use solve"):
         solver.solve_many(grid)
+    with pytest.raises(TypeError, match="puzzles must be a list \\(or another iterable\\), got NoneType"):
+        solver.solve_many(None)
     # numbers that are not a puzzle are reported in the result, as a string that is not one is
     with_nan = grid.astype(float)
     with_nan[4, 4] = np.nan  # an empty cell as pandas reads it
@@ -120,12 +125,17 @@ def test_graph_inputs(models):
         (lambda: solver.color(nx.cycle_graph(5), backtrack="no"), "backtrack must be True or False, got 'no'"),
         (lambda: solver.color(nx.cycle_graph(5), tabu=1), "tabu must be True or False, got 1"),
         (lambda: solver.color(nx.cycle_graph(5), callback="x"), "callback must be a function"),
+        (lambda: solver.paths(None), "queries must be a list \\(or another iterable\\), got NoneType"),
+        (lambda: solver.hamiltonian_paths(None), "graphs must be a list \\(or another iterable\\), got NoneType"),
     ]:
         with pytest.raises(GraphError, match=message):
             call()
     weighted = nx.Graph()
     weighted.add_edge(0, 1, weight=-2.0)
     with pytest.raises(GraphError, match="0-1: weight -2.0 is not a finite non-negative number"):
+        solver.path(weighted, 0, 1, weight="weight")
+    weighted.add_edge(0, 1, weight=True)  # not a weight of 1
+    with pytest.raises(GraphError, match="0-1: weight True is not a finite non-negative number"):
         solver.path(weighted, 0, 1, weight="weight")
     with pytest.raises(GraphError, match="end applies to paths"):
         solver.hamiltonian_path(nx.cycle_graph(6), cycle=True, start=3, end=1)
@@ -162,6 +172,22 @@ def test_coloring_to_dict_keeps_labels_that_share_a_string(models):
     assert len(result.to_dict()["coloring"]) == 3
 
 
+@dataclass(frozen=True)
+class Site:
+    name: str
+
+
+def test_results_of_graphs_with_dataclass_labels_convert_to_json(models):
+    # dataclasses.asdict turns dataclass labels into dicts, which cannot be a colouring's keys
+    graph = nx.relabel_nodes(nx.path_graph(3), {i: Site(str(i)) for i in range(3)})
+    solver = GraphSolver(models["graphs"], max_steps=64)
+    coloring, path = solver.color(graph), solver.path(graph, Site("0"), Site("2"))
+    assert coloring.verified and path.verified
+    assert json.loads(json.dumps(coloring.to_dict()))["coloring"] == {
+        str(node): colour for node, colour in coloring.coloring.items()}
+    assert json.loads(json.dumps(path.to_dict()))["path"] == [str(Site(str(i))) for i in range(3)]
+
+
 def test_countdown_text_and_none_are_refused_clearly(models):
     solver = CountdownSolver(models["graphs"])
     with pytest.raises(CountdownError, match="got the text '86 28 13 31'"):
@@ -174,6 +200,8 @@ def test_countdown_text_and_none_are_refused_clearly(models):
         solver.solve({3: "a", 5: "b"}.keys(), 8)
     with pytest.raises(CountdownError, match="batch must be at least 1"):
         solver.solve_many([([3, 5], 8)], batch=0)
+    with pytest.raises(CountdownError, match="instances must be a list \\(or another iterable\\), got NoneType"):
+        solver.solve_many(None)
 
 
 def test_molecule_arguments(models):

@@ -82,7 +82,8 @@ def test_training_batches_hold_the_molecule_then_eos_and_optional_conditions():
     (dict(windows={"mw": (float("nan"), 3)}), "must be numbers"),
     (dict(windows={"weight": (1, 2)}), "unknown property"),
     (dict(contains="C(("), "not a valid SMARTS"),
-    (dict(scaffold="not a smiles"), "not a valid SMILES"),
+    (dict(scaffold="not_a_smiles"), "not a valid SMILES"),
+    (dict(scaffold="not a smiles"), "scaffold: 'not a smiles' has a space; RDKit would read only 'not'"),
     (dict(scaffold="c1ccccc1", windows={"heavy_atoms": (1, 6)}), "decorated has at least heavy_atoms = 7"),
     (dict(scaffold="N#CC#N"), "no atom has a hydrogen to replace"),
     (dict(scaffold="c1ccccc1.C1CCNCC1"), "2 disconnected pieces; .* pass 'c1ccccc1.C1CCNCC1' as contains"),
@@ -105,6 +106,15 @@ def test_training_batches_hold_the_molecule_then_eos_and_optional_conditions():
     (dict(avoid="PAINS,toxic"), "avoid: unknown catalog 'toxic'; the structural-alert catalogs are PAINS_A, "),
     (dict(avoid=" , "), "avoid: empty; the structural-alert catalogs are"),
     (dict(avoid=["PAINS", 3]), "avoid: expected catalog names"),
+    # RDKit reads the text after a space as the molecule's name: the amide would never be checked
+    (dict(contains="c1ccccc1 C(=O)N"), "contains: 'c1ccccc1 C\\(=O\\)N' has a space; RDKit would read only "
+                                       "'c1ccccc1' \\(to require several parts, join them with '.'\\)"),
+    (dict(scaffold="c1ccccc1\tC1CCNCC1"), "scaffold: .* has a space; RDKit would read only 'c1ccccc1'$"),
+    (dict(windows={"hbd": (False, True)}), "hbd: expected a \\(lo, hi\\) pair of numbers"),
+    (dict(windows={"logp": ("1", "3")}), "logp: expected a \\(lo, hi\\) pair of numbers"),
+    (dict(windows={"logp": (1, 2, 3)}), "logp: expected a \\(lo, hi\\) pair of numbers"),
+    (dict(windows={"mw": (0, 10**400)}), "mw: expected a \\(lo, hi\\) pair of numbers .*\\.\\.\\."),
+    (dict(windows=[("logp", (1, 2))]), "windows: expected a dict of property name: \\(lo, hi\\), got list"),
 ])
 def test_bad_requests_are_rejected_before_any_work(kwargs, message):
     with pytest.raises(task.RequestError, match=message):
@@ -148,6 +158,11 @@ def test_rdkit_molecules_are_taken_as_scaffold_and_substructure(designer):
     result = designer.generate(2, scaffold=ring, contains=Chem.MolFromSmarts("[CX4]"), seed=0)
     assert len(result) == 2
     assert all(m.mol.HasSubstructMatch(ring) and m.mol.HasSubstructMatch(Chem.MolFromSmarts("[CX4]")) for m in result)
+    # a molecule with explicit hydrogens is its heavy-atom pattern (the hydrogens are not atoms to match)
+    phenol = task.MoleculeRequest.parse(contains=Chem.AddHs(Chem.MolFromSmiles("c1ccccc1O")))
+    assert phenol.verify(Chem.MolFromSmiles("Cc1ccc(O)cc1"))[0] and not phenol.verify(Chem.MolFromSmiles("c1ccccc1"))[0]
+    with pytest.raises(task.RequestError, match="request: expected a MoleculeRequest .* got dict"):
+        designer.design(1, {"logp": (1, 2)})
 
 
 def test_queries_a_molecule_here_can_match_are_accepted():
@@ -192,6 +207,11 @@ def test_open_window_bounds_and_single_values():
     assert parse({"logp": (3, None), "mw": (None, 250), "qed": (0.5, math.inf)}).windows == {
         "logp": (3, 30), "mw": (16, 250), "qed": (0.5, 1)}  # open sides end at what any molecule can have
     assert parse({"logp": task.parse_window("1:inf")}).windows == {"logp": (1, 30)}
+    # open on both sides is no condition: it must not switch off free generation's training prior
+    assert parse({"logp": (None, None), "qed": (-math.inf, math.inf), "rings": (0, 100), "mw": (1, 200)}).windows == {
+        "mw": (16, 200)}
+    with pytest.raises(task.RequestError, match="logp: expected text 'LO:HI', got int 3"):
+        task.parse_window(3, "logp")
     for window, message in [((2, None), "qed: window 2:inf is outside what any molecule here can have \\(0:1\\)"),
                             ((None, 10), "mw: window -inf:10 is outside"), ((math.nan, 1), "must be numbers")]:
         with pytest.raises(task.RequestError, match=message):
