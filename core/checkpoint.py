@@ -82,8 +82,13 @@ def resolve_checkpoint(path_or_id: str | os.PathLike) -> Path:
         raise CheckpointError(f"{repo_id}: no such directory, and not a hub id of the form 'owner/name'")
     from huggingface_hub import snapshot_download
 
+    patterns = ["*.json", "*.safetensors", "*.md"]
+    try:  # the cache first: no network call when the checkpoint is there
+        return Path(snapshot_download(repo_id, allow_patterns=patterns, local_files_only=True))
+    except Exception:
+        pass
     try:
-        return Path(snapshot_download(repo_id, allow_patterns=["*.json", "*.safetensors", "*.md"]))
+        return Path(snapshot_download(repo_id, allow_patterns=patterns))
     except Exception as exc:  # offline, not cached, no such repo: all mean the same to the caller
         raise CheckpointError(
             f"{repo_id}: no such local directory, and not in the Hugging Face cache ({type(exc).__name__}). "
@@ -120,13 +125,19 @@ def read_config(directory: Path) -> ModelConfig:
         return ModelConfig.from_hf_dict(raw)
     except ConfigError as exc:
         raise ConfigError(f"{config_path}: {exc}") from None
+    except (TypeError, ValueError, AttributeError, KeyError, ZeroDivisionError) as exc:  # e.g. "30" as a count
+        raise ConfigError(f"{config_path}: unusable value ({type(exc).__name__}: {exc})") from None
 
 
 def _shard_files(directory: Path) -> list[Path]:
     index = directory / INDEX_FILE
     if index.is_file():
-        weight_map = json.loads(index.read_text()).get("weight_map", {})
-        files = sorted(set(weight_map.values()))
+        try:
+            weight_map = json.loads(index.read_text())["weight_map"]
+            files = sorted(set(weight_map.values()))
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise CheckpointError(f"{index}: not a usable shard index ({type(exc).__name__}: {exc}); save or "
+                                  "download the checkpoint again") from None
         missing = [f for f in files if not (directory / f).is_file()]
         if missing:
             raise CheckpointError(f"{index}: shard file(s) missing: {', '.join(missing)}")
@@ -161,6 +172,9 @@ def _read_shard(shard: Path, device, dtype: torch.dtype, expected: dict, loaded:
                 misshaped[name] = (f"{tensor_name}: checkpoint {tuple(tensor.shape)}, "
                                    f"config expects {tuple(expected[name].shape)}")
                 continue
+            if tensor.dtype.is_floating_point != expected[name].dtype.is_floating_point:  # not cast silently
+                misshaped[name] = f"{tensor_name}: checkpoint {tensor.dtype}, expected {expected[name].dtype}"
+                continue
             loaded[name] = tensor.to(dtype=dtype)
             if not torch.isfinite(loaded[name]).all():
                 nonfinite.append(tensor_name)
@@ -177,6 +191,7 @@ def load_model(path_or_id: str | os.PathLike, dtype: torch.dtype = torch.float32
     device = check_device(device)
     directory = resolve_checkpoint(path_or_id)
     config = read_config(directory)
+    tokenizer, generation_config = _read_tokenizer(directory), _read_generation_config(directory)
     with torch.device("meta"):
         model = DiffusionGemma(config)
     expected = _state(model)
@@ -204,18 +219,36 @@ def load_model(path_or_id: str | os.PathLike, dtype: torch.dtype = torch.float32
     model.load_state_dict(loaded, strict=True, assign=True)
     model.rotary = type(model.rotary)(config.layers)  # rebuilt off the meta device
     model.eval()
-    tokenizer_path = directory / "tokenizer.json"
-    if tokenizer_path.is_file():
-        from .tokenizer import load_tokenizer
-
-        model.tokenizer = load_tokenizer(tokenizer_path)
-    gen_path = directory / "generation_config.json"
-    if gen_path.is_file():
-        from .sampler import SamplingConfig
-
-        model.generation_config = SamplingConfig.from_hf_dict(json.loads(gen_path.read_text()))
+    if tokenizer is not None:
+        model.tokenizer = tokenizer
+    if generation_config is not None:
+        model.generation_config = generation_config
     model.source = directory
     return model
+
+
+def _read_tokenizer(directory: Path):
+    path = directory / "tokenizer.json"
+    if not path.is_file():
+        return None
+    from .tokenizer import load_tokenizer
+
+    try:
+        return load_tokenizer(path)
+    except ValueError as exc:  # it names the file
+        raise CheckpointError(str(exc)) from None
+
+
+def _read_generation_config(directory: Path):
+    path = directory / "generation_config.json"
+    if not path.is_file():
+        return None
+    from .sampler import SamplingConfig
+
+    try:
+        return SamplingConfig.from_hf_dict(json.loads(path.read_text()))
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:  # JSONDecodeError is a ValueError
+        raise CheckpointError(f"{path}: not a usable generation config ({type(exc).__name__}: {exc})") from None
 
 
 def new_model(config: ModelConfig, seed: int = 0, dtype: torch.dtype = torch.float32,
@@ -272,9 +305,13 @@ def _write_json(path: Path, data: dict) -> None:
 def write_atomically(path: Path, write) -> None:
     """`write(tmp)` beside `path`, then rename it over `path`: never a half-written file at `path`."""
     tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    give_usual_mode(tmp, path)
-    os.replace(tmp, path)
+    try:
+        write(tmp)
+        give_usual_mode(tmp, path)
+        os.replace(tmp, path)
+    except BaseException:  # a full disk or Ctrl-C: no partial file is left behind either
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def give_usual_mode(tmp: Path, path: Path) -> None:

@@ -150,9 +150,15 @@ class ModelConfig:
         for idx in range(self.num_layers):
             override = self.per_layer_overrides.get(idx, {})
             kv = int(override.get("num_key_value_heads", self.num_kv_heads))
+            need(kv > 0, "num_key_value_heads", f"layer {idx}: must be positive, got {kv}")
+            need(int(override.get("head_dim", self.head_dim)) > 0, "head_dim", f"layer {idx}: must be positive")
             need(self.num_heads % kv == 0, "num_attention_heads",
                  f"{self.num_heads} is not a multiple of layer {idx}'s {kv} key/value heads")
             need(int(override.get("head_dim", self.head_dim)) % 2 == 0, "head_dim", f"layer {idx}: must be even")
+        for name in ("rms_norm_eps", "final_logit_softcapping"):
+            value = getattr(self, name)
+            need(isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < math.inf, name,
+                 f"must be a positive number, got {value!r}")
         need(self.top_k_experts <= self.num_experts, "top_k_experts",
              f"{self.top_k_experts} exceeds num_experts {self.num_experts}")
         need(self.use_bidirectional_attention in (None, "vision", "all"), "use_bidirectional_attention",
@@ -165,6 +171,8 @@ class ModelConfig:
     # ------------------------------------------------------------- HF mapping
     @classmethod
     def from_hf_dict(cls, cfg: dict[str, Any]) -> "ModelConfig":
+        if not isinstance(cfg, dict):
+            raise ConfigError(f"expected a JSON object, got {type(cfg).__name__}")
         if cfg.get("model_type") != "diffusion_gemma":
             raise ConfigError(f"model_type: expected 'diffusion_gemma', got {cfg.get('model_type')!r}")
         text = cfg.get("text_config")
@@ -173,6 +181,9 @@ class ModelConfig:
         missing = [name for name in REQUIRED_TEXT_FIELDS if name not in text]
         if missing:
             raise ConfigError(f"text_config is missing required field(s): {', '.join(missing)}")
+        for name in REQUIRED_TEXT_FIELDS:  # all counts: 30.0 or "30" would fail later, far from the cause
+            if isinstance(text[name], bool) or not isinstance(text[name], int):
+                raise ConfigError(f"text_config.{name}: must be a positive integer, got {text[name]!r}")
         if text.get("tie_word_embeddings", True) is False or cfg.get("tie_word_embeddings", True) is False:
             raise ConfigError("tie_word_embeddings: untied lm_head is not supported (DiffusionGemma ties it)")
 
@@ -201,16 +212,16 @@ class ModelConfig:
             per_layer_overrides=overrides,
             sliding_window=text.get("sliding_window", 512),
             use_bidirectional_attention=text.get("use_bidirectional_attention"),
-            rms_norm_eps=float(text.get("rms_norm_eps", 1e-6)),
+            rms_norm_eps=_number(text, "rms_norm_eps", 1e-6),
             hidden_activation=text.get("hidden_activation", "gelu_pytorch_tanh"),
             attention_bias=bool(text.get("attention_bias", False)),
-            final_logit_softcapping=float(text.get("final_logit_softcapping") or 30.0),
-            max_position_embeddings=int(text.get("max_position_embeddings", 131_072)),
+            final_logit_softcapping=_number(text, "final_logit_softcapping", 30.0),  # transformers: null fails
+            max_position_embeddings=int(_number(text, "max_position_embeddings", 131_072)),
             canvas_length=cfg.get("canvas_length", 256),
             pad_token_id=text.get("pad_token_id", 0),
             eos_token_id=text.get("eos_token_id", 1),
             bos_token_id=text.get("bos_token_id", 2),
-            initializer_range=float(cfg.get("initializer_range", text.get("initializer_range", 0.02))),
+            initializer_range=_number(cfg, "initializer_range", _number(text, "initializer_range", 0.02)),
             passthrough=passthrough,
         )
 
@@ -237,6 +248,7 @@ class ModelConfig:
             "hidden_activation": self.hidden_activation,
             "attention_bias": self.attention_bias,
             "attention_dropout": 0.0,
+            "final_logit_softcapping": self.final_logit_softcapping,
             "max_position_embeddings": self.max_position_embeddings,
             "pad_token_id": self.pad_token_id,
             "eos_token_id": self.eos_token_id,
@@ -255,6 +267,13 @@ class ModelConfig:
         }
         out.update(self.passthrough)
         return out
+
+
+def _number(fields: dict[str, Any], name: str, default: float) -> float:
+    value = fields.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{name}: must be a number, got {value!r}")
+    return float(value)
 
 
 # transformers always builds a vision tower; a checkpoint without one gets this tiny stand-in so that

@@ -114,6 +114,11 @@ def test_encoder_named_shared_weights_are_accepted(saved):
     (lambda c: c["text_config"]["rope_parameters"]["full_attention"].update(rope_type="yarn"), "rope_parameters"),
     (lambda c: c.update(model_type="gemma3"), "model_type"),
     (lambda c: c.pop("text_config"), "text_config"),
+    (lambda c: c["text_config"].update(num_hidden_layers="2"), "num_hidden_layers"),
+    (lambda c: c["text_config"].update(num_key_value_heads=0), "num_key_value_heads"),
+    (lambda c: c["text_config"].update(rms_norm_eps=None), "rms_norm_eps"),
+    (lambda c: c["text_config"].update(final_logit_softcapping=None), "final_logit_softcapping"),
+    (lambda c: c["text_config"].update(final_logit_softcapping=-1.0), "final_logit_softcapping"),
 ])
 def test_config_errors_name_the_field(saved, edit, field):
     _, path = saved
@@ -123,6 +128,54 @@ def test_config_errors_name_the_field(saved, edit, field):
     with pytest.raises(ConfigError) as err:
         load_model(path)
     assert field in str(err.value) and "config.json" in str(err.value)
+
+
+def test_a_config_that_is_not_an_object_is_named(saved):
+    _, path = saved
+    (path / "config.json").write_text("[1, 2]")
+    with pytest.raises(ConfigError, match=r"config.json: expected a JSON object, got list"):
+        load_model(path)
+
+
+def test_final_logit_softcapping_survives_a_save(saved, tmp_path):
+    _, path = saved
+    model = new_model(tiny(final_logit_softcapping=12.5), seed=1)
+    model.save_pretrained(tmp_path / "capped")
+    assert load_model(tmp_path / "capped").config.final_logit_softcapping == 12.5
+
+
+@pytest.mark.parametrize("name, text, message", [
+    ("generation_config.json", "{bad", r"generation_config.json: not a usable generation config \(JSONDecodeError"),
+    ("tokenizer.json", "{bad", r"tokenizer.json: not a readable tokenizer.json"),
+    ("model.safetensors.index.json", "[]", r"index.json: not a usable shard index .*download the checkpoint again"),
+])
+def test_damaged_side_files_are_named(saved, name, text, message):
+    _, path = saved
+    (path / name).write_text(text)
+    with pytest.raises(CheckpointError, match=message):
+        load_model(path)
+
+
+def test_whole_number_tensors_are_not_cast_to_weights(saved):
+    _, path = saved
+    tensors = load_file(path / "model.safetensors")
+    name = sorted(tensors)[0]
+    tensors[name] = tensors[name].to(torch.int32)
+    save_file(tensors, path / "model.safetensors")
+    with pytest.raises(CheckpointError, match=rf"1 mis-shaped: {name}: checkpoint torch.int32, expected torch.float32"):
+        load_model(path)
+
+
+def test_a_failed_write_leaves_no_temporary_file(tmp_path):
+    from diffsolve.core.checkpoint import write_atomically
+
+    def fail(tmp):
+        tmp.write_text("half")
+        raise OSError("No space left on device")
+
+    with pytest.raises(OSError, match="No space left"):
+        write_atomically(tmp_path / "model.safetensors", fail)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_unrelated_fields_are_ignored(saved):
