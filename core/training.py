@@ -269,7 +269,8 @@ def deepen(model: DiffusionGemma, factor: int) -> DiffusionGemma:
 def train_step(model: DiffusionGemma, optimizer: torch.optim.Optimizer, batch: Batch, generator: torch.Generator,
                cfg: TrainConfig, mark: Callable[[], None] = lambda: None) -> dict[str, float]:
     """One optimizer step: the loss (bf16 autocast when `cfg.bf16`), backward, gradient clipping, AdamW. Returns
-    the loss parts and the gradient norm. `mark()` runs after the loss and after backward (for phase timing)."""
+    the loss parts, the gradient norm and `skipped` (1.0 when the gradient held inf or NaN: the weights and the
+    optimizer's moments are then left as they were). `mark()` runs after the loss and after backward."""
     with torch.autocast(device_type=batch.target.device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
         loss, parts = diffusion_loss(model, batch, generator, self_conditioning_prob=cfg.self_conditioning_prob,
                                      ar_weight=cfg.ar_weight, eps=cfg.eps)
@@ -278,8 +279,17 @@ def train_step(model: DiffusionGemma, optimizer: torch.optim.Optimizer, batch: B
     loss.backward()
     mark()
     parts["grad_norm"] = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip).item()
-    optimizer.step()
+    parts["skipped"] = float(not math.isfinite(parts["grad_norm"]))
+    if not parts["skipped"]:  # one NaN update would poison every weight, and then the next checkpoint
+        optimizer.step()
     return parts
+
+
+MAX_SKIPPED_IN_A_ROW = 8
+
+
+class TrainingDiverged(RuntimeError):
+    """The gradient held inf or NaN for MAX_SKIPPED_IN_A_ROW steps in a row; the last checkpoint is untouched."""
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -330,6 +340,7 @@ def train(model: DiffusionGemma, make_batch: Callable[[int, torch.Generator], Ba
     bar = tqdm(range(start, end), initial=start, total=cfg.steps, disable=not progress, desc="train",
                mininterval=2.0)
     done = start
+    skipped_in_a_row = 0
     # an optimizer update cut short would checkpoint half-updated weights: Ctrl-C stops after the step
     with CtrlC(notice="stopping after this step (with a checkpoint)") as stop:
         for step in bar:
@@ -339,6 +350,13 @@ def train(model: DiffusionGemma, make_batch: Callable[[int, torch.Generator], Ba
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step, cfg, elapsed)
             parts = train_step(model, optimizer, batch, generator, cfg)
+            skipped_in_a_row = skipped_in_a_row + 1 if parts["skipped"] else 0
+            if skipped_in_a_row >= MAX_SKIPPED_IN_A_ROW:
+                last = find_checkpoint(ckpt)
+                kept = (f"the checkpoint at step {json.loads((last / STATE_JSON).read_text())['step']} is kept"
+                        if last is not None else "no checkpoint was written")
+                raise TrainingDiverged(f"the gradient held inf or NaN at steps {step + 2 - skipped_in_a_row}-"
+                                       f"{step + 1}, so training stopped ({kept}); a lower --lr may help")
             for k, v in parts.items():
                 running[k] = running.get(k, 0.0) + v
             summed += 1

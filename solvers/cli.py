@@ -705,10 +705,11 @@ def train(
 
     Running the same command again continues from the run's last checkpoint (with more --steps, a longer run);
     the recipe (batch size, learning rate, seed) must stay the same. The summary JSON goes to stdout, log lines
-    to stderr and out/train_log.jsonl. Exit status: 0 trained, 2 bad input, 130 interrupted (checkpointed)."""
+    to stderr and out/train_log.jsonl. Exit status: 0 trained, 1 the loss diverged (inf or NaN; the last
+    checkpoint is kept), 2 bad input, 130 interrupted (checkpointed)."""
     from ..core import new_model, released_config
-    from ..core.training import (STATE_JSON, ResumeError, TrainConfig, TrainingInterrupted, check_resumable,
-                                 find_checkpoint)
+    from ..core.training import (STATE_JSON, ResumeError, TrainConfig, TrainingDiverged, TrainingInterrupted,
+                                 check_resumable, find_checkpoint)
     from ..core.training import deepen as deepen_model
     from ..core.training import train as run_training
 
@@ -786,6 +787,9 @@ def train(
         summary = run_training(model, make_batch, cfg, out, progress=sys.stderr.isatty())
     except TrainingInterrupted as stop:
         interrupted(f"{stop}; the same command resumes the run")
+    except TrainingDiverged as exc:
+        _error(f"{out}: {exc}")
+        raise typer.Exit(1) from None
     if previous is not None and summary["steps"] <= summary["resumed_from"]:  # no step ran
         print(f"{out}: the run already ended at step {summary['resumed_from']} (more --steps or a longer "
               f"--time-budget goes on); evaluating and writing {out / 'model'} again", file=sys.stderr, flush=True)

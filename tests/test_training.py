@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from diffsolve.core import ModelConfig, load_model, new_model
-from diffsolve.core.training import Batch, TrainConfig, TrainingInterrupted, diffusion_loss, train
+from diffsolve.core.training import (Batch, TrainConfig, TrainingDiverged, TrainingInterrupted, diffusion_loss,
+                                     find_checkpoint, train)
 
 CFG = ModelConfig(vocab_size=16, hidden_size=32, intermediate_size=48, num_layers=2, num_heads=2, num_kv_heads=1,
                   head_dim=16, num_experts=4, top_k_experts=2, moe_intermediate_size=16,
@@ -57,6 +58,36 @@ def test_training_learns_and_resumes_exactly(tmp_path):
         assert torch.allclose(a, b, atol=1e-6)
     saved = load_model(tmp_path / "split" / "checkpoint")
     assert all(torch.equal(a, b) for a, b in zip(saved.state_dict().values(), resumed.state_dict().values()))
+
+
+def poisoned(model, bad_steps):
+    """copy_batch, with the gradient of one weight turned to NaN at the 0-based steps in `bad_steps` (as an
+    overflow in bf16 would)."""
+    now = {"step": -1}
+    model.embed_tokens.weight.register_hook(lambda g: g * float("nan") if now["step"] in bad_steps else g)
+
+    def make_batch(step, g):
+        now["step"] = step
+        return copy_batch(step, g)
+    return make_batch
+
+
+def test_a_step_with_a_nan_gradient_is_skipped_and_training_goes_on(tmp_path):
+    cfg = TrainConfig(steps=20, batch_size=16, lr=1e-2, warmup_steps=5, checkpoint_every=10, log_every=5)
+    model = new_model(CFG, seed=0)
+    summary = train(model, poisoned(model, {7}), cfg, tmp_path, progress=False)
+    assert summary["steps"] == 20 and all(torch.isfinite(p).all() for p in model.parameters())
+    log = [json.loads(line) for line in (tmp_path / "train_log.jsonl").read_text().splitlines()]
+    assert [entry["skipped"] for entry in log] == [0.0, 0.2, 0.0, 0.0]  # one of steps 6-10
+
+
+def test_a_diverged_run_stops_and_keeps_its_last_good_checkpoint(tmp_path):
+    cfg = TrainConfig(steps=40, batch_size=16, lr=1e-2, warmup_steps=5, checkpoint_every=5, log_every=5)
+    model = new_model(CFG, seed=0)
+    with pytest.raises(TrainingDiverged, match=r"inf or NaN at steps 12-19, .*checkpoint at step 15 is kept"):
+        train(model, poisoned(model, set(range(11, 40))), cfg, tmp_path, progress=False)
+    kept = load_model(find_checkpoint(tmp_path / "checkpoint"))  # loads: its weights are finite
+    assert all(torch.equal(a, b) for a, b in zip(kept.state_dict().values(), model.state_dict().values()))
 
 
 def test_time_budget_stops_early_with_a_checkpoint(tmp_path):
