@@ -8,7 +8,7 @@ import math
 import time
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from numbers import Real
+from numbers import Integral, Real
 
 import networkx as nx
 import numpy as np
@@ -63,8 +63,11 @@ def check_hamiltonian_input(graph: nx.Graph, start: Hashable = None, end: Hashab
 
 
 def _at_most(length: float, shortest: float) -> bool:
-    """`length` is no longer than `shortest` up to float rounding (0.1 + 0.2 against a 0.3 edge)."""
-    return length <= shortest or math.isclose(length, shortest, rel_tol=1e-9, abs_tol=1e-12)
+    """`length` is no longer than `shortest`: exactly for whole-number weights, else up to the rounding of float
+    sums (0.1 + 0.2 against a 0.3 edge; summed in another order, a path of n edges can be off by ~n ulps)."""
+    if isinstance(length, Integral) and isinstance(shortest, Integral):
+        return length <= shortest
+    return length <= shortest or math.isclose(length, shortest, rel_tol=1e-12, abs_tol=0.0)
 
 
 SHORTEST_ARCS = "diffsolve_shortest_arcs"  # graph attribute: the (u, v) steps that keep a path shortest

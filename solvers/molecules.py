@@ -280,14 +280,17 @@ class MoleculeDesigner:
 
 
 def _verified(smiles: str | None, request: task.MoleculeRequest, passes: int) -> Molecule | None:
-    """The independent final check: RDKit parses and sanitizes it, and the request holds."""
+    """The independent final check: RDKit parses and sanitizes it, and the request holds; then the same for the
+    canonical SMILES handed back (RDKit does not promise that every SMILES it writes reads back), whose Mol is
+    the one returned."""
     mol = task.parse_molecule(smiles)
-    if mol is None:
+    if mol is None or not request.verify(mol)[0]:
         return None
-    ok, _ = request.verify(mol)
-    if not ok:
+    canonical = Chem.MolToSmiles(mol)
+    returned = task.parse_molecule(canonical)
+    if returned is None or Chem.MolToSmiles(returned) != canonical or not request.verify(returned)[0]:
         return None
-    return Molecule(Chem.MolToSmiles(mol), mol, compute_properties(mol, list(PROPERTIES)), True, passes)
+    return Molecule(canonical, returned, compute_properties(returned, list(PROPERTIES)), True, passes)
 
 
 @rdkit_quiet

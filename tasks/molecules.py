@@ -552,8 +552,8 @@ def _fmt(window: tuple[float, float], name: str | None = None) -> str:
 
 
 def _check_window(name: str, window) -> tuple[float, float] | None:
-    """(lo, hi) within PROPERTY_LIMITS; None or an infinite bound is open on that side; None for a window
-    that holds every value a molecule can have (open on both sides): that is no condition."""
+    """(lo, hi) within PROPERTY_LIMITS; None or an infinite bound is open on that side; None for a window open
+    on both sides, which is no condition."""
     if isinstance(window, (str, bytes)):
         raise RequestError(f"{name}: expected a (lo, hi) pair of numbers, got the text {window!r} "
                            "(parse_window reads 'LO:HI')")
@@ -574,7 +574,7 @@ def _check_window(name: str, window) -> tuple[float, float] | None:
     if hi < low or lo > high:
         raise RequestError(f"{name}: window {_fmt((lo, hi))} is outside what any molecule here can have "
                            f"({_fmt((low, high))})")
-    if lo <= low and hi >= high:
+    if lo == -math.inf and hi == math.inf:  # not merely beyond the limits: those assume the usual canvas
         return None
     lo, hi = max(lo, low), min(hi, high)
     if PROPERTIES[name].integer and math.floor(hi) < math.ceil(lo):

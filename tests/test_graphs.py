@@ -795,6 +795,13 @@ def test_shortest_paths_search_only_edges_on_some_shortest_path(graphs):
     tenths = nx.Graph()
     tenths.add_weighted_edges_from([("a", "b", 0.1), ("b", "c", 0.2), ("a", "c", 0.3)])  # 0.1 + 0.2 > 0.3 in floats
     assert graphs.path(tenths, "a", "c", weight="weight").verified
+    # a path longer by 1 in 2e9 is not a shortest one: only the shortest path's edges may be walked
+    near = nx.Graph()
+    near.add_weighted_edges_from([("s", "a", 10**9), ("a", "t", 10**9), ("s", "b", 10**9), ("b", "t", 10**9 + 1)])
+    near_floats = nx.Graph((u, v, {"weight": float(w)}) for u, v, w in near.edges(data="weight"))
+    for g in (near, near_floats):
+        assert set(map(frozenset, shortest_path_edges(g, "s", "t", "weight").edges)) == {frozenset("sa"),
+                                                                                          frozenset("at")}
 
 
 def test_edge_list_labels_people_use_are_read(tmp_path):

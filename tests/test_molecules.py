@@ -209,7 +209,7 @@ def test_open_window_bounds_and_single_values():
     assert parse({"logp": task.parse_window("1:inf")}).windows == {"logp": (1, 30)}
     # open on both sides is no condition: it must not switch off free generation's training prior
     assert parse({"logp": (None, None), "qed": (-math.inf, math.inf), "rings": (0, 100), "mw": (1, 200)}).windows == {
-        "mw": (16, 200)}
+        "rings": (0, 31), "mw": (16, 200)}
     with pytest.raises(task.RequestError, match="logp: expected text 'LO:HI', got int 3"):
         task.parse_window(3, "logp")
     for window, message in [((2, None), "qed: window 2:inf is outside what any molecule here can have \\(0:1\\)"),
@@ -367,7 +367,8 @@ def check(molecule, request: task.MoleculeRequest) -> None:
     mol = Chem.MolFromSmiles(molecule.smiles)
     assert mol is not None and Chem.SanitizeMol(mol) == Chem.SanitizeFlags.SANITIZE_NONE
     assert task.implausible(mol) is None  # no hydrogen RDKit had to invent
-    assert molecule.verified and request.verify(mol)[0]
+    assert molecule.verified and request.verify(mol)[0] and request.verify(molecule.mol)[0]
+    assert Chem.MolToSmiles(molecule.mol) == molecule.smiles  # the Mol handed back is the SMILES handed back
     for name, (lo, hi) in request.windows.items():
         assert lo <= PROPERTIES[name].compute(mol) <= hi
 
