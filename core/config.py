@@ -80,7 +80,7 @@ class ModelConfig:
     eos_token_id: int | list[int] | None = 1
     bos_token_id: int | None = 2
     initializer_range: float = 0.02
-    # Fields we carry through unchanged on save (vision tower config, token ids of the multimodal wrapper).
+    # Fields we carry through unchanged on save (token ids of the multimodal wrapper).
     passthrough: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -194,8 +194,9 @@ class ModelConfig:
         layer_types = _last_layer_full(layer_types)  # before deriving full-attention geometry, as transformers
         overrides = _per_layer_overrides(text, layer_types)
         rope = text.get("rope_parameters") or dict(DEFAULT_ROPE)
-        passthrough = {k: cfg[k] for k in ("vision_config", "boi_token_id", "eoi_token_id", "image_token_id")
-                       if k in cfg}
+        # not vision_config: we never write vision weights, so a saved copy of the 26B model declaring its full
+        # vision tower would have transformers build and randomly initialise it; the tiny stand-in goes instead
+        passthrough = {k: cfg[k] for k in ("boi_token_id", "eoi_token_id", "image_token_id") if k in cfg}
         return cls(
             vocab_size=text["vocab_size"],
             hidden_size=text["hidden_size"],

@@ -11,6 +11,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from diffsolve.core import CheckpointError, ConfigError, ModelConfig, load_model, new_model
+from diffsolve.core.config import TINY_VISION_CONFIG
 
 TEXT = dict(vocab_size=40, hidden_size=16, intermediate_size=24, num_hidden_layers=2, num_attention_heads=2,
             num_key_value_heads=1, head_dim=8, num_experts=4, top_k_experts=2, moe_intermediate_size=8,
@@ -184,7 +185,10 @@ def test_unrelated_fields_are_ignored(saved):
     config.update(transformers_version="9.9", some_future_field={"x": 1})
     config["vision_config"] = {"model_type": "gemma4_vision", "hidden_size": 1152}
     (path / "config.json").write_text(json.dumps(config))
-    assert torch.equal(_logits(model), _logits(load_model(path)))
+    loaded = load_model(path)
+    assert torch.equal(_logits(model), _logits(loaded))
+    loaded.save_pretrained(path / "again")  # without vision weights, so without the vision tower's config
+    assert json.loads((path / "again" / "config.json").read_text())["vision_config"] == TINY_VISION_CONFIG
 
 
 def test_global_head_dim_and_per_layer_config_agree():
