@@ -16,7 +16,8 @@ import shutil
 import sys
 import time
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
@@ -308,11 +309,34 @@ def train(model: DiffusionGemma, make_batch: Callable[[int, torch.Generator], Ba
 
     `stop_after` ends this call after that many steps (checkpointed), e.g. to fit a time budget; calling again
     continues the same schedule. Returns a summary: steps, seconds, last logged metrics. A JSON line per log
-    interval goes to `out_dir/train_log.jsonl`."""
-    from tqdm.auto import tqdm
-
+    interval goes to `out_dir/train_log.jsonl`. A second process training in the same `out_dir` at the same
+    time is refused (ResumeError): the two would overwrite each other's checkpoints."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    with _only_run_in(out):
+        return _train(model, make_batch, cfg, out, evaluate, progress, stop_after)
+
+
+@contextmanager
+def _only_run_in(out: Path) -> Iterator[None]:
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory file locks
+        yield
+        return
+    with open(out / ".train.lock", "w") as handle:  # the lock goes with the process, however it ends
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ResumeError(f"{out}: another training process is running in this directory") from None
+        yield
+
+
+def _train(model: DiffusionGemma, make_batch: Callable[[int, torch.Generator], Batch], cfg: TrainConfig,
+           out: Path, evaluate: Callable[[DiffusionGemma], dict] | None, progress: bool,
+           stop_after: int | None) -> dict:
+    from tqdm.auto import tqdm
+
     ckpt = out / "checkpoint"
     device = torch.device(cfg.device)
     start, previous_s = 0, 0.0
@@ -387,7 +411,7 @@ def train(model: DiffusionGemma, make_batch: Callable[[int, torch.Generator], Ba
         model.drop_compiled()
     model.eval()
     if not metrics and log_path.is_file():  # no step ran (a finished run again): report its last logged metrics
-        logged = log_path.read_text().splitlines()
+        logged = [line for line in log_path.read_text().splitlines() if line.endswith("}")]  # not a cut-off line
         metrics = json.loads(logged[-1]) if logged else {}
     if stop.asked:  # even after the last step: what follows (the CLI's evaluation) may take minutes
         raise TrainingInterrupted(done, ckpt)

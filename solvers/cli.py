@@ -790,6 +790,9 @@ def train(
     except TrainingDiverged as exc:
         _error(f"{out}: {exc}")
         raise typer.Exit(1) from None
+    except ResumeError as exc:  # another process trains there
+        _error(f"{exc}")
+        raise typer.Exit(2) from None
     if previous is not None and summary["steps"] <= summary["resumed_from"]:  # no step ran
         print(f"{out}: the run already ended at step {summary['resumed_from']} (more --steps or a longer "
               f"--time-budget goes on); evaluating and writing {out / 'model'} again", file=sys.stderr, flush=True)

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from diffsolve.core import ModelConfig, load_model, new_model
-from diffsolve.core.training import (Batch, TrainConfig, TrainingDiverged, TrainingInterrupted, diffusion_loss,
-                                     find_checkpoint, train)
+from diffsolve.core.training import (Batch, ResumeError, TrainConfig, TrainingDiverged, TrainingInterrupted,
+                                     diffusion_loss, find_checkpoint, train)
 
 CFG = ModelConfig(vocab_size=16, hidden_size=32, intermediate_size=48, num_layers=2, num_heads=2, num_kv_heads=1,
                   head_dim=16, num_experts=4, top_k_experts=2, moe_intermediate_size=16,
@@ -88,6 +88,17 @@ def test_a_diverged_run_stops_and_keeps_its_last_good_checkpoint(tmp_path):
         train(model, poisoned(model, set(range(11, 40))), cfg, tmp_path, progress=False)
     kept = load_model(find_checkpoint(tmp_path / "checkpoint"))  # loads: its weights are finite
     assert all(torch.equal(a, b) for a, b in zip(kept.state_dict().values(), model.state_dict().values()))
+
+
+def test_a_second_run_in_the_same_directory_is_refused(tmp_path):
+    fcntl = pytest.importorskip("fcntl")  # POSIX only
+    cfg = TrainConfig(steps=2, batch_size=4, warmup_steps=1, checkpoint_every=10, log_every=1)
+    with open(tmp_path / ".train.lock", "w") as other:  # as another process training there holds it
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(ResumeError, match="another training process is running in this directory"):
+            train(new_model(CFG, seed=0), copy_batch, cfg, tmp_path, progress=False)
+        assert not (tmp_path / "checkpoint").exists()
+    assert train(new_model(CFG, seed=0), copy_batch, cfg, tmp_path, progress=False)["steps"] == 2
 
 
 def test_time_budget_stops_early_with_a_checkpoint(tmp_path):
