@@ -62,6 +62,8 @@ class ConstraintModel:
             raise ValueError(f"pin: {len(positions)} positions but {len(tokens)} tokens")
         if not positions:
             return self
+        if len(set(positions)) != len(positions):
+            raise ValueError("pin: repeated position")
         rows = self._rows(row)
         current = self.pins[rows][:, positions]
         clash = (current >= 0) & (current != torch.tensor(tokens, dtype=torch.long))
@@ -86,13 +88,18 @@ class ConstraintModel:
 
     def all_different(self, positions: Iterable[int], values: Iterable[int], exact: bool = False
                       ) -> "ConstraintModel":
-        """No token from `values` may appear twice among `positions` (in every row). `exact=True`: as many
-        positions as values, each value exactly once (a permutation), so a value with one place left goes there."""
+        """No token from `values` may appear twice among `positions` (in every row); the positions may hold other
+        tokens too (limit them with `allow`). `exact=True`: as many positions as values, each value exactly once
+        (a permutation: the positions hold only these values), so a value with one place left goes there."""
         positions, values = self._positions(positions), self._tokens(values)
         if len(set(positions)) != len(positions):
             raise ValueError("all_different: repeated position")
+        if not values:
+            raise ValueError("all_different: no values")
         if exact and len(set(values)) != len(positions):
             raise ValueError(f"all_different(exact=True): {len(positions)} positions but {len(set(values))} values")
+        if exact:
+            self.allow(positions, values)
         self.groups.append((positions, values, exact))
         return self
 
@@ -120,7 +127,13 @@ class ConstraintModel:
             if empty.any():
                 row, pos = empty.nonzero()[0].tolist()
                 raise ValueError(f"row {row}: position {pos} has an empty allowed set")
-        return CompiledConstraints(self, torch.device(device), dead_end, most_constrained_first)
+        compiled = CompiledConstraints(self, torch.device(device), dead_end, most_constrained_first)
+        clash = compiled._clashes(compiled.pins.clamp(min=0), compiled.pins >= 0) if self.groups else None
+        if clash is not None and clash.any():
+            row, pos = clash.nonzero()[0].tolist()
+            raise ValueError(f"row {row}: the token pinned at position {pos} is pinned at a position of one of its "
+                             "all-different groups too")
+        return compiled
 
     # ------------------------------------------------------------------ validation helpers
     def _positions(self, positions: Iterable[int]) -> list[int]:
@@ -192,8 +205,9 @@ class CompiledConstraints(Guidance):
         if dead_end not in DEAD_ENDS:
             raise ValueError(f"dead_end must be one of {DEAD_ENDS}, got {dead_end!r}")
         self.device, self.dead_end, self.most_constrained_first = device, dead_end, most_constrained_first
-        self.pins = model.pins.to(device)
-        self.static_allowed = None if model.allowed is None else model.allowed.to(device)
+        # copies: declarations made after compile must not change what was compiled (on CPU .to() is a no-op)
+        self.pins = model.pins.to(device, copy=True)
+        self.static_allowed = None if model.allowed is None else model.allowed.to(device, copy=True)
         self.predicates = list(model.predicates)
         self.rows = torch.arange(model.batch, device=device)  # declared row of each canvas
         self.vocab = model.vocab
@@ -234,12 +248,13 @@ class CompiledConstraints(Guidance):
         self.in_groups = self.own_values.any(-1)  # [L]
         self.neighbours = (self.peers > 0.5).any(-1).float()  # [L, L]: positions sharing any group
         self.earlier_peers = torch.tril(self.neighbours, diagonal=-1)  # [l, m]: m < l and they share a group
-        # [B, L]: the position may take a token no all-different group constrains (never forced, never dead)
-        self.has_outside_option = torch.zeros(model.batch, length, dtype=torch.bool, device=device)
+        # [B, L]: the position may take a token no all-different group of it constrains (never forced, never dead)
         if self.static_allowed is not None:
             outside = self.static_allowed.clone()
             outside[..., self.domain] &= ~self.own_values
             self.has_outside_option = outside.any(-1)
+        else:  # every token is allowed: all but its groups' values
+            self.has_outside_option = (self.own_values.sum(-1) < model.vocab).expand(model.batch, length).clone()
         self.trail = GuessTrail(model.batch, length, size, device)
         # `repair` only: (position, value) pairs a repair took away, barred until pass `tabu_until`
         self.tabu_until = torch.zeros(model.batch, length, size, dtype=torch.long, device=device)
@@ -299,6 +314,10 @@ class CompiledConstraints(Guidance):
     @property
     def batch_size(self) -> int:
         return self.pins.shape[0]
+
+    @property
+    def needs_kept_tokens(self) -> bool:
+        return self.dead_end in ("restart", "backtrack")
 
     def repeat(self, n: int) -> "CompiledConstraints":
         """Each row repeated n times in a row (parallel restarts of the same instance)."""
@@ -392,15 +411,17 @@ class CompiledConstraints(Guidance):
         """Hall's condition on each wide group as a whole. Its free positions need as many candidate values
         between them as there are of them, or it is a dead end (a triangle left with two colours: no single
         position is stuck yet). With exactly as many, every such value is used once, so a value with one free
-        place left goes there. Returns (narrowed candidates [B, L, D], dead [B, L])."""
-        open_candidates = (candidates & free.unsqueeze(2)).float()
-        places = torch.einsum("gl,bld->bgd", self.wide_membership, open_candidates) * self.wide_values  # [B, Gw, D]
+        place left goes there. Only free positions whose candidates all lie in the group's values count (another
+        group's value would let one step aside). Returns (narrowed candidates [B, L, D], dead [B, L])."""
+        beyond = candidates.float() @ (~self.wide_values).float().T  # [B, L, Gw]: candidates outside the group's
+        bound = self.wide_membership * (free.unsqueeze(2) & (beyond < 0.5)).transpose(1, 2)  # [B, Gw, L]
+        places = torch.einsum("bgl,bld->bgd", bound, candidates.float()) * self.wide_values  # [B, Gw, D]
         values = (places > 0.5).sum(-1)
-        positions = torch.einsum("gl,bl->bg", self.wide_membership, free.float()).round().long()
+        positions = bound.sum(-1).round().long()
         short = values < positions
-        dead = (torch.einsum("gl,bg->bl", self.wide_membership, short.float()) > 0.5) & free
+        dead = torch.einsum("bgl,bg->bl", bound, short.float()) > 0.5
         only_place = ((places > 0.5) & (places < 1.5) & (values == positions).unsqueeze(2)).float()
-        forced = (torch.einsum("gl,bgd->bld", self.wide_membership, only_place) > 0.5) & candidates & free.unsqueeze(2)
+        forced = (torch.einsum("bgl,bgd->bld", bound, only_place) > 0.5) & candidates
         dead |= forced.sum(-1) > 1
         return torch.where(forced.any(-1, keepdim=True), forced, candidates), dead
 
@@ -517,7 +538,7 @@ class CompiledConstraints(Guidance):
         self._before = None
         trail, length = self.trail, settled.shape[1]
         new = settled & ~settled_before
-        count = candidates_before.sum(-1)
+        count = candidates_before.sum(-1) + self.has_outside_option  # an outside token is a choice too
         guess = new & (count > 1)
         # One guess per pass, the most constrained. (Letting every confident guess of a pass stack up at
         # consecutive depths cost Sudoku-magictour 49/50 -> 29/50 solved: wrong stacks unwind one per pass.)

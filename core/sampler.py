@@ -93,8 +93,12 @@ class Guidance:
     """Constraint hooks applied every denoising pass. All tensors are batched over canvases [B, L].
 
     Subclasses override what they need; the defaults constrain nothing. `constraints.ConstraintModel`
-    compiles declarative constraints into one of these.
+    compiles declarative constraints into one of these. `needs_kept_tokens`: the hooks reason about which
+    tokens were settled when (a search over guesses), which holds only if the sampler keeps accepted tokens
+    (`SamplingConfig(keep_accepted=True)`, as `guided_config` sets); `denoise_canvas` refuses it otherwise.
     """
+
+    needs_kept_tokens: bool = False
 
     def pinned(self, batch: int, device: torch.device) -> tuple[Tensor, Tensor] | None:
         """(mask [B, L] bool, values [B, L]) of positions whose token is fixed."""
@@ -260,6 +264,9 @@ def denoise_canvas(model: DiffusionGemma, cache: KVCache, config: SamplingConfig
     """
     b, length, vocab = cache.batch_size, config.canvas_length or model.config.canvas_length, model.config.vocab_size
     device = model.device
+    if guidance is not None and guidance.needs_kept_tokens and not config.keep_accepted:
+        raise ValueError(f"{type(guidance).__name__} searches over settled tokens: sample with "
+                         "keep_accepted=True (guided_config sets it)")
     canvas = _randint(vocab, (b, length), device, generator)
     pins = guidance.pinned(b, device) if guidance is not None else None
     if pins is not None:

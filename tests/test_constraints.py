@@ -42,6 +42,74 @@ def test_declaration_errors():
         cm.compile()
     with pytest.raises(ValueError, match="repeated position"):
         cm.all_different([1, 1], DIGITS)
+    with pytest.raises(ValueError, match="pin: repeated position"):
+        cm.pin([3, 3], [4, 5])
+    with pytest.raises(ValueError, match="all_different: no values"):
+        cm.all_different([1, 2], [])
+
+
+def test_two_pins_of_one_value_in_a_group_are_refused_at_compile():
+    cm = latin()
+    cm.pin([0, 3], [5, 5], row=0)  # one row of the square
+    with pytest.raises(ValueError, match="row 0: the token pinned at position 0 is pinned at a position of one of"):
+        cm.compile()
+
+
+def test_later_declarations_do_not_change_a_compiled_model():
+    cm = ConstraintModel(3, 5)
+    compiled = cm.compile()
+    cm.pin([0], [2])
+    cm.allow([1], [3])
+    assert compiled.pinned(1, torch.device("cpu")) is None and compiled.static_allowed is None
+
+
+def test_an_exact_group_holds_only_its_values():
+    cm = ConstraintModel(3, 5, batch_size=2)
+    cm.all_different([0, 1, 2], [1, 2, 3], exact=True)
+    compiled = cm.compile()
+    assert compiled.verify(torch.tensor([[0, 0, 4], [3, 1, 2]])).tolist() == [False, True]
+    allowed = compiled.allowed(torch.zeros(2, 3, dtype=torch.long), torch.zeros(2, 3, dtype=torch.bool))
+    assert allowed.nonzero()[:, 2].unique().tolist() == [1, 2, 3]
+
+
+@pytest.mark.parametrize("dead_end", ["restart", "backtrack", "release"])
+def test_positions_free_to_take_other_tokens_are_never_a_dead_end(dead_end):
+    """A group constrains only its values: with more positions than values, or values shared between groups,
+    or a position allowed a token outside its group, a solution exists and nothing may be ruled impossible."""
+    nothing = torch.zeros(1, 3, dtype=torch.bool)
+    # (a) no `allow`: the third position takes any other token
+    cm = ConstraintModel(3, 5)
+    cm.all_different([0, 1, 2], [1, 2])
+    compiled = cm.compile(dead_end=dead_end)
+    canvas = torch.tensor([[1, 2, 0]])
+    assert compiled.verify(canvas).tolist() == [True]
+    compiled.allowed(canvas, nothing)
+    assert not compiled.violations(canvas, nothing).any() and not compiled.refuted.any()
+    # (b) two groups over the same positions with different values
+    cm = ConstraintModel(3, 5)
+    cm.allow(range(3), [1, 2, 3])
+    cm.all_different([0, 1, 2], [1, 2])
+    cm.all_different([0, 1, 2], [3])
+    compiled = cm.compile(dead_end=dead_end)
+    assert compiled.verify(torch.tensor([[1, 2, 3]])).tolist() == [True]
+    _, dead = compiled._propagate(torch.tensor([[1, 2, 3]]), nothing)
+    assert not dead.any()
+    # (c) position 0 settles on 1 where it could have taken 3: a guess, not a forced move ([3, 1, 2] solves it)
+    cm = ConstraintModel(3, 4)
+    cm.allow([0], [1, 3])
+    cm.allow([1, 2], [1, 2])
+    cm.all_different([0, 1, 2], [1, 2])
+    compiled = cm.compile(dead_end=dead_end)
+    canvas = torch.tensor([[1, 1, 2]])
+    compiled.allowed(canvas, nothing)
+    compiled.violations(canvas, torch.tensor([[True, False, False]]))
+    assert not compiled.refuted.any()
+
+
+def test_search_over_guesses_needs_a_sampler_that_keeps_accepted_tokens():
+    guidance = exact_latin({0: 4})
+    with pytest.raises(ValueError, match="keep_accepted=True"):
+        generate(untrained_model(), torch.full((1, 3), 3), SamplingConfig(max_denoising_steps=4), guidance=guidance)
 
 
 def test_verify_accepts_solutions_and_rejects_broken_ones():
