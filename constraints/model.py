@@ -122,7 +122,8 @@ class ConstraintModel:
             pin_ok = self.allowed.gather(2, self.pins.clamp(min=0).unsqueeze(2)).squeeze(2) | ~pinned
             if not pin_ok.all():
                 row, pos = (~pin_ok).nonzero()[0].tolist()
-                raise ValueError(f"row {row}: pinned token at position {pos} is not in its allowed set")
+                raise ValueError(f"row {row}: pinned token at position {pos} is not in its allowed set (from allow, "
+                                 "and the values of its exact groups)")
             empty = ~self.allowed.any(-1)
             if empty.any():
                 row, pos = empty.nonzero()[0].tolist()
@@ -131,8 +132,8 @@ class ConstraintModel:
         clash = compiled._clashes(compiled.pins.clamp(min=0), compiled.pins >= 0) if self.groups else None
         if clash is not None and clash.any():
             row, pos = clash.nonzero()[0].tolist()
-            raise ValueError(f"row {row}: the token pinned at position {pos} is pinned at a position of one of its "
-                             "all-different groups too")
+            raise ValueError(f"row {row}: the token pinned at position {pos} is also pinned at another position of "
+                             "one of its all-different groups")
         return compiled
 
     # ------------------------------------------------------------------ validation helpers
@@ -245,6 +246,8 @@ class CompiledConstraints(Guidance):
         for g, (positions, values) in enumerate(wide):
             self.wide_membership[g, positions] = 1.0
             self.wide_values[g, self.domain_index[torch.tensor(values, device=device)]] = True
+        # [D, Gw] values outside each wide group; None when every group holds the whole domain (colouring, routes)
+        self.wide_outside = None if self.wide_values.all() else (~self.wide_values).float().T
         self.in_groups = self.own_values.any(-1)  # [L]
         self.neighbours = (self.peers > 0.5).any(-1).float()  # [L, L]: positions sharing any group
         self.earlier_peers = torch.tril(self.neighbours, diagonal=-1)  # [l, m]: m < l and they share a group
@@ -413,15 +416,21 @@ class CompiledConstraints(Guidance):
         position is stuck yet). With exactly as many, every such value is used once, so a value with one free
         place left goes there. Only free positions whose candidates all lie in the group's values count (another
         group's value would let one step aside). Returns (narrowed candidates [B, L, D], dead [B, L])."""
-        beyond = candidates.float() @ (~self.wide_values).float().T  # [B, L, Gw]: candidates outside the group's
-        bound = self.wide_membership * (free.unsqueeze(2) & (beyond < 0.5)).transpose(1, 2)  # [B, Gw, L]
-        places = torch.einsum("bgl,bld->bgd", bound, candidates.float()) * self.wide_values  # [B, Gw, D]
+        if self.wide_outside is None:  # no other value to step aside to: every free member counts, [Gw, L]
+            bound, per_canvas = self.wide_membership, ""
+            candidates_of = (candidates & free.unsqueeze(2)).float()
+            members = free.float()
+        else:  # [B, Gw, L]: free members with no candidate outside the group's values
+            beyond = candidates.float() @ self.wide_outside  # [B, L, Gw]
+            bound, per_canvas = self.wide_membership * (free.unsqueeze(2) & (beyond < 0.5)).transpose(1, 2), "b"
+            candidates_of, members = candidates.float(), None
+        places = torch.einsum(f"{per_canvas}gl,bld->bgd", bound, candidates_of) * self.wide_values  # [B, Gw, D]
         values = (places > 0.5).sum(-1)
-        positions = bound.sum(-1).round().long()
+        positions = (bound.sum(-1) if members is None else members @ bound.T).round().long()  # [B, Gw]
         short = values < positions
-        dead = torch.einsum("bgl,bg->bl", bound, short.float()) > 0.5
+        dead = (torch.einsum(f"{per_canvas}gl,bg->bl", bound, short.float()) > 0.5) & free
         only_place = ((places > 0.5) & (places < 1.5) & (values == positions).unsqueeze(2)).float()
-        forced = (torch.einsum("bgl,bgd->bld", bound, only_place) > 0.5) & candidates
+        forced = (torch.einsum(f"{per_canvas}gl,bgd->bld", bound, only_place) > 0.5) & candidates & free.unsqueeze(2)
         dead |= forced.sum(-1) > 1
         return torch.where(forced.any(-1, keepdim=True), forced, candidates), dead
 

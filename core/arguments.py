@@ -39,7 +39,9 @@ def canvases(value, guided: bool, default: int = 8) -> int:
 
 def items(value, name: str) -> list:
     """A batched call's items as a list: any iterable but text (one item's text is not a batch of characters)."""
-    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+    if isinstance(value, (str, bytes)):
+        raise TypeError(f"{name} must be a list (or another iterable) of items, not text: got {value!r:.60}")
+    if not isinstance(value, Iterable):
         raise TypeError(f"{name} must be a list (or another iterable), got {type(value).__name__}")
     return list(value)
 

@@ -84,7 +84,9 @@ def resolve_checkpoint(path_or_id: str | os.PathLike) -> Path:
 
     patterns = ["*.json", "*.safetensors", "*.md"]
     try:  # the cache first: no network call when the checkpoint is there
-        return Path(snapshot_download(repo_id, allow_patterns=patterns, local_files_only=True))
+        cached = Path(snapshot_download(repo_id, allow_patterns=patterns, local_files_only=True))
+        if (cached / "config.json").is_file() and any((cached / f).is_file() for f in (SINGLE_FILE, INDEX_FILE)):
+            return cached  # else a download cut short: finish it below
     except Exception:
         pass
     try:
@@ -173,7 +175,7 @@ def _read_shard(shard: Path, device, dtype: torch.dtype, expected: dict, loaded:
                                    f"config expects {tuple(expected[name].shape)}")
                 continue
             if tensor.dtype.is_floating_point != expected[name].dtype.is_floating_point:  # not cast silently
-                misshaped[name] = f"{tensor_name}: checkpoint {tensor.dtype}, expected {expected[name].dtype}"
+                misshaped[name] = f"{tensor_name}: checkpoint dtype {tensor.dtype}, expected floating point"
                 continue
             loaded[name] = tensor.to(dtype=dtype)
             if not torch.isfinite(loaded[name]).all():
@@ -206,7 +208,8 @@ def load_model(path_or_id: str | os.PathLike, dtype: torch.dtype = torch.float32
     missing = [hf_name(n) for n in expected if n not in loaded and n not in misshaped]
     if missing or unexpected or misshaped:
         parts = []
-        problems = (("missing", missing), ("unexpected", unexpected), ("mis-shaped", list(misshaped.values())))
+        problems = (("missing", missing), ("unexpected", unexpected),
+                    ("mis-shaped or mistyped", list(misshaped.values())))
         for title, items in problems:
             if items:
                 parts.append(f"{len(items)} {title}: " + "; ".join(items[:20]) + (" ..." if len(items) > 20 else ""))

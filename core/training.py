@@ -16,8 +16,7 @@ import shutil
 import sys
 import time
 import zipfile
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
@@ -313,23 +312,48 @@ def train(model: DiffusionGemma, make_batch: Callable[[int, torch.Generator], Ba
     time is refused (ResumeError): the two would overwrite each other's checkpoints."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    with _only_run_in(out):
+    with RunLock(out):
         return _train(model, make_batch, cfg, out, evaluate, progress, stop_after)
 
 
-@contextmanager
-def _only_run_in(out: Path) -> Iterator[None]:
-    try:
-        import fcntl
-    except ImportError:  # Windows: no advisory file locks
-        yield
-        return
-    with open(out / ".train.lock", "w") as handle:  # the lock goes with the process, however it ends
+class RunLock:
+    """One training process per run directory: an advisory lock on `out/.train.lock`, released when the process
+    ends however it ends. Re-entrant within a process (the CLI holds it around `train`, which takes it too).
+    `acquire` raises ResumeError while another process holds it. No-op where there are no file locks (Windows)."""
+
+    _held: set[Path] = set()  # run directories this process holds
+
+    def __init__(self, out: str | os.PathLike):
+        self.out, self.handle = Path(out).resolve(), None
+
+    def acquire(self) -> "RunLock":
+        try:
+            import fcntl
+        except ImportError:
+            return self
+        if self.out in RunLock._held:
+            return self
+        handle = open(self.out / ".train.lock", "w")
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise ResumeError(f"{out}: another training process is running in this directory") from None
-        yield
+            handle.close()
+            raise ResumeError(f"{self.out}: another training process is running in this directory") from None
+        self.handle = handle
+        RunLock._held.add(self.out)
+        return self
+
+    def release(self) -> None:
+        if self.handle is not None:
+            self.handle.close()  # closing drops the lock
+            self.handle = None
+            RunLock._held.discard(self.out)
+
+    def __enter__(self) -> "RunLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
 
 
 def _train(model: DiffusionGemma, make_batch: Callable[[int, torch.Generator], Batch], cfg: TrainConfig,
@@ -356,7 +380,7 @@ def _train(model: DiffusionGemma, make_batch: Callable[[int, torch.Generator], B
     log_path = out / "train_log.jsonl"
     metrics: dict[str, float] = {}
     running: dict[str, float] = {}
-    summed = 0  # steps accumulated in `running`
+    summed = kept = 0  # steps accumulated in `running`, and those of them not skipped
     began = time.time()
     end = cfg.steps if stop_after is None else min(cfg.steps, start + stop_after)
     if cfg.time_budget_s is not None and previous_s >= cfg.time_budget_s:
@@ -377,20 +401,23 @@ def _train(model: DiffusionGemma, make_batch: Callable[[int, torch.Generator], B
             skipped_in_a_row = skipped_in_a_row + 1 if parts["skipped"] else 0
             if skipped_in_a_row >= MAX_SKIPPED_IN_A_ROW:
                 last = find_checkpoint(ckpt)
-                kept = (f"the checkpoint at step {json.loads((last / STATE_JSON).read_text())['step']} is kept"
+                left = (f"the checkpoint at step {json.loads((last / STATE_JSON).read_text())['step']} is kept"
                         if last is not None else "no checkpoint was written")
                 raise TrainingDiverged(f"the gradient held inf or NaN at steps {step + 2 - skipped_in_a_row}-"
-                                       f"{step + 1}, so training stopped ({kept}); a lower --lr may help")
-            for k, v in parts.items():
-                running[k] = running.get(k, 0.0) + v
+                                       f"{step + 1}, so training stopped ({left}); a lower learning rate may help "
+                                       "(in a new run directory: a run resumes only with its own recipe)")
+            for k, v in parts.items():  # a skipped step's loss and norm (inf, NaN) would spoil the interval's means
+                running[k] = running.get(k, 0.0) + (v if k == "skipped" or not parts["skipped"] else 0.0)
             summed += 1
+            kept += not parts["skipped"]
             done = step + 1
             out_of_time = cfg.time_budget_s is not None and previous_s + time.time() - began >= cfg.time_budget_s
             if out_of_time:
                 end = done
             if done % cfg.log_every == 0 or done in (cfg.steps, end) or stop.asked:  # an interrupt logs its steps
-                metrics = {k: v / summed for k, v in running.items()}
-                running, summed = {}, 0
+                metrics = {k: v / summed if k == "skipped" else v / kept if kept else math.nan
+                           for k, v in running.items()}
+                running, summed, kept = {}, 0, 0
                 metrics.update(step=done, lr=lr_at(step, cfg, elapsed),
                                elapsed_s=round(previous_s + time.time() - began, 1))
                 if evaluate is not None and done % cfg.checkpoint_every == 0:

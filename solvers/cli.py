@@ -494,7 +494,8 @@ def molecules(
 
     def on_round(canvases: int, count: int) -> None:
         bar.update(task, completed=count, tried=f"{canvases}/{budget} canvases")
-        ctrl_c.stop_if_asked()  # a round's molecules are kept only once its canvases have settled
+        if count < num and canvases < budget:  # a finished design is not an interrupted one
+            ctrl_c.stop_if_asked()  # a round's molecules are kept only once its canvases have settled
 
     try:
         with (progress_bar("designing", "{task.fields[tried]}") as bar, warnings.catch_warnings(),
@@ -669,6 +670,7 @@ def _sudoku_tracer(canvases: int):
 
 @app.command()
 def train(
+    context: typer.Context,
     task: str = typer.Argument(..., help=f"Task to train: {', '.join(TASKS)}."),
     out: Path = typer.Option(..., help="Run directory: checkpoints, log, and the final model in out/model."),
     steps: int = typer.Option(3000, min=1, help="Optimizer steps."),
@@ -708,8 +710,8 @@ def train(
     to stderr and out/train_log.jsonl. Exit status: 0 trained, 1 the loss diverged (inf or NaN; the last
     checkpoint is kept), 2 bad input, 130 interrupted (checkpointed)."""
     from ..core import new_model, released_config
-    from ..core.training import (STATE_JSON, ResumeError, TrainConfig, TrainingDiverged, TrainingInterrupted,
-                                 check_resumable, find_checkpoint)
+    from ..core.training import (STATE_JSON, ResumeError, RunLock, TrainConfig, TrainingDiverged,
+                                 TrainingInterrupted, check_resumable, find_checkpoint)
     from ..core.training import deepen as deepen_model
     from ..core.training import train as run_training
 
@@ -739,9 +741,14 @@ def train(
     created = not out.exists()
     try:  # before the training set is built: that can take minutes
         out.mkdir(parents=True, exist_ok=True)
+        lock = RunLock(out).acquire()  # held until the model is written: one process per run directory
     except OSError as exc:
         _error(_naming("--out", out, exc))
         raise typer.Exit(2) from None
+    except ResumeError as exc:
+        _error(f"--out {out}: {exc}")
+        raise typer.Exit(2) from None
+    context.call_on_close(lock.release)
     torch.set_num_threads(threads)
     module = _task_modules()[task]
     model = new_model(module.model_config(), seed=seed) if init is None else \
@@ -770,7 +777,9 @@ def train(
         make_batch = module.batches(out, seed, batch_size, device, data=data, examples=examples, workers=workers)
     except (OSError, ValueError, KeyError, KeyboardInterrupt) as exc:
         if created:  # nothing half-made is left: the folder this command made, if still empty, goes too
+            lock.release()
             with contextlib.suppress(OSError):
+                (out / ".train.lock").unlink()
                 out.rmdir()
         if isinstance(exc, KeyboardInterrupt):
             interrupted("stopped while building the training set; nothing was trained or cached")
@@ -790,9 +799,6 @@ def train(
     except TrainingDiverged as exc:
         _error(f"{out}: {exc}")
         raise typer.Exit(1) from None
-    except ResumeError as exc:  # another process trains there
-        _error(f"{exc}")
-        raise typer.Exit(2) from None
     if previous is not None and summary["steps"] <= summary["resumed_from"]:  # no step ran
         print(f"{out}: the run already ended at step {summary['resumed_from']} (more --steps or a longer "
               f"--time-budget goes on); evaluating and writing {out / 'model'} again", file=sys.stderr, flush=True)

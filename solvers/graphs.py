@@ -324,6 +324,7 @@ class _KeepSiblings(Guidance):
 
     def __init__(self, inner: Guidance):
         self.inner = inner
+        self.needs_kept_tokens = inner.needs_kept_tokens
 
     def pinned(self, batch, device):
         return self.inner.pinned(batch, device)

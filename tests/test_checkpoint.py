@@ -163,7 +163,8 @@ def test_whole_number_tensors_are_not_cast_to_weights(saved):
     name = sorted(tensors)[0]
     tensors[name] = tensors[name].to(torch.int32)
     save_file(tensors, path / "model.safetensors")
-    with pytest.raises(CheckpointError, match=rf"1 mis-shaped: {name}: checkpoint torch.int32, expected torch.float32"):
+    with pytest.raises(CheckpointError, match=rf"1 mis-shaped or mistyped: {name}: checkpoint dtype torch.int32, "
+                                              "expected floating"):
         load_model(path)
 
 

@@ -139,6 +139,26 @@ def test_train_names_unusable_run_directories_and_data(tmp_path):
     assert not (tmp_path / "c").exists()  # the run folder the refused command made is gone again
 
 
+def test_train_refuses_a_run_directory_another_process_trains_in(tmp_path):
+    from diffsolve.core.training import RunLock
+
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    other = subprocess.Popen([sys.executable, "-c", "import sys, time; from diffsolve.core.training import RunLock; "
+                              f"lock = RunLock({str(busy)!r}).acquire(); print('held', flush=True); time.sleep(60)"],
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert other.stdout.readline().strip() == "held"
+        result = run("train", "sudoku", "--out", busy, "--examples", 20, "--workers", 1)
+        assert result.exit_code == 2 and "another training process is running in this directory" in result.stderr
+        assert "generating" not in result.stderr and sorted(p.name for p in busy.iterdir()) == [".train.lock"]
+    finally:
+        other.kill()
+        other.wait()
+    with RunLock(busy):  # free again once that process is gone
+        pass
+
+
 def test_train_refuses_set_options_for_tasks_without_a_prepared_set(tmp_path):
     result = run("train", "graphs", "--out", tmp_path / "g", "--examples", 5, "--workers", 1)
     assert result.exit_code == 2 and "--examples, --workers: only sudoku and molecules train on a prepared set; " \
