@@ -468,8 +468,9 @@ class CompiledConstraints(Guidance):
         count = count.masked_fill(~free | waiting, candidates.shape[-1] + 1)
         fewest = free & (count == count.min(-1, keepdim=True).values)
         # Never two peers in one pass: both may take the same value, clash and be re-noised together, and a
-        # sharp model repeats that forever (miles500 at 20 colours stalled at 69 of 128 nodes).
-        return fewest & ~((fewest.float() @ self.earlier_peers.T) > 0.5)
+        # sharp model repeats that forever (miles500 at 20 colours stalled at 69 of 128 nodes). Positions in no
+        # group have no order to keep: they may settle any time.
+        return (fewest & ~((fewest.float() @ self.earlier_peers.T) > 0.5)) | ~self.in_groups
 
     def violations(self, canvas: Tensor, accepted: Tensor) -> Tensor | None:
         """Accepted tokens outside their allowed set or clashing with a peer, and what the dead-end policy

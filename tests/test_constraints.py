@@ -112,6 +112,16 @@ def test_positions_free_to_take_other_tokens_are_never_a_dead_end(dead_end):
     assert int(compiled.trail.ruled_at[0, 0, 0]) == 0  # a guess proved wrong (1 at position 0), not a refutation
 
 
+def test_most_constrained_first_lets_positions_in_no_group_settle():
+    cm = ConstraintModel(4, 8)
+    cm.allow(range(4), [4, 5, 6])
+    cm.all_different([0, 1], [4, 5])  # positions 2 and 3 are in no group
+    compiled = cm.compile(most_constrained_first=True)
+    canvas, nothing = torch.full((1, 4), 4), torch.zeros(1, 4, dtype=torch.bool)
+    compiled.allowed(canvas, nothing)
+    assert compiled.settleable(canvas, nothing)[0, 2:].all()
+
+
 def test_search_over_guesses_needs_a_sampler_that_keeps_accepted_tokens():
     guidance = exact_latin({0: 4})
     with pytest.raises(ValueError, match="keep_accepted=True"):
