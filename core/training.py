@@ -9,6 +9,7 @@ supplies the logits the second pass is conditioned on.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -57,6 +58,7 @@ class TrainConfig:
     eps: float = 1e-3
     seed: int = 0
     init: str | None = None  # the weights training began from (the CLI's --init): a resumed run must keep them
+    data: str | None = None  # what identifies a training set given as a file (the CLI's --data: its digest)
     checkpoint_every: int = 250
     log_every: int = 25
     device: str = "cpu"
@@ -182,7 +184,16 @@ class ResumeError(ValueError):
 
 # What a resumed run must keep; steps and the time budget may change (to extend a run), and with them warmup.
 RECIPE_FIELDS = ("batch_size", "lr", "min_lr_ratio", "weight_decay", "grad_clip", "self_conditioning_prob",
-                 "ar_weight", "eps", "seed", "init")
+                 "ar_weight", "eps", "seed", "init", "data")
+
+
+def file_digest(path: Path) -> str:
+    """'sha256:' and the first 16 hex digits of the file's SHA-256: the same set under another name or place."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return "sha256:" + digest.hexdigest()[:16]
 
 
 MADE_WITH = "made_with:"  # the prefix of a cached training set's record of how it was made
