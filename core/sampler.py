@@ -264,6 +264,10 @@ def denoise_canvas(model: DiffusionGemma, cache: KVCache, config: SamplingConfig
     """
     b, length, vocab = cache.batch_size, config.canvas_length or model.config.canvas_length, model.config.vocab_size
     device = model.device
+    made_for = getattr(guidance, "device", None)  # compiled constraints hold their tensors on one device
+    if made_for is not None and (made_for.type, made_for.index or 0) != (device.type, device.index or 0):
+        raise ValueError(f"the constraints were compiled for {made_for}, the model is on {device}: "
+                         "compile them with device=model.device")
     if guidance is not None and guidance.needs_kept_tokens and not config.keep_accepted:
         raise ValueError(f"{type(guidance).__name__} searches over settled tokens: sample with "
                          "keep_accepted=True (guided_config sets it)")

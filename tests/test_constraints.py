@@ -122,6 +122,13 @@ def test_most_constrained_first_lets_positions_in_no_group_settle():
     assert compiled.settleable(canvas, nothing)[0, 2:].all()
 
 
+def test_constraints_compiled_for_another_device_are_named():
+    compiled = latin().compile()
+    compiled.device = torch.device("cuda", 1)  # as compile(device="cuda:1") records it, on a machine without one
+    with pytest.raises(ValueError, match="compiled for cuda:1, the model is on cpu: compile them with device=model"):
+        generate(untrained_model(), torch.full((1, 3), 3), SamplingConfig(max_denoising_steps=2), guidance=compiled)
+
+
 def test_search_over_guesses_needs_a_sampler_that_keeps_accepted_tokens():
     guidance = exact_latin({0: 4})
     with pytest.raises(ValueError, match="keep_accepted=True"):
