@@ -416,17 +416,17 @@ class CompiledConstraints(Guidance):
         position is stuck yet). With exactly as many, every such value is used once, so a value with one free
         place left goes there. Only free positions whose candidates all lie in the group's values count (another
         group's value would let one step aside). Returns (narrowed candidates [B, L, D], dead [B, L])."""
-        if self.wide_outside is None:  # no other value to step aside to: every free member counts, [Gw, L]
+        # Members that count: [Gw, L] when no group has another value to step aside to (colouring, routes), else
+        # [B, Gw, L] (per canvas: those with no candidate outside the group's values). Either way, only free ones.
+        if self.wide_outside is None:
             bound, per_canvas = self.wide_membership, ""
-            candidates_of = (candidates & free.unsqueeze(2)).float()
-            members = free.float()
-        else:  # [B, Gw, L]: free members with no candidate outside the group's values
+        else:
             beyond = candidates.float() @ self.wide_outside  # [B, L, Gw]
-            bound, per_canvas = self.wide_membership * (free.unsqueeze(2) & (beyond < 0.5)).transpose(1, 2), "b"
-            candidates_of, members = candidates.float(), None
-        places = torch.einsum(f"{per_canvas}gl,bld->bgd", bound, candidates_of) * self.wide_values  # [B, Gw, D]
+            bound, per_canvas = self.wide_membership * (beyond < 0.5).transpose(1, 2), "b"
+        open_candidates = (candidates & free.unsqueeze(2)).float()
+        places = torch.einsum(f"{per_canvas}gl,bld->bgd", bound, open_candidates) * self.wide_values  # [B, Gw, D]
         values = (places > 0.5).sum(-1)
-        positions = (bound.sum(-1) if members is None else members @ bound.T).round().long()  # [B, Gw]
+        positions = torch.einsum(f"{per_canvas}gl,bl->bg", bound, free.float()).round().long()
         short = values < positions
         dead = (torch.einsum(f"{per_canvas}gl,bg->bl", bound, short.float()) > 0.5) & free
         only_place = ((places > 0.5) & (places < 1.5) & (values == positions).unsqueeze(2)).float()
