@@ -265,7 +265,8 @@ def new_model(config: ModelConfig, seed: int = 0, dtype: torch.dtype = torch.flo
 # ------------------------------------------------------------------------------------------ save
 def save_model(model: DiffusionGemma, path: str | os.PathLike, max_shard_bytes: int = 5 * 2**30,
                generation_config: dict | None = None) -> None:
-    """Write the HF layout atomically: files appear only once complete."""
+    """Write the HF layout: each file appears only once complete, the shards all together once all are written,
+    and an earlier save's weight files that the new one does not name are removed."""
     from .sampler import released_config
 
     out = Path(path)
@@ -281,18 +282,22 @@ def save_model(model: DiffusionGemma, path: str | os.PathLike, max_shard_bytes: 
         shards[-1][name] = tensors[name]
         size += nbytes
     meta = {"format": "pt"}
+    previous = _weight_files(out)
     if len(shards) == 1:
         write_atomically(out / SINGLE_FILE, lambda p: save_file(shards[0], str(p), metadata=meta))
         (out / INDEX_FILE).unlink(missing_ok=True)
+        written = {SINGLE_FILE}
     else:
-        weight_map = {}
-        for i, shard in enumerate(shards):
-            fname = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
-            write_atomically(out / fname, lambda p, s=shard: save_file(s, str(p), metadata=meta))
-            weight_map.update({k: fname for k in shard})
+        names = [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
+        write_all_atomically([(out / name, lambda p, s=shard: save_file(s, str(p), metadata=meta))
+                              for name, shard in zip(names, shards)])
+        weight_map = {tensor: name for name, shard in zip(names, shards) for tensor in shard}
         total = sum(t.numel() * t.element_size() for t in tensors.values())
         _write_json(out / INDEX_FILE, {"metadata": {"total_size": total}, "weight_map": weight_map})
         (out / SINGLE_FILE).unlink(missing_ok=True)
+        written = set(names)
+    for stale in previous - written:  # an earlier save's shards, no longer named by the index
+        (out / stale).unlink(missing_ok=True)
     config = model.config.to_hf_dict()
     config["dtype"] = str(model.dtype).removeprefix("torch.")
     _write_json(out / "config.json", config)
@@ -307,14 +312,35 @@ def _write_json(path: Path, data: dict) -> None:
 
 def write_atomically(path: Path, write) -> None:
     """`write(tmp)` beside `path`, then rename it over `path`: never a half-written file at `path`."""
-    tmp = path.with_name(path.name + ".tmp")
+    write_all_atomically([(path, write)])
+
+
+def write_all_atomically(files: list[tuple[Path, object]]) -> None:
+    """Each `(path, write)`: `write(tmp)` beside `path`; only once every file is complete are they renamed into
+    place, so a failure while writing (a full disk, Ctrl-C) leaves the earlier set whole and no temporary file."""
+    staged = []
     try:
-        write(tmp)
-        give_usual_mode(tmp, path)
-        os.replace(tmp, path)
-    except BaseException:  # a full disk or Ctrl-C: no partial file is left behind either
-        tmp.unlink(missing_ok=True)
+        for path, write in files:
+            tmp = path.with_name(path.name + ".tmp")
+            staged.append(tmp)
+            write(tmp)
+            give_usual_mode(tmp, path)
+    except BaseException:
+        for tmp in staged:
+            tmp.unlink(missing_ok=True)
         raise
+    for tmp, (path, _) in zip(staged, files):
+        os.replace(tmp, path)
+
+
+def _weight_files(directory: Path) -> set[str]:
+    """The weight files a checkpoint folder holds now: the single file and the shards its index names."""
+    names = {SINGLE_FILE} if (directory / SINGLE_FILE).is_file() else set()
+    try:
+        names |= set(json.loads((directory / INDEX_FILE).read_text())["weight_map"].values())
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):  # no index, or not one we can read
+        pass
+    return {name for name in names if isinstance(name, str) and Path(name).name == name}
 
 
 def give_usual_mode(tmp: Path, path: Path) -> None:

@@ -55,6 +55,21 @@ def test_sharded_checkpoint(saved, tmp_path_factory):
     assert torch.equal(_logits(model), _logits(load_model(out)))
 
 
+def test_saving_again_replaces_the_shards_as_a_set(saved, tmp_path_factory):
+    model, _ = saved
+    out = tmp_path_factory.mktemp("resharded")
+    model.save_pretrained(out, max_shard_bytes=4096)
+    many = set(json.loads((out / "model.safetensors.index.json").read_text())["weight_map"].values())
+    model.save_pretrained(out, max_shard_bytes=3 * 4096)  # fewer shards under other names: the old ones go
+    weights = {p.name for p in out.glob("*.safetensors")}
+    assert weights == set(json.loads((out / "model.safetensors.index.json").read_text())["weight_map"].values())
+    assert len(weights) < len(many) and not weights & many
+    assert torch.equal(_logits(model), _logits(load_model(out)))
+    model.save_pretrained(out)  # one file: no index and no shards left
+    assert sorted(p.name for p in out.iterdir() if "safetensors" in p.name) == ["model.safetensors"]
+    assert torch.equal(_logits(model), _logits(load_model(out)))
+
+
 def test_dtype_and_device(saved):
     _, path = saved
     model = load_model(path, dtype=torch.bfloat16, device="cpu")
@@ -178,6 +193,23 @@ def test_a_failed_write_leaves_no_temporary_file(tmp_path):
     with pytest.raises(OSError, match="No space left"):
         write_atomically(tmp_path / "model.safetensors", fail)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_failed_shard_keeps_the_earlier_set_whole(tmp_path):
+    from diffsolve.core.checkpoint import write_all_atomically
+
+    first, second = tmp_path / "model-00001-of-00002.safetensors", tmp_path / "model-00002-of-00002.safetensors"
+    first.write_text("old 1")
+    second.write_text("old 2")
+
+    def fail(tmp):
+        tmp.write_text("half")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        write_all_atomically([(first, lambda tmp: tmp.write_text("new 1")), (second, fail)])
+    assert (first.read_text(), second.read_text()) == ("old 1", "old 2")  # not a mix of two saves
+    assert sorted(p.name for p in tmp_path.iterdir()) == [first.name, second.name]
 
 
 def test_unrelated_fields_are_ignored(saved):
