@@ -3,6 +3,10 @@
 validity, unique@k, novelty, IntDiv1/2 (Morgan r=2, 1024 bits), filters (MCF + PAINS, MOSES atom and ring
 rules), SNN (mean nearest-neighbour Tanimoto to the reference), Frag and Scaf (cosine similarity of BRICS
 fragment and Bemis-Murcko scaffold counts), FCD (Frechet ChemNet Distance, via the `fcd_torch` package).
+Every choice that changes a number follows the MOSES code (molsets 0.3.1, `moses/metrics/`): the metrics after
+validity take every valid molecule, repeats included; IntDiv_p averages each molecule's p-mean; Frag counts
+every fragment `FragmentOnBRICSBonds` cuts (repeats in a molecule included); Scaf counts scaffolds of two or
+more rings.
 """
 
 from __future__ import annotations
@@ -14,9 +18,10 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import torch
 from rdkit import Chem, DataStructs
-from rdkit.Chem import BRICS, rdFingerprintGenerator
+from rdkit.Chem import rdFingerprintGenerator
+from rdkit.Chem.Scaffolds import MurckoScaffold
 
-from .molecule_data import moses_file, scaffold_smiles
+from .molecule_data import moses_file
 
 FILTER_ATOMS = {"C", "N", "S", "O", "F", "Cl", "Br", "H"}
 
@@ -58,11 +63,11 @@ def tanimoto(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def internal_diversity(fps: torch.Tensor, p: int = 1, chunk: int = 2048) -> float:
-    """1 - (mean over all ordered pairs, self-pairs included, of Tanimoto^p)^(1/p), as MOSES computes it."""
-    total = 0.0
-    for start in range(0, len(fps), chunk):
-        total += tanimoto(fps[start:start + chunk], fps).pow(p).sum().item()
-    return 1 - (total / len(fps) ** 2) ** (1 / p)
+    """1 - mean over molecules i of (mean over j, i included, of Tanimoto(i, j)^p)^(1/p), as MOSES computes it
+    (for p = 2 this is not the root of the mean over all pairs)."""
+    per_molecule = torch.cat([tanimoto(fps[start:start + chunk], fps).pow(p).mean(1)
+                              for start in range(0, len(fps), chunk)])
+    return 1 - per_molecule.pow(1 / p).mean().item()
 
 
 def snn(gen_fps: torch.Tensor, ref_fps: torch.Tensor, chunk: int = 1024) -> float:
@@ -77,18 +82,21 @@ def snn(gen_fps: torch.Tensor, ref_fps: torch.Tensor, chunk: int = 1024) -> floa
 
 # ------------------------------------------------------------------------------------------ counts
 def fragment_counts(mols: Iterable[Chem.Mol]) -> Counter:
+    """Every fragment of every molecule cut at its BRICS bonds (dummy atoms marking the cuts), repeats counted."""
     counts: Counter = Counter()
     for mol in mols:
-        counts.update(BRICS.BRICSDecompose(mol))
+        counts.update(Chem.MolToSmiles(Chem.FragmentOnBRICSBonds(mol)).split("."))
     return counts
 
 
-def scaffold_counts(mols: Iterable[Chem.Mol]) -> Counter:
+def scaffold_counts(mols: Iterable[Chem.Mol], min_rings: int = 2) -> Counter:
+    """Bemis-Murcko scaffolds with at least `min_rings` rings (MOSES leaves out benzene and other one-ring
+    scaffolds, which would dominate the counts)."""
     counts: Counter = Counter()
     for mol in mols:
-        scaffold = scaffold_smiles(mol)
-        if scaffold:
-            counts[scaffold] += 1
+        scaffold = MurckoScaffold.GetScaffoldForMol(mol)
+        if scaffold.GetRingInfo().NumRings() >= min_rings:
+            counts[Chem.MolToSmiles(scaffold)] += 1
     return counts
 
 
