@@ -6,15 +6,17 @@ Needs the MOSES data (`pip install --no-deps molsets==0.3.1`) and `fcd_torch` (`
 
 1. Distribution: `--samples` canvases from (a) the model only (stock sampler, no conditions, no guidance:
    validity *before* repair) and (b) the full system (`MoleculeDesigner`, guided: every molecule returned is
-   verified). MOSES metrics on each against the MOSES test set: validity, unique@1k/10k, novelty vs train,
-   IntDiv1/2, filters, FCD/Test, SNN/Test, Frag/Test, Scaf/Test; seconds per returned molecule.
+   verified). MOSES metrics on each against the whole MOSES test set, computed as MOSES's code computes them:
+   validity, unique@1k/10k, novelty vs train, IntDiv1/2, filters, FCD/Test, SNN/Test, Frag/Test, Scaf/Test;
+   seconds per returned molecule. The generated strings are kept beside the JSON (`<out>_samples/*.smi`), and
+   `--rescore` computes the metrics again from them.
 2. Constrained generation: requests for `--per-request` molecules each (property windows inside and
    outside the training distribution, substructures, decoration of MOSES test-set scaffolds, scaffold +
    property, no structural alert of RDKit's catalogs); success = verified molecules returned / requested within
    the default budget.
 
 Reference statistics (canonical train set, test-set ChemNet statistics, fingerprints, fragments, scaffolds)
-are cached in `runs/moses_reference/`. Writes JSON, a markdown table and a plot.
+are computed once (about an hour) and cached in `runs/moses_reference/`. Writes JSON, a markdown table and a plot.
 """
 
 from __future__ import annotations
@@ -48,48 +50,49 @@ ANCHORS = {  # MOSES paper (Polykovskiy et al. 2020), Table 2
 
 
 # ------------------------------------------------------------------------------------------ reference
-REFERENCE_SIZE = 10_000  # ChemNet and BRICS cost ~17 ms and ~7 ms per molecule on this CPU
-
-
 def reference() -> dict:
-    """Everything the metrics compare against, computed once and cached. FCD, Frag and Scaf use a seeded
-    random 10k subset of the MOSES test set (the full 176k would take an hour of ChemNet on 2 CPU cores);
-    SNN uses all of it. A 10k sample of the training set run through the same metrics shows the floor."""
+    """Everything the metrics compare against, computed once from the whole MOSES test set (176k molecules) and
+    cached, as MOSES's own test statistics are: ChemNet statistics (FCD), fingerprints (SNN), fragment and
+    scaffold counts (Frag, Scaf); and the canonical training set (novelty). About an hour on 2 CPU cores."""
+    import fcntl
+
     CACHE.mkdir(parents=True, exist_ok=True)
-    train_path = CACHE / "train_canonical.txt"
-    counts_path, fps_path = CACHE / "test10k_counts.json", CACHE / "test_fps.npy"
+    with open(CACHE / ".lock", "w") as lock:  # a second run waits for the first to finish the cache
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _reference()
+
+
+def _reference() -> dict:
+    train_path, counts_path = CACHE / "train_canonical.txt", CACHE / "test_counts_v2.json"
+    fps_path = CACHE / "test_fps.npy"
     if not train_path.is_file():
         print("canonicalizing the MOSES train set (once)...", file=sys.stderr)
         train = sorted({c for c in map(mm.canonical, read_moses("train")) if c})
         train_path.write_text("\n".join(train))
-    chemnet = reference_chemnet()
+    test = read_moses("test")
     if not counts_path.is_file():
-        print("test-subset fragments and scaffolds (once)...", file=sys.stderr)
-        mols = [Chem.MolFromSmiles(s) for s in reference_subset()]
+        print("test-set fragments and scaffolds (once)...", file=sys.stderr)
+        mols = [Chem.MolFromSmiles(s) for s in test]
         counts_path.write_text(json.dumps({"frag": mm.fragment_counts(mols), "scaf": mm.scaffold_counts(mols)}))
     if not fps_path.is_file():
         print("test-set fingerprints (once)...", file=sys.stderr)
-        test = read_moses("test")
         np.save(fps_path, mm.fingerprints([Chem.MolFromSmiles(s) for s in test]).to(torch.uint8).numpy())
     counts = json.loads(counts_path.read_text())
-    return {"train": set(train_path.read_text().split("\n")), "chemnet": chemnet,
+    return {"train": set(train_path.read_text().split("\n")), "chemnet": reference_chemnet(),
             "frag": counts["frag"], "scaf": counts["scaf"],
             "fps": torch.from_numpy(np.load(fps_path)).float()}
 
 
-def reference_subset() -> list[str]:
-    """The seeded 10k subset of the MOSES test set that FCD, Frag and Scaf compare against."""
-    test = read_moses("test")
-    return [test[i] for i in np.random.default_rng(0).permutation(len(test))[:REFERENCE_SIZE]]
-
-
 def reference_chemnet() -> dict:
-    """ChemNet statistics of the test subset, what FCD/Test compares against (cached)."""
-    path = CACHE / "test10k_chemnet.npz"
+    """ChemNet statistics of the whole MOSES test set, what FCD/Test compares against (cached)."""
+    path = CACHE / "test_chemnet.npz"
     if not path.is_file():
-        print("ChemNet statistics of the MOSES test subset (once)...", file=sys.stderr)
+        print("ChemNet statistics of the MOSES test set (once; most of an hour)...", file=sys.stderr)
         CACHE.mkdir(parents=True, exist_ok=True)
-        np.savez(path, **mm.chemnet_stats(reference_subset()))
+        stats = mm.chemnet_stats(read_moses("test"))
+        with open(path.with_suffix(".tmp.npz"), "wb") as f:
+            np.savez(f, **stats)
+        path.with_suffix(".tmp.npz").replace(path)
     with np.load(path) as stats:
         return {k: stats[k] for k in stats.files}
 
@@ -109,8 +112,7 @@ def distribution_metrics(smiles: list[str], ref: dict, patterns) -> dict:
                "unique@1k": mm.unique_at(valid, 1000), "unique@10k": mm.unique_at(valid, 10_000)}
     if len(valid) < 2:
         return metrics
-    unique = sorted(set(valid))
-    mols = [Chem.MolFromSmiles(s) for s in unique]
+    mols = [Chem.MolFromSmiles(s) for s in valid]  # as MOSES: every valid molecule, repeats included
     fps = mm.fingerprints(mols)
     metrics.update({
         "novelty": mm.novelty(valid, ref["train"]),
@@ -202,27 +204,64 @@ def test_scaffolds(k: int, seed: int) -> list[str]:
 
 
 SECTIONS = ("model_only", "full_system", "constrained")
+# Distribution metrics computed as MOSES's code computes them (molsets 0.3.1, `tasks/molecule_metrics.py`) against
+# the whole test set. Results without this mark were computed before 2026-12-06 with earlier definitions.
+METRIC_DEFINITIONS = "moses-0.3.1"
+EARLIER_DEFINITIONS = ("unique valid molecules only; Frag over BRICSDecompose's set per molecule; Scaf with one-ring "
+                       "scaffolds; FCD, Frag and Scaf against a seeded 10k subset of the test set")
+
+
+def samples_path(out: Path, section: str) -> Path:
+    """Where a run keeps the strings a section generated (one per line; an empty line for a canvas that decoded
+    to nothing), so that its metrics can be computed again (`--rescore`) without generating."""
+    return out.with_name(out.stem + "_samples") / f"{section}.smi"
+
+
+def save_samples(path: Path, smiles: list[str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(f"{s}\n" for s in smiles))
+    tmp.replace(path)
+
+
+def load_samples(path: Path) -> list[str]:
+    if not path.is_file():
+        sys.exit(f"--rescore: {path} is missing (only runs since 2026-12-06 keep their samples)")
+    return path.read_text().split("\n")[:-1]
 
 
 def distribution_section(designer: MoleculeDesigner, samples: int, full_canvases: int, seed: int,
-                         sections: list[str], earlier: dict) -> dict:
-    """MOSES metrics of the model alone, of the full system and of a training sample of the same size (the
-    sections not in `sections` are taken from `earlier`)."""
+                         sections: list[str], earlier: dict, out: Path, rescore: bool = False) -> dict:
+    """MOSES metrics of the model alone, of the full system and of a training sample as large as the full
+    system's (the sections not in `sections` are taken from `earlier`). The generated strings are saved beside
+    `out`; with `rescore`, the metrics are computed again from those instead of generating."""
     report = dict(earlier)
-    if "model_only" not in sections and "full_system" not in sections:
+    chosen = [section for section in ("model_only", "full_system") if section in sections]
+    if not chosen:
         return report
+    generated = {}
+    for section in chosen:
+        path = samples_path(out, section)
+        if rescore:
+            generated[section] = load_samples(path)
+            continue
+        if section == "model_only":
+            generated[section], seconds = stock_samples(designer.model, samples, seed)
+            valid = sum(1 for s in generated[section] if mm.canonical(s))
+            report[section] = {"seconds": seconds, "s_per_molecule": seconds / max(1, valid)}
+        else:
+            generated[section], stats = full_system_samples(designer, full_canvases, seed)
+            report[section] = {**stats, "s_per_molecule": stats["seconds"] / max(1, stats["returned"]),
+                               "canvas_validity": stats["returned"] / stats["canvases"]}
+        save_samples(path, generated[section])
     ref = reference()
     patterns = mm.filter_patterns()
-    if "model_only" in sections:
-        stock, stock_s = stock_samples(designer.model, samples, seed)
-        report["model_only"] = distribution_metrics(stock, ref, patterns)
-        report["model_only"]["s_per_molecule"] = stock_s / max(1, sum(1 for s in stock if mm.canonical(s)))
-    if "full_system" in sections:
-        full, stats = full_system_samples(designer, full_canvases, seed)
-        report["full_system"] = distribution_metrics(full, ref, patterns)
-        report["full_system"].update(stats, s_per_molecule=stats["seconds"] / max(1, stats["returned"]),
-                                     canvas_validity=stats["returned"] / stats["canvases"])
-        report["train_sample"] = distribution_metrics(train_sample(max(2, len(full)), seed), ref, patterns)
+    for section, smiles in generated.items():
+        report[section] = {**report.get(section, {}), **distribution_metrics(smiles, ref, patterns),
+                           "definitions": METRIC_DEFINITIONS}
+    floor = report.get("full_system", {}).get("samples", samples)
+    report["train_sample"] = {**distribution_metrics(train_sample(max(2, floor), seed), ref, patterns),
+                              "definitions": METRIC_DEFINITIONS}
     return report
 
 
@@ -270,6 +309,13 @@ def markdown(report: dict) -> str:
     for section, day in report["meta"].get("rerun", {}).items():
         lines.append(f"({section.replace('_', ' ')} rerun on {day} with --sections; the other sections are from an "
                      "earlier run of the same checkpoint)")
+    for section, day in report["meta"].get("rescored", {}).items():
+        lines.append(f"({section.replace('_', ' ')} metrics computed again on {day} from the saved samples)")
+    earlier = [name.replace("_", " ") for name, column in report["distribution"].items()
+               if column.get("definitions") != METRIC_DEFINITIONS]
+    if earlier:
+        lines.append(f"({' and '.join(earlier)}: computed before 2026-12-06 with earlier definitions, not yet rerun: "
+                     f"{EARLIER_DEFINITIONS})")
     if "note" in report["meta"]:
         lines.append(report["meta"]["note"])
     return "\n".join(lines)
@@ -310,10 +356,15 @@ def main() -> None:
     parser.add_argument("--sections", default=",".join(SECTIONS),
                         help=f"comma-separated subset of {','.join(SECTIONS)} to run; the others are kept from the "
                              "existing --out JSON (which must be of the same checkpoint and samples)")
+    parser.add_argument("--rescore", action="store_true",
+                        help="compute the distribution metrics of --sections again from the samples an earlier run "
+                             "saved beside --out (<out>_samples/*.smi), without generating; other numbers are kept")
     args = parser.parse_args()
     sections = args.sections.split(",")
     if not sections or any(section not in SECTIONS for section in sections):
         parser.error(f"--sections takes a comma-separated subset of {','.join(SECTIONS)}")
+    if args.rescore and "constrained" in sections:
+        parser.error("--rescore recomputes the distribution metrics: give --sections model_only,full_system or one")
     torch.set_num_threads(args.threads)
 
     designer = MoleculeDesigner.from_pretrained(args.checkpoint)
@@ -323,17 +374,18 @@ def main() -> None:
             "per_request": args.per_request, "seed": args.seed,
             "threads": args.threads, "torch": torch.__version__}
     earlier = {"meta": {}, "distribution": {}, "constrained": []}
-    if len(sections) < len(SECTIONS):
+    if len(sections) < len(SECTIONS) or args.rescore:
         earlier = json.loads(args.out.read_text()) if args.out.is_file() else None
         if earlier is None or [earlier["meta"][k] for k in ("checkpoint", "samples")] != [checkpoint, args.samples]:
             sys.exit(f"--sections {args.sections} needs {args.out} from a full run of {checkpoint} with "
                      f"--samples {args.samples}")
-        rerun = {**earlier["meta"].get("rerun", {}), **{s: time.strftime("%Y-%m-%d") for s in sections}}
-        meta = {**earlier["meta"], "per_request": args.per_request, "threads": args.threads, "rerun": rerun}
-        if "full_system" in sections:
+        done = "rescored" if args.rescore else "rerun"
+        again = {**earlier["meta"].get(done, {}), **{s: time.strftime("%Y-%m-%d") for s in sections}}
+        meta = {**earlier["meta"], "per_request": args.per_request, "threads": args.threads, done: again}
+        if "full_system" in sections and not args.rescore:
             meta["full_canvases"] = full_canvases
     distribution = distribution_section(designer, args.samples, full_canvases, args.seed, sections,
-                                        earlier["distribution"])
+                                        earlier["distribution"], args.out, args.rescore)
     constrained = (run_constrained(designer, args.per_request, test_scaffolds(args.scaffolds, args.seed), args.seed)
                    if "constrained" in sections else earlier["constrained"])
     report = {"meta": meta, "distribution": distribution, "constrained": constrained}
