@@ -115,14 +115,21 @@ def check_device(device: str | torch.device) -> torch.device:
     return parsed
 
 
-def read_config(directory: Path) -> ModelConfig:
+def _read_config_json(directory: Path) -> dict:
     config_path = directory / "config.json"
     if not config_path.is_file():
         raise CheckpointError(f"{directory}: no config.json")
     try:
-        raw = json.loads(config_path.read_text())
+        return json.loads(config_path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise CheckpointError(f"{config_path}: invalid JSON at line {exc.lineno}: {exc.msg}") from None
+    except (OSError, UnicodeDecodeError) as exc:  # unreadable, or not text
+        raise CheckpointError(f"{config_path}: cannot be read ({getattr(exc, 'strerror', None) or exc})") from None
+
+
+def read_config(directory: Path) -> ModelConfig:
+    config_path = directory / "config.json"
+    raw = _read_config_json(directory)
     try:
         return ModelConfig.from_hf_dict(raw)
     except ConfigError as exc:
@@ -183,16 +190,20 @@ def _read_shard(shard: Path, device, dtype: torch.dtype, expected: dict, loaded:
     return skipped_vision
 
 
-def load_model(path_or_id: str | os.PathLike, dtype: torch.dtype = torch.float32,
+def load_model(path_or_id: str | os.PathLike, dtype: torch.dtype | str = "auto",
                device: str | torch.device = "cpu") -> DiffusionGemma:
     """Load a DiffusionGemma checkpoint (local directory or hub id) into our engine.
 
     Tensors are read shard by shard straight into `dtype` on `device`; the model is built on the meta
-    device first, so peak memory is one copy of the weights plus one tensor.
+    device first, so peak memory is one copy of the weights plus one tensor. `dtype="auto"` (the default, as
+    in transformers) is the dtype config.json names (bfloat16 for the released 26B model), float32 if none.
     """
     device = check_device(device)
     directory = resolve_checkpoint(path_or_id)
     config = read_config(directory)
+    dtype = stored_dtype(directory) if dtype == "auto" else dtype
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise ValueError(f"dtype: expected 'auto' or a floating torch dtype, got {dtype!r}")
     tokenizer, generation_config = _read_tokenizer(directory), _read_generation_config(directory)
     with torch.device("meta"):
         model = DiffusionGemma(config)
@@ -228,6 +239,19 @@ def load_model(path_or_id: str | os.PathLike, dtype: torch.dtype = torch.float32
         model.generation_config = generation_config
     model.source = directory
     return model
+
+
+def stored_dtype(directory: Path) -> torch.dtype:
+    """The weights' dtype as config.json names it (`dtype`, or the older `torch_dtype`), float32 when it names
+    none."""
+    raw = _read_config_json(directory)
+    name = raw.get("dtype") or raw.get("torch_dtype") if isinstance(raw, dict) else None
+    if name is None:
+        return torch.float32
+    dtype = getattr(torch, str(name).removeprefix("torch."), None)
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise ConfigError(f"{directory / 'config.json'}: dtype {name!r} is not a floating-point torch dtype")
+    return dtype
 
 
 def _read_tokenizer(directory: Path):

@@ -97,7 +97,8 @@ def _check_image(path: Path | None, kind: str) -> None:
         raise typer.Exit(2)
 
 
-_OPTIONS = {"compile": False}
+_OPTIONS = {"compile": False, "dtype": "auto"}
+DTYPES = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 SEED_RANGE = dict(min=0, max=2**63 - 1)  # what torch generators take
 # Options every solving command shares (typer reads them as defaults).
 DEVICE = typer.Option("cpu", help="cpu or cuda.")
@@ -120,10 +121,20 @@ def _options(compile: bool = typer.Option(
         "molecule model). The one-off compilation takes one to three minutes per new shape, so it is worth it "
         "for long runs (many puzzles, benchmarks, training); needs a C++ compiler on CPU. Goes before the "
         "command: solve --compile sudoku FILE."),
+        dtype: str = typer.Option(
+            "auto", "--dtype",
+            help="auto, float32, bfloat16 or float16: the dtype solving commands run the model in. auto is the "
+            "one the checkpoint's config.json names (float32 for the shipped models, bfloat16 for the released "
+            "26B model, which needs about 50 GB in it and twice that in float32). solve train always trains in "
+            "float32."),
         version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                      help="Print the version and exit.")) -> None:
     """Options for every command (they go before the command's name)."""
     _OPTIONS["compile"] = compile
+    if dtype.lower() not in DTYPES:
+        _error(f"--dtype {dtype}: expected one of {', '.join(DTYPES)}")
+        raise typer.Exit(2)
+    _OPTIONS["dtype"] = DTYPES[dtype.lower()]
     if threading.current_thread() is threading.main_thread():
         # SIGTERM (kill, timeout, a batch scheduler's time limit) stops as Ctrl-C does: what was done is kept
         # (Typer turns a KeyboardInterrupt no command handles into exit 130)
@@ -210,7 +221,8 @@ def _load(checkpoint: str | None, task: str, device: str, threads: int | None,
     if threads is not None:
         torch.set_num_threads(threads)
     try:
-        model = load_model(default_checkpoint(task) if checkpoint is None else checkpoint, device=device)
+        model = load_model(default_checkpoint(task) if checkpoint is None else checkpoint, dtype=_OPTIONS["dtype"],
+                           device=device)
         if _OPTIONS["compile"]:
             model.compile_denoiser()
         return build(model)
@@ -850,7 +862,7 @@ def _warm_start(init: Path, task: str, module) -> DiffusionGemma:
     """The model at `init`, refused (exit 2) unless it is a model of this task (its vocabulary and canvas); its
     depth and width may differ from the task's default."""
     try:
-        source = load_model(init)
+        source = load_model(init, dtype=torch.float32)  # trained in float32 whatever the source holds
         check_task_model(source, task, module.TOKENIZER, module.model_config().canvas_length, exact=True)
     except (CheckpointError, OSError) as exc:
         _error(_naming("--init", init, exc))

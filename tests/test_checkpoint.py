@@ -77,6 +77,24 @@ def test_dtype_and_device(saved):
     assert _logits(model).dtype == torch.float32
 
 
+def test_dtype_auto_is_the_one_config_json_names(saved, tmp_path):
+    model, path = saved
+    half = load_model(path, dtype=torch.bfloat16)
+    half.save_pretrained(tmp_path / "bf16")
+    assert json.loads((tmp_path / "bf16" / "config.json").read_text())["dtype"] == "bfloat16"
+    assert {p.dtype for p in load_model(tmp_path / "bf16").parameters()} == {torch.bfloat16}  # as transformers
+    assert {p.dtype for p in load_model(tmp_path / "bf16", dtype=torch.float32).parameters()} == {torch.float32}
+    assert {p.dtype for p in load_model(path).parameters()} == {torch.float32}
+    config = json.loads((tmp_path / "bf16" / "config.json").read_text())
+    config["dtype"] = "int8"
+    (tmp_path / "bf16" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ConfigError, match="dtype 'int8' is not a floating-point torch dtype"):
+        load_model(tmp_path / "bf16")
+    (tmp_path / "bf16" / "config.json").write_bytes(b'{"dtype": "\xff"}')
+    with pytest.raises(CheckpointError, match="config.json: cannot be read"):
+        load_model(tmp_path / "bf16")
+
+
 def _rewrite(path, edit):
     tensors = load_file(str(path / "model.safetensors"))
     edit(tensors)

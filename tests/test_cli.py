@@ -63,6 +63,20 @@ def test_every_solving_command_runs_on_the_threads_asked_for(args):
         torch.set_num_threads(before)
 
 
+def test_dtype_option_runs_the_model_in_that_dtype():
+    from diffsolve.solvers import cli
+
+    result = run("--dtype", "bfloat16", "sudoku", SUDOKU, "--format", "json")
+    assert result.exit_code == 0 and all(json.loads(line)["verified"] for line in result.stdout.splitlines())
+    assert cli._OPTIONS["dtype"] is torch.bfloat16
+    try:
+        assert {p.dtype for p in cli._load(None, "sudoku", "cpu", None).parameters()} == {torch.bfloat16}
+    finally:
+        cli._OPTIONS["dtype"] = "auto"
+    refused = run("--dtype", "int8", "sudoku", SUDOKU)
+    assert refused.exit_code == 2 and "--dtype int8: expected one of auto, float32, bfloat16" in refused.output
+
+
 def test_sudoku_temperature_must_be_finite():
     result = run("sudoku", SUDOKU, "--temperature", "inf")
     assert result.exit_code == 2 and "--temperature" in result.output
