@@ -373,6 +373,19 @@ def released_config(model: DiffusionGemma, **overrides) -> SamplingConfig:
     return replace(model.generation_config or SamplingConfig(), **overrides)
 
 
+def with_checkpoint_tokens(config: SamplingConfig, model: DiffusionGemma) -> SamplingConfig:
+    """`config` with the EOS and pad ids and `max_new_tokens` it leaves unset taken from the checkpoint's
+    generation_config.json, as transformers fills a passed config's unset fields (so `SamplingConfig()` stops at
+    the released model's end-of-turn tokens). Every other field is used as given."""
+    stored = model.generation_config
+    if stored is None:
+        return config
+    names = ("eos_token_id", "pad_token_id", "max_new_tokens")
+    unset = {name: getattr(stored, name) for name in names
+             if getattr(config, name) is None and getattr(stored, name) is not None}
+    return replace(config, **unset) if unset else config
+
+
 def guided_config(**overrides) -> SamplingConfig:
     """The full systems' sampler: accepted tokens stay until a constraint re-noises them, finished rows leave the
     batch, and the verifier (not the stability rule) stops a canvas; `overrides` on top (passes, temperature)."""
@@ -389,7 +402,7 @@ def generate(model: DiffusionGemma, prompt_ids: Tensor | None, config: SamplingC
     `prompt_ids` [B, P] are encoded into `cache` (or a new one); canvases of `canvas_length` tokens are then
     denoised and committed one block at a time until `max_new_tokens` or every row has emitted EOS.
     """
-    config = config or released_config(model)
+    config = with_checkpoint_tokens(config or released_config(model), model)
     length = config.canvas_length or model.config.canvas_length
     if prompt_ids is not None and prompt_ids.shape[1] > 0:
         cache = model.encode(prompt_ids, cache, attention_mask)

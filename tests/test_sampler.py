@@ -168,6 +168,25 @@ def test_eos_pads_the_rest_and_stops_rows(model):
     assert torch.allclose(out.tokens_per_forward, torch.full((3,), 4 / 2))
 
 
+def test_a_passed_config_takes_the_checkpoints_eos_and_pad_when_it_sets_none(model):
+    """As transformers fills a passed generation config's unset fields from the checkpoint's: SamplingConfig()
+    stops and pads at the released model's EOS ids."""
+    def run(config):
+        return generate(model, prompt(), config, generator=torch.Generator().manual_seed(0)).sequences
+
+    stored = model.generation_config
+    try:
+        model.generation_config = None
+        unpadded = run(SamplingConfig(max_denoising_steps=4))
+        eos = list(range(1, VOCAB // 2))  # half the vocabulary: some row is sure to hold one
+        model.generation_config = SamplingConfig(eos_token_id=eos, pad_token_id=0, max_denoising_steps=9)
+        filled = run(SamplingConfig(max_denoising_steps=4))
+        assert torch.equal(filled, run(SamplingConfig(max_denoising_steps=4, eos_token_id=eos, pad_token_id=0)))
+        assert not torch.equal(filled, unpadded) and filled.eq(0).any()
+    finally:
+        model.generation_config = stored
+
+
 def test_cache_select_repeats_a_prompt_for_parallel_canvases(model):
     cache = model.encode(prompt(1))
     many = cache.select([0] * 4)
