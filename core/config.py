@@ -42,6 +42,7 @@ class LayerSpec:
     num_kv_heads: int
     rope_theta: float
     rotary_fraction: float  # fraction of frequency pairs that rotate (1.0 for default RoPE)
+    rope_factor: float = 1.0  # proportional RoPE divides every frequency by it (default RoPE ignores it)
 
     @property
     def is_sliding(self) -> bool:
@@ -117,6 +118,7 @@ class ModelConfig:
             num_kv_heads=int(override.get("num_key_value_heads", self.num_kv_heads)),
             rope_theta=float(rope["rope_theta"]),
             rotary_fraction=fraction,
+            rope_factor=float(rope.get("factor", 1.0)) if rope.get("rope_type") == "proportional" else 1.0,
         )
 
     def validate(self) -> None:
@@ -143,6 +145,9 @@ class ModelConfig:
             need(0.0 < fraction <= 1.0, "rope_parameters", f"{kind}.partial_rotary_factor must be in (0, 1]")
             need(rope.get("rope_type", "default") == "proportional" or fraction == 1.0, "rope_parameters",
                  f"{kind}: partial_rotary_factor needs rope_type 'proportional'")
+            factor = rope.get("factor", 1.0)
+            need(isinstance(factor, (int, float)) and not isinstance(factor, bool) and 0 < factor < math.inf,
+                 "rope_parameters", f"{kind}.factor must be a positive number, got {factor!r}")
         for idx, override in self.per_layer_overrides.items():
             need(0 <= idx < self.num_layers, "per_layer_config", f"layer {idx} does not exist")
             unknown = set(override) - {"head_dim", "num_key_value_heads"}

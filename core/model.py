@@ -295,7 +295,7 @@ class Rotary:
             exponents = torch.arange(0, 2 * rotated, 2, dtype=torch.int64).float() / spec.head_dim
             inv = 1.0 / spec.rope_theta ** exponents
             # Proportional RoPE: the remaining frequency pairs do not rotate (zero frequency).
-            self.inv_freq[spec.kind] = torch.cat((inv, torch.zeros(half - rotated)))
+            self.inv_freq[spec.kind] = torch.cat((inv, torch.zeros(half - rotated))) / spec.rope_factor
         self.tables: dict[tuple[str, torch.device, torch.dtype], tuple[Tensor, Tensor]] = {}
 
     def __call__(self, kind: str, start: int, length: int, device: torch.device,

@@ -209,3 +209,23 @@ def test_deepened_model_computes_the_same_and_loads_in_transformers(reference, t
         mine = deeper.denoise(canvas, deeper.encode(prompt))
     assert (theirs - want).abs().max().item() <= 2e-4
     assert (mine - want).abs().max().item() <= 2e-4
+
+
+def test_proportional_rope_factor_matches_transformers(tmp_path):
+    """A rope `factor` divides proportional RoPE's frequencies (the released 26B sets none; a config may)."""
+    rope = {"sliding_attention": {"rope_type": "default", "rope_theta": 10_000.0, "factor": 8.0},
+            "full_attention": {"rope_type": "proportional", "partial_rotary_factor": 0.5, "rope_theta": 1e6,
+                               "factor": 4.0}}
+    hf = hf_model(seed=3, rope_parameters=rope)
+    hf.save_pretrained(tmp_path)
+    ours = load_model(tmp_path)
+    torch.manual_seed(4)
+    prompt, canvas = torch.randint(0, 96, (2, 40)), torch.randint(0, 96, (2, 10))
+    (ref,) = _hf_logits(hf, prompt, [canvas])
+    with torch.no_grad():
+        mine = ours.denoise(canvas, ours.encode(prompt))
+    assert (mine - ref).abs().max().item() <= 2e-4
+    unscaled = {kind: {k: v for k, v in spec.items() if k != "factor"} for kind, spec in rope.items()}
+    other = hf_model(seed=3, rope_parameters=unscaled)
+    (ref_unscaled,) = _hf_logits(other, prompt, [canvas])
+    assert (ref - ref_unscaled).abs().max().item() > 1e-3  # the factor matters on these positions
