@@ -150,9 +150,21 @@ class Attention(nn.Module):
         k_new, v_new = self.project_kv(x, cos, sin)
         k = k_new if past_k is None else torch.cat((past_k, k_new), dim=2)
         v = v_new if past_v is None else torch.cat((past_v, v_new), dim=2)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=1.0,
-                                             enable_gqa=k.shape[1] != self.num_heads)
-        return self.o_proj(out.transpose(1, 2).reshape(b, t, -1)), k_new, v_new
+        # CUDA runs grouped key/value heads only in its math kernel when there is a mask or head_dim > 256 (the
+        # 26B's full layers): a full fp32 score matrix per head. Repeating the heads keeps the fused kernels, as
+        # transformers does.
+        expand = q.is_cuda and (mask is not None or k.shape[-1] > 256)
+        return self.o_proj(attend(q, k, v, mask, expand).transpose(1, 2).reshape(b, t, -1)), k_new, v_new
+
+
+def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, expand_kv_heads: bool = False) -> Tensor:
+    """Scaled dot-product attention (scale 1: the q/k norms set it) of [B, H, T, D] queries over [B, KV, S, D] keys
+    and values, each key/value head serving H / KV query heads; `expand_kv_heads` repeats them first."""
+    grouped = k.shape[1] != q.shape[1]
+    if grouped and expand_kv_heads:
+        repeats = q.shape[1] // k.shape[1]
+        k, v, grouped = k.repeat_interleave(repeats, dim=1), v.repeat_interleave(repeats, dim=1), False
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=1.0, enable_gqa=grouped)
 
 
 class Router(nn.Module):

@@ -229,3 +229,19 @@ def test_proportional_rope_factor_matches_transformers(tmp_path):
     other = hf_model(seed=3, rope_parameters=unscaled)
     (ref_unscaled,) = _hf_logits(other, prompt, [canvas])
     assert (ref - ref_unscaled).abs().max().item() > 1e-3  # the factor matters on these positions
+
+
+def test_repeating_key_value_heads_computes_the_same_attention():
+    """The path CUDA takes with a mask or head_dim > 256 (heads repeated for the fused kernels) equals grouped
+    attention, each key/value head serving its consecutive query heads."""
+    from diffsolve.core.model import attend
+
+    g = torch.Generator().manual_seed(5)
+    q, k, v = torch.randn(2, 8, 5, 16, generator=g), torch.randn(2, 2, 7, 16, generator=g), torch.randn(2, 2, 7, 16,
+                                                                                                       generator=g)
+    mask = torch.rand(2, 1, 5, 7, generator=g) > 0.3
+    mask[..., 0] = True
+    grouped = attend(q, k, v, mask)
+    assert torch.allclose(attend(q, k, v, mask, expand_kv_heads=True), grouped, atol=1e-6)
+    by_hand = torch.softmax((q @ k.repeat_interleave(4, 1).transpose(-1, -2)).masked_fill(~mask, -torch.inf), -1)
+    assert torch.allclose(by_hand @ v.repeat_interleave(4, 1), grouped, atol=1e-5)
