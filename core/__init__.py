@@ -2,7 +2,7 @@
 
 from . import arguments
 from .checkpoint import (CheckpointError, check_device, give_usual_mode, load_model, new_model, resolve_checkpoint,
-                         save_model, write_atomically)
+                         save_model, weights_digest, write_atomically)
 from .config import ConfigError, LayerSpec, ModelConfig
 from .ctrl_c import CtrlC, quiet_worker
 from .model import DiffusionGemma, KVCache
@@ -26,5 +26,5 @@ __all__ = [
     "KVCache", "LayerSpec", "ModelConfig", "SamplingConfig", "StepInfo", "arguments", "check_device", "denoise_canvas",
     "generate", "generate_autoregressive", "give_usual_mode", "guided_config", "load_model", "load_tokenizer",
     "new_model", "progress_bar", "quiet_worker", "released_config", "resolve_checkpoint", "save_model",
-    "word_level_tokenizer", "write_atomically",
+    "weights_digest", "word_level_tokenizer", "write_atomically",
 ]

@@ -7,6 +7,7 @@ here load in transformers and give the same logits; files written by transformer
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -157,6 +158,17 @@ def _shard_files(directory: Path) -> list[Path]:
     if list(directory.glob("*.bin")) or list(directory.glob("*.pt")):
         raise CheckpointError(f"{directory}: only pickle weights found; diffsolve loads safetensors only")
     raise CheckpointError(f"{directory}: no {SINGLE_FILE} or {INDEX_FILE}")
+
+
+def weights_digest(directory: str | os.PathLike) -> str:
+    """'sha256:' and 16 hex digits over a checkpoint's weight files, in order: what a file fitted to these
+    weights (a molecule acceptance) records, so that it is not used with others."""
+    digest = hashlib.sha256()
+    for path in _shard_files(Path(directory)):
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+    return "sha256:" + digest.hexdigest()[:16]
 
 
 # ------------------------------------------------------------------------------------------ load

@@ -21,7 +21,7 @@ import typer
 from rich.console import Console
 
 from ..core import (CheckpointError, ConfigError, CtrlC, DiffusionGemma, SamplingConfig, StepInfo, check_device,
-                    generate, give_usual_mode, load_model)
+                    generate, give_usual_mode, load_model, write_atomically)
 from .checkpoints import check_task_model, default_checkpoint
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="markdown",
@@ -825,10 +825,14 @@ def train(
                     "written: the same command evaluates the model and writes it")
     final = out / "model"
     model.save_pretrained(final)
+    if task == "molecules":
+        from ..tasks.molecule_acceptance import FILE as ACCEPTANCE_FILE
+
+        (final / ACCEPTANCE_FILE).unlink(missing_ok=True)  # fitted to the weights just replaced
     command = (("solve --compile" if cfg.compile else "solve")
                + f" train {task} --out {out} --steps {steps} --batch-size {batch_size} --lr {lr} --seed {seed}"
                + f" --device {device}" + (f" --time-budget {time_budget:g}" if time_budget else "")
-               + (f" --examples {examples}" if task in PREPARED_SETS else "")
+               + (f" --examples {examples}" if task in PREPARED_SETS and data is None else "")
                + (f" --workers {workers}" if task == "sudoku" and data is None else "")
                + (f" --threads {threads}" if device == "cpu" else "")
                + (f" --data {data}" if data else "") + (f" --init {init}" if init else "")
@@ -917,7 +921,7 @@ def _write_model_card(path: Path, task: str, module, command: str, cfg, summary:
                                              "final_noised_acc": summary.get("noised_acc", float("nan"))}.items()],
         "",
     ]
-    (path / "README.md").write_text("\n".join(lines))
+    write_atomically(path / "README.md", lambda tmp: tmp.write_text("\n".join(lines)))
 
 
 from . import graph_cli  # noqa: E402,F401  (registers coloring, hamiltonian, path, countdown)

@@ -10,7 +10,8 @@ from pathlib import Path
 import torch
 from rdkit import Chem
 
-from ..core import DiffusionGemma, arguments, generate, guided_config, load_model, progress_bar, released_config
+from ..core import (DiffusionGemma, arguments, generate, guided_config, load_model, progress_bar, released_config,
+                    weights_digest)
 from ..tasks import molecules as task
 from ..tasks.molecule_acceptance import FILE as ACCEPTANCE_FILE
 from ..tasks.molecule_acceptance import Acceptance
@@ -166,7 +167,7 @@ class MoleculeDesigner:
         self.canvases_per_round = arguments.whole(canvases_per_round, "canvases_per_round", 1)
         self.training_prior = training_prior
         fitted = Path(model.source) / ACCEPTANCE_FILE if model.source else None
-        self.acceptance = Acceptance.load(fitted) if match_training and fitted and fitted.is_file() else None
+        self.acceptance = _acceptance_of(model) if match_training and fitted and fitted.is_file() else None
         self.known = training_molecules() if novel else None
 
     def __repr__(self) -> str:
@@ -294,6 +295,19 @@ def _verified(smiles: str | None, request: task.MoleculeRequest, passes: int) ->
 
 
 @rdkit_quiet
+def _acceptance_of(model: DiffusionGemma) -> Acceptance | None:
+    """The acceptance.safetensors beside the model's weights, unless it was fitted to other weights (then free
+    generation runs without it, with a warning)."""
+    path = Path(model.source) / ACCEPTANCE_FILE
+    fitted_to = Acceptance.fitted_to(path)
+    if fitted_to is not None and fitted_to != weights_digest(model.source):
+        arguments.warn_caller(f"{path} was fitted to other weights than {model.source} holds now; free generation "
+                              "runs without the training-likeness acceptance (fit it again with fit_acceptance)",
+                              UserWarning)
+        return None
+    return Acceptance.load(path)
+
+
 def fit_acceptance(checkpoint: str | Path, molecules: int = 5000, training: int = 10000, seed: int = 0,
                    quantile: float = 0.8) -> Path:
     """Fit the training-likeness acceptance of `checkpoint` (a directory) and write its acceptance.safetensors:
@@ -313,6 +327,7 @@ def fit_acceptance(checkpoint: str | Path, molecules: int = 5000, training: int 
     kept = float(acceptance.keep_probability(designed).mean())
     path = Path(checkpoint) / ACCEPTANCE_FILE
     acceptance.save(path, {
+        "weights": weights_digest(checkpoint),
         "command": f"python -c \"from diffsolve.solvers.molecules import fit_acceptance; fit_acceptance("
                    f"'{checkpoint}', molecules={molecules}, training={training}, seed={seed}, quantile={quantile})\"",
         "designer_molecules": str(len(designed)), "training_molecules": str(training), "seed": str(seed),

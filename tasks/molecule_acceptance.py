@@ -115,6 +115,16 @@ class Acceptance:
         write_atomically(Path(path), lambda tmp: save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp),
                                                            metadata={k: str(v) for k, v in metadata.items()}))
 
+    @staticmethod
+    def fitted_to(path: Path) -> str | None:
+        """The weights digest (`core.weights_digest`) of the model the file was fitted to; None for a file from
+        before 2026-12-06, which does not say."""
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                return (f.metadata() or {}).get("weights")
+        except Exception as exc:
+            raise CheckpointError(f"{path}: not a readable acceptance file ({exc})") from None
+
     @classmethod
     def load(cls, path: Path) -> "Acceptance":
         try:

@@ -767,6 +767,25 @@ def test_free_generation_leaves_out_training_molecules_and_atypical_ones(designe
     assert windowed.atypical == 0  # the acceptance is for free generation only
 
 
+def test_an_acceptance_fitted_to_other_weights_is_not_used(designer, tmp_path):
+    import shutil
+
+    from diffsolve.core import load_model, weights_digest
+
+    shipped = Path(designer.model.source)
+    assert designer.acceptance is not None  # the shipped file names the shipped weights: it is used
+    copy = tmp_path / "model"
+    shutil.copytree(shipped, copy)
+    retrained = load_model(copy)
+    with torch.no_grad():
+        next(retrained.parameters()).mul_(1.01)  # other weights, saved where the old acceptance still lies
+    retrained.save_pretrained(copy)
+    assert weights_digest(copy) != weights_digest(shipped)
+    with pytest.warns(UserWarning, match="was fitted to other weights"):
+        stale = MoleculeDesigner(load_model(copy))
+    assert stale.acceptance is None
+
+
 def test_an_interrupt_hands_over_what_was_found(designer):
     def stop_at_the_third(molecule):
         kept.append(molecule)
