@@ -63,8 +63,13 @@ def read_input(file: str | Path) -> tuple[str, str]:
     try:
         return input_name(file), read_text(file)
     except OSError as exc:
-        _error(f"{input_name(file)}: {exc}")
+        _error(f"{input_name(file)}: {unreadable(exc)}")
         raise typer.Exit(2) from None
+
+
+def unreadable(exc: OSError) -> str:
+    """Why a file could not be read, without the path the message would repeat."""
+    return exc.strerror or str(exc)
 
 
 def _check_writable(path: Path | None, option: str) -> None:
@@ -330,9 +335,15 @@ def sudoku(
     if model_only and canvases not in (None, 1):
         _error("--canvases is for the guided search: --model-only samples one canvas per puzzle")
         raise typer.Exit(2)
+    from ..tasks.text import read_text
+
     entries, names = [], []  # every entry of every file, in order, and the file it came from
-    for name, text in map(read_input, files):
-        read = parse_puzzles(text, name)
+    for file in files:
+        name = input_name(file)
+        try:
+            read = parse_puzzles(read_text(file), name)
+        except OSError as exc:  # the other files are still solved; this one has a record in its place
+            read = [PuzzleFormatError(name, None, f"cannot be read: {unreadable(exc)}")]
         entries += read
         names += [name] * len(read)
     for name, entry in zip(names, entries):
@@ -341,7 +352,9 @@ def sudoku(
         elif entry.warning:
             print(f"{name}:{entry.line}: warning: {entry.warning}; the puzzle is solved without it", file=sys.stderr)
 
-    def where(k: int) -> str:  # 'line 3', or 'b.txt:3' when several files are read
+    def where(k: int) -> str:  # 'line 3', or 'b.txt:3' when several files are read ('b.txt' for a whole file)
+        if entries[k].line is None:
+            return names[k]
         return f"line {entries[k].line}" if len(files) == 1 else f"{names[k]}:{entries[k].line}"
 
     def emit_unreadable(k: int) -> None:  # stdout keeps one record per entry, in input order

@@ -262,10 +262,11 @@ def generate_examples_parallel(n: int, seed: int, workers: int, **kwargs) -> lis
 
 
 class PuzzleFormatError(ValueError):
-    """A puzzle that could not be read; str() gives 'path:line: message'."""
+    """A puzzle that could not be read; str() gives 'path:line: message' ('path: message' for a whole file, whose
+    line is None)."""
 
-    def __init__(self, path: str, line: int, message: str):
-        super().__init__(f"{path}:{line}: {message}")
+    def __init__(self, path: str, line: int | None, message: str):
+        super().__init__(f"{path}:{line}: {message}" if line is not None else f"{path}: {message}")
         self.path, self.line, self.message = path, line, message
 
 

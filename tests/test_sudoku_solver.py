@@ -141,8 +141,12 @@ def test_cli_reads_several_files_in_order_and_names_each_entrys_file(tmp_path):
     assert records[0]["verified"] and records[2]["verified"]
     text = CliRunner().invoke(app, ["sudoku", str(a), str(b), "--canvases", "2"])
     assert f"{b}:2: verified in" in text.stdout and "line 2" not in text.stdout
-    missing = CliRunner().invoke(app, ["sudoku", str(a), str(tmp_path / "absent.txt")])
-    assert missing.exit_code == 2 and "absent.txt" in missing.output and first not in missing.stdout
+    absent = tmp_path / "absent.txt"  # a file that cannot be read is set aside like a bad line: the rest is solved
+    missing = CliRunner().invoke(app, ["sudoku", str(a), str(absent), "--format", "json", "--canvases", "2"])
+    assert missing.exit_code == 1 and f"error: {absent}: cannot be read: No such file or directory" in missing.stderr
+    records = [json.loads(line) for line in missing.stdout.splitlines()]
+    assert [(r["file"], r["line"], r["verified"]) for r in records] == [(str(a), 1, True), (str(absent), None, False)]
+    assert records[1]["reason"] == "unreadable: cannot be read: No such file or directory"
 
 
 def test_cli_unusable_input_exits_2(tmp_path):
