@@ -311,10 +311,6 @@ def countdown(
         raise typer.Exit(2)
     entries = _countdown_instances(instance, target, CountdownError, parse_instance)
     good = [parsed for _, parsed in entries if not isinstance(parsed, str)]
-    if not good:
-        _error(f"{input_name(instance)}: no usable instance")
-        raise typer.Exit(2)
-    solver = _solver("countdown", checkpoint, device, threads, model_only, canvases, max_steps, seed)
 
     def show(line: int | None, record: dict, text: str) -> None:
         if format == "json":
@@ -322,16 +318,23 @@ def countdown(
         else:
             print(text if line is None else f"line {line}: {text}", flush=True)
 
-    def emit(k: int, r) -> None:
-        answer = (r.steps if steps_format else f"{r.expression} = {r.target}") if r.verified else \
-            f"no verified answer: {r.reason}"
-        show(entries[k][0], r.to_dict(), f"{','.join(map(str, r.numbers))} -> {r.target}: {answer}")
-
     def emit_unreadable(k: int) -> None:  # text: stderr named it already, as for Sudoku
         if format == "json":
             show(entries[k][0], {"numbers": None, "target": None, "steps": None, "expression": None,
                                  "verified": False, "reason": f"unreadable: {entries[k][1]}", "forward_passes": 0,
                                  "seconds": 0.0}, "")
+
+    if not good:  # JSON keeps a record per line even then, as for Sudoku
+        for k in range(len(entries)):
+            emit_unreadable(k)
+        _error(f"{input_name(instance)}: no usable instance")
+        raise typer.Exit(2)
+    solver = _solver("countdown", checkpoint, device, threads, model_only, canvases, max_steps, seed)
+
+    def emit(k: int, r) -> None:
+        answer = (r.steps if steps_format else f"{r.expression} = {r.target}") if r.verified else \
+            f"no verified answer: {r.reason}"
+        show(entries[k][0], r.to_dict(), f"{','.join(map(str, r.numbers))} -> {r.target}: {answer}")
 
     order = InOrder([not isinstance(parsed, str) for _, parsed in entries], emit, emit_unreadable)
     order.flush()  # unreadable lines before the first instance

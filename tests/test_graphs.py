@@ -584,6 +584,11 @@ def test_cli_countdown_jsonl_in_input_order(tmp_path):
     result = CliRunner().invoke(app, ["countdown", str(f), "--format", "json"])
     assert "cd.jsonl:2: bad byte at column 1: the file is not UTF-8 text" in result.stderr
     assert json.loads(result.stdout.splitlines()[0])["verified"] and result.exit_code == 1
+    f.write_text('{"input": "4,6"}\nfoo\n')  # nothing usable: JSON still has a record per line
+    result = CliRunner().invoke(app, ["countdown", str(f), "--format", "json"])
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert result.exit_code == 2 and [r["line"] for r in rows] == [1, 2]
+    assert all(r["reason"].startswith("unreadable: ") and r["verified"] is False for r in rows)
 
 
 def test_an_answer_whose_picture_cannot_be_written_is_printed_and_exits_1(capsys):
