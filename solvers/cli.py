@@ -510,6 +510,9 @@ def molecules(
     out = None if out is not None and str(out) == "-" else out
     _check_writable(out, "--out")
     _check_image(image, "molecules")
+    if out is not None and image is not None and os.path.realpath(out) == os.path.realpath(image):
+        _error(f"--out and --image both name {out}: the picture would replace the molecules")
+        raise typer.Exit(2)
     designer = _load(checkpoint, "molecules", device, threads,
                      lambda model: MoleculeDesigner(model, guided=not model_only, training_prior=training_prior,
                                                                    match_training=match_training, novel=novel))

@@ -621,6 +621,7 @@ def test_cli_budget_exhaustion_exits_1_with_what_was_found():
     (["--out", "/nonexistent-folder/m.sdf"], "--out /nonexistent-folder/m.sdf: folder /nonexistent-folder does not"),
     (["--image", "."], "--image .: is a folder"),
     (["--image", "grid.xyz"], "--image grid.xyz: cannot write .xyz"),
+    (["--out", "g.svg", "--format", "sdf", "--image", "./g.svg"], "--out and --image both name g.svg"),
     (["--heavy-atoms", "30:20"], "--heavy-atoms: lower bound 30 is above upper bound 20"),
     (["--max-ring-size", "2"], "--max-ring-size must be 0 (rings of any size) or at least 3"),
     (["--avoid", "PAINS,nasty"], "--avoid: unknown catalog 'nasty'; the structural-alert catalogs are"),
