@@ -121,13 +121,28 @@ def test_bad_requests_are_rejected_before_any_work(kwargs, message):
         task.MoleculeRequest.parse(**kwargs)
 
 
-@given(st.text(max_size=12))
-def test_window_parser_returns_a_pair_or_a_request_error(text):
+def _number(text: str) -> bool:
     try:
-        lo, hi = task.parse_window(text, "logp")
+        float(text)
+        return True
+    except ValueError:
+        return False
+
+
+BOUND = st.one_of(st.just(""), st.just(" "), st.integers(-999, 999).map(str),
+                  st.floats(allow_nan=False, allow_infinity=False, width=32).map(repr), st.text(max_size=4))
+
+
+@given(st.one_of(st.text(max_size=12), st.tuples(BOUND, BOUND).map(":".join)))
+def test_window_parser_returns_the_bounds_written_or_a_request_error(text):
+    parts = text.split(":")
+    readable = len(parts) == 2 and any(p.strip() for p in parts) and all(_number(p) for p in parts if p.strip())
+    try:
+        window = task.parse_window(text, "logp")
     except task.RequestError:
+        assert not readable
         return
-    assert all(v is None or isinstance(v, float) for v in (lo, hi))
+    assert readable and window == tuple(float(p) if p.strip() else None for p in parts)
 
 
 def test_windows_are_checked_on_exact_values_not_the_rounded_display():
@@ -472,7 +487,9 @@ def test_pinned_layouts_survive_guidance_and_decorate_an_unseen_scaffold(designe
         assert m.smiles != Chem.MolToSmiles(Chem.MolFromSmiles(scaffold))
     sulfonamide = task.MoleculeRequest.parse(contains="S(=O)(=O)N")
     assert sulfonamide.fragment == "S(=O)(=O)N"
-    for m in designer.design(2, sulfonamide, seed=0, budget=64):
+    found = designer.design(2, sulfonamide, seed=0, budget=64)
+    assert len(found) == 2
+    for m in found:
         check(m, sulfonamide)
 
 

@@ -1,6 +1,6 @@
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from diffsolve.tasks.sudoku_data import (
@@ -242,8 +242,7 @@ def test_corrupted_puzzles_give_one_clean_error_and_the_others_still_parse(seed,
         row = at // 9
         clue = next((c for c in puzzle[9 * row: 9 * row + 9] if c != "0"), None)
         blank = next((k for k in range(9 * row, 9 * row + 9) if puzzle[k] == "0"), None)
-        if clue is None or blank is None:
-            return
+        assume(clue is not None and blank is not None)
         bad, message = puzzle[:blank] + clue + puzzle[blank + 1:], "clues conflict"
     results = parse_puzzles("\n".join([puzzle, bad, puzzle]), "p.txt")
     assert [type(r).__name__ for r in results] == ["ParsedPuzzle", "PuzzleFormatError", "ParsedPuzzle"]
