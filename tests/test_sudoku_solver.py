@@ -106,6 +106,25 @@ def test_a_checkpoint_whose_tokens_mean_other_things_is_refused(tmp_path):
         SudokuSolver.from_pretrained(str(tmp_path / "swapped"))
 
 
+def test_batches_split_by_rows_per_batch_and_the_same_seed_repeats(solver):
+    puzzles = [easy_puzzle(seed)[0] for seed in range(3)]
+    split = SudokuSolver(solver.model, canvases=4, max_steps=32, rows_per_batch=4)  # one puzzle per batch
+    results = split.solve_many(puzzles)
+    assert [r.puzzle for r in results] == puzzles and all(r.verified for r in results)
+    assert all(is_valid_solution(p, r.solution) for p, r in zip(puzzles, results))
+    again = split.solve_many(puzzles)
+    assert [(r.solution, r.steps) for r in again] == [(r.solution, r.steps) for r in results]
+
+
+def test_a_budget_too_short_says_so_and_returns_no_grid(solver):
+    seventeen = "000000010400000000020000000000050407008000300001090000300400200050100000000806000"  # 17 givens
+    result = SudokuSolver(solver.model, guided=False, max_steps=1).solve(seventeen)  # the model alone, one pass
+    assert not result.verified and result.solution is None and result.steps == 1
+    assert result.reason == "no verified grid within 1 pass"
+    guided = SudokuSolver(solver.model, canvases=1, max_steps=1).solve(seventeen)  # propagation solves it in one
+    assert guided.verified and is_valid_solution(seventeen, guided.solution) and guided.steps == 1
+
+
 def test_cli_json_in_input_order_with_errors_named(tmp_path):
     first, _ = easy_puzzle(1)
     second, _ = easy_puzzle(2)
