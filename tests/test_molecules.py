@@ -804,6 +804,14 @@ def test_an_acceptance_fitted_to_other_weights_is_not_used(designer, tmp_path):
     assert stale.acceptance is None
 
 
+def test_a_drawn_seed_is_reported_and_repeats_the_run(designer):
+    rounds = []
+    first = designer.generate(2, logp=(2, 3), on_round=lambda tried, found: rounds.append((tried, found)))
+    assert isinstance(first.seed, int) and rounds and rounds[-1] == (first.canvases, len(first))
+    again = designer.generate(2, logp=(2, 3), seed=first.seed)
+    assert [m.smiles for m in again] == [m.smiles for m in first] and again.canvases == first.canvases
+
+
 def test_an_interrupt_hands_over_what_was_found(designer):
     def stop_at_the_third(molecule):
         kept.append(molecule)
