@@ -187,7 +187,9 @@ class Router(nn.Module):
 
 
 # Below this many (token, expert) pairs every expert runs on every token: a few extra small matmuls cost less
-# than the dozen indexing ops that group tokens by expert (per-op overhead dominates small task models).
+# than the dozen indexing ops that group tokens by expert (per-op overhead dominates small task models). Not
+# when most experts would get no token (a few tokens of the 26B, 8 of 128 experts each): reading every expert's
+# weights would cost up to 16x the memory traffic.
 DENSE_MOE_LIMIT = 2048
 
 
@@ -206,7 +208,8 @@ class Experts(nn.Module):
         experts, k = self.gate_up_proj.shape[0], index.shape[1]
         # Compiled, the grouping's data-dependent shapes would split the graph; with up to 4x the routed work
         # the dense form is still the faster one there.
-        if index.shape[0] * experts <= DENSE_MOE_LIMIT or (torch.compiler.is_compiling() and experts <= 4 * k):
+        few_pairs = index.shape[0] * experts <= DENSE_MOE_LIMIT and experts <= 2 * index.numel()
+        if few_pairs or (torch.compiler.is_compiling() and experts <= 4 * k):
             return self._dense(x, weights, index)
         return self._grouped(x, weights, index)
 

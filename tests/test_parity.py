@@ -245,3 +245,22 @@ def test_repeating_key_value_heads_computes_the_same_attention():
     assert torch.allclose(attend(q, k, v, mask, expand_kv_heads=True), grouped, atol=1e-6)
     by_hand = torch.softmax((q @ k.repeat_interleave(4, 1).transpose(-1, -2)).masked_fill(~mask, -torch.inf), -1)
     assert torch.allclose(by_hand @ v.repeat_interleave(4, 1), grouped, atol=1e-5)
+
+
+def test_a_few_tokens_of_many_experts_compute_what_every_expert_would():
+    """One token routed to 2 of 32 experts (as in autoregressive decoding with the 26B's 128) runs only those two;
+    the result is the dense form's."""
+    from diffsolve.core.model import Experts
+
+    cfg = ModelConfig(vocab_size=16, hidden_size=8, intermediate_size=8, num_layers=1, num_heads=1, num_kv_heads=1,
+                      head_dim=8, num_experts=32, top_k_experts=2, moe_intermediate_size=4, canvas_length=4)
+    experts = Experts(cfg)
+    g = torch.Generator().manual_seed(6)
+    with torch.no_grad():
+        for p in experts.parameters():
+            p.copy_(torch.randn(p.shape, generator=g))
+        for tokens in (1, 3):
+            x = torch.randn(tokens, 8, generator=g)
+            index = torch.stack([torch.randperm(32, generator=g)[:2] for _ in range(tokens)])
+            weights = torch.rand(tokens, 2, generator=g)
+            assert torch.allclose(experts(x, weights, index), experts._dense(x, weights, index), atol=1e-5)
