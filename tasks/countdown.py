@@ -296,6 +296,8 @@ class CountdownGuidance(Guidance):
         self.rng = np.random.default_rng(seed)
         self.static = torch.zeros(VOCAB, dtype=torch.bool, device=self.device)
         self.static[[*CHAR_IDS.tolist(), EOS, PAD]] = True
+        self.pad_only = torch.zeros(VOCAB, dtype=torch.bool, device=self.device)
+        self.pad_only[PAD] = True
         self.failures: dict[tuple[int, str], int] = {}
         self.dead: dict[int, set[tuple[int, ...]]] = {}  # per instance: pools that cannot make the target
         self._cached = None
@@ -364,26 +366,35 @@ class CountdownGuidance(Guidance):
         """Forced characters (result digits, the ',' or EOS after a step) are the only tokens allowed at
         their positions, the next free choice keeps the prefix valid, and after EOS only padding."""
         b, length = canvas.shape
+        plans = self._plan(canvas, settled)
+        planned = [(i, start + offset, _TOKEN_OF[c]) for i, (start, steps, _) in enumerate(plans)
+                   for offset, options in enumerate(steps) for c in options]
         allowed = self.static.expand(b, length, VOCAB).clone()
-        for i, (start, steps, ended) in enumerate(self._plan(canvas, settled)):
-            for offset, options in enumerate(steps):
-                allowed[i, start + offset] = False
-                allowed[i, start + offset, [_TOKEN_OF[c] for c in options]] = True
-            if ended:
-                allowed[i, start + len(steps):] = False
-                allowed[i, start + len(steps):, PAD] = True
+        if planned:
+            row, position, token = torch.tensor(planned, device=allowed.device).unbind(1)
+            allowed[row, position] = False
+            allowed[row, position, token] = True
+        padding = self._from(plans, length, lambda start, steps, ended: start + len(steps) if ended else length)
+        allowed[padding] = self.pad_only
         return allowed
 
     def settleable(self, canvas: Tensor, settled: Tensor) -> Tensor:
         """Steps are committed left to right (each character depends on those before it): only the forced
         characters and the next free choice may settle; after EOS, the padding."""
-        out = torch.zeros_like(settled)
-        for i, (start, steps, ended) in enumerate(self._plan(canvas, settled)):
-            out[i, start:canvas.shape[1] if ended else start + len(steps)] = True
-        return out
+        plans = self._plan(canvas, settled)
+        length = canvas.shape[1]
+        start = self._from(plans, length, lambda start, steps, ended: start)
+        stop = self._from(plans, length, lambda start, steps, ended: length if ended else start + len(steps))
+        return (start & ~stop).to(settled.device)
+
+    def _from(self, plans, length: int, first) -> Tensor:
+        """[B, L] bool: each row's positions from `first(start, steps, ended)` of its plan on."""
+        firsts = torch.tensor([first(*plan) for plan in plans], device=self.static.device)
+        return torch.arange(length, device=firsts.device)[None] >= firsts[:, None]
 
     def violations(self, canvas: Tensor, accepted: Tensor) -> Tensor:
         bad = ~self.static[canvas] & accepted
+        cuts = [canvas.shape[1]] * canvas.shape[0]  # per row, re-noise the accepted tokens from here on
         for i, text in enumerate(self._prefixes(canvas, accepted)):
             instance = int(self.rows[i])
             valid, options = self._state(instance, text)
@@ -398,9 +409,9 @@ class CountdownGuidance(Guidance):
             if cut is not None:
                 key = (instance, text[:cut + 1])
                 self.failures[key] = self.failures.get(key, 0) + 1
-                cut = max(0, cut - int(self.rng.integers(0, self.failures[key])))  # escalate on repeats
-                bad[i, cut:] |= accepted[i, cut:]
-        return bad
+                cuts[i] = max(0, cut - int(self.rng.integers(0, self.failures[key])))  # escalate on repeats
+        positions = torch.arange(canvas.shape[1], device=accepted.device)
+        return bad | (accepted & (positions[None] >= torch.tensor(cuts, device=accepted.device)[:, None]))
 
     def verify(self, canvas: Tensor) -> Tensor:
         ok = []
