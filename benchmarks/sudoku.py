@@ -23,6 +23,8 @@ from pathlib import Path
 
 import torch
 
+from diffsolve.core import weights_digest
+from diffsolve.core.training import file_digest
 from diffsolve.solvers import SudokuSolver
 from reporting import ROOT, add_out_argument, pyplot, relative, save_figure, write_results
 
@@ -42,7 +44,9 @@ def run_tier(solver: SudokuSolver, rows: list[dict]) -> dict:
     return {
         "puzzles": len(rows), "verified": len(solved), "rate": len(solved) / len(rows), "wrong_verified": wrong,
         "p50_s": statistics.median(seconds), "p99_s": percentile(seconds, 0.99), "wall_s": wall,
+        # the solved puzzles' own passes; and every puzzle's passes (failures spend the whole budget) per solved one
         "passes_per_solved": (sum(r.forward_passes for r in solved) / len(solved)) if solved else None,
+        "all_passes_per_solved": (sum(r.forward_passes for r in results) / len(solved)) if solved else None,
     }
 
 
@@ -59,7 +63,7 @@ def _seconds(x: dict | None) -> str:
 
 def markdown(report: dict) -> str:
     lines = ["| tier | n | model only | full system | full + backtracking | wrong verified | full p50 / p99 s | "
-             "backtracking p50 / p99 s | passes / solved (full, backtracking) |",
+             "backtracking p50 / p99 s | passes / solved (full, backtracking; the solved puzzles' own) |",
              "|---|---|---|---|---|---|---|---|---|"]
     for tier, r in report["tiers"].items():
         m, f, b = (r.get(mode) for mode in MODES)  # a mode left out with --modes shows as "-"
@@ -97,7 +101,8 @@ def merged_report(path: Path, report: dict) -> dict:
     if not path.is_file():
         return {}
     earlier = json.loads(path.read_text())
-    differ = [key for key in ("per_tier", "canvases", "max_steps", "checkpoint") if earlier.get(key) != report[key]]
+    differ = [key for key in ("per_tier", "canvases", "max_steps", "checkpoint", "weights", "data", "seed",
+                              "temperature") if earlier.get(key) != report[key]]
     if differ:
         sys.exit(f"{path}: measured with other {', '.join(differ)}; cannot --merge")
     return earlier
@@ -129,9 +134,13 @@ def main() -> None:
     modes = args.modes.split(",")
     if not modes or any(mode not in MODES for mode in modes):
         parser.error(f"--modes takes a comma-separated subset of {','.join(MODES)}")
+    temperature = solvers["full"].config.t_max  # the guided searches' (the model alone samples as its card says)
     solvers = {mode: solver for mode, solver in solvers.items() if mode in modes}
     report = {"per_tier": args.per_tier, "canvases": args.canvases, "max_steps": args.max_steps, "modes": modes,
-              "checkpoint": relative(model_only.model.source), "tiers": {}}
+              "checkpoint": relative(model_only.model.source), "weights": weights_digest(model_only.model.source),
+              "data": f"{relative(args.data)} ({file_digest(args.data)})", "seed": model_only.seed,
+              "temperature": temperature, "rows_per_batch": model_only.rows_per_batch,
+              "threads": args.threads, "torch": torch.__version__, "tiers": {}}
     earlier = merged_report(args.out, report) if args.merge else {}
     # the model-only results' sampler settings (the checkpoint's generation_config.json, with --max-steps)
     report["model_only_sampler"] = (model_only.config.to_hf_dict() if "model_only" in modes

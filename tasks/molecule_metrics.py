@@ -133,12 +133,15 @@ def passes_filters(mol: Chem.Mol, patterns: Sequence[Chem.Mol]) -> bool:
 
 
 # ------------------------------------------------------------------------------------------ FCD
-def chemnet_activations(smiles: Sequence[str]) -> np.ndarray:
-    """[len(smiles), 512] ChemNet activations. fcd_torch reads its bundled weights with torch.load, which in
+def chemnet_activations(smiles: Sequence[str], chunk: int = 10_000) -> np.ndarray:
+    """[len(smiles), 512] ChemNet activations, `chunk` molecules at a time (fcd_torch holds its whole input's
+    encoding at once: 176k molecules took 23 GB). fcd_torch reads its bundled weights with torch.load, which in
     torch >= 2.6 is the restricted weights-only loader (no arbitrary pickle code)."""
     from fcd_torch import FCD
 
-    return FCD(device="cpu", n_jobs=1, batch_size=512).get_predictions(list(smiles))
+    chemnet, smiles = FCD(device="cpu", n_jobs=1, batch_size=512), list(smiles)
+    parts = [chemnet.get_predictions(smiles[start:start + chunk]) for start in range(0, len(smiles), chunk)]
+    return np.concatenate(parts) if parts else np.zeros((0, 512))
 
 
 def activation_stats(activations: np.ndarray) -> dict[str, np.ndarray]:
