@@ -32,7 +32,7 @@ from pathlib import Path
 import networkx as nx
 import torch
 
-from diffsolve.core import load_model
+from diffsolve.core import load_model, weights_digest
 from diffsolve.solvers import CountdownSolver, GraphSolver
 from diffsolve.solvers.graphs import TABU_MOVES, TABU_MOVES_PER_CHOICE
 from diffsolve.solvers.checkpoints import default_checkpoint
@@ -376,8 +376,12 @@ def main() -> None:
     if unknown := set(countdown_names) - set(COUNTDOWN_SETS):
         sys.exit(f"unknown Countdown sets: {sorted(unknown)}")
     report = json.loads(args.out.read_text()) if args.merge and args.out.is_file() else {}
-    report |= {"checkpoint": relative(args.checkpoint), "threads": args.threads,
-              "device": "cpu", "torch": torch.__version__}
+    weights = weights_digest(args.checkpoint)
+    if report and report.get("weights") != weights:
+        sys.exit(f"{args.out}: measured with other weights than {args.checkpoint} holds ({report.get('weights')}, "
+                 f"now {weights}); cannot --merge")
+    report |= {"checkpoint": relative(args.checkpoint), "weights": weights, "threads": args.threads,
+               "device": "cpu", "torch": torch.__version__}
     started = time.perf_counter()
     runs = {
         "path": lambda: path_finding(graph_solvers, args.limit),

@@ -27,6 +27,7 @@ from molecules import reference_chemnet, train_sample
 from rdkit import Chem, RDLogger
 from reporting import ROOT, add_out_argument, pyplot, save_figure, write_results
 
+from diffsolve.core import weights_digest
 from diffsolve.solvers import MoleculeDesigner
 from diffsolve.tasks import molecule_metrics as mm
 from diffsolve.tasks.molecule_acceptance import FILE, Acceptance, features
@@ -37,7 +38,7 @@ CHUNK = 1000  # designer molecules per cached file
 
 def designer_molecules(checkpoint: str, n: int, first_seed: int) -> list[str]:
     """n verified molecules of free generation without the acceptance, from chunks cached per seed."""
-    folder = ROOT / "runs" / "acceptance" / Path(checkpoint).resolve().name
+    folder = ROOT / "runs" / "acceptance" / f"{Path(checkpoint).resolve().name}-{weights_digest(checkpoint)[7:]}"
     folder.mkdir(parents=True, exist_ok=True)
     designer, smiles = None, []
     for seed in range(first_seed, first_seed + -(-n // CHUNK)):

@@ -26,10 +26,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from molecules import CACHE, stock_samples, train_sample
-from rdkit import Chem, RDLogger
+from rdkit import Chem, RDLogger, rdBase
 from reporting import add_out_argument, write_results
 
-from diffsolve.core import load_model
+from diffsolve.core import load_model, weights_digest
 from diffsolve.tasks import molecule_metrics as mm
 from diffsolve.tasks import molecules as task
 from diffsolve.tasks.molecule_data import exact_properties, split_smiles
@@ -74,7 +74,8 @@ def evaluate(model, checkpoint: str, samples: int, seed: int, ref: dict, passes:
     valid = [c for c in map(mm.canonical, smiles) if c]
     reasons = Counter(r for r in map(failure, smiles) if r)
     invalid = max(1, sum(reasons.values()))
-    return {"checkpoint": checkpoint, "passes": passes, "conditions": "train" if conditions else "none",
+    return {"checkpoint": checkpoint, "weights": weights_digest(checkpoint), "seed": seed,
+            "passes": passes, "conditions": "train" if conditions else "none",
             "samples": samples, "valid": len(valid) / samples,
             "unique": len(set(valid)) / max(1, len(valid)),
             "fcd_train": mm.frechet_distance(mm.chemnet_stats(valid), ref["chemnet"]) if len(valid) > 1 else None,
@@ -121,6 +122,11 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     # Read what --merge keeps before sampling, so that a bad file fails in seconds, not after the run.
     previous = json.loads(args.out.read_text())["rows"] if args.merge and args.out.is_file() else []
+    for checkpoint in args.checkpoints.split(","):  # a row of the same name must be of the same weights
+        stale = {r.get("weights") for r in previous if str(Path(r["checkpoint"])) == str(Path(checkpoint))}
+        if stale - {weights_digest(checkpoint)}:
+            sys.exit(f"{args.out} holds rows of {checkpoint} with other weights than it holds now; cannot --merge "
+                     "(rename the earlier rows' checkpoint, or start a new file)")
     RDLogger.DisableLog("rdApp.*")
     ref = training_reference()
     passes = [int(p) for p in args.passes.split(",") if p] or [None]
@@ -141,7 +147,8 @@ def main() -> None:
     rows = [r for r in previous if row_key(r) not in redone] + rows
     table = markdown(rows)
     print(table)
-    write_results(args.out, {"rows": rows}, table)
+    write_results(args.out, {"rows": rows, "meta": {"threads": args.threads, "torch": torch.__version__,
+                                                    "rdkit": rdBase.rdkitVersion}}, table)
 
 
 if __name__ == "__main__":
