@@ -102,6 +102,7 @@ def bench_step(name: str, batch: int, hf, ours, repeats: int) -> dict:
         ref = hf(past_key_values=pkv, decoder_input_ids=canvas, self_conditioning_logits=sc).logits
         mine = ours.denoise(canvas, cache, sc)
         max_diff = (ref - mine).abs().max().item()
+        torch._dynamo.reset()  # every compiled measurement starts from a clean slate (no graphs of other shapes)
         compiled = copy.deepcopy(ours)
         compiled.compile_denoiser()
         start = time.perf_counter()
@@ -134,6 +135,7 @@ def bench_shipped(task: str, batch: int, repeats: int) -> dict:
     from diffsolve.solvers.checkpoints import default_checkpoint
 
     eager = load_model(default_checkpoint(task))
+    torch._dynamo.reset()
     compiled = copy.deepcopy(eager)
     compiled.compile_denoiser()
     cfg = eager.config
@@ -237,11 +239,13 @@ def main() -> None:
     for task in ("sudoku", "graphs", "molecules"):
         for batch in (1, 8):
             shipped.append(bench_shipped(task, batch, max(5, repeats // 3)))
-            torch._dynamo.reset()  # each model compiles afresh, as in a new process
             print(f"{task} batch {batch}: compiled {shipped[-1]['compiled_speedup']:.2f}x", file=sys.stderr)
     table = markdown(steps, modes, shipped)
     print(table)
-    meta = {"torch": torch.__version__, "threads": args.threads, "machine": platform.machine(),
+    import transformers
+
+    meta = {"torch": torch.__version__, "transformers": transformers.__version__, "threads": args.threads,
+            "machine": platform.machine(),
             "processor": platform.processor()}
     write_results(args.out, {"meta": meta, "steps": steps, "modes": modes, "shipped": shipped}, table,
                   lambda path: plot(steps, path))

@@ -42,6 +42,7 @@ def time_steps(name: str, batch_size: int, steps: int, device: str, examples: in
     module = task_module(name)
     model = new_model(module.model_config(), seed=0).to(device).train()
     if compile:
+        torch._dynamo.reset()  # no graphs left from another task's model
         model.compile_encoder()
         model.compile_denoiser()
     cfg = TrainConfig(batch_size=batch_size, device=device, bf16=device.startswith("cuda"),
