@@ -17,9 +17,10 @@ from dataclasses import replace
 import numpy as np
 import torch
 
+from diffsolve.core import weights_digest
 from diffsolve.solvers import SudokuSolver
 from diffsolve.tasks.sudoku_data import make_puzzle, random_grid
-from reporting import add_out_argument, write_results
+from reporting import add_out_argument, relative, write_results
 
 SETTINGS = {
     "released": {"t_max": 0.8, "t_min": 0.4},
@@ -52,7 +53,9 @@ def main() -> None:
     sets = puzzle_sets(args.seed, args.puzzles)
     solver = SudokuSolver.from_pretrained(guided=False, max_steps=args.max_steps)
     base = solver.config
-    report = {"seed": args.seed, "puzzles": args.puzzles, "max_steps": args.max_steps, "settings": {}}
+    report = {"checkpoint": relative(solver.model.source), "weights": weights_digest(solver.model.source),
+              "seed": args.seed, "puzzles": args.puzzles, "max_steps": args.max_steps, "threads": args.threads,
+              "torch": torch.__version__, "settings": {}}
     lines = ["| setting | temperature | " + " | ".join(sets) + " | seconds |", "|---|---|" + "---|" * (len(sets) + 1)]
     for name in args.settings.split(","):
         solver.config = replace(base, **SETTINGS[name])
