@@ -328,6 +328,7 @@ def sudoku(
     from ..tasks.sudoku_data import PuzzleFormatError, format_grid, parse_puzzles
     from .sudoku import SudokuSolver
 
+    format = format.lower()
     if format not in ("text", "line", "json"):
         _error(f"--format must be text, line or json, not {format!r}")
         raise typer.Exit(2)

@@ -26,10 +26,12 @@ SEED = typer.Option(0, **SEED_RANGE, help="Sampler seed.")
 IMAGE_HELP = " (the suffix picks the type: .png, .svg, .pdf, ...)."
 
 
-def _check_format(format: str) -> None:
-    if format not in FORMATS:
+def _check_format(format: str) -> str:
+    """The format in lower case (json or JSON, as solve molecules takes it); anything else exits 2."""
+    if format.lower() not in FORMATS:
         _error(f"--format must be text or json, not {format!r}")
         raise typer.Exit(2)
+    return format.lower()
 
 
 def _graph(file: Path, command: str, weights_used: bool = False):
@@ -168,7 +170,7 @@ def coloring(
 
     Colours are numbered from 0; DIMACS nodes keep their 1-based numbers. Exit status: 0 verified colouring,
     1 none found (or --image could not be written), 2 bad input."""
-    _check_format(format)
+    format = _check_format(format)
     _check_search(model_only, backtrack, tabu)
     _check_image(image, "graphs")
     graph = _graph(file, "coloring")
@@ -213,7 +215,7 @@ def hamiltonian(
     """Visit every node exactly once along the graph's edges.
 
     Exit status: 0 verified, 1 none found (or --image could not be written), 2 bad input."""
-    _check_format(format)
+    format = _check_format(format)
     if cycle and end is not None:
         _error("--end applies to paths; a cycle ends where it starts")
         raise typer.Exit(2)
@@ -259,7 +261,7 @@ def path(
     """Find a path from SOURCE to TARGET (shortest ones are checked against networkx).
 
     Exit status: 0 verified, 1 none found (or --image could not be written), 2 bad input."""
-    _check_format(format)
+    format = _check_format(format)
     _check_image(image, "graphs")
     graph = _graph(file, "path", weights_used=shortest)
     weight = "weight" if shortest and _weighted(graph) else None
@@ -305,7 +307,7 @@ def countdown(
     Exit status: 0 all verified, 1 some not, 2 bad input."""
     from ..tasks.countdown import CountdownError, parse_instance
 
-    _check_format(format)
+    format = _check_format(format)
     if steps_format and format == "json":
         _error("--steps shapes the text output; JSON records carry both 'steps' and 'expression'")
         raise typer.Exit(2)

@@ -77,6 +77,12 @@ def test_dtype_option_runs_the_model_in_that_dtype():
     assert refused.exit_code == 2 and "--dtype int8: expected one of auto, float32, bfloat16" in refused.output
 
 
+@pytest.mark.parametrize("args", [["sudoku", SUDOKU], ["countdown", "4 6 2", "--target", "12"]])
+def test_format_names_are_read_in_any_case(args):
+    result = run(*args, "--format", "JSON")
+    assert result.exit_code == 0 and all(json.loads(line)["verified"] for line in result.stdout.splitlines())
+
+
 def test_sudoku_temperature_must_be_finite():
     result = run("sudoku", SUDOKU, "--temperature", "inf")
     assert result.exit_code == 2 and "--temperature" in result.output
