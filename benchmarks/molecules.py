@@ -25,13 +25,14 @@ import argparse
 import json
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import torch
 from rdkit import Chem, RDLogger
 
-from diffsolve.core import generate, released_config
+from diffsolve.core import generate, released_config, weights_digest, write_atomically
 from diffsolve.solvers import MoleculeDesigner
 from diffsolve.tasks import molecule_metrics as mm
 from diffsolve.tasks import molecules as task
@@ -50,49 +51,62 @@ ANCHORS = {  # MOSES paper (Polykovskiy et al. 2020), Table 2
 
 
 # ------------------------------------------------------------------------------------------ reference
+@contextmanager
+def cache_lock():
+    """One process at a time builds the reference cache; another waits, then finds it built."""
+    import fcntl
+
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with open(CACHE / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 def reference() -> dict:
     """Everything the metrics compare against, computed once from the whole MOSES test set (176k molecules) and
     cached, as MOSES's own test statistics are: ChemNet statistics (FCD), fingerprints (SNN), fragment and
     scaffold counts (Frag, Scaf); and the canonical training set (novelty). About an hour on 2 CPU cores."""
-    import fcntl
-
-    CACHE.mkdir(parents=True, exist_ok=True)
-    with open(CACHE / ".lock", "w") as lock:  # a second run waits for the first to finish the cache
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        return _reference()
-
-
-def _reference() -> dict:
     train_path, counts_path = CACHE / "train_canonical.txt", CACHE / "test_counts_v2.json"
     fps_path = CACHE / "test_fps.npy"
-    if not train_path.is_file():
-        print("canonicalizing the MOSES train set (once)...", file=sys.stderr)
-        train = sorted({c for c in map(mm.canonical, read_moses("train")) if c})
-        train_path.write_text("\n".join(train))
-    test = read_moses("test")
-    if not counts_path.is_file():
-        print("test-set fragments and scaffolds (once)...", file=sys.stderr)
-        mols = [Chem.MolFromSmiles(s) for s in test]
-        counts_path.write_text(json.dumps({"frag": mm.fragment_counts(mols), "scaf": mm.scaffold_counts(mols)}))
-    if not fps_path.is_file():
-        print("test-set fingerprints (once)...", file=sys.stderr)
-        np.save(fps_path, mm.fingerprints([Chem.MolFromSmiles(s) for s in test]).to(torch.uint8).numpy())
+    with cache_lock():
+        if not train_path.is_file():
+            print("canonicalizing the MOSES train set (once)...", file=sys.stderr)
+            train = sorted({c for c in map(mm.canonical, read_moses("train")) if c})
+            write_atomically(train_path, lambda tmp: tmp.write_text("\n".join(train)))
+        test = read_moses("test")
+        if not counts_path.is_file():
+            print("test-set fragments and scaffolds (once)...", file=sys.stderr)
+            mols = [Chem.MolFromSmiles(s) for s in test]
+            counts = {"frag": mm.fragment_counts(mols), "scaf": mm.scaffold_counts(mols)}
+            write_atomically(counts_path, lambda tmp: tmp.write_text(json.dumps(counts)))
+        if not fps_path.is_file():
+            print("test-set fingerprints (once)...", file=sys.stderr)
+            fps = mm.fingerprints([Chem.MolFromSmiles(s) for s in test]).to(torch.uint8).numpy()
+            write_atomically(fps_path, lambda tmp: _save_npy(tmp, fps))
     counts = json.loads(counts_path.read_text())
     return {"train": set(train_path.read_text().split("\n")), "chemnet": reference_chemnet(),
             "frag": counts["frag"], "scaf": counts["scaf"],
             "fps": torch.from_numpy(np.load(fps_path)).float()}
 
 
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    with open(path, "wb") as f:  # a file object, or numpy would add its own suffix to the temporary name
+        np.save(f, array)
+
+
+def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
+
+
 def reference_chemnet() -> dict:
     """ChemNet statistics of the whole MOSES test set, what FCD/Test compares against (cached)."""
     path = CACHE / "test_chemnet.npz"
-    if not path.is_file():
-        print("ChemNet statistics of the MOSES test set (once; most of an hour)...", file=sys.stderr)
-        CACHE.mkdir(parents=True, exist_ok=True)
-        stats = mm.chemnet_stats(read_moses("test"))
-        with open(path.with_suffix(".tmp.npz"), "wb") as f:
-            np.savez(f, **stats)
-        path.with_suffix(".tmp.npz").replace(path)
+    with cache_lock():
+        if not path.is_file():
+            print("ChemNet statistics of the MOSES test set (once; most of an hour)...", file=sys.stderr)
+            stats = mm.chemnet_stats(read_moses("test"))
+            write_atomically(path, lambda tmp: _save_npz(tmp, stats))
     with np.load(path) as stats:
         return {k: stats[k] for k in stats.files}
 
@@ -219,9 +233,7 @@ def samples_path(out: Path, section: str) -> Path:
 
 def save_samples(path: Path, smiles: list[str]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(f"{s}\n" for s in smiles))
-    tmp.replace(path)
+    write_atomically(path, lambda tmp: tmp.write_text("".join(f"{s}\n" for s in smiles)))
 
 
 def load_samples(path: Path) -> list[str]:
@@ -370,18 +382,22 @@ def main() -> None:
     designer = MoleculeDesigner.from_pretrained(args.checkpoint)
     checkpoint = relative(designer.model.source)
     full_canvases = args.full_canvases or args.samples
-    meta = {"checkpoint": checkpoint, "samples": args.samples, "full_canvases": full_canvases,
+    weights = weights_digest(designer.model.source)
+    meta = {"checkpoint": checkpoint, "weights": weights, "samples": args.samples, "full_canvases": full_canvases,
             "per_request": args.per_request, "seed": args.seed,
             "threads": args.threads, "torch": torch.__version__}
     earlier = {"meta": {}, "distribution": {}, "constrained": []}
     if len(sections) < len(SECTIONS) or args.rescore:
         earlier = json.loads(args.out.read_text()) if args.out.is_file() else None
-        if earlier is None or [earlier["meta"][k] for k in ("checkpoint", "samples")] != [checkpoint, args.samples]:
-            sys.exit(f"--sections {args.sections} needs {args.out} from a full run of {checkpoint} with "
-                     f"--samples {args.samples}")
+        if earlier is None or [earlier["meta"][k] for k in ("checkpoint", "samples")] != [checkpoint, args.samples] \
+                or earlier["meta"].get("weights", weights) != weights:
+            sys.exit(f"--sections {args.sections} needs {args.out} from a full run of {checkpoint} (these weights) "
+                     f"with --samples {args.samples}")
         done = "rescored" if args.rescore else "rerun"
         again = {**earlier["meta"].get(done, {}), **{s: time.strftime("%Y-%m-%d") for s in sections}}
-        meta = {**earlier["meta"], "per_request": args.per_request, "threads": args.threads, done: again}
+        meta = {**earlier["meta"], "weights": weights, done: again}
+        if not args.rescore:  # a rescore times nothing: the earlier run's settings stay
+            meta |= {"per_request": args.per_request, "threads": args.threads}
         if "full_system" in sections and not args.rescore:
             meta["full_canvases"] = full_canvases
     distribution = distribution_section(designer, args.samples, full_canvases, args.seed, sections,

@@ -101,10 +101,12 @@ def merged_report(path: Path, report: dict) -> dict:
     if not path.is_file():
         return {}
     earlier = json.loads(path.read_text())
-    differ = [key for key in ("per_tier", "canvases", "max_steps", "checkpoint", "weights", "data", "seed",
-                              "temperature") if earlier.get(key) != report[key]]
+    keys = ("per_tier", "canvases", "max_steps", "checkpoint", "weights", "data", "seed", "temperature")
+    differ = [key for key in keys if key in earlier and earlier[key] != report[key]]
     if differ:
         sys.exit(f"{path}: measured with other {', '.join(differ)}; cannot --merge")
+    if unknown := [key for key in keys if key not in earlier]:  # files from before 2026-12-06 do not say
+        print(f"warning: {path} does not record its {', '.join(unknown)}; merging on trust", file=sys.stderr)
     return earlier
 
 

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import re
+import secrets
 from pathlib import Path
 
 import torch
@@ -139,6 +140,19 @@ def read_config(directory: Path) -> ModelConfig:
         raise ConfigError(f"{config_path}: unusable value ({type(exc).__name__}: {exc})") from None
 
 
+SAVE_KEY = "diffsolve_save"  # metadata naming the save_model call that wrote a shard and its index
+SHARD_NAME = re.compile(r"model-\d{5}-of-\d{5}\.safetensors")
+
+
+def _index_save(directory: Path) -> str | None:
+    """The save an index names (None for a single file, or an index written elsewhere)."""
+    index = directory / INDEX_FILE
+    if not index.is_file():
+        return None
+    metadata = json.loads(index.read_text()).get("metadata")
+    return metadata.get(SAVE_KEY) if isinstance(metadata, dict) else None
+
+
 def _shard_files(directory: Path) -> list[Path]:
     index = directory / INDEX_FILE
     if index.is_file():
@@ -160,24 +174,35 @@ def _shard_files(directory: Path) -> list[Path]:
     raise CheckpointError(f"{directory}: no {SINGLE_FILE} or {INDEX_FILE}")
 
 
-def weights_digest(directory: str | os.PathLike) -> str:
-    """'sha256:' and 16 hex digits over a checkpoint's weight files, in order: what a file fitted to these
-    weights (a molecule acceptance) records, so that it is not used with others."""
+def files_digest(paths: list[Path]) -> str:
+    """'sha256:' and the first 16 hex digits of the SHA-256 of the files' contents, in order: the same data under
+    another name or place."""
     digest = hashlib.sha256()
-    for path in _shard_files(Path(directory)):
+    for path in paths:
         with open(path, "rb") as f:
             for chunk in iter(lambda: f.read(1 << 20), b""):
                 digest.update(chunk)
     return "sha256:" + digest.hexdigest()[:16]
 
 
+def weights_digest(path_or_id: str | os.PathLike) -> str:
+    """`files_digest` of a checkpoint's weight files (a local folder or a cached hub id): what results and files
+    fitted to these weights (a molecule acceptance, a benchmark's JSON) record, so that they are not mixed with
+    others'."""
+    return files_digest(_shard_files(resolve_checkpoint(path_or_id)))
+
+
 # ------------------------------------------------------------------------------------------ load
 def _read_shard(shard: Path, device, dtype: torch.dtype, expected: dict, loaded: dict, unexpected: list,
-                misshaped: dict, nonfinite: list) -> int:
+                misshaped: dict, nonfinite: list, save: str | None = None) -> int:
     """Read one safetensors shard into `loaded` (by our parameter names); returns the vision tensors skipped.
-    Tensors holding inf or NaN (damaged data under an intact header) are named in `nonfinite`."""
+    Tensors holding inf or NaN (damaged data under an intact header) are named in `nonfinite`. With `save` (the
+    index's), the shard must come from that save."""
     skipped_vision = 0
     with safe_open(str(shard), framework="pt", device=str(device)) as f:
+        if save is not None and (f.metadata() or {}).get(SAVE_KEY) != save:
+            raise CheckpointError(f"{shard}: written by another save than {INDEX_FILE} names (a save was cut "
+                                  "short after replacing some shards); save the model again")
         for tensor_name in f.keys():
             name = our_name(tensor_name)
             if name is None:
@@ -222,9 +247,11 @@ def load_model(path_or_id: str | os.PathLike, dtype: torch.dtype | str = "auto",
     expected = _state(model)
     loaded: dict[str, torch.Tensor] = {}
     unexpected, misshaped, nonfinite, skipped_vision = [], {}, [], 0
-    for shard in _shard_files(directory):
+    shards, save = _shard_files(directory), _index_save(directory)
+    for shard in shards:
         try:
-            skipped_vision += _read_shard(shard, device, dtype, expected, loaded, unexpected, misshaped, nonfinite)
+            skipped_vision += _read_shard(shard, device, dtype, expected, loaded, unexpected, misshaped, nonfinite,
+                                          save)
         except SafetensorError as exc:
             raise CheckpointError(f"{shard}: not a readable safetensors file ({exc}); it may be truncated or "
                                   "damaged: download or save the checkpoint again") from None
@@ -301,8 +328,9 @@ def new_model(config: ModelConfig, seed: int = 0, dtype: torch.dtype = torch.flo
 # ------------------------------------------------------------------------------------------ save
 def save_model(model: DiffusionGemma, path: str | os.PathLike, max_shard_bytes: int = 5 * 2**30,
                generation_config: dict | None = None) -> None:
-    """Write the HF layout: each file appears only once complete, the shards all together once all are written,
-    and an earlier save's weight files that the new one does not name are removed."""
+    """Write the HF layout, each file complete before it appears. Sharded, the index is written last and names
+    the save, as does every shard: a save cut short after replacing some shards of an earlier one is refused at
+    load, not read as a mix. An earlier save's weight files that the new one does not name are removed."""
     from .sampler import released_config
 
     out = Path(path)
@@ -317,22 +345,24 @@ def save_model(model: DiffusionGemma, path: str | os.PathLike, max_shard_bytes: 
             size = 0
         shards[-1][name] = tensors[name]
         size += nbytes
-    meta = {"format": "pt"}
-    previous = _weight_files(out)
+    save = secrets.token_hex(8)
+    meta = {"format": "pt", SAVE_KEY: save}
+    earlier = _weight_files(out)
     if len(shards) == 1:
         write_atomically(out / SINGLE_FILE, lambda p: save_file(shards[0], str(p), metadata=meta))
         (out / INDEX_FILE).unlink(missing_ok=True)
         written = {SINGLE_FILE}
     else:
         names = [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
-        write_all_atomically([(out / name, lambda p, s=shard: save_file(s, str(p), metadata=meta))
-                              for name, shard in zip(names, shards)])
+        for name, shard in zip(names, shards):  # one at a time: at most one shard more on disk than before
+            write_atomically(out / name, lambda p, s=shard: save_file(s, str(p), metadata=meta))
         weight_map = {tensor: name for name, shard in zip(names, shards) for tensor in shard}
         total = sum(t.numel() * t.element_size() for t in tensors.values())
-        _write_json(out / INDEX_FILE, {"metadata": {"total_size": total}, "weight_map": weight_map})
+        _write_json(out / INDEX_FILE, {"metadata": {"total_size": total, SAVE_KEY: save}, "weight_map": weight_map})
         (out / SINGLE_FILE).unlink(missing_ok=True)
         written = set(names)
-    for stale in previous - written:  # an earlier save's shards, no longer named by the index
+    shards_here = {f.name for f in out.glob("model-*-of-*.safetensors") if SHARD_NAME.fullmatch(f.name)}
+    for stale in (earlier | shards_here) - written:  # an earlier save's, or a cut-short save's, weight files
         (out / stale).unlink(missing_ok=True)
     config = model.config.to_hf_dict()
     config["dtype"] = str(model.dtype).removeprefix("torch.")
@@ -348,25 +378,14 @@ def _write_json(path: Path, data: dict) -> None:
 
 def write_atomically(path: Path, write) -> None:
     """`write(tmp)` beside `path`, then rename it over `path`: never a half-written file at `path`."""
-    write_all_atomically([(path, write)])
-
-
-def write_all_atomically(files: list[tuple[Path, object]]) -> None:
-    """Each `(path, write)`: `write(tmp)` beside `path`; only once every file is complete are they renamed into
-    place, so a failure while writing (a full disk, Ctrl-C) leaves the earlier set whole and no temporary file."""
-    staged = []
+    tmp = path.with_name(path.name + ".tmp")
     try:
-        for path, write in files:
-            tmp = path.with_name(path.name + ".tmp")
-            staged.append(tmp)
-            write(tmp)
-            give_usual_mode(tmp, path)
-    except BaseException:
-        for tmp in staged:
-            tmp.unlink(missing_ok=True)
-        raise
-    for tmp, (path, _) in zip(staged, files):
+        write(tmp)
+        give_usual_mode(tmp, path)
         os.replace(tmp, path)
+    except BaseException:  # a full disk or Ctrl-C: no partial file is left behind either
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _weight_files(directory: Path) -> set[str]:

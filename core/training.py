@@ -9,7 +9,6 @@ supplies the logits the second pass is conditioned on.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -27,7 +26,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from .checkpoint import load_model, save_model, write_atomically
+from .checkpoint import files_digest, load_model, save_model, write_atomically
 from .config import ModelConfig
 from .ctrl_c import CtrlC
 from .model import DiffusionGemma
@@ -188,12 +187,8 @@ RECIPE_FIELDS = ("batch_size", "lr", "min_lr_ratio", "weight_decay", "grad_clip"
 
 
 def file_digest(path: Path) -> str:
-    """'sha256:' and the first 16 hex digits of the file's SHA-256: the same set under another name or place."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return "sha256:" + digest.hexdigest()[:16]
+    """`files_digest` of one file: the same training set under another name or place."""
+    return files_digest([path])
 
 
 MADE_WITH = "made_with:"  # the prefix of a cached training set's record of how it was made

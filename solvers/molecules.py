@@ -294,7 +294,6 @@ def _verified(smiles: str | None, request: task.MoleculeRequest, passes: int) ->
     return Molecule(canonical, returned, compute_properties(returned, list(PROPERTIES)), True, passes)
 
 
-@rdkit_quiet
 def _acceptance_of(model: DiffusionGemma) -> Acceptance | None:
     """The acceptance.safetensors beside the model's weights, unless it was fitted to other weights (then free
     generation runs without it, with a warning)."""
@@ -308,6 +307,7 @@ def _acceptance_of(model: DiffusionGemma) -> Acceptance | None:
     return Acceptance.load(path)
 
 
+@rdkit_quiet
 def fit_acceptance(checkpoint: str | Path, molecules: int = 5000, training: int = 10000, seed: int = 0,
                    quantile: float = 0.8) -> Path:
     """Fit the training-likeness acceptance of `checkpoint` (a directory) and write its acceptance.safetensors:

@@ -94,7 +94,10 @@ def scaffold_counts(mols: Iterable[Chem.Mol], min_rings: int = 2) -> Counter:
     scaffolds, which would dominate the counts)."""
     counts: Counter = Counter()
     for mol in mols:
-        scaffold = MurckoScaffold.GetScaffoldForMol(mol)
+        try:
+            scaffold = MurckoScaffold.GetScaffoldForMol(mol)
+        except (ValueError, RuntimeError):  # as MOSES: a molecule RDKit cannot cut counts no scaffold
+            continue
         if scaffold.GetRingInfo().NumRings() >= min_rings:
             counts[Chem.MolToSmiles(scaffold)] += 1
     return counts

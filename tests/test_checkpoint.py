@@ -213,21 +213,21 @@ def test_a_failed_write_leaves_no_temporary_file(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_a_failed_shard_keeps_the_earlier_set_whole(tmp_path):
-    from diffsolve.core.checkpoint import write_all_atomically
+def test_a_save_cut_short_is_refused_not_read_as_a_mix(saved, tmp_path):
+    import shutil
 
-    first, second = tmp_path / "model-00001-of-00002.safetensors", tmp_path / "model-00002-of-00002.safetensors"
-    first.write_text("old 1")
-    second.write_text("old 2")
-
-    def fail(tmp):
-        tmp.write_text("half")
-        raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        write_all_atomically([(first, lambda tmp: tmp.write_text("new 1")), (second, fail)])
-    assert (first.read_text(), second.read_text()) == ("old 1", "old 2")  # not a mix of two saves
-    assert sorted(p.name for p in tmp_path.iterdir()) == [first.name, second.name]
+    model, _ = saved
+    model.save_pretrained(tmp_path / "a", max_shard_bytes=4096)
+    other = load_model(tmp_path / "a")
+    with torch.no_grad():
+        next(other.parameters()).mul_(2)
+    other.save_pretrained(tmp_path / "b", max_shard_bytes=4096)
+    first = sorted(p.name for p in (tmp_path / "a").glob("model-*.safetensors"))[0]
+    shutil.copy(tmp_path / "b" / first, tmp_path / "a" / first)  # as if the second save had stopped there
+    with pytest.raises(CheckpointError, match=f"{first}: written by another save than .* names"):
+        load_model(tmp_path / "a")
+    model.save_pretrained(tmp_path / "a", max_shard_bytes=4096)  # saving again mends it
+    assert torch.equal(_logits(model), _logits(load_model(tmp_path / "a")))
 
 
 def test_unrelated_fields_are_ignored(saved):

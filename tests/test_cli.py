@@ -66,10 +66,10 @@ def test_every_solving_command_runs_on_the_threads_asked_for(args):
 def test_dtype_option_runs_the_model_in_that_dtype():
     from diffsolve.solvers import cli
 
-    result = run("--dtype", "bfloat16", "sudoku", SUDOKU, "--format", "json")
-    assert result.exit_code == 0 and all(json.loads(line)["verified"] for line in result.stdout.splitlines())
-    assert cli._OPTIONS["dtype"] is torch.bfloat16
     try:
+        result = run("--dtype", "bfloat16", "sudoku", SUDOKU, "--format", "json")
+        assert result.exit_code == 0 and all(json.loads(line)["verified"] for line in result.stdout.splitlines())
+        assert cli._OPTIONS["dtype"] is torch.bfloat16
         assert {p.dtype for p in cli._load(None, "sudoku", "cpu", None).parameters()} == {torch.bfloat16}
     finally:
         cli._OPTIONS["dtype"] = "auto"

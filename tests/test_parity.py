@@ -247,9 +247,9 @@ def test_repeating_key_value_heads_computes_the_same_attention():
     assert torch.allclose(by_hand @ v.repeat_interleave(4, 1), grouped, atol=1e-5)
 
 
-def test_a_few_tokens_of_many_experts_compute_what_every_expert_would():
-    """One token routed to 2 of 32 experts (as in autoregressive decoding with the 26B's 128) runs only those two;
-    the result is the dense form's."""
+def test_a_few_tokens_of_many_experts_compute_what_every_expert_would(monkeypatch):
+    """One token routed to 2 of 32 experts (as in autoregressive decoding with the 26B's 128) runs only those two
+    (the dense form, which reads every expert, is not called); the result is the dense form's."""
     from diffsolve.core.model import Experts
 
     cfg = ModelConfig(vocab_size=16, hidden_size=8, intermediate_size=8, num_layers=1, num_heads=1, num_kv_heads=1,
@@ -263,4 +263,7 @@ def test_a_few_tokens_of_many_experts_compute_what_every_expert_would():
             x = torch.randn(tokens, 8, generator=g)
             index = torch.stack([torch.randperm(32, generator=g)[:2] for _ in range(tokens)])
             weights = torch.rand(tokens, 2, generator=g)
-            assert torch.allclose(experts(x, weights, index), experts._dense(x, weights, index), atol=1e-5)
+            dense = experts._dense(x, weights, index)
+            with monkeypatch.context() as patch:
+                patch.setattr(experts, "_dense", lambda *args: pytest.fail("every expert ran for a few tokens"))
+                assert torch.allclose(experts(x, weights, index), dense, atol=1e-5)
