@@ -16,7 +16,7 @@ Needs the MOSES data (`pip install --no-deps molsets==0.3.1`) and `fcd_torch` (`
    the default budget.
 
 Reference statistics (canonical train set, test-set ChemNet statistics, fingerprints, fragments, scaffolds)
-are computed once (about an hour) and cached in `runs/moses_reference/`. Writes JSON, a markdown table and a plot.
+are computed once (about 20 minutes) and cached in `runs/moses_reference/`. Writes JSON, a markdown table and a plot.
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ def cache_lock():
 def reference() -> dict:
     """Everything the metrics compare against, computed once from the whole MOSES test set (176k molecules) and
     cached, as MOSES's own test statistics are: ChemNet statistics (FCD), fingerprints (SNN), fragment and
-    scaffold counts (Frag, Scaf); and the canonical training set (novelty). About an hour on 2 CPU cores."""
+    scaffold counts (Frag, Scaf); and the canonical training set (novelty): about 20 minutes on one core."""
     train_path, counts_path = CACHE / "train_canonical.txt", CACHE / "test_counts_v2.json"
     fps_path = CACHE / "test_fps.npy"
     with cache_lock():
@@ -104,7 +104,7 @@ def reference_chemnet() -> dict:
     path = CACHE / "test_chemnet.npz"
     with cache_lock():
         if not path.is_file():
-            print("ChemNet statistics of the MOSES test set (once; most of an hour)...", file=sys.stderr)
+            print("ChemNet statistics of the MOSES test set (once; about 15 minutes)...", file=sys.stderr)
             stats = mm.chemnet_stats(read_moses("test"))
             write_atomically(path, lambda tmp: _save_npz(tmp, stats))
     with np.load(path) as stats:
