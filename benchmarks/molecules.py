@@ -260,11 +260,13 @@ def distribution_section(designer: MoleculeDesigner, samples: int, full_canvases
         if section == "model_only":
             generated[section], seconds = stock_samples(designer.model, samples, seed)
             valid = sum(1 for s in generated[section] if mm.canonical(s))
-            report[section] = {"seconds": seconds, "s_per_molecule": seconds / max(1, valid)}
+            report[section] = {"seconds": seconds, "s_per_molecule": seconds / max(1, valid),
+                               "threads": torch.get_num_threads()}
         else:
             generated[section], stats = full_system_samples(designer, full_canvases, seed)
             report[section] = {**stats, "s_per_molecule": stats["seconds"] / max(1, stats["returned"]),
-                               "canvas_validity": stats["returned"] / stats["canvases"]}
+                               "canvas_validity": stats["returned"] / stats["canvases"],
+                               "threads": torch.get_num_threads()}
         save_samples(path, generated[section])
     ref = reference()
     patterns = mm.filter_patterns()
@@ -305,10 +307,13 @@ def markdown(report: dict) -> str:
         cells = [f"{c[key]:.3f}" if isinstance(c.get(key), float) else "-" for c in cols.values()]
         lines.append(f"| {key} | " + " | ".join(cells) + " |")
     stock, full = report["distribution"]["model_only"], report["distribution"]["full_system"]
+    def on(column: dict) -> str:
+        return f" on {column['threads']} thread{'s' * (column['threads'] != 1)}" if "threads" in column else ""
+
     lines.append(f"\nmodel only: {stock['samples']} canvases, {stock['valid']:.1%} valid before any repair, "
-                 f"{stock['s_per_molecule']:.2f} s per valid molecule")
+                 f"{stock['s_per_molecule']:.2f} s per valid molecule{on(stock)}")
     lines.append(f"full system: {full['canvases']} canvases -> {full['returned']} distinct verified molecules "
-                 f"({full['canvas_validity']:.1%} of canvases), {full['s_per_molecule']:.2f} s per molecule"
+                 f"({full['canvas_validity']:.1%} of canvases), {full['s_per_molecule']:.2f} s per molecule{on(full)}"
                  + (f"; left out {full['known']} MOSES training molecules and {full['atypical']} by the "
                     "training-likeness acceptance" if "atypical" in full else ""))
     lines += ["", "| group | request | returned / requested | all constraint-true | s per molecule |",
