@@ -155,10 +155,12 @@ def _refuse_other_notations(path: Path, lines: list[str], graph: nx.Graph, openi
         return
     others = [node for node in graph.nodes if node not in nodes]
     alone = all(set(graph[node]) <= set(nodes) for node in nodes)  # the line's labels appear nowhere else
-    if alone and others and all(isinstance(node, int) for node in others):
-        raise GraphError(f"{path}:{number}: {lines[number - 1].strip()!r} looks like a column header (every other "
-                         f"label is a number); {HEADER_HINT} (an edge between two named nodes: move it below "
-                         "the first line)")
+    numbers = bool(others) and all(isinstance(node, int) for node in others)
+    named = bool(others) and {node.lower() for node in nodes} <= HEADER_WORDS
+    if alone and (numbers or named):
+        why = "every other label is a number" if numbers else "column names that label no other edge"
+        raise GraphError(f"{path}:{number}: {lines[number - 1].strip()!r} looks like a column header ({why}); "
+                         f"{HEADER_HINT} (an edge between two named nodes: move it below the first line)")
 
 
 def _weight(weight: float | None) -> str:
@@ -166,6 +168,10 @@ def _weight(weight: float | None) -> str:
 
 
 HEADER_HINT = "remove the line or start it with '#'"
+# Column names of edge-list exports (networkx, pandas, Gephi, Cytoscape): over named nodes, a first line of two
+# of these that appear nowhere else is a header, not an edge.
+HEADER_WORDS = {"source", "target", "from", "to", "src", "dst", "u", "v", "node1", "node2", "node_1", "node_2",
+                "head", "tail", "start", "end", "weight"}
 
 
 def _edge_line(where: str, line: str, first: bool = False) -> tuple[list, float | None]:

@@ -94,6 +94,8 @@ def test_edge_list_with_weights_and_bad_lines(tmp_path):
     ("1 2\n2\x003\n", r":2: '2\\x003' is not a node label"),  # a NUL printed as a space: '2 3'
     ("source,target\n0,1\n1,2\n", r":1: 'source,target' looks like a column header \(every other label is a "
                                     r"number\); remove the line or start it with '#'"),
+    ("Source,Target\nalice,bob\nbob,carol\n", r":1: 'Source,Target' looks like a column header \(column names "
+                                                r"that label no other edge\)"),
     ("source,target,weight\n0,1,2\n", r":1: weight 'weight' is not a number .*if the line is a column header"),
     ("graph [\n  node [ id 0 ]\n", r":1: '\[' is not a node label"),  # GML
     ("a b 1\nb c 1\na c 3\nb a 5\n", r":4: edge b a again, with weight 5; line 1 gives it weight 1"),
