@@ -23,8 +23,7 @@ from pathlib import Path
 
 import torch
 
-from diffsolve.core import weights_digest
-from diffsolve.core.training import file_digest
+from diffsolve.core import files_digest, weights_digest
 from diffsolve.solvers import SudokuSolver
 from reporting import ROOT, add_out_argument, pyplot, relative, save_figure, write_results
 
@@ -140,7 +139,7 @@ def main() -> None:
     solvers = {mode: solver for mode, solver in solvers.items() if mode in modes}
     report = {"per_tier": args.per_tier, "canvases": args.canvases, "max_steps": args.max_steps, "modes": modes,
               "checkpoint": relative(model_only.model.source), "weights": weights_digest(model_only.model.source),
-              "data": f"{relative(args.data)} ({file_digest(args.data)})", "seed": model_only.seed,
+              "data": f"{relative(args.data)} ({files_digest([args.data])})", "seed": model_only.seed,
               "temperature": temperature, "rows_per_batch": model_only.rows_per_batch,
               "threads": args.threads, "torch": torch.__version__, "tiers": {}}
     earlier = merged_report(args.out, report) if args.merge else {}

@@ -1,8 +1,8 @@
 """The engine: DiffusionGemma text model, checkpoint I/O, sampler, training objective."""
 
 from . import arguments
-from .checkpoint import (CheckpointError, check_device, give_usual_mode, load_model, new_model, resolve_checkpoint,
-                         save_model, weights_digest, write_atomically)
+from .checkpoint import (CheckpointError, check_device, files_digest, give_usual_mode, load_model, new_model,
+                         resolve_checkpoint, save_model, weights_digest, write_atomically)
 from .config import ConfigError, LayerSpec, ModelConfig
 from .ctrl_c import CtrlC, quiet_worker
 from .model import DiffusionGemma, KVCache
@@ -26,5 +26,5 @@ __all__ = [
     "KVCache", "LayerSpec", "ModelConfig", "SamplingConfig", "StepInfo", "arguments", "check_device", "denoise_canvas",
     "generate", "generate_autoregressive", "give_usual_mode", "guided_config", "load_model", "load_tokenizer",
     "new_model", "progress_bar", "quiet_worker", "released_config", "resolve_checkpoint", "save_model",
-    "weights_digest", "word_level_tokenizer", "write_atomically",
+    "files_digest", "weights_digest", "word_level_tokenizer", "write_atomically",
 ]

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from .checkpoint import files_digest, load_model, save_model, write_atomically
+from .checkpoint import load_model, save_model, write_atomically
 from .config import ModelConfig
 from .ctrl_c import CtrlC
 from .model import DiffusionGemma
@@ -184,11 +184,6 @@ class ResumeError(ValueError):
 # What a resumed run must keep; steps and the time budget may change (to extend a run), and with them warmup.
 RECIPE_FIELDS = ("batch_size", "lr", "min_lr_ratio", "weight_decay", "grad_clip", "self_conditioning_prob",
                  "ar_weight", "eps", "seed", "init", "data")
-
-
-def file_digest(path: Path) -> str:
-    """`files_digest` of one file: the same training set under another name or place."""
-    return files_digest([path])
 
 
 MADE_WITH = "made_with:"  # the prefix of a cached training set's record of how it was made

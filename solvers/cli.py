@@ -738,9 +738,9 @@ def train(
     the recipe (batch size, learning rate, seed) must stay the same. The summary JSON goes to stdout, log lines
     to stderr and out/train_log.jsonl. Exit status: 0 trained, 1 the loss diverged (inf or NaN; the last
     checkpoint is kept), 2 bad input, 130 interrupted (checkpointed)."""
-    from ..core import new_model, released_config
+    from ..core import files_digest, new_model, released_config
     from ..core.training import (STATE_JSON, ResumeError, RunLock, TrainConfig, TrainingDiverged,
-                                 TrainingInterrupted, check_resumable, file_digest, find_checkpoint)
+                                 TrainingInterrupted, check_resumable, find_checkpoint)
     from ..core.training import deepen as deepen_model
     from ..core.training import train as run_training
 
@@ -790,7 +790,7 @@ def train(
                       bf16=device.startswith("cuda"), time_budget_s=time_budget,
                       ar_weight=getattr(module, "AR_WEIGHT", 1.0), compile=_OPTIONS["compile"],
                       init=None if init is None else str(init.resolve()) + f", {deepen}x deeper" * (deepen > 1),
-                      data=None if data is None else file_digest(data))
+                      data=None if data is None else files_digest([data]))
     previous = find_checkpoint(out / "checkpoint")
     if previous is not None and (other := _run_task(previous)) not in (None, task):  # None: check_resumable says
         _error(f"--out {out}: {previous} continues a run of the {other} task, not {task}; train {task} into a new "
