@@ -36,7 +36,7 @@ from diffsolve.solvers.checkpoints import default_checkpoint
 from diffsolve.tasks import countdown
 from diffsolve.tasks.graph_data import MAX_NODES
 from diffsolve.tasks.graphs import GraphError, peel_low_degree, read_graph
-from reporting import ROOT, add_out_argument, pyplot, relative, save_figure, write_results
+from reporting import ROOT, add_out_argument, pyplot, relative, same_settings, save_figure, write_results
 
 DATA = ROOT.parent / "shared" / "data" / "graphs"
 
@@ -350,14 +350,11 @@ def main() -> None:
     if unknown := set(countdown_names) - set(COUNTDOWN_SETS):
         sys.exit(f"unknown Countdown sets: {sorted(unknown)}")
     report = json.loads(args.out.read_text()) if args.merge and args.out.is_file() else {}
-    weights = weights_digest(args.checkpoint)
-    if report.get("weights", weights) != weights:
-        sys.exit(f"{args.out}: measured with other weights than {args.checkpoint} holds ({report['weights']}, "
-                 f"now {weights}); cannot --merge")
-    if report and "weights" not in report:  # files from before 2026-12-06 do not say
-        print(f"warning: {args.out} does not record its weights; merging on trust", file=sys.stderr)
-    report |= {"checkpoint": relative(args.checkpoint), "weights": weights, "threads": args.threads,
-               "device": "cpu", "torch": torch.__version__}
+    current = {"checkpoint": relative(args.checkpoint), "weights": weights_digest(args.checkpoint),
+               "threads": args.threads, "device": "cpu", "torch": torch.__version__}
+    if report:
+        same_settings(args.out, report, current, ("weights",))
+    report |= current
     started = time.perf_counter()
     runs = {
         "path": lambda: path_finding(graph_solvers, args.limit),

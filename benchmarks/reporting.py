@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -55,6 +56,16 @@ def write_results(out: Path, report: dict, table: str, plot: Callable[[Path], bo
     out.with_suffix(".md").write_text(table + "\n")
     if plot is not None:
         plot(out.with_suffix(".png"))
+
+
+def same_settings(path: Path, earlier: dict, current: dict, keys: tuple[str, ...], option: str = "--merge") -> None:
+    """Exit when the results at `path` (`earlier`) were measured with other `keys` than `current` holds, so one
+    file never mixes runs of different weights or settings; a key the earlier file does not record (files from
+    before 2026-12-06) is trusted, with a warning."""
+    if differ := [key for key in keys if key in earlier and earlier[key] != current[key]]:
+        raise SystemExit(f"{path}: measured with other {', '.join(differ)}; cannot {option}")
+    if unknown := [key for key in keys if key not in earlier]:
+        print(f"warning: {path} does not record its {', '.join(unknown)}; {option} on trust", file=sys.stderr)
 
 
 def relative(path: Path | str) -> str:

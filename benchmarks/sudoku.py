@@ -25,7 +25,7 @@ import torch
 
 from diffsolve.core import files_digest, weights_digest
 from diffsolve.solvers import SudokuSolver
-from reporting import ROOT, add_out_argument, pyplot, relative, save_figure, write_results
+from reporting import ROOT, add_out_argument, pyplot, relative, same_settings, save_figure, write_results
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -100,12 +100,8 @@ def merged_report(path: Path, report: dict) -> dict:
     if not path.is_file():
         return {}
     earlier = json.loads(path.read_text())
-    keys = ("per_tier", "canvases", "max_steps", "checkpoint", "weights", "data", "seed", "temperature")
-    differ = [key for key in keys if key in earlier and earlier[key] != report[key]]
-    if differ:
-        sys.exit(f"{path}: measured with other {', '.join(differ)}; cannot --merge")
-    if unknown := [key for key in keys if key not in earlier]:  # files from before 2026-12-06 do not say
-        print(f"warning: {path} does not record its {', '.join(unknown)}; merging on trust", file=sys.stderr)
+    same_settings(path, earlier, report,
+                  ("per_tier", "canvases", "max_steps", "checkpoint", "weights", "data", "seed", "temperature"))
     return earlier
 
 
