@@ -37,7 +37,7 @@ from diffsolve.solvers import MoleculeDesigner
 from diffsolve.tasks import molecule_metrics as mm
 from diffsolve.tasks import molecules as task
 from diffsolve.tasks.molecule_data import read_moses
-from reporting import ROOT, add_out_argument, pyplot, relative, save_figure, write_results
+from reporting import ROOT, add_out_argument, pyplot, relative, same_settings, save_figure, write_results
 
 CACHE = ROOT / "runs" / "moses_reference"
 ANCHORS = {  # MOSES paper (Polykovskiy et al. 2020), Table 2
@@ -82,21 +82,18 @@ def reference() -> dict:
         if not fps_path.is_file():
             print("test-set fingerprints (once)...", file=sys.stderr)
             fps = mm.fingerprints([Chem.MolFromSmiles(s) for s in test]).to(torch.uint8).numpy()
-            write_atomically(fps_path, lambda tmp: _save_npy(tmp, fps))
+            write_atomically(fps_path, lambda tmp: _numpy_file(tmp, np.save, fps))
     counts = json.loads(counts_path.read_text())
     return {"train": set(train_path.read_text().split("\n")), "chemnet": reference_chemnet(),
             "frag": counts["frag"], "scaf": counts["scaf"],
             "fps": torch.from_numpy(np.load(fps_path)).float()}
 
 
-def _save_npy(path: Path, array: np.ndarray) -> None:
-    with open(path, "wb") as f:  # a file object, or numpy would add its own suffix to the temporary name
-        np.save(f, array)
-
-
-def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+def _numpy_file(path: Path, save, *args, **kwargs) -> None:
+    """`save` (np.save, np.savez) into `path` through a file object: given a name, numpy would add its own
+    suffix to the temporary one."""
     with open(path, "wb") as f:
-        np.savez(f, **arrays)
+        save(f, *args, **kwargs)
 
 
 def reference_chemnet() -> dict:
@@ -106,7 +103,7 @@ def reference_chemnet() -> dict:
         if not path.is_file():
             print("ChemNet statistics of the MOSES test set (once; about 15 minutes)...", file=sys.stderr)
             stats = mm.chemnet_stats(read_moses("test"))
-            write_atomically(path, lambda tmp: _save_npz(tmp, stats))
+            write_atomically(path, lambda tmp: _numpy_file(tmp, np.savez, **stats))
     with np.load(path) as stats:
         return {k: stats[k] for k in stats.files}
 
@@ -393,11 +390,11 @@ def main() -> None:
             "threads": args.threads, "torch": torch.__version__}
     earlier = {"meta": {}, "distribution": {}, "constrained": []}
     if len(sections) < len(SECTIONS) or args.rescore:
-        earlier = json.loads(args.out.read_text()) if args.out.is_file() else None
-        if earlier is None or [earlier["meta"][k] for k in ("checkpoint", "samples")] != [checkpoint, args.samples] \
-                or earlier["meta"].get("weights", weights) != weights:
-            sys.exit(f"--sections {args.sections} needs {args.out} from a full run of {checkpoint} (these weights) "
-                     f"with --samples {args.samples}")
+        if not args.out.is_file():
+            sys.exit(f"--sections {args.sections} needs {args.out} from a full run of {checkpoint} with --samples "
+                     f"{args.samples}")
+        earlier = json.loads(args.out.read_text())
+        same_settings(args.out, earlier["meta"], meta, ("checkpoint", "samples", "weights"), "--sections")
         done = "rescored" if args.rescore else "rerun"
         again = {**earlier["meta"].get(done, {}), **{s: time.strftime("%Y-%m-%d") for s in sections}}
         meta = {**earlier["meta"], "weights": weights, done: again}

@@ -166,8 +166,7 @@ class MoleculeDesigner:
                               eos_token_id=task.EOS, pad_token_id=task.PAD)
         self.canvases_per_round = arguments.whole(canvases_per_round, "canvases_per_round", 1)
         self.training_prior = training_prior
-        fitted = Path(model.source) / ACCEPTANCE_FILE if model.source else None
-        self.acceptance = _acceptance_of(model) if match_training and fitted and fitted.is_file() else None
+        self.acceptance = _acceptance_of(model) if match_training else None
         self.known = training_molecules() if novel else None
 
     def __repr__(self) -> str:
@@ -295,9 +294,11 @@ def _verified(smiles: str | None, request: task.MoleculeRequest, passes: int) ->
 
 
 def _acceptance_of(model: DiffusionGemma) -> Acceptance | None:
-    """The acceptance.safetensors beside the model's weights, unless it was fitted to other weights (then free
-    generation runs without it, with a warning)."""
-    path = Path(model.source) / ACCEPTANCE_FILE
+    """The acceptance.safetensors beside the model's weights; None when there is none, or when it was fitted to
+    other weights (then free generation runs without it, with a warning)."""
+    path = Path(model.source) / ACCEPTANCE_FILE if model.source else None
+    if path is None or not path.is_file():
+        return None
     fitted_to = Acceptance.fitted_to(path)
     if fitted_to is not None and fitted_to != weights_digest(model.source):
         arguments.warn_caller(f"{path} was fitted to other weights than {model.source} holds now; free generation "
