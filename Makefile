@@ -1,6 +1,6 @@
 # Two commands do everything on a fresh machine:  `make demo`  and  `make test`.
-# A local virtual environment in .venv is created on first use. torch is installed first as the CPU
-# build 2.13.0 unless the venv already has a torch (bring your own CUDA build: install it into .venv first,
+# A local virtual environment in .venv is created on first use. torch 2.13.0 is installed first (the CPU
+# build where pip finds it first, as in this workplace's wheel cache; see the README) unless the venv already has a torch (bring your own CUDA build: install it into .venv first,
 # or run `make TORCH=torch demo`).
 VENV  ?= .venv
 PY    := $(VENV)/bin/python
@@ -27,8 +27,8 @@ test: $(STAMP)
 	$(PY) -m pytest
 
 # Benchmarks (developers: Sudoku and graphs read the public sets in ../shared/data).
-# `make bench`: short runs of every benchmark, written to runs/bench/ so the committed results stay as they
-# are. `make results`: the runs behind benchmarks/results/ and the README (many hours on 2 CPU cores, never
+# `make bench`: short runs of every benchmark but molecule_acceptance.py (it must design thousands of molecules
+# before it can fit anything), written to runs/bench/ so the committed results stay as they are. `make results`: the runs behind benchmarks/results/ and the README (many hours on 2 CPU cores, never
 # timed as one run; the README's colouring table was run as two parallel streams joined with
 # `benchmarks/graphs.py --combine`, which gives the same table sooner).
 bench: moses
