@@ -219,6 +219,13 @@ def cached_training_set(path: Path, build: Callable[[], dict[str, np.ndarray]], 
     return arrays
 
 
+def made_with_record(path: Path) -> dict[str, int] | None:
+    """The record `cached_training_set` stored in a training set file (None when it has none)."""
+    with np.load(path) as stored:
+        record = {k[len(MADE_WITH):]: int(stored[k]) for k in stored.files if k.startswith(MADE_WITH)}
+    return record or None
+
+
 def check_resumable(checkpoint: Path, model: DiffusionGemma, cfg: TrainConfig) -> None:
     """Refuse to continue a checkpoint with another architecture or recipe: the result would match neither run
     nor the recipe its model card records."""

@@ -841,11 +841,15 @@ def train(
         interrupted(f"training finished and is checkpointed in {out / 'checkpoint'}, but {out / 'model'} was not "
                     "written: the same command evaluates the model and writes it")
     final = out / "model"
-    model.save_pretrained(final)
+    # The card and the acceptance describe the weights they sit beside: they go before the new weights come, so
+    # a stop in between leaves weights without a card, never a card (or an acceptance) of other weights.
+    stale = ["README.md"]
     if task == "molecules":
         from ..tasks.molecule_acceptance import FILE as ACCEPTANCE_FILE
 
-        (final / ACCEPTANCE_FILE).unlink(missing_ok=True)  # fitted to the weights just replaced
+        stale.append(ACCEPTANCE_FILE)
+    for name in stale:
+        (final / name).unlink(missing_ok=True)
     command = (("solve --compile" if cfg.compile else "solve")
                + f" train {task} --out {out} --steps {steps} --batch-size {batch_size} --lr {lr} --seed {seed}"
                + f" --device {device}" + (f" --time-budget {time_budget:g}" if time_budget else "")
@@ -854,7 +858,12 @@ def train(
                + (f" --threads {threads}" if device == "cpu" else "")
                + (f" --data {data}" if data else "") + (f" --init {init}" if init else "")
                + (f" --deepen {deepen}" if deepen > 1 else ""))
-    _write_model_card(final, task, module, command, cfg, summary, metrics, model, init, deepen)
+    try:
+        model.save_pretrained(final)
+        _write_model_card(final, task, module, command, cfg, summary, metrics, model, init, deepen, data)
+    except KeyboardInterrupt:
+        interrupted(f"training finished and is checkpointed in {out / 'checkpoint'}, but {out / 'model'} was not "
+                    "completely written: the same command evaluates the model and writes it")
     if task == "molecules":  # the acceptance is fitted to a model's own molecules: a new model has none yet
         print(f"note: {final} has no acceptance.safetensors, so free generation from it runs without the "
               "training-likeness acceptance; to fit one (about 17 minutes on 2 cores): python -c \"from "
@@ -891,6 +900,21 @@ def _warm_start(init: Path, task: str, module) -> DiffusionGemma:
     return source
 
 
+def _data_file_card(data: Path, digest: str, generated: str) -> str:
+    """The card's Data section for a run on a `--data` file: this command did not build that set, so the card
+    can vouch only for what the file records of how it was made."""
+    from ..core.training import made_with_record
+
+    record = made_with_record(data)
+    head = f"Read from the file given as `--data` (`{data.name}`, {digest}), which this command did not build. "
+    if record is None:
+        return head + ("It carries no record of how it was made, so where its examples come from is unknown; the "
+                       "task's own generator is not vouched for here.")
+    made = ", ".join(f"{k} {v}" for k, v in sorted(record.items()))
+    return head + (f"Its record says diffsolve generated it ({made}) as follows; the file itself is not checked "
+                   f"against that. {generated}")
+
+
 def _steps_run(cfg, summary: dict) -> str:
     """The card's step count: the steps asked for, or those a time budget allowed and where its schedule was."""
     from ..core.training import lr_at
@@ -907,10 +931,12 @@ def _steps_run(cfg, summary: dict) -> str:
 
 
 def _write_model_card(path: Path, task: str, module, command: str, cfg, summary: dict, metrics: dict,
-                      model, init: Path | None = None, deepen: int = 1) -> None:
+                      model, init: Path | None = None, deepen: int = 1, data: Path | None = None) -> None:
     params = sum(p.numel() for p in model.parameters())
     data_card = getattr(module, "DATA_CARD", "Generated on the fly by the task module (`diffsolve.tasks." + task
                         + "`); each step's batch is drawn from a seeded generator. No external data.")
+    if data is not None:
+        data_card = _data_file_card(data, cfg.data, data_card)
     hardware = torch.cuda.get_device_name() if cfg.device.startswith("cuda") else \
         f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} thread" \
         + "s" * (torch.get_num_threads() > 1)

@@ -233,6 +233,23 @@ def test_a_run_on_a_data_file_resumes_only_on_the_same_set(tmp_path):
     moved = tmp_path / "moved.npz"
     first.rename(moved)  # the same set under another name continues the run
     assert run(*args, "--steps", 2, "--data", moved).exit_code == 0
+    card = (tmp_path / "run" / "model" / "README.md").read_text()
+    assert "`moved.npz`, sha256:" in card and "Its record says diffsolve generated it (examples 20, seed 0, " \
+        "workers 1)" in card
+
+
+def test_a_card_does_not_vouch_for_a_data_file_without_a_record(tmp_path):
+    from diffsolve.tasks.sudoku import base_set
+
+    made = tmp_path / "made.npz"
+    puzzles, solutions = base_set(made, 8, seed=0, workers=1)
+    bare = tmp_path / "bare.npz"  # the same arrays, saved by someone else's script
+    np.savez(bare, puzzles=puzzles, solutions=solutions)
+    result = run("train", "sudoku", "--out", tmp_path / "run", "--batch-size", 2, "--steps", 1, "--data", bare,
+                 "--threads", torch.get_num_threads())
+    assert result.exit_code == 0, result.output
+    card = (tmp_path / "run" / "model" / "README.md").read_text()
+    assert "no record of how it was made" in card and "never the public evaluation sets" not in card
 
 
 def test_train_deepens_an_init_model_and_refuses_one_of_another_task(tmp_path):
@@ -427,3 +444,20 @@ def _catches(pid: int, sig: signal.Signals) -> bool:
     status = Path(f"/proc/{pid}/status").read_text()
     mask = int(next(line.split()[1] for line in status.splitlines() if line.startswith("SigCgt:")), 16)
     return bool(mask >> (sig - 1) & 1)
+
+
+def test_a_stop_while_writing_the_model_leaves_no_card_of_other_weights(tmp_path, monkeypatch):
+    from diffsolve.core import DiffusionGemma
+
+    args = ("train", "sorting", "--out", tmp_path / "run", "--batch-size", 2, "--threads", torch.get_num_threads())
+    assert run(*args, "--steps", 1).exit_code == 0
+    card = tmp_path / "run" / "model" / "README.md"
+    assert card.is_file()
+
+    def stopped(self, path, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(DiffusionGemma, "save_pretrained", stopped)
+    result = run(*args, "--steps", 2)
+    assert result.exit_code == 130 and "was not completely written" in result.stderr
+    assert not card.exists()  # the card of step 1's weights went before step 2's were written
