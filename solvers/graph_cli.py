@@ -11,7 +11,7 @@ from typing import NoReturn
 import typer
 
 from ..core import CtrlC
-from ..tasks.text import bad_byte, plural
+from ..tasks.text import bad_byte, plural, split_lines
 from .cli import (DEVICE, SEED_RANGE, THREADS, InOrder, _check_image, _check_search, _error, _load,
                   _write_atomically, app, input_name, interrupted, progress_bar, read_input, working)
 
@@ -379,7 +379,7 @@ def _countdown_instances(instance: str, target, error_type, parse) -> list[tuple
             _error(f"{exc}")
             raise typer.Exit(2) from None
     name, text = read_input(instance)
-    lines = text.splitlines()
+    lines = split_lines(text)
     entries: list[tuple[int | None, tuple | str]] = []
     for number, line in enumerate(lines, 1):
         if not line.strip():
@@ -394,6 +394,8 @@ def _countdown_instances(instance: str, target, error_type, parse) -> list[tuple
             problem = f"expected a JSON object with an \"input\" field ({exc.__class__.__name__})"
         except error_type as exc:
             problem = f"{exc}"
+        except ValueError as exc:  # json's own: a number literal of over 4,300 digits
+            problem = f"cannot be read ({exc})"
         _error(f"{name}:{number}: {problem}")
         entries.append((number, problem))
     if not entries:

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import itertools
 import math
+import sys
 import time
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from numbers import Integral, Real
+from numbers import Rational, Real
 
 import networkx as nx
 import numpy as np
@@ -19,7 +20,7 @@ from ..core import (DiffusionGemma, FinishClock, Guidance, SamplingConfig, StepI
                     guided_config, load_model, progress_bar, released_config)
 from ..tasks import countdown
 from ..tasks.graph_data import (CANVAS, COLOR0, MAX_NODES, MAX_PATH_EDGES, MAX_PROMPT_EDGES, MAX_ROUTE_NODES,
-                                TOKENIZER, color_prompt, countdown_prompt)
+                                TOKENIZER, canonical_colors, color_prompt, countdown_prompt)
 from ..tasks.graphs import (GraphError, RouteSpec, check_graph, coloring_constraints, decode_route, extend_coloring,
                             first_proper_coloring, is_proper_coloring, peel_low_degree, relabel, route_guidance,
                             tabu_coloring)
@@ -62,12 +63,14 @@ def check_hamiltonian_input(graph: nx.Graph, start: Hashable = None, end: Hashab
     _route_input(graph, MAX_PROMPT_EDGES, "Hamiltonian", start=start, end=end)
 
 
-def _at_most(length: float, shortest: float) -> bool:
-    """`length` is no longer than `shortest`: exactly for whole-number weights, else up to the rounding of float
-    sums (0.1 + 0.2 against a 0.3 edge; summed in another order, a path of n edges can be off by ~n ulps)."""
-    if isinstance(length, Integral) and isinstance(shortest, Integral):
+def _at_most(length: float, shortest: float, edges: int) -> bool:
+    """`length` (a sum of at most `edges` weights) is no longer than `shortest`: exactly for whole numbers and
+    fractions (whole-number floats below 2**53, as a file's weights give, add up exactly), else up to the rounding
+    of float sums (0.1 + 0.2 against a 0.3 edge: summed in another order, n terms can be off by ~n ulps)."""
+    if all(isinstance(x, Rational) or isinstance(x, float) and x.is_integer() and abs(x) < 2**53
+           for x in (length, shortest)):
         return length <= shortest
-    return length <= shortest or math.isclose(length, shortest, rel_tol=1e-12, abs_tol=0.0)
+    return length <= shortest or math.isclose(length, shortest, rel_tol=4 * max(edges, 1) * sys.float_info.epsilon)
 
 
 SHORTEST_ARCS = "diffsolve_shortest_arcs"  # graph attribute: the (u, v) steps that keep a path shortest
@@ -87,7 +90,8 @@ def shortest_path_edges(graph: nx.Graph, source: Hashable, target: Hashable, wei
 
     def tight(u, v) -> bool:
         length = graph.edges[u, v][weight] if weight is not None else 1
-        return u in from_source and v in to_target and _at_most(from_source[u] + length + to_target[v], best)
+        return u in from_source and v in to_target and \
+            _at_most(from_source[u] + length + to_target[v], best, len(graph))
 
     arcs = [(u, v) for a, b in graph.edges for u, v in ((a, b), (b, a)) if tight(u, v)]
     search = graph.edge_subgraph(arcs).copy()
@@ -444,6 +448,7 @@ class GraphSolver(_DiffusionSolver):
                     result.reason = (f"no {colors}-colouring exists (the exact search exhausted every choice)"
                                      if refuted else f"no verified {colors}-colouring within the step budget")
                 break
+            coloring = dict(zip(coloring, canonical_colors(list(coloring.values()))))  # colours 0..used-1
             used = len(set(coloring.values()))
             result.coloring, result.num_colors, result.verified, result.reason = coloring, used, True, None
             result.optimal = used == bound or used == 3 and not nx.is_bipartite(graph)  # 2 cannot work: odd cycle
@@ -530,7 +535,7 @@ class GraphSolver(_DiffusionSolver):
                 length = nx.path_weight(graph, path, weight) if weight else len(path) - 1
                 if best is None or length < best[1]:
                     best = (path, length)
-            if best is not None and _at_most(best[1], best_length):
+            if best is not None and _at_most(best[1], best_length, len(graph)):
                 return RouteResult(best[0], True, None, best[1], passes, time.perf_counter() - began)
         reason = "no verified path within the step budget" if best is None else \
             f"best path found has length {best[1]:.12g}, the shortest is {best_length:.12g}"
@@ -691,7 +696,7 @@ def _hamiltonian_route_exists(graph: nx.Graph, cycle: bool, start=None, end=None
     index = {node: i for i, node in enumerate(nodes)}
     n, full = len(nodes), (1 << len(nodes)) - 1
     if n == 1:
-        return True
+        return not cycle  # a cycle needs three nodes: a simple graph has no loop, nor two edges between two nodes
     neighbours = [sum(1 << index[u] for u in graph[v]) for v in nodes]
     if cycle:  # a cycle passes every node: begin at the first one, end next to it
         start, end = nodes[0], None
@@ -741,7 +746,8 @@ def _hamiltonian_problem(graph: nx.Graph, cycle: bool, start, end) -> tuple:
     trivial = None
     what = "cycle" if cycle else "path"
     if len(labels) == 1:
-        trivial = RouteResult(labels, True, None, 0)
+        trivial = RouteResult(None, False, "a Hamiltonian cycle needs at least 3 nodes; the graph has one") if cycle \
+            else RouteResult(labels, True, None, 0)
     elif not nx.is_connected(graph):
         trivial = RouteResult(None, False, f"the graph is not connected, so no Hamiltonian {what} exists")
     elif not cycle and start is not None and start == end:

@@ -65,6 +65,8 @@ def parse_instance(text: str, target: int | None = None) -> tuple[list[int], int
     fields = [f for f in re.split(r"[,\s]+", text.strip()) if f]
     if not fields or not all(re.fullmatch(r"[0-9]+", f) for f in fields):
         raise CountdownError(f"expected whole numbers separated by spaces or commas, got {text!r}")
+    if any(len(f.lstrip("0")) > 3 for f in fields):  # before int(): Python refuses to read over 4,300 digits
+        raise CountdownError("numbers and target must be at most 999 (the model's prompt)")
     values = [int(f) for f in fields]
     if target is None:
         if len(values) < 3:

@@ -24,7 +24,7 @@ from ..constraints import CompiledConstraints, ConstraintModel, tabu_tenure
 from ..core import Guidance
 from .graph_data import (COLOR0, EOS, MAX_COLORS, MAX_NODES, MAX_ROUTE_NODES, NODE0, PAD, VOCAB,
                          hamiltonian_prompt, path_prompt)
-from .text import bad_byte, plural, read_text
+from .text import bad_byte, plural, read_text, split_lines
 
 
 class GraphError(ValueError):
@@ -34,22 +34,26 @@ class GraphError(ValueError):
 # ------------------------------------------------------------------------------------------ reading
 def read_graph(path: str | Path) -> nx.Graph:
     """A DIMACS `.col` file (`p edge N M`, `e u v`, 1-based nodes, at most MAX_FILE_NODES) or an edge list
-    (`u v`, `u,v` or `u v weight` per line, a node alone on a line, `#` comments; networkx's `write_edgelist`
+    (`u v`, `u,v` or `u v weight` per line, a node alone on a line, `#` comments from a line's start or after a space
+    or comma (`C#` is a label); networkx's `write_edgelist`
     output too). A `.col` name or any `p`/`e` line means DIMACS (an edge list whose node is called `e` would be
     misread as one). A node label is a word without ; | < > =, brackets or control characters, and not '1-2'.
     Other notations are refused, not misread: lone labels joining two words with '-' or ':' ('a-b', '1:2') in a
     file with no edge, or whose two words are nodes too; a first line of two text labels over a file of numbers
-    (a column header such as pandas' 'source,target'). Integer labels become integers ('01' stays the text
-    '01'). '-' reads stdin. Encodings as `tasks.text` reads them. Errors name the file and line."""
+    (a column header such as pandas' 'source,target'). Integer labels of up to 18 digits become integers
+    ('01' stays the text '01'). '-' reads stdin. Encodings as `tasks.text` reads them. Errors name the file and line."""
     stdin = str(path) == "-"
     path = Path("<stdin>" if stdin else path)
     try:
-        lines = read_text("-" if stdin else path).splitlines()
+        lines = split_lines(read_text("-" if stdin else path))
     except OSError as exc:
         raise GraphError(f"{path}: cannot read ({exc})") from None
     for number, line in enumerate(lines, 1):
         if (message := bad_byte(line)) is not None:
             raise GraphError(f"{path}:{number}: {message}")
+        if (control := CONTROL.search(line)) is not None:  # a separator of some other format: refused, not guessed
+            raise GraphError(f"{path}:{number}: control character {control.group()!r} at column "
+                             f"{control.start() + 1}; fields are separated by spaces, tabs or commas")
     dimacs = path.suffix.lower() == ".col" or any(line.split()[:1] in (["p"], ["e"]) for line in lines)
     graph = _read_dimacs(path, lines) if dimacs else _read_edge_list(path, lines)
     if graph.number_of_nodes() == 0:
@@ -96,9 +100,11 @@ def _read_dimacs(path: Path, lines: list[str]) -> nx.Graph:
     return graph
 
 
-COUNT = re.compile(r"[0-9]+ [0-9]+")  # a DIMACS line's two numbers (ASCII digits: int() refuses '²')
+COUNT = re.compile(r"[0-9]{1,18} [0-9]{1,18}")  # a DIMACS line's two numbers (ASCII digits: int() refuses '²')
 MAX_FILE_NODES = 1_000_000  # a typo in a 'p' line must not fill the memory
-INTEGER = re.compile(r"0|-?[1-9][0-9]*")  # labels that become integers ('01' stays text)
+INTEGER = re.compile(r"0|-?[1-9][0-9]{0,17}")  # labels that become integers ('01' and longer ones stay text)
+CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\x85\u2028\u2029]")  # control characters other than tab
+COMMENT = re.compile(r"(^|[\s,])#.*")  # a comment starts a line or follows a space or comma
 # What other edge notations leave in a field: an arrow, a ';' or '|' separator, GML/JSON brackets, '1-2', or a
 # control character (a NUL would print as a space).
 NOT_A_LABEL = re.compile(r"[;|<>=\[\](){}\x00-\x1f\x7f]|^\W*$|^[0-9]+-[0-9]+$")
@@ -177,7 +183,7 @@ HEADER_WORDS = {"source", "target", "from", "to", "src", "dst", "u", "v", "node1
 def _edge_line(where: str, line: str, first: bool = False) -> tuple[list, float | None]:
     """The nodes (none, one or two) and the weight (or None) on one edge-list line (`first`: the file's first
     line that gives something, where a column header would be)."""
-    text = line.split("#", 1)[0].strip(" \t,")  # a CSV export may end its lines with an empty column
+    text = COMMENT.sub(r"\1", line).strip(" \t,")  # a CSV export may end its lines with an empty column
     if not text:
         return [], None
     fields = re.split(r"[,\s]+", text, maxsplit=2)

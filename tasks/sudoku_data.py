@@ -16,7 +16,7 @@ from functools import partial
 import numpy as np
 
 from ..core import quiet_worker
-from .text import BAD_BYTE, UNDECODABLE
+from .text import BAD_BYTE, UNDECODABLE, split_lines
 
 ALL = 0x1FF
 BITS = [1 << k for k in range(9)]
@@ -465,7 +465,7 @@ def parse_puzzles(text: str, path: str = "<input>") -> list[ParsedPuzzle | Puzzl
     """Read puzzles (one per line, 9-line grids, or CSV with a puzzle/quizzes column), auto-detected.
 
     Bad entries come back inline, in file order, as PuzzleFormatError so the good ones can still be used."""
-    lines = text.removeprefix("\ufeff").splitlines()
+    lines = split_lines(text.removeprefix("\ufeff"))
     try:
         header, columns = _find_csv_header(lines)
     except _Invalid as bad:

@@ -22,6 +22,14 @@ def read_text(file: str | Path) -> str:
     return decode(sys.stdin.buffer.read() if str(file) == "-" else Path(file).read_bytes())
 
 
+def split_lines(text: str) -> list[str]:
+    """The lines of `text`, broken at \\n, \\r\\n and \\r only: str.splitlines also breaks at form feeds, \\x1c-\\x1e,
+    \\x85 and U+2028/U+2029, which shifts the line numbers of every message after one and cuts a JSON line whose
+    string holds U+2028 (legal JSON) in two."""
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    return lines[:-1] if lines[-1] == "" else lines
+
+
 def bad_byte(line: str) -> str | None:
     """The message for a line holding a byte that was not UTF-8, else None."""
     column = line.find(UNDECODABLE)

@@ -3,6 +3,7 @@
 import itertools
 import json
 from collections import Counter
+from fractions import Fraction
 from pathlib import Path
 
 import networkx as nx
@@ -91,7 +92,10 @@ def test_edge_list_with_weights_and_bad_lines(tmp_path):
     ("a-b\nb-c\nc-a\n", r":1: 'a-b' alone on a line would be one node of that name"),  # was '1-colourable'
     ("1:2\n2:3\n", r":1: '1:2' alone on a line"),
     ("1--2\n", r":1: '1--2' alone on a line"),
-    ("1 2\n2\x003\n", r":2: '2\\x003' is not a node label"),  # a NUL printed as a space: '2 3'
+    ("1 2\n2\x003\n", r":2: control character '\\x00' at column 2"),  # a NUL printed as a space: '2 3'
+    ("1\x1e2\n", r":1: control character '\\x1e' at column 2"),  # was two lone nodes (splitlines broke the line)
+    ("1 2\n\x0c\n3 4\n", r":2: control character '\\x0c'"),
+    ("p edge " + "9" * 5000 + " 1\n", r":1: expected one 'p edge NODES EDGES' line"),  # was int()'s ValueError
     ("source,target\n0,1\n1,2\n", r":1: 'source,target' looks like a column header \(every other label is a "
                                     r"number\); remove the line or start it with '#'"),
     ("Source,Target\nalice,bob\nbob,carol\n", r":1: 'Source,Target' looks like a column header \(column names "
@@ -108,6 +112,13 @@ def test_edge_lists_in_other_notations_are_refused_not_misread(tmp_path, text, m
     f.write_text(text)
     with pytest.raises(GraphError, match="g.txt" + message):
         read_graph(f)
+
+
+def test_labels_with_a_hash_and_long_numbers_are_read(tmp_path):
+    f = tmp_path / "langs.txt"
+    f.write_text("C# F#  # two languages\nF#,Java,# a CSV comment\n#whole line\n" + "1" * 5000 + " 12\n")
+    g = read_graph(f)  # '#' inside a label was a comment: 'C# F#' read as a lone node 'C'
+    assert sorted(map(str, g.edges)) == sorted(["('C#', 'F#')", "('F#', 'Java')", f"('{'1' * 5000}', 12)"])
 
 
 def test_networkx_edge_lists_and_repeated_edges_are_read(tmp_path):
@@ -220,7 +231,7 @@ def test_the_exhaustive_hamiltonian_check_agrees_with_brute_force():
         for order in itertools.permutations(graph.nodes):
             closing = [(order[-1], order[0])] if cycle and len(order) > 2 else []
             if (start is None or order[0] == start) and (end is None or order[-1] == end) and \
-                    (not cycle or len(order) != 2) and \
+                    (not cycle or len(order) >= 3) and \
                     all(graph.has_edge(u, v) for u, v in [*zip(order, order[1:]), *closing]):
                 return True
         return False
@@ -234,6 +245,14 @@ def test_the_exhaustive_hamiltonian_check_agrees_with_brute_force():
         if start is not None and start == end and n > 1:
             continue
         assert _hamiltonian_route_exists(graph, cycle, start, end) == brute(graph, cycle, start, end)
+
+
+def test_a_one_node_graph_has_a_hamiltonian_path_but_no_cycle(graphs):
+    lone = nx.Graph()
+    lone.add_node("a")
+    assert graphs.hamiltonian_path(lone).path == ["a"]
+    cycle = graphs.hamiltonian_path(lone, cycle=True)
+    assert not cycle.verified and cycle.path is None and "at least 3 nodes" in cycle.reason
 
 
 def test_an_impossible_small_hamiltonian_instance_is_answered_without_sampling(graphs):
@@ -586,6 +605,11 @@ def test_cli_countdown_jsonl_in_input_order(tmp_path):
     result = CliRunner().invoke(app, ["countdown", str(f), "--format", "json"])
     assert "cd.jsonl:2: bad byte at column 1: the file is not UTF-8 text" in result.stderr
     assert json.loads(result.stdout.splitlines()[0])["verified"] and result.exit_code == 1
+    f.write_text('{"input": 1' + "0" * 5000 + '}\n{"input": "' + "9" * 5000 + ' 1 2"}\n{"input": "4,6,2"}\n')
+    result = CliRunner().invoke(app, ["countdown", str(f), "--format", "json"])  # int()'s limit: a traceback
+    assert "cd.jsonl:1: cannot be read (Exceeds the limit" in result.stderr and result.exit_code == 1
+    assert "cd.jsonl:2: numbers and target must be at most 999" in result.stderr
+    assert json.loads(result.stdout.splitlines()[2])["verified"]
     f.write_text('{"input": "4,6"}\nfoo\n')  # nothing usable: JSON still has a record per line
     result = CliRunner().invoke(app, ["countdown", str(f), "--format", "json"])
     rows = [json.loads(line) for line in result.stdout.splitlines()]
@@ -806,7 +830,17 @@ def test_shortest_paths_search_only_edges_on_some_shortest_path(graphs):
     near = nx.Graph()
     near.add_weighted_edges_from([("s", "a", 10**9), ("a", "t", 10**9), ("s", "b", 10**9), ("b", "t", 10**9 + 1)])
     near_floats = nx.Graph((u, v, {"weight": float(w)}) for u, v, w in near.edges(data="weight"))
-    for g in (near, near_floats):
+    # and by 1 in 2e12 (a relative tolerance of 1e-12 let it through), or by 1e-6 in 2e6, or by a fraction
+    far = nx.Graph()
+    far.add_weighted_edges_from([("s", "a", 10**12), ("a", "t", 10**12), ("s", "b", 10**12), ("b", "t", 10**12 + 1)])
+    far_floats = nx.Graph((u, v, {"weight": float(w)}) for u, v, w in far.edges(data="weight"))
+    decimals = nx.Graph()
+    decimals.add_weighted_edges_from([("s", "a", 1e6), ("a", "t", 1e6), ("s", "b", 1e6), ("b", "t", 1e6 + 1e-6)])
+    third, tiny = Fraction(1, 3), Fraction(1, 10**15)
+    fractions = nx.Graph()
+    fractions.add_weighted_edges_from([("s", "a", third), ("a", "t", third), ("s", "b", third),
+                                       ("b", "t", third + tiny)])
+    for g in (near, near_floats, far, far_floats, decimals, fractions):
         assert set(map(frozenset, shortest_path_edges(g, "s", "t", "weight").edges)) == {frozenset("sa"),
                                                                                           frozenset("at")}
 
