@@ -340,8 +340,8 @@ def planted_colorings(draw):
 def test_planted_colorings_are_found_and_proper(graphs, case):
     graph, k = case
     result = graphs.color(graph, k)
-    assert result.verified
-    assert len(set(result.coloring.values())) <= k
+    assert result.verified and result.num_colors <= k
+    assert set(result.coloring.values()) == set(range(result.num_colors))  # numbered from 0, none skipped
     assert all(result.coloring[u] != result.coloring[v] for u, v in graph.edges)
 
 
@@ -361,6 +361,8 @@ def test_coloring_comes_back_in_the_graphs_node_order(graphs):
     result = graphs.color(graph, 3)
     assert result.verified and list(result.coloring) == list(graph.nodes)
     assert all(result.coloring[u] != result.coloring[v] for u, v in graph.edges)
+    roomy = graphs.color(graph, 6)  # six colours allowed: whichever it uses are numbered 0..num_colors-1
+    assert roomy.verified and set(roomy.coloring.values()) == set(range(roomy.num_colors))
 
 
 def test_minimum_coloring_counts_down_and_stops_at_the_clique_bound(graphs):
