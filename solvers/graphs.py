@@ -675,7 +675,8 @@ class CountdownSolver(_DiffusionSolver):
             else:
                 reason = (UNSOLVABLE if not countdown.solvable(numbers, target)
                           else f"no verified solution within {self.max_steps} pass{'es' * (self.max_steps != 1)}, "
-                               "though one exists (exhaustive check): more passes or canvases may find it")
+                               "though one exists (exhaustive check): more passes or canvases may find it, unless "
+                               f"every solution's steps are longer than the canvas ({CANVAS['countdown']} characters)")
                 report(k, CountdownResult(numbers, target, None, None, False, reason, int(passes.sum()), seconds))
 
         guidance = countdown.CountdownGuidance(chunk, self.model.device, seed=self.seed)

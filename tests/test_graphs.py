@@ -943,4 +943,5 @@ def test_countdown_says_when_a_solution_exists_that_it_did_not_find():
     result = hurried.solve([25, 50, 75, 100, 3, 6], 952)  # 75*6=450, 100+3=103, 450/50=9, 103*9=927, 927+25=952
     assert not result.verified
     assert result.reason == ("no verified solution within 1 pass, though one exists (exhaustive check): more "
-                             "passes or canvases may find it")
+                             "passes or canvases may find it, unless every solution's steps are longer than the "
+                             "canvas (64 characters)")
