@@ -61,8 +61,8 @@ class DesignResult:
     seconds: float
     exhausted: bool  # the budget ran out before `requested` molecules were found
     seed: int = 0  # the seed used (drawn at random when none was given): the same request and seed repeat the run
-    known: int = 0  # verified molecules left out as MOSES training molecules (`novel`)
-    atypical: int = 0  # verified molecules left out by the training-likeness acceptance (`match_training`)
+    known: int = 0  # verified samples left out as MOSES training molecules (`novel`; repeats counted each time)
+    atypical: int = 0  # verified samples left out by the training-likeness acceptance (`match_training`; the same)
 
     def __len__(self) -> int:
         return len(self.molecules)
@@ -163,7 +163,8 @@ class MoleculeDesigner:
         base = guided_config(t_max=0.5, t_min=0.25, max_denoising_steps=GUIDED_PASSES) if guided \
             else released_config(model)
         self.config = replace(base, max_denoising_steps=max_steps or base.max_denoising_steps, drop_finished=True,
-                              eos_token_id=task.EOS, pad_token_id=task.PAD)
+                              eos_token_id=task.EOS, pad_token_id=task.PAD, canvas_length=task.CANVAS,
+                              max_new_tokens=task.CANVAS)  # one molecule canvas, whatever the checkpoint's length
         self.canvases_per_round = arguments.whole(canvases_per_round, "canvases_per_round", 1)
         self.training_prior = training_prior
         self.acceptance = _acceptance_of(model) if match_training else None
@@ -213,6 +214,7 @@ class MoleculeDesigner:
         if not isinstance(request, task.MoleculeRequest):
             raise task.RequestError(f"request: expected a MoleculeRequest (MoleculeRequest.parse builds one), got "
                                     f"{type(request).__name__}")
+        request = request.checked()  # one built by hand has not been through parse's checks
         with arguments.raised_as(task.RequestError):
             n = arguments.whole(n, "the number of molecules", 1)
             budget = default_budget(n) if budget is None else arguments.whole(budget, "budget", 1)

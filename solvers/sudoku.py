@@ -63,10 +63,13 @@ class SudokuSolver:
         self.canvases = arguments.canvases(canvases, guided)
         max_steps = arguments.whole(max_steps, "max_steps", 1)
         temperature = arguments.positive(temperature, "temperature")  # checked even where unused (model only)
+        # One 81-cell canvas whatever the checkpoint's canvas_length (any at least 81 is accepted) and its
+        # generation_config's max_new_tokens (more would be further blocks)
+        one_grid = dict(canvas_length=sudoku.CELLS, max_new_tokens=sudoku.CELLS)
         if guided:
-            self.config = guided_config(max_denoising_steps=max_steps, t_min=temperature, t_max=temperature)
+            self.config = guided_config(max_denoising_steps=max_steps, t_min=temperature, t_max=temperature, **one_grid)
         else:  # the stock sampler at the checkpoint's own settings (its generation_config.json)
-            self.config = released_config(model, max_denoising_steps=max_steps, drop_finished=True)
+            self.config = released_config(model, max_denoising_steps=max_steps, drop_finished=True, **one_grid)
         self.rows_per_batch = arguments.whole(rows_per_batch, "rows_per_batch", 1)
         self.seed = arguments.seed(seed)
 

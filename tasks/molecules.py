@@ -269,6 +269,8 @@ class MoleculeRequest:
                 raise RequestError(f"contains: {contains!r} is not a valid SMARTS pattern")
             if problem := unwritable(query):
                 raise RequestError(f"contains: {contains!r} can never match: {problem}")
+            if problem := over_valence(contains):
+                raise RequestError(f"contains: {contains!r} can never match: {problem}")
             spelled = Chem.MolFromSmiles(contains)
             if spelled is not None and not spelled.HasSubstructMatch(query):
                 # e.g. Kekulé 'C1=CC=CC=C1': RDKit reads every molecule's benzene rings as aromatic atoms
@@ -299,6 +301,11 @@ class MoleculeRequest:
         request._check_feasible()
         return request
 
+    def checked(self) -> "MoleculeRequest":
+        """This request as `parse` builds it: RequestError for what parse refuses (a request built by hand)."""
+        return MoleculeRequest.parse(self.windows, self.contains, self.scaffold, self.max_ring_size,
+                                     self.avoid or None)
+
     def _check_feasible(self) -> None:
         """Windows no molecule containing the requested parts can meet."""
         parts = [(f"scaffold {self.scaffold}", Chem.MolFromSmiles(self.scaffold))] if self.scaffold else []
@@ -315,7 +322,9 @@ class MoleculeRequest:
                 # Hydrogens may go (ring closures, multiple bonds): sure are its heavy atoms and one carbon more
                 floors.update(mw=sum(atom.GetMass() for atom in mol.GetAtoms()) + CARBON,
                               rings=mol.GetRingInfo().NumRings())
-                largest = max((len(ring) for ring in mol.GetRingInfo().AtomRings()), default=0)
+            rings = (mol if label.startswith("scaffold") else as_smiles)  # a pattern's own rings are in every match
+            if rings is not None:
+                largest = max((len(ring) for ring in rings.GetRingInfo().AtomRings()), default=0)
                 if self.max_ring_size and largest > self.max_ring_size:
                     raise RequestError(f"the {label} has a ring of {largest} atoms, larger than max_ring_size="
                                        f"{self.max_ring_size}; allow it with max_ring_size={largest} or None (CLI: "
@@ -351,8 +360,9 @@ class MoleculeRequest:
         pattern when it also reads as SMILES in the model's vocabulary (e.g. 'NS(=O)=O'); None otherwise."""
         if self.scaffold:
             return self.scaffold
-        if not self.contains or Chem.MolFromSmiles(self.contains) is None:
-            return None
+        spelled = Chem.MolFromSmiles(self.contains) if self.contains else None
+        if spelled is None or not any(atom.GetTotalNumHs() for atom in spelled.GetAtoms()):
+            return None  # no hydrogen to spare: pinned, the pattern would be the whole molecule ('S(=O)=O')
         try:
             scaffold_ids(self.contains)
         except SmilesError:
@@ -431,6 +441,21 @@ def implausible(mol: Chem.Mol) -> str | None:
 # ------------------------------------------------------------------------------------------ structural alerts
 # RDKit's FilterCatalog catalogs by name: PAINS (and its families A-C), BRENK, NIH, ZINC, the ChEMBL sets, ALL.
 ALERT_CATALOGS = tuple(FilterCatalog.FilterCatalogParams.FilterCatalogs.names)
+
+
+def over_valence(pattern: str) -> str | None:
+    """Why a pattern that reads as SMILES cannot be in any molecule RDKit accepts: an atom with more bonds than
+    RDKit allows it (a neutral nitro nitrogen, 'N(=O)=O'); None when it has no such atom or is not SMILES."""
+    mol = Chem.MolFromSmiles(pattern, sanitize=False)
+    if mol is None:
+        return None
+    mol.UpdatePropertyCache(strict=False)
+    for problem in Chem.DetectChemistryProblems(mol):
+        if problem.GetType() == "AtomValenceException":
+            atom = mol.GetAtomWithIdx(problem.GetAtomIdx())
+            hint = " (a nitro group is [N+](=O)[O-])" if atom.GetSymbol() == "N" and not atom.GetFormalCharge() else ""
+            return (f"its {atom.GetSymbol()} (atom {atom.GetIdx() + 1}) has more bonds than RDKit allows it{hint}")
+    return None
 
 
 def alert_catalog_names(avoid: str | Sequence[str] | AbstractSet[str] | None) -> tuple[str, ...]:

@@ -91,6 +91,10 @@ def test_training_batches_hold_the_molecule_then_eos_and_optional_conditions():
     (dict(scaffold="C[C@H](N)C=O"), "atom 2 has stereo"),
     (dict(contains="[N+](=O)[O-]"), "can never match: atom 1 has charge \\+1"),
     (dict(contains="[P,I]"), "atom 1 is P"),
+    (dict(contains="N(=O)=O"), "can never match: its N \\(atom 1\\) has more bonds than RDKit allows it \\(a nitro "
+                               "group is \\[N\\+\\]\\(=O\\)\\[O-\\]\\)"),  # was the whole budget, then exit 1
+    (dict(contains="C(C)(C)(C)(C)C"), "its C \\(atom 1\\) has more bonds"),
+    (dict(contains="C1CCCCCCC1"), "substructure C1CCCCCCC1 has a ring of 8 atoms, larger than max_ring_size=7"),
     (dict(contains="[2H]"), "atom 1 is H"),
     (dict(contains="[se]"), "atom 1 is Se \\(aromatic\\)"),
     (dict(contains="C/C=C/C"), "bond 1 has cis/trans stereo"),
@@ -487,10 +491,20 @@ def test_pinned_layouts_survive_guidance_and_decorate_an_unseen_scaffold(designe
         assert m.smiles != Chem.MolToSmiles(Chem.MolFromSmiles(scaffold))
     sulfonamide = task.MoleculeRequest.parse(contains="S(=O)(=O)N")
     assert sulfonamide.fragment == "S(=O)(=O)N"
+    # no hydrogen to spare: pinned, 'S(=O)=O' would be the whole canvas (every canvas SO2); it is matched instead
+    assert task.MoleculeRequest.parse(contains="S(=O)=O").fragment is None
     found = designer.design(2, sulfonamide, seed=0, budget=64)
     assert len(found) == 2
     for m in found:
         check(m, sulfonamide)
+
+
+def test_a_request_built_by_hand_is_checked_as_parse_checks_it(designer):
+    for request, message in ((task.MoleculeRequest(contains="C(("), "not a valid SMARTS"),  # was a Boost traceback
+                             (task.MoleculeRequest(windows={"logp": (3, 1)}), "lower bound 3 is above"),  # the budget
+                             (task.MoleculeRequest(avoid=("PAINS_Z",)), "unknown catalog")):  # a KeyError
+        with pytest.raises(task.RequestError, match=message):
+            designer.design(1, request, seed=0, budget=8)
 
 
 def test_ring_size_limit_is_enforced(designer):

@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
+from diffsolve.core import SamplingConfig
 from diffsolve.solvers.cli import app
 from diffsolve.solvers import SudokuSolver
 from diffsolve.solvers.checkpoints import default_checkpoint
@@ -232,6 +233,21 @@ def test_model_only_keeps_the_clues_and_is_checked_like_the_full_system():
     result = model_only.solve(puzzle)  # the model alone solves easy puzzles (98-100 % of the easy tiers)
     assert result.verified and result.forward_passes == result.steps  # one canvas
     assert is_valid_solution(puzzle, result.solution) and result.solution == grid  # 60 givens: one solution
+
+
+def test_a_checkpoint_with_a_longer_canvas_solves_on_one_81_cell_canvas():
+    """A canvas of at least 81 is accepted; the solver denoises one grid-sized canvas (a 256-token canvas met the
+    81 pinned clues and raised), and a generation_config asking for more tokens adds no blocks."""
+    from diffsolve.core import new_model
+    from diffsolve.tasks import sudoku
+
+    model = new_model(replace(sudoku.model_config(), canvas_length=128), seed=0)
+    model.generation_config = replace(model.generation_config or SamplingConfig(), max_new_tokens=256)
+    puzzle, grid = easy_puzzle(3, givens=60)
+    for guided in (True, False):
+        result = SudokuSolver(model, guided=guided, max_steps=8).solve(puzzle)
+        assert result.solution in (None, grid) and result.forward_passes <= 8 * (8 if guided else 1)
+    assert SudokuSolver(model, max_steps=8).solve(puzzle).solution == grid  # 21 blanks: propagation alone
 
 
 def test_model_only_samples_with_the_checkpoints_own_settings():
