@@ -91,13 +91,13 @@ class ConstraintModel:
         """No token from `values` may appear twice among `positions` (in every row); the positions may hold other
         tokens too (limit them with `allow`). `exact=True`: as many positions as values, each value exactly once
         (a permutation: the positions hold only these values), so a value with one place left goes there."""
-        positions, values = self._positions(positions), self._tokens(values)
+        positions, values = self._positions(positions), list(dict.fromkeys(self._tokens(values)))  # each value once
         if len(set(positions)) != len(positions):
             raise ValueError("all_different: repeated position")
         if not values:
             raise ValueError("all_different: no values")
-        if exact and len(set(values)) != len(positions):
-            raise ValueError(f"all_different(exact=True): {len(positions)} positions but {len(set(values))} values")
+        if exact and len(values) != len(positions):
+            raise ValueError(f"all_different(exact=True): {len(positions)} positions but {len(values)} values")
         if exact:
             self.allow(positions, values)
         self.groups.append((positions, values, exact))

@@ -339,7 +339,7 @@ GRID_ROW = 18  # a line of at most this many cells is a grid row (or a short puz
 def _fields(line: str, delimiter: str) -> list[str] | None:
     """The CSV fields of `line`, or None when it cannot be one (a field beyond the csv module's limit)."""
     try:
-        return next(csv.reader([line], delimiter=delimiter))
+        return next(csv.reader([line], delimiter=delimiter, skipinitialspace=True))  # '1, "5300..."' is quoted
     except csv.Error:
         return None
 
@@ -386,10 +386,14 @@ def _uncommented(line: str) -> str:
 
 def _is_title(line: str) -> bool:
     """A label such as 'Grid 01' or 'Easy puzzles, set 1': a word (two letters or more) and fewer than five digits
-    and dots, so that a puzzle line with a label or a mistyped letter is still read (and its letters named);
+    and dots, or a word of four letters on a short line that is not a grid row's nine cells ('Sudoku 2024-06-15',
+    'Puzzle 10452'), so that a puzzle line with a label or a mistyped letter is still read (and its letters named);
     a line of exactly 81 cells is always read as a puzzle."""
-    return (re.search(r"[^\W\d_]{2}", line) is not None
-            and sum(ch in DIGITS or ch in "0." for ch in line) < 5)
+    if re.search(r"[^\W\d_]{2}", line) is None:
+        return False
+    cells = len(_cells(line, 0))
+    return (sum(ch in DIGITS or ch in "0." for ch in line) < 5
+            or re.search(r"[^\W\d_]{4}", line) is not None and cells <= GRID_ROW and cells != 9)
 
 
 def _dashes_are_blanks(lines: list[str]) -> bool:
@@ -454,7 +458,13 @@ def _text_records(lines: list[str]):
         block.append((number, cells))
         if len(block) == 9:
             short = [(n, len(row)) for n, row in block if len(row) != 9]
-            if short:
+            stray = next(((n, col, ch) for n, row in block for _, col, ch in row  # '5,3,0,...': name the comma
+                          if ch not in DIGITS and ch not in BLANKS), None)
+            if short and stray is not None:
+                line, col, ch = stray
+                yield _Invalid(line, BAD_BYTE.format(column=col) if ch == UNDECODABLE
+                               else f"bad character {ch!r} at column {col} (grid rows hold 9 cells: digits and blanks)")
+            elif short:
                 yield _Invalid(short[0][0], f"expected 9 cells in grid row, got {short[0][1]}")
             else:
                 yield _Record(block[0][0], [cell for _, row in block for cell in row])

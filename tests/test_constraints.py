@@ -74,6 +74,19 @@ def test_an_exact_group_holds_only_its_values():
     assert allowed.nonzero()[:, 2].unique().tolist() == [1, 2, 3]
 
 
+def test_a_value_given_twice_is_one_value_of_its_group():
+    """[3, 3, 4] over two places is the permutation of 3 and 4 (a doubled value once added its bit twice in the Hall
+    tables, carrying into another value's bit); one place settled to 3 leaves 4 for the other."""
+    cm = ConstraintModel(2, 6, batch_size=3)
+    cm.all_different([0, 1], [3, 3, 4], exact=True)
+    compiled = cm.compile()
+    canvas, settled = torch.tensor([[3, 0]] * 3), torch.tensor([[True, False]] * 3)
+    assert compiled.allowed(canvas, settled)[0, 1].nonzero().flatten().tolist() == [4]
+    assert compiled.verify(torch.tensor([[3, 4], [4, 3], [3, 3]])).tolist() == [True, True, False]
+    with pytest.raises(ValueError, match="3 positions but 2 values"):
+        ConstraintModel(3, 6).all_different([0, 1, 2], [3, 3, 4], exact=True)
+
+
 @pytest.mark.parametrize("dead_end", ["restart", "backtrack"])
 def test_positions_free_to_take_other_tokens_are_never_a_dead_end(dead_end):
     """A group constrains only its values: with more positions than values, or values shared between groups,

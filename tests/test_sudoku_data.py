@@ -364,3 +364,16 @@ def test_a_line_beyond_the_csv_field_limit_is_an_error_not_a_crash():
     results = parse_puzzles(f"puzzle,solution\n{'.' * 200000},\n{PUZZLE},{SOLUTION}\n", "s.csv")
     assert_error(results[0], 2, "a field is longer than 131,072 characters", path="s.csv")
     assert results[1].puzzle == PUZZLE
+
+
+def test_dated_titles_comma_rows_and_quoted_csv_fields_are_read_or_named():
+    rows = [PUZZLE[r * 9: r * 9 + 9] for r in range(9)]
+    for title in ("Sudoku 2024-06-15", "Puzzle 10452"):  # were read as grid row 1: two errors, the puzzle lost
+        check_parsed(parse_puzzles("\n".join([title, *rows])), [PUZZLE])
+    dotted = [row.replace("0", ".") for row in rows]  # the date's dashes no longer make '-' the blank
+    check_parsed(parse_puzzles("\n".join(["Sudoku 2024-06-15", *dotted])), [PUZZLE])
+    commas = [",".join(row) for row in rows]  # was "expected 9 cells in grid row, got 17"
+    assert_error(parse_puzzles("\n".join(commas), "c.txt")[0], 1, "bad character ',' at column 2 (grid rows hold 9 cells: "
+                 "digits and blanks)", path="c.txt")
+    quoted = parse_puzzles(f'id,puzzle,solution\n1, "{PUZZLE}", "{SOLUTION}"\n')  # a space before the quotes
+    check_parsed(quoted, [PUZZLE], [SOLUTION])
