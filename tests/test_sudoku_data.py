@@ -373,7 +373,7 @@ def test_dated_titles_comma_rows_and_quoted_csv_fields_are_read_or_named():
     dotted = [row.replace("0", ".") for row in rows]  # the date's dashes no longer make '-' the blank
     check_parsed(parse_puzzles("\n".join(["Sudoku 2024-06-15", *dotted])), [PUZZLE])
     commas = [",".join(row) for row in rows]  # was "expected 9 cells in grid row, got 17"
-    assert_error(parse_puzzles("\n".join(commas), "c.txt")[0], 1, "bad character ',' at column 2 (grid rows hold 9 cells: "
-                 "digits and blanks)", path="c.txt")
+    assert_error(parse_puzzles("\n".join(commas), "c.txt")[0], 1,
+                 "bad character ',' at column 2 (grid rows hold 9 cells: digits and blanks)", path="c.txt")
     quoted = parse_puzzles(f'id,puzzle,solution\n1, "{PUZZLE}", "{SOLUTION}"\n')  # a space before the quotes
     check_parsed(quoted, [PUZZLE], [SOLUTION])
