@@ -819,6 +819,8 @@ def train(
             _error(f"--data {data}: not a {task} training set ({exc})" if data is not None
                    else f"--out {out}: cannot build or read the training set there ({exc})")
         raise typer.Exit(2) from None
+    # read now (the file was just read whole): the file may be gone or replaced when the card is written
+    data_card = None if data is None else _data_file_card(data, cfg.data, getattr(module, "DATA_CARD", ""))
     if previous is not None:
         step = json.loads((previous / STATE_JSON).read_text())["step"]
         print(f"{out}: resuming from the checkpoint at step {step} of {steps}", file=sys.stderr, flush=True)
@@ -860,7 +862,7 @@ def train(
                + (f" --deepen {deepen}" if deepen > 1 else ""))
     try:
         model.save_pretrained(final)
-        _write_model_card(final, task, module, command, cfg, summary, metrics, model, init, deepen, data)
+        _write_model_card(final, task, module, command, cfg, summary, metrics, model, init, deepen, data_card)
     except KeyboardInterrupt:
         interrupted(f"training finished and is checkpointed in {out / 'checkpoint'}, but {out / 'model'} was not "
                     "completely written: the same command evaluates the model and writes it")
@@ -911,8 +913,8 @@ def _data_file_card(data: Path, digest: str, generated: str) -> str:
         return head + ("It carries no record of how it was made, so where its examples come from is unknown; the "
                        "task's own generator is not vouched for here.")
     made = ", ".join(f"{k} {v}" for k, v in sorted(record.items()))
-    return head + (f"Its record says diffsolve generated it ({made}) as follows; the file itself is not checked "
-                   f"against that. {generated}")
+    return head + (f"Its record says diffsolve generated it ({made}) as follows, with the record's values for the "
+                   f"options named (not this command's); the file itself is not checked against that. {generated}")
 
 
 def _steps_run(cfg, summary: dict) -> str:
@@ -931,12 +933,12 @@ def _steps_run(cfg, summary: dict) -> str:
 
 
 def _write_model_card(path: Path, task: str, module, command: str, cfg, summary: dict, metrics: dict,
-                      model, init: Path | None = None, deepen: int = 1, data: Path | None = None) -> None:
+                      model, init: Path | None = None, deepen: int = 1, data_card: str | None = None) -> None:
+    """`data_card`: the Data section of a run on a `--data` file (`_data_file_card`); else the task's own."""
     params = sum(p.numel() for p in model.parameters())
-    data_card = getattr(module, "DATA_CARD", "Generated on the fly by the task module (`diffsolve.tasks." + task
-                        + "`); each step's batch is drawn from a seeded generator. No external data.")
-    if data is not None:
-        data_card = _data_file_card(data, cfg.data, data_card)
+    data_card = data_card or getattr(module, "DATA_CARD", "Generated on the fly by the task module (`diffsolve."
+                                     + task + "`); each step's batch is drawn from a seeded generator. No external "
+                                     "data.")
     hardware = torch.cuda.get_device_name() if cfg.device.startswith("cuda") else \
         f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} thread" \
         + "s" * (torch.get_num_threads() > 1)

@@ -272,8 +272,8 @@ def path(
     solver = _solver("path", checkpoint, device, threads, model_only, canvases, max_steps, seed)
     result = _search(file, "searching", max_steps, lambda callback: solver.path(
         graph, source, target, weight=weight, shortest=shortest, callback=callback))
-    length = "" if not result.verified else f"total weight {result.length:g}" if weight else \
-        f"{result.length:g} edge{'s' * (result.length != 1)}"
+    length = "" if not result.verified else f"total weight {result.length}" if weight else \
+        f"{result.length} edge{'s' * (result.length != 1)}"
     text = (f"verified path: {' '.join(map(str, result.path))} ({length}; {result.seconds:.1f} s)"
             if result.verified else f"no verified answer: {result.reason}")
     _finish(result, format, text, image, lambda path: _draw(result, graph, path))

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import itertools
 import math
-import sys
 import time
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import asdict, dataclass, field, replace
+from fractions import Fraction
 from numbers import Rational, Real
 
 import networkx as nx
@@ -63,14 +63,22 @@ def check_hamiltonian_input(graph: nx.Graph, start: Hashable = None, end: Hashab
     _route_input(graph, MAX_PROMPT_EDGES, "Hamiltonian", start=start, end=end)
 
 
-def _at_most(length: float, shortest: float, edges: int) -> bool:
-    """`length` (a sum of at most `edges` weights) is no longer than `shortest`: exactly for whole numbers and
-    fractions (whole-number floats below 2**53, as a file's weights give, add up exactly), else up to the rounding
-    of float sums (0.1 + 0.2 against a 0.3 edge: summed in another order, n terms can be off by ~n ulps)."""
-    if all(isinstance(x, Rational) or isinstance(x, float) and x.is_integer() and abs(x) < 2**53
-           for x in (length, shortest)):
-        return length <= shortest
-    return length <= shortest or math.isclose(length, shortest, rel_tol=4 * max(edges, 1) * sys.float_info.epsilon)
+def exact_cost(weight: str | None) -> Callable[[Hashable, Hashable, dict], Rational]:
+    """An edge's cost for networkx's path lengths: 1 (hops), or its `weight` as an exact fraction, a float as the
+    decimal it prints as (0.1 is 1/10), so that lengths add and compare exactly: 0.1 + 0.2 is 0.3 as the user
+    wrote it, and 10**12 + 10**12 + 1 is longer than 10**12 + 10**12 (float sums rounded them together)."""
+    if weight is None:
+        return lambda u, v, data: 1
+    return lambda u, v, data: _exact(data[weight])
+
+
+def _exact(number: Real) -> Rational:
+    return number if isinstance(number, Rational) else Fraction(repr(float(number)))
+
+
+def _plain(length: Rational) -> int | float:
+    """An exact length as results give it: a whole number as an int, else the nearest float."""
+    return int(length) if length == int(length) else float(length)
 
 
 SHORTEST_ARCS = "diffsolve_shortest_arcs"  # graph attribute: the (u, v) steps that keep a path shortest
@@ -83,15 +91,14 @@ def shortest_path_edges(graph: nx.Graph, source: Hashable, target: Hashable, wei
     (or source is target), which the path search answers without it."""
     if source == target or source not in graph or target not in graph or not nx.has_path(graph, source, target):
         return graph
-    cost = weight if weight is not None else (lambda u, v, data: 1)
+    cost = exact_cost(weight)
     from_source = nx.single_source_dijkstra_path_length(graph, source, weight=cost)
     to_target = nx.single_source_dijkstra_path_length(graph, target, weight=cost)
     best = from_source[target]
 
     def tight(u, v) -> bool:
-        length = graph.edges[u, v][weight] if weight is not None else 1
         return u in from_source and v in to_target and \
-            _at_most(from_source[u] + length + to_target[v], best, len(graph))
+            from_source[u] + cost(u, v, graph.edges[u, v]) + to_target[v] <= best
 
     arcs = [(u, v) for a, b in graph.edges for u, v in ((a, b), (b, a)) if tight(u, v)]
     search = graph.edge_subgraph(arcs).copy()
@@ -524,21 +531,21 @@ class GraphSolver(_DiffusionSolver):
         if not (shortest or weight is not None):
             return self.paths([(graph, source, target)], callback=callback)[0]
         search = path_search_graph(graph, source, target, shortest=shortest, weight=weight)
-        best, passes, best_length = None, 0, None
+        best, passes, best_length, cost = None, 0, None, exact_cost(weight)
         for r in range(rounds):
             found = self.paths([(search, source, target)], callback=callback, salt=r, all_canvases=True)[0]
             if found.forward_passes == 0:  # answered without sampling: same node, or no path at all
                 return found
-            best_length = nx.shortest_path_length(graph, source, target, weight=weight)
+            best_length = nx.shortest_path_length(graph, source, target, weight=cost)
             passes += found.forward_passes
             for path in found.candidates:
-                length = nx.path_weight(graph, path, weight) if weight else len(path) - 1
+                length = sum(cost(u, v, graph.edges[u, v]) for u, v in zip(path, path[1:]))
                 if best is None or length < best[1]:
                     best = (path, length)
-            if best is not None and _at_most(best[1], best_length, len(graph)):
-                return RouteResult(best[0], True, None, best[1], passes, time.perf_counter() - began)
+            if best is not None and best[1] <= best_length:
+                return RouteResult(best[0], True, None, _plain(best[1]), passes, time.perf_counter() - began)
         reason = "no verified path within the step budget" if best is None else \
-            f"best path found has length {best[1]:.12g}, the shortest is {best_length:.12g}"
+            f"best path found has length {_plain(best[1])!r}, the shortest is {_plain(best_length)!r}"
         return RouteResult(None, False, reason, None, passes, time.perf_counter() - began)
 
     def paths(self, queries: Sequence[tuple[nx.Graph, Hashable, Hashable]], *, batch: int = 32, callback=None,

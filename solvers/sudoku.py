@@ -14,6 +14,7 @@ from ..core import (DiffusionGemma, FinishClock, StepInfo, arguments, generate, 
                     progress_bar, released_config)
 from ..tasks import sudoku
 from ..tasks.sudoku_data import PuzzleFormatError, is_valid_solution, parse_puzzles
+from ..tasks.text import split_lines
 from .checkpoints import check_task_model, default_checkpoint
 
 Puzzle = str | Sequence[int] | Sequence[Sequence[int]] | np.ndarray  # text, or 81 numbers (flat or 9 x 9)
@@ -212,7 +213,7 @@ def _read_one(text: str) -> tuple[str, str | None]:
     entries = parse_puzzles(text)
     bad = next((entry for entry in entries if isinstance(entry, PuzzleFormatError)), None)
     if bad is not None:
-        where = "" if len(text.strip().splitlines()) == 1 else f"line {bad.line}: "
+        where = "" if len(split_lines(text.strip())) == 1 else f"line {bad.line}: "
         return text.strip(), where + bad.message
     if len(entries) != 1:
         return text.strip(), ("no puzzle in the text (a line of words with few digits reads as a title)"

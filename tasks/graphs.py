@@ -34,8 +34,8 @@ class GraphError(ValueError):
 # ------------------------------------------------------------------------------------------ reading
 def read_graph(path: str | Path) -> nx.Graph:
     """A DIMACS `.col` file (`p edge N M`, `e u v`, 1-based nodes, at most MAX_FILE_NODES) or an edge list
-    (`u v`, `u,v` or `u v weight` per line, a node alone on a line, `#` comments from a line's start or after a space
-    or comma (`C#` is a label); networkx's `write_edgelist`
+    (`u v`, `u,v` or `u v weight` per line, a node alone on a line, `#` comments (a `#` right after a letter belongs to
+    the label: `C#`); networkx's `write_edgelist`
     output too). A `.col` name or any `p`/`e` line means DIMACS (an edge list whose node is called `e` would be
     misread as one). A node label is a word without ; | < > =, brackets or control characters, and not '1-2'.
     Other notations are refused, not misread: lone labels joining two words with '-' or ':' ('a-b', '1:2') in a
@@ -104,7 +104,7 @@ COUNT = re.compile(r"[0-9]{1,18} [0-9]{1,18}")  # a DIMACS line's two numbers (A
 MAX_FILE_NODES = 1_000_000  # a typo in a 'p' line must not fill the memory
 INTEGER = re.compile(r"0|-?[1-9][0-9]{0,17}")  # labels that become integers ('01' and longer ones stay text)
 CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\x85\u2028\u2029]")  # control characters other than tab
-COMMENT = re.compile(r"(^|[\s,])#.*")  # a comment starts a line or follows a space or comma
+COMMENT = re.compile(r"(?<![^\W\d_])#.*")  # a '#' after a letter is part of a label (C#); any other starts a comment
 # What other edge notations leave in a field: an arrow, a ';' or '|' separator, GML/JSON brackets, '1-2', or a
 # control character (a NUL would print as a space).
 NOT_A_LABEL = re.compile(r"[;|<>=\[\](){}\x00-\x1f\x7f]|^\W*$|^[0-9]+-[0-9]+$")
@@ -183,7 +183,7 @@ HEADER_WORDS = {"source", "target", "from", "to", "src", "dst", "u", "v", "node1
 def _edge_line(where: str, line: str, first: bool = False) -> tuple[list, float | None]:
     """The nodes (none, one or two) and the weight (or None) on one edge-list line (`first`: the file's first
     line that gives something, where a column header would be)."""
-    text = COMMENT.sub(r"\1", line).strip(" \t,")  # a CSV export may end its lines with an empty column
+    text = COMMENT.sub("", line).strip(" \t,")  # a CSV export may end its lines with an empty column
     if not text:
         return [], None
     fields = re.split(r"[,\s]+", text, maxsplit=2)

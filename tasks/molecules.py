@@ -361,8 +361,10 @@ class MoleculeRequest:
         if self.scaffold:
             return self.scaffold
         spelled = Chem.MolFromSmiles(self.contains) if self.contains else None
-        if spelled is None or not any(atom.GetTotalNumHs() for atom in spelled.GetAtoms()):
-            return None  # no hydrogen to spare: pinned, the pattern would be the whole molecule ('S(=O)=O')
+        if spelled is None:
+            return None
+        if not any(atom.GetTotalNumHs() for atom in spelled.GetAtoms()) and _can_grow(spelled):
+            return None  # pinned, it would be the whole molecule though more can bond to it ('S(=O)=O'): matched
         try:
             scaffold_ids(self.contains)
         except SmilesError:
@@ -443,6 +445,13 @@ def implausible(mol: Chem.Mol) -> str | None:
 ALERT_CATALOGS = tuple(FilterCatalog.FilterCatalogParams.FilterCatalogs.names)
 
 
+def _can_grow(mol: Chem.Mol) -> bool:
+    """Whether some atom of `mol` could take more bonds (a sulfur at valence 2 or 4), so that a molecule with no
+    hydrogen to spare (SO2) is still part of larger ones; CCl4 or CO2 is only itself."""
+    table = Chem.GetPeriodicTable()
+    return any(atom.GetTotalValence() < max(table.GetValenceList(atom.GetAtomicNum())) for atom in mol.GetAtoms())
+
+
 def over_valence(pattern: str) -> str | None:
     """Why a pattern that reads as SMILES cannot be in any molecule RDKit accepts: an atom with more bonds than
     RDKit allows it (a neutral nitro nitrogen, 'N(=O)=O'); None when it has no such atom or is not SMILES."""
@@ -453,7 +462,8 @@ def over_valence(pattern: str) -> str | None:
     for problem in Chem.DetectChemistryProblems(mol):
         if problem.GetType() == "AtomValenceException":
             atom = mol.GetAtomWithIdx(problem.GetAtomIdx())
-            hint = " (a nitro group is [N+](=O)[O-])" if atom.GetSymbol() == "N" and not atom.GetFormalCharge() else ""
+            hint = (" (a nitro group's N is charged, [N+](=O)[O-], which the model never writes)"
+                    if atom.GetSymbol() == "N" and not atom.GetFormalCharge() else "")
             return (f"its {atom.GetSymbol()} (atom {atom.GetIdx() + 1}) has more bonds than RDKit allows it{hint}")
     return None
 

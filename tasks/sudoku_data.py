@@ -386,14 +386,15 @@ def _uncommented(line: str) -> str:
 
 def _is_title(line: str) -> bool:
     """A label such as 'Grid 01' or 'Easy puzzles, set 1': a word (two letters or more) and fewer than five digits
-    and dots, or a word of four letters on a short line that is not a grid row's nine cells ('Sudoku 2024-06-15',
-    'Puzzle 10452'), so that a puzzle line with a label or a mistyped letter is still read (and its letters named);
-    a line of exactly 81 cells is always read as a puzzle."""
+    and dots, or a word of four letters on a short line that is not a grid row's nine cells and has at most three
+    blanks ('Sudoku 2024-06-15', 'Puzzle 10452'; not 'Hard 4.....8.5.3'), so that a puzzle line with a label or a
+    mistyped letter is still read (and its letters named); a line of exactly 81 cells is always read as a puzzle."""
     if re.search(r"[^\W\d_]{2}", line) is None:
         return False
     cells = len(_cells(line, 0))
     return (sum(ch in DIGITS or ch in "0." for ch in line) < 5
-            or re.search(r"[^\W\d_]{4}", line) is not None and cells <= GRID_ROW and cells != 9)
+            or re.search(r"[^\W\d_]{4}", line) is not None and cells <= GRID_ROW and cells != 9
+            and sum(ch in "0." for ch in line) <= 3)
 
 
 def _dashes_are_blanks(lines: list[str]) -> bool:

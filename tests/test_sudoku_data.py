@@ -370,6 +370,9 @@ def test_dated_titles_comma_rows_and_quoted_csv_fields_are_read_or_named():
     rows = [PUZZLE[r * 9: r * 9 + 9] for r in range(9)]
     for title in ("Sudoku 2024-06-15", "Puzzle 10452"):  # were read as grid row 1: two errors, the puzzle lost
         check_parsed(parse_puzzles("\n".join([title, *rows])), [PUZZLE])
+    truncated = parse_puzzles(f"Hard 4.....8.5.3\n{PUZZLE}\n", "t.txt")  # a labelled short puzzle, not a title
+    assert_error(truncated[0], 1, "expected 81 cells (or a 9-row grid), got 15", path="t.txt")
+    assert truncated[1].puzzle == PUZZLE
     dotted = [row.replace("0", ".") for row in rows]  # the date's dashes no longer make '-' the blank
     check_parsed(parse_puzzles("\n".join(["Sudoku 2024-06-15", *dotted])), [PUZZLE])
     commas = [",".join(row) for row in rows]  # was "expected 9 cells in grid row, got 17"
