@@ -63,10 +63,10 @@ def check_hamiltonian_input(graph: nx.Graph, start: Hashable = None, end: Hashab
     _route_input(graph, MAX_PROMPT_EDGES, "Hamiltonian", start=start, end=end)
 
 
-def exact_cost(weight: str | None) -> Callable[[Hashable, Hashable, dict], Rational]:
+def _exact_cost(weight: str | None) -> Callable[[Hashable, Hashable, dict], Rational]:
     """An edge's cost for networkx's path lengths: 1 (hops), or its `weight` as an exact fraction, a float as the
-    decimal it prints as (0.1 is 1/10), so that lengths add and compare exactly: 0.1 + 0.2 is 0.3 as the user
-    wrote it, and 10**12 + 10**12 + 1 is longer than 10**12 + 10**12 (float sums rounded them together)."""
+    decimal it prints as (0.1 is 1/10), so that lengths add and compare exactly, with no tolerance: 0.1 + 0.2 is
+    0.3 as the user wrote it, and 10**12 + 10**12 + 1 is longer than 10**12 + 10**12."""
     if weight is None:
         return lambda u, v, data: 1
     return lambda u, v, data: _exact(data[weight])
@@ -91,7 +91,7 @@ def shortest_path_edges(graph: nx.Graph, source: Hashable, target: Hashable, wei
     (or source is target), which the path search answers without it."""
     if source == target or source not in graph or target not in graph or not nx.has_path(graph, source, target):
         return graph
-    cost = exact_cost(weight)
+    cost = _exact_cost(weight)
     from_source = nx.single_source_dijkstra_path_length(graph, source, weight=cost)
     to_target = nx.single_source_dijkstra_path_length(graph, target, weight=cost)
     best = from_source[target]
@@ -531,7 +531,7 @@ class GraphSolver(_DiffusionSolver):
         if not (shortest or weight is not None):
             return self.paths([(graph, source, target)], callback=callback)[0]
         search = path_search_graph(graph, source, target, shortest=shortest, weight=weight)
-        best, passes, best_length, cost = None, 0, None, exact_cost(weight)
+        best, passes, best_length, cost = None, 0, None, _exact_cost(weight)
         for r in range(rounds):
             found = self.paths([(search, source, target)], callback=callback, salt=r, all_canvases=True)[0]
             if found.forward_passes == 0:  # answered without sampling: same node, or no path at all
