@@ -163,7 +163,7 @@ def bench_diffusion_vs_ar(name: str, ours, steps: int) -> dict:
     prompt = torch.randint(0, spec["text"]["vocab_size"], (1, spec["prompt"]),
                            generator=torch.Generator().manual_seed(0))
     n = spec["canvas"]
-    config = SamplingConfig(max_denoising_steps=steps, stability_threshold=None)
+    config = SamplingConfig(max_denoising_steps=steps, stability_threshold=None, max_new_tokens=n)
     t = median_seconds({"diffusion": lambda: generate(ours, prompt, config, generator=torch.Generator().manual_seed(0)),
                         "ar": lambda: generate_autoregressive(ours, prompt, n)}, 5, 1)
     t_diff, t_ar = t["diffusion"], t["ar"]

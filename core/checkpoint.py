@@ -29,6 +29,7 @@ ENCODER = "model.encoder.language_model."
 VISION_PREFIXES = ("model.encoder.vision_tower.", "model.encoder.embed_vision.")
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
+COMPUTE_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
 class CheckpointError(RuntimeError):
@@ -154,11 +155,18 @@ def _index_save(directory: Path) -> str | None:
 
 
 def _shard_files(directory: Path) -> list[Path]:
+    """The weight files: model.safetensors when there is one (as transformers picks it over an index beside it),
+    else the shards the index names."""
+    single = directory / SINGLE_FILE
+    if single.is_file():
+        return [single]
     index = directory / INDEX_FILE
     if index.is_file():
         try:
             weight_map = json.loads(index.read_text())["weight_map"]
             files = sorted(set(weight_map.values()))
+            if not all(isinstance(f, str) for f in files):
+                raise TypeError("weight_map values must be file names")
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise CheckpointError(f"{index}: not a usable shard index ({type(exc).__name__}: {exc}); save or "
                                   "download the checkpoint again") from None
@@ -166,9 +174,6 @@ def _shard_files(directory: Path) -> list[Path]:
         if missing:
             raise CheckpointError(f"{index}: shard file(s) missing: {', '.join(missing)}")
         return [directory / f for f in files]
-    single = directory / SINGLE_FILE
-    if single.is_file():
-        return [single]
     if list(directory.glob("*.bin")) or list(directory.glob("*.pt")):
         raise CheckpointError(f"{directory}: only pickle weights found; diffsolve loads safetensors only")
     raise CheckpointError(f"{directory}: no {SINGLE_FILE} or {INDEX_FILE}")
@@ -194,10 +199,10 @@ def weights_digest(path_or_id: str | os.PathLike) -> str:
 
 # ------------------------------------------------------------------------------------------ load
 def _read_shard(shard: Path, device, dtype: torch.dtype, expected: dict, loaded: dict, unexpected: list,
-                misshaped: dict, nonfinite: list, save: str | None = None) -> int:
+                misshaped: dict, nonfinite: list, overflow: list, save: str | None = None) -> int:
     """Read one safetensors shard into `loaded` (by our parameter names); returns the vision tensors skipped.
-    Tensors holding inf or NaN (damaged data under an intact header) are named in `nonfinite`. With `save` (the
-    index's), the shard must come from that save."""
+    Tensors holding inf or NaN (damaged data under an intact header) are named in `nonfinite`, those whose values
+    `dtype` cannot hold in `overflow`. With `save` (the index's), the shard must come from that save."""
     skipped_vision = 0
     with safe_open(str(shard), framework="pt", device=str(device)) as f:
         if save is not None and (f.metadata() or {}).get(SAVE_KEY) != save:
@@ -221,9 +226,11 @@ def _read_shard(shard: Path, device, dtype: torch.dtype, expected: dict, loaded:
             if tensor.dtype.is_floating_point != expected[name].dtype.is_floating_point:  # not cast silently
                 misshaped[name] = f"{tensor_name}: checkpoint dtype {tensor.dtype}, expected floating point"
                 continue
-            loaded[name] = tensor.to(dtype=dtype)
-            if not torch.isfinite(loaded[name]).all():
+            if not torch.isfinite(tensor).all():
                 nonfinite.append(tensor_name)
+            loaded[name] = tensor.to(dtype=dtype)
+            if not torch.isfinite(loaded[name]).all() and tensor_name not in nonfinite:
+                overflow.append(tensor_name)
     return skipped_vision
 
 
@@ -239,19 +246,20 @@ def load_model(path_or_id: str | os.PathLike, dtype: torch.dtype | str = "auto",
     directory = resolve_checkpoint(path_or_id)
     config = read_config(directory)
     dtype = stored_dtype(directory) if dtype == "auto" else dtype
-    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise ValueError(f"dtype: expected 'auto' or a floating torch dtype, got {dtype!r}")
+    if dtype not in COMPUTE_DTYPES:
+        raise ValueError(f"dtype: expected 'auto', torch.float32, torch.bfloat16 or torch.float16, got {dtype!r}")
     tokenizer, generation_config = _read_tokenizer(directory), _read_generation_config(directory)
     with torch.device("meta"):
         model = DiffusionGemma(config)
     expected = _state(model)
     loaded: dict[str, torch.Tensor] = {}
-    unexpected, misshaped, nonfinite, skipped_vision = [], {}, [], 0
-    shards, save = _shard_files(directory), _index_save(directory)
+    unexpected, misshaped, nonfinite, overflow, skipped_vision = [], {}, [], [], 0
+    shards = _shard_files(directory)
+    save = _index_save(directory) if shards[0].name != SINGLE_FILE else None
     for shard in shards:
         try:
             skipped_vision += _read_shard(shard, device, dtype, expected, loaded, unexpected, misshaped, nonfinite,
-                                          save)
+                                          overflow, save)
         except SafetensorError as exc:
             raise CheckpointError(f"{shard}: not a readable safetensors file ({exc}); it may be truncated or "
                                   "damaged: download or save the checkpoint again") from None
@@ -267,6 +275,10 @@ def load_model(path_or_id: str | os.PathLike, dtype: torch.dtype | str = "auto",
     if nonfinite:
         raise CheckpointError(f"{directory}: {len(nonfinite)} weight tensor(s) hold inf or NaN, the checkpoint is "
                               f"damaged: {'; '.join(nonfinite[:5])}{' ...' if len(nonfinite) > 5 else ''}")
+    if overflow:
+        raise CheckpointError(f"{directory}: {len(overflow)} weight tensor(s) hold values {dtype} cannot represent "
+                              f"(load in the checkpoint's own dtype or float32): {'; '.join(overflow[:5])}"
+                              f"{' ...' if len(overflow) > 5 else ''}")
     if skipped_vision:
         log.info("skipped %d vision-tower tensors (the vision path is not modelled)", skipped_vision)
     model.load_state_dict(loaded, strict=True, assign=True)
@@ -288,8 +300,9 @@ def stored_dtype(directory: Path) -> torch.dtype:
     if name is None:
         return torch.float32
     dtype = getattr(torch, str(name).removeprefix("torch."), None)
-    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise ConfigError(f"{directory / 'config.json'}: dtype {name!r} is not a floating-point torch dtype")
+    if dtype not in COMPUTE_DTYPES:
+        raise ConfigError(f"{directory / 'config.json'}: dtype {name!r} is not one the model computes in "
+                          "(float32, bfloat16, float16)")
     return dtype
 
 
@@ -367,7 +380,10 @@ def save_model(model: DiffusionGemma, path: str | os.PathLike, max_shard_bytes: 
     config = model.config.to_hf_dict()
     config["dtype"] = str(model.dtype).removeprefix("torch.")
     _write_json(out / "config.json", config)
-    _write_json(out / "generation_config.json", generation_config or released_config(model).to_hf_dict())
+    # One canvas unless the caller says otherwise: without it transformers would generate 256 tokens
+    generation = dict(generation_config or released_config(model).to_hf_dict())
+    generation.setdefault("max_new_tokens", model.config.canvas_length)
+    _write_json(out / "generation_config.json", generation)
     if model.tokenizer is not None:
         write_atomically(out / "tokenizer.json", lambda p: model.tokenizer.save(str(p)))
 

@@ -17,6 +17,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
+from numbers import Integral, Real
 
 import torch
 from torch import Tensor
@@ -25,6 +26,9 @@ from .model import DiffusionGemma, KVCache
 
 
 # ------------------------------------------------------------------------------------------ config
+RELEASED_NEW_TOKENS = 256  # transformers' default length when neither the call nor the checkpoint sets one
+
+
 @dataclass
 class SamplingConfig:
     """The released `generation_config.json` defaults."""
@@ -35,7 +39,7 @@ class SamplingConfig:
     t_max: float = 0.8
     stability_threshold: int | None = 1  # None disables adaptive stopping
     confidence_threshold: float | None = 0.005
-    max_new_tokens: int | None = None  # None: one canvas
+    max_new_tokens: int | None = None  # None: RELEASED_NEW_TOKENS, as transformers (diffsolve saves set one canvas)
     eos_token_id: int | list[int] | None = None
     pad_token_id: int | None = None
     # Not in transformers: accepted tokens stay on the canvas (and count as accepted) until a constraint
@@ -49,18 +53,34 @@ class SamplingConfig:
     canvas_length: int | None = None
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.max_denoising_steps, int) and self.max_denoising_steps > 0):
-            raise ValueError(f"max_denoising_steps must be a positive integer, got {self.max_denoising_steps!r}")
+        # The checks transformers' DiffusionGemmaGenerationConfig makes, so that a config loads in both engines or
+        # in neither (except t_max == t_min, a constant temperature, which transformers refuses).
+        def whole(name: str, least: int) -> None:
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, Integral) or value < least):
+                raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
+
+        for name in ("entropy_bound", "t_min", "t_max", "confidence_threshold"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, Real)):
+                raise ValueError(f"{name} must be a number, got {value!r}")
+        whole("max_denoising_steps", 1)
+        whole("stability_threshold", 0)
+        whole("max_new_tokens", 1)
+        whole("canvas_length", 1)
         if not self.entropy_bound > 0:
             raise ValueError(f"entropy_bound must be > 0, got {self.entropy_bound!r}")
-        if not (0 < self.t_min <= self.t_max):
-            raise ValueError(f"need 0 < t_min <= t_max, got t_min={self.t_min}, t_max={self.t_max}")
-        if self.stability_threshold is not None and self.stability_threshold < 0:
-            raise ValueError(f"stability_threshold must be >= 0, got {self.stability_threshold}")
-        if self.max_new_tokens is not None and self.max_new_tokens <= 0:
-            raise ValueError(f"max_new_tokens must be positive, got {self.max_new_tokens}")
-        if self.canvas_length is not None and self.canvas_length <= 0:
-            raise ValueError(f"canvas_length must be positive, got {self.canvas_length}")
+        if not (0 <= self.t_min <= self.t_max):
+            raise ValueError(f"need 0 <= t_min <= t_max, got t_min={self.t_min}, t_max={self.t_max}")
+        if self.confidence_threshold is not None and not self.confidence_threshold > 0:
+            raise ValueError(f"confidence_threshold must be > 0, got {self.confidence_threshold!r}")
+        for name in ("eos_token_id", "pad_token_id"):
+            value = getattr(self, name)
+            ids = value if isinstance(value, (list, tuple)) and name == "eos_token_id" else [value]
+            token_ids = all(isinstance(i, Integral) and not isinstance(i, bool) and i >= 0 for i in ids)
+            if value is not None and not token_ids:
+                raise ValueError(f"{name} must be a token id{' or a list of them' if name == 'eos_token_id' else ''}"
+                                 f", got {value!r}")
 
     @property
     def adaptive_stopping(self) -> bool:
@@ -82,9 +102,14 @@ class SamplingConfig:
         return cls(**kwargs)
 
     def to_hf_dict(self) -> dict:
+        """generation_config.json's fields. Floats are written as floats (transformers refuses `"t_min": 0`);
+        `stability_threshold=None` (no adaptive stopping) has no form there, so it is left out."""
         ours = ("entropy_bound", "keep_accepted", "drop_finished", "canvas_length")
         d = {k: v for k, v in asdict(self).items() if k not in ours and v is not None}
-        d["sampler_config"] = {"entropy_bound": self.entropy_bound, "_cls_name": "EntropyBoundSamplerConfig"}
+        for name in ("t_min", "t_max", "confidence_threshold"):
+            if name in d:
+                d[name] = float(d[name])
+        d["sampler_config"] = {"entropy_bound": float(self.entropy_bound), "_cls_name": "EntropyBoundSamplerConfig"}
         return d
 
 
@@ -411,7 +436,7 @@ def generate(model: DiffusionGemma, prompt_ids: Tensor | None, config: SamplingC
     b, device = cache.batch_size, model.device
     sequences = prompt_ids if prompt_ids is not None else torch.zeros(b, 0, dtype=torch.long, device=device)
     prompt_len = sequences.shape[1]
-    blocks = math.ceil((config.max_new_tokens or length) / length)
+    blocks = math.ceil((config.max_new_tokens or RELEASED_NEW_TOKENS) / length)
     eos = None if config.eos_token_id is None else torch.tensor(config.eos_token_id, device=device).reshape(-1)
     done = torch.zeros(b, dtype=torch.bool, device=device)
     passes = torch.zeros(b, dtype=torch.int64, device=device)

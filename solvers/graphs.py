@@ -291,9 +291,10 @@ class _DiffusionSolver:
 
     def _config(self, length: int, max_steps: int | None = None, temperature: float | None = None) -> SamplingConfig:
         steps = max_steps or self.max_steps
+        one_canvas = dict(canvas_length=length, max_new_tokens=length)  # not the checkpoint's longer default
         if not self.guided:  # the stock sampler at the checkpoint's own settings (its generation_config.json)
-            return released_config(self.model, max_denoising_steps=steps, drop_finished=True, canvas_length=length)
-        config = guided_config(max_denoising_steps=steps, canvas_length=length)
+            return released_config(self.model, max_denoising_steps=steps, drop_finished=True, **one_canvas)
+        config = guided_config(max_denoising_steps=steps, **one_canvas)
         temperature = self.temperature or temperature
         if temperature is not None:
             config = replace(config, t_min=temperature, t_max=temperature)

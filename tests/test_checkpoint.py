@@ -88,7 +88,7 @@ def test_dtype_auto_is_the_one_config_json_names(saved, tmp_path):
     config = json.loads((tmp_path / "bf16" / "config.json").read_text())
     config["dtype"] = "int8"
     (tmp_path / "bf16" / "config.json").write_text(json.dumps(config))
-    with pytest.raises(ConfigError, match="dtype 'int8' is not a floating-point torch dtype"):
+    with pytest.raises(ConfigError, match="dtype 'int8' is not one the model computes in"):
         load_model(tmp_path / "bf16")
     (tmp_path / "bf16" / "config.json").write_bytes(b'{"dtype": "\xff"}')
     with pytest.raises(CheckpointError, match="config.json: cannot be read"):
@@ -185,6 +185,8 @@ def test_final_logit_softcapping_survives_a_save(saved, tmp_path):
 ])
 def test_damaged_side_files_are_named(saved, name, text, message):
     _, path = saved
+    if name.endswith("index.json"):  # read only where there is no single weights file (as in transformers)
+        (path / "model.safetensors").unlink()
     (path / name).write_text(text)
     with pytest.raises(CheckpointError, match=message):
         load_model(path)
@@ -268,6 +270,72 @@ def test_weights_holding_nan_or_inf_are_refused_by_name(saved):
     save_file(tensors, weights)
     with pytest.raises(CheckpointError, match=rf"1 weight tensor\(s\) hold inf or NaN.*{name}"):
         load_model(path)
+
+
+def test_a_single_weights_file_wins_over_an_index_beside_it(saved, tmp_path_factory):
+    """As in transformers: model.safetensors is read and the index beside it ignored, by the loader and by the
+    digest that results record."""
+    from diffsolve.core import weights_digest
+
+    model, path = saved
+    other, sharded = new_model(tiny(), seed=2), tmp_path_factory.mktemp("sharded")
+    other.save_pretrained(sharded, max_shard_bytes=2_000)
+    digest = weights_digest(path)
+    for f in sharded.glob("model*"):
+        (path / f.name).write_bytes(f.read_bytes())
+    assert (path / "model.safetensors.index.json").is_file() and (path / "model.safetensors").is_file()
+    assert torch.equal(_logits(load_model(path)), _logits(model)) and weights_digest(path) == digest
+
+
+def test_a_shard_index_naming_non_files_is_refused(saved, tmp_path_factory):
+    model, _ = saved
+    sharded = tmp_path_factory.mktemp("sharded")
+    model.save_pretrained(sharded, max_shard_bytes=2_000)
+    index = sharded / "model.safetensors.index.json"
+    data = json.loads(index.read_text())
+    data["weight_map"] = {name: 5 for name in data["weight_map"]}
+    index.write_text(json.dumps(data))
+    with pytest.raises(CheckpointError, match="not a usable shard index .*weight_map values must be file names"):
+        load_model(sharded)
+
+
+def test_weights_too_large_for_the_requested_dtype_are_not_called_damaged(saved):
+    _, path = saved
+    weights = path / "model.safetensors"
+    tensors = load_file(weights)
+    name = sorted(tensors)[0]
+    tensors[name].view(-1)[0] = 1e5  # fine in float32, inf in float16
+    save_file(tensors, weights)
+    assert load_model(path) is not None
+    with pytest.raises(CheckpointError, match=rf"hold values torch.float16 cannot represent .*{name}"):
+        load_model(path, dtype=torch.float16)
+    with pytest.raises(ValueError, match="float32, torch.bfloat16 or torch.float16"):
+        load_model(path, dtype=torch.float8_e4m3fn)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("stability_threshold", 1.5, "stability_threshold must be an integer >= 0"),
+    ("confidence_threshold", 0, "confidence_threshold must be > 0"),
+    ("max_new_tokens", 2.0, "max_new_tokens must be an integer >= 1"),
+    ("eos_token_id", "1", "eos_token_id must be a token id or a list of them"),
+    ("t_min", -0.1, "need 0 <= t_min <= t_max"),
+])
+def test_a_bad_sampler_setting_is_refused_at_load(saved, field, value, message):
+    _, path = saved
+    config = json.loads((path / "generation_config.json").read_text())
+    config[field] = value
+    (path / "generation_config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match=f"generation_config.json: not a usable generation config .*{message}"):
+        load_model(path)
+
+
+def test_a_zero_final_temperature_loads(saved):
+    """t_min = 0 is valid (as in transformers): the last pass samples at (t_max - t_min) / passes, not 0."""
+    _, path = saved
+    config = json.loads((path / "generation_config.json").read_text())
+    config["t_min"] = 0.0
+    (path / "generation_config.json").write_text(json.dumps(config))
+    assert load_model(path).generation_config.t_min == 0.0
 
 
 def test_bad_locations(tmp_path):

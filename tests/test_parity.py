@@ -1,6 +1,7 @@
 """Numerical parity with transformers' DiffusionGemmaForBlockDiffusion, and checkpoint interop both ways."""
 
 import shutil
+from dataclasses import replace
 
 import pytest
 import torch
@@ -147,6 +148,7 @@ def test_our_checkpoint_loads_in_transformers(tmp_path):
     dict(max_new_tokens=20, max_denoising_steps=12, eos_token_id=1, pad_token_id=0),
     dict(max_new_tokens=10, max_denoising_steps=16, t_min=0.05, t_max=0.1, entropy_bound=2.0,
          confidence_threshold=0.5),
+    dict(max_denoising_steps=2, t_min=0.0),  # no length set anywhere: 256 tokens (26 canvases of 10) in both
 ])
 def test_generate_matches_transformers(tmp_path, kwargs):
     """Same seed, same draws: identical sequences and tokens-per-forward, EOS/pad and two blocks included."""
@@ -186,6 +188,22 @@ def test_shipped_checkpoints_load_in_transformers(task):
     ours_sampling, theirs = ours.generation_config, hf.generation_config  # both read the shipped sampler settings
     assert ours_sampling.max_denoising_steps == theirs.max_denoising_steps
     assert ours_sampling.entropy_bound == theirs.sampler_config.entropy_bound
+    assert ours_sampling.max_new_tokens == theirs.max_new_tokens == length  # one canvas in both engines
+
+
+def test_a_saved_sampler_config_loads_in_transformers_as_written(tmp_path):
+    """Whole-number floats are written as floats (transformers refuses `"entropy_bound": 1`), and the length
+    is one canvas unless the config names another."""
+    from transformers import DiffusionGemmaForBlockDiffusion
+
+    ours = new_model(ModelConfig.from_hf_dict({"model_type": "diffusion_gemma", "canvas_length": 10,
+                                               "text_config": dict(TINY_TEXT)}), seed=0)
+    ours.generation_config = SamplingConfig(entropy_bound=1, t_min=0, t_max=2, confidence_threshold=1)
+    ours.save_pretrained(tmp_path)
+    theirs = DiffusionGemmaForBlockDiffusion.from_pretrained(tmp_path).generation_config
+    written = (theirs.sampler_config.entropy_bound, theirs.t_min, theirs.t_max, theirs.max_new_tokens)
+    assert written == (1.0, 0.0, 2.0, 10)
+    assert load_model(tmp_path).generation_config == replace(ours.generation_config, max_new_tokens=10)
 
 
 def test_deepened_model_computes_the_same_and_loads_in_transformers(reference, tmp_path):

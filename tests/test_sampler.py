@@ -25,7 +25,12 @@ def model():
     cfg = ModelConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=48, num_layers=2, num_heads=2,
                       num_kv_heads=1, head_dim=16, num_experts=4, top_k_experts=2, moe_intermediate_size=16,
                       layer_types=["sliding_attention", "full_attention"], sliding_window=5, canvas_length=LENGTH)
-    return new_model(cfg, seed=0).eval()
+    model = new_model(cfg, seed=0).eval()
+    model.generation_config = AS_SAVED  # as save_pretrained writes it: one canvas
+    return model
+
+
+AS_SAVED = SamplingConfig(max_new_tokens=LENGTH)
 
 
 def prompt(batch=3, length=6, seed=0):
@@ -176,10 +181,11 @@ def test_a_passed_config_takes_the_checkpoints_eos_and_pad_when_it_sets_none(mod
 
     stored = model.generation_config
     try:
-        model.generation_config = None
+        model.generation_config = AS_SAVED
         unpadded = run(SamplingConfig(max_denoising_steps=4))
         eos = list(range(1, VOCAB // 2))  # half the vocabulary: some row is sure to hold one
-        model.generation_config = SamplingConfig(eos_token_id=eos, pad_token_id=0, max_denoising_steps=9)
+        model.generation_config = SamplingConfig(eos_token_id=eos, pad_token_id=0, max_denoising_steps=9,
+                                                 max_new_tokens=LENGTH)
         filled = run(SamplingConfig(max_denoising_steps=4))
         assert torch.equal(filled, run(SamplingConfig(max_denoising_steps=4, eos_token_id=eos, pad_token_id=0)))
         assert not torch.equal(filled, unpadded) and filled.eq(0).any()
@@ -220,11 +226,15 @@ def test_autoregressive_mode_matches_full_recompute(model):
 
 
 def test_the_checkpoints_own_settings_are_the_default(model):
-    model.generation_config = SamplingConfig(max_denoising_steps=3, stability_threshold=None)
+    model.generation_config = SamplingConfig(max_denoising_steps=3, stability_threshold=None, max_new_tokens=LENGTH)
     try:
         assert (generate(model, prompt()).forward_passes == 3).all()
         assert released_config(model, t_min=0.2).max_denoising_steps == 3
         assert released_config(model, t_min=0.2).t_min == 0.2
-    finally:
         model.generation_config = None
-    assert released_config(model) == SamplingConfig()
+        assert released_config(model) == SamplingConfig()
+        # Neither the call nor the checkpoint sets a length: 256 new tokens, as transformers (32 canvases here)
+        out = generate(model, prompt(1), SamplingConfig(max_denoising_steps=1, stability_threshold=None))
+        assert out.sequences.shape == (1, 6 + 256) and out.forward_passes.item() == 256 // LENGTH
+    finally:
+        model.generation_config = AS_SAVED
