@@ -3,10 +3,13 @@ comparing checkpoints during development, and for seeing why raw samples fail.
 
     python benchmarks/molecule_raw.py [--checkpoints models/molecules,runs/x/model] [--samples 2000]
                                       [--passes 48,96] [--conditions none,train]
+                                      [--temperatures 0.8:0.4,0.5:0.2] [--entropy-bounds 0.1,0.3]
 
 Per checkpoint: `--samples` unconditioned canvases from the stock sampler (the checkpoint's own
 generation_config.json, as in benchmarks/molecules.py's model-only column, same seed for every checkpoint);
-`--passes` adds rows at other numbers of denoising passes; `--conditions train` adds rows whose prompts carry the
+`--passes` adds rows at other numbers of denoising passes, `--temperatures` (t_max:t_min, the schedule from the
+first pass to the last) and `--entropy-bounds` at other sampler settings, for choosing the released ones on
+training statistics; `--conditions train` adds rows whose prompts carry the
 property bins (logP, MW, TPSA) of random MOSES training molecules instead of none, sampling the model's joint
 distribution as the data's conditions times the model's conditional (MW also tells the model a length);
 validity, uniqueness of the valid, FCD against 10,000 training molecules, heavy atoms per valid molecule,
@@ -18,6 +21,7 @@ Writes JSON and a markdown table (default benchmarks/results/molecule_raw.*).
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 from collections import Counter
@@ -68,14 +72,20 @@ def training_conditions(n: int, seed: int) -> list[dict[str, int]]:
 
 
 def evaluate(model, checkpoint: str, samples: int, seed: int, ref: dict, passes: int | None = None,
-             conditions: list[dict[str, int]] | None = None) -> dict:
-    passes = passes or model.generation_config.max_denoising_steps
-    smiles, seconds = stock_samples(model, samples, seed, conditions=conditions, max_denoising_steps=passes)
+             conditions: list[dict[str, int]] | None = None, temperature: tuple[float, float] | None = None,
+             entropy_bound: float | None = None) -> dict:
+    stock = model.generation_config
+    passes = passes or stock.max_denoising_steps
+    t_max, t_min = temperature or (stock.t_max, stock.t_min)
+    entropy_bound = entropy_bound or stock.entropy_bound
+    smiles, seconds = stock_samples(model, samples, seed, conditions=conditions, max_denoising_steps=passes,
+                                    t_max=t_max, t_min=t_min, entropy_bound=entropy_bound)
     valid = [c for c in map(mm.canonical, smiles) if c]
     reasons = Counter(r for r in map(failure, smiles) if r)
     invalid = max(1, sum(reasons.values()))
     return {"checkpoint": checkpoint, "weights": weights_digest(checkpoint), "seed": seed,
-            "passes": passes, "conditions": "train" if conditions else "none",
+            "passes": passes, "t_max": t_max, "t_min": t_min, "entropy_bound": entropy_bound,
+            "conditions": "train" if conditions else "none",
             "samples": samples, "valid": len(valid) / samples,
             "unique": len(set(valid)) / max(1, len(valid)),
             "fcd_train": mm.frechet_distance(mm.chemnet_stats(valid), ref["chemnet"]) if len(valid) > 1 else None,
@@ -85,8 +95,36 @@ def evaluate(model, checkpoint: str, samples: int, seed: int, ref: dict, passes:
 
 
 def row_key(row: dict) -> tuple:
-    """What makes two rows the same measurement (rows written before --passes existed ran 48, unprompted)."""
-    return (str(Path(row["checkpoint"])), row.get("passes", 48), row.get("conditions", "none"), row["samples"])
+    """What makes two rows the same measurement (rows written before --passes existed ran 48, unprompted; before
+    --temperatures and --entropy-bounds, 0.8 -> 0.4 with bound 0.1)."""
+    return (str(Path(row["checkpoint"])), row.get("passes", 48), row.get("t_max", 0.8), row.get("t_min", 0.4),
+            row.get("entropy_bound", 0.1), row.get("conditions", "none"), row["samples"])
+
+
+def temperatures(text: str) -> list[tuple[float, float] | None]:
+    """'0.8:0.4,0.5:0.2' -> [(0.8, 0.4), (0.5, 0.2)]; '' -> [None] (the checkpoint's own)."""
+    pairs = []
+    for item in filter(None, text.split(",")):
+        hi, sep, lo = item.partition(":")
+        try:
+            pair = (float(hi), float(lo if sep else hi))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{item!r} is not t_max:t_min (e.g. 0.8:0.4)") from None
+        if not 0 < pair[1] <= pair[0]:
+            raise argparse.ArgumentTypeError(f"{item!r}: need 0 < t_min <= t_max")
+        pairs.append(pair)
+    return pairs or [None]
+
+
+def bounds(text: str) -> list[float | None]:
+    """'0.1,0.3' -> [0.1, 0.3]; '' -> [None] (the checkpoint's own)."""
+    try:
+        values = [float(b) for b in filter(None, text.split(","))]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of numbers") from None
+    if any(not b > 0 for b in values):
+        raise argparse.ArgumentTypeError(f"{text!r}: entropy bounds must be > 0")
+    return values or [None]
 
 
 def number(value: float | None, digits: int) -> str:
@@ -94,11 +132,12 @@ def number(value: float | None, digits: int) -> str:
 
 
 def markdown(rows: list[dict]) -> str:
-    head = ["checkpoint", "passes", "conditions", "canvases", "valid", "unique", "FCD vs train", "heavy atoms",
-            "tokens (train)", *(f"{k} % of invalid" for k in FAILURES), "s"]
+    head = ["checkpoint", "passes", "T", "entropy bound", "conditions", "canvases", "valid", "unique", "FCD vs train",
+            "heavy atoms", "tokens (train)", *(f"{k} % of invalid" for k in FAILURES), "s"]
     lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
     for r in rows:
-        cells = [r["checkpoint"], r["passes"], r["conditions"], r["samples"], f"{r['valid']:.3f}",
+        cells = [r["checkpoint"], r["passes"], f"{r.get('t_max', 0.8)} -> {r.get('t_min', 0.4)}",
+                 r.get("entropy_bound", 0.1), r["conditions"], r["samples"], f"{r['valid']:.3f}",
                  f"{r['unique']:.3f}", number(r["fcd_train"], 1), number(r["heavy_atoms"], 1),
                  f"{r['tokens']:.1f} ({r['train_tokens']:.1f})", *(f"{100 * r['failures'][k]:.0f}" for k in FAILURES),
                  f"{r['seconds']:.0f}"]
@@ -114,6 +153,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--passes", default="", help="comma-separated pass counts (default: each checkpoint's own)")
     parser.add_argument("--conditions", default="none", help="none, train or none,train: the prompts' property bins")
+    parser.add_argument("--temperatures", type=temperatures, default=[None],
+                        help="comma-separated t_max:t_min schedules (default: each checkpoint's own)")
+    parser.add_argument("--entropy-bounds", type=bounds, default=[None],
+                        help="comma-separated entropy bounds (default: each checkpoint's own)")
     add_out_argument(parser, "molecule_raw.json")
     parser.add_argument("--merge", action="store_true",
                         help="keep the rows already in --out that this run does not redo (same checkpoint, passes, "
@@ -137,12 +180,14 @@ def main() -> None:
     rows = []
     for checkpoint in args.checkpoints.split(","):
         model = load_model(checkpoint)
-        for steps in passes:
-            for kind in kinds:
-                rows.append(evaluate(model, checkpoint, args.samples, args.seed, ref, steps,
-                                     conditions if kind == "train" else None))
-                print(f"  {checkpoint} {rows[-1]['passes']} passes, conditions {kind}: valid {rows[-1]['valid']:.3f}",
-                      file=sys.stderr, flush=True)
+        for steps, temperature, bound, kind in itertools.product(passes, args.temperatures, args.entropy_bounds,
+                                                                 kinds):
+            row = evaluate(model, checkpoint, args.samples, args.seed, ref, steps,
+                           conditions if kind == "train" else None, temperature, bound)
+            rows.append(row)
+            print(f"  {checkpoint} {row['passes']} passes, T {row['t_max']} -> {row['t_min']}, bound "
+                  f"{row['entropy_bound']}, conditions {kind}: valid {row['valid']:.3f}, unique {row['unique']:.3f}, "
+                  f"FCD vs train {number(row['fcd_train'], 2)}", file=sys.stderr, flush=True)
     redone = {row_key(r) for r in rows}
     rows = [r for r in previous if row_key(r) not in redone] + rows
     table = markdown(rows)
