@@ -152,6 +152,9 @@ class ModelConfig:
             need(0 <= idx < self.num_layers, "per_layer_config", f"layer {idx} does not exist")
             unknown = set(override) - {"head_dim", "num_key_value_heads"}
             need(not unknown, "per_layer_config", f"layer {idx} overrides unsupported fields {sorted(unknown)}")
+            for name, value in override.items():
+                need(isinstance(value, int) and not isinstance(value, bool), "per_layer_config",
+                     f"layer {idx}: {name} must be an integer, got {value!r}")
         for idx in range(self.num_layers):
             override = self.per_layer_overrides.get(idx, {})
             kv = int(override.get("num_key_value_heads", self.num_kv_heads))
@@ -192,6 +195,8 @@ class ModelConfig:
         if text.get("tie_word_embeddings", True) is False or cfg.get("tie_word_embeddings", True) is False:
             raise ConfigError("tie_word_embeddings: untied lm_head is not supported (DiffusionGemma ties it)")
 
+        if not isinstance(text.get("layer_types") or [], list):
+            raise ConfigError(f"text_config.layer_types: must be a list, got {text['layer_types']!r}")
         layer_types = list(text.get("layer_types") or [])
         num_layers = text["num_hidden_layers"]
         if not layer_types and isinstance(num_layers, int):

@@ -429,10 +429,12 @@ def generate(model: DiffusionGemma, prompt_ids: Tensor | None, config: SamplingC
     """
     config = with_checkpoint_tokens(config or released_config(model), model)
     length = config.canvas_length or model.config.canvas_length
+    if prompt_ids is not None and prompt_ids.dim() != 2:
+        raise ValueError(f"prompt_ids must be [batch, length], got shape {tuple(prompt_ids.shape)}")
     if prompt_ids is not None and prompt_ids.shape[1] > 0:
         cache = model.encode(prompt_ids, cache, attention_mask)
     if cache is None:
-        raise ValueError("generate needs prompt_ids or a cache")
+        raise ValueError("generate needs a non-empty prompt_ids or a cache")
     b, device = cache.batch_size, model.device
     sequences = prompt_ids if prompt_ids is not None else torch.zeros(b, 0, dtype=torch.long, device=device)
     prompt_len = sequences.shape[1]

@@ -153,6 +153,9 @@ def test_encoder_named_shared_weights_are_accepted(saved):
     (lambda c: c["text_config"].update(rms_norm_eps=None), "rms_norm_eps"),
     (lambda c: c["text_config"].update(final_logit_softcapping=None), "final_logit_softcapping"),
     (lambda c: c["text_config"].update(final_logit_softcapping=-1.0), "final_logit_softcapping"),
+    (lambda c: c["text_config"].update(layer_types="full_attention"), "layer_types: must be a list"),
+    (lambda c: c["text_config"]["per_layer_config"]["1"].update(head_dim=16.5),
+     "per_layer_config: layer 1: head_dim must be an integer"),
 ])
 def test_config_errors_name_the_field(saved, edit, field):
     _, path = saved

@@ -225,6 +225,13 @@ def test_autoregressive_mode_matches_full_recompute(model):
             assert torch.equal(logits[:, -1].argmax(-1), new[:, i])
 
 
+def test_a_prompt_of_the_wrong_shape_is_refused_by_name(model):
+    with pytest.raises(ValueError, match=r"prompt_ids must be \[batch, length\], got shape \(6,\)"):
+        generate(model, prompt()[0])
+    with pytest.raises(ValueError, match="needs a non-empty prompt_ids or a cache"):
+        generate(model, prompt()[:, :0])
+
+
 def test_the_checkpoints_own_settings_are_the_default(model):
     model.generation_config = SamplingConfig(max_denoising_steps=3, stability_threshold=None, max_new_tokens=LENGTH)
     try:
