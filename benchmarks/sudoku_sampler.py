@@ -1,5 +1,6 @@
 """Model-only Sudoku at several stock-sampler settings, on puzzles generated here (never the evaluation sets):
-how the temperature in `models/sudoku/generation_config.json` (`diffsolve.tasks.sudoku.SAMPLER`) was chosen.
+how the temperature and entropy bound in `models/sudoku/generation_config.json` (`diffsolve.tasks.sudoku.SAMPLER`)
+were chosen.
 
     python benchmarks/sudoku_sampler.py [--seed 4242] [--puzzles 48] [--max-steps 128] [--settings released,shipped]
 
@@ -11,6 +12,8 @@ markdown table; writes JSON and the table (default benchmarks/results/sudoku_sam
 from __future__ import annotations
 
 import argparse
+import json
+import sys
 import time
 from dataclasses import replace
 
@@ -28,6 +31,9 @@ SETTINGS = {
     "warmer": {"t_max": 1.5, "t_min": 1.0},
     "hot": {"t_max": 2.0, "t_min": 2.0},
     "cool": {"t_max": 0.4, "t_min": 0.1},
+    # Fewer cells accepted per pass, the most certain first (the released bound is 0.1)
+    "careful": {"t_max": 1.2, "t_min": 0.8, "entropy_bound": 0.01},
+    "one by one": {"t_max": 1.2, "t_min": 0.8, "entropy_bound": 1e-4},
 }
 
 
@@ -48,7 +54,13 @@ def main() -> None:
     parser.add_argument("--settings", default=",".join(SETTINGS), help=f"comma-separated, of {','.join(SETTINGS)}")
     parser.add_argument("--threads", type=int, default=1)
     add_out_argument(parser, "sudoku_sampler.json")
+    parser.add_argument("--merge", action="store_true",
+                        help="keep the settings already in --out that this run does not redo (same weights, seed, "
+                             "puzzles, passes and threads)")
     args = parser.parse_args()
+    names = args.settings.split(",")
+    if unknown := [n for n in names if n not in SETTINGS]:
+        parser.error(f"--settings: unknown {', '.join(map(repr, unknown))}; known: {', '.join(SETTINGS)}")
     torch.set_num_threads(args.threads)
     sets = puzzle_sets(args.seed, args.puzzles)
     solver = SudokuSolver.from_pretrained(guided=False, max_steps=args.max_steps)
@@ -56,17 +68,30 @@ def main() -> None:
     report = {"checkpoint": relative(solver.model.source), "weights": weights_digest(solver.model.source),
               "seed": args.seed, "puzzles": args.puzzles, "max_steps": args.max_steps, "threads": args.threads,
               "torch": torch.__version__, "settings": {}}
-    lines = ["| setting | temperature | " + " | ".join(sets) + " | seconds |", "|---|---|" + "---|" * (len(sets) + 1)]
-    for name in args.settings.split(","):
+    if args.merge and args.out.is_file():  # checked before the run, so that a mismatch fails in seconds
+        previous = json.loads(args.out.read_text())
+        same = ("weights", "seed", "puzzles", "max_steps", "threads")
+        if any(previous.get(k) != report[k] for k in same):
+            sys.exit(f"{args.out} was measured with other {'/'.join(same)}; cannot --merge")
+        report["settings"] = {k: v for k, v in previous["settings"].items() if k not in names}
+    for name in names:
         solver.config = replace(base, **SETTINGS[name])
         began = time.perf_counter()
         solved = {label: sum(r.verified for r in solver.solve_many(puzzles)) for label, puzzles in sets.items()}
         seconds = round(time.perf_counter() - began, 1)
-        report["settings"][name] = {**SETTINGS[name], "solved": solved, "seconds": seconds}
-        lines.append(f"| {name} | {SETTINGS[name]['t_max']} -> {SETTINGS[name]['t_min']} | "
-                     + " | ".join(f"{k}/{args.puzzles}" for k in solved.values()) + f" | {seconds} |")
-        print(lines[-1], flush=True)
+        report["settings"][name] = {"entropy_bound": solver.config.entropy_bound, **SETTINGS[name],
+                                    "solved": solved, "seconds": seconds}
+        print(row(name, report["settings"][name], args.puzzles), flush=True)
+    lines = ["| setting | temperature | entropy bound | " + " | ".join(sets) + " | seconds |",
+             "|---|---|---|" + "---|" * (len(sets) + 1)]
+    lines += [row(name, setting, args.puzzles) for name, setting in report["settings"].items()]
     write_results(args.out, report, "\n".join(lines))
+
+
+def row(name: str, setting: dict, puzzles: int) -> str:
+    bound = setting.get("entropy_bound", 0.1)  # runs before the column existed used the released bound
+    return (f"| {name} | {setting['t_max']} -> {setting['t_min']} | {bound:g} | "
+            + " | ".join(f"{k}/{puzzles}" for k in setting["solved"].values()) + f" | {setting['seconds']} |")
 
 
 if __name__ == "__main__":
