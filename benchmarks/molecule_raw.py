@@ -110,8 +110,8 @@ def temperatures(text: str) -> list[tuple[float, float] | None]:
             pair = (float(hi), float(lo if sep else hi))
         except ValueError:
             raise argparse.ArgumentTypeError(f"{item!r} is not t_max:t_min (e.g. 0.8:0.4)") from None
-        if not 0 < pair[1] <= pair[0]:
-            raise argparse.ArgumentTypeError(f"{item!r}: need 0 < t_min <= t_max")
+        if not 0 <= pair[1] <= pair[0]:
+            raise argparse.ArgumentTypeError(f"{item!r}: need 0 <= t_min <= t_max")
         pairs.append(pair)
     return pairs or [None]
 
@@ -160,7 +160,7 @@ def main() -> None:
     add_out_argument(parser, "molecule_raw.json")
     parser.add_argument("--merge", action="store_true",
                         help="keep the rows already in --out that this run does not redo (same checkpoint, passes, "
-                             "conditions and canvases)")
+                             "temperature, entropy bound, conditions and canvases)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     # Read what --merge keeps before sampling, so that a bad file fails in seconds, not after the run.

@@ -144,7 +144,8 @@ def stock_samples(model, n: int, seed: int, batch: int = 250, conditions: list[d
     """The model alone: unconditioned prompts (or `conditions`, one dict of bin tokens per canvas), the
     checkpoint's own sampler settings (generation_config.json, with `overrides`; no masks, no re-noising, no
     verifier)."""
-    config = released_config(model, eos_token_id=task.EOS, pad_token_id=task.PAD, drop_finished=True, **overrides)
+    config = released_config(model, eos_token_id=task.EOS, pad_token_id=task.PAD, drop_finished=True,
+                             canvas_length=task.CANVAS, max_new_tokens=task.CANVAS, **overrides)
     conditions = [{}] * n if conditions is None else conditions
     if len(conditions) != n:
         raise ValueError(f"{len(conditions)} conditions for {n} canvases")

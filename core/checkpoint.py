@@ -29,7 +29,7 @@ ENCODER = "model.encoder.language_model."
 VISION_PREFIXES = ("model.encoder.vision_tower.", "model.encoder.embed_vision.")
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
-COMPUTE_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+COMPUTE_DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
 
 
 class CheckpointError(RuntimeError):
@@ -229,7 +229,8 @@ def _read_shard(shard: Path, device, dtype: torch.dtype, expected: dict, loaded:
             if not torch.isfinite(tensor).all():
                 nonfinite.append(tensor_name)
             loaded[name] = tensor.to(dtype=dtype)
-            if not torch.isfinite(loaded[name]).all() and tensor_name not in nonfinite:
+            narrows = torch.finfo(dtype).max < torch.finfo(tensor.dtype).max
+            if narrows and tensor_name not in nonfinite and not torch.isfinite(loaded[name]).all():
                 overflow.append(tensor_name)
     return skipped_vision
 
@@ -247,7 +248,8 @@ def load_model(path_or_id: str | os.PathLike, dtype: torch.dtype | str = "auto",
     config = read_config(directory)
     dtype = stored_dtype(directory) if dtype == "auto" else dtype
     if dtype not in COMPUTE_DTYPES:
-        raise ValueError(f"dtype: expected 'auto', torch.float32, torch.bfloat16 or torch.float16, got {dtype!r}")
+        raise ValueError(f"dtype: expected 'auto', torch.float32, torch.bfloat16, torch.float16 or torch.float64, "
+                         f"got {dtype!r}")
     tokenizer, generation_config = _read_tokenizer(directory), _read_generation_config(directory)
     with torch.device("meta"):
         model = DiffusionGemma(config)
@@ -302,7 +304,7 @@ def stored_dtype(directory: Path) -> torch.dtype:
     dtype = getattr(torch, str(name).removeprefix("torch."), None)
     if dtype not in COMPUTE_DTYPES:
         raise ConfigError(f"{directory / 'config.json'}: dtype {name!r} is not one the model computes in "
-                          "(float32, bfloat16, float16)")
+                          "(float32, bfloat16, float16, float64)")
     return dtype
 
 

@@ -53,8 +53,8 @@ class SamplingConfig:
     canvas_length: int | None = None
 
     def __post_init__(self) -> None:
-        # The checks transformers' DiffusionGemmaGenerationConfig makes, so that a config loads in both engines or
-        # in neither (except t_max == t_min, a constant temperature, which transformers refuses).
+        # At least the checks transformers' DiffusionGemmaGenerationConfig makes (a few are stricter: no 2.0 for a
+        # count, no True for a threshold), except that t_max == t_min, a constant temperature, is allowed here.
         def whole(name: str, least: int) -> None:
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, Integral) or value < least):
@@ -77,7 +77,8 @@ class SamplingConfig:
         for name in ("eos_token_id", "pad_token_id"):
             value = getattr(self, name)
             ids = value if isinstance(value, (list, tuple)) and name == "eos_token_id" else [value]
-            token_ids = all(isinstance(i, Integral) and not isinstance(i, bool) and i >= 0 for i in ids)
+            token_ids = len(ids) > 0 and all(isinstance(i, Integral) and not isinstance(i, bool) and i >= 0
+                                             for i in ids)
             if value is not None and not token_ids:
                 raise ValueError(f"{name} must be a token id{' or a list of them' if name == 'eos_token_id' else ''}"
                                  f", got {value!r}")
@@ -98,7 +99,10 @@ class SamplingConfig:
                                     "confidence_threshold", "max_new_tokens", "eos_token_id", "pad_token_id")
                   if d.get(k) is not None}
         if "entropy_bound" in sampler:
-            kwargs["entropy_bound"] = float(sampler["entropy_bound"])
+            kwargs["entropy_bound"] = sampler["entropy_bound"]
+        for name in ("entropy_bound", "confidence_threshold"):  # JSON floats, as transformers requires
+            if name in kwargs and not isinstance(kwargs[name], float):
+                raise ValueError(f"{name} must be written as a float (e.g. 1.0), got {kwargs[name]!r}")
         return cls(**kwargs)
 
     def to_hf_dict(self) -> dict:
@@ -106,9 +110,15 @@ class SamplingConfig:
         `stability_threshold=None` (no adaptive stopping) has no form there, so it is left out."""
         ours = ("entropy_bound", "keep_accepted", "drop_finished", "canvas_length")
         d = {k: v for k, v in asdict(self).items() if k not in ours and v is not None}
-        for name in ("t_min", "t_max", "confidence_threshold"):
+        for name in ("t_min", "t_max", "confidence_threshold"):  # plain Python numbers (a numpy one is not JSON)
             if name in d:
                 d[name] = float(d[name])
+        for name in ("max_denoising_steps", "stability_threshold", "max_new_tokens", "pad_token_id"):
+            if name in d:
+                d[name] = int(d[name])
+        if "eos_token_id" in d:
+            eos = d["eos_token_id"]
+            d["eos_token_id"] = [int(i) for i in eos] if isinstance(eos, (list, tuple)) else int(eos)
         d["sampler_config"] = {"entropy_bound": float(self.entropy_bound), "_cls_name": "EntropyBoundSamplerConfig"}
         return d
 

@@ -277,7 +277,7 @@ def demo(
                       + ("  [yellow]re-noised[/yellow] " + str(int(info.renoised_by_constraint[0].sum()))
                          if info.renoised_by_constraint[0].any() else ""))
 
-    config = SamplingConfig(keep_accepted=guided)
+    config = SamplingConfig(keep_accepted=guided, max_new_tokens=sorting.LENGTH)
     guidance = sorting.constraints(values, device) if guided else None
     started = time.perf_counter()
     out = generate(model, prompt, config, guidance=guidance, callback=show,

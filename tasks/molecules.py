@@ -212,7 +212,8 @@ def evaluate(model, n: int = 256, seed: int = 10**6) -> dict[str, float]:
     from ..core import generate, released_config
 
     prompt = encode_prompts([{}] * n, [None] * n).to(model.device)
-    out = generate(model, prompt, released_config(model, eos_token_id=EOS, pad_token_id=PAD),
+    out = generate(model, prompt, released_config(model, eos_token_id=EOS, pad_token_id=PAD, canvas_length=CANVAS,
+                                                  max_new_tokens=CANVAS),
                    generator=torch.Generator(model.device).manual_seed(seed))
     smiles = decode(out.canvas)
     valid = [s for s in smiles if s and Chem.MolFromSmiles(s) is not None]

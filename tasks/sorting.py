@@ -84,8 +84,11 @@ def evaluate(model, n: int = 128, seed: int = 10**9) -> dict[str, float]:
     digits = torch.randint(0, 10, (n, LENGTH), generator=torch.Generator().manual_seed(seed))
     prompt = encode_prompt(digits).to(model.device)
     truth = prompt[:, 1:].sort(dim=-1).values
-    stock = generate(model, prompt, SamplingConfig(), generator=torch.Generator(model.device).manual_seed(seed))
-    guided = generate(model, prompt, SamplingConfig(keep_accepted=True), guidance=constraints(digits, model.device),
+    one_canvas = dict(canvas_length=LENGTH, max_new_tokens=LENGTH)  # whatever the model's generation_config says
+    stock = generate(model, prompt, SamplingConfig(**one_canvas),
+                     generator=torch.Generator(model.device).manual_seed(seed))
+    guided = generate(model, prompt, SamplingConfig(keep_accepted=True, **one_canvas),
+                      guidance=constraints(digits, model.device),
                       generator=torch.Generator(model.device).manual_seed(seed))
     return {
         "model_only_exact": (stock.canvas == truth).all(-1).float().mean().item(),

@@ -312,13 +312,13 @@ def test_weights_too_large_for_the_requested_dtype_are_not_called_damaged(saved)
     assert load_model(path) is not None
     with pytest.raises(CheckpointError, match=rf"hold values torch.float16 cannot represent .*{name}"):
         load_model(path, dtype=torch.float16)
-    with pytest.raises(ValueError, match="float32, torch.bfloat16 or torch.float16"):
+    with pytest.raises(ValueError, match="torch.float16 or torch.float64, got torch.float8_e4m3fn"):
         load_model(path, dtype=torch.float8_e4m3fn)
 
 
 @pytest.mark.parametrize("field, value, message", [
     ("stability_threshold", 1.5, "stability_threshold must be an integer >= 0"),
-    ("confidence_threshold", 0, "confidence_threshold must be > 0"),
+    ("confidence_threshold", 0.0, "confidence_threshold must be > 0"),
     ("max_new_tokens", 2.0, "max_new_tokens must be an integer >= 1"),
     ("eos_token_id", "1", "eos_token_id must be a token id or a list of them"),
     ("t_min", -0.1, "need 0 <= t_min <= t_max"),
@@ -330,6 +330,32 @@ def test_a_bad_sampler_setting_is_refused_at_load(saved, field, value, message):
     (path / "generation_config.json").write_text(json.dumps(config))
     with pytest.raises(CheckpointError, match=f"generation_config.json: not a usable generation config .*{message}"):
         load_model(path)
+
+
+@pytest.mark.parametrize("value", [1, "0.1", True])
+def test_an_entropy_bound_transformers_would_refuse_is_refused(saved, value):
+    _, path = saved
+    config = json.loads((path / "generation_config.json").read_text())
+    config["sampler_config"]["entropy_bound"] = value
+    (path / "generation_config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="entropy_bound must be written as a float"):
+        load_model(path)
+
+
+def test_numpy_settings_and_float64_weights_save_and_load(tmp_path):
+    import numpy as np
+
+    from diffsolve.core import SamplingConfig
+
+    model = new_model(tiny(), seed=1, dtype=torch.float64)
+    model.generation_config = SamplingConfig(max_denoising_steps=np.int64(8), t_min=np.float32(0.25),
+                                             eos_token_id=[np.int64(1)])
+    model.save_pretrained(tmp_path)
+    loaded = load_model(tmp_path)
+    assert loaded.dtype == torch.float64 and torch.equal(_logits(loaded), _logits(model))
+    assert (loaded.generation_config.max_denoising_steps, loaded.generation_config.eos_token_id) == (8, [1])
+    with pytest.raises(ValueError, match="eos_token_id must be a token id or a list of them"):
+        SamplingConfig(eos_token_id=[])
 
 
 def test_a_zero_final_temperature_loads(saved):

@@ -94,6 +94,20 @@ def test_demo_refuses_a_checkpoint_of_another_task():
     assert result.stderr.startswith(f"error: --checkpoint {default_checkpoint('sudoku')}: not a sorting checkpoint")
 
 
+def test_demo_samples_one_canvas_from_a_checkpoint_saved_before_max_new_tokens(tmp_path):
+    """Saves before 2026-12-06 name no length, which now means 256 tokens (as in transformers): the demo still
+    denoises its one 16-digit canvas."""
+    import shutil
+
+    old = tmp_path / "sort-demo"
+    shutil.copytree(default_checkpoint("sorting"), old)
+    config = json.loads((old / "generation_config.json").read_text())
+    del config["max_new_tokens"]
+    (old / "generation_config.json").write_text(json.dumps(config))
+    result = run("demo", "--checkpoint", str(old), "--digits", "3141592653589793")
+    assert result.exit_code == 0 and "output    1123334555678999  verified" in result.output
+
+
 def test_demo_takes_only_ascii_digits():
     result = run("demo", "--digits", "³" * 16)
     assert result.exit_code == 2 and "--digits needs exactly 16 digits" in result.stderr

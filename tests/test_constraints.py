@@ -199,7 +199,9 @@ def untrained_model():
     cfg = ModelConfig(vocab_size=12, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=2,
                       num_kv_heads=1, head_dim=16, num_experts=4, top_k_experts=2, moe_intermediate_size=32,
                       layer_types=["sliding_attention", "full_attention"], sliding_window=8, canvas_length=16)
-    return new_model(cfg, seed=0).eval()
+    model = new_model(cfg, seed=0).eval()
+    model.generation_config = SamplingConfig(max_new_tokens=16)  # as save_pretrained writes it: one canvas
+    return model
 
 
 @pytest.mark.parametrize("drop_finished", [False, True])

@@ -317,7 +317,8 @@ def test_shorter_canvas_than_the_model():
 
     model = new_model(data.model_config(), seed=0)
     out = generate(model, torch.tensor([data.path_prompt([(0, 1)], 0, 1)]),
-                   SamplingConfig(max_denoising_steps=2, canvas_length=data.MAX_ROUTE_NODES))
+                   SamplingConfig(max_denoising_steps=2, canvas_length=data.MAX_ROUTE_NODES,
+                                  max_new_tokens=data.MAX_ROUTE_NODES))
     assert out.canvas.shape == (1, data.MAX_ROUTE_NODES)
 
 
