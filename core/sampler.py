@@ -70,8 +70,8 @@ class SamplingConfig:
         whole("canvas_length", 1)
         if not self.entropy_bound > 0:
             raise ValueError(f"entropy_bound must be > 0, got {self.entropy_bound!r}")
-        if not (0 <= self.t_min <= self.t_max):
-            raise ValueError(f"need 0 <= t_min <= t_max, got t_min={self.t_min}, t_max={self.t_max}")
+        if not (0 <= self.t_min <= self.t_max and self.t_max > 0):  # the last pass samples above t_min
+            raise ValueError(f"need 0 <= t_min <= t_max and t_max > 0, got t_min={self.t_min}, t_max={self.t_max}")
         if self.confidence_threshold is not None and not self.confidence_threshold > 0:
             raise ValueError(f"confidence_threshold must be > 0, got {self.confidence_threshold!r}")
         for name in ("eos_token_id", "pad_token_id"):

@@ -358,6 +358,13 @@ def test_numpy_settings_and_float64_weights_save_and_load(tmp_path):
         SamplingConfig(eos_token_id=[])
 
 
+def test_a_zero_temperature_throughout_is_refused():
+    from diffsolve.core import SamplingConfig
+
+    with pytest.raises(ValueError, match="need 0 <= t_min <= t_max and t_max > 0"):
+        SamplingConfig(t_min=0.0, t_max=0.0)
+
+
 def test_a_zero_final_temperature_loads(saved):
     """t_min = 0 is valid (as in transformers): the last pass samples at (t_max - t_min) / passes, not 0."""
     _, path = saved
