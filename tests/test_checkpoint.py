@@ -264,13 +264,16 @@ def test_a_damaged_weights_file_is_named_with_what_to_do(saved):
         load_model(path)
 
 
+def _set_first_weight(path, value: float) -> str:
+    """Write `value` into the first element of the checkpoint's first tensor; returns that tensor's name."""
+    name = sorted(load_file(str(path / "model.safetensors")))[0]
+    _rewrite(path, lambda tensors: tensors[name].view(-1).__setitem__(0, value))
+    return name
+
+
 def test_weights_holding_nan_or_inf_are_refused_by_name(saved):
     _, path = saved
-    weights = path / "model.safetensors"
-    tensors = load_file(weights)
-    name = sorted(tensors)[0]
-    tensors[name].view(-1)[0] = float("nan")
-    save_file(tensors, weights)
+    name = _set_first_weight(path, float("nan"))
     with pytest.raises(CheckpointError, match=rf"1 weight tensor\(s\) hold inf or NaN.*{name}"):
         load_model(path)
 
@@ -304,11 +307,7 @@ def test_a_shard_index_naming_non_files_is_refused(saved, tmp_path_factory):
 
 def test_weights_too_large_for_the_requested_dtype_are_not_called_damaged(saved):
     _, path = saved
-    weights = path / "model.safetensors"
-    tensors = load_file(weights)
-    name = sorted(tensors)[0]
-    tensors[name].view(-1)[0] = 1e5  # fine in float32, inf in float16
-    save_file(tensors, weights)
+    name = _set_first_weight(path, 1e5)  # fine in float32, inf in float16
     assert load_model(path) is not None
     with pytest.raises(CheckpointError, match=rf"hold values torch.float16 cannot represent .*{name}"):
         load_model(path, dtype=torch.float16)
