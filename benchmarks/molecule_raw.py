@@ -33,7 +33,7 @@ from molecules import CACHE, stock_samples, train_sample
 from rdkit import Chem, RDLogger, rdBase
 from reporting import add_out_argument, write_results
 
-from diffsolve.core import load_model, weights_digest
+from diffsolve.core import load_model, released_config, weights_digest
 from diffsolve.tasks import molecule_metrics as mm
 from diffsolve.tasks import molecules as task
 from diffsolve.tasks.molecule_data import exact_properties, split_smiles
@@ -74,7 +74,7 @@ def training_conditions(n: int, seed: int) -> list[dict[str, int]]:
 def evaluate(model, checkpoint: str, samples: int, seed: int, ref: dict, passes: int | None = None,
              conditions: list[dict[str, int]] | None = None, temperature: tuple[float, float] | None = None,
              entropy_bound: float | None = None) -> dict:
-    stock = model.generation_config
+    stock = released_config(model)  # the checkpoint's own settings (the released defaults where it ships none)
     passes = passes or stock.max_denoising_steps
     t_max, t_min = temperature or (stock.t_max, stock.t_min)
     entropy_bound = entropy_bound or stock.entropy_bound
@@ -110,8 +110,8 @@ def temperatures(text: str) -> list[tuple[float, float] | None]:
             pair = (float(hi), float(lo if sep else hi))
         except ValueError:
             raise argparse.ArgumentTypeError(f"{item!r} is not t_max:t_min (e.g. 0.8:0.4)") from None
-        if not 0 <= pair[1] <= pair[0]:
-            raise argparse.ArgumentTypeError(f"{item!r}: need 0 <= t_min <= t_max")
+        if not (0 <= pair[1] <= pair[0] and pair[0] > 0):
+            raise argparse.ArgumentTypeError(f"{item!r}: need 0 <= t_min <= t_max and t_max > 0")
         pairs.append(pair)
     return pairs or [None]
 
