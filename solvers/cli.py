@@ -783,8 +783,7 @@ def train(
     model = new_model(module.model_config(), seed=seed) if init is None else \
         deepen_model(_warm_start(init, task, module), deepen)
     model.tokenizer = module.TOKENIZER
-    model.generation_config = released_config(  # what it will ship with: one canvas, its sampler settings
-        model, **{"max_new_tokens": model.config.canvas_length, **getattr(module, "SAMPLER", {})})
+    model.generation_config = released_config(model, **getattr(module, "SAMPLER", {}))  # what it will ship with
     cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed, device=device,
                       warmup_steps=min(200, max(steps // 10, 0 if init is None else WARM_START_WARMUP)),
                       checkpoint_every=max(1, min(500, steps // 4)),

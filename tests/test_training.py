@@ -156,6 +156,8 @@ def test_solve_train_writes_a_usable_model_whose_card_command_reproduces_it(tmp_
     assert {"config.json", "model.safetensors", "generation_config.json", "tokenizer.json",
             "README.md"} <= {p.name for p in model_dir.iterdir()}
     assert json.loads(result.stdout)["steps"] == 3  # log lines go to stderr, the summary alone to stdout
+    generation = json.loads((model_dir / "generation_config.json").read_text())
+    assert generation["max_new_tokens"] == json.loads((model_dir / "config.json").read_text())["canvas_length"]
 
     card = (model_dir / "README.md").read_text()
     command = shlex.split(card.split("```")[1].strip())
