@@ -410,7 +410,9 @@ def _solve_sudokus(solver, good: list, order: InOrder, trace: bool, stop_if_aske
     traced = 0
     if trace:  # the first puzzle alone, before the others, so that its passes are not mixed with a progress bar
         tracer = _sudoku_tracer(solver.canvases)
-        order.add(0, solver.solve(good[0].puzzle, callback=lambda info: (tracer(info), stop_if_asked())))
+        # on_result hands the puzzle over before its last pass reaches the callback: a Ctrl-C then keeps it
+        solver.solve_many([good[0].puzzle], on_result=lambda _, result: order.add(0, result),
+                          callback=lambda info: (tracer(info), stop_if_asked()))
         traced = 1
     order.flush()  # unreadable entries before the first puzzle
     rest = good[traced:]

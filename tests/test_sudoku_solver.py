@@ -12,11 +12,11 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from diffsolve.core import SamplingConfig
-from diffsolve.solvers.cli import app
+from diffsolve.solvers.cli import InOrder, _solve_sudokus, app
 from diffsolve.solvers import SudokuSolver
 from diffsolve.solvers.checkpoints import default_checkpoint
 from diffsolve.tasks.sudoku import SAMPLER
-from diffsolve.tasks.sudoku_data import format_grid, is_valid_solution, make_puzzle, random_grid
+from diffsolve.tasks.sudoku_data import ParsedPuzzle, format_grid, is_valid_solution, make_puzzle, random_grid
 from interrupt import ctrl_c_when
 
 
@@ -145,6 +145,20 @@ def test_cli_json_in_input_order_with_errors_named(tmp_path):
     assert traced.exit_code == 1  # unreadable lines, as without --trace
     assert "pass 1:" in traced.stderr  # the trace goes to stderr: stdout stays one JSON object per line
     assert [json.loads(line)["line"] for line in traced.stdout.splitlines()] == [1, 2, 3, 4]
+
+
+def test_a_ctrl_c_in_the_traced_puzzles_last_pass_keeps_its_answer(solver):
+    _, grid = easy_puzzle(3)
+    puzzle = "0" + grid[1:]  # one blank: verified in the first pass
+    printed = []
+    order = InOrder([True], lambda k, result: printed.append(result), printed.append)
+
+    def stop_if_asked():  # Ctrl-C was pressed during the first pass
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        _solve_sudokus(solver, [ParsedPuzzle(puzzle, None, 1, 0)], order, True, stop_if_asked)
+    assert len(printed) == 1 and printed[0].verified and printed[0].solution == grid
 
 
 def test_cli_reads_several_files_in_order_and_names_each_entrys_file(tmp_path):
