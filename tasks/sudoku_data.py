@@ -430,9 +430,14 @@ def _is_separator(stripped: str, cells: int, dash_blanks: bool) -> bool:
             and ("+" in stripped or "=" in stripped or cells != 9 or not dash_blanks))
 
 
+def _is_column_header(cells: list[Cell]) -> bool:
+    return "".join(ch for _, _, ch in cells) == "123456789"
+
+
 def _text_records(lines: list[str]):
     """One-line puzzles and 9-row grids (separator lines are skipped; blank lines, comments and title lines end a
-    grid, except blank lines between its bands). '#' starts a comment anywhere on a line."""
+    grid, except blank lines between its bands; a line '1 2 3 4 5 6 7 8 9' above nine grid rows numbers the columns).
+    '#' starts a comment anywhere on a line."""
     block: list[tuple[int, list[Cell]]] = []
     dash_blanks = _dashes_are_blanks(lines)
     for number, raw in enumerate(lines + [""], 1):  # the extra blank line closes a trailing grid
@@ -455,6 +460,8 @@ def _text_records(lines: list[str]):
             continue
         if len(cells) > GRID_ROW:  # too long for a grid row: a whole puzzle on one line
             yield _Record(number, cells)
+            continue
+        if not block and _is_column_header(cells) and _bands_continue(lines, number, 0, dash_blanks):
             continue
         block.append((number, cells))
         if len(block) == 9:

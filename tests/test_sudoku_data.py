@@ -380,3 +380,16 @@ def test_dated_titles_comma_rows_and_quoted_csv_fields_are_read_or_named():
                  "bad character ',' at column 2 (grid rows hold 9 cells: digits and blanks)", path="c.txt")
     quoted = parse_puzzles(f'id,puzzle,solution\n1, "{PUZZLE}", "{SOLUTION}"\n')  # a space before the quotes
     check_parsed(quoted, [PUZZLE], [SOLUTION])
+
+
+def test_a_column_numbering_line_above_a_grid_is_not_its_first_row():
+    # '1 2 3 4 5 6 7 8 9' was read as row 1: the grid shifted down a row and its last row became an error
+    grid = format_grid(PUZZLE)
+    for header in ("1 2 3 4 5 6 7 8 9", "    1 2 3 | 4 5 6 | 7 8 9"):
+        results = parse_puzzles(f"{header}\n{grid}\n")
+        check_parsed(results, [PUZZLE])
+        assert results[0].line == 2
+    counting = ["123456789", "456789123", "789123456", "234567891", "567891234", "891234567", "345678912",
+                "678912345", "912345678"]  # a solved grid whose first row reads 1 to 9
+    check_parsed(parse_puzzles("\n".join(counting)), ["".join(counting)])
+    check_parsed(parse_puzzles("\n".join(["1 2 3 4 5 6 7 8 9", *counting])), ["".join(counting)])
