@@ -28,8 +28,8 @@ test: $(STAMP)
 
 # Benchmarks (developers: Sudoku and graphs read the public sets in ../shared/data).
 # `make bench`: short runs of every benchmark but molecule_acceptance.py (it must design thousands of molecules
-# before it can fit anything), written to runs/bench/ so the committed results stay as they are. `make results`: the runs behind benchmarks/results/ and the README (many hours on 2 CPU cores, never
-# timed as one run; the README's colouring table was run as two parallel streams joined with
+# before it can fit anything), written to runs/bench/ so the committed results stay as they are. `make results`: the runs behind benchmarks/results/, benchmarks/RESULTS.md and the README (many hours on 2 CPU cores, never
+# timed as one run; the colouring table in benchmarks/RESULTS.md was run as two parallel streams joined with
 # `benchmarks/graphs.py --combine`, which gives the same table sooner).
 bench: moses
 	$(PY) -m pip install -q -e ".[bench]"
