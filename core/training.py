@@ -63,8 +63,9 @@ class TrainConfig:
     device: str = "cpu"
     bf16: bool = False  # autocast to bf16 on CUDA
     compile: bool = False  # torch.compile the encoder and decoder passes (not part of the recipe)
-    # Wall-clock budget: the schedule follows max(step / steps, elapsed / budget) and training ends when
-    # either runs out (for time-boxed machines; step-exact resumption needs it unset).
+    # Wall-clock budget: after warmup the cosine follows whichever is further along, the steps or the time since
+    # warmup ended against the budget left then, and training ends when either runs out (for time-boxed
+    # machines; step-exact resumption needs it unset).
     time_budget_s: float | None = None
 
 
@@ -113,15 +114,27 @@ def diffusion_loss(model: DiffusionGemma, batch: Batch, generator: torch.Generat
                   "noised_acc": blank_acc.item()}
 
 
-def lr_at(step: int, cfg: TrainConfig, elapsed_s: float = 0.0) -> float:
-    """Linear warmup, then cosine decay to `min_lr_ratio * lr` (over steps, or time when budgeted)."""
+def lr_at(step: int, cfg: TrainConfig, elapsed_s: float = 0.0, warmup_end_s: float = 0.0) -> float:
+    """Linear warmup, then cosine decay to `min_lr_ratio * lr` (over steps, or time when budgeted).
+    `warmup_end_s`: the elapsed time when warmup ended; the clock's progress counts from there, so that a warmup
+    slowed by compiling does not make the rate step down when it ends."""
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
     progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
     if cfg.time_budget_s:
-        progress = max(progress, elapsed_s / cfg.time_budget_s)
+        left = cfg.time_budget_s - warmup_end_s
+        progress = max(progress, (elapsed_s - warmup_end_s) / left if left > 0 else 1.0)
     progress = min(1.0, progress)
     return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def step_generators(seed: int, step: int, device: torch.device) -> tuple[torch.Generator, torch.Generator]:
+    """(data, noise) generators of one training step, from the run's seed and the step alone (so a resumed run
+    draws what an unbroken one would). Separate streams: with one seed for both, a CPU run drew the same numbers
+    for the batch and its noise (which examples showed a condition matched which canvas positions were noised)."""
+    step_seed = seed * 1_000_003 + step
+    return (torch.Generator().manual_seed(step_seed),
+            torch.Generator(device=device).manual_seed(step_seed ^ 0x9E3779B97F4A7C15))
 
 
 def make_optimizer(model: DiffusionGemma, cfg: TrainConfig) -> torch.optim.AdamW:
@@ -371,7 +384,7 @@ def _train(model: DiffusionGemma, make_batch: Callable[[int, torch.Generator], B
 
     ckpt = out / "checkpoint"
     device = torch.device(cfg.device)
-    start, previous_s = 0, 0.0
+    start, previous_s, warmup_end_s = 0, 0.0, None
     found = find_checkpoint(ckpt)
     if found is not None:
         check_resumable(found, model, cfg)
@@ -384,7 +397,10 @@ def _train(model: DiffusionGemma, make_batch: Callable[[int, torch.Generator], B
     optimizer = make_optimizer(model, cfg)
     if found is not None:
         start = load_training_state(found, model, optimizer)
-        previous_s = json.loads((found / STATE_JSON).read_text()).get("elapsed_s", 0.0)
+        state = json.loads((found / STATE_JSON).read_text())
+        previous_s = state.get("elapsed_s", 0.0)
+        # checkpoints written before warmup_end_s was kept ran their clock from the start: go on as they did
+        warmup_end_s = state.get("warmup_end_s", 0.0 if start > cfg.warmup_steps else None)
     log_path = out / "train_log.jsonl"
     metrics: dict[str, float] = {}
     running: dict[str, float] = {}
@@ -400,11 +416,13 @@ def _train(model: DiffusionGemma, make_batch: Callable[[int, torch.Generator], B
     # an optimizer update cut short would checkpoint half-updated weights: Ctrl-C stops after the step
     with CtrlC(notice="stopping after this step (with a checkpoint)") as stop:
         for step in bar:
-            generator = torch.Generator(device=device).manual_seed(cfg.seed * 1_000_003 + step)
-            batch = make_batch(step, torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)).to(device)
+            data, generator = step_generators(cfg.seed, step, device)
+            batch = make_batch(step, data).to(device)
             elapsed = previous_s + time.time() - began
+            if step >= cfg.warmup_steps and warmup_end_s is None:
+                warmup_end_s = elapsed
             for group in optimizer.param_groups:
-                group["lr"] = lr_at(step, cfg, elapsed)
+                group["lr"] = lr_at(step, cfg, elapsed, warmup_end_s or 0.0)
             parts = train_step(model, optimizer, batch, generator, cfg)
             skipped_in_a_row = skipped_in_a_row + 1 if parts["skipped"] else 0
             if skipped_in_a_row >= MAX_SKIPPED_IN_A_ROW:
@@ -426,7 +444,7 @@ def _train(model: DiffusionGemma, make_batch: Callable[[int, torch.Generator], B
                 metrics = {k: v / summed if k == "skipped" else v / kept if kept else math.nan
                            for k, v in running.items()}
                 running, summed, kept = {}, 0, 0
-                metrics.update(step=done, lr=lr_at(step, cfg, elapsed),
+                metrics.update(step=done, lr=lr_at(step, cfg, elapsed, warmup_end_s or 0.0),
                                elapsed_s=round(previous_s + time.time() - began, 1))
                 if evaluate is not None and done % cfg.checkpoint_every == 0:
                     model.eval()
@@ -438,8 +456,10 @@ def _train(model: DiffusionGemma, make_batch: Callable[[int, torch.Generator], B
                 if not progress:
                     print(json.dumps(metrics), file=sys.stderr, flush=True)  # stdout keeps the summary alone
             if done % cfg.checkpoint_every == 0 or done in (cfg.steps, end) or stop.asked:
-                save_training_state(ckpt, model, optimizer, done, cfg,
-                                    {"elapsed_s": round(previous_s + time.time() - began, 1)})
+                clock = {"elapsed_s": round(previous_s + time.time() - began, 1)}
+                if warmup_end_s is not None:
+                    clock["warmup_end_s"] = warmup_end_s
+                save_training_state(ckpt, model, optimizer, done, cfg, clock)
             if out_of_time or stop.asked:
                 break
     if cfg.compile and not was_compiled:
