@@ -348,6 +348,12 @@ def save_model(model: DiffusionGemma, path: str | os.PathLike, max_shard_bytes: 
     load, not read as a mix. An earlier save's weight files that the new one does not name are removed."""
     from .sampler import released_config
 
+    # the JSON files first: settings they cannot hold are refused before anything is written
+    config = model.config.to_hf_dict()
+    config["dtype"] = str(model.dtype).removeprefix("torch.")
+    # One canvas unless the caller says otherwise: without it transformers would generate 256 tokens
+    generation = dict(generation_config or released_config(model).to_hf_dict())
+    generation.setdefault("max_new_tokens", model.config.canvas_length)
     out = Path(path)
     out.mkdir(parents=True, exist_ok=True)
     tensors = {hf_name(n): t.detach().contiguous().cpu() for n, t in _state(model).items()}
@@ -379,12 +385,7 @@ def save_model(model: DiffusionGemma, path: str | os.PathLike, max_shard_bytes: 
     shards_here = {f.name for f in out.glob("model-*-of-*.safetensors") if SHARD_NAME.fullmatch(f.name)}
     for stale in (earlier | shards_here) - written:  # an earlier save's, or a cut-short save's, weight files
         (out / stale).unlink(missing_ok=True)
-    config = model.config.to_hf_dict()
-    config["dtype"] = str(model.dtype).removeprefix("torch.")
     _write_json(out / "config.json", config)
-    # One canvas unless the caller says otherwise: without it transformers would generate 256 tokens
-    generation = dict(generation_config or released_config(model).to_hf_dict())
-    generation.setdefault("max_new_tokens", model.config.canvas_length)
     _write_json(out / "generation_config.json", generation)
     if model.tokenizer is not None:
         write_atomically(out / "tokenizer.json", lambda p: model.tokenizer.save(str(p)))

@@ -103,11 +103,22 @@ class SamplingConfig:
         for name in ("entropy_bound", "confidence_threshold"):  # JSON floats, as transformers requires
             if name in kwargs and not isinstance(kwargs[name], float):
                 raise ValueError(f"{name} must be written as a float (e.g. 1.0), got {kwargs[name]!r}")
-        return cls(**kwargs)
+        config = cls(**kwargs)
+        if config.t_max == config.t_min:
+            raise ValueError(f"t_max must be greater than t_min, got {config.t_max!r} for both (transformers refuses a "
+                             "constant temperature in generation_config.json; in code SamplingConfig allows one)")
+        return config
 
     def to_hf_dict(self) -> dict:
-        """generation_config.json's fields. Floats are written as floats (transformers refuses `"t_min": 0`);
-        `stability_threshold=None` (no adaptive stopping) has no form there, so it is left out."""
+        """generation_config.json's fields. Floats are written as floats (transformers refuses `"t_min": 0`).
+        Raises ValueError for settings the file cannot hold: a constant temperature (transformers refuses
+        t_max == t_min) and no adaptive stopping (stability_threshold=None: left out, it would read back as 1)."""
+        if self.t_max == self.t_min:
+            raise ValueError(f"a constant temperature ({self.t_max!r}) cannot be written to generation_config.json: "
+                             "transformers refuses t_max == t_min there")
+        if self.stability_threshold is None:
+            raise ValueError("stability_threshold=None (no adaptive stopping) cannot be written to "
+                             "generation_config.json: it would read back as the default, 1")
         ours = ("entropy_bound", "keep_accepted", "drop_finished", "canvas_length")
         d = {k: v for k, v in asdict(self).items() if k not in ours and v is not None}
         for name in ("t_min", "t_max", "confidence_threshold"):  # plain Python numbers (a numpy one is not JSON)

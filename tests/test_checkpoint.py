@@ -406,3 +406,21 @@ def test_hub_id_resolves_offline_from_the_hf_cache(saved, tmp_path_factory):
                              env=env, capture_output=True, text=True, timeout=120)
     assert missing.returncode != 0 and "not in the Hugging Face cache" in missing.stderr
     assert "hf download acme/absent" in missing.stderr
+
+
+def test_settings_a_generation_config_cannot_hold_are_refused_before_anything_is_written(tmp_path, saved):
+    from diffsolve.core import SamplingConfig
+
+    model = new_model(tiny(), seed=1)
+    for settings, problem in [(dict(t_min=2.0, t_max=2.0), "a constant temperature"),
+                              (dict(stability_threshold=None), "stability_threshold=None")]:
+        model.generation_config = SamplingConfig(**settings)  # allowed in code
+        with pytest.raises(ValueError, match=problem):  # was written: transformers could not load the first,
+            model.save_pretrained(tmp_path / "out")     # and the second read back with adaptive stopping on
+        assert not (tmp_path / "out").exists()
+    _, path = saved
+    config = json.loads((path / "generation_config.json").read_text())
+    config["t_min"] = config["t_max"]
+    (path / "generation_config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="t_max must be greater than t_min"):
+        load_model(path)
