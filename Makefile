@@ -39,6 +39,7 @@ bench: moses
 	$(PY) benchmarks/sudoku_sampler.py --puzzles 4 --settings released,shipped --out runs/bench/sudoku_sampler.json
 	$(PY) benchmarks/molecules.py --samples 1000 --per-request 5 --scaffolds 4 --out runs/bench/molecules.json
 	$(PY) benchmarks/molecule_raw.py --samples 100 --passes 48,96 --conditions none,train --out runs/bench/molecule_raw.json
+	$(PY) benchmarks/scaffold_decoration.py --scaffolds 1 --canvases 16 --out runs/bench/scaffold_decoration.json
 	$(PY) benchmarks/graphs.py --limit 16 --coloring-limit 8 --coloring-steps 128 --out runs/bench/graphs.json
 
 results: moses
@@ -53,6 +54,7 @@ results: moses
 	$(PY) benchmarks/molecules.py --samples 10000 --full-canvases 32000 --per-request 5 --scaffolds 4 --threads 2
 	$(PY) benchmarks/molecule_raw.py --passes 48,96 --conditions none,train --merge  # --merge keeps the stage-6 rows (the model shipped before)
 	$(PY) benchmarks/molecule_acceptance.py  # designs 10,000 molecules without the acceptance first (about 45 minutes)
+	$(PY) benchmarks/scaffold_decoration.py --threads 1
 	$(PY) benchmarks/graphs.py --families path,hamiltonian --threads 1
 	$(PY) benchmarks/graphs.py --families countdown --countdown-sets cd3_test,cd4_test,cd4_tot24 --threads 1 --merge
 	$(PY) benchmarks/graphs.py --families countdown --countdown-sets cd5_test --countdown-limit 128 --threads 1 --merge
