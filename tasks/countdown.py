@@ -335,8 +335,7 @@ class CountdownGuidance(Guidance):
         if self._cached is not None and self._cached[0] is canvas and self._cached[1] is settled:
             return self._cached[2]
         plans = []
-        for i, text in enumerate(self._prefixes(canvas, settled)):
-            instance = int(self.rows[i])
+        for instance, text in zip(self.rows.tolist(), self._prefixes(canvas, settled), strict=True):
             numbers, target = self.instances[instance]
             valid, options = self._state(instance, text)
             steps: list[frozenset[str]] = []
@@ -397,8 +396,7 @@ class CountdownGuidance(Guidance):
     def violations(self, canvas: Tensor, accepted: Tensor) -> Tensor:
         bad = ~self.static[canvas] & accepted
         cuts = [canvas.shape[1]] * canvas.shape[0]  # per row, re-noise the accepted tokens from here on
-        for i, text in enumerate(self._prefixes(canvas, accepted)):
-            instance = int(self.rows[i])
+        for i, (instance, text) in enumerate(zip(self.rows.tolist(), self._prefixes(canvas, accepted), strict=True)):
             valid, options = self._state(instance, text)
             cut = None
             if valid < len(text):
@@ -417,8 +415,8 @@ class CountdownGuidance(Guidance):
 
     def verify(self, canvas: Tensor) -> Tensor:
         ok = []
-        for i, text in enumerate(decode(canvas)):
-            numbers, target = self.instances[int(self.rows[i])]
+        for instance, text in zip(self.rows.tolist(), decode(canvas), strict=True):
+            numbers, target = self.instances[instance]
             ok.append(text is not None and _solved(numbers, target, text))
         return torch.tensor(ok, device=canvas.device)
 
