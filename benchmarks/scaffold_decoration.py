@@ -10,8 +10,8 @@ Per request and in all:
 - returned / canvases: distinct verified molecules per canvas, GenMol's validity x uniqueness per sample (here
   every returned molecule is valid and contains the scaffold; a canvas that yields none, or a repeat, counts
   against it);
-- quality: unique molecules with QED >= 0.6 and SA <= 4 (RDKit's sascorer) per molecule returned, and per
-  canvas tried (GenMol divides by its samples);
+- quality: unique molecules with QED >= 0.6 and SA <= 4 (RDKit's contributed sascorer, which reads the fragment
+  scores RDKit ships in its own wheel) per molecule returned, and per canvas tried (GenMol divides by its samples);
 - diversity: 1 - the mean pairwise Tanimoto similarity of the returned molecules (Morgan radius 2, 1024 bits).
 GenMol's scaffold decoration (its paper, Table 2): validity 96.6 %, quality 31.8 %.
 Writes JSON and a markdown table (benchmarks/results/scaffold_decoration.*).
@@ -25,6 +25,7 @@ import time
 
 import torch
 from rdkit import Chem, RDLogger
+from rdkit.Chem import QED
 from rdkit.Contrib.SA_Score import sascorer
 
 from diffsolve.core import weights_digest
@@ -39,8 +40,6 @@ QUALITY_QED, QUALITY_SA = 0.6, 4.0
 
 def is_quality(mol: Chem.Mol) -> bool:
     """GenMol's quality bar: drug-like (QED >= 0.6) and synthesizable (SA <= 4)."""
-    from rdkit.Chem import QED
-
     return QED.qed(mol) >= QUALITY_QED and sascorer.calculateScore(mol) <= QUALITY_SA
 
 
