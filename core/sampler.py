@@ -112,13 +112,15 @@ class SamplingConfig:
     def to_hf_dict(self) -> dict:
         """generation_config.json's fields. Floats are written as floats (transformers refuses `"t_min": 0`).
         Raises ValueError for settings the file cannot hold: a constant temperature (transformers refuses
-        t_max == t_min) and no adaptive stopping (stability_threshold=None: left out, it would read back as 1)."""
+        t_max == t_min) and no adaptive stopping (a threshold of None: left out, it would read back as the
+        default)."""
         if self.t_max == self.t_min:
             raise ValueError(f"a constant temperature ({self.t_max!r}) cannot be written to generation_config.json: "
                              "transformers refuses t_max == t_min there")
-        if self.stability_threshold is None:
-            raise ValueError("stability_threshold=None (no adaptive stopping) cannot be written to "
-                             "generation_config.json: it would read back as the default, 1")
+        for name, default in (("stability_threshold", 1), ("confidence_threshold", 0.005)):
+            if getattr(self, name) is None:
+                raise ValueError(f"{name}=None (no adaptive stopping) cannot be written to generation_config.json: "
+                                 f"it would read back as the default, {default}")
         ours = ("entropy_bound", "keep_accepted", "drop_finished", "canvas_length")
         d = {k: v for k, v in asdict(self).items() if k not in ours and v is not None}
         for name in ("t_min", "t_max", "confidence_threshold"):  # plain Python numbers (a numpy one is not JSON)

@@ -399,8 +399,8 @@ def _train(model: DiffusionGemma, make_batch: Callable[[int, torch.Generator], B
         start = load_training_state(found, model, optimizer)
         state = json.loads((found / STATE_JSON).read_text())
         previous_s = state.get("elapsed_s", 0.0)
-        # checkpoints written before warmup_end_s was kept ran their clock from the start: go on as they did
-        warmup_end_s = state.get("warmup_end_s", 0.0 if start > cfg.warmup_steps else None)
+        # checkpoints written before warmup_end_s was kept (no key) ran their clock from the start: go on as they did
+        warmup_end_s = state["warmup_end_s"] if "warmup_end_s" in state else 0.0
     log_path = out / "train_log.jsonl"
     metrics: dict[str, float] = {}
     running: dict[str, float] = {}
@@ -456,10 +456,9 @@ def _train(model: DiffusionGemma, make_batch: Callable[[int, torch.Generator], B
                 if not progress:
                     print(json.dumps(metrics), file=sys.stderr, flush=True)  # stdout keeps the summary alone
             if done % cfg.checkpoint_every == 0 or done in (cfg.steps, end) or stop.asked:
-                clock = {"elapsed_s": round(previous_s + time.time() - began, 1)}
-                if warmup_end_s is not None:
-                    clock["warmup_end_s"] = warmup_end_s
-                save_training_state(ckpt, model, optimizer, done, cfg, clock)
+                save_training_state(ckpt, model, optimizer, done, cfg,  # warmup_end_s: None until warmup ends
+                                    {"elapsed_s": round(previous_s + time.time() - began, 1),
+                                     "warmup_end_s": warmup_end_s})
             if out_of_time or stop.asked:
                 break
     if cfg.compile and not was_compiled:

@@ -413,7 +413,8 @@ def test_settings_a_generation_config_cannot_hold_are_refused_before_anything_is
 
     model = new_model(tiny(), seed=1)
     for settings, problem in [(dict(t_min=2.0, t_max=2.0), "a constant temperature"),
-                              (dict(stability_threshold=None), "stability_threshold=None")]:
+                              (dict(stability_threshold=None), "stability_threshold=None"),
+                              (dict(confidence_threshold=None), "confidence_threshold=None")]:
         model.generation_config = SamplingConfig(**settings)  # allowed in code
         with pytest.raises(ValueError, match=problem):  # was written: transformers could not load the first,
             model.save_pretrained(tmp_path / "out")     # and the second read back with adaptive stopping on

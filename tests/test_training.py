@@ -114,6 +114,18 @@ def test_time_budget_stops_early_with_a_checkpoint(tmp_path):
     assert 0 < state["warmup_end_s"] < state["elapsed_s"]  # kept, so that a resumed run's clock goes on alike
 
 
+def test_a_run_stopped_inside_warmup_keeps_the_warmup_relative_clock_when_resumed(tmp_path):
+    # the key is written (null) before warmup ends: a missing key marks only checkpoints older than the clock
+    cfg = TrainConfig(steps=40, batch_size=4, warmup_steps=6, checkpoint_every=100, log_every=100,
+                      time_budget_s=3600.0)
+    train(new_model(CFG, seed=0), copy_batch, cfg, tmp_path, progress=False, stop_after=3)
+    state = tmp_path / "checkpoint" / "training_state.json"
+    assert json.loads(state.read_text())["warmup_end_s"] is None
+    shorter = TrainConfig(**{**cfg.__dict__, "steps": 20, "warmup_steps": 2})  # fewer steps: a shorter warmup
+    train(new_model(CFG, seed=0), copy_batch, shorter, tmp_path, progress=False)
+    assert json.loads(state.read_text())["warmup_end_s"] > 0  # was taken for an old checkpoint: 0, the run's start
+
+
 def test_the_clock_schedule_starts_its_cosine_at_the_peak_when_warmup_ends():
     # the clock used to count from the run's start: a warmup slowed by compiling (here 60 of 100 s) made the rate
     # drop from the peak to about 0.4 of it in one step
