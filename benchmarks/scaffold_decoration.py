@@ -13,6 +13,8 @@ Per request and in all:
 - quality: unique molecules with QED >= 0.6 and SA <= 4 (RDKit's contributed sascorer, which reads the fragment
   scores RDKit ships in its own wheel) per molecule returned, and per canvas tried (GenMol divides by its samples);
 - diversity: 1 - the mean pairwise Tanimoto similarity of the returned molecules (Morgan radius 2, 1024 bits).
+The designer runs as shipped, so its novelty filter leaves out MOSES training molecules: they count against the
+per-canvas numbers, which GenMol's do not hold against it.
 GenMol's scaffold decoration (its paper, Table 2): validity 96.6 %, quality 31.8 %.
 Writes JSON and a markdown table (benchmarks/results/scaffold_decoration.*).
 """
