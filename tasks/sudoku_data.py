@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import itertools
+import math
 import re
 import multiprocessing
 from dataclasses import dataclass
@@ -408,19 +409,27 @@ def _dashes_are_blanks(lines: list[str]) -> bool:
 def _bands_continue(lines: list[str], below: int, rows: int, dash_blanks: bool) -> bool:
     """Whether a grid of `rows` rows (3 or 6) that meets a blank line goes on below it: the lines from index
     `below` hold exactly its missing rows, in bands of three split by blank lines, and then the grid ends."""
-    for raw in itertools.islice(lines, below, None):  # stops within a dozen lines: no copy of the rest
+    return _grid_rows(lines, below, rows, dash_blanks, limit=10) == 9
+
+
+def _grid_rows(lines: list[str], below: int, rows: int, dash_blanks: bool, limit: float) -> int:
+    """How many grid rows a block of `rows` rows reaches, read from line index `below`: lines of at most GRID_ROW
+    cells, through separator lines and the blank lines between bands (after rows 3 and 6 of each grid), up to a
+    blank line, a title, a longer line, a column-number line above a next grid, or `limit` rows."""
+    for raw in itertools.islice(lines, below, None):  # stops at the first line that ends the run: no copy
         text = _uncommented(raw)
-        stripped, cells = text.strip(), len(_cells(text, 0))
-        if _is_separator(stripped, cells, dash_blanks):
+        stripped, cells = text.strip(), _cells(text, 0)
+        if _is_separator(stripped, len(cells), dash_blanks):
             continue
-        if not stripped and rows in (3, 6):
+        if not stripped and rows % 9 in (3, 6):
             continue
-        if not stripped or cells > GRID_ROW or (cells != 81 and _is_title(stripped)):
-            return rows == 9
+        if (not stripped or len(cells) > GRID_ROW or (len(cells) != 81 and _is_title(stripped))
+                or (rows and rows % 9 == 0 and _is_column_header(cells))):
+            return rows
         rows += 1
-        if rows > 9:
-            return False
-    return rows == 9
+        if rows >= limit:
+            return rows
+    return rows
 
 
 def _is_separator(stripped: str, cells: int, dash_blanks: bool) -> bool:
@@ -436,7 +445,7 @@ def _is_column_header(cells: list[Cell]) -> bool:
 
 def _text_records(lines: list[str]):
     """One-line puzzles and 9-row grids (separator lines are skipped; blank lines, comments and title lines end a
-    grid, except blank lines between its bands; a line '1 2 3 4 5 6 7 8 9' above nine grid rows numbers the columns).
+    grid, except blank lines between its bands; a line '1 2 3 4 5 6 7 8 9' above whole grids numbers the columns).
     '#' starts a comment anywhere on a line."""
     block: list[tuple[int, list[Cell]]] = []
     dash_blanks = _dashes_are_blanks(lines)
@@ -461,8 +470,10 @@ def _text_records(lines: list[str]):
         if len(cells) > GRID_ROW:  # too long for a grid row: a whole puzzle on one line
             yield _Record(number, cells)
             continue
-        if not block and _is_column_header(cells) and _bands_continue(lines, number, 0, dash_blanks):
-            continue
+        if not block and _is_column_header(cells):  # above whole grids (glued ones too), not a grid's first row
+            below = _grid_rows(lines, number, 0, dash_blanks, limit=math.inf)
+            if below and below % 9 == 0:
+                continue
         block.append((number, cells))
         if len(block) == 9:
             short = [(n, len(row)) for n, row in block if len(row) != 9]

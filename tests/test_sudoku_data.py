@@ -393,3 +393,8 @@ def test_a_column_numbering_line_above_a_grid_is_not_its_first_row():
                 "678912345", "912345678"]  # a solved grid whose first row reads 1 to 9
     check_parsed(parse_puzzles("\n".join(counting)), ["".join(counting)])
     check_parsed(parse_puzzles("\n".join(["1 2 3 4 5 6 7 8 9", *counting])), ["".join(counting)])
+    rows = [PUZZLE[r * 9: r * 9 + 9] for r in range(9)]
+    header = "1 2 3 4 5 6 7 8 9"
+    for glued in ([header, *rows, header, *SOLUTION_ROWS], [header, *rows, *SOLUTION_ROWS]):  # was shifted a row
+        check_parsed(parse_puzzles("\n".join(glued)), [PUZZLE, SOLUTION])
+    check_parsed(parse_puzzles("\n".join([*counting, *rows])), ["".join(counting), PUZZLE])  # a first row 1-9
