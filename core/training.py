@@ -421,8 +421,9 @@ def _train(model: DiffusionGemma, make_batch: Callable[[int, torch.Generator], B
             elapsed = previous_s + time.time() - began
             if step >= cfg.warmup_steps and warmup_end_s is None:
                 warmup_end_s = elapsed
+            lr = lr_at(step, cfg, elapsed, warmup_end_s or 0.0)
             for group in optimizer.param_groups:
-                group["lr"] = lr_at(step, cfg, elapsed, warmup_end_s or 0.0)
+                group["lr"] = lr
             parts = train_step(model, optimizer, batch, generator, cfg)
             skipped_in_a_row = skipped_in_a_row + 1 if parts["skipped"] else 0
             if skipped_in_a_row >= MAX_SKIPPED_IN_A_ROW:
@@ -444,7 +445,7 @@ def _train(model: DiffusionGemma, make_batch: Callable[[int, torch.Generator], B
                 metrics = {k: v / summed if k == "skipped" else v / kept if kept else math.nan
                            for k, v in running.items()}
                 running, summed, kept = {}, 0, 0
-                metrics.update(step=done, lr=lr_at(step, cfg, elapsed, warmup_end_s or 0.0),
+                metrics.update(step=done, lr=lr,
                                elapsed_s=round(previous_s + time.time() - began, 1))
                 if evaluate is not None and done % cfg.checkpoint_every == 0:
                     model.eval()
