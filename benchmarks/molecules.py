@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from rdkit import Chem, RDLogger
 
-from diffsolve.core import generate, released_config, weights_digest, write_atomically
+from diffsolve.core import generate, one_canvas, released_config, weights_digest, write_atomically
 from diffsolve.solvers import MoleculeDesigner
 from diffsolve.tasks import molecule_metrics as mm
 from diffsolve.tasks import molecules as task
@@ -145,7 +145,7 @@ def stock_samples(model, n: int, seed: int, batch: int = 250, conditions: list[d
     checkpoint's own sampler settings (generation_config.json, with `overrides`; no masks, no re-noising, no
     verifier)."""
     config = released_config(model, eos_token_id=task.EOS, pad_token_id=task.PAD, drop_finished=True,
-                             canvas_length=task.CANVAS, max_new_tokens=task.CANVAS, **overrides)
+                             **one_canvas(task.CANVAS), **overrides)
     conditions = [{}] * n if conditions is None else conditions
     if len(conditions) != n:
         raise ValueError(f"{len(conditions)} conditions for {n} canvases")

@@ -17,6 +17,7 @@ from .sampler import (
     generate,
     generate_autoregressive,
     guided_config,
+    one_canvas,
     released_config,
 )
 from .tokenizer import load_tokenizer, word_level_tokenizer
@@ -25,6 +26,6 @@ __all__ = [
     "CheckpointError", "ConfigError", "CtrlC", "DiffusionGemma", "FinishClock", "GenerationOutput", "Guidance",
     "KVCache", "LayerSpec", "ModelConfig", "SamplingConfig", "StepInfo", "arguments", "check_device", "denoise_canvas",
     "generate", "generate_autoregressive", "give_usual_mode", "guided_config", "load_model", "load_tokenizer",
-    "new_model", "progress_bar", "quiet_worker", "released_config", "resolve_checkpoint", "save_model",
+    "new_model", "one_canvas", "progress_bar", "quiet_worker", "released_config", "resolve_checkpoint", "save_model",
     "files_digest", "weights_digest", "word_level_tokenizer", "write_atomically",
 ]

@@ -434,6 +434,12 @@ def with_checkpoint_tokens(config: SamplingConfig, model: DiffusionGemma) -> Sam
     return replace(config, **unset) if unset else config
 
 
+def one_canvas(length: int) -> dict[str, int]:
+    """SamplingConfig settings that denoise exactly one canvas of `length` tokens, whatever the checkpoint's
+    canvas_length and its generation_config.json's max_new_tokens (more would be further blocks)."""
+    return {"canvas_length": length, "max_new_tokens": length}
+
+
 def guided_config(**overrides) -> SamplingConfig:
     """The full systems' sampler: accepted tokens stay until a constraint re-noises them, finished rows leave the
     batch, and the verifier (not the stability rule) stops a canvas; `overrides` on top (passes, temperature)."""

@@ -21,7 +21,7 @@ import typer
 from rich.console import Console
 
 from ..core import (CheckpointError, ConfigError, CtrlC, DiffusionGemma, SamplingConfig, StepInfo, check_device,
-                    generate, give_usual_mode, load_model, write_atomically)
+                    generate, give_usual_mode, load_model, one_canvas, write_atomically)
 from .checkpoints import check_task_model, default_checkpoint
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="markdown",
@@ -277,7 +277,7 @@ def demo(
                       + ("  [yellow]re-noised[/yellow] " + str(int(info.renoised_by_constraint[0].sum()))
                          if info.renoised_by_constraint[0].any() else ""))
 
-    config = SamplingConfig(keep_accepted=guided, max_new_tokens=sorting.LENGTH)
+    config = SamplingConfig(keep_accepted=guided, **one_canvas(sorting.LENGTH))
     guidance = sorting.constraints(values, device) if guided else None
     started = time.perf_counter()
     out = generate(model, prompt, config, guidance=guidance, callback=show,

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from ..core import (DiffusionGemma, FinishClock, Guidance, SamplingConfig, StepInfo, arguments, generate,
-                    guided_config, load_model, progress_bar, released_config)
+                    guided_config, load_model, one_canvas, progress_bar, released_config)
 from ..tasks import countdown
 from ..tasks.graph_data import (CANVAS, COLOR0, MAX_NODES, MAX_PATH_EDGES, MAX_PROMPT_EDGES, MAX_ROUTE_NODES,
                                 TOKENIZER, canonical_colors, color_prompt, countdown_prompt)
@@ -291,10 +291,9 @@ class _DiffusionSolver:
 
     def _config(self, length: int, max_steps: int | None = None, temperature: float | None = None) -> SamplingConfig:
         steps = max_steps or self.max_steps
-        one_canvas = dict(canvas_length=length, max_new_tokens=length)  # not the checkpoint's longer default
         if not self.guided:  # the stock sampler at the checkpoint's own settings (its generation_config.json)
-            return released_config(self.model, max_denoising_steps=steps, drop_finished=True, **one_canvas)
-        config = guided_config(max_denoising_steps=steps, **one_canvas)
+            return released_config(self.model, max_denoising_steps=steps, drop_finished=True, **one_canvas(length))
+        config = guided_config(max_denoising_steps=steps, **one_canvas(length))
         temperature = self.temperature or temperature
         if temperature is not None:
             config = replace(config, t_min=temperature, t_max=temperature)

@@ -11,7 +11,7 @@ import torch
 from rdkit import Chem
 
 from ..core import (DiffusionGemma, arguments, generate, guided_config, load_model, progress_bar, released_config,
-                    weights_digest)
+                    one_canvas, weights_digest)
 from ..tasks import molecules as task
 from ..tasks.molecule_acceptance import FILE as ACCEPTANCE_FILE
 from ..tasks.molecule_acceptance import Acceptance
@@ -163,8 +163,7 @@ class MoleculeDesigner:
         base = guided_config(t_max=0.5, t_min=0.25, max_denoising_steps=GUIDED_PASSES) if guided \
             else released_config(model)
         self.config = replace(base, max_denoising_steps=max_steps or base.max_denoising_steps, drop_finished=True,
-                              eos_token_id=task.EOS, pad_token_id=task.PAD, canvas_length=task.CANVAS,
-                              max_new_tokens=task.CANVAS)  # one molecule canvas, whatever the checkpoint's length
+                              eos_token_id=task.EOS, pad_token_id=task.PAD, **one_canvas(task.CANVAS))
         self.canvases_per_round = arguments.whole(canvases_per_round, "canvases_per_round", 1)
         self.training_prior = training_prior
         self.acceptance = _acceptance_of(model) if match_training else None

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..core import (DiffusionGemma, FinishClock, StepInfo, arguments, generate, guided_config, load_model,
+from ..core import (DiffusionGemma, FinishClock, StepInfo, arguments, generate, guided_config, load_model, one_canvas,
                     progress_bar, released_config)
 from ..tasks import sudoku
 from ..tasks.sudoku_data import PuzzleFormatError, is_valid_solution, parse_puzzles
@@ -64,9 +64,7 @@ class SudokuSolver:
         self.canvases = arguments.canvases(canvases, guided)
         max_steps = arguments.whole(max_steps, "max_steps", 1)
         temperature = arguments.positive(temperature, "temperature")  # checked even where unused (model only)
-        # One 81-cell canvas whatever the checkpoint's canvas_length (any at least 81 is accepted) and its
-        # generation_config's max_new_tokens (more would be further blocks)
-        one_grid = dict(canvas_length=sudoku.CELLS, max_new_tokens=sudoku.CELLS)
+        one_grid = one_canvas(sudoku.CELLS)  # any checkpoint canvas of at least 81 is accepted
         if guided:
             self.config = guided_config(max_denoising_steps=max_steps, t_min=temperature, t_max=temperature, **one_grid)
         else:  # the stock sampler at the checkpoint's own settings (its generation_config.json)

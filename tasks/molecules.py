@@ -209,11 +209,10 @@ def batches(out_dir: Path, seed: int, batch_size: int, device: str, data: Path |
 @torch.no_grad()
 def evaluate(model, n: int = 256, seed: int = 10**6) -> dict[str, float]:
     """Unconditional samples from the checkpoint's own sampler settings (no guidance): RDKit validity and uniqueness."""
-    from ..core import generate, released_config
+    from ..core import generate, one_canvas, released_config
 
     prompt = encode_prompts([{}] * n, [None] * n).to(model.device)
-    out = generate(model, prompt, released_config(model, eos_token_id=EOS, pad_token_id=PAD, canvas_length=CANVAS,
-                                                  max_new_tokens=CANVAS),
+    out = generate(model, prompt, released_config(model, eos_token_id=EOS, pad_token_id=PAD, **one_canvas(CANVAS)),
                    generator=torch.Generator(model.device).manual_seed(seed))
     smiles = decode(out.canvas)
     valid = [s for s in smiles if s and Chem.MolFromSmiles(s) is not None]

@@ -79,15 +79,14 @@ def constraints(digits: Tensor, device: str | torch.device = "cpu") -> CompiledC
 def evaluate(model, n: int = 128, seed: int = 10**9) -> dict[str, float]:
     """Exact-match rate of the model alone (stock sampler) and verified rate with constraint guidance,
     on fresh random inputs (a seed range the training batches never use)."""
-    from ..core import SamplingConfig, generate
+    from ..core import SamplingConfig, generate, one_canvas
 
     digits = torch.randint(0, 10, (n, LENGTH), generator=torch.Generator().manual_seed(seed))
     prompt = encode_prompt(digits).to(model.device)
     truth = prompt[:, 1:].sort(dim=-1).values
-    one_canvas = dict(canvas_length=LENGTH, max_new_tokens=LENGTH)  # whatever the model's generation_config says
-    stock = generate(model, prompt, SamplingConfig(**one_canvas),
+    stock = generate(model, prompt, SamplingConfig(**one_canvas(LENGTH)),
                      generator=torch.Generator(model.device).manual_seed(seed))
-    guided = generate(model, prompt, SamplingConfig(keep_accepted=True, **one_canvas),
+    guided = generate(model, prompt, SamplingConfig(keep_accepted=True, **one_canvas(LENGTH)),
                       guidance=constraints(digits, model.device),
                       generator=torch.Generator(model.device).manual_seed(seed))
     return {
