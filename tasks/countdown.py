@@ -8,7 +8,9 @@ from it (with two numbers left, finishing means the last step can make the targe
 which no step leaves a good pair is found dead as soon as its step begins. Dead pools are exact facts: every
 canvas of the instance learns them and never again takes a step into one. The first faulty token and
 everything settled after it are re-noised; a dead end cuts back to the step that led into it (further on
-repeats). Verification replays the steps with sympy's exact integers.
+repeats). The steps open to each pool are enumerated once (every prefix with the characters that may follow
+it), so reading a prefix is a walk through dictionaries. Verification replays the steps with sympy's exact
+integers.
 """
 
 from __future__ import annotations
@@ -17,15 +19,16 @@ import re
 from collections import Counter
 from collections.abc import Mapping, Set
 from functools import lru_cache
+from itertools import permutations
 from numbers import Integral
+from typing import NamedTuple
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from ..core import Guidance
-from .graph_data import (CHAR_ID, CHARACTERS, EOS, ID_TO_CHAR, MAX_COUNTDOWN_NUMBERS, OPERATORS,
-                         PAD, VOCAB, apply)
+from .graph_data import CHAR_ID, CHARACTERS, EOS, MAX_COUNTDOWN_NUMBERS, OPERATORS, PAD, VOCAB, apply
 
 END = "$"  # EOS in prefix strings
 STEP = re.compile(r"(\d+)([-+*/])(\d+)=(\d+)")
@@ -76,30 +79,70 @@ def parse_instance(text: str, target: int | None = None) -> tuple[list[int], int
     return values, target
 
 
+class Steps(NamedTuple):
+    """The steps that can be typed next from one pool: `options` maps every prefix of a step (its terminator
+    included) to the characters that may follow it; `after` maps every whole step to the sorted pool it leaves."""
+    options: dict[str, frozenset[str]]
+    after: dict[str, tuple[int, ...]]
+
+
+@lru_cache(maxsize=100_000)
+def next_steps(pool: tuple[int, ...], target: int) -> Steps:
+    """Every step that can be finished from the sorted `pool`: two of its numbers, an exact result, then ','.
+    A step that would leave two numbers that cannot make the target is left out; from the last two numbers only
+    a step that makes the target counts, and EOS ends it."""
+    last = len(pool) == 2
+    options: dict[str, set[str]] = {}
+    after: dict[str, tuple[int, ...]] = {}
+    for i, j in permutations(range(len(pool)), 2):
+        rest = [x for k, x in enumerate(pool) if k not in (i, j)]
+        for op in OPERATORS:
+            result = apply(pool[i], op, pool[j])
+            if result is None:
+                continue
+            left = tuple(sorted([*rest, result]))
+            if not (result == target if last else len(left) > 2 or _makes(*left, target)):
+                continue
+            step = f"{pool[i]}{op}{pool[j]}={result}{END if last else ','}"
+            after[step] = left
+            for k in range(len(step)):
+                options.setdefault(step[:k], set()).add(step[k])
+    return Steps({prefix: frozenset(chars) for prefix, chars in options.items()}, after)
+
+
+def _makes(x: int, y: int, target: int) -> bool:
+    """Some step of the pair (x, y) makes the target."""
+    return any(apply(a, op, b) == target for a, b in ((x, y), (y, x)) for op in OPERATORS)
+
+
 @lru_cache(maxsize=200_000)
+def _walk(numbers: tuple[int, ...], target: int, text: str) -> tuple[int, tuple[int, ...], int]:
+    """(length of the longest valid prefix of `text`, the pool its last step starts from, where that step starts).
+    Valid means every whole step is one of `next_steps` of the pool before it and the partial step is a prefix
+    of one."""
+    pool, start, valid = tuple(sorted(numbers)), 0, 0
+    steps = next_steps(pool, target)
+    while valid < len(text) and text[valid] in steps.options.get(text[start:valid], ()):
+        valid += 1
+        if text[start:valid] in steps.after:
+            pool, start = steps.after[text[start:valid]], valid
+            steps = next_steps(pool, target)
+    return valid, pool, start
+
+
 def prefix_state(numbers: tuple[int, ...], target: int, text: str) -> tuple[int, frozenset[str]]:
     """(length of the longest valid prefix of `text`, characters that may extend that prefix).
 
     Valid means every complete step uses available numbers and is exact, the partial step can still be
     finished, and the last step (when the pool is down to two numbers) yields the target."""
-    for cut in range(1, len(text) + 1):
-        if not _finishable(numbers, target, text[:cut]):
-            return cut - 1, next_options(numbers, target, text[:cut - 1])
-    return len(text), next_options(numbers, target, text)
+    valid, pool, start = _walk(numbers, target, text)
+    return valid, next_steps(pool, target).options.get(text[start:valid], frozenset())
 
 
 def next_options(numbers: tuple[int, ...], target: int, text: str) -> frozenset[str]:
     """Characters after the valid prefix `text` from which the step being typed can still be finished."""
-    return frozenset(c for c in _extensions(numbers, target, text) or () if _finishable(numbers, target, text + c))
-
-
-@lru_cache(maxsize=200_000)
-def _finishable(numbers: tuple[int, ...], target: int, text: str) -> bool:
-    """`text` is a valid prefix and the step it is typing can be completed (looks no further than its ',')."""
-    options = _extensions(numbers, target, text)
-    if options is None:
-        return False
-    return text.endswith((",", END)) or any(_finishable(numbers, target, text + c) for c in options)
+    valid, options = prefix_state(numbers, target, text)
+    return options if valid == len(text) else frozenset()
 
 
 @lru_cache(maxsize=200_000)
@@ -113,31 +156,10 @@ def _forced(numbers: tuple[int, ...], target: int, text: str) -> str:
     return text
 
 
-@lru_cache(maxsize=200_000)
-def pool_after(numbers: tuple[int, ...], text: str) -> tuple[int, ...] | None:
-    """The sorted numbers left after the complete steps of a valid prefix that ends with ','; else None."""
-    if not text.endswith(","):
-        return None
-    pool = Counter(numbers)
-    for step in text[:-1].split(","):
-        _step(pool, step)
-    return tuple(sorted(pool.elements()))
-
-
-@lru_cache(maxsize=200_000)
-def _extensions(numbers: tuple[int, ...], target: int, text: str) -> frozenset[str] | None:
-    """Characters that may follow a valid prefix, or None when `text` is not a valid prefix."""
-    if END in text[:-1]:
-        return None
-    if text.endswith(END):
-        return frozenset() if _solved(numbers, target, text[:-1]) else None
-    *done, partial = text.split(",")
-    pool = Counter(numbers)
-    for step in done:
-        result = _step(pool, step)
-        if result is None or sum(pool.values()) == 1:
-            return None
-    return _partial_options(pool, target, partial)
+def pool_after(numbers: tuple[int, ...], target: int, text: str) -> tuple[int, ...] | None:
+    """The sorted numbers left after the steps of a valid prefix that ends with ','; else None."""
+    valid, pool, _ = _walk(numbers, target, text)
+    return pool if text.endswith(",") and valid == len(text) else None
 
 
 def _step(pool: Counter, step: str) -> int | None:
@@ -152,50 +174,6 @@ def _step(pool: Counter, step: str) -> int | None:
         return None
     pool[c] += 1
     return c
-
-
-def _number_options(available: list[int], typed: str) -> set[str]:
-    """Next digits that keep `typed` a prefix of an available number (no leading zeros)."""
-    return {str(n)[len(typed)] for n in available if str(n).startswith(typed) and len(str(n)) > len(typed)}
-
-
-def _partial_options(pool: Counter, target: int, partial: str) -> frozenset[str] | None:
-    available = sorted(n for n, count in pool.items() for _ in range(count))
-    last = len(available) == 2
-    match = re.fullmatch(r"(\d*)(?:([-+*/])(\d*)(?:=(\d*))?)?", partial)
-    if not match:
-        return None
-    a_text, op, b_text, c_text = match.groups()
-    if op is None:  # still typing the first operand
-        options = _number_options(available, a_text)
-        if a_text and int(a_text) in available:
-            options |= set("+-*/")
-        return frozenset(options) if options or not a_text else None
-    if not a_text or int(a_text) not in available:
-        return None
-    rest = list(available)
-    rest.remove(int(a_text))
-    if c_text is None:  # typing the second operand
-        options = _number_options(rest, b_text)
-        if b_text and int(b_text) in rest:
-            result = apply(int(a_text), op, int(b_text))
-            if result is not None and (not last or result == target):
-                options.add("=")
-        return frozenset(options) if options or not b_text else None
-    if not b_text or int(b_text) not in rest:
-        return None
-    result = apply(int(a_text), op, int(b_text))
-    if result is None or (last and result != target) or not str(result).startswith(c_text):
-        return None
-    if c_text != str(result):
-        return frozenset(str(result)[len(c_text)])
-    if last:
-        return frozenset({END})
-    rest.remove(int(b_text))
-    left = [*rest, result]
-    if len(left) == 2 and not any(apply(x, op, y) == target for x, y in (left, left[::-1]) for op in OPERATORS):
-        return frozenset()  # the two numbers left cannot make the target: a dead end
-    return frozenset({","})
 
 
 def _solved(numbers: tuple[int, ...], target: int, text: str) -> bool:
@@ -273,14 +251,22 @@ def _balanced(text: str) -> bool:
 
 
 # ------------------------------------------------------------------------------------------ canvas
+_ASCII = np.zeros(VOCAB, dtype=np.uint8)  # token id -> its character's code; 0 (NUL) for non-characters
+_ASCII[list(CHAR_ID.values())] = [ord(c) for c in CHAR_ID]
+_ASCII[EOS] = ord(END)
+
+
+def _texts(canvas: Tensor, lengths: list[int] | None = None) -> list[str]:
+    """Each row's first `lengths[i]` tokens (all by default) as text, EOS as '$' and nothing after it."""
+    codes = _ASCII[canvas.cpu().numpy()]
+    lengths = lengths if lengths is not None else [codes.shape[1]] * codes.shape[0]
+    texts = [row[:n].tobytes().decode("ascii") for row, n in zip(codes, lengths, strict=True)]
+    return [text[:text.index(END) + 1] if END in text else text for text in texts]
+
+
 def decode(canvas: Tensor) -> list[str | None]:
     """Canvas rows -> the step text before the first EOS (None when a non-character token comes first)."""
-    out = []
-    for row in canvas.tolist():
-        end = row.index(EOS) if EOS in row else None
-        chars = [ID_TO_CHAR.get(t) for t in row[:end]] if end is not None else [None]
-        out.append(None if None in chars else "".join(chars))
-    return out
+    return [text[:-1] if text.endswith(END) and "\0" not in text else None for text in _texts(canvas)]
 
 
 CHAR_IDS = torch.tensor([CHAR_ID[c] for c in CHARACTERS])
@@ -315,17 +301,8 @@ class CountdownGuidance(Guidance):
         return out
 
     def _prefixes(self, canvas: Tensor, settled: Tensor) -> list[str]:
-        run = settled.cumprod(1).sum(1).tolist()
-        texts = []
-        for row, length in zip(canvas.tolist(), run):
-            chars = []
-            for t in row[:length]:
-                if t == EOS:
-                    chars.append(END)
-                    break
-                chars.append(ID_TO_CHAR.get(t, "?"))
-            texts.append("".join(chars))
-        return texts
+        """Each row's leading run of settled tokens as text."""
+        return _texts(canvas, settled.cumprod(1).sum(1).tolist())
 
     def _plan(self, canvas: Tensor, settled: Tensor) -> list[tuple[int, list[frozenset[str]], bool]]:
         """Per row: (start, options, ended). From `start` (the end of the valid settled prefix) each entry of
@@ -334,21 +311,25 @@ class CountdownGuidance(Guidance):
         gets (fault, [], False). Cached for the pass (allowed and settleable ask with the same tensors)."""
         if self._cached is not None and self._cached[0] is canvas and self._cached[1] is settled:
             return self._cached[2]
-        plans = []
-        for instance, text in zip(self.rows.tolist(), self._prefixes(canvas, settled), strict=True):
-            numbers, target = self.instances[instance]
-            valid, options = self._state(instance, text)
-            steps: list[frozenset[str]] = []
-            if valid == len(text):
-                while options and len(text) + len(steps) < canvas.shape[1]:
-                    steps.append(options)
-                    if len(options) > 1:
-                        break
-                    text += next(iter(options))
-                    options = self._live(instance, text, next_options(numbers, target, text))
-            plans.append((valid, steps, text.endswith(END)))
+        rows = list(zip(self.rows.tolist(), self._prefixes(canvas, settled), strict=True))
+        unique = {row: self._row_plan(*row, canvas.shape[1]) for row in set(rows)}  # parallel canvases agree
+        plans = [unique[row] for row in rows]
         self._cached = (canvas, settled, plans)
         return plans
+
+    def _row_plan(self, instance: int, text: str, length: int) -> tuple[int, list[frozenset[str]], bool]:
+        """One row's entry of `_plan`, from its settled prefix and the canvas length."""
+        numbers, target = self.instances[instance]
+        valid, options = self._state(instance, text)
+        steps: list[frozenset[str]] = []
+        if valid == len(text):
+            while options and valid + len(steps) < length:
+                steps.append(options)
+                if len(options) > 1:
+                    break
+                text += next(iter(options))
+                options = self._live(instance, text, next_options(numbers, target, text))
+        return valid, steps, text.endswith(END)
 
     def _state(self, instance: int, text: str) -> tuple[int, frozenset[str]]:
         """`prefix_state` with the characters that would step into a known dead pool taken out."""
@@ -361,7 +342,8 @@ class CountdownGuidance(Guidance):
         if not dead:
             return options
         numbers, target = self.instances[instance]
-        return frozenset(c for c in options if pool_after(numbers, _forced(numbers, target, text + c)) not in dead)
+        return frozenset(c for c in options
+                         if pool_after(numbers, target, _forced(numbers, target, text + c)) not in dead)
 
     def allowed(self, canvas: Tensor, settled: Tensor) -> Tensor:
         """Forced characters (result digits, the ',' or EOS after a step) are the only tokens allowed at
@@ -403,7 +385,7 @@ class CountdownGuidance(Guidance):
                 cut = valid
             elif not options and END not in text:  # a dead end: back to the start of the step that led here
                 if text.endswith(","):
-                    self.dead.setdefault(instance, set()).add(pool_after(self.instances[instance][0], text))
+                    self.dead.setdefault(instance, set()).add(pool_after(*self.instances[instance], text))
                     text = text[:-1]
                 cut = text.rfind(",") + 1
             if cut is not None:

@@ -560,9 +560,56 @@ def test_countdown_step_that_leaves_an_unusable_pair_is_not_allowed():
     assert countdown.prefix_state(numbers, 96, "86+28=114,13+31")[0] == len("86+28=114,13+")
 
 
+def _every_solution(pool: list[int], target: int) -> list[str]:
+    """All step texts (larger pools first in no particular order) that use every number once to make the target:
+    plain enumeration of ordered pairs and operators, independent of the grammar under test."""
+    if len(pool) == 1:
+        return [""] if pool[0] == target else []
+    found = []
+    for i, j in itertools.permutations(range(len(pool)), 2):
+        rest = [x for k, x in enumerate(pool) if k not in (i, j)]
+        for op in data.OPERATORS:
+            c = data.apply(pool[i], op, pool[j])
+            if c is not None:
+                step = f"{pool[i]}{op}{pool[j]}={c}"
+                found += [f"{step},{tail}" if tail else step for tail in _every_solution([*rest, c], target)]
+    return found
+
+
+@settings(max_examples=30, deadline=None, derandomize=True)
+@given(st.lists(st.integers(1, 25), min_size=2, max_size=4), st.integers(1, 120), st.integers(0, 2**31))
+def test_countdown_grammar_admits_every_solution_and_only_solutions(numbers, target, seed):
+    numbers = tuple(numbers)
+    solutions = _every_solution(list(numbers), target)
+    for steps in solutions:  # complete: every solution is a valid prefix all the way to its EOS
+        assert countdown.prefix_state(numbers, target, steps + "$") == (len(steps) + 1, frozenset())
+    assert bool(countdown.next_options(numbers, target, "")) == bool(solutions) or len(numbers) > 3
+    rng = np.random.default_rng(seed)
+    for _ in range(20):  # sound: following the allowed characters ends in a solution or a reported dead end
+        text = ""
+        while (options := countdown.next_options(numbers, target, text)) and not text.endswith("$"):
+            text += sorted(options)[rng.integers(len(options))]
+        if text.endswith("$"):
+            assert text[:-1] in solutions and countdown.verify_steps(list(numbers), target, text[:-1])
+        else:
+            assert text.endswith(",") or text == ""  # a dead end shows only where a step begins
+
+
 def _tokens(text: str, length: int = 40) -> torch.Tensor:
     ids = [data.CHAR_ID[c] for c in text]
     return torch.tensor([ids + [data.PAD] * (length - len(ids))])
+
+
+def test_countdown_forced_characters_are_planned_to_the_end_of_the_canvas():
+    typed = "86+28=114,31-13=18,114-18="  # 26 characters; '96' and EOS are forced, then padding
+    guidance = countdown.CountdownGuidance([([86, 28, 13, 31], 96)])
+    canvas = _tokens(typed, length=30)
+    settled = torch.zeros_like(canvas, dtype=torch.bool)
+    settled[0, :len(typed)] = True
+    allowed = guidance.allowed(canvas, settled)
+    assert [allowed[0, i].nonzero().flatten().tolist() for i in range(26, 30)] == [
+        [data.CHAR_ID["9"]], [data.CHAR_ID["6"]], [data.EOS], [data.PAD]]
+    assert guidance.settleable(canvas, settled)[0].tolist() == [False] * 26 + [True] * 4
 
 
 def test_countdown_dead_pool_is_learned_and_shared_by_every_canvas():
@@ -578,7 +625,7 @@ def test_countdown_dead_pool_is_learned_and_shared_by_every_canvas():
     accepted[0, :len(step)] = True
     bad = guidance.violations(canvas, accepted)
     assert bad[0, :len(step)].all()  # the whole step that led into the dead pool is re-noised
-    assert countdown.pool_after(tuple(numbers), step) in guidance.dead[0]
+    assert countdown.pool_after(tuple(numbers), target, step) in guidance.dead[0]
     # the sibling canvas, about to type the same step, may not choose its last free character
     typed = countdown._forced(tuple(numbers), target, step[:step.index("=")])  # the step up to its last choice
     last = max(i for i in range(len(typed)) if len(countdown.next_options(tuple(numbers), target, typed[:i])) > 1)
