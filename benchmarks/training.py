@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from reporting import add_out_argument, pyplot, save_figure, write_results  # noqa: E402
 
 from diffsolve.core import new_model  # noqa: E402
-from diffsolve.core.training import TrainConfig, make_optimizer, train_step  # noqa: E402
+from diffsolve.core.training import TrainConfig, make_optimizer, step_generators, train_step  # noqa: E402
 
 PHASES = ("batch", "loss", "backward", "optimizer")
 
@@ -76,9 +76,10 @@ def _one_step(model, optimizer, make_batch, step: int, cfg: TrainConfig) -> dict
             torch.cuda.synchronize()
         marks.append(time.perf_counter())
 
-    batch = make_batch(step, torch.Generator().manual_seed(step)).to(device)
+    data, noise = step_generators(0, step, device)
+    batch = make_batch(step, data).to(device)
     mark()
-    train_step(model, optimizer, batch, torch.Generator(device=device).manual_seed(step), cfg, mark)
+    train_step(model, optimizer, batch, noise, cfg, mark)
     mark()
     return {phase: marks[i + 1] - marks[i] for i, phase in enumerate(PHASES)}
 
