@@ -392,10 +392,12 @@ class CompiledConstraints(Guidance):
             if self.wide_membership.shape[0]:
                 narrowed, short = self._wide_step(narrowed, must_choose & ~holds)
                 dead |= short
-            if torch.equal(narrowed, candidates) and self.hall:  # singles are done: try larger Hall sets
+            unchanged = torch.equal(narrowed, candidates)  # one host sync a round (two in a round of Hall sets)
+            if unchanged and self.hall:  # singles are done: try larger Hall sets
                 narrowed, overfull = self._hall_step(narrowed)
                 dead |= overfull
-            if torch.equal(narrowed, candidates):
+                unchanged = torch.equal(narrowed, candidates)
+            if unchanged:
                 break
             candidates = narrowed
         dead |= must_choose & ~candidates.any(-1)

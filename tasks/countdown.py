@@ -80,13 +80,14 @@ def parse_instance(text: str, target: int | None = None) -> tuple[list[int], int
 
 
 class Steps(NamedTuple):
-    """The steps that can be typed next from one pool: `options` maps every prefix of a step (its terminator
-    included) to the characters that may follow it; `after` maps every whole step to the sorted pool it leaves."""
+    """The steps that can be typed next from one pool: `options` maps every proper prefix of a step (from '' to
+    all but its terminator) to the characters that may follow it; `after` maps every whole step, its terminator
+    included, to the sorted pool it leaves."""
     options: dict[str, frozenset[str]]
     after: dict[str, tuple[int, ...]]
 
 
-@lru_cache(maxsize=100_000)
+@lru_cache(maxsize=4096)  # a table of four to six numbers' steps takes 15-40 KiB
 def next_steps(pool: tuple[int, ...], target: int) -> Steps:
     """Every step that can be finished from the sorted `pool`: two of its numbers, an exact result, then ','.
     A step that would leave two numbers that cannot make the target is left out; from the last two numbers only
@@ -107,7 +108,13 @@ def next_steps(pool: tuple[int, ...], target: int) -> Steps:
             after[step] = left
             for k in range(len(step)):
                 options.setdefault(step[:k], set()).add(step[k])
-    return Steps({prefix: frozenset(chars) for prefix, chars in options.items()}, after)
+    return Steps({prefix: _interned(frozenset(chars)) for prefix, chars in options.items()}, after)
+
+
+@lru_cache(maxsize=None)
+def _interned(chars: frozenset[str]) -> frozenset[str]:
+    """One shared object per character set (a few hundred exist), so the tables hold references, not copies."""
+    return chars
 
 
 def _makes(x: int, y: int, target: int) -> bool:
@@ -257,7 +264,8 @@ _ASCII[EOS] = ord(END)
 
 
 def _texts(canvas: Tensor, lengths: list[int] | None = None) -> list[str]:
-    """Each row's first `lengths[i]` tokens (all by default) as text, EOS as '$' and nothing after it."""
+    """Each row's first `lengths[i]` tokens (all by default) as text: EOS as '$' and nothing after it, a token
+    that is no character as NUL (which no prefix admits)."""
     codes = _ASCII[canvas.cpu().numpy()]
     lengths = lengths if lengths is not None else [codes.shape[1]] * codes.shape[0]
     texts = [row[:n].tobytes().decode("ascii") for row, n in zip(codes, lengths, strict=True)]
@@ -274,8 +282,9 @@ _TOKEN_OF = {**CHAR_ID, END: EOS}
 
 
 class CountdownGuidance(Guidance):
-    """Prefix checks on the settled leading run of each canvas (cached per prefix string); masks for the
-    next position; padding only after EOS. One instance per declared row; `repeat` gives parallel canvases."""
+    """Prefix checks on the settled leading run of each canvas (one plan per instance and prefix a pass);
+    masks for the forced characters and the next free choice; padding only after EOS. One instance per declared
+    row; `repeat` gives parallel canvases."""
 
     def __init__(self, instances: list[tuple[list[int], int]], device: str | torch.device = "cpu", seed: int = 0):
         self.instances = [(tuple(numbers), target) for numbers, target in instances]
@@ -305,8 +314,8 @@ class CountdownGuidance(Guidance):
         return _texts(canvas, settled.cumprod(1).sum(1).tolist())
 
     def _plan(self, canvas: Tensor, settled: Tensor) -> list[tuple[int, list[frozenset[str]], bool]]:
-        """Per row: (start, options, ended). From `start` (the end of the valid settled prefix) each entry of
-        `options` is the character set allowed at the next position: forced characters, then the first
+        """Per row: (start, ahead, ended). From `start` (the end of the valid settled prefix) each entry of
+        `ahead` is the character set allowed at the next position: forced characters, then the first
         free choice. `ended`: the prefix reaches EOS, so only padding follows. A row whose prefix has a fault
         gets (fault, [], False). Cached for the pass (allowed and settleable ask with the same tensors)."""
         if self._cached is not None and self._cached[0] is canvas and self._cached[1] is settled:
@@ -321,15 +330,15 @@ class CountdownGuidance(Guidance):
         """One row's entry of `_plan`, from its settled prefix and the canvas length."""
         numbers, target = self.instances[instance]
         valid, options = self._state(instance, text)
-        steps: list[frozenset[str]] = []
+        ahead: list[frozenset[str]] = []
         if valid == len(text):
-            while options and valid + len(steps) < length:
-                steps.append(options)
+            while options and valid + len(ahead) < length:
+                ahead.append(options)
                 if len(options) > 1:
                     break
                 text += next(iter(options))
                 options = self._live(instance, text, next_options(numbers, target, text))
-        return valid, steps, text.endswith(END)
+        return valid, ahead, text.endswith(END)
 
     def _state(self, instance: int, text: str) -> tuple[int, frozenset[str]]:
         """`prefix_state` with the characters that would step into a known dead pool taken out."""
@@ -350,14 +359,14 @@ class CountdownGuidance(Guidance):
         their positions, the next free choice keeps the prefix valid, and after EOS only padding."""
         b, length = canvas.shape
         plans = self._plan(canvas, settled)
-        planned = [(i, start + offset, _TOKEN_OF[c]) for i, (start, steps, _) in enumerate(plans)
-                   for offset, options in enumerate(steps) for c in options]
+        planned = [(i, start + offset, _TOKEN_OF[c]) for i, (start, ahead, _) in enumerate(plans)
+                   for offset, options in enumerate(ahead) for c in options]
         allowed = self.static.expand(b, length, VOCAB).clone()
         if planned:
             row, position, token = torch.tensor(planned, device=allowed.device).unbind(1)
             allowed[row, position] = False
             allowed[row, position, token] = True
-        padding = self._from(plans, length, lambda start, steps, ended: start + len(steps) if ended else length)
+        padding = self._from(plans, length, lambda start, ahead, ended: start + len(ahead) if ended else length)
         allowed[padding] = self.pad_only
         return allowed
 
@@ -366,12 +375,12 @@ class CountdownGuidance(Guidance):
         characters and the next free choice may settle; after EOS, the padding."""
         plans = self._plan(canvas, settled)
         length = canvas.shape[1]
-        start = self._from(plans, length, lambda start, steps, ended: start)
-        stop = self._from(plans, length, lambda start, steps, ended: length if ended else start + len(steps))
+        start = self._from(plans, length, lambda start, ahead, ended: start)
+        stop = self._from(plans, length, lambda start, ahead, ended: length if ended else start + len(ahead))
         return (start & ~stop).to(settled.device)
 
     def _from(self, plans, length: int, first) -> Tensor:
-        """[B, L] bool: each row's positions from `first(start, steps, ended)` of its plan on."""
+        """[B, L] bool: each row's positions from `first(start, ahead, ended)` of its plan on."""
         firsts = torch.tensor([first(*plan) for plan in plans], device=self.static.device)
         return torch.arange(length, device=firsts.device)[None] >= firsts[:, None]
 

@@ -43,7 +43,6 @@ EDGES, NO_EDGES, TO = (TOKENIZER.token_to_id(t) for t in ("<edges>", "<noedges>"
 NODE0 = TOKENIZER.token_to_id("n0")
 COLOR0 = TOKENIZER.token_to_id("c0")
 CHAR_ID = {ch: TOKENIZER.token_to_id(ch) for ch in CHARACTERS}
-ID_TO_CHAR = {i: ch for ch, i in CHAR_ID.items()}
 
 GRAPH_PROMPT = 5 + 2 * MAX_PROMPT_EDGES
 PATH_PROMPT = 6 + 2 * MAX_PATH_EDGES
