@@ -317,7 +317,7 @@ class CountdownGuidance(Guidance):
         """Per row: (start, ahead, ended). From `start` (the end of the valid settled prefix) each entry of
         `ahead` is the character set allowed at the next position: forced characters, then the first
         free choice. `ended`: the prefix reaches EOS, so only padding follows. A row whose prefix has a fault
-        gets (fault, [], False). Cached for the pass (allowed and settleable ask with the same tensors)."""
+        gets (fault, [], ended). Cached for the pass (allowed and settleable ask with the same tensors)."""
         if self._cached is not None and self._cached[0] is canvas and self._cached[1] is settled:
             return self._cached[2]
         rows = list(zip(self.rows.tolist(), self._prefixes(canvas, settled), strict=True))

@@ -577,7 +577,8 @@ def _every_solution(pool: list[int], target: int) -> list[str]:
 
 
 def _chain_target(numbers: list[int], rng: np.random.Generator) -> int:
-    """The result of combining `numbers` with random exact steps (a solvable target), or 1 if a step fails."""
+    """The result of combining `numbers` with random exact steps (a solvable target); 1 if a step fails or the
+    result is 0 (targets are positive)."""
     pool = list(numbers)
     while len(pool) > 1:
         a, b = (pool.pop(int(rng.integers(len(pool)))) for _ in range(2))
