@@ -644,6 +644,8 @@ def parse_window(text: str, name: str = "window") -> tuple[float | None, float |
         lo, hi = (float(part) if part.strip() else None for part in parts)
     except ValueError:
         raise RequestError(f"{name}: expected numbers in LO:HI, got {text!r}") from None
+    if any(bound is not None and math.isnan(bound) for bound in (lo, hi)):  # float() reads 'nan'
+        raise RequestError(f"{name}: expected numbers in LO:HI, got {text!r} (NaN is not a bound)")
     return lo, hi
 
 
