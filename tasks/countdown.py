@@ -102,7 +102,7 @@ def next_steps(pool: tuple[int, ...], target: int) -> Steps:
             if result is None:
                 continue
             left = tuple(sorted([*rest, result]))
-            if not (result == target if last else len(left) > 2 or _makes(*left, target)):
+            if not (result == target if last else len(left) > 2 or _reachable(left, target)):
                 continue
             step = f"{pool[i]}{op}{pool[j]}={result}{END if last else ','}"
             after[step] = left
@@ -115,11 +115,6 @@ def next_steps(pool: tuple[int, ...], target: int) -> Steps:
 def _interned(chars: frozenset[str]) -> frozenset[str]:
     """One shared object per character set (a few hundred exist), so the tables hold references, not copies."""
     return chars
-
-
-def _makes(x: int, y: int, target: int) -> bool:
-    """Some step of the pair (x, y) makes the target."""
-    return any(apply(a, op, b) == target for a, b in ((x, y), (y, x)) for op in OPERATORS)
 
 
 @lru_cache(maxsize=200_000)
