@@ -399,8 +399,8 @@ def _train(model: DiffusionGemma, make_batch: Callable[[int, torch.Generator], B
         start = load_training_state(found, model, optimizer)
         state = json.loads((found / STATE_JSON).read_text())
         previous_s = state.get("elapsed_s", 0.0)
-        # checkpoints written before warmup_end_s was kept (no key) ran their clock from the start: go on as they did
-        warmup_end_s = state["warmup_end_s"] if "warmup_end_s" in state else 0.0
+        # None: saved inside warmup; no key: saved before warmup_end_s was kept, a clock from the start, as it ran
+        warmup_end_s = state.get("warmup_end_s", 0.0)
     log_path = out / "train_log.jsonl"
     metrics: dict[str, float] = {}
     running: dict[str, float] = {}
