@@ -271,15 +271,13 @@ class CompiledConstraints(Guidance):
     def _compile_hall_sets(self, exact: list[tuple[list[int], list[int]]], length: int, size: int,
                            device: torch.device) -> None:
         """Tables for Hall-set reasoning in exact groups over at most HALL_MAX_VALUES values: value subsets S
-        as bit masks, `subset_of[m, S]` (candidate mask m lies inside S) and each group's positions, padded."""
+        as bit masks (index S holds the values of S's bits), their sizes, and each group's positions, padded."""
         self.hall = bool(exact) and size <= HALL_MAX_VALUES
         if not self.hall:
             return
         subsets = torch.arange(1 << size, device=device)
         bits = 1 << torch.arange(size, device=device)
-        self.subset_values = ((subsets[:, None] & bits) > 0).float()  # [S, D]
-        self.subset_size = self.subset_values.sum(-1)  # [S]
-        self.subset_of = (subsets[:, None] & ~subsets[None, :]) == 0  # [S (cell mask), S (set)]
+        self.subset_size = ((subsets[:, None] & bits) > 0).sum(-1)  # [S]
         self.value_bits = bits
         width = max(len(positions) for positions, _ in exact)
         self.hall_positions = torch.zeros(len(exact), width, dtype=torch.long, device=device)  # [Gx, P]
@@ -290,26 +288,41 @@ class CompiledConstraints(Guidance):
             self.hall_real[g, :len(positions)] = True
             group_bits[g] = int(bits[self.domain_index[torch.tensor(values, device=device)]].sum())
         # Hall sets worth testing per group: non-empty subsets of its values
-        self.hall_sets = self.subset_of[:, group_bits].T & (subsets > 0)  # [Gx, S]
+        self.hall_sets = ((subsets[None, :] & ~group_bits[:, None]) == 0) & (subsets > 0)  # [Gx, S]
 
     def _hall_step(self, candidates: Tensor) -> tuple[Tensor, Tensor]:
         """One round of Hall-set reasoning over the exact groups (all-different's full propagation): if the
         candidates of n positions of a group lie inside a set S of n values, those positions take S between
         them and the group's other positions lose S; more than n positions inside S is a dead end.
-        Returns (narrowed candidates [B, L, D], dead [B, L])."""
-        b = candidates.shape[0]
+        Returns (narrowed candidates [B, L, D], dead [B, L]).
+
+        Works on the 2**D value subsets with two subset transforms (D steps each) rather than testing every
+        position against every subset: per group, how many positions' candidate masks lie inside each S
+        (sums over subsets), and, per value d, the intersection of the Hall sets holding d (bitwise and over
+        supersets). A position loses d exactly when its mask leaves that intersection."""
+        b, length, size = candidates.shape
+        groups, subsets = self.hall_sets.shape
         masks = (candidates.long() * self.value_bits).sum(-1)  # [B, L]
         cell_masks = masks[:, self.hall_positions]  # [B, Gx, P]
-        inside = self.subset_of[cell_masks] & self.hall_real[:, :, None]  # [B, Gx, P, S]
-        count = inside.sum(2)  # [B, Gx, S]
-        hall = self.hall_sets & (count.float() == self.subset_size)
-        overfull = (self.hall_sets & (count.float() > self.subset_size)).any(-1)  # [B, Gx]
-        lose = ((hall[:, :, None, :] & ~inside).float() @ self.subset_values) > 0.5  # [B, Gx, P, D]
+        inside = torch.zeros(b, groups, subsets, dtype=torch.long, device=candidates.device)
+        inside.scatter_add_(2, cell_masks, self.hall_real.long().expand(b, -1, -1))  # positions with mask S
+        for bit in range(size):  # ... then with mask inside S
+            halves = inside.view(b, groups, -1, 2, 1 << bit)
+            halves[:, :, :, 1] += halves[:, :, :, 0]
+        hall = self.hall_sets & (inside == self.subset_size)
+        overfull = (self.hall_sets & (inside > self.subset_size)).any(-1)  # [B, Gx]
+        every_value = subsets - 1
+        common = torch.where(hall, torch.arange(subsets, device=candidates.device), every_value)
+        for bit in range(size):  # common[T]: the values every Hall set holding T holds
+            halves = common.view(b, groups, -1, 2, 1 << bit)
+            halves[:, :, :, 0] &= halves[:, :, :, 1]
+        outside = every_value & ~common[:, :, self.value_bits]  # [B, Gx, D]
+        lose = (cell_masks[:, :, :, None] & outside[:, :, None, :]) != 0  # [B, Gx, P, D]
         lose &= self.hall_real[:, :, None]
-        removed = torch.zeros(b, candidates.shape[1], candidates.shape[2], device=candidates.device)
-        index = self.hall_positions.reshape(1, -1, 1).expand(b, -1, candidates.shape[2])
+        removed = torch.zeros(b, length, size, device=candidates.device)
+        index = self.hall_positions.reshape(1, -1, 1).expand(b, -1, size)
         removed.scatter_add_(1, index, lose.flatten(1, 2).float())
-        dead = torch.zeros(b, candidates.shape[1], device=candidates.device)
+        dead = torch.zeros(b, length, device=candidates.device)
         dead.scatter_add_(1, self.hall_positions.reshape(1, -1).expand(b, -1),
                           (overfull[:, :, None] & self.hall_real).flatten(1).float())
         return candidates & (removed < 0.5), dead > 0.5

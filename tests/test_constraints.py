@@ -318,6 +318,47 @@ def test_hall_sets_give_their_values_to_their_positions_alone():
     assert dead.any()
 
 
+def hall_step_by_definition(groups, candidates):
+    """One Hall round written out set by set: for every group and every non-empty subset S of its values, the
+    positions whose candidates lie inside S; as many as |S| and the others lose S, more and the group is dead."""
+    narrowed, dead = candidates.clone(), torch.zeros(candidates.shape[:2], dtype=torch.bool)
+    for b in range(candidates.shape[0]):
+        for positions, values in groups:
+            for pick in range(1, 1 << len(values)):
+                chosen = {values[i] for i in range(len(values)) if pick >> i & 1}
+                inside = [p for p in positions if set(candidates[b, p].nonzero().flatten().tolist()) <= chosen]
+                if len(inside) > len(chosen):
+                    dead[b, positions] = True
+                elif len(inside) == len(chosen):
+                    for p in set(positions) - set(inside):
+                        narrowed[b, p, list(chosen)] = False
+    return narrowed, dead
+
+
+def test_hall_step_matches_its_definition_on_random_candidates():
+    """The subset transforms of `_hall_step` against the definition, on groups of 2-5 positions (exact groups of
+    their own values) and random candidate sets, with small Hall sets planted often enough to fire."""
+    generator = torch.Generator().manual_seed(0)
+    cm = ConstraintModel(11, 16)
+    cm.allow(range(11), range(3, 9))
+    layout = [([0, 1, 2, 3, 4], [3, 4, 5, 6, 7]), ([5, 6, 7], [3, 5, 8]), ([8, 9], [4, 6])]
+    for positions, values in layout:
+        cm.all_different(positions, values, exact=True)
+    cm.all_different([1, 5, 8, 10], range(3, 9))  # a wide group: outside the Hall tables
+    guidance = cm.compile()
+    groups = [(positions, guidance.domain_index[torch.tensor(values)].tolist()) for positions, values in layout]
+    fired = died = 0
+    for density in (0.3, 0.5, 0.8):
+        candidates = torch.rand(64, 11, guidance.domain.numel(), generator=generator) < density
+        candidates &= guidance.own_values
+        narrowed, dead = guidance._hall_step(candidates)
+        expected_narrowed, expected_dead = hall_step_by_definition(groups, candidates)
+        assert torch.equal(narrowed, expected_narrowed) and torch.equal(dead, expected_dead)
+        fired += int((narrowed != candidates).any(-1).any(-1).sum())
+        died += int(dead.any(-1).sum())
+    assert fired > 20 and died > 20  # both outcomes were exercised
+
+
 def test_a_wide_group_with_fewer_values_than_free_positions_is_a_dead_end():
     cm = ConstraintModel(3, 12)
     cm.allow(range(3), DIGITS[:2])  # a triangle with two colours: no single position is stuck yet
