@@ -299,20 +299,20 @@ class CompiledConstraints(Guidance):
         Works on the 2**D value subsets with two subset transforms (D steps each) rather than testing every
         position against every subset: per group, how many positions' candidate masks lie inside each S
         (sums over subsets), and, per value d, the intersection of the Hall sets holding d (bitwise and over
-        supersets). A position loses d exactly when its mask leaves that intersection."""
+        supersets). A position loses d exactly when its mask does not lie inside that intersection."""
         b, length, size = candidates.shape
-        groups, subsets = self.hall_sets.shape
+        groups, n_subsets = self.hall_sets.shape
         masks = (candidates.long() * self.value_bits).sum(-1)  # [B, L]
         cell_masks = masks[:, self.hall_positions]  # [B, Gx, P]
-        inside = torch.zeros(b, groups, subsets, dtype=torch.long, device=candidates.device)
+        inside = torch.zeros(b, groups, n_subsets, dtype=torch.long, device=candidates.device)
         inside.scatter_add_(2, cell_masks, self.hall_real.long().expand(b, -1, -1))  # positions with mask S
         for bit in range(size):  # ... then with mask inside S
             halves = inside.view(b, groups, -1, 2, 1 << bit)
             halves[:, :, :, 1] += halves[:, :, :, 0]
         hall = self.hall_sets & (inside == self.subset_size)
         overfull = (self.hall_sets & (inside > self.subset_size)).any(-1)  # [B, Gx]
-        every_value = subsets - 1
-        common = torch.where(hall, torch.arange(subsets, device=candidates.device), every_value)
+        every_value = n_subsets - 1
+        common = torch.where(hall, torch.arange(n_subsets, device=candidates.device), every_value)
         for bit in range(size):  # common[T]: the values every Hall set holding T holds
             halves = common.view(b, groups, -1, 2, 1 << bit)
             halves[:, :, :, 0] &= halves[:, :, :, 1]
