@@ -9,6 +9,7 @@ from numbers import Integral, Real
 import numpy as np
 
 SEED_LIMIT = 2**63  # torch generators take 64-bit seeds; the graph solvers add small salts
+MAX_CANVASES = 1024  # parallel canvases per instance: each is a row of the batch, all of them in memory at once
 
 
 def whole(value, name: str, minimum: int | None = None) -> int:
@@ -32,6 +33,9 @@ def canvases(value, guided: bool, default: int = 8) -> int:
     if value is None:
         return default if guided else 1
     value = whole(value, "canvases", 1)
+    if value > MAX_CANVASES:
+        raise ValueError(f"canvases must be at most {MAX_CANVASES} (each is a row of the batch, all in memory at "
+                         f"once), got {value}")
     if not guided and value != 1:
         raise ValueError(f"canvases is for the guided search: the model alone samples one canvas, got {value}")
     return value

@@ -72,6 +72,8 @@ def _state(model: DiffusionGemma) -> dict[str, torch.Tensor]:
 # ------------------------------------------------------------------------------------------ resolve
 def resolve_checkpoint(path_or_id: str | os.PathLike) -> Path:
     """A local directory, or a hub id resolved through the local Hugging Face cache (works offline)."""
+    if not isinstance(path_or_id, (str, os.PathLike)):
+        raise TypeError(f"checkpoint must be a directory path or a hub id 'owner/name', got {path_or_id!r}")
     if not str(path_or_id).strip():
         raise CheckpointError("empty checkpoint path: give a checkpoint directory or a hub id 'owner/name'")
     path = Path(path_or_id).expanduser()

@@ -227,6 +227,8 @@ def test_devices_and_paths_are_checked_before_loading(tmp_path, monkeypatch):
         SudokuSolver.from_pretrained("./no_such_model")
     with pytest.raises(CheckpointError, match="empty checkpoint path"):
         SudokuSolver.from_pretrained("")
+    with pytest.raises(TypeError, match="checkpoint must be a directory path or a hub id 'owner/name', got 5"):
+        SudokuSolver.from_pretrained(5)
 
 
 def test_batched_calls_show_a_progress_bar_only_when_asked(models, capsys):
