@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import platform
 import secrets
@@ -22,6 +23,7 @@ from rich.console import Console
 
 from ..core import (CheckpointError, ConfigError, CtrlC, DiffusionGemma, SamplingConfig, StepInfo, check_device,
                     generate, give_usual_mode, load_model, one_canvas, write_atomically)
+from ..core.arguments import MAX_CANVASES
 from .checkpoints import check_task_model, default_checkpoint
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="markdown",
@@ -100,6 +102,13 @@ def _check_image(path: Path | None, kind: str) -> None:
         _error(f"--image {path}: cannot write {path.suffix or 'a file without a suffix'}; "
                f"use {', '.join(IMAGE_TYPES[kind])}")
         raise typer.Exit(2)
+
+
+def _finite(value: float | None) -> float | None:
+    """A float option's callback: typer's min/max let NaN through (every comparison with it is false)."""
+    if value is not None and not math.isfinite(value):
+        raise typer.BadParameter(f"{value} is not a finite number")
+    return value
 
 
 _OPTIONS = {"compile": False, "dtype": "auto"}
@@ -301,8 +310,9 @@ def sudoku(
     format: str = typer.Option("text", "--format", "-f", help="text (grids), line (81 chars) or json (one object "
                                                               "per puzzle per line, in input order)."),
     checkpoint: str = typer.Option(None, help="Checkpoint directory or hub id (default: the shipped model)."),
-    canvases: int = typer.Option(None, min=1, show_default=False, help="Parallel canvases per puzzle; the first "
-                                 "verified one wins (default 8; --model-only samples one)."),
+    canvases: int = typer.Option(None, min=1, max=MAX_CANVASES, show_default=False,
+                                 help="Parallel canvases per puzzle; the first verified one wins (default 8; "
+                                 "--model-only samples one)."),
     max_steps: int = typer.Option(256, min=1, help="Denoising passes before giving up on a puzzle. The guided "
                                   "search stops a puzzle once it is verified; --model-only stops only by the stock "
                                   "sampler's own rule (a stable, confident canvas), often at the last pass."),
@@ -311,10 +321,10 @@ def sudoku(
     backtrack: bool = typer.Option(False, "--backtrack", help="Exact search on top of the model: at a dead end "
                                    "a canvas undoes only its last guess and rules it out, instead of restarting. "
                                    "Solves the hardest puzzles; reported separately in the benchmark."),
-    temperature: float = typer.Option(2.0, min=0.01, max=100.0, help="Sampling temperature of the guided "
-                                      "search (hot keeps restarts from repeating the model's confident wrong "
-                                      "guesses; forced cells settle regardless). Ignored with --model-only "
-                                      "(the checkpoint's own settings)."),
+    temperature: float = typer.Option(2.0, min=0.01, max=100.0, callback=_finite,
+                                      help="Sampling temperature of the guided search (hot keeps restarts from "
+                                      "repeating the model's confident wrong guesses; forced cells settle "
+                                      "regardless). Ignored with --model-only (the checkpoint's own settings)."),
     trace: bool = typer.Option(False, help="Show the first puzzle's canvas pass by pass on stderr (settled cells "
                                            "green, cells re-noised by a constraint red); the others are then "
                                            "solved as usual."),
@@ -345,6 +355,8 @@ def sudoku(
             read = parse_puzzles(read_text(file), name)
         except OSError as exc:  # the other files are still solved; this one has a record in its place
             read = [PuzzleFormatError(name, None, f"cannot be read: {unreadable(exc)}")]
+        if not read:  # told, never skipped: a second file that came out empty is a file the user lost
+            read = [PuzzleFormatError(name, None, "no puzzle in it (empty, or only comments and titles)")]
         entries += read
         names += [name] * len(read)
     for name, entry in zip(names, entries):
@@ -706,14 +718,16 @@ def train(
     out: Path = typer.Option(..., help="Run directory: checkpoints, log, and the final model in out/model."),
     steps: int = typer.Option(3000, min=1, help="Optimizer steps."),
     batch_size: int = typer.Option(64, min=1, help="Examples per step."),
-    lr: float = typer.Option(None, min=0.0, show_default=False, help="Peak learning rate (warmup then cosine) "
+    lr: float = typer.Option(None, min=0.0, callback=_finite, show_default=False,
+                             help="Peak learning rate (warmup then cosine) "
                              f"[default: {SCRATCH_LR:g}; with --init {WARM_START_LR:g}, gentle enough to keep what "
                              "the model knows]."),
     seed: int = typer.Option(0, min=0, max=2**32 - 1, help="Seed for initialisation and data."),
     device: str = DEVICE,
     threads: int = typer.Option(2, min=1, help="CPU threads for torch."),
-    time_budget: float = typer.Option(None, min=1, help="Stop after this many seconds; the learning-rate schedule "
-                                      "then follows the clock (default: no limit, the schedule follows --steps)."),
+    time_budget: float = typer.Option(None, min=1, callback=_finite,
+                                      help="Stop after this many seconds; the learning-rate schedule then follows "
+                                      "the clock (default: no limit, the schedule follows --steps)."),
     data: Path = typer.Option(None, help="Sudoku/molecules: training set .npz (made in the run directory if absent)."),
     examples: int = typer.Option(None, min=1, show_default=False,
                                  help="Sudoku/molecules: size of the generated base set / MOSES subset [default: "
@@ -769,6 +783,13 @@ def train(
     lr = (SCRATCH_LR if init is None else WARM_START_LR) if lr is None else lr
     examples = DEFAULT_EXAMPLES if examples is None else examples
     workers = DEFAULT_WORKERS if workers is None else workers
+    torch.set_num_threads(threads)
+    module = _task_modules()[task]
+    # before the run directory is made: a refused --init leaves nothing behind
+    model = new_model(module.model_config(), seed=seed) if init is None else \
+        deepen_model(_warm_start(init, task, module), deepen)
+    model.tokenizer = module.TOKENIZER
+    model.generation_config = released_config(model, **getattr(module, "SAMPLER", {}))  # what it will ship with
     created = not out.exists()
     try:  # before the training set is built: that can take minutes
         out.mkdir(parents=True, exist_ok=True)
@@ -780,12 +801,6 @@ def train(
         _error(f"--out {out}: {exc}")
         raise typer.Exit(2) from None
     context.call_on_close(lock.release)
-    torch.set_num_threads(threads)
-    module = _task_modules()[task]
-    model = new_model(module.model_config(), seed=seed) if init is None else \
-        deepen_model(_warm_start(init, task, module), deepen)
-    model.tokenizer = module.TOKENIZER
-    model.generation_config = released_config(model, **getattr(module, "SAMPLER", {}))  # what it will ship with
     cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed, device=device,
                       warmup_steps=min(200, max(steps // 10, 0 if init is None else WARM_START_WARMUP)),
                       checkpoint_every=max(1, min(500, steps // 4)),

@@ -11,14 +11,16 @@ from typing import NoReturn
 import typer
 
 from ..core import CtrlC
+from ..core.arguments import MAX_CANVASES
 from ..tasks.text import bad_byte, plural, split_lines
 from .cli import (DEVICE, SEED_RANGE, THREADS, InOrder, _check_image, _check_search, _error, _load,
                   _write_atomically, app, input_name, interrupted, progress_bar, read_input, working)
 
 FORMATS = ("text", "json")
 # Options every graph command shares (typer reads them as defaults).
-CANVASES = typer.Option(None, min=1, show_default=False, help="Parallel canvases per instance; the first verified "
-                                                              "one wins. [default: 8; --model-only: 1]")
+CANVASES = typer.Option(None, min=1, max=MAX_CANVASES, show_default=False,
+                        help="Parallel canvases per instance; the first verified one wins. [default: 8; "
+                        "--model-only: 1]")
 MODEL_ONLY = typer.Option(False, "--model-only", help="Stock sampler on one canvas, no constraint guidance "
                                                       "(answers are still verified).")
 CHECKPOINT = typer.Option(None, help="Checkpoint directory or hub id (default: the shipped graphs model).")
@@ -289,9 +291,9 @@ def countdown(
                                                               "in input order)."),
     steps_format: bool = typer.Option(False, "--steps", help="Text output as steps 'a+b=c,...' instead of an "
                                                              "infix expression."),
-    canvases: int = typer.Option(None, min=1, show_default=False, help="Parallel canvases per instance; they share "
-                                 "the dead ends they find, and the first verified one wins. [default: 16; "
-                                 "--model-only: 1]"),
+    canvases: int = typer.Option(None, min=1, max=MAX_CANVASES, show_default=False,
+                                 help="Parallel canvases per instance; they share the dead ends they find, and the "
+                                 "first verified one wins. [default: 16; --model-only: 1]"),
     max_steps: int = typer.Option(256, min=1, help="Denoising passes before giving up on an instance."),
     model_only: bool = MODEL_ONLY,
     checkpoint: str = CHECKPOINT,
@@ -363,9 +365,6 @@ def _countdown_instances(instance: str, target, error_type, parse) -> list[tuple
     file = Path(instance)
     stdin = instance == "-"
     named_file = stdin or file.exists() or file.suffix in (".jsonl", ".json", ".txt") or "/" in instance
-    if named_file and target is not None:
-        _error(f"--target applies to numbers given inline; in {input_name(instance)} each line carries its own target")
-        raise typer.Exit(2)
     if named_file and not stdin and not file.exists():
         _error(f"{file}: no such file (numbers inline look like '4 7 8 8 --target 24')")
         raise typer.Exit(2)
@@ -378,7 +377,10 @@ def _countdown_instances(instance: str, target, error_type, parse) -> list[tuple
         except error_type as exc:
             _error(f"{exc}")
             raise typer.Exit(2) from None
-    name, text = read_input(instance)
+    name, text = read_input(instance)  # first: a file that cannot be read is the problem to name
+    if target is not None:
+        _error(f"--target applies to numbers given inline; in {name} each line carries its own target")
+        raise typer.Exit(2)
     lines = split_lines(text)
     entries: list[tuple[int | None, tuple | str]] = []
     for number, line in enumerate(lines, 1):

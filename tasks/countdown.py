@@ -39,7 +39,8 @@ class CountdownError(ValueError):
 
 
 def whole_numbers(numbers, target) -> tuple[list[int], int]:
-    """(numbers, target) as ints; anything that is not a whole number (1.5, '7', True) is refused, never rounded."""
+    """(numbers, target) as ints; anything not of a whole-number type (1.5, 86.0, '7', True) is refused, never
+    rounded, as `arguments.whole` refuses it for every other count the API takes."""
     if isinstance(numbers, (str, bytes)):
         raise CountdownError(f"numbers must be a sequence of whole numbers, got the text {numbers!r} "
                              "(parse_instance reads text)")
@@ -48,8 +49,7 @@ def whole_numbers(numbers, target) -> tuple[list[int], int]:
                              f"{numbers!r}")
     values = list(numbers)
     for value in [*values, target]:
-        whole = isinstance(value, Integral) or (isinstance(value, float) and value.is_integer())
-        if isinstance(value, bool) or not whole:
+        if isinstance(value, bool) or not isinstance(value, Integral):
             raise CountdownError(f"numbers and target must be whole numbers, got {value!r}")
     return [int(v) for v in values], int(target)
 

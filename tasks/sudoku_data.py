@@ -310,12 +310,13 @@ def _cells(text: str, line: int, skip: str = " \t|", offset: int = 0) -> list[Ce
 def _check(record: _Record) -> str:
     """The canonical puzzle of `record`; raises _Invalid if it is bad. A bad solution is set aside with a warning."""
     start, cells, solution = record.start, record.cells, record.solution
+    for line, col, ch in cells:  # first: in a file that is not text, nothing else is worth saying
+        if ch == UNDECODABLE:
+            raise _Invalid(line, BAD_BYTE.format(column=col))
     if len(cells) > 81 and any(ch in DELIMITERS for _, _, ch in cells):
         raise _Invalid(start, f"expected 81 cells, got {len(cells)} (CSV? the first line must name the columns, "
                               "e.g. 'puzzle,solution')")
     for line, col, ch in cells:  # before the length: a label or a stray letter is the likelier mistake
-        if ch == UNDECODABLE:
-            raise _Invalid(line, BAD_BYTE.format(column=col))
         if ch not in DIGITS and ch not in BLANKS:
             raise _Invalid(line, f"bad character {ch!r} at column {col}")
     if len(cells) != 81:
@@ -460,12 +461,17 @@ def _text_records(lines: list[str]):
             continue  # a blank line between bands
         skip = not stripped or (len(cells) != 81 and _is_title(stripped))
         if block and (skip or len(cells) > GRID_ROW):
-            if len(block) == 1:  # a lone short line: a one-line puzzle that is too short
+            undecodable = next(((n, col) for n, row in block for _, col, ch in row if ch == UNDECODABLE), None)
+            if undecodable is not None:  # binary junk: say so, not that its line was short
+                yield _Invalid(undecodable[0], BAD_BYTE.format(column=undecodable[1]))
+            elif len(block) == 1:  # a lone short line: a one-line puzzle that is too short
                 yield _Invalid(block[0][0], f"expected 81 cells (or a 9-row grid), got {len(block[0][1])}")
             else:
                 yield _Invalid(block[0][0], f"expected 9 grid rows, got {len(block)}")
             block = []
         if skip:
+            if UNDECODABLE in stripped:  # not a title: a line of a file that is not text
+                yield _Invalid(number, BAD_BYTE.format(column=raw.index(UNDECODABLE) + 1))
             continue
         if len(cells) > GRID_ROW:  # too long for a grid row: a whole puzzle on one line
             yield _Record(number, cells)

@@ -524,7 +524,8 @@ def test_countdown_solves_most_small_instances(countdowns):
     assert all(countdown.verify_steps(r.numbers, r.target, r.steps) for r in results if r.verified)
 
 
-@pytest.mark.parametrize("numbers, target", [([1.5, 2], 3), ([1, 2], 3.7), ([True, 2], 3), ("12", 3), (["a"], 3)])
+@pytest.mark.parametrize("numbers, target", [([1.5, 2], 3), ([1, 2], 3.7), ([True, 2], 3), ("12", 3), (["a"], 3),
+                                             ([86.0, 28], 114)])
 def test_countdown_refuses_what_is_not_whole_numbers_instead_of_rounding(countdowns, numbers, target):
     with pytest.raises(countdown.CountdownError, match="whole numbers"):
         countdowns.solve(numbers, target)
@@ -712,12 +713,14 @@ def test_cli_bad_input_exits_2(args, message):
     (["coloring", "{graph}", "--device", "cuda:x"], "--device cuda:x: expected cpu, cuda or cuda:N"),
     (["path", "{graph}", "--source", "0", "--target", "2", "--checkpoint", "{sorting}"], "not a graphs checkpoint"),
     (["countdown", "{jsonl}", "--target", "6"], "--target applies to numbers given inline"),
+    (["countdown", "{tmp}/absent.jsonl", "--target", "6"], "{tmp}/absent.jsonl: no such file"),  # the file first
+    (["countdown", "{tmp}", "--target", "6"], "{tmp}: Is a directory"),
 ])
 def test_cli_refuses_bad_options_before_any_work(tmp_path, args, message):
     graph, jsonl = tmp_path / "triangle.txt", tmp_path / "cd.jsonl"
     graph.write_text("0 1\n1 2\n2 0\n")
     jsonl.write_text('{"input": "1,2,3,6"}\n')
-    names = {"graph": graph, "jsonl": jsonl, "sorting": default_checkpoint("sorting")}
+    names = {"graph": graph, "jsonl": jsonl, "sorting": default_checkpoint("sorting"), "tmp": tmp_path}
     result = CliRunner().invoke(app, [a.format(**names) for a in args])
     assert result.exit_code == 2 and message.format(**names) in result.stderr and not result.stdout
     assert not list(tmp_path.glob("*.xyz"))

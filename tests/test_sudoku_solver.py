@@ -181,6 +181,11 @@ def test_cli_reads_several_files_in_order_and_names_each_entrys_file(tmp_path):
     records = [json.loads(line) for line in missing.stdout.splitlines()]
     assert [(r["file"], r["line"], r["verified"]) for r in records] == [(str(a), 1, True), (str(absent), None, False)]
     assert records[1]["reason"] == "unreadable: cannot be read: No such file or directory"
+    empty = tmp_path / "empty.txt"  # nor is a file with no puzzle in it skipped in silence
+    empty.write_text("# only a comment\n")
+    blank = CliRunner().invoke(app, ["sudoku", str(a), str(empty), "--format", "json", "--canvases", "2"])
+    assert blank.exit_code == 1 and f"error: {empty}: no puzzle in it" in blank.stderr
+    assert [json.loads(line)["file"] for line in blank.stdout.splitlines()] == [str(a), str(empty)]
 
 
 def test_cli_unusable_input_exits_2(tmp_path):
