@@ -326,9 +326,10 @@ class MoleculeRequest:
             if rings is not None:
                 largest = max((len(ring) for ring in rings.GetRingInfo().AtomRings()), default=0)
                 if self.max_ring_size and largest > self.max_ring_size:
-                    raise RequestError(f"the {label} has a ring of {largest} atoms, larger than max_ring_size="
-                                       f"{self.max_ring_size}; allow it with max_ring_size={largest} or None (CLI: "
-                                       f"--max-ring-size {largest} or 0)")
+                    argument = "scaffold" if label.startswith("scaffold") else "contains"
+                    raise RequestError(f"{argument}: the {label} has a ring of {largest} atoms, larger than "
+                                       f"max_ring_size={self.max_ring_size}; allow it with max_ring_size={largest} "
+                                       f"or None (CLI: --max-ring-size {largest} or 0)")
             for name, floor in floors.items():
                 if name in self.windows and self.windows[name][1] < floor - 1e-9:
                     decorated = name in ("heavy_atoms", "mw") and label.startswith("scaffold")
@@ -339,14 +340,16 @@ class MoleculeRequest:
                                           else f"alone has {name} = {floor:g}"))
 
     def _check_windows_agree(self) -> None:
-        """Windows that contradict each other: a ring needs three atoms; each heavy atom with its hydrogens weighs
-        between a bare carbon and a bromine."""
+        """Windows that contradict each other: n heavy atoms hold at most so many rings; each heavy atom with its
+        hydrogens weighs between a bare carbon and a bromine."""
         w = self.windows
         atoms = w.get("heavy_atoms", (1, math.inf))
-        if "rings" in w and w["rings"][0] >= 1 and atoms[1] < 3:
+        if "rings" in w and w["rings"][0] > _most_rings(atoms[1]):
+            most = _most_rings(atoms[1])
             raise RequestError(f"rings: window {_fmt(w['rings'], 'rings')} is impossible with heavy_atoms "
                                f"{_fmt(atoms, 'heavy_atoms')}: "
-                               "a ring needs at least 3 atoms")
+                               + ("a ring needs at least 3 atoms" if most == 0
+                                  else f"{atoms[1]:g} atoms hold at most {most} ring{'s' * (most != 1)}"))
         if "mw" in w and "heavy_atoms" in w:
             lightest, heaviest = CARBON * atoms[0], BROMINE * atoms[1]
             if w["mw"][0] > heaviest or w["mw"][1] < lightest:
@@ -578,6 +581,16 @@ PROPERTY_LIMITS = {"logp": (-30.0, 30.0), "mw": (16.0, MAX_SMILES_TOKENS * 80.0)
                    "tpsa": (0.0, MAX_SMILES_TOKENS * 30.0), "hbd": (0, MAX_SMILES_TOKENS),
                    "hba": (0, MAX_SMILES_TOKENS), "rings": (0, MAX_SMILES_TOKENS // 2),
                    "heavy_atoms": (1, MAX_SMILES_TOKENS)}
+
+
+def _most_rings(atoms: float) -> float:
+    """The most rings `atoms` heavy atoms can hold: a ring is a cycle of three or more atoms, so no more than the
+    cycles of the complete graph on them (1 for 3 atoms, 7 for 4, 37 for 5). RDKit's ring count (symmetrized SSSR)
+    can exceed bonds - atoms + 1 (tetrahedrane: 4 rings), so that tighter count would not be a bound."""
+    if atoms > 8:  # thousands of cycles: more than any ring window can ask for
+        return math.inf
+    n = int(atoms)
+    return sum(math.comb(n, k) * math.factorial(k - 1) // 2 for k in range(3, n + 1))
 
 
 def _fmt(window: tuple[float, float], name: str | None = None) -> str:

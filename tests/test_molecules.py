@@ -102,6 +102,7 @@ def test_training_batches_hold_the_molecule_then_eos_and_optional_conditions():
     (dict(scaffold="c1ccccc1", windows={"mw": (78.2, 80)}), "decorated has at least mw = 84.077"),
     (dict(contains="C1=CC=CC=C1"), "not even the molecule it spells, which RDKit reads as 'c1ccccc1'"),
     (dict(windows={"heavy_atoms": (1, 2), "rings": (1, None)}), "rings: window 1: .* a ring needs at least 3 atoms"),
+    (dict(windows={"heavy_atoms": (1, 3), "rings": (2, None)}), "rings: window 2: .* 3 atoms hold at most 1 ring$"),
     (dict(windows={"heavy_atoms": (1, 3), "mw": (300, None)}), "such molecules weigh 12.011 to 239.712"),
     (dict(windows={"heavy_atoms": (30, 40), "mw": (None, 300)}), "such molecules weigh 360.33 to"),
     (dict(contains="C(=O)N.[F,Cl]", windows={"heavy_atoms": (1, 3)}), "substructure C\\(=O\\)N.\\[F,Cl\\] alone"),
