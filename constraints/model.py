@@ -307,14 +307,14 @@ class CompiledConstraints(Guidance):
         inside = torch.zeros(b, groups, n_subsets, dtype=torch.long, device=candidates.device)
         inside.scatter_add_(2, cell_masks, self.hall_real.long().expand(b, -1, -1))  # positions with mask S
         for bit in range(size):  # ... then with mask inside S
-            halves = inside.view(b, groups, -1, 2, 1 << bit)
+            halves = inside.view(b, groups, n_subsets >> (bit + 1), 2, 1 << bit)
             halves[:, :, :, 1] += halves[:, :, :, 0]
         hall = self.hall_sets & (inside == self.subset_size)
         overfull = (self.hall_sets & (inside > self.subset_size)).any(-1)  # [B, Gx]
         every_value = n_subsets - 1
         common = torch.where(hall, torch.arange(n_subsets, device=candidates.device), every_value)
         for bit in range(size):  # common[T]: the values every Hall set holding T holds
-            halves = common.view(b, groups, -1, 2, 1 << bit)
+            halves = common.view(b, groups, n_subsets >> (bit + 1), 2, 1 << bit)
             halves[:, :, :, 0] &= halves[:, :, :, 1]
         outside = every_value & ~common[:, :, self.value_bits]  # [B, Gx, D]
         lose = (cell_masks[:, :, :, None] & outside[:, :, None, :]) != 0  # [B, Gx, P, D]

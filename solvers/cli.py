@@ -352,11 +352,12 @@ def sudoku(
     for file in files:
         name = input_name(file)
         try:
-            read = parse_puzzles(read_text(file), name)
+            text = read_text(file)
+            read = parse_puzzles(text, name)
         except OSError as exc:  # the other files are still solved; this one has a record in its place
             read = [PuzzleFormatError(name, None, f"cannot be read: {unreadable(exc)}")]
         if not read:  # told, never skipped: a second file that came out empty is a file the user lost
-            read = [PuzzleFormatError(name, None, "no puzzle in it (empty, or only comments and titles)")]
+            read = [PuzzleFormatError(name, None, _no_puzzle(text))]
         entries += read
         names += [name] * len(read)
     for name, entry in zip(names, entries):
@@ -414,6 +415,17 @@ def sudoku(
         interrupted(f"{order.printed} of {len(entries)} puzzles printed; {order.untold()}")
     unsolved = sum(not r.verified for r in order.results.values())
     raise typer.Exit(0 if unsolved == 0 and len(good) == len(entries) else 1)
+
+
+def _no_puzzle(text: str) -> str:
+    """Why a file gave no puzzle: empty, only comments and titles, or not text (its first bad byte; a title line
+    with one is skipped like any title, since a Latin-1 'très difficile' above good puzzles is no reason to fail)."""
+    from ..tasks.text import bad_byte, split_lines
+
+    for number, line in enumerate(split_lines(text), 1):
+        if (problem := bad_byte(line)) is not None:
+            return f"no puzzle in it; line {number}: {problem}"
+    return "no puzzle in it (empty, or only comments and titles)"
 
 
 def _solve_sudokus(solver, good: list, order: InOrder, trace: bool, stop_if_asked: Callable[[], None]) -> None:

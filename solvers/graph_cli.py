@@ -365,6 +365,11 @@ def _countdown_instances(instance: str, target, error_type, parse) -> list[tuple
     file = Path(instance)
     stdin = instance == "-"
     named_file = stdin or file.exists() or file.suffix in (".jsonl", ".json", ".txt") or "/" in instance
+    inline_only = (f"--target applies to numbers given inline; in {input_name(instance)} each line carries its own "
+                   "target")
+    if stdin and target is not None:  # at once: reading stdin first would wait for its end
+        _error(inline_only)
+        raise typer.Exit(2)
     if named_file and not stdin and not file.exists():
         _error(f"{file}: no such file (numbers inline look like '4 7 8 8 --target 24')")
         raise typer.Exit(2)
@@ -379,7 +384,7 @@ def _countdown_instances(instance: str, target, error_type, parse) -> list[tuple
             raise typer.Exit(2) from None
     name, text = read_input(instance)  # first: a file that cannot be read is the problem to name
     if target is not None:
-        _error(f"--target applies to numbers given inline; in {name} each line carries its own target")
+        _error(inline_only)
         raise typer.Exit(2)
     lines = split_lines(text)
     entries: list[tuple[int | None, tuple | str]] = []

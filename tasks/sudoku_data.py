@@ -470,8 +470,6 @@ def _text_records(lines: list[str]):
                 yield _Invalid(block[0][0], f"expected 9 grid rows, got {len(block)}")
             block = []
         if skip:
-            if UNDECODABLE in stripped:  # not a title: a line of a file that is not text
-                yield _Invalid(number, BAD_BYTE.format(column=raw.index(UNDECODABLE) + 1))
             continue
         if len(cells) > GRID_ROW:  # too long for a grid row: a whole puzzle on one line
             yield _Record(number, cells)

@@ -384,6 +384,19 @@ def test_countdown_file_with_a_bad_line_solves_the_others(tmp_path):
     assert run("countdown", "").exit_code == 2
 
 
+def test_countdown_stdin_with_target_is_refused_without_waiting_for_stdin():
+    solve = Path(sys.executable).parent / "solve"
+    child = subprocess.Popen([str(solve), "countdown", "-", "--target", "5"], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # stdin stays open
+    try:
+        child.wait(timeout=120)  # not communicate(), which closes stdin: reading stdin first would hang here
+        err = child.stderr.read()
+    finally:
+        child.kill()
+        child.stdin.close()
+    assert child.returncode == 2 and "--target applies to numbers given inline; in <stdin>" in err
+
+
 # ------------------------------------------------------------------------------------------ timing
 def test_finish_clock_gives_each_instance_the_time_its_last_canvas_stopped():
     clock = FinishClock(4, canvases=2)

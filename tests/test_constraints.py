@@ -357,6 +357,9 @@ def test_hall_step_matches_its_definition_on_random_candidates():
         fired += int((narrowed != candidates).any(-1).any(-1).sum())
         died += int(dead.any(-1).sum())
     assert fired > 20 and died > 20  # both outcomes were exercised
+    empty = guidance.select(torch.tensor([], dtype=torch.long))  # a batch of no canvases propagates to nothing
+    candidates, dead = empty._propagate(torch.zeros(0, 11, dtype=torch.long), torch.zeros(0, 11, dtype=torch.bool))
+    assert candidates.shape == (0, 11, guidance.domain.numel()) and dead.shape == (0, 11)
 
 
 def test_a_wide_group_with_fewer_values_than_free_positions_is_a_dead_end():

@@ -299,13 +299,14 @@ def test_a_letter_inside_a_grid_or_an_81_cell_line_is_still_a_bad_character():
                  "bad byte at column 6: the file is not UTF-8 text", path="u.txt")
 
 
-def test_a_file_that_is_not_text_is_named_so_on_every_line_whatever_its_length():
-    """Binary junk decoded with replacement characters: short lines, long ones with commas, title-like ones."""
-    junk = "ab\ufffdcd\n1,2,3" + "\ufffd" * 90 + "\nPuzzles \ufffd\n12\ufffd\n"
+def test_a_line_with_a_byte_that_is_not_utf8_is_named_so_whatever_its_length():
+    """Binary junk decoded with replacement characters: short lines and long ones with commas. A title line with
+    such a byte stays a title (a Latin-1 'tres difficile' above good puzzles is no reason to fail the file)."""
+    junk = "5\ufffd3\n1,2,3" + "\ufffd" * 90 + "\nPuzzles \ufffd\n12\ufffd\n"
     errors = parse_puzzles(junk, "j.bin")
     assert [(e.line, e.message) for e in errors] == [
-        (line, f"bad byte at column {column}: the file is not UTF-8 text") for line, column in
-        [(1, 3), (2, 6), (3, 9), (4, 3)]]
+        (line, f"bad byte at column {column}: the file is not UTF-8 text") for line, column in [(1, 2), (2, 6), (4, 3)]]
+    check_parsed(parse_puzzles(f"Grille tr\ufffds difficile\n{PUZZLE}\n"), [PUZZLE])
 
 
 def test_conflicts_and_validity():

@@ -186,6 +186,9 @@ def test_cli_reads_several_files_in_order_and_names_each_entrys_file(tmp_path):
     blank = CliRunner().invoke(app, ["sudoku", str(a), str(empty), "--format", "json", "--canvases", "2"])
     assert blank.exit_code == 1 and f"error: {empty}: no puzzle in it" in blank.stderr
     assert [json.loads(line)["file"] for line in blank.stdout.splitlines()] == [str(a), str(empty)]
+    empty.write_bytes(b"Puzzles \xff\n")  # nothing but a title, and not UTF-8: the bad byte is the likelier story
+    binary = CliRunner().invoke(app, ["sudoku", str(a), str(empty), "--canvases", "2"])
+    assert f"error: {empty}: no puzzle in it; line 1: bad byte at column 9" in binary.stderr
 
 
 def test_cli_unusable_input_exits_2(tmp_path):
