@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -217,7 +218,8 @@ class MoleculeDesigner:
         with arguments.raised_as(task.RequestError):
             n = arguments.whole(n, "the number of molecules", 1)
             budget = default_budget(n) if budget is None else arguments.whole(budget, "budget", 1)
-            seed = int(torch.randint(0, 2**31, (1,))) if seed is None else arguments.seed(seed)
+            # drawn apart from torch's global generator, which a notebook's other code may be seeding
+            seed = secrets.randbelow(2**31) if seed is None else arguments.seed(seed)
             arguments.callback(on_molecule, "on_molecule")
             arguments.callback(on_round, "on_round")
             progress = arguments.flag(progress, "progress")

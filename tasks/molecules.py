@@ -242,8 +242,10 @@ class MoleculeRequest:
         """`contains` is SMARTS text or an RDKit query/molecule; `scaffold` SMILES text or an RDKit molecule;
         `avoid` catalog names (ALERT_CATALOGS, any case): a list, tuple or set, or comma-separated text."""
         if isinstance(contains, Chem.Mol):  # a molecule's explicit hydrogens would be atoms the pattern needs
-            query = contains if any(a.HasQuery() for a in contains.GetAtoms()) else Chem.RemoveHs(contains)
-            contains = Chem.MolToSmarts(query)
+            if any(a.HasQuery() for a in contains.GetAtoms()):  # a SMARTS query
+                contains = Chem.MolToSmarts(contains)
+            else:  # a molecule: its SMILES, as if typed, so that it is written on the canvas like that text
+                contains = Chem.MolToSmiles(Chem.RemoveHs(contains))
         if isinstance(scaffold, Chem.Mol):
             scaffold = Chem.MolToSmiles(scaffold)
         for label, value in (("contains", contains), ("scaffold", scaffold)):

@@ -30,6 +30,23 @@ def designer():
     return MoleculeDesigner.from_pretrained(canvases_per_round=64)
 
 
+def test_contains_given_as_a_molecule_is_read_as_its_smiles():
+    """A Mol from SMILES is the text it spells (written on the canvas as a fragment), not atomic-number SMARTS
+    that only the verifier can use; a SMARTS query stays a query."""
+    text = "O=C(NC1CC1)c1ccncc1"
+    as_text, as_mol = (task.MoleculeRequest.parse(contains=c) for c in (text, Chem.MolFromSmiles(text)))
+    assert as_mol.fragment is not None and as_mol.fragment == as_text.fragment
+    query = task.MoleculeRequest.parse(contains=Chem.MolFromSmarts("[#6]C(=O)N"))
+    assert query.contains == "[#6]C(=O)N"
+
+
+def test_a_drawn_seed_leaves_the_global_torch_generator_alone(designer):
+    torch.manual_seed(0)
+    state = torch.get_rng_state()
+    result = designer.generate(1, budget=1)
+    assert torch.equal(state, torch.get_rng_state()) and result.seed is not None
+
+
 # ------------------------------------------------------------------------------------------ tokens and data
 def test_tokens_round_trip_and_unknown_tokens_are_named():
     assert "".join(split_smiles(ASPIRIN)) == ASPIRIN
