@@ -73,7 +73,11 @@ def _exact_cost(weight: str | None) -> Callable[[Hashable, Hashable, dict], Rati
 
 
 def _exact(number: Real) -> Rational:
-    return number if isinstance(number, Rational) else Fraction(repr(float(number)))
+    if isinstance(number, Rational):
+        return number
+    if isinstance(number, np.floating):  # the decimal it prints as at its own precision: float32 0.1 is 1/10 too
+        return Fraction(str(number))
+    return Fraction(repr(float(number)))
 
 
 def _plain(length: Rational) -> int | float:

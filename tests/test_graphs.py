@@ -915,6 +915,10 @@ def test_shortest_paths_search_only_edges_on_some_shortest_path(graphs):
     # sums that floats round differently in each direction (2**51 + 0.5 twice) keep the only path
     assert {frozenset(e) for e in shortest_path_edges(tenths, "a", "c", "weight").edges} == \
         {frozenset("ab"), frozenset("bc"), frozenset("ac")}
+    single = nx.Graph((u, v, {"weight": np.float32(w)}) for u, v, w in tenths.edges(data="weight"))  # numpy data
+    assert {frozenset(e) for e in shortest_path_edges(single, "a", "c", "weight").edges} == \
+        {frozenset("ab"), frozenset("bc"), frozenset("ac")}  # float32 0.1 is the 0.1 written, not 0.10000000149
+    assert graphs.path(single, "a", "c", weight="weight").length == 0.3
     halves = nx.Graph()
     halves.add_weighted_edges_from([("s", "a", 2**51 + 0.5), ("a", "b", 2**51 + 0.5), ("b", "t", 0.25)])
     assert len(shortest_path_edges(halves, "s", "t", "weight").edges) == 3
