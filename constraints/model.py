@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ..core import arguments
 from ..core.sampler import Guidance
 
 
@@ -47,8 +48,8 @@ class Predicate:
 
 class ConstraintModel:
     def __init__(self, canvas_length: int, vocab_size: int, batch_size: int = 1):
-        if canvas_length <= 0 or vocab_size <= 0 or batch_size <= 0:
-            raise ValueError("canvas_length, vocab_size and batch_size must be positive")
+        canvas_length, vocab_size, batch_size = (arguments.whole(value, name, 1) for value, name in (
+            (canvas_length, "canvas_length"), (vocab_size, "vocab_size"), (batch_size, "batch_size")))
         self.length, self.vocab, self.batch = canvas_length, vocab_size, batch_size
         self.pins = torch.full((batch_size, canvas_length), -1, dtype=torch.long)
         self.allowed: Tensor | None = None  # [B, L, V] bool, allocated by the first `allow`
@@ -105,7 +106,11 @@ class ConstraintModel:
 
     def add_predicate(self, name: str, verify: Callable[[Tensor, Tensor], Tensor],
                       locate: Callable[[Tensor, Tensor, Tensor], Tensor] | None = None) -> "ConstraintModel":
-        self.predicates.append(Predicate(name, verify, locate))
+        if not isinstance(name, str):
+            raise TypeError(f"name must be text, got {name!r}")
+        if not callable(verify):
+            raise TypeError(f"verify must be a function, got {verify!r}")
+        self.predicates.append(Predicate(name, verify, arguments.callback(locate, "locate")))
         return self
 
     # ------------------------------------------------------------------ compile
@@ -138,14 +143,14 @@ class ConstraintModel:
 
     # ------------------------------------------------------------------ validation helpers
     def _positions(self, positions: Iterable[int]) -> list[int]:
-        out = [int(p) for p in positions]
+        out = _whole_numbers(positions, "position")
         bad = [p for p in out if not 0 <= p < self.length]
         if bad:
             raise ValueError(f"position(s) {bad[:5]} outside the canvas of length {self.length}")
         return out
 
     def _tokens(self, tokens: Iterable[int]) -> list[int]:
-        out = [int(t) for t in tokens]
+        out = _whole_numbers(tokens, "token")
         bad = [t for t in out if not 0 <= t < self.vocab]
         if bad:
             raise ValueError(f"token(s) {bad[:5]} outside the vocabulary of size {self.vocab}")
@@ -154,9 +159,17 @@ class ConstraintModel:
     def _rows(self, row: int | None) -> Tensor:
         if row is None:
             return torch.arange(self.batch)
+        row = arguments.whole(row, "row")
         if not 0 <= row < self.batch:
             raise ValueError(f"row {row} outside the batch of size {self.batch}")
         return torch.tensor([row])
+
+
+def _whole_numbers(values: Iterable[int], name: str) -> list[int]:
+    """Positions or tokens as ints: any iterable of whole numbers (a tensor or array too), never 2.7 read as 2."""
+    if hasattr(values, "tolist"):
+        values = values.tolist()
+    return [arguments.whole(value, name) for value in arguments.items(values, f"{name}s")]
 
 
 DEAD_ENDS = ("release", "repair", "restart", "backtrack")
@@ -330,6 +343,11 @@ class CompiledConstraints(Guidance):
     @property
     def batch_size(self) -> int:
         return self.pins.shape[0]
+
+    @property
+    def canvas_shape(self) -> tuple[int, int]:
+        """(positions, vocabulary) the constraints were declared for: the sampler refuses another model's."""
+        return self.pins.shape[1], self.vocab
 
     @property
     def needs_kept_tokens(self) -> bool:

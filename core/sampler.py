@@ -316,6 +316,11 @@ def denoise_canvas(model: DiffusionGemma, cache: KVCache, config: SamplingConfig
     if made_for is not None and (made_for.type, made_for.index or 0) != (device.type, device.index or 0):
         raise ValueError(f"the constraints were compiled for {made_for}, the model is on {device}: "
                          "compile them with device=model.device")
+    declared = getattr(guidance, "canvas_shape", None)  # compiled constraints: (positions, vocabulary) declared
+    if declared is not None and tuple(declared) != (length, vocab):
+        raise ValueError(f"the constraints were declared for a canvas of {declared[0]} positions over {declared[1]} "
+                         f"tokens; this model samples {length} over {vocab}: declare ConstraintModel({length}, "
+                         f"{vocab}, ...)")
     if guidance is not None and guidance.needs_kept_tokens and not config.keep_accepted:
         raise ValueError(f"{type(guidance).__name__} searches over settled tokens: sample with "
                          "keep_accepted=True (guided_config sets it)")

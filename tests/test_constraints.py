@@ -1,5 +1,6 @@
 """The declarative constraint model and its compiled hooks."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -28,6 +29,18 @@ SOLUTION = torch.tensor([[4, 5, 6, 7, 5, 4, 7, 6, 6, 7, 4, 5, 7, 6, 5, 4]])
 
 def test_declaration_errors():
     cm = ConstraintModel(16, 12, batch_size=2)
+    for declare, message in [(lambda: cm.pin([2.7], [4]), "position must be a whole number, got 2.7"),
+                             (lambda: cm.allow(range(16), [4.9]), "token must be a whole number, got 4.9"),
+                             (lambda: cm.pin(["3"], [True]), "position must be a whole number, got '3'"),
+                             (lambda: cm.pin([0], [4], row=0.5), "row must be a whole number, got 0.5"),
+                             (lambda: cm.add_predicate("p", verify=5), "verify must be a function, got 5"),
+                             (lambda: ConstraintModel(16, 12, batch_size="2"), "batch_size must be a whole number")]:
+        with pytest.raises(TypeError, match=message):  # never truncated to 2 or 4, nor failing later inside torch
+            declare()
+    assert cm.pins.eq(-1).all() and cm.allowed is None and not cm.predicates
+    cm.pin(torch.tensor([1]), np.array([4]), row=1)  # tensors and arrays of whole numbers are fine
+    assert cm.pins[1, 1] == 4
+    cm.pins[1, 1] = -1
     with pytest.raises(ValueError, match="outside the canvas"):
         cm.pin([16], [4])
     with pytest.raises(ValueError, match="outside the vocabulary"):
@@ -133,6 +146,15 @@ def test_most_constrained_first_lets_positions_in_no_group_settle():
     canvas, nothing = torch.full((1, 4), 4), torch.zeros(1, 4, dtype=torch.bool)
     compiled.allowed(canvas, nothing)
     assert compiled.settleable(canvas, nothing)[0, 2:].all()
+
+
+def test_constraints_declared_for_another_canvas_or_vocabulary_are_named():
+    model = untrained_model()  # a canvas of 16 positions over 12 tokens
+    for length, vocab in [(8, 12), (16, 14)]:
+        guidance = ConstraintModel(length, vocab).compile()
+        with pytest.raises(ValueError, match=f"declared for a canvas of {length} positions over {vocab} tokens; "
+                                             "this model samples 16 over 12"):
+            generate(model, torch.ones(1, 2, dtype=torch.long), guidance=guidance)
 
 
 def test_constraints_compiled_for_another_device_are_named():
