@@ -13,7 +13,10 @@ MAX_CANVASES = 1024  # parallel canvases per instance: each is a row of the batc
 
 
 def whole(value, name: str, minimum: int | None = None) -> int:
-    """`value` as an int: any whole-number type (numpy's too), never a bool, float or string."""
+    """`value` as an int: any whole-number type (numpy's too, and a one-number array or tensor of one), never a
+    bool, float or string."""
+    if getattr(value, "ndim", None) == 0 and hasattr(value, "item"):  # np.array(3), torch.tensor(3)
+        value = value.item()
     if isinstance(value, bool) or not isinstance(value, Integral):
         raise TypeError(f"{name} must be a whole number, got {value!r}")
     if minimum is not None and value < minimum:

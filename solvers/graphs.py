@@ -75,7 +75,9 @@ def _exact_cost(weight: str | None) -> Callable[[Hashable, Hashable, dict], Rati
 def _exact(number: Real) -> Rational:
     if isinstance(number, Rational):
         return number
-    if isinstance(number, np.floating):  # the decimal it prints as at its own precision: float32 0.1 is 1/10 too
+    if float(number).is_integer():  # exactly (numpy prints a large float32 short: 123456792 as 1.2345679e+08)
+        return Fraction(int(float(number)))
+    if isinstance(number, (np.float16, np.float32)):  # the decimal it prints as at its own precision: 0.1 is 1/10
         return Fraction(str(number))
     return Fraction(repr(float(number)))
 

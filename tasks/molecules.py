@@ -239,13 +239,19 @@ class MoleculeRequest:
               contains: str | Chem.Mol | None = None, scaffold: str | Chem.Mol | None = None,
               max_ring_size: int | None = MAX_RING_SIZE, avoid: str | Sequence[str] | AbstractSet[str] | None = None
               ) -> "MoleculeRequest":
-        """`contains` is SMARTS text or an RDKit query/molecule; `scaffold` SMILES text or an RDKit molecule;
-        `avoid` catalog names (ALERT_CATALOGS, any case): a list, tuple or set, or comma-separated text."""
+        """`contains` is SMARTS text or an RDKit query/molecule (a molecule is read as its SMILES, as if typed:
+        written on the canvas, and matched as that text reads as SMARTS, so 'C' is an aliphatic carbon and '[nH]'
+        keeps its hydrogen; for RDKit's looser molecule-as-query matching pass `Chem.MolToSmarts(mol)`); `scaffold`
+        SMILES text or an RDKit molecule; `avoid` catalog names (ALERT_CATALOGS, any case): a list, tuple or set,
+        or comma-separated text."""
         if isinstance(contains, Chem.Mol):  # a molecule's explicit hydrogens would be atoms the pattern needs
             if any(a.HasQuery() for a in contains.GetAtoms()):  # a SMARTS query
                 contains = Chem.MolToSmarts(contains)
             else:  # a molecule: its SMILES, as if typed, so that it is written on the canvas like that text
-                contains = Chem.MolToSmiles(Chem.RemoveHs(contains))
+                contains = Chem.RWMol(Chem.RemoveHs(contains))
+                for atom in contains.GetAtoms():  # atom maps would make the text a reaction-style pattern
+                    atom.SetAtomMapNum(0)
+                contains = Chem.MolToSmiles(contains)
         if isinstance(scaffold, Chem.Mol):
             scaffold = Chem.MolToSmiles(scaffold)
         for label, value in (("contains", contains), ("scaffold", scaffold)):

@@ -38,7 +38,7 @@ def test_declaration_errors():
         with pytest.raises(TypeError, match=message):  # never truncated to 2 or 4, nor failing later inside torch
             declare()
     assert cm.pins.eq(-1).all() and cm.allowed is None and not cm.predicates
-    cm.pin(torch.tensor([1]), np.array([4]), row=1)  # tensors and arrays of whole numbers are fine
+    cm.pin(torch.tensor([1]), [np.array(4)], row=torch.tensor(1))  # tensors and arrays of whole numbers are fine
     assert cm.pins[1, 1] == 4
     cm.pins[1, 1] = -1
     with pytest.raises(ValueError, match="outside the canvas"):

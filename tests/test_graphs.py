@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from diffsolve.core import SamplingConfig, generate
 from diffsolve.solvers import CountdownSolver, GraphSolver
-from diffsolve.solvers.graphs import SHORTEST_ARCS, shortest_path_edges
+from diffsolve.solvers.graphs import SHORTEST_ARCS, _exact, shortest_path_edges
 from diffsolve.solvers.checkpoints import default_checkpoint
 from diffsolve.solvers.cli import app
 from diffsolve.tasks import countdown
@@ -919,6 +919,7 @@ def test_shortest_paths_search_only_edges_on_some_shortest_path(graphs):
     assert {frozenset(e) for e in shortest_path_edges(single, "a", "c", "weight").edges} == \
         {frozenset("ab"), frozenset("bc"), frozenset("ac")}  # float32 0.1 is the 0.1 written, not 0.10000000149
     assert graphs.path(single, "a", "c", weight="weight").length == 0.3
+    assert _exact(np.float32(123456792)) == 123456792 and _exact(np.float16(65504)) == 65504  # printed short
     halves = nx.Graph()
     halves.add_weighted_edges_from([("s", "a", 2**51 + 0.5), ("a", "b", 2**51 + 0.5), ("b", "t", 0.25)])
     assert len(shortest_path_edges(halves, "s", "t", "weight").edges) == 3

@@ -36,6 +36,8 @@ def test_contains_given_as_a_molecule_is_read_as_its_smiles():
     text = "O=C(NC1CC1)c1ccncc1"
     as_text, as_mol = (task.MoleculeRequest.parse(contains=c) for c in (text, Chem.MolFromSmiles(text)))
     assert as_mol.fragment is not None and as_mol.fragment == as_text.fragment
+    mapped = task.MoleculeRequest.parse(contains=Chem.MolFromSmiles("[CH3:1][C:2](=[O:3])[NH2:4]"))
+    assert mapped.contains == "CC(N)=O" == mapped.fragment  # atom maps dropped: the molecule, not a reaction map
     query = task.MoleculeRequest.parse(contains=Chem.MolFromSmarts("[#6]C(=O)N"))
     assert query.contains == "[#6]C(=O)N"
 
