@@ -367,7 +367,8 @@ def _countdown_instances(instance: str, target, error_type, parse) -> list[tuple
     named_file = stdin or file.exists() or file.suffix in (".jsonl", ".json", ".txt") or "/" in instance
     inline_only = (f"--target applies to numbers given inline; in {input_name(instance)} each line carries its own "
                    "target")
-    if stdin and target is not None:  # at once: reading stdin first would wait for its end
+    stream = stdin or (file.exists() and not file.is_file() and not file.is_dir())  # a pipe such as /dev/stdin
+    if stream and target is not None:  # at once: reading it first would wait for its end
         _error(inline_only)
         raise typer.Exit(2)
     if named_file and not stdin and not file.exists():

@@ -384,17 +384,22 @@ def test_countdown_file_with_a_bad_line_solves_the_others(tmp_path):
     assert run("countdown", "").exit_code == 2
 
 
-def test_countdown_stdin_with_target_is_refused_without_waiting_for_stdin():
+@pytest.mark.parametrize("source", ["-", "fifo"])
+def test_countdown_stdin_with_target_is_refused_without_waiting_for_stdin(source, tmp_path):
+    """`-` with stdin left open, or a named pipe no one writes to (opening it would block): refused at once."""
+    if source == "fifo":
+        source = tmp_path / "numbers.jsonl"
+        os.mkfifo(source)
     solve = Path(sys.executable).parent / "solve"
-    child = subprocess.Popen([str(solve), "countdown", "-", "--target", "5"], stdin=subprocess.PIPE,
+    child = subprocess.Popen([str(solve), "countdown", str(source), "--target", "5"], stdin=subprocess.PIPE,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # stdin stays open
     try:
-        child.wait(timeout=120)  # not communicate(), which closes stdin: reading stdin first would hang here
+        child.wait(timeout=120)  # not communicate(), which closes stdin: reading first would hang here
         err = child.stderr.read()
     finally:
         child.kill()
         child.stdin.close()
-    assert child.returncode == 2 and "--target applies to numbers given inline; in <stdin>" in err
+    assert child.returncode == 2 and "--target applies to numbers given inline; in " in err
 
 
 # ------------------------------------------------------------------------------------------ timing
