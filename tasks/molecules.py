@@ -352,8 +352,8 @@ class MoleculeRequest:
         hydrogens weighs between a bare carbon and a bromine."""
         w = self.windows
         atoms = w.get("heavy_atoms", (1, math.inf))
-        if "rings" in w and w["rings"][0] > _most_rings(atoms[1]):
-            most = _most_rings(atoms[1])
+        most = _most_rings(atoms[1])
+        if "rings" in w and w["rings"][0] > most:
             raise RequestError(f"rings: window {_fmt(w['rings'], 'rings')} is impossible with heavy_atoms "
                                f"{_fmt(atoms, 'heavy_atoms')}: "
                                + ("a ring needs at least 3 atoms" if most == 0

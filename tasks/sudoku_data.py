@@ -307,12 +307,16 @@ def _cells(text: str, line: int, skip: str = " \t|", offset: int = 0) -> list[Ce
     return [(line, offset + col, ch) for col, ch in enumerate(text, 1) if ch not in skip]
 
 
+def _bad_byte(cells) -> _Invalid | None:
+    """The error for the first cell holding a byte that was not UTF-8 (binary junk), else None."""
+    return next((_Invalid(line, BAD_BYTE.format(column=col)) for line, col, ch in cells if ch == UNDECODABLE), None)
+
+
 def _check(record: _Record) -> str:
     """The canonical puzzle of `record`; raises _Invalid if it is bad. A bad solution is set aside with a warning."""
     start, cells, solution = record.start, record.cells, record.solution
-    for line, col, ch in cells:  # first: in a file that is not text, nothing else is worth saying
-        if ch == UNDECODABLE:
-            raise _Invalid(line, BAD_BYTE.format(column=col))
+    if (bad := _bad_byte(cells)) is not None:  # first: in a file that is not text, nothing else is worth saying
+        raise bad
     if len(cells) > 81 and any(ch in DELIMITERS for _, _, ch in cells):
         raise _Invalid(start, f"expected 81 cells, got {len(cells)} (CSV? the first line must name the columns, "
                               "e.g. 'puzzle,solution')")
@@ -461,9 +465,8 @@ def _text_records(lines: list[str]):
             continue  # a blank line between bands
         skip = not stripped or (len(cells) != 81 and _is_title(stripped))
         if block and (skip or len(cells) > GRID_ROW):
-            undecodable = next(((n, col) for n, row in block for _, col, ch in row if ch == UNDECODABLE), None)
-            if undecodable is not None:  # binary junk: say so, not that its line was short
-                yield _Invalid(undecodable[0], BAD_BYTE.format(column=undecodable[1]))
+            if (bad := _bad_byte(cell for _, row in block for cell in row)) is not None:  # not that it was short
+                yield bad
             elif len(block) == 1:  # a lone short line: a one-line puzzle that is too short
                 yield _Invalid(block[0][0], f"expected 81 cells (or a 9-row grid), got {len(block[0][1])}")
             else:
