@@ -10,9 +10,10 @@ Build a `ConstraintModel` the way one builds a CP-SAT model -- declare, then com
     cm.add_predicate("sorted", verify=fn)         # any batched check over whole canvases (and their rows)
     guidance = cm.compile()                       # a `core.Guidance` for `generate`
 
-`row=None` applies a declaration to every row of the batch. The compiled object answers the sampler's three
-hooks with dense tensor ops over [B, L, V] (no loops over positions), so `vocab_size` should be a task
-vocabulary; all-different work happens in the smaller space of the declared values.
+`row=None` applies a declaration to every row of the batch. The compiled object answers the sampler's hooks
+(`pinned`, `allowed`, `settleable`, `violations`, `verify`, `retire`) with dense tensor ops over [B, L, V] (no
+loops over positions), so `vocab_size` should be a task vocabulary; all-different work happens in the smaller
+space of the declared values.
 """
 
 from __future__ import annotations
@@ -250,7 +251,7 @@ class CompiledConstraints(Guidance):
         for g, (positions, values) in enumerate(exact):
             self.exact_membership[g, positions] = 1.0
             self.exact_values[g, self.domain_index[torch.tensor(values, device=device)]] = 1.0
-        self._compile_hall_sets(exact, length, size, device)
+        self._compile_hall_sets(exact, size, device)
         # Other groups of three or more positions (e.g. cliques of a colouring): the pigeonhole check only
         wide = [(positions, values) for positions, values, is_exact in model.groups
                 if not is_exact and len(positions) > 2]
@@ -281,8 +282,7 @@ class CompiledConstraints(Guidance):
         self.refuted = torch.zeros(model.batch, dtype=torch.bool, device=device)
         self._before: tuple[Tensor, Tensor, Tensor] | None = None  # (settled, candidates, dead) of this pass
 
-    def _compile_hall_sets(self, exact: list[tuple[list[int], list[int]]], length: int, size: int,
-                           device: torch.device) -> None:
+    def _compile_hall_sets(self, exact: list[tuple[list[int], list[int]]], size: int, device: torch.device) -> None:
         """Tables for Hall-set reasoning in exact groups over at most HALL_MAX_VALUES values: value subsets S
         as bit masks (index S holds the values of S's bits), their sizes, and each group's positions, padded."""
         self.hall = bool(exact) and size <= HALL_MAX_VALUES

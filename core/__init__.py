@@ -1,7 +1,7 @@
 """The engine: DiffusionGemma text model, checkpoint I/O, sampler, training objective."""
 
 from . import arguments
-from .checkpoint import (CheckpointError, check_device, files_digest, give_usual_mode, load_model, new_model,
+from .checkpoint import (CheckpointError, check_device, files_digest, load_model, new_model,
                          resolve_checkpoint, save_model, weights_digest, write_atomically)
 from .config import ConfigError, LayerSpec, ModelConfig
 from .ctrl_c import CtrlC, quiet_worker
@@ -11,7 +11,9 @@ from .sampler import (
     FinishClock,
     GenerationOutput,
     Guidance,
+    Pins,
     SamplingConfig,
+    StepCallback,
     StepInfo,
     denoise_canvas,
     generate,
@@ -24,8 +26,8 @@ from .tokenizer import load_tokenizer, word_level_tokenizer
 
 __all__ = [
     "CheckpointError", "ConfigError", "CtrlC", "DiffusionGemma", "FinishClock", "GenerationOutput", "Guidance",
-    "KVCache", "LayerSpec", "ModelConfig", "SamplingConfig", "StepInfo", "arguments", "check_device", "denoise_canvas",
-    "generate", "generate_autoregressive", "give_usual_mode", "guided_config", "load_model", "load_tokenizer",
-    "new_model", "one_canvas", "progress_bar", "quiet_worker", "released_config", "resolve_checkpoint", "save_model",
-    "files_digest", "weights_digest", "word_level_tokenizer", "write_atomically",
+    "KVCache", "LayerSpec", "ModelConfig", "Pins", "SamplingConfig", "StepCallback", "StepInfo", "arguments",
+    "check_device", "denoise_canvas", "generate", "generate_autoregressive", "guided_config", "load_model",
+    "load_tokenizer", "new_model", "one_canvas", "progress_bar", "quiet_worker", "released_config",
+    "resolve_checkpoint", "save_model", "files_digest", "weights_digest", "word_level_tokenizer", "write_atomically",
 ]

@@ -13,6 +13,8 @@ import logging
 import os
 import re
 import secrets
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -343,8 +345,7 @@ def new_model(config: ModelConfig, seed: int = 0, dtype: torch.dtype = torch.flo
 
 
 # ------------------------------------------------------------------------------------------ save
-def save_model(model: DiffusionGemma, path: str | os.PathLike, max_shard_bytes: int = 5 * 2**30,
-               generation_config: dict | None = None) -> None:
+def save_model(model: DiffusionGemma, path: str | os.PathLike, max_shard_bytes: int = 5 * 2**30) -> None:
     """Write the HF layout, each file complete before it appears. Sharded, the index is written last and names
     the save, as does every shard: a save cut short after replacing some shards of an earlier one is refused at
     load, not read as a mix. An earlier save's weight files that the new one does not name are removed."""
@@ -353,8 +354,8 @@ def save_model(model: DiffusionGemma, path: str | os.PathLike, max_shard_bytes: 
     # the JSON files first: settings they cannot hold are refused before anything is written
     config = model.config.to_hf_dict()
     config["dtype"] = str(model.dtype).removeprefix("torch.")
-    # One canvas unless the caller says otherwise: without it transformers would generate 256 tokens
-    generation = dict(generation_config or released_config(model).to_hf_dict())
+    # One canvas unless the model's settings say otherwise: without it transformers would generate 256 tokens
+    generation = released_config(model).to_hf_dict()
     generation.setdefault("max_new_tokens", model.config.canvas_length)
     out = Path(path)
     out.mkdir(parents=True, exist_ok=True)
@@ -397,14 +398,24 @@ def _write_json(path: Path, data: dict) -> None:
     write_atomically(path, lambda p: p.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n"))
 
 
-def write_atomically(path: Path, write) -> None:
-    """`write(tmp)` beside `path`, then rename it over `path`: never a half-written file at `path`."""
-    tmp = path.with_name(path.name + ".tmp")
+def write_atomically(path: Path, write: Callable[[Path], object]) -> None:
+    """`write(tmp)` to a fresh temporary name beside `path` (its suffix kept, for writers that go by it), renamed
+    over `path` only when complete: never a half-written file at `path`, no other file touched, and no temporary
+    file left behind (a full disk, Ctrl-C). A symbolic link is followed (its target is replaced, not the link);
+    what exists and is not a regular file (/dev/stdout, a pipe) is written directly."""
+    path = Path(path)
+    if path.exists() and not path.is_file():  # follows links
+        write(path)
+        return
+    target = Path(os.path.realpath(path))
+    handle, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.stem}.", suffix=target.suffix)
+    os.close(handle)
+    tmp = Path(name)
     try:
         write(tmp)
-        give_usual_mode(tmp, path)
-        os.replace(tmp, path)
-    except BaseException:  # a full disk or Ctrl-C: no partial file is left behind either
+        _give_usual_mode(tmp, target)
+        tmp.replace(target)
+    except BaseException:
         tmp.unlink(missing_ok=True)
         raise
 
@@ -419,7 +430,7 @@ def _weight_files(directory: Path) -> set[str]:
     return {name for name in names if isinstance(name, str) and Path(name).name == name}
 
 
-def give_usual_mode(tmp: Path, path: Path) -> None:
+def _give_usual_mode(tmp: Path, path: Path) -> None:
     """Writers such as mkstemp and safetensors make files 0600: give the replacement the mode `path` has, or a
     new file's (0666 less the umask), so that a shared folder can read what was written."""
     umask = os.umask(0o022)

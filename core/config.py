@@ -85,9 +85,8 @@ class ModelConfig:
     passthrough: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if not self.layer_types:
-            self.layer_types = [SLIDING if (i + 1) % 6 else FULL for i in range(self.num_layers)]
-        self.layer_types = _last_layer_full(self.layer_types)
+        self._check_counts()  # before num_layers sizes the default layer types
+        self.layer_types = _last_layer_full(self.layer_types or default_layer_types(self.num_layers))
         self.validate()
         self.layers = [self._layer_spec(i) for i in range(self.num_layers)]
 
@@ -121,16 +120,20 @@ class ModelConfig:
             rope_factor=float(rope.get("factor", 1.0)) if rope.get("rope_type") == "proportional" else 1.0,
         )
 
+    def _check_counts(self) -> None:
+        for name in ("vocab_size", "hidden_size", "intermediate_size", "num_layers", "num_heads",
+                     "num_kv_heads", "head_dim", "num_experts", "top_k_experts", "moe_intermediate_size",
+                     "canvas_length", "sliding_window"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ConfigError(f"text_config.{_hf_name(name)}: must be a positive integer, got {value!r}")
+
     def validate(self) -> None:
         def need(cond: bool, name: str, msg: str) -> None:
             if not cond:
                 raise ConfigError(f"text_config.{name}: {msg}")
 
-        for name in ("vocab_size", "hidden_size", "intermediate_size", "num_layers", "num_heads",
-                     "num_kv_heads", "head_dim", "num_experts", "top_k_experts", "moe_intermediate_size",
-                     "canvas_length", "sliding_window"):
-            value = getattr(self, name)
-            need(isinstance(value, int) and value > 0, _hf_name(name), f"must be a positive integer, got {value!r}")
+        self._check_counts()
         need(len(self.layer_types) == self.num_layers, "layer_types",
              f"has {len(self.layer_types)} entries but num_hidden_layers is {self.num_layers}")
         for i, kind in enumerate(self.layer_types):
@@ -199,9 +202,8 @@ class ModelConfig:
             raise ConfigError(f"text_config.layer_types: must be a list, got {text['layer_types']!r}")
         layer_types = list(text.get("layer_types") or [])
         num_layers = text["num_hidden_layers"]
-        if not layer_types and isinstance(num_layers, int):
-            layer_types = [SLIDING if (i + 1) % 6 else FULL for i in range(num_layers)]
-        layer_types = _last_layer_full(layer_types)  # before deriving full-attention geometry, as transformers
+        # the last layer made full before the full-attention geometry is derived, as transformers does
+        layer_types = _last_layer_full(layer_types or default_layer_types(num_layers))
         overrides = _per_layer_overrides(text, layer_types)
         rope = text.get("rope_parameters") or dict(DEFAULT_ROPE)
         # not vision_config: we never write vision weights, so a saved copy of the 26B model declaring its full
@@ -304,6 +306,11 @@ TINY_VISION_CONFIG = {
 
 _HF_NAMES = {"num_layers": "num_hidden_layers", "num_heads": "num_attention_heads",
              "num_kv_heads": "num_key_value_heads"}
+
+
+def default_layer_types(num_layers: int) -> list[str]:
+    """transformers' default: five sliding-window layers to one full-attention layer, the last one full."""
+    return [SLIDING if (i + 1) % 6 and i + 1 < num_layers else FULL for i in range(num_layers)]
 
 
 def _last_layer_full(layer_types: list[str]) -> list[str]:

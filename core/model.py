@@ -143,7 +143,7 @@ class Attention(nn.Module):
 
     def forward(self, x: Tensor, cos: Tensor, sin: Tensor, past_k: Tensor | None, past_v: Tensor | None,
                 mask: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
-        """Attend from `x` over `[past ; x]`. Returns (output, new keys, new values)."""
+        """Attend from `x` over `[past ; x]`. Returns (output, keys, values), the keys and values of `[past ; x]`."""
         b, t, _ = x.shape
         q = apply_rope(self.q_norm(self.q_proj(x).view(b, t, self.num_heads, self.spec.head_dim)), cos, sin)
         q = q.transpose(1, 2)
@@ -154,7 +154,7 @@ class Attention(nn.Module):
         # 26B's full layers): a full fp32 score matrix per head. Repeating the heads keeps the fused kernels, as
         # transformers does.
         expand = q.is_cuda and (mask is not None or k.shape[-1] > 256)
-        return self.o_proj(attend(q, k, v, mask, expand).transpose(1, 2).reshape(b, t, -1)), k_new, v_new
+        return self.o_proj(attend(q, k, v, mask, expand).transpose(1, 2).reshape(b, t, -1)), k, v
 
 
 def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, expand_kv_heads: bool = False) -> Tensor:
@@ -270,7 +270,7 @@ class Layer(nn.Module):
 
     def forward(self, x: Tensor, cos: Tensor, sin: Tensor, past_k: Tensor | None, past_v: Tensor | None,
                 mask: Tensor | None, scalar: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        attn, k_new, v_new = self.self_attn(self.input_layernorm(x), cos, sin, past_k, past_v, mask)
+        attn, k, v = self.self_attn(self.input_layernorm(x), cos, sin, past_k, past_v, mask)
         x = x + self.post_attention_layernorm(attn)
 
         dense = self.post_feedforward_layernorm_1(self.mlp(self.pre_feedforward_layernorm(x)))
@@ -279,7 +279,7 @@ class Layer(nn.Module):
         sparse = self.experts(self.pre_feedforward_layernorm_2(flat), weights, index)
         sparse = self.post_feedforward_layernorm_2(sparse.view_as(x))
         x = x + self.post_feedforward_layernorm(dense + sparse)
-        return x * scalar, k_new, v_new
+        return x * scalar, k, v
 
 
 class SelfConditioning(GatedMLP):
@@ -408,9 +408,7 @@ class DiffusionGemma(nn.Module):
             cos, sin = self.rotary(spec.kind, past, t, x.device, x.dtype)
             past_k = None if cache is None else cache.keys[i]
             past_v = None if cache is None else cache.values[i]
-            x, k_new, v_new = layer(x, cos, sin, past_k, past_v, masks[spec.kind], layer.encoder_scalar)
-            k = k_new if past_k is None else torch.cat((past_k, k_new), dim=2)
-            v = v_new if past_v is None else torch.cat((past_v, v_new), dim=2)
+            x, k, v = layer(x, cos, sin, past_k, past_v, masks[spec.kind], layer.encoder_scalar)
             if spec.is_sliding and evict:
                 k, v = k[:, :, -(self.window - 1):], v[:, :, -(self.window - 1):]
             keys.append(k)
@@ -457,14 +455,17 @@ class DiffusionGemma(nn.Module):
             if self_conditioning_mask is not None:
                 soft = soft * self_conditioning_mask.to(soft.dtype)[:, None, None]
         x = self.self_conditioning(x, soft)
+        masks: dict[int, Tensor] = {}  # by the number of cached keys (sliding layers keep fewer)
         for i, (layer, spec) in enumerate(zip(self.layers, self.config.layers)):
             cos, sin = self.rotary(spec.kind, cache.length, length, x.device, x.dtype)
             mask = None
             if cache.valid is not None:
                 stored = cache.keys[i].shape[2]
-                keys_valid = torch.cat((cache.valid[:, cache.length - stored:],
-                                        cache.valid.new_ones(b, length)), dim=1)
-                mask = keys_valid[:, None, None, :]
+                if stored not in masks:
+                    keys_valid = torch.cat((cache.valid[:, cache.length - stored:],
+                                            cache.valid.new_ones(b, length)), dim=1)
+                    masks[stored] = keys_valid[:, None, None, :]
+                mask = masks[stored]
             x, _, _ = layer(x, cos, sin, cache.keys[i], cache.values[i], mask, layer.decoder_scalar)
         return self.logits(self.norm(x))
 

@@ -144,9 +144,13 @@ class Guidance:
     compiles declarative constraints into one of these. `needs_kept_tokens`: the hooks reason about which
     tokens were settled when (a search over guesses), which holds only if the sampler keeps accepted tokens
     (`SamplingConfig(keep_accepted=True)`, as `guided_config` sets); `denoise_canvas` refuses it otherwise.
+    `device` and `canvas_shape` (positions, vocabulary), where set, name what the hooks were made for; the
+    sampler refuses another model's.
     """
 
     needs_kept_tokens: bool = False
+    device: torch.device | None = None
+    canvas_shape: tuple[int, int] | None = None
 
     def pinned(self, batch: int, device: torch.device) -> tuple[Tensor, Tensor] | None:
         """(mask [B, L] bool, values [B, L]) of positions whose token is fixed."""
@@ -178,6 +182,32 @@ class Guidance:
         """The hooks for a subset of the rows (when finished rows leave the batch). Stateless: itself."""
         return self
 
+    def repeat(self, n: int) -> "Guidance":
+        """Each row's hooks n times in a row (parallel canvases of one instance). Stateless: itself."""
+        return self
+
+
+class Pins(Guidance):
+    """Fixed tokens and nothing else: the model-only baselines keep a problem's pins (clues, padding) only."""
+
+    def __init__(self, mask: Tensor, values: Tensor):
+        self.mask, self.values = mask, values  # [B, L] bool, [B, L] token ids (read where mask is set)
+
+    @classmethod
+    def of(cls, guidance: Guidance, batch: int, device: torch.device) -> Guidance:
+        """Only the pins of `guidance`'s first `batch` rows."""
+        pins = guidance.pinned(batch, device)
+        return Guidance() if pins is None else cls(*pins)
+
+    def pinned(self, batch: int, device: torch.device) -> tuple[Tensor, Tensor]:
+        return self.mask, self.values
+
+    def repeat(self, n: int) -> "Pins":
+        return Pins(self.mask.repeat_interleave(n, dim=0), self.values.repeat_interleave(n, dim=0))
+
+    def select(self, rows: Tensor) -> "Pins":
+        return Pins(self.mask[rows], self.values[rows])
+
 
 @dataclass
 class StepInfo:
@@ -194,6 +224,8 @@ class StepInfo:
     solved: Tensor  # bool [B]
 
 
+StepCallback = Callable[[StepInfo], None]
+
 class FinishClock:
     """A step callback that notes when each canvas row stopped (verified, retired or dropped), in seconds since
     the clock was made, and passes every step on to `callback`. Gives each instance of a batch its own latency.
@@ -202,7 +234,7 @@ class FinishClock:
     as all its rows have stopped: `on_instance(k, canvas [canvases, L], passes [canvases], seconds)`, before
     `callback` sees the pass; `finish(output)` hands over the instances whose rows ran out of passes."""
 
-    def __init__(self, rows: int, callback: Callable[[StepInfo], None] | None = None, *, canvases: int = 1,
+    def __init__(self, rows: int, callback: StepCallback | None = None, *, canvases: int = 1,
                  on_instance: Callable[[int, Tensor, Tensor, float], None] | None = None):
         self.began = time.perf_counter()
         self.stopped_at = torch.full((rows,), math.nan)
@@ -304,7 +336,7 @@ class _StableAndConfident:
 @torch.no_grad()
 def denoise_canvas(model: DiffusionGemma, cache: KVCache, config: SamplingConfig, *,
                    guidance: Guidance | None = None, generator: torch.Generator | None = None,
-                   callback: Callable[[StepInfo], None] | None = None, block: int = 0,
+                   callback: StepCallback | None = None, block: int = 0,
                    skip: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """Denoise one canvas per cache row. Returns (argmax canvas, forward passes [B], solved [B]).
 
@@ -312,18 +344,8 @@ def denoise_canvas(model: DiffusionGemma, cache: KVCache, config: SamplingConfig
     """
     b, length, vocab = cache.batch_size, config.canvas_length or model.config.canvas_length, model.config.vocab_size
     device = model.device
-    made_for = getattr(guidance, "device", None)  # compiled constraints hold their tensors on one device
-    if made_for is not None and (made_for.type, made_for.index or 0) != (device.type, device.index or 0):
-        raise ValueError(f"the constraints were compiled for {made_for}, the model is on {device}: "
-                         "compile them with device=model.device")
-    declared = getattr(guidance, "canvas_shape", None)  # compiled constraints: (positions, vocabulary) declared
-    if declared is not None and tuple(declared) != (length, vocab):
-        raise ValueError(f"the constraints were declared for a canvas of {declared[0]} positions over {declared[1]} "
-                         f"tokens; this model samples {length} over {vocab}: declare ConstraintModel({length}, "
-                         f"{vocab}, ...)")
-    if guidance is not None and guidance.needs_kept_tokens and not config.keep_accepted:
-        raise ValueError(f"{type(guidance).__name__} searches over settled tokens: sample with "
-                         "keep_accepted=True (guided_config sets it)")
+    if guidance is not None:
+        _check_guidance(guidance, config, device, length, vocab)
     canvas = _randint(vocab, (b, length), device, generator)
     pins = guidance.pinned(b, device) if guidance is not None else None
     if pins is not None:
@@ -420,6 +442,23 @@ def denoise_canvas(model: DiffusionGemma, cache: KVCache, config: SamplingConfig
     return out_argmax, out_passes, out_solved
 
 
+def _check_guidance(guidance: Guidance, config: SamplingConfig, device: torch.device, length: int,
+                    vocab: int) -> None:
+    """Refuse hooks made for another device or canvas, or that need kept tokens the config does not keep."""
+    made_for = guidance.device
+    if made_for is not None and (made_for.type, made_for.index or 0) != (device.type, device.index or 0):
+        raise ValueError(f"the constraints were compiled for {made_for}, the model is on {device}: "
+                         "compile them with device=model.device")
+    declared = guidance.canvas_shape
+    if declared is not None and tuple(declared) != (length, vocab):
+        raise ValueError(f"the constraints were declared for a canvas of {declared[0]} positions over {declared[1]} "
+                         f"tokens; this model samples {length} over {vocab}: declare ConstraintModel({length}, "
+                         f"{vocab}, ...)")
+    if guidance.needs_kept_tokens and not config.keep_accepted:
+        raise ValueError(f"{type(guidance).__name__} searches over settled tokens: sample with "
+                         "keep_accepted=True (guided_config sets it)")
+
+
 def released_config(model: DiffusionGemma, **overrides) -> SamplingConfig:
     """The checkpoint's own sampler settings (its generation_config.json; the released defaults when it ships
     none), with `overrides` applied: what "the stock sampler" means for that checkpoint."""
@@ -455,7 +494,7 @@ def guided_config(**overrides) -> SamplingConfig:
 def generate(model: DiffusionGemma, prompt_ids: Tensor | None, config: SamplingConfig | None = None, *,
              cache: KVCache | None = None, attention_mask: Tensor | None = None,
              guidance: Guidance | None = None, generator: torch.Generator | None = None,
-             callback: Callable[[StepInfo], None] | None = None) -> GenerationOutput:
+             callback: StepCallback | None = None) -> GenerationOutput:
     """Block-autoregressive diffusion generation.
 
     `prompt_ids` [B, P] are encoded into `cache` (or a new one); canvases of `canvas_length` tokens are then

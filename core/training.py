@@ -30,6 +30,7 @@ from .checkpoint import load_model, save_model, write_atomically
 from .config import ModelConfig
 from .ctrl_c import CtrlC
 from .model import DiffusionGemma
+from .progress import progress_bar
 
 
 @dataclass
@@ -380,8 +381,6 @@ class RunLock:
 def _train(model: DiffusionGemma, make_batch: Callable[[int, torch.Generator], Batch], cfg: TrainConfig,
            out: Path, evaluate: Callable[[DiffusionGemma], dict] | None, progress: bool,
            stop_after: int | None) -> dict:
-    from tqdm.auto import tqdm
-
     ckpt = out / "checkpoint"
     device = torch.device(cfg.device)
     start, previous_s, warmup_end_s = 0, 0.0, None
@@ -409,8 +408,8 @@ def _train(model: DiffusionGemma, make_batch: Callable[[int, torch.Generator], B
     end = cfg.steps if stop_after is None else min(cfg.steps, start + stop_after)
     if cfg.time_budget_s is not None and previous_s >= cfg.time_budget_s:
         end = start  # the budget was spent by an earlier call
-    bar = tqdm(range(start, end), initial=start, total=cfg.steps, disable=not progress, desc="train",
-               mininterval=2.0)
+    bar = progress_bar(progress, cfg.steps, "train", "step", initial=start, iterable=range(start, end),
+                       mininterval=2.0)
     done = start
     skipped_in_a_row = 0
     # an optimizer update cut short would checkpoint half-updated weights: Ctrl-C stops after the step

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Self
 
 from tokenizers import Tokenizer
 
-from ..core import CheckpointError, DiffusionGemma
+from ..core import CheckpointError, DiffusionGemma, load_model
 
 SHIPPED = {"sorting": "sort-demo", "sudoku": "sudoku", "molecules": "molecules", "graphs": "graphs"}
 
@@ -34,3 +35,16 @@ def check_task_model(model: DiffusionGemma, task: str, tokenizer: Tokenizer, can
         differ = sorted((token for token in ours if theirs.get(token) != ours[token]), key=ours.get)[:5]
         raise CheckpointError(f"{model.source or 'this model'}: not a {task} checkpoint (its tokenizer.json gives "
                               f"other ids to {', '.join(map(repr, differ)) or 'tokens the ' + task + ' solver lacks'})")
+
+
+class Pretrained:
+    """`from_pretrained` for a solver whose constructor takes the model first; `CHECKPOINT` names the task whose
+    shipped checkpoint it loads by default."""
+
+    CHECKPOINT: str
+
+    @classmethod
+    def from_pretrained(cls, path: str | None = None, *, device: str = "cpu", **kwargs) -> Self:
+        """The solver on the shipped checkpoint, or on `path` (a checkpoint directory or a cached hub id);
+        `kwargs` go to the constructor."""
+        return cls(load_model(default_checkpoint(cls.CHECKPOINT) if path is None else path, device=device), **kwargs)

@@ -21,9 +21,10 @@ import torch
 import typer
 from rich.console import Console
 
-from ..core import (CheckpointError, ConfigError, CtrlC, DiffusionGemma, SamplingConfig, StepInfo, check_device,
-                    generate, give_usual_mode, load_model, one_canvas, write_atomically)
+from ..core import (CheckpointError, ConfigError, CtrlC, DiffusionGemma, SamplingConfig, StepInfo, arguments,
+                    check_device, generate, load_model, one_canvas, write_atomically)
 from ..core.arguments import MAX_CANVASES
+from ..tasks.text import bad_byte, plural, read_text, split_lines
 from .checkpoints import check_task_model, default_checkpoint
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="markdown",
@@ -43,6 +44,14 @@ def _error(message: str) -> None:
     print(f"error: {message}", file=sys.stderr)
 
 
+def choice(value: str, option: str, choices: tuple[str, ...]) -> str:
+    """`value` in lower case (JSON or json alike) when it is one of `choices`; anything else exits 2."""
+    if value.lower() not in choices:
+        _error(f"{option} must be {', '.join(choices[:-1])} or {choices[-1]}, not {value!r}")
+        raise typer.Exit(2)
+    return value.lower()
+
+
 INTERRUPTED = 130  # the shell's status for a command stopped by Ctrl-C (128 + SIGINT)
 
 
@@ -60,7 +69,6 @@ def input_name(file: str | Path) -> str:
 def read_input(file: str | Path) -> tuple[str, str]:
     """(name for messages, text) of an input file or, for '-', of stdin, decoded as `tasks.text` says; an
     unreadable one exits 2."""
-    from ..tasks.text import read_text
 
     try:
         return input_name(file), read_text(file)
@@ -165,7 +173,7 @@ def working(label: str):
     return bar
 
 
-def progress_bar(label: str, *fields: str, show: bool = True):
+def rich_progress(label: str, *fields: str, show: bool = True):
     """A transient rich progress bar on stderr (label, bar, done/total, `fields` as text columns, time), shown only
     when stderr is a terminal: logs and pipes get no bar and no stray blank line. Results printed meanwhile stay on
     stdout; only when stdout is the terminal too are they drawn above the bar (else a redirected file gets none)."""
@@ -214,6 +222,15 @@ def _check_search(model_only: bool, backtrack: bool, tabu: bool = False) -> None
     chosen = [name for name, on in (("--model-only", model_only), ("--backtrack", backtrack), ("--tabu", tabu)) if on]
     if len(chosen) > 1:
         _error(f"{', '.join(chosen[:-1])} and {chosen[-1]} exclude each other")
+        raise typer.Exit(2)
+
+
+def _check_canvases(canvases: int | None, model_only: bool) -> None:
+    """The solvers' own check of --canvases (1 with --model-only), before a model is loaded."""
+    try:
+        arguments.canvases(canvases, guided=not model_only)
+    except ValueError as exc:
+        _error(f"--{exc}")
         raise typer.Exit(2)
 
 
@@ -299,7 +316,7 @@ def demo(
     else:
         verdict = "[green]correct[/green]" if correct else "[red]wrong[/red]"
     passes = int(out.forward_passes[0])
-    console.print(f"output    {answer}  {verdict}  ({passes} pass{'es' * (passes != 1)}, {seconds:.2f} s)")
+    console.print(f"output    {answer}  {verdict}  ({plural(passes, 'pass', 'passes')}, {seconds:.2f} s)")
 
 
 @app.command()
@@ -338,15 +355,9 @@ def sudoku(
     from ..tasks.sudoku_data import PuzzleFormatError, format_grid, parse_puzzles
     from .sudoku import SudokuSolver
 
-    format = format.lower()
-    if format not in ("text", "line", "json"):
-        _error(f"--format must be text, line or json, not {format!r}")
-        raise typer.Exit(2)
+    format = choice(format, "--format", ("text", "line", "json"))
     _check_search(model_only, backtrack)
-    if model_only and canvases not in (None, 1):
-        _error("--canvases is for the guided search: --model-only samples one canvas per puzzle")
-        raise typer.Exit(2)
-    from ..tasks.text import read_text
+    _check_canvases(canvases, model_only)
 
     entries, names = [], []  # every entry of every file, in order, and the file it came from
     for file in files:
@@ -401,7 +412,7 @@ def sudoku(
         elif format == "line":
             print(result.solution if result.verified else f"# {where(k)}: {result.reason}", flush=True)
         else:
-            head = (f"{where(k)}: verified in {result.steps} pass{'es' * (result.steps != 1)} "
+            head = (f"{where(k)}: verified in {plural(result.steps, 'pass', 'passes')} "
                     f"({result.seconds:.2f} s)" + (", another solution than the file's (the puzzle has several)"
                                                    if matches is False else "")
                     if result.verified else f"{where(k)}: no verified solution -- {result.reason}")
@@ -420,7 +431,6 @@ def sudoku(
 def _no_puzzle(text: str) -> str:
     """Why a file gave no puzzle: empty, only comments and titles, or not text (its first bad byte; a title line
     with one is skipped like any title, since a Latin-1 'très difficile' above good puzzles is no reason to fail)."""
-    from ..tasks.text import bad_byte, split_lines
 
     for number, line in enumerate(split_lines(text), 1):
         if (problem := bad_byte(line)) is not None:
@@ -440,7 +450,7 @@ def _solve_sudokus(solver, good: list, order: InOrder, trace: bool, stop_if_aske
         traced = 1
     order.flush()  # unreadable entries before the first puzzle
     rest = good[traced:]
-    with progress_bar("solving", show=len(rest) > 1) as bar:
+    with rich_progress("solving", show=len(rest) > 1) as bar:
         task = bar.add_task("puzzles", total=len(rest))
 
         def done(i: int, result) -> None:  # as soon as the puzzle's canvases have stopped
@@ -553,7 +563,7 @@ def molecules(
             ctrl_c.stop_if_asked()  # a round's molecules are kept only once its canvases have settled
 
     try:
-        with (progress_bar("designing", "{task.fields[tried]}") as bar, warnings.catch_warnings(),
+        with (rich_progress("designing", "{task.fields[tried]}") as bar, warnings.catch_warnings(),
               CtrlC("finishing the round of canvases under way") as ctrl_c):
             warnings.simplefilter("ignore", UnlikelyRequestWarning)  # said above, in the CLI's words
             task = bar.add_task("molecules", total=num, tried="")
@@ -574,7 +584,7 @@ def molecules(
         written &= _draw_molecules(result, list(dict.fromkeys([*request.windows, "logp", "mw", "qed"]))[:3], image)
     elif image is not None:
         print(f"no molecule to draw: {image} not written", file=sys.stderr)
-    canvases = f"{result.canvases} canvas{'es' * (result.canvases != 1)}"
+    canvases = plural(result.canvases, "canvas", "canvases")
     summary = (f"{len(result)}/{num} verified molecules"
                + (f" (no {', '.join(request.avoid)} alert)" if request.avoid else "")
                + f" from {canvases} in {result.seconds:.1f} s"
@@ -592,13 +602,10 @@ def _molecule_format(format: str | None, out: Path | None) -> str:
     """--format, or the one --out's suffix names; a format that contradicts the suffix exits 2."""
     suffix = out.suffix.lower().lstrip(".") if out is not None and str(out) != "-" else ""
     implied = {"jsonl": "json"}.get(suffix, suffix) if suffix in (*MOLECULE_FORMATS, "jsonl") else None
-    format = format.lower() if format is not None else None
+    format = choice(format, "--format", MOLECULE_FORMATS) if format is not None else None
     if format is None and suffix and implied is None:
         _error(f"--out {out}: the suffix .{suffix} names no format; use .smi, .csv, .sdf or .json, or name one with "
                "--format (the file is plain text either way, never compressed)")
-        raise typer.Exit(2)
-    if format is not None and format not in MOLECULE_FORMATS:
-        _error(f"--format must be one of {', '.join(MOLECULE_FORMATS)}, not {format!r}")
         raise typer.Exit(2)
     if format is not None and implied is not None and format != implied:
         _error(f"--out {out}: the suffix says {implied} but --format is {format}")
@@ -643,37 +650,13 @@ def _write_molecules(found, names: list[str], format: str, out: Path | None) -> 
 
 
 def _write_atomically(path: Path, write: Callable[[Path], object], fatal: bool = True) -> bool:
-    """`write(tmp)` to a fresh temporary name beside `path` (no file of the user's is touched; the suffix tells
-    image writers the format), renamed over `path` only when complete: never a partial file, and no temporary
-    file left behind. A symbolic link is followed (its target is replaced, not the link), and what is not a
-    regular file (/dev/stdout, a pipe) is written directly. Failures (a full disk, a suffix the image writer
-    does not know) name `path` and exit 2, or with `fatal=False` return False."""
-    import tempfile
-
-    if path.exists() and not path.is_file():  # follows links: /dev/stdout is a pipe or a terminal
-        try:
-            write(path)
-            return True
-        except (OSError, ValueError, KeyError) as exc:
-            return _write_failed(path, exc, fatal)
-    target = Path(os.path.realpath(path))
+    """`core.write_atomically` for output files: a failure (a full disk, a suffix the image writer does not
+    know) names `path` and exits 2, or with `fatal=False` returns False."""
     try:
-        handle, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.stem}.", suffix=target.suffix)
-        os.close(handle)
-    except OSError as exc:
-        return _write_failed(path, exc, fatal)
-    tmp = Path(name)
-    try:
-        write(tmp)
-        give_usual_mode(tmp, target)
-        tmp.replace(target)
+        write_atomically(path, write)
         return True
     except (OSError, ValueError, KeyError) as exc:  # PIL: KeyError/ValueError for an unknown suffix
-        tmp.unlink(missing_ok=True)
         return _write_failed(path, exc, fatal)
-    except BaseException:  # anything else, Ctrl-C included: no temporary file left behind
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _write_failed(path: Path, exc: Exception, fatal: bool) -> bool:
@@ -767,31 +750,11 @@ def train(
     to stderr and out/train_log.jsonl. Exit status: 0 trained, 1 the loss diverged (inf or NaN; the last
     checkpoint is kept), 2 bad input, 130 interrupted (checkpointed)."""
     from ..core import files_digest, new_model, released_config
-    from ..core.training import (STATE_JSON, ResumeError, RunLock, TrainConfig, TrainingDiverged,
-                                 TrainingInterrupted, check_resumable, find_checkpoint)
+    from ..core.training import STATE_JSON, TrainConfig, TrainingDiverged, TrainingInterrupted
     from ..core.training import deepen as deepen_model
     from ..core.training import train as run_training
 
-    if task not in TASKS:
-        _error(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
-        raise typer.Exit(2)
-    _check_device(device)
-    if out.exists() and not out.is_dir():
-        _error(f"--out {out}: not a folder (the run directory holds checkpoints, the log and the model)")
-        raise typer.Exit(2)
-    if task not in PREPARED_SETS:
-        given = [name for name, value in (("--data", data), ("--examples", examples), ("--workers", workers))
-                 if value is not None]
-        if given:
-            _error(f"{', '.join(given)}: only sudoku and molecules train on a prepared set; {task} draws fresh "
-                   "instances for every batch")
-            raise typer.Exit(2)
-    if data is not None and not data.is_file():
-        _error(f"--data {data}: no such file (leave --data out to build the training set in the run directory)")
-        raise typer.Exit(2)
-    if deepen > 1 and init is None:
-        _error("--deepen grows the model given by --init; name one")
-        raise typer.Exit(2)
+    _check_train_options(task, device, out, data, examples, workers, init, deepen)
     lr = (SCRATCH_LR if init is None else WARM_START_LR) if lr is None else lr
     examples = DEFAULT_EXAMPLES if examples is None else examples
     workers = DEFAULT_WORKERS if workers is None else workers
@@ -803,15 +766,7 @@ def train(
     model.tokenizer = module.TOKENIZER
     model.generation_config = released_config(model, **getattr(module, "SAMPLER", {}))  # what it will ship with
     created = not out.exists()
-    try:  # before the training set is built: that can take minutes
-        out.mkdir(parents=True, exist_ok=True)
-        lock = RunLock(out).acquire()  # held until the model is written: one process per run directory
-    except OSError as exc:
-        _error(_naming("--out", out, exc))
-        raise typer.Exit(2) from None
-    except ResumeError as exc:
-        _error(f"--out {out}: {exc}")
-        raise typer.Exit(2) from None
+    lock = _lock_run_dir(out)  # before the training set is built: that can take minutes
     context.call_on_close(lock.release)
     cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed, device=device,
                       warmup_steps=min(200, max(steps // 10, 0 if init is None else WARM_START_WARMUP)),
@@ -820,18 +775,7 @@ def train(
                       ar_weight=getattr(module, "AR_WEIGHT", 1.0), compile=_OPTIONS["compile"],
                       init=None if init is None else str(init.resolve()) + f", {deepen}x deeper" * (deepen > 1),
                       data=None if data is None else files_digest([data]))
-    previous = find_checkpoint(out / "checkpoint")
-    if previous is not None and (other := _run_task(previous)) not in (None, task):  # None: check_resumable says
-        _error(f"--out {out}: {previous} continues a run of the {other} task, not {task}; train {task} into a new "
-               "directory")
-        raise typer.Exit(2)
-    try:
-        if previous is not None:  # before the training set is built: that can take minutes
-            check_resumable(previous, model, cfg)
-    except ResumeError as exc:
-        hint = " (a run begun with --init/--deepen resumes with the same ones)" if "another model" in str(exc) else ""
-        _error(f"--out {out}: {exc}{hint}")
-        raise typer.Exit(2) from None
+    previous = _previous_checkpoint(out, task, model, cfg)  # checked before the training set is built
     try:
         make_batch = module.batches(out, seed, batch_size, device, data=data, examples=examples, workers=workers)
     except (OSError, ValueError, KeyError, KeyboardInterrupt) as exc:
@@ -881,14 +825,8 @@ def train(
         stale.append(ACCEPTANCE_FILE)
     for name in stale:
         (final / name).unlink(missing_ok=True)
-    command = (("solve --compile" if cfg.compile else "solve")
-               + f" train {task} --out {out} --steps {steps} --batch-size {batch_size} --lr {lr} --seed {seed}"
-               + f" --device {device}" + (f" --time-budget {time_budget:g}" if time_budget else "")
-               + (f" --examples {examples}" if task in PREPARED_SETS and data is None else "")
-               + (f" --workers {workers}" if task == "sudoku" and data is None else "")
-               + (f" --threads {threads}" if device == "cpu" else "")
-               + (f" --data {data}" if data else "") + (f" --init {init}" if init else "")
-               + (f" --deepen {deepen}" if deepen > 1 else ""))
+    command = _train_command(task, out, steps, batch_size, lr, seed, device, time_budget, examples, workers,
+                             threads, data, init, deepen, cfg.compile)
     try:
         model.save_pretrained(final)
         _write_model_card(final, task, module, command, cfg, summary, metrics, model, init, deepen, data_card)
@@ -900,6 +838,80 @@ def train(
               "training-likeness acceptance; to fit one (about 17 minutes on 2 cores): python -c \"from "
               f"diffsolve.solvers.molecules import fit_acceptance; fit_acceptance('{final}')\"", file=sys.stderr)
     console.print_json(json.dumps({**summary, **metrics}))
+
+
+def _check_train_options(task: str, device: str, out: Path, data: Path | None, examples: int | None,
+                         workers: int | None, init: Path | None, deepen: int) -> None:
+    """Refuse options that cannot go together before anything is loaded or made (exit 2)."""
+    if task not in TASKS:
+        _error(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
+        raise typer.Exit(2)
+    _check_device(device)
+    if out.exists() and not out.is_dir():
+        _error(f"--out {out}: not a folder (the run directory holds checkpoints, the log and the model)")
+        raise typer.Exit(2)
+    if task not in PREPARED_SETS:
+        given = [name for name, value in (("--data", data), ("--examples", examples), ("--workers", workers))
+                 if value is not None]
+        if given:
+            _error(f"{', '.join(given)}: only sudoku and molecules train on a prepared set; {task} draws fresh "
+                   "instances for every batch")
+            raise typer.Exit(2)
+    if data is not None and not data.is_file():
+        _error(f"--data {data}: no such file (leave --data out to build the training set in the run directory)")
+        raise typer.Exit(2)
+    if deepen > 1 and init is None:
+        _error("--deepen grows the model given by --init; name one")
+        raise typer.Exit(2)
+
+
+def _lock_run_dir(out: Path):
+    """The run directory made and locked: one process per run directory, until the model is written."""
+    from ..core.training import ResumeError, RunLock
+
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        return RunLock(out).acquire()
+    except OSError as exc:
+        _error(_naming("--out", out, exc))
+        raise typer.Exit(2) from None
+    except ResumeError as exc:
+        _error(f"--out {out}: {exc}")
+        raise typer.Exit(2) from None
+
+
+def _previous_checkpoint(out: Path, task: str, model: DiffusionGemma, cfg) -> Path | None:
+    """The run's last checkpoint, when it can be resumed with this model and recipe (else exit 2)."""
+    from ..core.training import ResumeError, check_resumable, find_checkpoint
+
+    previous = find_checkpoint(out / "checkpoint")
+    if previous is None:
+        return None
+    if (other := _run_task(previous)) not in (None, task):  # None: check_resumable says
+        _error(f"--out {out}: {previous} continues a run of the {other} task, not {task}; train {task} into a new "
+               "directory")
+        raise typer.Exit(2)
+    try:
+        check_resumable(previous, model, cfg)
+    except ResumeError as exc:
+        hint = " (a run begun with --init/--deepen resumes with the same ones)" if "another model" in str(exc) else ""
+        _error(f"--out {out}: {exc}{hint}")
+        raise typer.Exit(2) from None
+    return previous
+
+
+def _train_command(task: str, out: Path, steps: int, batch_size: int, lr: float, seed: int, device: str,
+                   time_budget: float | None, examples: int, workers: int, threads: int, data: Path | None,
+                   init: Path | None, deepen: int, compiled: bool) -> str:
+    """The command that reproduces a run, for its model card."""
+    return (("solve --compile" if compiled else "solve")
+            + f" train {task} --out {out} --steps {steps} --batch-size {batch_size} --lr {lr} --seed {seed}"
+            + f" --device {device}" + (f" --time-budget {time_budget:g}" if time_budget else "")
+            + (f" --examples {examples}" if task in PREPARED_SETS and data is None else "")
+            + (f" --workers {workers}" if task == "sudoku" and data is None else "")
+            + (f" --threads {threads}" if device == "cpu" else "")
+            + (f" --data {data}" if data else "") + (f" --init {init}" if init else "")
+            + (f" --deepen {deepen}" if deepen > 1 else ""))
 
 
 def _task_modules() -> dict:
@@ -1002,4 +1014,8 @@ from . import graph_cli  # noqa: E402,F401  (registers coloring, hamiltonian, pa
 
 
 def main() -> None:
+    """The `solve` command. A reader that stops early (`| head`) ends it as it ends `cat`: quietly, with the
+    shell's SIGPIPE status 141, not the status 1 of an unsolved instance."""
+    if hasattr(signal, "SIGPIPE"):  # not on Windows
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     app()

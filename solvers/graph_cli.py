@@ -13,8 +13,8 @@ import typer
 from ..core import CtrlC
 from ..core.arguments import MAX_CANVASES
 from ..tasks.text import bad_byte, plural, split_lines
-from .cli import (DEVICE, SEED_RANGE, THREADS, InOrder, _check_image, _check_search, _error, _load,
-                  _write_atomically, app, input_name, interrupted, progress_bar, read_input, working)
+from .cli import (DEVICE, SEED_RANGE, THREADS, InOrder, _check_canvases, _check_image, _check_search, _error, _load,
+                  _write_atomically, app, choice, input_name, interrupted, read_input, rich_progress, working)
 
 FORMATS = ("text", "json")
 # Options every graph command shares (typer reads them as defaults).
@@ -26,14 +26,6 @@ MODEL_ONLY = typer.Option(False, "--model-only", help="Stock sampler on one canv
 CHECKPOINT = typer.Option(None, help="Checkpoint directory or hub id (default: the shipped graphs model).")
 SEED = typer.Option(0, **SEED_RANGE, help="Sampler seed.")
 IMAGE_HELP = " (the suffix picks the type: .png, .svg, .pdf, ...)."
-
-
-def _check_format(format: str) -> str:
-    """The format in lower case (json or JSON, as solve molecules takes it); anything else exits 2."""
-    if format.lower() not in FORMATS:
-        _error(f"--format must be text or json, not {format!r}")
-        raise typer.Exit(2)
-    return format.lower()
 
 
 def _graph(file: Path, command: str, weights_used: bool = False):
@@ -71,9 +63,7 @@ def _solver(kind: str, checkpoint, device, threads, model_only, canvases, max_st
     from .graphs import CountdownSolver, GraphSolver
 
     cls = CountdownSolver if kind == "countdown" else GraphSolver
-    if model_only and canvases not in (None, 1):
-        _error("--canvases is for the guided search: --model-only samples one canvas per instance")
-        raise typer.Exit(2)
+    _check_canvases(canvases, model_only)
     return _load(checkpoint, "graphs", device, threads, lambda model: cls(
         model, guided=not model_only, canvases=canvases, max_steps=max_steps, seed=seed))
 
@@ -103,13 +93,15 @@ def _fits(file: Path, check: Callable[[], object]) -> None:
         raise typer.Exit(2) from None
 
 
-def _search(file: Path, label: str, max_steps: int, run: Callable, tabu: bool = False):
+def _search(file: Path, label: str, max_steps: int, run: Callable, tabu: bool = False,
+            kept: Callable[[], str | None] = lambda: None):
     """`run(callback)` under a progress bar of passes, or (`tabu`) `run(callback, moves_callback)` with a second
-    bar of tabu moves; a GraphError (the input does not fit) is exit 2."""
+    bar of tabu moves; a GraphError (the input does not fit) is exit 2. On Ctrl-C, `kept()` prints the answer
+    verified so far, if any, and says what it is (exit 130 all the same)."""
     from ..tasks.graphs import GraphError
 
     try:
-        with progress_bar("{task.description}") as bar:
+        with rich_progress("{task.description}") as bar:
             task = bar.add_task(f"{label} (passes)", total=max_steps)
 
             def passes(info):
@@ -122,7 +114,7 @@ def _search(file: Path, label: str, max_steps: int, run: Callable, tabu: bool = 
         _error(f"{input_name(file)}: {exc}")
         raise typer.Exit(2) from None
     except KeyboardInterrupt:
-        interrupted("no answer printed")
+        interrupted(kept() or "no answer printed")
 
 
 def _finish(result, format: str, text: str, image: Path | None, draw: Callable[[Path], bool]) -> NoReturn:
@@ -172,13 +164,26 @@ def coloring(
 
     Colours are numbered from 0; DIMACS nodes keep their 1-based numbers. Exit status: 0 verified colouring,
     1 none found (or --image could not be written), 2 bad input."""
-    format = _check_format(format)
+    format = choice(format, "--format", FORMATS)
     _check_search(model_only, backtrack, tabu)
     _check_image(image, "graphs")
     graph = _graph(file, "coloring")
     solver = _solver("coloring", checkpoint, device, threads, model_only, canvases, max_steps, seed)
+    best = []
+
+    def kept() -> str | None:
+        if not best:
+            return None
+        _emit(best[-1], format, _coloring_text(best[-1], graph))
+        return f"the {best[-1].num_colors}-colouring printed was verified; the search for fewer colours was stopped"
+
     result = _search(file, "colouring", max_steps, lambda passes, moves=None: solver.color(
-        graph, k, backtrack=backtrack, tabu=tabu, callback=passes, tabu_callback=moves), tabu=tabu)
+        graph, k, backtrack=backtrack, tabu=tabu, callback=passes, tabu_callback=moves, on_verified=best.append),
+        tabu=tabu, kept=kept)
+    _finish(result, format, _coloring_text(result, graph), image, lambda path: _draw(result, graph, path))
+
+
+def _coloring_text(result, graph) -> str:
     n = graph.number_of_nodes()
     tried = ", ".join(f"k={a['k']} not tried: its core of {a['core_nodes']} nodes exceeds the canvas" if "skipped" in a
                       else f"k={a['k']} {'ok' if a['found'] else 'impossible' if a['refuted'] else 'failed'}"
@@ -193,7 +198,7 @@ def coloring(
         lines += [f"{node} {color}" for node, color in result.coloring.items()]
     else:
         lines = [f"no verified colouring: {result.reason}" + (f" ({tried})" if tried else "")]
-    _finish(result, format, "\n".join(lines), image, lambda path: _draw(result, graph, path))
+    return "\n".join(lines)
 
 
 @app.command()
@@ -204,7 +209,8 @@ def hamiltonian(
     start: str = typer.Option(None, help="Node the path must start at (default: any)."),
     end: str = typer.Option(None, help="Node the path must end at (paths only; default: any)."),
     format: str = typer.Option("text", "--format", "-f", help="text, or json (one object: path, verified, reason, "
-                                                              "length, forward_passes, seconds, cycle)."),
+                                                              "length, forward_passes, seconds, cycle, impossible: "
+                                                              "proved that none exists)."),
     image: Path = typer.Option(None, help="Also draw the graph with the path" + IMAGE_HELP),
     canvases: int = CANVASES,
     max_steps: int = typer.Option(128, min=1, help="Denoising passes before giving up."),
@@ -217,7 +223,7 @@ def hamiltonian(
     """Visit every node exactly once along the graph's edges.
 
     Exit status: 0 verified, 1 none found (or --image could not be written), 2 bad input."""
-    format = _check_format(format)
+    format = choice(format, "--format", FORMATS)
     if cycle and end is not None:
         _error("--end applies to paths; a cycle ends where it starts")
         raise typer.Exit(2)
@@ -248,9 +254,9 @@ def path(
     shortest: bool = typer.Option(False, "--shortest", help="Only accept a shortest path (by weight when the "
                                                             "edge list has weights, else by hops)."),
     format: str = typer.Option("text", "--format", "-f", help="text, or json (one object: path, verified, reason, "
-                                                              "length, forward_passes, seconds, cycle (false here); "
-                                                              "length counts edges, or sums weights with --shortest "
-                                                              "on a weighted graph)."),
+                                                              "length, forward_passes, seconds, cycle (false here), "
+                                                              "impossible; length counts edges, or sums weights with "
+                                                              "--shortest on a weighted graph)."),
     image: Path = typer.Option(None, help="Also draw the graph with the path" + IMAGE_HELP),
     canvases: int = CANVASES,
     max_steps: int = typer.Option(64, min=1, help="Denoising passes before giving up."),
@@ -263,7 +269,7 @@ def path(
     """Find a path from SOURCE to TARGET (shortest ones are checked against networkx).
 
     Exit status: 0 verified, 1 none found (or --image could not be written), 2 bad input."""
-    format = _check_format(format)
+    format = choice(format, "--format", FORMATS)
     _check_image(image, "graphs")
     graph = _graph(file, "path", weights_used=shortest)
     weight = "weight" if shortest and _weighted(graph) else None
@@ -275,7 +281,7 @@ def path(
     result = _search(file, "searching", max_steps, lambda callback: solver.path(
         graph, source, target, weight=weight, shortest=shortest, callback=callback))
     length = "" if not result.verified else f"total weight {result.length}" if weight else \
-        f"{result.length} edge{'s' * (result.length != 1)}"
+        plural(result.length, "edge")
     text = (f"verified path: {' '.join(map(str, result.path))} ({length}; {result.seconds:.1f} s)"
             if result.verified else f"no verified answer: {result.reason}")
     _finish(result, format, text, image, lambda path: _draw(result, graph, path))
@@ -288,7 +294,7 @@ def countdown(
                                              "('-' reads it from stdin)."),
     target: int = typer.Option(None, min=1, help="The number to reach (for numbers given inline)."),
     format: str = typer.Option("text", "--format", "-f", help="text, or json (one object per instance per line, "
-                                                              "in input order)."),
+                                                              "in input order; impossible: proved unsolvable)."),
     steps_format: bool = typer.Option(False, "--steps", help="Text output as steps 'a+b=c,...' instead of an "
                                                              "infix expression."),
     canvases: int = typer.Option(None, min=1, max=MAX_CANVASES, show_default=False,
@@ -309,7 +315,7 @@ def countdown(
     Exit status: 0 all verified, 1 some not, 2 bad input."""
     from ..tasks.countdown import CountdownError, parse_instance
 
-    format = _check_format(format)
+    format = choice(format, "--format", FORMATS)
     if steps_format and format == "json":
         _error("--steps shapes the text output; JSON records carry both 'steps' and 'expression'")
         raise typer.Exit(2)
@@ -326,7 +332,7 @@ def countdown(
         if format == "json":
             show(entries[k][0], {"numbers": None, "target": None, "steps": None, "expression": None,
                                  "verified": False, "reason": f"unreadable: {entries[k][1]}", "forward_passes": 0,
-                                 "seconds": 0.0}, "")
+                                 "seconds": 0.0, "impossible": False}, "")
 
     if not good:  # JSON keeps a record per line even then, as for Sudoku
         for k in range(len(entries)):
@@ -343,7 +349,7 @@ def countdown(
     order = InOrder([not isinstance(parsed, str) for _, parsed in entries], emit, emit_unreadable)
     order.flush()  # unreadable lines before the first instance
     try:
-        with progress_bar("countdown", show=len(good) > 1) as bar, CtrlC() as ctrl_c:  # stops between records
+        with rich_progress("countdown", show=len(good) > 1) as bar, CtrlC() as ctrl_c:  # stops between records
             task = bar.add_task("instances", total=len(good))
 
             def done(i: int, result) -> None:  # as soon as the instance's canvases have stopped

@@ -10,14 +10,15 @@ from collections.abc import Callable, Hashable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from fractions import Fraction
 from numbers import Rational, Real
+from typing import TYPE_CHECKING
 
 import networkx as nx
 import numpy as np
 import torch
 from torch import Tensor
 
-from ..core import (DiffusionGemma, FinishClock, Guidance, SamplingConfig, StepInfo, arguments, generate,
-                    guided_config, load_model, one_canvas, progress_bar, released_config)
+from ..core import (DiffusionGemma, FinishClock, Guidance, Pins, SamplingConfig, StepCallback, StepInfo, arguments,
+                    generate, guided_config, one_canvas, progress_bar, released_config)
 from ..tasks import countdown
 from ..tasks.graph_data import (CANVAS, COLOR0, MAX_NODES, MAX_PATH_EDGES, MAX_PROMPT_EDGES, MAX_ROUTE_NODES,
                                 TOKENIZER, canonical_colors, color_prompt, countdown_prompt)
@@ -25,7 +26,10 @@ from ..tasks.graphs import (GraphError, RouteSpec, check_graph, coloring_constra
                             first_proper_coloring, is_proper_coloring, peel_low_degree, relabel, route_guidance,
                             tabu_coloring)
 from ..tasks.text import plural
-from .checkpoints import check_task_model, default_checkpoint
+from .checkpoints import Pretrained, check_task_model
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 def path_search_graph(graph: nx.Graph, source: Hashable, target: Hashable, *, shortest: bool = False,
@@ -140,7 +144,7 @@ class ColoringResult:
             d["coloring"] = {name(k): v for k, v in self.coloring.items()}
         return d
 
-    def draw(self, graph: nx.Graph):
+    def draw(self, graph: nx.Graph) -> Figure:
         """A matplotlib Figure of `graph` with its nodes in their colours (the graph this result is for)."""
         _check_drawable(self, graph, self.coloring)
         uncoloured = next((v for v in graph if v not in self.coloring), None)
@@ -162,6 +166,7 @@ class RouteResult:
     seconds: float = 0.0
     candidates: list = field(default_factory=list, repr=False)  # every verified route the canvases held
     cycle: bool = False  # a Hamiltonian cycle was asked for: a verified route returns from its last node to its first
+    impossible: bool = False  # proved that no such route exists (`reason` says how), not a search that gave up
 
     def to_dict(self) -> dict:
         """JSON-ready: labels that JSON holds (str, int, float; numpy's as Python's) stay, others become their
@@ -175,7 +180,7 @@ class RouteResult:
         d["length"] = None if self.length is None else _json_label(self.length)
         return d
 
-    def draw(self, graph: nx.Graph):
+    def draw(self, graph: nx.Graph) -> Figure:
         """A matplotlib Figure of `graph` with the route drawn bold (the graph this result is for)."""
         _check_drawable(self, graph, self.path)
         links = _route_links(self.path, self.cycle)
@@ -262,16 +267,17 @@ class CountdownResult:
     reason: str | None
     forward_passes: int = 0
     seconds: float = 0.0
+    impossible: bool = False  # proved that no solution exists (exhaustive check), not a search that gave up
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-class _DiffusionSolver:
+class _DiffusionSolver(Pretrained):
     """Shared plumbing: `guided=True` is the full system (masks, re-noising, verifier, accepted tokens kept,
     parallel canvases); `guided=False` is the stock sampler on one canvas (model only)."""
 
-    task = "graphs"
+    CHECKPOINT = "graphs"
     DEFAULT_CANVASES = 8
 
     def __init__(self, model: DiffusionGemma, *, guided: bool = True, canvases: int | None = None,
@@ -289,12 +295,6 @@ class _DiffusionSolver:
         return (f"{type(self).__name__}({self.model.source or 'model'}, {'guided' if self.guided else 'model only'}, "
                 f"canvases={self.canvases}, max_steps={self.max_steps}, seed={self.seed})")
 
-    @classmethod
-    def from_pretrained(cls, path: str | None = None, *, device: str = "cpu", **kwargs):
-        """A solver on the shipped graphs checkpoint, or on `path` (a checkpoint directory or a cached hub id);
-        `kwargs` go to the constructor."""
-        return cls(load_model(default_checkpoint(cls.task) if path is None else path, device=device), **kwargs)
-
     def _config(self, length: int, max_steps: int | None = None, temperature: float | None = None) -> SamplingConfig:
         steps = max_steps or self.max_steps
         if not self.guided:  # the stock sampler at the checkpoint's own settings (its generation_config.json)
@@ -307,7 +307,7 @@ class _DiffusionSolver:
 
     @torch.no_grad()
     def _run(self, prompts: list[list[int]], guidance: Guidance, length: int, *, max_steps: int | None = None,
-             callback: Callable[[StepInfo], None] | None = None, salt: int = 0, retire: bool = True,
+             callback: StepCallback | None = None, salt: int = 0, retire: bool = True,
              temperature: float | None = None, on_instance: Callable[[int, Tensor, Tensor, float], None] | None = None):
         """Denoise `canvases` canvases per prompt. Returns (canvases [R, L], passes [R], seconds [prompts]); rows of
         a prompt are consecutive; seconds run from this call until the prompt's canvases stopped. Model-only runs
@@ -316,7 +316,9 @@ class _DiffusionSolver:
         device = self.model.device
         rows = torch.arange(len(prompts), device=device).repeat_interleave(self.canvases)
         cache = self.model.encode(torch.tensor(prompts, device=device)).select(rows)
-        guidance = guidance.repeat(self.canvases) if self.guided else _PinsOnly(guidance)
+        if not self.guided:
+            guidance = Pins.of(guidance, len(prompts), device)
+        guidance = guidance.repeat(self.canvases)
         if not retire:
             guidance = _KeepSiblings(guidance)
         out = generate(self.model, None, self._config(length, max_steps, temperature), cache=cache, guidance=guidance,
@@ -326,37 +328,25 @@ class _DiffusionSolver:
         return out.canvas.cpu(), out.forward_passes.cpu(), clock.latency().tolist()
 
 
-class _PinsOnly(Guidance):
-    """The model-only baseline keeps the structural pins (canvas padding, the start node) and nothing else."""
-
-    def __init__(self, guidance: Guidance):
-        self.inner = guidance
-
-    def pinned(self, batch: int, device: torch.device):
-        return self.inner.pinned(batch, device)
-
-
-class _KeepSiblings(Guidance):
-    """All hooks of `inner` except `retire`: every canvas runs to its own end (to collect several answers)."""
+class _KeepSiblings:
+    """All of `inner` but `retire`: every canvas runs to its own end (to collect several answers)."""
 
     def __init__(self, inner: Guidance):
         self.inner = inner
-        self.needs_kept_tokens = inner.needs_kept_tokens
 
-    def pinned(self, batch, device):
-        return self.inner.pinned(batch, device)
+    def __getattr__(self, name: str):  # every other hook and attribute (pinned, settleable, device, ...)
+        if name == "inner":  # not set yet (a copy being made): no recursion
+            raise AttributeError(name)
+        return getattr(self.inner, name)
 
-    def allowed(self, canvas, settled):
-        return self.inner.allowed(canvas, settled)
+    def retire(self, solved: Tensor) -> None:
+        return None
 
-    def violations(self, canvas, accepted):
-        return self.inner.violations(canvas, accepted)
-
-    def verify(self, canvas):
-        return self.inner.verify(canvas)
-
-    def select(self, rows):
+    def select(self, rows: Tensor) -> "_KeepSiblings":
         return _KeepSiblings(self.inner.select(rows))
+
+    def repeat(self, n: int) -> "_KeepSiblings":
+        return _KeepSiblings(self.inner.repeat(n))
 
 
 # Routes guess at T = 2: their masks settle every forced node whatever the temperature, and at the released
@@ -383,8 +373,9 @@ class GraphSolver(_DiffusionSolver):
     # ------------------------------------------------------------------ colouring
     def color(self, graph: nx.Graph, k: int | None = None, *, max_steps: int | None = None,
               backtrack: bool = False, tabu: bool = False, tabu_moves: int | None = None,
-              callback: Callable[[StepInfo], None] | None = None,
-              tabu_callback: Callable[[int, int], None] | None = None, progress: bool = False) -> ColoringResult:
+              callback: StepCallback | None = None, tabu_callback: Callable[[int, int], None] | None = None,
+              on_verified: Callable[[ColoringResult], None] | None = None,
+              progress: bool = False) -> ColoringResult:
         """A proper colouring with `k` colours, or (k=None) the fewest the search verifies, counting down from
         networkx's DSATUR count (smallest-last above DSATUR_NODES nodes) until a k fails or reaches the clique
         bound. `backtrack=True` adds the explicit
@@ -394,7 +385,9 @@ class GraphSolver(_DiffusionSolver):
         (default: 100 per node and colour, at most 200,000); it cannot prove that a k is impossible.
         `tabu_callback(moves made, budget)` follows it. Each attempt samples
         only the graph's k-core (see `peel_low_degree`), which must fit the canvas; the nodes set aside are
-        coloured after it. `progress=True` shows a progress bar of each attempt's denoising passes."""
+        coloured after it. `on_verified(result)` sees the result each time a colouring is verified, before the
+        search tries one colour fewer: what a caller keeps if it stops the search (Ctrl-C in a callback raises out
+        of `color` as anywhere). `progress=True` shows a progress bar of each attempt's denoising passes."""
         began = time.perf_counter()
         check_graph(graph, None, "colouring")
         with arguments.raised_as(GraphError):
@@ -404,6 +397,7 @@ class GraphSolver(_DiffusionSolver):
             backtrack, tabu = arguments.flag(backtrack, "backtrack"), arguments.flag(tabu, "tabu")
             arguments.callback(callback, "callback")
             arguments.callback(tabu_callback, "tabu_callback")
+            arguments.callback(on_verified, "on_verified")
             progress = arguments.flag(progress, "progress")
         if backtrack and tabu:
             raise GraphError("backtrack and tabu exclude each other: choose one search")
@@ -465,6 +459,9 @@ class GraphSolver(_DiffusionSolver):
             used = len(set(coloring.values()))
             result.coloring, result.num_colors, result.verified, result.reason = coloring, used, True, None
             result.optimal = used == bound or used == 3 and not nx.is_bipartite(graph)  # 2 cannot work: odd cycle
+            result.seconds = time.perf_counter() - began
+            if on_verified is not None:
+                on_verified(result)
             if k is not None:
                 break
             colors = used - 1  # a colouring may use fewer colours than allowed: continue below what it used
@@ -500,14 +497,14 @@ class GraphSolver(_DiffusionSolver):
 
     # ------------------------------------------------------------------ routes
     def hamiltonian_path(self, graph: nx.Graph, cycle: bool = False, *, start: Hashable | None = None,
-                         end: Hashable | None = None, callback=None) -> RouteResult:
+                         end: Hashable | None = None, callback: StepCallback | None = None) -> RouteResult:
         """A path (or, `cycle=True`, a closed cycle) through every node exactly once, optionally from `start`
         and (paths only) to `end`. The result's `path` lists node labels; a cycle's returns to its first node
         without repeating it."""
         return self.hamiltonian_paths([graph], cycle, start=start, end=end, callback=callback)[0]
 
     def hamiltonian_paths(self, graphs: Sequence[nx.Graph], cycle: bool = False, *, start: Hashable | None = None,
-                          end: Hashable | None = None, batch: int = 32, callback=None,
+                          end: Hashable | None = None, batch: int = 32, callback: StepCallback | None = None,
                           progress: bool = False) -> list[RouteResult]:
         """Many graphs at once (batches of `batch` instances, each with its parallel canvases); `progress=True`
         shows a progress bar of graphs done."""
@@ -528,7 +525,7 @@ class GraphSolver(_DiffusionSolver):
         return [replace(result, cycle=cycle) for result in results]
 
     def path(self, graph: nx.Graph, source: Hashable, target: Hashable, *, weight: str | None = None,
-             shortest: bool = False, rounds: int = 4, callback=None) -> RouteResult:
+             shortest: bool = False, rounds: int = 4, callback: StepCallback | None = None) -> RouteResult:
         """A simple path source -> target. `shortest=True` (implied by `weight`) verifies it against networkx's
         shortest-path length (hops, or the sum of `weight`), sampling up to `rounds` rounds of canvases."""
         began = time.perf_counter()
@@ -554,8 +551,9 @@ class GraphSolver(_DiffusionSolver):
             f"best path found has length {_plain(best[1])!r}, the shortest is {_plain(best_length)!r}"
         return RouteResult(None, False, reason, None, passes, time.perf_counter() - began)
 
-    def paths(self, queries: Sequence[tuple[nx.Graph, Hashable, Hashable]], *, batch: int = 32, callback=None,
-              salt: int = 0, all_canvases: bool = False, progress: bool = False) -> list[RouteResult]:
+    def paths(self, queries: Sequence[tuple[nx.Graph, Hashable, Hashable]], *, batch: int = 32,
+              callback: StepCallback | None = None, salt: int = 0, all_canvases: bool = False,
+              progress: bool = False) -> list[RouteResult]:
         """Many (graph, source, target) path queries at once; any simple path counts. `progress=True` shows a
         progress bar of queries done."""
         batch, progress = _batch_arguments(batch, callback, progress)
@@ -571,7 +569,7 @@ class GraphSolver(_DiffusionSolver):
                 all_canvases: bool = False, progress: bool = False) -> list[RouteResult]:
         """Solve (spec, labels, trivial result or None, verifier) problems in batches (arguments checked by
         `_batch_arguments`); first verified wins."""
-        results: list[RouteResult | None] = [p[2] for p in problems]
+        results: list[RouteResult | None] = [p[2] and replace(p[2], impossible=not p[2].verified) for p in problems]
         todo = [i for i, p in enumerate(problems) if p[2] is None]
         with progress_bar(progress, len(problems), what, "instance", initial=len(problems) - len(todo)) as bar:
             for begin in range(0, len(todo), batch):
@@ -628,12 +626,13 @@ class CountdownSolver(_DiffusionSolver):
     def __init__(self, model: DiffusionGemma, *, max_steps: int = 256, **kwargs):
         super().__init__(model, max_steps=max_steps, **kwargs)
 
-    def solve(self, numbers: Sequence[int], target: int, callback=None) -> CountdownResult:
+    def solve(self, numbers: Sequence[int], target: int, callback: StepCallback | None = None) -> CountdownResult:
         """Reach `target` from `numbers` (each used once). The result's `expression` (infix) and `steps`
         ('a+b=c,...') are set only when sympy verified them; an impossible instance says so in `reason`."""
         return self.solve_many([(numbers, target)], callback=callback)[0]
 
-    def solve_many(self, instances: Sequence[tuple[Sequence[int], int]], *, batch: int = 32, callback=None,
+    def solve_many(self, instances: Sequence[tuple[Sequence[int], int]], *, batch: int = 32,
+                   callback: StepCallback | None = None,
                    on_result: Callable[[int, CountdownResult], None] | None = None,
                    progress: bool = False) -> list[CountdownResult]:
         """Instances in batches of `batch` (each with its parallel canvases); `on_result(index, result)` fires as
@@ -666,7 +665,7 @@ class CountdownSolver(_DiffusionSolver):
             for i, numbers, target in checked:
                 # Up to 5 numbers an exhaustive check is instant: an impossible instance is answered unsampled.
                 if len(numbers) <= 5 and not countdown.solvable(numbers, target):
-                    report(i, CountdownResult(numbers, target, None, None, False, UNSOLVABLE))
+                    report(i, CountdownResult(numbers, target, None, None, False, UNSOLVABLE, impossible=True))
                 else:
                     todo.append((i, numbers, target))
             for start in range(0, len(todo), batch):
@@ -686,11 +685,13 @@ class CountdownSolver(_DiffusionSolver):
                 report(k, CountdownResult(numbers, target, steps, countdown.infix(numbers, steps), True, None,
                                           int(passes.sum()), seconds))
             else:
-                reason = (UNSOLVABLE if not countdown.solvable(numbers, target)
-                          else f"no verified solution within {self.max_steps} pass{'es' * (self.max_steps != 1)}, "
+                impossible = not countdown.solvable(numbers, target)
+                reason = (UNSOLVABLE if impossible
+                          else f"no verified solution within {plural(self.max_steps, 'pass', 'passes')}, "
                                "though one exists (exhaustive check): more passes or canvases may find it, unless "
                                f"every solution's steps are longer than the canvas ({CANVAS['countdown']} characters)")
-                report(k, CountdownResult(numbers, target, None, None, False, reason, int(passes.sum()), seconds))
+                report(k, CountdownResult(numbers, target, None, None, False, reason, int(passes.sum()), seconds,
+                                          impossible))
 
         guidance = countdown.CountdownGuidance(chunk, self.model.device, seed=self.seed)
         self._run([countdown_prompt(n, t) for n, t in chunk], guidance, CANVAS["countdown"], callback=callback,
@@ -744,7 +745,7 @@ def _leaf_ends(graph: nx.Graph, start, end) -> tuple:
     if len(leaves) > free:
         return start, end, (("a node has" if len(leaves) == 1 else f"{len(leaves)} nodes have")
                             + f" one neighbour ({', '.join(map(repr, leaves))}) and must end the path, but it has "
-                            f"{free} free end{'s' * (free != 1)}" + (f" ({' and '.join(fixed)} given)" if fixed else "")
+                            + plural(free, "free end") + (f" ({' and '.join(fixed)} given)" if fixed else "")
                             + ": no Hamiltonian path exists")
     if start is None and leaves:
         start = leaves.pop()

@@ -7,18 +7,22 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from rdkit import Chem
 
-from ..core import (DiffusionGemma, arguments, generate, guided_config, load_model, progress_bar, released_config,
+from ..core import (DiffusionGemma, arguments, generate, guided_config, progress_bar, released_config,
                     one_canvas, weights_digest)
 from ..tasks import molecules as task
 from ..tasks.molecule_acceptance import FILE as ACCEPTANCE_FILE
 from ..tasks.molecule_acceptance import Acceptance
 from ..tasks.molecule_data import PROPERTIES, compute_properties, rdkit_quiet
 from ..tasks.molecule_known import training_molecules
-from .checkpoints import check_task_model, default_checkpoint
+from .checkpoints import Pretrained, check_task_model
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 # Default canvas budget: BUDGET_PER_MOLECULE per requested molecule plus BUDGET_BASE. Requests in the tail of the
 # training distribution need the headroom: logP 5-6.5 (rings of at most 7 atoms, directed re-noising) took 264-664
@@ -75,7 +79,7 @@ class DesignResult:
         return self.molecules[i]
 
     def draw(self, properties: Sequence[str] = ("logp", "mw", "qed"), *, limit: int = MAX_DRAWN, per_row: int = 4,
-             svg: bool = False):
+             svg: bool = False) -> Image.Image | str:
         """A grid picture of the first `limit` molecules, `per_row` to a row, each labelled with `properties`: a
         PIL image (it displays in a notebook; `.save("grid.png")`), or with `svg=True` the SVG text. Drawn by
         RDKit's MolDraw2D itself, so RDKit's notebook hooks (IPythonConsole) do not change what comes back. Bad
@@ -122,7 +126,7 @@ class DesignInterrupted(KeyboardInterrupt):
 GUIDED_PASSES = 96
 
 
-class MoleculeDesigner:
+class MoleculeDesigner(Pretrained):
     """Generate molecules with a DiffusionGemma model trained on MOSES.
 
     Each canvas is prompted with property bins matching the requested windows and the scaffold; with
@@ -140,6 +144,8 @@ class MoleculeDesigner:
     checkpoint's acceptance.safetensors, fitted to its own molecules; off when the checkpoint has none).
     `novel`: molecules of the MOSES training set are left out (`molecule_known`; 1 % of novel ones too).
     """
+
+    CHECKPOINT = "molecules"
 
     def __init__(self, model: DiffusionGemma, *, guided: bool = True, max_steps: int | None = None,
                  canvases_per_round: int = 128, training_prior: bool = True, match_training: bool = True,
@@ -173,12 +179,6 @@ class MoleculeDesigner:
     def __repr__(self) -> str:
         return (f"MoleculeDesigner({self.model.source or 'model'}, {'guided' if self.guided else 'model only'}, "
                 f"max_steps={self.config.max_denoising_steps}, canvases_per_round={self.canvases_per_round})")
-
-    @classmethod
-    def from_pretrained(cls, path: str | None = None, *, device: str = "cpu", **kwargs) -> "MoleculeDesigner":
-        """A designer on the shipped checkpoint, or on `path` (a checkpoint directory or a cached hub id);
-        `kwargs` go to the constructor."""
-        return cls(load_model(default_checkpoint("molecules") if path is None else path, device=device), **kwargs)
 
     def generate(self, n: int, *, contains: str | Chem.Mol | None = None, scaffold: str | Chem.Mol | None = None,
                  logp: tuple[float, float] | None = None, mw: tuple[float, float] | None = None,

@@ -10,12 +10,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..core import (DiffusionGemma, FinishClock, StepInfo, arguments, generate, guided_config, load_model, one_canvas,
+from ..core import (DiffusionGemma, FinishClock, StepCallback, arguments, generate, guided_config, one_canvas,
                     progress_bar, released_config)
 from ..tasks import sudoku
 from ..tasks.sudoku_data import PuzzleFormatError, is_valid_solution, parse_puzzles
-from ..tasks.text import split_lines
-from .checkpoints import check_task_model, default_checkpoint
+from ..tasks.text import plural, split_lines
+from .checkpoints import Pretrained, check_task_model
 
 Puzzle = str | Sequence[int] | Sequence[Sequence[int]] | np.ndarray  # text, or 81 numbers (flat or 9 x 9)
 
@@ -34,7 +34,7 @@ class SudokuResult:
         return asdict(self)
 
 
-class SudokuSolver:
+class SudokuSolver(Pretrained):
     """Solve Sudoku with a DiffusionGemma task model.
 
     `guided=True` (the full system): clues pinned; rows, columns and boxes as permutations of the digits,
@@ -51,6 +51,8 @@ class SudokuSolver:
     there a sharp model makes the same confident wrong guess after every restart. Guessing at T = 2 keeps
     the restarts diverse (magictour, 50 puzzles at 128 passes: 46 solved at the released schedule, 50 at 2).
     """
+
+    CHECKPOINT = "sudoku"
 
     def __init__(self, model: DiffusionGemma, *, guided: bool = True, canvases: int | None = None,
                  max_steps: int = 256, rows_per_batch: int = 256, seed: int = 0, backtrack: bool = False,
@@ -77,13 +79,7 @@ class SudokuSolver:
         return (f"SudokuSolver({self.model.source or 'model'}, {mode}, canvases={self.canvases}, "
                 f"max_steps={self.config.max_denoising_steps}, seed={self.seed})")
 
-    @classmethod
-    def from_pretrained(cls, path: str | None = None, *, device: str = "cpu", **kwargs) -> "SudokuSolver":
-        """A solver on the shipped checkpoint, or on `path` (a checkpoint directory or a cached hub id);
-        `kwargs` go to the constructor."""
-        return cls(load_model(default_checkpoint("sudoku") if path is None else path, device=device), **kwargs)
-
-    def solve(self, puzzle: Puzzle, callback: Callable[[StepInfo], None] | None = None) -> SudokuResult:
+    def solve(self, puzzle: Puzzle, callback: StepCallback | None = None) -> SudokuResult:
         """One puzzle, read as `solve sudoku` reads one entry of a file: 81 cells in reading order on one line,
         digits for clues and '.', '0' or '-' for blanks (spaces and `|` are ignored), or a 9-line grid with or
         without `|`, `+` and `-` separators, as `format_grid` writes it; '#' starts a comment. Or 81 whole
@@ -92,7 +88,7 @@ class SudokuSolver:
         verified; otherwise `reason` says why not."""
         return self.solve_many([puzzle], callback=callback)[0]
 
-    def solve_many(self, puzzles: Sequence[Puzzle], *, callback: Callable[[StepInfo], None] | None = None,
+    def solve_many(self, puzzles: Sequence[Puzzle], *, callback: StepCallback | None = None,
                    on_result: Callable[[int, SudokuResult], None] | None = None,
                    progress: bool = False) -> list[SudokuResult]:
         """Solve puzzles in batches; `on_result(index, result)` fires as soon as a puzzle's canvases have stopped
@@ -157,7 +153,7 @@ class SudokuSolver:
                 reason = "the puzzle has no solution (the search ruled out every digit of some cell)"
             else:
                 steps = self.config.max_denoising_steps
-                reason = f"no verified grid within {steps} pass{'es' * (steps != 1)}" + (
+                reason = f"no verified grid within {plural(steps, 'pass', 'passes')}" + (
                     "" if self.backtrack or not self.guided else " (the backtracking search goes further)")
             report(k, SudokuResult(puzzles[k], found, found is not None, reason, int(passes.max()), int(passes.sum()),
                                    seconds))

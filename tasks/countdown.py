@@ -65,7 +65,9 @@ def check_instance(numbers: list[int], target: int) -> None:
 
 def parse_instance(text: str, target: int | None = None) -> tuple[list[int], int]:
     """'86 28 13 31' with `target`, or the public format '86,28,13,31,96' (the last number is the target)."""
-    fields = [f for f in re.split(r"[,\s]+", text.strip()) if f]
+    fields = re.split(r"\s*,\s*|\s+", text.strip()) if text.strip() else []
+    if "" in fields:  # a number left out: reading on would solve another instance
+        raise CountdownError(f"an empty number field (two commas in a row, or one at an end) in {text!r}")
     if not fields or not all(re.fullmatch(r"[0-9]+", f) for f in fields):
         raise CountdownError(f"expected whole numbers separated by spaces or commas, got {text!r}")
     if any(len(f.lstrip("0")) > 3 for f in fields):  # before int(): Python refuses to read over 4,300 digits

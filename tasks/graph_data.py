@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..core import ModelConfig, word_level_tokenizer
+from ..core import DiffusionGemma, ModelConfig, word_level_tokenizer
 from ..core.training import Batch
 
 MAX_NODES = 128  # colouring canvas; also the node vocabulary
@@ -262,7 +262,7 @@ def batches(out_dir, seed: int, batch_size: int, device: str, **_) -> Callable[[
 
 
 @torch.no_grad()
-def evaluate(model, n: int = 64, seed: int = 10**6) -> dict[str, float]:
+def evaluate(model: DiffusionGemma, n: int = 64, seed: int = 10**6) -> dict[str, float]:
     """Per problem, on fresh instances: token accuracy and exact-canvas rate of the argmax after two passes
     from pure noise (the second self-conditioned) -- model quality that no guidance inflates."""
     metrics = {}

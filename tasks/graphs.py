@@ -214,8 +214,8 @@ def _edge_line(where: str, line: str, first: bool = False) -> tuple[list, float 
     except ValueError:
         raise GraphError(f"{where}: weight {rest!r} is not a number ({EDGE_FORMS})"
                          + (f"; if the line is a column header, {HEADER_HINT}" if first else "")) from None
-    if not 0 <= weight < math.inf:
-        raise GraphError(f"{where}: weight {rest} must be a finite non-negative number")
+    if not math.isfinite(weight):  # negative ones too (signed networks): only shortest paths refuse them
+        raise GraphError(f"{where}: weight {rest} must be a finite number")
     return nodes, weight
 
 

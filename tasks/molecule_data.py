@@ -13,7 +13,7 @@ import itertools
 import json
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,7 +79,7 @@ def tokenize_known(smiles: str) -> list[str]:
 class Property:
     name: str
     description: str
-    compute: object  # Callable[[Chem.Mol], float]
+    compute: Callable[[Chem.Mol], float]
     integer: bool = False
 
 

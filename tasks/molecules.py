@@ -33,11 +33,12 @@ from torch import Tensor
 from rdkit import Chem
 from rdkit.Chem import FilterCatalog, Lipinski, rdMolDescriptors
 
-from ..core import Guidance, ModelConfig, arguments, word_level_tokenizer
+from ..core import DiffusionGemma, Guidance, ModelConfig, arguments, word_level_tokenizer
 from ..core.training import Batch, cached_training_set
 from .molecule_data import (CONDITION_BINS, MAX_SMILES_TOKENS, PROPERTIES, SMILES_TOKENS, TRAINING_RANGES, SmilesError,
                             bin_index, bin_ranges, compute_properties, condition_tokens, exact_properties,
                             rdkit_quiet, tokenize_known)
+from .text import plural
 
 CANVAS = 64
 TOKENIZER = word_level_tokenizer([*SMILES_TOKENS, *condition_tokens()])
@@ -207,7 +208,7 @@ def batches(out_dir: Path, seed: int, batch_size: int, device: str, data: Path |
 # ------------------------------------------------------------------------------------------ evaluation
 @rdkit_quiet
 @torch.no_grad()
-def evaluate(model, n: int = 256, seed: int = 10**6) -> dict[str, float]:
+def evaluate(model: DiffusionGemma, n: int = 256, seed: int = 10**6) -> dict[str, float]:
     """Unconditional samples from the checkpoint's own sampler settings (no guidance): RDKit validity and uniqueness."""
     from ..core import generate, one_canvas, released_config
 
@@ -357,7 +358,7 @@ class MoleculeRequest:
             raise RequestError(f"rings: window {_fmt(w['rings'], 'rings')} is impossible with heavy_atoms "
                                f"{_fmt(atoms, 'heavy_atoms')}: "
                                + ("a ring needs at least 3 atoms" if most == 0
-                                  else f"{atoms[1]:g} atoms hold at most {most} ring{'s' * (most != 1)}"))
+                                  else f"{atoms[1]:g} atoms hold at most {plural(most, 'ring')}"))
         if "mw" in w and "heavy_atoms" in w:
             lightest, heaviest = CARBON * atoms[0], BROMINE * atoms[1]
             if w["mw"][0] > heaviest or w["mw"][1] < lightest:
@@ -684,13 +685,12 @@ def sample_prompts(request: MoleculeRequest, n: int, generator: torch.Generator)
     return encode_prompts(conditions, [scaffold_ids(request.scaffold)] * n)
 
 
-MAX_FREE_RUN = 6  # longest free stretch before/after the fragment and per branch slot (large fragments)
+MAX_FREE_RUN = 6  # longest free stretch before/after the fragment and per branch slot, around large fragments
 MAX_SLOTS = 2  # branch slots per layout
 # MOSES SMILES average 35.4 tokens (median 36, 5-95 %: 28-42). Around a small fragment each free stretch may
-# grow to 2/3 of what the fragment leaves of that, so that molecules of the usual size fit: with stretches of
-# at most 6, `contains="C(=O)N"` with MW 250-330 gave no molecule in 1,024 canvases (layouts of 12.7 tokens on
-# average); now they average 25 tokens (sulfonamide 28 instead of 18, benzene 36 instead of 19; scaffolds are
-# unchanged).
+# grow to 2/3 of what the fragment leaves of that, so that molecules of the usual size fit. Capped at
+# MAX_FREE_RUN alone, layouts around `contains="C(=O)N"` averaged 12.7 tokens and MW 250-330 gave no molecule in
+# 1,024 canvases; with the growth they average 25 (sulfonamide 28 rather than 18, benzene 36 rather than 19).
 TYPICAL_TOKENS = 35
 
 

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from ..constraints import CompiledConstraints, ConstraintModel
-from ..core import ModelConfig, word_level_tokenizer
+from ..core import DiffusionGemma, ModelConfig, word_level_tokenizer
 from ..core.training import Batch
 
 LENGTH = 16
@@ -76,7 +76,7 @@ def constraints(digits: Tensor, device: str | torch.device = "cpu") -> CompiledC
 
 
 @torch.no_grad()
-def evaluate(model, n: int = 128, seed: int = 10**9) -> dict[str, float]:
+def evaluate(model: DiffusionGemma, n: int = 128, seed: int = 10**9) -> dict[str, float]:
     """Exact-match rate of the model alone (stock sampler) and verified rate with constraint guidance,
     on fresh random inputs (a seed range the training batches never use)."""
     from ..core import SamplingConfig, generate, one_canvas

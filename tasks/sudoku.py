@@ -16,8 +16,10 @@ import torch
 from torch import Tensor
 
 from ..constraints import CompiledConstraints, ConstraintModel
-from ..core import Guidance, ModelConfig, word_level_tokenizer
+from ..core import DiffusionGemma, ModelConfig, Pins, word_level_tokenizer
 from ..core.training import Batch, cached_training_set
+from .sudoku_data import UNITS, generate_examples, generate_examples_parallel
+from .text import plural
 
 CELLS = 81
 DIGITS = "123456789"
@@ -29,9 +31,6 @@ DIGIT_IDS = [TOKENIZER.token_to_id(d) for d in DIGITS]
 VALUE_TO_ID = torch.tensor([BLANK, *DIGIT_IDS])
 ID_TO_VALUE = torch.full((TOKENIZER.get_vocab_size(),), -1, dtype=torch.long)
 ID_TO_VALUE[VALUE_TO_ID] = torch.arange(10)
-UNITS = ([[9 * r + c for c in range(9)] for r in range(9)]
-         + [[9 * r + c for r in range(9)] for c in range(9)]
-         + [[9 * (3 * br + r) + 3 * bc + c for r in range(3) for c in range(3)] for br in range(3) for bc in range(3)])
 
 
 # The stock sampler's settings a trained model ships with (its generation_config.json), warmer than the released
@@ -88,25 +87,9 @@ def constraints(puzzle_values: Tensor, device: str | torch.device = "cpu", dead_
     return cm.compile(device, dead_end=dead_end)
 
 
-class Clues(Guidance):
+def pins_only(puzzle_values: Tensor, device: str | torch.device = "cpu") -> Pins:
     """Only the clues, pinned: the 'model only' baseline (no masks, no re-noising, no verifier)."""
-
-    def __init__(self, pins: Tensor):
-        self.pins = pins  # [B, L] token id or -1
-
-    def pinned(self, batch: int, device: torch.device) -> tuple[Tensor, Tensor]:
-        return self.pins >= 0, self.pins.clamp(min=0)
-
-    def repeat(self, n: int) -> "Clues":
-        return Clues(self.pins.repeat_interleave(n, dim=0))
-
-    def select(self, rows: Tensor) -> "Clues":
-        return Clues(self.pins[rows])
-
-
-def pins_only(puzzle_values: Tensor, device: str | torch.device = "cpu") -> Clues:
-    ids = VALUE_TO_ID[puzzle_values]
-    return Clues(torch.where(puzzle_values > 0, ids, torch.full_like(ids, -1)).to(device))
+    return Pins((puzzle_values > 0).to(device), VALUE_TO_ID[puzzle_values].to(device))
 
 
 # ------------------------------------------------------------------------------------------ training data
@@ -150,11 +133,9 @@ class SudokuStream:
 def base_set(path: Path, examples: int, seed: int, workers: int = 2, check: bool = True
              ) -> tuple[np.ndarray, np.ndarray]:
     """Generated (puzzle, solution) value arrays, cached as .npz (never the shared evaluation sets)."""
-    from .sudoku_data import generate_examples_parallel
-
     def build() -> dict[str, np.ndarray]:
         # about 1,000 puzzles per second and worker here: say what the silent minute is
-        print(f"generating {examples:,} training puzzles ({workers} worker{'s' * (workers > 1)}) into {path}",
+        print(f"generating {examples:,} training puzzles ({plural(workers, 'worker')}) into {path}",
               file=sys.stderr, flush=True)
         pairs = generate_examples_parallel(examples, seed, workers)
         return {"puzzles": np.array([[int(c) for c in p] for p, _ in pairs], dtype=np.uint8),
@@ -212,10 +193,8 @@ def one_pass_accuracy(model, puzzle_values: Tensor, solution_values: Tensor, see
     return {"one_pass_blank_acc": acc(first), "two_pass_blank_acc": acc(second)}
 
 
-def evaluate(model, n: int = 256, seed: int = 10**6) -> dict[str, float]:
+def evaluate(model: DiffusionGemma, n: int = 256, seed: int = 10**6) -> dict[str, float]:
     """One-pass accuracy on fresh generated puzzles: 36 givens (easy) and unique minimal ones (hard)."""
-    from .sudoku_data import generate_examples
-
     metrics = {}
     for name, lo, hi, unique in (("easy", 36, 36, 0.0), ("hard", 17, 17, 1.0)):
         pairs = generate_examples(n, seed, min_givens=lo, max_givens=hi, unique_fraction=unique)

@@ -36,6 +36,6 @@ def bad_byte(line: str) -> str | None:
     return None if column < 0 else BAD_BYTE.format(column=column + 1)
 
 
-def plural(count: int, noun: str) -> str:
-    """'1 node', '3 nodes', '1,000 nodes'."""
-    return f"{count:,} {noun}{'s' * (count != 1)}"
+def plural(count: int, noun: str, nouns: str | None = None) -> str:
+    """'1 node', '3 nodes', '1,000 nodes'; `nouns` for an irregular plural ('pass', 'passes')."""
+    return f"{count:,} {noun if count == 1 else nouns or noun + 's'}"

@@ -338,6 +338,10 @@ def test_edge_lists_reject_infinite_and_mixed_weights_and_keep_zero_padded_label
     f.write_text("1 2 5\n2 3\n")
     with pytest.raises(GraphError, match=r"g.txt:2: an edge without a weight, unlike the edge on line 1"):
         read_graph(f)
+    f.write_text("1 2 -1.5\n2 3 0.5\n")  # a signed network: weights only a shortest path needs non-negative
+    assert read_graph(f)[1][2]["weight"] == -1.5 and run("coloring", f).exit_code == 0
+    negative = run("path", f, "--source", "1", "--target", "3", "--shortest")
+    assert negative.exit_code == 2 and "shortest paths need finite non-negative weights" in negative.stderr
     f.write_text("01 02\n02 3\n")
     assert set(read_graph(f).nodes) == {"01", "02", 3}
     result = run("path", f, "--source", "01", "--target", "3")
@@ -400,6 +404,18 @@ def test_countdown_stdin_with_target_is_refused_without_waiting_for_stdin(source
         child.kill()
         child.stdin.close()
     assert child.returncode == 2 and "--target applies to numbers given inline; in " in err
+
+
+def test_a_reader_that_stops_early_ends_solve_with_the_sigpipe_status_not_unsolved(tmp_path):
+    """`solve ... | head -1`: exit 141 as for `cat` (the shell's status for SIGPIPE), not 1 (some unsolved)."""
+    f = tmp_path / "many.jsonl"  # unsolvable instances are answered without sampling: output faster than a pipe
+    f.write_text("".join(json.dumps({"input": f"1,1,1,{500 + k % 400}"}) + "\n" for k in range(3000)))
+    solve = Path(sys.executable).parent / "solve"
+    child = subprocess.Popen([str(solve), "countdown", str(f), "--format", "json"], stdout=subprocess.PIPE,
+                             stderr=subprocess.DEVNULL)
+    first = child.stdout.readline()
+    child.stdout.close()  # the reader goes away, as `head -1` does
+    assert json.loads(first)["line"] == 1 and child.wait(timeout=120) == -signal.SIGPIPE
 
 
 # ------------------------------------------------------------------------------------------ timing

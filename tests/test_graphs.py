@@ -194,6 +194,25 @@ def test_planted_training_instances_are_solutions():
         assert countdown.verify_steps(numbers, target, ",".join(steps))
 
 
+def test_colouring_verifier_checks_every_edge_and_every_node():
+    path = nx.path_graph(3)
+    assert is_proper_coloring(path, {0: 0, 1: 1, 2: 0})
+    assert not is_proper_coloring(path, {0: 0, 1: 0, 2: 1})  # edge 0-1 in one colour
+    assert not is_proper_coloring(path, {0: 0, 1: 1})  # node 2 uncoloured
+
+
+@pytest.mark.parametrize("numbers, target, steps", [
+    ([4, 6, 2], 24, "4*6=24"),  # the 2 left unused
+    ([4, 6, 2], 24, "4*6=24,24*1=24"),  # a number not given
+    ([4, 6], 16, "4+6=10,10+6=16"),  # 6 used twice
+    ([7, 2, 3], 7, "7/2=3,3+3=6"),  # an inexact division
+    ([4, 6, 2], 24, "4*6=24,24*2=48"),  # another result than the target
+])
+def test_countdown_verifier_rejects_steps_that_break_a_rule(numbers, target, steps):
+    assert not countdown.verify_steps(numbers, target, steps)
+    assert countdown.verify_steps([4, 6, 2], 48, "4*6=24,24*2=48")
+
+
 def test_training_batches_fit_the_model():
     make = data.batches(None, seed=0, batch_size=8, device="cpu")
     config = data.model_config()
@@ -260,7 +279,9 @@ def test_an_impossible_small_hamiltonian_instance_is_answered_without_sampling(g
     result = graphs.hamiltonian_path(square, start="a", end="c")
     assert not result.verified and result.forward_passes == 0
     assert result.reason == "no Hamiltonian path exists from 'a' to 'c' (exhaustive check)"
+    assert result.impossible and result.to_dict()["impossible"] is True
     assert graphs.hamiltonian_path(square, start="a", end="b").verified
+    assert graphs.path(nx.Graph([(0, 1), (2, 3)]), 0, 3).impossible  # no path at all
 
 
 def test_a_node_with_one_neighbour_only_ends_a_hamiltonian_path():
@@ -531,6 +552,29 @@ def test_countdown_refuses_what_is_not_whole_numbers_instead_of_rounding(countdo
         countdowns.solve(numbers, target)
 
 
+@pytest.mark.parametrize("text, target", [("4,7,,8,24", None), ("4,7,8,24,", None), (",4,7,8,24", None),
+                                          ("1,,2", 3)])
+def test_countdown_text_with_an_empty_number_field_is_refused_not_read_as_another_instance(text, target):
+    with pytest.raises(countdown.CountdownError, match="empty number field"):
+        countdown.parse_instance(text, target)
+    assert countdown.parse_instance("4 , 7, 8 ,24") == ([4, 7, 8], 24)
+
+
+def test_a_stopped_colouring_search_has_handed_over_the_colouring_it_verified(graphs):
+    g = nx.gnp_random_graph(30, 0.3, seed=2)  # DSATUR 5, clique 4: the search goes on to try 4 colours
+    kept = []
+
+    def stop(info):  # Ctrl-C during the attempt after the first verified colouring
+        if kept:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        graphs.color(g, callback=stop, on_verified=kept.append)
+    best = kept[-1]
+    assert best.verified and best.num_colors == 5 == len(set(best.coloring.values())) and best.seconds > 0
+    assert all(best.coloring[u] != best.coloring[v] for u, v in g.edges) and set(best.coloring) == set(g)
+
+
 def test_solver_arguments_are_checked_before_any_sampling(graphs):
     with pytest.raises(GraphError, match="k must be a whole number"):
         graphs.color(nx.cycle_graph(5), k=2.5)
@@ -544,7 +588,7 @@ def test_solver_arguments_are_checked_before_any_sampling(graphs):
 def test_unsolvable_countdown_says_so_without_sampling(countdowns):
     result = countdowns.solve([1, 1, 1], 100)
     assert not result.verified and result.reason.startswith("no solution with whole-number steps exists")
-    assert result.forward_passes == 0
+    assert result.forward_passes == 0 and result.impossible
 
 
 @pytest.mark.parametrize("prefix, valid", [
@@ -857,7 +901,9 @@ def test_model_only_answers_are_verified_or_absent():
     k4 = nx.complete_graph(4)
     coloring = solver.color(k4, k=4)
     assert coloring.verified and sorted(coloring.coloring.values()) == [0, 1, 2, 3]
-    for graph in (k4, nx.petersen_graph()):
+    checked = 0
+    # at seed 0 the model alone colours the path and routes 0 -> 3 on the cycle: the checks below do run
+    for graph in (k4, nx.petersen_graph(), nx.path_graph(5), nx.cycle_graph(6)):
         coloring, tour, route = solver.color(graph, k=3), solver.hamiltonian_path(graph), solver.path(graph, 0, 3)
         assert max(r.forward_passes for r in (coloring, tour, route)) <= solver.max_steps
         for result, answer in [(coloring, coloring.coloring), (tour, tour.path), (route, route.path)]:
@@ -868,6 +914,8 @@ def test_model_only_answers_are_verified_or_absent():
             assert nx.is_simple_path(graph, tour.path) and len(tour.path) == len(graph)
         if route.verified:
             assert nx.is_simple_path(graph, route.path) and route.path[0] == 0 and route.path[-1] == 3
+        checked += coloring.verified + tour.verified + route.verified
+    assert checked >= 2
 
 
 def test_shortest_paths_search_only_edges_on_some_shortest_path(graphs):
@@ -1019,7 +1067,7 @@ def test_route_records_are_json_whatever_the_labels(graphs):
 def test_countdown_says_when_a_solution_exists_that_it_did_not_find():
     hurried = CountdownSolver.from_pretrained(canvases=1, max_steps=1)
     result = hurried.solve([25, 50, 75, 100, 3, 6], 952)  # 75*6=450, 100+3=103, 450/50=9, 103*9=927, 927+25=952
-    assert not result.verified
+    assert not result.verified and not result.impossible  # gave up: a solution exists
     assert result.reason == ("no verified solution within 1 pass, though one exists (exhaustive check): more "
                              "passes or canvases may find it, unless every solution's steps are longer than the "
                              "canvas (64 characters)")
