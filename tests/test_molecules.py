@@ -176,6 +176,8 @@ def test_windows_are_checked_on_exact_values_not_the_rounded_display():
     ok, shown = task.MoleculeRequest.parse({"qed": (0, edge)}).verify(mol)
     assert not ok and shown["qed"] == round(qed, 4)
     assert task.MoleculeRequest.parse({"qed": (0, qed)}).verify(mol)[0]
+    assert task.MoleculeRequest.parse({"qed": (qed, 1)}).verify(mol)[0]  # both ends of a window are inside it
+    assert not task.MoleculeRequest.parse({"qed": (math.nextafter(qed, 1), 1)}).verify(mol)[0]
     with pytest.raises(task.RequestError, match="outside what any molecule"):
         task.MoleculeRequest.parse({"mw": (0, 5)})  # lighter than methane
 

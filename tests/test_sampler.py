@@ -64,6 +64,20 @@ def test_same_seed_same_output_and_different_seed_differs(model):
     assert not torch.equal(run(1), run(2))
 
 
+def test_kept_tokens_stay_settled_from_pass_to_pass_without_guidance(model):
+    seen = []
+
+    def check(info):
+        if seen:
+            canvas, accepted = seen[-1]
+            assert info.accepted[accepted].all() and torch.equal(info.canvas[accepted], canvas[accepted])
+        seen.append((info.canvas.clone(), info.accepted.clone()))
+
+    config = SamplingConfig(max_denoising_steps=8, keep_accepted=True, stability_threshold=None, max_new_tokens=LENGTH)
+    generate(model, prompt(2), config, generator=torch.Generator().manual_seed(0), callback=check)
+    assert len(seen) == 8 and seen[0][1].any() and seen[-1][1].sum() > seen[0][1].sum()
+
+
 @settings(max_examples=15, deadline=None)
 @given(st.data())
 def test_pins_never_change_and_masked_tokens_never_appear(model, data):
@@ -79,6 +93,8 @@ def test_pins_never_change_and_masked_tokens_never_appear(model, data):
         for pos in pinned:
             token = min(allowed[row, pos])
             cm.pin([pos], [token], row=row)
+    # no canvas verifies, and no adaptive stop: the checks below see every one of the six passes
+    cm.add_predicate("never", verify=lambda canvas, rows: torch.zeros(canvas.shape[0], dtype=torch.bool))
     guidance = cm.compile()
     pins = guidance.pins
     steps = []
@@ -93,9 +109,10 @@ def test_pins_never_change_and_masked_tokens_never_appear(model, data):
 
     seed = data.draw(st.integers(0, 1000))
     keep = data.draw(st.booleans())
-    generate(model, prompt(batch), SamplingConfig(max_denoising_steps=6, keep_accepted=keep), guidance=guidance,
-             generator=torch.Generator().manual_seed(seed), callback=check)
-    assert steps
+    config = SamplingConfig(max_denoising_steps=6, keep_accepted=keep, stability_threshold=None, max_new_tokens=LENGTH)
+    generate(model, prompt(batch), config, guidance=guidance, generator=torch.Generator().manual_seed(seed),
+             callback=check)
+    assert steps == [1, 2, 3, 4, 5, 6]
 
 
 class _PinOnly(Guidance):

@@ -27,6 +27,12 @@ def test_random_grid_is_valid(seed):
     assert is_valid_solution("0" * 81, random_grid(np.random.default_rng(seed)))
 
 
+def test_a_grid_whose_boxes_repeat_a_digit_is_not_a_solution():
+    latin = "".join("123456789"[r:] + "123456789"[:r] for r in range(9))  # rows and columns fine, boxes not
+    assert not is_valid_solution("0" * 81, latin)
+    assert not is_valid_solution("0" * 81, latin[9:] + latin[:9])  # nor with the rows shifted
+
+
 def test_random_grids_differ():
     rng = np.random.default_rng(0)
     assert len({random_grid(rng) for _ in range(50)}) == 50
