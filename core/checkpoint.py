@@ -398,16 +398,17 @@ def _write_json(path: Path, data: dict) -> None:
     write_atomically(path, lambda p: p.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n"))
 
 
-def write_atomically(path: Path, write: Callable[[Path], object]) -> None:
+def write_atomically(path: Path, write: Callable[[Path], object], follow_links: bool = False) -> None:
     """`write(tmp)` to a fresh temporary name beside `path` (its suffix kept, for writers that go by it), renamed
     over `path` only when complete: never a half-written file at `path`, no other file touched, and no temporary
-    file left behind (a full disk, Ctrl-C). A symbolic link is followed (its target is replaced, not the link);
-    what exists and is not a regular file (/dev/stdout, a pipe) is written directly."""
+    file left behind (a full disk, Ctrl-C). A symbolic link is replaced, or with `follow_links` (a user's output
+    file) its target is; what exists and is not a regular file (/dev/stdout, a pipe) is written directly.
+    Checkpoints replace links: in the Hugging Face cache a snapshot's files link to blobs other revisions share."""
     path = Path(path)
     if path.exists() and not path.is_file():  # follows links
         write(path)
         return
-    target = Path(os.path.realpath(path))
+    target = Path(os.path.realpath(path)) if follow_links else path
     handle, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.stem}.", suffix=target.suffix)
     os.close(handle)
     tmp = Path(name)

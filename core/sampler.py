@@ -183,7 +183,11 @@ class Guidance:
         return self
 
     def repeat(self, n: int) -> "Guidance":
-        """Each row's hooks n times in a row (parallel canvases of one instance). Stateless: itself."""
+        """Each row's hooks n times in a row (parallel canvases of one instance). Stateless: itself; hooks that
+        keep per-row state (their own `select`) must define it."""
+        if type(self).select is not Guidance.select:
+            raise NotImplementedError(f"{type(self).__name__} keeps per-row state (it defines select): define "
+                                      "repeat too")
         return self
 
 
@@ -200,7 +204,7 @@ class Pins(Guidance):
         return Guidance() if pins is None else cls(*pins)
 
     def pinned(self, batch: int, device: torch.device) -> tuple[Tensor, Tensor]:
-        return self.mask, self.values
+        return self.mask.to(device), self.values.to(device)
 
     def repeat(self, n: int) -> "Pins":
         return Pins(self.mask.repeat_interleave(n, dim=0), self.values.repeat_interleave(n, dim=0))

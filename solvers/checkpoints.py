@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Self
+from typing import TYPE_CHECKING
 
 from tokenizers import Tokenizer
 
 from ..core import CheckpointError, DiffusionGemma, load_model
+
+if TYPE_CHECKING:
+    from typing import Self  # Python 3.11; the package supports 3.10
 
 SHIPPED = {"sorting": "sort-demo", "sudoku": "sudoku", "molecules": "molecules", "graphs": "graphs"}
 

@@ -21,14 +21,16 @@ import torch
 import typer
 from rich.console import Console
 
-from ..core import (CheckpointError, ConfigError, CtrlC, DiffusionGemma, SamplingConfig, StepInfo, arguments,
-                    check_device, generate, load_model, one_canvas, write_atomically)
+from ..core import (CheckpointError, ConfigError, CtrlC, DiffusionGemma, SamplingConfig, StepInfo, check_device,
+                    generate, load_model, one_canvas, write_atomically)
 from ..core.arguments import MAX_CANVASES
 from ..tasks.text import bad_byte, plural, read_text, split_lines
 from .checkpoints import check_task_model, default_checkpoint
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="markdown",
-                  help="diffsolve: constraint-guided diffusion solvers that return only verified answers.")
+                  help="diffsolve: constraint-guided diffusion solvers that return only verified answers.\n\n"
+                       "Besides each command's own exit statuses: 130 after Ctrl-C or SIGTERM (what was done is "
+                       "kept), 141 when a reader of the output stops early (`| head`).")
 console = Console()
 TASKS = ("sorting", "sudoku", "molecules", "graphs")
 PREPARED_SETS = ("sudoku", "molecules")  # the tasks solve train trains on a prepared set; the others draw afresh
@@ -226,11 +228,9 @@ def _check_search(model_only: bool, backtrack: bool, tabu: bool = False) -> None
 
 
 def _check_canvases(canvases: int | None, model_only: bool) -> None:
-    """The solvers' own check of --canvases (1 with --model-only), before a model is loaded."""
-    try:
-        arguments.canvases(canvases, guided=not model_only)
-    except ValueError as exc:
-        _error(f"--{exc}")
+    """--model-only samples one canvas (as `arguments.canvases` has it), checked before a model is loaded."""
+    if model_only and canvases not in (None, 1):
+        _error(f"--canvases {canvases}: --model-only samples one canvas (--canvases is for the guided search)")
         raise typer.Exit(2)
 
 
@@ -653,7 +653,7 @@ def _write_atomically(path: Path, write: Callable[[Path], object], fatal: bool =
     """`core.write_atomically` for output files: a failure (a full disk, a suffix the image writer does not
     know) names `path` and exits 2, or with `fatal=False` returns False."""
     try:
-        write_atomically(path, write)
+        write_atomically(path, write, follow_links=True)
         return True
     except (OSError, ValueError, KeyError) as exc:  # PIL: KeyError/ValueError for an unknown suffix
         return _write_failed(path, exc, fatal)
@@ -981,8 +981,7 @@ def _write_model_card(path: Path, task: str, module, command: str, cfg, summary:
                                      + task + "`); each step's batch is drawn from a seeded generator. No external "
                                      "data.")
     hardware = torch.cuda.get_device_name() if cfg.device.startswith("cuda") else \
-        f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} thread" \
-        + "s" * (torch.get_num_threads() > 1)
+        f"{platform.processor() or platform.machine()} CPU, {plural(torch.get_num_threads(), 'thread')}"
     lines = [
         f"# diffsolve {task} model", "",
         f"A {params / 1e6:.2f}M-parameter DiffusionGemma-architecture model (MoE, "
@@ -1013,9 +1012,35 @@ def _write_model_card(path: Path, task: str, module, command: str, cfg, summary:
 from . import graph_cli  # noqa: E402,F401  (registers coloring, hamiltonian, path, countdown)
 
 
+class _EndWhenReaderGoes:
+    """stdout that ends the command when its reader has gone (`solve ... | head`), as `cat` ends: quietly, with the
+    shell's SIGPIPE status 141, not the 1 of an unsolved instance. Unlike restoring SIGPIPE's default action (which
+    Python's documentation warns against: a closed socket would kill the process too), cleanup still runs."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            self._end()
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._end()
+
+    def _end(self) -> NoReturn:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), self._stream.fileno())  # Python's last flush must not fail
+        raise SystemExit(128 + 13)  # 128 + SIGPIPE
+
+
 def main() -> None:
-    """The `solve` command. A reader that stops early (`| head`) ends it as it ends `cat`: quietly, with the
-    shell's SIGPIPE status 141, not the status 1 of an unsolved instance."""
-    if hasattr(signal, "SIGPIPE"):  # not on Windows
-        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    """The `solve` command."""
+    sys.stdout = _EndWhenReaderGoes(sys.stdout)
     app()

@@ -171,6 +171,12 @@ def coloring(
     solver = _solver("coloring", checkpoint, device, threads, model_only, canvases, max_steps, seed)
     best = []
 
+    def verified(result) -> None:
+        best.append(result)
+        if k is None:  # counting down: say how far it has come
+            print(f"{input_name(file)}: {result.num_colors}-colouring verified ({result.seconds:.1f} s)",
+                  file=sys.stderr, flush=True)
+
     def kept() -> str | None:
         if not best:
             return None
@@ -178,7 +184,7 @@ def coloring(
         return f"the {best[-1].num_colors}-colouring printed was verified; the search for fewer colours was stopped"
 
     result = _search(file, "colouring", max_steps, lambda passes, moves=None: solver.color(
-        graph, k, backtrack=backtrack, tabu=tabu, callback=passes, tabu_callback=moves, on_verified=best.append),
+        graph, k, backtrack=backtrack, tabu=tabu, callback=passes, tabu_callback=moves, on_verified=verified),
         tabu=tabu, kept=kept)
     _finish(result, format, _coloring_text(result, graph), image, lambda path: _draw(result, graph, path))
 

@@ -3,6 +3,7 @@ Python out, and every answer checked by an independent verifier (networkx / symp
 
 from __future__ import annotations
 
+import copy
 import itertools
 import math
 import time
@@ -229,7 +230,9 @@ def _draw_graph(graph: nx.Graph, *, coloring: dict | None = None, links: list[tu
 
     figure = Figure(figsize=(7, 7))
     ax = figure.subplots()
-    layout = nx.kamada_kawai_layout(graph) if graph.number_of_nodes() <= 60 else nx.spring_layout(graph, seed=0)
+    # by structure alone: edge weights need not be distances (a signed network's negative ones break the layout)
+    layout = nx.kamada_kawai_layout(graph, weight=None) if graph.number_of_nodes() <= 60 else \
+        nx.spring_layout(graph, seed=0, weight=None)
     if coloring:
         used = sorted(set(coloring.values()))
         palette = dict(zip(used, _palette(len(used))))
@@ -282,7 +285,7 @@ class _DiffusionSolver(Pretrained):
 
     def __init__(self, model: DiffusionGemma, *, guided: bool = True, canvases: int | None = None,
                  max_steps: int = 128, seed: int = 0, temperature: float | None = None):
-        check_task_model(model, "graphs", TOKENIZER, max(CANVAS.values()))
+        check_task_model(model, self.CHECKPOINT, TOKENIZER, max(CANVAS.values()))
         self.model, self.seed = model, arguments.seed(seed)
         self.guided = guided = arguments.flag(guided, "guided")
         self.canvases = arguments.canvases(canvases, guided, self.DEFAULT_CANVASES)
@@ -328,19 +331,28 @@ class _DiffusionSolver(Pretrained):
         return out.canvas.cpu(), out.forward_passes.cpu(), clock.latency().tolist()
 
 
-class _KeepSiblings:
-    """All of `inner` but `retire`: every canvas runs to its own end (to collect several answers)."""
+class _KeepSiblings(Guidance):
+    """Every hook of `inner` but `retire`: each canvas runs to its own end (to collect several answers)."""
 
     def __init__(self, inner: Guidance):
         self.inner = inner
+        self.needs_kept_tokens, self.device, self.canvas_shape = inner.needs_kept_tokens, inner.device, \
+            inner.canvas_shape
 
-    def __getattr__(self, name: str):  # every other hook and attribute (pinned, settleable, device, ...)
-        if name == "inner":  # not set yet (a copy being made): no recursion
-            raise AttributeError(name)
-        return getattr(self.inner, name)
+    def pinned(self, batch: int, device: torch.device) -> tuple[Tensor, Tensor] | None:
+        return self.inner.pinned(batch, device)
 
-    def retire(self, solved: Tensor) -> None:
-        return None
+    def allowed(self, canvas: Tensor, settled: Tensor) -> Tensor | None:
+        return self.inner.allowed(canvas, settled)
+
+    def violations(self, canvas: Tensor, accepted: Tensor) -> Tensor | None:
+        return self.inner.violations(canvas, accepted)
+
+    def settleable(self, canvas: Tensor, settled: Tensor) -> Tensor | None:
+        return self.inner.settleable(canvas, settled)
+
+    def verify(self, canvas: Tensor) -> Tensor | None:
+        return self.inner.verify(canvas)
 
     def select(self, rows: Tensor) -> "_KeepSiblings":
         return _KeepSiblings(self.inner.select(rows))
@@ -461,7 +473,7 @@ class GraphSolver(_DiffusionSolver):
             result.optimal = used == bound or used == 3 and not nx.is_bipartite(graph)  # 2 cannot work: odd cycle
             result.seconds = time.perf_counter() - began
             if on_verified is not None:
-                on_verified(result)
+                on_verified(copy.deepcopy(result))  # the search goes on changing `result`
             if k is not None:
                 break
             colors = used - 1  # a colouring may use fewer colours than allowed: continue below what it used

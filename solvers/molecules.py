@@ -150,7 +150,7 @@ class MoleculeDesigner(Pretrained):
     def __init__(self, model: DiffusionGemma, *, guided: bool = True, max_steps: int | None = None,
                  canvases_per_round: int = 128, training_prior: bool = True, match_training: bool = True,
                  novel: bool = True):
-        check_task_model(model, "molecules", task.TOKENIZER, task.CANVAS)
+        check_task_model(model, self.CHECKPOINT, task.TOKENIZER, task.CANVAS)
         self.model = model
         self.guided = guided = arguments.flag(guided, "guided")
         training_prior, match_training = arguments.flag(training_prior, "training_prior"), \

@@ -57,7 +57,7 @@ class SudokuSolver(Pretrained):
     def __init__(self, model: DiffusionGemma, *, guided: bool = True, canvases: int | None = None,
                  max_steps: int = 256, rows_per_batch: int = 256, seed: int = 0, backtrack: bool = False,
                  temperature: float = 2.0):
-        check_task_model(model, "sudoku", sudoku.TOKENIZER, sudoku.CELLS)
+        check_task_model(model, self.CHECKPOINT, sudoku.TOKENIZER, sudoku.CELLS)
         self.model = model
         self.guided = guided = arguments.flag(guided, "guided")
         self.backtrack = arguments.flag(backtrack, "backtrack")

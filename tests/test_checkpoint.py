@@ -5,6 +5,7 @@ import logging
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -204,6 +205,23 @@ def test_whole_number_tensors_are_not_cast_to_weights(saved):
     with pytest.raises(CheckpointError, match=rf"1 mis-shaped or mistyped: {name}: checkpoint dtype torch.int32, "
                                               "expected floating"):
         load_model(path)
+
+
+def test_atomic_writes_replace_a_link_or_with_follow_links_its_target(tmp_path):
+    from diffsolve.core.checkpoint import write_atomically
+
+    blob, link = tmp_path / "blob.json", tmp_path / "config.json"
+    blob.write_text("shared")
+    link.symlink_to(blob)  # as a Hugging Face snapshot links to a blob other revisions share
+    write_atomically(link, lambda tmp: tmp.write_text("new"))
+    assert not link.is_symlink() and link.read_text() == "new" and blob.read_text() == "shared"
+    link.unlink()
+    link.symlink_to(blob)
+    write_atomically(link, lambda tmp: tmp.write_text("followed"), follow_links=True)  # a user's output file
+    assert link.is_symlink() and blob.read_text() == "followed"
+    write_atomically(Path(os.devnull), lambda path: path.write_text("gone"))  # not a regular file: written to
+    assert Path(os.devnull).is_char_device() and sorted(p.name for p in tmp_path.iterdir()) == ["blob.json",
+                                                                                                 "config.json"]
 
 
 def test_a_failed_write_leaves_no_temporary_file(tmp_path):

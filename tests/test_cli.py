@@ -10,9 +10,11 @@ import sys
 import time
 from pathlib import Path
 
+import networkx as nx
 import numpy as np
 import pytest
 import torch
+from interrupt import ctrl_c_when
 from typer.testing import CliRunner
 
 from diffsolve.core import CtrlC, FinishClock, StepInfo
@@ -339,7 +341,8 @@ def test_edge_lists_reject_infinite_and_mixed_weights_and_keep_zero_padded_label
     with pytest.raises(GraphError, match=r"g.txt:2: an edge without a weight, unlike the edge on line 1"):
         read_graph(f)
     f.write_text("1 2 -1.5\n2 3 0.5\n")  # a signed network: weights only a shortest path needs non-negative
-    assert read_graph(f)[1][2]["weight"] == -1.5 and run("coloring", f).exit_code == 0
+    assert read_graph(f)[1][2]["weight"] == -1.5 and run("coloring", f, "--image", tmp_path / "g.png").exit_code == 0
+    assert (tmp_path / "g.png").read_bytes()[:4] == b"\x89PNG"  # laid out by structure: no weight is a distance
     negative = run("path", f, "--source", "1", "--target", "3", "--shortest")
     assert negative.exit_code == 2 and "shortest paths need finite non-negative weights" in negative.stderr
     f.write_text("01 02\n02 3\n")
@@ -406,6 +409,29 @@ def test_countdown_stdin_with_target_is_refused_without_waiting_for_stdin(source
     assert child.returncode == 2 and "--target applies to numbers given inline; in " in err
 
 
+@pytest.mark.parametrize("args, message", [
+    (["sudoku", SUDOKU, "--model-only", "--canvases", "4"], "--canvases 4: --model-only samples one canvas"),
+    (["hamiltonian", PETERSEN, "--model-only", "--canvases", "2"], "--canvases 2: --model-only samples one canvas"),
+    (["molecules", "-n", "1", "--format", "XML"], "--format must be smi, csv, sdf or json, not 'XML'"),
+    (["coloring", PETERSEN, "--format", "yaml"], "--format must be text or json, not 'yaml'"),
+    (["sudoku", SUDOKU, "-f", "csv"], "--format must be text, line or json, not 'csv'"),
+])
+def test_options_that_cannot_apply_are_refused_by_name_before_a_model_loads(args, message):
+    result = run(*args)
+    assert result.exit_code == 2 and message in result.stderr and "Traceback" not in result.output
+
+
+def test_ctrl_c_during_a_colouring_search_prints_the_colouring_verified_so_far(tmp_path):
+    f = tmp_path / "g120.txt"
+    nx.write_edgelist(nx.gnp_random_graph(120, 0.5, seed=2), f, data=False)  # DSATUR 21; 21, 20, 19 verify
+    status, out, err = ctrl_c_when(["coloring", str(f), "--threads", "1", "-f", "json"],
+                                   ready=r"21-colouring verified")
+    printed = json.loads(out)
+    assert status == 130 and printed["verified"] and printed["num_colors"] == 21, err
+    assert all(printed["coloring"][str(u)] != printed["coloring"][str(v)] for u, v in nx.read_edgelist(f).edges)
+    assert "interrupted: the 21-colouring printed was verified; the search for fewer colours was stopped" in err
+
+
 def test_a_reader_that_stops_early_ends_solve_with_the_sigpipe_status_not_unsolved(tmp_path):
     """`solve ... | head -1`: exit 141 as for `cat` (the shell's status for SIGPIPE), not 1 (some unsolved)."""
     f = tmp_path / "many.jsonl"  # unsolvable instances are answered without sampling: output faster than a pipe
@@ -415,7 +441,7 @@ def test_a_reader_that_stops_early_ends_solve_with_the_sigpipe_status_not_unsolv
                              stderr=subprocess.DEVNULL)
     first = child.stdout.readline()
     child.stdout.close()  # the reader goes away, as `head -1` does
-    assert json.loads(first)["line"] == 1 and child.wait(timeout=120) == -signal.SIGPIPE
+    assert json.loads(first)["line"] == 1 and child.wait(timeout=120) == 128 + signal.SIGPIPE
 
 
 # ------------------------------------------------------------------------------------------ timing

@@ -591,7 +591,7 @@ def test_cli_writes_sdf_and_a_picture(tmp_path):
     mols = [m for m in Chem.SDMolSupplier(str(out))]
     assert len(mols) == 2 and all(m is not None and m.HasProp("qed") for m in mols)
     assert image.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert not list(tmp_path.glob("*.tmp*"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["grid.png", "mols.sdf"]  # no temporary file is left
 
 
 def test_rdkit_messages_are_silenced_only_inside_our_calls(designer, capfd):
