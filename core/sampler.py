@@ -230,6 +230,7 @@ class StepInfo:
 
 StepCallback = Callable[[StepInfo], None]
 
+
 class FinishClock:
     """A step callback that notes when each canvas row stopped (verified, retired or dropped), in seconds since
     the clock was made, and passes every step on to `callback`. Gives each instance of a batch its own latency.
