@@ -1013,9 +1013,10 @@ from . import graph_cli  # noqa: E402,F401  (registers coloring, hamiltonian, pa
 
 
 class _EndWhenReaderGoes:
-    """stdout that ends the command when its reader has gone (`solve ... | head`), as `cat` ends: quietly, with the
-    shell's SIGPIPE status 141, not the 1 of an unsolved instance. Unlike restoring SIGPIPE's default action (which
-    Python's documentation warns against: a closed socket would kill the process too), cleanup still runs."""
+    """An output stream that ends the command when its reader has gone (`solve ... | head`, also with `2>&1`), as
+    `cat` ends: quietly, with the shell's SIGPIPE status 141, not the 1 of an unsolved instance. Unlike restoring
+    SIGPIPE's default action (which Python's documentation warns against: a closed socket would kill the process
+    too), cleanup still runs."""
 
     def __init__(self, stream):
         self._stream = stream
@@ -1042,5 +1043,11 @@ class _EndWhenReaderGoes:
 
 def main() -> None:
     """The `solve` command."""
-    sys.stdout = _EndWhenReaderGoes(sys.stdout)
-    app()
+    if sys.stdout is not None and sys.stderr is not None:  # None: started with the stream closed (`>&-`)
+        sys.stdout, sys.stderr = _EndWhenReaderGoes(sys.stdout), _EndWhenReaderGoes(sys.stderr)
+    try:
+        app()
+    finally:  # what is still buffered goes now, not at shutdown, where a gone reader could not end it with 141
+        for stream in (sys.stdout, sys.stderr):
+            if stream is not None:
+                stream.flush()

@@ -3,7 +3,6 @@ Python out, and every answer checked by an independent verifier (networkx / symp
 
 from __future__ import annotations
 
-import copy
 import itertools
 import math
 import time
@@ -473,7 +472,8 @@ class GraphSolver(_DiffusionSolver):
             result.optimal = used == bound or used == 3 and not nx.is_bipartite(graph)  # 2 cannot work: odd cycle
             result.seconds = time.perf_counter() - began
             if on_verified is not None:
-                on_verified(copy.deepcopy(result))  # the search goes on changing `result`
+                # a copy of what the search goes on changing; the caller's nodes stay themselves
+                on_verified(replace(result, coloring=dict(coloring), attempts=[dict(a) for a in result.attempts]))
             if k is not None:
                 break
             colors = used - 1  # a colouring may use fewer colours than allowed: continue below what it used

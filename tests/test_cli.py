@@ -442,6 +442,11 @@ def test_a_reader_that_stops_early_ends_solve_with_the_sigpipe_status_not_unsolv
     first = child.stdout.readline()
     child.stdout.close()  # the reader goes away, as `head -1` does
     assert json.loads(first)["line"] == 1 and child.wait(timeout=120) == 128 + signal.SIGPIPE
+    f.write_text("not an instance\n" * 3000)  # an error per line on stderr: `2>&1 | head -1` ends it the same way
+    child = subprocess.Popen([str(solve), "countdown", str(f)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    first = child.stderr.readline()
+    child.stderr.close()
+    assert first.startswith(b"error: ") and child.wait(timeout=120) == 128 + signal.SIGPIPE
 
 
 # ------------------------------------------------------------------------------------------ timing

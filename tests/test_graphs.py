@@ -582,8 +582,19 @@ def test_countdown_text_with_an_empty_number_field_is_refused_not_read_as_anothe
     assert countdown.parse_instance("4 , 7, 8 ,24") == ([4, 7, 8], 24)
 
 
+class _Node:
+    """A node compared by identity, as any object without __eq__ is."""
+
+    def __init__(self, i):
+        self.i = i
+
+    def __repr__(self):
+        return f"_Node({self.i})"
+
+
 def test_a_stopped_colouring_search_has_handed_over_the_colouring_it_verified(graphs):
     g = nx.gnp_random_graph(30, 0.3, seed=2)  # DSATUR 5, clique 4: the search goes on to try 4 colours
+    g = nx.relabel_nodes(g, {i: _Node(i) for i in g})
     kept = []
 
     def stop(info):  # Ctrl-C during the attempt after the first verified colouring
@@ -595,7 +606,9 @@ def test_a_stopped_colouring_search_has_handed_over_the_colouring_it_verified(gr
     best = kept[-1]
     assert best.verified and best.num_colors == 5 == len(set(best.coloring.values())) and best.seconds > 0
     assert all(best.coloring[u] != best.coloring[v] for u, v in g.edges) and set(best.coloring) == set(g)
-
+    seen = []
+    whole = graphs.color(g, on_verified=seen.append)  # not stopped: each colouring handed over is a copy
+    assert seen[0].num_colors == 5 and len(seen[0].attempts) == 1 and len(whole.attempts) > 1
 
 def test_solver_arguments_are_checked_before_any_sampling(graphs):
     with pytest.raises(GraphError, match="k must be a whole number"):
