@@ -71,7 +71,6 @@ def input_name(file: str | Path) -> str:
 def read_input(file: str | Path) -> tuple[str, str]:
     """(name for messages, text) of an input file or, for '-', of stdin, decoded as `tasks.text` says; an
     unreadable one exits 2."""
-
     try:
         return input_name(file), read_text(file)
     except OSError as exc:
@@ -431,7 +430,6 @@ def sudoku(
 def _no_puzzle(text: str) -> str:
     """Why a file gave no puzzle: empty, only comments and titles, or not text (its first bad byte; a title line
     with one is skipped like any title, since a Latin-1 'très difficile' above good puzzles is no reason to fail)."""
-
     for number, line in enumerate(split_lines(text), 1):
         if (problem := bad_byte(line)) is not None:
             return f"no puzzle in it; line {number}: {problem}"
