@@ -351,30 +351,14 @@ def sudoku(
     """Solve every Sudoku in the FILEs. Only verified grids are printed as solutions.
 
     Exit status: 0 all solved, 1 some unsolved or unreadable, 2 nothing usable."""
-    from ..tasks.sudoku_data import PuzzleFormatError, format_grid, parse_puzzles
+    from ..tasks.sudoku_data import PuzzleFormatError, format_grid
     from .sudoku import SudokuSolver
 
     format = choice(format, "--format", ("text", "line", "json"))
     _check_search(model_only, backtrack)
     _check_canvases(canvases, model_only)
 
-    entries, names = [], []  # every entry of every file, in order, and the file it came from
-    for file in files:
-        name = input_name(file)
-        try:
-            text = read_text(file)
-            read = parse_puzzles(text, name)
-        except OSError as exc:  # the other files are still solved; this one has a record in its place
-            read = [PuzzleFormatError(name, None, f"cannot be read: {unreadable(exc)}")]
-        if not read:  # told, never skipped: a second file that came out empty is a file the user lost
-            read = [PuzzleFormatError(name, None, _no_puzzle(text))]
-        entries += read
-        names += [name] * len(read)
-    for name, entry in zip(names, entries):
-        if isinstance(entry, PuzzleFormatError):
-            _error(f"{entry}")
-        elif entry.warning:
-            print(f"{name}:{entry.line}: warning: {entry.warning}; the puzzle is solved without it", file=sys.stderr)
+    entries, names = _read_puzzle_files(files)
 
     def where(k: int) -> str:  # 'line 3', or 'b.txt:3' when several files are read ('b.txt' for a whole file)
         if entries[k].line is None:
@@ -425,6 +409,31 @@ def sudoku(
         interrupted(f"{order.printed} of {len(entries)} puzzles printed; {order.untold()}")
     unsolved = sum(not r.verified for r in order.results.values())
     raise typer.Exit(0 if unsolved == 0 and len(good) == len(entries) else 1)
+
+
+def _read_puzzle_files(files: list[str]) -> tuple[list, list[str]]:
+    """Every entry of every file, in order (a puzzle, or a PuzzleFormatError in the place of one that cannot be
+    used), and the file each came from. Errors and warnings are said on stderr as they are read."""
+    from ..tasks.sudoku_data import PuzzleFormatError, parse_puzzles
+
+    entries, names = [], []
+    for file in files:
+        name = input_name(file)
+        try:
+            text = read_text(file)
+            read = parse_puzzles(text, name)
+        except OSError as exc:  # the other files are still solved; this one has a record in its place
+            read = [PuzzleFormatError(name, None, f"cannot be read: {unreadable(exc)}")]
+        if not read:  # told, never skipped: a second file that came out empty is a file the user lost
+            read = [PuzzleFormatError(name, None, _no_puzzle(text))]
+        entries += read
+        names += [name] * len(read)
+    for name, entry in zip(names, entries):
+        if isinstance(entry, PuzzleFormatError):
+            _error(f"{entry}")
+        elif entry.warning:
+            print(f"{name}:{entry.line}: warning: {entry.warning}; the puzzle is solved without it", file=sys.stderr)
+    return entries, names
 
 
 def _no_puzzle(text: str) -> str:
@@ -520,28 +529,13 @@ def molecules(
 
     Exit status: 0 all NUM found, 1 the budget ran out first (what was found is still written) or an output
     could not be written (the molecules then go to stdout), 2 bad request."""
-    from ..tasks.molecules import MoleculeRequest, RequestError, UnlikelyRequestWarning, parse_window
+    from ..tasks.molecules import UnlikelyRequestWarning
     from .molecules import DesignInterrupted, MoleculeDesigner, default_budget
 
     format = _molecule_format(format, out)
     texts = {"logp": logp, "mw": mw, "qed": qed, "tpsa": tpsa, "hbd": hbd, "hba": hba, "rings": rings,
              "heavy_atoms": heavy_atoms}
-    if 0 < max_ring_size < 3:
-        _error(f"--max-ring-size must be 0 (rings of any size) or at least 3 (the smallest ring), got {max_ring_size}")
-        raise typer.Exit(2)
-    try:
-        windows = {name: parse_window(text, name) for name, text in texts.items() if text is not None}
-        request = MoleculeRequest.parse(windows, contains=contains, scaffold=scaffold,
-                                        max_ring_size=max_ring_size or None, avoid=avoid)
-    except RequestError as exc:
-        # The request's messages start with the Python argument ('heavy_atoms: ...'); name the option typed.
-        head, colon, rest = f"{exc}".partition(": ")
-        known = head in texts or head in ("contains", "scaffold", "avoid")
-        _error(f"--{head.replace('_', '-')}: {rest}" if colon and known else f"{exc}")
-        raise typer.Exit(2) from None
-    for message in request.unlikely():
-        name, rest = message.split(":", 1)
-        print(f"warning: --{name.replace('_', '-')}:{rest}", file=sys.stderr)
+    request = _molecule_request(texts, contains, scaffold, max_ring_size, avoid)
     out = None if out is not None and str(out) == "-" else out
     _check_writable(out, "--out")
     _check_image(image, "molecules")
@@ -582,18 +576,47 @@ def molecules(
         written &= _draw_molecules(result, list(dict.fromkeys([*request.windows, "logp", "mw", "qed"]))[:3], image)
     elif image is not None:
         print(f"no molecule to draw: {image} not written", file=sys.stderr)
-    canvases = plural(result.canvases, "canvas", "canvases")
-    summary = (f"{len(result)}/{num} verified molecules"
-               + (f" (no {', '.join(request.avoid)} alert)" if request.avoid else "")
-               + f" from {canvases} in {result.seconds:.1f} s"
-               + (f"; left out {result.known} known and {result.atypical} atypical" if result.known or result.atypical
-                  else "")
-               + (f"; budget exhausted ({canvases})" if result.exhausted else "")
-               + (f" (seed {result.seed}: --seed {result.seed} repeats this run)" if seed is None else ""))
+    summary = _design_summary(result, request, num, seed_given=seed is not None)
     if stopped:  # the molecules found are written all the same
         interrupted(summary + (f"; written to {out}" if out is not None and result.molecules and written else ""))
     print(summary, file=sys.stderr)
     raise typer.Exit(1 if result.exhausted or not written else 0)
+
+
+def _molecule_request(windows: dict[str, str | None], contains: str | None, scaffold: str | None,
+                      max_ring_size: int, avoid: str | None):
+    """The request the options make, refused with exit 2 in the options' own names; warnings for unlikely ones."""
+    from ..tasks.molecules import MoleculeRequest, RequestError, parse_window
+
+    if 0 < max_ring_size < 3:
+        _error(f"--max-ring-size must be 0 (rings of any size) or at least 3 (the smallest ring), got {max_ring_size}")
+        raise typer.Exit(2)
+    try:
+        parsed = {name: parse_window(text, name) for name, text in windows.items() if text is not None}
+        request = MoleculeRequest.parse(parsed, contains=contains, scaffold=scaffold,
+                                        max_ring_size=max_ring_size or None, avoid=avoid)
+    except RequestError as exc:
+        # The request's messages start with the Python argument ('heavy_atoms: ...'); name the option typed.
+        head, colon, rest = f"{exc}".partition(": ")
+        known = head in windows or head in ("contains", "scaffold", "avoid")
+        _error(f"--{head.replace('_', '-')}: {rest}" if colon and known else f"{exc}")
+        raise typer.Exit(2) from None
+    for message in request.unlikely():
+        name, rest = message.split(":", 1)
+        print(f"warning: --{name.replace('_', '-')}:{rest}", file=sys.stderr)
+    return request
+
+
+def _design_summary(result, request, num: int, seed_given: bool) -> str:
+    """One line for stderr: how many were found, from how many canvases, what was left out, and the seed."""
+    canvases = plural(result.canvases, "canvas", "canvases")
+    return (f"{len(result)}/{num} verified molecules"
+            + (f" (no {', '.join(request.avoid)} alert)" if request.avoid else "")
+            + f" from {canvases} in {result.seconds:.1f} s"
+            + (f"; left out {result.known} known and {result.atypical} atypical" if result.known or result.atypical
+               else "")
+            + (f"; budget exhausted ({canvases})" if result.exhausted else "")
+            + ("" if seed_given else f" (seed {result.seed}: --seed {result.seed} repeats this run)"))
 
 
 def _molecule_format(format: str | None, out: Path | None) -> str:
@@ -774,22 +797,8 @@ def train(
                       init=None if init is None else str(init.resolve()) + f", {deepen}x deeper" * (deepen > 1),
                       data=None if data is None else files_digest([data]))
     previous = _previous_checkpoint(out, task, model, cfg)  # checked before the training set is built
-    try:
-        make_batch = module.batches(out, seed, batch_size, device, data=data, examples=examples, workers=workers)
-    except (OSError, ValueError, KeyError, KeyboardInterrupt) as exc:
-        if created:  # nothing half-made is left: the folder this command made, if still empty, goes too
-            lock.release()
-            with contextlib.suppress(OSError):
-                (out / ".train.lock").unlink()
-                out.rmdir()
-        if isinstance(exc, KeyboardInterrupt):
-            interrupted("stopped while building the training set; nothing was trained or cached")
-        if isinstance(exc, FileNotFoundError):  # e.g. the MOSES data wheel is not installed
-            _error(f"{exc}")
-        else:  # numpy: not an .npz, missing or malformed arrays
-            _error(f"--data {data}: not a {task} training set ({exc})" if data is not None
-                   else f"--out {out}: cannot build or read the training set there ({exc})")
-        raise typer.Exit(2) from None
+    make_batch = _training_batches(task, module, out, seed, batch_size, device, data, examples, workers,
+                                   lock if created else None)
     # read now (the file was just read whole): the file may be gone or replaced when the card is written
     data_card = None if data is None else _data_file_card(data, cfg.data, getattr(module, "DATA_CARD", ""))
     if previous is not None:
@@ -814,20 +823,11 @@ def train(
         interrupted(f"training finished and is checkpointed in {out / 'checkpoint'}, but {out / 'model'} was not "
                     "written: the same command evaluates the model and writes it")
     final = out / "model"
-    # The card and the acceptance describe the weights they sit beside: they go before the new weights come, so
-    # a stop in between leaves weights without a card, never a card (or an acceptance) of other weights.
-    stale = ["README.md"]
-    if task == "molecules":
-        from ..tasks.molecule_acceptance import FILE as ACCEPTANCE_FILE
-
-        stale.append(ACCEPTANCE_FILE)
-    for name in stale:
-        (final / name).unlink(missing_ok=True)
     command = _train_command(task, out, steps, batch_size, lr, seed, device, time_budget, examples, workers,
                              threads, data, init, deepen, cfg.compile)
     try:
-        model.save_pretrained(final)
-        _write_model_card(final, task, module, command, cfg, summary, metrics, model, init, deepen, data_card)
+        _save_trained_model(final, task, model, lambda: _write_model_card(
+            final, task, module, command, cfg, summary, metrics, model, init, deepen, data_card))
     except KeyboardInterrupt:
         interrupted(f"training finished and is checkpointed in {out / 'checkpoint'}, but {out / 'model'} was not "
                     "completely written: the same command evaluates the model and writes it")
@@ -836,6 +836,43 @@ def train(
               "training-likeness acceptance; to fit one (about 17 minutes on 2 cores): python -c \"from "
               f"diffsolve.solvers.molecules import fit_acceptance; fit_acceptance('{final}')\"", file=sys.stderr)
     console.print_json(json.dumps({**summary, **metrics}))
+
+
+def _training_batches(task: str, module, out: Path, seed: int, batch_size: int, device: str, data: Path | None,
+                      examples: int, workers: int, made_lock=None):
+    """The task's batch maker, its training set built or read first (exit 2 when that fails; with `made_lock`,
+    the lock of a run folder this command made, that folder goes too if still empty: nothing half-made is left)."""
+    try:
+        return module.batches(out, seed, batch_size, device, data=data, examples=examples, workers=workers)
+    except (OSError, ValueError, KeyError, KeyboardInterrupt) as exc:
+        if made_lock is not None:
+            made_lock.release()
+            with contextlib.suppress(OSError):
+                (out / ".train.lock").unlink()
+                out.rmdir()
+        if isinstance(exc, KeyboardInterrupt):
+            interrupted("stopped while building the training set; nothing was trained or cached")
+        if isinstance(exc, FileNotFoundError):  # e.g. the MOSES data wheel is not installed
+            _error(f"{exc}")
+        else:  # numpy: not an .npz, missing or malformed arrays
+            _error(f"--data {data}: not a {task} training set ({exc})" if data is not None
+                   else f"--out {out}: cannot build or read the training set there ({exc})")
+        raise typer.Exit(2) from None
+
+
+def _save_trained_model(final: Path, task: str, model: DiffusionGemma, write_card: Callable[[], None]) -> None:
+    """The weights, then their card. The card and the acceptance describe the weights they sit beside: they go
+    before the new weights come, so a stop in between leaves weights without a card, never a card (or an
+    acceptance) of other weights."""
+    stale = ["README.md"]
+    if task == "molecules":
+        from ..tasks.molecule_acceptance import FILE as ACCEPTANCE_FILE
+
+        stale.append(ACCEPTANCE_FILE)
+    for name in stale:
+        (final / name).unlink(missing_ok=True)
+    model.save_pretrained(final)
+    write_card()
 
 
 def _check_train_options(task: str, device: str, out: Path, data: Path | None, examples: int | None,
