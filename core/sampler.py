@@ -338,6 +338,33 @@ class _StableAndConfident:
 
 
 # ------------------------------------------------------------------------------------------ diffusion
+@dataclass
+class _Rows:
+    """The loop's per-row state. With `drop_finished`, rows that are done leave all of it together."""
+    index: Tensor  # [R] each row's place in the batch
+    canvas: Tensor  # [R, L] what the next pass reads
+    argmax: Tensor  # [R, L]
+    settled: Tensor  # [R, L] accepted last pass (pins included)
+    finished: Tensor  # [R]
+    solved: Tensor  # [R]
+    skip: Tensor  # [R] finished in an earlier block: not counted
+    passes: Tensor  # [R]
+    cache: KVCache
+    pins: tuple[Tensor, Tensor] | None  # (mask, tokens), each [R, L]
+    guidance: Guidance | None
+    stopper: _StableAndConfident | None
+    sc_logits: Tensor | None = None  # [R, L, V] last pass's logits, for self-conditioning
+
+    def select(self, keep: Tensor) -> _Rows:
+        if self.stopper is not None and self.stopper.history is not None:
+            self.stopper.history = self.stopper.history[:, keep]
+        return _Rows(self.index[keep], self.canvas[keep], self.argmax[keep], self.settled[keep], self.finished[keep],
+                     self.solved[keep], self.skip[keep], self.passes[keep], self.cache.select(keep),
+                     None if self.pins is None else (self.pins[0][keep], self.pins[1][keep]),
+                     None if self.guidance is None else self.guidance.select(keep), self.stopper,
+                     None if self.sc_logits is None else self.sc_logits[keep])
+
+
 @torch.no_grad()
 def denoise_canvas(model: DiffusionGemma, cache: KVCache, config: SamplingConfig, *,
                    guidance: Guidance | None = None, generator: torch.Generator | None = None,
@@ -351,100 +378,108 @@ def denoise_canvas(model: DiffusionGemma, cache: KVCache, config: SamplingConfig
     device = model.device
     if guidance is not None:
         _check_guidance(guidance, config, device, length, vocab)
+    r = _first_rows(b, length, vocab, device, cache, guidance, generator, skip, config)
+    out_argmax, out_passes, out_solved = r.argmax.clone(), r.passes.clone(), r.solved.clone()
+    for remaining in range(config.max_denoising_steps, 0, -1):
+        r.passes += ~(r.finished | r.skip)
+        logits = model.denoise(r.canvas, r.cache, r.sc_logits) / config.temperature(remaining).to(device)
+        logits, sample, accepted = _sample_and_accept(logits, r, config, generator)
+        accepted, rejected = _reject_violations(r.guidance, sample, r.canvas, accepted)
+        new_canvas = torch.where(accepted, sample, _randint(vocab, r.canvas.shape, device, generator))
+        new_argmax = logits.argmax(-1)
+        if r.pins is not None:
+            new_canvas = torch.where(r.pins[0], r.pins[1], new_canvas)
+            new_argmax = torch.where(r.pins[0], r.pins[1], new_argmax)
+            accepted = accepted | r.pins[0]
+        entropy = token_entropy(logits)
+        if r.finished.any():  # finished rows stay frozen, as in transformers
+            new_argmax = torch.where(r.finished[:, None], r.argmax, new_argmax)
+            new_canvas = torch.where(r.finished[:, None], r.canvas, new_canvas)
+            logits = torch.where(r.finished[:, None, None], r.sc_logits, logits)
+            entropy = token_entropy(logits)
+        stop = r.stopper(new_argmax, entropy) if r.stopper is not None else torch.zeros_like(r.finished)
+        r.solved, stop = _verified(r.guidance, new_argmax, r.finished, r.solved, stop)
+        r.finished = r.finished | stop
+        r.sc_logits = logits.to(model.dtype)
+        r.canvas, r.argmax, r.settled = new_canvas, new_argmax, accepted
+        out_argmax[r.index], out_passes[r.index], out_solved[r.index] = r.argmax, r.passes, r.solved
+        if callback is not None:
+            callback(StepInfo(block, config.max_denoising_steps - remaining + 1, r.index, r.canvas, r.argmax,
+                              accepted, rejected, r.finished, r.solved))
+        done = r.finished | r.skip
+        # transformers keeps denoising rows that ended with EOS in an earlier block (their draws still count)
+        if bool(r.finished.all()) or (config.drop_finished and bool(done.all())):
+            break
+        if config.drop_finished and bool(done.any()):
+            r = r.select(torch.nonzero(~done).squeeze(1))
+    return out_argmax, out_passes, out_solved
+
+
+def _first_rows(b: int, length: int, vocab: int, device: torch.device, cache: KVCache, guidance: Guidance | None,
+                generator: torch.Generator | None, skip: Tensor | None, config: SamplingConfig) -> _Rows:
+    """Uniform-random canvases with the guidance's pins in place (and settled)."""
     canvas = _randint(vocab, (b, length), device, generator)
+    settled = torch.zeros(b, length, dtype=torch.bool, device=device)
     pins = guidance.pinned(b, device) if guidance is not None else None
     if pins is not None:
         canvas = torch.where(pins[0], pins[1], canvas)
-    argmax = canvas
-    settled = torch.zeros(b, length, dtype=torch.bool, device=device)
-    if pins is not None:
         settled = pins[0].clone()
-    finished = torch.zeros(b, dtype=torch.bool, device=device)
-    solved = torch.zeros(b, dtype=torch.bool, device=device)
-    skip = torch.zeros(b, dtype=torch.bool, device=device) if skip is None else skip
-    passes = torch.zeros(b, dtype=torch.int64, device=device)
+    no = torch.zeros(b, dtype=torch.bool, device=device)
     stopper = _StableAndConfident(config.stability_threshold, config.confidence_threshold) \
         if config.adaptive_stopping else None
-    sc_logits = None
-    live = torch.arange(b, device=device)  # batch rows still in the working tensors
-    out_argmax, out_passes, out_solved = argmax.clone(), passes.clone(), solved.clone()
+    return _Rows(torch.arange(b, device=device), canvas, canvas, settled, no, no.clone(),
+                 no.clone() if skip is None else skip, torch.zeros(b, dtype=torch.int64, device=device), cache, pins,
+                 guidance, stopper)
 
-    for remaining in range(config.max_denoising_steps, 0, -1):
-        rows = live.numel()
-        passes += ~(finished | skip)
-        logits = model.denoise(canvas, cache, sc_logits) / config.temperature(remaining).to(device)
-        if guidance is not None:
-            allowed = guidance.allowed(canvas, settled)
-            if allowed is not None:
-                # A position with nothing allowed keeps the model's distribution; its violation is re-noised.
-                allowed = allowed | ~allowed.any(-1, keepdim=True)
-                logits = logits.masked_fill(~allowed, float("-inf"))
-        probs = torch.softmax(logits, dim=-1, dtype=torch.float32)
-        sample = torch.multinomial(probs.view(-1, vocab), 1, generator=generator).view(rows, length)
-        new_argmax = logits.argmax(-1)
-        entropy = token_entropy(logits)
-        ranked = entropy
-        if guidance is not None:
-            order = guidance.settleable(canvas, settled)
-            if order is not None:
-                ranked = entropy.masked_fill(~(order | settled), float("inf"))
-        if config.keep_accepted:
-            sample = torch.where(settled, canvas, sample)
-            accepted = entropy_bound_accept(ranked.masked_fill(settled, 0.0), config.entropy_bound)
-        else:
-            accepted = entropy_bound_accept(ranked, config.entropy_bound)
 
-        rejected = torch.zeros_like(accepted)
-        if guidance is not None:
-            proposal = torch.where(accepted, sample, canvas)
-            bad = guidance.violations(proposal, accepted)
-            if bad is not None:
-                rejected = bad & accepted
-                accepted = accepted & ~bad
-        noise = _randint(vocab, (rows, length), device, generator)
-        new_canvas = torch.where(accepted, sample, noise)
-        if pins is not None:
-            new_canvas = torch.where(pins[0], pins[1], new_canvas)
-            new_argmax = torch.where(pins[0], pins[1], new_argmax)
-            accepted = accepted | pins[0]
+def _sample_and_accept(logits: Tensor, r: _Rows, config: SamplingConfig,
+                       generator: torch.Generator | None) -> tuple[Tensor, Tensor, Tensor]:
+    """Mask what the guidance forbids, draw a token per position, and accept draws under the entropy bound (the
+    guidance may hold back positions it wants settled later). Returns (masked logits, sample, accepted)."""
+    rows, length, vocab = logits.shape
+    if r.guidance is not None:
+        allowed = r.guidance.allowed(r.canvas, r.settled)
+        if allowed is not None:
+            # A position with nothing allowed keeps the model's distribution; its violation is re-noised.
+            allowed = allowed | ~allowed.any(-1, keepdim=True)
+            logits = logits.masked_fill(~allowed, float("-inf"))
+    probs = torch.softmax(logits, dim=-1, dtype=torch.float32)
+    sample = torch.multinomial(probs.view(-1, vocab), 1, generator=generator).view(rows, length)
+    ranked = token_entropy(logits)
+    if r.guidance is not None:
+        order = r.guidance.settleable(r.canvas, r.settled)
+        if order is not None:
+            ranked = ranked.masked_fill(~(order | r.settled), float("inf"))
+    if config.keep_accepted:
+        sample = torch.where(r.settled, r.canvas, sample)
+        ranked = ranked.masked_fill(r.settled, 0.0)
+    return logits, sample, entropy_bound_accept(ranked, config.entropy_bound)
 
-        if finished.any():  # finished rows stay frozen, as in transformers
-            new_argmax = torch.where(finished[:, None], argmax, new_argmax)
-            new_canvas = torch.where(finished[:, None], canvas, new_canvas)
-            logits = torch.where(finished[:, None, None], sc_logits, logits)
-            entropy = token_entropy(logits)
-        stop = stopper(new_argmax, entropy) if stopper is not None else torch.zeros_like(finished)
-        if guidance is not None:
-            verified = guidance.verify(new_argmax)
-            if verified is not None:
-                solved = solved | (verified & ~finished)
-                stop = stop | verified
-                retired = guidance.retire(solved)
-                if retired is not None:
-                    stop = stop | retired
-        finished = finished | stop
-        sc_logits = logits.to(model.dtype)
-        canvas, argmax, settled = new_canvas, new_argmax, accepted
-        out_argmax[live], out_passes[live], out_solved[live] = argmax, passes, solved
-        if callback is not None:
-            callback(StepInfo(block, config.max_denoising_steps - remaining + 1, live, canvas, argmax, accepted,
-                              rejected, finished, solved))
-        done = finished | skip
-        # transformers keeps denoising rows that ended with EOS in an earlier block (their draws still count)
-        if bool(finished.all()) or (config.drop_finished and bool(done.all())):
-            break
-        if config.drop_finished and bool(done.any()):
-            keep = torch.nonzero(~done).squeeze(1)
-            live, canvas, argmax, settled = live[keep], canvas[keep], argmax[keep], settled[keep]
-            sc_logits, finished, solved = sc_logits[keep], finished[keep], solved[keep]
-            skip, passes, cache = skip[keep], passes[keep], cache.select(keep)
-            if pins is not None:
-                pins = (pins[0][keep], pins[1][keep])
-            if guidance is not None:
-                guidance = guidance.select(keep)
-            if stopper is not None and stopper.history is not None:
-                stopper.history = stopper.history[:, keep]
-    return out_argmax, out_passes, out_solved
+
+def _reject_violations(guidance: Guidance | None, sample: Tensor, canvas: Tensor,
+                       accepted: Tensor) -> tuple[Tensor, Tensor]:
+    """Accepted draws the guidance rejects go back to noise. Returns (accepted, rejected)."""
+    rejected = torch.zeros_like(accepted)
+    if guidance is not None:
+        bad = guidance.violations(torch.where(accepted, sample, canvas), accepted)
+        if bad is not None:
+            rejected = bad & accepted
+            accepted = accepted & ~bad
+    return accepted, rejected
+
+
+def _verified(guidance: Guidance | None, argmax: Tensor, finished: Tensor, solved: Tensor,
+              stop: Tensor) -> tuple[Tensor, Tensor]:
+    """Rows whose argmax the guidance verifies are solved and stop, with any it retires. Returns (solved, stop)."""
+    if guidance is not None:
+        verified = guidance.verify(argmax)
+        if verified is not None:
+            solved = solved | (verified & ~finished)
+            stop = stop | verified
+            retired = guidance.retire(solved)
+            if retired is not None:
+                stop = stop | retired
+    return solved, stop
 
 
 def _check_guidance(guidance: Guidance, config: SamplingConfig, device: torch.device, length: int,
