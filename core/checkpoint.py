@@ -7,6 +7,7 @@ here load in transformers and give the same logits; files written by transformer
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -32,6 +33,7 @@ VISION_PREFIXES = ("model.encoder.vision_tower.", "model.encoder.embed_vision.")
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
 COMPUTE_DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
+STORED_FLOATS = ("F32", "BF16", "F16", "F64")  # safetensors' names of the dtypes weights may be stored in
 
 
 class CheckpointError(RuntimeError):
@@ -78,7 +80,10 @@ def resolve_checkpoint(path_or_id: str | os.PathLike) -> Path:
         raise TypeError(f"checkpoint must be a directory path or a hub id 'owner/name', got {path_or_id!r}")
     if not str(path_or_id).strip():
         raise CheckpointError("empty checkpoint path: give a checkpoint directory or a hub id 'owner/name'")
-    path = Path(path_or_id).expanduser()
+    try:
+        path = Path(path_or_id).expanduser()
+    except RuntimeError:  # '~user/x' for a user this machine does not have
+        path = Path(path_or_id)
     if path.is_dir():
         return path
     if path.exists():
@@ -87,7 +92,12 @@ def resolve_checkpoint(path_or_id: str | os.PathLike) -> Path:
     # './name' or '../x' is a relative path, never a hub id (owners do not start with a dot)
     if not re.fullmatch(r"[\w\-][\w.\-]*/[\w.\-]+", repo_id):
         raise CheckpointError(f"{repo_id}: no such directory, and not a hub id of the form 'owner/name'")
+    owner = Path(repo_id.split("/")[0])
+    if owner.is_dir():  # 'runs/sudoku' typed in the wrong folder must not fetch a stranger's 'runs' repository
+        raise CheckpointError(f"{repo_id}: no such checkpoint directory (read as a path, since {owner}/ is a "
+                              f"folder here; a hub id of this form is looked up only where no such folder is)")
     from huggingface_hub import snapshot_download
+    from huggingface_hub.utils import RepositoryNotFoundError
 
     patterns = ["*.json", "*.safetensors", "*.md"]
     try:  # the cache first: no network call when the checkpoint is there
@@ -96,9 +106,14 @@ def resolve_checkpoint(path_or_id: str | os.PathLike) -> Path:
             return cached  # else a download cut short: finish it below
     except Exception:
         pass
+    log.warning("%s: not in the Hugging Face cache; downloading it from the Hub (HF_HUB_OFFLINE=1 forbids this)",
+                repo_id)
     try:
         return Path(snapshot_download(repo_id, allow_patterns=patterns))
-    except Exception as exc:  # offline, not cached, no such repo: all mean the same to the caller
+    except RepositoryNotFoundError:
+        raise CheckpointError(f"{repo_id}: no such local directory, and no such model repository on the Hugging "
+                              "Face Hub (or a private one: log in with `hf auth login`)") from None
+    except Exception as exc:  # offline or not cached: the same to the caller
         raise CheckpointError(
             f"{repo_id}: no such local directory, and not in the Hugging Face cache ({type(exc).__name__}). "
             f"Download it once where there is a network (`hf download {repo_id}`, or `huggingface-cli download` "
@@ -130,6 +145,8 @@ def _read_config_json(directory: Path) -> dict:
         return json.loads(config_path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise CheckpointError(f"{config_path}: invalid JSON at line {exc.lineno}: {exc.msg}") from None
+    except RecursionError:
+        raise CheckpointError(f"{config_path}: JSON nested too deeply to read") from None
     except (OSError, UnicodeDecodeError) as exc:  # unreadable, or not text
         raise CheckpointError(f"{config_path}: cannot be read ({getattr(exc, 'strerror', None) or exc})") from None
 
@@ -171,9 +188,13 @@ def _shard_files(directory: Path) -> list[Path]:
             files = sorted(set(weight_map.values()))
             if not all(isinstance(f, str) for f in files):
                 raise TypeError("weight_map values must be file names")
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
             raise CheckpointError(f"{index}: not a usable shard index ({type(exc).__name__}: {exc}); save or "
                                   "download the checkpoint again") from None
+        outside = [f for f in files if f != Path(f).name or f in ("", ".", "..")]
+        if outside:  # a downloaded index must not load (or digest) files from elsewhere on the disk
+            raise CheckpointError(f"{index}: names shard file(s) outside the checkpoint folder: "
+                                  f"{', '.join(outside[:5])}; shards are plain file names beside the index")
         missing = [f for f in files if not (directory / f).is_file()]
         if missing:
             raise CheckpointError(f"{index}: shard file(s) missing: {', '.join(missing)}")
@@ -222,14 +243,16 @@ def _read_shard(shard: Path, device, dtype: torch.dtype, expected: dict, loaded:
                 continue
             if name in loaded:
                 continue  # a tied alias (lm_head, encoder copy of a shared weight)
+            header = f.get_slice(tensor_name)  # shape and dtype from the header: nothing read yet
+            shape, stored = tuple(header.get_shape()), header.get_dtype()
+            if shape != tuple(expected[name].shape):
+                misshaped[name] = f"{tensor_name}: checkpoint {shape}, config expects {tuple(expected[name].shape)}"
+                continue
+            if stored not in STORED_FLOATS:  # integers are not cast silently; float8 cannot be checked or computed
+                misshaped[name] = (f"{tensor_name}: checkpoint dtype {stored}, expected one of "
+                                   f"{', '.join(STORED_FLOATS)}")
+                continue
             tensor = f.get_tensor(tensor_name)
-            if tuple(tensor.shape) != tuple(expected[name].shape):
-                misshaped[name] = (f"{tensor_name}: checkpoint {tuple(tensor.shape)}, "
-                                   f"config expects {tuple(expected[name].shape)}")
-                continue
-            if tensor.dtype.is_floating_point != expected[name].dtype.is_floating_point:  # not cast silently
-                misshaped[name] = f"{tensor_name}: checkpoint dtype {tensor.dtype}, expected floating point"
-                continue
             if not torch.isfinite(tensor).all():
                 nonfinite.append(tensor_name)
             loaded[name] = tensor.to(dtype=dtype)
@@ -255,20 +278,23 @@ def load_model(path_or_id: str | os.PathLike, dtype: torch.dtype | str = "auto",
         raise ValueError(f"dtype: expected 'auto', torch.float32, torch.bfloat16, torch.float16 or torch.float64, "
                          f"got {dtype!r}")
     tokenizer, generation_config = _read_tokenizer(directory), _read_generation_config(directory)
-    with torch.device("meta"):
-        model = DiffusionGemma(config)
+    if generation_config is not None:
+        _check_generation_config(directory / "generation_config.json", generation_config, config)
+    shards = _shard_files(directory)
+    _check_layer_count(directory, config, shards)  # before building: a config may claim millions of layers
+    try:
+        with torch.device("meta"):
+            model = DiffusionGemma(config)
+    except (RuntimeError, TypeError, ValueError, OverflowError) as exc:  # sizes torch cannot even describe
+        raise ConfigError(f"{directory / 'config.json'}: sizes no model can be built with ({exc})") from None
     expected = _state(model)
     loaded: dict[str, torch.Tensor] = {}
     unexpected, misshaped, nonfinite, overflow, skipped_vision = [], {}, [], [], 0
-    shards = _shard_files(directory)
     save = _index_save(directory) if shards[0].name != SINGLE_FILE else None
     for shard in shards:
-        try:
+        with _unreadable_as_checkpoint_error(shard):
             skipped_vision += _read_shard(shard, device, dtype, expected, loaded, unexpected, misshaped, nonfinite,
                                           overflow, save)
-        except SafetensorError as exc:
-            raise CheckpointError(f"{shard}: not a readable safetensors file ({exc}); it may be truncated or "
-                                  "damaged: download or save the checkpoint again") from None
     missing = [hf_name(n) for n in expected if n not in loaded and n not in misshaped]
     if missing or unexpected or misshaped:
         parts = []
@@ -296,6 +322,30 @@ def load_model(path_or_id: str | os.PathLike, dtype: torch.dtype | str = "auto",
         model.generation_config = generation_config
     model.source = directory
     return model
+
+
+@contextlib.contextmanager
+def _unreadable_as_checkpoint_error(shard: Path):
+    try:
+        yield
+    except SafetensorError as exc:
+        raise CheckpointError(f"{shard}: not a readable safetensors file ({exc}); it may be truncated or "
+                              "damaged: download or save the checkpoint again") from None
+
+
+_LAYER = re.compile(r"model\.(?:decoder|encoder\.language_model)\.layers\.(\d+)\.")
+
+
+def _check_layer_count(directory: Path, config: ModelConfig, shards: list[Path]) -> None:
+    """config.json's layer count against the layers the weights hold (from the shards' headers)."""
+    held = set()
+    for shard in shards:
+        with _unreadable_as_checkpoint_error(shard), safe_open(str(shard), framework="pt") as f:
+            held.update(int(m.group(1)) for m in map(_LAYER.match, f.keys()) if m)
+    count = max(held) + 1 if held else 0
+    if count != config.num_layers:
+        raise CheckpointError(f"{directory}: config.json has num_hidden_layers {config.num_layers}, but the weights "
+                              f"hold {count} layer{'s' * (count != 1)}")
 
 
 def stored_dtype(directory: Path) -> torch.dtype:
@@ -332,8 +382,22 @@ def _read_generation_config(directory: Path):
 
     try:
         return SamplingConfig.from_hf_dict(json.loads(path.read_text()))
-    except (ValueError, TypeError, KeyError, AttributeError) as exc:  # JSONDecodeError is a ValueError
+    except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:  # JSONDecodeError: ValueError
         raise CheckpointError(f"{path}: not a usable generation config ({type(exc).__name__}: {exc})") from None
+
+
+def _check_generation_config(path: Path, generation, config: ModelConfig) -> None:
+    """Token ids inside the vocabulary and a length inside the positions the model has."""
+    eos = generation.eos_token_id
+    for name, ids in (("eos_token_id", eos if isinstance(eos, (list, tuple)) else [eos]),
+                      ("pad_token_id", [generation.pad_token_id])):
+        outside = [i for i in ids if i is not None and i >= config.vocab_size]
+        if outside:
+            raise CheckpointError(f"{path}: {name} {outside[0]} is outside the vocabulary of {config.vocab_size} "
+                                  "tokens")
+    if generation.max_new_tokens is not None and generation.max_new_tokens > config.max_position_embeddings:
+        raise CheckpointError(f"{path}: max_new_tokens {generation.max_new_tokens} exceeds the model's "
+                              f"{config.max_position_embeddings} positions (config.json's max_position_embeddings)")
 
 
 def new_model(config: ModelConfig, seed: int = 0, dtype: torch.dtype = torch.float32,

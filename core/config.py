@@ -144,6 +144,9 @@ class ModelConfig:
             need(rope.get("rope_type", "default") in ROPE_TYPES, "rope_parameters",
                  f"{kind}.rope_type {rope.get('rope_type')!r} is not one of {ROPE_TYPES}")
             need("rope_theta" in rope, "rope_parameters", f"{kind} has no rope_theta")
+            theta = rope["rope_theta"]
+            need(isinstance(theta, (int, float)) and not isinstance(theta, bool) and 0 < theta < math.inf,
+                 "rope_parameters", f"{kind}.rope_theta must be a positive number, got {theta!r}")
             fraction = rope.get("partial_rotary_factor", 1.0)
             need(0.0 < fraction <= 1.0, "rope_parameters", f"{kind}.partial_rotary_factor must be in (0, 1]")
             need(rope.get("rope_type", "default") == "proportional" or fraction == 1.0, "rope_parameters",
@@ -170,6 +173,8 @@ class ModelConfig:
             value = getattr(self, name)
             need(isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < math.inf, name,
                  f"must be a positive number, got {value!r}")
+        need(self.canvas_length <= self.max_position_embeddings, "max_position_embeddings",
+             f"{self.max_position_embeddings} is shorter than canvas_length {self.canvas_length}")
         need(self.top_k_experts <= self.num_experts, "top_k_experts",
              f"{self.top_k_experts} exceeds num_experts {self.num_experts}")
         need(self.use_bidirectional_attention in (None, "vision", "all"), "use_bidirectional_attention",
@@ -229,7 +234,7 @@ class ModelConfig:
             hidden_activation=text.get("hidden_activation", "gelu_pytorch_tanh"),
             attention_bias=bool(text.get("attention_bias", False)),
             final_logit_softcapping=_number(text, "final_logit_softcapping", 30.0),  # transformers: null fails
-            max_position_embeddings=int(_number(text, "max_position_embeddings", 131_072)),
+            max_position_embeddings=_count(text, "max_position_embeddings", 131_072),
             canvas_length=cfg.get("canvas_length", 256),
             pad_token_id=text.get("pad_token_id", 0),
             eos_token_id=text.get("eos_token_id", 1),
@@ -280,6 +285,15 @@ class ModelConfig:
         }
         out.update(self.passthrough)
         return out
+
+
+def _count(fields: dict[str, Any], name: str, default: int) -> int:
+    value = fields.get(name, default)
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # 131072.0, as some configs write it
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ConfigError(f"{name}: must be a positive integer, got {value!r}")
+    return value
 
 
 def _number(fields: dict[str, Any], name: str, default: float) -> float:

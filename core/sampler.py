@@ -62,9 +62,12 @@ class SamplingConfig:
 
         for name in ("entropy_bound", "t_min", "t_max", "confidence_threshold"):
             value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, Real)):
-                raise ValueError(f"{name} must be a number, got {value!r}")
+            if value is not None and (isinstance(value, bool) or not isinstance(value, Real)
+                                      or not math.isfinite(value)):
+                raise ValueError(f"{name} must be a finite number, got {value!r}")
         whole("max_denoising_steps", 1)
+        if self.max_denoising_steps >= 2**31:  # the temperature schedule counts passes in int32, as transformers
+            raise ValueError(f"max_denoising_steps must be below 2**31, got {self.max_denoising_steps!r}")
         whole("stability_threshold", 0)
         whole("max_new_tokens", 1)
         whole("canvas_length", 1)
@@ -77,7 +80,7 @@ class SamplingConfig:
         for name in ("eos_token_id", "pad_token_id"):
             value = getattr(self, name)
             ids = value if isinstance(value, (list, tuple)) and name == "eos_token_id" else [value]
-            token_ids = len(ids) > 0 and all(isinstance(i, Integral) and not isinstance(i, bool) and i >= 0
+            token_ids = len(ids) > 0 and all(isinstance(i, Integral) and not isinstance(i, bool) and 0 <= i < 2**63
                                              for i in ids)
             if value is not None and not token_ids:
                 raise ValueError(f"{name} must be a token id{' or a list of them' if name == 'eos_token_id' else ''}"

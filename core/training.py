@@ -215,7 +215,7 @@ def cached_training_set(path: Path, build: Callable[[], dict[str, np.ndarray]], 
         except (OSError, ValueError, zipfile.BadZipFile, EOFError):  # numpy's own texts suggest unpickling it
             raise ValueError(f"{path}: not a readable .npz archive of arrays (damaged, cut short, or another "
                              "format)") from None
-        made = {k[len(MADE_WITH):]: int(arrays.pop(k)) for k in list(arrays) if k.startswith(MADE_WITH)}
+        made = _made_with({k: arrays.pop(k) for k in list(arrays) if k.startswith(MADE_WITH)}, path)
         differ = [f"{k} {made[k]}, not {made_with[k]}" for k in made if k in made_with and made[k] != made_with[k]]
         if check and differ:
             raise ValueError(f"{path} holds a training set made with other settings ({'; '.join(differ)}): train "
@@ -236,8 +236,15 @@ def cached_training_set(path: Path, build: Callable[[], dict[str, np.ndarray]], 
 def made_with_record(path: Path) -> dict[str, int] | None:
     """The record `cached_training_set` stored in a training set file (None when it has none)."""
     with np.load(path) as stored:
-        record = {k[len(MADE_WITH):]: int(stored[k]) for k in stored.files if k.startswith(MADE_WITH)}
+        record = _made_with({k: stored[k] for k in stored.files if k.startswith(MADE_WITH)}, path)
     return record or None
+
+
+def _made_with(entries: dict[str, np.ndarray], path: Path) -> dict[str, int]:
+    """{'examples': 60000, ...} from the stored 'made_with:' arrays, each a single whole number."""
+    if any(a.shape != () or not np.issubdtype(a.dtype, np.integer) for a in entries.values()):
+        raise ValueError(f"{path}: its 'made_with:' record holds something other than single whole numbers")
+    return {k[len(MADE_WITH):]: int(a) for k, a in entries.items()}
 
 
 def check_resumable(checkpoint: Path, model: DiffusionGemma, cfg: TrainConfig) -> None:

@@ -104,8 +104,13 @@ IMAGE_TYPES = {"molecules": (".png", ".svg", ".jpg", ".jpeg", ".gif", ".bmp", ".
                "graphs": (".png", ".svg", ".pdf", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".eps", ".ps")}
 
 
-def _check_image(path: Path | None, kind: str) -> None:
-    """--image: a writable path of a type the drawing can be saved as, checked before any work."""
+def _check_image(path: Path | None, kind: str, reads: Path | None = None) -> None:
+    """--image: a writable path of a type the drawing can be saved as, and not the input file `reads` (which the
+    picture would replace), checked before any work."""
+    same = path is not None and reads is not None and str(reads) != "-"
+    if same and os.path.realpath(path) == os.path.realpath(reads):
+        _error(f"--image {path} is the input file: the picture would replace the graph")
+        raise typer.Exit(2)
     _check_writable(path, "--image")
     if path is not None and path.suffix.lower() not in IMAGE_TYPES[kind]:
         _error(f"--image {path}: cannot write {path.suffix or 'a file without a suffix'}; "
@@ -1012,9 +1017,9 @@ def _write_model_card(path: Path, task: str, module, command: str, cfg, summary:
                       model, init: Path | None = None, deepen: int = 1, data_card: str | None = None) -> None:
     """`data_card`: the Data section of a run on a `--data` file (`_data_file_card`); else the task's own."""
     params = sum(p.numel() for p in model.parameters())
-    data_card = data_card or getattr(module, "DATA_CARD", "Generated on the fly by the task module (`diffsolve."
-                                     + task + "`); each step's batch is drawn from a seeded generator. No external "
-                                     "data.")
+    data_card = data_card or getattr(module, "DATA_CARD", f"Generated on the fly by the task module "
+                                     f"(`{module.__name__}`); each step's batch is drawn from a seeded generator. "
+                                     "No external data.")
     hardware = torch.cuda.get_device_name() if cfg.device.startswith("cuda") else \
         f"{platform.processor() or platform.machine()} CPU, {plural(torch.get_num_threads(), 'thread')}"
     lines = [

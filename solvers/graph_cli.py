@@ -166,7 +166,7 @@ def coloring(
     1 none found (or --image could not be written), 2 bad input."""
     format = choice(format, "--format", FORMATS)
     _check_search(model_only, backtrack, tabu)
-    _check_image(image, "graphs")
+    _check_image(image, "graphs", reads=file)
     graph = _graph(file, "coloring")
     solver = _solver("coloring", checkpoint, device, threads, model_only, canvases, max_steps, seed)
     best = []
@@ -233,7 +233,7 @@ def hamiltonian(
     if cycle and end is not None:
         _error("--end applies to paths; a cycle ends where it starts")
         raise typer.Exit(2)
-    _check_image(image, "graphs")
+    _check_image(image, "graphs", reads=file)
     graph = _graph(file, "hamiltonian")
     start, end = _node(graph, start, "--start", file), _node(graph, end, "--end", file)
     if start is not None and start == end and graph.number_of_nodes() > 1:
@@ -276,7 +276,7 @@ def path(
 
     Exit status: 0 verified, 1 none found (or --image could not be written), 2 bad input."""
     format = choice(format, "--format", FORMATS)
-    _check_image(image, "graphs")
+    _check_image(image, "graphs", reads=file)
     graph = _graph(file, "path", weights_used=shortest)
     weight = "weight" if shortest and _weighted(graph) else None
     source, target = _node(graph, source, "--source", file), _node(graph, target, "--target", file)
@@ -410,7 +410,7 @@ def _countdown_instances(instance: str, target, error_type, parse) -> list[tuple
                 record = json.loads(line)
                 entries.append((number, parse(str(record["input"]))))
                 continue
-        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        except (json.JSONDecodeError, KeyError, TypeError, RecursionError) as exc:  # RecursionError: [[[[...
             problem = f"expected a JSON object with an \"input\" field ({exc.__class__.__name__})"
         except error_type as exc:
             problem = f"{exc}"

@@ -47,7 +47,7 @@ def read_graph(path: str | Path) -> nx.Graph:
     try:
         lines = split_lines(read_text("-" if stdin else path))
     except OSError as exc:
-        raise GraphError(f"{path}: cannot read ({exc})") from None
+        raise GraphError(f"{path}: cannot read ({exc.strerror or exc})") from None
     for number, line in enumerate(lines, 1):
         if (message := bad_byte(line)) is not None:
             raise GraphError(f"{path}:{number}: {message}")

@@ -132,7 +132,17 @@ class Acceptance:
                 t = {k: f.get_tensor(k) for k in ("mean", "scale", "weight", "bias", "cap")}
         except Exception as exc:  # a damaged file or one that is not an acceptance: say which
             raise CheckpointError(f"{path}: not a readable acceptance file ({exc})") from None
-        if t["mean"].shape[0] != features([Chem.MolFromSmiles("C")]).shape[1]:
-            raise CheckpointError(f"{path}: fitted on {t['mean'].shape[0]} features; this version of diffsolve "
-                                  "computes another set (refit it with fit_acceptance)")
+        n = features([Chem.MolFromSmiles("C")]).shape[1]
+        if t["mean"].shape[:1] != (n,):
+            raise CheckpointError(f"{path}: fitted on {tuple(t['mean'].shape)} features; this version of diffsolve "
+                                  f"computes {n} (refit it with fit_acceptance)")
+        shapes = {"mean": (n,), "scale": (n,), "weight": (2 * n,), "bias": (), "cap": ()}
+        wrong = [f"{k} {tuple(t[k].shape)} (expected {shape})" for k, shape in shapes.items()
+                 if tuple(t[k].shape) != shape or not t[k].dtype.is_floating_point]
+        wrong += [f"{k} holds inf or NaN" for k in shapes if not wrong and not torch.isfinite(t[k]).all()]
+        wrong += [f"{k} must be positive" for k in ("scale", "cap") if not wrong and not (t[k] > 0).all()]
+        if wrong:
+            raise CheckpointError(f"{path}: not a usable acceptance: {'; '.join(wrong)} (refit it with "
+                                  "fit_acceptance)")
+        t = {k: v.double() for k, v in t.items()}
         return cls(t["mean"], t["scale"], t["weight"], t["bias"], float(t["cap"]))

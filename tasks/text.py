@@ -4,9 +4,11 @@ its line and column instead of refusing the whole file with a codec message. `pl
 
 from __future__ import annotations
 
+import errno
 import sys
 from pathlib import Path
 
+MAX_INPUT_BYTES = 256 * 2**20
 UNDECODABLE = "\ufffd"
 BAD_BYTE = "bad byte at column {column}: the file is not UTF-8 text"
 
@@ -18,8 +20,17 @@ def decode(data: bytes) -> str:
 
 
 def read_text(file: str | Path) -> str:
-    """The text of `file`, or of stdin for '-'. Raises OSError when it cannot be read."""
-    return decode(sys.stdin.buffer.read() if str(file) == "-" else Path(file).read_bytes())
+    """The text of `file`, or of stdin for '-'. Raises OSError when it cannot be read, or when it holds more than
+    MAX_INPUT_BYTES: inputs are read whole, and /dev/zero or an endless pipe would fill the memory."""
+    if str(file) == "-":
+        data = sys.stdin.buffer.read(MAX_INPUT_BYTES + 1)
+    else:
+        with open(file, "rb") as f:
+            data = f.read(MAX_INPUT_BYTES + 1)
+    if len(data) > MAX_INPUT_BYTES:
+        raise OSError(errno.EFBIG, f"more than {MAX_INPUT_BYTES >> 20} MiB, and inputs are read whole: split it into "
+                                   "smaller files")
+    return decode(data)
 
 
 def split_lines(text: str) -> list[str]:

@@ -202,8 +202,76 @@ def test_whole_number_tensors_are_not_cast_to_weights(saved):
     name = sorted(tensors)[0]
     tensors[name] = tensors[name].to(torch.int32)
     save_file(tensors, path / "model.safetensors")
-    with pytest.raises(CheckpointError, match=rf"1 mis-shaped or mistyped: {name}: checkpoint dtype torch.int32, "
-                                              "expected floating"):
+    with pytest.raises(CheckpointError, match=rf"1 mis-shaped or mistyped: {name}: checkpoint dtype I32, "
+                                              "expected one of F32, BF16, F16, F64"):
+        load_model(path)
+
+
+def test_float8_weights_are_refused_by_name(saved):
+    _, path = saved
+    tensors = load_file(path / "model.safetensors")
+    name = sorted(tensors)[0]
+    tensors[name] = tensors[name].to(torch.float8_e4m3fn)
+    save_file(tensors, path / "model.safetensors")
+    with pytest.raises(CheckpointError, match=rf"{name}: checkpoint dtype F8_E4M3, expected one of"):
+        load_model(path)
+
+
+@pytest.mark.parametrize("shard", ["{elsewhere}/weights.safetensors", "../weights.safetensors",
+                                   "sub/weights.safetensors"])
+def test_an_index_naming_a_file_outside_the_folder_is_refused(saved, tmp_path_factory, shard):
+    """A downloaded index must not make the loader (or the digest that acceptance files record) read a file
+    elsewhere on the disk, even one that holds exactly the weights asked for."""
+    from diffsolve.core import weights_digest
+
+    _, path = saved
+    shard = shard.format(elsewhere=tmp_path_factory.mktemp("elsewhere"))
+    out = tmp_path_factory.mktemp("sharded") / "ckpt"
+    out.mkdir()
+    for name in ("config.json", "generation_config.json"):
+        (out / name).write_text((path / name).read_text())
+    target = Path(shard) if Path(shard).is_absolute() else out / shard
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes((path / "model.safetensors").read_bytes())  # every weight, where the index points
+    names = load_file(path / "model.safetensors")
+    (out / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {n: shard for n in names}}))
+    for call in (load_model, weights_digest):
+        with pytest.raises(CheckpointError, match=r"names shard file\(s\) outside the checkpoint folder: "):
+            call(out)
+
+
+def test_a_config_claiming_more_layers_than_the_weights_hold_is_refused_before_building(saved):
+    _, path = saved
+    config = json.loads((path / "config.json").read_text())
+    config["text_config"].update(num_hidden_layers=10**6, layer_types=None)
+    (path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match=r"num_hidden_layers 1000000, but the weights hold 2 layers"):
+        load_model(path)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda t: t["rope_parameters"]["sliding_attention"].update(rope_theta=float("nan")),
+     r"sliding_attention.rope_theta must be a positive number, got nan"),
+    (lambda t: t["rope_parameters"]["full_attention"].update(rope_theta=-1.0),
+     r"full_attention.rope_theta must be a positive number, got -1.0"),
+    (lambda t: t.update(max_position_embeddings=float("inf")), r"max_position_embeddings: must be a positive integer"),
+    (lambda t: t.update(max_position_embeddings=4), r"max_position_embeddings: 4 is shorter than canvas_length 6"),
+    (lambda t: t.update(head_dim=2**62), r"config.json: sizes no model can be built with"),
+])
+def test_config_values_that_would_fail_at_sampling_are_refused_when_loading(saved, edit, message):
+    _, path = saved
+    config = json.loads((path / "config.json").read_text())
+    edit(config["text_config"])
+    (path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ConfigError, match=message):
+        load_model(path)
+
+
+@pytest.mark.parametrize("name", ["config.json", "generation_config.json"])
+def test_json_nested_too_deeply_is_a_checkpoint_error(saved, name):
+    _, path = saved
+    (path / name).write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(CheckpointError, match=rf"{name}: "):
         load_model(path)
 
 
@@ -339,6 +407,9 @@ def test_weights_too_large_for_the_requested_dtype_are_not_called_damaged(saved)
     ("max_new_tokens", 2.0, "max_new_tokens must be an integer >= 1"),
     ("eos_token_id", "1", "eos_token_id must be a token id or a list of them"),
     ("t_min", -0.1, "need 0 <= t_min <= t_max"),
+    ("t_max", float("inf"), "t_max must be a finite number, got inf"),
+    ("max_denoising_steps", 10**12, "max_denoising_steps must be below 2\\*\\*31"),
+    ("eos_token_id", 10**30, "eos_token_id must be a token id"),
 ])
 def test_a_bad_sampler_setting_is_refused_at_load(saved, field, value, message):
     _, path = saved
@@ -346,6 +417,21 @@ def test_a_bad_sampler_setting_is_refused_at_load(saved, field, value, message):
     config[field] = value
     (path / "generation_config.json").write_text(json.dumps(config))
     with pytest.raises(CheckpointError, match=f"generation_config.json: not a usable generation config .*{message}"):
+        load_model(path)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("eos_token_id", [1, 40], "eos_token_id 40 is outside the vocabulary of 40 tokens"),
+    ("pad_token_id", 10**4, "pad_token_id 10000 is outside the vocabulary of 40 tokens"),
+    ("max_new_tokens", 10**10, "max_new_tokens 10000000000 exceeds the model's 131072 positions"),
+])
+def test_a_sampler_setting_the_model_cannot_follow_is_refused_at_load(saved, field, value, message):
+    """Not an overflow deep in sampling, or (10**10 new tokens) a run that never ends."""
+    _, path = saved
+    config = json.loads((path / "generation_config.json").read_text())
+    config[field] = value
+    (path / "generation_config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match=f"generation_config.json: {message}"):
         load_model(path)
 
 
@@ -424,6 +510,56 @@ def test_hub_id_resolves_offline_from_the_hf_cache(saved, tmp_path_factory):
                              env=env, capture_output=True, text=True, timeout=120)
     assert missing.returncode != 0 and "not in the Hugging Face cache" in missing.stderr
     assert "hf download acme/absent" in missing.stderr
+
+
+def _hub_that_knows_no_repository():
+    """A local stand-in for the Hub's API that answers 404 to everything, and the requests it saw."""
+    import http.server
+    import threading
+
+    seen = []
+
+    class NotFound(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (the name http.server calls)
+            seen.append(self.path)
+            self.send_response(404)
+            self.send_header("X-Error-Code", "RepoNotFound")
+            self.end_headers()
+
+        do_HEAD = do_GET
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), NotFound)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, seen
+
+
+def test_a_relative_path_in_the_wrong_folder_is_not_looked_up_on_the_hub(tmp_path, tmp_path_factory):
+    """'runs/sudoku' where runs/ exists but holds no sudoku is a mistyped path: no request leaves the machine.
+    Where no runs/ folder is, the same text is a hub id: the user is told it is downloaded, and a repository the
+    Hub does not know is called that (not 'not in the cache')."""
+    server, seen = _hub_that_knows_no_repository()
+    env = {**os.environ, "HF_ENDPOINT": f"http://127.0.0.1:{server.server_address[1]}",
+           "HF_HUB_CACHE": str(tmp_path_factory.mktemp("hf_cache"))}
+    env.pop("HF_HUB_OFFLINE", None)
+    load = [sys.executable, "-c", "from diffsolve.core import load_model; load_model('runs/sudoku')"]
+    (tmp_path / "runs").mkdir()
+    here = subprocess.run(load, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert here.returncode != 0 and "runs/sudoku: no such checkpoint directory (read as a path" in here.stderr
+    assert seen == []
+    elsewhere = subprocess.run(load, cwd=tmp_path_factory.mktemp("empty"), env=env, capture_output=True, text=True,
+                               timeout=120)
+    server.shutdown()
+    assert seen, "the hub id was never looked up"
+    assert "runs/sudoku: not in the Hugging Face cache; downloading it from the Hub" in elsewhere.stderr
+    assert "no such model repository on the Hugging Face Hub" in elsewhere.stderr
+
+
+def test_a_home_folder_of_an_unknown_user_is_no_such_directory():
+    with pytest.raises(CheckpointError, match="no such directory"):
+        load_model("~no-such-user-here/model/x")
 
 
 def test_settings_a_generation_config_cannot_hold_are_refused_before_anything_is_written(tmp_path, saved):

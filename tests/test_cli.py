@@ -188,6 +188,29 @@ def test_train_names_unusable_run_directories_and_data(tmp_path):
     result = run("train", "sudoku", "--out", tmp_path / "c", "--data", wrong)
     assert result.exit_code == 2 and "puzzles must hold 0-9" in result.stderr
     assert not (tmp_path / "c").exists()  # the run folder the refused command made is gone again
+    odd = tmp_path / "odd.npz"
+    np.savez(odd, puzzles=np.zeros((5, 81), np.uint8), solutions=np.ones((5, 81), np.uint8),
+             **{"made_with:examples": np.arange(3)})
+    result = run("train", "sudoku", "--out", tmp_path / "d", "--data", odd)
+    assert result.exit_code == 2 and "'made_with:' record holds something other than single whole numbers" in \
+        result.stderr
+    assert not (tmp_path / "d").exists()
+
+
+@pytest.mark.parametrize("command", [["sudoku"], ["coloring"], ["hamiltonian"], ["countdown"]])
+def test_an_endless_input_is_refused_with_exit_2_not_read_until_memory_runs_out(command):
+    result = run(*command, "/dev/zero")
+    assert result.exit_code == 2 and "more than 256 MiB, and inputs are read whole" in result.stderr
+    assert "Errno" not in result.stderr
+
+
+@pytest.mark.parametrize("command", [["coloring"], ["hamiltonian"], ["path", "--source", "1", "--target", "3"]])
+def test_a_graph_command_does_not_draw_over_its_input(tmp_path, command):
+    graph = tmp_path / "g.png"  # an edge list, whatever its name says
+    graph.write_text("1 2\n2 3\n3 1\n")
+    result = run(*command, graph, "--image", graph)
+    assert result.exit_code == 2 and "is the input file: the picture would replace the graph" in result.stderr
+    assert graph.read_text() == "1 2\n2 3\n3 1\n"
 
 
 def test_train_refuses_a_run_directory_another_process_trains_in(tmp_path):

@@ -753,6 +753,10 @@ def test_cli_countdown_jsonl_in_input_order(tmp_path):
     assert "cd.jsonl:1: cannot be read (Exceeds the limit" in result.stderr and result.exit_code == 1
     assert "cd.jsonl:2: numbers and target must be at most 999" in result.stderr
     assert json.loads(result.stdout.splitlines()[2])["verified"]
+    f.write_text("[" * 5000 + "]" * 5000 + '\n{"input": "4,6,2"}\n')  # one line nested past json's recursion
+    result = CliRunner().invoke(app, ["countdown", str(f), "--format", "json"])
+    assert "cd.jsonl:1: expected a JSON object with an \"input\" field (RecursionError)" in result.stderr
+    assert json.loads(result.stdout.splitlines()[1])["verified"] and result.exit_code == 1
     f.write_text('{"input": "4,6"}\nfoo\n')  # nothing usable: JSON still has a record per line
     result = CliRunner().invoke(app, ["countdown", str(f), "--format", "json"])
     rows = [json.loads(line) for line in result.stdout.splitlines()]

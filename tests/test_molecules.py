@@ -809,6 +809,26 @@ def test_acceptance_keeps_training_like_molecules_more_often(tmp_path):
         Acceptance.load(damaged)
 
 
+@pytest.mark.parametrize("edit, problem", [
+    (lambda t: t.update(weight=t["weight"][:3]), r"weight \(3,\) \(expected \(\d+,\)\)"),
+    (lambda t: t.update(cap=torch.ones(2, dtype=torch.float64)), r"cap \(2,\) \(expected \(\)\)"),
+    (lambda t: t.update(mean=t["mean"][:, None].repeat(1, 2)), r"mean \(\d+, 2\)"),
+    (lambda t: t.update(cap=torch.tensor(float("nan"), dtype=torch.float64)), r"cap holds inf or NaN"),
+    (lambda t: t.update(scale=-t["scale"]), r"scale must be positive"),
+])
+def test_an_acceptance_file_of_the_wrong_make_is_refused_when_loaded(tmp_path, edit, problem):
+    """Not 35 s into a design with a size mismatch, nor (a NaN cap) every molecule silently left out."""
+    from safetensors.torch import load_file, save_file
+
+    from diffsolve.tasks.molecule_acceptance import FILE, Acceptance
+
+    tensors = load_file(Path(default_checkpoint("molecules")) / FILE)
+    edit(tensors)
+    save_file({k: v.contiguous() for k, v in tensors.items()}, tmp_path / FILE)
+    with pytest.raises(CheckpointError, match=rf"{FILE}: not a usable acceptance: {problem}"):
+        Acceptance.load(tmp_path / FILE)
+
+
 def test_free_generation_leaves_out_training_molecules_and_atypical_ones(designer):
     from diffsolve.tasks.molecule_known import training_molecules
 
