@@ -406,16 +406,10 @@ class GraphSolver(_DiffusionSolver):
             max_steps = None if max_steps is None else arguments.whole(max_steps, "max_steps", 1)
             tabu_moves = None if tabu_moves is None else arguments.whole(tabu_moves, "tabu_moves", 1)
             backtrack, tabu = arguments.flag(backtrack, "backtrack"), arguments.flag(tabu, "tabu")
-            arguments.callback(callback, "callback")
-            arguments.callback(tabu_callback, "tabu_callback")
-            arguments.callback(on_verified, "on_verified")
+            for hook, name in ((callback, "callback"), (tabu_callback, "tabu_callback"), (on_verified, "on_verified")):
+                arguments.callback(hook, name)
             progress = arguments.flag(progress, "progress")
-        if backtrack and tabu:
-            raise GraphError("backtrack and tabu exclude each other: choose one search")
-        if tabu and not self.guided:
-            raise GraphError("tabu needs the full system (guided=True): model only samples alone")
-        if tabu_moves is not None and not tabu:
-            raise GraphError("tabu_moves is the tabu search's budget: it needs tabu=True")
+        self._check_coloring_search(backtrack, tabu, tabu_moves)
         clique = _large_clique(graph)
         strategy = "DSATUR" if graph.number_of_nodes() <= DSATUR_NODES else "smallest_last"
         greedy = len(set(nx.greedy_color(graph, strategy=strategy).values()))
@@ -433,33 +427,15 @@ class GraphSolver(_DiffusionSolver):
                 if not result.verified:
                     result.reason = "the graph has a cycle of odd length, so 2 colours cannot work"
                 break
-            # The model-only baseline (guided=False) colours the whole graph: the reduction is part of the system.
-            core, peeled = peel_low_degree(graph, colors) if self.guided else (list(graph.nodes), [])
-            if len(core) > MAX_NODES:
-                too_large = (f"{graph.number_of_nodes()} nodes, of which {len(core)} have at least {colors} "
-                             f"neighbours after repeatedly setting aside those with fewer (they are coloured last): "
-                             f"the colouring canvas holds at most {MAX_NODES}")
-                if not result.verified:
-                    raise GraphError(too_large)
-                result.attempts.append({"k": colors, "found": False, "refuted": False, "forward_passes": 0,
-                                        "seconds": 0.0, "core_nodes": len(core), "skipped": too_large})
+            attempt, coloring = self._attempt(graph, clique, colors, max_steps, backtrack, tabu, tabu_moves,
+                                              callback, tabu_callback, progress)
+            if "skipped" in attempt and not result.verified:
+                raise GraphError(attempt["skipped"])
+            result.attempts.append(attempt)
+            result.forward_passes += attempt["forward_passes"]
+            if "skipped" in attempt:
                 break
-            attempt_began = time.perf_counter()
-            with progress_bar(progress, max_steps or self.max_steps, f"{colors} colours", "pass") as bar:
-
-                def seen(info: StepInfo) -> None:
-                    bar.update(info.step - bar.n)
-                    if callback is not None:
-                        callback(info)
-                found, passes, refuted, moves = self._color_core(graph.subgraph(core), clique, colors, max_steps,
-                                                                 backtrack, tabu, tabu_moves,
-                                                                 seen if progress else callback, tabu_callback)
-            coloring = None if found is None else extend_coloring(graph, found, peeled, colors)
-            ok = coloring is not None and is_proper_coloring(graph, coloring)
-            result.attempts.append({"k": colors, "found": ok, "refuted": refuted, "forward_passes": passes,
-                                    "seconds": round(time.perf_counter() - attempt_began, 3),
-                                    "core_nodes": len(core)} | ({"tabu_moves": moves} if tabu else {}))
-            result.forward_passes += passes
+            ok, refuted = attempt["found"], attempt["refuted"]
             if not ok:
                 result.optimal = result.verified and refuted and result.num_colors == colors + 1
                 if not result.verified:
@@ -479,6 +455,43 @@ class GraphSolver(_DiffusionSolver):
             colors = used - 1  # a colouring may use fewer colours than allowed: continue below what it used
         result.seconds = time.perf_counter() - began
         return result
+
+    def _check_coloring_search(self, backtrack: bool, tabu: bool, tabu_moves: int | None) -> None:
+        if backtrack and tabu:
+            raise GraphError("backtrack and tabu exclude each other: choose one search")
+        if tabu and not self.guided:
+            raise GraphError("tabu needs the full system (guided=True): model only samples alone")
+        if tabu_moves is not None and not tabu:
+            raise GraphError("tabu_moves is the tabu search's budget: it needs tabu=True")
+
+    def _attempt(self, graph: nx.Graph, clique: list, colors: int, max_steps: int | None, backtrack: bool, tabu: bool,
+                 tabu_moves: int | None, callback: StepCallback | None,
+                 tabu_callback: Callable[[int, int], None] | None, progress: bool) -> tuple[dict, dict | None]:
+        """One try at `colors` colours: (its record for `attempts`, the verified colouring or None). A core too
+        large for the canvas is not tried: its record says why under 'skipped'."""
+        # The model-only baseline (guided=False) colours the whole graph: the reduction is part of the system.
+        core, peeled = peel_low_degree(graph, colors) if self.guided else (list(graph.nodes), [])
+        if len(core) > MAX_NODES:
+            too_large = (f"{graph.number_of_nodes()} nodes, of which {len(core)} have at least {colors} "
+                         f"neighbours after repeatedly setting aside those with fewer (they are coloured last): "
+                         f"the colouring canvas holds at most {MAX_NODES}")
+            return {"k": colors, "found": False, "refuted": False, "forward_passes": 0, "seconds": 0.0,
+                    "core_nodes": len(core), "skipped": too_large}, None
+        began = time.perf_counter()
+        with progress_bar(progress, max_steps or self.max_steps, f"{colors} colours", "pass") as bar:
+
+            def seen(info: StepInfo) -> None:
+                bar.update(info.step - bar.n)
+                if callback is not None:
+                    callback(info)
+            found, passes, refuted, moves = self._color_core(graph.subgraph(core), clique, colors, max_steps,
+                                                             backtrack, tabu, tabu_moves,
+                                                             seen if progress else callback, tabu_callback)
+        coloring = None if found is None else extend_coloring(graph, found, peeled, colors)
+        ok = coloring is not None and is_proper_coloring(graph, coloring)
+        attempt = {"k": colors, "found": ok, "refuted": refuted, "forward_passes": passes,
+                   "seconds": round(time.perf_counter() - began, 3), "core_nodes": len(core)}
+        return attempt | ({"tabu_moves": moves} if tabu else {}), coloring if ok else None
 
     def _color_core(self, core: nx.Graph, clique: list, k: int, max_steps, backtrack: bool, tabu: bool,
                     tabu_moves: int | None, callback, tabu_callback) -> tuple[dict | None, int, bool, int]:
