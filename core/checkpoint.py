@@ -92,33 +92,40 @@ def resolve_checkpoint(path_or_id: str | os.PathLike) -> Path:
     # './name' or '../x' is a relative path, never a hub id (owners do not start with a dot)
     if not re.fullmatch(r"[\w\-][\w.\-]*/[\w.\-]+", repo_id):
         raise CheckpointError(f"{repo_id}: no such directory, and not a hub id of the form 'owner/name'")
-    owner = Path(repo_id.split("/")[0])
-    if owner.is_dir():  # 'runs/sudoku' typed in the wrong folder must not fetch a stranger's 'runs' repository
-        raise CheckpointError(f"{repo_id}: no such checkpoint directory (read as a path, since {owner}/ is a "
-                              f"folder here; a hub id of this form is looked up only where no such folder is)")
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.utils import RepositoryNotFoundError
+    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub.utils import GatedRepoError, RepositoryNotFoundError
 
     patterns = ["*.json", "*.safetensors", "*.md"]
+    partial = False
     try:  # the cache first: no network call when the checkpoint is there
         cached = Path(snapshot_download(repo_id, allow_patterns=patterns, local_files_only=True))
         if (cached / "config.json").is_file() and any((cached / f).is_file() for f in (SINGLE_FILE, INDEX_FILE)):
-            return cached  # else a download cut short: finish it below
+            return cached
+        partial = True  # a download cut short: finished below
     except Exception:
         pass
-    log.warning("%s: not in the Hugging Face cache; downloading it from the Hub (HF_HUB_OFFLINE=1 forbids this)",
-                repo_id)
+    absent = f"{repo_id}: no such local directory, and not in the Hugging Face cache"
+    how = (f"Download it once where there is a network (`hf download {repo_id}`, or `huggingface-cli download` with "
+           "older huggingface_hub) or pass the path of a local checkpoint directory.")
+    if constants.HF_HUB_OFFLINE:
+        raise CheckpointError(f"{absent} (HF_HUB_OFFLINE is set). {how}")
+    owner = Path(repo_id.split("/")[0])
+    if owner.is_dir():  # 'runs/sudoku' typed in the wrong folder must not fetch a stranger's 'runs' repository
+        raise CheckpointError(f"{absent}. Not looked up on the Hub: {owner}/ is a folder here, so this may be a "
+                              f"mistyped path (run from another folder, or `hf download {repo_id}` first)")
+    log.warning("%s: %s from the Hugging Face Hub", repo_id,
+                "finishing its download" if partial else "not in the Hugging Face cache; downloading it")
     try:
         return Path(snapshot_download(repo_id, allow_patterns=patterns))
+    except GatedRepoError:  # before its parent class: Gemma releases are gated
+        raise CheckpointError(f"{repo_id}: a gated repository on the Hugging Face Hub: accept its terms on "
+                              f"https://huggingface.co/{repo_id} and log in with a token that has access "
+                              "(`hf auth login`)") from None
     except RepositoryNotFoundError:
         raise CheckpointError(f"{repo_id}: no such local directory, and no such model repository on the Hugging "
                               "Face Hub (or a private one: log in with `hf auth login`)") from None
-    except Exception as exc:  # offline or not cached: the same to the caller
-        raise CheckpointError(
-            f"{repo_id}: no such local directory, and not in the Hugging Face cache ({type(exc).__name__}). "
-            f"Download it once where there is a network (`hf download {repo_id}`, or `huggingface-cli download` "
-            f"with older huggingface_hub) or pass the path of a local checkpoint directory."
-        ) from None
+    except Exception as exc:  # no network, a timeout: the same to the caller
+        raise CheckpointError(f"{absent} ({type(exc).__name__}). {how}") from None
 
 
 def check_device(device: str | torch.device) -> torch.device:
@@ -272,6 +279,9 @@ def load_model(path_or_id: str | os.PathLike, dtype: torch.dtype | str = "auto",
     """
     device = check_device(device)
     directory = resolve_checkpoint(path_or_id)
+    shards = _shard_files(directory)
+    # before the config is built: a config claiming 10**8 layers would take minutes and gigabytes to describe
+    _check_layer_count(directory, _read_config_json(directory), shards)
     config = read_config(directory)
     dtype = stored_dtype(directory) if dtype == "auto" else dtype
     if dtype not in COMPUTE_DTYPES:
@@ -280,8 +290,6 @@ def load_model(path_or_id: str | os.PathLike, dtype: torch.dtype | str = "auto",
     tokenizer, generation_config = _read_tokenizer(directory), _read_generation_config(directory)
     if generation_config is not None:
         _check_generation_config(directory / "generation_config.json", generation_config, config)
-    shards = _shard_files(directory)
-    _check_layer_count(directory, config, shards)  # before building: a config may claim millions of layers
     try:
         with torch.device("meta"):
             model = DiffusionGemma(config)
@@ -336,16 +344,21 @@ def _unreadable_as_checkpoint_error(shard: Path):
 _LAYER = re.compile(r"model\.(?:decoder|encoder\.language_model)\.layers\.(\d+)\.")
 
 
-def _check_layer_count(directory: Path, config: ModelConfig, shards: list[Path]) -> None:
-    """config.json's layer count against the layers the weights hold (from the shards' headers)."""
+def _check_layer_count(directory: Path, raw: object, shards: list[Path]) -> None:
+    """config.json's layer count (when it is a whole number: `read_config` names any other value) against the
+    layers the weights hold, from the shards' headers."""
+    text = raw.get("text_config") if isinstance(raw, dict) else None
+    claimed = text.get("num_hidden_layers") if isinstance(text, dict) else None
+    if isinstance(claimed, bool) or not isinstance(claimed, int):
+        return
     held = set()
     for shard in shards:
         with _unreadable_as_checkpoint_error(shard), safe_open(str(shard), framework="pt") as f:
             held.update(int(m.group(1)) for m in map(_LAYER.match, f.keys()) if m)
     count = max(held) + 1 if held else 0
-    if count != config.num_layers:
-        raise CheckpointError(f"{directory}: config.json has num_hidden_layers {config.num_layers}, but the weights "
-                              f"hold {count} layer{'s' * (count != 1)}")
+    if count != claimed:
+        raise CheckpointError(f"{directory}: config.json has num_hidden_layers {claimed}, but the weights hold "
+                              f"{count} layer{'s' * (count != 1)}")
 
 
 def stored_dtype(directory: Path) -> torch.dtype:
@@ -387,7 +400,7 @@ def _read_generation_config(directory: Path):
 
 
 def _check_generation_config(path: Path, generation, config: ModelConfig) -> None:
-    """Token ids inside the vocabulary and a length inside the positions the model has."""
+    """Token ids inside the vocabulary (one outside it could never be sampled, or padded with)."""
     eos = generation.eos_token_id
     for name, ids in (("eos_token_id", eos if isinstance(eos, (list, tuple)) else [eos]),
                       ("pad_token_id", [generation.pad_token_id])):
@@ -395,9 +408,6 @@ def _check_generation_config(path: Path, generation, config: ModelConfig) -> Non
         if outside:
             raise CheckpointError(f"{path}: {name} {outside[0]} is outside the vocabulary of {config.vocab_size} "
                                   "tokens")
-    if generation.max_new_tokens is not None and generation.max_new_tokens > config.max_position_embeddings:
-        raise CheckpointError(f"{path}: max_new_tokens {generation.max_new_tokens} exceeds the model's "
-                              f"{config.max_position_embeddings} positions (config.json's max_position_embeddings)")
 
 
 def new_model(config: ModelConfig, seed: int = 0, dtype: torch.dtype = torch.float32,
@@ -419,7 +429,9 @@ def save_model(model: DiffusionGemma, path: str | os.PathLike, max_shard_bytes: 
     config = model.config.to_hf_dict()
     config["dtype"] = str(model.dtype).removeprefix("torch.")
     # One canvas unless the model's settings say otherwise: without it transformers would generate 256 tokens
-    generation = released_config(model).to_hf_dict()
+    settings = released_config(model)
+    _check_generation_config(Path(path) / "generation_config.json", settings, model.config)  # what load refuses
+    generation = settings.to_hf_dict()
     generation.setdefault("max_new_tokens", model.config.canvas_length)
     out = Path(path)
     out.mkdir(parents=True, exist_ok=True)

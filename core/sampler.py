@@ -386,7 +386,7 @@ def denoise_canvas(model: DiffusionGemma, cache: KVCache, config: SamplingConfig
     for remaining in range(config.max_denoising_steps, 0, -1):
         r.passes += ~(r.finished | r.skip)
         logits = model.denoise(r.canvas, r.cache, r.sc_logits) / config.temperature(remaining).to(device)
-        logits, sample, accepted = _sample_and_accept(logits, r, config, generator)
+        logits, sample, entropy, accepted = _sample_and_accept(logits, r, config, generator)
         accepted, rejected = _reject_violations(r.guidance, sample, r.canvas, accepted)
         new_canvas = torch.where(accepted, sample, _randint(vocab, r.canvas.shape, device, generator))
         new_argmax = logits.argmax(-1)
@@ -394,7 +394,6 @@ def denoise_canvas(model: DiffusionGemma, cache: KVCache, config: SamplingConfig
             new_canvas = torch.where(r.pins[0], r.pins[1], new_canvas)
             new_argmax = torch.where(r.pins[0], r.pins[1], new_argmax)
             accepted = accepted | r.pins[0]
-        entropy = token_entropy(logits)
         if r.finished.any():  # finished rows stay frozen, as in transformers
             new_argmax = torch.where(r.finished[:, None], r.argmax, new_argmax)
             new_canvas = torch.where(r.finished[:, None], r.canvas, new_canvas)
@@ -436,9 +435,10 @@ def _first_rows(b: int, length: int, vocab: int, device: torch.device, cache: KV
 
 
 def _sample_and_accept(logits: Tensor, r: _Rows, config: SamplingConfig,
-                       generator: torch.Generator | None) -> tuple[Tensor, Tensor, Tensor]:
+                       generator: torch.Generator | None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Mask what the guidance forbids, draw a token per position, and accept draws under the entropy bound (the
-    guidance may hold back positions it wants settled later). Returns (masked logits, sample, accepted)."""
+    guidance may hold back positions it wants settled later). Returns (masked logits, sample, their entropy,
+    accepted)."""
     rows, length, vocab = logits.shape
     if r.guidance is not None:
         allowed = r.guidance.allowed(r.canvas, r.settled)
@@ -448,7 +448,7 @@ def _sample_and_accept(logits: Tensor, r: _Rows, config: SamplingConfig,
             logits = logits.masked_fill(~allowed, float("-inf"))
     probs = torch.softmax(logits, dim=-1, dtype=torch.float32)
     sample = torch.multinomial(probs.view(-1, vocab), 1, generator=generator).view(rows, length)
-    ranked = token_entropy(logits)
+    entropy = ranked = token_entropy(logits)  # once per pass: it reads every [R, L, V] logit
     if r.guidance is not None:
         order = r.guidance.settleable(r.canvas, r.settled)
         if order is not None:
@@ -456,7 +456,7 @@ def _sample_and_accept(logits: Tensor, r: _Rows, config: SamplingConfig,
     if config.keep_accepted:
         sample = torch.where(r.settled, r.canvas, sample)
         ranked = ranked.masked_fill(r.settled, 0.0)
-    return logits, sample, entropy_bound_accept(ranked, config.entropy_bound)
+    return logits, sample, entropy, entropy_bound_accept(ranked, config.entropy_bound)
 
 
 def _reject_violations(guidance: Guidance | None, sample: Tensor, canvas: Tensor,

@@ -137,8 +137,9 @@ class Acceptance:
             raise CheckpointError(f"{path}: fitted on {tuple(t['mean'].shape)} features; this version of diffsolve "
                                   f"computes {n} (refit it with fit_acceptance)")
         shapes = {"mean": (n,), "scale": (n,), "weight": (2 * n,), "bias": (), "cap": ()}
-        wrong = [f"{k} {tuple(t[k].shape)} (expected {shape})" for k, shape in shapes.items()
-                 if tuple(t[k].shape) != shape or not t[k].dtype.is_floating_point]
+        wrong = [f"{k} {tuple(t[k].shape)} (expected {shape})" for k, shape in shapes.items() if t[k].shape != shape]
+        wrong += [f"{k} has dtype {t[k].dtype}, expected floating point" for k in shapes
+                  if not t[k].dtype.is_floating_point]
         wrong += [f"{k} holds inf or NaN" for k in shapes if not wrong and not torch.isfinite(t[k]).all()]
         wrong += [f"{k} must be positive" for k in ("scale", "cap") if not wrong and not (t[k] > 0).all()]
         if wrong:

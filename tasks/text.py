@@ -29,7 +29,7 @@ def read_text(file: str | Path) -> str:
             data = f.read(MAX_INPUT_BYTES + 1)
     if len(data) > MAX_INPUT_BYTES:
         raise OSError(errno.EFBIG, f"more than {MAX_INPUT_BYTES >> 20} MiB, and inputs are read whole: split it into "
-                                   "smaller files")
+                                   "smaller parts")
     return decode(data)
 
 

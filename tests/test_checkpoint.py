@@ -243,9 +243,9 @@ def test_an_index_naming_a_file_outside_the_folder_is_refused(saved, tmp_path_fa
 def test_a_config_claiming_more_layers_than_the_weights_hold_is_refused_before_building(saved):
     _, path = saved
     config = json.loads((path / "config.json").read_text())
-    config["text_config"].update(num_hidden_layers=10**6, layer_types=None)
+    config["text_config"].update(num_hidden_layers=10**8, layer_types=None)  # minutes and gigabytes to describe
     (path / "config.json").write_text(json.dumps(config))
-    with pytest.raises(CheckpointError, match=r"num_hidden_layers 1000000, but the weights hold 2 layers"):
+    with pytest.raises(CheckpointError, match=r"num_hidden_layers 100000000, but the weights hold 2 layers"):
         load_model(path)
 
 
@@ -423,16 +423,21 @@ def test_a_bad_sampler_setting_is_refused_at_load(saved, field, value, message):
 @pytest.mark.parametrize("field, value, message", [
     ("eos_token_id", [1, 40], "eos_token_id 40 is outside the vocabulary of 40 tokens"),
     ("pad_token_id", 10**4, "pad_token_id 10000 is outside the vocabulary of 40 tokens"),
-    ("max_new_tokens", 10**10, "max_new_tokens 10000000000 exceeds the model's 131072 positions"),
 ])
-def test_a_sampler_setting_the_model_cannot_follow_is_refused_at_load(saved, field, value, message):
-    """Not an overflow deep in sampling, or (10**10 new tokens) a run that never ends."""
-    _, path = saved
+def test_a_token_id_outside_the_vocabulary_is_refused_at_load_and_at_save(saved, tmp_path, field, value, message):
+    """Not an index error deep in sampling; and what load refuses, save does not write."""
+    from diffsolve.core import SamplingConfig
+
+    model, path = saved
     config = json.loads((path / "generation_config.json").read_text())
     config[field] = value
     (path / "generation_config.json").write_text(json.dumps(config))
     with pytest.raises(CheckpointError, match=f"generation_config.json: {message}"):
         load_model(path)
+    model.generation_config = SamplingConfig(**{field: value})
+    with pytest.raises(CheckpointError, match=f"generation_config.json: {message}"):
+        model.save_pretrained(tmp_path / "out")
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("value", [1, "0.1", True])
@@ -512,18 +517,19 @@ def test_hub_id_resolves_offline_from_the_hf_cache(saved, tmp_path_factory):
     assert "hf download acme/absent" in missing.stderr
 
 
-def _hub_that_knows_no_repository():
-    """A local stand-in for the Hub's API that answers 404 to everything, and the requests it saw."""
+def _stand_in_hub(status: int, code: str):
+    """A local stand-in for the Hub's API that answers every request with `status` and this X-Error-Code, and the
+    requests it saw."""
     import http.server
     import threading
 
     seen = []
 
-    class NotFound(http.server.BaseHTTPRequestHandler):
+    class Refuse(http.server.BaseHTTPRequestHandler):
         def do_GET(self):  # noqa: N802 (the name http.server calls)
             seen.append(self.path)
-            self.send_response(404)
-            self.send_header("X-Error-Code", "RepoNotFound")
+            self.send_response(status)
+            self.send_header("X-Error-Code", code)
             self.end_headers()
 
         do_HEAD = do_GET
@@ -531,30 +537,66 @@ def _hub_that_knows_no_repository():
         def log_message(self, *args):
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), NotFound)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Refuse)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server, seen
 
 
-def test_a_relative_path_in_the_wrong_folder_is_not_looked_up_on_the_hub(tmp_path, tmp_path_factory):
-    """'runs/sudoku' where runs/ exists but holds no sudoku is a mistyped path: no request leaves the machine.
-    Where no runs/ folder is, the same text is a hub id: the user is told it is downloaded, and a repository the
-    Hub does not know is called that (not 'not in the cache')."""
-    server, seen = _hub_that_knows_no_repository()
-    env = {**os.environ, "HF_ENDPOINT": f"http://127.0.0.1:{server.server_address[1]}",
-           "HF_HUB_CACHE": str(tmp_path_factory.mktemp("hf_cache"))}
-    env.pop("HF_HUB_OFFLINE", None)
-    load = [sys.executable, "-c", "from diffsolve.core import load_model; load_model('runs/sudoku')"]
-    (tmp_path / "runs").mkdir()
-    here = subprocess.run(load, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
-    assert here.returncode != 0 and "runs/sudoku: no such checkpoint directory (read as a path" in here.stderr
+def _cache_holding(path: Path, cache: Path, repo_id: str) -> None:
+    """A Hugging Face cache in which `repo_id` is the checkpoint at `path`."""
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    snapshot = repo / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    for name in os.listdir(path):
+        (snapshot / name).write_bytes((path / name).read_bytes())
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+
+
+def _load_in(folder: Path, repo_id: str, **env):
+    script = f"from diffsolve.core import load_model; print(type(load_model({repo_id!r})).__name__)"
+    environment = {k: v for k, v in {**os.environ, **env}.items() if v is not None}
+    return subprocess.run([sys.executable, "-c", script], cwd=folder, env=environment, capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_a_hub_id_that_could_be_a_mistyped_path_is_not_looked_up_on_the_hub(saved, tmp_path_factory):
+    """'runs/sudoku' where runs/ exists but holds no sudoku: no request leaves the machine, though a cached copy is
+    used (a google/ folder must not hide a downloaded google/... model). Elsewhere the same text is a hub id: the
+    download is said on stderr, and a repository the Hub does not know is called that."""
+    _, path = saved
+    server, seen = _stand_in_hub(404, "RepoNotFound")
+    cache = tmp_path_factory.mktemp("hf_cache")
+    _cache_holding(path, cache, "runs/cached")
+    env = dict(HF_ENDPOINT=f"http://127.0.0.1:{server.server_address[1]}", HF_HUB_CACHE=str(cache),
+               HF_HUB_OFFLINE=None)
+    here = tmp_path_factory.mktemp("project")
+    (here / "runs").mkdir()
+    mistyped = _load_in(here, "runs/sudoku", **env)
+    assert mistyped.returncode != 0 and "Not looked up on the Hub: runs/ is a folder here" in mistyped.stderr
+    cached = _load_in(here, "runs/cached", **env)
+    assert cached.returncode == 0 and cached.stdout.strip() == "DiffusionGemma"
     assert seen == []
-    elsewhere = subprocess.run(load, cwd=tmp_path_factory.mktemp("empty"), env=env, capture_output=True, text=True,
-                               timeout=120)
+    elsewhere = _load_in(tmp_path_factory.mktemp("empty"), "runs/sudoku", **env)
     server.shutdown()
     assert seen, "the hub id was never looked up"
-    assert "runs/sudoku: not in the Hugging Face cache; downloading it from the Hub" in elsewhere.stderr
+    assert "runs/sudoku: not in the Hugging Face cache; downloading it from the Hugging Face Hub" in elsewhere.stderr
     assert "no such model repository on the Hugging Face Hub" in elsewhere.stderr
+
+
+def test_a_gated_repository_is_called_gated_and_offline_nothing_is_said_to_download(tmp_path_factory):
+    server, seen = _stand_in_hub(403, "GatedRepo")
+    env = dict(HF_ENDPOINT=f"http://127.0.0.1:{server.server_address[1]}",
+               HF_HUB_CACHE=str(tmp_path_factory.mktemp("hf_cache")), HF_HUB_OFFLINE=None)
+    empty = tmp_path_factory.mktemp("empty")
+    gated = _load_in(empty, "google/gated-model", **env)
+    assert "google/gated-model: a gated repository on the Hugging Face Hub: accept its terms" in gated.stderr
+    asked = len(seen)
+    offline = _load_in(empty, "google/gated-model", **{**env, "HF_HUB_OFFLINE": "1"})
+    server.shutdown()
+    assert offline.returncode != 0 and "(HF_HUB_OFFLINE is set)" in offline.stderr
+    assert "downloading" not in offline.stderr and asked > 0 and len(seen) == asked
 
 
 def test_a_home_folder_of_an_unknown_user_is_no_such_directory():

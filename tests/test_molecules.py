@@ -815,6 +815,7 @@ def test_acceptance_keeps_training_like_molecules_more_often(tmp_path):
     (lambda t: t.update(mean=t["mean"][:, None].repeat(1, 2)), r"mean \(\d+, 2\)"),
     (lambda t: t.update(cap=torch.tensor(float("nan"), dtype=torch.float64)), r"cap holds inf or NaN"),
     (lambda t: t.update(scale=-t["scale"]), r"scale must be positive"),
+    (lambda t: t.update(mean=t["mean"].long()), r"mean has dtype torch.int64, expected floating point"),
 ])
 def test_an_acceptance_file_of_the_wrong_make_is_refused_when_loaded(tmp_path, edit, problem):
     """Not 35 s into a design with a size mismatch, nor (a NaN cap) every molecule silently left out."""
