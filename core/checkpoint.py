@@ -104,15 +104,16 @@ def resolve_checkpoint(path_or_id: str | os.PathLike) -> Path:
         partial = True  # a download cut short: finished below
     except Exception:
         pass
-    absent = f"{repo_id}: no such local directory, and not in the Hugging Face cache"
-    how = (f"Download it once where there is a network (`hf download {repo_id}`, or `huggingface-cli download` with "
-           "older huggingface_hub) or pass the path of a local checkpoint directory.")
-    if constants.HF_HUB_OFFLINE:
-        raise CheckpointError(f"{absent} (HF_HUB_OFFLINE is set). {how}")
+    absent = (f"{repo_id}: no such local directory, and "
+              + ("only partly downloaded in" if partial else "not in") + " the Hugging Face cache")
     owner = Path(repo_id.split("/")[0])
     if owner.is_dir():  # 'runs/sudoku' typed in the wrong folder must not fetch a stranger's 'runs' repository
         raise CheckpointError(f"{absent}. Not looked up on the Hub: {owner}/ is a folder here, so this may be a "
                               f"mistyped path (run from another folder, or `hf download {repo_id}` first)")
+    how = (f"Download it once where there is a network (`hf download {repo_id}`, or `huggingface-cli download` with "
+           "older huggingface_hub) or pass the path of a local checkpoint directory.")
+    if constants.HF_HUB_OFFLINE or _offline_now():
+        raise CheckpointError(f"{absent} (offline mode: HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE). {how}")
     log.warning("%s: %s from the Hugging Face Hub", repo_id,
                 "finishing its download" if partial else "not in the Hugging Face cache; downloading it")
     try:
@@ -120,12 +121,19 @@ def resolve_checkpoint(path_or_id: str | os.PathLike) -> Path:
     except GatedRepoError:  # before its parent class: Gemma releases are gated
         raise CheckpointError(f"{repo_id}: a gated repository on the Hugging Face Hub: accept its terms on "
                               f"https://huggingface.co/{repo_id} and log in with a token that has access "
-                              "(`hf auth login`)") from None
+                              "(`hf auth login`; older huggingface_hub: `huggingface-cli login`)") from None
     except RepositoryNotFoundError:
         raise CheckpointError(f"{repo_id}: no such local directory, and no such model repository on the Hugging "
-                              "Face Hub (or a private one: log in with `hf auth login`)") from None
+                              "Face Hub (or a private one: log in with `hf auth login`, or `huggingface-cli login` "
+                              "with older huggingface_hub)") from None
     except Exception as exc:  # no network, a timeout: the same to the caller
         raise CheckpointError(f"{absent} ({type(exc).__name__}). {how}") from None
+
+
+def _offline_now() -> bool:
+    """Offline mode as the environment says it now: huggingface_hub reads it once, when first imported."""
+    return any(os.environ.get(name, "").upper() in ("1", "ON", "YES", "TRUE")
+               for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
 
 
 def check_device(device: str | torch.device) -> torch.device:
@@ -279,9 +287,10 @@ def load_model(path_or_id: str | os.PathLike, dtype: torch.dtype | str = "auto",
     """
     device = check_device(device)
     directory = resolve_checkpoint(path_or_id)
+    raw = _read_config_json(directory)
     shards = _shard_files(directory)
     # before the config is built: a config claiming 10**8 layers would take minutes and gigabytes to describe
-    _check_layer_count(directory, _read_config_json(directory), shards)
+    _check_layer_count(directory, raw, shards)
     config = read_config(directory)
     dtype = stored_dtype(directory) if dtype == "auto" else dtype
     if dtype not in COMPUTE_DTYPES:
@@ -345,11 +354,11 @@ _LAYER = re.compile(r"model\.(?:decoder|encoder\.language_model)\.layers\.(\d+)\
 
 
 def _check_layer_count(directory: Path, raw: object, shards: list[Path]) -> None:
-    """config.json's layer count (when it is a whole number: `read_config` names any other value) against the
-    layers the weights hold, from the shards' headers."""
-    text = raw.get("text_config") if isinstance(raw, dict) else None
+    """A DiffusionGemma config.json's layer count against the layers the weights hold, from the shards' headers
+    (another model type, or a count that is not a positive whole number, is left to `read_config` to name)."""
+    text = raw.get("text_config") if isinstance(raw, dict) and raw.get("model_type") == "diffusion_gemma" else None
     claimed = text.get("num_hidden_layers") if isinstance(text, dict) else None
-    if isinstance(claimed, bool) or not isinstance(claimed, int):
+    if isinstance(claimed, bool) or not isinstance(claimed, int) or claimed < 1:
         return
     held = set()
     for shard in shards:

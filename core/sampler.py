@@ -394,11 +394,10 @@ def denoise_canvas(model: DiffusionGemma, cache: KVCache, config: SamplingConfig
             new_canvas = torch.where(r.pins[0], r.pins[1], new_canvas)
             new_argmax = torch.where(r.pins[0], r.pins[1], new_argmax)
             accepted = accepted | r.pins[0]
-        if r.finished.any():  # finished rows stay frozen, as in transformers
+        if r.finished.any():  # finished rows stay frozen, as in transformers (their entropy no longer matters)
             new_argmax = torch.where(r.finished[:, None], r.argmax, new_argmax)
             new_canvas = torch.where(r.finished[:, None], r.canvas, new_canvas)
             logits = torch.where(r.finished[:, None, None], r.sc_logits, logits)
-            entropy = token_entropy(logits)
         stop = r.stopper(new_argmax, entropy) if r.stopper is not None else torch.zeros_like(r.finished)
         r.solved, stop = _verified(r.guidance, new_argmax, r.finished, r.solved, stop)
         r.finished = r.finished | stop

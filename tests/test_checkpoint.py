@@ -196,24 +196,16 @@ def test_damaged_side_files_are_named(saved, name, text, message):
         load_model(path)
 
 
-def test_whole_number_tensors_are_not_cast_to_weights(saved):
+@pytest.mark.parametrize("dtype, stored", [(torch.int32, "I32"), (torch.float8_e4m3fn, "F8_E4M3")])
+def test_weights_of_a_dtype_the_model_cannot_compute_in_are_refused_by_name(saved, dtype, stored):
+    """Whole numbers are not cast to weights silently; float8 cannot even be checked for inf and NaN."""
     _, path = saved
     tensors = load_file(path / "model.safetensors")
     name = sorted(tensors)[0]
-    tensors[name] = tensors[name].to(torch.int32)
+    tensors[name] = tensors[name].to(dtype)
     save_file(tensors, path / "model.safetensors")
-    with pytest.raises(CheckpointError, match=rf"1 mis-shaped or mistyped: {name}: checkpoint dtype I32, "
+    with pytest.raises(CheckpointError, match=rf"1 mis-shaped or mistyped: {name}: checkpoint dtype {stored}, "
                                               "expected one of F32, BF16, F16, F64"):
-        load_model(path)
-
-
-def test_float8_weights_are_refused_by_name(saved):
-    _, path = saved
-    tensors = load_file(path / "model.safetensors")
-    name = sorted(tensors)[0]
-    tensors[name] = tensors[name].to(torch.float8_e4m3fn)
-    save_file(tensors, path / "model.safetensors")
-    with pytest.raises(CheckpointError, match=rf"{name}: checkpoint dtype F8_E4M3, expected one of"):
         load_model(path)
 
 
@@ -240,13 +232,40 @@ def test_an_index_naming_a_file_outside_the_folder_is_refused(saved, tmp_path_fa
             call(out)
 
 
-def test_a_config_claiming_more_layers_than_the_weights_hold_is_refused_before_building(saved):
+def test_a_config_claiming_more_layers_than_the_weights_hold_is_refused_before_building(saved, monkeypatch):
+    """10**8 layers would take minutes and gigabytes to describe: the count is checked before the config is read."""
+    from diffsolve.core import checkpoint
+
     _, path = saved
     config = json.loads((path / "config.json").read_text())
-    config["text_config"].update(num_hidden_layers=10**8, layer_types=None)  # minutes and gigabytes to describe
+    config["text_config"].update(num_hidden_layers=10**8, layer_types=None)
     (path / "config.json").write_text(json.dumps(config))
+
+    def built_too_early(directory):
+        raise AssertionError("the config was built before its layer count was checked")
+
+    monkeypatch.setattr(checkpoint, "read_config", built_too_early)
     with pytest.raises(CheckpointError, match=r"num_hidden_layers 100000000, but the weights hold 2 layers"):
         load_model(path)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda c: c.update(model_type="gemma4"), "model_type: expected 'diffusion_gemma', got 'gemma4'"),
+    (lambda c: c["text_config"].update(num_hidden_layers=-3), "num_hidden_layers: must be a positive integer"),
+])
+def test_another_model_or_a_bad_count_is_named_as_such_not_as_a_layer_mismatch(saved, edit, message):
+    _, path = saved
+    config = json.loads((path / "config.json").read_text())
+    edit(config)
+    (path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ConfigError, match=message):
+        load_model(path)
+
+
+def test_a_folder_with_a_broken_config_and_no_weights_is_named_by_its_config(tmp_path):
+    (tmp_path / "config.json").write_text("{broken")
+    with pytest.raises(CheckpointError, match=r"config.json: invalid JSON at line 1"):
+        load_model(tmp_path)
 
 
 @pytest.mark.parametrize("edit, message", [
@@ -595,8 +614,26 @@ def test_a_gated_repository_is_called_gated_and_offline_nothing_is_said_to_downl
     asked = len(seen)
     offline = _load_in(empty, "google/gated-model", **{**env, "HF_HUB_OFFLINE": "1"})
     server.shutdown()
-    assert offline.returncode != 0 and "(HF_HUB_OFFLINE is set)" in offline.stderr
+    assert offline.returncode != 0 and "(offline mode: HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE)" in offline.stderr
     assert "downloading" not in offline.stderr and asked > 0 and len(seen) == asked
+    (empty / "google").mkdir()  # offline too, a folder of the owner's name means a path may have been mistyped
+    mistyped = _load_in(empty, "google/gated-model", HF_HUB_OFFLINE="1", HF_HUB_CACHE=env["HF_HUB_CACHE"])
+    assert "Not looked up on the Hub: google/ is a folder here" in mistyped.stderr
+
+
+def test_offline_mode_set_after_huggingface_hub_was_imported_is_kept(tmp_path):
+    server, seen = _stand_in_hub(404, "RepoNotFound")
+    script = ("import os, huggingface_hub.constants; from diffsolve.core import load_model\n"
+              "os.environ['HF_HUB_OFFLINE'] = '1'\n"
+              "load_model('acme/absent')")
+    env = {**os.environ, "HF_ENDPOINT": f"http://127.0.0.1:{server.server_address[1]}",
+           "HF_HUB_CACHE": str(tmp_path / "cache")}
+    env.pop("HF_HUB_OFFLINE", None)
+    env.pop("TRANSFORMERS_OFFLINE", None)
+    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
+                            timeout=120)
+    server.shutdown()
+    assert "(offline mode: HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE)" in result.stderr and seen == []
 
 
 def test_a_home_folder_of_an_unknown_user_is_no_such_directory():
