@@ -22,7 +22,7 @@ import typer
 from rich.console import Console
 
 from ..core import (CheckpointError, ConfigError, CtrlC, DiffusionGemma, SamplingConfig, StepInfo, check_device,
-                    generate, load_model, one_canvas, write_atomically)
+                    generate, load_model, one_canvas, resolve_checkpoint, write_atomically)
 from ..core.arguments import MAX_CANVASES
 from ..tasks.text import bad_byte, plural, read_text, split_lines
 from .checkpoints import check_task_model, default_checkpoint
@@ -266,6 +266,17 @@ def _load(checkpoint: str | None, task: str, device: str, threads: int | None,
         raise typer.Exit(2) from None
 
 
+def _check_checkpoint_found(checkpoint: str | None) -> None:
+    """--checkpoint names a folder, or a hub id in the cache (or on the Hub), before any input is read; exit 2."""
+    if checkpoint is None:
+        return
+    try:
+        resolve_checkpoint(checkpoint)
+    except CheckpointError as exc:
+        _error(_naming("--checkpoint", checkpoint, exc))
+        raise typer.Exit(2) from None
+
+
 def _naming(option: str, value: str | Path, exc: Exception) -> str:
     """`OPTION VALUE: what is wrong`, without the message's own copy of the path when it starts with one."""
     head, colon, rest = f"{exc}".partition(": ")
@@ -362,6 +373,8 @@ def sudoku(
     format = choice(format, "--format", ("text", "line", "json"))
     _check_search(model_only, backtrack)
     _check_canvases(canvases, model_only)
+    _check_device(device)
+    _check_checkpoint_found(checkpoint)  # before a large file is parsed (a 49 MB CSV takes 20 s)
 
     entries, names = _read_puzzle_files(files)
 

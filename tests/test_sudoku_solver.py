@@ -247,6 +247,17 @@ def test_cli_rejects_bad_options(tmp_path):
         assert result.exit_code == 2 and message in result.stderr and not result.stdout
 
 
+def test_cli_names_a_missing_checkpoint_or_device_before_reading_the_puzzles(tmp_path):
+    """A large file takes seconds to parse: a mistyped --checkpoint or --device is said first, and alone."""
+    path = tmp_path / "p.txt"
+    path.write_text("not a puzzle\n")
+    for args, message in ((["--checkpoint", str(tmp_path / "absent")], f"--checkpoint {tmp_path / 'absent'}: no such"),
+                          (["--device", "gpu"], "--device gpu: expected cpu, cuda or cuda:N")):
+        result = CliRunner().invoke(app, ["sudoku", str(path), *args])
+        assert result.exit_code == 2 and message in result.stderr
+        assert "p.txt:1" not in result.stderr and not result.stdout
+
+
 def test_cli_names_a_csv_header_without_a_puzzle_column(tmp_path):
     path = tmp_path / "grids.csv"
     path.write_text("id,grid\n1," + easy_puzzle(4)[0] + "\n")
