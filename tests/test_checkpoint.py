@@ -510,10 +510,9 @@ def test_bad_locations(tmp_path):
         load_model(tmp_path)
 
 
-def test_hub_id_resolves_offline_from_the_hf_cache(saved, tmp_path_factory):
-    model, path = saved
-    cache = tmp_path_factory.mktemp("hf_cache")
-    repo = cache / "models--acme--tiny-diffusion"
+def _cache_holding(path: Path, cache: Path, repo_id: str) -> None:
+    """A Hugging Face cache in which `repo_id` is the checkpoint at `path`."""
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
     commit = "0123456789abcdef0123456789abcdef01234567"
     snapshot = repo / "snapshots" / commit
     snapshot.mkdir(parents=True)
@@ -521,6 +520,12 @@ def test_hub_id_resolves_offline_from_the_hf_cache(saved, tmp_path_factory):
         (snapshot / name).write_bytes((path / name).read_bytes())
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text(commit)
+
+
+def test_hub_id_resolves_offline_from_the_hf_cache(saved, tmp_path_factory):
+    model, path = saved
+    cache = tmp_path_factory.mktemp("hf_cache")
+    _cache_holding(path, cache, "acme/tiny-diffusion")
     expected = _logits(model)
     script = ("import torch, sys; from safetensors.torch import save_file; from diffsolve.core import load_model;"
               "m = load_model('acme/tiny-diffusion'); g = torch.Generator().manual_seed(0);"
@@ -559,18 +564,6 @@ def _stand_in_hub(status: int, code: str):
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Refuse)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server, seen
-
-
-def _cache_holding(path: Path, cache: Path, repo_id: str) -> None:
-    """A Hugging Face cache in which `repo_id` is the checkpoint at `path`."""
-    repo = cache / f"models--{repo_id.replace('/', '--')}"
-    commit = "0123456789abcdef0123456789abcdef01234567"
-    snapshot = repo / "snapshots" / commit
-    snapshot.mkdir(parents=True)
-    for name in os.listdir(path):
-        (snapshot / name).write_bytes((path / name).read_bytes())
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text(commit)
 
 
 def _load_in(folder: Path, repo_id: str, **env):
