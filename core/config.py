@@ -123,7 +123,7 @@ class ModelConfig:
     def _check_counts(self) -> None:
         for name in ("vocab_size", "hidden_size", "intermediate_size", "num_layers", "num_heads",
                      "num_kv_heads", "head_dim", "num_experts", "top_k_experts", "moe_intermediate_size",
-                     "canvas_length", "sliding_window"):
+                     "canvas_length", "sliding_window", "max_position_embeddings"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ConfigError(f"text_config.{_hf_name(name)}: must be a positive integer, got {value!r}")
@@ -234,7 +234,7 @@ class ModelConfig:
             hidden_activation=text.get("hidden_activation", "gelu_pytorch_tanh"),
             attention_bias=bool(text.get("attention_bias", False)),
             final_logit_softcapping=_number(text, "final_logit_softcapping", 30.0),  # transformers: null fails
-            max_position_embeddings=_count(text, "max_position_embeddings", 131_072),
+            max_position_embeddings=text.get("max_position_embeddings", 131_072),
             canvas_length=cfg.get("canvas_length", 256),
             pad_token_id=text.get("pad_token_id", 0),
             eos_token_id=text.get("eos_token_id", 1),
@@ -285,15 +285,6 @@ class ModelConfig:
         }
         out.update(self.passthrough)
         return out
-
-
-def _count(fields: dict[str, Any], name: str, default: int) -> int:
-    value = fields.get(name, default)
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)  # 131072.0, as some configs write it
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ConfigError(f"{name}: must be a positive integer, got {value!r}")
-    return value
 
 
 def _number(fields: dict[str, Any], name: str, default: float) -> float:
