@@ -16,6 +16,7 @@ import shutil
 import sys
 import time
 import zipfile
+import zlib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
@@ -204,23 +205,26 @@ MADE_WITH = "made_with:"  # the prefix of a cached training set's record of how 
 
 
 def cached_training_set(path: Path, build: Callable[[], dict[str, np.ndarray]], made_with: dict[str, int],
-                        check: bool = True) -> dict[str, np.ndarray]:
+                        layout: dict[str, tuple[int, ...]], check: bool = True) -> dict[str, np.ndarray]:
     """The arrays cached at `path` (.npz), or `build()`'s, written there atomically with `made_with` (such as
-    the number of examples and the seed). With `check`, a cache made with other values is refused (ValueError):
-    reusing it would train on a set other than the one the command and the model card name."""
+    the number of examples and the seed). `layout` names the arrays a set holds and each one's shape after its
+    first (examples) dimension, which all share. With `check`, a cache made with other values is refused
+    (ValueError): reusing it would train on a set other than the one the command and the model card name."""
     if path.is_file():
+        _check_layout(path, layout)
         try:
             with np.load(path) as stored:
                 arrays = {k: stored[k] for k in stored.files}
-        except (OSError, ValueError, zipfile.BadZipFile, EOFError):  # numpy's own texts suggest unpickling it
-            raise ValueError(f"{path}: not a readable .npz archive of arrays (damaged, cut short, or another "
-                             "format)") from None
+        except UNREADABLE:  # numpy's own texts suggest unpickling it
+            raise _unreadable(path) from None
+        except MemoryError:
+            raise ValueError(f"{path}: its arrays do not fit in memory here") from None
         made = _made_with({k: arrays.pop(k) for k in list(arrays) if k.startswith(MADE_WITH)}, path)
         differ = [f"{k} {made[k]}, not {made_with[k]}" for k in made if k in made_with and made[k] != made_with[k]]
         if check and differ:
             raise ValueError(f"{path} holds a training set made with other settings ({'; '.join(differ)}): train "
                              "into a new directory, or delete the file to rebuild it")
-        return arrays
+        return {name: arrays[name] for name in layout}
     arrays = build()
     path.parent.mkdir(parents=True, exist_ok=True)
     record = {MADE_WITH + k: np.int64(v) for k, v in made_with.items()}
@@ -231,6 +235,53 @@ def cached_training_set(path: Path, build: Callable[[], dict[str, np.ndarray]], 
 
     write_atomically(path, save)
     return arrays
+
+
+def _check_layout(path: Path, layout: dict[str, tuple[int, ...]]) -> None:
+    """Refuse a set whose arrays' headers do not match `layout`, before any array is read: a small compressed
+    file can declare gigabytes, and numpy would fill them before a shape could be compared."""
+    try:
+        headers = _npz_headers(path)
+    except UNREADABLE:
+        raise _unreadable(path) from None
+    missing = [name for name in layout if name not in headers]
+    if missing:
+        raise ValueError(f"{path}: holds {', '.join(sorted(headers)) or 'no arrays'}; a training set needs "
+                         f"{', '.join(layout)}")
+    shapes = {name: headers[name][0] for name in layout}
+    wrong = any(len(shape) != 1 + len(layout[name]) or shape[1:] != layout[name] for name, shape in shapes.items())
+    if wrong or len({shape[0] for shape in shapes.values()}) > 1:
+        expected = ", ".join(f"{name} [{', '.join(['N', *map(str, layout[name])])}]" for name in layout)
+        raise ValueError(f"{path}: arrays shaped {', '.join(f'{n} {list(s)}' for n, s in shapes.items())}; "
+                         f"expected {expected} with one N")
+    odd = [f"{name} ({dtype})" for name, (_, dtype, _) in headers.items() if dtype.kind not in "biuf"]
+    if odd:
+        raise ValueError(f"{path}: arrays of numbers expected, not {', '.join(odd)}")
+    short = [name for name, (shape, dtype, stored) in headers.items() if math.prod(shape) * dtype.itemsize > stored]
+    if short:
+        raise ValueError(f"{path}: {', '.join(short)} declare(s) more data than the archive holds (cut short or "
+                         "damaged)")
+
+
+UNREADABLE = (OSError, ValueError, zipfile.BadZipFile, EOFError, zlib.error)
+
+
+def _unreadable(path: Path) -> ValueError:
+    return ValueError(f"{path}: not a readable .npz archive of arrays (damaged, cut short, or another format)")
+
+
+def _npz_headers(path: Path) -> dict[str, tuple[tuple[int, ...], np.dtype, int]]:
+    """Each array's shape, dtype and stored size in bytes in an .npz, read from the headers alone."""
+    headers = {}
+    with zipfile.ZipFile(path) as archive:
+        for member in archive.infolist():
+            with archive.open(member) as f:
+                version = np.lib.format.read_magic(f)
+                read = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+                    np.lib.format.read_array_header_2_0
+                shape, _, dtype = read(f)
+            headers[member.filename.removesuffix(".npy")] = (shape, dtype, member.file_size)
+    return headers
 
 
 def made_with_record(path: Path) -> dict[str, int] | None:

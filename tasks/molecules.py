@@ -195,7 +195,16 @@ def training_set(path: Path, examples: int, seed: int, workers: int = 2, check: 
         order = np.random.default_rng(seed).permutation(len(smiles))[:examples]
         return featurize([smiles[i] for i in order], workers)
 
-    return cached_training_set(path, build, {"examples": examples, "seed": seed}, check)
+    layout = {"molecules": (MAX_SMILES_TOKENS,), "scaffolds": (MAX_SMILES_TOKENS,),
+              **{name: () for name in CONDITIONED}}
+    data = cached_training_set(path, build, {"examples": examples, "seed": seed}, layout, check)
+    allowed = IS_SMILES.clone()
+    allowed[PAD] = True
+    for name in ("molecules", "scaffolds"):
+        ids = torch.as_tensor(data[name].astype(np.int64))
+        if ((ids < 0) | (ids >= len(allowed))).any() or not allowed[ids.clamp(0, len(allowed) - 1)].all():
+            raise ValueError(f"{path}: '{name}' holds ids that are neither SMILES tokens nor padding")
+    return data
 
 
 def batches(out_dir: Path, seed: int, batch_size: int, device: str, data: Path | None = None,

@@ -141,13 +141,9 @@ def base_set(path: Path, examples: int, seed: int, workers: int = 2, check: bool
         return {"puzzles": np.array([[int(c) for c in p] for p, _ in pairs], dtype=np.uint8),
                 "solutions": np.array([[int(c) for c in s] for _, s in pairs], dtype=np.uint8)}
 
-    data = cached_training_set(path, build, {"examples": examples, "seed": seed, "workers": workers}, check)
-    if not {"puzzles", "solutions"} <= set(data):
-        raise ValueError(f"{path}: holds {', '.join(sorted(data)) or 'no arrays'}, not 'puzzles' and 'solutions'")
+    data = cached_training_set(path, build, {"examples": examples, "seed": seed, "workers": workers},
+                               {"puzzles": (CELLS,), "solutions": (CELLS,)}, check)
     puzzles, solutions = data["puzzles"], data["solutions"]
-    if puzzles.ndim != 2 or puzzles.shape[1:] != (CELLS,) or solutions.shape != puzzles.shape:
-        raise ValueError(f"{path}: 'puzzles' and 'solutions' must both be [N, {CELLS}] arrays, not "
-                         f"{list(puzzles.shape)} and {list(solutions.shape)}")
     if not (((puzzles >= 0) & (puzzles <= 9)).all() and ((solutions >= 1) & (solutions <= 9)).all()
             and ((puzzles == 0) | (puzzles == solutions)).all()):
         raise ValueError(f"{path}: puzzles must hold 0-9 (0 blank), solutions 1-9, and every clue must equal its "

@@ -7,6 +7,7 @@ only checks uniqueness while generating data and in tests; it is not part of the
 from __future__ import annotations
 
 import csv
+import heapq
 import itertools
 import math
 import re
@@ -338,6 +339,7 @@ def _check(record: _Record) -> str:
     return puzzle
 
 
+MAX_LINE = 131_072  # characters: a puzzle line holds 81 cells and their separators, a CSV row a few fields more
 DELIMITERS = ",;\t"  # comma first; semicolons (spreadsheets in comma-decimal locales) and tabs too
 GRID_ROW = 18  # a line of at most this many cells is a grid row (or a short puzzle), never a whole puzzle
 
@@ -502,11 +504,16 @@ def parse_puzzles(text: str, path: str = "<input>") -> list[ParsedPuzzle | Puzzl
 
     Bad entries come back inline, in file order, as PuzzleFormatError so the good ones can still be used."""
     lines = split_lines(text.removeprefix("\ufeff"))
+    too_long = [_Invalid(k, f"{len(line):,} characters: longer than any puzzle line ({MAX_LINE:,} at most)")
+                for k, line in enumerate(lines, 1) if len(line) > MAX_LINE]
+    for bad in too_long:  # read as blank lines: each character would cost a hundred bytes or more to parse
+        lines[bad.line - 1] = ""
     try:
         header, columns = _find_csv_header(lines)
     except _Invalid as bad:
         return [PuzzleFormatError(path, bad.line, bad.message)]
-    records = _csv_records(lines, header, columns) if columns else _text_records(lines)
+    records = heapq.merge(_csv_records(lines, header, columns) if columns else _text_records(lines), too_long,
+                          key=lambda r: r.line if isinstance(r, _Invalid) else r.start)
     results: list[ParsedPuzzle | PuzzleFormatError] = []
     for record in records:
         try:

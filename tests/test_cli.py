@@ -182,7 +182,8 @@ def test_train_names_unusable_run_directories_and_data(tmp_path):
     short = tmp_path / "short.npz"
     np.savez(short, puzzles=np.zeros((5, 80), np.uint8), solutions=np.ones((5, 80), np.uint8))
     result = run("train", "sudoku", "--out", tmp_path / "c", "--data", short)
-    assert result.exit_code == 2 and "must both be [N, 81] arrays, not [5, 80] and [5, 80]" in result.stderr
+    assert result.exit_code == 2 and ("arrays shaped puzzles [5, 80], solutions [5, 80]; expected puzzles [N, 81], "
+                                     "solutions [N, 81] with one N") in result.stderr
     wrong = tmp_path / "wrong.npz"
     np.savez(wrong, puzzles=np.full((5, 81), 12, np.uint8), solutions=np.ones((5, 81), np.uint8))
     result = run("train", "sudoku", "--out", tmp_path / "c", "--data", wrong)

@@ -93,6 +93,22 @@ def test_training_batches_hold_the_molecule_then_eos_and_optional_conditions():
         assert (task.SCAFFOLD in prompt) == has_ring  # keep=1: every scaffold shown
 
 
+def test_a_prepared_training_set_holds_smiles_token_ids_only(tmp_path):
+    import numpy as np
+
+    data = featurize([ASPIRIN, "CCO"], workers=1)
+    good = tmp_path / "good.npz"
+    np.savez(good, **data)
+    assert task.training_set(good, examples=2, seed=0, check=False)["molecules"].shape == (2, 62)
+    for name, value in (("molecules", task.EOS), ("scaffolds", 200)):  # EOS belongs after, not in, a molecule
+        broken = dict(data)
+        broken[name] = data[name].copy()
+        broken[name][0, 3] = value
+        np.savez(tmp_path / "bad.npz", **broken)
+        with pytest.raises(ValueError, match=f"'{name}' holds ids that are neither SMILES tokens nor padding"):
+            task.training_set(tmp_path / "bad.npz", examples=2, seed=0, check=False)
+
+
 # ------------------------------------------------------------------------------------------ requests
 @pytest.mark.parametrize("kwargs, message", [
     (dict(windows={"logp": (3, 1)}), "lower bound 3 is above upper bound 1"),

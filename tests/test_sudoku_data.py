@@ -374,12 +374,23 @@ def test_csv_fields_may_hold_a_hash_and_rows_may_be_empty_or_lack_the_solution()
     check_parsed(numbered, [PUZZLE], [SOLUTION])
 
 
-def test_a_line_beyond_the_csv_field_limit_is_an_error_not_a_crash():
-    huge = " ".join([PUZZLE] * 2000)
-    assert_error(parse_puzzles(huge, "s.txt")[0], 1, "expected 81 cells, got 162000", path="s.txt")
+def test_a_line_longer_than_any_puzzle_line_is_an_error_and_costs_no_memory_per_character():
+    import tracemalloc
+
+    long = " ".join([PUZZLE] * 1500)  # 122,999 characters: still read, and named by its cells
+    assert_error(parse_puzzles(long, "s.txt")[0], 1, "expected 81 cells, got 121500", path="s.txt")
     results = parse_puzzles(f"puzzle,solution\n{'.' * 200000},\n{PUZZLE},{SOLUTION}\n", "s.csv")
-    assert_error(results[0], 2, "a field is longer than 131,072 characters", path="s.csv")
+    assert_error(results[0], 2, "200,001 characters: longer than any puzzle line (131,072 at most)", path="s.csv")
     assert results[1].puzzle == PUZZLE
+    lines = [PUZZLE, "1" * 10**7, *(PUZZLE[r * 9: r * 9 + 9] for r in range(9)), "5" * 200_000]
+    tracemalloc.start()
+    results = parse_puzzles("\n".join(lines), "s.txt")
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert [getattr(r, "puzzle", None) for r in results] == [PUZZLE, None, PUZZLE, None]
+    assert_error(results[1], 2, "10,000,000 characters: longer than any puzzle line (131,072 at most)", path="s.txt")
+    assert_error(results[3], 12, "200,000 characters: longer than any puzzle line (131,072 at most)", path="s.txt")
+    assert peak < 50 * 10**6  # parsing the 10**7-character line cell by cell took 1.07 GB and 18 s
 
 
 def test_dated_titles_comma_rows_and_quoted_csv_fields_are_read_or_named():

@@ -285,3 +285,54 @@ def test_a_second_ctrl_c_stops_training_at_once(tmp_path):
         train(new_model(CFG, seed=0), impatient_batch, cfg, tmp_path / "run", progress=False)
     assert not isinstance(stop.value, TrainingInterrupted)
     assert not (tmp_path / "run" / "checkpoint").exists()
+
+
+def _npz_declaring(path, declared_shape):
+    """An .npz whose two uint8 arrays' headers declare `declared_shape` though each stores 81 bytes."""
+    import io
+    import zipfile
+
+    import numpy as np
+
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "|u1", "fortran_order": False, "shape": declared_shape})
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name in ("puzzles", "solutions"):
+            archive.writestr(f"{name}.npy", header.getvalue() + bytes(81))
+
+
+@pytest.mark.parametrize("declared, expected", [
+    ((10**12, 80), "arrays shaped puzzles [1000000000000, 80], solutions [1000000000000, 80]; expected puzzles "
+                   "[N, 81], solutions [N, 81] with one N"),
+    ((10**12, 81), "puzzles, solutions declare(s) more data than the archive holds (cut short or damaged)"),
+    ((5, 81), "puzzles, solutions declare(s) more data than the archive holds (cut short or damaged)"),
+])
+def test_a_training_set_is_judged_by_its_headers_before_its_arrays_are_read(tmp_path, declared, expected):
+    """Before, numpy allocated what the header declared (a 10**12-row array: MemoryError) before any check."""
+    from diffsolve.core.training import cached_training_set
+
+    path = tmp_path / "lying.npz"
+    _npz_declaring(path, declared)
+    with pytest.raises(ValueError) as refused:
+        cached_training_set(path, dict, {}, {"puzzles": (81,), "solutions": (81,)}, check=False)
+    assert str(refused.value) == f"{path}: {expected}"
+
+
+def test_a_training_set_must_hold_every_array_of_its_layout_and_only_numbers(tmp_path):
+    import numpy as np
+
+    from diffsolve.core.training import cached_training_set
+
+    layout = {"puzzles": (81,), "solutions": (81,)}
+    path = tmp_path / "partial.npz"
+    np.savez(path, puzzles=np.zeros((5, 81), np.uint8))
+    with pytest.raises(ValueError, match="holds puzzles; a training set needs puzzles, solutions"):
+        cached_training_set(path, dict, {}, layout, check=False)
+    np.savez(path, puzzles=np.zeros((5, 81), np.uint8), solutions=np.full((5, 81), "9"))
+    with pytest.raises(ValueError, match=r"arrays of numbers expected, not solutions \(<U1\)"):
+        cached_training_set(path, dict, {}, layout, check=False)
+    np.savez(path, puzzles=np.zeros((5, 81), np.uint8), solutions=np.ones((4, 81), np.uint8))
+    with pytest.raises(ValueError, match=r"puzzles \[5, 81\], solutions \[4, 81\]; .* with one N"):
+        cached_training_set(path, dict, {}, layout, check=False)
+    np.savez(path, puzzles=np.zeros((5, 81), np.uint8), solutions=np.ones((5, 81), np.uint8), extra=np.arange(3))
+    assert set(cached_training_set(path, dict, {}, layout, check=False)) == {"puzzles", "solutions"}
