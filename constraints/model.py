@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from ..core import arguments
-from ..core.sampler import Guidance
+from ..core.sampler import Guidance, any_sibling
 
 
 def tabu_tenure(conflicting: Tensor, generator: torch.Generator | None) -> Tensor:
@@ -211,8 +211,8 @@ class CompiledConstraints(Guidance):
     """Constraint tensors for a batch of canvases; `repeat(n)` gives n parallel canvases per row.
 
     All-different groups become a peer tensor over the union of their values (the "domain", D tokens):
-    `peers[l, m, d]` says positions l and m may not both hold value d. Every hook propagates what the settled
-    positions force, to a fixpoint, with batched tensor ops (see `_propagate`).
+    `peers[l, m, d]` says positions l and m may not both hold value d. `allowed` and `violations` propagate what
+    the settled positions force, to a fixpoint, with batched tensor ops (see `_propagate`).
     """
 
     def __init__(self, model: ConstraintModel, device: torch.device, dead_end: str = "release",
@@ -263,6 +263,7 @@ class CompiledConstraints(Guidance):
         # [D, Gw] values outside each wide group; None when every group holds the whole domain (colouring, routes)
         self.wide_outside = None if self.wide_values.all() else (~self.wide_values).float().T
         self.in_groups = self.own_values.any(-1)  # [L]
+        self.has_groups = bool(self.in_groups.any())  # read every pass: a Python bool, not a device sync
         self.neighbours = (self.peers > 0.5).any(-1).float()  # [L, L]: positions sharing any group
         self.earlier_peers = torch.tril(self.neighbours, diagonal=-1)  # [l, m]: m < l and they share a group
         # [B, L]: the position may take a token no all-different group of it constrains (never forced, never dead)
@@ -352,10 +353,6 @@ class CompiledConstraints(Guidance):
     @property
     def needs_kept_tokens(self) -> bool:
         return self.dead_end in ("restart", "backtrack")
-
-    def repeat(self, n: int) -> "CompiledConstraints":
-        """Each row repeated n times in a row (parallel restarts of the same instance)."""
-        return self.select(torch.arange(self.batch_size, device=self.device).repeat_interleave(n))
 
     def select(self, rows: Tensor) -> "CompiledConstraints":
         """The constraints of the given canvases (indices into this batch)."""
@@ -477,7 +474,7 @@ class CompiledConstraints(Guidance):
     def allowed(self, canvas: Tensor, settled: Tensor) -> Tensor | None:
         self._check_rows(canvas)
         allowed = self.static_allowed
-        if self.in_groups.any():
+        if self.has_groups:
             settled = settled | (self.pins >= 0)
             candidates, dead = self._propagate(canvas, settled)
             self._before = (settled, candidates, dead.any(-1))
@@ -514,7 +511,7 @@ class CompiledConstraints(Guidance):
         bad = torch.zeros_like(accepted)
         if self.static_allowed is not None:
             bad |= ~self.static_allowed.gather(2, canvas.unsqueeze(2)).squeeze(2)
-        if self.in_groups.any():
+        if self.has_groups:
             settled = accepted | (self.pins >= 0)
             bad |= self._clashes(canvas, settled)
             settled &= ~bad
@@ -620,25 +617,20 @@ class CompiledConstraints(Guidance):
     def _share_facts(self, ruled_at: Tensor) -> Tensor:
         """Values ruled out at depth 0 hold for the instance itself, not just one search path (depth 0 is the
         pins and what they force), so parallel canvases of one declared row pool them."""
-        shared = self._any_sibling((ruled_at == 0).flatten(1)).view_as(ruled_at)
+        shared = any_sibling((ruled_at == 0).flatten(1), self.rows).view_as(ruled_at)
         return torch.where(shared & (ruled_at < 0), 0, ruled_at)
-
-    def _any_sibling(self, flags: Tensor) -> Tensor:
-        """[B, ...]: flags OR-ed over the parallel canvases of each declared row."""
-        pooled = torch.zeros(int(self.rows.max()) + 1, *flags.shape[1:], dtype=torch.long, device=flags.device)
-        return pooled.index_add_(0, self.rows, flags.long())[self.rows] > 0
 
     def retire(self, solved: Tensor) -> Tensor:
         """Once one canvas of a declared row is solved, its parallel siblings stop; so do all canvases of a
         refuted row."""
-        return self._any_sibling(solved) | self.refuted[self.rows]
+        return any_sibling(solved, self.rows) | self.refuted[self.rows]
 
     def verify(self, canvas: Tensor) -> Tensor:
         self._check_rows(canvas)
         ok = ((self.pins < 0) | (canvas == self.pins)).all(-1)
         if self.static_allowed is not None:
             ok &= self.static_allowed.gather(2, canvas.unsqueeze(2)).squeeze(2).all(-1)
-        if self.in_groups.any():
+        if self.has_groups:
             ok &= ~self._clashes(canvas, torch.ones_like(canvas, dtype=torch.bool)).any(-1)
         for predicate in self.predicates:
             ok &= predicate.verify(canvas, self.rows)

@@ -148,12 +148,13 @@ class Guidance:
     tokens were settled when (a search over guesses), which holds only if the sampler keeps accepted tokens
     (`SamplingConfig(keep_accepted=True)`, as `guided_config` sets); `denoise_canvas` refuses it otherwise.
     `device` and `canvas_shape` (positions, vocabulary), where set, name what the hooks were made for; the
-    sampler refuses another model's.
+    sampler refuses another model's. Hooks that keep per-row state define `select` and `batch_size`.
     """
 
     needs_kept_tokens: bool = False
     device: torch.device | None = None
     canvas_shape: tuple[int, int] | None = None
+    batch_size: int | None = None
 
     def pinned(self, batch: int, device: torch.device) -> tuple[Tensor, Tensor] | None:
         """(mask [B, L] bool, values [B, L]) of positions whose token is fixed."""
@@ -186,12 +187,13 @@ class Guidance:
         return self
 
     def repeat(self, n: int) -> "Guidance":
-        """Each row's hooks n times in a row (parallel canvases of one instance). Stateless: itself; hooks that
-        keep per-row state (their own `select`) must define it."""
-        if type(self).select is not Guidance.select:
+        """Each row's hooks n times in a row (parallel canvases of one instance). Stateless: itself."""
+        if type(self).select is Guidance.select:
+            return self
+        if self.batch_size is None:
             raise NotImplementedError(f"{type(self).__name__} keeps per-row state (it defines select): define "
-                                      "repeat too")
-        return self
+                                      "batch_size, or repeat")
+        return self.select(torch.arange(self.batch_size, device=self.device).repeat_interleave(n))
 
 
 class Pins(Guidance):
@@ -202,18 +204,25 @@ class Pins(Guidance):
 
     @classmethod
     def of(cls, guidance: Guidance, batch: int, device: torch.device) -> Guidance:
-        """Only the pins of `guidance`'s first `batch` rows."""
+        """Only the pins of `guidance` (for `batch` canvases), none of its other constraints."""
         pins = guidance.pinned(batch, device)
         return Guidance() if pins is None else cls(*pins)
+
+    @property
+    def batch_size(self) -> int:
+        return self.mask.shape[0]
 
     def pinned(self, batch: int, device: torch.device) -> tuple[Tensor, Tensor]:
         return self.mask.to(device), self.values.to(device)
 
-    def repeat(self, n: int) -> "Pins":
-        return Pins(self.mask.repeat_interleave(n, dim=0), self.values.repeat_interleave(n, dim=0))
-
     def select(self, rows: Tensor) -> "Pins":
         return Pins(self.mask[rows], self.values[rows])
+
+
+def any_sibling(flags: Tensor, rows: Tensor) -> Tensor:
+    """[B, ...]: `flags` OR-ed over the canvases that share an instance (`rows` [B]: each canvas's instance)."""
+    pooled = torch.zeros(int(rows.max()) + 1, *flags.shape[1:], dtype=torch.long, device=flags.device)
+    return pooled.index_add_(0, rows.to(flags.device), flags.long())[rows.to(flags.device)] > 0
 
 
 @dataclass

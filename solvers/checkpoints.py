@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+import sys
 
 from tokenizers import Tokenizer
 
 from ..core import CheckpointError, DiffusionGemma, load_model
 
-if TYPE_CHECKING:
-    from typing import Self  # Python 3.11; the package supports 3.10
+if sys.version_info >= (3, 11):
+    from typing import Self
+else:
+    from typing_extensions import Self
 
 SHIPPED = {"sorting": "sort-demo", "sudoku": "sudoku", "molecules": "molecules", "graphs": "graphs"}
 

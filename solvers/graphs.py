@@ -855,7 +855,7 @@ def _is_path(graph: nx.Graph, path: list, source, target) -> bool:
 
 
 def _is_hamiltonian(graph: nx.Graph, path: list, cycle: bool, start, end) -> bool:
-    if sorted(map(str, path)) != sorted(map(str, graph.nodes)) or len(set(path)) != len(path):
+    if len(path) != graph.number_of_nodes() or set(path) != set(graph.nodes):
         return False
     if start is not None and path[0] != start or end is not None and path[-1] != end:
         return False

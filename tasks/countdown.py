@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 
 from ..core import Guidance
+from ..core.sampler import any_sibling
 from .graph_data import CHAR_ID, CHARACTERS, EOS, MAX_COUNTDOWN_NUMBERS, OPERATORS, PAD, VOCAB, apply
 
 END = "$"  # EOS in prefix strings
@@ -296,8 +297,9 @@ class CountdownGuidance(Guidance):
         self.dead: dict[int, set[tuple[int, ...]]] = {}  # per instance: pools that cannot make the target
         self._cached = None
 
-    def repeat(self, n: int) -> "CountdownGuidance":
-        return self.select(torch.arange(len(self.rows)).repeat_interleave(n))
+    @property
+    def batch_size(self) -> int:
+        return len(self.rows)
 
     def select(self, rows: Tensor) -> "CountdownGuidance":
         out = object.__new__(CountdownGuidance)
@@ -409,6 +411,4 @@ class CountdownGuidance(Guidance):
         return torch.tensor(ok, device=canvas.device)
 
     def retire(self, solved: Tensor) -> Tensor:
-        count = torch.zeros(int(self.rows.max()) + 1, dtype=torch.long)
-        rows = self.rows
-        return (count.index_add_(0, rows, solved.cpu().long())[rows] > 0).to(solved.device)
+        return any_sibling(solved, self.rows)

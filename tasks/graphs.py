@@ -361,10 +361,12 @@ def tabu_coloring(n: int, edges: Sequence[tuple[int, int]], k: int, start: Tenso
 def first_proper_coloring(colors: Tensor, k: int, edges: Sequence[tuple[int, int]]) -> list[int] | None:
     """The first row of `colors` ([R, n]; canvas tokens minus COLOR0) that is a proper colouring with colours
     0..k-1, as a list; None if no row is."""
-    for row in colors.tolist():
-        if all(0 <= c < k for c in row) and all(row[u] != row[v] for u, v in edges):
-            return row
-    return None
+    proper = ((colors >= 0) & (colors < k)).all(1)
+    if edges:
+        u, v = torch.tensor(list(edges), device=colors.device).T
+        proper &= (colors[:, u] != colors[:, v]).all(1)
+    first = proper.nonzero()
+    return colors[first[0, 0]].tolist() if len(first) else None
 
 
 def peel_low_degree(graph: nx.Graph, k: int) -> tuple[list, list]:
@@ -427,8 +429,21 @@ class RouteGuidance(Guidance):
         self.rows = torch.arange(successor.shape[0], device=successor.device)
         self.strikes = torch.zeros_like(pred) if strikes is None else strikes
 
-    def repeat(self, n: int) -> "RouteGuidance":
-        return self.select(torch.arange(self.successor.shape[0], device=self.successor.device).repeat_interleave(n))
+    @property
+    def batch_size(self) -> int:
+        return self.successor.shape[0]
+
+    @property
+    def device(self) -> torch.device:
+        return self.base.device
+
+    @property
+    def canvas_shape(self) -> tuple[int, int]:
+        return self.base.canvas_shape
+
+    @property
+    def needs_kept_tokens(self) -> bool:
+        return self.base.needs_kept_tokens
 
     def select(self, rows: Tensor) -> "RouteGuidance":
         return RouteGuidance(self.base.select(rows), self.successor[rows], self.pred[rows], self.succ[rows],

@@ -874,7 +874,8 @@ class MoleculeGuidance(Guidance):
     def violations(self, canvas: Tensor, accepted: Tensor) -> Tensor:
         prefix = accepted.long().cumprod(dim=1).sum(1).tolist()
         ends = molecule_ends(canvas).tolist()
-        bad = torch.zeros_like(accepted)
+        bad = np.zeros(tuple(accepted.shape), dtype=bool)  # filled row by row here, moved to the device once
+        pinned = None if self.layouts is None else self.layouts[0].tolist()
         self._settled = torch.zeros(len(prefix), dtype=torch.bool)
         for r, (row, k, end) in enumerate(zip(canvas.tolist(), prefix, ends)):
             if k == 0:
@@ -893,8 +894,8 @@ class MoleculeGuidance(Guidance):
             failures = self._failures[key] = self._failures.get(key, 0) + 1
             if blame == -1:  # complete and chemically valid, but not what was asked for
                 culprits, grow = self._mend(tokens) if failures <= DIRECTED_TRIES else ([], False)
-                if self.layouts is not None:  # pinned fragment atoms are never blamed
-                    culprits = [i for i in culprits if not self.layouts[0][r, i]]
+                if pinned is not None:  # pinned fragment atoms are never blamed
+                    culprits = [i for i in culprits if not pinned[r][i]]
                 # a missed per-atom window: the worst atoms (alternating with growth when that helps too, as for logP)
                 if culprits and not (grow and failures % 2 == 0):
                     bad[r, culprits[:failures]] = True
@@ -905,9 +906,10 @@ class MoleculeGuidance(Guidance):
                 blame = int(torch.randint(0, len(tokens), (1,), generator=self.generator))  # a random stretch
             start = max(0, blame - 2 * (failures - 1))
             bad[r, start:k] = True
+        blamed = torch.from_numpy(bad).to(accepted.device)
         if self.layouts is not None:
-            bad &= ~self.layouts[0].to(bad.device)
-        return bad & accepted
+            blamed &= ~self.layouts[0].to(accepted.device)
+        return blamed & accepted
 
     def _check_prefix(self, tokens: Sequence[int], complete: bool) -> int | None:
         """None if fine, a token index to blame, or -1 for a valid molecule the request rejects."""

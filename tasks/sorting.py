@@ -57,7 +57,8 @@ def constraints(digits: Tensor, device: str | torch.device = "cpu") -> CompiledC
     vocab = TOKENIZER.get_vocab_size()
     wanted = torch.nn.functional.one_hot(encode_prompt(digits)[:, 1:], vocab).sum(1).to(device)  # [B, V]
     cm = ConstraintModel(LENGTH, vocab, batch_size=digits.shape[0])
-    cm.allow(range(LENGTH), sorted(set(torch.tensor(DIGIT_IDS)[digits.unique()].tolist())))
+    for row, row_digits in enumerate(digits):
+        cm.allow(range(LENGTH), torch.tensor(DIGIT_IDS)[row_digits.unique()].tolist(), row=row)
 
     def counts(canvas: Tensor, where: Tensor) -> Tensor:
         return (torch.nn.functional.one_hot(canvas, vocab) * where.unsqueeze(2)).sum(1)

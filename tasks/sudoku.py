@@ -74,8 +74,9 @@ def constraints(puzzle_values: Tensor, device: str | torch.device = "cpu", dead_
     """Clues pinned, cells restricted to digits, rows/columns/boxes each a permutation of the digits.
 
     Every pass the masks carry what the settled cells force (single candidates, single places); when the
-    settled cells lead to a cell or unit with no option left, the whole canvas is re-noised (`restart`): a
-    wrong guess poisons everything forced after it, and the next attempt samples fresh guesses."""
+    settled cells lead to a cell or unit with no option left, everything settled since the first guess is
+    re-noised (`restart`): a wrong guess poisons everything forced after it, and the next attempt samples fresh
+    guesses. What the clues alone force (depth 0) is kept."""
     b = puzzle_values.shape[0]
     cm = ConstraintModel(CELLS, TOKENIZER.get_vocab_size(), batch_size=b)
     cm.allow(range(CELLS), DIGIT_IDS)

@@ -23,8 +23,8 @@ from diffsolve.solvers.cli import app
 from diffsolve.tasks import countdown
 from diffsolve.tasks import graph_data as data
 from diffsolve.tasks.graphs import (GraphError, RouteGuidance, RouteSpec, coloring_constraints, extend_coloring,
-                                   is_proper_coloring, peel_low_degree, read_graph, relabel, route_guidance,
-                                   tabu_coloring)
+                                   first_proper_coloring, is_proper_coloring, peel_low_degree, read_graph, relabel,
+                                   route_guidance, tabu_coloring)
 
 SLOW = settings(max_examples=6, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -212,9 +212,17 @@ def test_keeping_siblings_forwards_every_hook_but_retire():
         def select(self, rows):
             return self
 
-    with pytest.raises(NotImplementedError, match="define repeat"):
+    with pytest.raises(NotImplementedError, match="define batch_size, or repeat"):
         PerRow().repeat(2)
 
+
+def test_the_first_proper_colouring_of_a_batch_is_found_without_a_loop_over_rows():
+    edges = [(0, 1), (1, 2)]
+    colors = torch.tensor([[0, 0, 1], [0, 1, 3], [1, 0, 1], [2, 1, 0]])  # clash, colour 3 >= k, proper, proper
+    assert first_proper_coloring(colors, 3, edges) == [1, 0, 1]
+    assert first_proper_coloring(colors[:2], 3, edges) is None
+    assert first_proper_coloring(torch.tensor([[0, -1]]), 3, []) is None  # -1: no colour (a non-colour token)
+    assert first_proper_coloring(torch.tensor([[2, 2]]), 3, []) == [2, 2]  # no edges: any colours in range
 
 def test_colouring_verifier_checks_every_edge_and_every_node():
     path = nx.path_graph(3)
@@ -264,6 +272,19 @@ def test_route_guidance_masks_non_neighbours_and_verifies_only_real_paths():
     allowed = guide.allowed(canvas, settled)[0, 1]
     assert allowed.nonzero().squeeze(1).tolist() == [data.NODE0 + 1]  # only node 1 follows node 0
 
+    assert (guide.canvas_shape, guide.device) == ((data.MAX_ROUTE_NODES, data.VOCAB), torch.device("cpu"))
+    assert guide.repeat(3).batch_size == 3 and guide.repeat(3).base.batch_size == 3
+
+
+def test_route_guidance_for_another_model_is_refused_by_the_sampler():
+    """It names its base constraints' canvas; before, it named none and the sampler checked nothing."""
+    from diffsolve.core import SamplingConfig, generate, load_model
+    from diffsolve.solvers.checkpoints import default_checkpoint
+
+    sorter = load_model(default_checkpoint("sorting"))
+    guide = route_guidance([RouteSpec(4, [(0, 1), (1, 2), (2, 3)], "path", 0, 3)])
+    with pytest.raises(ValueError, match=f"declared for a canvas of {data.MAX_ROUTE_NODES} positions"):
+        generate(sorter, torch.ones(1, 2, dtype=torch.long), SamplingConfig(max_denoising_steps=2), guidance=guide)
 
 def test_the_exhaustive_hamiltonian_check_agrees_with_brute_force():
     from diffsolve.solvers.graphs import _hamiltonian_route_exists

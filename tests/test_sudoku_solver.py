@@ -370,3 +370,17 @@ def test_ctrl_c_keeps_the_grids_printed_and_says_how_many(tmp_path):
     assert said and int(said[1]) == len(printed) and 0 < len(printed) < 64
     assert len(printed) + int(said[2] or 0) + int(said[3]) == 64
     assert all(is_valid_solution(p, s) for p, s in zip(puzzles, printed))
+
+
+def test_the_sorting_demo_allows_each_row_only_its_own_digits():
+    import torch
+
+    from diffsolve.tasks import sorting
+
+    digits = torch.tensor([[1] * 8 + [2] * 8, [7] * 16])
+    compiled = sorting.constraints(digits)
+    canvas = torch.zeros(2, sorting.LENGTH, dtype=torch.long)
+    allowed = compiled.allowed(canvas, torch.zeros_like(canvas, dtype=torch.bool))
+    ids = torch.tensor(sorting.DIGIT_IDS)
+    assert allowed[0, :, ids].sum(-1).eq(2).all() and allowed[0, :, ids[[1, 2]]].all()
+    assert allowed[1, :, ids].sum(-1).eq(1).all() and allowed[1, :, ids[7]].all()  # was 1, 2 and 7 for both rows
