@@ -237,29 +237,18 @@ class CompiledConstraints(Guidance):
         for positions, values, _ in model.groups:
             by_values.setdefault(tuple(values), []).append(positions)
         for values, groups in by_values.items():  # one [L, L] product per distinct value set
-            membership = torch.zeros(len(groups), length, device=device)
-            for g, positions in enumerate(groups):
-                membership[g, positions] = 1.0
-            value_mask = torch.zeros(size, dtype=torch.bool, device=device)
-            value_mask[self.domain_index[torch.tensor(values, device=device)]] = True
+            membership, value_mask = self._group_tables([(positions, values) for positions in groups], length)
             shared = (membership.T @ membership > 0.5).fill_diagonal_(False)
-            self.peers = torch.maximum(self.peers, (shared[:, :, None] & value_mask).float())
-            self.own_values |= (membership.sum(0) > 0.5)[:, None] & value_mask
+            self.peers = torch.maximum(self.peers, (shared[:, :, None] & value_mask[0]).float())
+            self.own_values |= (membership.sum(0) > 0.5)[:, None] & value_mask[0]
         exact = [(positions, values) for positions, values, is_exact in model.groups if is_exact]
-        self.exact_membership = torch.zeros(len(exact), length, device=device)  # [Gx, L]
-        self.exact_values = torch.zeros(len(exact), size, device=device)  # [Gx, D]
-        for g, (positions, values) in enumerate(exact):
-            self.exact_membership[g, positions] = 1.0
-            self.exact_values[g, self.domain_index[torch.tensor(values, device=device)]] = 1.0
+        self.exact_membership, exact_values = self._group_tables(exact, length)  # [Gx, L], [Gx, D]
+        self.exact_values = exact_values.float()
         self._compile_hall_sets(exact, size, device)
         # Other groups of three or more positions (e.g. cliques of a colouring): the pigeonhole check only
         wide = [(positions, values) for positions, values, is_exact in model.groups
                 if not is_exact and len(positions) > 2]
-        self.wide_membership = torch.zeros(len(wide), length, device=device)  # [Gw, L]
-        self.wide_values = torch.zeros(len(wide), size, dtype=torch.bool, device=device)  # [Gw, D]
-        for g, (positions, values) in enumerate(wide):
-            self.wide_membership[g, positions] = 1.0
-            self.wide_values[g, self.domain_index[torch.tensor(values, device=device)]] = True
+        self.wide_membership, self.wide_values = self._group_tables(wide, length)  # [Gw, L], [Gw, D]
         # [D, Gw] values outside each wide group; None when every group holds the whole domain (colouring, routes)
         self.wide_outside = None if self.wide_values.all() else (~self.wide_values).float().T
         self.in_groups = self.own_values.any(-1)  # [L]
@@ -282,6 +271,15 @@ class CompiledConstraints(Guidance):
         # backtrack only). One tensor, updated in place, shared by every `select`ed copy.
         self.refuted = torch.zeros(model.batch, dtype=torch.bool, device=device)
         self._before: tuple[Tensor, Tensor, Tensor] | None = None  # (settled, candidates, dead) of this pass
+
+    def _group_tables(self, groups: list[tuple[list[int], list[int]]], length: int) -> tuple[Tensor, Tensor]:
+        """[G, L] float membership of each (positions, values) group's positions and [G, D] bool its values."""
+        membership = torch.zeros(len(groups), length, device=self.device)
+        values = torch.zeros(len(groups), self.domain.numel(), dtype=torch.bool, device=self.device)
+        for g, (positions, group_values) in enumerate(groups):
+            membership[g, positions] = 1.0
+            values[g, self.domain_index[torch.tensor(group_values, device=self.device)]] = True
+        return membership, values
 
     def _compile_hall_sets(self, exact: list[tuple[list[int], list[int]]], size: int, device: torch.device) -> None:
         """Tables for Hall-set reasoning in exact groups over at most HALL_MAX_VALUES values: value subsets S

@@ -16,6 +16,7 @@ import re
 import secrets
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -238,12 +239,43 @@ def weights_digest(path_or_id: str | os.PathLike) -> str:
 
 
 # ------------------------------------------------------------------------------------------ load
-def _read_shard(shard: Path, device, dtype: torch.dtype, expected: dict, loaded: dict, unexpected: list,
-                misshaped: dict, nonfinite: list, overflow: list, save: str | None = None) -> int:
-    """Read one safetensors shard into `loaded` (by our parameter names); returns the vision tensors skipped.
-    Tensors holding inf or NaN (damaged data under an intact header) are named in `nonfinite`, those whose values
-    `dtype` cannot hold in `overflow`. With `save` (the index's), the shard must come from that save."""
-    skipped_vision = 0
+@dataclass
+class _ShardReport:
+    """What reading the shards found: the tensors (by our parameter names) and everything wrong with them."""
+
+    loaded: dict[str, torch.Tensor] = field(default_factory=dict)
+    unexpected: list[str] = field(default_factory=list)
+    misshaped: dict[str, str] = field(default_factory=dict)  # our name -> what is wrong
+    nonfinite: list[str] = field(default_factory=list)  # inf or NaN: damaged data under an intact header
+    overflow: list[str] = field(default_factory=list)  # values the load dtype cannot hold
+    skipped_vision: int = 0
+
+    def check(self, directory: Path, expected: dict, dtype: torch.dtype) -> None:
+        """Raise CheckpointError naming every tensor missing, unexpected, mis-shaped, damaged or out of range."""
+        missing = [hf_name(n) for n in expected if n not in self.loaded and n not in self.misshaped]
+        if missing or self.unexpected or self.misshaped:
+            problems = (("missing", missing), ("unexpected", self.unexpected),
+                        ("mis-shaped or mistyped", list(self.misshaped.values())))
+            parts = [f"{len(items)} {title}: " + "; ".join(items[:20]) + (" ..." if len(items) > 20 else "")
+                     for title, items in problems if items]
+            raise CheckpointError(f"{directory}: checkpoint does not match config.json -- " + " | ".join(parts))
+        if self.nonfinite:
+            raise CheckpointError(f"{directory}: {len(self.nonfinite)} weight tensor(s) hold inf or NaN, the "
+                                  f"checkpoint is damaged: {_first_five(self.nonfinite)}")
+        if self.overflow:
+            raise CheckpointError(f"{directory}: {len(self.overflow)} weight tensor(s) hold values {dtype} cannot "
+                                  f"represent (load in the checkpoint's own dtype or float32): "
+                                  f"{_first_five(self.overflow)}")
+
+
+def _first_five(names: list[str]) -> str:
+    return "; ".join(names[:5]) + (" ..." if len(names) > 5 else "")
+
+
+def _read_shard(shard: Path, device, dtype: torch.dtype, expected: dict, report: _ShardReport,
+                save: str | None = None) -> None:
+    """Read one safetensors shard into `report`, converted to `dtype`. With `save` (the index's), the shard must
+    come from that save."""
     with safe_open(str(shard), framework="pt", device=str(device)) as f:
         if save is not None and (f.metadata() or {}).get(SAVE_KEY) != save:
             raise CheckpointError(f"{shard}: written by another save than {INDEX_FILE} names (a save was cut "
@@ -251,30 +283,31 @@ def _read_shard(shard: Path, device, dtype: torch.dtype, expected: dict, loaded:
         for tensor_name in f.keys():
             name = our_name(tensor_name)
             if name is None:
-                skipped_vision += 1
+                report.skipped_vision += 1
                 continue
             if name not in expected:
-                unexpected.append(tensor_name)
+                report.unexpected.append(tensor_name)
                 continue
-            if name in loaded:
+            if name in report.loaded:
                 continue  # a tied alias (lm_head, encoder copy of a shared weight)
             header = f.get_slice(tensor_name)  # shape and dtype from the header: nothing read yet
             shape, stored = tuple(header.get_shape()), header.get_dtype()
             if shape != tuple(expected[name].shape):
-                misshaped[name] = f"{tensor_name}: checkpoint {shape}, config expects {tuple(expected[name].shape)}"
+                report.misshaped[name] = (f"{tensor_name}: checkpoint {shape}, config expects "
+                                          f"{tuple(expected[name].shape)}")
                 continue
             if stored not in STORED_FLOATS:  # integers are not cast silently; float8 cannot be checked or computed
-                misshaped[name] = (f"{tensor_name}: checkpoint dtype {stored}, expected one of "
-                                   f"{', '.join(STORED_FLOATS)}")
+                report.misshaped[name] = (f"{tensor_name}: checkpoint dtype {stored}, expected one of "
+                                          f"{', '.join(STORED_FLOATS)}")
                 continue
             tensor = f.get_tensor(tensor_name)
-            if not torch.isfinite(tensor).all():
-                nonfinite.append(tensor_name)
-            loaded[name] = tensor.to(dtype=dtype)
+            finite = bool(torch.isfinite(tensor).all())
+            if not finite:
+                report.nonfinite.append(tensor_name)
+            report.loaded[name] = tensor.to(dtype=dtype)
             narrows = torch.finfo(dtype).max < torch.finfo(tensor.dtype).max
-            if narrows and tensor_name not in nonfinite and not torch.isfinite(loaded[name]).all():
-                overflow.append(tensor_name)
-    return skipped_vision
+            if narrows and finite and not torch.isfinite(report.loaded[name]).all():
+                report.overflow.append(tensor_name)
 
 
 def load_model(path_or_id: str | os.PathLike, dtype: torch.dtype | str = "auto",
@@ -304,33 +337,15 @@ def load_model(path_or_id: str | os.PathLike, dtype: torch.dtype | str = "auto",
             model = DiffusionGemma(config)
     except (RuntimeError, TypeError, ValueError, OverflowError) as exc:  # sizes torch cannot even describe
         raise ConfigError(f"{directory / 'config.json'}: sizes no model can be built with ({exc})") from None
-    expected = _state(model)
-    loaded: dict[str, torch.Tensor] = {}
-    unexpected, misshaped, nonfinite, overflow, skipped_vision = [], {}, [], [], 0
+    expected, report = _state(model), _ShardReport()
     save = _index_save(directory) if shards[0].name != SINGLE_FILE else None
     for shard in shards:
         with _unreadable_as_checkpoint_error(shard):
-            skipped_vision += _read_shard(shard, device, dtype, expected, loaded, unexpected, misshaped, nonfinite,
-                                          overflow, save)
-    missing = [hf_name(n) for n in expected if n not in loaded and n not in misshaped]
-    if missing or unexpected or misshaped:
-        parts = []
-        problems = (("missing", missing), ("unexpected", unexpected),
-                    ("mis-shaped or mistyped", list(misshaped.values())))
-        for title, items in problems:
-            if items:
-                parts.append(f"{len(items)} {title}: " + "; ".join(items[:20]) + (" ..." if len(items) > 20 else ""))
-        raise CheckpointError(f"{directory}: checkpoint does not match config.json -- " + " | ".join(parts))
-    if nonfinite:
-        raise CheckpointError(f"{directory}: {len(nonfinite)} weight tensor(s) hold inf or NaN, the checkpoint is "
-                              f"damaged: {'; '.join(nonfinite[:5])}{' ...' if len(nonfinite) > 5 else ''}")
-    if overflow:
-        raise CheckpointError(f"{directory}: {len(overflow)} weight tensor(s) hold values {dtype} cannot represent "
-                              f"(load in the checkpoint's own dtype or float32): {'; '.join(overflow[:5])}"
-                              f"{' ...' if len(overflow) > 5 else ''}")
-    if skipped_vision:
-        log.info("skipped %d vision-tower tensors (the vision path is not modelled)", skipped_vision)
-    model.load_state_dict(loaded, strict=True, assign=True)
+            _read_shard(shard, device, dtype, expected, report, save)
+    report.check(directory, expected, dtype)
+    if report.skipped_vision:
+        log.info("skipped %d vision-tower tensors (the vision path is not modelled)", report.skipped_vision)
+    model.load_state_dict(report.loaded, strict=True, assign=True)
     model.rotary = type(model.rotary)(config.layers)  # rebuilt off the meta device
     model.eval()
     if tokenizer is not None:

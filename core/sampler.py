@@ -149,6 +149,10 @@ class Guidance:
     (`SamplingConfig(keep_accepted=True)`, as `guided_config` sets); `denoise_canvas` refuses it otherwise.
     `device` and `canvas_shape` (positions, vocabulary), where set, name what the hooks were made for; the
     sampler refuses another model's. Hooks that keep per-row state define `select` and `batch_size`.
+
+    `pinned` is asked once per canvas block; every pass then calls `allowed`, `settleable`, `violations`,
+    `verify` and `retire`, in that order, so a hook may hand what it computed to a later one of the same pass
+    (`CompiledConstraints` hands `allowed`'s propagation to `settleable` and its guess search).
     """
 
     needs_kept_tokens: bool = False

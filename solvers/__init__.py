@@ -9,7 +9,8 @@ from ..core import CheckpointError
 from ..tasks.countdown import CountdownError
 from ..tasks.graphs import GraphError
 from ..tasks.molecules import MoleculeRequest, RequestError, UnlikelyRequestWarning
-from .graphs import ColoringResult, CountdownResult, CountdownSolver, GraphSolver, RouteResult
+from .countdown import CountdownResult, CountdownSolver
+from .graphs import ColoringResult, GraphSolver, RouteResult
 from .molecules import DesignInterrupted, DesignResult, Molecule, MoleculeDesigner
 from .sudoku import SudokuResult, SudokuSolver
 

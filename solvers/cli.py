@@ -547,8 +547,7 @@ def molecules(
 
     Exit status: 0 all NUM found, 1 the budget ran out first (what was found is still written) or an output
     could not be written (the molecules then go to stdout), 2 bad request."""
-    from ..tasks.molecules import UnlikelyRequestWarning
-    from .molecules import DesignInterrupted, MoleculeDesigner, default_budget
+    from .molecules import MoleculeDesigner, default_budget
 
     format = _molecule_format(format, out)
     texts = {"logp": logp, "mw": mw, "qed": qed, "tpsa": tpsa, "hbd": hbd, "hba": hba, "rings": rings,
@@ -565,25 +564,7 @@ def molecules(
                                                                    match_training=match_training, novel=novel))
     budget = budget if budget is not None else default_budget(num)
     drawn_seed = seed if seed is not None else secrets.randbelow(2**31)
-    result, stopped = None, False
-
-    def on_round(canvases: int, count: int) -> None:
-        bar.update(task, completed=count, tried=f"{canvases}/{budget} canvases")
-        if count < num and canvases < budget:  # a finished design is not an interrupted one
-            ctrl_c.stop_if_asked()  # a round's molecules are kept only once its canvases have settled
-
-    try:
-        with (rich_progress("designing", "{task.fields[tried]}") as bar, warnings.catch_warnings(),
-              CtrlC("finishing the round of canvases under way") as ctrl_c):
-            warnings.simplefilter("ignore", UnlikelyRequestWarning)  # said above, in the CLI's words
-            task = bar.add_task("molecules", total=num, tried="")
-            result = designer.design(num, request, seed=drawn_seed, budget=budget, on_round=on_round)
-    except DesignInterrupted as stop:  # the molecules found are kept
-        result, stopped = stop.result, True
-    except KeyboardInterrupt:  # before the search began, or once it had ended (then its result is kept)
-        if result is None:
-            interrupted("no molecule designed yet")
-        stopped = True
+    result, stopped = _run_design(designer, num, request, drawn_seed, budget)
     names = sorted(set(request.windows) | {"logp", "mw", "qed"}, key=list(texts).index)
     written = True  # every output went where it was asked to
     if result.molecules or out is None:
@@ -599,6 +580,34 @@ def molecules(
         interrupted(summary + (f"; written to {out}" if out is not None and result.molecules and written else ""))
     print(summary, file=sys.stderr)
     raise typer.Exit(1 if result.exhausted or not written else 0)
+
+
+def _run_design(designer, num: int, request, seed: int, budget: int):
+    """(result, stopped): the design under a progress bar. Ctrl-C finishes the round of canvases under way and
+    keeps its molecules (stopped=True); before any molecule exists it ends the command (exit 130)."""
+    from ..tasks.molecules import UnlikelyRequestWarning
+    from .molecules import DesignInterrupted
+
+    result = None
+
+    def on_round(canvases: int, count: int) -> None:
+        bar.update(task, completed=count, tried=f"{canvases}/{budget} canvases")
+        if count < num and canvases < budget:  # a finished design is not an interrupted one
+            ctrl_c.stop_if_asked()  # a round's molecules are kept only once its canvases have settled
+
+    try:
+        with (rich_progress("designing", "{task.fields[tried]}") as bar, warnings.catch_warnings(),
+              CtrlC("finishing the round of canvases under way") as ctrl_c):
+            warnings.simplefilter("ignore", UnlikelyRequestWarning)  # said before, in the CLI's words
+            task = bar.add_task("molecules", total=num, tried="")
+            result = designer.design(num, request, seed=seed, budget=budget, on_round=on_round)
+    except DesignInterrupted as stop:  # the molecules found are kept
+        return stop.result, True
+    except KeyboardInterrupt:  # before the search began, or once it had ended (then its result is kept)
+        if result is None:
+            interrupted("no molecule designed yet")
+        return result, True
+    return result, False
 
 
 def _molecule_request(windows: dict[str, str | None], contains: str | None, scaffold: str | None,
@@ -788,9 +797,8 @@ def train(
     the recipe (batch size, learning rate, seed) must stay the same. The summary JSON goes to stdout, log lines
     to stderr and out/train_log.jsonl. Exit status: 0 trained, 1 the loss diverged (inf or NaN; the last
     checkpoint is kept), 2 bad input, 130 interrupted (checkpointed)."""
-    from ..core import files_digest, new_model, released_config
+    from ..core import files_digest
     from ..core.training import STATE_JSON, TrainConfig, TrainingDiverged, TrainingInterrupted
-    from ..core.training import deepen as deepen_model
     from ..core.training import train as run_training
 
     _check_train_options(task, device, out, data, examples, workers, init, deepen)
@@ -799,11 +807,7 @@ def train(
     workers = DEFAULT_WORKERS if workers is None else workers
     torch.set_num_threads(threads)
     module = _task_modules()[task]
-    # before the run directory is made: a refused --init leaves nothing behind
-    model = new_model(module.model_config(), seed=seed) if init is None else \
-        deepen_model(_warm_start(init, task, module), deepen)
-    model.tokenizer = module.TOKENIZER
-    model.generation_config = released_config(model, **getattr(module, "SAMPLER", {}))  # what it will ship with
+    model = _initial_model(task, module, seed, init, deepen)  # before the run directory: a refused --init
     created = not out.exists()
     lock = _lock_run_dir(out)  # before the training set is built: that can take minutes
     context.call_on_close(lock.release)
@@ -832,14 +836,7 @@ def train(
     if previous is not None and summary["steps"] <= summary["resumed_from"]:  # no step ran
         print(f"{out}: the run already ended at step {summary['resumed_from']} (more --steps or a longer "
               f"--time-budget goes on); evaluating and writing {out / 'model'} again", file=sys.stderr, flush=True)
-    print(f"{summary['steps']} steps done; evaluating the model on inputs training never used (for its model card)",
-          file=sys.stderr, flush=True)
-    try:
-        with working("evaluating"):
-            metrics = module.evaluate(model)
-    except KeyboardInterrupt:
-        interrupted(f"training finished and is checkpointed in {out / 'checkpoint'}, but {out / 'model'} was not "
-                    "written: the same command evaluates the model and writes it")
+    metrics = _evaluate_trained(model, module, out, summary["steps"])
     final = out / "model"
     command = _train_command(task, out, steps, batch_size, lr, seed, device, time_budget, examples, workers,
                              threads, data, init, deepen, cfg.compile)
@@ -854,6 +851,30 @@ def train(
               "training-likeness acceptance; to fit one (about 17 minutes on 2 cores): python -c \"from "
               f"diffsolve.solvers.molecules import fit_acceptance; fit_acceptance('{final}')\"", file=sys.stderr)
     console.print_json(json.dumps({**summary, **metrics}))
+
+
+def _initial_model(task: str, module, seed: int, init: Path | None, deepen: int) -> DiffusionGemma:
+    """A seeded new model of the task, or --init's (grown --deepen times), with what it will ship with."""
+    from ..core import new_model, released_config
+    from ..core.training import deepen as deepen_model
+
+    model = new_model(module.model_config(), seed=seed) if init is None else \
+        deepen_model(_warm_start(init, task, module), deepen)
+    model.tokenizer = module.TOKENIZER
+    model.generation_config = released_config(model, **getattr(module, "SAMPLER", {}))
+    return model
+
+
+def _evaluate_trained(model: DiffusionGemma, module, out: Path, steps: int) -> dict[str, float]:
+    """The task's metrics of the trained model on inputs training never used (for its model card)."""
+    print(f"{steps} steps done; evaluating the model on inputs training never used (for its model card)",
+          file=sys.stderr, flush=True)
+    try:
+        with working("evaluating"):
+            return module.evaluate(model)
+    except KeyboardInterrupt:
+        interrupted(f"training finished and is checkpointed in {out / 'checkpoint'}, but {out / 'model'} was not "
+                    "written: the same command evaluates the model and writes it")
 
 
 def _training_batches(task: str, module, out: Path, seed: int, batch_size: int, device: str, data: Path | None,

@@ -60,7 +60,8 @@ def _node(graph, text: str | None, option: str, file: Path):
 
 
 def _solver(kind: str, checkpoint, device, threads, model_only, canvases, max_steps, seed):
-    from .graphs import CountdownSolver, GraphSolver
+    from .countdown import CountdownSolver
+    from .graphs import GraphSolver
 
     cls = CountdownSolver if kind == "countdown" else GraphSolver
     _check_canvases(canvases, model_only)

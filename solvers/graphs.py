@@ -1,5 +1,5 @@
-"""`GraphSolver` and `CountdownSolver`: constraint-guided diffusion on graph problems; networkx graphs in, plain
-Python out, and every answer checked by an independent verifier (networkx / sympy) before it is returned."""
+"""`GraphSolver`: constraint-guided diffusion on graph problems; networkx graphs in, plain Python out, and every
+answer checked by an independent verifier (networkx) before it is returned."""
 
 from __future__ import annotations
 
@@ -15,18 +15,15 @@ from typing import TYPE_CHECKING
 import networkx as nx
 import numpy as np
 import torch
-from torch import Tensor
 
-from ..core import (DiffusionGemma, FinishClock, Guidance, Pins, SamplingConfig, StepCallback, StepInfo, arguments,
-                    generate, guided_config, one_canvas, progress_bar, released_config)
-from ..tasks import countdown
+from ..core import StepCallback, StepInfo, arguments, progress_bar
 from ..tasks.graph_data import (CANVAS, COLOR0, MAX_NODES, MAX_PATH_EDGES, MAX_PROMPT_EDGES, MAX_ROUTE_NODES,
-                                TOKENIZER, canonical_colors, color_prompt, countdown_prompt)
+                                TOKENIZER, canonical_colors, color_prompt)
 from ..tasks.graphs import (GraphError, RouteSpec, check_graph, coloring_constraints, decode_route, extend_coloring,
                             first_proper_coloring, is_proper_coloring, peel_low_degree, relabel, route_guidance,
                             tabu_coloring)
 from ..tasks.text import plural
-from .checkpoints import Pretrained, check_task_model
+from .base import DiffusionSolver
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -123,7 +120,7 @@ DSATUR_NODES = 2000
 
 @dataclass
 class ColoringResult:
-    coloring: dict | None  # node -> colour 0..k-1, only when verified
+    coloring: dict[Hashable, int] | None  # node -> colour 0..k-1, only when verified
     num_colors: int | None
     verified: bool
     reason: str | None
@@ -158,10 +155,10 @@ class ColoringResult:
 
 @dataclass
 class RouteResult:
-    path: list | None  # node labels in order, only when verified
+    path: list[Hashable] | None  # node labels in order, only when verified
     verified: bool
     reason: str | None
-    length: float | None = None  # edges, or total weight for weighted shortest paths
+    length: int | float | None = None  # edges, or total weight for weighted shortest paths
     forward_passes: int = 0
     seconds: float = 0.0
     candidates: list = field(default_factory=list, repr=False)  # every verified route the canvases held
@@ -259,107 +256,6 @@ def _palette(n: int) -> list:
             for i in range(n)]
 
 
-@dataclass
-class CountdownResult:
-    numbers: list[int]
-    target: int
-    steps: str | None  # 'a+b=c,...', only when verified
-    expression: str | None
-    verified: bool
-    reason: str | None
-    forward_passes: int = 0
-    seconds: float = 0.0
-    impossible: bool = False  # proved that no solution exists (exhaustive check), not a search that gave up
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-class _DiffusionSolver(Pretrained):
-    """Shared plumbing: `guided=True` is the full system (masks, re-noising, verifier, accepted tokens kept,
-    parallel canvases); `guided=False` is the stock sampler on one canvas (model only)."""
-
-    CHECKPOINT = "graphs"
-    DEFAULT_CANVASES = 8
-
-    def __init__(self, model: DiffusionGemma, *, guided: bool = True, canvases: int | None = None,
-                 max_steps: int = 128, seed: int = 0, temperature: float | None = None):
-        check_task_model(model, self.CHECKPOINT, TOKENIZER, max(CANVAS.values()))
-        self.model, self.seed = model, arguments.seed(seed)
-        self.guided = guided = arguments.flag(guided, "guided")
-        self.canvases = arguments.canvases(canvases, guided, self.DEFAULT_CANVASES)
-        self.max_steps = arguments.whole(max_steps, "max_steps", 1)
-        if temperature is not None:
-            temperature = arguments.positive(temperature, "temperature")
-        self.temperature = temperature if guided else None  # None: each problem's default (see ROUTE_TEMPERATURE)
-
-    def __repr__(self) -> str:
-        return (f"{type(self).__name__}({self.model.source or 'model'}, {'guided' if self.guided else 'model only'}, "
-                f"canvases={self.canvases}, max_steps={self.max_steps}, seed={self.seed})")
-
-    def _config(self, length: int, max_steps: int | None = None, temperature: float | None = None) -> SamplingConfig:
-        steps = max_steps or self.max_steps
-        if not self.guided:  # the stock sampler at the checkpoint's own settings (its generation_config.json)
-            return released_config(self.model, max_denoising_steps=steps, drop_finished=True, **one_canvas(length))
-        config = guided_config(max_denoising_steps=steps, **one_canvas(length))
-        temperature = self.temperature or temperature
-        if temperature is not None:
-            config = replace(config, t_min=temperature, t_max=temperature)
-        return config
-
-    @torch.no_grad()
-    def _run(self, prompts: list[list[int]], guidance: Guidance, length: int, *, max_steps: int | None = None,
-             callback: StepCallback | None = None, salt: int = 0, retire: bool = True,
-             temperature: float | None = None, on_instance: Callable[[int, Tensor, Tensor, float], None] | None = None):
-        """Denoise `canvases` canvases per prompt. Returns (canvases [R, L], passes [R], seconds [prompts]); rows of
-        a prompt are consecutive; seconds run from this call until the prompt's canvases stopped. Model-only runs
-        keep nothing of the guidance but its pins. `on_instance`: see `FinishClock`."""
-        clock = FinishClock(len(prompts) * self.canvases, callback, canvases=self.canvases, on_instance=on_instance)
-        device = self.model.device
-        rows = torch.arange(len(prompts), device=device).repeat_interleave(self.canvases)
-        cache = self.model.encode(torch.tensor(prompts, device=device)).select(rows)
-        if not self.guided:
-            guidance = Pins.of(guidance, len(prompts), device)
-        guidance = guidance.repeat(self.canvases)
-        if not retire:
-            guidance = _KeepSiblings(guidance)
-        out = generate(self.model, None, self._config(length, max_steps, temperature), cache=cache, guidance=guidance,
-                       callback=clock, generator=torch.Generator(device).manual_seed(self.seed + salt))
-        if on_instance is not None:
-            clock.finish(out)
-        return out.canvas.cpu(), out.forward_passes.cpu(), clock.latency().tolist()
-
-
-class _KeepSiblings(Guidance):
-    """Every hook of `inner` but `retire`: each canvas runs to its own end (to collect several answers)."""
-
-    def __init__(self, inner: Guidance):
-        self.inner = inner
-        self.needs_kept_tokens, self.device, self.canvas_shape = inner.needs_kept_tokens, inner.device, \
-            inner.canvas_shape
-
-    def pinned(self, batch: int, device: torch.device) -> tuple[Tensor, Tensor] | None:
-        return self.inner.pinned(batch, device)
-
-    def allowed(self, canvas: Tensor, settled: Tensor) -> Tensor | None:
-        return self.inner.allowed(canvas, settled)
-
-    def violations(self, canvas: Tensor, accepted: Tensor) -> Tensor | None:
-        return self.inner.violations(canvas, accepted)
-
-    def settleable(self, canvas: Tensor, settled: Tensor) -> Tensor | None:
-        return self.inner.settleable(canvas, settled)
-
-    def verify(self, canvas: Tensor) -> Tensor | None:
-        return self.inner.verify(canvas)
-
-    def select(self, rows: Tensor) -> "_KeepSiblings":
-        return _KeepSiblings(self.inner.select(rows))
-
-    def repeat(self, n: int) -> "_KeepSiblings":
-        return _KeepSiblings(self.inner.repeat(n))
-
-
 # Routes guess at T = 2: their masks settle every forced node whatever the temperature, and at the released
 # schedule a canvas retakes the same confident wrong branch after each restart (Ye et al. paths, 100 evenly
 # spaced: 92 -> 100 solved; NLGraph Hamilton, 70: 64 -> 67). Colouring and Countdown gained nothing from it
@@ -375,11 +271,13 @@ TABU_MOVES_PER_CHOICE = 100
 TABU_MOVES = 200_000
 
 
-class GraphSolver(_DiffusionSolver):
+class GraphSolver(DiffusionSolver):
     """Graph colouring, Hamiltonian paths/cycles and start-goal paths with the shipped graphs model.
 
     Node labels are the input graph's own. The canvas numbers nodes in `graph.nodes` order, except that
     colouring puts a large clique first (its colours are pinned to break the colours' symmetry)."""
+
+    CHECKPOINT, TOKENIZER, CANVAS = "graphs", TOKENIZER, max(CANVAS.values())
 
     # ------------------------------------------------------------------ colouring
     def color(self, graph: nx.Graph, k: int | None = None, *, max_steps: int | None = None,
@@ -632,95 +530,6 @@ class GraphSolver(_DiffusionSolver):
             result.candidates = found
             results.append(result)
         return results
-
-
-UNSOLVABLE = "no solution with whole-number steps exists (exhaustive check; a fraction along the way is not allowed)"
-
-
-class CountdownSolver(_DiffusionSolver):
-    """Countdown / Game of 24: combine every number once with + - * / to reach the target; every
-    intermediate result a non-negative whole number (the Countdown rule: 8 / (3 - 8/3) = 24 does not count).
-
-    16 parallel canvases by default (8 elsewhere): they share the dead pools each one finds, so more canvases
-    learn more per pass (first 32 evenly spaced CD5 instances: 8 canvases 22/32, 16 canvases 28/32). 256 passes
-    (128 elsewhere): solved instances stop early, and the harder ones need them (128 evenly spaced CD5
-    instances: 112 solved in 128 passes, 119 in 256)."""
-
-    DEFAULT_CANVASES = 16
-
-    def __init__(self, model: DiffusionGemma, *, max_steps: int = 256, **kwargs):
-        super().__init__(model, max_steps=max_steps, **kwargs)
-
-    def solve(self, numbers: Sequence[int], target: int, callback: StepCallback | None = None) -> CountdownResult:
-        """Reach `target` from `numbers` (each used once). The result's `expression` (infix) and `steps`
-        ('a+b=c,...') are set only when sympy verified them; an impossible instance says so in `reason`."""
-        return self.solve_many([(numbers, target)], callback=callback)[0]
-
-    def solve_many(self, instances: Sequence[tuple[Sequence[int], int]], *, batch: int = 32,
-                   callback: StepCallback | None = None,
-                   on_result: Callable[[int, CountdownResult], None] | None = None,
-                   progress: bool = False) -> list[CountdownResult]:
-        """Instances in batches of `batch` (each with its parallel canvases); `on_result(index, result)` fires as
-        soon as an instance's canvases have stopped (instances that need no sampling first, once every instance
-        has been checked). `progress=True` shows a progress bar of instances done."""
-        with arguments.raised_as(countdown.CountdownError):
-            instances = arguments.items(instances, "instances")
-            batch = arguments.whole(batch, "batch", 1)
-            arguments.callback(callback, "callback")
-            arguments.callback(on_result, "on_result")
-            progress = arguments.flag(progress, "progress")
-        checked = []
-        for i, instance in enumerate(instances):
-            if not isinstance(instance, (tuple, list)) or len(instance) != 2:
-                raise countdown.CountdownError(f"instance {i}: expected (numbers, target), got {instance!r}")
-            with arguments.numbered("instance", i, len(instances)):
-                numbers, target = countdown.whole_numbers(*instance)
-                countdown.check_instance(numbers, target)
-            checked.append((i, numbers, target))
-        results: list[CountdownResult | None] = [None] * len(instances)
-        with progress_bar(progress, len(instances), "countdown", "instance") as bar:
-
-            def report(i: int, result: CountdownResult) -> None:
-                results[i] = result
-                bar.update()
-                if on_result is not None:
-                    on_result(i, result)
-
-            todo = []
-            for i, numbers, target in checked:
-                # Up to 5 numbers an exhaustive check is instant: an impossible instance is answered unsampled.
-                if len(numbers) <= 5 and not countdown.solvable(numbers, target):
-                    report(i, CountdownResult(numbers, target, None, None, False, UNSOLVABLE, impossible=True))
-                else:
-                    todo.append((i, numbers, target))
-            for start in range(0, len(todo), batch):
-                chunk = todo[start:start + batch]
-                self._solve_batch([(n, t) for _, n, t in chunk], callback,
-                                  lambda k, result, chunk=chunk: report(chunk[k][0], result))
-        return results  # type: ignore[return-value]
-
-    def _solve_batch(self, chunk: list[tuple[list[int], int]], callback,
-                     report: Callable[[int, CountdownResult], None]) -> None:
-        """Solve one batch, calling `report(k, result)` for instance k as soon as all its canvases have stopped."""
-        def result(k: int, canvas: Tensor, passes: Tensor, seconds: float) -> None:
-            numbers, target = chunk[k]
-            steps = next((text for text in countdown.decode(canvas)
-                          if text and countdown.verify_steps(numbers, target, text)), None)
-            if steps is not None:
-                report(k, CountdownResult(numbers, target, steps, countdown.infix(numbers, steps), True, None,
-                                          int(passes.sum()), seconds))
-            else:
-                impossible = not countdown.solvable(numbers, target)
-                reason = (UNSOLVABLE if impossible
-                          else f"no verified solution within {plural(self.max_steps, 'pass', 'passes')}, "
-                               "though one exists (exhaustive check): more passes or canvases may find it, unless "
-                               f"every solution's steps are longer than the canvas ({CANVAS['countdown']} characters)")
-                report(k, CountdownResult(numbers, target, None, None, False, reason, int(passes.sum()), seconds,
-                                          impossible))
-
-        guidance = countdown.CountdownGuidance(chunk, self.model.device, seed=self.seed)
-        self._run([countdown_prompt(n, t) for n, t in chunk], guidance, CANVAS["countdown"], callback=callback,
-                  on_instance=result)
 
 
 # Up to this many nodes an exhaustive check (2^n n^2 steps, a few milliseconds) answers an impossible Hamiltonian

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -72,7 +72,7 @@ class DesignResult:
     def __len__(self) -> int:
         return len(self.molecules)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Molecule]:
         return iter(self.molecules)
 
     def __getitem__(self, i: int) -> Molecule:

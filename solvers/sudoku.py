@@ -7,15 +7,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
-import torch
 from torch import Tensor
 
-from ..core import (DiffusionGemma, FinishClock, StepCallback, arguments, generate, guided_config, one_canvas,
-                    progress_bar, released_config)
+from ..core import DiffusionGemma, SamplingConfig, StepCallback, arguments, progress_bar
 from ..tasks import sudoku
 from ..tasks.sudoku_data import PuzzleFormatError, is_valid_solution, parse_puzzles
 from ..tasks.text import plural, split_lines
-from .checkpoints import Pretrained, check_task_model
+from .base import DiffusionSolver
 
 Puzzle = str | Sequence[int] | Sequence[Sequence[int]] | np.ndarray  # text, or 81 numbers (flat or 9 x 9)
 
@@ -34,7 +32,7 @@ class SudokuResult:
         return asdict(self)
 
 
-class SudokuSolver(Pretrained):
+class SudokuSolver(DiffusionSolver):
     """Solve Sudoku with a DiffusionGemma task model.
 
     `guided=True` (the full system): clues pinned; rows, columns and boxes as permutations of the digits,
@@ -52,32 +50,24 @@ class SudokuSolver(Pretrained):
     the restarts diverse (magictour, 50 puzzles at 128 passes: 46 solved at the released schedule, 50 at 2).
     """
 
-    CHECKPOINT = "sudoku"
+    CHECKPOINT, TOKENIZER, CANVAS = "sudoku", sudoku.TOKENIZER, sudoku.CELLS
 
     def __init__(self, model: DiffusionGemma, *, guided: bool = True, canvases: int | None = None,
                  max_steps: int = 256, rows_per_batch: int = 256, seed: int = 0, backtrack: bool = False,
                  temperature: float = 2.0):
-        check_task_model(model, self.CHECKPOINT, sudoku.TOKENIZER, sudoku.CELLS)
-        self.model = model
-        self.guided = guided = arguments.flag(guided, "guided")
+        super().__init__(model, guided=guided, canvases=canvases, max_steps=max_steps, seed=seed,
+                         temperature=temperature)  # checked even where unused (model only)
         self.backtrack = arguments.flag(backtrack, "backtrack")
-        if self.backtrack and not guided:
+        if self.backtrack and not self.guided:
             raise ValueError("backtrack is a guided search: the model alone (guided=False) does not backtrack")
-        self.canvases = arguments.canvases(canvases, guided)
-        max_steps = arguments.whole(max_steps, "max_steps", 1)
-        temperature = arguments.positive(temperature, "temperature")  # checked even where unused (model only)
-        one_grid = one_canvas(sudoku.CELLS)  # any checkpoint canvas of at least 81 is accepted
-        if guided:
-            self.config = guided_config(max_denoising_steps=max_steps, t_min=temperature, t_max=temperature, **one_grid)
-        else:  # the stock sampler at the checkpoint's own settings (its generation_config.json)
-            self.config = released_config(model, max_denoising_steps=max_steps, drop_finished=True, **one_grid)
         self.rows_per_batch = arguments.whole(rows_per_batch, "rows_per_batch", 1)
-        self.seed = arguments.seed(seed)
+        self.config = super()._config(sudoku.CELLS)  # any checkpoint canvas of at least 81 is accepted
 
-    def __repr__(self) -> str:
-        mode = ("guided, backtracking" if self.backtrack else "guided") if self.guided else "model only"
-        return (f"SudokuSolver({self.model.source or 'model'}, {mode}, canvases={self.canvases}, "
-                f"max_steps={self.config.max_denoising_steps}, seed={self.seed})")
+    def _config(self, length: int, max_steps: int | None = None, temperature: float | None = None) -> SamplingConfig:
+        return self.config  # one for all puzzles, and replaceable (benchmarks/sudoku_sampler.py tries others)
+
+    def _mode(self) -> str:
+        return "guided, backtracking" if self.backtrack else super()._mode()
 
     def solve(self, puzzle: Puzzle, callback: StepCallback | None = None) -> SudokuResult:
         """One puzzle, read as `solve sudoku` reads one entry of a file: 81 cells in reading order on one line,
@@ -132,18 +122,14 @@ class SudokuSolver(Pretrained):
                                   lambda k, result: report(chunk[k], result))
         return results  # type: ignore[return-value]
 
-    @torch.no_grad()
     def _solve_batch(self, puzzles: list[str], callback, report: Callable[[int, SudokuResult], None]) -> None:
         """Solve one batch, calling `report(k, result)` for puzzle k as soon as all its canvases have stopped."""
-        device = self.model.device
         values = sudoku.values(puzzles)
         if self.guided:
-            guidance = sudoku.constraints(values, device, dead_end="backtrack" if self.backtrack else "restart")
+            guidance = sudoku.constraints(values, self.model.device, dead_end="backtrack" if self.backtrack
+                                          else "restart")
         else:  # model only: nothing but the clues
-            guidance = sudoku.pins_only(values, device)
-        guidance = guidance.repeat(self.canvases)
-        cache = self.model.encode(sudoku.encode_prompt(values).to(device)).select(
-            torch.arange(len(puzzles)).repeat_interleave(self.canvases))
+            guidance = sudoku.pins_only(values, self.model.device)
 
         def result(k: int, canvas: Tensor, passes: Tensor, seconds: float) -> None:
             found = next((grid for grid in sudoku.decode(canvas) if is_valid_solution(puzzles[k], grid)), None)
@@ -158,10 +144,7 @@ class SudokuSolver(Pretrained):
             report(k, SudokuResult(puzzles[k], found, found is not None, reason, int(passes.max()), int(passes.sum()),
                                    seconds))
 
-        clock = FinishClock(len(puzzles) * self.canvases, callback, canvases=self.canvases, on_instance=result)
-        out = generate(self.model, None, self.config, cache=cache, guidance=guidance, callback=clock,
-                       generator=torch.Generator(device).manual_seed(self.seed))
-        clock.finish(out)
+        self._run(sudoku.encode_prompt(values), guidance, sudoku.CELLS, callback=callback, on_instance=result)
 
 
 def _one_grid(puzzles: list) -> bool:

@@ -499,7 +499,7 @@ class RouteGuidance(Guidance):
         ok = self.successor[self.rows[:, None], canvas, nxt]
         return ~ok & has & where & where.gather(1, self.succ.clamp(min=0))
 
-    def pinned(self, batch: int, device: torch.device):
+    def pinned(self, batch: int, device: torch.device) -> tuple[Tensor, Tensor] | None:
         return self.base.pinned(batch, device)
 
     def _masks(self, canvas: Tensor, settled: Tensor) -> tuple[Tensor, Tensor]:

@@ -196,17 +196,17 @@ def test_planted_training_instances_are_solutions():
 
 def test_keeping_siblings_forwards_every_hook_but_retire():
     from diffsolve.core import Guidance
-    from diffsolve.solvers.graphs import _KeepSiblings
+    from diffsolve.solvers.base import KeepSiblings
 
     inner = coloring_constraints(5, [(0, 1), (1, 2), (2, 3), (3, 4)], 3, dead_end="backtrack").repeat(2)
-    kept = _KeepSiblings(inner)
+    kept = KeepSiblings(inner)
     canvas = torch.randint(0, data.TOKENIZER.get_vocab_size(), inner.pins.shape)
     settled = torch.zeros_like(canvas, dtype=torch.bool)
     assert (kept.device, kept.canvas_shape, kept.needs_kept_tokens) == (inner.device, inner.canvas_shape, True)
     assert torch.equal(kept.allowed(canvas, settled), inner.allowed(canvas, settled))
     assert torch.equal(kept.verify(canvas), inner.verify(canvas))
     assert kept.retire(torch.tensor([True, False])) is None and inner.retire(torch.tensor([True, False])).any()
-    assert isinstance(kept.select(torch.tensor([1])), _KeepSiblings) and isinstance(kept.repeat(2), _KeepSiblings)
+    assert isinstance(kept.select(torch.tensor([1])), KeepSiblings) and isinstance(kept.repeat(2), KeepSiblings)
 
     class PerRow(Guidance):  # keeps per-row state but forgot repeat: refused, not silently wrong
         def select(self, rows):

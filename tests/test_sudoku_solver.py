@@ -384,3 +384,11 @@ def test_the_sorting_demo_allows_each_row_only_its_own_digits():
     ids = torch.tensor(sorting.DIGIT_IDS)
     assert allowed[0, :, ids].sum(-1).eq(2).all() and allowed[0, :, ids[[1, 2]]].all()
     assert allowed[1, :, ids].sum(-1).eq(1).all() and allowed[1, :, ids[7]].all()  # was 1, 2 and 7 for both rows
+
+
+def test_a_solvers_sampling_config_can_be_replaced_between_calls():
+    """benchmarks/sudoku_sampler.py tries several samplers on one model-only solver this way."""
+    solver = SudokuSolver.from_pretrained(guided=False, max_steps=64)
+    solver.config = replace(solver.config, max_denoising_steps=2, stability_threshold=None)
+    result = solver.solve(easy_puzzle(0)[0])
+    assert result.steps == 2 and (result.verified or result.reason == "no verified grid within 2 passes")

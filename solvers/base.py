@@ -1,0 +1,105 @@
+"""`DiffusionSolver`: what every task's solver shares -- the model-only and full-system sampling settings, and
+denoising a batch of prompts with parallel canvases per prompt under a task's guidance."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+
+import torch
+from tokenizers import Tokenizer
+from torch import Tensor
+
+from ..core import (DiffusionGemma, FinishClock, Guidance, Pins, SamplingConfig, StepCallback, arguments, generate,
+                    guided_config, one_canvas, released_config)
+from .checkpoints import Pretrained, check_task_model
+
+
+class DiffusionSolver(Pretrained):
+    """Shared plumbing: `guided=True` is the full system (masks, re-noising, verifier, accepted tokens kept,
+    parallel canvases); `guided=False` is the stock sampler on one canvas (model only). A task names its
+    checkpoint, `TOKENIZER` and the longest canvas it samples (`CANVAS`), which the model must hold."""
+
+    TOKENIZER: Tokenizer
+    CANVAS: int
+    DEFAULT_CANVASES = 8
+
+    def __init__(self, model: DiffusionGemma, *, guided: bool = True, canvases: int | None = None,
+                 max_steps: int = 128, seed: int = 0, temperature: float | None = None):
+        check_task_model(model, self.CHECKPOINT, self.TOKENIZER, self.CANVAS)
+        self.model, self.seed = model, arguments.seed(seed)
+        self.guided = guided = arguments.flag(guided, "guided")
+        self.canvases = arguments.canvases(canvases, guided, self.DEFAULT_CANVASES)
+        self.max_steps = arguments.whole(max_steps, "max_steps", 1)
+        if temperature is not None:
+            temperature = arguments.positive(temperature, "temperature")
+        self.temperature = temperature if guided else None  # None: each problem's own (see GraphSolver's routes)
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}({self.model.source or 'model'}, {self._mode()}, canvases={self.canvases}, "
+                f"max_steps={self.max_steps}, seed={self.seed})")
+
+    def _mode(self) -> str:
+        return "guided" if self.guided else "model only"
+
+    def _config(self, length: int, max_steps: int | None = None, temperature: float | None = None) -> SamplingConfig:
+        steps = max_steps or self.max_steps
+        if not self.guided:  # the stock sampler at the checkpoint's own settings (its generation_config.json)
+            return released_config(self.model, max_denoising_steps=steps, drop_finished=True, **one_canvas(length))
+        config = guided_config(max_denoising_steps=steps, **one_canvas(length))
+        temperature = self.temperature or temperature
+        if temperature is not None:
+            config = replace(config, t_min=temperature, t_max=temperature)
+        return config
+
+    @torch.no_grad()
+    def _run(self, prompts: list[list[int]] | Tensor, guidance: Guidance, length: int, *, max_steps: int | None = None,
+             callback: StepCallback | None = None, salt: int = 0, retire: bool = True,
+             temperature: float | None = None, on_instance: Callable[[int, Tensor, Tensor, float], None] | None = None):
+        """Denoise `canvases` canvases per prompt. Returns (canvases [R, L], passes [R], seconds [prompts]); rows of
+        a prompt are consecutive; seconds run from this call until the prompt's canvases stopped. Model-only runs
+        keep nothing of the guidance but its pins. `on_instance`: see `FinishClock`."""
+        clock = FinishClock(len(prompts) * self.canvases, callback, canvases=self.canvases, on_instance=on_instance)
+        device = self.model.device
+        rows = torch.arange(len(prompts), device=device).repeat_interleave(self.canvases)
+        cache = self.model.encode(torch.as_tensor(prompts, device=device)).select(rows)
+        if not self.guided:
+            guidance = Pins.of(guidance, len(prompts), device)
+        guidance = guidance.repeat(self.canvases)
+        if not retire:
+            guidance = KeepSiblings(guidance)
+        out = generate(self.model, None, self._config(length, max_steps, temperature), cache=cache, guidance=guidance,
+                       callback=clock, generator=torch.Generator(device).manual_seed(self.seed + salt))
+        if on_instance is not None:
+            clock.finish(out)
+        return out.canvas.cpu(), out.forward_passes.cpu(), clock.latency().tolist()
+
+
+class KeepSiblings(Guidance):
+    """Every hook of `inner` but `retire`: each canvas runs to its own end (to collect several answers)."""
+
+    def __init__(self, inner: Guidance):
+        self.inner = inner
+        self.needs_kept_tokens, self.device, self.canvas_shape = inner.needs_kept_tokens, inner.device, \
+            inner.canvas_shape
+
+    def pinned(self, batch: int, device: torch.device) -> tuple[Tensor, Tensor] | None:
+        return self.inner.pinned(batch, device)
+
+    def allowed(self, canvas: Tensor, settled: Tensor) -> Tensor | None:
+        return self.inner.allowed(canvas, settled)
+
+    def violations(self, canvas: Tensor, accepted: Tensor) -> Tensor | None:
+        return self.inner.violations(canvas, accepted)
+
+    def settleable(self, canvas: Tensor, settled: Tensor) -> Tensor | None:
+        return self.inner.settleable(canvas, settled)
+
+    def verify(self, canvas: Tensor) -> Tensor | None:
+        return self.inner.verify(canvas)
+
+    def select(self, rows: Tensor) -> "KeepSiblings":
+        return KeepSiblings(self.inner.select(rows))
+
+    def repeat(self, n: int) -> "KeepSiblings":
+        return KeepSiblings(self.inner.repeat(n))

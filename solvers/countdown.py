@@ -1,0 +1,124 @@
+"""`CountdownSolver`: Countdown and the Game of 24 by constraint-guided diffusion (the graphs checkpoint); every
+answer is replayed exactly with sympy before it is returned."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+
+from torch import Tensor
+
+from ..core import DiffusionGemma, StepCallback, arguments, progress_bar
+from ..tasks import countdown
+from ..tasks.graph_data import CANVAS, TOKENIZER, countdown_prompt
+from ..tasks.text import plural
+from .base import DiffusionSolver
+
+
+@dataclass
+class CountdownResult:
+    numbers: list[int]
+    target: int
+    steps: str | None  # 'a+b=c,...', only when verified
+    expression: str | None
+    verified: bool
+    reason: str | None
+    forward_passes: int = 0
+    seconds: float = 0.0
+    impossible: bool = False  # proved that no solution exists (exhaustive check), not a search that gave up
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+
+UNSOLVABLE = "no solution with whole-number steps exists (exhaustive check; a fraction along the way is not allowed)"
+
+
+class CountdownSolver(DiffusionSolver):
+    """Countdown / Game of 24: combine every number once with + - * / to reach the target; every
+    intermediate result a non-negative whole number (the Countdown rule: 8 / (3 - 8/3) = 24 does not count).
+
+    16 parallel canvases by default (8 elsewhere): they share the dead pools each one finds, so more canvases
+    learn more per pass (first 32 evenly spaced CD5 instances: 8 canvases 22/32, 16 canvases 28/32). 256 passes
+    (128 elsewhere): solved instances stop early, and the harder ones need them (128 evenly spaced CD5
+    instances: 112 solved in 128 passes, 119 in 256)."""
+
+    CHECKPOINT, TOKENIZER, CANVAS = "graphs", TOKENIZER, max(CANVAS.values())
+    DEFAULT_CANVASES = 16
+
+    def __init__(self, model: DiffusionGemma, *, guided: bool = True, canvases: int | None = None,
+                 max_steps: int = 256, seed: int = 0, temperature: float | None = None):
+        super().__init__(model, guided=guided, canvases=canvases, max_steps=max_steps, seed=seed,
+                         temperature=temperature)
+
+    def solve(self, numbers: Sequence[int], target: int, callback: StepCallback | None = None) -> CountdownResult:
+        """Reach `target` from `numbers` (each used once). The result's `expression` (infix) and `steps`
+        ('a+b=c,...') are set only when sympy verified them; an impossible instance says so in `reason`."""
+        return self.solve_many([(numbers, target)], callback=callback)[0]
+
+    def solve_many(self, instances: Sequence[tuple[Sequence[int], int]], *, batch: int = 32,
+                   callback: StepCallback | None = None,
+                   on_result: Callable[[int, CountdownResult], None] | None = None,
+                   progress: bool = False) -> list[CountdownResult]:
+        """Instances in batches of `batch` (each with its parallel canvases); `on_result(index, result)` fires as
+        soon as an instance's canvases have stopped (instances that need no sampling first, once every instance
+        has been checked). `progress=True` shows a progress bar of instances done."""
+        with arguments.raised_as(countdown.CountdownError):
+            instances = arguments.items(instances, "instances")
+            batch = arguments.whole(batch, "batch", 1)
+            arguments.callback(callback, "callback")
+            arguments.callback(on_result, "on_result")
+            progress = arguments.flag(progress, "progress")
+        checked = []
+        for i, instance in enumerate(instances):
+            if not isinstance(instance, (tuple, list)) or len(instance) != 2:
+                raise countdown.CountdownError(f"instance {i}: expected (numbers, target), got {instance!r}")
+            with arguments.numbered("instance", i, len(instances)):
+                numbers, target = countdown.whole_numbers(*instance)
+                countdown.check_instance(numbers, target)
+            checked.append((i, numbers, target))
+        results: list[CountdownResult | None] = [None] * len(instances)
+        with progress_bar(progress, len(instances), "countdown", "instance") as bar:
+
+            def report(i: int, result: CountdownResult) -> None:
+                results[i] = result
+                bar.update()
+                if on_result is not None:
+                    on_result(i, result)
+
+            todo = []
+            for i, numbers, target in checked:
+                # Up to 5 numbers an exhaustive check is instant: an impossible instance is answered unsampled.
+                if len(numbers) <= 5 and not countdown.solvable(numbers, target):
+                    report(i, CountdownResult(numbers, target, None, None, False, UNSOLVABLE, impossible=True))
+                else:
+                    todo.append((i, numbers, target))
+            for start in range(0, len(todo), batch):
+                chunk = todo[start:start + batch]
+                self._solve_batch([(n, t) for _, n, t in chunk], callback,
+                                  lambda k, result, chunk=chunk: report(chunk[k][0], result))
+        return results  # type: ignore[return-value]
+
+    def _solve_batch(self, chunk: list[tuple[list[int], int]], callback,
+                     report: Callable[[int, CountdownResult], None]) -> None:
+        """Solve one batch, calling `report(k, result)` for instance k as soon as all its canvases have stopped."""
+        def result(k: int, canvas: Tensor, passes: Tensor, seconds: float) -> None:
+            numbers, target = chunk[k]
+            steps = next((text for text in countdown.decode(canvas)
+                          if text and countdown.verify_steps(numbers, target, text)), None)
+            if steps is not None:
+                report(k, CountdownResult(numbers, target, steps, countdown.infix(numbers, steps), True, None,
+                                          int(passes.sum()), seconds))
+            else:
+                impossible = not countdown.solvable(numbers, target)
+                reason = (UNSOLVABLE if impossible
+                          else f"no verified solution within {plural(self.max_steps, 'pass', 'passes')}, "
+                               "though one exists (exhaustive check): more passes or canvases may find it, unless "
+                               f"every solution's steps are longer than the canvas ({CANVAS['countdown']} characters)")
+                report(k, CountdownResult(numbers, target, None, None, False, reason, int(passes.sum()), seconds,
+                                          impossible))
+
+        guidance = countdown.CountdownGuidance(chunk, self.model.device, seed=self.seed)
+        self._run([countdown_prompt(n, t) for n, t in chunk], guidance, CANVAS["countdown"], callback=callback,
+                  on_instance=result)
