@@ -21,6 +21,7 @@ demo: $(STAMP)
 	$(VENV)/bin/solve molecules -n 5 --logp 2:3 --seed 0 --format csv
 	$(VENV)/bin/solve coloring examples/petersen.col --max-steps 64
 	$(VENV)/bin/solve hamiltonian examples/petersen.col
+	$(VENV)/bin/solve path examples/petersen.col --source 1 --target 7
 	$(VENV)/bin/solve countdown examples/countdown.jsonl || true  # the last instance has no solution: exit 1
 
 test: $(STAMP)

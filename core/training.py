@@ -10,6 +10,7 @@ supplies the logits the second pass is conditioned on.
 from __future__ import annotations
 
 import json
+import lzma
 import math
 import os
 import shutil
@@ -165,7 +166,7 @@ def save_training_state(directory: Path, model: DiffusionGemma, optimizer: torch
         for key in ("exp_avg", "exp_avg_sq", "step"):
             if key in state:
                 tensors[f"{i}.{key}"] = torch.as_tensor(state[key]).detach().cpu().contiguous()
-    save_file(tensors, str(tmp / STATE_TENSORS))
+    write_atomically(tmp / STATE_TENSORS, lambda path: save_file(tensors, str(path)))  # the usual file mode too
     (tmp / STATE_JSON).write_text(json.dumps({"step": step, "config": asdict(cfg), **(extra or {})}, indent=2))
     if directory.exists():
         shutil.rmtree(old, ignore_errors=True)
@@ -211,10 +212,10 @@ def cached_training_set(path: Path, build: Callable[[], dict[str, np.ndarray]], 
     first (examples) dimension, which all share. With `check`, a cache made with other values is refused
     (ValueError): reusing it would train on a set other than the one the command and the model card name."""
     if path.is_file():
-        _check_layout(path, layout)
+        names = _check_layout(path, layout)
         try:
             with np.load(path) as stored:
-                arrays = {k: stored[k] for k in stored.files}
+                arrays = {k: stored[k] for k in names}
         except UNREADABLE:  # numpy's own texts suggest unpickling it
             raise _unreadable(path) from None
         except MemoryError:
@@ -237,16 +238,18 @@ def cached_training_set(path: Path, build: Callable[[], dict[str, np.ndarray]], 
     return arrays
 
 
-def _check_layout(path: Path, layout: dict[str, tuple[int, ...]]) -> None:
-    """Refuse a set whose arrays' headers do not match `layout`, before any array is read: a small compressed
-    file can declare gigabytes, and numpy would fill them before a shape could be compared."""
+def _check_layout(path: Path, layout: dict[str, tuple[int, ...]]) -> list[str]:
+    """The names of the arrays to read (`layout`'s and the 'made_with:' record's); refuses a set whose headers do
+    not match `layout` before any array is read: a small compressed file can declare gigabytes, and numpy would
+    fill them before a shape could be compared. Other members (notes, other arrays) are left unread."""
     try:
-        headers = _npz_headers(path)
+        headers = _npz_headers(path, lambda name: name in layout or name.startswith(MADE_WITH))
     except UNREADABLE:
         raise _unreadable(path) from None
     missing = [name for name in layout if name not in headers]
     if missing:
-        raise ValueError(f"{path}: holds {', '.join(sorted(headers)) or 'no arrays'}; a training set needs "
+        held = [name for name in headers if not name.startswith(MADE_WITH)]
+        raise ValueError(f"{path}: holds {', '.join(sorted(held)) or 'no arrays it needs'}; a training set needs "
                          f"{', '.join(layout)}")
     shapes = {name: headers[name][0] for name in layout}
     wrong = any(len(shape) != 1 + len(layout[name]) or shape[1:] != layout[name] for name, shape in shapes.items())
@@ -259,22 +262,27 @@ def _check_layout(path: Path, layout: dict[str, tuple[int, ...]]) -> None:
         raise ValueError(f"{path}: arrays of numbers expected, not {', '.join(odd)}")
     short = [name for name, (shape, dtype, stored) in headers.items() if math.prod(shape) * dtype.itemsize > stored]
     if short:
-        raise ValueError(f"{path}: {', '.join(short)} declare(s) more data than the archive holds (cut short or "
-                         "damaged)")
+        raise ValueError(f"{path}: {', '.join(short)}: the header declares more data than the archive holds (cut "
+                         "short or damaged)")
+    return list(headers)
 
 
-UNREADABLE = (OSError, ValueError, zipfile.BadZipFile, EOFError, zlib.error)
+# what zipfile and numpy raise for damaged, encrypted or oddly compressed archives
+UNREADABLE = (OSError, ValueError, zipfile.BadZipFile, EOFError, zlib.error, lzma.LZMAError, NotImplementedError,
+              RuntimeError)
 
 
 def _unreadable(path: Path) -> ValueError:
     return ValueError(f"{path}: not a readable .npz archive of arrays (damaged, cut short, or another format)")
 
 
-def _npz_headers(path: Path) -> dict[str, tuple[tuple[int, ...], np.dtype, int]]:
-    """Each array's shape, dtype and stored size in bytes in an .npz, read from the headers alone."""
+def _npz_headers(path: Path, wanted: Callable[[str], bool]) -> dict[str, tuple[tuple[int, ...], np.dtype, int]]:
+    """The shape, dtype and stored size in bytes of each `wanted` array of an .npz, from its header alone."""
     headers = {}
     with zipfile.ZipFile(path) as archive:
         for member in archive.infolist():
+            if not wanted(member.filename.removesuffix(".npy")):
+                continue
             with archive.open(member) as f:
                 version = np.lib.format.read_magic(f)
                 read = np.lib.format.read_array_header_1_0 if version == (1, 0) else \

@@ -36,8 +36,9 @@ class DiffusionSolver(Pretrained):
         self.temperature = temperature if guided else None  # None: each problem's own (see GraphSolver's routes)
 
     def __repr__(self) -> str:
+        steps = self._config(self.CANVAS).max_denoising_steps  # what it samples with
         return (f"{type(self).__name__}({self.model.source or 'model'}, {self._mode()}, canvases={self.canvases}, "
-                f"max_steps={self.max_steps}, seed={self.seed})")
+                f"max_steps={steps}, seed={self.seed})")
 
     def _mode(self) -> str:
         return "guided" if self.guided else "model only"

@@ -31,7 +31,6 @@ class CountdownResult:
         return asdict(self)
 
 
-
 UNSOLVABLE = "no solution with whole-number steps exists (exhaustive check; a fraction along the way is not allowed)"
 
 

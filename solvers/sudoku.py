@@ -55,16 +55,20 @@ class SudokuSolver(DiffusionSolver):
     def __init__(self, model: DiffusionGemma, *, guided: bool = True, canvases: int | None = None,
                  max_steps: int = 256, rows_per_batch: int = 256, seed: int = 0, backtrack: bool = False,
                  temperature: float = 2.0):
-        super().__init__(model, guided=guided, canvases=canvases, max_steps=max_steps, seed=seed,
-                         temperature=temperature)  # checked even where unused (model only)
         self.backtrack = arguments.flag(backtrack, "backtrack")
-        if self.backtrack and not self.guided:
+        if self.backtrack and not arguments.flag(guided, "guided"):
             raise ValueError("backtrack is a guided search: the model alone (guided=False) does not backtrack")
+        temperature = arguments.positive(temperature, "temperature")  # checked even where unused (model only)
+        super().__init__(model, guided=guided, canvases=canvases, max_steps=max_steps, seed=seed,
+                         temperature=temperature)
         self.rows_per_batch = arguments.whole(rows_per_batch, "rows_per_batch", 1)
         self.config = super()._config(sudoku.CELLS)  # any checkpoint canvas of at least 81 is accepted
 
     def _config(self, length: int, max_steps: int | None = None, temperature: float | None = None) -> SamplingConfig:
-        return self.config  # one for all puzzles, and replaceable (benchmarks/sudoku_sampler.py tries others)
+        """`config`, the same for every batch and replaceable (benchmarks/sudoku_sampler.py tries others)."""
+        if max_steps is not None or temperature is not None:
+            raise ValueError("SudokuSolver samples every puzzle with its config: replace solver.config instead")
+        return self.config
 
     def _mode(self) -> str:
         return "guided, backtracking" if self.backtrack else super()._mode()

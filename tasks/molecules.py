@@ -198,11 +198,13 @@ def training_set(path: Path, examples: int, seed: int, workers: int = 2, check: 
     layout = {"molecules": (MAX_SMILES_TOKENS,), "scaffolds": (MAX_SMILES_TOKENS,),
               **{name: () for name in CONDITIONED}}
     data = cached_training_set(path, build, {"examples": examples, "seed": seed}, layout, check)
-    allowed = IS_SMILES.clone()
+    allowed = IS_SMILES.numpy().copy()
     allowed[PAD] = True
     for name in ("molecules", "scaffolds"):
-        ids = torch.as_tensor(data[name].astype(np.int64))
-        if ((ids < 0) | (ids >= len(allowed))).any() or not allowed[ids.clamp(0, len(allowed) - 1)].all():
+        ids = data[name]
+        if ids.dtype.kind not in "iu":
+            raise ValueError(f"{path}: '{name}' holds {ids.dtype} values, not token ids (whole numbers)")
+        if ids.size and (ids.min() < 0 or ids.max() >= len(allowed) or not allowed[ids].all()):
             raise ValueError(f"{path}: '{name}' holds ids that are neither SMILES tokens nor padding")
     return data
 

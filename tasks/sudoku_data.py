@@ -413,17 +413,21 @@ def _dashes_are_blanks(lines: list[str]) -> bool:
             or not any(ch in ".0" for line in lines for ch in line))
 
 
-def _bands_continue(lines: list[str], below: int, rows: int, dash_blanks: bool) -> bool:
+def _bands_continue(lines: list[str], below: int, rows: int, dash_blanks: bool, breaks: frozenset[int]) -> bool:
     """Whether a grid of `rows` rows (3 or 6) that meets a blank line goes on below it: the lines from index
     `below` hold exactly its missing rows, in bands of three split by blank lines, and then the grid ends."""
-    return _grid_rows(lines, below, rows, dash_blanks, limit=10) == 9
+    return _grid_rows(lines, below, rows, dash_blanks, 10, breaks) == 9
 
 
-def _grid_rows(lines: list[str], below: int, rows: int, dash_blanks: bool, limit: float) -> int:
+def _grid_rows(lines: list[str], below: int, rows: int, dash_blanks: bool, limit: float,
+               breaks: frozenset[int] = frozenset()) -> int:
     """How many grid rows a block of `rows` rows reaches, read from line index `below`: lines of at most GRID_ROW
     cells, through separator lines and the blank lines between bands (after rows 3 and 6 of each grid), up to a
-    blank line, a title, a longer line, a column-number line above a next grid, or `limit` rows."""
-    for raw in itertools.islice(lines, below, None):  # stops at the first line that ends the run: no copy
+    blank line, a title, a longer line, a column-number line above a next grid, a line numbered in `breaks`, or
+    `limit` rows."""
+    for number, raw in enumerate(itertools.islice(lines, below, None), below + 1):  # no copy
+        if number in breaks:
+            return rows
         text = _uncommented(raw)
         stripped, cells = text.strip(), _cells(text, 0)
         if _is_separator(stripped, len(cells), dash_blanks):
@@ -450,10 +454,10 @@ def _is_column_header(cells: list[Cell]) -> bool:
     return "".join(ch for _, _, ch in cells) == "123456789"
 
 
-def _text_records(lines: list[str]):
+def _text_records(lines: list[str], breaks: frozenset[int] = frozenset()):
     """One-line puzzles and 9-row grids (separator lines are skipped; blank lines, comments and title lines end a
     grid, except blank lines between its bands; a line '1 2 3 4 5 6 7 8 9' above whole grids numbers the columns).
-    '#' starts a comment anywhere on a line."""
+    '#' starts a comment anywhere on a line. The lines numbered in `breaks` (blanked) end a grid."""
     block: list[tuple[int, list[Cell]]] = []
     dash_blanks = _dashes_are_blanks(lines)
     for number, raw in enumerate(lines + [""], 1):  # the extra blank line closes a trailing grid
@@ -462,8 +466,8 @@ def _text_records(lines: list[str]):
         cells = _cells(raw, number)
         if _is_separator(stripped, len(cells), dash_blanks):
             continue
-        if (not stripped and len(block) in (3, 6) and all(len(row) == 9 for _, row in block)
-                and _bands_continue(lines, number, len(block), dash_blanks)):
+        if (not stripped and number not in breaks and len(block) in (3, 6) and all(len(row) == 9 for _, row in block)
+                and _bands_continue(lines, number, len(block), dash_blanks, breaks)):
             continue  # a blank line between bands
         skip = not stripped or (len(cells) != 81 and _is_title(stripped))
         if block and (skip or len(cells) > GRID_ROW):
@@ -480,7 +484,7 @@ def _text_records(lines: list[str]):
             yield _Record(number, cells)
             continue
         if not block and _is_column_header(cells):  # above whole grids (glued ones too), not a grid's first row
-            below = _grid_rows(lines, number, 0, dash_blanks, limit=math.inf)
+            below = _grid_rows(lines, number, 0, dash_blanks, math.inf, breaks)
             if below and below % 9 == 0:
                 continue
         block.append((number, cells))
@@ -504,16 +508,18 @@ def parse_puzzles(text: str, path: str = "<input>") -> list[ParsedPuzzle | Puzzl
 
     Bad entries come back inline, in file order, as PuzzleFormatError so the good ones can still be used."""
     lines = split_lines(text.removeprefix("\ufeff"))
-    too_long = [_Invalid(k, f"{len(line):,} characters: longer than any puzzle line ({MAX_LINE:,} at most)")
-                for k, line in enumerate(lines, 1) if len(line) > MAX_LINE]
-    for bad in too_long:  # read as blank lines: each character would cost a hundred bytes or more to parse
-        lines[bad.line - 1] = ""
+    lengths = {k: len(_uncommented(line)) for k, line in enumerate(lines, 1) if len(line) > MAX_LINE}
+    too_long = [_Invalid(k, f"{n:,} characters: longer than any puzzle line ({MAX_LINE:,} at most)")
+                for k, n in lengths.items() if n > MAX_LINE]
+    breaks = frozenset(bad.line for bad in too_long)
+    for k in lengths:  # each character would cost a hundred bytes or more to parse: read as a line that ends a
+        lines[k - 1] = "" if k in breaks else _uncommented(lines[k - 1])  # grid, or without its long comment
     try:
         header, columns = _find_csv_header(lines)
     except _Invalid as bad:
         return [PuzzleFormatError(path, bad.line, bad.message)]
-    records = heapq.merge(_csv_records(lines, header, columns) if columns else _text_records(lines), too_long,
-                          key=lambda r: r.line if isinstance(r, _Invalid) else r.start)
+    records = heapq.merge(_csv_records(lines, header, columns) if columns else _text_records(lines, breaks),
+                          too_long, key=lambda r: r.line if isinstance(r, _Invalid) else r.start)
     results: list[ParsedPuzzle | PuzzleFormatError] = []
     for record in records:
         try:

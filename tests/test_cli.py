@@ -157,6 +157,7 @@ def test_resuming_a_run_with_another_recipe_or_model_is_refused(tmp_path):
     umask = os.umask(0o022)
     os.umask(umask)
     assert (out / "model" / "model.safetensors").stat().st_mode & 0o777 == 0o666 & ~umask  # a lab can read it
+    assert (out / "checkpoint" / "training_state.safetensors").stat().st_mode & 0o777 == 0o666 & ~umask  # was 0600
 
     begun = tmp_path / "begun"
     init = ["--init", default_checkpoint("sorting")]

@@ -224,6 +224,7 @@ def test_the_first_proper_colouring_of_a_batch_is_found_without_a_loop_over_rows
     assert first_proper_coloring(torch.tensor([[0, -1]]), 3, []) is None  # -1: no colour (a non-colour token)
     assert first_proper_coloring(torch.tensor([[2, 2]]), 3, []) == [2, 2]  # no edges: any colours in range
 
+
 def test_colouring_verifier_checks_every_edge_and_every_node():
     path = nx.path_graph(3)
     assert is_proper_coloring(path, {0: 0, 1: 1, 2: 0})
@@ -285,6 +286,7 @@ def test_route_guidance_for_another_model_is_refused_by_the_sampler():
     guide = route_guidance([RouteSpec(4, [(0, 1), (1, 2), (2, 3)], "path", 0, 3)])
     with pytest.raises(ValueError, match=f"declared for a canvas of {data.MAX_ROUTE_NODES} positions"):
         generate(sorter, torch.ones(1, 2, dtype=torch.long), SamplingConfig(max_denoising_steps=2), guidance=guide)
+
 
 def test_the_exhaustive_hamiltonian_check_agrees_with_brute_force():
     from diffsolve.solvers.graphs import _hamiltonian_route_exists

@@ -100,6 +100,9 @@ def test_a_prepared_training_set_holds_smiles_token_ids_only(tmp_path):
     good = tmp_path / "good.npz"
     np.savez(good, **data)
     assert task.training_set(good, examples=2, seed=0, check=False)["molecules"].shape == (2, 62)
+    np.savez(tmp_path / "floats.npz", **{**data, "molecules": data["molecules"] + 0.7})  # ids would be truncated
+    with pytest.raises(ValueError, match="'molecules' holds float64 values, not token ids"):
+        task.training_set(tmp_path / "floats.npz", examples=2, seed=0, check=False)
     for name, value in (("molecules", task.EOS), ("scaffolds", 200)):  # EOS belongs after, not in, a molecule
         broken = dict(data)
         broken[name] = data[name].copy()

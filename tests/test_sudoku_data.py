@@ -393,6 +393,22 @@ def test_a_line_longer_than_any_puzzle_line_is_an_error_and_costs_no_memory_per_
     assert peak < 50 * 10**6  # parsing the 10**7-character line cell by cell took 1.07 GB and 18 s
 
 
+@pytest.mark.parametrize("junk", [131_072, 131_073])
+def test_a_long_line_ends_a_grid_whatever_its_length(junk):
+    """Between two bands, a line too long to parse is no blank line between bands (one just short enough never
+    was): either way the grid is cut there."""
+    rows = [PUZZLE[r * 9: r * 9 + 9] for r in range(9)]
+    results = parse_puzzles("\n".join([*rows[:3], "5" * junk, *rows[3:]]), "g.txt")
+    assert not any(isinstance(r, ParsedPuzzle) for r in results)
+    assert [(r.line, r.message.split(":")[0]) for r in results][::2] == [(1, "expected 9 grid rows, got 3"),
+                                                                         (5, "expected 9 grid rows, got 6")]
+
+
+def test_a_long_comment_does_not_make_a_puzzle_line_too_long():
+    results = parse_puzzles(f"{PUZZLE}  # {'x' * 200_000}\n{PUZZLE}\n", "c.txt")
+    assert [r.puzzle for r in results] == [PUZZLE, PUZZLE]
+
+
 def test_dated_titles_comma_rows_and_quoted_csv_fields_are_read_or_named():
     rows = [PUZZLE[r * 9: r * 9 + 9] for r in range(9)]
     for title in ("Sudoku 2024-06-15", "Puzzle 10452"):  # were read as grid row 1: two errors, the puzzle lost

@@ -392,3 +392,12 @@ def test_a_solvers_sampling_config_can_be_replaced_between_calls():
     solver.config = replace(solver.config, max_denoising_steps=2, stability_threshold=None)
     result = solver.solve(easy_puzzle(0)[0])
     assert result.steps == 2 and (result.verified or result.reason == "no verified grid within 2 passes")
+    assert "model only, canvases=1, max_steps=2, seed=0)" in repr(solver)  # what it samples with
+
+
+def test_sudoku_solver_arguments_are_judged_in_the_order_they_were_before_it_shared_the_solver_base():
+    model = SudokuSolver.from_pretrained().model
+    with pytest.raises(TypeError, match="temperature must be a number, got None"):
+        SudokuSolver(model, temperature=None)  # not the guided defaults in silence
+    with pytest.raises(ValueError, match="backtrack is a guided search"):
+        SudokuSolver(model, guided=False, backtrack=True, canvases=4)
