@@ -243,14 +243,16 @@ def _check_layout(path: Path, layout: dict[str, tuple[int, ...]]) -> list[str]:
     not match `layout` before any array is read: a small compressed file can declare gigabytes, and numpy would
     fill them before a shape could be compared. Other members (notes, other arrays) are left unread."""
     try:
-        headers = _npz_headers(path, lambda name: name in layout or name.startswith(MADE_WITH))
+        headers, names = _npz_headers(path, lambda name: name in layout or name.startswith(MADE_WITH))
     except UNREADABLE:
         raise _unreadable(path) from None
+    doubled = sorted({name for name in headers if names.count(name) > 1})
+    if doubled:  # as 'x' and 'x.npy': one header would be checked and numpy might read the other
+        raise ValueError(f"{path}: holds {', '.join(doubled)} twice")
     missing = [name for name in layout if name not in headers]
     if missing:
-        held = [name for name in headers if not name.startswith(MADE_WITH)]
-        raise ValueError(f"{path}: holds {', '.join(sorted(held)) or 'no arrays it needs'}; a training set needs "
-                         f"{', '.join(layout)}")
+        held = sorted(name for name in names if not name.startswith(MADE_WITH))
+        raise ValueError(f"{path}: holds {', '.join(held) or 'no arrays'}; a training set needs {', '.join(layout)}")
     shapes = {name: headers[name][0] for name in layout}
     wrong = any(len(shape) != 1 + len(layout[name]) or shape[1:] != layout[name] for name, shape in shapes.items())
     if wrong or len({shape[0] for shape in shapes.values()}) > 1:
@@ -267,29 +269,36 @@ def _check_layout(path: Path, layout: dict[str, tuple[int, ...]]) -> list[str]:
     return list(headers)
 
 
-# what zipfile and numpy raise for damaged, encrypted or oddly compressed archives
-UNREADABLE = (OSError, ValueError, zipfile.BadZipFile, EOFError, zlib.error, lzma.LZMAError, NotImplementedError,
-              RuntimeError)
+UNREADABLE = (OSError, ValueError, zipfile.BadZipFile, EOFError, zlib.error, lzma.LZMAError)  # damaged archives
+READABLE_METHODS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA)
 
 
 def _unreadable(path: Path) -> ValueError:
-    return ValueError(f"{path}: not a readable .npz archive of arrays (damaged, cut short, or another format)")
+    return ValueError(f"{path}: not a readable .npz archive of arrays (damaged, cut short, encrypted, or another "
+                      "format)")
 
 
-def _npz_headers(path: Path, wanted: Callable[[str], bool]) -> dict[str, tuple[tuple[int, ...], np.dtype, int]]:
-    """The shape, dtype and stored size in bytes of each `wanted` array of an .npz, from its header alone."""
+def _npz_headers(path: Path, wanted: Callable[[str], bool]
+                 ) -> tuple[dict[str, tuple[tuple[int, ...], np.dtype, int]], list[str]]:
+    """The shape, dtype and stored size in bytes of each `wanted` array of an .npz, from its header alone, and
+    the names of all its members (as numpy names them: without '.npy'). Raises ValueError for a wanted member
+    that is encrypted or compressed in a way zipfile cannot read."""
     headers = {}
     with zipfile.ZipFile(path) as archive:
-        for member in archive.infolist():
-            if not wanted(member.filename.removesuffix(".npy")):
+        members = archive.infolist()
+        names = [member.filename.removesuffix(".npy") for member in members]
+        for member, name in zip(members, names):
+            if not wanted(name):
                 continue
+            if member.flag_bits & 1 or member.compress_type not in READABLE_METHODS:  # zipfile would raise
+                raise ValueError(f"{name}: encrypted, or compressed in a way zipfile cannot read")  # RuntimeError
             with archive.open(member) as f:
                 version = np.lib.format.read_magic(f)
                 read = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
                     np.lib.format.read_array_header_2_0
                 shape, _, dtype = read(f)
-            headers[member.filename.removesuffix(".npy")] = (shape, dtype, member.file_size)
-    return headers
+            headers[name] = (shape, dtype, member.file_size)
+    return headers, names
 
 
 def made_with_record(path: Path) -> dict[str, int] | None:

@@ -508,17 +508,24 @@ def parse_puzzles(text: str, path: str = "<input>") -> list[ParsedPuzzle | Puzzl
 
     Bad entries come back inline, in file order, as PuzzleFormatError so the good ones can still be used."""
     lines = split_lines(text.removeprefix("\ufeff"))
-    lengths = {k: len(_uncommented(line)) for k, line in enumerate(lines, 1) if len(line) > MAX_LINE}
-    too_long = [_Invalid(k, f"{n:,} characters: longer than any puzzle line ({MAX_LINE:,} at most)")
-                for k, n in lengths.items() if n > MAX_LINE]
-    breaks = frozenset(bad.line for bad in too_long)
-    for k in lengths:  # each character would cost a hundred bytes or more to parse: read as a line that ends a
-        lines[k - 1] = "" if k in breaks else _uncommented(lines[k - 1])  # grid, or without its long comment
+    # Each character of a line costs a hundred bytes or more to parse, so lines longer than any puzzle line are
+    # errors of their own, read as lines that end a grid. In text '#' starts a comment anywhere, and a long
+    # comment is dropped first; in a CSV only the puzzle and solution fields take comments.
+    long = [k for k, line in enumerate(lines, 1) if len(line) > MAX_LINE]
+    text_lines = lines.copy()
+    for k in long:
+        text_lines[k - 1] = _uncommented(lines[k - 1])
     try:
-        header, columns = _find_csv_header(lines)
+        header, columns = _find_csv_header([line if len(line) <= MAX_LINE else "" for line in text_lines])
     except _Invalid as bad:
         return [PuzzleFormatError(path, bad.line, bad.message)]
-    records = heapq.merge(_csv_records(lines, header, columns) if columns else _text_records(lines, breaks),
+    read = lines.copy() if columns else text_lines
+    breaks = frozenset(k for k in long if len(read[k - 1]) > MAX_LINE)
+    too_long = [_Invalid(k, f"{len(read[k - 1]):,} characters: longer than any puzzle line ({MAX_LINE:,} at most)")
+                for k in sorted(breaks)]
+    for k in breaks:
+        read[k - 1] = ""
+    records = heapq.merge(_csv_records(read, header, columns) if columns else _text_records(read, breaks),
                           too_long, key=lambda r: r.line if isinstance(r, _Invalid) else r.start)
     results: list[ParsedPuzzle | PuzzleFormatError] = []
     for record in records:

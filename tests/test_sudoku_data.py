@@ -409,6 +409,16 @@ def test_a_long_comment_does_not_make_a_puzzle_line_too_long():
     assert [r.puzzle for r in results] == [PUZZLE, PUZZLE]
 
 
+def test_a_long_csv_row_is_never_cut_at_a_hash_outside_its_puzzle_and_solution():
+    """'#' is a comment in a CSV's puzzle and solution fields only: a long row is refused whole, never read as
+    the text before a '#' in a name (that lost the solution, or named the wrong problem)."""
+    for row in (f"name#1 {'x' * 140_000},{PUZZLE},{SOLUTION}", f"{PUZZLE},{SOLUTION},note # {'x' * 140_000}"):
+        results = parse_puzzles(f"name,puzzle,solution\n{row}\nshort,{PUZZLE},{SOLUTION}\n", "h.csv")
+        assert_error(results[0], 2, f"{len(row):,} characters: longer than any puzzle line (131,072 at most)",
+                     path="h.csv")
+        assert (results[1].line, results[1].puzzle, results[1].solution) == (3, PUZZLE, SOLUTION)
+
+
 def test_dated_titles_comma_rows_and_quoted_csv_fields_are_read_or_named():
     rows = [PUZZLE[r * 9: r * 9 + 9] for r in range(9)]
     for title in ("Sudoku 2024-06-15", "Puzzle 10452"):  # were read as grid row 1: two errors, the puzzle lost

@@ -334,9 +334,30 @@ def test_a_training_set_must_hold_every_array_of_its_layout_and_only_numbers(tmp
     np.savez(path, puzzles=np.zeros((5, 81), np.uint8), solutions=np.ones((4, 81), np.uint8))
     with pytest.raises(ValueError, match=r"puzzles \[5, 81\], solutions \[4, 81\]; .* with one N"):
         cached_training_set(path, dict, {}, layout, check=False)
-    np.savez(path, solutions=np.ones((5, 81), np.uint8), **{"made_with:examples": np.int64(5)})
-    with pytest.raises(ValueError, match=r"partial.npz: holds solutions; a training set needs puzzles, solutions$"):
-        cached_training_set(path, dict, {}, layout, check=False)  # its record is not an array the set holds
+    np.savez(path, puzzle=np.zeros((5, 81), np.uint8), solutions=np.ones((5, 81), np.uint8),
+             **{"made_with:examples": np.int64(5)})
+    with pytest.raises(ValueError, match=r"partial.npz: holds puzzle, solutions; a training set needs puzzles, "
+                                         r"solutions$"):  # the misspelt name shown, the record not
+        cached_training_set(path, dict, {}, layout, check=False)
+
+
+def test_an_array_stored_twice_is_refused(tmp_path):
+    """As 'puzzles' and 'puzzles.npy': one header would be checked while numpy reads the other."""
+    import io
+    import zipfile
+
+    import numpy as np
+
+    from diffsolve.core.training import cached_training_set
+
+    path = tmp_path / "twice.npz"
+    np.savez(path, puzzles=np.zeros((5, 81), np.uint8), solutions=np.ones((5, 81), np.uint8))
+    buffer = io.BytesIO()
+    np.lib.format.write_array(buffer, np.zeros((5, 80), np.uint8))
+    with zipfile.ZipFile(path, "a") as archive:
+        archive.writestr("puzzles", buffer.getvalue())
+    with pytest.raises(ValueError, match=r"twice.npz: holds puzzles twice$"):
+        cached_training_set(path, dict, {}, {"puzzles": (81,), "solutions": (81,)}, check=False)
 
 
 def test_a_training_set_may_hold_other_members_which_are_left_unread(tmp_path):
