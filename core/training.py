@@ -225,7 +225,7 @@ def cached_training_set(path: Path, build: Callable[[], dict[str, np.ndarray]], 
         if check and differ:
             raise ValueError(f"{path} holds a training set made with other settings ({'; '.join(differ)}): train "
                              "into a new directory, or delete the file to rebuild it")
-        return {name: arrays[name] for name in layout}
+        return arrays
     arrays = build()
     path.parent.mkdir(parents=True, exist_ok=True)
     record = {MADE_WITH + k: np.int64(v) for k, v in made_with.items()}
@@ -262,6 +262,8 @@ def _check_layout(path: Path, layout: dict[str, tuple[int, ...]]) -> list[str]:
     odd = [f"{name} ({dtype})" for name, (_, dtype, _) in headers.items() if dtype.kind not in "biuf"]
     if odd:
         raise ValueError(f"{path}: arrays of numbers expected, not {', '.join(odd)}")
+    if any(shape != () for name, (shape, _, _) in headers.items() if name.startswith(MADE_WITH)):
+        raise ValueError(f"{path}: its '{MADE_WITH}' record holds something other than single whole numbers")
     short = [name for name, (shape, dtype, stored) in headers.items() if math.prod(shape) * dtype.itemsize > stored]
     if short:
         raise ValueError(f"{path}: {', '.join(short)}: the header declares more data than the archive holds (cut "
@@ -290,8 +292,8 @@ def _npz_headers(path: Path, wanted: Callable[[str], bool]
         for member, name in zip(members, names):
             if not wanted(name):
                 continue
-            if member.flag_bits & 1 or member.compress_type not in READABLE_METHODS:  # zipfile would raise
-                raise ValueError(f"{name}: encrypted, or compressed in a way zipfile cannot read")  # RuntimeError
+            if member.flag_bits & 1 or member.compress_type not in READABLE_METHODS:  # (zipfile: RuntimeError)
+                raise ValueError(f"{name}: encrypted, or compressed in a way zipfile cannot read")
             with archive.open(member) as f:
                 version = np.lib.format.read_magic(f)
                 read = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
