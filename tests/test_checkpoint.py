@@ -102,6 +102,12 @@ def _rewrite(path, edit):
     save_file(tensors, str(path / "model.safetensors"))
 
 
+def _edit_generation_config(path, edit):
+    config = json.loads((path / "generation_config.json").read_text())
+    edit(config)
+    (path / "generation_config.json").write_text(json.dumps(config))
+
+
 def test_strict_loading_lists_every_problem(saved):
     _, path = saved
 
@@ -432,9 +438,7 @@ def test_weights_too_large_for_the_requested_dtype_are_not_called_damaged(saved)
 ])
 def test_a_bad_sampler_setting_is_refused_at_load(saved, field, value, message):
     _, path = saved
-    config = json.loads((path / "generation_config.json").read_text())
-    config[field] = value
-    (path / "generation_config.json").write_text(json.dumps(config))
+    _edit_generation_config(path, lambda config: config.update({field: value}))
     with pytest.raises(CheckpointError, match=f"generation_config.json: not a usable generation config .*{message}"):
         load_model(path)
 
@@ -448,9 +452,7 @@ def test_a_token_id_outside_the_vocabulary_is_refused_at_load_and_at_save(saved,
     from diffsolve.core import SamplingConfig
 
     model, path = saved
-    config = json.loads((path / "generation_config.json").read_text())
-    config[field] = value
-    (path / "generation_config.json").write_text(json.dumps(config))
+    _edit_generation_config(path, lambda config: config.update({field: value}))
     with pytest.raises(CheckpointError, match=f"generation_config.json: {message}"):
         load_model(path)
     model.generation_config = SamplingConfig(**{field: value})
@@ -462,9 +464,7 @@ def test_a_token_id_outside_the_vocabulary_is_refused_at_load_and_at_save(saved,
 @pytest.mark.parametrize("value", [1, "0.1", True])
 def test_an_entropy_bound_transformers_would_refuse_is_refused(saved, value):
     _, path = saved
-    config = json.loads((path / "generation_config.json").read_text())
-    config["sampler_config"]["entropy_bound"] = value
-    (path / "generation_config.json").write_text(json.dumps(config))
+    _edit_generation_config(path, lambda config: config["sampler_config"].update(entropy_bound=value))
     with pytest.raises(CheckpointError, match="entropy_bound must be written as a float"):
         load_model(path)
 
@@ -495,9 +495,7 @@ def test_a_zero_temperature_throughout_is_refused():
 def test_a_zero_final_temperature_loads(saved):
     """t_min = 0 is valid (as in transformers): the last pass samples at (t_max - t_min) / passes, not 0."""
     _, path = saved
-    config = json.loads((path / "generation_config.json").read_text())
-    config["t_min"] = 0.0
-    (path / "generation_config.json").write_text(json.dumps(config))
+    _edit_generation_config(path, lambda config: config.update(t_min=0.0))
     assert load_model(path).generation_config.t_min == 0.0
 
 
@@ -646,8 +644,6 @@ def test_settings_a_generation_config_cannot_hold_are_refused_before_anything_is
             model.save_pretrained(tmp_path / "out")     # and the second read back with adaptive stopping on
         assert not (tmp_path / "out").exists()
     _, path = saved
-    config = json.loads((path / "generation_config.json").read_text())
-    config["t_min"] = config["t_max"]
-    (path / "generation_config.json").write_text(json.dumps(config))
+    _edit_generation_config(path, lambda config: config.update(t_min=config["t_max"]))
     with pytest.raises(CheckpointError, match="t_max must be greater than t_min"):
         load_model(path)
