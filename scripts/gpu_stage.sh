@@ -14,18 +14,22 @@
 #   here, after:      scripts/gpu_stage.sh unpack DIR  the files that came back -> runs/gpu/{sudoku,molecules}
 #
 # Two calls, because one cannot carry both: the repository is about 33 MB, the wheels 32 MB, the training set
-# 27 MB (bundle prints what each call carries). The calls: run(command="scripts/gpu_stage.sh start",
-# carry=["runs/gpu/whl"], kind="nvidia-h200", timeout_s=120), then run(command="scripts/gpu_stage.sh finish",
-# carry=["runs/gpu/data"], timeout_s=600); about 12 of the 15 minutes with the machine's start. The H200 is where
-# Sudoku last trained at batch 2,048 beside a molecule run; on an H100 (80 GB) that pairing is untried.
-# Judge the new weights here before shipping them (models/*/README.md says how each stage was judged).
+# 27 MB. Call 1 has about 2 MiB to spare: bundle prints what each call carries, and an untracked file (see git
+# status) counts too. The calls: run(command="scripts/gpu_stage.sh start", carry=["runs/gpu/whl"],
+# kind="nvidia-h200", timeout_s=120), then at once run(command="scripts/gpu_stage.sh finish",
+# carry=["runs/gpu/data"], timeout_s=600), then give_back: about 13 of the 15 minutes with the machine's start,
+# so a failed start leaves no time for a second try. finish writes both tars by FINISH_DEADLINE whatever happened
+# (a run still going is interrupted and its last checkpoint's weights come back) and exits 1 unless both runs
+# ended well. The H200 is where Sudoku last trained at batch 2,048 beside a molecule run; on an H100 (about
+# 78 GiB) that pairing is untried. Judge the new weights here before shipping them (models/*/README.md says how
+# each stage was judged).
 # A dry run on a CPU machine: GPU_STAGE_DEVICE=cpu SUDOKU_BUDGET=300 MOLECULES_BUDGET=300 SUDOKU_EXAMPLES=2000
 # SUDOKU_WORKERS=2 SUDOKU_BATCH=64 MOLECULE_BATCH=64 with start, then finish (start skips the wheels where RDKit
 # already imports; compiling takes the first few minutes on 2 cores).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-RUNS=${GPU_STAGE_RUNS:-runs/gpu}
+export RUNS=${GPU_STAGE_RUNS:-runs/gpu}
 DEVICE=${GPU_STAGE_DEVICE:-cuda}
 SUDOKU_BUDGET=${SUDOKU_BUDGET:-480}        # seconds; Sudoku starts a minute or so before molecules
 MOLECULES_BUDGET=${MOLECULES_BUDGET:-420}
@@ -34,15 +38,17 @@ SUDOKU_BATCH=${SUDOKU_BATCH:-2048}           # on a CPU, 2048 Sudoku canvases a 
 MOLECULE_BATCH=${MOLECULE_BATCH:-1024}
 MOLECULE_EXAMPLES=${MOLECULE_EXAMPLES:-1000000}
 SUDOKU_WORKERS=${SUDOKU_WORKERS:-14}        # part of the data: each worker generates from its own seed
-SUDOKU_WAIT=${SUDOKU_WAIT:-90}              # seconds finish waits for Sudoku after molecules end
+START_WAIT=${START_WAIT:-20}                # seconds start watches the Sudoku run before it returns
+FINISH_DEADLINE=${FINISH_DEADLINE:-550}     # seconds: finish writes both tars by then (the call's limit is 600)
 MOLECULE_SEED=11                           # stages 1-9 used seeds 0-10
 PYTHON=${PYTHON:-$([[ -x .venv/bin/python ]] && echo .venv/bin/python || echo python3)}  # the GPU machine has no .venv
 
 # The package without installing it (a pip install needs a build backend the GPU machine may lack): a folder
 # whose diffsolve/ links the repository's folders as pyproject.toml's package-dir maps them.
 use_package() {
-    rm -rf "$RUNS/src"
-    "$PYTHON" - "$RUNS/src" <<'EOF'
+    if [[ ${1:-} == fresh || ! -d $RUNS/src ]]; then
+        rm -rf "$RUNS/src"
+        "$PYTHON" - "$RUNS/src" <<'EOF'
 import sys, tomllib
 from pathlib import Path
 
@@ -55,6 +61,7 @@ for package, folder in packages.items():  # a real folder per package, its files
         if entry.name != "__pycache__" and f"{package}.{entry.name}" not in packages:
             (here / entry.name).symlink_to(entry)
 EOF
+    fi
     export PYTHONSAFEPATH=1  # not the working directory first: its diffsolve/ holds only the top module
     export PYTHONPATH=$(realpath "$RUNS/src"):$(realpath -m "$RUNS/site")${PYTHONPATH:+:$PYTHONPATH}
 }
@@ -83,68 +90,92 @@ EOF
 }
 
 start() {
-    use_package
+    use_package fresh
     if ! "$PYTHON" -c "import rdkit, partialsmiles" 2>/dev/null; then
-        "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$RUNS/site" \
-            "$RUNS"/whl/*.whl
+        "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+            --target "$RUNS/site" "$RUNS"/whl/*.whl
     fi
     "$PYTHON" -c "import torch, rdkit; print('torch', torch.__version__, 'rdkit', rdkit.__version__, \
 'gpu', torch.cuda.get_device_name() if torch.cuda.is_available() else None)"
-    rm -rf "$RUNS/sudoku"
+    rm -rf "$RUNS/sudoku" "$RUNS"/sudoku.{out,err,rc,pid}
     mkdir -p "$RUNS/sudoku"
-    # setsid: the run outlives this call (the machine stays while the next call comes within 30 s)
-    setsid nohup "$PYTHON" -m diffsolve --compile train sudoku --out "$RUNS/sudoku" --steps 100000 \
+    # setsid: the run outlives this call (the machine stays while the next call comes within 30 s); the shell
+    # around it records its exit status, and its process group is what finish interrupts
+    setsid bash -c '"$@" > "$RUNS/sudoku.out" 2> "$RUNS/sudoku.err" < /dev/null; echo $? > "$RUNS/sudoku.rc"' \
+        sudoku "$PYTHON" -m diffsolve --compile train sudoku --out "$RUNS/sudoku" --steps 100000 \
         --batch-size "$SUDOKU_BATCH" --lr 0.001 --seed 2 --device "$DEVICE" --time-budget "$SUDOKU_BUDGET" \
         --examples "$SUDOKU_EXAMPLES" --workers "$SUDOKU_WORKERS" --threads 4 --init models/sudoku \
-        > "$RUNS/sudoku.out" 2> "$RUNS/sudoku.err" < /dev/null &
+        > /dev/null 2>&1 < /dev/null &  # holding none of this call's output open, so the call can end
     echo $! > "$RUNS/sudoku.pid"
-    sleep 20
+    sleep "$START_WAIT"
     tail -3 "$RUNS/sudoku.err"
-    kill -0 "$(cat "$RUNS/sudoku.pid")" && echo "sudoku stage running (pid $(cat "$RUNS/sudoku.pid"))"
+    if [[ -f $RUNS/sudoku.rc ]]; then
+        echo "sudoku stage ended already (exit $(cat "$RUNS/sudoku.rc"))"
+        return 1
+    fi
+    echo "sudoku stage running (process group $(cat "$RUNS/sudoku.pid"))"
 }
 
 finish() {
     use_package
-    local status=0
-    rm -rf "$RUNS/molecules"
-    "$PYTHON" -m diffsolve --compile train molecules --out "$RUNS/molecules" --steps 100000 \
-        --batch-size "$MOLECULE_BATCH" --lr 0.0005 --seed "$MOLECULE_SEED" --device "$DEVICE" \
-        --time-budget "$MOLECULES_BUDGET" \
-        --data "$RUNS/data/moses_train.npz" --threads 4 --init models/molecules \
-        > "$RUNS/molecules.out" 2> "$RUNS/molecules.err" || status=$?
+    local began=$SECONDS status=0 pid
+    rm -rf "$RUNS/molecules" "$RUNS"/molecules.{out,err}
+    # the run stops at its --time-budget; the timeout (Ctrl-C: it checkpoints and stops) only if it is slow
+    timeout -s INT $((FINISH_DEADLINE - 45)) "$PYTHON" -m diffsolve --compile train molecules \
+        --out "$RUNS/molecules" --steps 100000 --batch-size "$MOLECULE_BATCH" --lr 0.0005 --seed "$MOLECULE_SEED" \
+        --device "$DEVICE" --time-budget "$MOLECULES_BUDGET" --data "$RUNS/data/moses_train.npz" --threads 4 \
+        --init models/molecules > "$RUNS/molecules.out" 2> "$RUNS/molecules.err" || status=$?
     echo "molecules: exit $status"; tail -5 "$RUNS/molecules.err"
-    local pid waited=0
-    pid=$(cat "$RUNS/sudoku.pid")
-    while kill -0 "$pid" 2>/dev/null && ((waited < SUDOKU_WAIT)); do sleep 5; ((waited += 5)); done
-    if kill -0 "$pid" 2>/dev/null; then  # Ctrl-C: it checkpoints and stops, so this call still ends in time
-        echo "sudoku: still running after another ${SUDOKU_WAIT} s; interrupted"; kill -INT -- -"$pid" || true
-        sleep 15
+    pack molecules
+    pid=$(cat "$RUNS/sudoku.pid" 2>/dev/null || true)
+    while [[ -n $pid && ! -f $RUNS/sudoku.rc ]] && ((SECONDS - began < FINISH_DEADLINE - 25)); do sleep 2; done
+    if [[ -n $pid && ! -f $RUNS/sudoku.rc ]]; then
+        echo "sudoku: still running at the deadline; interrupted (its last checkpoint comes back)"
+        kill -INT -- -"$pid" 2>/dev/null || true
+        for _ in {1..10}; do [[ -f $RUNS/sudoku.rc ]] && break; sleep 1; done
     fi
-    echo "sudoku:"; tail -5 "$RUNS/sudoku.err"
-    for run in sudoku molecules; do  # what each run left: its summary, log, weights and card (not checkpoints)
-        tar -C "$RUNS" -cf "${OUT:-$RUNS}/$run.tar" \
-            $(cd "$RUNS" && ls -d "$run.out" "$run.err" "$run/train_log.jsonl" "$run/model" 2>/dev/null)
-    done
+    echo "sudoku: exit $(cat "$RUNS/sudoku.rc" 2>/dev/null || echo "unknown (no run: call start first)")"
+    tail -5 "$RUNS/sudoku.err" 2>/dev/null || true
+    pack sudoku
     ls -la "${OUT:-$RUNS}"/*.tar
-    return $status
+    [[ $status == 0 && $(cat "$RUNS/sudoku.rc" 2>/dev/null) == 0 ]]
+}
+
+# What a run left, as one tar in $OUT: its summary, log, model and card, or without a model (an interrupted
+# run) the weights of its last checkpoint, never the optimizer state (twice the weights: over the 16 MiB a file).
+pack() {
+    local run=$1 parts
+    parts=$(cd "$RUNS" && ls -d "$run.out" "$run.err" "$run/train_log.jsonl" "$run/model" 2>/dev/null || true)
+    [[ -d $RUNS/$run/model ]] || parts+=" $(cd "$RUNS" && ls -d "$run"/checkpoint 2>/dev/null || true)"
+    # shellcheck disable=SC2086  # the parts are names without spaces
+    tar -C "$RUNS" --exclude=training_state.safetensors -cf "${OUT:-$RUNS}/$run.tar" $parts \
+        || echo "$run.tar: tar exit $? (a file changed while it was read?)"
 }
 
 unpack() {
-    local from=${1:?"unpack DIR: the folder the device tool put sudoku.tar and molecules.tar in"}
+    local from=${1:?"unpack DIR: the folder the device tool put sudoku.tar and molecules.tar in"} run
+    from=$(cd "$OLDPWD" && realpath "$from")  # DIR as the caller meant it, before the cd to the repository
+    for run in sudoku molecules; do  # both readable before anything here is replaced
+        tar -tf "$from/$run.tar" > /dev/null
+    done
     mkdir -p "$RUNS"
     for run in sudoku molecules; do
-        rm -rf "${RUNS:?}/$run"
-        tar -C "$RUNS" -xf "$from/$run.tar"
-        echo "== $RUNS/$run (its summary; the model in $RUNS/$run/model)"
-        cat "$RUNS/$run.out"
+        rm -rf "${RUNS:?}/$run.new" && mkdir "$RUNS/$run.new"
+        tar -C "$RUNS/$run.new" -xf "$from/$run.tar"
+        rm -rf "${RUNS:?}/$run" "$RUNS"/$run.{out,err}
+        mv "$RUNS/$run.new/$run" "$RUNS/$run" 2>/dev/null || mkdir "$RUNS/$run"
+        mv "$RUNS/$run.new"/$run.{out,err} "$RUNS/" 2>/dev/null || true
+        rm -rf "$RUNS/$run.new"
+        echo "== $RUNS/$run: $(ls "$RUNS/$run" | tr '\n' ' ')"
+        cat "$RUNS/$run.out" 2>/dev/null || true
     done
 }
 
 # The package as the GPU machine will import it (the test suite runs this).
 check() {
-    use_package
+    use_package fresh
     "$PYTHON" -m diffsolve --version
-    "$PYTHON" -c "import diffsolve.solvers.cli, diffsolve.models as m; print(m.__path__[0])"
+    "$PYTHON" -c "import diffsolve.solvers.cli as c, diffsolve.models as m; print(m.__path__[0]); print(c.__file__)"
 }
 
 case ${1:-} in
@@ -153,5 +184,5 @@ case ${1:-} in
     start) start ;;
     finish) finish ;;
     unpack) unpack "${2:-}" ;;
-    *) sed -n '2,24p' "$0"; exit 2 ;;
+    *) sed -n '2,28p' "$0"; exit 2 ;;
 esac
