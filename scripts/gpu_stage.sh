@@ -99,9 +99,11 @@ start() {
 'gpu', torch.cuda.get_device_name() if torch.cuda.is_available() else None)"
     rm -rf "$RUNS/sudoku" "$RUNS"/sudoku.{out,err,rc,pid}
     mkdir -p "$RUNS/sudoku"
-    # setsid: the run outlives this call (the machine stays while the next call comes within 30 s); the shell
-    # around it records its exit status, and its process group is what finish interrupts
-    setsid bash -c '"$@" > "$RUNS/sudoku.out" 2> "$RUNS/sudoku.err" < /dev/null; echo $? > "$RUNS/sudoku.rc"' \
+    # setsid: the run outlives this call (the machine stays while the next call comes within 30 s). The shell
+    # around it records its exit status; finish stops its process group with SIGTERM, which `solve` takes as
+    # Ctrl-C in every phase (SIGINT stays ignored in a background job) and this shell ignores, to write the status.
+    setsid bash -c 'trap "" TERM; "$@" > "$RUNS/sudoku.out" 2> "$RUNS/sudoku.err" < /dev/null
+                    echo $? > "$RUNS/sudoku.rc"' \
         sudoku "$PYTHON" -m diffsolve --compile train sudoku --out "$RUNS/sudoku" --steps 100000 \
         --batch-size "$SUDOKU_BATCH" --lr 0.001 --seed 2 --device "$DEVICE" --time-budget "$SUDOKU_BUDGET" \
         --examples "$SUDOKU_EXAMPLES" --workers "$SUDOKU_WORKERS" --threads 4 --init models/sudoku \
@@ -117,53 +119,66 @@ start() {
 }
 
 finish() {
+    ((FINISH_DEADLINE > 45)) || { echo "FINISH_DEADLINE=$FINISH_DEADLINE: more than 45 s, please" >&2; return 2; }
     use_package
     local began=$SECONDS status=0 pid
     rm -rf "$RUNS/molecules" "$RUNS"/molecules.{out,err}
-    # the run stops at its --time-budget; the timeout (Ctrl-C: it checkpoints and stops) only if it is slow
-    timeout -s INT $((FINISH_DEADLINE - 45)) "$PYTHON" -m diffsolve --compile train molecules \
+    # the run stops at its --time-budget; the timeout only if it is slow (SIGTERM: it checkpoints and stops;
+    # SIGKILL 15 s later if it has not, so that both tars are still written)
+    timeout --preserve-status -k 15 -s TERM $((FINISH_DEADLINE - 45)) "$PYTHON" -m diffsolve --compile train molecules \
         --out "$RUNS/molecules" --steps 100000 --batch-size "$MOLECULE_BATCH" --lr 0.0005 --seed "$MOLECULE_SEED" \
         --device "$DEVICE" --time-budget "$MOLECULES_BUDGET" --data "$RUNS/data/moses_train.npz" --threads 4 \
         --init models/molecules > "$RUNS/molecules.out" 2> "$RUNS/molecules.err" || status=$?
     echo "molecules: exit $status"; tail -5 "$RUNS/molecules.err"
-    pack molecules
+    pack molecules "$status"
     pid=$(cat "$RUNS/sudoku.pid" 2>/dev/null || true)
     while [[ -n $pid && ! -f $RUNS/sudoku.rc ]] && ((SECONDS - began < FINISH_DEADLINE - 25)); do sleep 2; done
     if [[ -n $pid && ! -f $RUNS/sudoku.rc ]]; then
         echo "sudoku: still running at the deadline; interrupted (its last checkpoint comes back)"
-        kill -INT -- -"$pid" 2>/dev/null || true
+        kill -TERM -- -"$pid" 2>/dev/null || true
         for _ in {1..10}; do [[ -f $RUNS/sudoku.rc ]] && break; sleep 1; done
     fi
     echo "sudoku: exit $(cat "$RUNS/sudoku.rc" 2>/dev/null || echo "unknown (no run: call start first)")"
     tail -5 "$RUNS/sudoku.err" 2>/dev/null || true
-    pack sudoku
+    pack sudoku "$(cat "$RUNS/sudoku.rc" 2>/dev/null || echo none)"
     ls -la "${OUT:-$RUNS}"/*.tar
     [[ $status == 0 && $(cat "$RUNS/sudoku.rc" 2>/dev/null) == 0 ]]
 }
 
-# What a run left, as one tar in $OUT: its summary, log, model and card, or without a model (an interrupted
-# run) the weights of its last checkpoint, never the optimizer state (twice the weights: over the 16 MiB a file).
+# What a run left, as one tar in $OUT (always written, empty when nothing is there): its summary and log, and
+# after a run that ended well its model and card, else the weights of its last checkpoint (a model folder may be
+# half-written), never the optimizer state (twice the weights: over the 16 MiB a file may have).
 pack() {
-    local run=$1 parts
-    parts=$(cd "$RUNS" && ls -d "$run.out" "$run.err" "$run/train_log.jsonl" "$run/model" 2>/dev/null || true)
-    [[ -d $RUNS/$run/model ]] || parts+=" $(cd "$RUNS" && ls -d "$run"/checkpoint 2>/dev/null || true)"
+    local run=$1 status=$2 parts
+    parts=$(cd "$RUNS" && ls -d "$run.out" "$run.err" "$run/train_log.jsonl" 2>/dev/null || true)
+    [[ $status == 0 ]] && parts+=" $run/model" || parts+=" $(cd "$RUNS" && ls -d "$run/checkpoint" 2>/dev/null || true)"
     # shellcheck disable=SC2086  # the parts are names without spaces
-    tar -C "$RUNS" --exclude=training_state.safetensors -cf "${OUT:-$RUNS}/$run.tar" $parts \
+    tar -C "$RUNS" --exclude=training_state.safetensors -cf "${OUT:-$RUNS}/$run.tar" -T /dev/null $parts \
         || echo "$run.tar: tar exit $? (a file changed while it was read?)"
 }
 
+# A run here is replaced only by a tar that holds it; every tar is read before anything is replaced.
 unpack() {
-    local from=${1:?"unpack DIR: the folder the device tool put sudoku.tar and molecules.tar in"} run
+    local from=${1:?"unpack DIR: the folder the device tool put sudoku.tar and molecules.tar in"} run names found=()
     from=$(cd "$OLDPWD" && realpath "$from")  # DIR as the caller meant it, before the cd to the repository
-    for run in sudoku molecules; do  # both readable before anything here is replaced
-        tar -tf "$from/$run.tar" > /dev/null
-    done
-    mkdir -p "$RUNS"
     for run in sudoku molecules; do
+        if [[ ! -f $from/$run.tar ]]; then
+            echo "$from/$run.tar: missing; $RUNS/$run left as it was"
+        elif ! names=$(tar -tf "$from/$run.tar" 2>&1); then
+            echo "$from/$run.tar: unreadable ($names); $RUNS/$run left as it was"
+        elif [[ $'\n'$names == *$'\n'$run/* ]]; then
+            found+=("$run")
+        else
+            echo "$from/$run.tar: holds no $run run; $RUNS/$run left as it was"
+        fi
+    done
+    ((${#found[@]})) || { echo "nothing to unpack from $from" >&2; return 1; }
+    mkdir -p "$RUNS"
+    for run in "${found[@]}"; do
         rm -rf "${RUNS:?}/$run.new" && mkdir "$RUNS/$run.new"
         tar -C "$RUNS/$run.new" -xf "$from/$run.tar"
         rm -rf "${RUNS:?}/$run" "$RUNS"/$run.{out,err}
-        mv "$RUNS/$run.new/$run" "$RUNS/$run" 2>/dev/null || mkdir "$RUNS/$run"
+        mv "$RUNS/$run.new/$run" "$RUNS/$run"
         mv "$RUNS/$run.new"/$run.{out,err} "$RUNS/" 2>/dev/null || true
         rm -rf "$RUNS/$run.new"
         echo "== $RUNS/$run: $(ls "$RUNS/$run" | tr '\n' ' ')"

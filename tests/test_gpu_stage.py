@@ -18,8 +18,9 @@ SCRIPT = ROOT / "scripts" / "gpu_stage.sh"
 
 pytestmark = pytest.mark.skipif(sys.version_info < (3, 11), reason="the script needs tomllib and PYTHONSAFEPATH")
 
-# `python -m diffsolve ... train TASK --out DIR` writes what a finished run writes (a model, a log, the summary);
-# with STAND_IN_SLEEP it first sleeps, and Ctrl-C leaves a checkpoint and exit 130 as `solve train` does.
+# `python -m diffsolve ... train TASK --out DIR` writes what a finished run writes (a model, a log, the summary).
+# With STAND_IN_SLEEP_<TASK> it first sleeps; SIGTERM then leaves a checkpoint and exit 130, as `solve train`
+# does, while SIGINT is ignored, as `solve train` leaves it outside its training loop in a background job.
 # Anything else runs the real interpreter (the script also runs Python of its own).
 STAND_IN = textwrap.dedent(f"""\
     #!{sys.executable}
@@ -32,16 +33,17 @@ STAND_IN = textwrap.dedent(f"""\
     task, out = args[args.index("train") + 1], Path(args[args.index("--out") + 1])
     out.mkdir(parents=True, exist_ok=True)
 
-    def interrupted(*_):
+    def stopped(*_):
         (out / "checkpoint").mkdir()
         for name in ("model.safetensors", "config.json", "training_state.json", "training_state.safetensors"):
             (out / "checkpoint" / name).write_text(name)
+        (out / "model").mkdir()  # as a save cut short leaves it
         print("interrupted at step 3 (checkpointed)", file=sys.stderr)
         sys.exit(130)
 
-    signal.signal(signal.SIGINT, interrupted)
-    if task == "sudoku":
-        time.sleep(float(os.environ.get("STAND_IN_SLEEP", "0")))
+    signal.signal(signal.SIGTERM, stopped)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    time.sleep(float(os.environ.get(f"STAND_IN_SLEEP_{{task.upper()}}", "0")))
     (out / "model").mkdir()
     (out / "model" / "model.safetensors").write_text(task)
     (out / "train_log.jsonl").write_text("{{}}\\n")
@@ -49,9 +51,10 @@ STAND_IN = textwrap.dedent(f"""\
 """)
 
 
-def _run(*args: str, runs: Path, timeout: float = 300, **env: str) -> subprocess.CompletedProcess:
+def _run(*args: str, runs: Path, cwd: Path = ROOT, **env: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "GPU_STAGE_RUNS": str(runs), "PYTHON": env.pop("PYTHON", sys.executable), **env}
-    return subprocess.run(["bash", str(SCRIPT), *args], capture_output=True, text=True, env=env, timeout=timeout)
+    return subprocess.run(["bash", str(SCRIPT), *args], capture_output=True, text=True, env=env, cwd=cwd,
+                          timeout=300)
 
 
 @pytest.fixture
@@ -99,14 +102,14 @@ def test_both_runs_come_back_and_unpack(tmp_path, stand_in):
 def test_a_run_still_going_at_the_deadline_is_interrupted_and_its_checkpoint_comes_back(tmp_path, stand_in):
     runs, out = tmp_path / "runs", tmp_path / "out"
     out.mkdir()
-    started = _run("start", runs=runs, PYTHON=stand_in, START_WAIT="1", STAND_IN_SLEEP="600")
+    started = _run("start", runs=runs, PYTHON=stand_in, START_WAIT="1", STAND_IN_SLEEP_SUDOKU="600")
     assert started.returncode == 0 and "running" in started.stdout, started.stdout + started.stderr
     began = time.monotonic()
-    done = _run("finish", runs=runs, PYTHON=stand_in, OUT=str(out), FINISH_DEADLINE="50", STAND_IN_SLEEP="600")
+    done = _run("finish", runs=runs, PYTHON=stand_in, OUT=str(out), FINISH_DEADLINE="50")
     assert time.monotonic() - began < 50
     assert done.returncode == 1 and "interrupted" in done.stdout and "sudoku: exit 130" in done.stdout
     sudoku = _members(out / "sudoku.tar")
-    assert "sudoku/checkpoint/model.safetensors" in sudoku and not any("model/" in m for m in sudoku)
+    assert "sudoku/checkpoint/model.safetensors" in sudoku and "sudoku/model" not in sudoku  # the one cut short
     assert not any(m.endswith("training_state.safetensors") for m in sudoku)  # twice the weights: too big
     assert "molecules/model/model.safetensors" in _members(out / "molecules.tar")
 
@@ -119,16 +122,46 @@ def test_finish_without_start_still_brings_back_molecules(tmp_path, stand_in):
     assert "molecules/model/model.safetensors" in _members(out / "molecules.tar")
 
 
-def test_unpack_replaces_nothing_when_a_tar_is_missing(tmp_path):
-    runs, out = tmp_path / "runs", tmp_path / "out"
-    (runs / "sudoku").mkdir(parents=True)
-    (runs / "sudoku" / "kept").write_text("earlier results")
+def test_a_slow_molecule_run_is_stopped_in_time_and_its_checkpoint_comes_back(tmp_path, stand_in):
+    out = tmp_path / "out"
     out.mkdir()
-    with tarfile.open(out / "sudoku.tar", "w"):
-        pass
+    began = time.monotonic()
+    done = _run("finish", runs=tmp_path / "runs", PYTHON=stand_in, OUT=str(out), FINISH_DEADLINE="50",
+                STAND_IN_SLEEP_MOLECULES="600")
+    assert time.monotonic() - began < 50
+    assert "molecules: exit 130" in done.stdout and done.returncode == 1
+    molecules = _members(out / "molecules.tar")
+    assert "molecules/checkpoint/model.safetensors" in molecules and "molecules/model" not in molecules
+    assert _members(out / "sudoku.tar") == set()  # written all the same: no run, nothing in it
+
+
+def _tar(path: Path, files: dict[str, str]) -> None:
+    with tarfile.open(path, "w") as archive:
+        for name, text in files.items():
+            (path.parent / "member").write_text(text)
+            archive.add(path.parent / "member", arcname=name)
+
+
+def test_unpack_replaces_only_runs_that_came_back(tmp_path):
+    runs, out = tmp_path / "runs", tmp_path / "out"
+    for run in ("sudoku", "molecules"):
+        (runs / run).mkdir(parents=True)
+        (runs / run / "kept").write_text("earlier results")
+    out.mkdir()
+    _tar(out / "sudoku.tar", {"sudoku.out": "{}", "sudoku/model/model.safetensors": "new"})
+    done = _run("unpack", "out", runs=runs, cwd=tmp_path)  # DIR relative to where it is run
+    assert done.returncode == 0, done.stderr
+    assert "molecules.tar: missing" in done.stdout
+    assert (runs / "sudoku" / "model" / "model.safetensors").read_text() == "new"
+    assert not (runs / "sudoku" / "kept").exists()
+    assert (runs / "molecules" / "kept").read_text() == "earlier results"
+
+    _tar(out / "molecules.tar", {})  # empty: what finish writes when a run left nothing
+    (out / "sudoku.tar").write_text("not a tar")
     done = _run("unpack", str(out), runs=runs)
-    assert done.returncode != 0 and "molecules.tar" in done.stderr
-    assert (runs / "sudoku" / "kept").read_text() == "earlier results"
+    assert done.returncode == 1 and "holds no molecules run" in done.stdout and "unreadable" in done.stdout
+    assert (runs / "molecules" / "kept").read_text() == "earlier results"
+    assert (runs / "sudoku" / "model" / "model.safetensors").read_text() == "new"
 
 
 def test_unknown_step_prints_the_usage(tmp_path):
