@@ -21,8 +21,8 @@
 # so a failed start leaves no time for a second try. finish writes both tars by FINISH_DEADLINE whatever happened
 # (a run still going is interrupted and its last checkpoint's weights come back) and exits 1 unless both runs
 # ended well. The H200 is where Sudoku last trained at batch 2,048 beside a molecule run; on an H100 (about
-# 78 GiB) that pairing is untried. Judge the new weights here before shipping them (models/*/README.md says how
-# each stage was judged).
+# 78 GiB) Sudoku takes 1,024 a step (see SUDOKU_BATCH). Judge the new weights here before shipping them
+# (models/*/README.md says how each stage was judged).
 # A dry run on a CPU machine: GPU_STAGE_DEVICE=cpu SUDOKU_BUDGET=300 MOLECULES_BUDGET=300 SUDOKU_EXAMPLES=2000
 # SUDOKU_WORKERS=2 SUDOKU_BATCH=64 MOLECULE_BATCH=64 with start, then finish (start skips the wheels where RDKit
 # already imports; compiling takes the first few minutes on 2 cores).
@@ -34,7 +34,9 @@ DEVICE=${GPU_STAGE_DEVICE:-cuda}
 SUDOKU_BUDGET=${SUDOKU_BUDGET:-480}        # seconds; Sudoku starts a minute or so before molecules
 MOLECULES_BUDGET=${MOLECULES_BUDGET:-420}
 SUDOKU_EXAMPLES=${SUDOKU_EXAMPLES:-200000}
-SUDOKU_BATCH=${SUDOKU_BATCH:-2048}           # on a CPU, 2048 Sudoku canvases a step take over 24 GB
+# Sudoku: 2,048 a step where the GPU has 100 GiB or more (an H200, as in its stage 2), else 1,024: a training
+# example costs about 45 MB in float32 here (11.4 GB for 256), so 2,048 beside the molecule run may not fit an H100
+SUDOKU_BATCH=${SUDOKU_BATCH:-auto}
 MOLECULE_BATCH=${MOLECULE_BATCH:-1024}
 MOLECULE_EXAMPLES=${MOLECULE_EXAMPLES:-1000000}
 SUDOKU_WORKERS=${SUDOKU_WORKERS:-14}        # part of the data: each worker generates from its own seed
@@ -97,6 +99,11 @@ start() {
     fi
     "$PYTHON" -c "import torch, rdkit; print('torch', torch.__version__, 'rdkit', rdkit.__version__, \
 'gpu', torch.cuda.get_device_name() if torch.cuda.is_available() else None)"
+    if [[ $SUDOKU_BATCH == auto ]]; then
+        SUDOKU_BATCH=$("$PYTHON" -c "import torch; print(2048 if torch.cuda.is_available() and \
+torch.cuda.get_device_properties(0).total_memory >= 100 * 2**30 else 1024)")
+    fi
+    echo "sudoku: batch $SUDOKU_BATCH"
     rm -rf "$RUNS/sudoku" "$RUNS"/sudoku.{out,err,rc,pid}
     mkdir -p "$RUNS/sudoku"
     # setsid: the run outlives this call (the machine stays while the next call comes within 30 s). The shell
