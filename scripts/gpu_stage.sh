@@ -29,7 +29,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-export RUNS=${GPU_STAGE_RUNS:-runs/gpu}
+export RUNS=${GPU_STAGE_RUNS:-runs/gpu}          # a relative folder is in the repository
 DEVICE=${GPU_STAGE_DEVICE:-cuda}
 SUDOKU_BUDGET=${SUDOKU_BUDGET:-480}        # seconds; Sudoku starts a minute or so before molecules
 MOLECULES_BUDGET=${MOLECULES_BUDGET:-420}
