@@ -85,7 +85,10 @@ path, examples, seed = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 print(f"{path}: {len(training_set(path, examples, seed, workers=2)['molecules']):,} molecules")
 EOF
     local tree
-    tree=$(git ls-files -z --cached --others --exclude-standard | xargs -0 du -cb | tail -1 | cut -f1)
+    # one du for every file (xargs could split the list, each part with its own total); a tracked file deleted
+    # here is only warned about
+    tree=$(git ls-files -z --cached --others --exclude-standard | du -cb --files0-from=- 2>/dev/null | tail -1 \
+           | cut -f1 || true)
     for part in whl data; do  # the device tool carries at most 64 MiB a call: the working tree and these
         echo "call carrying $RUNS/$part: $(( (tree + $(du -sb "$RUNS/$part" | cut -f1)) / 1048576 )) MiB of 64"
     done
@@ -117,7 +120,7 @@ torch.cuda.get_device_properties(0).total_memory >= 100 * 2**30 else 1024)")
         > /dev/null 2>&1 < /dev/null &  # holding none of this call's output open, so the call can end
     echo $! > "$RUNS/sudoku.pid"
     sleep "$START_WAIT"
-    tail -3 "$RUNS/sudoku.err"
+    tail -3 "$RUNS/sudoku.err" 2>/dev/null || true
     if [[ -f $RUNS/sudoku.rc ]]; then
         echo "sudoku stage ended already (exit $(cat "$RUNS/sudoku.rc"))"
         return 1
