@@ -131,7 +131,7 @@ torch.cuda.get_device_properties(0).total_memory >= 100 * 2**30 else 1024)")
 finish() {
     ((FINISH_DEADLINE > 45)) || { echo "FINISH_DEADLINE=$FINISH_DEADLINE: more than 45 s, please" >&2; return 2; }
     use_package
-    local began=$SECONDS status=0 pid
+    local began=$SECONDS status=0 pid sudoku_status
     rm -rf "$RUNS/molecules" "$RUNS"/molecules.{out,err}
     # the run stops at its --time-budget; the timeout only if it is slow (SIGTERM: it checkpoints and stops;
     # SIGKILL 15 s later if it has not, so that both tars are still written)
@@ -148,11 +148,12 @@ finish() {
         kill -TERM -- -"$pid" 2>/dev/null || true
         for _ in {1..10}; do [[ -f $RUNS/sudoku.rc ]] && break; sleep 1; done
     fi
-    echo "sudoku: exit $(cat "$RUNS/sudoku.rc" 2>/dev/null || echo "unknown (no run: call start first)")"
+    sudoku_status=$(cat "$RUNS/sudoku.rc" 2>/dev/null || echo "unknown (no run: call start first)")
+    echo "sudoku: exit $sudoku_status"
     tail -5 "$RUNS/sudoku.err" 2>/dev/null || true
-    pack sudoku "$(cat "$RUNS/sudoku.rc" 2>/dev/null || echo none)"
+    pack sudoku "$sudoku_status"
     ls -la "${OUT:-$RUNS}"/*.tar
-    [[ $status == 0 && $(cat "$RUNS/sudoku.rc" 2>/dev/null) == 0 ]]
+    [[ $status == 0 && $sudoku_status == 0 ]]
 }
 
 # What a run left, as one tar in $OUT (always written, empty when nothing is there): its summary and log, and
