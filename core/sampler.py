@@ -7,8 +7,9 @@ under the bound are accepted, every other position is re-noised uniformly; rows 
 is stable and confident; the argmax canvas is the output; canvases are committed block by block.
 With the same seed and `generator=None` the random draws happen in the same order as in transformers.
 
-`Guidance` adds hooks that run batched over the whole canvas every pass: allowed-token masks before sampling,
-which positions may settle, violation re-noising after acceptance, and a verifier that stops a row as solved.
+`Guidance` adds hooks that run batched over the whole canvas every pass: a logit bias and allowed-token masks
+before sampling, which positions may settle, violation re-noising after acceptance, and a verifier that stops a
+row as solved.
 """
 
 from __future__ import annotations
@@ -150,7 +151,7 @@ class Guidance:
     `device` and `canvas_shape` (positions, vocabulary), where set, name what the hooks were made for; the
     sampler refuses another model's. Hooks that keep per-row state define `select` and `batch_size`.
 
-    `pinned` is asked once per canvas block; every pass then calls `allowed`, `settleable`, `violations`,
+    `pinned` is asked once per canvas block; every pass then calls `bias`, `allowed`, `settleable`, `violations`,
     `verify` and `retire`, in that order, so a hook may hand what it computed to a later one of the same pass
     (`CompiledConstraints` hands `allowed`'s propagation to `settleable` and its guess search).
     """
@@ -166,6 +167,11 @@ class Guidance:
 
     def allowed(self, canvas: Tensor, settled: Tensor) -> Tensor | None:
         """Bool [B|1, L, V]: tokens that may be sampled, given the current canvas and its settled positions."""
+        return None
+
+    def bias(self, canvas: Tensor) -> Tensor | None:
+        """Float [B|1, L|1, V]: added to the tempered logits before `allowed` masks them, to lean the draws one
+        way; the entropy bound and the next pass's self-conditioning see the leaned logits, as they see the mask."""
         return None
 
     def violations(self, canvas: Tensor, accepted: Tensor) -> Tensor | None:
@@ -453,6 +459,9 @@ def _sample_and_accept(logits: Tensor, r: _Rows, config: SamplingConfig,
     accepted)."""
     rows, length, vocab = logits.shape
     if r.guidance is not None:
+        bias = r.guidance.bias(r.canvas)
+        if bias is not None:
+            logits = logits + bias
         allowed = r.guidance.allowed(r.canvas, r.settled)
         if allowed is not None:
             # A position with nothing allowed keeps the model's distribution; its violation is re-noised.

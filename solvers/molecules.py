@@ -230,6 +230,7 @@ class MoleculeDesigner(Pretrained):
         found: dict[str, Molecule] = {}
         tried = known = atypical = 0
         free = self.guided and self.training_prior and not request.windows and not request.fragment
+        lean = task.Lean(request.windows)  # learnt over the request's rounds
 
         def outcome(exhausted: bool) -> DesignResult:
             return DesignResult(list(found.values()), n, tried, time.perf_counter() - began, exhausted, seed, known,
@@ -240,7 +241,7 @@ class MoleculeDesigner(Pretrained):
                 while len(found) < n and tried < budget:
                     # a round costs about the same number of passes at any size: size it to what is still missing
                     rows = min(self.canvases_per_round, budget - tried, max(32, 8 * (n - len(found))))
-                    molecules, left_known, left_atypical = self._round(request, rows, free, generator, found)
+                    molecules, left_known, left_atypical = self._round(request, rows, free, generator, found, lean)
                     tried, known, atypical = tried + rows, known + left_known, atypical + left_atypical
                     for molecule in molecules:
                         if molecule.smiles not in found and len(found) < n:
@@ -256,7 +257,7 @@ class MoleculeDesigner(Pretrained):
         return outcome(exhausted=len(found) < n)
 
     def _round(self, request: task.MoleculeRequest, rows: int, free: bool, generator: torch.Generator,
-               found: dict[str, Molecule]) -> tuple[list[Molecule], int, int]:
+               found: dict[str, Molecule], lean: task.Lean) -> tuple[list[Molecule], int, int]:
         """One round of `rows` canvases: its verified molecules not in `found`, and how many verified ones were
         left out as MOSES training molecules and as atypical."""
         if free:
@@ -265,7 +266,7 @@ class MoleculeDesigner(Pretrained):
             prompt = task.sample_prompts(request, rows, generator)
             layouts = (task.fragment_layouts(request.fragment, rows, generator)
                        if self.guided and request.fragment else None)
-        guidance = task.MoleculeGuidance(request, generator, layouts) if self.guided else None
+        guidance = task.MoleculeGuidance(request, generator, layouts, lean) if self.guided else None
         device = self.model.device
         out = generate(self.model, prompt.to(device), self.config, guidance=guidance,
                        generator=torch.Generator(device).manual_seed(int(torch.randint(0, 2**62, (1,),

@@ -841,8 +841,9 @@ class MoleculeGuidance(Guidance):
     """
 
     def __init__(self, request: MoleculeRequest, generator: torch.Generator | None = None,
-                 layouts: tuple[Tensor, Tensor] | None = None):
+                 layouts: tuple[Tensor, Tensor] | None = None, lean: Lean | None = None):
         self.request = request
+        self.lean = lean if lean is not None else Lean(request.windows)  # a designer shares one across rounds
         self.layouts = layouts  # (pinned, values) [B, CANVAS] from `fragment_layouts`, or None
         self.generator = generator or torch.Generator().manual_seed(0)
         self.static = torch.zeros(TOKENIZER.get_vocab_size(), dtype=torch.bool)
@@ -865,6 +866,9 @@ class MoleculeGuidance(Guidance):
             allowed[..., EOS] &= ~free
             allowed[..., PAD] &= ~free
         return allowed
+
+    def bias(self, canvas: Tensor) -> Tensor | None:
+        return self.lean.bias(canvas.device)
 
     def select(self, rows: Tensor) -> "MoleculeGuidance":
         if self.layouts is None:
@@ -975,6 +979,8 @@ class MoleculeGuidance(Guidance):
         """None when RDKit rejects the SMILES, else whether the molecule meets the request (cached)."""
         if smiles not in self._judged:
             mol = parse_molecule(smiles)
+            if mol is not None and self.lean.strength:
+                self.lean.observe(self.request.missed_windows(mol))
             self._judged[smiles] = None if mol is None else self.request.verify(mol)[0]
         return self._judged[smiles]
 
@@ -989,8 +995,8 @@ class MoleculeGuidance(Guidance):
 
 
 # A rejected molecule gets this many directed re-noisings (worst atoms, or its end to grow), then random stretches.
-# logP 5-6.5, 5 molecules, seeds 0-3: 440, 664, 264, 432 canvases; with 3 tries and no growth for logP 880, 696,
-# 296, 464.
+# logP 5-6.5, 5 molecules, seeds 0-3 (before `Lean`): 440, 664, 264, 432 canvases; with 3 tries and no growth for
+# logP 880, 696, 296, 464.
 DIRECTED_TRIES = 6
 GROWS = ("mw", "heavy_atoms", "logp")  # properties that a longer molecule tends to raise
 
@@ -1011,6 +1017,82 @@ def atom_contributions(mol: Chem.Mol, name: str) -> list[float] | None:
     for atom in list(with_h.GetAtoms())[mol.GetNumAtoms():]:
         per_atom[atom.GetNeighbors()[0].GetIdx()] += contributions[atom.GetIdx()]
     return per_atom
+
+
+def token_shares(smiles: Sequence[str]) -> dict[str, list[float]]:
+    """Per atom token of the molecules' canonical SMILES: [how many atoms it wrote, then its mean share of each
+    LEANED property (`atom_contributions`)]. What `TOKEN_SHARES` holds for MOSES training molecules."""
+    totals: dict[str, list[float]] = {}
+    for text in smiles:
+        mol = Chem.MolFromSmiles(Chem.MolToSmiles(Chem.MolFromSmiles(text)))  # atoms in canonical order
+        tokens = tokenize_known(Chem.MolToSmiles(mol))
+        shares = [atom_contributions(mol, name) for name in LEANED]
+        for atom, position in enumerate(_atom_tokens(tokens)):
+            row = totals.setdefault(tokens[position], [0.0] * (1 + len(LEANED)))
+            row[0] += 1
+            for k, share in enumerate(shares):
+                row[1 + k] += share[atom]
+    return {token: [row[0], *(round(v / row[0], 4) for v in row[1:])] for token, row in sorted(totals.items())}
+
+
+def measure_token_shares(n: int = 20_000, seed: int = 0) -> dict[str, list[float]]:
+    """`token_shares` of n MOSES training molecules drawn at random (needs the molsets wheel)."""
+    from .molecule_data import read_moses
+
+    train = read_moses("train")
+    return token_shares([train[i] for i in np.random.default_rng(seed).choice(len(train), n, replace=False)])
+
+
+LEANED = ("logp", "tpsa", "hbd")  # the properties that are sums over atoms (`atom_contributions`)
+# token_shares of MOSES training molecules: measure_token_shares(20_000, seed=0), 2026-12-07.
+TOKEN_SHARES: dict[str, list[float]] = {  # token: [atoms, logP, TPSA, donors per atom]
+    "Br": [658, 0.8456, 0.0, 0.0], "C": [132665, 0.1503, 0.0, 0.0], "Cl": [2424, 0.6895, 0.0, 0.0],
+    "F": [6193, 0.4202, 0.0, 0.0], "N": [29500, -0.3778, 10.7094, 0.6104], "O": [41761, -0.1153, 14.9646, 0.0462],
+    "S": [3657, 0.2481, 0.0, 0.0], "[nH]": [2278, -0.1097, 15.79, 1.0], "c": [179421, 0.2536, 0.0, 0.0],
+    "n": [27100, -0.3239, 10.8862, 0.0], "o": [3228, 0.1552, 13.14, 0.0], "s": [3502, 0.6237, 0.0, 0.0]
+}
+LEAN_STEP = 0.02  # strength added per distinct valid molecule judged below a window (taken away per one above)
+LEAN_LIMIT = 10.0
+
+
+@lru_cache(maxsize=1)
+def _lean_directions() -> Tensor:
+    """[len(LEANED), V]: each atom token's typical share of each property, standardized over the atoms of MOSES
+    (so a strength means the same for logP, TPSA and donors); 0 for every other token."""
+    ids = [TOKENIZER.token_to_id(token) for token in TOKEN_SHARES]
+    table = torch.tensor(list(TOKEN_SHARES.values()), dtype=torch.float64)
+    count, shares = table[:, :1], table[:, 1:]
+    mean = (count * shares).sum(0) / count.sum()
+    std = ((count * (shares - mean) ** 2).sum(0) / count.sum()).sqrt()
+    directions = torch.zeros(len(LEANED), TOKENIZER.get_vocab_size(), dtype=torch.float64)
+    directions[:, ids] = ((shares - mean) / std).T
+    return directions.float()
+
+
+class Lean:
+    """Tilts every draw toward requested windows of LEANED properties: logits + strength x each token's typical
+    share of the property (`_lean_directions`), a sampling-time exponential tilt (p(x) exp(s f(x)) for an
+    additive f) that reaches windows the model rarely samples, such as logP 5-6.5, without retraining.
+    Each strength starts at 0 and moves LEAN_STEP toward its window with every distinct valid molecule judged
+    outside it (an integral controller, capped at LEAN_LIMIT): a window the model's molecules straddle keeps it
+    near 0, one beyond them leans harder until molecules land in it. One per request, shared by its rounds."""
+
+    def __init__(self, windows: Mapping[str, tuple[float, float]]):
+        self.strength = {name: 0.0 for name in LEANED if name in windows}
+
+    def observe(self, missed: Mapping[str, bool]) -> None:
+        """A valid molecule's missed windows (name: below), as `MoleculeRequest.missed_windows` gives them."""
+        for name, below in missed.items():
+            if name in self.strength:
+                step = LEAN_STEP if below else -LEAN_STEP
+                self.strength[name] = max(-LEAN_LIMIT, min(LEAN_LIMIT, self.strength[name] + step))
+
+    def bias(self, device: torch.device) -> Tensor | None:
+        """[1, 1, V] logit bias, or None while every strength is 0."""
+        if not any(self.strength.values()):
+            return None
+        weights = torch.tensor([self.strength.get(name, 0.0) for name in LEANED])
+        return (weights @ _lean_directions()).to(device)[None, None]
 
 
 def _unclosed(tokens: list[str]) -> int | None:

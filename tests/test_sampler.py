@@ -190,6 +190,31 @@ def test_eos_pads_the_rest_and_stops_rows(model):
     assert torch.allclose(out.tokens_per_forward, torch.full((3,), 4 / 2))
 
 
+def test_bias_leans_the_draws_and_allowed_still_rules(model):
+    class Lean(Guidance):
+        def __init__(self, strength):
+            self.strength = strength
+
+        def bias(self, canvas):
+            bias = torch.zeros(1, 1, VOCAB)
+            bias[..., 7] = self.strength
+            return bias
+
+        def allowed(self, canvas, settled):
+            mask = torch.ones(1, LENGTH, VOCAB, dtype=torch.bool)
+            mask[:, 0, 7] = False  # forbidden at the first position whatever the bias
+            return mask
+
+    def share(strength):
+        out = generate(model, prompt(), SamplingConfig(max_denoising_steps=4), guidance=Lean(strength),
+                       generator=torch.Generator().manual_seed(0))
+        return out.canvas[:, 1:].eq(7).float().mean().item(), out.canvas[:, 0].eq(7).any().item()
+
+    assert share(0.0)[0] < 0.3  # the random tiny model rarely picks token 7
+    leaned, first = share(30.0)
+    assert leaned == 1.0 and not first
+
+
 def test_a_passed_config_takes_the_checkpoints_eos_and_pad_when_it_sets_none(model):
     """As transformers fills a passed generation config's unset fields from the checkpoint's: SamplingConfig()
     stops and pads at the released model's EOS ids."""
