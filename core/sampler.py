@@ -454,14 +454,14 @@ def _first_rows(b: int, length: int, vocab: int, device: torch.device, cache: KV
 
 def _sample_and_accept(logits: Tensor, r: _Rows, config: SamplingConfig,
                        generator: torch.Generator | None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Mask what the guidance forbids, draw a token per position, and accept draws under the entropy bound (the
-    guidance may hold back positions it wants settled later). Returns (masked logits, sample, their entropy,
-    accepted)."""
+    """Lean and mask the logits as the guidance says, draw a token per position, and accept draws under the
+    entropy bound (the guidance may hold back positions it wants settled later). Returns (leaned and masked
+    logits, sample, their entropy, accepted)."""
     rows, length, vocab = logits.shape
     if r.guidance is not None:
         bias = r.guidance.bias(r.canvas)
         if bias is not None:
-            logits = logits + bias
+            logits = logits + bias.to(logits.dtype)  # bf16 logits stay bf16
         allowed = r.guidance.allowed(r.canvas, r.settled)
         if allowed is not None:
             # A position with nothing allowed keeps the model's distribution; its violation is re-noised.

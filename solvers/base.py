@@ -87,6 +87,9 @@ class KeepSiblings(Guidance):
     def pinned(self, batch: int, device: torch.device) -> tuple[Tensor, Tensor] | None:
         return self.inner.pinned(batch, device)
 
+    def bias(self, canvas: Tensor) -> Tensor | None:
+        return self.inner.bias(canvas)
+
     def allowed(self, canvas: Tensor, settled: Tensor) -> Tensor | None:
         return self.inner.allowed(canvas, settled)
 

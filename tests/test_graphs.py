@@ -207,6 +207,14 @@ def test_keeping_siblings_forwards_every_hook_but_retire():
     assert torch.equal(kept.verify(canvas), inner.verify(canvas))
     assert kept.retire(torch.tensor([True, False])) is None and inner.retire(torch.tensor([True, False])).any()
     assert isinstance(kept.select(torch.tensor([1])), KeepSiblings) and isinstance(kept.repeat(2), KeepSiblings)
+    hooks = [name for name, hook in vars(Guidance).items() if callable(hook) and not name.startswith("_")]
+    assert [name for name in hooks if getattr(KeepSiblings, name) is getattr(Guidance, name)] == ["retire"]
+
+    class Leaning(Guidance):
+        def bias(self, canvas):
+            return torch.ones(1, 1, 3)
+
+    assert torch.equal(KeepSiblings(Leaning()).bias(canvas), torch.ones(1, 1, 3))
 
     class PerRow(Guidance):  # keeps per-row state but forgot repeat: refused, not silently wrong
         def select(self, rows):

@@ -332,6 +332,15 @@ def test_token_shares_add_up_to_each_molecules_logp_tpsa_and_donors():
         for k, name in enumerate(task.LEANED, start=1):
             total = sum(row[0] * row[k] for row in shares.values())
             assert total == pytest.approx(PROPERTIES[name].compute(mol), abs=1e-3 * mol.GetNumAtoms())
+    # and each share belongs to its own token's atoms (the tokens follow RDKit's atom order)
+    mol = Chem.MolFromSmiles("Brc1ccc2[nH]ccc2c1")
+    shares = task.token_shares(["Brc1ccc2[nH]ccc2c1"])
+    bromine = next(a.GetIdx() for a in mol.GetAtoms() if a.GetSymbol() == "Br")
+    pyrrole_n = next(a.GetIdx() for a in mol.GetAtoms() if a.GetSymbol() == "N")
+    assert shares["Br"][1] == pytest.approx(task.atom_contributions(mol, "logp")[bromine], abs=1e-4)
+    assert shares["[nH]"][2] == pytest.approx(task.atom_contributions(mol, "tpsa")[pyrrole_n], abs=1e-4)
+    assert shares["[nH]"][2] > 15 and shares["c"][2] == 0.0
+    assert shares["[nH]"][3] == 1.0 and shares["c"][3] == 0.0
 
 
 def test_lean_directions_are_standardized_over_moses_atoms_and_point_the_chemical_way():
@@ -355,8 +364,22 @@ def test_lean_moves_toward_the_windows_of_additive_properties_only():
     assert set(lean.strength) == {"logp", "tpsa"} and lean.bias(torch.device("cpu")) is None
     lean.observe({"logp": True, "mw": True})  # below both: logP leans up; MW is no sum over atoms
     lean.observe({"logp": True, "tpsa": False})  # and TPSA above its window: it leans down
-    assert lean.strength == {"logp": 2 * task.LEAN_STEP, "tpsa": -task.LEAN_STEP}
-    bias = lean.bias(torch.device("cpu"))
+    lean.update()  # once a pass, by the shares of what was seen: TPSA's miss above and hit inside cancel
+    assert lean.strength == pytest.approx({"logp": task.LEAN_STEP, "tpsa": 0.0})
+    lean.observe({"tpsa": False})
+    lean.observe({"logp": True, "tpsa": False})
+    lean.observe({"logp": True, "tpsa": False})
+    lean.update()  # logP: two misses below, one hit (weighing HIT_WEIGHT misses); TPSA: three misses above
+    logp = max(0.0, 1 + 2 / 3 - task.HIT_WEIGHT / 3) * task.LEAN_STEP
+    assert logp > 0 and lean.strength == pytest.approx({"logp": logp, "tpsa": -task.LEAN_STEP})
+    lean.update()  # nothing seen: nothing moves
+    assert lean.strength == pytest.approx({"logp": logp, "tpsa": -task.LEAN_STEP})
+    lean.observe({})  # both inside: back toward 0, and never past it
+    lean.bias(torch.device("cpu"))  # the pass's bias updates first
+    assert lean.strength == pytest.approx({"logp": 0.0, "tpsa": 0.0}, abs=1e-12)
+    for _ in range(5):
+        lean.observe({"logp": True, "tpsa": False})
+        bias = lean.bias(torch.device("cpu"))
     vocab = task.TOKENIZER.get_vocab_size()
     assert bias.shape == (1, 1, vocab)
     token = task.TOKENIZER.token_to_id
@@ -364,7 +387,25 @@ def test_lean_moves_toward_the_windows_of_additive_properties_only():
     assert bias[0, 0, token("(")] == 0
     for _ in range(int(3 * task.LEAN_LIMIT / task.LEAN_STEP)):
         lean.observe({"logp": True})
+        lean.update()
     assert lean.strength["logp"] == task.LEAN_LIMIT
+
+
+def test_a_window_at_the_floor_the_model_meets_leans_no_further_than_the_misses_outweigh_the_hits():
+    """Donors 0-1: nothing can lie below it, so misses push one way only; the molecules inside pull back."""
+    lean = task.Lean({"hbd": (0, 1)})
+    for _ in range(1000):  # as many inside as above each pass: it stays within a step of 0
+        lean.observe({"hbd": False})
+        lean.observe({})
+        lean.update()
+    assert abs(lean.strength["hbd"]) <= task.LEAN_STEP
+
+
+@pytest.mark.parametrize("windows", [{}, {"mw": (300, 340)}, {"qed": (0.8, 1)}])
+def test_requests_without_a_leaned_window_are_never_leaned(windows):
+    guidance = task.MoleculeGuidance(task.MoleculeRequest.parse(windows))
+    guidance._judge("CC(=O)Oc1ccccc1C(=O)O")
+    assert guidance.lean.strength == {} and guidance.bias(torch.zeros(1, task.CANVAS, dtype=torch.long)) is None
 
 
 def test_a_window_beyond_the_training_molecules_is_reached_by_leaning(designer):
