@@ -1052,7 +1052,7 @@ TOKEN_SHARES: dict[str, list[float]] = {  # token: [atoms, logP, TPSA, donors pe
     "S": [3657, 0.2481, 0.0, 0.0], "[nH]": [2278, -0.1097, 15.79, 1.0], "c": [179421, 0.2536, 0.0, 0.0],
     "n": [27100, -0.3239, 10.8862, 0.0], "o": [3228, 0.1552, 13.14, 0.0], "s": [3502, 0.6237, 0.0, 0.0]
 }
-LEAN_STEP = 0.05  # the most a strength moves in one pass
+LEAN_STEP = 0.05  # the most misses push a strength in one pass (hits pull back up to HIT_WEIGHT times it)
 # A molecule inside the window pulls back as much as four missing it below push: the strength settles where about
 # one molecule in five lands inside (logP 5-6.5, seeds 0-3: 72, 72, 40, 40 canvases for 5 molecules, 12 of the 20
 # with Cl or Br; at one, where half land inside, 72, 72, 40, 72 and 14 of 20; at nine 72 each, 14 of 20).
@@ -1083,10 +1083,11 @@ class Lean:
     Each strength starts at 0 and moves once a pass, by LEAN_STEP x (the share of the molecules settled since the
     last pass that missed the window below, less the share that missed it above), then back toward 0 (never
     past) by LEAN_STEP x HIT_WEIGHT x the share inside it. So it grows only while misses on one side outweigh
-    the hits: a window the model already meets (donors 0-1) stays near 0, and one beyond its molecules (logP
-    5-6.5) leans until about one molecule in five lands in it. The molecules are those the canvases settle, each
-    distinct string once per round (not the argmax of a canvas still half noise). One per request, shared by
-    its rounds. It reaches logP windows mostly through Cl, Br and thiophenes, the atoms that raise logP most."""
+    HIT_WEIGHT times the hits: a window the model already meets (donors 0-1) stays near 0, and one beyond its
+    molecules (logP 5-6.5) leans harder toward the balance point where one molecule in five lands in it. The
+    molecules are those the canvases settle, each distinct string once per round (not the argmax of a canvas
+    still half noise). One per request, shared by its rounds. It reaches logP windows mostly through Cl, Br and
+    thiophenes, the atoms that raise logP most."""
 
     def __init__(self, windows: Mapping[str, tuple[float, float]]):
         self.strength = {name: 0.0 for name in LEANED if name in windows}
