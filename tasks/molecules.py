@@ -836,8 +836,9 @@ class MoleculeGuidance(Guidance):
     backing off further each time the same string fails again. A complete molecule that parses but misses
     the request has re-noised the atoms that pull a missed logP/TPSA/donor window the wrong way, or the atoms
     of a structural alert it must avoid (`_mend`), or else is cut at a random point the same way.
-    A canvas is verified when its argmax decodes to a molecule RDKit sanitizes and the request accepts.
-    Chemistry is per string, so these hooks loop over canvases (with a cache), never over tokens.
+    Every draw also leans toward requested logP, TPSA and donor windows (`Lean`, learnt from the molecules the
+    canvases settle). A canvas is verified when its argmax decodes to a molecule RDKit sanitizes and the request
+    accepts. Chemistry is per string, so these hooks loop over canvases (with a cache), never over tokens.
     """
 
     def __init__(self, request: MoleculeRequest, generator: torch.Generator | None = None,
@@ -1053,8 +1054,8 @@ TOKEN_SHARES: dict[str, list[float]] = {  # token: [atoms, logP, TPSA, donors pe
     "n": [27100, -0.3239, 10.8862, 0.0], "o": [3228, 0.1552, 13.14, 0.0], "s": [3502, 0.6237, 0.0, 0.0]
 }
 LEAN_STEP = 0.05  # the most misses push a strength in one pass (hits pull back up to HIT_WEIGHT times it)
-# A molecule inside the window pulls back as much as four missing it below push: the strength settles where about
-# one molecule in five lands inside (logP 5-6.5, seeds 0-3: 72, 72, 40, 40 canvases for 5 molecules, 12 of the 20
+# A molecule inside the window pulls back as much as four missing it below push: the strength leans toward where
+# about one molecule in five lands inside (logP 5-6.5, seeds 0-3: 72, 72, 40, 40 canvases for 5 molecules, 12 of the 20
 # with Cl or Br; at one, where half land inside, 72, 72, 40, 72 and 14 of 20; at nine 72 each, 14 of 20).
 HIT_WEIGHT = 4.0
 LEAN_LIMIT = 10.0  # the largest strength: a token one standard deviation above the mean share gains 10 logits
