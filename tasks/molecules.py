@@ -853,6 +853,7 @@ class MoleculeGuidance(Guidance):
         self._prefix_cache: dict[tuple[tuple[int, ...], bool], int | None] = {}
         self._failures: dict[tuple[tuple[int, ...], bool], int] = {}  # how often each failing string was seen
         self._judged: dict[str, bool | None] = {}  # SMILES -> None (RDKit rejects it) / meets the request
+        self._missed: dict[str, dict[str, bool]] = {}  # SMILES -> its missed windows, for the lean (when it leans)
         self._mends: dict[tuple[int, ...], tuple[list[int], bool]] = {}  # see `_mend`
         self._settled: Tensor | None = None  # rows whose accepted tokens form a complete valid molecule
 
@@ -948,7 +949,7 @@ class MoleculeGuidance(Guidance):
             return None
         judged = self._judge(smiles)
         if judged is not None and self.lean.strength:  # a molecule the canvas settled: the lean learns from it
-            self.lean.observe(self.request.missed_windows(parse_molecule(smiles)))
+            self.lean.observe(self._missed[smiles])
         return len(tokens) - 1 if judged is None else None if judged else -1
 
     def _mend(self, tokens: tuple[int, ...]) -> tuple[list[int], bool]:
@@ -982,6 +983,8 @@ class MoleculeGuidance(Guidance):
         """None when RDKit rejects the SMILES, else whether the molecule meets the request (cached)."""
         if smiles not in self._judged:
             mol = parse_molecule(smiles)
+            if mol is not None and self.lean.strength:
+                self._missed[smiles] = self.request.missed_windows(mol)
             self._judged[smiles] = None if mol is None else self.request.verify(mol)[0]
         return self._judged[smiles]
 
