@@ -34,7 +34,7 @@ def _graph(file: Path, command: str, weights_used: bool = False):
     from ..tasks.graphs import GraphError, read_graph
 
     try:
-        graph = read_graph(file)
+        graph = read_graph(file, nonnegative_weights=weights_used)
     except GraphError as exc:
         _error(f"{exc}")
         raise typer.Exit(2) from None

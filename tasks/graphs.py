@@ -10,6 +10,7 @@ group over the node tokens, and masks, re-noises and verifies with gathers over 
 from __future__ import annotations
 
 import ast
+import csv
 import math
 import re
 from collections.abc import Callable, Sequence
@@ -32,7 +33,7 @@ class GraphError(ValueError):
 
 
 # ------------------------------------------------------------------------------------------ reading
-def read_graph(path: str | Path) -> nx.Graph:
+def read_graph(path: str | Path, nonnegative_weights: bool = False) -> nx.Graph:
     """A DIMACS `.col` file (`p edge N M`, `e u v`, 1-based nodes, at most MAX_FILE_NODES) or an edge list
     (`u v`, `u,v` or `u v weight` per line, a node alone on a line, `#` comments (a `#` right after a letter belongs to
     the label: `C#`); networkx's `write_edgelist`
@@ -41,7 +42,9 @@ def read_graph(path: str | Path) -> nx.Graph:
     Other notations are refused, not misread: lone labels joining two words with '-' or ':' ('a-b', '1:2') in a
     file with no edge, or whose two words are nodes too; a first line of two text labels over a file of numbers
     (a column header such as pandas' 'source,target'). Integer labels of up to 18 digits become integers
-    ('01' stays the text '01'). '-' reads stdin. Encodings as `tasks.text` reads them. Errors name the file and line."""
+    ('01' stays the text '01'); quoted fields, as CSV writers quote them, lose their quotes. Pajek files are
+    refused. `nonnegative_weights`: a negative weight is an error at its line (shortest paths need none). '-' reads
+    stdin. Encodings as `tasks.text` reads them. Errors name the file and line."""
     stdin = str(path) == "-"
     path = Path("<stdin>" if stdin else path)
     try:
@@ -55,7 +58,7 @@ def read_graph(path: str | Path) -> nx.Graph:
             raise GraphError(f"{path}:{number}: control character {control.group()!r} at column "
                              f"{control.start() + 1}; fields are separated by spaces, tabs or commas")
     dimacs = path.suffix.lower() == ".col" or any(line.split()[:1] in (["p"], ["e"]) for line in lines)
-    graph = _read_dimacs(path, lines) if dimacs else _read_edge_list(path, lines)
+    graph = _read_dimacs(path, lines) if dimacs else _read_edge_list(path, lines, nonnegative_weights)
     if graph.number_of_nodes() == 0:
         raise GraphError(f"{path}: no nodes")
     return graph
@@ -69,7 +72,8 @@ def _read_dimacs(path: Path, lines: list[str]) -> nx.Graph:
             continue
         where = f"{path}:{number}"
         if fields[0] == "p":
-            if declared is not None or len(fields) != 4 or not COUNT.fullmatch(fields[2] + " " + fields[3]):
+            if (declared is not None or len(fields) != 4 or fields[1] not in DIMACS_FORMATS
+                    or not COUNT.fullmatch(fields[2] + " " + fields[3])):
                 raise GraphError(f"{where}: expected one 'p edge NODES EDGES' line, got {line.strip()!r}")
             declared, declared_edges, p_line = int(fields[2]), int(fields[3]), number
             if declared > MAX_FILE_NODES:
@@ -100,6 +104,7 @@ def _read_dimacs(path: Path, lines: list[str]) -> nx.Graph:
     return graph
 
 
+DIMACS_FORMATS = ("edge", "col")  # 'p edge N M' in the colouring benchmarks; some writers say 'p col N M'
 COUNT = re.compile(r"[0-9]{1,18} [0-9]{1,18}")  # a DIMACS line's two numbers (ASCII digits: int() refuses '²')
 MAX_FILE_NODES = 1_000_000  # a typo in a 'p' line must not fill the memory
 INTEGER = re.compile(r"0|-?[1-9][0-9]{0,17}")  # labels that become integers ('01' and longer ones stay text)
@@ -114,7 +119,7 @@ JOINED = re.compile(r"^(\w+)(?:-+|:+|\u2013|\u2014)(\w+)$")
 EDGE_FORMS = "an edge is 'U V' or 'U,V', a weighted one 'U V WEIGHT', a node alone 'U'"
 
 
-def _read_edge_list(path: Path, lines: list[str]) -> nx.Graph:
+def _read_edge_list(path: Path, lines: list[str], nonnegative_weights: bool) -> nx.Graph:
     graph = nx.Graph()
     first_line: dict[frozenset, int] = {}  # where each edge was first given
     weighted, plain = [], []  # line numbers of edges with and without a weight: a file has one kind
@@ -124,6 +129,9 @@ def _read_edge_list(path: Path, lines: list[str]) -> nx.Graph:
         nodes, weight = _edge_line(f"{path}:{number}", line, first=opening is None)
         if not nodes:
             continue
+        if nonnegative_weights and weight is not None and weight < 0:
+            raise GraphError(f"{path}:{number}: weight {weight:.12g} on edge {nodes[0]} {nodes[1]}; shortest paths "
+                             "need non-negative weights")
         opening = opening or (number, nodes)
         if len(nodes) == 1:
             graph.add_node(nodes[0])
@@ -186,7 +194,10 @@ def _edge_line(where: str, line: str, first: bool = False) -> tuple[list, float 
     text = COMMENT.sub("", line).strip(" \t,")  # a CSV export may end its lines with an empty column
     if not text:
         return [], None
-    fields = re.split(r"[,\s]+", text, maxsplit=2)
+    if text.startswith("*"):  # Pajek's '*Vertices 3', '*Edges': another format, not a node called '*Vertices'
+        raise GraphError(f"{where}: {line.strip()!r} is a Pajek section line; diffsolve reads edge lists "
+                         f"({EDGE_FORMS}) and DIMACS .col files")
+    fields = _fields(where, text)
     for field in fields[:2]:
         if NOT_A_LABEL.search(field):
             raise GraphError(f"{where}: {field!r} is not a node label ({EDGE_FORMS}; a label has a letter or "
@@ -217,6 +228,20 @@ def _edge_line(where: str, line: str, first: bool = False) -> tuple[list, float 
     if not math.isfinite(weight):  # negative ones too (signed networks): only shortest paths refuse them
         raise GraphError(f"{where}: weight {rest} must be a finite number")
     return nodes, weight
+
+
+def _fields(where: str, text: str) -> list[str]:
+    """A line's fields: two labels and what follows them (the weight). Quoted fields, as CSV writers quote
+    them ('"a","b"', '"New York" Boston'), lose their quotes and may hold separators."""
+    if '"' not in text:
+        return re.split(r"[,\s]+", text, maxsplit=2)
+    delimiter = "," if "," in re.sub(r'"[^"]*"', "", text) else " "
+    try:
+        fields = [f.strip() for f in next(csv.reader([text.replace("\t", " ")], delimiter=delimiter,
+                                                     skipinitialspace=True, strict=True))]
+    except csv.Error:
+        raise GraphError(f"{where}: unbalanced quotes in {text!r}") from None
+    return fields[:2] + ([delimiter.join(fields[2:])] if len(fields) > 2 else [])
 
 
 def check_graph(graph: nx.Graph, limit: int | None, what: str) -> None:

@@ -59,6 +59,7 @@ def test_dimacs_keeps_one_based_nodes_and_isolated_ones(tmp_path):
     ("p edge 2 1\n", ":1: declares 1 edge but the file has 0 'e' lines"),
     ("p edge 3 2\ne \u00b2 2\ne 2 3\n", ":2: expected 'e U V', got 'e \u00b2 2'"),  # int() refuses a superscript
     ("p edge 99999999999 1\ne 1 2\n", ":1: declares 99,999,999,999 nodes; diffsolve reads graphs of at most"),
+    ("p banana 3 1\ne 1 2\n", ":1: expected one 'p edge NODES EDGES' line"),  # was read as 'p edge'
 ])
 def test_malformed_dimacs_names_file_and_line(tmp_path, text, message):
     f = tmp_path / "bad.col"
@@ -106,12 +107,30 @@ def test_edge_list_with_weights_and_bad_lines(tmp_path):
     ("a b\nb c 2 7\n", r":2: expected at most three fields"),
     ("0 1 {'weight': 'heavy'}\n", r":1: weight 'heavy' is not a number"),
     ("0 1 {'weight': 2\n", r":1: expected a networkx edge-data dict"),
+    ("*Vertices 3\n*Edges\n1 2\n2 3\n", r":1: '\*Vertices 3' is a Pajek section line"),  # was 5 nodes
+    ('"from","to"\n"a","b"\n"b","c"\n', r":1: '\"from\",\"to\"' looks like a column header"),  # was an edge
+    ('"a,"b"\n', r":1: unbalanced quotes"),
+    ('"","from","to"\n"1","a","b"\n', r":1: '' is not a node label"),  # R's write.csv: a row-name column
 ])
 def test_edge_lists_in_other_notations_are_refused_not_misread(tmp_path, text, message):
     f = tmp_path / "g.txt"
     f.write_text(text)
     with pytest.raises(GraphError, match="g.txt" + message):
         read_graph(f)
+
+
+def test_quoted_csv_fields_lose_their_quotes(tmp_path):
+    f = tmp_path / "g.csv"
+    f.write_text('"a","b"\n"b", "c"\n"c",a,"2"\n"New York"\t"Boston"\n"1","2"\n')  # csv.QUOTE_ALL and kin
+    with pytest.raises(GraphError, match=r"g.csv:3: an edge with a weight"):
+        read_graph(f)
+    f.write_text('"a","b"\n"b", "c"\n"c",a\n"New York"\t"Boston"\n"1","2"\n')
+    expected = nx.Graph([("a", "b"), ("b", "c"), ("c", "a"), ("New York", "Boston"), (1, 2)])
+    assert nx.utils.graphs_equal(read_graph(f), expected)
+    f.write_text('a,b,"-2"\nb,c,"1.5"\n')
+    assert read_graph(f)["a"]["b"]["weight"] == -2
+    with pytest.raises(GraphError, match=r"g.csv:1: weight -2 on edge a b; shortest paths need non-negative"):
+        read_graph(f, nonnegative_weights=True)
 
 
 def test_labels_with_a_hash_and_long_numbers_are_read(tmp_path):
