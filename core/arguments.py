@@ -9,6 +9,7 @@ from numbers import Integral, Real
 import numpy as np
 
 SEED_LIMIT = 2**63  # torch generators take 64-bit seeds; the graph solvers add small salts
+MAX_STEPS = 2**31 - 1  # the sampler's temperature schedule counts passes in int32
 MAX_CANVASES = 1024  # parallel canvases per instance: each is a row of the batch, all of them in memory at once
 
 
@@ -22,6 +23,13 @@ def whole(value, name: str, minimum: int | None = None) -> int:
     if minimum is not None and value < minimum:
         raise ValueError(f"{name} must be at least {minimum}, got {value}")
     return int(value)
+
+
+def steps(value, name: str = "max_steps") -> int:
+    value = whole(value, name, 1)
+    if value > MAX_STEPS:
+        raise ValueError(f"{name} must be below 2**31, got {value}")
+    return value
 
 
 def flag(value, name: str) -> bool:

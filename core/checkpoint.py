@@ -145,6 +145,8 @@ def check_device(device: str | torch.device) -> torch.device:
         parsed = None
     if parsed is None or parsed.type not in ("cpu", "cuda"):
         raise ValueError(f"device {device}: expected cpu, cuda or cuda:N")
+    if parsed.type == "cpu":
+        return torch.device("cpu")  # 'cpu:0' is the same CPU, but safetensors refuses an index on it
     if parsed.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device}: torch {torch.__version__} sees no CUDA device on this machine")
     if parsed.type == "cuda" and (parsed.index or 0) >= torch.cuda.device_count():

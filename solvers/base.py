@@ -30,7 +30,7 @@ class DiffusionSolver(Pretrained):
         self.model, self.seed = model, arguments.seed(seed)
         self.guided = guided = arguments.flag(guided, "guided")
         self.canvases = arguments.canvases(canvases, guided, self.DEFAULT_CANVASES)
-        self.max_steps = arguments.whole(max_steps, "max_steps", 1)
+        self.max_steps = arguments.steps(max_steps)
         if temperature is not None:
             temperature = arguments.positive(temperature, "temperature")
         self.temperature = temperature if guided else None  # None: each problem's own (see GraphSolver's routes)

@@ -23,7 +23,7 @@ from rich.console import Console
 
 from ..core import (CheckpointError, ConfigError, CtrlC, DiffusionGemma, SamplingConfig, StepInfo, check_device,
                     generate, load_model, one_canvas, resolve_checkpoint, write_atomically)
-from ..core.arguments import MAX_CANVASES
+from ..core.arguments import MAX_CANVASES, MAX_STEPS
 from ..tasks.text import bad_byte, plural, read_text, split_lines
 from .checkpoints import check_task_model, default_checkpoint
 
@@ -128,6 +128,7 @@ def _finite(value: float | None) -> float | None:
 _OPTIONS = {"compile": False, "dtype": "auto"}
 DTYPES = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 SEED_RANGE = dict(min=0, max=2**63 - 1)  # what torch generators take
+STEPS_RANGE = dict(min=1, max=MAX_STEPS)  # what the sampler's int32 pass count takes
 # Options every solving command shares (typer reads them as defaults).
 DEVICE = typer.Option("cpu", help="cpu or cuda.")
 THREADS = typer.Option(None, min=1, show_default=False, help="CPU threads for torch [default: torch's choice, "
@@ -345,7 +346,7 @@ def sudoku(
     canvases: int = typer.Option(None, min=1, max=MAX_CANVASES, show_default=False,
                                  help="Parallel canvases per puzzle; the first verified one wins (default 8; "
                                  "--model-only samples one)."),
-    max_steps: int = typer.Option(256, min=1, help="Denoising passes before giving up on a puzzle. The guided "
+    max_steps: int = typer.Option(256, **STEPS_RANGE, help="Denoising passes before giving up on a puzzle. The guided "
                                   "search stops a puzzle once it is verified; --model-only stops only by the stock "
                                   "sampler's own rule (a stable, confident canvas), often at the last pass."),
     model_only: bool = typer.Option(False, "--model-only", help="Stock sampler, clues pinned, one canvas: "

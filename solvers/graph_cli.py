@@ -13,8 +13,9 @@ import typer
 from ..core import CtrlC
 from ..core.arguments import MAX_CANVASES
 from ..tasks.text import bad_byte, plural, split_lines
-from .cli import (DEVICE, SEED_RANGE, THREADS, InOrder, _check_canvases, _check_image, _check_search, _error, _load,
-                  _write_atomically, app, choice, input_name, interrupted, read_input, rich_progress, working)
+from .cli import (DEVICE, SEED_RANGE, STEPS_RANGE, THREADS, InOrder, _check_canvases, _check_image, _check_search,
+                  _error, _load, _write_atomically, app, choice, input_name, interrupted, read_input, rich_progress,
+                  working)
 
 FORMATS = ("text", "json")
 # Options every graph command shares (typer reads them as defaults).
@@ -143,7 +144,7 @@ def coloring(
                                                               "seconds, ...)."),
     image: Path = typer.Option(None, help="Also draw the coloured graph" + IMAGE_HELP),
     canvases: int = CANVASES,
-    max_steps: int = typer.Option(256, min=1, help="Denoising passes per attempt before it counts as failed."),
+    max_steps: int = typer.Option(256, **STEPS_RANGE, help="Denoising passes per attempt before it counts as failed."),
     backtrack: bool = typer.Option(False, "--backtrack", help="Exact search on top of the model: at a dead end "
                                    "a canvas undoes its last guess and rules that colour out, instead of releasing "
                                    "the nodes around it. Reported separately in the benchmark."),
@@ -220,7 +221,7 @@ def hamiltonian(
                                                               "proved that none exists)."),
     image: Path = typer.Option(None, help="Also draw the graph with the path" + IMAGE_HELP),
     canvases: int = CANVASES,
-    max_steps: int = typer.Option(128, min=1, help="Denoising passes before giving up."),
+    max_steps: int = typer.Option(128, **STEPS_RANGE, help="Denoising passes before giving up."),
     model_only: bool = MODEL_ONLY,
     checkpoint: str = CHECKPOINT,
     seed: int = SEED,
@@ -266,7 +267,7 @@ def path(
                                                               "--shortest on a weighted graph)."),
     image: Path = typer.Option(None, help="Also draw the graph with the path" + IMAGE_HELP),
     canvases: int = CANVASES,
-    max_steps: int = typer.Option(64, min=1, help="Denoising passes before giving up."),
+    max_steps: int = typer.Option(64, **STEPS_RANGE, help="Denoising passes before giving up."),
     model_only: bool = MODEL_ONLY,
     checkpoint: str = CHECKPOINT,
     seed: int = SEED,
@@ -307,7 +308,7 @@ def countdown(
     canvases: int = typer.Option(None, min=1, max=MAX_CANVASES, show_default=False,
                                  help="Parallel canvases per instance; they share the dead ends they find, and the "
                                  "first verified one wins. [default: 16; --model-only: 1]"),
-    max_steps: int = typer.Option(256, min=1, help="Denoising passes before giving up on an instance."),
+    max_steps: int = typer.Option(256, **STEPS_RANGE, help="Denoising passes before giving up on an instance."),
     model_only: bool = MODEL_ONLY,
     checkpoint: str = CHECKPOINT,
     seed: int = SEED,

@@ -301,7 +301,7 @@ class GraphSolver(DiffusionSolver):
         check_graph(graph, None, "colouring")
         with arguments.raised_as(GraphError):
             k = None if k is None else arguments.whole(k, "k", 1)
-            max_steps = None if max_steps is None else arguments.whole(max_steps, "max_steps", 1)
+            max_steps = None if max_steps is None else arguments.steps(max_steps)
             tabu_moves = None if tabu_moves is None else arguments.whole(tabu_moves, "tabu_moves", 1)
             backtrack, tabu = arguments.flag(backtrack, "backtrack"), arguments.flag(tabu, "tabu")
             for hook, name in ((callback, "callback"), (tabu_callback, "tabu_callback"), (on_verified, "on_verified")):

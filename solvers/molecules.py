@@ -156,7 +156,7 @@ class MoleculeDesigner(Pretrained):
         training_prior, match_training = arguments.flag(training_prior, "training_prior"), \
             arguments.flag(match_training, "match_training")
         novel = arguments.flag(novel, "novel")
-        max_steps = None if max_steps is None else arguments.whole(max_steps, "max_steps", 1)
+        max_steps = None if max_steps is None else arguments.steps(max_steps)
         # Guided canvases sample cooler than the released schedule (0.8 -> 0.4): accepted tokens persist, so
         # each poorly sampled token costs a backtrack. Too cool narrows the molecules: on 1,000 unconditioned
         # canvases 0.5 -> 0.25 returned 638 verified (0.3 -> 0.1: 579, 0.8 -> 0.4: 545) with FCD/Test 10.0

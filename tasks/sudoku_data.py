@@ -396,10 +396,13 @@ def _is_title(line: str) -> bool:
     """A label such as 'Grid 01' or 'Easy puzzles, set 1': a word (two letters or more) and fewer than five digits
     and dots, or a word of four letters on a short line that is not a grid row's nine cells and has at most three
     blanks ('Sudoku 2024-06-15', 'Puzzle 10452'; not 'Hard 4.....8.5.3'), so that a puzzle line with a label or a
-    mistyped letter is still read (and its letters named); a line of exactly 81 cells is always read as a puzzle."""
+    mistyped letter is still read (and its letters named); a line of exactly 81 cells is always read as a puzzle,
+    and so is a grid row of nine cells whose letters are one letter repeated ('53xx7xxxx': blanks written 'x')."""
     if re.search(r"[^\W\d_]{2}", line) is None:
         return False
     cells = len(_cells(line, 0))
+    if cells == 9 and len({ch for ch in line if not ch.isdigit() and ch not in " \t|.-"}) == 1:
+        return False
     return (sum(ch in DIGITS or ch in "0." for ch in line) < 5
             or re.search(r"[^\W\d_]{4}", line) is not None and cells <= GRID_ROW and cells != 9
             and sum(ch in "0." for ch in line) <= 3)
@@ -459,6 +462,7 @@ def _text_records(lines: list[str], breaks: frozenset[int] = frozenset()):
     grid, except blank lines between its bands; a line '1 2 3 4 5 6 7 8 9' above whole grids numbers the columns).
     '#' starts a comment anywhere on a line. The lines numbered in `breaks` (blanked) end a grid."""
     block: list[tuple[int, list[Cell]]] = []
+    glued: list[_Record | _Invalid] = []  # the grids of a run of rows not yet ended: it may not hold whole grids
     dash_blanks = _dashes_are_blanks(lines)
     for number, raw in enumerate(lines + [""], 1):  # the extra blank line closes a trailing grid
         raw = _uncommented(raw)
@@ -470,7 +474,16 @@ def _text_records(lines: list[str], breaks: frozenset[int] = frozenset()):
                 and _bands_continue(lines, number, len(block), dash_blanks, breaks)):
             continue  # a blank line between bands
         skip = not stripped or (len(cells) != 81 and _is_title(stripped))
-        if block and (skip or len(cells) > GRID_ROW):
+        ends = skip or len(cells) > GRID_ROW
+        if glued and ends and block:  # 10 rows, or 17: no row can be trusted to belong to the grid it lands in
+            rows = 9 * len(glued) + len(block)
+            yield _Invalid(glued[0].line if isinstance(glued[0], _Invalid) else glued[0].start,
+                           f"expected 9 grid rows (or 18, 27, ... for grids one after another), got {rows}")
+            glued, block = [], []
+        elif glued and ends:
+            yield from glued
+            glued = []
+        if block and ends:
             if (bad := _bad_byte(cell for _, row in block for cell in row)) is not None:  # not that it was short
                 yield bad
             elif len(block) == 1:  # a lone short line: a one-line puzzle that is too short
@@ -494,12 +507,13 @@ def _text_records(lines: list[str], breaks: frozenset[int] = frozenset()):
                           if ch not in DIGITS and ch not in BLANKS), None)
             if short and stray is not None:
                 line, col, ch = stray
-                yield _Invalid(line, BAD_BYTE.format(column=col) if ch == UNDECODABLE
-                               else f"bad character {ch!r} at column {col} (grid rows hold 9 cells: digits and blanks)")
+                glued.append(_Invalid(line, BAD_BYTE.format(column=col) if ch == UNDECODABLE else
+                                      f"bad character {ch!r} at column {col} (grid rows hold 9 cells: digits and "
+                                      "blanks)"))
             elif short:
-                yield _Invalid(short[0][0], f"expected 9 cells in grid row, got {short[0][1]}")
+                glued.append(_Invalid(short[0][0], f"expected 9 cells in grid row, got {short[0][1]}"))
             else:
-                yield _Record(block[0][0], [cell for _, row in block for cell in row])
+                glued.append(_Record(block[0][0], [cell for _, row in block for cell in row]))
             block = []
 
 

@@ -23,6 +23,8 @@ def read_text(file: str | Path) -> str:
     """The text of `file`, or of stdin for '-'. Raises OSError when it cannot be read, or when it holds more than
     MAX_INPUT_BYTES: inputs are read whole, and /dev/zero or an endless pipe would fill the memory."""
     if str(file) == "-":
+        if sys.stdin is None:  # started with stdin closed ('<&-')
+            raise OSError(errno.EBADF, "stdin is closed")
         data = sys.stdin.buffer.read(MAX_INPUT_BYTES + 1)
     else:
         with open(file, "rb") as f:

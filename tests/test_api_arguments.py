@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import networkx as nx
 import numpy as np
 import pytest
+import torch
 
 from diffsolve.core import CheckpointError, check_device, load_model
 from diffsolve.solvers import (CountdownError, CountdownSolver, GraphError, GraphSolver, MoleculeDesigner,
@@ -30,6 +31,8 @@ def models():
     (SudokuSolver, {"rows_per_batch": 1.5}, TypeError, "rows_per_batch must be a whole number"),
     (GraphSolver, {"canvases": -1}, ValueError, "canvases must be at least 1"),
     (GraphSolver, {"max_steps": 0}, ValueError, "max_steps must be at least 1"),
+    (SudokuSolver, {"max_steps": 2**31}, ValueError, "max_steps must be below 2\\*\\*31"),  # named max_denoising_steps
+    (MoleculeDesigner, {"max_steps": 2**31}, ValueError, "max_steps must be below 2\\*\\*31"),
     (GraphSolver, {"seed": None}, TypeError, "seed must be a whole number"),
     (GraphSolver, {"temperature": float("nan")}, ValueError, "temperature must be a finite number above 0"),
     (CountdownSolver, {"canvases": 0}, ValueError, "canvases must be at least 1"),
@@ -222,6 +225,7 @@ def test_devices_and_paths_are_checked_before_loading(tmp_path, monkeypatch):
         SudokuSolver.from_pretrained(device="gpu")
     with pytest.raises(ValueError, match="device cuda:99: (.* sees no CUDA device|this machine has)"):
         check_device("cuda:99")
+    assert SudokuSolver.from_pretrained(device="cpu:0").model.device == torch.device("cpu")  # was 'damaged file'
     monkeypatch.chdir(tmp_path)
     with pytest.raises(CheckpointError, match="no_such_model: no such directory"):
         SudokuSolver.from_pretrained("./no_such_model")

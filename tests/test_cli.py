@@ -559,6 +559,14 @@ def test_an_interrupt_before_the_work_begins_still_exits_130():
     assert child.returncode == 130, err
 
 
+def test_a_closed_stdin_is_an_unreadable_input_not_a_crash():
+    solve = Path(sys.executable).parent / "solve"
+    for command in (["sudoku", "-"], ["path", "-", "--source", "1", "--target", "2"]):
+        done = subprocess.run([str(solve), *command], stdin=None, capture_output=True, text=True, timeout=300,
+                              preexec_fn=lambda: os.close(0))  # as '<&-' in a shell: Python's sys.stdin is None
+        assert done.returncode == 2 and "<stdin>: cannot" in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+
 def _catches(pid: int, sig: signal.Signals) -> bool:
     """Whether process `pid` has a handler for `sig` (Linux: the SigCgt mask in /proc/PID/status)."""
     status = Path(f"/proc/{pid}/status").read_text()

@@ -294,6 +294,26 @@ def test_labelled_puzzle_lines_are_errors_not_titles_and_titles_end_grids():
     assert csv_below_title[0].line == 3
 
 
+def test_grid_rows_that_do_not_make_whole_grids_are_refused_together():
+    rows = [PUZZLE[r * 9: r * 9 + 9] for r in range(9)]
+    ten = rows[:4] + ["........."] + rows[4:]  # a row of blanks too many: rows 1-9 were read as a wrong puzzle
+    on_top = ["........."] + rows  # was 'clues conflict' between cells that do not conflict in the file
+    glued = rows[:8] + rows  # an 8-row grid glued to a whole one
+    for grid, count in [(ten, 10), (on_top, 10), (glued, 17)]:
+        results = parse_puzzles("\n".join([PUZZLE, *grid, "", PUZZLE]), "g.txt")
+        assert_error(results[1], 2, f"expected 9 grid rows (or 18, 27, ... for grids one after another), got {count}",
+                     path="g.txt")
+        assert [r.puzzle for r in (results[0], results[2])] == [PUZZLE, PUZZLE] and len(results) == 3
+    check_parsed(parse_puzzles("\n".join(rows + rows)), [PUZZLE, PUZZLE])  # whole grids one after another
+
+
+def test_a_grid_that_writes_blanks_as_letters_is_named_not_skipped_as_titles():
+    rows = [PUZZLE[r * 9: r * 9 + 9].replace("0", "x") for r in range(9)]  # '53xx7xxxx' read as a title
+    results = parse_puzzles("\n".join([PUZZLE, "", *rows, "", PUZZLE]), "g.txt")
+    assert_error(results[1], 3, "bad character 'x' at column 3", path="g.txt")
+    assert len(results) == 3
+
+
 def test_a_letter_inside_a_grid_or_an_81_cell_line_is_still_a_bad_character():
     rows = [PUZZLE[r * 9: r * 9 + 9] for r in range(9)]
     for r in (0, 3):
