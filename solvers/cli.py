@@ -10,6 +10,7 @@ import platform
 import secrets
 import signal
 import sys
+import tempfile
 import threading
 import time
 import warnings
@@ -93,10 +94,20 @@ def _check_writable(path: Path | None, option: str) -> None:
         target = Path(os.path.realpath(path))  # a symbolic link's target is what gets replaced
         folder = target.parent
         problem = ("is a folder" if path.is_dir() else f"folder {folder} does not exist" if not folder.is_dir()
-                   else f"folder {folder} is not writable" if not os.access(folder, os.W_OK) else None)
+                   else _unwritable(folder))
     if problem:
         _error(f"{option} {path}: {problem}")
         raise typer.Exit(2)
+
+
+def _unwritable(folder: Path) -> str | None:
+    """Why no file can be made in `folder`, found by making one, as the atomic write will (os.access tells root
+    yes even where every write fails, as in /proc)."""
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".diffsolve-probe-"):
+            return None
+    except OSError:  # its reason can mislead: /proc says 'No such file or directory'
+        return f"folder {folder} is not writable"
 
 
 # What each drawing path writes: RDKit's molecule grids are PIL images, graphs are matplotlib figures.

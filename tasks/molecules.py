@@ -378,6 +378,7 @@ class MoleculeRequest:
                                    f"such molecules weigh {lightest:g} to {heaviest:g}")
 
     @property
+    @rdkit_quiet  # most SMARTS do not read as SMILES: RDKit's parse error is no news here
     def fragment(self) -> str | None:
         """SMILES of the part every answer contains, to pin on the canvas: the scaffold, or the `contains`
         pattern when it also reads as SMILES in the model's vocabulary (e.g. 'NS(=O)=O'); None otherwise."""
@@ -411,15 +412,24 @@ class MoleculeRequest:
         return ok, compute_properties(mol, list(self.windows))
 
 
+    @rdkit_quiet
     def unlikely(self) -> list[str]:
         """What makes verified molecules rare or absent within a budget, each beginning with the argument's name:
-        windows wholly outside the MOSES training molecules' range (TRAINING_RANGES), and a pinned fragment that
-        itself carries an alert to avoid (only decorations that break the alert verify)."""
+        windows wholly outside the MOSES training molecules' range (TRAINING_RANGES), a `contains` pattern the
+        scaffold does not hold (only the scaffold is written) that makes a long molecule, and a pinned fragment
+        that itself carries an alert to avoid (only decorations that break the alert verify)."""
         doubts = [f"{name}: window {_fmt((lo, hi), name)} lies outside the training molecules' range "
                   f"{_fmt(TRAINING_RANGES[name])}: verified molecules may be rare or absent within the budget"
                   for name, (lo, hi) in self.windows.items()
                   if hi < TRAINING_RANGES[name][0] or lo > TRAINING_RANGES[name][1]]
         fragment = self.fragment
+        if self.scaffold and self.contains and not Chem.MolFromSmiles(self.scaffold).HasSubstructMatch(
+                _smarts(self.contains), useChirality=True):
+            least = len(tokenize_known(self.scaffold)) + _smarts(self.contains).GetNumAtoms()
+            if least > LONG_TOKENS:
+                doubts.append(f"contains: beside a scaffold {self.contains!r} is only matched, not written on the "
+                              f"canvas, and the two take at least {least} tokens, more than 99 % of the training "
+                              f"molecules ({LONG_TOKENS}): verified molecules may be rare or absent within the budget")
         if fragment and self.avoid:
             entry = alert_catalog(self.avoid).GetFirstMatch(Chem.MolFromSmiles(fragment))
             if entry is not None:
@@ -703,6 +713,7 @@ MAX_SLOTS = 2  # branch slots per layout
 # MAX_FREE_RUN alone, layouts around `contains="C(=O)N"` averaged 12.7 tokens and MW 250-330 gave no molecule in
 # 1,024 canvases; with the growth they average 25 (sulfonamide 28 rather than 18, benzene 36 rather than 19).
 TYPICAL_TOKENS = 35
+LONG_TOKENS = 45  # 99 % of MOSES training SMILES have at most this many tokens (20,000 drawn at seed 0)
 
 
 # Free generation's prompts: 100,000 MOSES training molecules drawn at random (`molecule_data.write_prompt_sample`).

@@ -807,6 +807,7 @@ def test_cli_budget_exhaustion_exits_1_with_what_was_found():
     (["--format", "xyz"], "--format"),
     (["--out", "/nonexistent-folder/m.sdf"], "--out /nonexistent-folder/m.sdf: folder /nonexistent-folder does not"),
     (["--image", "."], "--image .: is a folder"),
+    (["--out", "/proc/m.smi"], "--out /proc/m.smi: folder /proc is not writable"),  # root may: found after the work
     (["--image", "grid.xyz"], "--image grid.xyz: cannot write .xyz"),
     (["--out", "g.svg", "--format", "sdf", "--image", "./g.svg"], "--out and --image both name g.svg"),
     (["--heavy-atoms", "30:20"], "--heavy-atoms: lower bound 30 is above upper bound 20"),
@@ -905,6 +906,11 @@ def test_windows_beyond_every_training_molecule_are_warned_about(designer):
         assert TRAINING_RANGES[name][0] <= lo <= hi <= TRAINING_RANGES[name][1]
     assert training_ranges(["CCO", "c1ccccc1"])["heavy_atoms"] == (3, 6)
     assert not task.MoleculeRequest.parse({"mw": (300, 310), "logp": (5, 6.5)}).unlikely()
+    big = "CC(C)N1CCC(NC(=O)C2CCN(C(=O)C3CCCC3)CC2)CC1"  # 0 of 28 decorations held a benzene, none in 384 canvases
+    (message,) = task.MoleculeRequest.parse(contains="c1ccccc1", scaffold=big).unlikely()
+    assert message.startswith("contains: beside a scaffold 'c1ccccc1' is only matched") and "least 49 tokens" in message
+    assert not task.MoleculeRequest.parse(contains="C(=O)N", scaffold=big).unlikely()  # the scaffold holds it
+    assert not task.MoleculeRequest.parse(contains="Cl", scaffold="c1ccccc1").unlikely()  # room to spare
     (message,) = task.MoleculeRequest.parse({"mw": (900, 1000)}).unlikely()
     assert message.startswith("mw: window 900:1000 lies outside the training molecules' range")
     with pytest.warns(task.UnlikelyRequestWarning, match="mw: window 900:1000") as caught:
@@ -1033,3 +1039,9 @@ def test_cli_ctrl_c_writes_the_molecules_found_so_far(tmp_path):
     found = out.read_text().split()
     assert len(found) == int(said[1]) in (1, 2, 3) and int(said[2]) >= 64 and int(said[2]) % 32 == 0
     assert all(400 <= Descriptors.MolWt(Chem.MolFromSmiles(s)) <= 450 for s in found)
+
+
+def test_a_smarts_that_is_no_smiles_prints_no_rdkit_parse_error(capfd):
+    request = task.MoleculeRequest.parse(contains="[CX3](=O)[OX2H1]")
+    assert request.fragment is None and request.unlikely() == []
+    assert "Parse Error" not in capfd.readouterr().err  # the CLI showed five lines of it for a valid pattern
