@@ -494,6 +494,18 @@ def save_model(model: DiffusionGemma, path: str | os.PathLike, max_shard_bytes: 
     _write_json(out / "generation_config.json", generation)
     if model.tokenizer is not None:
         write_atomically(out / "tokenizer.json", lambda p: model.tokenizer.save(str(p)))
+        if (settings := tokenizer_settings(model.tokenizer)) is not None:
+            _write_json(out / "tokenizer_config.json", settings)
+
+
+def tokenizer_settings(tokenizer) -> dict | None:
+    """tokenizer_config.json for our word-level task vocabularies, so that transformers' AutoTokenizer reads
+    tokenizer.json as it is (without one it builds a GemmaTokenizer, which turns each space into <unk>); None for
+    other tokenizers, such as Gemma's own, whose checkpoints bring their own."""
+    if json.loads(tokenizer.to_str())["model"]["type"] != "WordLevel":
+        return None
+    return {"tokenizer_class": "PreTrainedTokenizerFast", "pad_token": "<pad>", "eos_token": "<eos>",
+            "bos_token": "<bos>", "unk_token": "<unk>"}
 
 
 def _write_json(path: Path, data: dict) -> None:

@@ -647,3 +647,17 @@ def test_settings_a_generation_config_cannot_hold_are_refused_before_anything_is
     _edit_generation_config(path, lambda config: config.update(t_min=config["t_max"]))
     with pytest.raises(CheckpointError, match="t_max must be greater than t_min"):
         load_model(path)
+
+
+def test_a_task_vocabulary_is_saved_with_a_config_that_transformers_reads_as_written(saved, tmp_path):
+    from transformers import AutoTokenizer
+
+    from diffsolve.core.tokenizer import word_level_tokenizer
+
+    model, _ = saved
+    model.tokenizer = word_level_tokenizer(["3", "1", "2"])
+    model.save_pretrained(tmp_path / "words")
+    assert json.loads((tmp_path / "words" / "tokenizer_config.json").read_text())["tokenizer_class"] == \
+        "PreTrainedTokenizerFast"
+    assert AutoTokenizer.from_pretrained(tmp_path / "words")("3 1 2")["input_ids"] == [4, 5, 6]  # not <unk>s
+    assert load_model(tmp_path / "words").tokenizer.encode("3 1 2").ids == [4, 5, 6]

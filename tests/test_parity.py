@@ -189,6 +189,13 @@ def test_shipped_checkpoints_load_in_transformers(task):
     assert ours_sampling.max_denoising_steps == theirs.max_denoising_steps
     assert ours_sampling.entropy_bound == theirs.sampler_config.entropy_bound
     assert ours_sampling.max_new_tokens == theirs.max_new_tokens == length  # one canvas in both engines
+    from transformers import AutoTokenizer
+
+    words = " ".join(ours.tokenizer.id_to_token(i) for i in range(ours.config.vocab_size)
+                     if ours.tokenizer.id_to_token(i) is not None)
+    tokenizer = AutoTokenizer.from_pretrained(path)  # without tokenizer_config.json: a GemmaTokenizer, spaces <unk>
+    assert tokenizer(words, add_special_tokens=False)["input_ids"] == ours.tokenizer.encode(words).ids
+    assert (tokenizer.pad_token_id, tokenizer.eos_token_id) == (0, 1)
 
 
 def test_a_saved_sampler_config_loads_in_transformers_as_written(tmp_path):
