@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
@@ -221,6 +222,11 @@ def cached_training_set(path: Path, build: Callable[[], dict[str, np.ndarray]], 
         except MemoryError:
             raise ValueError(f"{path}: its arrays do not fit in memory here") from None
         made = _made_with({k: arrays.pop(k) for k in list(arrays) if k.startswith(MADE_WITH)}, path)
+        if not len(next(iter(arrays.values()))):
+            raise ValueError(f"{path}: holds no examples")
+        if nonfinite := [k for k, a in arrays.items() if a.dtype.kind == "f" and not np.isfinite(a).all()]:
+            raise ValueError(f"{path}: {', '.join(nonfinite)} holds NaN or infinite values (a property RDKit "
+                             "could not compute?): drop those examples")
         differ = [f"{k} {made[k]}, not {made_with[k]}" for k in made if k in made_with and made[k] != made_with[k]]
         if check and differ:
             raise ValueError(f"{path} holds a training set made with other settings ({'; '.join(differ)}): train "
@@ -318,8 +324,9 @@ def _made_with(entries: dict[str, np.ndarray], path: Path) -> dict[str, int]:
 
 
 def check_resumable(checkpoint: Path, model: DiffusionGemma, cfg: TrainConfig) -> None:
-    """Refuse to continue a checkpoint with another architecture or recipe: the result would match neither run
-    nor the recipe its model card records."""
+    """Refuse to continue a checkpoint that is damaged, or of another architecture or recipe: the result would
+    match neither run nor the recipe its model card records."""
+    _check_intact(checkpoint)
     theirs = ModelConfig.from_hf_dict(json.loads((checkpoint / "config.json").read_text()))
     differ = [f.name for f in fields(ModelConfig)
               if f.name != "passthrough" and getattr(theirs, f.name) != getattr(model.config, f.name)]
@@ -336,6 +343,24 @@ def check_resumable(checkpoint: Path, model: DiffusionGemma, cfg: TrainConfig) -
     if changed:
         raise ResumeError(f"{checkpoint} continues a run with another recipe ({', '.join(changed)}); "
                           "resume it with the same values, or train into a new directory")
+
+
+def _check_intact(checkpoint: Path) -> None:
+    """ResumeError unless the checkpoint's JSON files parse and its safetensors files open (a truncated file
+    does not): found before the run directory's training set is built, not as a traceback when it resumes."""
+    try:
+        state = json.loads((checkpoint / STATE_JSON).read_text())
+        int(state["step"]), dict(state["config"])
+        ModelConfig.from_hf_dict(json.loads((checkpoint / "config.json").read_text()))
+        weights = sorted(checkpoint.glob("model*.safetensors"))  # one file, or shards
+        if not weights:
+            raise ValueError("no model*.safetensors")
+        for path in [*weights, checkpoint / STATE_TENSORS]:
+            with safe_open(str(path), framework="pt"):
+                pass
+    except (OSError, ValueError, KeyError, TypeError, SafetensorError) as exc:
+        raise ResumeError(f"{checkpoint} is damaged ({type(exc).__name__}: {exc}); delete it to start the run "
+                          "over") from None
 
 
 def deepen(model: DiffusionGemma, factor: int) -> DiffusionGemma:

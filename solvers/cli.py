@@ -936,6 +936,10 @@ def _check_train_options(task: str, device: str, out: Path, data: Path | None, e
     if out.exists() and not out.is_dir():
         _error(f"--out {out}: not a folder (the run directory holds checkpoints, the log and the model)")
         raise typer.Exit(2)
+    if (out / "config.json").exists():  # a run's checkpoint/ or model/, or a shipped model: a run would nest in it
+        _error(f"--out {out}: holds a model (config.json); the run directory is the folder above a run's "
+               "checkpoint/ and model/ (the same --out resumes a run), or a new folder")
+        raise typer.Exit(2)
     if task not in PREPARED_SETS:
         given = [name for name, value in (("--data", data), ("--examples", examples), ("--workers", workers))
                  if value is not None]

@@ -167,6 +167,19 @@ def test_resuming_a_run_with_another_recipe_or_model_is_refused(tmp_path):
     assert without.exit_code == 2 and f"init {default_checkpoint('sorting').resolve()} -> None" in without.stderr
 
 
+def test_a_damaged_checkpoint_or_a_model_folder_as_the_run_directory_is_refused(tmp_path):
+    threads = str(torch.get_num_threads())
+    out = tmp_path / "run"
+    assert run("train", "sorting", "--out", out, "--steps", 2, "--batch-size", 4, "--threads", threads).exit_code == 0
+    nested = run("train", "sorting", "--out", out / "checkpoint", "--steps", 2, "--batch-size", 4)
+    assert nested.exit_code == 2 and "holds a model (config.json)" in nested.stderr  # was a run inside the run
+    state = out / "checkpoint" / "training_state.safetensors"
+    state.write_bytes(state.read_bytes()[:50])
+    damaged = run("train", "sorting", "--out", out, "--steps", 3, "--batch-size", 4, "--threads", threads)
+    assert damaged.exit_code == 2 and "checkpoint is damaged (SafetensorError" in damaged.stderr  # was a traceback
+    assert "delete it to start the run over" in damaged.stderr and "resuming" not in damaged.stderr
+
+
 def test_train_names_unusable_run_directories_and_data(tmp_path):
     not_a_folder = tmp_path / "file.txt"
     not_a_folder.write_text("x")

@@ -341,6 +341,20 @@ def test_a_training_set_must_hold_every_array_of_its_layout_and_only_numbers(tmp
         cached_training_set(path, dict, {}, layout, check=False)
 
 
+def test_a_training_set_without_examples_or_with_nan_is_refused(tmp_path):
+    import numpy as np
+
+    from diffsolve.core.training import cached_training_set
+
+    path, layout = tmp_path / "set.npz", {"smiles": (4,), "logp": ()}
+    np.savez(path, smiles=np.zeros((0, 4), np.int16), logp=np.zeros(0))
+    with pytest.raises(ValueError, match="set.npz: holds no examples"):  # was a crash in the first batch
+        cached_training_set(path, dict, {}, layout, check=False)
+    np.savez(path, smiles=np.zeros((2, 4), np.int16), logp=np.array([1.0, np.nan]))
+    with pytest.raises(ValueError, match="set.npz: logp holds NaN or infinite values"):  # was trained in a top bin
+        cached_training_set(path, dict, {}, layout, check=False)
+
+
 def test_an_array_stored_twice_is_refused(tmp_path):
     """As 'puzzles' and 'puzzles.npy': one header would be checked while numpy reads the other."""
     import io
