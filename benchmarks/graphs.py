@@ -36,7 +36,7 @@ from diffsolve.solvers.checkpoints import default_checkpoint
 from diffsolve.tasks import countdown
 from diffsolve.tasks.graph_data import MAX_NODES
 from diffsolve.tasks.graphs import GraphError, peel_low_degree, read_graph
-from reporting import ROOT, add_out_argument, pyplot, relative, same_settings, save_figure, write_results
+from reporting import ROOT, add_out_argument, count, names, pyplot, relative, same_settings, save_figure, write_results
 
 DATA = ROOT.parent / "shared" / "data" / "graphs"
 
@@ -313,19 +313,21 @@ def plot(report: dict, path: Path) -> bool:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--limit", type=int, default=None, help="N evenly spaced instances of each set (default: all).")
-    parser.add_argument("--coloring-limit", type=int, default=None, help="First N colouring instances.")
-    parser.add_argument("--countdown-limit", type=int, default=None, help="N evenly spaced instances of each "
+    parser.add_argument("--limit", type=count(1), default=None,
+                        help="N evenly spaced instances of each set (default: all).")
+    parser.add_argument("--coloring-limit", type=count(1), default=None, help="First N colouring instances.")
+    parser.add_argument("--countdown-limit", type=count(1), default=None, help="N evenly spaced instances of each "
                                                                           "Countdown set (default: --limit).")
     parser.add_argument("--countdown-sets", default=",".join(COUNTDOWN_SETS), help="Comma-separated Countdown "
                         "sets; with --merge the other sets' results are kept.")
-    parser.add_argument("--families", default="path,hamiltonian,countdown,coloring")
-    parser.add_argument("--coloring-steps", type=int, default=256, help="Passes per colouring attempt.")
-    parser.add_argument("--backtrack-steps", type=int, default=None, help="Passes per attempt of the explicit "
+    parser.add_argument("--families", type=names(("path", "hamiltonian", "countdown", "coloring")),
+                        default="path,hamiltonian,countdown,coloring")
+    parser.add_argument("--coloring-steps", type=count(1), default=256, help="Passes per colouring attempt.")
+    parser.add_argument("--backtrack-steps", type=count(1), default=None, help="Passes per attempt of the explicit "
                         "exact search (default: --coloring-steps).")
     parser.add_argument("--coloring-instances", default=None, help="Comma-separated DIMACS names (default: all "
                                                                      "that fit the canvas).")
-    parser.add_argument("--tabu-steps", type=int, default=None, help="Passes per attempt before the explicit "
+    parser.add_argument("--tabu-steps", type=count(1), default=None, help="Passes per attempt before the explicit "
                         "tabu search takes over (default: --coloring-steps).")
     parser.add_argument("--coloring-modes", default=",".join(COLORING_MODES), help="Comma-separated colouring "
                         "modes to run (model_only, full, backtrack, tabu); with --merge the others keep their "
@@ -334,7 +336,7 @@ def main() -> None:
     parser.add_argument("--combine", type=Path, nargs="+", default=None, help="Run nothing: merge the colouring "
                         "instances of these result files (runs in parallel, each with its own --out) into --out.")
     parser.add_argument("--checkpoint", default=str(default_checkpoint("graphs")))
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=count(1), default=2)
     add_out_argument(parser, "graphs.json")
     args = parser.parse_args()
     if args.combine:
@@ -345,7 +347,7 @@ def main() -> None:
         sys.exit(f"benchmark data not found at {DATA}")
     model = load_model(args.checkpoint)
     graph_solvers = {"model_only": GraphSolver(model, guided=False), "full": GraphSolver(model)}
-    families = args.families.split(",")
+    families = args.families
     countdown_names = args.countdown_sets.split(",")
     if unknown := set(countdown_names) - set(COUNTDOWN_SETS):
         sys.exit(f"unknown Countdown sets: {sorted(unknown)}")

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from molecules import CACHE, stock_samples, train_sample
 from rdkit import Chem, RDLogger, rdBase
-from reporting import add_out_argument, write_results
+from reporting import add_out_argument, count, write_results
 
 from diffsolve.core import load_model, released_config, weights_digest
 from diffsolve.tasks import molecule_metrics as mm
@@ -148,9 +148,9 @@ def markdown(rows: list[dict]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoints", default="models/molecules")
-    parser.add_argument("--samples", type=int, default=2000)
-    parser.add_argument("--seed", type=int, default=123_456)
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--samples", type=count(1), default=2000)
+    parser.add_argument("--seed", type=count(0), default=123_456)
+    parser.add_argument("--threads", type=count(1), default=1)
     parser.add_argument("--passes", default="", help="comma-separated pass counts (default: each checkpoint's own)")
     parser.add_argument("--conditions", default="none", help="none, train or none,train: the prompts' property bins")
     parser.add_argument("--temperatures", type=temperatures, default=[None],
@@ -172,7 +172,10 @@ def main() -> None:
                      "(rename the earlier rows' checkpoint, or start a new file)")
     RDLogger.DisableLog("rdApp.*")
     ref = training_reference()
-    passes = [int(p) for p in args.passes.split(",") if p] or [None]
+    try:
+        passes = [count(1)(p) for p in args.passes.split(",") if p] or [None]
+    except (ValueError, argparse.ArgumentTypeError) as exc:
+        parser.error(f"--passes: {exc}")
     kinds = args.conditions.split(",")
     if not set(kinds) <= {"none", "train"}:
         parser.error(f"--conditions: none, train or both, not {args.conditions!r}")

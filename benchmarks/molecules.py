@@ -37,7 +37,7 @@ from diffsolve.solvers import MoleculeDesigner
 from diffsolve.tasks import molecule_metrics as mm
 from diffsolve.tasks import molecules as task
 from diffsolve.tasks.molecule_data import read_moses
-from reporting import ROOT, add_out_argument, pyplot, relative, same_settings, save_figure, write_results
+from reporting import ROOT, add_out_argument, count, pyplot, relative, same_settings, save_figure, write_results
 
 CACHE = ROOT / "runs" / "moses_reference"
 ANCHORS = {  # MOSES paper (Polykovskiy et al. 2020), Table 2
@@ -344,7 +344,8 @@ def plot(report: dict, path: Path) -> bool:
     fig, ax = plt.subplots(figsize=(10, 0.35 * len(rows) + 1.2))
     colors = {g: f"C{i}" for i, g in enumerate(dict.fromkeys(r["group"] for r in rows))}
     ax.barh(range(len(rows)), [r["success"] for r in rows], color=[colors[r["group"]] for r in rows])
-    ax.set_yticks(range(len(rows)), [f"{r['group']}: {r['request'][:38]}" for r in rows], fontsize=8)
+    labels = [r["request"] if len(r["request"]) <= 48 else r["request"][:47] + "…" for r in rows]  # cut visibly
+    ax.set_yticks(range(len(rows)), [f"{r['group']}: {label}" for r, label in zip(rows, labels)], fontsize=8)
     ax.invert_yaxis()
     ax.axvline(0.95, color="k", ls="--", lw=1, label="goal 0.95")
     ax.set_xlim(0, 1)
@@ -359,14 +360,14 @@ def main() -> None:
     RDLogger.DisableLog("rdApp.*")  # the model-only samples include invalid SMILES by design
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", default=None, help="model directory (default: the shipped one)")
-    parser.add_argument("--samples", type=int, default=10_000, help="canvases for the distribution metrics")
-    parser.add_argument("--full-canvases", type=int, default=None,
+    parser.add_argument("--samples", type=count(1), default=10_000, help="canvases for the distribution metrics")
+    parser.add_argument("--full-canvases", type=count(1), default=None,
                         help="canvases for the full system's distribution metrics (default: --samples); the full "
                              "system keeps fewer molecules per canvas than the model alone")
-    parser.add_argument("--per-request", type=int, default=5)
-    parser.add_argument("--scaffolds", type=int, default=4)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--per-request", type=count(1), default=5)
+    parser.add_argument("--scaffolds", type=count(1), default=4)
+    parser.add_argument("--seed", type=count(0), default=0)
+    parser.add_argument("--threads", type=count(1), default=2)
     add_out_argument(parser, "molecules.json")
     parser.add_argument("--sections", default=",".join(SECTIONS),
                         help=f"comma-separated subset of {','.join(SECTIONS)} to run; the others are kept from the "

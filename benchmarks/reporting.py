@@ -42,6 +42,32 @@ def output_path(out: Path, default_name: str) -> Path:
     return out
 
 
+def count(minimum: int = 1) -> Callable[[str], int]:
+    """An argparse type: a whole number of at least `minimum` (a negative count would slice a list from its end,
+    and 0 canvases, steps or threads crash or divide by zero after minutes of work)."""
+    def parse(text: str) -> int:
+        value = int(text)  # argparse turns a ValueError into "invalid count value"
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    parse.__name__ = "count"
+    return parse
+
+
+def names(allowed: tuple[str, ...]) -> Callable[[str], list[str]]:
+    """An argparse type: comma-separated names, each one of `allowed` (a typo fails at once, not as a KeyError
+    after the earlier ones have run)."""
+    def parse(text: str) -> list[str]:
+        chosen = [name for name in text.split(",") if name]
+        if not chosen or any(name not in allowed for name in chosen):
+            raise argparse.ArgumentTypeError(f"expected some of {','.join(allowed)}, got {text!r}")
+        return chosen
+
+    parse.__name__ = "names"
+    return parse
+
+
 def add_out_argument(parser: argparse.ArgumentParser, default_name: str) -> None:
     """--out, defaulting to results/`default_name` and settled by `output_path` while the arguments are parsed."""
     parser.add_argument("--out", type=lambda value: output_path(Path(value), default_name),

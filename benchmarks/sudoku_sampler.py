@@ -23,7 +23,7 @@ import torch
 from diffsolve.core import weights_digest
 from diffsolve.solvers import SudokuSolver
 from diffsolve.tasks.sudoku_data import make_puzzle, random_grid
-from reporting import add_out_argument, relative, write_results
+from reporting import add_out_argument, count, relative, write_results
 
 SETTINGS = {
     "released": {"t_max": 0.8, "t_min": 0.4},
@@ -48,11 +48,11 @@ def puzzle_sets(seed: int, n: int) -> dict[str, list[str]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seed", type=int, default=4242)
-    parser.add_argument("--puzzles", type=int, default=48, help="puzzles per set")
-    parser.add_argument("--max-steps", type=int, default=128)
+    parser.add_argument("--seed", type=count(0), default=4242)
+    parser.add_argument("--puzzles", type=count(1), default=48, help="puzzles per set")
+    parser.add_argument("--max-steps", type=count(1), default=128)
     parser.add_argument("--settings", default=",".join(SETTINGS), help=f"comma-separated, of {','.join(SETTINGS)}")
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--threads", type=count(1), default=1)
     add_out_argument(parser, "sudoku_sampler.json")
     parser.add_argument("--merge", action="store_true",
                         help="keep the settings already in --out that this run does not redo (same weights, seed, "

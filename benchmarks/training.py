@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from reporting import add_out_argument, pyplot, save_figure, write_results  # noqa: E402
+from reporting import add_out_argument, count, names, pyplot, save_figure, write_results  # noqa: E402
 
 from diffsolve.core import new_model  # noqa: E402
 from diffsolve.core.training import TrainConfig, make_optimizer, step_generators, train_step  # noqa: E402
@@ -122,18 +122,19 @@ def plot(report: dict, path: Path) -> bool:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tasks", default="sorting,sudoku,molecules,graphs")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--steps", type=int, default=10, help="Timed steps per task (after 2 warm-up steps).")
+    parser.add_argument("--tasks", type=names(("sorting", "sudoku", "molecules", "graphs")),
+                        default="sorting,sudoku,molecules,graphs")
+    parser.add_argument("--batch-size", type=count(1), default=64)
+    parser.add_argument("--steps", type=count(1), default=10, help="Timed steps per task (after 2 warm-up steps).")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--examples", type=int, default=2000, help="Base set size for sudoku and molecules.")
+    parser.add_argument("--threads", type=count(1), default=2)
+    parser.add_argument("--examples", type=count(1), default=2000, help="Base set size for sudoku and molecules.")
     parser.add_argument("--compile", action="store_true", help="Also time each task compiled (torch.compile).")
     add_out_argument(parser, "training.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     rows = []
-    for name in args.tasks.split(","):
+    for name in args.tasks:
         rows.append(time_steps(name, args.batch_size, args.steps, args.device, args.examples))
         print(f"  {name}: {rows[-1]['steps_per_s']:.2f} steps/s", file=sys.stderr, flush=True)
         if args.compile:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from reporting import add_out_argument, output_path, write_results  # noqa: E402
+from reporting import add_out_argument, count, names, output_path, write_results  # noqa: E402
 
 
 def test_a_folder_gets_the_default_file_inside(tmp_path):
@@ -37,3 +37,19 @@ def test_out_is_settled_while_parsing(tmp_path):
     assert parser.parse_args(["--out", str(tmp_path)]).out == tmp_path / "molecules.json"
     with pytest.raises(SystemExit, match="name a .json file"):
         parser.parse_args(["--out", str(tmp_path / "table.md")])
+
+
+def test_counts_and_names_are_refused_when_the_arguments_are_parsed(capsys):
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--per-tier", type=count(0))
+    parser.add_argument("--threads", type=count(1))
+    parser.add_argument("--families", type=names(("path", "coloring")), default="path,coloring")
+    args = parser.parse_args(["--per-tier", "0", "--threads", "2"])
+    assert (args.per_tier, args.threads, args.families) == (0, 2, ["path", "coloring"])
+    for argv, message in [(["--per-tier", "-1"], "must be at least 0, got -1"),  # was rows[:-1]: all but one
+                          (["--threads", "0"], "must be at least 1, got 0"),  # was torch's RuntimeError
+                          (["--threads", "x"], "invalid count value: 'x'"),
+                          (["--families", "path,colring"], "expected some of path,coloring, got 'path,colring'")]:
+        with pytest.raises(SystemExit):
+            parser.parse_args(argv)
+        assert message in capsys.readouterr().err
