@@ -828,7 +828,8 @@ def train(
                       checkpoint_every=max(1, min(500, steps // 4)),
                       bf16=device.startswith("cuda"), time_budget_s=time_budget,
                       ar_weight=getattr(module, "AR_WEIGHT", 1.0), compile=_OPTIONS["compile"],
-                      init=None if init is None else str(init.resolve()) + f", {deepen}x deeper" * (deepen > 1),
+                      init=None if init is None else str(init.resolve() if init.exists() else init)  # or a hub id
+                      + f", {deepen}x deeper" * (deepen > 1),
                       data=None if data is None else files_digest([data]))
     previous = _previous_checkpoint(out, task, model, cfg)  # checked before the training set is built
     make_batch = _training_batches(task, module, out, seed, batch_size, device, data, examples, workers,

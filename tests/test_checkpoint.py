@@ -539,6 +539,21 @@ def test_hub_id_resolves_offline_from_the_hf_cache(saved, tmp_path_factory):
     assert "hf download acme/absent" in missing.stderr
 
 
+def test_training_from_a_hub_id_records_the_id_not_a_path_under_the_working_folder(tmp_path):
+    from diffsolve.solvers.checkpoints import default_checkpoint
+
+    cache = tmp_path / "hf_cache"
+    _cache_holding(default_checkpoint("sorting"), cache, "acme/sort-demo")
+    env = {**os.environ, "HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
+    solve = Path(sys.executable).parent / "solve"
+    done = subprocess.run([str(solve), "train", "sorting", "--init", "acme/sort-demo", "--out", str(tmp_path / "run"),
+                           "--steps", "2", "--batch-size", "4", "--threads", "1"], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    state = json.loads((tmp_path / "run" / "checkpoint" / "training_state.json").read_text())
+    assert state["config"]["init"] == "acme/sort-demo"  # was {tmp_path}/acme/sort-demo, refused from another folder
+
+
 def _stand_in_hub(status: int, code: str):
     """A local stand-in for the Hub's API that answers every request with `status` and this X-Error-Code, and the
     requests it saw."""
