@@ -468,7 +468,13 @@ def _sample_and_accept(logits: Tensor, r: _Rows, config: SamplingConfig,
             allowed = allowed | ~allowed.any(-1, keepdim=True)
             logits = logits.masked_fill(~allowed, float("-inf"))
     probs = torch.softmax(logits, dim=-1, dtype=torch.float32)
-    sample = torch.multinomial(probs.view(-1, vocab), 1, generator=generator).view(rows, length)
+    try:
+        sample = torch.multinomial(probs.view(-1, vocab), 1, generator=generator).view(rows, length)
+    except RuntimeError as exc:  # checked only once a draw has failed: no pass pays for it
+        if bool(probs.isfinite().all()):
+            raise
+        raise FloatingPointError("the model's output holds NaN or infinite values: its weights may be damaged "
+                                 "(download or save the checkpoint again), or overflow in this dtype") from exc
     entropy = ranked = token_entropy(logits)  # once per pass: it reads every [R, L, V] logit
     if r.guidance is not None:
         order = r.guidance.settleable(r.canvas, r.settled)

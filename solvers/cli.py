@@ -1138,6 +1138,9 @@ def main() -> None:
         sys.stdout, sys.stderr = _EndWhenReaderGoes(sys.stdout), _EndWhenReaderGoes(sys.stderr)
     try:
         app()
+    except FloatingPointError as exc:  # damaged weights: a line, not a traceback through the sampler
+        _error(f"{exc}")
+        raise SystemExit(1) from None
     finally:  # what is still buffered goes now, not at shutdown, where a gone reader could not end it with 141
         for stream in (sys.stdout, sys.stderr):
             if stream is not None:

@@ -580,6 +580,24 @@ def test_a_closed_stdin_is_an_unreadable_input_not_a_crash():
         assert done.returncode == 2 and "<stdin>: cannot" in done.stderr and "Traceback" not in done.stderr, done.stderr
 
 
+def test_weights_that_load_but_overflow_end_in_one_line_not_a_traceback(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    checkpoint = tmp_path / "overflowing"
+    checkpoint.mkdir()
+    for name in os.listdir(default_checkpoint("sorting")):
+        (checkpoint / name).write_bytes((default_checkpoint("sorting") / name).read_bytes())
+    weights = load_file(str(checkpoint / "model.safetensors"))
+    query = next(name for name in weights if "q_proj" in name)
+    weights[query] = weights[query] * 1e38  # finite, as flipped bytes left them: attention overflows to NaN
+    save_file(weights, str(checkpoint / "model.safetensors"), metadata={"format": "pt"})
+    solve = Path(sys.executable).parent / "solve"
+    done = subprocess.run([str(solve), "demo", "--checkpoint", str(checkpoint)], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert "error: the model's output holds NaN or infinite values: its weights may be damaged" in done.stderr
+
+
 def _catches(pid: int, sig: signal.Signals) -> bool:
     """Whether process `pid` has a handler for `sig` (Linux: the SigCgt mask in /proc/PID/status)."""
     status = Path(f"/proc/{pid}/status").read_text()
