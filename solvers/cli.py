@@ -136,6 +136,13 @@ def _finite(value: float | None) -> float | None:
     return value
 
 
+def _above_zero(value: float | None) -> float | None:
+    """`_finite`, and above 0 (a learning rate of 0 trains nothing; typer's min is inclusive)."""
+    if _finite(value) is not None and value <= 0:
+        raise typer.BadParameter(f"{value:g} is not above 0")
+    return value
+
+
 _OPTIONS = {"compile": False, "dtype": "auto"}
 DTYPES = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 SEED_RANGE = dict(min=0, max=2**63 - 1)  # what torch generators take
@@ -773,7 +780,7 @@ def train(
     out: Path = typer.Option(..., help="Run directory: checkpoints, log, and the final model in out/model."),
     steps: int = typer.Option(3000, min=1, help="Optimizer steps."),
     batch_size: int = typer.Option(64, min=1, help="Examples per step."),
-    lr: float = typer.Option(None, min=0.0, callback=_finite, show_default=False,
+    lr: float = typer.Option(None, callback=_above_zero, show_default=False,
                              help="Peak learning rate (warmup then cosine) "
                              f"[default: {SCRATCH_LR:g}; with --init {WARM_START_LR:g}, gentle enough to keep what "
                              "the model knows]."),
