@@ -9,7 +9,7 @@ from numbers import Integral, Real
 import numpy as np
 
 SEED_LIMIT = 2**63  # torch generators take 64-bit seeds; the graph solvers add small salts
-MAX_STEPS = 2**31 - 1  # the sampler's temperature schedule counts passes in int32
+MAX_STEPS = 2**31 - 1  # the sampler's temperature schedule counts passes in int32, as transformers does
 MAX_CANVASES = 1024  # parallel canvases per instance: each is a row of the batch, all of them in memory at once
 
 

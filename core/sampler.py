@@ -23,6 +23,7 @@ from numbers import Integral, Real
 import torch
 from torch import Tensor
 
+from .arguments import MAX_STEPS
 from .model import DiffusionGemma, KVCache
 
 
@@ -67,7 +68,7 @@ class SamplingConfig:
                                       or not math.isfinite(value)):
                 raise ValueError(f"{name} must be a finite number, got {value!r}")
         whole("max_denoising_steps", 1)
-        if self.max_denoising_steps >= 2**31:  # the temperature schedule counts passes in int32, as transformers
+        if self.max_denoising_steps > MAX_STEPS:
             raise ValueError(f"max_denoising_steps must be below 2**31, got {self.max_denoising_steps!r}")
         whole("stability_threshold", 0)
         whole("max_new_tokens", 1)
