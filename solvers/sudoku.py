@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import reprlib
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -11,11 +12,12 @@ from torch import Tensor
 
 from ..core import DiffusionGemma, SamplingConfig, StepCallback, arguments, progress_bar
 from ..tasks import sudoku
-from ..tasks.sudoku_data import PuzzleFormatError, is_valid_solution, parse_puzzles
+from ..tasks.sudoku_data import PuzzleFormatError, conflicts, is_valid_solution, parse_puzzles
 from ..tasks.text import plural, split_lines
 from .base import DiffusionSolver
 
 Puzzle = str | Sequence[int] | Sequence[Sequence[int]] | np.ndarray  # text, or 81 numbers (flat or 9 x 9)
+CANONICAL = re.compile("[0-9]{81}")  # a puzzle as SudokuResult.puzzle holds it
 
 
 @dataclass
@@ -191,6 +193,8 @@ def _read_one(text: str) -> tuple[str, str | None]:
     """(the puzzle: 81 characters, '0' for blanks, problem None) or (the text stripped, what is wrong with it)."""
     if not text.strip():
         return text.strip(), "the puzzle text is empty"
+    if CANONICAL.fullmatch(text) and not conflicts(text):  # what the CLI hands over: no need to parse it again
+        return text, None
     entries = parse_puzzles(text)
     bad = next((entry for entry in entries if isinstance(entry, PuzzleFormatError)), None)
     if bad is not None:
