@@ -57,7 +57,11 @@ DATA_CARD = (
     "colour classes with a random density; targets canonically relabelled by first use. Hamiltonian: 5-24 nodes, "
     "a planted path or cycle plus random chords. Path: a start-goal path of 2-8 edges plus distractor branches "
     "(a tree, so the path is unique), 8-24 nodes. Countdown: 3-5 numbers (1-99, or 1-13 with target 24), random "
-    "exact operations combining all of them, target 1-999. Steps cycle colouring, Hamiltonian, path, Countdown.")
+    "exact operations combining all of them, target 1-999. Steps cycle colouring, Hamiltonian, path, Countdown; "
+    "colouring and Hamiltonian steps draw half the batch size the recipe names (at least 1): their prompts are "
+    "about 8x longer than the others.")
+# Relative batch sizes, as DATA_CARD says.
+BATCH_SHARE = {"color": 0.5, "hamiltonian": 0.5, "path": 1.0, "countdown": 1.0}
 
 
 def model_config() -> ModelConfig:
@@ -240,8 +244,6 @@ def countdown_instance(rng: np.random.Generator) -> Instance:
 MAKERS: dict[str, Callable[[np.random.Generator], Instance]] = {
     "color": coloring_instance, "hamiltonian": hamiltonian_instance, "path": path_instance,
     "countdown": countdown_instance}
-# Relative batch sizes: the two graph prompts are about 8x longer than the others.
-BATCH_SHARE = {"color": 0.5, "hamiltonian": 0.5, "path": 1.0, "countdown": 1.0}
 
 
 def make_batch(problem: str, rng: np.random.Generator, batch_size: int) -> Batch:
