@@ -25,7 +25,7 @@ import torch
 
 from diffsolve.core import SamplingConfig, generate, generate_autoregressive, load_model
 from diffsolve.core.config import TINY_VISION_CONFIG
-from reporting import add_out_argument, count, pyplot, save_figure, write_results
+from reporting import THREADS_HELP, add_out_argument, count, pyplot, save_figure, write_results
 
 CONFIGS = {
     # what small task models look like: per-step overhead dominates
@@ -222,7 +222,7 @@ def plot(steps: list[dict], path: Path) -> bool:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats (smoke run)")
-    parser.add_argument("--threads", type=count(1), default=2)
+    parser.add_argument("--threads", type=count(1), default=2, help=THREADS_HELP)
     add_out_argument(parser, "engine.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

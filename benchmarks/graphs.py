@@ -36,7 +36,8 @@ from diffsolve.solvers.checkpoints import default_checkpoint
 from diffsolve.tasks import countdown
 from diffsolve.tasks.graph_data import MAX_NODES
 from diffsolve.tasks.graphs import GraphError, peel_low_degree, read_graph
-from reporting import ROOT, add_out_argument, count, names, pyplot, relative, same_settings, save_figure, write_results
+from reporting import (ROOT, THREADS_HELP, add_out_argument, count, names, pyplot, relative, same_settings, save_figure,
+                       write_results)
 
 DATA = ROOT.parent / "shared" / "data" / "graphs"
 
@@ -321,7 +322,8 @@ def main() -> None:
     parser.add_argument("--countdown-sets", default=",".join(COUNTDOWN_SETS), help="Comma-separated Countdown "
                         "sets; with --merge the other sets' results are kept.")
     parser.add_argument("--families", type=names(("path", "hamiltonian", "countdown", "coloring")),
-                        default="path,hamiltonian,countdown,coloring")
+                        default="path,hamiltonian,countdown,coloring",
+                        help="Comma-separated families to run (default: all four).")
     parser.add_argument("--coloring-steps", type=count(1), default=256, help="Passes per colouring attempt.")
     parser.add_argument("--backtrack-steps", type=count(1), default=None, help="Passes per attempt of the explicit "
                         "exact search (default: --coloring-steps).")
@@ -335,8 +337,9 @@ def main() -> None:
     parser.add_argument("--merge", action="store_true", help="Keep the other families already in --out.")
     parser.add_argument("--combine", type=Path, nargs="+", default=None, help="Run nothing: merge the colouring "
                         "instances of these result files (runs in parallel, each with its own --out) into --out.")
-    parser.add_argument("--checkpoint", default=str(default_checkpoint("graphs")))
-    parser.add_argument("--threads", type=count(1), default=2)
+    parser.add_argument("--checkpoint", default=str(default_checkpoint("graphs")),
+                        help="Model directory (default: the shipped graphs model).")
+    parser.add_argument("--threads", type=count(1), default=2, help=THREADS_HELP)
     add_out_argument(parser, "graphs.json")
     args = parser.parse_args()
     if args.combine:

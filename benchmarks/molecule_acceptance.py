@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from molecules import reference_chemnet, train_sample
 from rdkit import Chem, RDLogger
-from reporting import ROOT, add_out_argument, count, pyplot, save_figure, write_results
+from reporting import ROOT, THREADS_HELP, add_out_argument, count, pyplot, save_figure, write_results
 
 from diffsolve.core import weights_digest
 from diffsolve.solvers import MoleculeDesigner
@@ -125,14 +125,15 @@ def acceptance_quantile(path: Path) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", default="models/molecules")
+    parser.add_argument("--checkpoint", default="models/molecules", help="model directory whose samples are judged")
     parser.add_argument("--fit", type=count(1), default=7000, help="designer molecules to fit on (seeds 100, 101, ...)")
     parser.add_argument("--test", type=count(1), default=3000, help="held-out designer molecules (the seeds after)")
     parser.add_argument("--training", type=count(1), default=20000, help="MOSES training molecules (half per stage)")
-    parser.add_argument("--quantiles", default="0.8,0.9,0.95")
-    parser.add_argument("--draws", type=count(1), default=3)
-    parser.add_argument("--seed", type=count(0), default=0)
-    parser.add_argument("--threads", type=count(1), default=2)
+    parser.add_argument("--quantiles", default="0.8,0.9,0.95",
+                        help="comma-separated quantiles of the fitted density ratio that keep a molecule for sure")
+    parser.add_argument("--draws", type=count(1), default=3, help="acceptance draws averaged per variant")
+    parser.add_argument("--seed", type=count(0), default=0, help="seed of the training sample and the draws")
+    parser.add_argument("--threads", type=count(1), default=2, help=THREADS_HELP)
     add_out_argument(parser, "molecule_acceptance.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from molecules import CACHE, stock_samples, train_sample
 from rdkit import Chem, RDLogger, rdBase
-from reporting import add_out_argument, count, write_results
+from reporting import THREADS_HELP, add_out_argument, count, write_results
 
 from diffsolve.core import load_model, released_config, weights_digest
 from diffsolve.tasks import molecule_metrics as mm
@@ -147,10 +147,10 @@ def markdown(rows: list[dict]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoints", default="models/molecules")
-    parser.add_argument("--samples", type=count(1), default=2000)
-    parser.add_argument("--seed", type=count(0), default=123_456)
-    parser.add_argument("--threads", type=count(1), default=1)
+    parser.add_argument("--checkpoints", default="models/molecules", help="comma-separated model directories")
+    parser.add_argument("--samples", type=count(1), default=2000, help="canvases per row")
+    parser.add_argument("--seed", type=count(0), default=123_456, help="sampling seed, the same for every row")
+    parser.add_argument("--threads", type=count(1), default=1, help=THREADS_HELP)
     parser.add_argument("--passes", default="", help="comma-separated pass counts (default: each checkpoint's own)")
     parser.add_argument("--conditions", default="none", help="none, train or none,train: the prompts' property bins")
     parser.add_argument("--temperatures", type=temperatures, default=[None],

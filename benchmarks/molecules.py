@@ -37,7 +37,8 @@ from diffsolve.solvers import MoleculeDesigner
 from diffsolve.tasks import molecule_metrics as mm
 from diffsolve.tasks import molecules as task
 from diffsolve.tasks.molecule_data import read_moses
-from reporting import ROOT, add_out_argument, count, pyplot, relative, same_settings, save_figure, write_results
+from reporting import (ROOT, THREADS_HELP, add_out_argument, count, pyplot, relative, same_settings, save_figure,
+                       write_results)
 
 CACHE = ROOT / "runs" / "moses_reference"
 ANCHORS = {  # MOSES paper (Polykovskiy et al. 2020), Table 2
@@ -364,10 +365,11 @@ def main() -> None:
     parser.add_argument("--full-canvases", type=count(1), default=None,
                         help="canvases for the full system's distribution metrics (default: --samples); the full "
                              "system keeps fewer molecules per canvas than the model alone")
-    parser.add_argument("--per-request", type=count(1), default=5)
-    parser.add_argument("--scaffolds", type=count(1), default=4)
-    parser.add_argument("--seed", type=count(0), default=0)
-    parser.add_argument("--threads", type=count(1), default=2)
+    parser.add_argument("--per-request", type=count(1), default=5, help="molecules asked for per constrained request")
+    parser.add_argument("--scaffolds", type=count(1), default=4,
+                        help="MOSES test-set scaffolds to decorate, drawn with --seed")
+    parser.add_argument("--seed", type=count(0), default=0, help="seed of the samples, requests and scaffold draw")
+    parser.add_argument("--threads", type=count(1), default=2, help=THREADS_HELP)
     add_out_argument(parser, "molecules.json")
     parser.add_argument("--sections", default=",".join(SECTIONS),
                         help=f"comma-separated subset of {','.join(SECTIONS)} to run; the others are kept from the "

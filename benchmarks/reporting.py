@@ -42,6 +42,9 @@ def output_path(out: Path, default_name: str) -> Path:
     return out
 
 
+THREADS_HELP = "CPU threads for torch (torch.set_num_threads)"
+
+
 def count(minimum: int = 1) -> Callable[[str], int]:
     """An argparse type: a whole number of at least `minimum` (a negative count would slice a list from its end,
     and 0 canvases, steps or threads crash or divide by zero after minutes of work)."""

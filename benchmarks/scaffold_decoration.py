@@ -34,7 +34,7 @@ from diffsolve.core import weights_digest
 from diffsolve.solvers import MoleculeDesigner
 from diffsolve.tasks import molecule_metrics as mm
 from molecules import test_scaffolds
-from reporting import add_out_argument, count, relative, write_results
+from reporting import THREADS_HELP, add_out_argument, count, relative, write_results
 
 GENMOL = {"validity": 0.966, "quality": 0.318}
 QUALITY_QED, QUALITY_SA = 0.6, 4.0
@@ -100,10 +100,10 @@ def main() -> None:
     RDLogger.DisableLog("rdApp.*")
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", default=None, help="model directory (default: the shipped one)")
-    parser.add_argument("--scaffolds", type=count(1), default=4)
+    parser.add_argument("--scaffolds", type=count(1), default=4, help="MOSES test-set scaffolds, drawn with --seed")
     parser.add_argument("--canvases", type=count(1), default=128, help="canvases per scaffold")
-    parser.add_argument("--seed", type=count(0), default=0)
-    parser.add_argument("--threads", type=count(1), default=2)
+    parser.add_argument("--seed", type=count(0), default=0, help="seed of the scaffold draw and the sampling")
+    parser.add_argument("--threads", type=count(1), default=2, help=THREADS_HELP)
     add_out_argument(parser, "scaffold_decoration.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

@@ -25,7 +25,8 @@ import torch
 
 from diffsolve.core import files_digest, weights_digest
 from diffsolve.solvers import SudokuSolver
-from reporting import ROOT, add_out_argument, count, pyplot, relative, same_settings, save_figure, write_results
+from reporting import (ROOT, THREADS_HELP, add_out_argument, count, pyplot, relative, same_settings, save_figure,
+                       write_results)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -107,12 +108,13 @@ def merged_report(path: Path, report: dict) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "sudoku" / "eval_dev.csv")
+    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "sudoku" / "eval_dev.csv",
+                        help="CSV with tier, puzzle and solution columns (default: ../shared/data/sudoku/eval_dev.csv)")
     parser.add_argument("--per-tier", type=count(0), default=50, help="first N puzzles of each tier (0: all)")
-    parser.add_argument("--checkpoint", default=None)
-    parser.add_argument("--canvases", type=count(1), default=8)
-    parser.add_argument("--max-steps", type=count(1), default=256)
-    parser.add_argument("--threads", type=count(1), default=2)
+    parser.add_argument("--checkpoint", default=None, help="model directory or hub id (default: the shipped one)")
+    parser.add_argument("--canvases", type=count(1), default=8, help="canvases per puzzle for the full system")
+    parser.add_argument("--max-steps", type=count(1), default=256, help="denoising passes per puzzle at most")
+    parser.add_argument("--threads", type=count(1), default=2, help=THREADS_HELP)
     parser.add_argument("--modes", default=",".join(MODES), help=f"comma-separated subset of {','.join(MODES)}")
     parser.add_argument("--merge", action="store_true", help="keep the results of the modes not run in --out "
                                                              "(the same tiers, puzzles and settings)")

@@ -23,7 +23,7 @@ import torch
 from diffsolve.core import weights_digest
 from diffsolve.solvers import SudokuSolver
 from diffsolve.tasks.sudoku_data import make_puzzle, random_grid
-from reporting import add_out_argument, count, relative, write_results
+from reporting import THREADS_HELP, add_out_argument, count, relative, write_results
 
 SETTINGS = {
     "released": {"t_max": 0.8, "t_min": 0.4},
@@ -48,11 +48,11 @@ def puzzle_sets(seed: int, n: int) -> dict[str, list[str]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seed", type=count(0), default=4242)
+    parser.add_argument("--seed", type=count(0), default=4242, help="seed of the generated puzzles")
     parser.add_argument("--puzzles", type=count(1), default=48, help="puzzles per set")
-    parser.add_argument("--max-steps", type=count(1), default=128)
+    parser.add_argument("--max-steps", type=count(1), default=128, help="denoising passes per puzzle at most")
     parser.add_argument("--settings", default=",".join(SETTINGS), help=f"comma-separated, of {','.join(SETTINGS)}")
-    parser.add_argument("--threads", type=count(1), default=1)
+    parser.add_argument("--threads", type=count(1), default=1, help=THREADS_HELP)
     add_out_argument(parser, "sudoku_sampler.json")
     parser.add_argument("--merge", action="store_true",
                         help="keep the settings already in --out that this run does not redo (same weights, seed, "
@@ -74,6 +74,9 @@ def main() -> None:
         if any(previous.get(k) != report[k] for k in same):
             sys.exit(f"{args.out} was measured with other {'/'.join(same)}; cannot --merge")
         report["settings"] = {k: v for k, v in previous["settings"].items() if k not in names}
+    header = ["| setting | temperature | entropy bound | " + " | ".join(sets) + " | seconds |",
+              "|---|---|---|" + "---|" * (len(sets) + 1)]
+    print("\n".join(header), flush=True)  # each row follows as its setting is measured
     for name in names:
         solver.config = replace(base, **SETTINGS[name])
         began = time.perf_counter()
@@ -82,9 +85,7 @@ def main() -> None:
         report["settings"][name] = {"entropy_bound": solver.config.entropy_bound, **SETTINGS[name],
                                     "solved": solved, "seconds": seconds}
         print(row(name, report["settings"][name], args.puzzles), flush=True)
-    lines = ["| setting | temperature | entropy bound | " + " | ".join(sets) + " | seconds |",
-             "|---|---|---|" + "---|" * (len(sets) + 1)]
-    lines += [row(name, setting, args.puzzles) for name, setting in report["settings"].items()]
+    lines = header + [row(name, setting, args.puzzles) for name, setting in report["settings"].items()]
     write_results(args.out, report, "\n".join(lines))
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from reporting import add_out_argument, count, names, pyplot, save_figure, write_results  # noqa: E402
+from reporting import THREADS_HELP, add_out_argument, count, names, pyplot, save_figure, write_results  # noqa: E402
 
 from diffsolve.core import new_model  # noqa: E402
 from diffsolve.core.training import TrainConfig, make_optimizer, step_generators, train_step  # noqa: E402
@@ -123,11 +123,11 @@ def plot(report: dict, path: Path) -> bool:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", type=names(("sorting", "sudoku", "molecules", "graphs")),
-                        default="sorting,sudoku,molecules,graphs")
-    parser.add_argument("--batch-size", type=count(1), default=64)
+                        default="sorting,sudoku,molecules,graphs", help="Comma-separated tasks to time.")
+    parser.add_argument("--batch-size", type=count(1), default=64, help="Examples per step.")
     parser.add_argument("--steps", type=count(1), default=10, help="Timed steps per task (after 2 warm-up steps).")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=count(1), default=2)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (bf16 autocast on cuda, as in training).")
+    parser.add_argument("--threads", type=count(1), default=2, help=THREADS_HELP)
     parser.add_argument("--examples", type=count(1), default=2000, help="Base set size for sudoku and molecules.")
     parser.add_argument("--compile", action="store_true", help="Also time each task compiled (torch.compile).")
     add_out_argument(parser, "training.json")
