@@ -319,8 +319,8 @@ def main() -> None:
     parser.add_argument("--coloring-limit", type=count(1), default=None, help="First N colouring instances.")
     parser.add_argument("--countdown-limit", type=count(1), default=None, help="N evenly spaced instances of each "
                                                                           "Countdown set (default: --limit).")
-    parser.add_argument("--countdown-sets", default=",".join(COUNTDOWN_SETS), help="Comma-separated Countdown "
-                        "sets; with --merge the other sets' results are kept.")
+    parser.add_argument("--countdown-sets", type=names(tuple(COUNTDOWN_SETS)), default=",".join(COUNTDOWN_SETS),
+                        help="Comma-separated Countdown sets; with --merge the other sets' results are kept.")
     parser.add_argument("--families", type=names(("path", "hamiltonian", "countdown", "coloring")),
                         default="path,hamiltonian,countdown,coloring",
                         help="Comma-separated families to run (default: all four).")
@@ -331,9 +331,9 @@ def main() -> None:
                                                                      "that fit the canvas).")
     parser.add_argument("--tabu-steps", type=count(1), default=None, help="Passes per attempt before the explicit "
                         "tabu search takes over (default: --coloring-steps).")
-    parser.add_argument("--coloring-modes", default=",".join(COLORING_MODES), help="Comma-separated colouring "
-                        "modes to run (model_only, full, backtrack, tabu); with --merge the others keep their "
-                        "results.")
+    parser.add_argument("--coloring-modes", type=names(tuple(COLORING_MODES)), default=",".join(COLORING_MODES),
+                        help="Comma-separated colouring modes to run (model_only, full, backtrack, tabu); with "
+                             "--merge the others keep their results.")
     parser.add_argument("--merge", action="store_true", help="Keep the other families already in --out.")
     parser.add_argument("--combine", type=Path, nargs="+", default=None, help="Run nothing: merge the colouring "
                         "instances of these result files (runs in parallel, each with its own --out) into --out.")
@@ -351,9 +351,7 @@ def main() -> None:
     model = load_model(args.checkpoint)
     graph_solvers = {"model_only": GraphSolver(model, guided=False), "full": GraphSolver(model)}
     families = args.families
-    countdown_names = args.countdown_sets.split(",")
-    if unknown := set(countdown_names) - set(COUNTDOWN_SETS):
-        sys.exit(f"unknown Countdown sets: {sorted(unknown)}")
+    countdown_names = args.countdown_sets
     report = json.loads(args.out.read_text()) if args.merge and args.out.is_file() else {}
     current = {"checkpoint": relative(args.checkpoint), "weights": weights_digest(args.checkpoint),
                "threads": args.threads, "device": "cpu", "torch": torch.__version__}
@@ -371,16 +369,14 @@ def main() -> None:
                                      args.coloring_instances.split(",") if args.coloring_instances else None,
                                      report.get("coloring") if args.merge else None, coloring_modes),
     }
-    coloring_modes = args.coloring_modes.split(",")
-    if unknown := set(coloring_modes) - set(COLORING_MODES):
-        sys.exit(f"unknown colouring modes: {sorted(unknown)}")
+    coloring_modes = args.coloring_modes
     coloring_steps = {"model_only": args.coloring_steps, "full": args.coloring_steps,
                       "backtrack": args.backtrack_steps or args.coloring_steps,
                       "tabu": args.tabu_steps or args.coloring_steps}
     settings = {"path": {"limit": args.limit}, "hamiltonian": {"limit": args.limit},
                 "countdown": {name: {"limit": args.countdown_limit or args.limit} for name in countdown_names},
                 "coloring": {"limit": args.coloring_limit, "steps": coloring_steps,
-                             "instances": args.coloring_instances, "modes": args.coloring_modes,
+                             "instances": args.coloring_instances, "modes": ",".join(coloring_modes),
                              "tabu_moves": {"per_node_and_colour": TABU_MOVES_PER_CHOICE, "at_most": TABU_MOVES}}}
     report.setdefault("settings", {})
     for family in families:

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from molecules import CACHE, stock_samples, train_sample
 from rdkit import Chem, RDLogger, rdBase
-from reporting import THREADS_HELP, add_out_argument, count, write_results
+from reporting import THREADS_HELP, add_out_argument, count, names, write_results
 
 from diffsolve.core import load_model, released_config, weights_digest
 from diffsolve.tasks import molecule_metrics as mm
@@ -152,7 +152,8 @@ def main() -> None:
     parser.add_argument("--seed", type=count(0), default=123_456, help="sampling seed, the same for every row")
     parser.add_argument("--threads", type=count(1), default=1, help=THREADS_HELP)
     parser.add_argument("--passes", default="", help="comma-separated pass counts (default: each checkpoint's own)")
-    parser.add_argument("--conditions", default="none", help="none, train or none,train: the prompts' property bins")
+    parser.add_argument("--conditions", type=names(("none", "train")), default="none",
+                        help="none, train or none,train: the prompts' property bins")
     parser.add_argument("--temperatures", type=temperatures, default=[None],
                         help="comma-separated t_max:t_min schedules (default: each checkpoint's own)")
     parser.add_argument("--entropy-bounds", type=bounds, default=[None],
@@ -176,9 +177,7 @@ def main() -> None:
         passes = [count(1)(p) for p in args.passes.split(",") if p] or [None]
     except (ValueError, argparse.ArgumentTypeError) as exc:
         parser.error(f"--passes: {exc}")
-    kinds = args.conditions.split(",")
-    if not set(kinds) <= {"none", "train"}:
-        parser.error(f"--conditions: none, train or both, not {args.conditions!r}")
+    kinds = args.conditions
     conditions = training_conditions(args.samples, args.seed) if "train" in kinds else None
     rows = []
     for checkpoint in args.checkpoints.split(","):

@@ -37,8 +37,8 @@ from diffsolve.solvers import MoleculeDesigner
 from diffsolve.tasks import molecule_metrics as mm
 from diffsolve.tasks import molecules as task
 from diffsolve.tasks.molecule_data import read_moses
-from reporting import (ROOT, THREADS_HELP, add_out_argument, count, pyplot, relative, same_settings, save_figure,
-                       write_results)
+from reporting import (ROOT, THREADS_HELP, add_out_argument, count, names, pyplot, relative, same_settings,
+                       save_figure, write_results)
 
 CACHE = ROOT / "runs" / "moses_reference"
 ANCHORS = {  # MOSES paper (Polykovskiy et al. 2020), Table 2
@@ -371,16 +371,14 @@ def main() -> None:
     parser.add_argument("--seed", type=count(0), default=0, help="seed of the samples, requests and scaffold draw")
     parser.add_argument("--threads", type=count(1), default=2, help=THREADS_HELP)
     add_out_argument(parser, "molecules.json")
-    parser.add_argument("--sections", default=",".join(SECTIONS),
+    parser.add_argument("--sections", type=names(tuple(SECTIONS)), default=",".join(SECTIONS),
                         help=f"comma-separated subset of {','.join(SECTIONS)} to run; the others are kept from the "
                              "existing --out JSON (which must be of the same checkpoint and samples)")
     parser.add_argument("--rescore", action="store_true",
                         help="compute the distribution metrics of --sections again from the samples an earlier run "
                              "saved beside --out (<out>_samples/*.smi), without generating; other numbers are kept")
     args = parser.parse_args()
-    sections = args.sections.split(",")
-    if not sections or any(section not in SECTIONS for section in sections):
-        parser.error(f"--sections takes a comma-separated subset of {','.join(SECTIONS)}")
+    sections = args.sections
     if args.rescore and "constrained" in sections:
         parser.error("--rescore recomputes the distribution metrics: give --sections model_only,full_system or one")
     torch.set_num_threads(args.threads)
@@ -395,7 +393,7 @@ def main() -> None:
     earlier = {"meta": {}, "distribution": {}, "constrained": []}
     if len(sections) < len(SECTIONS) or args.rescore:
         if not args.out.is_file():
-            sys.exit(f"--sections {args.sections} needs {args.out} from a full run of {checkpoint} with --samples "
+            sys.exit(f"--sections {','.join(sections)} needs {args.out} from a full run of {checkpoint} with --samples "
                      f"{args.samples}")
         earlier = json.loads(args.out.read_text())
         same_settings(args.out, earlier["meta"], meta, ("checkpoint", "samples", "weights"), "--sections")

@@ -25,8 +25,8 @@ import torch
 
 from diffsolve.core import files_digest, weights_digest
 from diffsolve.solvers import SudokuSolver
-from reporting import (ROOT, THREADS_HELP, add_out_argument, count, pyplot, relative, same_settings, save_figure,
-                       write_results)
+from reporting import (ROOT, THREADS_HELP, add_out_argument, count, names, pyplot, relative, same_settings,
+                       save_figure, write_results)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -115,7 +115,8 @@ def main() -> None:
     parser.add_argument("--canvases", type=count(1), default=8, help="canvases per puzzle for the full system")
     parser.add_argument("--max-steps", type=count(1), default=256, help="denoising passes per puzzle at most")
     parser.add_argument("--threads", type=count(1), default=2, help=THREADS_HELP)
-    parser.add_argument("--modes", default=",".join(MODES), help=f"comma-separated subset of {','.join(MODES)}")
+    parser.add_argument("--modes", type=names(tuple(MODES)), default=",".join(MODES),
+                        help=f"comma-separated subset of {','.join(MODES)}")
     parser.add_argument("--merge", action="store_true", help="keep the results of the modes not run in --out "
                                                              "(the same tiers, puzzles and settings)")
     add_out_argument(parser, "sudoku.json")
@@ -130,9 +131,7 @@ def main() -> None:
                "full": SudokuSolver(model_only.model, canvases=args.canvases, max_steps=args.max_steps),
                "backtrack": SudokuSolver(model_only.model, canvases=args.canvases, max_steps=args.max_steps,
                                          backtrack=True)}
-    modes = args.modes.split(",")
-    if not modes or any(mode not in MODES for mode in modes):
-        parser.error(f"--modes takes a comma-separated subset of {','.join(MODES)}")
+    modes = args.modes
     temperature = solvers["full"].config.t_max  # the guided searches' (the model alone samples as its card says)
     solvers = {mode: solver for mode, solver in solvers.items() if mode in modes}
     report = {"per_tier": args.per_tier, "canvases": args.canvases, "max_steps": args.max_steps, "modes": modes,

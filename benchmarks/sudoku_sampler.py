@@ -23,7 +23,7 @@ import torch
 from diffsolve.core import weights_digest
 from diffsolve.solvers import SudokuSolver
 from diffsolve.tasks.sudoku_data import make_puzzle, random_grid
-from reporting import THREADS_HELP, add_out_argument, count, relative, write_results
+from reporting import THREADS_HELP, add_out_argument, count, names, relative, write_results
 
 SETTINGS = {
     "released": {"t_max": 0.8, "t_min": 0.4},
@@ -51,16 +51,15 @@ def main() -> None:
     parser.add_argument("--seed", type=count(0), default=4242, help="seed of the generated puzzles")
     parser.add_argument("--puzzles", type=count(1), default=48, help="puzzles per set")
     parser.add_argument("--max-steps", type=count(1), default=128, help="denoising passes per puzzle at most")
-    parser.add_argument("--settings", default=",".join(SETTINGS), help=f"comma-separated, of {','.join(SETTINGS)}")
+    parser.add_argument("--settings", type=names(tuple(SETTINGS)), default=",".join(SETTINGS),
+                        help=f"comma-separated, of {','.join(SETTINGS)}")
     parser.add_argument("--threads", type=count(1), default=1, help=THREADS_HELP)
     add_out_argument(parser, "sudoku_sampler.json")
     parser.add_argument("--merge", action="store_true",
                         help="keep the settings already in --out that this run does not redo (same weights, seed, "
                              "puzzles, passes and threads)")
     args = parser.parse_args()
-    names = args.settings.split(",")
-    if unknown := [n for n in names if n not in SETTINGS]:
-        parser.error(f"--settings: unknown {', '.join(map(repr, unknown))}; known: {', '.join(SETTINGS)}")
+    chosen = args.settings
     torch.set_num_threads(args.threads)
     sets = puzzle_sets(args.seed, args.puzzles)
     solver = SudokuSolver.from_pretrained(guided=False, max_steps=args.max_steps)
@@ -73,11 +72,11 @@ def main() -> None:
         same = ("weights", "seed", "puzzles", "max_steps", "threads")
         if any(previous.get(k) != report[k] for k in same):
             sys.exit(f"{args.out} was measured with other {'/'.join(same)}; cannot --merge")
-        report["settings"] = {k: v for k, v in previous["settings"].items() if k not in names}
+        report["settings"] = {k: v for k, v in previous["settings"].items() if k not in chosen}
     header = ["| setting | temperature | entropy bound | " + " | ".join(sets) + " | seconds |",
               "|---|---|---|" + "---|" * (len(sets) + 1)]
     print("\n".join(header), flush=True)  # each row follows as its setting is measured
-    for name in names:
+    for name in chosen:
         solver.config = replace(base, **SETTINGS[name])
         began = time.perf_counter()
         solved = {label: sum(r.verified for r in solver.solve_many(puzzles)) for label, puzzles in sets.items()}
