@@ -15,6 +15,7 @@ from .sampler import (
     SamplingConfig,
     StepCallback,
     StepInfo,
+    child_generator,
     denoise_canvas,
     generate,
     generate_autoregressive,
@@ -27,7 +28,7 @@ from .tokenizer import load_tokenizer, word_level_tokenizer
 __all__ = [
     "CheckpointError", "ConfigError", "CtrlC", "DiffusionGemma", "FinishClock", "GenerationOutput", "Guidance",
     "KVCache", "LayerSpec", "ModelConfig", "Pins", "SamplingConfig", "StepCallback", "StepInfo", "arguments",
-    "check_device", "denoise_canvas", "generate", "generate_autoregressive", "guided_config", "load_model",
-    "load_tokenizer", "new_model", "one_canvas", "progress_bar", "quiet_worker", "released_config",
+    "check_device", "child_generator", "denoise_canvas", "generate", "generate_autoregressive", "guided_config",
+    "load_model", "load_tokenizer", "new_model", "one_canvas", "progress_bar", "quiet_worker", "released_config",
     "resolve_checkpoint", "save_model", "files_digest", "weights_digest", "word_level_tokenizer", "write_atomically",
 ]

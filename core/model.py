@@ -386,6 +386,7 @@ class DiffusionGemma(nn.Module):
     # ------------------------------------------------------------------ encoder
     def encode(self, input_ids: Tensor, cache: KVCache | None = None, attention_mask: Tensor | None = None) -> KVCache:
         """Run the causal encoder over `input_ids` [B, T], appending their keys/values to `cache`."""
+        check_token_ids(input_ids, "input_ids", cache, self.config.vocab_size)
         return self._encode(input_ids, cache, attention_mask, want_logits=False)[0]
 
     def encode_logits(self, input_ids: Tensor, cache: KVCache | None = None, attention_mask: Tensor | None = None,
@@ -398,7 +399,11 @@ class DiffusionGemma(nn.Module):
 
     def _encode(self, ids: Tensor, cache: KVCache | None, attention_mask: Tensor | None,
                 want_logits: bool, evict: bool = True) -> tuple[KVCache, Tensor | None]:
+        check_token_ids(ids, "input_ids", cache)
         b, t = ids.shape
+        if attention_mask is not None and tuple(attention_mask.shape) != (b, t):
+            raise ValueError(f"attention_mask must be [batch, length] = {[b, t]} like input_ids, got "
+                             f"{list(attention_mask.shape)}")
         past = 0 if cache is None else cache.length
         valid = _extend_valid(cache, attention_mask, b, t, ids.device)
         x = self.embed(ids)
@@ -445,7 +450,14 @@ class DiffusionGemma(nn.Module):
 
         `self_conditioning_logits` are the previous pass's (processed) logits; `self_conditioning_mask` [B]
         switches the signal off per row (training)."""
+        if not isinstance(cache, KVCache):
+            raise TypeError(f"cache must be the KVCache that encode returns, got {type(cache).__name__}")
+        check_token_ids(canvas_ids, "canvas_ids", cache)
         b, length = canvas_ids.shape
+        if self_conditioning_logits is not None and self_conditioning_logits.shape != (b, length,
+                                                                                        self.config.vocab_size):
+            raise ValueError(f"self_conditioning_logits must be [batch, length, vocab] = "
+                             f"{[b, length, self.config.vocab_size]}, got {list(self_conditioning_logits.shape)}")
         x = self.embed(canvas_ids)
         soft = None
         if self_conditioning_logits is not None:
@@ -514,6 +526,23 @@ class DiffusionGemma(nn.Module):
         from .checkpoint import save_model
 
         save_model(self, path, max_shard_bytes=max_shard_bytes)
+
+
+def check_token_ids(ids: Tensor, name: str, cache: KVCache | None = None, vocab_size: int | None = None) -> None:
+    """Token ids as the model takes them: an integer tensor [batch, length], one row per row of `cache`, and
+    (when `vocab_size` is given: a reduction, so `encode` checks it but not every denoising pass) in range."""
+    if not isinstance(ids, Tensor):
+        raise TypeError(f"{name} must be a torch tensor of token ids, got {type(ids).__name__}")
+    if ids.dim() != 2 or 0 in ids.shape:
+        raise ValueError(f"{name} must be [batch, length] with at least one row and one token, got shape "
+                         f"{list(ids.shape)}")
+    if ids.dtype not in (torch.long, torch.int32):
+        raise TypeError(f"{name} must hold integer token ids (torch.long or torch.int32), got {ids.dtype}")
+    if cache is not None and cache.batch_size != ids.shape[0]:
+        raise ValueError(f"{name} has {ids.shape[0]} rows but the cache holds {cache.batch_size}")
+    if vocab_size is not None and not 0 <= int(ids.min()) <= int(ids.max()) < vocab_size:
+        bad = ids[(ids < 0) | (ids >= vocab_size)][0]
+        raise ValueError(f"{name} holds token id {int(bad)}, outside the vocabulary of {vocab_size} tokens")
 
 
 def _extend_valid(cache: KVCache | None, attention_mask: Tensor | None, b: int, t: int,

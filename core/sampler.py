@@ -23,8 +23,8 @@ from numbers import Integral, Real
 import torch
 from torch import Tensor
 
-from .arguments import MAX_STEPS
-from .model import DiffusionGemma, KVCache
+from . import arguments
+from .model import DiffusionGemma, KVCache, check_token_ids
 
 
 # ------------------------------------------------------------------------------------------ config
@@ -57,22 +57,18 @@ class SamplingConfig:
     def __post_init__(self) -> None:
         # At least the checks transformers' DiffusionGemmaGenerationConfig makes (a few are stricter: no 2.0 for a
         # count, no True for a threshold), except that t_max == t_min, a constant temperature, is allowed here.
-        def whole(name: str, least: int) -> None:
-            value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, Integral) or value < least):
-                raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
-
         for name in ("entropy_bound", "t_min", "t_max", "confidence_threshold"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, Real)
                                       or not math.isfinite(value)):
                 raise ValueError(f"{name} must be a finite number, got {value!r}")
-        whole("max_denoising_steps", 1)
-        if self.max_denoising_steps > MAX_STEPS:
-            raise ValueError(f"max_denoising_steps must be below 2**31, got {self.max_denoising_steps!r}")
-        whole("stability_threshold", 0)
-        whole("max_new_tokens", 1)
-        whole("canvas_length", 1)
+        with arguments.raised_as(ValueError):  # ValueError throughout, as transformers raises
+            arguments.steps(self.max_denoising_steps, "max_denoising_steps")
+            for name, least in (("stability_threshold", 0), ("max_new_tokens", 1), ("canvas_length", 1)):
+                if getattr(self, name) is not None:
+                    arguments.whole(getattr(self, name), name, least)
+            arguments.flag(self.keep_accepted, "keep_accepted")
+            arguments.flag(self.drop_finished, "drop_finished")
         if not self.entropy_bound > 0:
             raise ValueError(f"entropy_bound must be > 0, got {self.entropy_bound!r}")
         if not (0 <= self.t_min <= self.t_max and self.t_max > 0):  # the last pass samples above t_min
@@ -152,9 +148,10 @@ class Guidance:
     `device` and `canvas_shape` (positions, vocabulary), where set, name what the hooks were made for; the
     sampler refuses another model's. Hooks that keep per-row state define `select` and `batch_size`.
 
-    `pinned` is asked once per canvas block; every pass then calls `bias`, `allowed`, `settleable`, `violations`,
-    `verify` and `retire`, in that order, so a hook may hand what it computed to a later one of the same pass
-    (`CompiledConstraints` hands `allowed`'s propagation to `settleable` and its guess search).
+    `pinned` is asked once per canvas block; every pass then calls `bias`, `allowed`, `settleable`, `violations`
+    and `verify`, in that order (and `retire` after a `verify` that returned rows), so a hook may hand what it
+    computed to a later one of the same pass (`CompiledConstraints` hands `allowed`'s propagation to `settleable`
+    and its guess search).
     """
 
     needs_kept_tokens: bool = False
@@ -199,6 +196,7 @@ class Guidance:
 
     def repeat(self, n: int) -> "Guidance":
         """Each row's hooks n times in a row (parallel canvases of one instance). Stateless: itself."""
+        n = arguments.whole(n, "n", 1)
         if type(self).select is Guidance.select:
             return self
         if self.batch_size is None:
@@ -334,6 +332,11 @@ def entropy_bound_accept(entropy: Tensor, bound: float) -> Tensor:
     sorted_entropy, order = torch.sort(entropy, dim=-1)
     keep = torch.cumsum(sorted_entropy, dim=-1) - sorted_entropy <= bound
     return torch.zeros_like(keep).scatter(-1, order, keep)
+
+
+def child_generator(parent: torch.Generator, device: str | torch.device) -> torch.Generator:
+    """A generator on `device` seeded from `parent`'s stream: GPU sampling driven by a CPU-side seed."""
+    return torch.Generator(device).manual_seed(int(torch.randint(0, 2**62, (1,), generator=parent)))
 
 
 def _randint(vocab: int, shape: tuple[int, ...], device: torch.device, generator: torch.Generator | None) -> Tensor:
@@ -571,10 +574,17 @@ def generate(model: DiffusionGemma, prompt_ids: Tensor | None, config: SamplingC
     `prompt_ids` [B, P] are encoded into `cache` (or a new one); canvases of `canvas_length` tokens are then
     denoised and committed one block at a time until `max_new_tokens` or every row has emitted EOS.
     """
+    if config is not None and not isinstance(config, SamplingConfig):
+        raise TypeError(f"config must be a SamplingConfig (or None: the checkpoint's), got {type(config).__name__}")
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator (or None: torch's global one), got {generator!r}")
+    if generator is not None and generator.device.type != model.device.type:
+        raise ValueError(f"generator is on {generator.device.type} but the model on {model.device.type}: make it "
+                         f"with torch.Generator({model.device.type!r})")
     config = with_checkpoint_tokens(config or released_config(model), model)
     length = config.canvas_length or model.config.canvas_length
-    if prompt_ids is not None and prompt_ids.dim() != 2:
-        raise ValueError(f"prompt_ids must be [batch, length], got shape {tuple(prompt_ids.shape)}")
+    if prompt_ids is not None and (cache is None or prompt_ids.numel()):  # [B, 0] beside a cache: nothing to add
+        check_token_ids(prompt_ids, "prompt_ids", cache, model.config.vocab_size)
     if prompt_ids is not None and prompt_ids.shape[1] > 0:
         cache = model.encode(prompt_ids, cache, attention_mask)
     if cache is None:

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING
 import torch
 from rdkit import Chem
 
-from ..core import (DiffusionGemma, arguments, generate, guided_config, progress_bar, released_config,
-                    one_canvas, weights_digest)
+from ..core import (DiffusionGemma, arguments, child_generator, generate, guided_config, progress_bar,
+                    released_config, one_canvas, weights_digest)
 from ..tasks import molecules as task
 from ..tasks.molecule_acceptance import FILE as ACCEPTANCE_FILE
 from ..tasks.molecule_acceptance import Acceptance
@@ -269,8 +269,7 @@ class MoleculeDesigner(Pretrained):
         guidance = task.MoleculeGuidance(request, generator, layouts, lean) if self.guided else None
         device = self.model.device
         out = generate(self.model, prompt.to(device), self.config, guidance=guidance,
-                       generator=torch.Generator(device).manual_seed(int(torch.randint(0, 2**62, (1,),
-                                                                                       generator=generator))))
+                       generator=child_generator(generator, device))
         molecules = [m for m in map(_verified, task.decode(out.canvas), [request] * rows,
                                     out.forward_passes.tolist()) if m is not None and m.smiles not in found]
         known = atypical = 0

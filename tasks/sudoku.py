@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from ..constraints import CompiledConstraints, ConstraintModel
-from ..core import DiffusionGemma, ModelConfig, Pins, word_level_tokenizer
+from ..core import DiffusionGemma, ModelConfig, Pins, child_generator, word_level_tokenizer
 from ..core.training import Batch, cached_training_set
 from .sudoku_data import UNITS, generate_examples, generate_examples_parallel
 from .text import plural
@@ -126,8 +126,8 @@ class SudokuStream:
 
     def batch(self, generator: torch.Generator, batch_size: int) -> Batch:
         index = torch.randint(0, len(self.puzzles), (batch_size,), generator=generator).to(self.device)
-        gen = torch.Generator(self.device).manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator)))
-        puzzles, solutions = random_symmetry(self.puzzles[index], self.solutions[index], gen)
+        puzzles, solutions = random_symmetry(self.puzzles[index], self.solutions[index],
+                                             child_generator(generator, self.device))
         return Batch(encode_prompt(puzzles), VALUE_TO_ID.to(self.device)[solutions], target_mask=puzzles == 0)
 
 

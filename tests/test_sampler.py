@@ -268,10 +268,35 @@ def test_autoregressive_mode_matches_full_recompute(model):
 
 
 def test_a_prompt_of_the_wrong_shape_is_refused_by_name(model):
-    with pytest.raises(ValueError, match=r"prompt_ids must be \[batch, length\], got shape \(6,\)"):
+    with pytest.raises(ValueError, match=r"prompt_ids must be \[batch, length\] .*got shape \[6\]"):
         generate(model, prompt()[0])
-    with pytest.raises(ValueError, match="needs a non-empty prompt_ids or a cache"):
+    with pytest.raises(ValueError, match=r"prompt_ids must be .*at least one row and one token, got shape \[3, 0\]"):
         generate(model, prompt()[:, :0])
+    with pytest.raises(ValueError, match=r"got shape \[0, 6\]"):
+        generate(model, prompt()[:0])
+
+
+@pytest.mark.parametrize("call, error, message", [
+    (lambda m, ids, cache: generate(m, ids.float()), TypeError, "prompt_ids must hold integer token ids"),
+    (lambda m, ids, cache: generate(m, ids.tolist()), TypeError, "prompt_ids must be a torch tensor"),
+    (lambda m, ids, cache: generate(m, ids + m.config.vocab_size), ValueError,
+     "prompt_ids holds token id .*outside the vocabulary"),
+    (lambda m, ids, cache: generate(m, ids[:1], cache=cache), ValueError, "prompt_ids has 1 rows but the cache "
+                                                                          "holds 2"),
+    (lambda m, ids, cache: generate(m, ids, {"max_denoising_steps": 2}), TypeError, "config must be a SamplingConfig"),
+    (lambda m, ids, cache: generate(m, ids, generator=0), TypeError, "generator must be a torch.Generator"),
+    (lambda m, ids, cache: m.encode(ids * 0 - 1), ValueError, "input_ids holds token id -1"),
+    (lambda m, ids, cache: m.encode(ids, attention_mask=torch.ones(2, 3)), ValueError,
+     r"attention_mask must be \[batch, length\] = \[2, 6\]"),
+    (lambda m, ids, cache: m.denoise(ids[:1], cache), ValueError, "canvas_ids has 1 rows but the cache holds 2"),
+    (lambda m, ids, cache: m.denoise(ids, None), TypeError, "cache must be the KVCache that encode returns"),
+    (lambda m, ids, cache: m.denoise(ids, cache, self_conditioning_logits=torch.zeros(2, 6, 3)), ValueError,
+     "self_conditioning_logits must be"),
+])
+def test_bad_inputs_to_the_engine_are_named_before_torch_sees_them(model, call, error, message):
+    ids = prompt(2, 6)
+    with pytest.raises(error, match=message):
+        call(model, ids, model.encode(ids))
 
 
 def test_the_checkpoints_own_settings_are_the_default(model):
