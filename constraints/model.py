@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..core import arguments
+from ..core import arguments, check_device
 from ..core.sampler import Guidance, any_sibling
 
 
@@ -65,7 +65,7 @@ class ConstraintModel:
         if not positions:
             return self
         if len(set(positions)) != len(positions):
-            raise ValueError("pin: repeated position")
+            raise ValueError(f"pin: position {_repeated(positions)} given twice")
         rows = self._rows(row)
         current = self.pins[rows][:, positions]
         clash = (current >= 0) & (current != torch.tensor(tokens, dtype=torch.long))
@@ -95,7 +95,7 @@ class ConstraintModel:
         (a permutation: the positions hold only these values), so a value with one place left goes there."""
         positions, values = self._positions(positions), list(dict.fromkeys(self._tokens(values)))  # each value once
         if len(set(positions)) != len(positions):
-            raise ValueError("all_different: repeated position")
+            raise ValueError(f"all_different: position {_repeated(positions)} given twice")
         if not values:
             raise ValueError("all_different: no values")
         if exact and len(values) != len(positions):
@@ -134,7 +134,7 @@ class ConstraintModel:
             if empty.any():
                 row, pos = empty.nonzero()[0].tolist()
                 raise ValueError(f"row {row}: position {pos} has an empty allowed set")
-        compiled = CompiledConstraints(self, torch.device(device), dead_end, most_constrained_first)
+        compiled = CompiledConstraints(self, check_device(device), dead_end, most_constrained_first)
         clash = compiled._clashes(compiled.pins.clamp(min=0), compiled.pins >= 0) if self.groups else None
         if clash is not None and clash.any():
             row, pos = clash.nonzero()[0].tolist()
@@ -164,6 +164,10 @@ class ConstraintModel:
         if not 0 <= row < self.batch:
             raise ValueError(f"row {row} outside the batch of size {self.batch}")
         return torch.tensor([row])
+
+
+def _repeated(positions: list[int]) -> int:
+    return next(p for i, p in enumerate(positions) if p in positions[:i])
 
 
 def _whole_numbers(values: Iterable[int], name: str) -> list[int]:
@@ -267,10 +271,12 @@ class CompiledConstraints(Guidance):
         self.tabu_until = torch.zeros(model.batch, length, size, dtype=torch.long, device=device)
         self.clock = torch.zeros(model.batch, dtype=torch.long, device=device)  # passes seen by `violations`
         self.generator = torch.Generator(device).manual_seed(0)
-        # [declared rows]: a dead end with no guess standing proves the row has no solution (restart and
-        # backtrack only). One tensor, updated in place, shared by every `select`ed copy.
+        # [declared rows] proved to have no solution: by the declarations alone (checked here), or by a dead end
+        # with no guess standing (restart and backtrack). One tensor, updated in place, shared by `select`ed copies.
         self.refuted = torch.zeros(model.batch, dtype=torch.bool, device=device)
         self._before: tuple[Tensor, Tensor, Tensor] | None = None  # (settled, candidates, dead) of this pass
+        if self.has_groups:  # what the declarations alone rule out (a pigeonhole: five positions, four values)
+            self.refuted |= self._propagate(self.pins.clamp(min=0), self.pins >= 0)[1].any(-1)
 
     def _group_tables(self, groups: list[tuple[list[int], list[int]]], length: int) -> tuple[Tensor, Tensor]:
         """[G, L] float membership of each (positions, values) group's positions and [G, D] bool its values."""

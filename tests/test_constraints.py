@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from diffsolve.constraints import ConstraintModel
+from diffsolve.constraints.model import DEAD_ENDS
 from diffsolve.core import ModelConfig, SamplingConfig, generate, new_model
 
 DIGITS = [4, 5, 6, 7]  # token ids of the four symbols of a 4x4 Latin square
@@ -53,10 +54,14 @@ def test_declaration_errors():
     cm.allow([0], [5, 6], row=0)
     with pytest.raises(ValueError, match="row 0: pinned token at position 0 is not in its allowed set"):
         cm.compile()
-    with pytest.raises(ValueError, match="repeated position"):
-        cm.all_different([1, 1], DIGITS)
-    with pytest.raises(ValueError, match="pin: repeated position"):
-        cm.pin([3, 3], [4, 5])
+    with pytest.raises(ValueError, match="all_different: position 1 given twice"):
+        cm.all_different([0, 1, 1], DIGITS)
+    with pytest.raises(ValueError, match="pin: position 3 given twice"):
+        cm.pin([2, 3, 3], [4, 5, 5])
+    with pytest.raises(ValueError, match="n must be at least 1, got 0"):
+        latin().compile().repeat(0)
+    with pytest.raises(ValueError, match="device tpu: expected cpu, cuda or cuda:N"):
+        latin().compile(device="tpu")
     with pytest.raises(ValueError, match="all_different: no values"):
         cm.all_different([1, 2], [])
 
@@ -487,6 +492,34 @@ def test_only_rows_without_a_completion_are_refuted_and_they_retire(dead_end):
         refuted_total += refuted
         solvable_total += completable
     assert solvable_total > 0 and refuted_total == 16 - solvable_total > 0  # 4x4: every impossible one proved
+
+
+@pytest.mark.parametrize("dead_end", DEAD_ENDS)
+def test_what_the_declarations_alone_rule_out_is_refuted_at_compile(dead_end):
+    """A pigeonhole (five positions, four values) or an exact group with no place for two of its values has no
+    solution: refuted when compiled, under every dead-end policy, and its canvases stop after one pass. Random
+    clue sets of the exact 4x4 Latin square: only those with no completion are ever refuted at compile."""
+    cm = ConstraintModel(16, 12, batch_size=3)
+    cm.allow(range(5), DIGITS, row=0).all_different(range(5), DIGITS)  # 5 positions, 4 values
+    cm.allow(range(4), DIGITS[:2], row=1).all_different(range(4), DIGITS, exact=True)  # 6 and 7 have no place
+    cm.allow(range(5, 16), [8], row=2)  # row 2: positions 0-3 may hold 4 and 5, 4 may take anything
+    guidance = cm.compile(dead_end=dead_end)
+    assert guidance.refuted.tolist() == [True, True, False]
+    config = SamplingConfig(max_denoising_steps=20, stability_threshold=None, keep_accepted=True)
+    out = generate(untrained_model(), torch.full((3, 3), 3), config, guidance=guidance,
+                   generator=torch.Generator().manual_seed(0))
+    assert out.forward_passes[:2].tolist() == [1, 1] and not out.solved[:2].any()
+    squares, generator = all_latin_squares(), torch.Generator().manual_seed(2)
+    refuted_total = 0
+    for _ in range(40):
+        positions = torch.randperm(16, generator=generator)[:6].tolist()
+        pins = {p: DIGITS[int(torch.randint(0, 4, (1,), generator=generator))] for p in positions}
+        if any(pins.get(p) == pins[q] for q in pins for group in ROWS + COLS if q in group for p in group if p != q):
+            continue  # two equal pins in one group: refused at compile (another test)
+        refuted = bool(exact_latin(pins, dead_end).refuted[0])
+        assert not (refuted and any(all(sq[p] == t for p, t in pins.items()) for sq in squares))
+        refuted_total += refuted
+    assert refuted_total > 0
 
 
 def star():
