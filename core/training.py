@@ -480,12 +480,56 @@ class RunLock:
         self.release()
 
 
+class _Interval:
+    """Running sums of a log interval's step results; a skipped step (inf or NaN gradient) counts only as skipped,
+    since its loss and norm would spoil the interval's means."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.steps = self.kept = 0
+
+    def add(self, parts: dict[str, float]) -> None:
+        for k, v in parts.items():
+            self.sums[k] = self.sums.get(k, 0.0) + (v if k == "skipped" or not parts["skipped"] else 0.0)
+        self.steps += 1
+        self.kept += not parts["skipped"]
+
+    def means(self) -> dict[str, float]:
+        return {k: v / self.steps if k == "skipped" else v / self.kept if self.kept else math.nan
+                for k, v in self.sums.items()}
+
+
+def _resumed(found: Path, optimizer: torch.optim.Optimizer, model: DiffusionGemma) -> tuple[int, float, float | None]:
+    """(the step to go on from, seconds already trained, seconds into the run at which warmup ended) of a
+    checkpoint; the model's weights and the optimizer's state are loaded from it."""
+    start = load_training_state(found, model, optimizer)
+    state = json.loads((found / STATE_JSON).read_text())
+    # None: saved inside warmup; no key: saved before warmup_end_s was kept, a clock from the start, as it ran
+    return start, state.get("elapsed_s", 0.0), state.get("warmup_end_s", 0.0)
+
+
+def _diverged(ckpt: Path, step: int, skipped_in_a_row: int) -> TrainingDiverged:
+    last = find_checkpoint(ckpt)
+    left = (f"the checkpoint at step {json.loads((last / STATE_JSON).read_text())['step']} is kept"
+            if last is not None else "no checkpoint was written")
+    return TrainingDiverged(f"the gradient held inf or NaN at steps {step + 2 - skipped_in_a_row}-{step + 1}, so "
+                            f"training stopped ({left}); a lower learning rate may help (in a new run directory: a "
+                            "run resumes only with its own recipe)")
+
+
+def _last_logged(log_path: Path) -> dict:
+    """The last complete line of a training log (a finished run run again reports it), or {}."""
+    if not log_path.is_file():
+        return {}
+    logged = [line for line in log_path.read_text().splitlines() if line.endswith("}")]  # not a cut-off line
+    return json.loads(logged[-1]) if logged else {}
+
+
 def _train(model: DiffusionGemma, make_batch: Callable[[int, torch.Generator], Batch], cfg: TrainConfig,
            out: Path, evaluate: Callable[[DiffusionGemma], dict] | None, progress: bool,
            stop_after: int | None) -> dict:
     ckpt = out / "checkpoint"
     device = torch.device(cfg.device)
-    start, previous_s, warmup_end_s = 0, 0.0, None
     found = find_checkpoint(ckpt)
     if found is not None:
         check_resumable(found, model, cfg)
@@ -496,17 +540,15 @@ def _train(model: DiffusionGemma, make_batch: Callable[[int, torch.Generator], B
         model.compile_encoder()
         model.compile_denoiser()
     optimizer = make_optimizer(model, cfg)
-    if found is not None:
-        start = load_training_state(found, model, optimizer)
-        state = json.loads((found / STATE_JSON).read_text())
-        previous_s = state.get("elapsed_s", 0.0)
-        # None: saved inside warmup; no key: saved before warmup_end_s was kept, a clock from the start, as it ran
-        warmup_end_s = state.get("warmup_end_s", 0.0)
+    start, previous_s, warmup_end_s = _resumed(found, optimizer, model) if found is not None else (0, 0.0, None)
+    began = time.time()
+
+    def elapsed() -> float:  # seconds of training, earlier calls included
+        return previous_s + time.time() - began
+
     log_path = out / "train_log.jsonl"
     metrics: dict[str, float] = {}
-    running: dict[str, float] = {}
-    summed = kept = 0  # steps accumulated in `running`, and those of them not skipped
-    began = time.time()
+    interval = _Interval()
     end = cfg.steps if stop_after is None else min(cfg.steps, start + stop_after)
     if cfg.time_budget_s is not None and previous_s >= cfg.time_budget_s:
         end = start  # the budget was spent by an earlier call
@@ -519,35 +561,24 @@ def _train(model: DiffusionGemma, make_batch: Callable[[int, torch.Generator], B
         for step in bar:
             data, generator = step_generators(cfg.seed, step, device)
             batch = make_batch(step, data).to(device)
-            elapsed = previous_s + time.time() - began
+            now = elapsed()
             if step >= cfg.warmup_steps and warmup_end_s is None:
-                warmup_end_s = elapsed
-            lr = lr_at(step, cfg, elapsed, warmup_end_s or 0.0)
+                warmup_end_s = now
+            lr = lr_at(step, cfg, now, warmup_end_s or 0.0)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             parts = train_step(model, optimizer, batch, generator, cfg)
             skipped_in_a_row = skipped_in_a_row + 1 if parts["skipped"] else 0
             if skipped_in_a_row >= MAX_SKIPPED_IN_A_ROW:
-                last = find_checkpoint(ckpt)
-                left = (f"the checkpoint at step {json.loads((last / STATE_JSON).read_text())['step']} is kept"
-                        if last is not None else "no checkpoint was written")
-                raise TrainingDiverged(f"the gradient held inf or NaN at steps {step + 2 - skipped_in_a_row}-"
-                                       f"{step + 1}, so training stopped ({left}); a lower learning rate may help "
-                                       "(in a new run directory: a run resumes only with its own recipe)")
-            for k, v in parts.items():  # a skipped step's loss and norm (inf, NaN) would spoil the interval's means
-                running[k] = running.get(k, 0.0) + (v if k == "skipped" or not parts["skipped"] else 0.0)
-            summed += 1
-            kept += not parts["skipped"]
+                raise _diverged(ckpt, step, skipped_in_a_row)
+            interval.add(parts)
             done = step + 1
-            out_of_time = cfg.time_budget_s is not None and previous_s + time.time() - began >= cfg.time_budget_s
+            out_of_time = cfg.time_budget_s is not None and elapsed() >= cfg.time_budget_s
             if out_of_time:
                 end = done
             if done % cfg.log_every == 0 or done in (cfg.steps, end) or stop.asked:  # an interrupt logs its steps
-                metrics = {k: v / summed if k == "skipped" else v / kept if kept else math.nan
-                           for k, v in running.items()}
-                running, summed, kept = {}, 0, 0
-                metrics.update(step=done, lr=lr,
-                               elapsed_s=round(previous_s + time.time() - began, 1))
+                metrics, interval = interval.means(), _Interval()
+                metrics.update(step=done, lr=lr, elapsed_s=round(elapsed(), 1))
                 if evaluate is not None and done % cfg.checkpoint_every == 0:
                     model.eval()
                     metrics.update(evaluate(model))
@@ -559,16 +590,13 @@ def _train(model: DiffusionGemma, make_batch: Callable[[int, torch.Generator], B
                     print(json.dumps(metrics), file=sys.stderr, flush=True)  # stdout keeps the summary alone
             if done % cfg.checkpoint_every == 0 or done in (cfg.steps, end) or stop.asked:
                 save_training_state(ckpt, model, optimizer, done, cfg,  # warmup_end_s: None until warmup ends
-                                    {"elapsed_s": round(previous_s + time.time() - began, 1),
-                                     "warmup_end_s": warmup_end_s})
+                                    {"elapsed_s": round(elapsed(), 1), "warmup_end_s": warmup_end_s})
             if out_of_time or stop.asked:
                 break
     if cfg.compile and not was_compiled:
         model.drop_compiled()
     model.eval()
-    if not metrics and log_path.is_file():  # no step ran (a finished run again): report its last logged metrics
-        logged = [line for line in log_path.read_text().splitlines() if line.endswith("}")]  # not a cut-off line
-        metrics = json.loads(logged[-1]) if logged else {}
+    metrics = metrics or _last_logged(log_path)  # no step ran (a finished run again): its last logged metrics
     if stop.asked:  # even after the last step: what follows (the CLI's evaluation) may take minutes
         raise TrainingInterrupted(done, ckpt)
-    return {"steps": end, "resumed_from": start, "seconds": round(previous_s + time.time() - began, 1), **metrics}
+    return {"steps": end, "resumed_from": start, "seconds": round(elapsed(), 1), **metrics}
