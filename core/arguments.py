@@ -5,15 +5,17 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from numbers import Integral, Real
+from typing import TypeVar
 
 import numpy as np
 
 SEED_LIMIT = 2**63  # torch generators take 64-bit seeds; the graph solvers add small salts
 MAX_STEPS = 2**31 - 1  # the sampler's temperature schedule counts passes in int32, as transformers does
+C = TypeVar("C")
 MAX_CANVASES = 1024  # parallel canvases per instance: each is a row of the batch, all of them in memory at once
 
 
-def whole(value, name: str, minimum: int | None = None) -> int:
+def whole(value: object, name: str, minimum: int | None = None) -> int:
     """`value` as an int: any whole-number type (numpy's too, and a one-number array or tensor of one), never a
     bool, float or string."""
     if getattr(value, "ndim", None) == 0 and hasattr(value, "item"):  # np.array(3), torch.tensor(3)
@@ -25,21 +27,21 @@ def whole(value, name: str, minimum: int | None = None) -> int:
     return int(value)
 
 
-def steps(value, name: str = "max_steps") -> int:
+def steps(value: object, name: str = "max_steps") -> int:
     value = whole(value, name, 1)
     if value > MAX_STEPS:
         raise ValueError(f"{name} must be below 2**31, got {value}")
     return value
 
 
-def flag(value, name: str) -> bool:
+def flag(value: object, name: str) -> bool:
     """`value` as a bool: True or False (numpy's too), never a string such as "no" or a number."""
     if not isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name} must be True or False, got {value!r}")
     return bool(value)
 
 
-def canvases(value, guided: bool, default: int = 8) -> int:
+def canvases(value: object, guided: bool, default: int = 8) -> int:
     """Parallel canvases per instance: `default` when None; the model alone samples one."""
     if value is None:
         return default if guided else 1
@@ -52,7 +54,7 @@ def canvases(value, guided: bool, default: int = 8) -> int:
     return value
 
 
-def items(value, name: str) -> list:
+def items(value: object, name: str) -> list:
     """A batched call's items as a list: any iterable but text (one item's text is not a batch of characters)."""
     if isinstance(value, (str, bytes)):
         raise TypeError(f"{name} must be a list (or another iterable) of items, not text: got {value!r:.60}")
@@ -61,14 +63,14 @@ def items(value, name: str) -> list:
     return list(value)
 
 
-def seed(value, name: str = "seed") -> int:
+def seed(value: object, name: str = "seed") -> int:
     value = whole(value, name, 0)
     if value >= SEED_LIMIT:
         raise ValueError(f"{name} must be below 2**63, got {value}")
     return value
 
 
-def positive(value, name: str) -> float:
+def positive(value: object, name: str) -> float:
     """A finite number above zero (a temperature)."""
     if isinstance(value, bool) or not isinstance(value, Real):
         raise TypeError(f"{name} must be a number, got {value!r}")
@@ -77,7 +79,7 @@ def positive(value, name: str) -> float:
     return float(value)
 
 
-def callback(value, name: str):
+def callback(value: C, name: str) -> C:
     if value is not None and not callable(value):
         raise TypeError(f"{name} must be a function (or None), got {value!r}")
     return value

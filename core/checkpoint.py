@@ -18,6 +18,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -25,6 +26,9 @@ from safetensors.torch import save_file
 
 from .config import ConfigError, ModelConfig
 from .model import DiffusionGemma
+
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -498,7 +502,7 @@ def save_model(model: DiffusionGemma, path: str | os.PathLike, max_shard_bytes: 
             _write_json(out / "tokenizer_config.json", settings)
 
 
-def tokenizer_settings(tokenizer) -> dict | None:
+def tokenizer_settings(tokenizer: Tokenizer) -> dict | None:
     """tokenizer_config.json for our word-level task vocabularies, so that transformers' AutoTokenizer reads
     tokenizer.json as it is (without one it builds a GemmaTokenizer, which turns each space into <unk>); None for
     other tokenizers, such as Gemma's own, whose checkpoints bring their own."""

@@ -16,7 +16,7 @@ import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import torch
 import typer
@@ -26,7 +26,11 @@ from ..core import (CheckpointError, ConfigError, CtrlC, DiffusionGemma, Samplin
                     generate, load_model, one_canvas, resolve_checkpoint, write_atomically)
 from ..core.arguments import MAX_CANVASES, MAX_STEPS
 from ..tasks.text import bad_byte, plural, read_text, split_lines
+from .base import DiffusionSolver
 from .checkpoints import check_task_model, default_checkpoint
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="markdown",
                   help="diffsolve: constraint-guided diffusion solvers that return only verified answers.\n\n"
@@ -188,7 +192,7 @@ def _options(compile: bool = typer.Option(
         signal.signal(signal.SIGTERM, signal.default_int_handler)
 
 
-def working(label: str):
+def working(label: str) -> Progress:
     """A transient spinner with the time elapsed on stderr, for work with no count to show; only on a terminal."""
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
@@ -198,7 +202,7 @@ def working(label: str):
     return bar
 
 
-def rich_progress(label: str, *fields: str, show: bool = True):
+def rich_progress(label: str, *fields: str, show: bool = True) -> Progress:
     """A transient rich progress bar on stderr (label, bar, done/total, `fields` as text columns, time), shown only
     when stderr is a terminal: logs and pipes get no bar and no stray blank line. Results printed meanwhile stay on
     stdout; only when stdout is the terminal too are they drawn above the bar (else a redirected file gets none)."""
@@ -227,7 +231,7 @@ class InOrder:
         return (f"{waiting} solved {'one' if waiting == 1 else 'ones'} held back behind an unfinished earlier one "
                 "(output keeps input order); " if waiting else "") + f"{unfinished} unfinished"
 
-    def add(self, instance: int, result) -> None:
+    def add(self, instance: int, result: object) -> None:
         self.results[instance] = result
         self.flush()
 
@@ -362,8 +366,8 @@ def sudoku(
                                                               "per puzzle per line, in input order)."),
     checkpoint: str = typer.Option(None, help="Checkpoint directory or hub id (default: the shipped model)."),
     canvases: int = typer.Option(None, min=1, max=MAX_CANVASES, show_default=False,
-                                 help="Parallel canvases per puzzle; the first verified one wins (default 8; "
-                                 "--model-only samples one)."),
+                                 help="Parallel canvases per puzzle; the first verified one wins (default "
+                                 f"{DiffusionSolver.DEFAULT_CANVASES}; --model-only samples one)."),
     max_steps: int = typer.Option(256, **STEPS_RANGE, help="Denoising passes before giving up on a puzzle. The guided "
                                   "search stops a puzzle once it is verified; --model-only stops only by the stock "
                                   "sampler's own rule (a stable, confident canvas), often at the last pass."),

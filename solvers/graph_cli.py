@@ -13,15 +13,18 @@ import typer
 from ..core import CtrlC
 from ..core.arguments import MAX_CANVASES
 from ..tasks.text import bad_byte, plural, split_lines
+from .base import DiffusionSolver
 from .cli import (DEVICE, SEED_RANGE, STEPS_RANGE, THREADS, InOrder, _check_canvases, _check_image, _check_search,
                   _error, _load, _write_atomically, app, choice, input_name, interrupted, read_input, rich_progress,
                   working)
+from .countdown import CountdownSolver
+from .graphs import GraphSolver, check_hamiltonian_input, path_search_graph
 
 FORMATS = ("text", "json")
 # Options every graph command shares (typer reads them as defaults).
 CANVASES = typer.Option(None, min=1, max=MAX_CANVASES, show_default=False,
-                        help="Parallel canvases per instance; the first verified one wins. [default: 8; "
-                        "--model-only: 1]")
+                        help="Parallel canvases per instance; the first verified one wins. [default: "
+                        f"{DiffusionSolver.DEFAULT_CANVASES}; --model-only: 1]")
 MODEL_ONLY = typer.Option(False, "--model-only", help="Stock sampler on one canvas, no constraint guidance "
                                                       "(answers are still verified).")
 CHECKPOINT = typer.Option(None, help="Checkpoint directory or hub id (default: the shipped graphs model).")
@@ -61,9 +64,6 @@ def _node(graph, text: str | None, option: str, file: Path):
 
 
 def _solver(kind: str, checkpoint, device, threads, model_only, canvases, max_steps, seed):
-    from .countdown import CountdownSolver
-    from .graphs import GraphSolver
-
     cls = CountdownSolver if kind == "countdown" else GraphSolver
     _check_canvases(canvases, model_only)
     return _load(checkpoint, "graphs", device, threads, lambda model: cls(
@@ -241,8 +241,6 @@ def hamiltonian(
     if start is not None and start == end and graph.number_of_nodes() > 1:
         _error("--start and --end name the same node: a path visits it once (use --cycle for a closed route)")
         raise typer.Exit(2)
-    from .graphs import check_hamiltonian_input
-
     _fits(file, lambda: check_hamiltonian_input(graph, start, end))
     solver = _solver("hamiltonian", checkpoint, device, threads, model_only, canvases, max_steps, seed)
     result = _search(file, "searching", max_steps,
@@ -282,8 +280,6 @@ def path(
     graph = _graph(file, "path", weights_used=shortest)
     weight = "weight" if shortest and _weighted(graph) else None
     source, target = _node(graph, source, "--source", file), _node(graph, target, "--target", file)
-    from .graphs import path_search_graph
-
     _fits(file, lambda: path_search_graph(graph, source, target, shortest=shortest, weight=weight))
     solver = _solver("path", checkpoint, device, threads, model_only, canvases, max_steps, seed)
     result = _search(file, "searching", max_steps, lambda callback: solver.path(
@@ -307,7 +303,8 @@ def countdown(
                                                              "infix expression."),
     canvases: int = typer.Option(None, min=1, max=MAX_CANVASES, show_default=False,
                                  help="Parallel canvases per instance; they share the dead ends they find, and the "
-                                 "first verified one wins. [default: 16; --model-only: 1]"),
+                                 f"first verified one wins. [default: {CountdownSolver.DEFAULT_CANVASES}; "
+                                 "--model-only: 1]"),
     max_steps: int = typer.Option(256, **STEPS_RANGE, help="Denoising passes before giving up on an instance."),
     model_only: bool = MODEL_ONLY,
     checkpoint: str = CHECKPOINT,
