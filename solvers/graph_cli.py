@@ -1,4 +1,4 @@
-"""The graph commands of `solve`: coloring, hamiltonian, path and countdown (registered on `cli.app`)."""
+"""The graph commands of `solve`: coloring, hamiltonian, path and countdown (registered on `cli_common.app`)."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from ..core import CtrlC
 from ..core.arguments import MAX_CANVASES
 from ..tasks.text import bad_byte, plural, split_lines
 from .base import DiffusionSolver
-from .cli import (DEVICE, SEED_RANGE, STEPS_RANGE, THREADS, InOrder, _check_canvases, _check_image, _check_search,
-                  _error, _load, _write_atomically, app, choice, input_name, interrupted, read_input, rich_progress,
-                  working)
+from .cli_common import (DEVICE, SEED_RANGE, STEPS_RANGE, THREADS, InOrder, app, check_canvases, check_image,
+                         check_search, choice, error, input_name, interrupted, load_task_model, read_input,
+                         rich_progress, usage_error, working, write_output)
 from .countdown import CountdownSolver
 from .graphs import GraphSolver, check_hamiltonian_input, path_search_graph
 
@@ -40,8 +40,7 @@ def _graph(file: Path, command: str, weights_used: bool = False):
     try:
         graph = read_graph(file, nonnegative_weights=weights_used)
     except GraphError as exc:
-        _error(f"{exc}")
-        raise typer.Exit(2) from None
+        usage_error(f"{exc}")
     if not weights_used and _weighted(graph):
         print(f"{input_name(file)}: warning: {command} ignores edge weights (the third column of 'U V WEIGHT'"
               f"{'' if command != 'path' else '; --shortest uses them'})", file=sys.stderr)
@@ -59,14 +58,13 @@ def _node(graph, text: str | None, option: str, file: Path):
     for label in graph.nodes:
         if str(label) == text:
             return label
-    _error(f"{option} {text}: no such node in {input_name(file)}")
-    raise typer.Exit(2)
+    usage_error(f"{option} {text}: no such node in {input_name(file)}")
 
 
 def _solver(kind: str, checkpoint, device, threads, model_only, canvases, max_steps, seed):
     cls = CountdownSolver if kind == "countdown" else GraphSolver
-    _check_canvases(canvases, model_only)
-    return _load(checkpoint, "graphs", device, threads, lambda model: cls(
+    check_canvases(canvases, model_only)
+    return load_task_model(checkpoint, "graphs", device, threads, lambda model: cls(
         model, guided=not model_only, canvases=canvases, max_steps=max_steps, seed=seed))
 
 
@@ -81,7 +79,7 @@ def _draw(result, graph, path: Path) -> bool:
     """The verified `result` drawn on `graph` (written whole, then renamed); whether it was written (a failure is
     said on stderr)."""
     figure = result.draw(graph)
-    return _write_atomically(path, lambda tmp: figure.savefig(tmp, dpi=120, bbox_inches="tight"), fatal=False)
+    return write_output(path, lambda tmp: figure.savefig(tmp, dpi=120, bbox_inches="tight"), fatal=False)
 
 
 def _fits(file: Path, check: Callable[[], object]) -> None:
@@ -91,8 +89,7 @@ def _fits(file: Path, check: Callable[[], object]) -> None:
     try:
         check()
     except GraphError as exc:
-        _error(f"{input_name(file)}: {exc}")
-        raise typer.Exit(2) from None
+        usage_error(f"{input_name(file)}: {exc}")
 
 
 def _search(file: Path, label: str, max_steps: int, run: Callable, tabu: bool = False,
@@ -113,8 +110,7 @@ def _search(file: Path, label: str, max_steps: int, run: Callable, tabu: bool = 
             moves = bar.add_task("tabu moves", total=None)
             return run(passes, lambda made, budget: bar.update(moves, completed=made, total=budget))
     except GraphError as exc:
-        _error(f"{input_name(file)}: {exc}")
-        raise typer.Exit(2) from None
+        usage_error(f"{input_name(file)}: {exc}")
     except KeyboardInterrupt:
         interrupted(kept() or "no answer printed")
 
@@ -167,8 +163,8 @@ def coloring(
     Colours are numbered from 0; DIMACS nodes keep their 1-based numbers. Exit status: 0 verified colouring,
     1 none found (or --image could not be written), 2 bad input."""
     format = choice(format, "--format", FORMATS)
-    _check_search(model_only, backtrack, tabu)
-    _check_image(image, "graphs", reads=file)
+    check_search(model_only, backtrack, tabu)
+    check_image(image, "graphs", reads=file)
     graph = _graph(file, "coloring")
     solver = _solver("coloring", checkpoint, device, threads, model_only, canvases, max_steps, seed)
     best = []
@@ -233,14 +229,12 @@ def hamiltonian(
     Exit status: 0 verified, 1 none found (or --image could not be written), 2 bad input."""
     format = choice(format, "--format", FORMATS)
     if cycle and end is not None:
-        _error("--end applies to paths; a cycle ends where it starts")
-        raise typer.Exit(2)
-    _check_image(image, "graphs", reads=file)
+        usage_error("--end applies to paths; a cycle ends where it starts")
+    check_image(image, "graphs", reads=file)
     graph = _graph(file, "hamiltonian")
     start, end = _node(graph, start, "--start", file), _node(graph, end, "--end", file)
     if start is not None and start == end and graph.number_of_nodes() > 1:
-        _error("--start and --end name the same node: a path visits it once (use --cycle for a closed route)")
-        raise typer.Exit(2)
+        usage_error("--start and --end name the same node: a path visits it once (use --cycle for a closed route)")
     _fits(file, lambda: check_hamiltonian_input(graph, start, end))
     solver = _solver("hamiltonian", checkpoint, device, threads, model_only, canvases, max_steps, seed)
     result = _search(file, "searching", max_steps,
@@ -276,7 +270,7 @@ def path(
 
     Exit status: 0 verified, 1 none found (or --image could not be written), 2 bad input."""
     format = choice(format, "--format", FORMATS)
-    _check_image(image, "graphs", reads=file)
+    check_image(image, "graphs", reads=file)
     graph = _graph(file, "path", weights_used=shortest)
     weight = "weight" if shortest and _weighted(graph) else None
     source, target = _node(graph, source, "--source", file), _node(graph, target, "--target", file)
@@ -322,8 +316,7 @@ def countdown(
 
     format = choice(format, "--format", FORMATS)
     if steps_format and format == "json":
-        _error("--steps shapes the text output; JSON records carry both 'steps' and 'expression'")
-        raise typer.Exit(2)
+        usage_error("--steps shapes the text output; JSON records carry both 'steps' and 'expression'")
     entries = _countdown_instances(instance, target, CountdownError, parse_instance)
     good = [parsed for _, parsed in entries if not isinstance(parsed, str)]
 
@@ -342,8 +335,7 @@ def countdown(
     if not good:  # JSON keeps a record per line even then, as for Sudoku
         for k in range(len(entries)):
             emit_unreadable(k)
-        _error(f"{input_name(instance)}: no usable instance")
-        raise typer.Exit(2)
+        usage_error(f"{input_name(instance)}: no usable instance")
     solver = _solver("countdown", checkpoint, device, threads, model_only, canvases, max_steps, seed)
 
     def emit(k: int, r) -> None:
@@ -371,8 +363,7 @@ def _countdown_instances(instance: str, target, error_type, parse) -> list[tuple
     """(line, (numbers, target)) per instance, or (line, what is wrong) for a line that cannot be read (reported
     on stderr at once; the others are still solved). Inline numbers have line None; '-' reads JSONL from stdin."""
     if not instance.strip():
-        _error("no numbers given (e.g. solve countdown '4 7 8 8' --target 24, or a .jsonl file)")
-        raise typer.Exit(2)
+        usage_error("no numbers given (e.g. solve countdown '4 7 8 8' --target 24, or a .jsonl file)")
     file = Path(instance)
     stdin = instance == "-"
     named_file = stdin or file.exists() or file.suffix in (".jsonl", ".json", ".txt") or "/" in instance
@@ -380,11 +371,9 @@ def _countdown_instances(instance: str, target, error_type, parse) -> list[tuple
                    "target")
     stream = stdin or (file.exists() and not file.is_file() and not file.is_dir())  # a pipe such as /dev/stdin
     if stream and target is not None:  # at once: reading it first would wait for its end
-        _error(inline_only)
-        raise typer.Exit(2)
+        usage_error(inline_only)
     if named_file and not stdin and not file.exists():
-        _error(f"{file}: no such file (numbers inline look like '4 7 8 8 --target 24')")
-        raise typer.Exit(2)
+        usage_error(f"{file}: no such file (numbers inline look like '4 7 8 8 --target 24')")
     if not named_file:
         try:
             numbers, goal = parse(instance, target)
@@ -392,12 +381,10 @@ def _countdown_instances(instance: str, target, error_type, parse) -> list[tuple
                 print(f"no --target: reading the last number, {goal}, as the target", file=sys.stderr)
             return [(None, (numbers, goal))]
         except error_type as exc:
-            _error(f"{exc}")
-            raise typer.Exit(2) from None
+            usage_error(f"{exc}")
     name, text = read_input(instance)  # first: a file that cannot be read is the problem to name
     if target is not None:
-        _error(inline_only)
-        raise typer.Exit(2)
+        usage_error(inline_only)
     lines = split_lines(text)
     entries: list[tuple[int | None, tuple | str]] = []
     for number, line in enumerate(lines, 1):
@@ -415,9 +402,8 @@ def _countdown_instances(instance: str, target, error_type, parse) -> list[tuple
             problem = f"{exc}"
         except ValueError as exc:  # json's own: a number literal of over 4,300 digits
             problem = f"cannot be read ({exc})"
-        _error(f"{name}:{number}: {problem}")
+        error(f"{name}:{number}: {problem}")
         entries.append((number, problem))
     if not entries:
-        _error(f"{name}: no instances")
-        raise typer.Exit(2)
+        usage_error(f"{name}: no instances")
     return entries

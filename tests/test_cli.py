@@ -19,7 +19,8 @@ from typer.testing import CliRunner
 
 from diffsolve.core import CtrlC, FinishClock, StepInfo
 from diffsolve.solvers.checkpoints import default_checkpoint
-from diffsolve.solvers.cli import InOrder, _write_atomically, app
+from diffsolve.solvers.cli import app
+from diffsolve.solvers.cli_common import InOrder, write_output
 from diffsolve.tasks.graphs import GraphError, read_graph
 
 PETERSEN = "examples/petersen.col"
@@ -66,15 +67,16 @@ def test_every_solving_command_runs_on_the_threads_asked_for(args):
 
 
 def test_dtype_option_runs_the_model_in_that_dtype():
-    from diffsolve.solvers import cli
+    from diffsolve.solvers import cli_common
 
     try:
         result = run("--dtype", "bfloat16", "sudoku", SUDOKU, "--format", "json")
         assert result.exit_code == 0 and all(json.loads(line)["verified"] for line in result.stdout.splitlines())
-        assert cli._OPTIONS["dtype"] is torch.bfloat16
-        assert {p.dtype for p in cli._load(None, "sudoku", "cpu", None).parameters()} == {torch.bfloat16}
+        assert cli_common.OPTIONS["dtype"] is torch.bfloat16
+        model = cli_common.load_task_model(None, "sudoku", "cpu", None)
+        assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
     finally:
-        cli._OPTIONS["dtype"] = "auto"
+        cli_common.OPTIONS["dtype"] = "auto"
     refused = run("--dtype", "int8", "sudoku", SUDOKU)
     assert refused.exit_code == 2 and "--dtype int8: expected one of auto, float32, bfloat16" in refused.output
 
@@ -259,7 +261,7 @@ def test_train_refuses_set_options_for_tasks_without_a_prepared_set(tmp_path):
 
 def test_the_card_says_when_a_time_budget_ended_the_run_and_where_its_schedule_was():
     from diffsolve.core.training import TrainConfig
-    from diffsolve.solvers.cli import _steps_run
+    from diffsolve.solvers.train_cli import _steps_run
 
     budgeted = TrainConfig(steps=1000, lr=2e-3, warmup_steps=100, time_budget_s=60)
     assert _steps_run(budgeted, {"steps": 1000}) == "1000 steps"
@@ -355,7 +357,7 @@ def test_a_short_run_from_init_keeps_what_the_model_knows(tmp_path):
 def test_atomic_writes_leave_other_files_alone_and_get_normal_permissions(tmp_path):
     target, bystander = tmp_path / "out.smi", tmp_path / "out.tmp.smi"
     bystander.write_text("precious")
-    _write_atomically(target, lambda tmp: tmp.write_text("CCO\n"))
+    write_output(target, lambda tmp: tmp.write_text("CCO\n"))
     assert target.read_text() == "CCO\n" and bystander.read_text() == "precious"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.smi", "out.tmp.smi"]
     umask = os.umask(0)
@@ -513,7 +515,7 @@ def test_a_failed_write_leaves_no_temporary_file_and_the_old_output_intact(tmp_p
         raise RuntimeError("writer crashed")
 
     with pytest.raises(RuntimeError):
-        _write_atomically(target, broken)
+        write_output(target, broken)
     assert target.read_text() == "old\n" and [p.name for p in tmp_path.iterdir()] == ["out.smi"]
 
 

@@ -774,7 +774,7 @@ def test_cli_takes_the_format_from_the_out_suffix_and_draws_svg(tmp_path):
 
 
 def test_cli_output_follows_links_refuses_unknown_suffixes_and_falls_back_to_stdout(designer, tmp_path, capsys):
-    from diffsolve.solvers.cli import _write_molecules
+    from diffsolve.solvers.molecule_cli import _write_molecules
 
     target, link = tmp_path / "target.smi", tmp_path / "link.smi"
     target.write_text("C\n")

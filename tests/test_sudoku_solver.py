@@ -11,7 +11,9 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from diffsolve.core import SamplingConfig
-from diffsolve.solvers.cli import InOrder, _solve_sudokus, app
+from diffsolve.solvers.cli import app
+from diffsolve.solvers.cli_common import InOrder
+from diffsolve.solvers.sudoku_cli import _solve_sudokus
 from diffsolve.solvers import SudokuSolver
 from diffsolve.solvers.checkpoints import default_checkpoint
 from diffsolve.tasks.sudoku import SAMPLER
