@@ -256,62 +256,12 @@ class MoleculeRequest:
         keeps its hydrogen; for RDKit's looser molecule-as-query matching pass `Chem.MolToSmarts(mol)`); `scaffold`
         SMILES text or an RDKit molecule; `avoid` catalog names (ALERT_CATALOGS, any case): a list, tuple or set,
         or comma-separated text."""
-        if isinstance(contains, Chem.Mol):  # a molecule's explicit hydrogens would be atoms the pattern needs
-            if any(a.HasQuery() for a in contains.GetAtoms()):  # a SMARTS query
-                contains = Chem.MolToSmarts(contains)
-            else:  # a molecule: its SMILES, as if typed, so that it is written on the canvas like that text
-                contains = Chem.RWMol(Chem.RemoveHs(contains))
-                for atom in contains.GetAtoms():  # atom maps would make the text a reaction-style pattern
-                    atom.SetAtomMapNum(0)
-                contains = Chem.MolToSmiles(contains)
-        if isinstance(scaffold, Chem.Mol):
-            scaffold = Chem.MolToSmiles(scaffold)
-        for label, value in (("contains", contains), ("scaffold", scaffold)):
-            if value is not None and not isinstance(value, str):
-                raise RequestError(f"{label}: expected text or an RDKit Mol, got {type(value).__name__}")
-            if value is not None and len(value.split()) > 1:  # RDKit reads the text after a space as a name
-                raise RequestError(f"{label}: {value!r} has a space; RDKit would read only {value.split()[0]!r}"
-                                   + (" (to require several parts, join them with '.')" * (label == "contains")))
-        contains, scaffold = (v.strip() if v is not None else None for v in (contains, scaffold))
-        if windows is not None and not isinstance(windows, Mapping):
-            raise RequestError(f"windows: expected a dict of property name: (lo, hi), got {type(windows).__name__}")
-        checked = {}
-        for name, window in (windows or {}).items():
-            if window is None:
-                continue
-            if name not in PROPERTIES:
-                raise RequestError(f"unknown property {name!r}; known: {', '.join(PROPERTIES)}")
-            if (window := _check_window(name, window)) is not None:
-                checked[name] = window
+        contains, scaffold = _pattern_text(contains, "contains"), _pattern_text(scaffold, "scaffold")
+        checked = _checked_windows(windows)
         if contains is not None:
-            query = Chem.MolFromSmarts(contains) if contains.strip() else None
-            if query is None:
-                raise RequestError(f"contains: {contains!r} is not a valid SMARTS pattern")
-            if problem := unwritable(query):
-                raise RequestError(f"contains: {contains!r} can never match: {problem}")
-            if problem := over_valence(contains):
-                raise RequestError(f"contains: {contains!r} can never match: {problem}")
-            spelled = Chem.MolFromSmiles(contains)
-            if spelled is not None and not spelled.HasSubstructMatch(query):
-                # e.g. Kekulé 'C1=CC=CC=C1': RDKit reads every molecule's benzene rings as aromatic atoms
-                raise RequestError(f"contains: {contains!r} can never match: not even the molecule it spells, "
-                                   f"which RDKit reads as {Chem.MolToSmiles(spelled)!r}; write that instead")
+            _check_contains(contains)
         if scaffold is not None:
-            mol = Chem.MolFromSmiles(scaffold) if scaffold.strip() else None
-            if mol is None:
-                raise RequestError(f"scaffold: {scaffold!r} is not a valid SMILES")
-            if problem := unwritable(Chem.MolFromSmarts(Chem.MolToSmarts(mol))):
-                raise RequestError(f"scaffold: {scaffold!r} cannot be decorated: {problem}")
-            if len(Chem.GetMolFrags(mol)) > 1:
-                raise RequestError(f"scaffold: {scaffold!r} has {len(Chem.GetMolFrags(mol))} disconnected pieces; a "
-                                   f"scaffold is one piece (to require several, pass {scaffold!r} as contains)")
-            if not any(atom.GetTotalNumHs() for atom in mol.GetAtoms()):
-                raise RequestError(f"scaffold: {scaffold!r} cannot be decorated: no atom has a hydrogen to replace")
-            scaffold = Chem.MolToSmiles(mol)
-            try:
-                scaffold_ids(scaffold)
-            except SmilesError as exc:
-                raise RequestError(f"{exc}") from None
+            scaffold = _canonical_scaffold(scaffold)
         if max_ring_size is not None:
             try:
                 max_ring_size = arguments.whole(max_ring_size, "max_ring_size", 3)
@@ -442,6 +392,76 @@ class MoleculeRequest:
         """The requested windows `mol` misses, each mapped to whether its value lies below the window."""
         exact = exact_properties(mol, list(self.windows))
         return {name: exact[name] < lo for name, (lo, hi) in self.windows.items() if not lo <= exact[name] <= hi}
+
+
+def _pattern_text(value: str | Chem.Mol | None, label: str) -> str | None:
+    """`contains` or `scaffold` as stripped text: a SMARTS query as its SMARTS, a molecule as its SMILES (as if
+    typed, so that it is written on the canvas like that text)."""
+    if isinstance(value, Chem.Mol) and label == "contains" and any(a.HasQuery() for a in value.GetAtoms()):
+        value = Chem.MolToSmarts(value)
+    elif isinstance(value, Chem.Mol) and label == "contains":  # explicit hydrogens would be atoms it needs
+        value = Chem.RWMol(Chem.RemoveHs(value))
+        for atom in value.GetAtoms():  # atom maps would make the text a reaction-style pattern
+            atom.SetAtomMapNum(0)
+        value = Chem.MolToSmiles(value)
+    elif isinstance(value, Chem.Mol):
+        value = Chem.MolToSmiles(value)
+    if value is not None and not isinstance(value, str):
+        raise RequestError(f"{label}: expected text or an RDKit Mol, got {type(value).__name__}")
+    if value is not None and len(value.split()) > 1:  # RDKit reads the text after a space as a name
+        raise RequestError(f"{label}: {value!r} has a space; RDKit would read only {value.split()[0]!r}"
+                           + (" (to require several parts, join them with '.')" * (label == "contains")))
+    return None if value is None else value.strip()
+
+
+def _checked_windows(windows: Mapping | None) -> dict[str, tuple[float, float]]:
+    """The requested windows by property name, each checked (`_check_window`); None windows and those that
+    constrain nothing are left out."""
+    if windows is not None and not isinstance(windows, Mapping):
+        raise RequestError(f"windows: expected a dict of property name: (lo, hi), got {type(windows).__name__}")
+    checked = {}
+    for name, window in (windows or {}).items():
+        if window is None:
+            continue
+        if name not in PROPERTIES:
+            raise RequestError(f"unknown property {name!r}; known: {', '.join(PROPERTIES)}")
+        if (window := _check_window(name, window)) is not None:
+            checked[name] = window
+    return checked
+
+
+def _check_contains(contains: str) -> None:
+    """RequestError unless `contains` is SMARTS that some molecule the canvas can write matches."""
+    query = Chem.MolFromSmarts(contains) if contains.strip() else None
+    if query is None:
+        raise RequestError(f"contains: {contains!r} is not a valid SMARTS pattern")
+    if problem := unwritable(query) or over_valence(contains):
+        raise RequestError(f"contains: {contains!r} can never match: {problem}")
+    spelled = Chem.MolFromSmiles(contains)
+    if spelled is not None and not spelled.HasSubstructMatch(query):
+        # e.g. Kekulé 'C1=CC=CC=C1': RDKit reads every molecule's benzene rings as aromatic atoms
+        raise RequestError(f"contains: {contains!r} can never match: not even the molecule it spells, "
+                           f"which RDKit reads as {Chem.MolToSmiles(spelled)!r}; write that instead")
+
+
+def _canonical_scaffold(scaffold: str) -> str:
+    """The canonical SMILES of a scaffold the canvas can decorate; RequestError for one it cannot."""
+    mol = Chem.MolFromSmiles(scaffold) if scaffold.strip() else None
+    if mol is None:
+        raise RequestError(f"scaffold: {scaffold!r} is not a valid SMILES")
+    if problem := unwritable(Chem.MolFromSmarts(Chem.MolToSmarts(mol))):
+        raise RequestError(f"scaffold: {scaffold!r} cannot be decorated: {problem}")
+    if len(Chem.GetMolFrags(mol)) > 1:
+        raise RequestError(f"scaffold: {scaffold!r} has {len(Chem.GetMolFrags(mol))} disconnected pieces; a "
+                           f"scaffold is one piece (to require several, pass {scaffold!r} as contains)")
+    if not any(atom.GetTotalNumHs() for atom in mol.GetAtoms()):
+        raise RequestError(f"scaffold: {scaffold!r} cannot be decorated: no atom has a hydrogen to replace")
+    canonical = Chem.MolToSmiles(mol)
+    try:
+        scaffold_ids(canonical)
+    except SmilesError as exc:
+        raise RequestError(f"{exc}") from None
+    return canonical
 
 
 def parse_molecule(smiles: str) -> Chem.Mol | None:
