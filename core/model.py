@@ -402,8 +402,8 @@ class DiffusionGemma(nn.Module):
         check_token_ids(ids, "input_ids", cache)
         b, t = ids.shape
         if attention_mask is not None and tuple(attention_mask.shape) != (b, t):
-            raise ValueError(f"attention_mask must be [batch, length] = {[b, t]} like input_ids, got "
-                             f"{list(attention_mask.shape)}")
+            raise ValueError(f"attention_mask must be [batch, length] = {[b, t]}, the shape of the ids it masks, "
+                             f"got {list(attention_mask.shape)}")
         past = 0 if cache is None else cache.length
         valid = _extend_valid(cache, attention_mask, b, t, ids.device)
         x = self.embed(ids)

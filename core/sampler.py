@@ -583,7 +583,8 @@ def generate(model: DiffusionGemma, prompt_ids: Tensor | None, config: SamplingC
                          f"with torch.Generator({model.device.type!r})")
     config = with_checkpoint_tokens(config or released_config(model), model)
     length = config.canvas_length or model.config.canvas_length
-    if prompt_ids is not None and (cache is None or prompt_ids.numel()):  # [B, 0] beside a cache: nothing to add
+    adds_nothing = cache is not None and isinstance(prompt_ids, Tensor) and prompt_ids.numel() == 0  # [B, 0]
+    if prompt_ids is not None and not adds_nothing:
         check_token_ids(prompt_ids, "prompt_ids", cache, model.config.vocab_size)
     if prompt_ids is not None and prompt_ids.shape[1] > 0:
         cache = model.encode(prompt_ids, cache, attention_mask)
@@ -625,6 +626,7 @@ def generate_autoregressive(model: DiffusionGemma, prompt_ids: Tensor, max_new_t
                             temperature: float = 0.0, eos_token_id: int | None = None,
                             generator: torch.Generator | None = None) -> Tensor:
     """Token-by-token decoding with the causal encoder (greedy when temperature == 0). Returns new tokens."""
+    check_token_ids(prompt_ids, "prompt_ids", vocab_size=model.config.vocab_size)
     cache, logits = model.encode_logits(prompt_ids)
     out = []
     done = torch.zeros(prompt_ids.shape[0], dtype=torch.bool, device=prompt_ids.device)

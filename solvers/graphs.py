@@ -337,8 +337,10 @@ class GraphSolver(DiffusionSolver):
             if not ok:
                 result.optimal = result.verified and refuted and result.num_colors == colors + 1
                 if not result.verified:
-                    result.reason = (f"no {colors}-colouring exists (the exact search exhausted every choice)"
-                                     if refuted else f"no verified {colors}-colouring within the step budget")
+                    proof = ("the exact search exhausted every choice" if backtrack else "propagating the constraints "
+                             "from the pinned clique leaves some node no colour")
+                    result.reason = (f"no {colors}-colouring exists ({proof})" if refuted
+                                     else f"no verified {colors}-colouring within the step budget")
                 break
             coloring = dict(zip(coloring, canonical_colors(list(coloring.values()))))  # colours 0..used-1
             used = len(set(coloring.values()))
@@ -416,7 +418,8 @@ class GraphSolver(DiffusionSolver):
             searched, _, moves = tabu_coloring(n, edges, k, start, budget, generator, fixed=fixed, progress=progress)
             found = first_proper_coloring(searched, k, edges)
         coloring = None if found is None else dict(zip(labels, found))
-        return coloring, int(passes.sum()), found is None and bool(guidance.refuted[0]), moves
+        # the model alone samples with the pins only: it proves nothing, even where the constraints would
+        return coloring, int(passes.sum()), found is None and self.guided and bool(guidance.refuted[0]), moves
 
     # ------------------------------------------------------------------ routes
     def hamiltonian_path(self, graph: nx.Graph, cycle: bool = False, *, start: Hashable | None = None,

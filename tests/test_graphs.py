@@ -975,6 +975,19 @@ def test_cli_reports_a_proved_optimum(tmp_path):
     assert [a["refuted"] for a in record["attempts"]] == [False, True]
 
 
+def test_a_k_the_pins_alone_rule_out_is_proved_by_the_full_system_and_never_by_the_model_alone():
+    """A wheel of five spokes needs 4 colours, and its clique bound is 3. At k=3 the pinned triangle and
+    propagation leave a spoke no colour when compiled, so the guided search says "impossible" without a backtrack
+    search; the model alone samples with the pins only and proves nothing."""
+    wheel = nx.wheel_graph(6)
+    guided = GraphSolver.from_pretrained(seed=0, max_steps=32).color(wheel, k=3)
+    assert not guided.verified and guided.attempts[0]["refuted"]
+    assert "no 3-colouring exists (propagating the constraints from the pinned clique" in guided.reason
+    alone = GraphSolver.from_pretrained(guided=False, seed=0, max_steps=32).color(wheel, k=3)
+    assert not alone.verified and not alone.attempts[0]["refuted"]
+    assert alone.reason == "no verified 3-colouring within the step budget"
+
+
 def test_dense_graphs_get_the_local_search_and_sparse_ones_the_release():
     clique = [(u, v) for u in range(5) for v in range(u + 1, 5)]
     path = [(u, u + 1) for u in range(9)]

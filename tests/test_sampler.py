@@ -279,6 +279,9 @@ def test_a_prompt_of_the_wrong_shape_is_refused_by_name(model):
 @pytest.mark.parametrize("call, error, message", [
     (lambda m, ids, cache: generate(m, ids.float()), TypeError, "prompt_ids must hold integer token ids"),
     (lambda m, ids, cache: generate(m, ids.tolist()), TypeError, "prompt_ids must be a torch tensor"),
+    (lambda m, ids, cache: generate(m, ids.tolist(), cache=cache), TypeError, "prompt_ids must be a torch tensor"),
+    (lambda m, ids, cache: generate_autoregressive(m, ids.tolist(), 3), TypeError, "prompt_ids must be a torch"),
+    (lambda m, ids, cache: generate_autoregressive(m, ids * 0 - 1, 3), ValueError, "prompt_ids holds token id -1"),
     (lambda m, ids, cache: generate(m, ids + m.config.vocab_size), ValueError,
      "prompt_ids holds token id .*outside the vocabulary"),
     (lambda m, ids, cache: generate(m, ids[:1], cache=cache), ValueError, "prompt_ids has 1 rows but the cache "
@@ -287,7 +290,7 @@ def test_a_prompt_of_the_wrong_shape_is_refused_by_name(model):
     (lambda m, ids, cache: generate(m, ids, generator=0), TypeError, "generator must be a torch.Generator"),
     (lambda m, ids, cache: m.encode(ids * 0 - 1), ValueError, "input_ids holds token id -1"),
     (lambda m, ids, cache: m.encode(ids, attention_mask=torch.ones(2, 3)), ValueError,
-     r"attention_mask must be \[batch, length\] = \[2, 6\]"),
+     r"attention_mask must be \[batch, length\] = \[2, 6\], the shape of the ids it masks"),
     (lambda m, ids, cache: m.denoise(ids[:1], cache), ValueError, "canvas_ids has 1 rows but the cache holds 2"),
     (lambda m, ids, cache: m.denoise(ids, None), TypeError, "cache must be the KVCache that encode returns"),
     (lambda m, ids, cache: m.denoise(ids, cache, self_conditioning_logits=torch.zeros(2, 6, 3)), ValueError,
