@@ -7,6 +7,7 @@ import json
 import platform
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -26,6 +27,45 @@ DEFAULT_EXAMPLES, DEFAULT_WORKERS = 50_000, 2  # the prepared sets' size and the
 # 5e-4; the scratch rate's first steps under a fresh optimizer wipe out what a small trained model knows).
 SCRATCH_LR, WARM_START_LR = 2e-3, 5e-4
 WARM_START_WARMUP = 10  # at least these warmup steps from --init, however short the run
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """What `solve train` was asked for. `lr`, `examples` and `workers` are None until `with_defaults`."""
+
+    task: str
+    out: Path
+    steps: int
+    batch_size: int
+    lr: float | None
+    seed: int
+    device: str
+    threads: int
+    time_budget: float | None
+    data: Path | None
+    examples: int | None
+    workers: int | None
+    init: Path | None
+    deepen: int
+    compiled: bool
+
+    def with_defaults(self) -> "TrainOptions":
+        return replace(self, lr=(SCRATCH_LR if self.init is None else WARM_START_LR) if self.lr is None else self.lr,
+                       examples=DEFAULT_EXAMPLES if self.examples is None else self.examples,
+                       workers=DEFAULT_WORKERS if self.workers is None else self.workers)
+
+    def command(self) -> str:
+        """The command that reproduces the run, for its model card."""
+        task, data, init = self.task, self.data, self.init
+        return (("solve --compile" if self.compiled else "solve")
+                + f" train {task} --out {self.out} --steps {self.steps} --batch-size {self.batch_size}"
+                + f" --lr {self.lr} --seed {self.seed} --device {self.device}"
+                + (f" --time-budget {self.time_budget:g}" if self.time_budget else "")
+                + (f" --examples {self.examples}" if task in PREPARED_SETS and data is None else "")
+                + (f" --workers {self.workers}" if task == "sudoku" and data is None else "")
+                + (f" --threads {self.threads}" if self.device == "cpu" else "")
+                + (f" --data {data}" if data else "") + (f" --init {init}" if init else "")
+                + (f" --deepen {self.deepen}" if self.deepen > 1 else ""))
 
 
 @app.command()
@@ -75,27 +115,26 @@ def train(
     from ..core.training import STATE_JSON, TrainConfig, TrainingDiverged, TrainingInterrupted
     from ..core.training import train as run_training
 
-    _check_train_options(task, device, out, data, examples, workers, init, deepen)
-    lr = (SCRATCH_LR if init is None else WARM_START_LR) if lr is None else lr
-    examples = DEFAULT_EXAMPLES if examples is None else examples
-    workers = DEFAULT_WORKERS if workers is None else workers
+    options = TrainOptions(task, out, steps, batch_size, lr, seed, device, threads, time_budget, data, examples,
+                           workers, init, deepen, OPTIONS["compile"])
+    _check_train_options(options)
+    options = options.with_defaults()
     torch.set_num_threads(threads)
     module = _task_modules()[task]
-    model = _initial_model(task, module, seed, init, deepen)  # before the run directory: a refused --init
+    model = _initial_model(options, module)  # before the run directory: a refused --init
     created = not out.exists()
     lock = _lock_run_dir(out)  # before the training set is built: that can take minutes
     context.call_on_close(lock.release)
-    cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed, device=device,
+    cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=options.lr, seed=seed, device=device,
                       warmup_steps=min(200, max(steps // 10, 0 if init is None else WARM_START_WARMUP)),
                       checkpoint_every=max(1, min(500, steps // 4)),
                       bf16=device.startswith("cuda"), time_budget_s=time_budget,
-                      ar_weight=getattr(module, "AR_WEIGHT", 1.0), compile=OPTIONS["compile"],
+                      ar_weight=getattr(module, "AR_WEIGHT", 1.0), compile=options.compiled,
                       init=None if init is None else str(init.resolve() if init.exists() else init)  # or a hub id
                       + f", {deepen}x deeper" * (deepen > 1),
                       data=None if data is None else files_digest([data]))
     previous = _previous_checkpoint(out, task, model, cfg)  # checked before the training set is built
-    make_batch = _training_batches(task, module, out, seed, batch_size, device, data, examples, workers,
-                                   lock if created else None)
+    make_batch = _training_batches(options, module, lock if created else None)
     # read now (the file was just read whole): the file may be gone or replaced when the card is written
     data_card = None if data is None else _data_file_card(data, cfg.data, getattr(module, "DATA_CARD", ""))
     if previous is not None:
@@ -113,11 +152,9 @@ def train(
               f"--time-budget goes on); evaluating and writing {out / 'model'} again", file=sys.stderr, flush=True)
     metrics = _evaluate_trained(model, module, out, summary["steps"])
     final = out / "model"
-    command = _train_command(task, out, steps, batch_size, lr, seed, device, time_budget, examples, workers,
-                             threads, data, init, deepen, cfg.compile)
     try:
         _save_trained_model(final, task, model, lambda: _write_model_card(
-            final, task, module, command, cfg, summary, metrics, model, init, deepen, data_card))
+            final, options, module, cfg, summary, metrics, model, data_card))
     except KeyboardInterrupt:
         interrupted(f"training finished and is checkpointed in {out / 'checkpoint'}, but {out / 'model'} was not "
                     "completely written: the same command evaluates the model and writes it")
@@ -128,13 +165,13 @@ def train(
     console.print_json(json.dumps({**summary, **metrics}))
 
 
-def _initial_model(task: str, module, seed: int, init: Path | None, deepen: int) -> DiffusionGemma:
+def _initial_model(options: TrainOptions, module) -> DiffusionGemma:
     """A seeded new model of the task, or --init's (grown --deepen times), with what it will ship with."""
     from ..core import new_model, released_config
-    from ..core.training import deepen as deepen_model
+    from ..core.training import deepen
 
-    model = new_model(module.model_config(), seed=seed) if init is None else \
-        deepen_model(_warm_start(init, task, module), deepen)
+    model = new_model(module.model_config(), seed=options.seed) if options.init is None else \
+        deepen(_warm_start(options.init, options.task, module), options.deepen)
     model.tokenizer = module.TOKENIZER
     model.generation_config = released_config(model, **getattr(module, "SAMPLER", {}))
     return model
@@ -152,12 +189,13 @@ def _evaluate_trained(model: DiffusionGemma, module, out: Path, steps: int) -> d
                     "written: the same command evaluates the model and writes it")
 
 
-def _training_batches(task: str, module, out: Path, seed: int, batch_size: int, device: str, data: Path | None,
-                      examples: int, workers: int, made_lock=None):
+def _training_batches(options: TrainOptions, module, made_lock=None):
     """The task's batch maker, its training set built or read first (exit 2 when that fails; with `made_lock`,
     the lock of a run folder this command made, that folder goes too if still empty: nothing half-made is left)."""
+    out, data = options.out, options.data
     try:
-        return module.batches(out, seed, batch_size, device, data=data, examples=examples, workers=workers)
+        return module.batches(out, options.seed, options.batch_size, options.device, data=data,
+                              examples=options.examples, workers=options.workers)
     except (OSError, ValueError, KeyError, KeyboardInterrupt) as exc:
         if made_lock is not None:
             made_lock.release()
@@ -169,7 +207,7 @@ def _training_batches(task: str, module, out: Path, seed: int, batch_size: int, 
         if isinstance(exc, FileNotFoundError):  # e.g. the MOSES data wheel is not installed
             error(f"{exc}")
         else:  # numpy: not an .npz, missing or malformed arrays
-            error(f"--data {data}: not a {task} training set ({exc})" if data is not None
+            error(f"--data {data}: not a {options.task} training set ({exc})" if data is not None
                   else f"--out {out}: cannot build or read the training set there ({exc})")
         raise typer.Exit(2) from None
 
@@ -189,26 +227,26 @@ def _save_trained_model(final: Path, task: str, model: DiffusionGemma, write_car
     write_card()
 
 
-def _check_train_options(task: str, device: str, out: Path, data: Path | None, examples: int | None,
-                         workers: int | None, init: Path | None, deepen: int) -> None:
+def _check_train_options(options: TrainOptions) -> None:
     """Refuse options that cannot go together before anything is loaded or made (exit 2)."""
+    task, out, data = options.task, options.out, options.data
     if task not in TASKS:
         usage_error(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
-    check_device_option(device)
+    check_device_option(options.device)
     if out.exists() and not out.is_dir():
         usage_error(f"--out {out}: not a folder (the run directory holds checkpoints, the log and the model)")
     if (out / "config.json").exists():  # a run's checkpoint/ or model/, or a shipped model: a run would nest in it
         usage_error(f"--out {out}: holds a model (config.json); the run directory is the folder above a run's "
                     "checkpoint/ and model/ (the same --out resumes a run), or a new folder")
     if task not in PREPARED_SETS:
-        given = [name for name, value in (("--data", data), ("--examples", examples), ("--workers", workers))
-                 if value is not None]
+        given = [name for name, value in (("--data", data), ("--examples", options.examples),
+                                          ("--workers", options.workers)) if value is not None]
         if given:
             usage_error(f"{', '.join(given)}: only sudoku and molecules train on a prepared set; {task} draws fresh "
                         "instances for every batch")
     if data is not None and not data.is_file():
         usage_error(f"--data {data}: no such file (leave --data out to build the training set in the run directory)")
-    if deepen > 1 and init is None:
+    if options.deepen > 1 and options.init is None:
         usage_error("--deepen grows the model given by --init; name one")
 
 
@@ -241,20 +279,6 @@ def _previous_checkpoint(out: Path, task: str, model: DiffusionGemma, cfg) -> Pa
         hint = " (a run begun with --init/--deepen resumes with the same ones)" if "another model" in str(exc) else ""
         usage_error(f"--out {out}: {exc}{hint}")
     return previous
-
-
-def _train_command(task: str, out: Path, steps: int, batch_size: int, lr: float, seed: int, device: str,
-                   time_budget: float | None, examples: int, workers: int, threads: int, data: Path | None,
-                   init: Path | None, deepen: int, compiled: bool) -> str:
-    """The command that reproduces a run, for its model card."""
-    return (("solve --compile" if compiled else "solve")
-            + f" train {task} --out {out} --steps {steps} --batch-size {batch_size} --lr {lr} --seed {seed}"
-            + f" --device {device}" + (f" --time-budget {time_budget:g}" if time_budget else "")
-            + (f" --examples {examples}" if task in PREPARED_SETS and data is None else "")
-            + (f" --workers {workers}" if task == "sudoku" and data is None else "")
-            + (f" --threads {threads}" if device == "cpu" else "")
-            + (f" --data {data}" if data else "") + (f" --init {init}" if init else "")
-            + (f" --deepen {deepen}" if deepen > 1 else ""))
 
 
 def _task_modules() -> dict:
@@ -315,9 +339,10 @@ def _steps_run(cfg, summary: dict) -> str:
     return ended + "; the cosine followed the clock)"
 
 
-def _write_model_card(path: Path, task: str, module, command: str, cfg, summary: dict, metrics: dict,
-                      model, init: Path | None = None, deepen: int = 1, data_card: str | None = None) -> None:
+def _write_model_card(path: Path, options: TrainOptions, module, cfg, summary: dict, metrics: dict, model,
+                      data_card: str | None = None) -> None:
     """`data_card`: the Data section of a run on a `--data` file (`_data_file_card`); else the task's own."""
+    task, init, deepen = options.task, options.init, options.deepen
     params = sum(p.numel() for p in model.parameters())
     data_card = data_card or getattr(module, "DATA_CARD", f"Generated on the fly by the task module "
                                      f"(`{module.__name__}`); each step's batch is drawn from a seeded generator. "
@@ -339,7 +364,7 @@ def _write_model_card(path: Path, task: str, module, command: str, cfg, summary:
         f"two-pass with p = {cfg.self_conditioning_prob}. AdamW (betas 0.9/0.95, wd {cfg.weight_decay}), "
         f"lr {cfg.lr} with {cfg.warmup_steps} warmup steps and cosine decay, grad clip {cfg.grad_clip}, "
         f"batch {cfg.batch_size}, {_steps_run(cfg, summary)}, seed {cfg.seed}.", "",
-        "## Command", "", "```", command, "```", "",
+        "## Command", "", "```", options.command(), "```", "",
         "## Hardware and time", "", f"{hardware}; {summary['seconds']:.0f} s of training "
         f"(torch {torch.__version__}).", "",
         "## Metrics", "", "Measured after training on inputs drawn from a seed range training never used:", "",
