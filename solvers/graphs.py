@@ -408,7 +408,7 @@ class GraphSolver(DiffusionSolver):
                                    callback=callback, salt=k)
         found = first_proper_coloring(canvas[:, :n] - COLOR0, k, edges)
         moves = 0
-        if found is None and tabu:
+        if found is None and tabu and not bool(guidance.refuted[0]):  # no local search for a k proved impossible
             budget = tabu_moves or min(TABU_MOVES, TABU_MOVES_PER_CHOICE * n * k)
             generator = torch.Generator().manual_seed(self.seed + k)
             start = canvas[:, :n] - COLOR0  # the canvases as they stopped; a node not on a colour starts anywhere

@@ -980,9 +980,13 @@ def test_a_k_the_pins_alone_rule_out_is_proved_by_the_full_system_and_never_by_t
     propagation leave a spoke no colour when compiled, so the guided search says "impossible" without a backtrack
     search; the model alone samples with the pins only and proves nothing."""
     wheel = nx.wheel_graph(6)
-    guided = GraphSolver.from_pretrained(seed=0, max_steps=32).color(wheel, k=3)
+    solver = GraphSolver.from_pretrained(seed=0, max_steps=32)
+    guided = solver.color(wheel, k=3)
     assert not guided.verified and guided.attempts[0]["refuted"]
     assert "no 3-colouring exists (propagating the constraints from the pinned clique" in guided.reason
+    assert guided.attempts[0]["forward_passes"] == solver.canvases  # every canvas stops after its first pass
+    with_tabu = solver.color(wheel, k=3, tabu=True)
+    assert with_tabu.attempts[0]["refuted"] and with_tabu.attempts[0]["tabu_moves"] == 0  # no search for it
     alone = GraphSolver.from_pretrained(guided=False, seed=0, max_steps=32).color(wheel, k=3)
     assert not alone.verified and not alone.attempts[0]["refuted"]
     assert alone.reason == "no verified 3-colouring within the step budget"
