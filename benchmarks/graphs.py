@@ -291,22 +291,30 @@ def plot(report: dict, path: Path) -> bool:
             full.append(100 * modes["full"]["rate"])
     x = range(len(names))
     axes[0].bar([i - 0.2 for i in x], model, 0.4, label="model only")
-    axes[0].bar([i + 0.2 for i in x], full, 0.4, label="full system")
+    bars = axes[0].bar([i + 0.2 for i in x], full, 0.4, label="full system")
+    for i, value in zip(x, model):  # the model-only bars are too low to see
+        axes[0].annotate(f"{value:.1f}", (i - 0.2, value), ha="center", va="bottom", fontsize=7)
+    axes[0].bar_label(bars, fmt="%.1f", fontsize=7)
     axes[0].set_xticks(list(x), names, rotation=20)
     axes[0].set_ylabel("verified %")
-    axes[0].legend()
+    axes[0].set_ylim(0, 125)
+    axes[0].legend(loc="upper center", ncol=2)
     if "coloring" in report:
         rows = list(map(filled, report["coloring"]["instances"]))
-        labels = [r["instance"] for r in rows]
-        axes[1].plot(labels, [r["best_known"] for r in rows], "k_", markersize=14, label="best known")
-        axes[1].plot(labels, [r["dsatur"] for r in rows], "o", mfc="none", label="networkx DSATUR")
-        axes[1].plot(labels, [r["full"]["colors"] or float("nan") for r in rows], "x", label="diffsolve")
-        axes[1].plot(labels, [r["backtrack"]["colors"] or float("nan") for r in rows], "+",
-                     label="diffsolve + backtracking")
-        axes[1].plot(labels, [r["tabu"]["colors"] or float("nan") for r in rows], "1", label="diffsolve + tabu")
-        axes[1].set_ylabel("colours")
-        axes[1].tick_params(axis="x", rotation=75, labelsize=7)
-        axes[1].legend()
+        positions = range(len(rows))
+        axes[1].axhline(0, color="k", linewidth=0.8, label="best known count")
+        searches = [("DSATUR (networkx)", lambda r: r["dsatur"], "o"),
+                    ("diffsolve", lambda r: r["full"]["colors"], "x"),
+                    ("+ backtracking", lambda r: r["backtrack"]["colors"], "+"),
+                    ("+ tabu", lambda r: r["tabu"]["colors"], "1")]
+        for k, (label, colors, marker) in enumerate(searches):
+            above = [colors(r) - r["best_known"] if colors(r) is not None else float("nan") for r in rows]
+            axes[1].plot([i + 0.18 * (k - 1.5) for i in positions], above, marker, linestyle="none",
+                         mfc="none" if marker == "o" else None, label=label)
+        axes[1].set_xticks(list(positions), [r["instance"] for r in rows], rotation=75, fontsize=7)
+        axes[1].set_ylabel("colours above the best known count")
+        axes[1].set_title("DIMACS colouring (no marker: the graph's core exceeds the canvas)", fontsize=9)
+        axes[1].legend(fontsize=8)
     save_figure(fig, path)
     plt.close(fig)
     return True
