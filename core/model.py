@@ -12,6 +12,7 @@ fp32 router softmax, logits softcapped in fp32).
 
 from __future__ import annotations
 
+import functools
 import warnings
 from dataclasses import dataclass
 
@@ -97,7 +98,8 @@ def _scalar(value: float, device: torch.device) -> Tensor:
 
 
 def _activation(name: str):
-    return {"gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"), "gelu": F.gelu}[name]
+    # a partial, not a lambda: a model (and a solver holding one) must pickle, for process pools
+    return {"gelu_pytorch_tanh": functools.partial(F.gelu, approximate="tanh"), "gelu": F.gelu}[name]
 
 
 class GatedMLP(nn.Module):

@@ -38,6 +38,21 @@ def _logits(model):
         return model.denoise(canvas, model.encode(prompt))
 
 
+def test_a_loaded_model_and_a_solver_holding_one_pickle(saved):
+    """Process pools and workflow engines pickle what they hand to workers (a lambda inside the model did not
+    pickle). An unpickled model computes the same logits, to float rounding (its weights are laid out anew)."""
+    import pickle
+
+    from diffsolve.solvers import GraphSolver
+
+    _, path = saved
+    model = load_model(path)
+    copy = pickle.loads(pickle.dumps(model))
+    torch.testing.assert_close(_logits(copy), _logits(model))
+    solver = pickle.loads(pickle.dumps(GraphSolver.from_pretrained(seed=3)))
+    assert solver.seed == 3 and solver.model.config == GraphSolver.from_pretrained().model.config
+
+
 def test_round_trip_is_exact(saved):
     model, path = saved
     assert sorted(os.listdir(path)) == ["config.json", "generation_config.json", "model.safetensors"]
