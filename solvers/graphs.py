@@ -108,7 +108,14 @@ def shortest_path_edges(graph: nx.Graph, source: Hashable, target: Hashable, wei
             from_source[u] + cost(u, v, graph.edges[u, v]) + to_target[v] <= best
 
     arcs = [(u, v) for a, b in graph.edges for u, v in ((a, b), (b, a)) if tight(u, v)]
-    search = graph.edge_subgraph(arcs).copy()
+    # Built in the graph's own node and edge order: networkx's edge_subgraph orders its nodes as a set does, which
+    # for text labels changes with Python's hash seed, so every process would number the canvas differently.
+    on_arcs = {node for arc in arcs for node in arc}
+    search = nx.Graph(**graph.graph)
+    search.add_nodes_from((node, graph.nodes[node]) for node in graph if node in on_arcs)
+    tight_edges = set(arcs)
+    search.add_edges_from((u, v, data) for u, v, data in graph.edges(data=True)
+                          if (u, v) in tight_edges or (v, u) in tight_edges)
     search.graph[SHORTEST_ARCS] = arcs
     return search
 
