@@ -13,6 +13,7 @@ import itertools
 import json
 import math
 import re
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,13 +26,30 @@ from rdkit.Chem.Scaffolds import MurckoScaffold
 from ..core import quiet_worker
 
 
+_QUIET_LOCK = threading.Lock()
+_quiet_calls = 0  # quiet calls running now, in any thread
+_quiet_block: rdBase.BlockLogs | None = None  # RDKit's log comes back when this is dropped
+
+
 def rdkit_quiet(function):
     """`function` with RDKit's log blocked while it runs (callbacks it makes included): invalid candidates are
-    expected, and we report problems ourselves. Only for the call, so a caller's own RDKit messages still show."""
+    expected, and we report problems ourselves. Only for the call, so a caller's own RDKit messages still show.
+    RDKit's log is one for the whole process: the block lasts until the last quiet call of any thread ends (one
+    thread's call ending first must not let another's rejected candidates through)."""
     @functools.wraps(function)
     def quiet(*args, **kwargs):
-        with rdBase.BlockLogs():
+        global _quiet_calls, _quiet_block
+        with _QUIET_LOCK:
+            if _quiet_calls == 0:
+                _quiet_block = rdBase.BlockLogs()
+            _quiet_calls += 1
+        try:
             return function(*args, **kwargs)
+        finally:
+            with _QUIET_LOCK:
+                _quiet_calls -= 1
+                if _quiet_calls == 0:
+                    _quiet_block = None
     return quiet
 
 

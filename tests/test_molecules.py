@@ -735,6 +735,39 @@ def test_rdkit_messages_are_silenced_only_inside_our_calls(designer, capfd):
     assert "SMILES Parse Error" in capfd.readouterr().err
 
 
+def test_one_threads_quiet_call_ending_does_not_unmute_anothers(capfd):
+    """RDKit's log is one for the process: thread A's quiet call ends while thread B's is still parsing rejected
+    candidates; B's parse errors stay silent, and once both have ended the user's own errors show again."""
+    import threading
+
+    from diffsolve.tasks.molecule_data import rdkit_quiet
+
+    a_inside, b_inside, a_done = threading.Event(), threading.Event(), threading.Event()
+
+    @rdkit_quiet
+    def a():  # blocks the log first, and ends first
+        a_inside.set()
+        b_inside.wait(10)
+
+    @rdkit_quiet
+    def b():
+        b_inside.set()
+        a_done.wait(10)
+        return Chem.MolFromSmiles("C1CC(")  # a rejected candidate, parsed after A's quiet call ended
+
+    capfd.readouterr()
+    first, second = threading.Thread(target=a), threading.Thread(target=b)
+    first.start()
+    a_inside.wait(10)
+    second.start()
+    first.join()
+    a_done.set()
+    second.join()
+    assert "SMILES Parse Error" not in capfd.readouterr().err
+    assert Chem.MolFromSmiles("C1CC(") is None
+    assert "SMILES Parse Error" in capfd.readouterr().err
+
+
 def test_a_result_draws_its_molecules_in_a_grid(designer):
     result = designer.generate(3, seed=5)
     assert len(result) == 3
