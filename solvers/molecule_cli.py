@@ -102,7 +102,7 @@ def molecules(
     else:  # an empty result does not replace what the file held
         print(f"no molecule found: {out} not written", file=sys.stderr)
     if image is not None and result.molecules:
-        written &= _draw_molecules(result, list(dict.fromkeys([*request.windows, "logp", "mw", "qed"]))[:3], image)
+        written &= _draw_molecules(result, names, image, request.substructures())
     elif image is not None:
         print(f"no molecule to draw: {image} not written", file=sys.stderr)
     summary = _design_summary(result, request, num, seed_given=seed is not None)
@@ -224,14 +224,14 @@ def _write_molecules(found, names: list[str], format: str, out: Path | None) -> 
     return out is None
 
 
-def _draw_molecules(result, names: list[str], path: Path) -> bool:
-    """A grid of the first molecules (at most MAX_DRAWN), each labelled with the properties `names`; .svg is
-    drawn as vector graphics, other suffixes by PIL. Returns whether the file was written (a failure is said on
-    stderr)."""
+def _draw_molecules(result, names: list[str], path: Path, highlight: list) -> bool:
+    """A grid of the first molecules (at most MAX_DRAWN), each numbered as in the output and labelled with the
+    properties `names`, the `highlight` substructures marked; .svg is drawn as vector graphics, other suffixes by
+    PIL. Returns whether the file was written (a failure is said on stderr)."""
     from .molecules import MAX_DRAWN
 
     svg = path.suffix.lower() == ".svg"
-    grid = result.draw(names, svg=svg)
+    grid = result.draw(names, svg=svg, highlight=highlight)
     if not write_output(path, (lambda tmp: tmp.write_text(grid)) if svg else grid.save, fatal=False):
         return False
     if len(result) > MAX_DRAWN:

@@ -33,6 +33,8 @@ MAX_DRAWN = 48  # 12 rows of 4: a grid still readable on one screen
 CELL = (260, 220)  # pixels of one drawn molecule
 SHORT_NAMES = {"logp": "logP", "mw": "MW", "qed": "QED", "tpsa": "TPSA", "hbd": "HBD", "hba": "HBA",
                "rings": "rings", "heavy_atoms": "atoms"}  # legends of drawn molecules
+LEGEND_FORMATS = {"logp": ".2f", "mw": ".0f", "qed": ".2f", "tpsa": ".0f"}  # the counts are whole numbers
+LEGEND_PER_LINE = 3  # properties per legend line: a 260-pixel cell holds about three
 
 
 def default_budget(n: int) -> int:
@@ -79,11 +81,13 @@ class DesignResult:
         return self.molecules[i]
 
     def draw(self, properties: Sequence[str] = ("logp", "mw", "qed"), *, limit: int = MAX_DRAWN, per_row: int = 4,
-             svg: bool = False) -> Image.Image | str:
-        """A grid picture of the first `limit` molecules, `per_row` to a row, each labelled with `properties`: a
-        PIL image (it displays in a notebook; `.save("grid.png")`), or with `svg=True` the SVG text. Drawn by
-        RDKit's MolDraw2D itself, so RDKit's notebook hooks (IPythonConsole) do not change what comes back. Bad
-        arguments raise RequestError."""
+             svg: bool = False, highlight: Sequence[Chem.Mol] = ()) -> Image.Image | str:
+        """A grid picture of the first `limit` molecules, `per_row` to a row, each labelled with its number (its
+        place in the result, from 1) and `properties` (three to a line): a PIL image (it displays in a notebook;
+        `.save("grid.png")`), or with `svg=True` the SVG text. `highlight`: query molecules (such as a request's
+        `substructures()`) whose first match in each molecule is drawn highlighted. Drawn by RDKit's MolDraw2D
+        itself, so RDKit's notebook hooks (IPythonConsole) do not change what comes back. Bad arguments raise
+        RequestError."""
         import io
 
         from PIL import Image
@@ -100,11 +104,16 @@ class DesignResult:
         drawn = self.molecules[:limit]
         per_row = min(per_row, len(drawn))
         rows = -(-len(drawn) // per_row)
-        size = (CELL[0] * per_row, CELL[1] * rows, *CELL)
-        canvas = rdMolDraw2D.MolDraw2DSVG(*size) if svg else rdMolDraw2D.MolDraw2DCairo(*size)
-        canvas.DrawMolecules([m.mol for m in drawn], legends=[
-            "  ".join(f"{SHORT_NAMES[name]} {m.properties[name]:{'.0f' if name == 'mw' else '.3g'}}" for name in names)
-            for m in drawn])
+        lines = max(1, -(-len(names) // LEGEND_PER_LINE))
+        cell = (CELL[0], CELL[1] + 14 * (lines - 1))  # room for the legend's extra lines
+        canvas = rdMolDraw2D.MolDraw2DSVG(cell[0] * per_row, cell[1] * rows, *cell) if svg else \
+            rdMolDraw2D.MolDraw2DCairo(cell[0] * per_row, cell[1] * rows, *cell)
+        atoms = [_highlighted(m.mol, highlight) for m in drawn]
+        bonds = [[bond.GetIdx() for bond in m.mol.GetBonds()
+                  if bond.GetBeginAtomIdx() in marked and bond.GetEndAtomIdx() in marked]
+                 for m, marked in zip(drawn, map(set, atoms))]
+        canvas.DrawMolecules([m.mol for m in drawn], legends=[_legend(i, m, names) for i, m in enumerate(drawn, 1)],
+                             highlightAtoms=atoms, highlightBonds=bonds)
         canvas.FinishDrawing()
         return canvas.GetDrawingText() if svg else Image.open(io.BytesIO(canvas.GetDrawingText()))
 
@@ -112,6 +121,17 @@ class DesignResult:
         return {"molecules": [m.to_dict() for m in self.molecules], "requested": self.requested,
                 "canvases": self.canvases, "seconds": self.seconds, "exhausted": self.exhausted, "seed": self.seed,
                 "known": self.known, "atypical": self.atypical}
+
+
+def _legend(number: int, molecule: Molecule, names: Sequence[str]) -> str:
+    values = [f"{SHORT_NAMES[name]} {molecule.properties[name]:{LEGEND_FORMATS.get(name, '.0f')}}" for name in names]
+    lines = ["  ".join(values[i:i + LEGEND_PER_LINE]) for i in range(0, len(values), LEGEND_PER_LINE)] or [""]
+    return "\n".join([f"{number}.  {lines[0]}", *lines[1:]])
+
+
+def _highlighted(mol: Chem.Mol, queries: Sequence[Chem.Mol]) -> list[int]:
+    """The atoms of each query's first match in `mol` (a verified molecule holds every one of its request's)."""
+    return sorted({atom for query in queries for atom in mol.GetSubstructMatch(query)})
 
 
 class DesignInterrupted(KeyboardInterrupt):

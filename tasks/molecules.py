@@ -362,6 +362,12 @@ class MoleculeRequest:
         return ok, compute_properties(mol, list(self.windows))
 
 
+    def substructures(self) -> list[Chem.Mol]:
+        """The query molecules a verified molecule contains: the scaffold (matched as the verifier matches it), then
+        the `contains` pattern; for highlighting them in pictures."""
+        return ([_smiles_query(self.scaffold)] if self.scaffold else []) + \
+            ([_smarts(self.contains)] if self.contains else [])
+
     @rdkit_quiet
     def unlikely(self) -> list[str]:
         """What makes verified molecules rare or absent within a budget, each beginning with the argument's name:

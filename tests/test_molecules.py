@@ -777,7 +777,12 @@ def test_a_result_draws_its_molecules_in_a_grid(designer):
     assert result.draw(per_row=2).size == (2 * 260, 2 * 220)
     svg = result.draw(["qed"], svg=True)
     assert svg.startswith("<?xml") and "class='legend'" in svg  # RDKit draws the legend's letters as paths
-    assert "class='legend'" not in result.draw([], svg=True)
+    assert "class='legend'" in result.draw([], svg=True)  # the molecule's number, as in the output, stays
+    assert result.draw(list(PROPERTIES)).size == (3 * 260, 220 + 2 * 14)  # eight properties: three lines
+    ring = Chem.MolFromSmarts("[R]")
+    marked = [m for m in result if m.mol.HasSubstructMatch(ring)]
+    if marked:  # a highlighted substructure changes the picture
+        assert result.draw(highlight=[ring]).tobytes() != result.draw().tobytes()
     for bad, message in [(["weight"], "properties: expected names among logp, .*got \\['weight'\\]"),
                          (None, "got None"), (5, "got 5")]:
         with pytest.raises(task.RequestError, match=message):
