@@ -197,7 +197,8 @@ def _coloring_text(result, graph) -> str:
                       for a in result.attempts)
     if result.verified:
         lines = [f"verified {result.num_colors}-colouring of {plural(n, 'node')}"
-                 f"{', proved optimal' if result.optimal else ''} ({result.greedy_strategy} {result.greedy_colors}, "
+                 f"{f', proved optimal: {result.proof()}' if result.optimal else ''} "
+                 f"({result.greedy_strategy} {result.greedy_colors}, "
                  f"clique bound {result.clique_bound}; {tried}; {result.seconds:.1f} s)"]
         lines += [f"{node} {color}" for node, color in result.coloring.items()]
     else:

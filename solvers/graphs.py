@@ -136,7 +136,7 @@ class ColoringResult:
     attempts: list[dict] = field(default_factory=list)  # per k: found, refuted, passes, seconds
     forward_passes: int = 0
     seconds: float = 0.0
-    optimal: bool = False  # proved: it meets the clique bound, or the exact search refuted one colour fewer
+    optimal: bool = False  # proved: it meets the clique bound, 3 colours and an odd cycle, or one colour fewer refuted
     greedy_strategy: str = "DSATUR"  # networkx's; "smallest_last" above DSATUR_NODES nodes
 
     def to_dict(self) -> dict:
@@ -148,6 +148,16 @@ class ColoringResult:
             d["coloring"] = {name(k): v for k, v in self.coloring.items()}
         return d
 
+    def proof(self) -> str | None:
+        """Why `num_colors` is the fewest possible, when `optimal`; else None."""
+        if not self.optimal:
+            return None
+        if self.num_colors == self.clique_bound:
+            return f"a clique of {self.clique_bound} nodes needs as many colours"
+        if self.num_colors == 3:
+            return "an odd cycle rules out 2 colours"
+        return f"{self.num_colors - 1} colours were refuted"
+
     def draw(self, graph: nx.Graph) -> Figure:
         """A matplotlib Figure of `graph` with its nodes in their colours (the graph this result is for)."""
         _check_drawable(self, graph, self.coloring)
@@ -157,7 +167,8 @@ class ColoringResult:
         if not is_proper_coloring(graph, self.coloring):
             clash = next((u, v) for u, v in graph.edges if self.coloring[u] == self.coloring[v])
             raise GraphError(f"edge {clash} joins two nodes of one colour: draw the graph the result is for")
-        return _draw_graph(graph, coloring=self.coloring)
+        title = f"{plural(self.num_colors, 'colour')}" + (f", proved optimal: {self.proof()}" if self.optimal else "")
+        return _draw_graph(graph, coloring=self.coloring, title=title)
 
 
 @dataclass
@@ -191,7 +202,10 @@ class RouteResult:
         missing = next(((u, v) for u, v in links if not graph.has_edge(u, v)), None)
         if missing is not None:
             raise GraphError(f"edge {missing} of the route is not in the graph: draw the graph the result is for")
-        return _draw_graph(graph, links=links)
+        kind = "Hamiltonian cycle" if self.cycle else "path"
+        title = f"{kind} from {self.path[0]}" + ("" if self.cycle else f" to {self.path[-1]}") + \
+            f", {plural(len(links), 'edge')}"
+        return _draw_graph(graph, links=links, title=title)
 
 
 def _json_label(label, name=str):
@@ -225,10 +239,11 @@ def _route_links(path: list, cycle: bool) -> list[tuple]:
     return list(zip(path, path[1:])) + ([(path[-1], path[0])] if cycle and len(path) > 2 else [])
 
 
-def _draw_graph(graph: nx.Graph, *, coloring: dict | None = None, links: list[tuple] = ()):
+def _draw_graph(graph: nx.Graph, *, coloring: dict | None = None, links: list[tuple] = (), title: str = ""):
     """A matplotlib Figure of `graph`, built without pyplot (no global state; `savefig` writes it), its nodes
-    coloured by `coloring` (node -> colour) and the edges `links` drawn bold. Small graphs get networkx's
-    Kamada-Kawai layout; above 60 nodes a seeded spring layout (seconds to minutes for thousands)."""
+    coloured by `coloring` (node -> colour, with a key of the colour numbers) and the route `links` drawn as bold
+    arrows, its first node green and (a path's) last red. Small graphs get networkx's Kamada-Kawai layout; above
+    60 nodes a seeded spring layout (seconds to minutes for thousands)."""
     from matplotlib.figure import Figure
 
     figure = Figure(figsize=(7, 7))
@@ -236,17 +251,28 @@ def _draw_graph(graph: nx.Graph, *, coloring: dict | None = None, links: list[tu
     # by structure alone: edge weights need not be distances (a signed network's negative ones break the layout)
     layout = nx.kamada_kawai_layout(graph, weight=None) if graph.number_of_nodes() <= 60 else \
         nx.spring_layout(graph, seed=0, weight=None)
+    palette = {}
     if coloring:
         used = sorted(set(coloring.values()))
         palette = dict(zip(used, _palette(len(used))))
         colors = [palette[coloring[v]] for v in graph.nodes]
-    else:
-        colors = "#d0d8e8"
+    else:  # a route: its start green, a path's end red
+        ends = {links[0][0]: "#40a040", links[-1][1]: "#d04040"} if links and links[-1][1] != links[0][0] else \
+            {links[0][0]: "#40a040"} if links else {}
+        colors = [ends.get(v, "#d0d8e8") for v in graph.nodes]
     nx.draw_networkx_edges(graph, layout, ax=ax, alpha=0.25)
-    if links:
-        nx.draw_networkx_edges(graph, layout, edgelist=links, ax=ax, width=3, edge_color="#c03030")
-    nx.draw_networkx_nodes(graph, layout, node_color=colors, ax=ax, node_size=260)
+    nx.draw_networkx_nodes(graph, layout, node_color=colors, ax=ax, node_size=260, edgecolors="white")
+    if links:  # arrows end at the node they enter, so a link passing behind another node is not read as two
+        nx.draw_networkx_edges(graph, layout, edgelist=links, ax=ax, width=2.5, edge_color="#c03030", arrows=True,
+                               arrowstyle="-|>", arrowsize=14, node_size=260)
     nx.draw_networkx_labels(graph, layout, ax=ax, font_size=7)
+    if 0 < len(palette) <= 20:  # a key of the colour numbers the output prints
+        from matplotlib.lines import Line2D
+
+        ax.legend(handles=[Line2D([], [], marker="o", linestyle="none", markersize=8, color=c, label=str(k))
+                           for k, c in palette.items()], title="colour", fontsize=7, title_fontsize=7,
+                  loc="upper right", frameon=False)
+    ax.set_title(title, fontsize=10)
     ax.set_axis_off()
     return figure
 

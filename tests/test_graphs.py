@@ -1130,8 +1130,9 @@ def test_unusable_nodes_and_instances_are_named_in_the_solvers_own_errors(graphs
 
 
 def test_results_draw_their_answer_on_the_graph(graphs):
-    from matplotlib.collections import LineCollection, PathCollection
+    from matplotlib.collections import PathCollection
     from matplotlib.colors import to_hex
+    from matplotlib.patches import FancyArrowPatch
 
     wheel = nx.wheel_graph(7)
     coloured = graphs.color(wheel)
@@ -1142,17 +1143,25 @@ def test_results_draw_their_answer_on_the_graph(graphs):
     assert len(set(colour.values())) == coloured.num_colors
     assert all(colour[u] != colour[v] for u, v in wheel.edges)  # the picture shows a proper colouring
 
+    assert figure.axes[0].get_title() == f"{coloured.num_colors} colours, proved optimal: {coloured.proof()}"
+    assert [t.get_text() for t in figure.axes[0].get_legend().get_texts()] == \
+        [str(k) for k in range(coloured.num_colors)]  # a key of the colour numbers the output prints
+
     ring = nx.cycle_graph(6)
     cycle = graphs.hamiltonian_path(ring, cycle=True)
     assert cycle.verified and cycle.cycle and cycle.to_dict()["cycle"]
-    bold = [c for c in cycle.draw(ring).axes[0].collections
-            if isinstance(c, LineCollection) and c.get_linewidths()[0] == 3]
-    assert len(bold) == 1 and len(bold[0].get_segments()) == 6  # the closing edge is drawn too
+    figure = cycle.draw(ring)
+    arrows = [p for p in figure.axes[0].patches if isinstance(p, FancyArrowPatch)]
+    assert len(arrows) == 6  # the closing edge is drawn too
+    assert figure.axes[0].get_title() == f"Hamiltonian cycle from {cycle.path[0]}, 6 edges"
     route = graphs.hamiltonian_path(ring)
     assert not route.cycle
-    bold = [c for c in route.draw(ring).axes[0].collections
-            if isinstance(c, LineCollection) and c.get_linewidths()[0] == 3]
-    assert len(bold[0].get_segments()) == 5
+    figure = route.draw(ring)
+    assert len([p for p in figure.axes[0].patches if isinstance(p, FancyArrowPatch)]) == 5
+    assert figure.axes[0].get_title() == f"path from {route.path[0]} to {route.path[-1]}, 5 edges"
+    nodes = next(c for c in figure.axes[0].collections if isinstance(c, PathCollection))
+    colour = dict(zip(ring.nodes, map(to_hex, nodes.get_facecolors())))
+    assert colour[route.path[0]] == "#40a040" and colour[route.path[-1]] == "#d04040"  # start green, end red
 
     with pytest.raises(GraphError, match="not in the graph: draw the graph the result is for"):
         coloured.draw(nx.path_graph(3))
@@ -1165,6 +1174,14 @@ def test_results_draw_their_answer_on_the_graph(graphs):
     unsolved = graphs.hamiltonian_path(nx.star_graph(3))
     with pytest.raises(GraphError, match="nothing to draw: the result is not verified"):
         unsolved.draw(nx.star_graph(3))
+
+
+def test_an_optimal_colouring_says_why(graphs):
+    assert graphs.color(nx.complete_graph(4)).proof() == "a clique of 4 nodes needs as many colours"
+    assert graphs.color(nx.cycle_graph(7)).proof() == "an odd cycle rules out 2 colours"
+    groetzsch = graphs.color(nx.mycielski_graph(4), backtrack=True, max_steps=256)  # triangle-free, 4 colours
+    assert groetzsch.num_colors == 4 and groetzsch.proof() == "3 colours were refuted"
+    assert graphs.color(nx.complete_graph(4), k=3).proof() is None  # none found: nothing proved optimal
 
 
 def test_route_records_are_json_whatever_the_labels(graphs):
