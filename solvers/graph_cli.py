@@ -132,7 +132,7 @@ def _finish(result, format: str, text: str, image: Path | None, draw: Callable[[
 def coloring(
     file: Path = typer.Argument(..., help="DIMACS .col file ('p edge N M', 'e U V', 1-based) or an edge list "
                                           "('U V' per line, '#' comments); '-' reads stdin."),
-    k: int = typer.Option(None, "--k", min=1, help="Colours to use. Default: the fewest the search verifies, "
+    k: int = typer.Option(None, "--k", "-k", min=1, help="Colours to use. Default: the fewest the search verifies, "
                                                    "counting down from networkx's DSATUR count (smallest-last "
                                                    "above 2,000 nodes)."),
     format: str = typer.Option("text", "--format", "-f", help="text, or json (one object: coloring, num_colors, "

@@ -1176,6 +1176,15 @@ def test_results_draw_their_answer_on_the_graph(graphs):
         unsolved.draw(nx.star_graph(3))
 
 
+def test_cli_colouring_takes_k_short_and_long_and_says_why_a_count_is_optimal(tmp_path):
+    f = tmp_path / "c7.txt"
+    f.write_text("".join(f"{i} {(i + 1) % 7}\n" for i in range(7)))
+    for option in ("-k", "--k"):
+        out = CliRunner().invoke(app, ["coloring", str(f), option, "3"])
+        assert out.exit_code == 0 and out.stdout.startswith(
+            "verified 3-colouring of 7 nodes, proved optimal: an odd cycle rules out 2 colours")
+
+
 def test_an_optimal_colouring_says_why(graphs):
     assert graphs.color(nx.complete_graph(4)).proof() == "a clique of 4 nodes needs as many colours"
     assert graphs.color(nx.cycle_graph(7)).proof() == "an odd cycle rules out 2 colours"
