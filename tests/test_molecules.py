@@ -791,6 +791,8 @@ def test_a_result_draws_its_molecules_in_a_grid(designer):
         result.draw(limit=0)
     with pytest.raises(task.RequestError, match="svg must be True or False"):
         result.draw(svg="yes")
+    with pytest.raises(task.RequestError, match="highlight: expected a list of RDKit query molecules"):
+        result.draw(highlight=["c1ccccc1"])
     assert result[0].to_dict(["qed"]) == {"smiles": result[0].smiles, "verified": True,
                                           "qed": result[0].properties["qed"]}
     assert result[0].to_dict("qed") == result[0].to_dict(["qed"])  # one name, as draw takes it
