@@ -256,9 +256,8 @@ def _draw_graph(graph: nx.Graph, *, coloring: dict | None = None, links: list[tu
         used = sorted(set(coloring.values()))
         palette = dict(zip(used, _palette(len(used))))
         colors = [palette[coloring[v]] for v in graph.nodes]
-    else:  # a route: its start green, a path's end red
-        ends = {links[0][0]: "#40a040", links[-1][1]: "#d04040"} if links and links[-1][1] != links[0][0] else \
-            {links[0][0]: "#40a040"} if links else {}
+    else:  # a route: a path's end red, its start green (a cycle's end is its start)
+        ends = {links[-1][1]: "#d04040", links[0][0]: "#40a040"} if links else {}
         colors = [ends.get(v, "#d0d8e8") for v in graph.nodes]
     nx.draw_networkx_edges(graph, layout, ax=ax, alpha=0.25)
     nx.draw_networkx_nodes(graph, layout, node_color=colors, ax=ax, node_size=260, edgecolors="white")
