@@ -17,7 +17,9 @@ from .cli_common import (DEVICE, SEED_RANGE, THREADS, app, check_image, check_wr
                          load_task_model, rich_progress, usage_error, write_output)
 
 
-PROPERTY_OPTION_HELP = "window LO:HI (a side may be left open: 2: or :3; a count may be one number V, meaning V:V)."
+def window_option(what: str):
+    """A property window option: LO:HI text (read by `parse_window`)."""
+    return typer.Option(None, metavar="LO:HI", help=f"{what} window.")
 MOLECULE_FORMATS = ("smi", "csv", "sdf", "json")
 
 
@@ -26,16 +28,15 @@ def molecules(
     num: int = typer.Option(10, "--num", "-n", min=1, help="How many distinct verified molecules to return."),
     contains: str = typer.Option(None, help="SMARTS substructure every molecule must contain."),
     scaffold: str = typer.Option(None, help="SMILES scaffold to decorate (kept as a substructure)."),
-    logp: str = typer.Option(None, help="Crippen logP " + PROPERTY_OPTION_HELP),
-    mw: str = typer.Option(None, help="Molecular weight (Da) " + PROPERTY_OPTION_HELP),
-    qed: str = typer.Option(None, help="QED drug-likeness (0-1) " + PROPERTY_OPTION_HELP),
-    tpsa: str = typer.Option(None, help="Topological polar surface area " + PROPERTY_OPTION_HELP),
-    hbd: str = typer.Option(None, help="Hydrogen-bond donors (RDKit's Lipinski.NumHDonors, not the rule-of-5 NH + OH "
-                            "count) " + PROPERTY_OPTION_HELP),
-    hba: str = typer.Option(None, help="Hydrogen-bond acceptors (RDKit's Lipinski.NumHAcceptors, not the rule-of-5 "
-                            "N + O count) " + PROPERTY_OPTION_HELP),
-    rings: str = typer.Option(None, help="Ring count " + PROPERTY_OPTION_HELP),
-    heavy_atoms: str = typer.Option(None, help="Heavy-atom count " + PROPERTY_OPTION_HELP),
+    logp: str = window_option("Crippen logP"),
+    mw: str = window_option("Molecular weight (Da)"),
+    qed: str = window_option("QED drug-likeness (0-1)"),
+    tpsa: str = window_option("Topological polar surface area"),
+    hbd: str = window_option("Hydrogen-bond donors (RDKit's Lipinski.NumHDonors, not the rule-of-5 NH + OH count)"),
+    hba: str = window_option("Hydrogen-bond acceptors (RDKit's Lipinski.NumHAcceptors, not the rule-of-5 N + O "
+                             "count)"),
+    rings: str = window_option("Ring count"),
+    heavy_atoms: str = window_option("Heavy-atom count"),
     max_ring_size: int = typer.Option(7, min=0, help="Largest ring allowed, in atoms (at least 3); the default "
                                                      "keeps to the training data (no macrocycles); 0 allows any size."),
     avoid: str = typer.Option(None, help="Structural-alert catalogs no molecule may match, comma-separated, from "
@@ -52,20 +53,21 @@ def molecules(
                                           "type (.png, .jpg, .webp, ...)."),
     model_only: bool = typer.Option(False, "--model-only", help="Stock sampler without chemistry guidance "
                                                                 "(molecules are still verified)."),
-    training_prior: bool = typer.Option(
-        True, "--training-prior/--no-training-prior",
-        help="Without windows or a fragment to pin: prompt each canvas with the property bins and the scaffold of "
-             "a random MOSES training molecule and give it that molecule's length, so that the molecules follow "
-             "the training distribution. --no-training-prior leaves both to the model: more verified molecules "
-             "per canvas, but shorter and less varied ones."),
-    match_training: bool = typer.Option(
-        True, "--match-training/--no-match-training",
-        help="With the training prior: keep each verified molecule with a probability that pulls the output toward "
-             "the MOSES distribution (a classifier fitted to the checkpoint's own molecules; about half are kept)."),
-    novel: bool = typer.Option(
-        True, "--novel/--allow-known",
-        help="Leave out molecules of the MOSES training set (a filter shipped with diffsolve that also drops "
-             "about 1 % of novel ones). --allow-known returns them too."),
+    no_training_prior: bool = typer.Option(
+        False, "--no-training-prior",
+        help="Leave the prompt and the length to the model. By default a canvas without windows or a fragment to pin "
+             "is prompted with the property bins and the scaffold of a random MOSES training molecule and given "
+             "that molecule's length, so that the molecules follow the training distribution; without it: more "
+             "verified molecules per canvas, but shorter and less varied ones."),
+    no_match_training: bool = typer.Option(
+        False, "--no-match-training",
+        help="Keep every verified molecule. By default, with the training prior, each is kept with a probability "
+             "that pulls the output toward the MOSES distribution (a classifier fitted to the checkpoint's own "
+             "molecules; about half are kept)."),
+    allow_known: bool = typer.Option(
+        False, "--allow-known",
+        help="Return molecules of the MOSES training set too. By default they are left out (a filter shipped with "
+             "diffsolve that also drops about 1 % of novel ones)."),
     checkpoint: str = typer.Option(None, help="Checkpoint directory or hub id (default: the shipped model)."),
     seed: int = typer.Option(None, **SEED_RANGE, help="Seed (default: random; the summary on stderr says which)."),
     device: str = DEVICE,
@@ -73,7 +75,8 @@ def molecules(
 ) -> None:
     """Design molecules that RDKit verifies against every requested condition.
 
-    Property windows are inclusive LO:HI; either side may be left open (--mw 250: or --logp :3.5).
+    Property windows are inclusive LO:HI; either side may be left open (--mw 250: or --logp :3.5), and a count
+    may be one number (--hbd 2 means 2:2).
     The model writes C, N, O, S, F, Cl and Br, without charges, isotopes or stereo: a --contains or --scaffold
     that needs anything else is refused before any work.
 
@@ -91,7 +94,8 @@ def molecules(
     if out is not None and image is not None and os.path.realpath(out) == os.path.realpath(image):
         usage_error(f"--out and --image both name {out}: the picture would replace the molecules")
     designer = load_task_model(checkpoint, "molecules", device, threads, lambda model: MoleculeDesigner(
-        model, guided=not model_only, training_prior=training_prior, match_training=match_training, novel=novel))
+        model, guided=not model_only, training_prior=not no_training_prior, match_training=not no_match_training,
+        novel=not allow_known))
     budget = budget if budget is not None else default_budget(num)
     drawn_seed = seed if seed is not None else secrets.randbelow(2**31)
     result, stopped = _run_design(designer, num, request, drawn_seed, budget)
