@@ -283,7 +283,8 @@ class MoleculeRequest:
             parts.append((f"substructure {self.contains}", Chem.MolFromSmarts(self.contains)))
         self._check_windows_agree()
         for label, mol in parts:
-            floors = {"heavy_atoms": mol.GetNumAtoms() + label.startswith("scaffold")}  # decorating adds an atom
+            floors = {"heavy_atoms": mol.GetNumAtoms() + label.startswith("scaffold"),  # decorating adds an atom
+                      **{name: count for name, count in sure_counts(mol).items() if count}}
             as_smiles = Chem.MolFromSmiles(self.contains) if label.startswith("substructure") else None
             if as_smiles is not None:  # SMARTS that reads as SMILES: its rings and heavy atoms are in every match
                 floors.update(rings=as_smiles.GetRingInfo().NumRings(),
@@ -303,11 +304,12 @@ class MoleculeRequest:
             for name, floor in floors.items():
                 if name in self.windows and self.windows[name][1] < floor - 1e-9:
                     decorated = name in ("heavy_atoms", "mw") and label.startswith("scaffold")
-                    raise RequestError(f"{name}: window {_fmt(self.windows[name], name)} is impossible: the {label} "
-                                       + (f"decorated has at least {name} = {floor:g}" + (
-                                           " (its heavy atoms and one carbon more)" if name == "mw" else "")
-                                          if decorated
-                                          else f"alone has {name} = {floor:g}"))
+                    raise RequestError(f"{name}: window {_fmt(self.windows[name], name)} is impossible: " + (
+                        f"every molecule containing the {label} has {name} >= {floor}: that many of its atoms are "
+                        f"{PROPERTIES[name].description} whatever else the molecule holds" if name in ("hbd", "hba")
+                        else f"the {label} " + (f"decorated has at least {name} = {floor:g}" + (
+                            " (its heavy atoms and one carbon more)" if name == "mw" else "") if decorated
+                            else f"alone has {name} = {floor:g}")))
 
     def _check_windows_agree(self) -> None:
         """Windows that contradict each other: n heavy atoms hold at most so many rings; each heavy atom with its
@@ -629,6 +631,75 @@ def _impossible(node: list, where: str) -> str | None:
     if name == "AtomIsotope" and value:
         return f"{where} is the isotope {value}"
     return None
+
+
+def _most_hydrogens(z: int, aromatic: bool, bonds: float = 0) -> int:
+    """The most hydrogens an atom with `bonds` (their orders summed) carries in a returned molecule: none takes
+    its valence above the default one (`implausible`), and an aromatic atom has at least two ring bonds, worth
+    three for c and two for n. Negative: it has no hydrogen."""
+    valence = Chem.GetPeriodicTable().GetDefaultValence(z)
+    return valence - {6: 3, 7: 2}.get(z, valence) if aromatic else valence - int(bonds)
+
+
+# What an atom the canvas writes can be, as (atomic number, aromatic, hydrogens).
+ATOM_KINDS = frozenset((z, aromatic, h) for aromatic in (False, True) for z in WRITABLE[aromatic]
+                       for h in range(_most_hydrogens(z, aromatic) + 1))
+
+
+def _is_donor(z: int, aromatic: bool, h: int) -> bool:
+    """RDKit's Lipinski.NumHDonors atom, uncharged: N or [nH] with a hydrogen (a neutral N has valence 3),
+    O or S with exactly one."""
+    return h >= 1 if z == 7 else (z in (8, 16) and not aromatic and h == 1)
+
+
+def _is_acceptor(z: int, aromatic: bool, h: int) -> bool:
+    """Sure to be RDKit's Lipinski.NumHAcceptors atom, uncharged: aromatic o and s, aromatic n without hydrogen,
+    O without hydrogen (a neutral O has valence 2). The rest depends on the neighbours (an OH of an acid, an
+    amide N, a sulfone S are not); F never is."""
+    return (aromatic and (z in (8, 16) or (z == 7 and h == 0))) or (z == 8 and not aromatic and h == 0)
+
+
+def _atom_kinds(node: list) -> frozenset:
+    """The ATOM_KINDS a query atom (its `_query_tree`) can match; all of them where the query reads a feature
+    these do not record (degree, rings, recursive SMARTS), which only makes the bounds below weaker."""
+    text, children = node
+    name, *rest = text.split() or [""]
+    if name in ("AtomAnd", "AtomOr"):
+        parts = [_atom_kinds(child) for child in children]
+        return frozenset.intersection(*parts) if name == "AtomAnd" else frozenset.union(*parts)
+    if len(rest) != 3 or rest[1:] not in (["=", "val"], ["!=", "val"]) or not rest[0].lstrip("-").isdigit():
+        return ATOM_KINDS
+    value, tests = int(rest[0]), {
+        "AtomType": lambda z, aromatic, h: (z, aromatic) == (value % 1000, value >= 1000),
+        "AtomAtomicNum": lambda z, aromatic, h: z == value,
+        "AtomHCount": lambda z, aromatic, h: h == value,
+        "AtomIsAromatic": lambda z, aromatic, h: aromatic == bool(value),
+        "AtomIsAliphatic": lambda z, aromatic, h: aromatic != bool(value)}
+    if name not in tests:
+        return ATOM_KINDS
+    matches = frozenset(kind for kind in ATOM_KINDS if tests[name](*kind))
+    return matches if rest[1] == "=" else ATOM_KINDS - matches
+
+
+def sure_counts(pattern: Chem.Mol) -> dict[str, int]:
+    """hbd and hba that every molecule containing `pattern` has at least: its atoms that are a donor (acceptor) in
+    every molecule they match in. `pattern` is a SMARTS query, or a molecule matched as a substructure (a
+    scaffold: element and aromaticity fixed, hydrogens free). An aliphatic atom keeps at least its bonds in the
+    pattern (a SMARTS bond '=' or '#' counts 2 or 3, any other 1), so the O of 'C=O' has no hydrogen; a lone
+    pattern atom may be the whole molecule (water: no donor)."""
+    counts = {"hbd": 0, "hba": 0}
+    for atom in pattern.GetAtoms():
+        if atom.HasQuery():
+            kinds = _atom_kinds(_query_tree(atom.DescribeQuery()))
+        else:
+            kinds = frozenset(k for k in ATOM_KINDS if k[:2] == (atom.GetAtomicNum(), atom.GetIsAromatic()))
+        bonds = sum({"=": 2, "#": 3}.get(bond.GetSmarts(), 1) if bond.HasQuery() else bond.GetBondTypeAsDouble()
+                    for bond in atom.GetBonds())
+        kinds = [(z, aromatic, h) for z, aromatic, h in kinds if h <= max(0, _most_hydrogens(z, aromatic, bonds))]
+        if kinds:  # an atom no writable atom matches is refused elsewhere (`unwritable`)
+            counts["hbd"] += all(_is_donor(*kind) for kind in kinds)
+            counts["hba"] += all(_is_acceptor(*kind) for kind in kinds)
+    return counts
 
 
 # Bounds on what any molecule on the canvas can have (used to reject windows that cannot be met).

@@ -255,6 +255,67 @@ def test_substructure_with_ring_and_weight_windows_is_accepted():
     assert request.windows == {"rings": (0, 1), "mw": (100, 200)}
 
 
+@pytest.mark.parametrize("windows, contains, scaffold, refused", [
+    ({"hbd": (0, 0)}, "[OH]", None, "hbd: window :0 is impossible: every molecule containing the substructure "
+                                    "\\[OH\\] has hbd >= 1"),
+    ({"hbd": (0, 1)}, "[NH2].[OH]", None, "hbd >= 2"),
+    ({"hba": (0, 1)}, "C(=O)OC", None, "hba >= 2"),  # an ester's two O atoms
+    ({"hba": (0, 1)}, "CS(C)(=O)=O", None, "hba >= 2"),  # a sulfone: its O atoms, not its S
+    ({"hba": (0, 0)}, None, "C1CCOC1", "containing the scaffold C1CCOC1 has hba >= 1"),
+    ({"hbd": (0, 0)}, "O", None, None),  # an ether's O
+    ({"hbd": (0, 0)}, "[O;!H0]", None, None),  # water's O has two hydrogens: no donor in RDKit's count
+    ({"hba": (0, 0)}, "F", None, None),  # F is no acceptor in RDKit's count
+    ({"hba": (0, 0)}, "C(=O)[OH]", None, "hba >= 1"),  # the C=O; the acid's OH is not an acceptor
+    ({"hbd": (0, 0)}, None, "c1ccncc1", None),  # decorated, its n may carry H (a pyridone)
+])
+def test_donor_and_acceptor_windows_below_what_the_pattern_holds_are_refused(windows, contains, scaffold, refused):
+    if refused is None:
+        assert task.MoleculeRequest.parse(windows, contains=contains, scaffold=scaffold).windows == windows
+    else:
+        with pytest.raises(task.RequestError, match=refused):
+            task.MoleculeRequest.parse(windows, contains=contains, scaffold=scaffold)
+
+
+# Drug-like molecules with the groups whose donors and acceptors depend on their neighbours (acids, amides,
+# sulfonamides, pyridones, oxazoles, thiols, CF3): what `sure_counts` must never overstate.
+DONOR_ACCEPTOR_MOLECULES = [
+    "CC(=O)Nc1ccc(O)cc1", "CC(=O)Oc1ccccc1C(=O)O", "CN1CCCC1c1cccnc1", "Cn1cnc2c1c(=O)n(C)c(=O)n2C",
+    "O=C(C(C(F)(F)F)C(F)(F)F)N1CCCCC1", "O=S(=O)(NCc1ccccc1Cl)c1ccccc1", "Nc1ccc(S(N)(=O)=O)cc1", "O=c1cc[nH]cc1",
+    "Cc1ccc(C=O)o1", "Cc1nc2ccccc2o1", "Cc1ncc(C)s1", "CCSc1ccccc1", "OCCS", "CC(C)Cc1ccc(C(C)C(=O)O)cc1",
+    "COc1ccc2[nH]cc(CCN)c2c1", "CC(C)NCC(O)COc1cccc2ccccc12", "CN1CCCC1=O", "N#Cc1ccccc1", "CC(=O)N(C)C",
+    "O=C(O)CCc1c[nH]c2ccccc12", "O=C(Nc1ccc(Br)cc1)c1ccco1", "c1ccc2c(c1)OCO2", "CC(C)(C)OC(=O)N1CCC(O)CC1",
+    "O=C(Nc1nccs1)c1ccccc1", "Cc1cc(=O)oc2ccccc12", "CN(C)S(=O)(=O)c1ccccc1", "NC(=N)c1ccccc1", "O=C(NO)c1ccccc1",
+    "C=CC(=O)OC", "CC(=O)SC", "CS(C)=O", "O=c1cccc[nH]1", "Cn1ccnc1", "c1ccc2[nH]ncc2c1", "OC(=O)C(F)(F)F", "CO",
+    "O", "N", "NCCN", "OC1CCNCC1", "CC(=O)NN", "O=C1NC(=O)C(=O)N1", "Clc1ccc(Oc2ccccc2)cc1", "CSC", "c1ccsc1"]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(0, len(DONOR_ACCEPTOR_MOLECULES) - 1), st.lists(st.integers(0, 99), min_size=1, max_size=6),
+       st.booleans())
+def test_sure_donors_and_acceptors_never_exceed_rdkit_counts(index, walk, hydrogens):
+    """A connected fragment of a molecule, as SMARTS or as SMILES with its hydrogens written: every listed molecule
+    it matches has at least the donors and acceptors `sure_counts` claims (RDKit's counts), and so does every one
+    holding the molecule's ring scaffold as the verifier matches it."""
+    from rdkit.Chem.Scaffolds import MurckoScaffold
+
+    mol = Chem.MolFromSmiles(DONOR_ACCEPTOR_MOLECULES[index])
+    atoms = [walk[0] % mol.GetNumAtoms()]
+    for step in walk[1:]:
+        around = sorted({n.GetIdx() for a in atoms for n in mol.GetAtomWithIdx(a).GetNeighbors()} - set(atoms))
+        atoms += [around[step % len(around)]] if around else []
+    fragment = (Chem.MolFragmentToSmiles(mol, atomsToUse=atoms, allHsExplicit=True) if hydrogens
+                else Chem.MolFragmentToSmarts(mol, atomsToUse=atoms))
+    queries = [Chem.MolFromSmarts(fragment)]
+    scaffold = MurckoScaffold.GetScaffoldForMol(mol)
+    queries += [scaffold] if scaffold.GetNumAtoms() else []
+    for query in queries:
+        sure = task.sure_counts(query)
+        for other in map(Chem.MolFromSmiles, DONOR_ACCEPTOR_MOLECULES):
+            if other.HasSubstructMatch(query):
+                assert PROPERTIES["hbd"].compute(other) >= sure["hbd"], (fragment, Chem.MolToSmiles(other))
+                assert PROPERTIES["hba"].compute(other) >= sure["hba"], (fragment, Chem.MolToSmiles(other))
+
+
 def test_open_window_bounds_and_single_values():
     assert task.parse_window("3:", "logp") == (3.0, None)
     assert task.parse_window(":250", "mw") == (None, 250.0)
