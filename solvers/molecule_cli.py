@@ -176,6 +176,7 @@ def _design_summary(result, request, num: int, seed_given: bool) -> str:
             + (f"; left out {result.known} known and {result.atypical} atypical" if result.known or result.atypical
                else "")
             + (f"; budget exhausted ({canvases})" if result.exhausted else "")
+            + (f"; {result.missed()}" if result.exhausted and result.rejected else "")
             + ("" if seed_given else f" (seed {result.seed}: --seed {result.seed} repeats this run)"))
 
 

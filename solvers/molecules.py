@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -19,6 +20,7 @@ from ..tasks.molecule_acceptance import FILE as ACCEPTANCE_FILE
 from ..tasks.molecule_acceptance import Acceptance
 from ..tasks.molecule_data import PROPERTIES, compute_properties, rdkit_quiet
 from ..tasks.molecule_known import training_molecules
+from ..tasks.text import plural
 from .checkpoints import Pretrained, check_task_model
 
 if TYPE_CHECKING:
@@ -70,6 +72,17 @@ class DesignResult:
     seed: int = 0  # the seed used (drawn at random when none was given): the same request and seed repeat the run
     known: int = 0  # verified samples left out as MOSES training molecules (`novel`; repeats counted each time)
     atypical: int = 0  # verified samples left out by the training-likeness acceptance (`match_training`; the same)
+    rejected: int = 0  # canvases that ended on a valid molecule missing the request
+    misses: dict[str, int] = field(default_factory=dict)  # what those missed, in words, most often first
+
+    def missed(self, most: int = 3) -> str:
+        """What the canvases' valid molecules missed most often (for when the budget ran out): '612 canvases ended
+        on a valid molecule missing the request (hbd above :0 612, no [OH] 34)'; '' when none did."""
+        if not self.rejected:
+            return ""
+        common = sorted(self.misses.items(), key=lambda item: -item[1])[:most]
+        return (f"{plural(self.rejected, 'canvas', 'canvases')} ended on a valid molecule missing the request ("
+                + ", ".join(f"{what} {count}" for what, count in common) + (", ..." * (len(self.misses) > most)) + ")")
 
     def __len__(self) -> int:
         return len(self.molecules)
@@ -122,7 +135,7 @@ class DesignResult:
     def to_dict(self) -> dict:
         return {"molecules": [m.to_dict() for m in self.molecules], "requested": self.requested,
                 "canvases": self.canvases, "seconds": self.seconds, "exhausted": self.exhausted, "seed": self.seed,
-                "known": self.known, "atypical": self.atypical}
+                "known": self.known, "atypical": self.atypical, "rejected": self.rejected, "misses": self.misses}
 
 
 def _legend(number: int, molecule: Molecule, names: Sequence[str]) -> str:
@@ -251,20 +264,24 @@ class MoleculeDesigner(Pretrained):
         generator = torch.Generator().manual_seed(seed)
         found: dict[str, Molecule] = {}
         tried = known = atypical = 0
+        rejected, misses = 0, Counter()  # canvases that ended on a valid molecule missing the request; what it missed
         free = self.guided and self.training_prior and not request.windows and not request.fragment
         lean = task.Lean(request.windows)  # learnt over the request's rounds
 
         def outcome(exhausted: bool) -> DesignResult:
             return DesignResult(list(found.values()), n, tried, time.perf_counter() - began, exhausted, seed, known,
-                                atypical)
+                                atypical, rejected, dict(misses.most_common()))
 
         try:
             with progress_bar(progress, n, "molecules", "molecule") as bar:
                 while len(found) < n and tried < budget:
                     # a round costs about the same number of passes at any size: size it to what is still missing
                     rows = min(self.canvases_per_round, budget - tried, max(32, 8 * (n - len(found))))
-                    molecules, left_known, left_atypical = self._round(request, rows, free, generator, found, lean)
+                    molecules, left_known, left_atypical, missed = self._round(request, rows, free, generator, found,
+                                                                               lean)
                     tried, known, atypical = tried + rows, known + left_known, atypical + left_atypical
+                    rejected += len(missed)
+                    misses.update(what for canvas in missed for what in canvas)
                     for molecule in molecules:
                         if molecule.smiles not in found and len(found) < n:
                             found[molecule.smiles] = molecule
@@ -279,9 +296,10 @@ class MoleculeDesigner(Pretrained):
         return outcome(exhausted=len(found) < n)
 
     def _round(self, request: task.MoleculeRequest, rows: int, free: bool, generator: torch.Generator,
-               found: dict[str, Molecule], lean: task.Lean) -> tuple[list[Molecule], int, int]:
-        """One round of `rows` canvases: its verified molecules not in `found`, and how many verified ones were
-        left out as MOSES training molecules and as atypical."""
+               found: dict[str, Molecule], lean: task.Lean) -> tuple[list[Molecule], int, int, list[list[str]]]:
+        """One round of `rows` canvases: its verified molecules not in `found`, how many verified ones were left
+        out as MOSES training molecules and as atypical, and what each canvas that ended on a valid molecule
+        missing the request missed (`MoleculeRequest.misses`)."""
         if free:
             prompt, layouts = task.training_draws(rows, generator)
         else:
@@ -292,8 +310,10 @@ class MoleculeDesigner(Pretrained):
         device = self.model.device
         out = generate(self.model, prompt.to(device), self.config, guidance=guidance,
                        generator=child_generator(generator, device))
-        molecules = [m for m in map(_verified, task.decode(out.canvas), [request] * rows,
-                                    out.forward_passes.tolist()) if m is not None and m.smiles not in found]
+        checked = [_verified(smiles, request, passes)
+                   for smiles, passes in zip(task.decode(out.canvas), out.forward_passes.tolist())]
+        molecules = [m for m in checked if isinstance(m, Molecule) and m.smiles not in found]
+        missed = [m for m in checked if isinstance(m, list)]
         known = atypical = 0
         if self.known is not None:
             novel = [m for m, seen in zip(molecules, self.known.contains([m.smiles for m in molecules])) if not seen]
@@ -301,20 +321,23 @@ class MoleculeDesigner(Pretrained):
         if free and self.acceptance is not None:
             kept = self.acceptance.accept([m.mol for m in molecules], generator).tolist()
             atypical, molecules = kept.count(False), [m for m, k in zip(molecules, kept) if k]
-        return molecules, known, atypical
+        return molecules, known, atypical, missed
 
 
-def _verified(smiles: str | None, request: task.MoleculeRequest, passes: int) -> Molecule | None:
+def _verified(smiles: str | None, request: task.MoleculeRequest, passes: int) -> Molecule | list[str] | None:
     """The independent final check, on the canonical SMILES handed back (RDKit does not promise that every
     SMILES it writes reads back): RDKit parses and sanitizes it to itself, and the request holds for that Mol,
-    the one returned."""
+    the one returned. None when there is no valid molecule; the conditions a valid one misses (a list)."""
     mol = task.parse_molecule(smiles)
     if mol is None:
         return None
     canonical = Chem.MolToSmiles(mol)
     returned = task.parse_molecule(canonical)
-    if returned is None or Chem.MolToSmiles(returned) != canonical or not request.verify(returned)[0]:
+    if returned is None or Chem.MolToSmiles(returned) != canonical:
         return None
+    missed = request.misses(returned)
+    if missed:
+        return missed
     return Molecule(canonical, returned, compute_properties(returned, list(PROPERTIES)), True, passes)
 
 

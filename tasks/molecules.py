@@ -20,7 +20,7 @@ import gzip
 import json
 import math
 import reprlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -351,17 +351,27 @@ class MoleculeRequest:
     def verify(self, mol: Chem.Mol) -> tuple[bool, dict[str, float]]:
         """(every requested condition holds, the requested properties' values, rounded for display). Windows
         are checked on RDKit's exact values: a QED of 0.55012 is not inside 0:0.5501."""
-        ok = not self.missed_windows(mol)
-        if ok and self.contains:
-            ok = mol.HasSubstructMatch(_smarts(self.contains), useChirality=True)
-        if ok and self.scaffold:  # decorated: the scaffold and at least one atom more
+        return next(self._misses(mol), None) is None, compute_properties(mol, list(self.windows))
+
+    @rdkit_quiet
+    def misses(self, mol: Chem.Mol) -> list[str]:
+        """The requested conditions `mol` does not meet, in words ('logp below 2:3', 'no [OH]'); [] when it is
+        verified."""
+        return list(self._misses(mol))
+
+    def _misses(self, mol: Chem.Mol) -> Iterator[str]:
+        for name, below in self.missed_windows(mol).items():
+            yield f"{name} {'below' if below else 'above'} {_fmt(self.windows[name], name)}"
+        if self.contains and not mol.HasSubstructMatch(_smarts(self.contains), useChirality=True):
+            yield f"no {self.contains}"
+        if self.scaffold:  # decorated: the scaffold and at least one atom more
             scaffold = _smiles_query(self.scaffold)
-            ok = mol.GetNumHeavyAtoms() > scaffold.GetNumAtoms() and mol.HasSubstructMatch(scaffold)
-        if ok and self.max_ring_size:
-            ok = all(len(ring) <= self.max_ring_size for ring in mol.GetRingInfo().AtomRings())
-        if ok and self.avoid:
-            ok = not alert_catalog(self.avoid).HasMatch(mol)
-        return ok, compute_properties(mol, list(self.windows))
+            if not (mol.GetNumHeavyAtoms() > scaffold.GetNumAtoms() and mol.HasSubstructMatch(scaffold)):
+                yield f"no decorated {self.scaffold}"
+        if self.max_ring_size and any(len(ring) > self.max_ring_size for ring in mol.GetRingInfo().AtomRings()):
+            yield f"a ring over {self.max_ring_size} atoms"
+        if self.avoid and alert_catalog(self.avoid).HasMatch(mol):
+            yield f"a {', '.join(self.avoid)} alert"
 
 
     def substructures(self) -> list[Chem.Mol]:

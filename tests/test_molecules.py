@@ -18,6 +18,7 @@ from diffsolve.solvers import DesignInterrupted, MoleculeDesigner
 from diffsolve.solvers.checkpoints import default_checkpoint
 from diffsolve.solvers.cli import app
 from diffsolve.tasks import molecules as task
+from diffsolve.tasks.text import plural
 from diffsolve.tasks.molecule_data import (PROPERTIES, SmilesError, bin_index, featurize, prompt_sample,
                                           scaffold_smiles, split_smiles, tokenize_known)
 from interrupt import ctrl_c_when
@@ -492,6 +493,35 @@ def test_a_window_beyond_the_training_molecules_is_reached_by_leaning(designer):
     with pytest.warns(task.UnlikelyRequestWarning):
         result = designer.generate(3, logp=(5.2, 7), seed=3, budget=96)
     assert len(result) == 3 and all(5.2 <= m.properties["logp"] <= 7 for m in result)
+
+
+def test_misses_name_each_condition_a_molecule_breaks_and_agree_with_verify():
+    request = task.MoleculeRequest.parse({"logp": (3, None), "hbd": (0, 1)}, contains="[OH]", scaffold="c1ccncc1",
+                                         avoid="pains")
+    cases = {"OCCCO": ["logp below 3:", "hbd above :1", "no decorated c1ccncc1"],  # two OH donors
+             "Cc1ccncc1": ["logp below 3:", "no [OH]"],
+             "CCCCCCCCc1ccc(O)nc1": []}
+    for smiles, missed in cases.items():
+        mol = Chem.MolFromSmiles(smiles)
+        assert request.misses(mol) == missed and request.verify(mol)[0] == (not missed), smiles
+    big_ring = task.MoleculeRequest.parse(max_ring_size=6).misses(Chem.MolFromSmiles("C1CCCCCCC1"))
+    assert big_ring == ["a ring over 6 atoms"]
+    catechol = Chem.MolFromSmiles("Oc1ccccc1O")  # a PAINS alert
+    assert task.MoleculeRequest.parse(avoid="pains").misses(catechol) == ["a PAINS alert"]
+
+
+def test_a_budget_run_out_says_what_the_valid_molecules_missed(designer):
+    """No verified molecule in the budget (QED above 0.96 is beyond the MOSES molecules): the result and the CLI
+    say what the canvases that ended on a valid molecule missed."""
+    with pytest.warns(task.UnlikelyRequestWarning):
+        result = designer.generate(1, qed=(0.96, 1), seed=0, budget=8)
+    assert result.exhausted and len(result) == 0 and 0 < result.rejected <= 8
+    assert result.misses == {"qed below 0.96:": result.rejected}
+    assert result.missed() == f"{plural(result.rejected, 'canvas', 'canvases')} ended on a valid molecule missing " \
+                              f"the request (qed below 0.96: {result.rejected})"
+    assert result.to_dict()["misses"] == result.misses
+    cli = CliRunner().invoke(app, ["molecules", "-n", "1", "--qed", "0.96:", "--budget", "8", "--seed", "0"])
+    assert cli.exit_code == 1 and "ended on a valid molecule missing the request (qed below 0.96:" in cli.stderr
 
 
 def test_a_molecule_missing_its_logp_window_renoises_its_most_polar_atoms_one_more_each_repeat():
