@@ -362,6 +362,10 @@ class MoleculeRequest:
     def _misses(self, mol: Chem.Mol) -> Iterator[str]:
         for name, below in self.missed_windows(mol).items():
             yield f"{name} {'below' if below else 'above'} {_fmt(self.windows[name], name)}"
+        yield from self.structure_misses(mol)
+
+    def structure_misses(self, mol: Chem.Mol) -> Iterator[str]:
+        """`misses` beyond the windows, lazily: the pattern, the scaffold, the ring size, the alerts."""
         if self.contains and not mol.HasSubstructMatch(_smarts(self.contains), useChirality=True):
             yield f"no {self.contains}"
         if self.scaffold:  # decorated: the scaffold and at least one atom more
@@ -1101,9 +1105,11 @@ class MoleculeGuidance(Guidance):
         """None when RDKit rejects the SMILES, else whether the molecule meets the request (cached)."""
         if smiles not in self._judged:
             mol = parse_molecule(smiles)
-            if mol is not None and self.lean.strength:
-                self._missed[smiles] = self.request.missed_windows(mol)
-            self._judged[smiles] = None if mol is None else self.request.verify(mol)[0]
+            missed = None if mol is None else self.request.missed_windows(mol)
+            if missed is not None and self.lean.strength:
+                self._missed[smiles] = missed
+            self._judged[smiles] = None if mol is None else (
+                not missed and next(self.request.structure_misses(mol), None) is None)
         return self._judged[smiles]
 
     def verify(self, canvas: Tensor) -> Tensor:
