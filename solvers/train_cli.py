@@ -227,6 +227,10 @@ def _save_trained_model(final: Path, task: str, model: DiffusionGemma, write_car
     write_card()
 
 
+# What a run writes into its directory (`--out`): the current folder may be one if it holds nothing else.
+RUN_ENTRIES = ("checkpoint", "model", "train_log.jsonl", ".train.lock", "sudoku_base.npz", "moses_train.npz")
+
+
 def _check_train_options(options: TrainOptions) -> None:
     """Refuse options that cannot go together before anything is loaded or made (exit 2)."""
     task, out, data = options.task, options.out, options.data
@@ -235,6 +239,10 @@ def _check_train_options(options: TrainOptions) -> None:
     check_device_option(options.device)
     if out.exists() and not out.is_dir():
         usage_error(f"--out {out}: not a folder (the run directory holds checkpoints, the log and the model)")
+    if out.resolve() == Path.cwd().resolve() and any(item.name not in RUN_ENTRIES for item in out.iterdir()):
+        usage_error(f"--out {out}: the current folder, which holds other files; a run writes checkpoint/, model/, "
+                    "its log and its data cache into --out, so name a folder for it (e.g. --out runs/sudoku; an "
+                    "empty --out is the current folder)")
     if (out / "config.json").exists():  # a run's checkpoint/ or model/, or a shipped model: a run would nest in it
         usage_error(f"--out {out}: holds a model (config.json); the run directory is the folder above a run's "
                     "checkpoint/ and model/ (the same --out resumes a run), or a new folder")
