@@ -151,10 +151,17 @@ def _solve_sudokus(solver, good: list, order: InOrder, trace: bool, stop_if_aske
     `stop_if_asked()` is called after every pass, once the puzzles that pass finished are handed to `order`."""
     traced = 0
     if trace:  # the first puzzle alone, before the others, so that its passes are not mixed with a progress bar
-        tracer = _sudoku_tracer(solver.canvases)
-        # on_result hands the puzzle over before its last pass reaches the callback: a Ctrl-C then keeps it
-        solver.solve_many([good[0].puzzle], on_result=lambda _, result: order.add(0, result),
-                          callback=lambda info: (tracer(info), stop_if_asked()))
+        tracer, finished = _sudoku_tracer(solver.canvases), []
+
+        def after_pass(info: StepInfo) -> None:
+            tracer(info)
+            while finished:  # on_result comes before its last pass reaches here: the result follows that pass
+                order.add(0, finished.pop())
+            stop_if_asked()  # a Ctrl-C keeps the result handed over
+
+        solver.solve_many([good[0].puzzle], on_result=lambda _, result: finished.append(result), callback=after_pass)
+        if finished:
+            order.add(0, finished.pop())
         traced = 1
     order.flush()  # unreadable entries before the first puzzle
     rest = good[traced:]
