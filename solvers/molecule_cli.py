@@ -124,17 +124,24 @@ def _run_design(designer, num: int, request, seed: int, budget: int):
 
     result = None
 
+    tried, passes = 0, designer.config.max_denoising_steps
+
     def on_round(canvases: int, count: int) -> None:
+        nonlocal tried
+        tried = canvases
         bar.update(task, completed=count, tried=f"{canvases}/{budget} canvases")
         if count < num and canvases < budget:  # a finished design is not an interrupted one
             ctrl_c.stop_if_asked()  # a round's molecules are kept only once its canvases have settled
+
+    def on_pass(step: int) -> None:  # a round takes many seconds: its passes show it is under way
+        bar.update(task, tried=f"{tried}/{budget} canvases, pass {step}/{passes} of the next round")
 
     try:
         with (rich_progress("designing", "{task.fields[tried]}") as bar, warnings.catch_warnings(),
               CtrlC("finishing the round of canvases under way") as ctrl_c):
             warnings.simplefilter("ignore", UnlikelyRequestWarning)  # said before, in the CLI's words
             task = bar.add_task("molecules", total=num, tried="")
-            result = designer.design(num, request, seed=seed, budget=budget, on_round=on_round)
+            result = designer.design(num, request, seed=seed, budget=budget, on_round=on_round, on_pass=on_pass)
     except DesignInterrupted as stop:  # the molecules found are kept
         return stop.result, True
     except KeyboardInterrupt:  # before the search began, or once it had ended (then its result is kept)

@@ -223,7 +223,8 @@ class MoleculeDesigner(Pretrained):
                  max_ring_size: int | None = task.MAX_RING_SIZE, avoid: str | Sequence[str] | set[str] | None = None,
                  seed: int | None = None, budget: int | None = None,
                  on_molecule: Callable[[Molecule], None] | None = None,
-                 on_round: Callable[[int, int], None] | None = None, progress: bool = False) -> DesignResult:
+                 on_round: Callable[[int, int], None] | None = None,
+                 on_pass: Callable[[int], None] | None = None, progress: bool = False) -> DesignResult:
         """Up to `n` distinct verified molecules. Windows are inclusive (lo, hi) tuples; `contains` is SMARTS (or
         an RDKit query molecule); `scaffold` a SMILES (or an RDKit molecule) the molecule must contain;
         `max_ring_size` rules out larger rings (default 7, as in the training data; None allows any size).
@@ -231,20 +232,23 @@ class MoleculeDesigner(Pretrained):
         no returned molecule may match.
         `budget` caps the canvases tried (default `default_budget(n)`: 200n + 256); when it runs out the result
         holds what was found and `exhausted` is set. `progress=True` shows a progress bar of molecules found and
-        canvases tried (on stderr, or a widget in a notebook with ipywidgets).
+        canvases tried (on stderr, or a widget in a notebook with ipywidgets), redrawn every denoising pass.
+        `on_round(canvases tried, molecules found)` is called after each round of canvases, `on_pass(k)` after
+        pass k of a round (a round takes up to `max_steps` passes).
         Raises `RequestError` for malformed or unsatisfiable requests, before any work."""
         request = task.MoleculeRequest.parse(
             {"logp": logp, "mw": mw, "qed": qed, "tpsa": tpsa, "hbd": hbd, "hba": hba, "rings": rings,
              "heavy_atoms": heavy_atoms}, contains=contains, scaffold=scaffold, max_ring_size=max_ring_size,
             avoid=avoid)
         return self.design(n, request, seed=seed, budget=budget, on_molecule=on_molecule, on_round=on_round,
-                           progress=progress)
+                           on_pass=on_pass, progress=progress)
 
     @rdkit_quiet
     @torch.no_grad()
     def design(self, n: int, request: task.MoleculeRequest, *, seed: int | None = None, budget: int | None = None,
                on_molecule: Callable[[Molecule], None] | None = None,
-               on_round: Callable[[int, int], None] | None = None, progress: bool = False) -> DesignResult:
+               on_round: Callable[[int, int], None] | None = None, on_pass: Callable[[int], None] | None = None,
+               progress: bool = False) -> DesignResult:
         """`generate` with a parsed `MoleculeRequest` (the CLI builds one from its options)."""
         if not isinstance(request, task.MoleculeRequest):
             raise task.RequestError(f"request: expected a MoleculeRequest (MoleculeRequest.parse builds one), got "
@@ -257,6 +261,7 @@ class MoleculeDesigner(Pretrained):
             seed = secrets.randbelow(2**31) if seed is None else arguments.seed(seed)
             arguments.callback(on_molecule, "on_molecule")
             arguments.callback(on_round, "on_round")
+            arguments.callback(on_pass, "on_pass")
             progress = arguments.flag(progress, "progress")
         for message in request.unlikely():
             arguments.warn_caller(message, task.UnlikelyRequestWarning)
@@ -274,11 +279,18 @@ class MoleculeDesigner(Pretrained):
 
         try:
             with progress_bar(progress, n, "molecules", "molecule") as bar:
+
+                def after_pass(step: int) -> None:
+                    if progress:  # a round takes many seconds: the bar says it is under way
+                        bar.set_postfix(canvases=f"{tried}/{budget}", round_pass=step)
+                    if on_pass is not None:
+                        on_pass(step)
+
                 while len(found) < n and tried < budget:
                     # a round costs about the same number of passes at any size: size it to what is still missing
                     rows = min(self.canvases_per_round, budget - tried, max(32, 8 * (n - len(found))))
                     molecules, left_known, left_atypical, missed = self._round(request, rows, free, generator, found,
-                                                                               lean)
+                                                                               lean, after_pass)
                     tried, known, atypical = tried + rows, known + left_known, atypical + left_atypical
                     rejected += len(missed)
                     misses.update(what for canvas in missed for what in canvas)
@@ -296,7 +308,8 @@ class MoleculeDesigner(Pretrained):
         return outcome(exhausted=len(found) < n)
 
     def _round(self, request: task.MoleculeRequest, rows: int, free: bool, generator: torch.Generator,
-               found: dict[str, Molecule], lean: task.Lean) -> tuple[list[Molecule], int, int, list[list[str]]]:
+               found: dict[str, Molecule], lean: task.Lean, after_pass: Callable[[int], None]
+               ) -> tuple[list[Molecule], int, int, list[list[str]]]:
         """One round of `rows` canvases: its verified molecules not in `found`, how many verified ones were left
         out as MOSES training molecules and as atypical, and what each canvas that ended on a valid molecule
         missing the request missed (`MoleculeRequest.misses`)."""
@@ -309,7 +322,7 @@ class MoleculeDesigner(Pretrained):
         guidance = task.MoleculeGuidance(request, generator, layouts, lean) if self.guided else None
         device = self.model.device
         out = generate(self.model, prompt.to(device), self.config, guidance=guidance,
-                       generator=child_generator(generator, device))
+                       generator=child_generator(generator, device), callback=lambda info: after_pass(info.step))
         checked = [_verified(smiles, request, passes)
                    for smiles, passes in zip(task.decode(out.canvas), out.forward_passes.tolist())]
         molecules = [m for m in checked if isinstance(m, Molecule) and m.smiles not in found]

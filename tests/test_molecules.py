@@ -524,6 +524,20 @@ def test_a_budget_run_out_says_what_the_valid_molecules_missed(designer):
     assert cli.exit_code == 1 and "ended on a valid molecule missing the request (qed below 0.96:" in cli.stderr
 
 
+def test_on_pass_sees_every_pass_of_each_round_and_changes_nothing(designer):
+    passes, rounds = [], []
+    watched = designer.generate(2, logp=(2, 3), seed=4, budget=64, on_pass=passes.append,
+                                on_round=lambda tried, found: rounds.append(len(passes)))
+    plain = designer.generate(2, logp=(2, 3), seed=4, budget=64)
+    assert [m.smiles for m in watched] == [m.smiles for m in plain]
+    starts = [i for i, step in enumerate(passes) if step == 1]
+    assert starts == [0, *rounds[:-1]] and rounds[-1] == len(passes)  # each round counts its passes from 1
+    assert all(b == a + 1 for a, b in zip(passes, passes[1:]) if b != 1)
+    assert max(passes) <= designer.config.max_denoising_steps
+    with pytest.raises(task.RequestError, match="on_pass"):
+        designer.generate(1, on_pass="print")
+
+
 def test_a_molecule_missing_its_logp_window_renoises_its_most_polar_atoms_one_more_each_repeat():
     smiles = "OCc1ccc(N)cc1"  # logP 0.7: the O and the N pull it down the most
     guidance = task.MoleculeGuidance(task.MoleculeRequest.parse({"logp": (3, 4)}))
