@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import typer
@@ -18,6 +19,9 @@ from ..tasks.text import plural
 from .checkpoints import check_task_model
 from .cli_common import (DEVICE, OPTIONS, above_zero, app, check_device_option, console, error, finite, interrupted,
                          naming, usage_error, working)
+
+if TYPE_CHECKING:
+    from ..core.training import TrainConfig
 
 
 TASKS = ("sorting", "sudoku", "molecules", "graphs")
@@ -53,6 +57,22 @@ class TrainOptions:
         return replace(self, lr=(SCRATCH_LR if self.init is None else WARM_START_LR) if self.lr is None else self.lr,
                        examples=DEFAULT_EXAMPLES if self.examples is None else self.examples,
                        workers=DEFAULT_WORKERS if self.workers is None else self.workers)
+
+    def train_config(self, module) -> TrainConfig:
+        """The engine's settings for this run of the task `module` (after `with_defaults`)."""
+        from ..core import files_digest
+        from ..core.training import TrainConfig
+
+        path = self.init
+        init = None if path is None else str(path.resolve() if path.exists() else path)  # or a hub id
+        return TrainConfig(steps=self.steps, batch_size=self.batch_size, lr=self.lr, seed=self.seed,
+                           device=self.device,
+                           warmup_steps=min(200, max(self.steps // 10, 0 if init is None else WARM_START_WARMUP)),
+                           checkpoint_every=max(1, min(500, self.steps // 4)), bf16=self.device.startswith("cuda"),
+                           time_budget_s=self.time_budget, ar_weight=getattr(module, "AR_WEIGHT", 1.0),
+                           compile=self.compiled,
+                           init=None if init is None else init + f", {self.deepen}x deeper" * (self.deepen > 1),
+                           data=None if self.data is None else files_digest([self.data]))
 
     def command(self) -> str:
         """The command that reproduces the run, for its model card."""
@@ -111,8 +131,7 @@ def train(
     the recipe (batch size, learning rate, seed) must stay the same. The summary JSON goes to stdout, log lines
     to stderr and out/train_log.jsonl. Exit status: 0 trained, 1 the loss diverged (inf or NaN; the last
     checkpoint is kept), 2 bad input, 130 interrupted (checkpointed)."""
-    from ..core import files_digest
-    from ..core.training import STATE_JSON, TrainConfig, TrainingDiverged, TrainingInterrupted
+    from ..core.training import STATE_JSON, TrainingDiverged, TrainingInterrupted
     from ..core.training import train as run_training
 
     options = TrainOptions(task, out, steps, batch_size, lr, seed, device, threads, time_budget, data, examples,
@@ -125,14 +144,7 @@ def train(
     created = not out.exists()
     lock = _lock_run_dir(out)  # before the training set is built: that can take minutes
     context.call_on_close(lock.release)
-    cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=options.lr, seed=seed, device=device,
-                      warmup_steps=min(200, max(steps // 10, 0 if init is None else WARM_START_WARMUP)),
-                      checkpoint_every=max(1, min(500, steps // 4)),
-                      bf16=device.startswith("cuda"), time_budget_s=time_budget,
-                      ar_weight=getattr(module, "AR_WEIGHT", 1.0), compile=options.compiled,
-                      init=None if init is None else str(init.resolve() if init.exists() else init)  # or a hub id
-                      + f", {deepen}x deeper" * (deepen > 1),
-                      data=None if data is None else files_digest([data]))
+    cfg = options.train_config(module)
     previous = _previous_checkpoint(out, task, model, cfg)  # checked before the training set is built
     make_batch = _training_batches(options, module, lock if created else None)
     # read now (the file was just read whole): the file may be gone or replaced when the card is written
