@@ -284,7 +284,7 @@ class MoleculeRequest:
         self._check_windows_agree()
         for label, mol in parts:
             floors = {"heavy_atoms": mol.GetNumAtoms() + label.startswith("scaffold"),  # decorating adds an atom
-                      **{name: count for name, count in sure_counts(mol).items() if count}}
+                      **{name: floor for name, floor in pattern_floors(mol).items() if floor}}
             as_smiles = Chem.MolFromSmiles(self.contains) if label.startswith("substructure") else None
             if as_smiles is not None:  # SMARTS that reads as SMILES: its rings and heavy atoms are in every match
                 floors.update(rings=as_smiles.GetRingInfo().NumRings(),
@@ -305,8 +305,10 @@ class MoleculeRequest:
                 if name in self.windows and self.windows[name][1] < floor - 1e-9:
                     decorated = name in ("heavy_atoms", "mw") and label.startswith("scaffold")
                     raise RequestError(f"{name}: window {_fmt(self.windows[name], name)} is impossible: " + (
-                        f"every molecule containing the {label} has {name} >= {floor}: that many of its atoms are "
-                        f"{PROPERTIES[name].description} whatever else the molecule holds" if name in ("hbd", "hba")
+                        f"every molecule containing the {label} has {name} >= {floor:g}: "
+                        + ("the polar surface its N and O atoms add" if name == "tpsa" else
+                           f"that many of its atoms are {PROPERTIES[name].description}")
+                        + " whatever else the molecule holds" if name in ("hbd", "hba", "tpsa")
                         else f"the {label} " + (f"decorated has at least {name} = {floor:g}" + (
                             " (its heavy atoms and one carbon more)" if name == "mw" else "") if decorated
                             else f"alone has {name} = {floor:g}")))
@@ -695,13 +697,21 @@ def _atom_kinds(node: list) -> frozenset:
     return matches if rest[1] == "=" else ATOM_KINDS - matches
 
 
-def sure_counts(pattern: Chem.Mol) -> dict[str, int]:
-    """hbd and hba that every molecule containing `pattern` has at least: its atoms that are a donor (acceptor) in
-    every molecule they match in. `pattern` is a SMARTS query, or a molecule matched as a substructure (a
-    scaffold: element and aromaticity fixed, hydrogens free). An aliphatic atom keeps at least its bonds in the
-    pattern (a SMARTS bond '=' or '#' counts 2 or 3, any other 1), so the O of 'C=O' has no hydrogen; a lone
-    pattern atom may be the whole molecule (water: no donor)."""
-    counts = {"hbd": 0, "hba": 0}
+# The least polar surface (RDKit's CalcTPSA, Ertl's table without S and P) a neutral atom of each kind adds, in
+# any surroundings: the smallest of the table's entries for it and of the formula RDKit falls back on (N: 30.5 -
+# 8.2 per neighbour + 1.5 per hydrogen; O: 28.5 - 8.6 per neighbour + 1.5 per hydrogen). C, S and halogens add none.
+LEAST_TPSA = {(7, False, 0): 3.01, (7, False, 1): 12.03, (7, False, 2): 25.3, (7, False, 3): 35.0,
+              (7, True, 0): 4.41, (7, True, 1): 15.6,
+              (8, False, 0): 9.23, (8, False, 1): 20.23, (8, False, 2): 31.5, (8, True, 0): 11.3}
+
+
+def pattern_floors(pattern: Chem.Mol) -> dict[str, float]:
+    """hbd, hba and tpsa that every molecule containing `pattern` has at least: its atoms that are a donor
+    (acceptor) in every molecule they match in, and the least polar surface its atoms add. `pattern` is a SMARTS
+    query, or a molecule matched as a substructure (a scaffold: element and aromaticity fixed, hydrogens free).
+    An aliphatic atom keeps at least its bonds in the pattern (a SMARTS bond '=' or '#' counts 2 or 3, any other
+    1), so the O of 'C=O' has no hydrogen; a lone pattern atom may be the whole molecule (water: no donor)."""
+    floors = {"hbd": 0, "hba": 0, "tpsa": 0.0}
     for atom in pattern.GetAtoms():
         if atom.HasQuery():
             kinds = _atom_kinds(_query_tree(atom.DescribeQuery()))
@@ -711,9 +721,10 @@ def sure_counts(pattern: Chem.Mol) -> dict[str, int]:
                     for bond in atom.GetBonds())
         kinds = [(z, aromatic, h) for z, aromatic, h in kinds if h <= max(0, _most_hydrogens(z, aromatic, bonds))]
         if kinds:  # an atom no writable atom matches is refused elsewhere (`unwritable`)
-            counts["hbd"] += all(_is_donor(*kind) for kind in kinds)
-            counts["hba"] += all(_is_acceptor(*kind) for kind in kinds)
-    return counts
+            floors["hbd"] += all(_is_donor(*kind) for kind in kinds)
+            floors["hba"] += all(_is_acceptor(*kind) for kind in kinds)
+            floors["tpsa"] += min(LEAST_TPSA.get(kind, 0.0) for kind in kinds)
+    return floors
 
 
 # Bounds on what any molecule on the canvas can have (used to reject windows that cannot be met).

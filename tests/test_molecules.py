@@ -268,8 +268,13 @@ def test_substructure_with_ring_and_weight_windows_is_accepted():
     ({"hba": (0, 0)}, "F", None, None),  # F is no acceptor in RDKit's count
     ({"hba": (0, 0)}, "C(=O)[OH]", None, "hba >= 1"),  # the C=O; the acid's OH is not an acceptor
     ({"hbd": (0, 0)}, None, "c1ccncc1", None),  # decorated, its n may carry H (a pyridone)
+    ({"tpsa": (0, 10)}, "C(=O)N", None, "tpsa >= 12.24: the polar surface its N and O atoms add"),
+    ({"tpsa": (0, 30)}, "C(=O)[OH]", None, None),  # 37.3 in formic acid, but only 29.46 is sure from the pattern
+    ({"tpsa": (0, 3.01)}, "[#7]", None, None),  # a tertiary amine in a three-membered ring adds 3.01
+    ({"tpsa": (0, 3)}, "[#7]", None, "tpsa >= 3.01"),
+    ({"tpsa": (0, 3)}, "[#7;H1]", None, "tpsa >= 12.03"),
 ])
-def test_donor_and_acceptor_windows_below_what_the_pattern_holds_are_refused(windows, contains, scaffold, refused):
+def test_donor_acceptor_and_polar_surface_windows_below_the_patterns_are_refused(windows, contains, scaffold, refused):
     if refused is None:
         assert task.MoleculeRequest.parse(windows, contains=contains, scaffold=scaffold).windows == windows
     else:
@@ -278,7 +283,7 @@ def test_donor_and_acceptor_windows_below_what_the_pattern_holds_are_refused(win
 
 
 # Drug-like molecules with the groups whose donors and acceptors depend on their neighbours (acids, amides,
-# sulfonamides, pyridones, oxazoles, thiols, CF3): what `sure_counts` must never overstate.
+# sulfonamides, pyridones, oxazoles, thiols, CF3): what `pattern_floors` must never overstate.
 DONOR_ACCEPTOR_MOLECULES = [
     "CC(=O)Nc1ccc(O)cc1", "CC(=O)Oc1ccccc1C(=O)O", "CN1CCCC1c1cccnc1", "Cn1cnc2c1c(=O)n(C)c(=O)n2C",
     "O=C(C(C(F)(F)F)C(F)(F)F)N1CCCCC1", "O=S(=O)(NCc1ccccc1Cl)c1ccccc1", "Nc1ccc(S(N)(=O)=O)cc1", "O=c1cc[nH]cc1",
@@ -287,16 +292,17 @@ DONOR_ACCEPTOR_MOLECULES = [
     "O=C(O)CCc1c[nH]c2ccccc12", "O=C(Nc1ccc(Br)cc1)c1ccco1", "c1ccc2c(c1)OCO2", "CC(C)(C)OC(=O)N1CCC(O)CC1",
     "O=C(Nc1nccs1)c1ccccc1", "Cc1cc(=O)oc2ccccc12", "CN(C)S(=O)(=O)c1ccccc1", "NC(=N)c1ccccc1", "O=C(NO)c1ccccc1",
     "C=CC(=O)OC", "CC(=O)SC", "CS(C)=O", "O=c1cccc[nH]1", "Cn1ccnc1", "c1ccc2[nH]ncc2c1", "OC(=O)C(F)(F)F", "CO",
-    "O", "N", "NCCN", "OC1CCNCC1", "CC(=O)NN", "O=C1NC(=O)C(=O)N1", "Clc1ccc(Oc2ccccc2)cc1", "CSC", "c1ccsc1"]
+    "O", "N", "NCCN", "OC1CCNCC1", "CN1CC1", "CC1CO1", "CC(=O)NN", "O=C1NC(=O)C(=O)N1", "Clc1ccc(Oc2ccccc2)cc1",
+    "CSC", "c1ccsc1"]
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.integers(0, len(DONOR_ACCEPTOR_MOLECULES) - 1), st.lists(st.integers(0, 99), min_size=1, max_size=6),
        st.booleans())
-def test_sure_donors_and_acceptors_never_exceed_rdkit_counts(index, walk, hydrogens):
+def test_pattern_floors_never_exceed_rdkit_values(index, walk, hydrogens):
     """A connected fragment of a molecule, as SMARTS or as SMILES with its hydrogens written: every listed molecule
-    it matches has at least the donors and acceptors `sure_counts` claims (RDKit's counts), and so does every one
-    holding the molecule's ring scaffold as the verifier matches it."""
+    it matches has at least the donors, acceptors and polar surface `pattern_floors` claims (RDKit's values), and so
+    does every one holding the molecule's ring scaffold as the verifier matches it."""
     from rdkit.Chem.Scaffolds import MurckoScaffold
 
     mol = Chem.MolFromSmiles(DONOR_ACCEPTOR_MOLECULES[index])
@@ -310,11 +316,12 @@ def test_sure_donors_and_acceptors_never_exceed_rdkit_counts(index, walk, hydrog
     scaffold = MurckoScaffold.GetScaffoldForMol(mol)
     queries += [scaffold] if scaffold.GetNumAtoms() else []
     for query in queries:
-        sure = task.sure_counts(query)
+        sure = task.pattern_floors(query)
         for other in map(Chem.MolFromSmiles, DONOR_ACCEPTOR_MOLECULES):
             if other.HasSubstructMatch(query):
                 assert PROPERTIES["hbd"].compute(other) >= sure["hbd"], (fragment, Chem.MolToSmiles(other))
                 assert PROPERTIES["hba"].compute(other) >= sure["hba"], (fragment, Chem.MolToSmiles(other))
+                assert PROPERTIES["tpsa"].compute(other) >= sure["tpsa"] - 1e-9, (fragment, Chem.MolToSmiles(other))
 
 
 def test_open_window_bounds_and_single_values():
