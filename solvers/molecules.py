@@ -77,12 +77,13 @@ class DesignResult:
 
     def missed(self, most: int = 3) -> str:
         """What the canvases' valid molecules missed most often (for when the budget ran out): '612 canvases ended
-        on a valid molecule missing the request (hbd above :0 612, no [OH] 34)'; '' when none did."""
+        on a valid molecule missing the request (hbd above 0 in 612, no [OH] in 34)'; '' when none did."""
         if not self.rejected:
             return ""
         common = sorted(self.misses.items(), key=lambda item: -item[1])[:most]
         return (f"{plural(self.rejected, 'canvas', 'canvases')} ended on a valid molecule missing the request ("
-                + ", ".join(f"{what} {count}" for what, count in common) + (", ..." * (len(self.misses) > most)) + ")")
+                + ", ".join(f"{what} in {count}" for what, count in common)
+                + (", ..." * (len(self.misses) > most)) + ")")
 
     def __len__(self) -> int:
         return len(self.molecules)
@@ -317,7 +318,8 @@ class MoleculeDesigner(Pretrained):
             prompt, layouts = task.training_draws(rows, generator)
         else:
             prompt = task.sample_prompts(request, rows, generator)
-            layouts = (task.fragment_layouts(request.fragment, rows, generator)
+            layouts = (task.fragment_layouts(request.fragment, rows, generator,
+                                             keep_bracket_hydrogens=request.scaffold is None)
                        if self.guided and request.fragment else None)
         guidance = task.MoleculeGuidance(request, generator, layouts, lean) if self.guided else None
         device = self.model.device

@@ -92,7 +92,8 @@ class TrainOptions:
 def train(
     context: typer.Context,
     task: str = typer.Argument(..., help=f"Task to train: {', '.join(TASKS)}."),
-    out: Path = typer.Option(..., help="Run directory: checkpoints, log, and the final model in out/model."),
+    out: str = typer.Option(..., metavar="DIR", help="Run directory: checkpoints, log, and the final model in "
+                                                      "out/model."),
     steps: int = typer.Option(3000, min=1, help="Optimizer steps."),
     batch_size: int = typer.Option(64, min=1, help="Examples per step."),
     lr: float = typer.Option(None, callback=above_zero, show_default=False,
@@ -134,6 +135,9 @@ def train(
     from ..core.training import STATE_JSON, TrainingDiverged, TrainingInterrupted
     from ..core.training import train as run_training
 
+    if not out.strip():  # Path("") is the current folder: a slip of the shell would scatter a run's files there
+        usage_error("--out is empty: name the run directory (e.g. --out runs/sudoku; --out . is the current folder)")
+    out = Path(out)
     options = TrainOptions(task, out, steps, batch_size, lr, seed, device, threads, time_budget, data, examples,
                            workers, init, deepen, OPTIONS["compile"])
     _check_train_options(options)
@@ -239,10 +243,6 @@ def _save_trained_model(final: Path, task: str, model: DiffusionGemma, write_car
     write_card()
 
 
-# What a run writes into its directory (`--out`): the current folder may be one if it holds nothing else.
-RUN_ENTRIES = ("checkpoint", "model", "train_log.jsonl", ".train.lock", "sudoku_base.npz", "moses_train.npz")
-
-
 def _check_train_options(options: TrainOptions) -> None:
     """Refuse options that cannot go together before anything is loaded or made (exit 2)."""
     task, out, data = options.task, options.out, options.data
@@ -251,10 +251,6 @@ def _check_train_options(options: TrainOptions) -> None:
     check_device_option(options.device)
     if out.exists() and not out.is_dir():
         usage_error(f"--out {out}: not a folder (the run directory holds checkpoints, the log and the model)")
-    if out.resolve() == Path.cwd().resolve() and any(item.name not in RUN_ENTRIES for item in out.iterdir()):
-        usage_error(f"--out {out}: the current folder, which holds other files; a run writes checkpoint/, model/, "
-                    "its log and its data cache into --out, so name a folder for it (e.g. --out runs/sudoku; an "
-                    "empty --out is the current folder)")
     if (out / "config.json").exists():  # a run's checkpoint/ or model/, or a shipped model: a run would nest in it
         usage_error(f"--out {out}: holds a model (config.json); the run directory is the folder above a run's "
                     "checkpoint/ and model/ (the same --out resumes a run), or a new folder")

@@ -341,13 +341,15 @@ class MoleculeRequest:
         spelled = Chem.MolFromSmiles(self.contains) if self.contains else None
         if spelled is None:
             return None
-        if not any(atom.GetTotalNumHs() for atom in spelled.GetAtoms()) and _can_grow(spelled):
+        if not any(spare_hydrogens(spelled, keep_bracket_hydrogens=True)) and _can_grow(spelled):
             return None  # pinned, it would be the whole molecule though more can bond to it ('S(=O)=O'): matched
-        try:
-            scaffold_ids(self.contains)
-        except SmilesError:
-            return None
-        return self.contains
+        for text in (self.contains, Chem.MolToSmiles(spelled)):  # as typed, or as RDKit writes it ('[OH]': 'O')
+            try:
+                scaffold_ids(text)
+            except SmilesError:
+                continue
+            return self.contains
+        return None
 
     @rdkit_quiet
     def verify(self, mol: Chem.Mol) -> tuple[bool, dict[str, float]]:
@@ -357,13 +359,13 @@ class MoleculeRequest:
 
     @rdkit_quiet
     def misses(self, mol: Chem.Mol) -> list[str]:
-        """The requested conditions `mol` does not meet, in words ('logp below 2:3', 'no [OH]'); [] when it is
-        verified."""
+        """The requested conditions `mol` does not meet, in words ('logp below 2', 'hbd above 1', 'no [OH]'); []
+        when it is verified."""
         return list(self._misses(mol))
 
     def _misses(self, mol: Chem.Mol) -> Iterator[str]:
         for name, below in self.missed_windows(mol).items():
-            yield f"{name} {'below' if below else 'above'} {_fmt(self.windows[name], name)}"
+            yield f"{name} below {self.windows[name][0]:g}" if below else f"{name} above {self.windows[name][1]:g}"
         yield from self.structure_misses(mol)
 
     def structure_misses(self, mol: Chem.Mol) -> Iterator[str]:
@@ -378,7 +380,6 @@ class MoleculeRequest:
             yield f"a ring over {self.max_ring_size} atoms"
         if self.avoid and alert_catalog(self.avoid).HasMatch(mol):
             yield f"a {', '.join(self.avoid)} alert"
-
 
     def substructures(self) -> list[Chem.Mol]:
         """The query molecules a verified molecule contains: the scaffold (matched as the verifier matches it), then
@@ -669,10 +670,10 @@ def _is_donor(z: int, aromatic: bool, h: int) -> bool:
 
 
 def _is_acceptor(z: int, aromatic: bool, h: int) -> bool:
-    """Sure to be RDKit's Lipinski.NumHAcceptors atom, uncharged: aromatic o and s, aromatic n without hydrogen,
-    O without hydrogen (a neutral O has valence 2). The rest depends on the neighbours (an OH of an acid, an
-    amide N, a sulfone S are not); F never is."""
-    return (aromatic and (z in (8, 16) or (z == 7 and h == 0))) or (z == 8 and not aromatic and h == 0)
+    """Sure to be RDKit's Lipinski.NumHAcceptors atom, uncharged: aromatic o and s, O without hydrogen (a neutral
+    O has valence 2). The rest depends on the neighbours (an OH of an acid, an amide N, a sulfone S are not; since
+    RDKit 2026.09, HBA 2.0.2, nor is an aromatic n with three, as in N-methylpyrrole); F never is."""
+    return (aromatic and z in (8, 16)) or (z == 8 and not aromatic and h == 0)
 
 
 def _atom_kinds(node: list) -> frozenset:
@@ -868,16 +869,25 @@ def training_draws(n: int, generator: torch.Generator) -> tuple[Tensor, tuple[Te
     return prompts[pick], (position >= lengths, torch.where(position == lengths, EOS, PAD))
 
 
-def fragment_layouts(fragment: str, n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+def spare_hydrogens(mol: Chem.Mol, keep_bracket_hydrogens: bool) -> list[int]:
+    """Per atom, the hydrogens a decoration may replace: all of them, or with `keep_bracket_hydrogens` none on an
+    atom written in brackets (a `contains` pattern's '[OH]' or '[nH]' asks for exactly that hydrogen)."""
+    return [0 if keep_bracket_hydrogens and (atom.GetNoImplicit() or atom.GetNumExplicitHs())  # [nH]: explicit H
+            else atom.GetTotalNumHs() for atom in mol.GetAtoms()]
+
+
+def fragment_layouts(fragment: str, n: int, generator: torch.Generator, keep_bracket_hydrogens: bool = False
+                     ) -> tuple[Tensor, Tensor]:
     """n canvas layouts around `fragment` (SMILES): (pinned [n, CANVAS] bool, values [n, CANVAS]).
 
     Each writes the fragment's SMILES from a random root atom, with free positions where decorations can
-    bond to an atom that has a hydrogen to spare: up to MAX_FREE_RUN (more around small fragments, see
-    TYPICAL_TOKENS) before the root, up to MAX_SLOTS branch
+    bond to an atom that has a hydrogen to spare (`spare_hydrogens`): up to MAX_FREE_RUN (more around small
+    fragments, see TYPICAL_TOKENS) before the root, up to MAX_SLOTS branch
     slots `(` + free positions + `)` after atoms, and a stretch after the last atom; then EOS and padding,
-    pinned. Every layout has at least one free position when the fragment has any hydrogen.
+    pinned. Every layout has at least one free position when the fragment has a hydrogen to spare.
     Free positions are unpinned (`values` there is PAD)."""
     mol = Chem.MolFromSmiles(fragment)
+    hydrogens = spare_hydrogens(mol, keep_bracket_hydrogens)
     pinned = torch.zeros(n, CANVAS, dtype=torch.bool)
     values = torch.full((n, CANVAS), PAD)
 
@@ -885,7 +895,7 @@ def fragment_layouts(fragment: str, n: int, generator: torch.Generator) -> tuple
         return int(torch.randint(low, high + 1, (1,), generator=generator))
 
     for r in range(n):
-        layout = _layout(mol, fragment, draw)
+        layout = _layout(mol, fragment, hydrogens, draw)
         for i, token in enumerate(layout):
             if token is not None:
                 pinned[r, i], values[r, i] = True, TOKENIZER.token_to_id(token)
@@ -894,9 +904,8 @@ def fragment_layouts(fragment: str, n: int, generator: torch.Generator) -> tuple
     return pinned, values
 
 
-def _layout(mol: Chem.Mol, fragment: str, draw: Callable[..., int]) -> list[str | None]:
+def _layout(mol: Chem.Mol, fragment: str, hydrogens: list[int], draw: Callable[..., int]) -> list[str | None]:
     """One layout of `fragment`: its tokens and None for each free position."""
-    hydrogens = [a.GetTotalNumHs() for a in mol.GetAtoms()]
     roots = [i for i, h in enumerate(hydrogens) if h] or [0]
     root = roots[draw(len(roots) - 1)]
     must_bond_root = False

@@ -230,19 +230,16 @@ def test_a_graph_command_does_not_draw_over_its_input(tmp_path, command):
     assert graph.read_text() == "1 2\n2 3\n3 1\n"
 
 
-def test_train_into_the_current_folder_only_when_it_holds_nothing_else(tmp_path, monkeypatch):
-    """An empty --out is the current folder: in a project folder that would scatter a run among its files."""
-    project, empty = tmp_path / "project", tmp_path / "empty"
-    project.mkdir(), empty.mkdir()
-    (project / "README.md").write_text("x")
-    monkeypatch.chdir(project)
-    for out in ("", "."):
+def test_train_refuses_an_empty_out_and_takes_the_current_folder_when_named(tmp_path, monkeypatch):
+    """An empty --out (an unset shell variable) would be the current folder: refused; '.' is a choice."""
+    monkeypatch.chdir(tmp_path)
+    for out in ("", "  "):
         result = run("train", "sorting", "--out", out, "--steps", 2, "--batch-size", 4, "--threads", 1)
-        assert result.exit_code == 2 and "the current folder, which holds other files" in result.stderr
-    assert [p.name for p in project.iterdir()] == ["README.md"]
-    monkeypatch.chdir(empty)
-    assert run("train", "sorting", "--out", "", "--steps", 2, "--batch-size", 4, "--threads", 1).exit_code == 0
-    assert (empty / "model" / "model.safetensors").is_file()
+        assert result.exit_code == 2 and "--out is empty: name the run directory" in result.stderr
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "train.out").write_text("")  # a shell redirect made before the command runs
+    assert run("train", "sorting", "--out", ".", "--steps", 2, "--batch-size", 4, "--threads", 1).exit_code == 0
+    assert (tmp_path / "model" / "model.safetensors").is_file()
 
 
 def test_train_refuses_a_run_directory_another_process_trains_in(tmp_path):
