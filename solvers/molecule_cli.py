@@ -87,7 +87,7 @@ def molecules(
     format = _molecule_format(format, out)
     texts = {"logp": logp, "mw": mw, "qed": qed, "tpsa": tpsa, "hbd": hbd, "hba": hba, "rings": rings,
              "heavy_atoms": heavy_atoms}
-    request = _molecule_request(texts, contains, scaffold, max_ring_size, avoid)
+    request = _molecule_request(num, texts, contains, scaffold, max_ring_size, avoid)
     out = None if out is not None and str(out) == "-" else out
     check_writable(out, "--out")
     check_image(image, "molecules")
@@ -151,7 +151,7 @@ def _run_design(designer, num: int, request, seed: int, budget: int):
     return result, False
 
 
-def _molecule_request(windows: dict[str, str | None], contains: str | None, scaffold: str | None,
+def _molecule_request(num: int, windows: dict[str, str | None], contains: str | None, scaffold: str | None,
                       max_ring_size: int, avoid: str | None):
     """The request the options make, refused with exit 2 in the options' own names; warnings for unlikely ones."""
     from ..tasks.molecules import MoleculeRequest, RequestError, parse_window
@@ -163,6 +163,7 @@ def _molecule_request(windows: dict[str, str | None], contains: str | None, scaf
         parsed = {name: parse_window(text, name) for name, text in windows.items() if text is not None}
         request = MoleculeRequest.parse(parsed, contains=contains, scaffold=scaffold,
                                         max_ring_size=max_ring_size or None, avoid=avoid)
+        request.check_count(num)
     except RequestError as exc:
         # The request's messages start with the Python argument ('heavy_atoms: ...'); name the option typed.
         head, colon, rest = f"{exc}".partition(": ")

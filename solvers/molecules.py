@@ -264,6 +264,7 @@ class MoleculeDesigner(Pretrained):
             arguments.callback(on_round, "on_round")
             arguments.callback(on_pass, "on_pass")
             progress = arguments.flag(progress, "progress")
+        request.check_count(n)
         for message in request.unlikely():
             arguments.warn_caller(message, task.UnlikelyRequestWarning)
         began = time.perf_counter()

@@ -282,12 +282,16 @@ class MoleculeRequest:
         if self.contains:
             parts.append((f"substructure {self.contains}", Chem.MolFromSmarts(self.contains)))
         self._check_windows_agree()
+        sole = self.sole_molecule
+        if sole is not None and (missed := self.misses(sole)):
+            raise RequestError(f"contains: {self.contains!r} matches only the molecule {Chem.MolToSmiles(sole)} "
+                               f"itself, which misses the request ({', '.join(missed)})")
         for label, mol in parts:
             floors = {"heavy_atoms": mol.GetNumAtoms() + label.startswith("scaffold"),  # decorating adds an atom
                       **{name: floor for name, floor in pattern_floors(mol).items() if floor}}
             as_smiles = Chem.MolFromSmiles(self.contains) if label.startswith("substructure") else None
             if as_smiles is not None:  # SMARTS that reads as SMILES: its rings and heavy atoms are in every match
-                floors.update(rings=as_smiles.GetRingInfo().NumRings(),
+                floors.update(rings=max(floors.get("rings", 0), as_smiles.GetRingInfo().NumRings()),
                               mw=sum(atom.GetMass() for atom in as_smiles.GetAtoms()))
             if label.startswith("scaffold"):  # a SMARTS query has no ring count, ring size or weight of its own
                 # Hydrogens may go (ring closures, multiple bonds): sure are its heavy atoms and one carbon more
@@ -303,15 +307,8 @@ class MoleculeRequest:
                                        f"or None (CLI: --max-ring-size {largest} or 0)")
             for name, floor in floors.items():
                 if name in self.windows and self.windows[name][1] < floor - 1e-9:
-                    decorated = name in ("heavy_atoms", "mw") and label.startswith("scaffold")
-                    raise RequestError(f"{name}: window {_fmt(self.windows[name], name)} is impossible: " + (
-                        f"every molecule containing the {label} has {name} >= {floor:g}: "
-                        + ("the polar surface its N and O atoms add" if name == "tpsa" else
-                           f"that many of its atoms are {PROPERTIES[name].description}")
-                        + " whatever else the molecule holds" if name in ("hbd", "hba", "tpsa")
-                        else f"the {label} " + (f"decorated has at least {name} = {floor:g}" + (
-                            " (its heavy atoms and one carbon more)" if name == "mw" else "") if decorated
-                            else f"alone has {name} = {floor:g}")))
+                    raise RequestError(f"{name}: window {_fmt(self.windows[name], name)} is impossible: "
+                                       + _floor_reason(name, floor, label))
 
     def _check_windows_agree(self) -> None:
         """Windows that contradict each other: n heavy atoms hold at most so many rings; each heavy atom with its
@@ -324,6 +321,11 @@ class MoleculeRequest:
                                f"{_fmt(atoms, 'heavy_atoms')}: "
                                + ("a ring needs at least 3 atoms" if most == 0
                                   else f"{atoms[1]:g} atoms hold at most {plural(most, 'ring')}"))
+        for name in ("hbd", "hba"):  # a donor or an acceptor is a heavy atom (N, O or S)
+            if name in w and w[name][0] > atoms[1]:
+                raise RequestError(f"{name}: window {_fmt(w[name], name)} is impossible with heavy_atoms "
+                                   f"{_fmt(atoms, 'heavy_atoms')}: each of the {PROPERTIES[name].description} is "
+                                   "one of the heavy atoms")
         if "mw" in w and "heavy_atoms" in w:
             lightest, heaviest = CARBON * atoms[0], BROMINE * atoms[1]
             if w["mw"][0] > heaviest or w["mw"][1] < lightest:
@@ -350,6 +352,23 @@ class MoleculeRequest:
                 continue
             return self.contains
         return None
+
+    @property
+    @rdkit_quiet
+    def sole_molecule(self) -> Chem.Mol | None:
+        """The one molecule that contains the `contains` pattern, when that is the pattern itself ('FF',
+        'ClC(Cl)(Cl)Cl'): it reads as SMILES, and no atom of it has a hydrogen to replace or room for a bond."""
+        spelled = Chem.MolFromSmiles(self.contains) if self.contains and not self.scaffold else None
+        if spelled is None or any(spare_hydrogens(spelled, keep_bracket_hydrogens=True)) or _can_grow(spelled):
+            return None
+        return spelled
+
+    def check_count(self, n: int) -> None:
+        """RequestError when fewer than `n` distinct molecules can meet the request (a pattern that is only
+        itself, `sole_molecule`)."""
+        if n > 1 and (sole := self.sole_molecule) is not None:
+            raise RequestError(f"contains: {self.contains!r} matches only the molecule {Chem.MolToSmiles(sole)} "
+                               f"itself: ask for 1 molecule, not {n}")
 
     @rdkit_quiet
     def verify(self, mol: Chem.Mol) -> tuple[bool, dict[str, float]]:
@@ -474,6 +493,19 @@ def _canonical_scaffold(scaffold: str) -> str:
     mol = Chem.MolFromSmiles(scaffold) if scaffold.strip() else None
     if mol is None:
         raise RequestError(f"scaffold: {scaffold!r} is not a valid SMILES")
+    if any(atom.GetAtomicNum() == 0 for atom in mol.GetAtoms()):
+        bare = Chem.DeleteSubstructs(mol, Chem.MolFromSmarts("[#0]"))
+        raise RequestError(f"scaffold: {scaffold!r} marks attachment points (*), which diffsolve does not take: it "
+                           "decorates the scaffold wherever it has a hydrogen to replace; give it without them ("
+                           f"{Chem.MolToSmiles(bare)!r}), or ask for the decorated part with contains")
+    if any(atom.GetAtomMapNum() for atom in mol.GetAtoms()):  # atom maps (from reaction tools) only name atoms
+        mol = Chem.RWMol(mol)
+        for atom in mol.GetAtoms():
+            if atom.GetAtomMapNum() and atom.GetNumRadicalElectrons():  # '[c:1]': a mapped atom, not a radical
+                atom.SetNumRadicalElectrons(0)
+                atom.SetNoImplicit(False)
+            atom.SetAtomMapNum(0)
+        Chem.SanitizeMol(mol)
     if problem := unwritable(Chem.MolFromSmarts(Chem.MolToSmarts(mol))):
         raise RequestError(f"scaffold: {scaffold!r} cannot be decorated: {problem}")
     if len(Chem.GetMolFrags(mol)) > 1:
@@ -612,6 +644,22 @@ def unwritable(query: Chem.Mol) -> str | None:
     return None
 
 
+# Why every molecule containing a pattern has at least so much of a property (`pattern_floors`).
+FLOOR_REASONS = {"hbd": "that many of its atoms are hydrogen-bond donors whatever else the molecule holds",
+                 "hba": "that many of its atoms are hydrogen-bond acceptors whatever else the molecule holds",
+                 "tpsa": "the polar surface its N and O atoms add whatever else the molecule holds",
+                 "rings": "its own cycles are the molecule's (an aromatic atom lies in a ring)"}
+
+
+def _floor_reason(name: str, floor: float, label: str) -> str:
+    if name in FLOOR_REASONS:
+        return f"every molecule containing the {label} has {name} >= {floor:g}: {FLOOR_REASONS[name]}"
+    if label.startswith("scaffold") and name in ("heavy_atoms", "mw"):
+        return (f"the {label} decorated has at least {name} = {floor:g}"
+                + " (its heavy atoms and one carbon more)" * (name == "mw"))
+    return f"the {label} alone has {name} = {floor:g}"
+
+
 def _query_tree(description: str) -> list:
     """RDKit's DescribeQuery text (two spaces of indent per level) as nested [line, children]."""
     root: list = ["", []]
@@ -707,12 +755,15 @@ LEAST_TPSA = {(7, False, 0): 3.01, (7, False, 1): 12.03, (7, False, 2): 25.3, (7
 
 
 def pattern_floors(pattern: Chem.Mol) -> dict[str, float]:
-    """hbd, hba and tpsa that every molecule containing `pattern` has at least: its atoms that are a donor
-    (acceptor) in every molecule they match in, and the least polar surface its atoms add. `pattern` is a SMARTS
+    """hbd, hba, tpsa and rings that every molecule containing `pattern` has at least: its atoms that are a donor
+    (acceptor) in every molecule they match in, the least polar surface its atoms add, and its own independent
+    cycles (at least one when it has an aromatic atom). `pattern` is a SMARTS
     query, or a molecule matched as a substructure (a scaffold: element and aromaticity fixed, hydrogens free).
     An aliphatic atom keeps at least its bonds in the pattern (a SMARTS bond '=' or '#' counts 2 or 3, any other
     1), so the O of 'C=O' has no hydrogen; a lone pattern atom may be the whole molecule (water: no donor)."""
-    floors = {"hbd": 0, "hba": 0, "tpsa": 0.0}
+    pieces = len(Chem.GetMolFrags(pattern)) if pattern.GetNumAtoms() else 0
+    floors = {"hbd": 0, "hba": 0, "tpsa": 0.0,  # its cycles are the molecule's too (RDKit counts at least as many)
+              "rings": pattern.GetNumBonds() - pattern.GetNumAtoms() + pieces}
     for atom in pattern.GetAtoms():
         if atom.HasQuery():
             kinds = _atom_kinds(_query_tree(atom.DescribeQuery()))
@@ -725,6 +776,8 @@ def pattern_floors(pattern: Chem.Mol) -> dict[str, float]:
             floors["hbd"] += all(_is_donor(*kind) for kind in kinds)
             floors["hba"] += all(_is_acceptor(*kind) for kind in kinds)
             floors["tpsa"] += min(LEAST_TPSA.get(kind, 0.0) for kind in kinds)
+            if all(aromatic for _, aromatic, _ in kinds):  # an aromatic atom lies in a ring
+                floors["rings"] = max(floors["rings"], 1)
     return floors
 
 

@@ -125,6 +125,9 @@ def test_a_prepared_training_set_holds_smiles_token_ids_only(tmp_path):
     (dict(scaffold="not a smiles"), "scaffold: 'not a smiles' has a space; RDKit would read only 'not'"),
     (dict(scaffold="c1ccccc1", windows={"heavy_atoms": (1, 6)}), "decorated has at least heavy_atoms = 7"),
     (dict(scaffold="N#CC#N"), "no atom has a hydrogen to replace"),
+    (dict(scaffold="[*:1]c1ccccc1"), "marks attachment points \\(\\*\\), which diffsolve does not take: it "
+                                     "decorates the scaffold wherever it has a hydrogen to replace; give it without "
+                                     "them \\('c1ccccc1'\\)"),
     (dict(scaffold="c1ccccc1.C1CCNCC1"), "2 disconnected pieces; .* pass 'c1ccccc1.C1CCNCC1' as contains"),
     (dict(scaffold="[H]"), "cannot be decorated: atom 1 is H; the model writes C, N, O"),
     (dict(scaffold="C[C@H](N)C=O"), "atom 2 has stereo"),
@@ -145,7 +148,13 @@ def test_a_prepared_training_set_holds_smiles_token_ids_only(tmp_path):
     (dict(windows={"heavy_atoms": (1, 3), "mw": (300, None)}), "such molecules weigh 12.011 to 239.712"),
     (dict(windows={"heavy_atoms": (30, 40), "mw": (None, 300)}), "such molecules weigh 360.33 to"),
     (dict(contains="C(=O)N.[F,Cl]", windows={"heavy_atoms": (1, 3)}), "substructure C\\(=O\\)N.\\[F,Cl\\] alone"),
-    (dict(contains="c1ccccc1", windows={"rings": (0, 0)}), "substructure c1ccccc1 alone has rings = 1"),
+    (dict(contains="c1ccccc1", windows={"rings": (0, 0)}), "containing the substructure c1ccccc1 has rings >= 1"),
+    (dict(contains="c", windows={"rings": (0, 0)}), "containing the substructure c has rings >= 1: .*an aromatic atom"),
+    (dict(contains="[C,N]1CC1", windows={"rings": (0, 0)}), "substructure \\[C,N\\]1CC1 has rings >= 1"),
+    (dict(contains="[#6]1~*~*~*~*~*~1~*1~*~*~1", windows={"rings": (0, 1)}), "has rings >= 2"),
+    (dict(windows={"heavy_atoms": (1, 2), "hbd": (3, None)}), "hbd: window 3: is impossible with heavy_atoms :2: "
+                                                              "each of the hydrogen-bond donors is one of the heavy"),
+    (dict(windows={"heavy_atoms": (1, 2), "hba": (3, None)}), "each of the hydrogen-bond acceptors"),
     (dict(contains="c1ccc2ccccc2c1", windows={"mw": (10, 100)}), "substructure c1ccc2ccccc2c1 alone has mw"),
     (dict(avoid="PAINS,toxic"), "avoid: unknown catalog 'toxic'; the structural-alert catalogs are PAINS_A, "),
     (dict(avoid=" , "), "avoid: empty; the structural-alert catalogs are"),
@@ -226,6 +235,28 @@ def test_rdkit_molecules_are_taken_as_scaffold_and_substructure(designer):
         designer.design(1, {"logp": (1, 2)})
 
 
+def test_a_pattern_only_itself_can_contain_is_that_one_molecule(designer):
+    """'FF' or CF4 match no molecule but themselves: more than one, or one their own properties rule out, is
+    refused before any work (it was the whole budget); one comes back."""
+    assert task.MoleculeRequest.parse(contains="FC(F)(F)F").sole_molecule is not None
+    assert task.MoleculeRequest.parse(contains="FC(F)F").sole_molecule is None  # CHF3's hydrogen can go
+    assert task.MoleculeRequest.parse(contains="O=S=O").sole_molecule is None  # S can take more bonds
+    with pytest.raises(task.RequestError, match="matches only the molecule FF itself, which misses the request "
+                                                "\\(mw below 100\\)"):
+        task.MoleculeRequest.parse({"mw": (100, None)}, contains="FF")
+    with pytest.raises(task.RequestError, match="matches only the molecule FF itself: ask for 1 molecule, not 2"):
+        designer.generate(2, contains="FF", budget=1)
+    cli = CliRunner().invoke(app, ["molecules", "-n", "3", "--contains", "FC(F)(F)F"])
+    assert cli.exit_code == 2 and "--contains: 'FC(F)(F)F' matches only the molecule FC(F)(F)F itself" in cli.stderr
+    assert [m.smiles for m in designer.generate(1, contains="FF", seed=0, budget=32)] == ["FF"]
+
+
+def test_atom_maps_on_a_scaffold_only_name_its_atoms():
+    for mapped, scaffold in [("[c:1]1ccccc1", "c1ccccc1"), ("[CH3:2]c1ccccc1", "Cc1ccccc1"),
+                             ("[nH:1]1cccc1", "c1cc[nH]c1")]:
+        assert task.MoleculeRequest.parse(scaffold=mapped).scaffold == scaffold
+
+
 def test_queries_a_molecule_here_can_match_are_accepted():
     for pattern in ["[N,P]", "c", "[$(C=O)]", "[!#6]", "[OX2H]", "[Cl,I]", "C(=O)N.[F,Cl]", "[CH3]"]:
         assert task.MoleculeRequest.parse(contains=pattern).contains == pattern
@@ -304,9 +335,9 @@ DONOR_ACCEPTOR_MOLECULES = [
        st.sampled_from(["smarts", "smiles", "counted"]))
 def test_pattern_floors_never_exceed_rdkit_values(index, walk, spelling):
     """A connected fragment of a molecule, as SMARTS, as SMILES with its hydrogens written, or as SMARTS stating
-    every atom's element, aromaticity and hydrogen count ('[#7;a;H0]'): every listed molecule
-    it matches has at least the donors, acceptors and polar surface `pattern_floors` claims (RDKit's values), and so
-    does every one holding the molecule's ring scaffold as the verifier matches it."""
+    every atom's element, aromaticity and hydrogen count ('[#7;a;H0]'): every listed molecule it matches has at
+    least the donors, acceptors, polar surface and rings `pattern_floors` claims (RDKit's values), and so does
+    every one holding the molecule's ring scaffold as the verifier matches it."""
     from rdkit.Chem.Scaffolds import MurckoScaffold
 
     mol = Chem.MolFromSmiles(DONOR_ACCEPTOR_MOLECULES[index])
@@ -330,6 +361,7 @@ def test_pattern_floors_never_exceed_rdkit_values(index, walk, spelling):
                 assert PROPERTIES["hbd"].compute(other) >= sure["hbd"], (fragment, Chem.MolToSmiles(other))
                 assert PROPERTIES["hba"].compute(other) >= sure["hba"], (fragment, Chem.MolToSmiles(other))
                 assert PROPERTIES["tpsa"].compute(other) >= sure["tpsa"] - 1e-9, (fragment, Chem.MolToSmiles(other))
+                assert PROPERTIES["rings"].compute(other) >= sure["rings"], (fragment, Chem.MolToSmiles(other))
 
 
 def test_open_window_bounds_and_single_values():
