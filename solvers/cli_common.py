@@ -19,7 +19,7 @@ from rich.console import Console
 
 from ..core import CheckpointError, ConfigError, check_device, load_model, resolve_checkpoint, write_atomically
 from ..core.arguments import MAX_STEPS
-from ..tasks.text import read_text
+from ..tasks.text import plural, read_text
 from .checkpoints import default_checkpoint
 
 if TYPE_CHECKING:
@@ -211,24 +211,29 @@ class InOrder:
         self.results: dict[int, object] = {}  # by instance: the position among the readable entries
         self.printed = 0
 
-    def untold(self) -> str:
-        """What was not printed, for an interrupt: results waiting for an earlier one, and the unfinished."""
-        waiting = sum(1 for k, i in self.instance_of.items() if k >= self.printed and i in self.results)
+    def interrupt(self, emit_unfinished: Callable[[int], None], noun: str) -> str:
+        """After an interrupt: every record not printed yet, in order, the unfinished ones by `emit_unfinished(k)`
+        in their place (so results that came before an unfinished earlier entry are not lost), and what that was
+        ('3 of 10 puzzles done; 7 unfinished, printed as interrupted')."""
         unfinished = len(self.instance_of) - len(self.results)
-        return (f"{waiting} solved {'one' if waiting == 1 else 'ones'} held back behind an unfinished earlier one "
-                "(output keeps input order); " if waiting else "") + f"{unfinished} unfinished"
+        self.flush(emit_unfinished)
+        return (f"{len(self.results)} of {plural(len(self.readable), noun)} done; {unfinished} unfinished"
+                + ", printed as interrupted" * bool(unfinished))
 
     def add(self, instance: int, result: object) -> None:
         self.results[instance] = result
         self.flush()
 
-    def flush(self) -> None:
+    def flush(self, emit_unfinished: Callable[[int], None] | None = None) -> None:
+        """Print what can be printed in order: up to the first unfinished entry, or with `emit_unfinished` all."""
         while self.printed < len(self.readable):
             k = self.printed
             if not self.readable[k]:
                 self.emit_unreadable(k)
             elif self.instance_of[k] in self.results:
                 self.emit(k, self.results[self.instance_of[k]])
+            elif emit_unfinished is not None:
+                emit_unfinished(k)
             else:
                 return
             self.printed += 1

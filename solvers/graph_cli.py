@@ -356,7 +356,10 @@ def countdown(
 
             solver.solve_many(good, on_result=done, callback=lambda info: ctrl_c.stop_if_asked())
     except KeyboardInterrupt:
-        interrupted(f"{order.printed} of {len(entries)} instances printed; {order.untold()}")
+        interrupted(order.interrupt(lambda k: show(entries[k][0], {
+            "numbers": list(entries[k][1][0]), "target": entries[k][1][1], "steps": None, "expression": None,
+            "verified": False, "reason": "interrupted before it was solved", "forward_passes": 0, "seconds": 0.0,
+            "impossible": False}, "interrupted before it was solved"), "instance"))
     raise typer.Exit(0 if len(good) == len(entries) and all(r.verified for r in order.results.values()) else 1)
 
 

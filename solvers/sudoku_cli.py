@@ -67,15 +67,22 @@ def sudoku(
             return names[k]
         return f"line {entries[k].line}" if len(files) == 1 else f"{names[k]}:{entries[k].line}"
 
-    def emit_unreadable(k: int) -> None:  # stdout keeps one record per entry, in input order
-        entry = entries[k]
+    def emit_unsolved(k: int, reason: str, puzzle: str | None) -> None:  # one record per entry, in input order
         if format == "json":
-            print(json.dumps({"file": names[k], "line": entry.line, "puzzle": None, "solution": None,
-                              "verified": False, "reason": f"unreadable: {entry.message}", "steps": 0,
-                              "forward_passes": 0, "seconds": 0.0, "expected": None, "matches_expected": None}),
+            print(json.dumps({"file": names[k], "line": entries[k].line, "puzzle": puzzle, "solution": None,
+                              "verified": False, "reason": reason, "steps": 0, "forward_passes": 0, "seconds": 0.0,
+                              "expected": getattr(entries[k], "solution", None), "matches_expected": None}),
                   flush=True)
         elif format == "line":
-            print(f"# {where(k)}: unreadable: {entry.message}", flush=True)
+            print(f"# {where(k)}: {reason}", flush=True)
+        elif puzzle is not None:  # text: stderr named an unreadable entry already
+            print(f"{where(k)}: {reason}\n{format_grid(puzzle)}\n", flush=True)
+
+    def emit_unreadable(k: int) -> None:
+        emit_unsolved(k, f"unreadable: {entries[k].message}", None)
+
+    def emit_interrupted(k: int) -> None:
+        emit_unsolved(k, "interrupted before it was solved", entries[k].puzzle)
 
     good = [e for e in entries if not isinstance(e, PuzzleFormatError)]
     if not good:
@@ -107,7 +114,7 @@ def sudoku(
         with CtrlC() as ctrl_c:  # stops between passes, never in the middle of a printed record
             _solve_sudokus(solver, good, order, trace, ctrl_c.stop_if_asked)
     except KeyboardInterrupt:
-        interrupted(f"{order.printed} of {len(entries)} puzzles printed; {order.untold()}")
+        interrupted(order.interrupt(emit_interrupted, "puzzle"))
     unsolved = sum(not r.verified for r in order.results.values())
     raise typer.Exit(0 if unsolved == 0 and len(good) == len(entries) else 1)
 

@@ -560,14 +560,15 @@ def test_sigterm_counts_as_ctrl_c_and_the_handlers_come_back():
     assert {sig: signal.getsignal(sig) for sig in before} == before
 
 
-def test_an_interrupt_names_the_results_held_back_and_the_unfinished():
+def test_an_interrupt_prints_every_record_in_order_the_unfinished_as_such():
     printed = []
-    order = InOrder([True, True, False, True], lambda k, result: printed.append(k), printed.append)
+    order = InOrder([True, True, False, True, True], lambda k, result: printed.append((k, result)),
+                    lambda k: printed.append((k, "unreadable")))
     order.add(1, "second")  # entry 1 is done, entry 0 is not: nothing can be printed yet
-    assert printed == [] and order.untold() == ("1 solved one held back behind an unfinished earlier one (output "
-                                                "keeps input order); 2 unfinished")
-    order.add(0, "first")
-    assert printed == [0, 1, 2] and order.untold() == "1 unfinished"
+    assert printed == []
+    said = order.interrupt(lambda k: printed.append((k, "interrupted")), "puzzle")
+    assert printed == [(0, "interrupted"), (1, "second"), (2, "unreadable"), (3, "interrupted"), (4, "interrupted")]
+    assert said == "1 of 5 puzzles done; 3 unfinished, printed as interrupted"
 
 
 def test_an_interrupt_before_the_work_begins_still_exits_130():
