@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import NoReturn
 
 from . import demo_cli, sudoku_cli, molecule_cli, train_cli, graph_cli  # noqa: F401  (they register the commands)
 from .cli_common import app, error
@@ -15,10 +14,12 @@ class _EndWhenReaderGoes:
     """An output stream that ends the command when its reader has gone (`solve ... | head`, also with `2>&1`), as
     `cat` ends: quietly, with the shell's SIGPIPE status 141, not the 1 of an unsolved instance. Unlike restoring
     SIGPIPE's default action (which Python's documentation warns against: a closed socket would kill the process
-    too), cleanup still runs."""
+    too), cleanup still runs. Any other failure to write (a full disk) ends the command with one line on stderr
+    and status 74 (sysexits' EX_IOERR) when it is the results' stream (stdout); stderr's own failures are let go,
+    so that the results still come."""
 
-    def __init__(self, stream):
-        self._stream = stream
+    def __init__(self, stream, results: bool):
+        self._stream, self._results = stream, results
 
     def __getattr__(self, name: str):
         return getattr(self._stream, name)
@@ -26,24 +27,36 @@ class _EndWhenReaderGoes:
     def write(self, text: str) -> int:
         try:
             return self._stream.write(text)
-        except BrokenPipeError:
-            self._end()
+        except OSError as exc:
+            self._failed(exc)
+            return len(text)
 
     def flush(self) -> None:
         try:
             self._stream.flush()
-        except BrokenPipeError:
-            self._end()
+        except OSError as exc:
+            self._failed(exc)
 
-    def _end(self) -> NoReturn:
+    def _failed(self, exc: OSError) -> None:
         os.dup2(os.open(os.devnull, os.O_WRONLY), self._stream.fileno())  # Python's last flush must not fail
-        raise SystemExit(128 + 13)  # 128 + SIGPIPE
+        if isinstance(exc, BrokenPipeError):
+            raise SystemExit(128 + 13)  # 128 + SIGPIPE
+        if self._results:
+            error(f"cannot write the output: {exc.strerror or exc}")
+            raise SystemExit(CANNOT_WRITE)
+
+
+CANNOT_WRITE = 74  # sysexits.h EX_IOERR
 
 
 def main() -> None:
     """The `solve` command."""
-    if sys.stdout is not None and sys.stderr is not None:  # None: started with the stream closed (`>&-`)
-        sys.stdout, sys.stderr = _EndWhenReaderGoes(sys.stdout), _EndWhenReaderGoes(sys.stderr)
+    if sys.stderr is None:  # started with it closed (`2>&-`): the work and its results go on without it
+        sys.stderr = open(os.devnull, "w")
+    if sys.stdout is None:  # `>&-`: nowhere for the results to go
+        error("stdout is closed: the results would be lost (redirect it to a file, or to /dev/null)")
+        raise SystemExit(2)
+    sys.stdout, sys.stderr = _EndWhenReaderGoes(sys.stdout, True), _EndWhenReaderGoes(sys.stderr, False)
     try:
         app()
     except FloatingPointError as exc:  # damaged weights: a line, not a traceback through the sampler
