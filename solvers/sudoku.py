@@ -146,7 +146,8 @@ class SudokuSolver(DiffusionSolver):
             else:
                 steps = self.config.max_denoising_steps
                 reason = f"no verified grid within {plural(steps, 'pass', 'passes')}" + (
-                    "" if self.backtrack or not self.guided else " (the backtracking search goes further)")
+                    "" if self.backtrack or not self.guided else
+                    " (another seed or more canvases may find one; the backtracking search goes further)")
             report(k, SudokuResult(puzzles[k], found, found is not None, reason, int(passes.max()), int(passes.sum()),
                                    seconds))
 

@@ -187,19 +187,22 @@ def _sudoku_tracer(canvases: int):
     from ..tasks import sudoku as task
 
     console = Console(stderr=True)
+    coloured = console.color_system is not None  # a terminal without NO_COLOR: else unsettled cells show as '.'
 
     def show(info: StepInfo) -> None:
         row = int(info.solved.nonzero()[0, 0]) if info.solved.any() else 0  # the verified canvas once there is one
         grid = task.decode(info.argmax[row:row + 1])[0]
         settled, renoised = info.accepted[row].tolist(), info.renoised_by_constraint[row].tolist()
         console.print(f"pass {info.step}: {sum(settled)} settled, {sum(renoised)} re-noised by a constraint"
-                      + (", [green]verified[/green]" if bool(info.solved[:canvases].any()) else ""))
+                      + (", [green]verified[/green]" if bool(info.solved[:canvases].any()) else "")
+                      + ("" if coloured else " (. = not settled)"))
         for r in range(9):
             cells = []
             for c in range(9):
                 i = 9 * r + c
                 style = "red" if renoised[i] else "green" if settled[i] else "dim"
-                cells.append(f"[{style}]{grid[i]}[/{style}]" + (" |" if c in (2, 5) else ""))
+                digit = grid[i] if coloured or settled[i] else "."
+                cells.append(f"[{style}]{digit}[/{style}]" + (" |" if c in (2, 5) else ""))
             console.print(" ".join(cells))
             if r in (2, 5):
                 console.print("------+-------+------")

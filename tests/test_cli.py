@@ -48,6 +48,7 @@ def test_help_shows_flags_as_flags(command):
     result = run(command, "--help")
     assert result.exit_code == 0 and "--help" in result.stdout
     assert "<bool>" not in result.stdout
+    assert run(command, "-h").stdout == result.stdout  # -h too, as most tools take it
 
 
 @pytest.mark.parametrize("args", [
