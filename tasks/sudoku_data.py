@@ -365,11 +365,37 @@ def _csv_columns(header: str) -> tuple[int, int | None, str] | None:
     return None
 
 
+def _csv_rows(lines: list[str], first: int, delimiter: str):
+    """(line number, text) of each CSV row from line index `first` on: a quoted field may hold line breaks (as
+    spreadsheets and pandas write a multi-line note), so a row that ends inside one goes on into the next lines
+    (a quote inside an unquoted field, as in '5" screen', is only a character)."""
+    k = first
+    while k < len(lines):
+        number, raw = k + 1, lines[k]
+        while k + 1 < len(lines) and _ends_in_quotes(raw, delimiter):
+            k += 1
+            raw += "\n" + lines[k]
+        yield number, raw
+        k += 1
+
+
+def _ends_in_quotes(row: str, delimiter: str) -> bool:
+    """Whether `row` ends inside a quoted field: it is no CSV row as it stands, and would be with a closing quote."""
+    def strict(text: str) -> bool:
+        try:
+            next(csv.reader([text], delimiter=delimiter, skipinitialspace=True, strict=True))
+            return True
+        except csv.Error:
+            return False
+
+    return '"' in row and not strict(row) and strict(row + '"')
+
+
 def _csv_records(lines: list[str], header: int, columns: tuple[int, int | None, str]):
     """Rows below `header`. '#' starts a comment at the start of a line and inside the puzzle and solution
     fields only (other columns, such as names, may hold one); rows with every field empty are skipped."""
     puzzle_col, solution_col, delimiter = columns
-    for number, raw in enumerate(lines[header + 1:], header + 2):
+    for number, raw in _csv_rows(lines, header + 1, delimiter):
         if not raw.strip() or (raw.lstrip().startswith("#") and not lines[header].lstrip().startswith("#")):
             continue
         fields = _fields(raw, delimiter)
@@ -379,7 +405,8 @@ def _csv_records(lines: list[str], header: int, columns: tuple[int, int | None, 
         if not any(field.strip() for field in fields):
             continue
         if len(fields) <= puzzle_col:
-            yield _Invalid(number, f"expected {puzzle_col + 1} fields, got {len(fields)}")
+            yield _Invalid(number, f"{len(fields)} {'field' if len(fields) == 1 else 'fields'}, but the header puts "
+                                   f"the puzzle in field {puzzle_col + 1}")
             continue
         field = _uncommented(fields[puzzle_col]).strip()
         solution = None

@@ -219,6 +219,16 @@ def test_csv_errors():
     assert (results[6].solution, results[6].line, results[6].index) == (SOLUTION, 8, 6)
 
 
+def test_a_quoted_csv_field_may_hold_line_breaks_and_an_unquoted_one_a_quote():
+    """As spreadsheets and pandas write a multi-line note: the row goes on to the closing quote; '5" screen' in an
+    unquoted field is an inch mark, not the start of a quoted field that would swallow the rows below."""
+    text = (f'id;puzzle;note\n1;"{PUZZLE}";"a note\non two lines"\n2;{PUZZLE};5" screen\n3;{PUZZLE};"x"\n'
+            '4\n')
+    results = parse_puzzles(text, "puzzles.txt")
+    assert [(r.puzzle, r.line) for r in results[:3]] == [(PUZZLE, 2), (PUZZLE, 4), (PUZZLE, 5)]
+    assert_error(results[3], 6, "1 field, but the header puts the puzzle in field 2")
+
+
 def test_a_lone_short_line_is_a_short_puzzle_and_dashes_can_be_a_row_of_blanks():
     results = parse_puzzles(f"{PUZZLE}\n12345\n", "puzzles.txt")
     assert_error(results[1], 2, "expected 81 cells (or a 9-row grid), got 5")
