@@ -328,9 +328,9 @@ def _check(record: _Record) -> str:
         raise _Invalid(start, f"expected 81 cells, got {len(cells)}")
     puzzle = "".join(ch if ch in DIGITS else "0" for _, _, ch in cells)
     clash = conflicts(puzzle)
-    if clash:
-        i, j, d = clash[0]
-        raise _Invalid(start, f"clues conflict: {d} at r{i // 9 + 1}c{i % 9 + 1} and r{j // 9 + 1}c{j % 9 + 1}")
+    if clash:  # every pair, so that one fix makes the line usable (a unit can hold a digit three times: 3 pairs)
+        raise _Invalid(start, "clues conflict: " + "; ".join(
+            f"{d} at r{i // 9 + 1}c{i % 9 + 1} and r{j // 9 + 1}c{j % 9 + 1}" for i, j, d in clash))
     if solution is not None and not is_valid_solution(puzzle, solution):
         problem = (f"expected 81 cells, got {len(solution)}" if len(solution) != 81
                    else "not a valid complete grid" if not is_valid_solution("0" * 81, solution)
@@ -352,13 +352,16 @@ def _fields(line: str, delimiter: str) -> list[str] | None:
         return None
 
 
+PUZZLE_COLUMNS = ("puzzle", "puzzles", "quizzes")
+
+
 def _csv_columns(header: str) -> tuple[int, int | None, str] | None:
     """(puzzle column, solution column or None, delimiter) if `header` is a puzzle CSV header. A comment may
     follow a name; a column named '#' alone (a spreadsheet's row numbers) is a name."""
     for delimiter in [d for d in DELIMITERS if d in header] or [","]:
         names = [name.strip().lower() for name in _fields(header, delimiter) or []]
         names = [name if name == "#" else _uncommented(name).strip() for name in names]
-        puzzle = next((k for k, name in enumerate(names) if name in ("puzzle", "puzzles", "quizzes")), None)
+        puzzle = next((k for k, name in enumerate(names) if name in PUZZLE_COLUMNS), None)
         solution = next((k for k, name in enumerate(names) if name in ("solution", "solutions")), None)
         if puzzle is not None:
             return puzzle, solution, delimiter
@@ -397,6 +400,8 @@ def _csv_records(lines: list[str], header: int, columns: tuple[int, int | None, 
     puzzle_col, solution_col, delimiter = columns
     for number, raw in _csv_rows(lines, header + 1, delimiter):
         if not raw.strip() or (raw.lstrip().startswith("#") and not lines[header].lstrip().startswith("#")):
+            continue
+        if raw.strip() == lines[header].strip():  # the header again: CSV files joined with `cat`
             continue
         fields = _fields(raw, delimiter)
         if fields is None:
@@ -593,9 +598,18 @@ def _find_csv_header(lines: list[str]):
             columns = None  # 'Puzzle' above a grid: a title
         if columns is None and following and _looks_like_csv(line, following):
             raise _Invalid(k + 1, f"a CSV header needs a puzzle (or puzzles, quizzes) column, found {line.strip()!r}")
+        if columns is not None and len(named := _puzzle_columns(line, columns[2])) > 1:
+            raise _Invalid(k + 1, f"a CSV header with {len(named)} puzzle columns ({', '.join(named)}): keep one, "
+                                  "or rename the others")
         if columns is not None or not _is_title(line.strip()):
             return k, columns
     return None, None
+
+
+def _puzzle_columns(header: str, delimiter: str) -> list[str]:
+    """The header's column names that name a puzzle column, as written."""
+    return [name.strip() for name in _fields(header, delimiter) or []
+            if _uncommented(name).strip().lower() in PUZZLE_COLUMNS]
 
 
 def _looks_like_csv(header: str, second: str) -> bool:

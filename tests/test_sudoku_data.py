@@ -190,6 +190,11 @@ def test_line_format_errors_keep_other_puzzles():
     assert_error(results[3], 4, "clues conflict: 5 at r1c1 and r1c7")
     assert [(r.puzzle, r.line, r.index) for r in (results[0], results[4])] == [(PUZZLE, 1, 0), (SOLUTION, 5, 4)]
     assert isinstance(results[1], ValueError)
+    twice = "0" * 81
+    for cell, digit in ((0, "5"), (8, "5"), (40, "3"), (44, "3")):
+        twice = twice[:cell] + digit + twice[cell + 1:]
+    assert_error(parse_puzzles(twice, "puzzles.txt")[0], 1, "clues conflict: 5 at r1c1 and r1c9; 3 at r5c5 and "
+                                                             "r5c9")  # every conflict, not the first alone
 
 
 def test_grid_format_errors():
@@ -227,6 +232,13 @@ def test_a_quoted_csv_field_may_hold_line_breaks_and_an_unquoted_one_a_quote():
     results = parse_puzzles(text, "puzzles.txt")
     assert [(r.puzzle, r.line) for r in results[:3]] == [(PUZZLE, 2), (PUZZLE, 4), (PUZZLE, 5)]
     assert_error(results[3], 6, "1 field, but the header puts the puzzle in field 2")
+
+
+def test_csv_files_joined_keep_their_rows_and_two_puzzle_columns_are_named():
+    joined = f"puzzle,solution\n{PUZZLE},{SOLUTION}\npuzzle,solution\n{PUZZLE},\n"  # `cat a.csv b.csv`
+    assert [(r.puzzle, r.line) for r in parse_puzzles(joined, "puzzles.txt")] == [(PUZZLE, 2), (PUZZLE, 4)]
+    both = parse_puzzles(f"quizzes,Puzzle,solution\n{PUZZLE},{PUZZLE},{SOLUTION}\n", "puzzles.txt")
+    assert_error(both[0], 1, "a CSV header with 2 puzzle columns (quizzes, Puzzle): keep one, or rename the others")
 
 
 def test_a_lone_short_line_is_a_short_puzzle_and_dashes_can_be_a_row_of_blanks():

@@ -76,7 +76,8 @@ def test_bad_puzzles_get_reasons_not_answers(solver):
     assert solver.solve("x" * 81).reason.startswith("bad character 'x'")
     grid = format_grid("8" + ESCARGOT[1:7] + "8" + ESCARGOT[8:])  # the same clue twice in row 1
     result = solver.solve(grid)
-    assert result.reason == "line 1: clues conflict: 8 at r1c1 and r1c8" and result.puzzle == grid.strip()
+    assert result.reason == "line 1: clues conflict: 8 at r1c1 and r1c8; 8 at r1c8 and r2c9"  # each pair named
+    assert result.puzzle == grid.strip()
     assert solver.solve(ESCARGOT + "\n" + ESCARGOT).reason == "one puzzle expected, found 2"
     with pytest.raises(TypeError, match="for one puzzle use solve"):
         solver.solve_many(clash)  # a bare string would be 81 one-character puzzles
