@@ -134,7 +134,7 @@ def _run_design(designer, num: int, request, seed: int, budget: int):
             ctrl_c.stop_if_asked()  # a round's molecules are kept only once its canvases have settled
 
     def on_pass(step: int) -> None:  # a round takes many seconds: its passes show it is under way
-        bar.update(task, tried=f"{tried}/{budget} canvases, pass {step}/{passes} of the next round")
+        bar.update(task, tried=f"{tried}/{budget} canvases done, the round under way at pass {step}/{passes}")
 
     try:
         with (rich_progress("designing", "{task.fields[tried]}") as bar, warnings.catch_warnings(),

@@ -113,7 +113,7 @@ class DesignResult:
         names = [properties] if isinstance(properties, str) else properties
         if not isinstance(names, Sequence) or any(name not in SHORT_NAMES for name in names):
             raise task.RequestError(f"properties: expected names among {', '.join(SHORT_NAMES)}, got {properties!r}")
-        if isinstance(highlight, Chem.Mol) or any(not isinstance(query, Chem.Mol) for query in highlight):
+        if not isinstance(highlight, Sequence) or any(not isinstance(query, Chem.Mol) for query in highlight):
             raise task.RequestError(f"highlight: expected a list of RDKit query molecules, got {highlight!r:.80}")
         if not self.molecules:
             raise task.RequestError("nothing to draw: no molecule was found")

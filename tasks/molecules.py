@@ -287,6 +287,10 @@ class MoleculeRequest:
             raise RequestError(f"contains: {self.contains!r} matches only the molecule {Chem.MolToSmiles(sole)} "
                                f"itself, which misses the request ({', '.join(missed)})")
         for label, mol in parts:
+            if mol.GetNumAtoms() + label.startswith("scaffold") > MAX_SMILES_TOKENS:  # a token per atom at least
+                raise RequestError(f"{label.split()[0].replace('substructure', 'contains')}: the {label} has "
+                                   f"{mol.GetNumAtoms()} atoms; a molecule on the canvas has at most "
+                                   f"{MAX_SMILES_TOKENS} tokens, one or more per atom")
             floors = {"heavy_atoms": mol.GetNumAtoms() + label.startswith("scaffold"),  # decorating adds an atom
                       **{name: floor for name, floor in pattern_floors(mol).items() if floor}}
             as_smiles = Chem.MolFromSmiles(self.contains) if label.startswith("substructure") else None
@@ -417,6 +421,11 @@ class MoleculeRequest:
                   for name, (lo, hi) in self.windows.items()
                   if hi < TRAINING_RANGES[name][0] or lo > TRAINING_RANGES[name][1]]
         fragment = self.fragment
+        if self.contains and not self.scaffold and fragment is None and (
+                least := _least_tokens(self.contains)) > LONG_TOKENS:
+            doubts.append(f"contains: {self.contains!r} is only matched, not written on the canvas, and takes at "
+                          f"least {least} tokens, more than 99 % of the training molecules ({LONG_TOKENS}): verified "
+                          "molecules may be rare or absent within the budget")
         if self.scaffold and self.contains and not Chem.MolFromSmiles(self.scaffold).HasSubstructMatch(
                 _smarts(self.contains), useChirality=True):
             least = len(tokenize_known(self.scaffold)) + _smarts(self.contains).GetNumAtoms()
@@ -649,6 +658,17 @@ FLOOR_REASONS = {"hbd": "that many of its atoms are hydrogen-bond donors whateve
                  "hba": "that many of its atoms are hydrogen-bond acceptors whatever else the molecule holds",
                  "tpsa": "the polar surface its N and O atoms add whatever else the molecule holds",
                  "rings": "its own cycles are the molecule's (an aromatic atom lies in a ring)"}
+
+
+def _least_tokens(pattern: str) -> int:
+    """The fewest SMILES tokens a molecule containing the SMARTS `pattern` takes: one per atom, or the pattern's
+    own when it reads as SMILES (its ring digits and branches too)."""
+    atoms = _smarts(pattern).GetNumAtoms()
+    spelled = Chem.MolFromSmiles(pattern)
+    try:
+        return max(atoms, len(tokenize_known(Chem.MolToSmiles(spelled)))) if spelled is not None else atoms
+    except SmilesError:
+        return atoms
 
 
 def _floor_reason(name: str, floor: float, label: str) -> str:

@@ -658,6 +658,17 @@ def test_a_fragment_that_carries_an_alert_to_avoid_is_warned_about():
     assert "verified molecules (no PAINS alert) from 8 canvases" in result.stderr
 
 
+def test_a_pattern_too_long_to_pin_is_warned_about_and_one_longer_than_the_canvas_refused():
+    imatinib = "Cc1ccc(NC(=O)c2ccc(CN3CCN(C)CC3)cc2)cc1Nc1nccc(-c2cccnc2)n1"  # 59 tokens: too long to pin
+    (message,) = task.MoleculeRequest.parse(contains=imatinib).unlikely()
+    assert message.startswith(f"contains: {imatinib!r} is only matched, not written on the canvas, and takes at "
+                              "least 59 tokens, more than 99 % of the training molecules (45)")
+    assert task.MoleculeRequest.parse(contains="c1ccccc1").unlikely() == []
+    with pytest.raises(task.RequestError, match="contains: the substructure C{63} has 63 atoms; a molecule on the "
+                                                "canvas has at most 62 tokens"):
+        task.MoleculeRequest.parse(contains="C" * 63)
+
+
 def test_a_molecule_with_an_alert_renoises_the_alert_atoms():
     tokens = split_smiles(MICHAEL)
     guidance = task.MoleculeGuidance(task.MoleculeRequest.parse(avoid="BRENK"))
@@ -955,8 +966,9 @@ def test_a_result_draws_its_molecules_in_a_grid(designer):
         result.draw(limit=0)
     with pytest.raises(task.RequestError, match="svg must be True or False"):
         result.draw(svg="yes")
-    with pytest.raises(task.RequestError, match="highlight: expected a list of RDKit query molecules"):
-        result.draw(highlight=["c1ccccc1"])
+    for highlight in (["c1ccccc1"], None, Chem.MolFromSmiles("C")):
+        with pytest.raises(task.RequestError, match="highlight: expected a list of RDKit query molecules"):
+            result.draw(highlight=highlight)
     assert result[0].to_dict(["qed"]) == {"smiles": result[0].smiles, "verified": True,
                                           "qed": result[0].properties["qed"]}
     assert result[0].to_dict("qed") == result[0].to_dict(["qed"])  # one name, as draw takes it
