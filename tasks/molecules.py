@@ -846,7 +846,7 @@ def _check_window(name: str, window) -> tuple[float, float] | None:
         raise RequestError(f"{name}: lower bound {lo:g} is above upper bound {hi:g}")
     low, high = PROPERTY_LIMITS[name]
     if hi < low or lo > high:
-        raise RequestError(f"{name}: window {_fmt((lo, hi))} is outside what any molecule here can have "
+        raise RequestError(f"{name}: window {_fmt((lo, hi), name)} is outside what any molecule here can have "
                            f"({_fmt((low, high))})")
     if lo == -math.inf and hi == math.inf:  # not merely beyond the limits: those assume the usual canvas
         return None
@@ -871,14 +871,14 @@ def parse_window(text: str, name: str = "window") -> tuple[float | None, float |
     (rings, hbd, ...) one number V means exactly V."""
     if not isinstance(text, str):
         raise RequestError(f"{name}: expected text 'LO:HI', got {type(text).__name__} {text!r}")
-    parts = text.split(":")
+    parts = text.replace("\u2212", "-").split(":")  # a typeset minus sign, as copied from a paper
     count = name in PROPERTIES and PROPERTIES[name].integer
     if len(parts) == 1 and count:
         parts = parts * 2
-    if len(parts) != 2:
-        raise RequestError(f"{name}: expected LO:HI{' (or one whole number)' * count}, got {text!r}")
     if not any(part.strip() for part in parts):
         raise RequestError(f"{name}: give at least one bound, got {text!r}")
+    if len(parts) != 2:
+        raise RequestError(f"{name}: expected LO:HI{' (or one whole number)' * count}, got {text!r}")
     try:
         lo, hi = (float(part) if part.strip() else None for part in parts)
     except ValueError:

@@ -369,9 +369,12 @@ def test_open_window_bounds_and_single_values():
     assert task.parse_window(":250", "mw") == (None, 250.0)
     assert task.parse_window("2", "rings") == (2.0, 2.0)
     for text, message in [("2", "logp: expected LO:HI, got '2'"), (":", "give at least one bound"),
-                          ("1:2:3", "expected LO:HI")]:
+                          ("1:2:3", "expected LO:HI"), ("", "give at least one bound")]:
         with pytest.raises(task.RequestError, match=message):
             task.parse_window(text, "logp")
+    assert task.parse_window("\u22121:2", "logp") == (-1.0, 2.0)  # a typeset minus, copied from a paper
+    with pytest.raises(task.RequestError, match="logp: window 100: is outside what any molecule"):
+        task.MoleculeRequest.parse({"logp": task.parse_window("1e2:")})  # the open side left open, not 'inf'
     parse = task.MoleculeRequest.parse
     assert parse({"logp": (3, None), "mw": (None, 250), "qed": (0.5, math.inf)}).windows == {
         "logp": (3, 30), "mw": (16, 250), "qed": (0.5, 1)}  # open sides end at what any molecule can have
@@ -381,7 +384,7 @@ def test_open_window_bounds_and_single_values():
         "rings": (0, 31), "mw": (16, 200)}
     with pytest.raises(task.RequestError, match="logp: expected text 'LO:HI', got int 3"):
         task.parse_window(3, "logp")
-    for window, message in [((2, None), "qed: window 2:inf is outside what any molecule here can have \\(0:1\\)"),
+    for window, message in [((2, None), "qed: window 2: is outside what any molecule here can have \\(0:1\\)"),
                             ((None, 10), "mw: window -inf:10 is outside"), ((math.nan, 1), "must be numbers")]:
         with pytest.raises(task.RequestError, match=message):
             parse({"mw" if "mw" in message else "qed": window})
