@@ -55,15 +55,15 @@ def molecules(
                                                                 "(molecules are still verified)."),
     no_training_prior: bool = typer.Option(
         False, "--no-training-prior",
-        help="Leave the prompt and the length to the model. By default a canvas without windows or a fragment to pin "
-             "is prompted with the property bins and the scaffold of a random MOSES training molecule and given "
-             "that molecule's length, so that the molecules follow the training distribution; without it: more "
-             "verified molecules per canvas, but shorter and less varied ones."),
+        help="Leave the prompt and the length to the model: more verified molecules per canvas, but shorter and "
+             "less varied ones. By default a canvas without windows or a fragment to pin is prompted with the "
+             "property bins and the scaffold of a random MOSES training molecule and given that molecule's length, "
+             "so that the molecules follow the training distribution."),
     no_match_training: bool = typer.Option(
         False, "--no-match-training",
-        help="Keep every verified molecule. By default, with the training prior, each is kept with a probability "
-             "that pulls the output toward the MOSES distribution (a classifier fitted to the checkpoint's own "
-             "molecules; about half are kept)."),
+        help="Skip the training-likeness acceptance. By default, with the training prior, each verified molecule is "
+             "kept with a probability that pulls the output toward the MOSES distribution (a classifier fitted to "
+             "the checkpoint's own molecules; about half are kept)."),
     allow_known: bool = typer.Option(
         False, "--allow-known",
         help="Return molecules of the MOSES training set too. By default they are left out (a filter shipped with "
