@@ -202,6 +202,9 @@ def rich_progress(label: str, *fields: str, show: bool = True) -> Progress:
                     disable=not (show and sys.stderr.isatty()), redirect_stdout=sys.stdout.isatty())
 
 
+UNFINISHED = "interrupted before it was solved"  # the reason in an unfinished entry's record after Ctrl-C
+
+
 class InOrder:
     """One record per input entry, in input order, although results arrive out of order: `emit(k, result)` for
     readable entry k, `emit_unreadable(k)` for one that could not be read (in its place)."""
@@ -217,10 +220,10 @@ class InOrder:
         """After an interrupt: every record not printed yet, in order, the unfinished ones by `emit_unfinished(k)`
         in their place (so results that came before an unfinished earlier entry are not lost), and what that was
         ('3 of 10 puzzles done; 7 unfinished, printed as interrupted')."""
-        unfinished = len(self.instance_of) - len(self.results)
+        unfinished, unreadable = len(self.instance_of) - len(self.results), self.readable.count(False)
         self.flush(emit_unfinished)
         return (f"{len(self.results)} of {plural(len(self.readable), noun)} done; {unfinished} unfinished"
-                + ", printed as interrupted" * bool(unfinished))
+                + ", printed as interrupted" * bool(unfinished) + f"; {unreadable} unreadable" * bool(unreadable))
 
     def add(self, instance: int, result: object) -> None:
         self.results[instance] = result

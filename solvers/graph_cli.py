@@ -14,10 +14,10 @@ from ..core import CtrlC
 from ..core.arguments import MAX_CANVASES
 from ..tasks.text import bad_byte, plural, split_lines
 from .base import DiffusionSolver
-from .cli_common import (DEVICE, SEED_RANGE, STEPS_RANGE, THREADS, InOrder, app, check_canvases, check_image,
-                         check_search, choice, error, input_name, interrupted, load_task_model, read_input,
+from .cli_common import (DEVICE, SEED_RANGE, STEPS_RANGE, THREADS, UNFINISHED, InOrder, app, check_canvases,
+                         check_image, check_search, choice, error, input_name, interrupted, load_task_model, read_input,
                          rich_progress, usage_error, working, write_output)
-from .countdown import CountdownSolver
+from .countdown import CountdownResult, CountdownSolver
 from .graphs import GraphSolver, check_hamiltonian_input, path_search_graph
 
 FORMATS = ("text", "json")
@@ -356,10 +356,8 @@ def countdown(
 
             solver.solve_many(good, on_result=done, callback=lambda info: ctrl_c.stop_if_asked())
     except KeyboardInterrupt:
-        interrupted(order.interrupt(lambda k: show(entries[k][0], {
-            "numbers": list(entries[k][1][0]), "target": entries[k][1][1], "steps": None, "expression": None,
-            "verified": False, "reason": "interrupted before it was solved", "forward_passes": 0, "seconds": 0.0,
-            "impossible": False}, "interrupted before it was solved"), "instance"))
+        interrupted(order.interrupt(lambda k: emit(k, CountdownResult(
+            list(entries[k][1][0]), entries[k][1][1], None, None, False, UNFINISHED)), "instance"))
     raise typer.Exit(0 if len(good) == len(entries) and all(r.verified for r in order.results.values()) else 1)
 
 

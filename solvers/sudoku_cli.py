@@ -13,7 +13,8 @@ from ..core import CtrlC, StepInfo
 from ..core.arguments import MAX_CANVASES
 from ..tasks.text import bad_byte, plural, read_text, split_lines
 from .base import DiffusionSolver
-from .cli_common import (DEVICE, SEED_RANGE, STEPS_RANGE, THREADS, InOrder, app, check_canvases, check_checkpoint_found,
+from .cli_common import (DEVICE, SEED_RANGE, STEPS_RANGE, THREADS, UNFINISHED, InOrder, app, check_canvases,
+                         check_checkpoint_found,
                          check_device_option, check_search, choice, error, finite, input_name, interrupted,
                          load_task_model, rich_progress, unreadable, usage_error)
 
@@ -52,7 +53,7 @@ def sudoku(
 
     Exit status: 0 all solved, 1 some unsolved or unreadable, 2 nothing usable."""
     from ..tasks.sudoku_data import PuzzleFormatError, format_grid
-    from .sudoku import SudokuSolver
+    from .sudoku import SudokuResult, SudokuSolver
 
     format = choice(format, "--format", ("text", "line", "json"))
     check_search(model_only, backtrack)
@@ -67,22 +68,15 @@ def sudoku(
             return names[k]
         return f"line {entries[k].line}" if len(files) == 1 else f"{names[k]}:{entries[k].line}"
 
-    def emit_unsolved(k: int, reason: str, puzzle: str | None) -> None:  # one record per entry, in input order
+    def emit_unreadable(k: int) -> None:  # stdout keeps one record per entry, in input order
+        entry = entries[k]
         if format == "json":
-            print(json.dumps({"file": names[k], "line": entries[k].line, "puzzle": puzzle, "solution": None,
-                              "verified": False, "reason": reason, "steps": 0, "forward_passes": 0, "seconds": 0.0,
-                              "expected": getattr(entries[k], "solution", None), "matches_expected": None}),
+            print(json.dumps({"file": names[k], "line": entry.line, "puzzle": None, "solution": None,
+                              "verified": False, "reason": f"unreadable: {entry.message}", "steps": 0,
+                              "forward_passes": 0, "seconds": 0.0, "expected": None, "matches_expected": None}),
                   flush=True)
         elif format == "line":
-            print(f"# {where(k)}: {reason}", flush=True)
-        elif puzzle is not None:  # text: stderr named an unreadable entry already
-            print(f"{where(k)}: {reason}\n{format_grid(puzzle)}\n", flush=True)
-
-    def emit_unreadable(k: int) -> None:
-        emit_unsolved(k, f"unreadable: {entries[k].message}", None)
-
-    def emit_interrupted(k: int) -> None:
-        emit_unsolved(k, "interrupted before it was solved", entries[k].puzzle)
+            print(f"# {where(k)}: unreadable: {entry.message}", flush=True)
 
     good = [e for e in entries if not isinstance(e, PuzzleFormatError)]
     if not good:
@@ -114,7 +108,8 @@ def sudoku(
         with CtrlC() as ctrl_c:  # stops between passes, never in the middle of a printed record
             _solve_sudokus(solver, good, order, trace, ctrl_c.stop_if_asked)
     except KeyboardInterrupt:
-        interrupted(order.interrupt(emit_interrupted, "puzzle"))
+        interrupted(order.interrupt(lambda k: emit(k, SudokuResult(entries[k].puzzle, None, False, UNFINISHED, 0, 0,
+                                                                    0.0)), "puzzle"))
     unsolved = sum(not r.verified for r in order.results.values())
     raise typer.Exit(0 if unsolved == 0 and len(good) == len(entries) else 1)
 

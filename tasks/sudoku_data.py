@@ -328,9 +328,10 @@ def _check(record: _Record) -> str:
         raise _Invalid(start, f"expected 81 cells, got {len(cells)}")
     puzzle = "".join(ch if ch in DIGITS else "0" for _, _, ch in cells)
     clash = conflicts(puzzle)
-    if clash:  # every pair, so that one fix makes the line usable (a unit can hold a digit three times: 3 pairs)
-        raise _Invalid(start, "clues conflict: " + "; ".join(
-            f"{d} at r{i // 9 + 1}c{i % 9 + 1} and r{j // 9 + 1}c{j % 9 + 1}" for i, j, d in clash))
+    if clash:  # several pairs, so that one fix is more likely to make the line usable
+        named = [f"{d} at r{i // 9 + 1}c{i % 9 + 1} and r{j // 9 + 1}c{j % 9 + 1}" for i, j, d in clash[:3]]
+        raise _Invalid(start, "clues conflict: " + "; ".join(named) + (f"; and {len(clash) - 3} more pairs"
+                                                                        if len(clash) > 3 else ""))
     if solution is not None and not is_valid_solution(puzzle, solution):
         problem = (f"expected 81 cells, got {len(solution)}" if len(solution) != 81
                    else "not a valid complete grid" if not is_valid_solution("0" * 81, solution)
@@ -359,8 +360,7 @@ def _csv_columns(header: str) -> tuple[int, int | None, str] | None:
     """(puzzle column, solution column or None, delimiter) if `header` is a puzzle CSV header. A comment may
     follow a name; a column named '#' alone (a spreadsheet's row numbers) is a name."""
     for delimiter in [d for d in DELIMITERS if d in header] or [","]:
-        names = [name.strip().lower() for name in _fields(header, delimiter) or []]
-        names = [name if name == "#" else _uncommented(name).strip() for name in names]
+        names = [_column_name(name) for name in _fields(header, delimiter) or []]
         puzzle = next((k for k, name in enumerate(names) if name in PUZZLE_COLUMNS), None)
         solution = next((k for k, name in enumerate(names) if name in ("solution", "solutions")), None)
         if puzzle is not None:
@@ -374,12 +374,23 @@ def _csv_rows(lines: list[str], first: int, delimiter: str):
     (a quote inside an unquoted field, as in '5" screen', is only a character)."""
     k = first
     while k < len(lines):
-        number, raw = k + 1, lines[k]
-        while k + 1 < len(lines) and _ends_in_quotes(raw, delimiter):
-            k += 1
-            raw += "\n" + lines[k]
-        yield number, raw
-        k += 1
+        raw, end = lines[k], k
+        if _ends_in_quotes(raw, delimiter):  # the row goes on to its closing quote, if it comes soon
+            joined = raw
+            for j in range(k + 1, min(len(lines), k + MAX_ROW_LINES)):
+                joined += "\n" + lines[j]
+                if len(joined) > MAX_LINE:
+                    break
+                if not _ends_in_quotes(joined, delimiter):
+                    raw, end = joined, j
+                    break
+        yield k + 1, raw
+        k = end + 1
+
+
+# A quoted field spans a few lines at most; a quote that does not close within these is a stray character (an
+# unclosed '"oops' must not swallow the rows below it).
+MAX_ROW_LINES = 64
 
 
 def _ends_in_quotes(row: str, delimiter: str) -> bool:
@@ -401,8 +412,8 @@ def _csv_records(lines: list[str], header: int, columns: tuple[int, int | None, 
     for number, raw in _csv_rows(lines, header + 1, delimiter):
         if not raw.strip() or (raw.lstrip().startswith("#") and not lines[header].lstrip().startswith("#")):
             continue
-        if raw.strip() == lines[header].strip():  # the header again: CSV files joined with `cat`
-            continue
+        if raw.strip().lstrip("\ufeff") == lines[header].strip().lstrip("\ufeff"):  # the header again: CSV files
+            continue  # joined with `cat` (each may begin with a byte-order mark)
         fields = _fields(raw, delimiter)
         if fields is None:
             yield _Invalid(number, f"a field is longer than {csv.field_size_limit():,} characters")
@@ -417,7 +428,9 @@ def _csv_records(lines: list[str], header: int, columns: tuple[int, int | None, 
         solution = None
         if solution_col is not None and solution_col < len(fields):  # empty or missing: none given
             solution = _uncommented(fields[solution_col]).strip() or None
-        yield _Record(number, _cells(field, number, " \t", max(raw.find(field), 0)), solution)
+        start = max(raw.find(field), 0)  # where the field begins, on a later line of a row that spans several
+        line, column = number + raw.count("\n", 0, start), start - (raw.rfind("\n", 0, start) + 1)
+        yield _Record(number, _cells(field, line, " \t", column), solution)
 
 
 def _uncommented(line: str) -> str:
@@ -608,8 +621,13 @@ def _find_csv_header(lines: list[str]):
 
 def _puzzle_columns(header: str, delimiter: str) -> list[str]:
     """The header's column names that name a puzzle column, as written."""
-    return [name.strip() for name in _fields(header, delimiter) or []
-            if _uncommented(name).strip().lower() in PUZZLE_COLUMNS]
+    return [name.strip() for name in _fields(header, delimiter) or [] if _column_name(name) in PUZZLE_COLUMNS]
+
+
+def _column_name(name: str) -> str:
+    """A header field as a column name: lower case, without a comment after it ('#' alone is a name)."""
+    name = name.strip().lower()
+    return name if name == "#" else _uncommented(name).strip()
 
 
 def _looks_like_csv(header: str, second: str) -> bool:

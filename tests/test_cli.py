@@ -584,7 +584,7 @@ def test_an_interrupt_prints_every_record_in_order_the_unfinished_as_such():
     assert printed == []
     said = order.interrupt(lambda k: printed.append((k, "interrupted")), "puzzle")
     assert printed == [(0, "interrupted"), (1, "second"), (2, "unreadable"), (3, "interrupted"), (4, "interrupted")]
-    assert said == "1 of 5 puzzles done; 3 unfinished, printed as interrupted"
+    assert said == "1 of 5 puzzles done; 3 unfinished, printed as interrupted; 1 unreadable"
 
 
 def test_an_interrupt_before_the_work_begins_still_exits_130():

@@ -1,6 +1,7 @@
 """Math graphs: reading graphs, planted training data, per-pass constraints, the solvers and their CLI."""
 
 import itertools
+import re
 import json
 from collections import Counter
 from fractions import Fraction
@@ -1212,3 +1213,21 @@ def test_countdown_says_when_a_solution_exists_that_it_did_not_find():
     assert result.reason == ("no verified solution within 1 pass, though one exists (exhaustive check): more "
                              "passes or canvases may find it, unless every solution's steps are longer than the "
                              "canvas (64 characters)")
+
+
+def test_ctrl_c_prints_every_countdown_record_the_unfinished_marked(tmp_path):
+    """The first record is out, the rest under way: Ctrl-C prints all 64 in order (each solved one verified),
+    the unfinished with the interrupted reason, not held back behind an unfinished earlier one."""
+    from interrupt import ctrl_c_when
+
+    rng = np.random.default_rng(5)
+    lines = ["2,3,4,24"] + [",".join(map(str, [*rng.integers(1, 99, 5), rng.integers(100, 999)])) for _ in range(63)]
+    path = tmp_path / "many.jsonl"
+    path.write_text("".join(json.dumps({"input": line}) + "\n" for line in lines))  # an easy one first
+    status, out, err = ctrl_c_when(["countdown", str(path), "--format", "json", "--threads", "1"], ready=r'"line": 1')
+    records = [json.loads(line) for line in out.splitlines()]
+    assert [r["line"] for r in records] == list(range(1, 65))  # finished or not, every record in its place
+    assert all(countdown.verify_steps(r["numbers"], r["target"], r["steps"]) for r in records if r["verified"])
+    assert status == 130, err
+    unfinished = [r for r in records if r["reason"] == "interrupted before it was solved"]
+    assert unfinished and re.search(rf"(\d+) of 64 instances done; {len(unfinished)} unfinished", err)

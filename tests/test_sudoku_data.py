@@ -195,6 +195,7 @@ def test_line_format_errors_keep_other_puzzles():
         twice = twice[:cell] + digit + twice[cell + 1:]
     assert_error(parse_puzzles(twice, "puzzles.txt")[0], 1, "clues conflict: 5 at r1c1 and r1c9; 3 at r5c5 and "
                                                              "r5c9")  # every conflict, not the first alone
+    assert parse_puzzles("1" * 81, "puzzles.txt")[0].message.endswith("; and 807 more pairs")  # not 16 kB
 
 
 def test_grid_format_errors():
@@ -232,10 +233,17 @@ def test_a_quoted_csv_field_may_hold_line_breaks_and_an_unquoted_one_a_quote():
     results = parse_puzzles(text, "puzzles.txt")
     assert [(r.puzzle, r.line) for r in results[:3]] == [(PUZZLE, 2), (PUZZLE, 4), (PUZZLE, 5)]
     assert_error(results[3], 6, "1 field, but the header puts the puzzle in field 2")
+    # a quote that never closes is a stray character: the rows below it are still read (they were swallowed)
+    unclosed = parse_puzzles(f'puzzle,note\n{PUZZLE},"oops\n{PUZZLE},fine\n{PUZZLE},fine\n', "puzzles.txt")
+    assert [(r.puzzle, r.line) for r in unclosed] == [(PUZZLE, 2), (PUZZLE, 3), (PUZZLE, 4)]
+    # a bad cell is placed on the line of the row where it is, after a note of two lines
+    bad = PUZZLE[:10] + "x" + PUZZLE[11:]
+    assert_error(parse_puzzles(f'note,puzzle\n"first line\nsecond line",{bad}\n', "puzzles.txt")[0], 3,
+                 "bad character 'x' at column 24")
 
 
 def test_csv_files_joined_keep_their_rows_and_two_puzzle_columns_are_named():
-    joined = f"puzzle,solution\n{PUZZLE},{SOLUTION}\npuzzle,solution\n{PUZZLE},\n"  # `cat a.csv b.csv`
+    joined = f"puzzle,solution\n{PUZZLE},{SOLUTION}\n\ufeffpuzzle,solution\n{PUZZLE},\n"  # `cat a.csv b.csv`
     assert [(r.puzzle, r.line) for r in parse_puzzles(joined, "puzzles.txt")] == [(PUZZLE, 2), (PUZZLE, 4)]
     both = parse_puzzles(f"quizzes,Puzzle,solution\n{PUZZLE},{PUZZLE},{SOLUTION}\n", "puzzles.txt")
     assert_error(both[0], 1, "a CSV header with 2 puzzle columns (quizzes, Puzzle): keep one, or rename the others")
