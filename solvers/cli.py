@@ -3,6 +3,7 @@ in the order --help lists them."""
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 
@@ -49,13 +50,31 @@ class _EndWhenReaderGoes:
 CANNOT_WRITE = 74  # sysexits.h EX_IOERR
 
 
+class _Closed:
+    """stdout when the command was started with it closed (`>&-`): the first write fails as a closed file does
+    (a command whose results go there refuses to start: `load_task_model`)."""
+
+    closed_at_start = True
+
+    def write(self, text: str) -> int:
+        raise OSError(errno.EBADF, "stdout is closed")
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return False
+
+    def fileno(self) -> int:
+        return 1
+
+
 def main() -> None:
     """The `solve` command."""
     if sys.stderr is None:  # started with it closed (`2>&-`): the work and its results go on without it
         sys.stderr = open(os.devnull, "w")
-    if sys.stdout is None:  # `>&-`: nowhere for the results to go
-        error("stdout is closed: the results would be lost (redirect it to a file, or to /dev/null)")
-        raise SystemExit(2)
+    if sys.stdout is None:  # `>&-`: a command that writes its results elsewhere (--out) still runs
+        sys.stdout = _Closed()
     sys.stdout, sys.stderr = _EndWhenReaderGoes(sys.stdout, True), _EndWhenReaderGoes(sys.stderr, False)
     try:
         app()

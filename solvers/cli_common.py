@@ -265,10 +265,12 @@ def check_device_option(device: str) -> None:
 
 
 def load_task_model(checkpoint: str | None, task: str, device: str, threads: int | None,
-                    build: Callable = lambda model: model):
+                    build: Callable = lambda model: model, results_on_stdout: bool = True):
     """The task's model (compiled with --compile) wrapped by `build` (a solver, which refuses a checkpoint made
     for another task), run on `threads` CPU threads when given; unusable devices and checkpoints exit 2 with one
-    line."""
+    line, and so does a stdout closed at start (`>&-`) when the results go there, before any work."""
+    if results_on_stdout and getattr(sys.stdout, "closed_at_start", False):
+        usage_error("stdout is closed: the results would be lost (redirect it to a file or /dev/null)")
     check_device_option(device)
     if threads is not None:
         torch.set_num_threads(threads)

@@ -8,6 +8,7 @@ import secrets
 import sys
 import warnings
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -17,10 +18,12 @@ from .cli_common import (DEVICE, SEED_RANGE, THREADS, app, check_image, check_wr
                          load_task_model, rich_progress, usage_error, write_output)
 
 
-def window_option(what: str):
+MOLECULE_FORMATS = ("smi", "csv", "sdf", "json")
+
+
+def window_option(what: str) -> Any:
     """A property window option: LO:HI text (read by `parse_window`)."""
     return typer.Option(None, metavar="LO:HI", help=f"{what} window.")
-MOLECULE_FORMATS = ("smi", "csv", "sdf", "json")
 
 
 @app.command()
@@ -95,7 +98,7 @@ def molecules(
         usage_error(f"--out and --image both name {out}: the picture would replace the molecules")
     designer = load_task_model(checkpoint, "molecules", device, threads, lambda model: MoleculeDesigner(
         model, guided=not model_only, training_prior=not no_training_prior, match_training=not no_match_training,
-        novel=not allow_known))
+        novel=not allow_known), results_on_stdout=out is None)
     budget = budget if budget is not None else default_budget(num)
     drawn_seed = seed if seed is not None else secrets.randbelow(2**31)
     result, stopped = _run_design(designer, num, request, drawn_seed, budget)

@@ -181,7 +181,7 @@ def _sudoku_tracer(canvases: int):
     """Prints to stderr, so that stdout holds only the results (one JSON object per line with -f json)."""
     from ..tasks import sudoku as task
 
-    console = Console(stderr=True)
+    console = Console(stderr=True, soft_wrap=True)  # a line per pass header, however narrow the terminal
     coloured = console.color_system is not None  # a terminal without NO_COLOR: else unsettled cells show as '.'
 
     def show(info: StepInfo) -> None:
@@ -190,13 +190,13 @@ def _sudoku_tracer(canvases: int):
         settled, renoised = info.accepted[row].tolist(), info.renoised_by_constraint[row].tolist()
         console.print(f"pass {info.step}: {sum(settled)} settled, {sum(renoised)} re-noised by a constraint"
                       + (", [green]verified[/green]" if bool(info.solved[:canvases].any()) else "")
-                      + ("" if coloured else " (. = not settled)"))
+                      + ("" if coloured else " (. = not settled, * = re-noised)"))
         for r in range(9):
             cells = []
             for c in range(9):
                 i = 9 * r + c
                 style = "red" if renoised[i] else "green" if settled[i] else "dim"
-                digit = grid[i] if coloured or settled[i] else "."
+                digit = grid[i] if coloured or settled[i] else "*" if renoised[i] else "."
                 cells.append(f"[{style}]{digit}[/{style}]" + (" |" if c in (2, 5) else ""))
             console.print(" ".join(cells))
             if r in (2, 5):

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING
 
 import torch
@@ -58,7 +59,7 @@ class TrainOptions:
                        examples=DEFAULT_EXAMPLES if self.examples is None else self.examples,
                        workers=DEFAULT_WORKERS if self.workers is None else self.workers)
 
-    def train_config(self, module) -> TrainConfig:
+    def train_config(self, module: ModuleType) -> TrainConfig:
         """The engine's settings for this run of the task `module` (after `with_defaults`)."""
         from ..core import files_digest
         from ..core.training import TrainConfig

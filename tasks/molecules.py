@@ -284,8 +284,7 @@ class MoleculeRequest:
         self._check_windows_agree()
         sole = self.sole_molecule
         if sole is not None and (missed := self.misses(sole)):
-            raise RequestError(f"contains: {self.contains!r} matches only the molecule {Chem.MolToSmiles(sole)} "
-                               f"itself, which misses the request ({', '.join(missed)})")
+            raise RequestError(f"{self._only_itself(sole)}, which misses the request ({', '.join(missed)})")
         for label, mol in parts:
             if mol.GetNumAtoms() + label.startswith("scaffold") > MAX_SMILES_TOKENS:  # a token per atom at least
                 raise RequestError(f"{label.split()[0].replace('substructure', 'contains')}: the {label} has "
@@ -371,8 +370,10 @@ class MoleculeRequest:
         """RequestError when fewer than `n` distinct molecules can meet the request (a pattern that is only
         itself, `sole_molecule`)."""
         if n > 1 and (sole := self.sole_molecule) is not None:
-            raise RequestError(f"contains: {self.contains!r} matches only the molecule {Chem.MolToSmiles(sole)} "
-                               f"itself: ask for 1 molecule, not {n}")
+            raise RequestError(f"{self._only_itself(sole)}: ask for 1 molecule, not {n}")
+
+    def _only_itself(self, sole: Chem.Mol) -> str:
+        return f"contains: {self.contains!r} matches only the molecule {Chem.MolToSmiles(sole)} itself"
 
     @rdkit_quiet
     def verify(self, mol: Chem.Mol) -> tuple[bool, dict[str, float]]:
@@ -515,6 +516,7 @@ def _canonical_scaffold(scaffold: str) -> str:
                 atom.SetNoImplicit(False)
             atom.SetAtomMapNum(0)
         Chem.SanitizeMol(mol)
+        Chem.AssignStereochemistry(mol, cleanIt=True, force=True)  # a centre the maps alone made chiral is none
     if problem := unwritable(Chem.MolFromSmarts(Chem.MolToSmarts(mol))):
         raise RequestError(f"scaffold: {scaffold!r} cannot be decorated: {problem}")
     if len(Chem.GetMolFrags(mol)) > 1:

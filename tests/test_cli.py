@@ -504,7 +504,7 @@ def test_a_reader_that_stops_early_ends_solve_with_the_sigpipe_status_not_unsolv
 
 def test_an_output_that_cannot_be_written_is_said_and_a_closed_stderr_stops_nothing(tmp_path):
     """A full disk: one line and status 74 (EX_IOERR), not a traceback and 1 ('some unsolved'); a closed stdout is
-    refused at once (the results would be lost); with stderr closed the results still come."""
+    refused at once when the results would go there; with stderr closed the results still come."""
     f = tmp_path / "two.jsonl"
     f.write_text(json.dumps({"input": "1,1,1,900"}) + "\n" + json.dumps({"input": "3,4,7"}) + "\n")
     solve = f"'{Path(sys.executable).parent / 'solve'}' countdown '{f}' --format json"
@@ -512,6 +512,9 @@ def test_an_output_that_cannot_be_written_is_said_and_a_closed_stderr_stops_noth
     assert full.returncode == 74 and full.stderr == "error: cannot write the output: No space left on device\n"
     closed = subprocess.run(f"{solve} >&-", shell=True, capture_output=True, text=True, timeout=120)
     assert closed.returncode == 2 and "stdout is closed: the results would be lost" in closed.stderr
+    elsewhere = subprocess.run(f"'{Path(sys.executable).parent / 'solve'}' molecules -n 1 --budget 8 --seed 0 --out "
+                               f"'{tmp_path / 'm.smi'}' >&-", shell=True, capture_output=True, text=True, timeout=120)
+    assert elsewhere.returncode in (0, 1) and "stdout is closed" not in elsewhere.stderr  # --out: not needed
     quiet = subprocess.run(f"{solve} 2>&-", shell=True, capture_output=True, text=True, timeout=120)
     assert quiet.returncode == 1 and [json.loads(line)["verified"] for line in quiet.stdout.splitlines()] == [
         False, True]  # 1, 1, 1 cannot make 900

@@ -253,7 +253,7 @@ def test_a_pattern_only_itself_can_contain_is_that_one_molecule(designer):
 
 def test_atom_maps_on_a_scaffold_only_name_its_atoms():
     for mapped, scaffold in [("[c:1]1ccccc1", "c1ccccc1"), ("[CH3:2]c1ccccc1", "Cc1ccccc1"),
-                             ("[nH:1]1cccc1", "c1cc[nH]c1")]:
+                             ("[nH:1]1cccc1", "c1cc[nH]c1"), ("[CH3:1][C@H](O)[CH3:2]", "CC(C)O")]:
         assert task.MoleculeRequest.parse(scaffold=mapped).scaffold == scaffold
 
 

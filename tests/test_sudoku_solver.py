@@ -146,7 +146,7 @@ def test_cli_json_in_input_order_with_errors_named(tmp_path):
     traced = CliRunner().invoke(app, ["sudoku", str(path), "--trace", "--canvases", "2", "--format", "json"])
     assert traced.exit_code == 1  # unreadable lines, as without --trace
     assert "pass 1:" in traced.stderr  # the trace goes to stderr: stdout stays one JSON object per line
-    assert "(. = not settled)" in traced.stderr  # no colours off a terminal: unsettled cells are dots
+    assert "(. = not settled, * = re-noised)" in traced.stderr  # no colours off a terminal: marks instead
     assert [json.loads(line)["line"] for line in traced.stdout.splitlines()] == [1, 2, 3, 4]
     last_pass = traced.output.rindex("pass ")  # stdout and stderr as a terminal shows them
     assert last_pass < traced.output.index('"line": 2')  # the traced puzzle's result follows its last pass
