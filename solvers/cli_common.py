@@ -30,7 +30,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="
                   context_settings={"help_option_names": ["-h", "--help"]},
                   help="diffsolve: constraint-guided diffusion solvers that return only verified answers.\n\n"
                        "Besides each command's own exit statuses: 130 after Ctrl-C or SIGTERM (what was done is "
-                       "kept), 141 when a reader of the output stops early (`| head`), 74 when the output cannot be "
+                       "kept), 141 when a reader of the output stops early (`| head`), 74 when stdout cannot be "
                        "written (a full disk).")
 console = Console()
 
