@@ -14,9 +14,8 @@ from ..core.arguments import MAX_CANVASES
 from ..tasks.text import bad_byte, plural, read_text, split_lines
 from .base import DiffusionSolver
 from .cli_common import (DEVICE, SEED_RANGE, STEPS_RANGE, THREADS, UNFINISHED, InOrder, app, check_canvases,
-                         check_checkpoint_found,
-                         check_device_option, check_search, choice, error, finite, input_name, interrupted,
-                         load_task_model, rich_progress, unreadable, usage_error)
+                         check_checkpoint_found, check_device_option, check_search, choice, error, finite, input_name,
+                         interrupted, load_task_model, rich_progress, unreadable, usage_error)
 
 
 @app.command()
