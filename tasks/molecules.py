@@ -278,40 +278,33 @@ class MoleculeRequest:
 
     def _check_feasible(self) -> None:
         """Windows no molecule containing the requested parts can meet."""
-        parts = [(f"scaffold {self.scaffold}", Chem.MolFromSmiles(self.scaffold))] if self.scaffold else []
-        if self.contains:
-            parts.append((f"substructure {self.contains}", Chem.MolFromSmarts(self.contains)))
         self._check_windows_agree()
         sole = self.sole_molecule
         if sole is not None and (missed := self.misses(sole)):
             raise RequestError(f"{self._only_itself(sole)}, which misses the request ({', '.join(missed)})")
-        for label, mol in parts:
-            if mol.GetNumAtoms() + label.startswith("scaffold") > MAX_SMILES_TOKENS:  # a token per atom at least
-                raise RequestError(f"{label.split()[0].replace('substructure', 'contains')}: the {label} has "
-                                   f"{mol.GetNumAtoms()} atoms; a molecule on the canvas has at most "
-                                   f"{MAX_SMILES_TOKENS} tokens, one or more per atom")
-            floors = {"heavy_atoms": mol.GetNumAtoms() + label.startswith("scaffold"),  # decorating adds an atom
-                      **{name: floor for name, floor in pattern_floors(mol).items() if floor}}
-            as_smiles = Chem.MolFromSmiles(self.contains) if label.startswith("substructure") else None
-            if as_smiles is not None:  # SMARTS that reads as SMILES: its rings and heavy atoms are in every match
-                floors.update(rings=max(floors.get("rings", 0), as_smiles.GetRingInfo().NumRings()),
-                              mw=sum(atom.GetMass() for atom in as_smiles.GetAtoms()))
-            if label.startswith("scaffold"):  # a SMARTS query has no ring count, ring size or weight of its own
-                # Hydrogens may go (ring closures, multiple bonds): sure are its heavy atoms and one carbon more
-                floors.update(mw=sum(atom.GetMass() for atom in mol.GetAtoms()) + CARBON,
-                              rings=mol.GetRingInfo().NumRings())
-            rings = (mol if label.startswith("scaffold") else as_smiles)  # a pattern's own rings are in every match
-            if rings is not None:
-                largest = max((len(ring) for ring in rings.GetRingInfo().AtomRings()), default=0)
-                if self.max_ring_size and largest > self.max_ring_size:
-                    argument = "scaffold" if label.startswith("scaffold") else "contains"
-                    raise RequestError(f"{argument}: the {label} has a ring of {largest} atoms, larger than "
-                                       f"max_ring_size={self.max_ring_size}; allow it with max_ring_size={largest} "
-                                       f"or None (CLI: --max-ring-size {largest} or 0)")
-            for name, floor in floors.items():
-                if name in self.windows and self.windows[name][1] < floor - 1e-9:
-                    raise RequestError(f"{name}: window {_fmt(self.windows[name], name)} is impossible: "
-                                       + _floor_reason(name, floor, label))
+        if self.scaffold:
+            scaffold = Chem.MolFromSmiles(self.scaffold)
+            self._check_part("scaffold", f"scaffold {self.scaffold}", scaffold, scaffold)
+        if self.contains:  # a SMARTS query; read as SMILES too, when it does, for its rings and weight
+            self._check_part("contains", f"substructure {self.contains}", Chem.MolFromSmarts(self.contains),
+                             Chem.MolFromSmiles(self.contains))
+
+    def _check_part(self, argument: str, label: str, query: Chem.Mol, spelled: Chem.Mol | None) -> None:
+        """Refuse a part every answer holds (the scaffold, decorated; the `contains` pattern) that alone is longer
+        than the canvas, has a ring over max_ring_size, or breaks a window (`_part_floors`)."""
+        decorated = argument == "scaffold"
+        if query.GetNumAtoms() + decorated > MAX_SMILES_TOKENS:  # a token per atom at least
+            raise RequestError(f"{argument}: the {label} has {query.GetNumAtoms()} atoms; a molecule on the canvas "
+                               f"has at most {MAX_SMILES_TOKENS} tokens, one or more per atom")
+        largest = max((len(ring) for ring in spelled.GetRingInfo().AtomRings()), default=0) if spelled else 0
+        if self.max_ring_size and largest > self.max_ring_size:  # a part's own rings are in every match
+            raise RequestError(f"{argument}: the {label} has a ring of {largest} atoms, larger than "
+                               f"max_ring_size={self.max_ring_size}; allow it with max_ring_size={largest} "
+                               f"or None (CLI: --max-ring-size {largest} or 0)")
+        for name, floor in _part_floors(query, spelled, decorated).items():
+            if name in self.windows and self.windows[name][1] < floor - 1e-9:
+                raise RequestError(f"{name}: window {_fmt(self.windows[name], name)} is impossible: "
+                                   + _floor_reason(name, floor, label))
 
     def _check_windows_agree(self) -> None:
         """Windows that contradict each other: n heavy atoms hold at most so many rings; each heavy atom with its
@@ -660,6 +653,18 @@ FLOOR_REASONS = {"hbd": "that many of its atoms are hydrogen-bond donors whateve
                  "hba": "that many of its atoms are hydrogen-bond acceptors whatever else the molecule holds",
                  "tpsa": "the polar surface its N and O atoms add whatever else the molecule holds",
                  "rings": "its own cycles are the molecule's (an aromatic atom lies in a ring)"}
+
+
+def _part_floors(query: Chem.Mol, spelled: Chem.Mol | None, decorated: bool) -> dict[str, float]:
+    """What every molecule holding a part has at least: its heavy atoms (one more when it must be decorated),
+    `pattern_floors`, and when it reads as SMILES (`spelled`) its rings and the weight of its heavy atoms (one
+    carbon more when decorated; its hydrogens may go, to ring closures and multiple bonds)."""
+    floors = {"heavy_atoms": query.GetNumAtoms() + decorated,
+              **{name: floor for name, floor in pattern_floors(query).items() if floor}}
+    if spelled is not None:
+        floors["rings"] = max(floors.get("rings", 0), spelled.GetRingInfo().NumRings())
+        floors["mw"] = sum(atom.GetMass() for atom in spelled.GetAtoms()) + CARBON * decorated
+    return floors
 
 
 def _least_tokens(pattern: str) -> int:
