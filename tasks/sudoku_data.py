@@ -10,8 +10,9 @@ import csv
 import heapq
 import itertools
 import math
-import re
 import multiprocessing
+import re
+import unicodedata
 from dataclasses import dataclass
 from functools import partial
 
@@ -566,7 +567,7 @@ def parse_puzzles(text: str, path: str = "<input>") -> list[ParsedPuzzle | Puzzl
     """Read puzzles (one per line, 9-line grids, or CSV with a puzzle/quizzes column), auto-detected.
 
     Bad entries come back inline, in file order, as PuzzleFormatError so the good ones can still be used."""
-    lines = split_lines(text.removeprefix("\ufeff"))
+    lines = split_lines(_ascii_digits(text.removeprefix("\ufeff")))
     # Each character of a line costs a hundred bytes or more to parse, so lines longer than any puzzle line are
     # errors of their own, read as lines that end a grid. In text '#' starts a comment anywhere, and a long
     # comment is dropped first; in a CSV only the puzzle and solution fields take comments.
@@ -596,6 +597,12 @@ def parse_puzzles(text: str, path: str = "<input>") -> list[ParsedPuzzle | Puzzl
         except _Invalid as bad:
             results.append(PuzzleFormatError(path, bad.line, bad.message))
     return results
+
+
+def _ascii_digits(text: str) -> str:
+    """Other scripts' decimal digits ('３' full width, '٣' Arabic-Indic) as ASCII ones, a character for a character
+    (so columns stay)."""
+    return text if text.isascii() else re.sub(r"(?![0-9])\d", lambda m: str(unicodedata.decimal(m[0])), text)
 
 
 def _find_csv_header(lines: list[str]):

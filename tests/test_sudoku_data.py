@@ -249,6 +249,14 @@ def test_csv_files_joined_keep_their_rows_and_two_puzzle_columns_are_named():
     assert_error(both[0], 1, "a CSV header with 2 puzzle columns (quizzes, Puzzle): keep one, or rename the others")
 
 
+def test_digits_of_other_scripts_read_as_ascii_digits():
+    full_width = "".join(chr(0xFF10 + int(c)) for c in PUZZLE)  # as a Japanese puzzle site writes them
+    arabic_indic = "".join(chr(0x0660 + int(c)) for c in PUZZLE)
+    for text in (full_width, arabic_indic, f"très difficile\n{full_width[:40]}x{full_width[41:]}"):
+        result = parse_puzzles(text, "puzzles.txt")[0]
+        assert result.puzzle == PUZZLE if "x" not in text else result.message == "bad character 'x' at column 41"
+
+
 def test_a_lone_short_line_is_a_short_puzzle_and_dashes_can_be_a_row_of_blanks():
     results = parse_puzzles(f"{PUZZLE}\n12345\n", "puzzles.txt")
     assert_error(results[1], 2, "expected 81 cells (or a 9-row grid), got 5")
