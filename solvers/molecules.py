@@ -328,8 +328,8 @@ class MoleculeDesigner(Pretrained):
                        generator=child_generator(generator, device), callback=lambda info: after_pass(info.step))
         checked = [_verified(smiles, request, passes)
                    for smiles, passes in zip(task.decode(out.canvas), out.forward_passes.tolist())]
-        molecules = [m for m in checked if isinstance(m, Molecule) and m.smiles not in found]
-        missed = [m for m in checked if isinstance(m, list)]
+        molecules = [m for m, _ in checked if m is not None and m.smiles not in found]
+        missed = [misses for _, misses in checked if misses]
         known = atypical = 0
         if self.known is not None:
             novel = [m for m, seen in zip(molecules, self.known.contains([m.smiles for m in molecules])) if not seen]
@@ -340,21 +340,18 @@ class MoleculeDesigner(Pretrained):
         return molecules, known, atypical, missed
 
 
-def _verified(smiles: str | None, request: task.MoleculeRequest, passes: int) -> Molecule | list[str] | None:
+def _verified(smiles: str | None, request: task.MoleculeRequest, passes: int) -> tuple[Molecule | None, list[str]]:
     """The independent final check, on the canonical SMILES handed back (RDKit does not promise that every
     SMILES it writes reads back): RDKit parses and sanitizes it to itself, and the request holds for that Mol,
-    the one returned. None when there is no valid molecule; the conditions a valid one misses (a list)."""
+    the one returned. (the molecule or None, the conditions a valid molecule misses: [] for no valid one)."""
     mol = task.parse_molecule(smiles)
-    if mol is None:
-        return None
-    canonical = Chem.MolToSmiles(mol)
-    returned = task.parse_molecule(canonical)
+    canonical = None if mol is None else Chem.MolToSmiles(mol)
+    returned = None if mol is None else task.parse_molecule(canonical)
     if returned is None or Chem.MolToSmiles(returned) != canonical:
-        return None
-    missed = request.misses(returned)
-    if missed:
-        return missed
-    return Molecule(canonical, returned, compute_properties(returned, list(PROPERTIES)), True, passes)
+        return None, []
+    if missed := request.misses(returned):
+        return None, missed
+    return Molecule(canonical, returned, compute_properties(returned, list(PROPERTIES)), True, passes), []
 
 
 def _acceptance_of(model: DiffusionGemma) -> Acceptance | None:
