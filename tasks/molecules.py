@@ -784,8 +784,8 @@ LEAST_TPSA = {(7, False, 0): 3.01, (7, False, 1): 12.03, (7, False, 2): 25.3, (7
 def pattern_floors(pattern: Chem.Mol) -> dict[str, float]:
     """hbd, hba, tpsa and rings that every molecule containing `pattern` has at least: its atoms that are a donor
     (acceptor) in every molecule they match in, the least polar surface its atoms add, and its own independent
-    cycles (at least one when it has an aromatic atom). `pattern` is a SMARTS
-    query, or a molecule matched as a substructure (a scaffold: element and aromaticity fixed, hydrogens free).
+    cycles (at least one when it has an aromatic atom). `pattern` is a SMARTS query, or a molecule matched as a
+    substructure (a scaffold: element and aromaticity fixed, hydrogens free).
     An aliphatic atom keeps at least its bonds in the pattern (a SMARTS bond '=' or '#' counts 2 or 3, any other
     1), so the O of 'C=O' has no hydrogen; a lone pattern atom may be the whole molecule (water: no donor)."""
     pieces = len(Chem.GetMolFrags(pattern)) if pattern.GetNumAtoms() else 0

@@ -346,10 +346,11 @@ DELIMITERS = ",;\t"  # comma first; semicolons (spreadsheets in comma-decimal lo
 GRID_ROW = 18  # a line of at most this many cells is a grid row (or a short puzzle), never a whole puzzle
 
 
-def _fields(line: str, delimiter: str) -> list[str] | None:
-    """The CSV fields of `line`, or None when it cannot be one (a field beyond the csv module's limit)."""
-    try:
-        return next(csv.reader([line], delimiter=delimiter, skipinitialspace=True))  # '1, "5300..."' is quoted
+def _fields(line: str, delimiter: str, strict: bool = False) -> list[str] | None:
+    """The CSV fields of `line`, or None when it cannot be one (a field beyond the csv module's limit; `strict`:
+    also a quote out of place)."""
+    try:  # skipinitialspace: '1, "5300..."' is quoted
+        return next(csv.reader([line], delimiter=delimiter, skipinitialspace=True, strict=strict))
     except csv.Error:
         return None
 
@@ -396,25 +397,20 @@ MAX_ROW_LINES = 64
 
 def _ends_in_quotes(row: str, delimiter: str) -> bool:
     """Whether `row` ends inside a quoted field: it is no CSV row as it stands, and would be with a closing quote."""
-    def strict(text: str) -> bool:
-        try:
-            next(csv.reader([text], delimiter=delimiter, skipinitialspace=True, strict=True))
-            return True
-        except csv.Error:
-            return False
-
-    return '"' in row and not strict(row) and strict(row + '"')
+    return ('"' in row and _fields(row, delimiter, strict=True) is None
+            and _fields(row + '"', delimiter, strict=True) is not None)
 
 
 def _csv_records(lines: list[str], header: int, columns: tuple[int, int | None, str]):
     """Rows below `header`. '#' starts a comment at the start of a line and inside the puzzle and solution
     fields only (other columns, such as names, may hold one); rows with every field empty are skipped."""
     puzzle_col, solution_col, delimiter = columns
+    header_text = lines[header].strip().lstrip("\ufeff")
     for number, raw in _csv_rows(lines, header + 1, delimiter):
         if not raw.strip() or (raw.lstrip().startswith("#") and not lines[header].lstrip().startswith("#")):
             continue
-        if raw.strip().lstrip("\ufeff") == lines[header].strip().lstrip("\ufeff"):  # the header again: CSV files
-            continue  # joined with `cat` (each may begin with a byte-order mark)
+        if raw.strip().lstrip("\ufeff") == header_text:  # the header again: CSV files joined with `cat` (each may
+            continue  # begin with a byte-order mark)
         fields = _fields(raw, delimiter)
         if fields is None:
             yield _Invalid(number, f"a field is longer than {csv.field_size_limit():,} characters")
