@@ -482,7 +482,7 @@ def _check_contains(contains: str) -> None:
     query = Chem.MolFromSmarts(contains) if contains.strip() else None
     if query is None:
         raise RequestError(f"contains: {contains!r} is not a valid SMARTS pattern")
-    if problem := unwritable(query) or over_valence(contains):
+    if problem := unwritable(query) or over_valence(contains) or unmatchable(query):
         raise RequestError(f"contains: {contains!r} can never match: {problem}")
     spelled = Chem.MolFromSmiles(contains)
     if spelled is not None and not spelled.HasSubstructMatch(query):
@@ -733,6 +733,8 @@ def _most_hydrogens(z: int, aromatic: bool, bonds: float = 0) -> int:
     return valence - {6: 3, 7: 2}.get(z, valence) if aromatic else valence - int(bonds)
 
 
+# The valences RDKit allows each neutral atom the model writes (S: 2, 4, 6; the others one each).
+VALENCES = {z: tuple(Chem.GetPeriodicTable().GetValenceList(z)) for z in WRITABLE[False]}
 # What an atom the canvas writes can be, as (atomic number, aromatic, hydrogens).
 ATOM_KINDS = frozenset((z, aromatic, h) for aromatic in (False, True) for z in WRITABLE[aromatic]
                        for h in range(_most_hydrogens(z, aromatic) + 1))
@@ -766,7 +768,12 @@ def _atom_kinds(node: list) -> frozenset:
         "AtomAtomicNum": lambda z, aromatic, h: z == value,
         "AtomHCount": lambda z, aromatic, h: h == value,
         "AtomIsAromatic": lambda z, aromatic, h: aromatic == bool(value),
-        "AtomIsAliphatic": lambda z, aromatic, h: aromatic != bool(value)}
+        "AtomIsAliphatic": lambda z, aromatic, h: aromatic != bool(value),
+        # a neutral atom's valence is one RDKit allows it; its neighbours take what its hydrogens leave, and an
+        # aromatic atom has at least two (its ring)
+        "AtomTotalValence": lambda z, aromatic, h: value >= h and value in VALENCES[z],
+        "AtomExplicitDegree": lambda z, aromatic, h: 2 * aromatic <= value <= max(VALENCES[z]) - h,
+        "AtomTotalDegree": lambda z, aromatic, h: 2 * aromatic <= value - h <= max(VALENCES[z]) - h}
     if name not in tests:
         return ATOM_KINDS
     matches = frozenset(kind for kind in ATOM_KINDS if tests[name](*kind))
@@ -781,25 +788,43 @@ LEAST_TPSA = {(7, False, 0): 3.01, (7, False, 1): 12.03, (7, False, 2): 25.3, (7
               (8, False, 0): 9.23, (8, False, 1): 20.23, (8, False, 2): 31.5, (8, True, 0): 11.3}
 
 
+def _pattern_atom_kinds(atom: Chem.Atom) -> list[tuple[int, bool, int]]:
+    """The ATOM_KINDS a pattern's atom can match in a returned molecule: those its query allows (a molecule's atom,
+    as in a scaffold: its element and aromaticity, any hydrogens), with no more hydrogens than its bonds in the
+    pattern leave room for (a SMARTS bond '=' or '#' counts 2 or 3, any other 1)."""
+    if atom.HasQuery():
+        kinds = _atom_kinds(_query_tree(atom.DescribeQuery()))
+    else:
+        kinds = frozenset(k for k in ATOM_KINDS if k[:2] == (atom.GetAtomicNum(), atom.GetIsAromatic()))
+    bonds = sum({"=": 2, "#": 3}.get(bond.GetSmarts(), 1) if bond.HasQuery() else bond.GetBondTypeAsDouble()
+                for bond in atom.GetBonds())
+    return sorted((z, aromatic, h) for z, aromatic, h in kinds if h <= max(0, _most_hydrogens(z, aromatic, bonds)))
+
+
+def unmatchable(query: Chem.Mol) -> str | None:
+    """Which atom of a SMARTS query no atom of a returned molecule matches (an aromatic n with two hydrogens, a
+    carbon of valence 5 or with five neighbours), or None. Only what the query reads as element, aromaticity,
+    hydrogens, valence and degree counts: a query on anything else is taken to match."""
+    for atom in query.GetAtoms():
+        if not _pattern_atom_kinds(atom):
+            return (f"no atom the model writes matches atom {atom.GetIdx() + 1} ({atom.GetSmarts()}): not with "
+                    "those hydrogens, that valence or that many neighbours, given its bonds in the pattern")
+    return None
+
+
 def pattern_floors(pattern: Chem.Mol) -> dict[str, float]:
     """hbd, hba, tpsa and rings that every molecule containing `pattern` has at least: its atoms that are a donor
     (acceptor) in every molecule they match in, the least polar surface its atoms add, and its own independent
     cycles (at least one when it has an aromatic atom). `pattern` is a SMARTS query, or a molecule matched as a
     substructure (a scaffold: element and aromaticity fixed, hydrogens free).
-    An aliphatic atom keeps at least its bonds in the pattern (a SMARTS bond '=' or '#' counts 2 or 3, any other
-    1), so the O of 'C=O' has no hydrogen; a lone pattern atom may be the whole molecule (water: no donor)."""
+    An aliphatic atom keeps at least its bonds in the pattern (`_pattern_atom_kinds`), so the O of 'C=O' has no
+    hydrogen; a lone pattern atom may be the whole molecule (water: no donor)."""
     pieces = len(Chem.GetMolFrags(pattern)) if pattern.GetNumAtoms() else 0
     floors = {"hbd": 0, "hba": 0, "tpsa": 0.0,  # its cycles are the molecule's too (RDKit counts at least as many)
               "rings": pattern.GetNumBonds() - pattern.GetNumAtoms() + pieces}
     for atom in pattern.GetAtoms():
-        if atom.HasQuery():
-            kinds = _atom_kinds(_query_tree(atom.DescribeQuery()))
-        else:
-            kinds = frozenset(k for k in ATOM_KINDS if k[:2] == (atom.GetAtomicNum(), atom.GetIsAromatic()))
-        bonds = sum({"=": 2, "#": 3}.get(bond.GetSmarts(), 1) if bond.HasQuery() else bond.GetBondTypeAsDouble()
-                    for bond in atom.GetBonds())
-        kinds = [(z, aromatic, h) for z, aromatic, h in kinds if h <= max(0, _most_hydrogens(z, aromatic, bonds))]
-        if kinds:  # an atom no writable atom matches is refused elsewhere (`unwritable`)
+        kinds = _pattern_atom_kinds(atom)
+        if kinds:  # an atom no writable atom matches is refused elsewhere (`unmatchable`)
             floors["hbd"] += all(_is_donor(*kind) for kind in kinds)
             floors["hba"] += all(_is_acceptor(*kind) for kind in kinds)
             floors["tpsa"] += min(LEAST_TPSA.get(kind, 0.0) for kind in kinds)

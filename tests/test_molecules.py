@@ -332,12 +332,13 @@ DONOR_ACCEPTOR_MOLECULES = [
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.integers(0, len(DONOR_ACCEPTOR_MOLECULES) - 1), st.lists(st.integers(0, 99), min_size=1, max_size=6),
-       st.sampled_from(["smarts", "smiles", "counted"]))
+       st.sampled_from(["smarts", "smiles", "counted", "full"]))
 def test_pattern_floors_never_exceed_rdkit_values(index, walk, spelling):
     """A connected fragment of a molecule, as SMARTS, as SMILES with its hydrogens written, or as SMARTS stating
-    every atom's element, aromaticity and hydrogen count ('[#7;a;H0]'): every listed molecule it matches has at
-    least the donors, acceptors, polar surface and rings `pattern_floors` claims (RDKit's values), and so does
-    every one holding the molecule's ring scaffold as the verifier matches it."""
+    every atom's element, aromaticity and hydrogen count ('[#7;a;H0]'), or these and its valence and degrees
+    ('[#16;A;H0;v6;D4;X4]'): every listed molecule it matches has at least the donors, acceptors, polar surface
+    and rings `pattern_floors` claims (RDKit's values), and so does every one holding the molecule's ring scaffold
+    as the verifier matches it; and the fragment, which its own molecule matches, is never called unmatchable."""
     from rdkit.Chem.Scaffolds import MurckoScaffold
 
     mol = Chem.MolFromSmiles(DONOR_ACCEPTOR_MOLECULES[index])
@@ -347,11 +348,16 @@ def test_pattern_floors_never_exceed_rdkit_values(index, walk, spelling):
         atoms += [around[step % len(around)]] if around else []
     counted = [f"[#{a.GetAtomicNum()};{'a' if a.GetIsAromatic() else 'A'};H{a.GetTotalNumHs()}]"
                for a in mol.GetAtoms()]
+    full = [f"[#{a.GetAtomicNum()};{'a' if a.GetIsAromatic() else 'A'};H{a.GetTotalNumHs()};v{a.GetTotalValence()};"
+            f"D{a.GetDegree()};X{a.GetTotalDegree()}]" for a in mol.GetAtoms()]
     fragment = {"smarts": lambda: Chem.MolFragmentToSmarts(mol, atomsToUse=atoms),
                 "smiles": lambda: Chem.MolFragmentToSmiles(mol, atomsToUse=atoms, allHsExplicit=True),
                 "counted": lambda: Chem.MolFragmentToSmiles(mol, atomsToUse=atoms, atomSymbols=counted,
-                                                            allBondsExplicit=True)}[spelling]()
+                                                            allBondsExplicit=True),
+                "full": lambda: Chem.MolFragmentToSmiles(mol, atomsToUse=atoms, atomSymbols=full,
+                                                         allBondsExplicit=True)}[spelling]()
     queries = [Chem.MolFromSmarts(fragment)]
+    assert mol.HasSubstructMatch(queries[0]) and task.unmatchable(queries[0]) is None, fragment
     scaffold = MurckoScaffold.GetScaffoldForMol(mol)
     queries += [scaffold] if scaffold.GetNumAtoms() else []
     for query in queries:
@@ -362,6 +368,22 @@ def test_pattern_floors_never_exceed_rdkit_values(index, walk, spelling):
                 assert PROPERTIES["hba"].compute(other) >= sure["hba"], (fragment, Chem.MolToSmiles(other))
                 assert PROPERTIES["tpsa"].compute(other) >= sure["tpsa"] - 1e-9, (fragment, Chem.MolToSmiles(other))
                 assert PROPERTIES["rings"].compute(other) >= sure["rings"], (fragment, Chem.MolToSmiles(other))
+
+
+@pytest.mark.parametrize("contains, refused", [
+    ("[nH2]", "atom 1"), ("[cH2]", "atom 1"),  # an aromatic atom has two ring neighbours: n one H at most, c one
+    ("[C;v5]", "atom 1"), ("[v5]", "atom 1"),  # no neutral atom here has valence 5 (S: 2, 4, 6)
+    ("[#6;X5]", "atom 1"), ("[Cl;D2]", "atom 1"), ("[n;D1]", "atom 1"),  # more neighbours than the valence holds
+    ("C[SH](=O)", "atom 2"),  # a hydrogen on S above valence 2 (`implausible`)
+    ("[S;v6]", None), ("[S;D4]", None), ("[c;D3]", None), ("[v4]", None), ("[!C;v6]", None), ("[O;X2]", None),
+    ("[C,N;H3]", None), ("[D5]", None),  # S of valence 6 with five neighbours (four single bonds and =O)
+])
+def test_pattern_atoms_no_returned_molecule_has_are_refused(contains, refused):
+    if refused is None:
+        assert task.MoleculeRequest.parse({}, contains=contains).contains == contains
+    else:
+        with pytest.raises(task.RequestError, match=f"can never match: no atom the model writes matches {refused}"):
+            task.MoleculeRequest.parse({}, contains=contains)
 
 
 def test_open_window_bounds_and_single_values():
