@@ -291,7 +291,7 @@ class MoleculeRequest:
 
     def _check_part(self, argument: str, label: str, query: Chem.Mol, spelled: Chem.Mol | None) -> None:
         """Refuse a part every answer holds (the scaffold, decorated; the `contains` pattern) that alone is longer
-        than the canvas, has a ring over max_ring_size, or breaks a window (`_part_floors`)."""
+        than the canvas, has or asks for a ring over max_ring_size, or breaks a window (`_part_floors`)."""
         decorated = argument == "scaffold"
         if query.GetNumAtoms() + decorated > MAX_SMILES_TOKENS:  # a token per atom at least
             raise RequestError(f"{argument}: the {label} has {query.GetNumAtoms()} atoms; a molecule on the canvas "
@@ -301,6 +301,13 @@ class MoleculeRequest:
             raise RequestError(f"{argument}: the {label} has a ring of {largest} atoms, larger than "
                                f"max_ring_size={self.max_ring_size}; allow it with max_ring_size={largest} "
                                f"or None (CLI: --max-ring-size {largest} or 0)")
+        ring_sizes = [_smallest_ring_sizes(_query_tree(atom.DescribeQuery()))
+                      for atom in query.GetAtoms() if atom.HasQuery()]
+        least = max((min(sizes) for sizes in ring_sizes if 0 not in sizes), default=0)  # 'r8': in a ring of 8 or more
+        if self.max_ring_size and least > self.max_ring_size:
+            raise RequestError(f"{argument}: the {label} asks for an atom whose smallest ring has {least} atoms or "
+                               f"more, larger than max_ring_size={self.max_ring_size}; allow it with "
+                               f"max_ring_size={least} or None (CLI: --max-ring-size {least} or 0)")
         for name, floor in _part_floors(query, spelled, decorated).items():
             if name in self.windows and self.windows[name][1] < floor - 1e-9:
                 raise RequestError(f"{name}: window {_fmt(self.windows[name], name)} is impossible: "
@@ -753,31 +760,46 @@ def _is_acceptor(z: int, aromatic: bool, h: int) -> bool:
     return (aromatic and z in (8, 16)) or (z == 8 and not aromatic and h == 0)
 
 
-def _atom_kinds(node: list) -> frozenset:
-    """The ATOM_KINDS a query atom (its `_query_tree`) can match; all of them where the query reads a feature
-    these do not record (degree, rings, recursive SMARTS), which only makes the bounds below weaker."""
+def _query_matches(node: list, universe: frozenset, tests: dict[str, Callable]) -> frozenset:
+    """The members of `universe` a query atom (its `_query_tree`) can match, where `tests[name](value, member)`
+    says whether a member passes the query feature `name` with `value`; all of them where the query reads a
+    feature `tests` lacks (a recursive SMARTS, say), which only makes the answer larger."""
     text, children = node
     name, *rest = text.split() or [""]
     if name in ("AtomAnd", "AtomOr"):
-        parts = [_atom_kinds(child) for child in children]
+        parts = [_query_matches(child, universe, tests) for child in children]
         return frozenset.intersection(*parts) if name == "AtomAnd" else frozenset.union(*parts)
     if len(rest) != 3 or rest[1:] not in (["=", "val"], ["!=", "val"]) or not rest[0].lstrip("-").isdigit():
-        return ATOM_KINDS
-    value, tests = int(rest[0]), {
-        "AtomType": lambda z, aromatic, h: (z, aromatic) == (value % 1000, value >= 1000),
-        "AtomAtomicNum": lambda z, aromatic, h: z == value,
-        "AtomHCount": lambda z, aromatic, h: h == value,
-        "AtomIsAromatic": lambda z, aromatic, h: aromatic == bool(value),
-        "AtomIsAliphatic": lambda z, aromatic, h: aromatic != bool(value),
-        # a neutral atom's valence is one RDKit allows it; its neighbours take what its hydrogens leave, and an
-        # aromatic atom has at least two (its ring)
-        "AtomTotalValence": lambda z, aromatic, h: value >= h and value in VALENCES[z],
-        "AtomExplicitDegree": lambda z, aromatic, h: 2 * aromatic <= value <= max(VALENCES[z]) - h,
-        "AtomTotalDegree": lambda z, aromatic, h: 2 * aromatic <= value - h <= max(VALENCES[z]) - h}
+        return universe
     if name not in tests:
-        return ATOM_KINDS
-    matches = frozenset(kind for kind in ATOM_KINDS if tests[name](*kind))
-    return matches if rest[1] == "=" else ATOM_KINDS - matches
+        return universe
+    matches = frozenset(member for member in universe if tests[name](int(rest[0]), member))
+    return matches if rest[1] == "=" else universe - matches
+
+
+KIND_TESTS = {
+    "AtomType": lambda value, kind: kind[:2] == (value % 1000, value >= 1000),
+    "AtomAtomicNum": lambda value, kind: kind[0] == value,
+    "AtomHCount": lambda value, kind: kind[2] == value,
+    "AtomIsAromatic": lambda value, kind: kind[1] == bool(value),
+    "AtomIsAliphatic": lambda value, kind: kind[1] != bool(value),
+    # a neutral atom's valence is one RDKit allows it; its neighbours take what its hydrogens leave, and an
+    # aromatic atom has at least two (its ring)
+    "AtomTotalValence": lambda value, kind: value >= kind[2] and value in VALENCES[kind[0]],
+    "AtomExplicitDegree": lambda value, kind: 2 * kind[1] <= value <= max(VALENCES[kind[0]]) - kind[2],
+    "AtomTotalDegree": lambda value, kind: 2 * kind[1] <= value - kind[2] <= max(VALENCES[kind[0]]) - kind[2]}
+
+
+def _atom_kinds(node: list) -> frozenset:
+    """The ATOM_KINDS a query atom can match (rings and recursive SMARTS not read)."""
+    return _query_matches(node, ATOM_KINDS, KIND_TESTS)
+
+
+def _smallest_ring_sizes(node: list) -> frozenset:
+    """The sizes of the smallest ring an atom matching a query atom can lie in (RDKit's 'r'), 0 for none, up to
+    a ring through every atom the canvas holds; what it reads of the query is 'r' alone."""
+    sizes = frozenset(range(MAX_SMILES_TOKENS + 1)) - {1, 2}  # a ring has three atoms at least
+    return _query_matches(node, sizes, {"AtomMinRingSize": lambda value, size: size == value})
 
 
 # The least polar surface (RDKit's CalcTPSA, Ertl's table without S and P) a neutral atom of each kind adds, in
@@ -809,6 +831,8 @@ def unmatchable(query: Chem.Mol) -> str | None:
         if not _pattern_atom_kinds(atom):
             return (f"no atom the model writes matches atom {atom.GetIdx() + 1} ({atom.GetSmarts()}): not with "
                     "those hydrogens, that valence or that many neighbours, given its bonds in the pattern")
+        if atom.HasQuery() and not _smallest_ring_sizes(_query_tree(atom.DescribeQuery())):
+            return f"atom {atom.GetIdx() + 1} ({atom.GetSmarts()}) asks for a ring of fewer than 3 atoms"
     return None
 
 

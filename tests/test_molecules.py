@@ -379,11 +379,28 @@ def test_pattern_floors_never_exceed_rdkit_values(index, walk, spelling):
     ("[C,N;H3]", None), ("[D5]", None),  # S of valence 6 with five neighbours (four single bonds and =O)
 ])
 def test_pattern_atoms_no_returned_molecule_has_are_refused(contains, refused):
+    """What the query reads of element, aromaticity, hydrogens, valence and degree is matched against every atom
+    the model writes (`_atom_kinds`)."""
     if refused is None:
         assert task.MoleculeRequest.parse({}, contains=contains).contains == contains
     else:
         with pytest.raises(task.RequestError, match=f"can never match: no atom the model writes matches {refused}"):
             task.MoleculeRequest.parse({}, contains=contains)
+
+
+@pytest.mark.parametrize("contains, max_ring_size, refused", [
+    ("[r8]", 7, "smallest ring has 8 atoms or more, larger than max_ring_size=7; allow it with max_ring_size=8"),
+    ("[C;r8,r9]", 7, "smallest ring has 8 atoms"), ("CC[r9]", 8, "smallest ring has 9 atoms"),
+    ("[r2]", None, r"can never match: atom 1 \(\[r2\]\) asks for a ring of fewer than 3 atoms"),
+    ("[r8]", 8, None), ("[r8]", None, None), ("[r8,C]", 7, None), ("[!r8]", 7, None), ("[r0]", 7, None),
+    ("[r7]", 7, None), ("[R2]", 7, None), ("[$([r8])]", 7, None),  # recursive SMARTS are not read
+])
+def test_ring_sizes_a_pattern_asks_for_are_checked(contains, max_ring_size, refused):
+    if refused is None:
+        assert task.MoleculeRequest.parse({}, contains=contains, max_ring_size=max_ring_size).contains == contains
+    else:
+        with pytest.raises(task.RequestError, match=refused):
+            task.MoleculeRequest.parse({}, contains=contains, max_ring_size=max_ring_size)
 
 
 def test_open_window_bounds_and_single_values():
