@@ -3,7 +3,8 @@
 Long work (training steps, batches of puzzles) should not die halfway through an optimizer update or a line of
 output. Inside `CtrlC()` the first Ctrl-C is only noted; the work calls `stop_if_asked()` at points where
 stopping loses nothing, and KeyboardInterrupt is raised there. A second Ctrl-C interrupts at once. SIGTERM (what
-`kill`, `timeout` and batch schedulers send) counts as a Ctrl-C.
+`kill`, `timeout` and batch schedulers send) counts as a Ctrl-C, but no one is there to send a second one, and a
+scheduler kills a few seconds later: work whose safe points are far apart can stop sooner where `terminated`.
 """
 
 from __future__ import annotations
@@ -26,9 +27,10 @@ def quiet_worker() -> None:
 
 
 class CtrlC:
-    def __init__(self, notice: str | None = None):
+    def __init__(self, notice: str | None = None, terminate_notice: str | None = None):
         self.notice = notice  # printed on stderr at the first Ctrl-C, e.g. what the work will still finish
-        self.asked = False
+        self.terminate_notice = terminate_notice or notice  # the same at SIGTERM
+        self.asked = self.terminated = False
         self._previous, self._installed = None, False
 
     def __enter__(self) -> "CtrlC":
@@ -40,12 +42,18 @@ class CtrlC:
     def _ask(self, signum, frame) -> None:
         if self.asked:
             raise KeyboardInterrupt
-        self.asked = True
-        if self.notice:  # os.write: a print here could land inside another print to stderr and raise
-            os.write(sys.stderr.fileno(), f"\n{self.notice}; Ctrl-C again stops at once\n".encode())
+        self.asked, self.terminated = True, signum == signal.SIGTERM
+        notice = (self.terminate_notice if self.terminated
+                  else self.notice and f"{self.notice}; Ctrl-C again stops at once")
+        if notice:  # os.write: a print here could land inside another print to stderr and raise
+            os.write(sys.stderr.fileno(), f"\n{notice}\n".encode())
 
     def stop_if_asked(self) -> None:
         if self.asked:
+            raise KeyboardInterrupt
+
+    def stop_if_terminated(self) -> None:
+        if self.terminated:
             raise KeyboardInterrupt
 
     def __exit__(self, *exc) -> None:

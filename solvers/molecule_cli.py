@@ -121,7 +121,9 @@ def molecules(
 
 def _run_design(designer, num: int, request, seed: int, budget: int):
     """(result, stopped): the design under a progress bar. Ctrl-C finishes the round of canvases under way and
-    keeps its molecules (stopped=True); before any molecule exists it ends the command (exit 130)."""
+    keeps its molecules (stopped=True); SIGTERM stops after the pass under way, without that round (a round takes
+    tens of seconds on a CPU, longer than a scheduler waits before it kills); before any molecule exists either
+    ends the command (exit 130)."""
     from ..tasks.molecules import UnlikelyRequestWarning
     from .molecules import DesignInterrupted
 
@@ -138,10 +140,12 @@ def _run_design(designer, num: int, request, seed: int, budget: int):
 
     def on_pass(step: int) -> None:  # a round takes many seconds: its passes show it is under way
         bar.update(task, tried=f"{tried}/{budget} canvases done, the round under way at pass {step}/{passes}")
+        ctrl_c.stop_if_terminated()
 
     try:
         with (rich_progress("designing", "{task.fields[tried]}") as bar, warnings.catch_warnings(),
-              CtrlC("finishing the round of canvases under way") as ctrl_c):
+              CtrlC("finishing the round of canvases under way",
+                    "terminated: stopping after this pass, without the round of canvases under way") as ctrl_c):
             warnings.simplefilter("ignore", UnlikelyRequestWarning)  # said before, in the CLI's words
             task = bar.add_task("molecules", total=num, tried="")
             result = designer.design(num, request, seed=seed, budget=budget, on_round=on_round, on_pass=on_pass)

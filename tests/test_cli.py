@@ -573,10 +573,17 @@ def test_sigterm_counts_as_ctrl_c_and_the_handlers_come_back():
     with CtrlC() as ctrl_c:
         os.kill(os.getpid(), signal.SIGTERM)
         time.sleep(0.05)  # the handler runs in the main thread between bytecodes
-        assert ctrl_c.asked
+        assert ctrl_c.asked and ctrl_c.terminated
         with pytest.raises(KeyboardInterrupt):
             ctrl_c.stop_if_asked()
+        with pytest.raises(KeyboardInterrupt):  # work whose safe points are far apart stops sooner
+            ctrl_c.stop_if_terminated()
     assert {sig: signal.getsignal(sig) for sig in before} == before
+    with CtrlC() as ctrl_c:  # at a terminal, whoever pressed Ctrl-C can press it again
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)
+        assert ctrl_c.asked and not ctrl_c.terminated
+        ctrl_c.stop_if_terminated()
 
 
 def test_an_interrupt_prints_every_record_in_order_the_unfinished_as_such():
