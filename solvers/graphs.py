@@ -360,7 +360,7 @@ class GraphSolver(DiffusionSolver):
             attempt, coloring = self._attempt(graph, clique, colors, max_steps, backtrack, tabu, tabu_moves,
                                               callback, tabu_callback, progress)
             if "skipped" in attempt and not result.verified:
-                raise GraphError(attempt["skipped"])
+                raise GraphError(attempt["skipped"] + self._fitting_k(graph, colors, greedy, strategy))
             result.attempts.append(attempt)
             result.forward_passes += attempt["forward_passes"]
             if "skipped" in attempt:
@@ -387,6 +387,13 @@ class GraphSolver(DiffusionSolver):
             colors = used - 1  # a colouring may use fewer colours than allowed: continue below what it used
         result.seconds = time.perf_counter() - began
         return result
+
+    def _fitting_k(self, graph: nx.Graph, colors: int, greedy: int, strategy: str) -> str:
+        """What a caller can do instead: the fewest colours whose core fits the canvas (the full system's; model
+        only colours the whole graph, whatever k), and the greedy count the search would have started from."""
+        fits = next(c for c in itertools.count(colors + 1) if len(peel_low_degree(graph, c)[0]) <= MAX_NODES)
+        return (f"; networkx's {strategy} colours it with {plural(greedy, 'colour')} (nx.greedy_color)"
+                + (f", and k={fits} is the fewest whose core fits" if self.guided else ""))
 
     def _check_coloring_search(self, backtrack: bool, tabu: bool, tabu_moves: int | None) -> None:
         if backtrack and tabu:
