@@ -11,7 +11,7 @@ from rich.console import Console
 
 from ..core import CtrlC, StepInfo
 from ..core.arguments import MAX_CANVASES
-from ..tasks.text import bad_byte, plural, read_text, split_lines
+from ..tasks.text import bad_byte, read_text, split_lines
 from .base import DiffusionSolver
 from .cli_common import (DEVICE, SEED_RANGE, STEPS_RANGE, THREADS, UNFINISHED, InOrder, app, check_canvases,
                          check_checkpoint_found, check_device_option, check_search, choice, error, finite, input_name,
@@ -55,6 +55,8 @@ def sudoku(
     from .sudoku import SudokuResult, SudokuSolver
 
     format = choice(format, "--format", ("text", "line", "json"))
+    if files.count("-") > 1:  # the second would read an exhausted stdin
+        usage_error("'-' (stdin) is given more than once; it can be read only once")
     check_search(model_only, backtrack)
     check_canvases(canvases, model_only)
     check_device_option(device)
@@ -96,11 +98,9 @@ def sudoku(
         elif format == "line":
             print(result.solution if result.verified else f"# {where(k)}: {result.reason}", flush=True)
         else:
-            head = (f"{where(k)}: verified in {plural(result.steps, 'pass', 'passes')} "
-                    f"({result.seconds:.2f} s)" + (", another solution than the file's (the puzzle has several)"
-                                                   if matches is False else "")
-                    if result.verified else f"{where(k)}: no verified solution -- {result.reason}")
-            print(head + "\n" + format_grid(result.solution or result.puzzle) + "\n", flush=True)
+            other = ", another solution than the file's (the puzzle has several)" if matches is False else ""
+            grid = format_grid(result.solution or result.puzzle)
+            print(f"{where(k)}: {result.summary()}{other}\n{grid}\n", flush=True)
 
     order = InOrder([not isinstance(e, PuzzleFormatError) for e in entries], emit, emit_unreadable)
     try:

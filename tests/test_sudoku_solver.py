@@ -70,9 +70,13 @@ def test_backtracking_solves_a_famously_hard_puzzle():
 def test_bad_puzzles_get_reasons_not_answers(solver):
     clash = "55" + "0" * 79
     results = solver.solve_many([clash, "123"])
-    assert [r.solution for r in results] == [None, None]
+    assert [r.solution for r in results] == [None, None] and [r.to_array() for r in results] == [None, None]
     assert results[0].reason == "clues conflict: 5 at r1c1 and r1c2"
     assert results[1].reason == "expected 81 cells (or a 9-row grid), got 3" and results[1].puzzle == "123"
+    # printed: the reason over the puzzle as a grid, or over the text when it is no grid
+    assert str(results[0]) == "no verified solution -- clues conflict: 5 at r1c1 and r1c2\n" + format_grid(clash)
+    assert str(results[1]).splitlines() == ["no verified solution -- expected 81 cells (or a 9-row grid), got 3",
+                                            "123"]
     assert solver.solve("x" * 81).reason.startswith("bad character 'x'")
     grid = format_grid("8" + ESCARGOT[1:7] + "8" + ESCARGOT[8:])  # the same clue twice in row 1
     result = solver.solve(grid)
@@ -83,6 +87,17 @@ def test_bad_puzzles_get_reasons_not_answers(solver):
         solver.solve_many(clash)  # a bare string would be 81 one-character puzzles
     with pytest.raises(TypeError, match="81-character string"):
         solver.solve(list(clash))
+
+
+def test_a_result_prints_as_a_grid_and_gives_its_solution_as_an_array(solver):
+    puzzle, _ = easy_puzzle(7)
+    result = solver.solve(np.array([int(ch) for ch in puzzle]).reshape(9, 9))
+    assert result.verified and str(result).splitlines()[0] == result.summary()
+    assert re.fullmatch(r"verified in \d+ pass(es)? \(\d+\.\d\d s\)", result.summary())
+    assert str(result).split("\n", 1)[1] == format_grid(result.solution)
+    array = result.to_array()
+    assert array.shape == (9, 9) and "".join(map(str, array.ravel())) == result.solution
+    assert solver.solve(array).solution == result.solution  # what solve takes
 
 
 def test_a_checkpoint_of_another_task_is_refused_before_sampling():
@@ -123,7 +138,7 @@ def test_a_budget_too_short_says_so_and_returns_no_grid(solver):
     seventeen = "000000010400000000020000000000050407008000300001090000300400200050100000000806000"  # 17 givens
     result = SudokuSolver(solver.model, guided=False, max_steps=1).solve(seventeen)  # the model alone, one pass
     assert not result.verified and result.solution is None and result.steps == 1
-    assert result.reason == "no verified grid within 1 pass"
+    assert result.reason == "the budget of 1 pass ran out"
     guided = SudokuSolver(solver.model, canvases=1, max_steps=1).solve(seventeen)  # propagation solves it in one
     assert guided.verified and is_valid_solution(seventeen, guided.solution) and guided.steps == 1
 
@@ -203,6 +218,8 @@ def test_cli_unusable_input_exits_2(tmp_path):
     assert result.exit_code == 2 and "no usable puzzle" in result.stderr
     missing = CliRunner().invoke(app, ["sudoku", str(tmp_path / "absent.txt")])
     assert missing.exit_code == 2 and "absent.txt" in missing.output
+    twice = CliRunner().invoke(app, ["sudoku", "-", "-"], input="0" * 81 + "\n")  # stdin read once, not twice
+    assert twice.exit_code == 2 and "'-' (stdin) is given more than once" in twice.stderr and not twice.stdout
     path.write_text("12345\n")
     lines = CliRunner().invoke(app, ["sudoku", str(path), "--format", "json"])  # records even when none is usable
     assert lines.exit_code == 2 and json.loads(lines.stdout)["reason"].startswith("unreadable: ")
@@ -399,7 +416,7 @@ def test_a_solvers_sampling_config_can_be_replaced_between_calls():
     solver = SudokuSolver.from_pretrained(guided=False, max_steps=64)
     solver.config = replace(solver.config, max_denoising_steps=2, stability_threshold=None)
     result = solver.solve(easy_puzzle(0)[0])
-    assert result.steps == 2 and (result.verified or result.reason == "no verified grid within 2 passes")
+    assert result.steps == 2 and (result.verified or result.reason == "the budget of 2 passes ran out")
     assert "model only, canvases=1, max_steps=2, seed=0)" in repr(solver)  # what it samples with
 
 
