@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from numbers import Integral, Real
 from typing import TypeVar
@@ -55,9 +55,21 @@ def canvases(value: object, guided: bool, default: int = 8) -> int:
 
 
 def items(value: object, name: str) -> list:
-    """A batched call's items as a list: any iterable but text (one item's text is not a batch of characters)."""
+    """A batched call's items as a list: any ordered iterable but text (one item's text is not a batch of
+    characters), a mapping or a table (they iterate over their keys or column names), or a set (no order for the
+    results to come back in)."""
     if isinstance(value, (str, bytes)):
         raise TypeError(f"{name} must be a list (or another iterable) of items, not text: got {value!r:.60}")
+    if hasattr(value, "columns") and hasattr(value, "iloc"):  # a pandas DataFrame yields its column names
+        column = f", e.g. df[{value.columns[0]!r}]" if len(value.columns) else ""
+        raise TypeError(f"{name} must be a list (or another iterable) of items, not a table (it yields its column "
+                        f"names): pass one of its columns{column}")
+    if isinstance(value, Mapping):
+        raise TypeError(f"{name} must be a list (or another iterable) of items, not a mapping (it yields its "
+                        "keys): pass its values()")
+    if isinstance(value, (set, frozenset)):
+        raise TypeError(f"{name} must be a list (or another iterable) of items, not a set (it has no order for "
+                        "the results to follow): pass a list")
     if not isinstance(value, Iterable):
         raise TypeError(f"{name} must be a list (or another iterable), got {type(value).__name__}")
     return list(value)

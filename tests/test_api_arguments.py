@@ -99,11 +99,26 @@ def test_sudoku_puzzles_as_numbers(models):
     unreadable = solver.solve_many([grid[:8], digits[:80], grid.reshape(3, 3, 9), np.where(grid == 9, 10, grid),
                                     grid + 0.5, with_nan, np.full(81, np.inf), [True] + [0] * 80,
                                     [[np.bool_(False)] + row[1:] for row in grid.tolist()], PUZZLE])
+    missing = " (a missing value, which may be a lost clue; where it means a blank, write 0: np.nan_to_num)"
     assert [r.reason for r in unreadable[:9]] == [
         "expected 81 numbers (flat or 9 x 9), got shape (8, 9)", "expected 81 numbers (flat or 9 x 9), got shape (80,)",
         "expected 81 numbers (flat or 9 x 9), got shape (3, 3, 9)",
         *[f"a puzzle's numbers are whole numbers 0-9 (0 for blanks), got {bad}"
-          for bad in ("10", "5.5", "nan", "inf", "True", "False")]]
+          for bad in ("10", "5.5", "nan" + missing, "inf", "True", "False")]]
+    assert solver.solve(np.nan_to_num(with_nan)).verified  # the blank it meant
+    # containers that iterate over something else than the puzzles are refused, not solved item by item
+    for container, message in [({"p1": PUZZLE}, "not a mapping \\(it yields its keys\\): pass its values"),
+                               ({PUZZLE}, "not a set \\(it has no order for the results to follow\\)")]:
+        with pytest.raises(TypeError, match=message):
+            solver.solve_many(container)
+    assert solver.solve_many({"p1": PUZZLE}.values())[0].verified
+    import pandas as pd  # a table yields its column names: the CLI's CSV layout, read by pandas
+
+    table = pd.DataFrame({"quizzes": [PUZZLE], "solutions": [results[0].solution]})
+    with pytest.raises(TypeError, match="not a table \\(it yields its column names\\): pass one of its columns, "
+                                        "e.g. df\\['quizzes'\\]"):
+        solver.solve_many(table)
+    assert solver.solve_many(table["quizzes"])[0].solution == table["solutions"][0]
     assert unreadable[1].puzzle == " ".join(map(str, digits[:80])) and unreadable[9].verified
 
 
