@@ -550,7 +550,10 @@ def implausible(mol: Chem.Mol) -> str | None:
     """Why RDKit's reading of `mol` is not a compound a chemist would accept, or None. RDKit fills a neutral atom
     up to its next allowed valence with hydrogens, so 'CS(C)(C)=O' (five bonds on S) sanitizes as a [SH] of
     valence 6; no MOSES training molecule has a hydrogen on an atom above its default valence (checked on every
-    15th of the 1.58M), nor an explicit hydrogen atom ('[H]', '[H][H]' parse too)."""
+    15th of the 1.58M), nor an explicit hydrogen atom ('[H]', '[H][H]' parse too). Nor an aromatic ring of three
+    or four atoms with N, O or S in it ('c1nn(C)o1'): 2 of every third MOSES training molecule (528,221) have one,
+    against 0.7 % of the benchmark's verified molecules before this rule (squaric acid's ring of four carbons,
+    which RDKit also reads as aromatic, stays)."""
     if mol.GetNumHeavyAtoms() == 0 or any(atom.GetAtomicNum() == 1 for atom in mol.GetAtoms()):
         return "hydrogen atoms only or an explicit hydrogen atom"
     table = Chem.GetPeriodicTable()
@@ -558,6 +561,10 @@ def implausible(mol: Chem.Mol) -> str | None:
         if (atom.GetFormalCharge() == 0 and atom.GetTotalNumHs()
                 and atom.GetTotalValence() > table.GetDefaultValence(atom.GetAtomicNum())):
             return f"{atom.GetSymbol()} of valence {atom.GetTotalValence()} with a hydrogen (atom {atom.GetIdx() + 1})"
+    for ring in mol.GetRingInfo().AtomRings():
+        atoms = [mol.GetAtomWithIdx(i) for i in ring]
+        if len(ring) < 5 and all(a.GetIsAromatic() for a in atoms) and any(a.GetAtomicNum() != 6 for a in atoms):
+            return f"an aromatic ring of {len(ring)} atoms with {', '.join(a.GetSymbol() for a in atoms)}"
     return None
 
 

@@ -268,6 +268,11 @@ def test_the_verifier_rejects_invented_hydrogens_and_undecorated_scaffolds():
     assert task.parse_molecule("C[SH](C)C") is None
     assert task.parse_molecule("[H]") is None and task.parse_molecule("[H][H]") is None
     assert task.parse_molecule("CS(C)(=O)=O") is not None and task.parse_molecule("c1cc[nH]c1") is not None
+    # aromatic rings of four atoms with heteroatoms, as the model wrote them (RDKit sanitizes both)
+    for smiles in ("O=C(Nc1ccc(-n2ccnn2)cc1)c1nn(-c2ccc(F)cc2)o1", "COC(=O)c1cccc(-n2nnn2-c2ccccc2Cl)c1"):
+        assert Chem.MolFromSmiles(smiles) is not None and task.parse_molecule(smiles) is None
+        assert task.implausible(Chem.MolFromSmiles(smiles)).startswith("an aromatic ring of 4 atoms with")
+    assert task.parse_molecule("CCOc1c(Nc2cccc(Cl)c2C)c(=O)c1=O") is not None  # a squaramide: four carbons
     request = task.MoleculeRequest.parse(scaffold="c1cc[nH]c1")
     assert not request.verify(Chem.MolFromSmiles("c1cc[nH]c1"))[0]  # the bare scaffold is not a decoration
     assert request.verify(Chem.MolFromSmiles("Cn1cccc1"))[0]  # N-substituted: the scaffold is still there
