@@ -38,6 +38,7 @@ VISION_PREFIXES = ("model.encoder.vision_tower.", "model.encoder.embed_vision.")
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
 COMPUTE_DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
+DTYPE_NAMES = {f"{dtype}".removeprefix("torch."): dtype for dtype in COMPUTE_DTYPES}  # 'bfloat16': torch.bfloat16
 STORED_FLOATS = ("F32", "BF16", "F16", "F64")  # safetensors' names of the dtypes weights may be stored in
 
 
@@ -322,7 +323,8 @@ def load_model(path_or_id: str | os.PathLike, dtype: torch.dtype | str = "auto",
 
     Tensors are read shard by shard straight into `dtype` on `device`; the model is built on the meta
     device first, so peak memory is one copy of the weights plus one tensor. `dtype="auto"` (the default, as
-    in transformers) is the dtype config.json names (bfloat16 for the released 26B model), float32 if none.
+    in transformers) is the dtype config.json names (bfloat16 for the released 26B model), float32 if none; a
+    dtype may be named ("bfloat16").
     """
     device = check_device(device)
     directory = resolve_checkpoint(path_or_id)
@@ -331,7 +333,8 @@ def load_model(path_or_id: str | os.PathLike, dtype: torch.dtype | str = "auto",
     # before the config is built: a config claiming 10**8 layers would take minutes and gigabytes to describe
     _check_layer_count(directory, raw, shards)
     config = read_config(directory)
-    dtype = stored_dtype(directory) if dtype == "auto" else dtype
+    dtype = stored_dtype(directory) if dtype == "auto" else DTYPE_NAMES.get(dtype, dtype) if isinstance(dtype, str) \
+        else dtype
     if dtype not in COMPUTE_DTYPES:
         raise ValueError(f"dtype: expected 'auto', torch.float32, torch.bfloat16, torch.float16 or torch.float64, "
                          f"got {dtype!r}")

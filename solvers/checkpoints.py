@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 import sys
 
+import torch
 from tokenizers import Tokenizer
 
 from ..core import CheckpointError, DiffusionGemma, load_model
@@ -49,7 +50,10 @@ class Pretrained:
     CHECKPOINT: str
 
     @classmethod
-    def from_pretrained(cls, path: str | None = None, *, device: str = "cpu", **kwargs) -> Self:
-        """The solver on the shipped checkpoint, or on `path` (a checkpoint directory or a cached hub id);
-        `kwargs` go to the constructor."""
-        return cls(load_model(default_checkpoint(cls.CHECKPOINT) if path is None else path, device=device), **kwargs)
+    def from_pretrained(cls, path: str | None = None, *, device: str = "cpu", dtype: torch.dtype | str = "auto",
+                        **kwargs) -> Self:
+        """The solver on the shipped checkpoint, or on `path` (a checkpoint directory or a cached hub id), in
+        `dtype` ("auto": the one config.json names; torch.bfloat16 or "bfloat16" ...); `kwargs` go to the
+        constructor."""
+        checkpoint = default_checkpoint(cls.CHECKPOINT) if path is None else path
+        return cls(load_model(checkpoint, dtype=dtype, device=device), **kwargs)

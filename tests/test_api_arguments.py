@@ -241,6 +241,8 @@ def test_devices_and_paths_are_checked_before_loading(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="device cuda:99: (.* sees no CUDA device|this machine has)"):
         check_device("cuda:99")
     assert SudokuSolver.from_pretrained(device="cpu:0").model.device == torch.device("cpu")  # was 'damaged file'
+    half = SudokuSolver.from_pretrained(dtype="bfloat16", canvases=2)  # as the CLI's --dtype; kwargs still pass on
+    assert half.model.dtype == torch.bfloat16 and half.canvases == 2
     monkeypatch.chdir(tmp_path)
     with pytest.raises(CheckpointError, match="no_such_model: no such directory"):
         SudokuSolver.from_pretrained("./no_such_model")

@@ -94,6 +94,9 @@ def test_dtype_and_device(saved):
     model = load_model(path, dtype=torch.bfloat16, device="cpu")
     assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
     assert _logits(model).dtype == torch.float32
+    assert {p.dtype for p in load_model(path, dtype="float16").parameters()} == {torch.float16}  # by name
+    with pytest.raises(ValueError, match="dtype: expected 'auto', torch.float32.*got 'half-ish'"):
+        load_model(path, dtype="half-ish")
 
 
 def test_dtype_auto_is_the_one_config_json_names(saved, tmp_path):
