@@ -85,6 +85,24 @@ class DesignResult:
                 + ", ".join(f"{what} in {count}" for what, count in common)
                 + (", ..." * (len(self.misses) > most)) + ")")
 
+    def __repr__(self) -> str:
+        """One line however many molecules there are (a notebook shows the grid instead: `_repr_png_`)."""
+        shown = ", ".join(m.smiles for m in self.molecules[:3]) + (
+            f", ... ({len(self) - 3} more)" if len(self) > 3 else "")
+        tried = plural(self.canvases, "canvas", "canvases")
+        return (f"DesignResult({len(self)}/{self.requested} molecules from {tried} in {self.seconds:.1f} s, "
+                f"seed={self.seed}{', budget exhausted' * self.exhausted}: [{shown}])")
+
+    def _repr_png_(self) -> bytes | None:
+        """What a notebook shows: `draw()`'s grid as PNG; None (the one-line repr) when nothing was found."""
+        if not self.molecules:
+            return None
+        import io
+
+        png = io.BytesIO()
+        self.draw().save(png, format="PNG")
+        return png.getvalue()
+
     def __len__(self) -> int:
         return len(self.molecules)
 

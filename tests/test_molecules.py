@@ -1,9 +1,11 @@
 """Molecules: tokens, requests, per-pass chemistry checks, `MoleculeDesigner` and `solve molecules`."""
 
+import io
 import json
 import math
 import re
 import signal
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -1023,6 +1025,17 @@ def test_a_result_draws_its_molecules_in_a_grid(designer):
     for bad in (["LogP"], "LogP", 5):
         with pytest.raises(task.RequestError, match="names: expected property names among logp"):
             result[0].to_dict(bad)
+    # in a notebook: the grid as PNG, and a repr of one line
+    from PIL import Image
+
+    assert Image.open(io.BytesIO(result._repr_png_())).size == result.draw().size
+    smiles = ", ".join(m.smiles for m in result)
+    assert repr(result) == (f"DesignResult(3/3 molecules from {result.canvases} canvases in {result.seconds:.1f} s, "
+                            f"seed=5: [{smiles}])")
+    many = replace(result, molecules=result.molecules * 4, requested=20, exhausted=True)
+    assert repr(many).endswith(f"seed=5, budget exhausted: [{smiles}, ... (9 more)])")
+    nothing = replace(result, molecules=[])
+    assert nothing._repr_png_() is None and repr(nothing).endswith(": [])")
 
 
 def test_cli_takes_the_format_from_the_out_suffix_and_draws_svg(tmp_path):
