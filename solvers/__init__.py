@@ -9,13 +9,14 @@ from ..core import CheckpointError
 from ..tasks.countdown import CountdownError
 from ..tasks.graphs import GraphError
 from ..tasks.molecules import MoleculeRequest, RequestError, UnlikelyRequestWarning
+from .base import BatchInterrupted
 from .countdown import CountdownResult, CountdownSolver
 from .graphs import ColoringResult, GraphSolver, RouteResult
 from .molecules import DesignInterrupted, DesignResult, Molecule, MoleculeDesigner
 from .sudoku import SudokuResult, SudokuSolver
 
 __all__ = [
-    "CheckpointError", "ColoringResult", "CountdownError", "CountdownResult", "CountdownSolver", "DesignInterrupted",
-    "DesignResult", "GraphError", "GraphSolver", "Molecule", "MoleculeDesigner", "MoleculeRequest", "RequestError",
-    "RouteResult", "SudokuResult", "SudokuSolver", "UnlikelyRequestWarning",
+    "BatchInterrupted", "CheckpointError", "ColoringResult", "CountdownError", "CountdownResult", "CountdownSolver",
+    "DesignInterrupted", "DesignResult", "GraphError", "GraphSolver", "Molecule", "MoleculeDesigner",
+    "MoleculeRequest", "RequestError", "RouteResult", "SudokuResult", "SudokuSolver", "UnlikelyRequestWarning",
 ]

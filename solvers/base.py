@@ -15,6 +15,19 @@ from ..core import (DiffusionGemma, FinishClock, Guidance, Pins, SamplingConfig,
 from .checkpoints import Pretrained, check_task_model
 
 
+UNFINISHED = "interrupted before it was solved"  # the reason of an unfinished item's result after Ctrl-C
+
+
+class BatchInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped a batched call: `results` holds one result per item in input order, those done as they
+    came and the others unsolved with the reason UNFINISHED."""
+
+    def __init__(self, results: list):
+        done = sum(result.reason != UNFINISHED for result in results)
+        super().__init__(f"stopped with {done} of {len(results)} done")
+        self.results = results
+
+
 class DiffusionSolver(Pretrained):
     """Shared plumbing: `guided=True` is the full system (masks, re-noising, verifier, accepted tokens kept,
     parallel canvases); `guided=False` is the stock sampler on one canvas (model only). A task names its

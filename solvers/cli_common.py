@@ -20,6 +20,7 @@ from rich.console import Console
 from ..core import CheckpointError, ConfigError, check_device, load_model, resolve_checkpoint, write_atomically
 from ..core.arguments import MAX_STEPS
 from ..tasks.text import plural, read_text
+from .base import UNFINISHED  # noqa: F401 (the CLIs' too)
 from .checkpoints import default_checkpoint
 
 if TYPE_CHECKING:
@@ -200,9 +201,6 @@ def rich_progress(label: str, *fields: str, show: bool = True) -> Progress:
     return Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), *map(TextColumn, fields),
                     TimeElapsedColumn(), console=Console(stderr=True, soft_wrap=True), transient=True,
                     disable=not (show and sys.stderr.isatty()), redirect_stdout=sys.stdout.isatty())
-
-
-UNFINISHED = "interrupted before it was solved"  # the reason in an unfinished entry's record after Ctrl-C
 
 
 class InOrder:

@@ -14,7 +14,7 @@ from ..core import DiffusionGemma, SamplingConfig, StepCallback, arguments, prog
 from ..tasks import sudoku
 from ..tasks.sudoku_data import PuzzleFormatError, conflicts, format_grid, is_valid_solution, parse_puzzles
 from ..tasks.text import plural, split_lines
-from .base import DiffusionSolver
+from .base import UNFINISHED, BatchInterrupted, DiffusionSolver
 
 Puzzle = str | Sequence[int] | Sequence[Sequence[int]] | np.ndarray  # text, or 81 numbers (flat or 9 x 9)
 CANONICAL = re.compile("[0-9]{81}")  # a puzzle as SudokuResult.puzzle holds it
@@ -104,7 +104,8 @@ class SudokuSolver(DiffusionSolver):
                    progress: bool = False) -> list[SudokuResult]:
         """Solve puzzles in batches; `on_result(index, result)` fires as soon as a puzzle's canvases have stopped
         (unreadable puzzles first), so in any order; the list returned is in input order. `progress=True` shows
-        a progress bar of puzzles done (on stderr, or a widget in a notebook with ipywidgets)."""
+        a progress bar of puzzles done (on stderr, or a widget in a notebook with ipywidgets). Ctrl-C raises
+        BatchInterrupted (a KeyboardInterrupt) whose `results` keep the puzzles solved until then."""
         if isinstance(puzzles, str):
             raise TypeError("solve_many takes a sequence of puzzle strings; for one puzzle use solve(puzzle)")
         puzzles, read = arguments.items(puzzles, "puzzles"), []
@@ -130,17 +131,21 @@ class SudokuSolver(DiffusionSolver):
 
         canonical, problems = zip(*read) if read else ((), ())
         todo = []
-        with progress_bar(progress, len(read), "sudoku", "puzzle") as bar:
-            for i, (p, problem) in enumerate(zip(canonical, problems)):
-                if problem:
-                    report(i, SudokuResult(p, None, False, problem, 0, 0, 0.0))
-                else:
-                    todo.append(i)
-            per_batch = max(1, self.rows_per_batch // self.canvases)
-            for start in range(0, len(todo), per_batch):
-                chunk = todo[start:start + per_batch]
-                self._solve_batch([canonical[i] for i in chunk], callback,
-                                  lambda k, result: report(chunk[k], result))
+        try:
+            with progress_bar(progress, len(read), "sudoku", "puzzle") as bar:
+                for i, (p, problem) in enumerate(zip(canonical, problems)):
+                    if problem:
+                        report(i, SudokuResult(p, None, False, problem, 0, 0, 0.0))
+                    else:
+                        todo.append(i)
+                per_batch = max(1, self.rows_per_batch // self.canvases)
+                for start in range(0, len(todo), per_batch):
+                    chunk = todo[start:start + per_batch]
+                    self._solve_batch([canonical[i] for i in chunk], callback,
+                                      lambda k, result: report(chunk[k], result))
+        except KeyboardInterrupt:  # what was solved is kept
+            raise BatchInterrupted([result or SudokuResult(canonical[i], None, False, UNFINISHED, 0, 0, 0.0)
+                                    for i, result in enumerate(results)]) from None
         return results  # type: ignore[return-value]
 
     def _solve_batch(self, puzzles: list[str], callback, report: Callable[[int, SudokuResult], None]) -> None:

@@ -14,7 +14,7 @@ from diffsolve.core import SamplingConfig
 from diffsolve.solvers.cli import app
 from diffsolve.solvers.cli_common import InOrder
 from diffsolve.solvers.sudoku_cli import _solve_sudokus
-from diffsolve.solvers import SudokuSolver
+from diffsolve.solvers import BatchInterrupted, SudokuSolver
 from diffsolve.solvers.checkpoints import default_checkpoint
 from diffsolve.tasks.sudoku import SAMPLER
 from diffsolve.tasks.sudoku_data import ParsedPuzzle, format_grid, is_valid_solution, make_puzzle, random_grid
@@ -376,6 +376,25 @@ def test_each_result_comes_as_soon_as_its_puzzles_canvases_stop(solver):
                                 on_result=lambda i, result: arrived.__setitem__(i, passes[0] + 1))
     assert all(r.verified for r in results) and len({r.steps for r in results}) > 1
     assert arrived == {i: r.steps for i, r in enumerate(results)}  # during the pass that finished it
+
+
+def test_ctrl_c_in_a_batch_keeps_the_puzzles_solved(solver):
+    puzzles = [easy_puzzle(seed, givens)[0] for seed, givens in ((7, 50), (8, 30), (9, 26))] + ["123"]
+    done = {}
+
+    def stop_after_the_first(i: int, result) -> None:  # as Ctrl-C in a notebook, once a puzzle is solved
+        done[i] = result
+        if result.verified:
+            raise KeyboardInterrupt
+
+    with pytest.raises(BatchInterrupted, match="stopped with 2 of 4 done") as stop:
+        solver.solve_many(puzzles, on_result=stop_after_the_first)
+    results = stop.value.results  # in input order: the unreadable one, the solved one, the rest unfinished
+    assert [r.puzzle for r in results[:3]] == puzzles[:3] and results[3] is done[3]
+    solved = next(i for i in done if done[i].verified)
+    assert results[solved] is done[solved] and is_valid_solution(puzzles[solved], results[solved].solution)
+    assert all(r.reason == "interrupted before it was solved" and r.solution is None
+               for i, r in enumerate(results[:3]) if i != solved)
 
 
 def test_ctrl_c_keeps_the_grids_printed_and_says_how_many(tmp_path):
