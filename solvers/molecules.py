@@ -226,6 +226,9 @@ class MoleculeDesigner(Pretrained):
         self.config = replace(base, max_denoising_steps=max_steps or base.max_denoising_steps, drop_finished=True,
                               eos_token_id=task.EOS, pad_token_id=task.PAD, **one_canvas(task.CANVAS))
         self.canvases_per_round = arguments.whole(canvases_per_round, "canvases_per_round", 1)
+        if self.canvases_per_round > arguments.MAX_CANVASES:  # a round is one batch, all in memory at once
+            raise ValueError(f"canvases_per_round must be at most {arguments.MAX_CANVASES} (a round is one batch, "
+                             f"all in memory at once), got {self.canvases_per_round}")
         self.training_prior = training_prior
         self.acceptance = _acceptance_of(model) if match_training else None
         self.known = training_molecules() if novel else None

@@ -37,6 +37,7 @@ def models():
     (GraphSolver, {"temperature": float("nan")}, ValueError, "temperature must be a finite number above 0"),
     (CountdownSolver, {"canvases": 0}, ValueError, "canvases must be at least 1"),
     (MoleculeDesigner, {"canvases_per_round": 0}, ValueError, "canvases_per_round must be at least 1"),
+    (MoleculeDesigner, {"canvases_per_round": 10**9}, ValueError, "canvases_per_round must be at most 1024"),
     (MoleculeDesigner, {"max_steps": 0}, ValueError, "max_steps must be at least 1"),
     (SudokuSolver, {"guided": "no"}, TypeError, "guided must be True or False, got 'no'"),
     (SudokuSolver, {"guided": False, "canvases": 8}, ValueError, "the model alone samples one canvas, got 8"),
