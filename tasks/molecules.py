@@ -492,6 +492,8 @@ def _check_contains(contains: str) -> None:
     if problem := unwritable(query) or over_valence(contains) or unmatchable(query):
         raise RequestError(f"contains: {contains!r} can never match: {problem}")
     spelled = Chem.MolFromSmiles(contains)
+    if spelled is not None and (problem := small_heteroaromatic_ring(spelled)):  # its ring is in every match
+        raise RequestError(f"contains: {contains!r} can never match: it has {problem}, which no returned molecule has")
     if spelled is not None and not spelled.HasSubstructMatch(query):
         # e.g. Kekulé 'C1=CC=CC=C1': RDKit reads every molecule's benzene rings as aromatic atoms
         raise RequestError(f"contains: {contains!r} can never match: not even the molecule it spells, "
@@ -517,7 +519,7 @@ def _canonical_scaffold(scaffold: str) -> str:
             atom.SetAtomMapNum(0)
         Chem.SanitizeMol(mol)
         Chem.AssignStereochemistry(mol, cleanIt=True, force=True)  # a centre the maps alone made chiral is none
-    if problem := unwritable(Chem.MolFromSmarts(Chem.MolToSmarts(mol))):
+    if problem := unwritable(Chem.MolFromSmarts(Chem.MolToSmarts(mol))) or small_heteroaromatic_ring(mol):
         raise RequestError(f"scaffold: {scaffold!r} cannot be decorated: {problem}")
     if len(Chem.GetMolFrags(mol)) > 1:
         raise RequestError(f"scaffold: {scaffold!r} has {len(Chem.GetMolFrags(mol))} disconnected pieces; a "
@@ -561,6 +563,12 @@ def implausible(mol: Chem.Mol) -> str | None:
         if (atom.GetFormalCharge() == 0 and atom.GetTotalNumHs()
                 and atom.GetTotalValence() > table.GetDefaultValence(atom.GetAtomicNum())):
             return f"{atom.GetSymbol()} of valence {atom.GetTotalValence()} with a hydrogen (atom {atom.GetIdx() + 1})"
+    return small_heteroaromatic_ring(mol)
+
+
+def small_heteroaromatic_ring(mol: Chem.Mol) -> str | None:
+    """'an aromatic ring of 4 atoms with C, N, N, O' when `mol` has one of three or four atoms holding N, O or S
+    (`implausible`), else None."""
     for ring in mol.GetRingInfo().AtomRings():
         atoms = [mol.GetAtomWithIdx(i) for i in ring]
         if len(ring) < 5 and all(a.GetIsAromatic() for a in atoms) and any(a.GetAtomicNum() != 6 for a in atoms):

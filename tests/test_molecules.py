@@ -275,6 +275,13 @@ def test_the_verifier_rejects_invented_hydrogens_and_undecorated_scaffolds():
         assert Chem.MolFromSmiles(smiles) is not None and task.parse_molecule(smiles) is None
         assert task.implausible(Chem.MolFromSmiles(smiles)).startswith("an aromatic ring of 4 atoms with")
     assert task.parse_molecule("CCOc1c(Nc2cccc(Cl)c2C)c(=O)c1=O") is not None  # a squaramide: four carbons
+    # a request that needs such a ring is refused before any work
+    for request, message in [({"scaffold": "Cc1nn(C)o1"}, "scaffold: 'Cc1nn\\(C\\)o1' cannot be decorated: an "
+                              "aromatic ring of 4 atoms with C, N, N, O"),
+                             ({"contains": "c1nn(C)o1"}, "can never match: it has an aromatic ring of 4 atoms")]:
+        with pytest.raises(task.RequestError, match=message):
+            task.MoleculeRequest.parse(**request)
+    assert task.MoleculeRequest.parse(contains="O=c1c(=O)cc1").contains == "O=c1c(=O)cc1"
     request = task.MoleculeRequest.parse(scaffold="c1cc[nH]c1")
     assert not request.verify(Chem.MolFromSmiles("c1cc[nH]c1"))[0]  # the bare scaffold is not a decoration
     assert request.verify(Chem.MolFromSmiles("Cn1cccc1"))[0]  # N-substituted: the scaffold is still there
