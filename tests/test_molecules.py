@@ -275,6 +275,12 @@ def test_the_verifier_rejects_invented_hydrogens_and_undecorated_scaffolds():
         assert Chem.MolFromSmiles(smiles) is not None and task.parse_molecule(smiles) is None
         assert task.implausible(Chem.MolFromSmiles(smiles)).startswith("an aromatic ring of 4 atoms with")
     assert task.parse_molecule("CCOc1c(Nc2cccc(Cl)c2C)c(=O)c1=O") is not None  # a squaramide: four carbons
+    assert task.parse_molecule("c1ccc2c(c1)-n1cccc1-2") is not None  # a four-ring of aromatic atoms, single bonds
+    # more bonds than a neutral atom takes, which RDKit reads as a charged group: the model writes neutral atoms
+    for smiles, charged in [("Cc1ccc(N(=O)=O)cc1", "N with charge \\+1"), ("O=n1ccccc1", "O with charge -1"),
+                            ("OCl(=O)(=O)=O", "Cl with charge \\+3")]:
+        assert task.parse_molecule(smiles) is None
+        assert re.match(charged, task.implausible(Chem.MolFromSmiles(smiles)))
     # a request that needs such a ring is refused before any work
     for request, message in [({"scaffold": "Cc1nn(C)o1"}, "scaffold: 'Cc1nn\\(C\\)o1' cannot be decorated: an "
                               "aromatic ring of 4 atoms with C, N, N, O"),
@@ -313,6 +319,7 @@ def test_substructure_with_ring_and_weight_windows_is_accepted():
     ({"hbd": (0, 0)}, "O", None, None),  # an ether's O
     ({"hbd": (0, 0)}, "[O;!H0]", None, None),  # water's O has two hydrogens: no donor in RDKit's count
     ({"hba": (0, 0)}, "F", None, None),  # F is no acceptor in RDKit's count
+    ({"hbd": (0, 0), "tpsa": (0, 10)}, "[N;!D1]", None, None),  # triethylamine: not every N with two neighbours
     ({"hba": (0, 0)}, "C(=O)[OH]", None, "hba >= 1"),  # the C=O; the acid's OH is not an acceptor
     ({"hbd": (0, 0)}, None, "c1ccncc1", None),  # decorated, its n may carry H (a pyridone)
     ({"hba": (0, 0)}, "[nH0]", None, None),  # N-methylpyrrole's n is no acceptor (RDKit's HBA 2.0.2)
@@ -347,11 +354,12 @@ DONOR_ACCEPTOR_MOLECULES = [
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.integers(0, len(DONOR_ACCEPTOR_MOLECULES) - 1), st.lists(st.integers(0, 99), min_size=1, max_size=6),
-       st.sampled_from(["smarts", "smiles", "counted", "full"]))
+       st.sampled_from(["smarts", "smiles", "counted", "full", "negated"]))
 def test_pattern_floors_never_exceed_rdkit_values(index, walk, spelling):
     """A connected fragment of a molecule, as SMARTS, as SMILES with its hydrogens written, or as SMARTS stating
     every atom's element, aromaticity and hydrogen count ('[#7;a;H0]'), or these and its valence and degrees
-    ('[#16;A;H0;v6;D4;X4]'): every listed molecule it matches has at least the donors, acceptors, polar surface
+    ('[#16;A;H0;v6;D4;X4]'), or the values it has not ('[#16;!v7;!D5;!X5]'): every listed molecule it matches has
+    at least the donors, acceptors, polar surface
     and rings `pattern_floors` claims (RDKit's values), and so does every one holding the molecule's ring scaffold
     as the verifier matches it; and the fragment, which its own molecule matches, is never called unmatchable."""
     from rdkit.Chem.Scaffolds import MurckoScaffold
@@ -365,12 +373,16 @@ def test_pattern_floors_never_exceed_rdkit_values(index, walk, spelling):
                for a in mol.GetAtoms()]
     full = [f"[#{a.GetAtomicNum()};{'a' if a.GetIsAromatic() else 'A'};H{a.GetTotalNumHs()};v{a.GetTotalValence()};"
             f"D{a.GetDegree()};X{a.GetTotalDegree()}]" for a in mol.GetAtoms()]
+    negated = [f"[#{a.GetAtomicNum()};!v{a.GetTotalValence() + 1};!D{a.GetDegree() + 1};!X{a.GetTotalDegree() + 1}]"
+               for a in mol.GetAtoms()]
     fragment = {"smarts": lambda: Chem.MolFragmentToSmarts(mol, atomsToUse=atoms),
                 "smiles": lambda: Chem.MolFragmentToSmiles(mol, atomsToUse=atoms, allHsExplicit=True),
                 "counted": lambda: Chem.MolFragmentToSmiles(mol, atomsToUse=atoms, atomSymbols=counted,
                                                             allBondsExplicit=True),
                 "full": lambda: Chem.MolFragmentToSmiles(mol, atomsToUse=atoms, atomSymbols=full,
-                                                         allBondsExplicit=True)}[spelling]()
+                                                         allBondsExplicit=True),
+                "negated": lambda: Chem.MolFragmentToSmiles(mol, atomsToUse=atoms, atomSymbols=negated,
+                                                            allBondsExplicit=True)}[spelling]()
     queries = [Chem.MolFromSmarts(fragment)]
     assert mol.HasSubstructMatch(queries[0]) and task.unmatchable(queries[0]) is None, fragment
     scaffold = MurckoScaffold.GetScaffoldForMol(mol)
@@ -392,6 +404,9 @@ def test_pattern_floors_never_exceed_rdkit_values(index, walk, spelling):
     ("C[SH](=O)", "atom 2"),  # a hydrogen on S above valence 2 (`implausible`)
     ("[S;v6]", None), ("[S;D4]", None), ("[c;D3]", None), ("[v4]", None), ("[!C;v6]", None), ("[O;X2]", None),
     ("[C,N;H3]", None), ("[D5]", None),  # S of valence 6 with five neighbours (four single bonds and =O)
+    # a negated valence or degree leaves every kind that can take another one: C=O's carbon, a nitrile's N, DMSO
+    ("[#6;!X4]", None), ("[c;!D3]", None), ("[#7;!X3]", None), ("[S;!v2]", None), ("[C;!D4;H0]", None),
+    ("[N;v4]", "atom 1"), ("[O;v1]", "atom 1"),  # a charged nitro N or N-oxide O: never returned (`implausible`)
 ])
 def test_pattern_atoms_no_returned_molecule_has_are_refused(contains, refused):
     """What the query reads of element, aromaticity, hydrogens, valence and degree is matched against every atom
@@ -406,7 +421,8 @@ def test_pattern_atoms_no_returned_molecule_has_are_refused(contains, refused):
 @pytest.mark.parametrize("contains, max_ring_size, refused", [
     ("[r8]", 7, "smallest ring has 8 atoms or more, larger than max_ring_size=7; allow it with max_ring_size=8"),
     ("[C;r8,r9]", 7, "smallest ring has 8 atoms"), ("CC[r9]", 8, "smallest ring has 9 atoms"),
-    ("[r2]", None, r"can never match: atom 1 \(\[r2\]\) asks for a ring of fewer than 3 atoms"),
+    ("[r2]", None, r"can never match: atom 1 \(\[r2\]\) asks for a smallest ring no molecule here has \(none, or "
+                   r"3 to 62 atoms\)"), ("[r3;r4]", None, "asks for a smallest ring no molecule"),
     ("[r8]", 8, None), ("[r8]", None, None), ("[r8,C]", 7, None), ("[!r8]", 7, None), ("[r0]", 7, None),
     ("[r7]", 7, None), ("[R2]", 7, None), ("[$([r8])]", 7, None),  # recursive SMARTS are not read
 ])
