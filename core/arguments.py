@@ -60,13 +60,12 @@ def items(value: object, name: str) -> list:
     results to come back in)."""
     if isinstance(value, (str, bytes)):
         raise TypeError(f"{name} must be a list (or another iterable) of items, not text: got {value!r:.60}")
-    if hasattr(value, "columns") and hasattr(value, "iloc"):  # a pandas DataFrame yields its column names
-        column = f", e.g. df[{value.columns[0]!r}]" if len(value.columns) else ""
-        raise TypeError(f"{name} must be a list (or another iterable) of items, not a table (it yields its column "
-                        f"names): pass one of its columns{column}")
+    if hasattr(value, "columns"):  # a pandas or polars table yields its column names or its columns
+        raise TypeError(f"{name} must be a list (or another iterable) of items, not a table (it yields its "
+                        "columns): pass the items, such as one column or a list of rows")
     if isinstance(value, Mapping):
         raise TypeError(f"{name} must be a list (or another iterable) of items, not a mapping (it yields its "
-                        "keys): pass its values()")
+                        "keys): pass the items, such as its values() or items()")
     if isinstance(value, (set, frozenset)):
         raise TypeError(f"{name} must be a list (or another iterable) of items, not a set (it has no order for "
                         "the results to follow): pass a list")

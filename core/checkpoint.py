@@ -333,11 +333,12 @@ def load_model(path_or_id: str | os.PathLike, dtype: torch.dtype | str = "auto",
     # before the config is built: a config claiming 10**8 layers would take minutes and gigabytes to describe
     _check_layer_count(directory, raw, shards)
     config = read_config(directory)
-    dtype = stored_dtype(directory) if dtype == "auto" else DTYPE_NAMES.get(dtype, dtype) if isinstance(dtype, str) \
-        else dtype
+    if isinstance(dtype, str):  # a name, in any case, as the CLI's --dtype
+        dtype = "auto" if dtype.lower() == "auto" else DTYPE_NAMES.get(dtype.lower(), dtype)
+    dtype = stored_dtype(directory) if dtype == "auto" else dtype
     if dtype not in COMPUTE_DTYPES:
-        raise ValueError(f"dtype: expected 'auto', torch.float32, torch.bfloat16, torch.float16 or torch.float64, "
-                         f"got {dtype!r}")
+        raise ValueError(f"dtype: expected 'auto', torch.float32, torch.bfloat16, torch.float16 or torch.float64 "
+                         f"(or its name: {', '.join(DTYPE_NAMES)}), got {dtype!r}")
     tokenizer, generation_config = _read_tokenizer(directory), _read_generation_config(directory)
     if generation_config is not None:
         _check_generation_config(directory / "generation_config.json", generation_config, config)

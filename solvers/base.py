@@ -27,6 +27,9 @@ class BatchInterrupted(KeyboardInterrupt):
         super().__init__(f"stopped with {done} of {len(results)} done")
         self.results = results
 
+    def __reduce__(self):  # pickled and copied with its results (multiprocessing, joblib), not its message
+        return type(self), (self.results,)
+
 
 class DiffusionSolver(Pretrained):
     """Shared plumbing: `guided=True` is the full system (masks, re-noising, verifier, accepted tokens kept,

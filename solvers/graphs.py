@@ -391,9 +391,12 @@ class GraphSolver(DiffusionSolver):
     def _fitting_k(self, graph: nx.Graph, colors: int, greedy: int, strategy: str) -> str:
         """What a caller can do instead: the fewest colours whose core fits the canvas (the full system's; model
         only colours the whole graph, whatever k), and the greedy count the search would have started from."""
+        said = f"; networkx's {strategy} colours it with {plural(greedy, 'colour')} (nx.greedy_color)"
+        if not self.guided:
+            return said
         fits = next(c for c in itertools.count(colors + 1) if len(peel_low_degree(graph, c)[0]) <= MAX_NODES)
-        return (f"; networkx's {strategy} colours it with {plural(greedy, 'colour')} (nx.greedy_color)"
-                + (f", and k={fits} is the fewest whose core fits" if self.guided else ""))
+        return said + (f", and k={fits} is the fewest whose core fits" if fits < greedy
+                       else f"; no k below {fits} has a core the canvas holds")
 
     def _check_coloring_search(self, backtrack: bool, tabu: bool, tabu_moves: int | None) -> None:
         if backtrack and tabu:

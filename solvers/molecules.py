@@ -86,22 +86,26 @@ class DesignResult:
                 + (", ..." * (len(self.misses) > most)) + ")")
 
     def __repr__(self) -> str:
-        """One line however many molecules there are (a notebook shows the grid instead: `_repr_png_`)."""
+        """One line however many molecules there are (a notebook shows it over the grid: `_repr_html_`)."""
         shown = ", ".join(m.smiles for m in self.molecules[:3]) + (
             f", ... ({len(self) - 3} more)" if len(self) > 3 else "")
         tried = plural(self.canvases, "canvas", "canvases")
         return (f"DesignResult({len(self)}/{self.requested} molecules from {tried} in {self.seconds:.1f} s, "
                 f"seed={self.seed}{', budget exhausted' * self.exhausted}: [{shown}])")
 
-    def _repr_png_(self) -> bytes | None:
-        """What a notebook shows: `draw()`'s grid as PNG; None (the one-line repr) when nothing was found."""
+    def _repr_html_(self) -> str | None:
+        """What a notebook shows: the one-line repr over `draw()`'s grid; None (the repr alone) when nothing was
+        found."""
         if not self.molecules:
             return None
+        import base64
+        import html
         import io
 
         png = io.BytesIO()
         self.draw().save(png, format="PNG")
-        return png.getvalue()
+        return (f"<p><code>{html.escape(repr(self))}</code></p>"
+                f"<img src='data:image/png;base64,{base64.b64encode(png.getvalue()).decode()}'>")
 
     def __len__(self) -> int:
         return len(self.molecules)
@@ -175,6 +179,9 @@ class DesignInterrupted(KeyboardInterrupt):
     def __init__(self, result: DesignResult):
         super().__init__(f"stopped with {len(result)}/{result.requested} molecules from {result.canvases} canvases")
         self.result = result
+
+    def __reduce__(self):  # pickled and copied with its result (multiprocessing, joblib), not its message
+        return type(self), (self.result,)
 
 
 GUIDED_PASSES = 96

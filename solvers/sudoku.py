@@ -164,8 +164,9 @@ class SudokuSolver(DiffusionSolver):
             elif self.guided and bool(guidance.refuted[k]):
                 reason = "the puzzle has no solution (the search ruled out every digit of some cell)"
             else:
-                steps = self.config.max_denoising_steps
-                reason = f"the budget of {plural(steps, 'pass', 'passes')} ran out" + (
+                steps, used = self.config.max_denoising_steps, int(passes.max())
+                reason = (f"the budget of {plural(steps, 'pass', 'passes')} ran out" if used >= steps else
+                          f"the canvases stopped after {used} of {plural(steps, 'pass', 'passes')} on no solution") + (
                     "" if self.backtrack or not self.guided else
                     " (another seed or more canvases may find one; the backtracking search goes further)")
             report(k, SudokuResult(puzzles[k], found, found is not None, reason, int(passes.max()), int(passes.sum()),

@@ -108,7 +108,7 @@ def test_sudoku_puzzles_as_numbers(models):
           for bad in ("10", "5.5", "nan" + missing, "inf", "True", "False")]]
     assert solver.solve(np.nan_to_num(with_nan)).verified  # the blank it meant
     # containers that iterate over something else than the puzzles are refused, not solved item by item
-    for container, message in [({"p1": PUZZLE}, "not a mapping \\(it yields its keys\\): pass its values"),
+    for container, message in [({"p1": PUZZLE}, "not a mapping \\(it yields its keys\\): pass the items"),
                                ({PUZZLE}, "not a set \\(it has no order for the results to follow\\)")]:
         with pytest.raises(TypeError, match=message):
             solver.solve_many(container)
@@ -116,8 +116,8 @@ def test_sudoku_puzzles_as_numbers(models):
     import pandas as pd  # a table yields its column names: the CLI's CSV layout, read by pandas
 
     table = pd.DataFrame({"quizzes": [PUZZLE], "solutions": [results[0].solution]})
-    with pytest.raises(TypeError, match="not a table \\(it yields its column names\\): pass one of its columns, "
-                                        "e.g. df\\['quizzes'\\]"):
+    with pytest.raises(TypeError, match="not a table \\(it yields its columns\\): pass the items, such as one "
+                                        "column"):
         solver.solve_many(table)
     assert solver.solve_many(table["quizzes"])[0].solution == table["solutions"][0]
     assert unreadable[1].puzzle == " ".join(map(str, digits[:80])) and unreadable[9].verified

@@ -94,8 +94,9 @@ def test_dtype_and_device(saved):
     model = load_model(path, dtype=torch.bfloat16, device="cpu")
     assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
     assert _logits(model).dtype == torch.float32
-    assert {p.dtype for p in load_model(path, dtype="float16").parameters()} == {torch.float16}  # by name
-    with pytest.raises(ValueError, match="dtype: expected 'auto', torch.float32.*got 'half-ish'"):
+    assert {p.dtype for p in load_model(path, dtype="Float16").parameters()} == {torch.float16}  # by name
+    with pytest.raises(ValueError, match="dtype: expected 'auto', torch.float32.*its name: float32, bfloat16, "
+                                         "float16, float64\\), got 'half-ish'"):
         load_model(path, dtype="half-ish")
 
 
@@ -443,7 +444,7 @@ def test_weights_too_large_for_the_requested_dtype_are_not_called_damaged(saved)
     assert load_model(path) is not None
     with pytest.raises(CheckpointError, match=rf"hold values torch.float16 cannot represent .*{name}"):
         load_model(path, dtype=torch.float16)
-    with pytest.raises(ValueError, match="torch.float16 or torch.float64, got torch.float8_e4m3fn"):
+    with pytest.raises(ValueError, match="torch.float64 \\(or its name: .*\\), got torch.float8_e4m3fn"):
         load_model(path, dtype=torch.float8_e4m3fn)
 
 

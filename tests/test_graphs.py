@@ -878,8 +878,11 @@ def test_cli_coloring_rejects_graphs_whose_core_is_larger_than_the_canvas(tmp_pa
     result = CliRunner().invoke(app, ["coloring", str(f)])
     assert result.exit_code == 2 and "200 nodes, of which 200" in result.stderr and "at most 128" in result.stderr
     # what to do instead: a greedy count networkx gives, and the fewest colours whose core the canvas holds
-    assert "networkx's DSATUR colours it with 4 colours (nx.greedy_color), and k=7 is the fewest whose core fits" \
-        in " ".join(result.stderr.split())
+    said = " ".join(result.stderr.split())
+    assert "networkx's DSATUR colours it with 4 colours (nx.greedy_color); no k below 7 has a core the canvas holds" \
+        in said
+    explicit = CliRunner().invoke(app, ["coloring", str(f), "-k", "5"])  # more colours than networkx: the same
+    assert explicit.exit_code == 2 and "no k below 7 has a core" in " ".join(explicit.stderr.split())
 
 
 @settings(max_examples=40, deadline=None, derandomize=True)

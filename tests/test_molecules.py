@@ -1,5 +1,6 @@
 """Molecules: tokens, requests, per-pass chemistry checks, `MoleculeDesigner` and `solve molecules`."""
 
+import copy
 import io
 import json
 import math
@@ -1048,17 +1049,25 @@ def test_a_result_draws_its_molecules_in_a_grid(designer):
     for bad in (["LogP"], "LogP", 5):
         with pytest.raises(task.RequestError, match="names: expected property names among logp"):
             result[0].to_dict(bad)
-    # in a notebook: the grid as PNG, and a repr of one line
+    # in a notebook: a repr of one line over the grid
+    import base64
+    import html
+
     from PIL import Image
 
-    assert Image.open(io.BytesIO(result._repr_png_())).size == result.draw().size
+    shown = result._repr_html_()
+    assert shown.startswith(f"<p><code>{html.escape(repr(result))}</code></p><img src='data:image/png;base64,")
+    picture = base64.b64decode(shown.split("base64,")[1].rstrip("'>"))
+    assert Image.open(io.BytesIO(picture)).tobytes() == result.draw().tobytes()
     smiles = ", ".join(m.smiles for m in result)
     assert repr(result) == (f"DesignResult(3/3 molecules from {result.canvases} canvases in {result.seconds:.1f} s, "
                             f"seed=5: [{smiles}])")
     many = replace(result, molecules=result.molecules * 4, requested=20, exhausted=True)
     assert repr(many).endswith(f"seed=5, budget exhausted: [{smiles}, ... (9 more)])")
     nothing = replace(result, molecules=[])
-    assert nothing._repr_png_() is None and repr(nothing).endswith(": [])")
+    assert nothing._repr_html_() is None and repr(nothing).endswith(": [])")
+    copied = copy.copy(DesignInterrupted(many))  # as multiprocessing and joblib pass it on
+    assert copied.result is many and f"{copied}" == "stopped with 12/20 molecules from " + f"{many.canvases} canvases"
 
 
 def test_cli_takes_the_format_from_the_out_suffix_and_draws_svg(tmp_path):

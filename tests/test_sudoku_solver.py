@@ -1,5 +1,6 @@
 """The Sudoku solver and `solve sudoku` with the shipped checkpoint."""
 
+import copy
 import json
 import re
 from dataclasses import replace
@@ -391,6 +392,7 @@ def test_ctrl_c_in_a_batch_keeps_the_puzzles_solved(solver):
         solver.solve_many(puzzles, on_result=stop_after_the_first)
     results = stop.value.results  # in input order: the unreadable one, the solved one, the rest unfinished
     assert [r.puzzle for r in results[:3]] == puzzles[:3] and results[3] is done[3]
+    assert copy.copy(stop.value).results == results  # as multiprocessing and joblib pass it on
     solved = next(i for i in done if done[i].verified)
     assert results[solved] is done[solved] and is_valid_solution(puzzles[solved], results[solved].solution)
     assert all(r.reason == "interrupted before it was solved" and r.solution is None
