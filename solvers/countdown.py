@@ -12,7 +12,7 @@ from ..core import DiffusionGemma, StepCallback, arguments, progress_bar
 from ..tasks import countdown
 from ..tasks.graph_data import CANVAS, TOKENIZER, countdown_prompt
 from ..tasks.text import plural
-from .base import DiffusionSolver
+from .base import UNFINISHED, BatchInterrupted, DiffusionSolver
 
 
 @dataclass
@@ -62,7 +62,8 @@ class CountdownSolver(DiffusionSolver):
                    progress: bool = False) -> list[CountdownResult]:
         """Instances in batches of `batch` (each with its parallel canvases); `on_result(index, result)` fires as
         soon as an instance's canvases have stopped (instances that need no sampling first, once every instance
-        has been checked). `progress=True` shows a progress bar of instances done."""
+        has been checked). `progress=True` shows a progress bar of instances done. Ctrl-C raises BatchInterrupted
+        (a KeyboardInterrupt) whose `results` keep the instances answered until then."""
         with arguments.raised_as(countdown.CountdownError):
             instances = arguments.items(instances, "instances")
             batch = arguments.whole(batch, "batch", 1)
@@ -78,7 +79,18 @@ class CountdownSolver(DiffusionSolver):
                 countdown.check_instance(numbers, target)
             checked.append((i, numbers, target))
         results: list[CountdownResult | None] = [None] * len(instances)
-        with progress_bar(progress, len(instances), "countdown", "instance") as bar:
+        try:
+            self._solve_checked(checked, batch, callback, on_result, progress, results)
+        except KeyboardInterrupt:  # what was solved is kept
+            raise BatchInterrupted([result or CountdownResult(numbers, target, None, None, False, UNFINISHED)
+                                    for result, (_, numbers, target) in zip(results, checked)]) from None
+        return results  # type: ignore[return-value]
+
+    def _solve_checked(self, checked: list[tuple[int, list[int], int]], batch: int, callback: StepCallback | None,
+                       on_result: Callable[[int, CountdownResult], None] | None, progress: bool,
+                       results: list[CountdownResult | None]) -> None:
+        """Fill `results` (one per instance of `checked`, in order) as instances are answered."""
+        with progress_bar(progress, len(checked), "countdown", "instance") as bar:
 
             def report(i: int, result: CountdownResult) -> None:
                 results[i] = result
@@ -97,7 +109,6 @@ class CountdownSolver(DiffusionSolver):
                 chunk = todo[start:start + batch]
                 self._solve_batch([(n, t) for _, n, t in chunk], callback,
                                   lambda k, result, chunk=chunk: report(chunk[k][0], result))
-        return results  # type: ignore[return-value]
 
     def _solve_batch(self, chunk: list[tuple[list[int], int]], callback,
                      report: Callable[[int, CountdownResult], None]) -> None:

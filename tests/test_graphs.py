@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from diffsolve.core import SamplingConfig, generate
-from diffsolve.solvers import CountdownSolver, GraphSolver
+from diffsolve.solvers import BatchInterrupted, CountdownSolver, GraphSolver
 from diffsolve.solvers.graphs import SHORTEST_ARCS, _exact, shortest_path_edges
 from diffsolve.solvers.checkpoints import default_checkpoint
 from diffsolve.solvers.cli import app
@@ -675,6 +675,19 @@ def test_unsolvable_countdown_says_so_without_sampling(countdowns):
     result = countdowns.solve([1, 1, 1], 100)
     assert not result.verified and result.reason.startswith("no solution with whole-number steps exists")
     assert result.forward_passes == 0 and result.impossible
+
+
+def test_ctrl_c_in_a_countdown_batch_keeps_the_instances_answered(countdowns):
+    instances = [([1, 1, 1], 100), ([3, 4, 5], 27), ([6, 7, 2], 40), ([2, 2, 9], 7)]
+
+    def stop_at_the_first(i: int, result) -> None:  # as Ctrl-C in a notebook, once an instance is answered
+        raise KeyboardInterrupt
+
+    with pytest.raises(BatchInterrupted, match="stopped with 1 of 4 done") as stop:
+        countdowns.solve_many(instances, on_result=stop_at_the_first)
+    results = stop.value.results  # the impossible one is answered first, without sampling
+    assert results[0].impossible and [(r.numbers, r.target) for r in results] == instances
+    assert [r.reason for r in results[1:]] == ["interrupted before it was solved"] * 3
 
 
 @pytest.mark.parametrize("prefix, valid", [
