@@ -174,7 +174,7 @@ def _whole_numbers(values: Iterable[int], name: str) -> list[int]:
     """Positions or tokens as ints: any iterable of whole numbers (a tensor or array too), never 2.7 read as 2."""
     if hasattr(values, "tolist"):
         values = values.tolist()
-    return [arguments.whole(value, name) for value in arguments.items(values, f"{name}s")]
+    return [arguments.whole(value, name) for value in arguments.items(values, f"{name}s", ordered=False)]
 
 
 DEAD_ENDS = ("release", "repair", "restart", "backtrack")

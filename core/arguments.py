@@ -54,10 +54,10 @@ def canvases(value: object, guided: bool, default: int = 8) -> int:
     return value
 
 
-def items(value: object, name: str) -> list:
-    """A batched call's items as a list: any ordered iterable but text (one item's text is not a batch of
-    characters), a mapping or a table (they iterate over their keys or column names), or a set (no order for the
-    results to come back in)."""
+def items(value: object, name: str, ordered: bool = True) -> list:
+    """A call's items as a list: any iterable but text (one item's text is not a batch of characters), a mapping
+    or a table (they iterate over their keys or columns), or, where results come back in the items' order
+    (`ordered`, a batched call), a set."""
     if isinstance(value, (str, bytes)):
         raise TypeError(f"{name} must be a list (or another iterable) of items, not text: got {value!r:.60}")
     if hasattr(value, "columns"):  # a pandas or polars table yields its column names or its columns
@@ -66,7 +66,7 @@ def items(value: object, name: str) -> list:
     if isinstance(value, Mapping):
         raise TypeError(f"{name} must be a list (or another iterable) of items, not a mapping (it yields its "
                         "keys): pass the items, such as its values() or items()")
-    if isinstance(value, (set, frozenset)):
+    if ordered and isinstance(value, (set, frozenset)):
         raise TypeError(f"{name} must be a list (or another iterable) of items, not a set (it has no order for "
                         "the results to follow): pass a list")
     if not isinstance(value, Iterable):
