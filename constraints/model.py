@@ -59,7 +59,8 @@ class ConstraintModel:
 
     # ------------------------------------------------------------------ declarations
     def pin(self, positions: Iterable[int], tokens: Iterable[int], row: int | None = None) -> "ConstraintModel":
-        positions, tokens = self._positions(positions), self._tokens(tokens)
+        # paired in order: a set has none
+        positions, tokens = self._positions(positions, ordered=True), self._tokens(tokens, ordered=True)
         if len(positions) != len(tokens):
             raise ValueError(f"pin: {len(positions)} positions but {len(tokens)} tokens")
         if not positions:
@@ -143,15 +144,15 @@ class ConstraintModel:
         return compiled
 
     # ------------------------------------------------------------------ validation helpers
-    def _positions(self, positions: Iterable[int]) -> list[int]:
-        out = _whole_numbers(positions, "position")
+    def _positions(self, positions: Iterable[int], ordered: bool = False) -> list[int]:
+        out = _whole_numbers(positions, "position", ordered)
         bad = [p for p in out if not 0 <= p < self.length]
         if bad:
             raise ValueError(f"position(s) {bad[:5]} outside the canvas of length {self.length}")
         return out
 
-    def _tokens(self, tokens: Iterable[int]) -> list[int]:
-        out = _whole_numbers(tokens, "token")
+    def _tokens(self, tokens: Iterable[int], ordered: bool = False) -> list[int]:
+        out = _whole_numbers(tokens, "token", ordered)
         bad = [t for t in out if not 0 <= t < self.vocab]
         if bad:
             raise ValueError(f"token(s) {bad[:5]} outside the vocabulary of size {self.vocab}")
@@ -170,11 +171,12 @@ def _repeated(positions: list[int]) -> int:
     return next(p for i, p in enumerate(positions) if p in positions[:i])
 
 
-def _whole_numbers(values: Iterable[int], name: str) -> list[int]:
-    """Positions or tokens as ints: any iterable of whole numbers (a tensor or array too), never 2.7 read as 2."""
+def _whole_numbers(values: Iterable[int], name: str, ordered: bool) -> list[int]:
+    """Positions or tokens as ints: any iterable of whole numbers (a tensor or array too), never 2.7 read as 2;
+    a set only where their order does not matter (not `ordered`)."""
     if hasattr(values, "tolist"):
         values = values.tolist()
-    return [arguments.whole(value, name) for value in arguments.items(values, f"{name}s", ordered=False)]
+    return [arguments.whole(value, name) for value in arguments.items(values, f"{name}s", ordered)]
 
 
 DEAD_ENDS = ("release", "repair", "restart", "backtrack")

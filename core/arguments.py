@@ -65,7 +65,7 @@ def items(value: object, name: str, ordered: bool = True) -> list:
                         "columns): pass the items, such as one column or a list of rows")
     if isinstance(value, Mapping):
         raise TypeError(f"{name} must be a list (or another iterable) of items, not a mapping (it yields its "
-                        "keys): pass the items, such as its values() or items()")
+                        "keys): pass the items as a list (its values(), say)")
     if ordered and isinstance(value, (set, frozenset)):
         raise TypeError(f"{name} must be a list (or another iterable) of items, not a set (it has no order for "
                         "the results to follow): pass a list")

@@ -166,7 +166,7 @@ class SudokuSolver(DiffusionSolver):
             else:
                 steps, used = self.config.max_denoising_steps, int(passes.max())
                 reason = (f"the budget of {plural(steps, 'pass', 'passes')} ran out" if used >= steps else
-                          f"the canvases stopped after {used} of {plural(steps, 'pass', 'passes')} on no solution") + (
+                          f"the canvases settled on no solution after {used} of {plural(steps, 'pass', 'passes')}") + (
                     "" if self.backtrack or not self.guided else
                     " (another seed or more canvases may find one; the backtracking search goes further)")
             report(k, SudokuResult(puzzles[k], found, found is not None, reason, int(passes.max()), int(passes.sum()),

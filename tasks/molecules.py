@@ -494,7 +494,10 @@ def _check_contains(contains: str) -> None:
     spelled = Chem.MolFromSmiles(contains)
     if spelled is not None and (problem := small_heteroaromatic_ring(spelled)):  # its ring is in every match
         raise RequestError(f"contains: {contains!r} can never match: it has {problem}, which no returned molecule has")
-    if spelled is not None and not spelled.HasSubstructMatch(query):
+    # A ring of aromatic atoms under five may lie between aromatic rings, its own bonds single (biphenylene): the
+    # pattern 'c1cnc1' matches there, though RDKit spells it as 'C1=CN=C1'.
+    fused = spelled is not None and any(len(ring) < 5 for ring in spelled.GetRingInfo().AtomRings())
+    if spelled is not None and not fused and not spelled.HasSubstructMatch(query):
         # e.g. Kekulé 'C1=CC=CC=C1': RDKit reads every molecule's benzene rings as aromatic atoms
         raise RequestError(f"contains: {contains!r} can never match: not even the molecule it spells, "
                            f"which RDKit reads as {Chem.MolToSmiles(spelled)!r}; write that instead")
@@ -565,11 +568,12 @@ def implausible(mol: Chem.Mol) -> str | None:
         if (atom.GetFormalCharge() == 0 and atom.GetTotalNumHs()
                 and atom.GetTotalValence() > table.GetDefaultValence(atom.GetAtomicNum())):
             return f"{atom.GetSymbol()} of valence {atom.GetTotalValence()} with a hydrogen (atom {atom.GetIdx() + 1})"
-    charged = next((atom for atom in mol.GetAtoms() if atom.GetFormalCharge()), None)
-    if charged is not None:
+    charged = [atom for atom in mol.GetAtoms() if atom.GetFormalCharge()]
+    if charged:
+        charged = max(charged, key=lambda atom: atom.GetFormalCharge())  # the atom written with extra bonds
         return (f"{charged.GetSymbol()} with charge {charged.GetFormalCharge():+d} (atom {charged.GetIdx() + 1}): "
-                "RDKit reads more bonds than a neutral atom takes as a charged group (a nitro or N-oxide written "
-                "neutral)")
+                "RDKit reads its bonds, more than a neutral atom takes, as a charged group (such as a nitro group "
+                "or an N-oxide written neutral)")
     return small_heteroaromatic_ring(mol)
 
 
@@ -847,7 +851,8 @@ def _pattern_atom_kinds(atom: Chem.Atom) -> list[tuple[int, bool, int]]:
         kinds = frozenset(k for k in ATOM_KINDS if k[:2] == (atom.GetAtomicNum(), atom.GetIsAromatic()))
     bonds = sum({"=": 2, "#": 3}.get(bond.GetSmarts(), 1) if bond.HasQuery() else bond.GetBondTypeAsDouble()
                 for bond in atom.GetBonds())
-    return sorted((z, aromatic, h) for z, aromatic, h in kinds if h <= max(0, _most_hydrogens(z, aromatic, bonds)))
+    return sorted((z, aromatic, h) for z, aromatic, h in kinds if h <= max(0, _most_hydrogens(z, aromatic, bonds))
+                  and (aromatic or bonds <= max(VALENCES[z])))  # '[N;X3](=O)=O': four bonds on a neutral N
 
 
 def unmatchable(query: Chem.Mol) -> str | None:
@@ -857,7 +862,8 @@ def unmatchable(query: Chem.Mol) -> str | None:
     for atom in query.GetAtoms():
         if not _pattern_atom_kinds(atom):
             return (f"no atom the model writes matches atom {atom.GetIdx() + 1} ({atom.GetSmarts()}): not with "
-                    "those hydrogens, that valence or that many neighbours, given its bonds in the pattern")
+                    "those hydrogens, that valence or that many neighbours, given its bonds in the pattern (a "
+                    "returned molecule's atoms are neutral)")
         if atom.HasQuery() and not _smallest_ring_sizes(_query_tree(atom.DescribeQuery())):
             return (f"atom {atom.GetIdx() + 1} ({atom.GetSmarts()}) asks for a smallest ring no molecule here has "
                     f"(none, or 3 to {MAX_SMILES_TOKENS} atoms)")

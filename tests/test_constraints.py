@@ -66,6 +66,17 @@ def test_declaration_errors():
         cm.all_different([1, 2], [])
 
 
+def test_sets_are_taken_where_order_does_not_matter_and_refused_where_pins_pair_them():
+    cm = ConstraintModel(40, 50)
+    cm.allow({3, 1}, {5, 7}).all_different({10, 11}, {5, 7})
+    assert cm.allowed[0, 3, [5, 7]].all() and cm.allowed[0, 3].sum() == 2 and cm.allowed[0, 1].sum() == 2
+    for positions, tokens in [({33, 1}, [10, 20]), ([33, 1], {10, 20})]:  # which position gets which token?
+        with pytest.raises(TypeError, match="not a set \\(it has no order"):
+            cm.pin(positions, tokens)
+    cm.pin([33, 1], [10, 20])
+    assert cm.pins[0, [33, 1]].tolist() == [10, 20]
+
+
 def test_two_pins_of_one_value_in_a_group_are_refused_at_compile():
     cm = latin()
     cm.pin([0, 3], [5, 5], row=0)  # one row of the square

@@ -278,8 +278,8 @@ def test_the_verifier_rejects_invented_hydrogens_and_undecorated_scaffolds():
     assert task.parse_molecule("CCOc1c(Nc2cccc(Cl)c2C)c(=O)c1=O") is not None  # a squaramide: four carbons
     assert task.parse_molecule("c1ccc2c(c1)-n1cccc1-2") is not None  # a four-ring of aromatic atoms, single bonds
     # more bonds than a neutral atom takes, which RDKit reads as a charged group: the model writes neutral atoms
-    for smiles, charged in [("Cc1ccc(N(=O)=O)cc1", "N with charge \\+1"), ("O=n1ccccc1", "O with charge -1"),
-                            ("OCl(=O)(=O)=O", "Cl with charge \\+3")]:
+    for smiles, charged in [("Cc1ccc(N(=O)=O)cc1", "N with charge \\+1"), ("O=n1ccccc1", "N with charge \\+1"),
+                            ("O=N(=O)c1ccccc1", "N with charge \\+1"), ("OCl(=O)(=O)=O", "Cl with charge \\+3")]:
         assert task.parse_molecule(smiles) is None
         assert re.match(charged, task.implausible(Chem.MolFromSmiles(smiles)))
     # a request that needs such a ring is refused before any work
@@ -289,6 +289,10 @@ def test_the_verifier_rejects_invented_hydrogens_and_undecorated_scaffolds():
         with pytest.raises(task.RequestError, match=message):
             task.MoleculeRequest.parse(**request)
     assert task.MoleculeRequest.parse(contains="O=c1c(=O)cc1").contains == "O=c1c(=O)cc1"
+    # between two aromatic rings, a four-ring of aromatic atoms has single bonds: returned, and 'c1cnc1' matches it
+    fused = task.parse_molecule("c1ccc2c(c1)-n1cccc1-2")
+    assert fused.HasSubstructMatch(Chem.MolFromSmarts("c1cnc1"))
+    assert task.MoleculeRequest.parse(contains="c1cnc1").contains == "c1cnc1"
     request = task.MoleculeRequest.parse(scaffold="c1cc[nH]c1")
     assert not request.verify(Chem.MolFromSmiles("c1cc[nH]c1"))[0]  # the bare scaffold is not a decoration
     assert request.verify(Chem.MolFromSmiles("Cn1cccc1"))[0]  # N-substituted: the scaffold is still there
@@ -408,6 +412,8 @@ def test_pattern_floors_never_exceed_rdkit_values(index, walk, spelling):
     # a negated valence or degree leaves every kind that can take another one: C=O's carbon, a nitrile's N, DMSO
     ("[#6;!X4]", None), ("[c;!D3]", None), ("[#7;!X3]", None), ("[S;!v2]", None), ("[C;!D4;H0]", None),
     ("[N;v4]", "atom 1"), ("[O;v1]", "atom 1"),  # a charged nitro N or N-oxide O: never returned (`implausible`)
+    ("[N;X3](=O)=O", "atom 1"), ("c[#7;A](=O)=O", "atom 2"),  # a nitro group's N as SMARTS: four bonds, neutral
+    ("[S;X4](=O)(=O)", None),  # a sulfone's S: six
 ])
 def test_pattern_atoms_no_returned_molecule_has_are_refused(contains, refused):
     """What the query reads of element, aromaticity, hydrogens, valence and degree is matched against every atom
