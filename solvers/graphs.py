@@ -23,7 +23,7 @@ from ..tasks.graphs import (GraphError, RouteSpec, check_graph, coloring_constra
                             first_proper_coloring, is_proper_coloring, peel_low_degree, relabel, route_guidance,
                             tabu_coloring)
 from ..tasks.text import plural
-from .base import DiffusionSolver
+from .base import UNFINISHED, BatchInterrupted, DiffusionSolver
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -475,7 +475,8 @@ class GraphSolver(DiffusionSolver):
                           end: Hashable | None = None, batch: int = 32, callback: StepCallback | None = None,
                           progress: bool = False) -> list[RouteResult]:
         """Many graphs at once (batches of `batch` instances, each with its parallel canvases); `progress=True`
-        shows a progress bar of graphs done."""
+        shows a progress bar of graphs done. Ctrl-C raises BatchInterrupted whose `results` keep the batches
+        done (the others unsolved, 'interrupted before it was solved')."""
         if isinstance(graphs, nx.Graph):
             raise GraphError("hamiltonian_paths takes a list of graphs; for one graph use hamiltonian_path(graph)")
         with arguments.raised_as(GraphError):
@@ -488,8 +489,11 @@ class GraphSolver(DiffusionSolver):
         for i, graph in enumerate(graphs):
             with arguments.numbered("graph", i, len(graphs)):
                 problems.append(_hamiltonian_problem(graph, cycle, start, end))
-        results = self._routes(problems, batch, callback, f"Hamiltonian {'cycle' if cycle else 'path'}",
-                               progress=progress)
+        try:
+            results = self._routes(problems, batch, callback, f"Hamiltonian {'cycle' if cycle else 'path'}",
+                                   progress=progress)
+        except BatchInterrupted as stop:
+            raise BatchInterrupted([replace(result, cycle=cycle) for result in stop.results]) from None
         return [replace(result, cycle=cycle) for result in results]
 
     def path(self, graph: nx.Graph, source: Hashable, target: Hashable, *, weight: str | None = None,
@@ -523,7 +527,7 @@ class GraphSolver(DiffusionSolver):
               callback: StepCallback | None = None, salt: int = 0, all_canvases: bool = False,
               progress: bool = False) -> list[RouteResult]:
         """Many (graph, source, target) path queries at once; any simple path counts. `progress=True` shows a
-        progress bar of queries done."""
+        progress bar of queries done. Ctrl-C raises BatchInterrupted whose `results` keep the batches done."""
         batch, progress = _batch_arguments(batch, callback, progress)
         with arguments.raised_as(GraphError):
             queries, problems = arguments.items(queries, "queries"), []
@@ -536,16 +540,19 @@ class GraphSolver(DiffusionSolver):
     def _routes(self, problems, batch: int, callback, what: str, salt: int = 0,
                 all_canvases: bool = False, progress: bool = False) -> list[RouteResult]:
         """Solve (spec, labels, trivial result or None, verifier) problems in batches (arguments checked by
-        `_batch_arguments`); first verified wins."""
+        `_batch_arguments`); first verified wins. Ctrl-C raises BatchInterrupted with the batches done."""
         results: list[RouteResult | None] = [p[2] and replace(p[2], impossible=not p[2].verified) for p in problems]
         todo = [i for i, p in enumerate(problems) if p[2] is None]
-        with progress_bar(progress, len(problems), what, "instance", initial=len(problems) - len(todo)) as bar:
-            for begin in range(0, len(todo), batch):
-                chunk = todo[begin:begin + batch]
-                done = self._route_batch([problems[i] for i in chunk], callback, what, salt, all_canvases,
-                                         on_instance=lambda *_: bar.update())
-                for i, result in zip(chunk, done):
-                    results[i] = result
+        try:
+            with progress_bar(progress, len(problems), what, "instance", initial=len(problems) - len(todo)) as bar:
+                for begin in range(0, len(todo), batch):
+                    chunk = todo[begin:begin + batch]
+                    done = self._route_batch([problems[i] for i in chunk], callback, what, salt, all_canvases,
+                                             on_instance=lambda *_: bar.update())
+                    for i, result in zip(chunk, done):
+                        results[i] = result
+        except KeyboardInterrupt:  # the batches done are kept
+            raise BatchInterrupted([result or RouteResult(None, False, UNFINISHED) for result in results]) from None
         return results  # type: ignore[return-value]
 
     def _route_batch(self, problems, callback, what: str, salt: int, all_canvases: bool,

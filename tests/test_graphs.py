@@ -677,6 +677,30 @@ def test_unsolvable_countdown_says_so_without_sampling(countdowns):
     assert result.forward_passes == 0 and result.impossible
 
 
+def test_ctrl_c_in_a_batch_of_routes_keeps_the_batches_done(graphs):
+    petersen = nx.petersen_graph()
+    queries = [(petersen, 0, 7), (petersen, 1, 1), (petersen, 2, 9), (petersen, 3, 8)]  # (1, 1): no sampling
+    batches = []
+
+    def stop_in_the_second_batch(info) -> None:  # as Ctrl-C in a notebook
+        batches.append(info.step == 1)
+        if sum(batches) == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(BatchInterrupted, match="stopped with 2 of 4 done") as stop:
+        graphs.paths(queries, batch=1, callback=stop_in_the_second_batch)
+    first, same, *unfinished = stop.value.results
+    assert first.verified and first.path[0] == 0 and first.path[-1] == 7 and same.verified and same.path == [1]
+    assert [r.reason for r in unfinished] == ["interrupted before it was solved"] * 2
+
+    def stop_at_once(info) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(BatchInterrupted) as stop:  # a Hamiltonian batch says which kind of route was asked
+        graphs.hamiltonian_paths([nx.circulant_graph(10, [1, 3])], cycle=True, callback=stop_at_once)
+    assert stop.value.results[0].cycle and not stop.value.results[0].verified
+
+
 def test_ctrl_c_in_a_countdown_batch_keeps_the_instances_answered(countdowns):
     instances = [([1, 1, 1], 100), ([3, 4, 5], 27), ([6, 7, 2], 40), ([2, 2, 9], 7)]
 
