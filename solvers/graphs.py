@@ -489,12 +489,8 @@ class GraphSolver(DiffusionSolver):
         for i, graph in enumerate(graphs):
             with arguments.numbered("graph", i, len(graphs)):
                 problems.append(_hamiltonian_problem(graph, cycle, start, end))
-        try:
-            results = self._routes(problems, batch, callback, f"Hamiltonian {'cycle' if cycle else 'path'}",
-                                   progress=progress)
-        except BatchInterrupted as stop:
-            raise BatchInterrupted([replace(result, cycle=cycle) for result in stop.results]) from None
-        return [replace(result, cycle=cycle) for result in results]
+        return self._routes(problems, batch, callback, f"Hamiltonian {'cycle' if cycle else 'path'}",
+                            progress=progress, cycle=cycle)
 
     def path(self, graph: nx.Graph, source: Hashable, target: Hashable, *, weight: str | None = None,
              shortest: bool = False, rounds: int = 4, callback: StepCallback | None = None) -> RouteResult:
@@ -538,10 +534,12 @@ class GraphSolver(DiffusionSolver):
                             progress=progress)
 
     def _routes(self, problems, batch: int, callback, what: str, salt: int = 0,
-                all_canvases: bool = False, progress: bool = False) -> list[RouteResult]:
+                all_canvases: bool = False, progress: bool = False, cycle: bool = False) -> list[RouteResult]:
         """Solve (spec, labels, trivial result or None, verifier) problems in batches (arguments checked by
-        `_batch_arguments`); first verified wins. Ctrl-C raises BatchInterrupted with the batches done."""
-        results: list[RouteResult | None] = [p[2] and replace(p[2], impossible=not p[2].verified) for p in problems]
+        `_batch_arguments`); first verified wins; every result says whether a `cycle` was asked for. Ctrl-C
+        raises BatchInterrupted with the batches done."""
+        results: list[RouteResult | None] = [p[2] and replace(p[2], impossible=not p[2].verified, cycle=cycle)
+                                             for p in problems]
         todo = [i for i, p in enumerate(problems) if p[2] is None]
         try:
             with progress_bar(progress, len(problems), what, "instance", initial=len(problems) - len(todo)) as bar:
@@ -550,9 +548,10 @@ class GraphSolver(DiffusionSolver):
                     done = self._route_batch([problems[i] for i in chunk], callback, what, salt, all_canvases,
                                              on_instance=lambda *_: bar.update())
                     for i, result in zip(chunk, done):
-                        results[i] = result
+                        results[i] = replace(result, cycle=cycle)
         except KeyboardInterrupt:  # the batches done are kept
-            raise BatchInterrupted([result or RouteResult(None, False, UNFINISHED) for result in results]) from None
+            raise BatchInterrupted([result or RouteResult(None, False, UNFINISHED, cycle=cycle)
+                                    for result in results]) from None
         return results  # type: ignore[return-value]
 
     def _route_batch(self, problems, callback, what: str, salt: int, all_canvases: bool,
