@@ -159,18 +159,17 @@ class SudokuSolver(DiffusionSolver):
 
         def result(k: int, canvas: Tensor, passes: Tensor, seconds: float) -> None:
             found = next((grid for grid in sudoku.decode(canvas) if is_valid_solution(puzzles[k], grid)), None)
+            used, budget = int(passes.max()), plural(self.config.max_denoising_steps, "pass", "passes")
             if found:
                 reason = None
             elif self.guided and bool(guidance.refuted[k]):
                 reason = "the puzzle has no solution (the search ruled out every digit of some cell)"
             else:
-                steps, used = self.config.max_denoising_steps, int(passes.max())
-                reason = (f"the budget of {plural(steps, 'pass', 'passes')} ran out" if used >= steps else
-                          f"the canvases settled on no solution after {used} of {plural(steps, 'pass', 'passes')}") + (
-                    "" if self.backtrack or not self.guided else
-                    " (another seed or more canvases may find one; the backtracking search goes further)")
-            report(k, SudokuResult(puzzles[k], found, found is not None, reason, int(passes.max()), int(passes.sum()),
-                                   seconds))
+                reason = (f"the budget of {budget} ran out" if used >= self.config.max_denoising_steps
+                          else f"the canvases settled on no solution after {used} of {budget}")
+                if self.guided and not self.backtrack:
+                    reason += " (another seed or more canvases may find one; the backtracking search goes further)"
+            report(k, SudokuResult(puzzles[k], found, found is not None, reason, used, int(passes.sum()), seconds))
 
         self._run(sudoku.encode_prompt(values), guidance, sudoku.CELLS, callback=callback, on_instance=result)
 
