@@ -19,6 +19,7 @@ from rich.console import Console
 
 from ..core import CheckpointError, ConfigError, check_device, load_model, resolve_checkpoint, write_atomically
 from ..core.arguments import MAX_STEPS
+from ..core.checkpoint import DTYPE_NAMES
 from ..tasks.text import plural, read_text
 from .base import UNFINISHED  # noqa: F401 (the CLIs' too)
 from .checkpoints import default_checkpoint
@@ -139,7 +140,7 @@ def above_zero(value: float | None) -> float | None:
 
 
 OPTIONS = {"compile": False, "dtype": "auto"}
-DTYPES = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPES = {"auto": "auto", **DTYPE_NAMES}  # the names load_model takes
 SEED_RANGE = dict(min=0, max=2**63 - 1)  # what torch generators take
 STEPS_RANGE = dict(min=1, max=MAX_STEPS)  # what the sampler's int32 pass count takes
 # Options every solving command shares (typer reads them as defaults).
@@ -165,7 +166,7 @@ def _options(compile: bool = typer.Option(
         "command: solve --compile sudoku FILE."),
         dtype: str = typer.Option(
             "auto", "--dtype",
-            help="auto, float32, bfloat16 or float16: the dtype solving commands run the model in. auto is the "
+            help="auto, float32, bfloat16, float16 or float64: the dtype solving commands run the model in. auto is the "
             "one the checkpoint's config.json names (float32 for the shipped models, bfloat16 for the released "
             "26B model, which needs about 50 GB in it and twice that in float32). solve train always trains in "
             "float32."),

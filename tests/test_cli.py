@@ -76,6 +76,9 @@ def test_dtype_option_runs_the_model_in_that_dtype():
         assert cli_common.OPTIONS["dtype"] is torch.bfloat16
         model = cli_common.load_task_model(None, "sudoku", "cpu", None)
         assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+        # every dtype the API takes, in any case (float64 for checking numerics against a float32 run)
+        assert run("--dtype", "Float64", "sudoku", SUDOKU, "--format", "line").exit_code == 0
+        assert cli_common.OPTIONS["dtype"] is torch.float64
     finally:
         cli_common.OPTIONS["dtype"] = "auto"
     refused = run("--dtype", "int8", "sudoku", SUDOKU)
