@@ -49,10 +49,12 @@ def usage_error(message: str) -> NoReturn:
 
 
 def choice(value: str, option: str, choices: tuple[str, ...]) -> str:
-    """`value` in lower case (JSON or json alike) when it is one of `choices`; anything else exits 2."""
-    if value.lower() not in choices:
+    """`value` in lower case (JSON or json alike) when it is one of `choices`; anything else exits 2. jsonl
+    names json, which is one object per line already."""
+    name = "json" if value.lower() == "jsonl" and "json" in choices else value.lower()
+    if name not in choices:
         usage_error(f"{option} must be {', '.join(choices[:-1])} or {choices[-1]}, not {value!r}")
-    return value.lower()
+    return name
 
 
 INTERRUPTED = 130  # the shell's status for a command stopped by Ctrl-C (128 + SIGINT)

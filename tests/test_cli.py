@@ -86,8 +86,9 @@ def test_dtype_option_runs_the_model_in_that_dtype():
 
 
 @pytest.mark.parametrize("args", [["sudoku", SUDOKU], ["countdown", "4 6 2", "--target", "12"]])
-def test_format_names_are_read_in_any_case(args):
-    result = run(*args, "--format", "JSON")
+@pytest.mark.parametrize("name", ["JSON", "jsonl"])  # jsonl: json is one object per line already
+def test_format_names_are_read_in_any_case(args, name):
+    result = run(*args, "--format", name)
     assert result.exit_code == 0 and all(json.loads(line)["verified"] for line in result.stdout.splitlines())
 
 
