@@ -168,8 +168,8 @@ def _options(compile: bool = typer.Option(
         "command: solve --compile sudoku FILE."),
         dtype: str = typer.Option(
             "auto", "--dtype",
-            help="auto, float32, bfloat16, float16 or float64: the dtype solving commands run the model in. auto is the "
-            "one the checkpoint's config.json names (float32 for the shipped models, bfloat16 for the released "
+            help="auto, float32, bfloat16, float16 or float64: the dtype solving commands run the model in. auto is "
+            "the one the checkpoint's config.json names (float32 for the shipped models, bfloat16 for the released "
             "26B model, which needs about 50 GB in it and twice that in float32). solve train always trains in "
             "float32."),
         version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,

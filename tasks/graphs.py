@@ -37,8 +37,8 @@ def read_graph(path: str | Path, nonnegative_weights: bool = False) -> nx.Graph:
     """A DIMACS `.col` file (`p edge N M`, `e u v`, 1-based nodes, at most MAX_FILE_NODES) or an edge list
     (`u v`, `u,v` or `u v weight` per line, a node alone on a line, `#` comments (a `#` right after a letter belongs to
     the label: `C#`); networkx's `write_edgelist`
-    output too). A `.col` name or any `p`/`e` line means DIMACS (an edge list whose node is called `e` would be
-    misread as one). A node label is a word without ; | < > =, brackets or control characters, and not '1-2'.
+    output too). A `.col` name or a `p edge N M` or `e U V` line of numbers means DIMACS. JSON, XML and GML files
+    are refused by name. A node label is a word without ; | < > =, brackets or control characters, and not '1-2'.
     Other notations are refused, not misread: lone labels joining two words with '-' or ':' ('a-b', '1:2') in a
     file with no edge, or whose two words are nodes too; a first line of two text labels over a file of numbers
     (a column header such as pandas' 'source,target'). Integer labels of up to 18 digits become integers
@@ -57,11 +57,28 @@ def read_graph(path: str | Path, nonnegative_weights: bool = False) -> nx.Graph:
         if (control := CONTROL.search(line)) is not None:  # a separator of some other format: refused, not guessed
             raise GraphError(f"{path}:{number}: control character {control.group()!r} at column "
                              f"{control.start() + 1}; fields are separated by spaces, tabs or commas")
-    dimacs = path.suffix.lower() == ".col" or any(line.split()[:1] in (["p"], ["e"]) for line in lines)
+    _refuse_other_formats(path, lines)
+    dimacs = path.suffix.lower() == ".col" or any(DIMACS_LINE.fullmatch(line.strip()) for line in lines)
     graph = _read_dimacs(path, lines) if dimacs else _read_edge_list(path, lines, nonnegative_weights)
     if graph.number_of_nodes() == 0:
         raise GraphError(f"{path}: no nodes")
     return graph
+
+
+def _refuse_other_formats(path: Path, lines: list[str]) -> None:
+    """GraphError for a file in a graph format diffsolve does not read, named, with the networkx call that
+    converts it (its first line would otherwise be reported as a bad node label)."""
+    first = next((line.strip() for line in lines if line.strip()), "")
+    kind = ("JSON" if first[:1] in ("{", "[") else "XML (GraphML or GEXF)" if first[:1] == "<"
+            else "GML" if re.match(r"(graph|Creator|directed)\b", first) else None)
+    if kind is not None:
+        raise GraphError(f"{path}: reads as {kind}; diffsolve reads edge lists ({EDGE_FORMS}) and DIMACS .col "
+                         "files (convert with networkx: nx.write_edgelist(G, 'graph.txt', data=['weight']))")
+
+
+# A line only DIMACS writes: 'p edge N M' (any problem word: a wrong one is then refused as DIMACS), 'e U V'. An
+# edge list whose node is called 'e' or 'p' ('e a', 'p q') stays an edge list.
+DIMACS_LINE = re.compile(r"p\s+\S+\s+[0-9]+\s+[0-9]+|e\s+[0-9]+\s+[0-9]+")
 
 
 def _read_dimacs(path: Path, lines: list[str]) -> nx.Graph:
