@@ -12,10 +12,19 @@ from torch import Tensor
 
 from ..core import (DiffusionGemma, FinishClock, Guidance, Pins, SamplingConfig, StepCallback, arguments, generate,
                     guided_config, one_canvas, released_config)
+from ..tasks.text import plural
 from .checkpoints import Pretrained, check_task_model
 
 
 UNFINISHED = "interrupted before it was solved"  # the reason of an unfinished item's result after Ctrl-C
+
+
+def unsolved(passes: Tensor, budget: int) -> str:
+    """Why an item's canvases (`passes`: the passes each one ran) stopped with no verified answer: the budget
+    ran out, or every canvas stopped early (settled, or a dead end retired it)."""
+    used, allowed = int(passes.max()), plural(budget, "pass", "passes")
+    return (f"the budget of {allowed} ran out" if used >= budget
+            else f"the canvases settled on no solution after {used} of {allowed}")
 
 
 class BatchInterrupted(KeyboardInterrupt):

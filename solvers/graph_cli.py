@@ -307,8 +307,8 @@ def countdown(
     device: str = DEVICE,
     threads: int = THREADS,
 ) -> None:
-    """Reach the target from the numbers with + - * /, each number once, every step a whole number >= 0
-    (checked by sympy).
+    """Reach the target from the numbers with + - * /, every number exactly once (unlike the TV game, which may
+    leave some out), every step a whole number >= 0 (checked by sympy).
 
     2 to 6 numbers, each and the target a whole number from 1 to 999 (the model's prompt). Without --target,
     inline numbers are read in the public format: the last one is the target.

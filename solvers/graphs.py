@@ -23,7 +23,7 @@ from ..tasks.graphs import (GraphError, RouteSpec, check_graph, coloring_constra
                             first_proper_coloring, is_proper_coloring, peel_low_degree, relabel, route_guidance,
                             tabu_coloring)
 from ..tasks.text import plural
-from .base import UNFINISHED, BatchInterrupted, DiffusionSolver
+from .base import UNFINISHED, BatchInterrupted, DiffusionSolver, unsolved
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -576,7 +576,7 @@ class GraphSolver(DiffusionSolver):
                 result = RouteResult(found[0], True, None, len(found[0]) - (spec.kind != "hamcycle"), used,
                                      seconds[j])
             else:
-                result = RouteResult(None, False, f"no verified {what} within {self.max_steps} passes",
+                result = RouteResult(None, False, f"no verified {what}: {unsolved(passes[list(rows)], self.max_steps)}",
                                      None, used, seconds[j])
             result.candidates = found
             results.append(result)

@@ -14,7 +14,7 @@ from ..core import DiffusionGemma, SamplingConfig, StepCallback, arguments, prog
 from ..tasks import sudoku
 from ..tasks.sudoku_data import PuzzleFormatError, conflicts, format_grid, is_valid_solution, parse_puzzles
 from ..tasks.text import plural, split_lines
-from .base import UNFINISHED, BatchInterrupted, DiffusionSolver
+from .base import UNFINISHED, BatchInterrupted, DiffusionSolver, unsolved
 
 Puzzle = str | Sequence[int] | Sequence[Sequence[int]] | np.ndarray  # text, or 81 numbers (flat or 9 x 9)
 CANONICAL = re.compile("[0-9]{81}")  # a puzzle as SudokuResult.puzzle holds it
@@ -159,17 +159,16 @@ class SudokuSolver(DiffusionSolver):
 
         def result(k: int, canvas: Tensor, passes: Tensor, seconds: float) -> None:
             found = next((grid for grid in sudoku.decode(canvas) if is_valid_solution(puzzles[k], grid)), None)
-            used, budget = int(passes.max()), plural(self.config.max_denoising_steps, "pass", "passes")
             if found:
                 reason = None
             elif self.guided and bool(guidance.refuted[k]):
                 reason = "the puzzle has no solution (the search ruled out every digit of some cell)"
             else:
-                reason = (f"the budget of {budget} ran out" if used >= self.config.max_denoising_steps
-                          else f"the canvases settled on no solution after {used} of {budget}")
+                reason = unsolved(passes, self.config.max_denoising_steps)
                 if self.guided and not self.backtrack:
                     reason += " (another seed or more canvases may find one; the backtracking search goes further)"
-            report(k, SudokuResult(puzzles[k], found, found is not None, reason, used, int(passes.sum()), seconds))
+            report(k, SudokuResult(puzzles[k], found, found is not None, reason, int(passes.max()), int(passes.sum()),
+                                seconds))
 
         self._run(sudoku.encode_prompt(values), guidance, sudoku.CELLS, callback=callback, on_instance=result)
 

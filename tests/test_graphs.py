@@ -685,9 +685,11 @@ def test_solver_arguments_are_checked_before_any_sampling(graphs):
     assert same_ends.forward_passes == 0
 
 
-def test_unsolvable_countdown_says_so_without_sampling(countdowns):
-    result = countdowns.solve([1, 1, 1], 100)
-    assert not result.verified and result.reason.startswith("no solution with whole-number steps exists")
+@pytest.mark.parametrize("numbers, target", [([1, 1, 1], 100), ([1, 1, 1, 1, 1, 1], 999),
+                                             ([75, 50, 100, 25, 3, 7], 977)])  # six: no longer the whole budget
+def test_unsolvable_countdown_says_so_without_sampling(countdowns, numbers, target):
+    result = countdowns.solve(numbers, target)
+    assert not result.verified and result.reason.startswith("no solution that uses every number exactly once exists")
     assert result.forward_passes == 0 and result.impossible
 
 
@@ -1267,7 +1269,7 @@ def test_countdown_says_when_a_solution_exists_that_it_did_not_find():
     hurried = CountdownSolver.from_pretrained(canvases=1, max_steps=1)
     result = hurried.solve([25, 50, 75, 100, 3, 6], 952)  # 75*6=450, 100+3=103, 450/50=9, 103*9=927, 927+25=952
     assert not result.verified and not result.impossible  # gave up: a solution exists
-    assert result.reason == ("no verified solution within 1 pass, though one exists (exhaustive check): more "
+    assert result.reason == ("the budget of 1 pass ran out, though a solution exists (exhaustive check): more "
                              "passes or canvases may find it, unless every solution's steps are longer than the "
                              "canvas (64 characters)")
 
@@ -1288,3 +1290,9 @@ def test_ctrl_c_prints_every_countdown_record_the_unfinished_marked(tmp_path):
     assert status == 130, err
     unfinished = [r for r in records if r["reason"] == "interrupted before it was solved"]
     assert unfinished and re.search(rf"(\d+) of 64 instances done; {len(unfinished)} unfinished", err)
+
+
+def test_a_route_not_found_says_the_budget_ran_out():
+    hurried = GraphSolver.from_pretrained(canvases=1, max_steps=1)
+    result = hurried.hamiltonian_path(nx.petersen_graph())  # one pass cannot settle 10 nodes
+    assert not result.verified and result.reason == "no verified Hamiltonian path: the budget of 1 pass ran out"
