@@ -90,6 +90,18 @@ def positive(value: object, name: str) -> float:
     return float(value)
 
 
+def number(value: object, name: str, low: float, high: float = float("inf"), above_low: bool = False) -> float:
+    """A finite number from `low` to `high` (above `low` where `above_low`)."""
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise TypeError(f"{name} must be a number, got {value!r}")
+    if not (low < value if above_low else low <= value) or not value <= high or value == float("inf"):
+        span = (f"above {low:g}" if above_low else f"at least {low:g}" if high == float("inf")
+                else f"from {low:g}") + ("" if high == float("inf") else f" {'and at most' if above_low else 'to'} "
+                                              f"{high:g}")
+        raise ValueError(f"{name} must be a finite number {span}, got {value}")
+    return float(value)
+
+
 def callback(value: C, name: str) -> C:
     if value is not None and not callable(value):
         raise TypeError(f"{name} must be a function (or None), got {value!r}")

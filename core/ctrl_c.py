@@ -5,18 +5,27 @@ output. Inside `CtrlC()` the first Ctrl-C is only noted; the work calls `stop_if
 stopping loses nothing, and KeyboardInterrupt is raised there. A second Ctrl-C interrupts at once. SIGTERM (what
 `kill`, `timeout` and batch schedulers send) counts as a Ctrl-C, but no one is there to send a second one, and a
 scheduler kills a few seconds later: work whose safe points are far apart can stop sooner where `terminated`.
+SIGHUP (the terminal or ssh session closed) counts as SIGTERM does, unless `nohup` made the process ignore it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
 import threading
 
 
-SIGNALS = (signal.SIGINT, signal.SIGTERM)
-DEFAULTS = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
+SIGNALS = (signal.SIGINT, signal.SIGTERM, *([signal.SIGHUP] if hasattr(signal, "SIGHUP") else []))
+DEFAULTS = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL,
+            getattr(signal, "SIGHUP", None): signal.SIG_DFL}
+
+
+def watched(sig: int) -> bool:
+    """Whether a stop signal is this process's to handle: not a SIGHUP that `nohup` set to be ignored (the work
+    must then outlive the terminal)."""
+    return not (sig == getattr(signal, "SIGHUP", None) and signal.getsignal(sig) == signal.SIG_IGN)
 
 
 def quiet_worker() -> None:
@@ -35,18 +44,19 @@ class CtrlC:
 
     def __enter__(self) -> "CtrlC":
         if threading.current_thread() is threading.main_thread():  # only the main thread receives signals
-            self._previous = {sig: signal.signal(sig, self._ask) for sig in SIGNALS}
+            self._previous = {sig: signal.signal(sig, self._ask) for sig in SIGNALS if watched(sig)}
             self._installed = True
         return self
 
     def _ask(self, signum, frame) -> None:
         if self.asked:
             raise KeyboardInterrupt
-        self.asked, self.terminated = True, signum == signal.SIGTERM
+        self.asked, self.terminated = True, signum != signal.SIGINT  # SIGTERM, or SIGHUP (the terminal closed)
         notice = (self.terminate_notice if self.terminated
                   else self.notice and f"{self.notice}; Ctrl-C again stops at once")
         if notice:  # os.write: a print here could land inside another print to stderr and raise
-            os.write(sys.stderr.fileno(), f"\n{notice}\n".encode())
+            with contextlib.suppress(OSError, ValueError):  # a closed terminal (SIGHUP), a closed stderr
+                os.write(sys.stderr.fileno(), f"\n{notice}\n".encode())
 
     def stop_if_asked(self) -> None:
         if self.asked:

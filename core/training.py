@@ -29,7 +29,8 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from .checkpoint import load_model, save_model, write_atomically
+from . import arguments
+from .checkpoint import CheckpointError, check_device, load_model, save_model, write_atomically
 from .config import ModelConfig
 from .ctrl_c import CtrlC
 from .model import DiffusionGemma
@@ -71,6 +72,21 @@ class TrainConfig:
     # warmup ended against the budget left then, and training ends when either runs out (for time-boxed
     # machines; step-exact resumption needs it unset).
     time_budget_s: float | None = None
+
+    def __post_init__(self) -> None:  # a bad value fails here, not as a ZeroDivisionError after the first step
+        for name in ("steps", "batch_size", "checkpoint_every", "log_every"):
+            arguments.whole(getattr(self, name), name, 1)
+        arguments.whole(self.warmup_steps, "warmup_steps", 0)
+        arguments.seed(self.seed)
+        for name in ("lr", "grad_clip"):
+            arguments.positive(getattr(self, name), name)
+        for name in ("min_lr_ratio", "self_conditioning_prob"):
+            arguments.number(getattr(self, name), name, 0, 1)
+        for name in ("weight_decay", "ar_weight"):
+            arguments.number(getattr(self, name), name, 0)
+        arguments.number(self.eps, "eps", 0, 1, above_low=True)
+        if self.time_budget_s is not None:
+            arguments.positive(self.time_budget_s, "time_budget_s")
 
 
 def diffusion_loss(model: DiffusionGemma, batch: Batch, generator: torch.Generator, *,
@@ -155,20 +171,28 @@ STATE_JSON = "training_state.json"
 
 def save_training_state(directory: Path, model: DiffusionGemma, optimizer: torch.optim.Optimizer, step: int,
                         cfg: TrainConfig, extra: dict | None = None) -> None:
-    """Model (HF layout) + optimizer moments as safetensors + step/config as JSON, written atomically."""
+    """Model (HF layout) + optimizer moments as safetensors + step/config as JSON, written atomically. A write that
+    fails (a full disk) raises OSError naming the checkpoint, leaves nothing half-written and the previous
+    checkpoint as it was."""
     tmp, old = directory.with_name(directory.name + ".tmp"), directory.with_name(directory.name + ".old")
     shutil.rmtree(tmp, ignore_errors=True)  # leftovers of an interrupted save
-    tmp.mkdir(parents=True)
-    save_model(model, tmp)
-    tensors = {}
-    params = list(model.parameters())
-    for i, p in enumerate(params):
-        state = optimizer.state.get(p, {})
-        for key in ("exp_avg", "exp_avg_sq", "step"):
-            if key in state:
-                tensors[f"{i}.{key}"] = torch.as_tensor(state[key]).detach().cpu().contiguous()
-    write_atomically(tmp / STATE_TENSORS, lambda path: save_file(tensors, str(path)))  # the usual file mode too
-    (tmp / STATE_JSON).write_text(json.dumps({"step": step, "config": asdict(cfg), **(extra or {})}, indent=2))
+    try:
+        tmp.mkdir(parents=True)
+        save_model(model, tmp)
+        tensors = {}
+        for i, p in enumerate(model.parameters()):
+            state = optimizer.state.get(p, {})
+            for key in ("exp_avg", "exp_avg_sq", "step"):
+                if key in state:
+                    tensors[f"{i}.{key}"] = torch.as_tensor(state[key]).detach().cpu().contiguous()
+        write_atomically(tmp / STATE_TENSORS, lambda path: save_file(tensors, str(path)))  # the usual file mode too
+        (tmp / STATE_JSON).write_text(json.dumps({"step": step, "config": asdict(cfg), **(extra or {})}, indent=2))
+    except (OSError, SafetensorError) as exc:  # safetensors' own error for a failed write is no OSError
+        shutil.rmtree(tmp, ignore_errors=True)
+        kept = find_checkpoint(directory)
+        raise OSError(f"cannot write the checkpoint of step {step} to {directory} ({exc}); "
+                      + (f"the checkpoint in {kept} is intact" if kept is not None else "no checkpoint was kept")
+                      ) from None
     if directory.exists():
         shutil.rmtree(old, ignore_errors=True)
         os.replace(directory, old)  # until the next line completes, `old` is the checkpoint (see find_checkpoint)
@@ -185,12 +209,21 @@ def find_checkpoint(directory: Path) -> Path | None:
 
 
 def load_training_state(directory: Path, model: DiffusionGemma, optimizer: torch.optim.Optimizer) -> int:
-    """Restore optimizer moments saved by `save_training_state`; returns the step to continue from."""
+    """Restore optimizer moments saved by `save_training_state`; returns the step to continue from. Moments that do
+    not fit the model's weights, or hold inf or NaN, are a damaged checkpoint (ResumeError)."""
     tensors = load_file(str(directory / STATE_TENSORS))
     for i, p in enumerate(model.parameters()):
         if f"{i}.exp_avg" in tensors:
-            optimizer.state[p] = {key: tensors[f"{i}.{key}"].to(p.device) for key in ("exp_avg", "exp_avg_sq", "step")
-                                  if f"{i}.{key}" in tensors}
+            state = {key: tensors[f"{i}.{key}"] for key in ("exp_avg", "exp_avg_sq", "step") if f"{i}.{key}" in tensors}
+            for key in ("exp_avg", "exp_avg_sq"):
+                moment = state.get(key)
+                if moment is None or moment.shape != p.shape or not torch.isfinite(moment).all():
+                    problem = "is missing" if moment is None else (
+                        f"has shape {list(moment.shape)}, not the weight's {list(p.shape)}"
+                        if moment.shape != p.shape else "holds inf or NaN")
+                    raise ResumeError(f"{directory / STATE_TENSORS}: {i}.{key} {problem}, the checkpoint is "
+                                      "damaged; delete it to start the run over")
+            optimizer.state[p] = {key: value.to(p.device) for key, value in state.items()}
     return int(json.loads((directory / STATE_JSON).read_text())["step"])
 
 
@@ -525,15 +558,29 @@ def _last_logged(log_path: Path) -> dict:
     return json.loads(logged[-1]) if logged else {}
 
 
+def _trim_log(log_path: Path, step: int) -> None:
+    """Drop the log lines of steps after `step`, the checkpoint a run resumes from (a run killed between
+    checkpoints logged steps it will run again), and any cut-off line."""
+    if not log_path.is_file():
+        return
+    lines = log_path.read_text().splitlines()
+    kept = [line for line in lines if line.endswith("}") and json.loads(line).get("step", 0) <= step]
+    if kept != lines:
+        write_atomically(log_path, lambda path: path.write_text("".join(line + "\n" for line in kept)))
+
+
 def _train(model: DiffusionGemma, make_batch: Callable[[int, torch.Generator], Batch], cfg: TrainConfig,
            out: Path, evaluate: Callable[[DiffusionGemma], dict] | None, progress: bool,
            stop_after: int | None) -> dict:
     ckpt = out / "checkpoint"
-    device = torch.device(cfg.device)
+    device = check_device(cfg.device)
     found = find_checkpoint(ckpt)
     if found is not None:
         check_resumable(found, model, cfg)
-        model.load_state_dict(load_model(found, device=device).state_dict())
+        try:
+            model.load_state_dict(load_model(found, device=device).state_dict())
+        except CheckpointError as exc:  # weights that hold inf or NaN, say: the headers were intact
+            raise ResumeError(f"{exc}; delete {found} to start the run over") from None
     model.to(device).train()
     was_compiled = model.is_compiled
     if cfg.compile:  # for training only: sampling afterwards (new shapes, no grad) would recompile every graph
@@ -547,6 +594,7 @@ def _train(model: DiffusionGemma, make_batch: Callable[[int, torch.Generator], B
         return previous_s + time.time() - began
 
     log_path = out / "train_log.jsonl"
+    _trim_log(log_path, start)
     metrics: dict[str, float] = {}
     interval = _Interval()
     end = cfg.steps if stop_after is None else min(cfg.steps, start + stop_after)
@@ -576,6 +624,11 @@ def _train(model: DiffusionGemma, make_batch: Callable[[int, torch.Generator], B
             out_of_time = cfg.time_budget_s is not None and elapsed() >= cfg.time_budget_s
             if out_of_time:
                 end = done
+            def checkpoint() -> None:  # warmup_end_s: None until warmup ends
+                save_training_state(ckpt, model, optimizer, done, cfg,
+                                    {"elapsed_s": round(elapsed(), 1), "warmup_end_s": warmup_end_s})
+
+            due = done % cfg.checkpoint_every == 0 or done in (cfg.steps, end) or stop.asked
             if done % cfg.log_every == 0 or done in (cfg.steps, end) or stop.asked:  # an interrupt logs its steps
                 metrics, interval = interval.means(), _Interval()
                 metrics.update(step=done, lr=lr, elapsed_s=round(elapsed(), 1))
@@ -584,13 +637,16 @@ def _train(model: DiffusionGemma, make_batch: Callable[[int, torch.Generator], B
                     metrics.update(evaluate(model))
                     model.train()
                 bar.set_postfix(loss=f"{metrics['loss']:.3f}", acc=f"{metrics['noised_acc']:.3f}")
-                with log_path.open("a") as f:
-                    f.write(json.dumps(metrics) + "\n")
-                if not progress:
-                    print(json.dumps(metrics), file=sys.stderr, flush=True)  # stdout keeps the summary alone
-            if done % cfg.checkpoint_every == 0 or done in (cfg.steps, end) or stop.asked:
-                save_training_state(ckpt, model, optimizer, done, cfg,  # warmup_end_s: None until warmup ends
-                                    {"elapsed_s": round(elapsed(), 1), "warmup_end_s": warmup_end_s})
+                try:
+                    with log_path.open("a") as f:
+                        f.write(json.dumps(metrics) + "\n")
+                    if not progress:
+                        print(json.dumps(metrics), file=sys.stderr, flush=True)  # stdout keeps the summary alone
+                except BaseException:  # stderr's reader went away (the CLI then ends): the finished step is kept
+                    checkpoint()
+                    raise
+            if due:
+                checkpoint()
             if out_of_time or stop.asked:
                 break
     if cfg.compile and not was_compiled:

@@ -8,7 +8,7 @@ import os
 import sys
 
 from . import demo_cli, sudoku_cli, molecule_cli, train_cli, graph_cli  # noqa: F401  (they register the commands)
-from .cli_common import app, error
+from .cli_common import CANNOT_WRITE, app, error
 
 
 class _EndWhenReaderGoes:
@@ -46,8 +46,6 @@ class _EndWhenReaderGoes:
             error(f"cannot write the output: {exc.strerror or exc}")
             raise SystemExit(CANNOT_WRITE)
 
-
-CANNOT_WRITE = 74  # sysexits.h EX_IOERR
 
 
 class _Closed:

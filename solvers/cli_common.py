@@ -20,6 +20,7 @@ from rich.console import Console
 from ..core import CheckpointError, ConfigError, check_device, load_model, resolve_checkpoint, write_atomically
 from ..core.arguments import MAX_STEPS
 from ..core.checkpoint import DTYPE_NAMES
+from ..core.ctrl_c import SIGNALS, watched
 from ..tasks.text import plural, read_text
 from .base import UNFINISHED  # noqa: F401 (the CLIs' too)
 from .checkpoints import default_checkpoint
@@ -31,9 +32,9 @@ if TYPE_CHECKING:
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="markdown",
                   context_settings={"help_option_names": ["-h", "--help"]},
                   help="diffsolve: constraint-guided diffusion solvers that return only verified answers.\n\n"
-                       "Besides each command's own exit statuses: 130 after Ctrl-C or SIGTERM (what was done is "
-                       "kept), 141 when a reader of the output stops early (`| head`), 74 when stdout cannot be "
-                       "written (a full disk).")
+                       "Besides each command's own exit statuses: 130 after Ctrl-C, SIGTERM or SIGHUP (what was "
+                       "done is kept), 141 when a reader of the output stops early (`| head`), 74 when stdout "
+                       "cannot be written (a full disk).")
 console = Console()
 
 
@@ -58,6 +59,7 @@ def choice(value: str, option: str, choices: tuple[str, ...]) -> str:
 
 
 INTERRUPTED = 130  # the shell's status for a command stopped by Ctrl-C (128 + SIGINT)
+CANNOT_WRITE = 74  # sysexits.h EX_IOERR: an output (or a training checkpoint) could not be written
 
 
 def interrupted(what: str) -> NoReturn:
@@ -180,9 +182,12 @@ def _options(compile: bool = typer.Option(
         usage_error(f"--dtype {dtype}: expected one of {', '.join(DTYPES)}")
     OPTIONS["dtype"] = DTYPES[dtype.lower()]
     if threading.current_thread() is threading.main_thread():
-        # SIGTERM (kill, timeout, a batch scheduler's time limit) stops as Ctrl-C does: what was done is kept
-        # (Typer turns a KeyboardInterrupt no command handles into exit 130)
-        signal.signal(signal.SIGTERM, signal.default_int_handler)
+        # SIGTERM (kill, timeout, a batch scheduler's time limit) and SIGHUP (the terminal closed; not under
+        # nohup) stop as Ctrl-C does: what was done is kept (Typer turns a KeyboardInterrupt no command handles
+        # into exit 130)
+        for sig in SIGNALS[1:]:
+            if watched(sig):
+                signal.signal(sig, signal.default_int_handler)
 
 
 def working(label: str) -> Progress:
@@ -265,13 +270,19 @@ def check_device_option(device: str) -> None:
         usage_error(f"--{exc}")
 
 
+def refuse_closed_stdout() -> None:
+    """Exit 2 before any work when stdout was closed at start (`>&-`) and results would go there."""
+    if getattr(sys.stdout, "closed_at_start", False):
+        usage_error("stdout is closed: the results would be lost (redirect it to a file or /dev/null)")
+
+
 def load_task_model(checkpoint: str | None, task: str, device: str, threads: int | None,
                     build: Callable = lambda model: model, results_on_stdout: bool = True):
     """The task's model (compiled with --compile) wrapped by `build` (a solver, which refuses a checkpoint made
     for another task), run on `threads` CPU threads when given; unusable devices and checkpoints exit 2 with one
     line, and so does a stdout closed at start (`>&-`) when the results go there, before any work."""
-    if results_on_stdout and getattr(sys.stdout, "closed_at_start", False):
-        usage_error("stdout is closed: the results would be lost (redirect it to a file or /dev/null)")
+    if results_on_stdout:
+        refuse_closed_stdout()
     check_device_option(device)
     if threads is not None:
         torch.set_num_threads(threads)

@@ -18,8 +18,8 @@ import typer
 from ..core import CheckpointError, DiffusionGemma, load_model, write_atomically
 from ..tasks.text import plural
 from .checkpoints import check_task_model
-from .cli_common import (DEVICE, OPTIONS, above_zero, app, check_device_option, console, error, finite, interrupted,
-                         naming, usage_error, working)
+from .cli_common import (CANNOT_WRITE, DEVICE, OPTIONS, above_zero, app, check_device_option, console, error, finite,
+                         interrupted, naming, refuse_closed_stdout, usage_error, working)
 
 if TYPE_CHECKING:
     from ..core.training import TrainConfig
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 TASKS = ("sorting", "sudoku", "molecules", "graphs")
 PREPARED_SETS = ("sudoku", "molecules")  # the tasks solve train trains on a prepared set; the others draw afresh
 DEFAULT_EXAMPLES, DEFAULT_WORKERS = 50_000, 2  # the prepared sets' size and the processes that build them
+MAX_WORKERS = 256  # a typo must not start thousands of processes
 # Peak learning rates: from scratch, and from --init weights (the shipped models' warm-start stages used 3e-4 to
 # 5e-4; the scratch rate's first steps under a fresh optimizer wipe out what a small trained model knows).
 SCRATCH_LR, WARM_START_LR = 2e-3, 5e-4
@@ -111,7 +112,7 @@ def train(
     examples: int = typer.Option(None, min=1, show_default=False,
                                  help="Sudoku/molecules: size of the generated base set / MOSES subset [default: "
                                       f"{DEFAULT_EXAMPLES}]."),
-    workers: int = typer.Option(None, min=1, show_default=False,
+    workers: int = typer.Option(None, min=1, max=MAX_WORKERS, show_default=False,
                                 help="Sudoku/molecules: processes preparing the training set (Sudoku: each generates "
                                      "its share from its own seed, so the count is part of the data) [default: "
                                      f"{DEFAULT_WORKERS}]."),
@@ -132,8 +133,9 @@ def train(
     Running the same command again continues from the run's last checkpoint (with more --steps, a longer run);
     the recipe (batch size, learning rate, seed) must stay the same. The summary JSON goes to stdout, log lines
     to stderr and out/train_log.jsonl. Exit status: 0 trained, 1 the loss diverged (inf or NaN; the last
-    checkpoint is kept), 2 bad input, 130 interrupted (checkpointed)."""
-    from ..core.training import STATE_JSON, TrainingDiverged, TrainingInterrupted
+    checkpoint is kept), 2 bad input, 74 a checkpoint could not be written (a full disk; the last one is kept),
+    130 interrupted, also by SIGTERM or SIGHUP (checkpointed)."""
+    from ..core.training import STATE_JSON, ResumeError, TrainingDiverged, TrainingInterrupted
     from ..core.training import train as run_training
 
     if not out.strip():  # Path("") is the current folder: a slip of the shell would scatter a run's files there
@@ -142,6 +144,7 @@ def train(
     options = TrainOptions(task, out, steps, batch_size, lr, seed, device, threads, time_budget, data, examples,
                            workers, init, deepen, OPTIONS["compile"])
     _check_train_options(options)
+    refuse_closed_stdout()  # the summary goes there: a run that cannot report it is refused before it trains
     options = options.with_defaults()
     torch.set_num_threads(threads)
     module = _task_modules()[task]
@@ -164,9 +167,15 @@ def train(
     except TrainingDiverged as exc:
         error(f"{out}: {exc}")
         raise typer.Exit(1) from None
+    except ResumeError as exc:  # a checkpoint whose weights or optimizer state turned out damaged when read whole
+        usage_error(f"--out {out}: {exc}")
+    except OSError as exc:  # a checkpoint that could not be written (a full disk): the last one is kept
+        error(f"{out}: {exc}")
+        raise typer.Exit(CANNOT_WRITE) from None
     if previous is not None and summary["steps"] <= summary["resumed_from"]:  # no step ran
+        again = " again" if (out / "model" / "config.json").exists() else ""  # not written: stopped in evaluation
         print(f"{out}: the run already ended at step {summary['resumed_from']} (more --steps or a longer "
-              f"--time-budget goes on); evaluating and writing {out / 'model'} again", file=sys.stderr, flush=True)
+              f"--time-budget goes on); evaluating and writing {out / 'model'}{again}", file=sys.stderr, flush=True)
     metrics = _evaluate_trained(model, module, out, summary["steps"])
     final = out / "model"
     try:
@@ -262,7 +271,12 @@ def _check_train_options(options: TrainOptions) -> None:
             usage_error(f"{', '.join(given)}: only sudoku and molecules train on a prepared set; {task} draws fresh "
                         "instances for every batch")
     if data is not None and not data.is_file():
-        usage_error(f"--data {data}: no such file (leave --data out to build the training set in the run directory)")
+        usage_error(f"--data {data}: {'a folder, not a file' if data.is_dir() else 'no such file'} (leave --data out "
+                    "to build the training set in the run directory)")
+    if data is not None and (given := [name for name, value in (("--examples", options.examples),
+                                                                ("--workers", options.workers)) if value is not None]):
+        usage_error(f"{' and '.join(given)}: these shape a training set built in the run directory; --data {data} is "
+                    "one already made")
     if options.deepen > 1 and options.init is None:
         usage_error("--deepen grows the model given by --init; name one")
 

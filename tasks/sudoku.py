@@ -145,6 +145,9 @@ def base_set(path: Path, examples: int, seed: int, workers: int = 2, check: bool
     data = cached_training_set(path, build, {"examples": examples, "seed": seed, "workers": workers},
                                {"puzzles": (CELLS,), "solutions": (CELLS,)}, check)
     puzzles, solutions = data["puzzles"], data["solutions"]
+    for name, values in data.items():
+        if values.dtype.kind not in "iu":  # 1.5 would train as 1
+            raise ValueError(f"{path}: '{name}' holds {values.dtype} values, not digits (whole numbers)")
     if not (((puzzles >= 0) & (puzzles <= 9)).all() and ((solutions >= 1) & (solutions <= 9)).all()
             and ((puzzles == 0) | (puzzles == solutions)).all()):
         raise ValueError(f"{path}: puzzles must hold 0-9 (0 blank), solutions 1-9, and every clue must equal its "

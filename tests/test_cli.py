@@ -3,6 +3,7 @@
 import json
 import math
 import os
+import re
 import signal
 import stat
 import subprocess
@@ -174,6 +175,64 @@ def test_resuming_a_run_with_another_recipe_or_model_is_refused(tmp_path):
     assert without.exit_code == 2 and f"init {default_checkpoint('sorting').resolve()} -> None" in without.stderr
 
 
+def _solve_train(*args, **popen) -> subprocess.Popen:
+    solve = Path(sys.executable).parent / "solve"
+    return subprocess.Popen([str(solve), "train", "sorting", *map(str, args), "--threads", "1"], **popen)
+
+
+def test_train_that_cannot_write_its_checkpoint_says_so_and_keeps_the_last(tmp_path):
+    import resource
+
+    out = tmp_path / "run"
+    assert run("train", "sorting", "--out", out, "--steps", 2, "--batch-size", 4, "--threads", 1).exit_code == 0
+    before = (out / "checkpoint" / "model.safetensors").read_bytes()
+    small = lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))  # a full disk, for the weights
+    child = _solve_train("--out", out, "--steps", 4, "--batch-size", 4, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, preexec_fn=small)
+    _, err = child.communicate(timeout=300)
+    assert child.returncode == 74 and "Traceback" not in err, err  # was a SafetensorError traceback, exit 1
+    assert re.search(f"cannot write the checkpoint of step [34] to {re.escape(str(out / 'checkpoint'))} "
+                     r"\(Error while serializing: I/O error: File too large", err)
+    assert f"the checkpoint in {out / 'checkpoint'} is intact" in err
+    assert (out / "checkpoint" / "model.safetensors").read_bytes() == before
+    assert sorted(p.name for p in out.iterdir()) == [".train.lock", "checkpoint", "model", "train_log.jsonl"]
+
+
+@pytest.mark.parametrize("stop", ["reader gone", "SIGHUP"])
+def test_train_keeps_a_checkpoint_when_stderr_s_reader_goes_or_the_terminal_closes(tmp_path, stop):
+    out = tmp_path / "run"
+    child = _solve_train("--out", out, "--steps", 100_000, "--batch-size", 4, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE)  # checkpoints every 500 steps; logs every 25
+    try:
+        logged = json.loads(child.stderr.readline())  # the first log line
+        if stop == "reader gone":  # `solve train ... 2>&1 | head -1`
+            child.stderr.close()
+        else:
+            child.send_signal(signal.SIGHUP)
+        child.wait(timeout=300)
+    finally:
+        child.kill()
+    assert child.returncode == (141 if stop == "reader gone" else 130)
+    state = json.loads((out / "checkpoint" / "training_state.json").read_text())
+    assert state["step"] >= logged["step"] == 25  # was no checkpoint at all: up to 250 steps lost
+    assert state["step"] < 250
+
+
+def test_train_under_nohup_outlives_the_terminal(tmp_path):
+    ignore = lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN)  # what nohup does before it runs the command
+    child = _solve_train("--out", tmp_path / "run", "--steps", 100_000, "--batch-size", 4, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE, preexec_fn=ignore)
+    try:
+        assert json.loads(child.stderr.readline())["step"] == 25
+        child.send_signal(signal.SIGHUP)
+        assert json.loads(child.stderr.readline())["step"] == 50  # still training
+        child.send_signal(signal.SIGTERM)
+        child.wait(timeout=300)
+    finally:
+        child.kill()
+    assert child.returncode == 130
+
+
 def test_a_damaged_checkpoint_or_a_model_folder_as_the_run_directory_is_refused(tmp_path):
     threads = str(torch.get_num_threads())
     out = tmp_path / "run"
@@ -194,7 +253,7 @@ def test_train_names_unusable_run_directories_and_data(tmp_path):
     assert result.exit_code == 2 and "not a folder" in result.stderr
     result = run("train", "sudoku", "--out", tmp_path / "a", "--data", tmp_path / "typo.npz")
     assert result.exit_code == 2 and "typo.npz: no such file" in result.stderr
-    result = run("train", "sudoku", "--out", tmp_path / "b", "--data", not_a_folder, "--workers", 1)
+    result = run("train", "sudoku", "--out", tmp_path / "b", "--data", not_a_folder)
     assert result.exit_code == 2 and "not a sudoku training set" in result.stderr
     assert "not a readable .npz archive" in result.stderr and "pickle" not in result.stderr
     result = run("train", "sudoku", "--out", "/proc/diffsolve_run", "--examples", 20, "--workers", 1)
@@ -217,6 +276,15 @@ def test_train_names_unusable_run_directories_and_data(tmp_path):
     assert result.exit_code == 2 and "'made_with:' record holds something other than single whole numbers" in \
         result.stderr
     assert not (tmp_path / "d").exists()
+    fractions = tmp_path / "fractions.npz"  # np.zeros' default float64: 1.5 trained as 1
+    np.savez(fractions, puzzles=np.zeros((5, 81)), solutions=np.full((5, 81), 1.5))
+    result = run("train", "sudoku", "--out", tmp_path / "e", "--data", fractions)
+    assert result.exit_code == 2 and "'puzzles' holds float64 values, not digits (whole numbers)" in result.stderr
+    result = run("train", "sudoku", "--out", tmp_path / "f", "--data", fractions, "--examples", 50, "--workers", 7)
+    assert result.exit_code == 2 and "--examples and --workers: these shape a training set built in the run " \
+        "directory" in result.stderr  # were ignored, and left out of the card's command
+    result = run("train", "sudoku", "--out", tmp_path / "g", "--data", tmp_path)
+    assert result.exit_code == 2 and "a folder, not a file" in result.stderr
 
 
 @pytest.mark.parametrize("command", [["sudoku"], ["coloring"], ["hamiltonian"], ["countdown"]])
@@ -519,6 +587,10 @@ def test_an_output_that_cannot_be_written_is_said_and_a_closed_stderr_stops_noth
     elsewhere = subprocess.run(f"'{Path(sys.executable).parent / 'solve'}' molecules -n 1 --budget 8 --seed 0 --out "
                                f"'{tmp_path / 'm.smi'}' >&-", shell=True, capture_output=True, text=True, timeout=120)
     assert elsewhere.returncode in (0, 1) and "stdout is closed" not in elsewhere.stderr  # --out: not needed
+    trained = subprocess.run(f"'{Path(sys.executable).parent / 'solve'}' train sorting --out '{tmp_path / 'run'}' "
+                             "--steps 2 --batch-size 2 --threads 1 >&-", shell=True, capture_output=True, text=True,
+                             timeout=120)  # its summary goes to stdout: refused before it trains, not after
+    assert trained.returncode == 2 and "stdout is closed" in trained.stderr and not (tmp_path / "run").exists()
     quiet = subprocess.run(f"{solve} 2>&-", shell=True, capture_output=True, text=True, timeout=120)
     assert quiet.returncode == 1 and [json.loads(line)["verified"] for line in quiet.stdout.splitlines()] == [
         False, True]  # 1, 1, 1 cannot make 900

@@ -425,3 +425,53 @@ def test_an_archive_zipfile_cannot_read_is_named_as_such(tmp_path, damage):
     path.write_bytes(raw)
     with pytest.raises(ValueError, match="not a readable .npz archive of arrays"):
         cached_training_set(path, dict, {}, {"puzzles": (81,), "solutions": (81,)}, check=False)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("checkpoint_every", 0, "checkpoint_every must be at least 1"),  # was a ZeroDivisionError after the first step
+    ("log_every", 0, "log_every must be at least 1"),
+    ("steps", -1, "steps must be at least 1"),  # was a run of -1 steps
+    ("warmup_steps", -5, "warmup_steps must be at least 0"),
+    ("eps", 1.5, "eps must be a finite number above 0 and at most 1"),
+    ("self_conditioning_prob", 2.0, "self_conditioning_prob must be a finite number from 0 to 1"),
+    ("lr", float("nan"), "lr must be a finite number above 0"),
+    ("batch_size", 2.0, "batch_size must be a whole number"),
+])
+def test_a_training_config_with_a_bad_value_is_refused_before_any_step(field, value, message):
+    with pytest.raises((TypeError, ValueError), match=message):
+        TrainConfig(**{field: value})
+
+
+def test_resuming_a_checkpoint_whose_contents_are_damaged_is_refused_by_name(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    cfg = TrainConfig(steps=2, batch_size=4, warmup_steps=1, checkpoint_every=2, log_every=1)
+    longer = TrainConfig(**{**cfg.__dict__, "steps": 4})
+    train(new_model(CFG, seed=0), copy_batch, cfg, tmp_path, progress=False)
+    state_file = tmp_path / "checkpoint" / "training_state.safetensors"
+    state = load_file(str(state_file))
+    save_file({**state, "0.exp_avg": state["0.exp_avg"][:1]}, str(state_file))  # was a broadcast RuntimeError
+    with pytest.raises(ResumeError, match=r"training_state.safetensors: 0.exp_avg has shape \[1, 32\], not the "
+                                          r"weight's \[16, 32\], the checkpoint is damaged; delete it"):
+        train(new_model(CFG, seed=0), copy_batch, longer, tmp_path, progress=False)
+    save_file({**state, "1.exp_avg_sq": state["1.exp_avg_sq"] * math.nan}, str(state_file))
+    with pytest.raises(ResumeError, match="1.exp_avg_sq holds inf or NaN"):
+        train(new_model(CFG, seed=0), copy_batch, longer, tmp_path, progress=False)
+    save_file(state, str(state_file))
+    weights_file = tmp_path / "checkpoint" / "model.safetensors"
+    weights = load_file(str(weights_file))
+    name = next(iter(weights))
+    save_file({**weights, name: weights[name] * math.nan}, str(weights_file), metadata={"format": "pt"})
+    with pytest.raises(ResumeError, match=r"hold inf or NaN.*; delete .*checkpoint to start the run over"):
+        train(new_model(CFG, seed=0), copy_batch, longer, tmp_path, progress=False)
+
+
+def test_a_resumed_run_drops_the_log_lines_of_steps_it_runs_again(tmp_path):
+    cfg = TrainConfig(steps=6, batch_size=4, warmup_steps=1, checkpoint_every=3, log_every=1)
+    train(new_model(CFG, seed=0), copy_batch, cfg, tmp_path, progress=False, stop_after=3)
+    log = tmp_path / "train_log.jsonl"
+    with log.open("a") as f:  # killed after logging steps 4 and 5, before their checkpoint at step 6
+        f.write('{"step": 4, "loss": 1.0}\n{"step": 5, "loss": 1.0}\n{"step": 6, "lo')
+    train(new_model(CFG, seed=0), copy_batch, cfg, tmp_path, progress=False)
+    assert [json.loads(line)["step"] for line in log.read_text().splitlines()] == [1, 2, 3, 4, 5, 6]
+    assert json.loads(log.read_text().splitlines()[3])["loss"] != 1.0  # the run's own line, not the killed one's
