@@ -102,23 +102,29 @@ def resolve_checkpoint(path_or_id: str | os.PathLike) -> Path:
     from huggingface_hub.utils import GatedRepoError, RepositoryNotFoundError
 
     patterns = ["*.json", "*.safetensors", "*.md"]
-    partial = False
+    cached = None
     try:  # the cache first: no network call when the checkpoint is there
         cached = Path(snapshot_download(repo_id, allow_patterns=patterns, local_files_only=True))
         if (cached / "config.json").is_file() and any((cached / f).is_file() for f in (SINGLE_FILE, INDEX_FILE)):
             return cached
-        partial = True  # a download cut short: finished below
+        # else a download cut short, or a model kept as pickles: finished below where the Hub may be asked
     except Exception:
         pass
+    partial = cached is not None
     absent = (f"{repo_id}: no such local directory, and "
               + ("only partly downloaded in" if partial else "not in") + " the Hugging Face cache")
     owner = Path(repo_id.split("/")[0])
+    offline = constants.HF_HUB_OFFLINE or _offline_now()
+    if partial and (offline or owner.is_dir()) and (pickles := _pickle_weights(cached)):
+        raise CheckpointError(f"{repo_id}: only pickle weights found in the Hugging Face cache ({cached}: "
+                              f"{_first_five(pickles)}); diffsolve loads safetensors only (should the repository "
+                              f"have safetensors weights too, `hf download {repo_id}` where there is a network)")
     if owner.is_dir():  # 'runs/sudoku' typed in the wrong folder must not fetch a stranger's 'runs' repository
         raise CheckpointError(f"{absent}. Not looked up on the Hub: {owner}/ is a folder here, so this may be a "
                               f"mistyped path (run from another folder, or `hf download {repo_id}` first)")
     how = (f"Download it once where there is a network (`hf download {repo_id}`, or `huggingface-cli download` with "
            "older huggingface_hub) or pass the path of a local checkpoint directory.")
-    if constants.HF_HUB_OFFLINE or _offline_now():
+    if offline:
         raise CheckpointError(f"{absent} (offline mode: HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE). {how}")
     log.warning("%s: %s from the Hugging Face Hub", repo_id,
                 "finishing its download" if partial else "not in the Hugging Face cache; downloading it")
@@ -163,7 +169,7 @@ def check_device(device: str | torch.device) -> torch.device:
 def _read_config_json(directory: Path) -> dict:
     config_path = directory / "config.json"
     if not config_path.is_file():
-        raise CheckpointError(f"{directory}: no config.json")
+        raise CheckpointError(f"{directory}: no config.json{_run_folder_hint(directory)}")
     try:
         return json.loads(config_path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
@@ -174,15 +180,25 @@ def _read_config_json(directory: Path) -> dict:
         raise CheckpointError(f"{config_path}: cannot be read ({getattr(exc, 'strerror', None) or exc})") from None
 
 
+def _run_folder_hint(directory: Path) -> str:
+    """Where a training run folder (`solve train --out`) keeps a loadable model, as a hint; '' for other folders."""
+    for sub, what in (("model", "the finished model"), ("checkpoint", "the last training checkpoint")):
+        if (directory / sub / "config.json").is_file():
+            return f"; a training run folder? load {directory / sub} ({what})"
+    return ""
+
+
 def read_config(directory: Path) -> ModelConfig:
+    """The model a checkpoint's config.json describes. Values no model can use are the checkpoint's fault: a
+    CheckpointError naming the file, as every other unusable checkpoint (ModelConfig itself raises ConfigError)."""
     config_path = directory / "config.json"
     raw = _read_config_json(directory)
     try:
         return ModelConfig.from_hf_dict(raw)
     except ConfigError as exc:
-        raise ConfigError(f"{config_path}: {exc}") from None
+        raise CheckpointError(f"{config_path}: {exc}") from None
     except (TypeError, ValueError, AttributeError, KeyError, ZeroDivisionError) as exc:  # e.g. "30" as a count
-        raise ConfigError(f"{config_path}: unusable value ({type(exc).__name__}: {exc})") from None
+        raise CheckpointError(f"{config_path}: unusable value ({type(exc).__name__}: {exc})") from None
 
 
 SAVE_KEY = "diffsolve_save"  # metadata naming the save_model call that wrote a shard and its index
@@ -222,9 +238,15 @@ def _shard_files(directory: Path) -> list[Path]:
         if missing:
             raise CheckpointError(f"{index}: shard file(s) missing: {', '.join(missing)}")
         return [directory / f for f in files]
-    if list(directory.glob("*.bin")) or list(directory.glob("*.pt")):
-        raise CheckpointError(f"{directory}: only pickle weights found; diffsolve loads safetensors only")
+    if pickles := _pickle_weights(directory):
+        raise CheckpointError(f"{directory}: only pickle weights found ({_first_five(pickles)}); diffsolve loads "
+                              "safetensors only")
     raise CheckpointError(f"{directory}: no {SINGLE_FILE} or {INDEX_FILE}")
+
+
+def _pickle_weights(directory: Path) -> list[str]:
+    """The names of the pickle weight files in `directory` (pytorch_model.bin, *.pt): named in errors, never read."""
+    return sorted(path.name for pattern in ("*.bin", "*.pt") for path in directory.glob(pattern))
 
 
 def files_digest(paths: list[Path]) -> str:
@@ -346,7 +368,7 @@ def load_model(path_or_id: str | os.PathLike, dtype: torch.dtype | str = "auto",
         with torch.device("meta"):
             model = DiffusionGemma(config)
     except (RuntimeError, TypeError, ValueError, OverflowError) as exc:  # sizes torch cannot even describe
-        raise ConfigError(f"{directory / 'config.json'}: sizes no model can be built with ({exc})") from None
+        raise CheckpointError(f"{directory / 'config.json'}: sizes no model can be built with ({exc})") from None
     expected, report = _state(model), _ShardReport()
     save = _index_save(directory) if shards[0].name != SINGLE_FILE else None
     for shard in shards:
@@ -404,8 +426,8 @@ def stored_dtype(directory: Path) -> torch.dtype:
         return torch.float32
     dtype = getattr(torch, str(name).removeprefix("torch."), None)
     if dtype not in COMPUTE_DTYPES:
-        raise ConfigError(f"{directory / 'config.json'}: dtype {name!r} is not one the model computes in "
-                          "(float32, bfloat16, float16, float64)")
+        raise CheckpointError(f"{directory / 'config.json'}: dtype {name!r} is not one the model computes in "
+                              "(float32, bfloat16, float16, float64)")
     return dtype
 
 

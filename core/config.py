@@ -126,7 +126,8 @@ class ModelConfig:
                      "canvas_length", "sliding_window", "max_position_embeddings"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ConfigError(f"text_config.{_hf_name(name)}: must be a positive integer, got {value!r}")
+                where = name if name == "canvas_length" else f"text_config.{_hf_name(name)}"  # top level in the file
+                raise ConfigError(f"{where}: must be a positive integer, got {value!r}")
 
     def validate(self) -> None:
         def need(cond: bool, name: str, msg: str) -> None:

@@ -13,6 +13,7 @@ fp32 router softmax, logits softcapped in fp32).
 from __future__ import annotations
 
 import functools
+import os
 import warnings
 from dataclasses import dataclass
 
@@ -522,6 +523,14 @@ class DiffusionGemma(nn.Module):
         """Back to the eager passes (undoes `compile_denoiser` and `compile_encoder`)."""
         for name in ("denoise", "_encode"):
             self.__dict__.pop(name, None)
+
+    @classmethod
+    def from_pretrained(cls, path_or_id: str | os.PathLike, dtype: torch.dtype | str = "auto",
+                        device: str | torch.device = "cpu") -> DiffusionGemma:
+        """`load_model` under the name Hugging Face users reach for: the same arguments, the same model."""
+        from .checkpoint import load_model  # checkpoint imports this module
+
+        return load_model(path_or_id, dtype=dtype, device=device)
 
     def save_pretrained(self, path: str, max_shard_bytes: int = 5 * 2**30) -> None:
         """Write config.json, model.safetensors (sharded above `max_shard_bytes`) and generation_config.json."""

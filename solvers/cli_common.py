@@ -17,7 +17,7 @@ import torch
 import typer
 from rich.console import Console
 
-from ..core import CheckpointError, ConfigError, check_device, load_model, resolve_checkpoint, write_atomically
+from ..core import CheckpointError, check_device, load_model, resolve_checkpoint, write_atomically
 from ..core.arguments import MAX_STEPS
 from ..core.checkpoint import DTYPE_NAMES
 from ..core.ctrl_c import SIGNALS, watched
@@ -292,7 +292,7 @@ def load_task_model(checkpoint: str | None, task: str, device: str, threads: int
         if OPTIONS["compile"]:
             model.compile_denoiser()
         return build(model)
-    except (CheckpointError, ConfigError) as exc:
+    except CheckpointError as exc:
         usage_error(f"{exc}" if checkpoint is None else naming("--checkpoint", checkpoint, exc))
 
 

@@ -111,7 +111,7 @@ def test_dtype_auto_is_the_one_config_json_names(saved, tmp_path):
     config = json.loads((tmp_path / "bf16" / "config.json").read_text())
     config["dtype"] = "int8"
     (tmp_path / "bf16" / "config.json").write_text(json.dumps(config))
-    with pytest.raises(ConfigError, match="dtype 'int8' is not one the model computes in"):
+    with pytest.raises(CheckpointError, match="config.json: dtype 'int8' is not one the model computes in"):
         load_model(tmp_path / "bf16")
     (tmp_path / "bf16" / "config.json").write_bytes(b'{"dtype": "\xff"}')
     with pytest.raises(CheckpointError, match="config.json: cannot be read"):
@@ -185,21 +185,76 @@ def test_encoder_named_shared_weights_are_accepted(saved):
     (lambda c: c["text_config"].update(layer_types="full_attention"), "layer_types: must be a list"),
     (lambda c: c["text_config"]["per_layer_config"]["1"].update(head_dim=16.5),
      "per_layer_config: layer 1: head_dim must be an integer"),
+    (lambda c: c.update(canvas_length=0), "config.json: canvas_length: must be a positive integer, got 0"),
 ])
 def test_config_errors_name_the_field(saved, edit, field):
+    """A checkpoint whose config.json no model can use is an unusable checkpoint: CheckpointError, as the README
+    promises (it was ConfigError, which `except CheckpointError` and `solve train --init` missed)."""
     _, path = saved
     config = json.loads((path / "config.json").read_text())
     edit(config)
     (path / "config.json").write_text(json.dumps(config))
-    with pytest.raises(ConfigError) as err:
+    with pytest.raises(CheckpointError) as err:
         load_model(path)
-    assert field in str(err.value) and "config.json" in str(err.value)
+    assert field in str(err.value) and f"{path / 'config.json'}: " in str(err.value)
+
+
+def _shipped_copy(folder: Path, edit=None) -> Path:
+    """A copy of the shipped sorting model at `folder`, its config.json's text_config changed by `edit`."""
+    import shutil
+
+    from diffsolve.solvers.checkpoints import default_checkpoint
+
+    shutil.copytree(default_checkpoint("sorting"), folder)
+    if edit is not None:
+        config = json.loads((folder / "config.json").read_text())
+        edit(config["text_config"])
+        (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+def test_a_bad_config_is_a_checkpoint_error_to_every_way_of_loading(tmp_path):
+    """`except CheckpointError` catches it from each loader, and `solve train --init` says it in one line."""
+    from diffsolve.core import DiffusionGemma
+    from diffsolve.solvers import SudokuSolver
+
+    bad = _shipped_copy(tmp_path / "bad", lambda text: text.update(num_attention_heads=3, num_key_value_heads=2))
+    problem = rf"{bad / 'config.json'}: text_config.num_attention_heads: 3 is not a multiple of layer 0's 2"
+    for load in (load_model, DiffusionGemma.from_pretrained, SudokuSolver.from_pretrained):
+        with pytest.raises(CheckpointError, match=problem):
+            load(bad)
+    solve = Path(sys.executable).parent / "solve"
+    done = subprocess.run([str(solve), "train", "sorting", "--init", str(bad), "--out", str(tmp_path / "run"),
+                           "--steps", "2"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert "text_config.num_attention_heads: 3 is not a multiple" in done.stderr
+
+
+def test_a_config_built_in_code_stays_a_config_error():
+    """Only a checkpoint's config.json is the checkpoint's fault; values passed in code are the caller's."""
+    with pytest.raises(ConfigError, match="canvas_length: must be a positive integer, got 0") as err:
+        tiny(canvas_length=0)
+    assert not isinstance(err.value, CheckpointError)
+
+
+def test_a_training_run_folder_points_to_its_model(tmp_path):
+    run = tmp_path / "runs" / "x"
+    _shipped_copy(run / "model")
+    _shipped_copy(run / "checkpoint")
+    with pytest.raises(CheckpointError, match=rf"{run}: no config.json; a training run folder\? load {run / 'model'} "
+                                              r"\(the finished model\)$"):
+        load_model(run)
+    (run / "model" / "config.json").unlink()  # a run cut short before its model was written
+    with pytest.raises(CheckpointError, match=rf"load {run / 'checkpoint'} \(the last training checkpoint\)$"):
+        load_model(run)
+    with pytest.raises(CheckpointError, match=rf"{run / 'model'}: no config.json$"):  # no hint where none fits
+        load_model(run / "model")
 
 
 def test_a_config_that_is_not_an_object_is_named(saved):
     _, path = saved
     (path / "config.json").write_text("[1, 2]")
-    with pytest.raises(ConfigError, match=r"config.json: expected a JSON object, got list"):
+    with pytest.raises(CheckpointError, match=r"config.json: expected a JSON object, got list"):
         load_model(path)
 
 
@@ -286,7 +341,7 @@ def test_another_model_or_a_bad_count_is_named_as_such_not_as_a_layer_mismatch(s
     config = json.loads((path / "config.json").read_text())
     edit(config)
     (path / "config.json").write_text(json.dumps(config))
-    with pytest.raises(ConfigError, match=message):
+    with pytest.raises(CheckpointError, match=message):
         load_model(path)
 
 
@@ -310,7 +365,7 @@ def test_config_values_that_would_fail_at_sampling_are_refused_when_loading(save
     config = json.loads((path / "config.json").read_text())
     edit(config["text_config"])
     (path / "config.json").write_text(json.dumps(config))
-    with pytest.raises(ConfigError, match=message):
+    with pytest.raises(CheckpointError, match=message):
         load_model(path)
 
 
@@ -559,6 +614,44 @@ def test_hub_id_resolves_offline_from_the_hf_cache(saved, tmp_path_factory):
                              env=env, capture_output=True, text=True, timeout=120)
     assert missing.returncode != 0 and "not in the Hugging Face cache" in missing.stderr
     assert "hf download acme/absent" in missing.stderr
+
+
+def test_a_hub_id_cached_with_only_pickle_weights_says_so_offline(tmp_path):
+    """As a local folder with the same files does: not 'only partly downloaded', and the pickle is never read."""
+    pickled = tmp_path / "pickled"
+    pickled.mkdir()
+    (pickled / "config.json").write_text(json.dumps({"model_type": "diffusion_gemma", "text_config": TEXT}))
+    (pickled / "pytorch_model.bin").write_bytes(b"not a pickle: reading it would fail otherwise")
+    with pytest.raises(CheckpointError, match=rf"{pickled}: only pickle weights found \(pytorch_model.bin\); "
+                                              "diffsolve loads safetensors only"):
+        load_model(pickled)
+    home = tmp_path / "hf_home"
+    _cache_holding(pickled, home / "hub", "acme/pickled")
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE")}
+    env.update(HF_HOME=str(home), HF_HUB_OFFLINE="1")
+    done = subprocess.run([sys.executable, "-c", "from diffsolve.core import load_model; load_model('acme/pickled')"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0 and "partly downloaded" not in done.stderr, done.stderr
+    assert "CheckpointError: acme/pickled: only pickle weights found in the Hugging Face cache (" in done.stderr
+    assert "models--acme--pickled/snapshots/" in done.stderr and "pytorch_model.bin); diffsolve loads safetensors " \
+        "only" in done.stderr
+
+
+def test_diffusion_gemma_from_pretrained_is_load_model():
+    """One way to load, two spellings: the name Hugging Face users know takes load_model's arguments."""
+    import inspect
+
+    from diffsolve.core import DiffusionGemma
+    from diffsolve.solvers.checkpoints import default_checkpoint
+
+    path = default_checkpoint("sorting")
+    assert inspect.signature(DiffusionGemma.from_pretrained).parameters == inspect.signature(load_model).parameters
+    ours, theirs = DiffusionGemma.from_pretrained(path, dtype="bfloat16"), load_model(path, dtype="bfloat16")
+    assert type(ours) is DiffusionGemma and ours.dtype == torch.bfloat16 and not ours.training
+    assert ours.config == theirs.config and ours.source == theirs.source == path
+    assert ours.tokenizer.to_str() == theirs.tokenizer.to_str() and ours.generation_config == theirs.generation_config
+    assert ours.state_dict().keys() == theirs.state_dict().keys()
+    assert all(torch.equal(ours.state_dict()[name], weight) for name, weight in theirs.state_dict().items())
 
 
 def test_training_from_a_hub_id_records_the_id_not_a_path_under_the_working_folder(tmp_path):
