@@ -130,8 +130,9 @@ def _finish(result, format: str, text: str, image: Path | None, draw: Callable[[
 
 @app.command()
 def coloring(
-    file: Path = typer.Argument(..., help="DIMACS .col file ('p edge N M', 'e U V', 1-based) or an edge list "
-                                          "('U V' per line, '#' comments); '-' reads stdin."),
+    file: Path = typer.Argument(..., metavar="FILE",
+                                help="DIMACS .col file ('p edge N M', 'e U V', 1-based) or an edge list ('U V' per "
+                                     "line, '#' comments); '-' reads stdin."),
     k: int = typer.Option(None, "--k", "-k", min=1, help="Colours to use. Default: the fewest the search verifies, "
                                                    "counting down from networkx's DSATUR count (smallest-last "
                                                    "above 2,000 nodes)."),
@@ -208,8 +209,9 @@ def _coloring_text(result, graph) -> str:
 
 @app.command()
 def hamiltonian(
-    file: Path = typer.Argument(..., help="Edge list ('U V' per line) or DIMACS .col file ('-' reads stdin); up "
-                                          "to 31 nodes and 136 edges."),
+    file: Path = typer.Argument(..., metavar="FILE",
+                                help="Edge list ('U V' per line) or DIMACS .col file ('-' reads stdin); up to 31 nodes "
+                                     "and 136 edges."),
     cycle: bool = typer.Option(False, "--cycle", help="Find a Hamiltonian cycle instead of a path."),
     start: str = typer.Option(None, help="Node the path must start at (default: any)."),
     end: str = typer.Option(None, help="Node the path must end at (paths only; default: any)."),
@@ -247,9 +249,10 @@ def hamiltonian(
 
 @app.command()
 def path(
-    file: Path = typer.Argument(..., help="Edge list ('U V' or 'U V WEIGHT' per line) or DIMACS .col file ('-' "
-                                          "reads stdin); up to 31 nodes and 24 edges (with --shortest: "
-                                          "counting only the edges on shortest paths)."),
+    file: Path = typer.Argument(..., metavar="FILE",
+                                help="Edge list ('U V' or 'U V WEIGHT' per line) or DIMACS .col file ('-' reads "
+                                     "stdin); up to 31 nodes and 24 edges (with --shortest: counting only the edges "
+                                     "on shortest paths)."),
     source: str = typer.Option(..., help="Start node."),
     target: str = typer.Option(..., help="Goal node."),
     shortest: bool = typer.Option(False, "--shortest", help="Only accept a shortest path (by weight when the "
@@ -267,7 +270,7 @@ def path(
     device: str = DEVICE,
     threads: int = THREADS,
 ) -> None:
-    """Find a path from SOURCE to TARGET (shortest ones are checked against networkx).
+    """Find a path from --source to --target (shortest ones are checked against networkx).
 
     Exit status: 0 verified, 1 none found (or --image could not be written), 2 bad input."""
     format = choice(format, "--format", FORMATS)
@@ -288,9 +291,11 @@ def path(
 
 @app.command()
 def countdown(
-    instance: str = typer.Argument(..., help="Numbers ('86 28 13 31' with --target), or a .jsonl file in the "
-                                             "public format: one object a line, \"input\": \"n1,n2,...,target\" "
-                                             "('-' reads it from stdin)."),
+    instance: list[str] = typer.Argument(..., metavar="NUMBERS|FILE",
+                                         help="Numbers (86 28 13 31 with --target, quoted or not), or a .jsonl file "
+                                         "in the public format: one object a line, \"input\": \"n1,n2,...,target\" "
+                                         "(or \"input\" the numbers and \"target\" the target; '-' reads it from "
+                                         "stdin)."),
     target: int = typer.Option(None, min=1, help="The number to reach (for numbers given inline)."),
     format: str = typer.Option("text", "--format", "-f", help="text, or json (one object per instance per line, "
                                                               "in input order; impossible: proved unsolvable)."),
@@ -318,7 +323,7 @@ def countdown(
     format = choice(format, "--format", FORMATS)
     if steps_format and format == "json":
         usage_error("--steps shapes the text output; JSON records carry both 'steps' and 'expression'")
-    entries = _countdown_instances(instance, target, CountdownError, parse_instance)
+    entries = _countdown_instances(" ".join(instance), target, CountdownError, parse_instance)
     good = [parsed for _, parsed in entries if not isinstance(parsed, str)]
 
     def show(line: int | None, record: dict, text: str) -> None:
@@ -396,7 +401,9 @@ def _countdown_instances(instance: str, target, error_type, parse) -> list[tuple
         try:
             if problem is None:
                 record = json.loads(line)
-                entries.append((number, parse(str(record["input"]))))
+                given = record["input"]  # "3,4,12"; a list of numbers is read alike
+                text = ",".join(map(str, given)) if isinstance(given, list) else str(given)
+                entries.append((number, parse(text, record.get("target"))))
                 continue
         except (json.JSONDecodeError, KeyError, TypeError, RecursionError) as exc:  # RecursionError: [[[[...
             problem = f"expected a JSON object with an \"input\" field ({exc.__class__.__name__})"

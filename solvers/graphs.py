@@ -8,6 +8,7 @@ import math
 import time
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import asdict, dataclass, field, replace
+from decimal import Decimal
 from fractions import Fraction
 from numbers import Rational, Real
 from typing import TYPE_CHECKING
@@ -37,13 +38,15 @@ def path_search_graph(graph: nx.Graph, source: Hashable, target: Hashable, *, sh
     triangle was missed with 4 canvases (the training paths have 2-8 edges). The answer is still verified
     against networkx's length on the whole graph."""
     check_graph(graph, None, "path-finding")
+    if weight is not None and not isinstance(weight, str):
+        raise GraphError(f"weight must be the name of an edge attribute, got {weight!r} (a function of the edge is "
+                         "not supported: store its values as an attribute, e.g. with nx.set_edge_attributes)")
     if weight is not None:
         for u, v, data in graph.edges(data=True):
-            if weight not in data:
-                raise GraphError(f"edge {u!r}-{v!r} has no {weight!r} attribute")
-            w = data[weight]
-            if isinstance(w, (bool, np.bool_)) or not isinstance(w, Real) or not 0 <= w < math.inf:
-                raise GraphError(f"edge {u!r}-{v!r}: {weight} {data[weight]!r} is not a finite non-negative "
+            w = data.get(weight, 1)  # as networkx: an edge without the attribute weighs 1
+            if isinstance(w, (bool, np.bool_)) or not isinstance(w, (Real, Decimal)) or \
+                    isinstance(w, Decimal) and not w.is_finite() or not 0 <= w < math.inf:  # Decimal NaN: no <
+                raise GraphError(f"edge {u!r}-{v!r}: {weight} {w!r} is not a finite non-negative "
                                  "number (shortest paths need finite non-negative weights)")
     _check_nodes(graph, source=source, target=target)
     if source == target or not nx.has_path(graph, source, target):
@@ -70,12 +73,14 @@ def _exact_cost(weight: str | None) -> Callable[[Hashable, Hashable, dict], Rati
     0.3 as the user wrote it, and 10**12 + 10**12 + 1 is longer than 10**12 + 10**12."""
     if weight is None:
         return lambda u, v, data: 1
-    return lambda u, v, data: _exact(data[weight])
+    return lambda u, v, data: _exact(data.get(weight, 1))
 
 
-def _exact(number: Real) -> Rational:
+def _exact(number: Real | Decimal) -> Rational:
     if isinstance(number, Rational):
         return number
+    if isinstance(number, Decimal):
+        return Fraction(number)
     if float(number).is_integer():  # exactly (numpy prints a large float32 short: 123456792 as 1.2345679e+08)
         return Fraction(int(float(number)))
     if isinstance(number, (np.float16, np.float32)):  # the decimal it prints as at its own precision: 0.1 is 1/10
@@ -120,9 +125,10 @@ def shortest_path_edges(graph: nx.Graph, source: Hashable, target: Hashable, wei
     return search
 
 
-# networkx's DSATUR takes quadratic time (a 5,000-node tree: 19 s); above this many nodes the search starts from
-# the smallest-last greedy colouring instead (linear; 0.04 s there, and as good on sparse graphs).
-DSATUR_NODES = 2000
+# networkx's DSATUR takes quadratic time (a 5,000-node tree: 19 s; 1,500 nodes and 560,000 edges: over a minute);
+# above this many nodes or edges the search starts from the smallest-last greedy colouring instead (linear: 0.04 s
+# and 1.8 s there, and as good on sparse graphs).
+DSATUR_NODES, DSATUR_EDGES = 2000, 100_000
 
 
 @dataclass
@@ -137,7 +143,7 @@ class ColoringResult:
     forward_passes: int = 0
     seconds: float = 0.0
     optimal: bool = False  # proved: it meets the clique bound, 3 colours and an odd cycle, or one colour fewer refuted
-    greedy_strategy: str = "DSATUR"  # networkx's; "smallest_last" above DSATUR_NODES nodes
+    greedy_strategy: str = "DSATUR"  # networkx's; "smallest_last" above DSATUR_NODES nodes or DSATUR_EDGES edges
 
     def to_dict(self) -> dict:
         """JSON-ready: node labels become their str(), or their repr() where two labels share a str()
@@ -148,12 +154,20 @@ class ColoringResult:
             d["coloring"] = {name(k): v for k, v in self.coloring.items()}
         return d
 
+    def __repr__(self) -> str:
+        """One line however many nodes there are (the colouring itself: `coloring`, `to_dict()`)."""
+        found = (f"{plural(self.num_colors, 'colour')} for {plural(len(self.coloring), 'node')}"
+                 + (f", proved optimal: {self.proof()}" if self.optimal else "")) if self.verified \
+            else f"not verified: {self.reason}"
+        return (f"ColoringResult({found}; {plural(len(self.attempts), 'attempt')}, "
+                f"{plural(self.forward_passes, 'pass', 'passes')}, {self.seconds:.2f} s)")
+
     def proof(self) -> str | None:
         """Why `num_colors` is the fewest possible, when `optimal`; else None."""
         if not self.optimal:
             return None
         if self.num_colors == self.clique_bound:
-            return f"a clique of {self.clique_bound} nodes needs as many colours"
+            return f"a clique of {plural(self.clique_bound, 'node')} needs as many colours"
         if self.num_colors == 3:
             return "an odd cycle rules out 2 colours"
         return f"{self.num_colors - 1} colours were refuted"
@@ -213,9 +227,10 @@ def _json_label(label, name=str):
     with `name=repr` every label but a number becomes its repr()."""
     if isinstance(label, np.generic):  # numpy's numbers and text as Python's
         label = label.item()
-    if isinstance(label, (int, float)) or (isinstance(label, str) and name is str):
+    if isinstance(label, int) or isinstance(label, float) and math.isfinite(label) or \
+            (isinstance(label, str) and name is str):
         return label
-    return name(label)
+    return name(label)  # inf and nan too: JSON has no such numbers (json.dumps would write Infinity)
 
 
 def _batch_arguments(batch, callback, progress) -> tuple[int, bool]:
@@ -318,8 +333,8 @@ class GraphSolver(DiffusionSolver):
               on_verified: Callable[[ColoringResult], None] | None = None,
               progress: bool = False) -> ColoringResult:
         """A proper colouring with `k` colours, or (k=None) the fewest the search verifies, counting down from
-        networkx's DSATUR count (smallest-last above DSATUR_NODES nodes) until a k fails or reaches the clique
-        bound. `backtrack=True` adds the explicit
+        networkx's DSATUR count (smallest-last above DSATUR_NODES nodes or DSATUR_EDGES edges) until a k fails or
+        reaches the clique bound. `backtrack=True` adds the explicit
         exact search: at a dead end a canvas undoes its last guess and rules that colour out there, instead of
         releasing the nodes around the dead end. `tabu=True` adds the explicit local search: when no canvas of an
         attempt verifies, TabuCol (see `tabu_coloring`) continues from all of them for up to `tabu_moves` moves
@@ -341,7 +356,8 @@ class GraphSolver(DiffusionSolver):
             progress = arguments.flag(progress, "progress")
         self._check_coloring_search(backtrack, tabu, tabu_moves)
         clique = _large_clique(graph)
-        strategy = "DSATUR" if graph.number_of_nodes() <= DSATUR_NODES else "smallest_last"
+        dsatur = graph.number_of_nodes() <= DSATUR_NODES and graph.number_of_edges() <= DSATUR_EDGES
+        strategy = "DSATUR" if dsatur else "smallest_last"
         greedy = len(set(nx.greedy_color(graph, strategy=strategy).values()))
         bound = len(clique)
         result = ColoringResult(None, None, False, None, greedy, bound, greedy_strategy=strategy)
@@ -495,7 +511,10 @@ class GraphSolver(DiffusionSolver):
     def path(self, graph: nx.Graph, source: Hashable, target: Hashable, *, weight: str | None = None,
              shortest: bool = False, rounds: int = 4, callback: StepCallback | None = None) -> RouteResult:
         """A simple path source -> target. `shortest=True` (implied by `weight`) verifies it against networkx's
-        shortest-path length (hops, or the sum of `weight`), sampling up to `rounds` rounds of canvases."""
+        shortest-path length (hops, or the sum of `weight`, an edge attribute's name; an edge without it weighs 1,
+        as in networkx), sampling up to `rounds` rounds of canvases. Lengths add exactly, each weight as the
+        decimal it prints as, so 0.1 + 0.2 ties with 0.3 where networkx's float sum makes it longer: between
+        such paths the one returned may differ from nx.shortest_path's."""
         began = time.perf_counter()
         with arguments.raised_as(GraphError):
             rounds, shortest = arguments.whole(rounds, "rounds", 1), arguments.flag(shortest, "shortest")

@@ -93,7 +93,7 @@ class TrainOptions:
 @app.command()
 def train(
     context: typer.Context,
-    task: str = typer.Argument(..., help=f"Task to train: {', '.join(TASKS)}."),
+    task: str = typer.Argument(..., metavar="TASK", help=f"Task to train: {', '.join(TASKS)}."),
     out: str = typer.Option(..., metavar="DIR", help="Run directory: checkpoints, log, and the final model in "
                                                       "out/model."),
     steps: int = typer.Option(3000, min=1, help="Optimizer steps."),

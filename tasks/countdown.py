@@ -78,6 +78,7 @@ def parse_instance(text: str, target: int | None = None) -> tuple[list[int], int
         if len(values) < 3:
             raise CountdownError(f"expected numbers then the target, got {text!r}")
         values, target = values[:-1], values[-1]
+    values, target = whole_numbers(values, target)  # a target given apart (a JSON field) may be anything
     check_instance(values, target)
     return values, target
 

@@ -266,12 +266,15 @@ def check_graph(graph: nx.Graph, limit: int | None, what: str) -> None:
         raise GraphError(f"{what} takes a networkx.Graph, got {type(graph).__name__} (build one with "
                         "networkx.Graph(edges), or read a file with diffsolve.tasks.graphs.read_graph)")
     if graph.is_directed() or graph.is_multigraph():
-        raise GraphError(f"{what} needs a simple undirected graph")
+        raise GraphError(f"{what} needs a simple undirected graph, got a {type(graph).__name__} (nx.Graph(G) makes "
+                         "one: directions dropped, parallel edges merged)")
     if graph.number_of_nodes() == 0:
         raise GraphError("the graph has no nodes")
     loops = list(nx.selfloop_edges(graph))
     if loops:
-        raise GraphError(f"self-loop on node {loops[0][0]!r}")
+        raise GraphError(f"self-loop on node {loops[0][0]!r}"
+                         + ("" if what == "colouring" else " (no route uses one; "
+                            "G.remove_edges_from(list(nx.selfloop_edges(G))) drops them)"))
     if limit is not None and graph.number_of_nodes() > limit:
         raise GraphError(f"{graph.number_of_nodes()} nodes: the {what} model's canvas holds at most {limit} "
                          "(larger graphs are not supported by the model path)")

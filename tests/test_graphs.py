@@ -3,7 +3,9 @@
 import itertools
 import re
 import json
+import math
 from collections import Counter
+from decimal import Decimal
 from fractions import Fraction
 from pathlib import Path
 
@@ -602,6 +604,42 @@ def test_weighted_shortest_path_is_checked_against_networkx(graphs):
         graphs.path(g, 0, 99)
 
 
+def test_weights_follow_networkx_rules_an_edge_without_one_weighs_1_and_decimals_count(graphs):
+    g = nx.Graph()
+    g.add_edge("a", "b", w=5)
+    g.add_edge("b", "c")  # no 'w': 1, as networkx reads it (was "edge 'b'-'c' has no 'w' attribute")
+    g.add_edge("a", "c", w=3)
+    result = graphs.path(g, "a", "c", weight="w")
+    assert result.verified and result.path == ["a", "c"] == nx.shortest_path(g, "a", "c", weight="w")
+    assert result.length == 3 == nx.shortest_path_length(g, "a", "c", weight="w")
+    g["a"]["c"]["w"] = 7  # now a-b-c (6) is shorter, its second edge weighing 1
+    assert graphs.path(g, "a", "c", weight="w").path == ["a", "b", "c"]
+    exact = nx.Graph()
+    exact.add_weighted_edges_from([(0, 1, Decimal("1.5")), (1, 2, Decimal("0.25")), (0, 2, Decimal("2"))])
+    decimal = graphs.path(exact, 0, 2, weight="weight")  # was "Decimal('1.5') is not a finite non-negative number"
+    assert decimal.verified and decimal.path == [0, 1, 2] and decimal.length == 1.75
+    exact[0][1]["weight"] = Decimal("NaN")  # Decimal's NaN refuses '<' itself: named, not an InvalidOperation
+    with pytest.raises(GraphError, match=r"edge 0-1: weight Decimal\('NaN'\) is not a finite non-negative number"):
+        graphs.path(exact, 0, 2, weight="weight")
+
+
+def test_graphs_of_other_kinds_are_refused_with_the_conversion(graphs):
+    with pytest.raises(GraphError, match=r"path-finding needs a simple undirected graph, got a DiGraph \(nx.Graph"):
+        graphs.path(nx.DiGraph([(0, 1), (1, 2)]), 0, 2)
+    with pytest.raises(GraphError, match="colouring needs a simple undirected graph, got a MultiGraph"):
+        graphs.color(nx.MultiGraph([(0, 1), (0, 1)]))
+    looped = nx.Graph([(0, 1), (1, 1), (1, 2)])
+    with pytest.raises(GraphError, match=r"self-loop on node 1 \(no route uses one; G.remove_edges_from"):
+        graphs.path(looped, 0, 2)
+    with pytest.raises(GraphError, match=r"^self-loop on node 1$"):  # a colouring: no colour can differ from itself
+        graphs.color(looped)
+
+
+def test_a_route_result_with_an_infinite_label_is_valid_json(graphs):
+    result = graphs.path(nx.path_graph([math.inf, 1, 2]), math.inf, 2)
+    assert result.verified and json.loads(json.dumps(result.to_dict(), allow_nan=False))["path"] == ["inf", 1, 2]
+
+
 def _uses_each_number_once(expression: str, numbers: list[int], target: int) -> bool:
     used = Counter(int(tok) for tok in __import__("re").findall(r"\d+", expression))
     return used == Counter(numbers) and sympy.sympify(expression) == target
@@ -678,8 +716,8 @@ def test_a_stopped_colouring_search_has_handed_over_the_colouring_it_verified(gr
 def test_solver_arguments_are_checked_before_any_sampling(graphs):
     with pytest.raises(GraphError, match="k must be a whole number"):
         graphs.color(nx.cycle_graph(5), k=2.5)
-    with pytest.raises(GraphError, match="edge 0-1 has no 'w' attribute"):
-        graphs.path(nx.cycle_graph(6), 0, 3, weight="w")
+    with pytest.raises(GraphError, match="weight must be the name of an edge attribute, got <function"):
+        graphs.path(nx.cycle_graph(6), 0, 3, weight=lambda u, v, data: 1)  # was "edge 0-1 has no <function ..."
     same_ends = graphs.hamiltonian_path(nx.cycle_graph(6), start=0, end=0)
     assert not same_ends.verified and "cannot start and end at the same node" in same_ends.reason
     assert same_ends.forward_passes == 0
@@ -838,6 +876,18 @@ def test_cli_countdown_inline_without_target_says_which_number_is_the_target():
     result = CliRunner().invoke(app, ["countdown", "4 6 2 12", "--format", "json"])
     assert "reading the last number, 12, as the target" in result.stderr
     assert result.exit_code == 0 and json.loads(result.stdout)["target"] == 12
+    unquoted = CliRunner().invoke(app, ["countdown", "4", "6", "2", "--target", "12", "--format", "json"])
+    assert unquoted.exit_code == 0 and json.loads(unquoted.stdout)["numbers"] == [4, 6, 2]  # was "extra argument"
+
+
+def test_cli_countdown_jsonl_reads_a_list_input_and_a_target_field(tmp_path):
+    f = tmp_path / "cd.jsonl"
+    f.write_text('{"input": [4, 6, 2]}\n{"input": "4,6", "target": 10}\n{"input": "4,6", "target": 7.5}\n')
+    result = CliRunner().invoke(app, ["countdown", str(f), "--format", "json"])
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [(r["numbers"], r["target"]) for r in rows[:2]] == [([4, 6], 2), ([4, 6], 10)]  # "target" was ignored
+    assert rows[1]["verified"] and rows[2]["reason"] == "unreadable: numbers and target must be whole numbers, got 7.5"
+    assert result.exit_code == 1 and "Traceback" not in result.stderr
 
 
 def test_cli_countdown_jsonl_in_input_order(tmp_path):
@@ -1247,6 +1297,10 @@ def test_cli_colouring_takes_k_short_and_long_and_says_why_a_count_is_optimal(tm
 
 def test_an_optimal_colouring_says_why(graphs):
     assert graphs.color(nx.complete_graph(4)).proof() == "a clique of 4 nodes needs as many colours"
+    assert graphs.color(nx.empty_graph(3)).proof() == "a clique of 1 node needs as many colours"  # was "1 nodes"
+    big = repr(graphs.color(nx.cycle_graph(1001)))  # printed in a notebook: one line, not 1,001 nodes' colours
+    assert big.startswith("ColoringResult(3 colours for 1,001 nodes, proved optimal: an odd cycle rules out 2 ")
+    assert len(big) < 160
     assert graphs.color(nx.cycle_graph(7)).proof() == "an odd cycle rules out 2 colours"
     groetzsch = graphs.color(nx.mycielski_graph(4), backtrack=True, max_steps=256)  # triangle-free, 4 colours
     assert groetzsch.num_colors == 4 and groetzsch.proof() == "3 colours were refuted"
