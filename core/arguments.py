@@ -90,15 +90,17 @@ def positive(value: object, name: str) -> float:
     return float(value)
 
 
-def number(value: object, name: str, low: float, high: float = float("inf"), above_low: bool = False) -> float:
-    """A finite number from `low` to `high` (above `low` where `above_low`)."""
+def number(value: object, name: str, low: float, high: float = float("inf"), above_low: bool = False,
+           infinite: bool = False) -> float:
+    """A finite number (or infinity, where `infinite`) from `low` to `high` (above `low` where `above_low`)."""
     if isinstance(value, bool) or not isinstance(value, Real):
         raise TypeError(f"{name} must be a number, got {value!r}")
-    if not (low < value if above_low else low <= value) or not value <= high or value == float("inf"):
+    too_low = not (low < value if above_low else low <= value)
+    if too_low or not value <= high or (value == float("inf") and not infinite):
         span = (f"above {low:g}" if above_low else f"at least {low:g}" if high == float("inf")
                 else f"from {low:g}") + ("" if high == float("inf") else f" {'and at most' if above_low else 'to'} "
                                               f"{high:g}")
-        raise ValueError(f"{name} must be a finite number {span}, got {value}")
+        raise ValueError(f"{name} must be a {'number' if infinite else 'finite number'} {span}, got {value}")
     return float(value)
 
 

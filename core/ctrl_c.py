@@ -30,9 +30,10 @@ def watched(sig: int) -> bool:
 
 def quiet_worker() -> None:
     """Pool initializer: workers leave Ctrl-C to the parent (which stops the pool) and die quietly on the SIGTERM
-    the pool's terminate() sends, instead of each printing a KeyboardInterrupt traceback."""
+    the pool's terminate() sends (or a SIGHUP), instead of each printing a KeyboardInterrupt traceback."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    for sig in SIGNALS[1:]:  # SIGTERM, and SIGHUP, which a closing terminal sends the workers too
+        signal.signal(sig, signal.SIG_DFL)
 
 
 class CtrlC:
@@ -49,13 +50,17 @@ class CtrlC:
         return self
 
     def _ask(self, signum, frame) -> None:
-        if self.asked:
+        if self.asked and signum == signal.SIGINT:  # someone at the terminal pressed Ctrl-C again
             raise KeyboardInterrupt
+        if self.asked:  # SIGTERM and SIGHUP come together (systemd, a closing terminal): still one clean stop
+            self.terminated = True
+            return
         self.asked, self.terminated = True, signum != signal.SIGINT  # SIGTERM, or SIGHUP (the terminal closed)
         notice = (self.terminate_notice if self.terminated
                   else self.notice and f"{self.notice}; Ctrl-C again stops at once")
         if notice:  # os.write: a print here could land inside another print to stderr and raise
-            with contextlib.suppress(OSError, ValueError):  # a closed terminal (SIGHUP), a closed stderr
+            with contextlib.suppress(OSError, ValueError, AttributeError):  # a closed terminal or stderr, or one
+                # with no file behind it (a notebook's, a test's)
                 os.write(sys.stderr.fileno(), f"\n{notice}\n".encode())
 
     def stop_if_asked(self) -> None:

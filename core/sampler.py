@@ -249,7 +249,7 @@ class StepInfo:
     solved: Tensor  # bool [B]
 
     def __repr__(self) -> str:  # counts, not the tensors (a print in a callback would fill the screen)
-        return (f"StepInfo(block={self.block}, step={self.step}, rows={self.canvas.shape[0]}, "
+        return (f"StepInfo(block={self.block}, step={self.step}, canvases={self.canvas.shape[0]}, "
                 f"accepted={int(self.accepted.sum())}/{self.accepted.numel()}, "
                 f"renoised_by_constraint={int(self.renoised_by_constraint.sum())}, "
                 f"finished={int(self.finished.sum())}, solved={int(self.solved.sum())})")

@@ -73,20 +73,21 @@ class TrainConfig:
     # machines; step-exact resumption needs it unset).
     time_budget_s: float | None = None
 
-    def __post_init__(self) -> None:  # a bad value fails here, not as a ZeroDivisionError after the first step
-        for name in ("steps", "batch_size", "checkpoint_every", "log_every"):
-            arguments.whole(getattr(self, name), name, 1)
-        arguments.whole(self.warmup_steps, "warmup_steps", 0)
-        arguments.seed(self.seed)
-        for name in ("lr", "grad_clip"):
-            arguments.positive(getattr(self, name), name)
-        for name in ("min_lr_ratio", "self_conditioning_prob"):
-            arguments.number(getattr(self, name), name, 0, 1)
-        for name in ("weight_decay", "ar_weight"):
-            arguments.number(getattr(self, name), name, 0)
-        arguments.number(self.eps, "eps", 0, 1, above_low=True)
-        if self.time_budget_s is not None:
-            arguments.positive(self.time_budget_s, "time_budget_s")
+    def __post_init__(self) -> None:
+        """A bad value fails here, not as a ZeroDivisionError after the first step; numpy's numbers are kept as
+        Python's (the checkpoint records the config as JSON)."""
+        checks = {name: lambda v, n: arguments.whole(v, n, 1) for name in
+                  ("steps", "batch_size", "checkpoint_every", "log_every")}
+        checks.update(warmup_steps=lambda v, n: arguments.whole(v, n, 0), seed=arguments.seed,
+                      lr=arguments.positive, weight_decay=lambda v, n: arguments.number(v, n, 0),
+                      ar_weight=lambda v, n: arguments.number(v, n, 0),
+                      grad_clip=lambda v, n: arguments.number(v, n, 0, above_low=True, infinite=True),  # inf: no clip
+                      min_lr_ratio=lambda v, n: arguments.number(v, n, 0, 1),
+                      self_conditioning_prob=lambda v, n: arguments.number(v, n, 0, 1),
+                      eps=lambda v, n: arguments.number(v, n, 0, 1, above_low=True),
+                      time_budget_s=lambda v, n: None if v is None else arguments.positive(v, n))
+        for name, check in checks.items():
+            setattr(self, name, check(getattr(self, name), name))
 
 
 def diffusion_loss(model: DiffusionGemma, batch: Batch, generator: torch.Generator, *,
@@ -187,16 +188,17 @@ def save_training_state(directory: Path, model: DiffusionGemma, optimizer: torch
                     tensors[f"{i}.{key}"] = torch.as_tensor(state[key]).detach().cpu().contiguous()
         write_atomically(tmp / STATE_TENSORS, lambda path: save_file(tensors, str(path)))  # the usual file mode too
         (tmp / STATE_JSON).write_text(json.dumps({"step": step, "config": asdict(cfg), **(extra or {})}, indent=2))
-    except (OSError, SafetensorError) as exc:  # safetensors' own error for a failed write is no OSError
+        if directory.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(directory, old)  # until the next line completes, `old` is the checkpoint (find_checkpoint)
+        os.replace(tmp, directory)
+    except Exception as exc:  # any failure to write: safetensors' and tokenizers' own errors are no OSErrors
         shutil.rmtree(tmp, ignore_errors=True)
         kept = find_checkpoint(directory)
-        raise OSError(f"cannot write the checkpoint of step {step} to {directory} ({exc}); "
+        problem = f"{exc}" if isinstance(exc, OSError) else f"{type(exc).__name__}: {exc}"
+        raise OSError(f"cannot write the checkpoint of step {step} to {directory} ({problem}); "
                       + (f"the checkpoint in {kept} is intact" if kept is not None else "no checkpoint was kept")
                       ) from None
-    if directory.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(directory, old)  # until the next line completes, `old` is the checkpoint (see find_checkpoint)
-    os.replace(tmp, directory)
     shutil.rmtree(old, ignore_errors=True)
 
 
@@ -554,8 +556,17 @@ def _last_logged(log_path: Path) -> dict:
     """The last complete line of a training log (a finished run run again reports it), or {}."""
     if not log_path.is_file():
         return {}
-    logged = [line for line in log_path.read_text().splitlines() if line.endswith("}")]  # not a cut-off line
-    return json.loads(logged[-1]) if logged else {}
+    logged = _log_records(log_path.read_text(errors="replace").splitlines())
+    return logged[-1][1] if logged else {}
+
+
+def _checkpoint_before_raising(checkpoint: Callable[[], None], exc: BaseException) -> None:
+    """Save the finished step before `exc` ends the run; a save that fails too is noted on `exc`, which stays the
+    error the caller sees."""
+    try:
+        checkpoint()
+    except OSError as failed:
+        exc.add_note(f"and the checkpoint could not be saved: {failed}")
 
 
 def _trim_log(log_path: Path, step: int) -> None:
@@ -563,10 +574,24 @@ def _trim_log(log_path: Path, step: int) -> None:
     checkpoints logged steps it will run again), and any cut-off line."""
     if not log_path.is_file():
         return
-    lines = log_path.read_text().splitlines()
-    kept = [line for line in lines if line.endswith("}") and json.loads(line).get("step", 0) <= step]
+    lines = log_path.read_text(errors="replace").splitlines()
+    kept = [line for line, record in _log_records(lines) if record["step"] <= step]
     if kept != lines:
         write_atomically(log_path, lambda path: path.write_text("".join(line + "\n" for line in kept)))
+
+
+def _log_records(lines: list[str]) -> list[tuple[str, dict]]:
+    """(line, record) of a training log's complete lines: JSON objects with a whole-number step (a line cut off
+    or garbled by a crash is left out)."""
+    records = []
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and isinstance(record.get("step"), int):
+            records.append((line, record))
+    return records
 
 
 def _train(model: DiffusionGemma, make_batch: Callable[[int, torch.Generator], Batch], cfg: TrainConfig,
@@ -628,7 +653,6 @@ def _train(model: DiffusionGemma, make_batch: Callable[[int, torch.Generator], B
                 save_training_state(ckpt, model, optimizer, done, cfg,
                                     {"elapsed_s": round(elapsed(), 1), "warmup_end_s": warmup_end_s})
 
-            due = done % cfg.checkpoint_every == 0 or done in (cfg.steps, end) or stop.asked
             if done % cfg.log_every == 0 or done in (cfg.steps, end) or stop.asked:  # an interrupt logs its steps
                 metrics, interval = interval.means(), _Interval()
                 metrics.update(step=done, lr=lr, elapsed_s=round(elapsed(), 1))
@@ -642,10 +666,10 @@ def _train(model: DiffusionGemma, make_batch: Callable[[int, torch.Generator], B
                         f.write(json.dumps(metrics) + "\n")
                     if not progress:
                         print(json.dumps(metrics), file=sys.stderr, flush=True)  # stdout keeps the summary alone
-                except BaseException:  # stderr's reader went away (the CLI then ends): the finished step is kept
-                    checkpoint()
+                except (OSError, SystemExit) as exc:  # stderr's reader went away (the CLI then ends): keep the step
+                    _checkpoint_before_raising(checkpoint, exc)
                     raise
-            if due:
+            if done % cfg.checkpoint_every == 0 or done in (cfg.steps, end) or stop.asked:  # asked while logging too
                 checkpoint()
             if out_of_time or stop.asked:
                 break

@@ -122,14 +122,11 @@ class CountdownSolver(DiffusionSolver):
             if steps is not None:
                 report(k, CountdownResult(numbers, target, steps, countdown.infix(numbers, steps), True, None,
                                           int(passes.sum()), seconds))
-            else:
-                impossible = not countdown.solvable(numbers, target)
-                reason = (UNSOLVABLE if impossible
-                          else f"{unsolved(passes, self.max_steps)}, though a solution exists (exhaustive check): "
-                               "more passes or canvases may find it, unless every solution's steps are longer than "
-                               f"the canvas ({CANVAS['countdown']} characters)")
-                report(k, CountdownResult(numbers, target, None, None, False, reason, int(passes.sum()), seconds,
-                                          impossible))
+            else:  # an impossible instance was answered before sampling (`_solve_checked`)
+                reason = (f"{unsolved(passes, self.max_steps)}, though a solution exists (exhaustive check): more "
+                          "passes or canvases may find it, unless every solution's steps are longer than the canvas "
+                          f"({CANVAS['countdown']} characters)")
+                report(k, CountdownResult(numbers, target, None, None, False, reason, int(passes.sum()), seconds))
 
         guidance = countdown.CountdownGuidance(chunk, self.model.device, seed=self.seed)
         self._run([countdown_prompt(n, t) for n, t in chunk], guidance, CANVAS["countdown"], callback=callback,

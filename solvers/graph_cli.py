@@ -135,7 +135,7 @@ def coloring(
                                      "line, '#' comments); '-' reads stdin."),
     k: int = typer.Option(None, "--k", "-k", min=1, help="Colours to use. Default: the fewest the search verifies, "
                                                    "counting down from networkx's DSATUR count (smallest-last "
-                                                   "above 2,000 nodes)."),
+                                                   "above 2,000 nodes or 100,000 edges)."),
     format: str = typer.Option("text", "--format", "-f", help="text, or json (one object: coloring, num_colors, "
                                                               "verified, reason, optimal, attempts, forward_passes, "
                                                               "seconds, ...)."),

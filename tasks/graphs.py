@@ -70,7 +70,7 @@ def _refuse_other_formats(path: Path, lines: list[str]) -> None:
     converts it (its first line would otherwise be reported as a bad node label)."""
     first = next((line.strip() for line in lines if line.strip()), "")
     kind = ("JSON" if first[:1] in ("{", "[") else "XML (GraphML or GEXF)" if first[:1] == "<"
-            else "GML" if re.match(r"(graph|Creator|directed)\b", first) else None)
+            else "GML" if re.match(r'graph\s*\[|Creator\s+"', first) else None)  # not a node called 'graph'
     if kind is not None:
         raise GraphError(f"{path}: reads as {kind}; diffsolve reads edge lists ({EDGE_FORMS}) and DIMACS .col "
                          "files (convert with networkx: nx.write_edgelist(G, 'graph.txt', data=['weight']))")
@@ -273,8 +273,8 @@ def check_graph(graph: nx.Graph, limit: int | None, what: str) -> None:
     loops = list(nx.selfloop_edges(graph))
     if loops:
         raise GraphError(f"self-loop on node {loops[0][0]!r}"
-                         + ("" if what == "colouring" else " (no route uses one; "
-                            "G.remove_edges_from(list(nx.selfloop_edges(G))) drops them)"))
+                         + (" (no route uses one; G.remove_edges_from(list(nx.selfloop_edges(G))) drops them)"
+                            if what in ("path-finding", "Hamiltonian") else ""))
     if limit is not None and graph.number_of_nodes() > limit:
         raise GraphError(f"{graph.number_of_nodes()} nodes: the {what} model's canvas holds at most {limit} "
                          "(larger graphs are not supported by the model path)")

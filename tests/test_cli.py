@@ -18,7 +18,7 @@ import torch
 from interrupt import ctrl_c_when
 from typer.testing import CliRunner
 
-from diffsolve.core import CtrlC, FinishClock, StepInfo
+from diffsolve.core import CtrlC, FinishClock, StepInfo, quiet_worker
 from diffsolve.solvers.checkpoints import default_checkpoint
 from diffsolve.solvers.cli import app
 from diffsolve.solvers.cli_common import InOrder, write_output
@@ -176,7 +176,10 @@ def test_resuming_a_run_with_another_recipe_or_model_is_refused(tmp_path):
 
 
 def _solve_train(*args, **popen) -> subprocess.Popen:
+    """`solve train sorting` in a child whose SIGHUP is the default, as in a terminal, even when these tests run
+    under nohup (which the child would inherit); `preexec_fn` replaces that."""
     solve = Path(sys.executable).parent / "solve"
+    popen.setdefault("preexec_fn", lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL))
     return subprocess.Popen([str(solve), "train", "sorting", *map(str, args), "--threads", "1"], **popen)
 
 
@@ -186,13 +189,16 @@ def test_train_that_cannot_write_its_checkpoint_says_so_and_keeps_the_last(tmp_p
     out = tmp_path / "run"
     assert run("train", "sorting", "--out", out, "--steps", 2, "--batch-size", 4, "--threads", 1).exit_code == 0
     before = (out / "checkpoint" / "model.safetensors").read_bytes()
-    small = lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))  # a full disk, for the weights
+    def small() -> None:  # a full disk, for the weights; SIGHUP as in a terminal (see _solve_train)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)
+
     child = _solve_train("--out", out, "--steps", 4, "--batch-size", 4, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True, preexec_fn=small)
     _, err = child.communicate(timeout=300)
     assert child.returncode == 74 and "Traceback" not in err, err  # was a SafetensorError traceback, exit 1
     assert re.search(f"cannot write the checkpoint of step [34] to {re.escape(str(out / 'checkpoint'))} "
-                     r"\(Error while serializing: I/O error: File too large", err)
+                     r"\(SafetensorError: Error while serializing: I/O error: File too large", err)
     assert f"the checkpoint in {out / 'checkpoint'} is intact" in err
     assert (out / "checkpoint" / "model.safetensors").read_bytes() == before
     assert sorted(p.name for p in out.iterdir()) == [".train.lock", "checkpoint", "model", "train_log.jsonl"]
@@ -660,6 +666,31 @@ def test_sigterm_counts_as_ctrl_c_and_the_handlers_come_back():
         time.sleep(0.05)
         assert ctrl_c.asked and not ctrl_c.terminated
         ctrl_c.stop_if_terminated()
+    hup = signal.signal(signal.SIGHUP, signal.SIG_DFL)  # as in a terminal, also when the tests run under nohup
+    with CtrlC() as ctrl_c:  # systemd and closing terminals send SIGTERM and SIGHUP together: still one clean stop
+        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGHUP)  # raised KeyboardInterrupt here: a stop with no checkpoint
+        time.sleep(0.05)
+        assert ctrl_c.asked and ctrl_c.terminated
+        with pytest.raises(KeyboardInterrupt):  # Ctrl-C after it: someone at the terminal wants it now
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)
+    signal.signal(signal.SIGHUP, hup)
+
+
+def _sighup_action(_) -> str:
+    return str(signal.getsignal(signal.SIGHUP))
+
+
+def test_pool_workers_die_quietly_on_sighup():
+    import multiprocessing
+
+    before = signal.signal(signal.SIGHUP, signal.default_int_handler)  # as the CLI sets it
+    try:
+        with multiprocessing.get_context("fork").Pool(1, initializer=quiet_worker) as pool:
+            assert pool.map(_sighup_action, [0]) == [str(signal.SIG_DFL)]  # was a KeyboardInterrupt traceback each
+    finally:
+        signal.signal(signal.SIGHUP, before)
 
 
 def test_an_interrupt_prints_every_record_in_order_the_unfinished_as_such():

@@ -83,12 +83,14 @@ def test_dimacs_edges_without_a_problem_line_are_not_read_as_an_edge_list(tmp_pa
     ("a b\nb c\nc d\nd e\ne a\n", 5),  # was "unknown DIMACS line 'a b'"
     ("p q\nq r\nr p\n", 3),  # was "expected one 'p edge NODES EDGES' line"
     ("e p 2\np e 2\np x 1\n", 2),  # letters, so not DIMACS's numbered 'e U V'
+    ("graph node\nnode edge\n", 2),  # nor GML's 'graph [' (this session's first GML rule refused these)
+    ("Creator Alice\nAlice Bob\n", 2),
 ])
 def test_edge_lists_with_nodes_called_e_or_p_are_edge_lists(tmp_path, text, edges):
     f = tmp_path / "letters.txt"
     f.write_text(text)
     g = read_graph(f)
-    assert g.number_of_edges() == edges and {"e", "p"} & set(g.nodes)
+    assert g.number_of_edges() == edges and {"e", "p", "graph", "Creator"} & set(g.nodes)
 
 
 def test_edge_list_with_weights_and_bad_lines(tmp_path):
@@ -118,6 +120,7 @@ def test_edge_list_with_weights_and_bad_lines(tmp_path):
                                                 r"that label no other edge\)"),
     ("source,target,weight\n0,1,2\n", r":1: weight 'weight' is not a number .*if the line is a column header"),
     ("graph [\n  node [ id 0 ]\n", r": reads as GML; diffsolve reads edge lists"),
+    ('Creator "networkx"\ngraph [\n', r": reads as GML"),
     ('{"directed": false, "nodes": [{"id": 0}], "links": []}', r": reads as JSON; .*nx.write_edgelist"),  # node-link
     ('\n<?xml version="1.0"?>\n<graphml>\n', r": reads as XML \(GraphML or GEXF\)"),  # was "'<?xml' is not a label"
     ("a b 1\nb c 1\na c 3\nb a 5\n", r":4: edge b a again, with weight 5; line 1 gives it weight 1"),

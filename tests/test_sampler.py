@@ -80,7 +80,7 @@ def test_kept_tokens_stay_settled_from_pass_to_pass_without_guidance(model):
     assert len(seen) == 8 and seen[0][1].any() and seen[-1][1].sum() > seen[0][1].sum()
     # a printed StepInfo is one line of counts, not its tensors
     accepted = int(seen[-1][1].sum())
-    assert reprs[-1].startswith("StepInfo(block=0, step=8, rows=2, ") and len(reprs[-1]) < 150
+    assert reprs[-1].startswith("StepInfo(block=0, step=8, canvases=2, ") and len(reprs[-1]) < 150
     assert f"accepted={accepted}/{2 * LENGTH}" in reprs[-1] and "tensor" not in reprs[-1]
 
 

@@ -2,7 +2,10 @@
 
 import json
 import math
+import os
 import signal
+import sys
+import time
 
 import pytest
 import torch
@@ -470,8 +473,31 @@ def test_a_resumed_run_drops_the_log_lines_of_steps_it_runs_again(tmp_path):
     cfg = TrainConfig(steps=6, batch_size=4, warmup_steps=1, checkpoint_every=3, log_every=1)
     train(new_model(CFG, seed=0), copy_batch, cfg, tmp_path, progress=False, stop_after=3)
     log = tmp_path / "train_log.jsonl"
-    with log.open("a") as f:  # killed after logging steps 4 and 5, before their checkpoint at step 6
-        f.write('{"step": 4, "loss": 1.0}\n{"step": 5, "loss": 1.0}\n{"step": 6, "lo')
+    with log.open("a") as f:  # killed after logging steps 4 and 5, before their checkpoint at step 6, garbled
+        f.write('{"step": 4, "loss": 1.0}\n\x00\x00{"step": 5}\n{"step": "5"}\n{"step": 5, "loss": 1.0}\n'
+                '{"step": 6, "lo')
     train(new_model(CFG, seed=0), copy_batch, cfg, tmp_path, progress=False)
     assert [json.loads(line)["step"] for line in log.read_text().splitlines()] == [1, 2, 3, 4, 5, 6]
     assert json.loads(log.read_text().splitlines()[3])["loss"] != 1.0  # the run's own line, not the killed one's
+
+
+def test_a_stop_asked_while_a_log_line_is_written_still_checkpoints_that_step(tmp_path, monkeypatch):
+    class SlowStderr:  # SIGTERM arrives while the third log line is being written (a stalled pipe, say)
+        lines = 0
+
+        def write(self, text):
+            if text.strip():
+                SlowStderr.lines += 1
+                if SlowStderr.lines == 3:
+                    os.kill(os.getpid(), signal.SIGTERM)
+                    time.sleep(0.05)  # the handler runs here
+            return len(text)
+
+        def flush(self):
+            pass
+
+    monkeypatch.setattr(sys, "stderr", SlowStderr())
+    cfg = TrainConfig(steps=100, batch_size=4, warmup_steps=1, checkpoint_every=1000, log_every=1)
+    with pytest.raises(TrainingInterrupted, match="stopped after step 3, checkpointed"):
+        train(new_model(CFG, seed=0), copy_batch, cfg, tmp_path, progress=False)
+    assert json.loads((find_checkpoint(tmp_path / "checkpoint") / "training_state.json").read_text())["step"] == 3
