@@ -492,7 +492,7 @@ def _check_contains(contains: str) -> None:
     if problem := unwritable(query) or over_valence(contains) or unmatchable(query):
         raise RequestError(f"contains: {contains!r} can never match: {problem}")
     spelled = Chem.MolFromSmiles(contains)
-    if spelled is not None and (problem := small_heteroaromatic_ring(spelled)):  # its ring is in every match
+    if spelled is not None and (problem := rare_motif(spelled)):  # its ring or bond is in every match
         raise RequestError(f"contains: {contains!r} can never match: it has {problem}, which no returned molecule has")
     # A ring of aromatic atoms under five may lie between aromatic rings, its own bonds single (biphenylene): the
     # pattern 'c1cnc1' matches there, though RDKit spells it as 'C1=CN=C1'.
@@ -522,7 +522,7 @@ def _canonical_scaffold(scaffold: str) -> str:
             atom.SetAtomMapNum(0)
         Chem.SanitizeMol(mol)
         Chem.AssignStereochemistry(mol, cleanIt=True, force=True)  # a centre the maps alone made chiral is none
-    if problem := unwritable(Chem.MolFromSmarts(Chem.MolToSmarts(mol))) or small_heteroaromatic_ring(mol):
+    if problem := unwritable(Chem.MolFromSmarts(Chem.MolToSmarts(mol))) or rare_motif(mol):
         raise RequestError(f"scaffold: {scaffold!r} cannot be decorated: {problem}")
     if len(Chem.GetMolFrags(mol)) > 1:
         raise RequestError(f"scaffold: {scaffold!r} has {len(Chem.GetMolFrags(mol))} disconnected pieces; a "
@@ -560,7 +560,9 @@ def implausible(mol: Chem.Mol) -> str | None:
     against 0.7 % of the benchmark's verified molecules before this rule (squaric acid's ring of four carbons,
     which RDKit also reads as aromatic, stays). Nor a charged atom: the model writes neutral atoms, and RDKit
     reads a nitro group written 'N(=O)=O' or an N-oxide 'O=n1ccccc1' as charged ([N+](=O)[O-]); none of the
-    MOSES training molecules has a charge (every fifth checked), 1 of the benchmark's 10,527 verified ones did."""
+    MOSES training molecules has a charge (every fifth checked), 1 of the benchmark's 10,527 verified ones did.
+    Nor a triple bond other than C#C and C#N: none of the 1.58M training molecules has one, 1 of the 10,527 had
+    C#S."""
     if mol.GetNumHeavyAtoms() == 0 or any(atom.GetAtomicNum() == 1 for atom in mol.GetAtoms()):
         return "hydrogen atoms only or an explicit hydrogen atom"
     table = Chem.GetPeriodicTable()
@@ -574,7 +576,25 @@ def implausible(mol: Chem.Mol) -> str | None:
         return (f"{charged.GetSymbol()} with charge {charged.GetFormalCharge():+d} (atom {charged.GetIdx() + 1}): "
                 "RDKit reads its bonds, more than a neutral atom takes, as a charged group (such as a nitro group "
                 "or an N-oxide written neutral)")
-    return small_heteroaromatic_ring(mol)
+    return rare_motif(mol)
+
+
+def rare_motif(mol: Chem.Mol) -> str | None:
+    """A ring or bond that no MOSES training molecule has (`implausible`), said, or None."""
+    return small_heteroaromatic_ring(mol) or unusual_triple_bond(mol)
+
+
+TRIPLE_BONDED = ({"C"}, {"C", "N"})  # the training molecules' triple bonds: C#C and C#N (by pair of elements)
+
+
+def unusual_triple_bond(mol: Chem.Mol) -> str | None:
+    """'a triple bond between C and S (atoms 2 and 3)' for one other than C#C or C#N, else None."""
+    for bond in mol.GetBonds():
+        ends = (bond.GetBeginAtom(), bond.GetEndAtom())
+        if bond.GetBondType() == Chem.BondType.TRIPLE and {a.GetSymbol() for a in ends} not in TRIPLE_BONDED:
+            return (f"a triple bond between {ends[0].GetSymbol()} and {ends[1].GetSymbol()} (atoms "
+                    f"{ends[0].GetIdx() + 1} and {ends[1].GetIdx() + 1})")
+    return None
 
 
 def small_heteroaromatic_ring(mol: Chem.Mol) -> str | None:

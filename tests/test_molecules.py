@@ -282,10 +282,17 @@ def test_the_verifier_rejects_invented_hydrogens_and_undecorated_scaffolds():
                             ("O=N(=O)c1ccccc1", "N with charge \\+1"), ("OCl(=O)(=O)=O", "Cl with charge \\+3")]:
         assert task.parse_molecule(smiles) is None
         assert re.match(charged, task.implausible(Chem.MolFromSmiles(smiles)))
-    # a request that needs such a ring is refused before any work
+    # triple bonds other than C#C and C#N: none in the training set; the scaffold benchmark returned C#S
+    assert task.implausible(Chem.MolFromSmiles("CC#Sc1ccccc1S(=O)(=O)NCCc1cncs1")) == (
+        "a triple bond between C and S (atoms 2 and 3)")
+    assert task.parse_molecule("N#N") is None and task.parse_molecule("CC#O") is None
+    assert task.parse_molecule("CC#N") is not None and task.parse_molecule("CC#CC") is not None
+    # a request that needs such a ring or bond is refused before any work
     for request, message in [({"scaffold": "Cc1nn(C)o1"}, "scaffold: 'Cc1nn\\(C\\)o1' cannot be decorated: an "
                               "aromatic ring of 4 atoms with C, N, N, O"),
-                             ({"contains": "c1nn(C)o1"}, "can never match: it has an aromatic ring of 4 atoms")]:
+                             ({"contains": "c1nn(C)o1"}, "can never match: it has an aromatic ring of 4 atoms"),
+                             ({"scaffold": "CC#Sc1ccccc1"}, "cannot be decorated: a triple bond between C and S"),
+                             ({"contains": "C#S"}, "can never match: it has a triple bond between C and S")]:
         with pytest.raises(task.RequestError, match=message):
             task.MoleculeRequest.parse(**request)
     assert task.MoleculeRequest.parse(contains="O=c1c(=O)cc1").contains == "O=c1c(=O)cc1"
