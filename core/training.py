@@ -629,6 +629,11 @@ def _train(model: DiffusionGemma, make_batch: Callable[[int, torch.Generator], B
                        mininterval=2.0)
     done = start
     skipped_in_a_row = 0
+
+    def checkpoint() -> None:  # of the step `done`; warmup_end_s: None until warmup ends
+        save_training_state(ckpt, model, optimizer, done, cfg,
+                            {"elapsed_s": round(elapsed(), 1), "warmup_end_s": warmup_end_s})
+
     # an optimizer update cut short would checkpoint half-updated weights: Ctrl-C stops after the step
     with CtrlC(notice="stopping after this step (with a checkpoint)") as stop:
         for step in bar:
@@ -649,10 +654,6 @@ def _train(model: DiffusionGemma, make_batch: Callable[[int, torch.Generator], B
             out_of_time = cfg.time_budget_s is not None and elapsed() >= cfg.time_budget_s
             if out_of_time:
                 end = done
-            def checkpoint() -> None:  # warmup_end_s: None until warmup ends
-                save_training_state(ckpt, model, optimizer, done, cfg,
-                                    {"elapsed_s": round(elapsed(), 1), "warmup_end_s": warmup_end_s})
-
             if done % cfg.log_every == 0 or done in (cfg.steps, end) or stop.asked:  # an interrupt logs its steps
                 metrics, interval = interval.means(), _Interval()
                 metrics.update(step=done, lr=lr, elapsed_s=round(elapsed(), 1))
