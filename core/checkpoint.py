@@ -24,6 +24,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from . import arguments
 from .config import ConfigError, ModelConfig
 from .model import DiffusionGemma
 
@@ -468,7 +469,11 @@ def _check_generation_config(path: Path, generation, config: ModelConfig) -> Non
 
 def new_model(config: ModelConfig, seed: int = 0, dtype: torch.dtype = torch.float32,
               device: str | torch.device = "cpu") -> DiffusionGemma:
-    """A freshly initialised model (training from scratch, tests)."""
+    """A freshly initialised model (training from scratch, tests); `dtype` as `load_model` takes it (or its name)."""
+    seed = arguments.seed(seed)
+    dtype = DTYPE_NAMES.get(dtype.lower(), dtype) if isinstance(dtype, str) else dtype
+    if dtype not in COMPUTE_DTYPES:
+        raise ValueError(f"dtype: expected one of {', '.join(DTYPE_NAMES)} (or the torch dtype), got {dtype!r}")
     model = DiffusionGemma(config)
     model.init_weights(seed)
     return model.to(device=device, dtype=dtype)
@@ -481,6 +486,7 @@ def save_model(model: DiffusionGemma, path: str | os.PathLike, max_shard_bytes: 
     load, not read as a mix. An earlier save's weight files that the new one does not name are removed."""
     from .sampler import released_config
 
+    max_shard_bytes = arguments.whole(max_shard_bytes, "max_shard_bytes", 1)  # 0 wrote one shard per tensor
     # the JSON files first: settings they cannot hold are refused before anything is written
     config = model.config.to_hf_dict()
     config["dtype"] = str(model.dtype).removeprefix("torch.")

@@ -128,6 +128,8 @@ class ModelConfig:
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 where = name if name == "canvas_length" else f"text_config.{_hf_name(name)}"  # top level in the file
                 raise ConfigError(f"{where}: must be a positive integer, got {value!r}")
+        if self.sliding_window < 2:  # a window of 1 would keep no earlier key: its cache slice [-0:] keeps them all
+            raise ConfigError(f"text_config.sliding_window: must be at least 2, got {self.sliding_window}")
 
     def validate(self) -> None:
         def need(cond: bool, name: str, msg: str) -> None:

@@ -461,6 +461,10 @@ class DiffusionGemma(nn.Module):
                                                                                         self.config.vocab_size):
             raise ValueError(f"self_conditioning_logits must be [batch, length, vocab] = "
                              f"{[b, length, self.config.vocab_size]}, got {list(self_conditioning_logits.shape)}")
+        if self_conditioning_mask is not None and (not isinstance(self_conditioning_mask, Tensor)
+                                                   or self_conditioning_mask.shape != (b,)):
+            raise ValueError(f"self_conditioning_mask must be a tensor [batch] = [{b}], one flag per row, got "
+                             f"{list(getattr(self_conditioning_mask, 'shape', [])) or self_conditioning_mask!r}")
         x = self.embed(canvas_ids)
         soft = None
         if self_conditioning_logits is not None:
@@ -523,6 +527,14 @@ class DiffusionGemma(nn.Module):
         """Back to the eager passes (undoes `compile_denoiser` and `compile_encoder`)."""
         for name in ("denoise", "_encode"):
             self.__dict__.pop(name, None)
+
+    def __getstate__(self) -> dict:
+        """A copy or a pickle runs the eager passes: a compiled pass is a closure over this model's weights (a
+        deep copy would compute with the original's) and does not pickle; compile the copy again if wanted."""
+        state = self.__dict__.copy()
+        for name in ("denoise", "_encode"):
+            state.pop(name, None)
+        return state
 
     @classmethod
     def from_pretrained(cls, path_or_id: str | os.PathLike, dtype: torch.dtype | str = "auto",

@@ -587,9 +587,24 @@ def generate(model: DiffusionGemma, prompt_ids: Tensor | None, config: SamplingC
     if generator is not None and generator.device.type != model.device.type:
         raise ValueError(f"generator is on {generator.device.type} but the model on {model.device.type}: make it "
                          f"with torch.Generator({model.device.type!r})")
-    config = with_checkpoint_tokens(config or released_config(model), model)
+    # replace() checks the config again: a field changed after it was made (cfg.max_denoising_steps = 0) is refused
+    config = with_checkpoint_tokens(replace(config) if config is not None else released_config(model), model)
+    for name in ("eos_token_id", "pad_token_id"):
+        value = getattr(config, name)
+        if any(i >= model.config.vocab_size for i in (value if isinstance(value, (list, tuple)) else [value or 0])):
+            raise ValueError(f"{name} {value} is outside the model's vocabulary of {model.config.vocab_size} tokens")
+    arguments.callback(callback, "callback")
+    if attention_mask is not None and not isinstance(attention_mask, Tensor):
+        raise TypeError(f"attention_mask must be a tensor [B, P] (1 for tokens, 0 for padding), got "
+                        f"{type(attention_mask).__name__}")
+    if cache is not None and not isinstance(cache, KVCache):
+        raise TypeError(f"cache must be a KVCache (from model.encode or a previous generate), got "
+                        f"{type(cache).__name__}")
     length = config.canvas_length or model.config.canvas_length
-    adds_nothing = cache is not None and isinstance(prompt_ids, Tensor) and prompt_ids.numel() == 0  # [B, 0]
+    adds_nothing = cache is not None and isinstance(prompt_ids, Tensor) and prompt_ids.shape[-1:] == (0,)  # [B, 0]
+    if adds_nothing and (prompt_ids.dtype != torch.long or prompt_ids.shape[0] != cache.batch_size):
+        raise ValueError(f"prompt_ids: an empty prompt beside a cache must be int64 [{cache.batch_size}, 0], the "
+                         f"cache's rows, got {prompt_ids.dtype} {list(prompt_ids.shape)}")
     if prompt_ids is not None and not adds_nothing:
         check_token_ids(prompt_ids, "prompt_ids", cache, model.config.vocab_size)
     if prompt_ids is not None and prompt_ids.shape[1] > 0:
@@ -611,11 +626,15 @@ def generate(model: DiffusionGemma, prompt_ids: Tensor | None, config: SamplingC
         canvas = canvas.clone()
         newly_done = torch.zeros_like(done) if eos is None else torch.isin(canvas, eos).any(-1)
         if config.pad_token_id is not None:
+            before = canvas.clone()
             canvas[done] = config.pad_token_id
             if eos is not None and newly_done.any():
                 is_eos = torch.isin(canvas, eos)
                 seen = is_eos.cumsum(-1)
                 canvas[(seen > 0) & ~((seen == 1) & is_eos)] = config.pad_token_id
+            padded = (canvas != before).any(-1)
+            if guidance is not None and bool((solved & padded).any()):  # padding after EOS may break a constraint
+                solved = solved & (~padded | guidance.verify(canvas))
         sequences = torch.cat((sequences, canvas), dim=1)
         done = done | newly_done
         if bool(done.all()) or block == blocks - 1:
@@ -633,6 +652,11 @@ def generate_autoregressive(model: DiffusionGemma, prompt_ids: Tensor, max_new_t
                             generator: torch.Generator | None = None) -> Tensor:
     """Token-by-token decoding with the causal encoder (greedy when temperature == 0). Returns new tokens."""
     check_token_ids(prompt_ids, "prompt_ids", vocab_size=model.config.vocab_size)
+    max_new_tokens = arguments.whole(max_new_tokens, "max_new_tokens", 1)
+    if isinstance(temperature, bool) or not isinstance(temperature, Real) or not 0 <= temperature < math.inf:
+        raise ValueError(f"temperature must be a finite number >= 0 (0: greedy), got {temperature!r}")
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator (or None: torch's global one), got {generator!r}")
     cache, logits = model.encode_logits(prompt_ids)
     out = []
     done = torch.zeros(prompt_ids.shape[0], dtype=torch.bool, device=prompt_ids.device)

@@ -321,3 +321,47 @@ def test_the_checkpoints_own_settings_are_the_default(model):
         assert out.sequences.shape == (1, 6 + 256) and out.forward_passes.item() == 256 // LENGTH
     finally:
         model.generation_config = AS_SAVED
+
+
+def test_engine_arguments_are_named_before_any_pass(model):
+    changed = SamplingConfig(max_new_tokens=LENGTH)
+    changed.max_denoising_steps = 0  # changed after it was made: was 0 passes, the random canvas returned
+    cache = model.encode(prompt(2))
+    for call, error, message in [
+        (lambda: generate(model, prompt(), changed), ValueError, "max_denoising_steps must be at least 1"),
+        (lambda: generate(model, prompt(), SamplingConfig(max_new_tokens=LENGTH, pad_token_id=99)), ValueError,
+         "pad_token_id 99 is outside the model's vocabulary of 20 tokens"),  # was named as an input id, later
+        (lambda: generate(model, prompt(), callback=5), TypeError, "callback must be a function"),
+        (lambda: generate(model, prompt(), attention_mask=[[1] * 6] * 3), TypeError, "attention_mask must be a"),
+        (lambda: generate(model, prompt(), cache=(1, 2)), TypeError, "cache must be a KVCache"),
+        (lambda: generate(model, torch.zeros(3, 0, dtype=torch.long), cache=cache), ValueError,
+         r"an empty prompt beside a cache must be int64 \[2, 0\]"),  # was a canvas denoised, then a cat error
+        (lambda: model.denoise(prompt(2, LENGTH), cache, torch.zeros(2, LENGTH, VOCAB),
+                               self_conditioning_mask=torch.ones(3)), ValueError,
+         r"self_conditioning_mask must be a tensor \[batch\] = \[2\]"),
+        (lambda: generate_autoregressive(model, prompt(), 0), ValueError, "max_new_tokens must be at least 1"),
+        (lambda: generate_autoregressive(model, prompt(), 3, temperature=-1.0), ValueError,
+         "temperature must be a finite number >= 0"),  # was silently greedy
+    ]:
+        with pytest.raises(error, match=message):
+            call()
+    with pytest.raises(ValueError, match="sliding_window: must be at least 2"):  # 1 kept every key: no window
+        ModelConfig(vocab_size=VOCAB, hidden_size=16, intermediate_size=32, num_layers=2, num_heads=2, num_kv_heads=1,
+                    head_dim=8, num_experts=2, top_k_experts=1, moe_intermediate_size=8, canvas_length=4,
+                    sliding_window=1)
+
+
+def test_a_copy_or_pickle_of_a_compiled_model_runs_its_own_weights(model):
+    import copy
+
+    twin = copy.deepcopy(model)
+    twin.compile_denoiser()  # compiles lazily, at the first call: none here
+    again = copy.deepcopy(twin)  # was a copy whose denoise ran `twin`'s weights (a closure over them)
+    assert twin.is_compiled and not again.is_compiled
+    with torch.no_grad():
+        for p in again.parameters():
+            p.zero_()
+        assert again.denoise.__func__ is type(again).denoise  # the eager pass, bound to the copy
+        assert torch.count_nonzero(again.denoise(prompt(1, LENGTH), again.encode(prompt(1)))) == 0  # its own zeros
+    state = twin.__getstate__()
+    assert "denoise" not in state and "denoise" in twin.__dict__  # pickles (a closure did not) and twin stays compiled
