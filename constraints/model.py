@@ -95,6 +95,7 @@ class ConstraintModel:
         tokens too (limit them with `allow`). `exact=True`: as many positions as values, each value exactly once
         (a permutation: the positions hold only these values), so a value with one place left goes there."""
         positions, values = self._positions(positions), list(dict.fromkeys(self._tokens(values)))  # each value once
+        exact = arguments.flag(exact, "exact")
         if len(set(positions)) != len(positions):
             raise ValueError(f"all_different: position {_repeated(positions)} given twice")
         if not values:
@@ -124,6 +125,7 @@ class ConstraintModel:
         `CompiledConstraints._search_step`).
         `most_constrained_first`: a pass may settle only the free positions with the fewest candidates left
         (the DSATUR order of graph colouring), the model choosing their values."""
+        most_constrained_first = arguments.flag(most_constrained_first, "most_constrained_first")
         pinned = self.pins >= 0
         if self.allowed is not None:
             pin_ok = self.allowed.gather(2, self.pins.clamp(min=0).unsqueeze(2)).squeeze(2) | ~pinned
@@ -492,7 +494,8 @@ class CompiledConstraints(Guidance):
             only_pin = torch.nn.functional.one_hot(self.pins.clamp(min=0), self.vocab).bool()
             base = torch.ones_like(only_pin) if allowed is None else allowed
             allowed = torch.where(pinned.unsqueeze(2), only_pin, base)
-        return allowed
+        # a copy: a caller that edits the mask it gets must not change what `verify` accepts
+        return allowed.clone() if allowed is self.static_allowed else allowed
 
     def settleable(self, canvas: Tensor, settled: Tensor) -> Tensor | None:
         if not self.most_constrained_first or self._before is None:
@@ -639,5 +642,10 @@ class CompiledConstraints(Guidance):
         if self.has_groups:
             ok &= ~self._clashes(canvas, torch.ones_like(canvas, dtype=torch.bool)).any(-1)
         for predicate in self.predicates:
-            ok &= predicate.verify(canvas, self.rows)
+            held = predicate.verify(canvas, self.rows)
+            if not isinstance(held, Tensor) or held.dtype != torch.bool or held.shape != ok.shape:
+                raise TypeError(f"predicate {predicate.name!r}: verify must return a bool tensor "
+                                f"{list(ok.shape)} (one flag per canvas), got "
+                                f"{getattr(held, 'dtype', type(held).__name__)} {list(getattr(held, 'shape', []))}")
+            ok &= held
         return ok

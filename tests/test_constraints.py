@@ -566,3 +566,36 @@ def test_repair_lets_a_position_propagation_empties_take_a_value_no_settled_peer
     assert cm.compile(dead_end="repair").allowed(canvas, empty)[0, :, 4].tolist() == [True, True]
     for proof_based in ("release", "restart"):
         assert cm.compile(dead_end=proof_based).allowed(canvas, empty)[0, :, 4].tolist() == [False, False]
+
+
+def test_flags_and_predicate_results_are_checked_and_masks_are_copies():
+    with pytest.raises(TypeError, match="exact must be True or False, got 'no'"):  # was an exact group
+        ConstraintModel(4, 6, 1).all_different([0, 1], [3, 4], exact="no")
+    with pytest.raises(TypeError, match="most_constrained_first must be True or False"):
+        ConstraintModel(4, 6, 1).all_different([0, 1], [3, 4]).compile(most_constrained_first="no")
+    canvas = torch.tensor([[3, 4, 0, 0]])
+    for result, got in [(lambda c, r: torch.ones(c.shape[0], dtype=torch.long), "torch.int64 \\[1\\]"),
+                        (lambda c, r: torch.ones(c.shape[0], 1, dtype=torch.bool), "torch.bool \\[1, 1\\]"),
+                        (lambda c, r: np.ones(c.shape[0], dtype=bool), "bool \\[1\\]")]:  # numpy: verify gave uint8
+        guidance = ConstraintModel(4, 6, 1).add_predicate("p", verify=result).compile()
+        with pytest.raises(TypeError, match=f"predicate 'p': verify must return a bool tensor \\[1\\] .*got {got}"):
+            guidance.verify(canvas)
+    guidance = ConstraintModel(4, 3, 1).allow([0], [1]).compile()
+    start = torch.tensor([[2, 0, 0, 0]])
+    mask = guidance.allowed(start, torch.zeros(1, 4, dtype=torch.bool))
+    mask[0, 0, 2] = True  # the caller's own copy: was the compiled mask itself
+    assert not guidance.verify(start).any()
+
+
+def test_solved_holds_for_the_canvas_returned_after_eos_padding():
+    from diffsolve.core import load_model, one_canvas
+    from diffsolve.solvers.checkpoints import default_checkpoint
+    from diffsolve.tasks import sorting
+
+    model, digits = load_model(default_checkpoint("sorting")), sorting.DIGIT_IDS
+    prompts = sorting.encode_prompt(torch.randint(0, 10, (2, 16), generator=torch.Generator().manual_seed(0)))
+    guidance = ConstraintModel(16, 14, 2).allow(range(16), digits + [1]).pin([5, 10], [1, digits[7]]).compile()
+    config = SamplingConfig(keep_accepted=True, eos_token_id=1, pad_token_id=0, **one_canvas(16))
+    out = generate(model, prompts, config, guidance=guidance, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(out.solved, guidance.verify(out.canvas))  # was solved for a canvas whose pin became padding
+    assert (out.canvas[:, 10] == 0).all()  # after the EOS pinned at 5
