@@ -83,11 +83,7 @@ def seed(value: object, name: str = "seed") -> int:
 
 def positive(value: object, name: str) -> float:
     """A finite number above zero (a temperature)."""
-    if isinstance(value, bool) or not isinstance(value, Real):
-        raise TypeError(f"{name} must be a number, got {value!r}")
-    if not 0 < value < float("inf"):
-        raise ValueError(f"{name} must be a finite number above 0, got {value}")
-    return float(value)
+    return number(value, name, 0, above_low=True)
 
 
 def number(value: object, name: str, low: float, high: float = float("inf"), above_low: bool = False,

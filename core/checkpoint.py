@@ -457,14 +457,11 @@ def _read_generation_config(directory: Path):
 
 
 def _check_generation_config(path: Path, generation, config: ModelConfig) -> None:
-    """Token ids inside the vocabulary (one outside it could never be sampled, or padded with)."""
-    eos = generation.eos_token_id
-    for name, ids in (("eos_token_id", eos if isinstance(eos, (list, tuple)) else [eos]),
-                      ("pad_token_id", [generation.pad_token_id])):
-        outside = [i for i in ids if i is not None and i >= config.vocab_size]
-        if outside:
-            raise CheckpointError(f"{path}: {name} {outside[0]} is outside the vocabulary of {config.vocab_size} "
-                                  "tokens")
+    """Token ids inside the vocabulary (`SamplingConfig.check_vocabulary`), as a CheckpointError naming the file."""
+    try:
+        generation.check_vocabulary(config.vocab_size)
+    except ValueError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
 
 
 def new_model(config: ModelConfig, seed: int = 0, dtype: torch.dtype = torch.float32,

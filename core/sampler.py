@@ -84,6 +84,14 @@ class SamplingConfig:
                 raise ValueError(f"{name} must be a token id{' or a list of them' if name == 'eos_token_id' else ''}"
                                  f", got {value!r}")
 
+    def check_vocabulary(self, vocab_size: int) -> None:
+        """ValueError for an EOS or pad id outside a model's vocabulary (one could never be sampled or padded with)."""
+        for name, ids in (("eos_token_id", self.eos_token_id if isinstance(self.eos_token_id, (list, tuple))
+                           else [self.eos_token_id]), ("pad_token_id", [self.pad_token_id])):
+            outside = [i for i in ids if i is not None and i >= vocab_size]
+            if outside:
+                raise ValueError(f"{name} {outside[0]} is outside the vocabulary of {vocab_size} tokens")
+
     @property
     def adaptive_stopping(self) -> bool:
         return self.stability_threshold is not None and self.confidence_threshold is not None
@@ -589,10 +597,7 @@ def generate(model: DiffusionGemma, prompt_ids: Tensor | None, config: SamplingC
                          f"with torch.Generator({model.device.type!r})")
     # replace() checks the config again: a field changed after it was made (cfg.max_denoising_steps = 0) is refused
     config = with_checkpoint_tokens(replace(config) if config is not None else released_config(model), model)
-    for name in ("eos_token_id", "pad_token_id"):
-        value = getattr(config, name)
-        if any(i >= model.config.vocab_size for i in (value if isinstance(value, (list, tuple)) else [value or 0])):
-            raise ValueError(f"{name} {value} is outside the model's vocabulary of {model.config.vocab_size} tokens")
+    config.check_vocabulary(model.config.vocab_size)
     arguments.callback(callback, "callback")
     if attention_mask is not None and not isinstance(attention_mask, Tensor):
         raise TypeError(f"attention_mask must be a tensor [B, P] (1 for tokens, 0 for padding), got "

@@ -44,8 +44,7 @@ def path_search_graph(graph: nx.Graph, source: Hashable, target: Hashable, *, sh
     if weight is not None:
         for u, v, data in graph.edges(data=True):
             w = data.get(weight, 1)  # as networkx: an edge without the attribute weighs 1
-            if isinstance(w, (bool, np.bool_)) or not isinstance(w, (Real, Decimal)) or \
-                    isinstance(w, Decimal) and not w.is_finite() or not 0 <= w < math.inf:  # Decimal NaN: no <
+            if isinstance(w, (bool, np.bool_)) or not isinstance(w, (Real, Decimal)) or not math.isfinite(w) or w < 0:
                 raise GraphError(f"edge {u!r}-{v!r}: {weight} {w!r} is not a finite non-negative "
                                  "number (shortest paths need finite non-negative weights)")
     _check_nodes(graph, source=source, target=target)

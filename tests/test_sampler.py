@@ -330,7 +330,7 @@ def test_engine_arguments_are_named_before_any_pass(model):
     for call, error, message in [
         (lambda: generate(model, prompt(), changed), ValueError, "max_denoising_steps must be at least 1"),
         (lambda: generate(model, prompt(), SamplingConfig(max_new_tokens=LENGTH, pad_token_id=99)), ValueError,
-         "pad_token_id 99 is outside the model's vocabulary of 20 tokens"),  # was named as an input id, later
+         "pad_token_id 99 is outside the vocabulary of 20 tokens"),  # was named as an input id, later
         (lambda: generate(model, prompt(), callback=5), TypeError, "callback must be a function"),
         (lambda: generate(model, prompt(), attention_mask=[[1] * 6] * 3), TypeError, "attention_mask must be a"),
         (lambda: generate(model, prompt(), cache=(1, 2)), TypeError, "cache must be a KVCache"),
