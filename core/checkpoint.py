@@ -425,8 +425,8 @@ def stored_dtype(directory: Path) -> torch.dtype:
     name = raw.get("dtype") or raw.get("torch_dtype") if isinstance(raw, dict) else None
     if name is None:
         return torch.float32
-    dtype = getattr(torch, str(name).removeprefix("torch."), None)
-    if dtype not in COMPUTE_DTYPES:
+    dtype = DTYPE_NAMES.get(str(name).removeprefix("torch."))
+    if dtype is None:
         raise CheckpointError(f"{directory / 'config.json'}: dtype {name!r} is not one the model computes in "
                               "(float32, bfloat16, float16, float64)")
     return dtype

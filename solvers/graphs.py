@@ -409,7 +409,8 @@ class GraphSolver(DiffusionSolver):
         said = f"; networkx's {strategy} colours it with {plural(greedy, 'colour')} (nx.greedy_color)"
         if not self.guided:
             return said
-        fits = next(c for c in itertools.count(colors + 1) if len(peel_low_degree(graph, c)[0]) <= MAX_NODES)
+        core = sorted(nx.core_number(graph).values(), reverse=True)  # k's core: the nodes of core number >= k
+        fits = max(colors + 1, core[MAX_NODES] + 1 if len(core) > MAX_NODES else 0)
         return said + (f", and k={fits} is the fewest whose core fits" if fits < greedy
                        else f"; no k below {fits} has a core the canvas holds")
 

@@ -496,7 +496,8 @@ def _check_contains(contains: str) -> None:
         raise RequestError(f"contains: {contains!r} can never match: it has {problem}, which no returned molecule has")
     # A ring of aromatic atoms under five may lie between aromatic rings, its own bonds single (biphenylene): the
     # pattern 'c1cnc1' matches there, though RDKit spells it as 'C1=CN=C1'.
-    fused = spelled is not None and any(len(ring) < 5 for ring in spelled.GetRingInfo().AtomRings())
+    fused = spelled is not None and any(len(ring) < 5 and all(query.GetAtomWithIdx(i).GetIsAromatic() for i in ring)
+                                        for ring in spelled.GetRingInfo().AtomRings())  # the pattern's own atoms
     if spelled is not None and not fused and not spelled.HasSubstructMatch(query):
         # e.g. Kekulé 'C1=CC=CC=C1': RDKit reads every molecule's benzene rings as aromatic atoms
         raise RequestError(f"contains: {contains!r} can never match: not even the molecule it spells, "

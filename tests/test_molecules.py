@@ -300,6 +300,8 @@ def test_the_verifier_rejects_invented_hydrogens_and_undecorated_scaffolds():
     fused = task.parse_molecule("c1ccc2c(c1)-n1cccc1-2")
     assert fused.HasSubstructMatch(Chem.MolFromSmarts("c1cnc1"))
     assert task.MoleculeRequest.parse(contains="c1cnc1").contains == "c1cnc1"
+    with pytest.raises(task.RequestError, match="not even the molecule it spells"):  # a small ring, not aromatic
+        task.MoleculeRequest.parse(contains="C1CC1C1=CC=CC=C1")
     request = task.MoleculeRequest.parse(scaffold="c1cc[nH]c1")
     assert not request.verify(Chem.MolFromSmiles("c1cc[nH]c1"))[0]  # the bare scaffold is not a decoration
     assert request.verify(Chem.MolFromSmiles("Cn1cccc1"))[0]  # N-substituted: the scaffold is still there
