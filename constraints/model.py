@@ -230,6 +230,8 @@ class CompiledConstraints(Guidance):
         self.device, self.dead_end, self.most_constrained_first = device, dead_end, most_constrained_first
         # copies: declarations made after compile must not change what was compiled (on CPU .to() is a no-op)
         self.pins = model.pins.to(device, copy=True)
+        self.pin_mask = self.pins >= 0  # constant after compiling, like the pins
+        self.has_pins = bool(self.pin_mask.any())  # read every pass: a Python bool, not a device sync
         self.static_allowed = None if model.allowed is None else model.allowed.to(device, copy=True)
         self.predicates = list(model.predicates)
         self.rows = torch.arange(model.batch, device=device)  # declared row of each canvas
@@ -280,7 +282,7 @@ class CompiledConstraints(Guidance):
         self.refuted = torch.zeros(model.batch, dtype=torch.bool, device=device)
         self._before: tuple[Tensor, Tensor, Tensor] | None = None  # (settled, candidates, dead) of this pass
         if self.has_groups:  # what the declarations alone rule out (a pigeonhole: five positions, four values)
-            self.refuted |= self._propagate(self.pins.clamp(min=0), self.pins >= 0)[1].any(-1)
+            self.refuted |= self._propagate(self.pins.clamp(min=0), self.pin_mask)[1].any(-1)
 
     def _group_tables(self, groups: list[tuple[list[int], list[int]]], length: int) -> tuple[Tensor, Tensor]:
         """[G, L] float membership of each (positions, values) group's positions and [G, D] bool its values."""
@@ -366,7 +368,7 @@ class CompiledConstraints(Guidance):
         """The constraints of the given canvases (indices into this batch)."""
         out = object.__new__(CompiledConstraints)
         out.__dict__.update(self.__dict__)
-        out.pins = self.pins[rows]
+        out.pins, out.pin_mask = self.pins[rows], self.pin_mask[rows]
         if self.static_allowed is not None:
             out.static_allowed = self.static_allowed[rows]
         out.has_outside_option = self.has_outside_option[rows]
@@ -394,9 +396,9 @@ class CompiledConstraints(Guidance):
         onehot = self._domain_onehot(canvas, where)
         return (self._taken(onehot) & (onehot > 0.5)).any(-1)
 
-    def _check_rows(self, canvas: Tensor) -> None:
-        if canvas.shape[0] != self.batch_size:
-            raise ValueError(f"constraints were compiled for {self.batch_size} canvases, got {canvas.shape[0]}")
+    def _check_rows(self, rows: int) -> None:
+        if rows != self.batch_size:
+            raise ValueError(f"constraints were compiled for {self.batch_size} canvases, got {rows}")
 
     def _propagate(self, canvas: Tensor, settled: Tensor) -> tuple[Tensor, Tensor]:
         """What the settled positions force, to a fixpoint: a position with one candidate value left takes it
@@ -474,26 +476,24 @@ class CompiledConstraints(Guidance):
 
     # ------------------------------------------------------------------ Guidance hooks
     def pinned(self, batch: int, device: torch.device) -> tuple[Tensor, Tensor] | None:
-        if batch != self.batch_size:
-            raise ValueError(f"constraints were compiled for {self.batch_size} canvases, got {batch}")
-        mask = self.pins >= 0
-        return (mask, self.pins.clamp(min=0)) if mask.any() else None
+        self._check_rows(batch)
+        return (self.pin_mask, self.pins.clamp(min=0)) if self.has_pins else None
 
     def allowed(self, canvas: Tensor, settled: Tensor) -> Tensor | None:
-        self._check_rows(canvas)
+        self._check_rows(canvas.shape[0])
         allowed = self.static_allowed
         if self.has_groups:
-            settled = settled | (self.pins >= 0)
+            settled = settled | self.pin_mask
             candidates, dead = self._propagate(canvas, settled)
             self._before = (settled, candidates, dead.any(-1))
             forbidden = torch.zeros(*canvas.shape, self.vocab, dtype=torch.bool, device=canvas.device)
             forbidden[..., self.domain] = self.own_values & ~candidates
             allowed = ~forbidden if allowed is None else allowed & ~forbidden
-        pinned = self.pins >= 0
-        if pinned.any():
-            only_pin = torch.nn.functional.one_hot(self.pins.clamp(min=0), self.vocab).bool()
-            base = torch.ones_like(only_pin) if allowed is None else allowed
-            allowed = torch.where(pinned.unsqueeze(2), only_pin, base)
+        if self.has_pins:  # a pinned position allows its pin alone
+            pin_mask, pins = self.pin_mask.unsqueeze(2), self.pins.clamp(min=0).unsqueeze(2)
+            if allowed is None:
+                allowed = torch.ones(*canvas.shape, self.vocab, dtype=torch.bool, device=canvas.device)
+            allowed = allowed.masked_fill(pin_mask, False).scatter_(2, pins, pin_mask | allowed.gather(2, pins))
         # a copy: a caller that edits the mask it gets must not change what `verify` accepts
         return allowed.clone() if allowed is self.static_allowed else allowed
 
@@ -501,7 +501,7 @@ class CompiledConstraints(Guidance):
         if not self.most_constrained_first or self._before is None:
             return None
         _, candidates, _ = self._before  # this pass's propagation, from `allowed`
-        free = self.in_groups & ~settled & (self.pins < 0)
+        free = self.in_groups & ~settled & ~self.pin_mask
         count = candidates.sum(-1)
         waiting = (count == 0) if self.dead_end == "repair" else torch.zeros_like(free)
         count = count.masked_fill(~free | waiting, candidates.shape[-1] + 1)
@@ -516,12 +516,12 @@ class CompiledConstraints(Guidance):
         re-noises when the settled tokens leave some position without a candidate: `release` -- the settled
         peers of the dead positions; `repair` -- a local repair (see `_repair`); `restart` / `backtrack` -- see
         `_search_step`."""
-        self._check_rows(canvas)
+        self._check_rows(canvas.shape[0])
         bad = torch.zeros_like(accepted)
         if self.static_allowed is not None:
             bad |= ~self.static_allowed.gather(2, canvas.unsqueeze(2)).squeeze(2)
         if self.has_groups:
-            settled = accepted | (self.pins >= 0)
+            settled = accepted | self.pin_mask
             bad |= self._clashes(canvas, settled)
             settled &= ~bad
             if self.dead_end in ("restart", "backtrack") and self._before is not None:
@@ -536,7 +536,7 @@ class CompiledConstraints(Guidance):
         for predicate in self.predicates:
             if predicate.locate is not None:
                 bad |= predicate.locate(canvas, accepted, self.rows)
-        return bad & accepted & (self.pins < 0)  # pins are never blamed
+        return bad & accepted & ~self.pin_mask  # pins are never blamed
 
     def _repair(self, canvas: Tensor, settled: Tensor, candidates: Tensor, dead: Tensor) -> Tensor:
         """The `repair` policy, a local search after PartialCol (Bloechliger & Zufferey 2008). Positions left with
@@ -546,7 +546,7 @@ class CompiledConstraints(Guidance):
         the waiting position as its last candidate. A holder may not retake that value for (0.6 x (waiting
         positions) + 0-9) / 2 passes, so repairs do not undo each other at once. A dead end with no move and nothing
         free to settle releases every settled peer of its dead positions. Returns the positions to re-noise."""
-        free = self.in_groups & ~settled & (self.pins < 0)
+        free = self.in_groups & ~settled & ~self.pin_mask
         waiting = free & ~self.has_outside_option & ~candidates.any(-1)
         held = self._domain_onehot(canvas, settled)  # [B, L, D]
         holders = torch.einsum("lmd,bmd->bld", self.peers, held)  # [B, L, D] settled peers holding d
@@ -635,8 +635,8 @@ class CompiledConstraints(Guidance):
         return any_sibling(solved, self.rows) | self.refuted[self.rows]
 
     def verify(self, canvas: Tensor) -> Tensor:
-        self._check_rows(canvas)
-        ok = ((self.pins < 0) | (canvas == self.pins)).all(-1)
+        self._check_rows(canvas.shape[0])
+        ok = (~self.pin_mask | (canvas == self.pins)).all(-1)
         if self.static_allowed is not None:
             ok &= self.static_allowed.gather(2, canvas.unsqueeze(2)).squeeze(2).all(-1)
         if self.has_groups:

@@ -100,6 +100,17 @@ def number(value: object, name: str, low: float, high: float = float("inf"), abo
     return float(value)
 
 
+def generator(value: object, device_type: str) -> None:
+    """A torch.Generator (or None: torch's global one) on the model's kind of device."""
+    import torch
+
+    if value is not None and not isinstance(value, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator (or None: torch's global one), got {value!r}")
+    if value is not None and value.device.type != device_type:
+        raise ValueError(f"generator is on {value.device.type} but the model on {device_type}: make it "
+                         f"with torch.Generator({device_type!r})")
+
+
 def callback(value: C, name: str) -> C:
     if value is not None and not callable(value):
         raise TypeError(f"{name} must be a function (or None), got {value!r}")

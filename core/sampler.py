@@ -18,7 +18,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
-from numbers import Integral, Real
+from numbers import Integral
 
 import torch
 from torch import Tensor
@@ -57,37 +57,36 @@ class SamplingConfig:
     def __post_init__(self) -> None:
         # At least the checks transformers' DiffusionGemmaGenerationConfig makes (a few are stricter: no 2.0 for a
         # count, no True for a threshold), except that t_max == t_min, a constant temperature, is allowed here.
-        for name in ("entropy_bound", "t_min", "t_max", "confidence_threshold"):
-            value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, Real)
-                                      or not math.isfinite(value)):
-                raise ValueError(f"{name} must be a finite number, got {value!r}")
         with arguments.raised_as(ValueError):  # ValueError throughout, as transformers raises
+            arguments.positive(self.entropy_bound, "entropy_bound")
+            arguments.number(self.t_min, "t_min", 0)
+            arguments.positive(self.t_max, "t_max")
+            if self.confidence_threshold is not None:
+                arguments.positive(self.confidence_threshold, "confidence_threshold")
             arguments.steps(self.max_denoising_steps, "max_denoising_steps")
             for name, least in (("stability_threshold", 0), ("max_new_tokens", 1), ("canvas_length", 1)):
                 if getattr(self, name) is not None:
                     arguments.whole(getattr(self, name), name, least)
             arguments.flag(self.keep_accepted, "keep_accepted")
             arguments.flag(self.drop_finished, "drop_finished")
-        if not self.entropy_bound > 0:
-            raise ValueError(f"entropy_bound must be > 0, got {self.entropy_bound!r}")
-        if not (0 <= self.t_min <= self.t_max and self.t_max > 0):  # the last pass samples above t_min
+        if not self.t_min <= self.t_max:  # the last pass samples above t_min
             raise ValueError(f"need 0 <= t_min <= t_max and t_max > 0, got t_min={self.t_min}, t_max={self.t_max}")
-        if self.confidence_threshold is not None and not self.confidence_threshold > 0:
-            raise ValueError(f"confidence_threshold must be > 0, got {self.confidence_threshold!r}")
-        for name in ("eos_token_id", "pad_token_id"):
-            value = getattr(self, name)
-            ids = value if isinstance(value, (list, tuple)) and name == "eos_token_id" else [value]
+        for name, ids in (("eos_token_id", self.eos_ids), ("pad_token_id", [self.pad_token_id])):
             token_ids = len(ids) > 0 and all(isinstance(i, Integral) and not isinstance(i, bool) and 0 <= i < 2**63
                                              for i in ids)
-            if value is not None and not token_ids:
+            if getattr(self, name) is not None and not token_ids:
                 raise ValueError(f"{name} must be a token id{' or a list of them' if name == 'eos_token_id' else ''}"
-                                 f", got {value!r}")
+                                 f", got {getattr(self, name)!r}")
+
+    @property
+    def eos_ids(self) -> list:
+        """`eos_token_id` as a list (empty for None)."""
+        eos = self.eos_token_id
+        return list(eos) if isinstance(eos, (list, tuple)) else [] if eos is None else [eos]
 
     def check_vocabulary(self, vocab_size: int) -> None:
         """ValueError for an EOS or pad id outside a model's vocabulary (one could never be sampled or padded with)."""
-        for name, ids in (("eos_token_id", self.eos_token_id if isinstance(self.eos_token_id, (list, tuple))
-                           else [self.eos_token_id]), ("pad_token_id", [self.pad_token_id])):
+        for name, ids in (("eos_token_id", self.eos_ids), ("pad_token_id", [self.pad_token_id])):
             outside = [i for i in ids if i is not None and i >= vocab_size]
             if outside:
                 raise ValueError(f"{name} {outside[0]} is outside the vocabulary of {vocab_size} tokens")
@@ -590,11 +589,7 @@ def generate(model: DiffusionGemma, prompt_ids: Tensor | None, config: SamplingC
     """
     if config is not None and not isinstance(config, SamplingConfig):
         raise TypeError(f"config must be a SamplingConfig (or None: the checkpoint's), got {type(config).__name__}")
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator must be a torch.Generator (or None: torch's global one), got {generator!r}")
-    if generator is not None and generator.device.type != model.device.type:
-        raise ValueError(f"generator is on {generator.device.type} but the model on {model.device.type}: make it "
-                         f"with torch.Generator({model.device.type!r})")
+    arguments.generator(generator, model.device.type)
     # replace() checks the config again: a field changed after it was made (cfg.max_denoising_steps = 0) is refused
     config = with_checkpoint_tokens(replace(config) if config is not None else released_config(model), model)
     config.check_vocabulary(model.config.vocab_size)
@@ -620,7 +615,7 @@ def generate(model: DiffusionGemma, prompt_ids: Tensor | None, config: SamplingC
     sequences = prompt_ids if prompt_ids is not None else torch.zeros(b, 0, dtype=torch.long, device=device)
     prompt_len = sequences.shape[1]
     blocks = math.ceil((config.max_new_tokens or RELEASED_NEW_TOKENS) / length)
-    eos = None if config.eos_token_id is None else torch.tensor(config.eos_token_id, device=device).reshape(-1)
+    eos = torch.tensor(config.eos_ids, device=device) if config.eos_ids else None
     done = torch.zeros(b, dtype=torch.bool, device=device)
     passes = torch.zeros(b, dtype=torch.int64, device=device)
     canvas = solved = None
@@ -658,10 +653,9 @@ def generate_autoregressive(model: DiffusionGemma, prompt_ids: Tensor, max_new_t
     """Token-by-token decoding with the causal encoder (greedy when temperature == 0). Returns new tokens."""
     check_token_ids(prompt_ids, "prompt_ids", vocab_size=model.config.vocab_size)
     max_new_tokens = arguments.whole(max_new_tokens, "max_new_tokens", 1)
-    if isinstance(temperature, bool) or not isinstance(temperature, Real) or not 0 <= temperature < math.inf:
-        raise ValueError(f"temperature must be a finite number >= 0 (0: greedy), got {temperature!r}")
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator must be a torch.Generator (or None: torch's global one), got {generator!r}")
+    with arguments.raised_as(ValueError):
+        temperature = arguments.number(temperature, "temperature", 0)  # 0: greedy
+    arguments.generator(generator, model.device.type)
     cache, logits = model.encode_logits(prompt_ids)
     out = []
     done = torch.zeros(prompt_ids.shape[0], dtype=torch.bool, device=prompt_ids.device)

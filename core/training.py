@@ -210,9 +210,10 @@ def find_checkpoint(directory: Path) -> Path | None:
     return None
 
 
-def load_training_state(directory: Path, model: DiffusionGemma, optimizer: torch.optim.Optimizer) -> int:
-    """Restore optimizer moments saved by `save_training_state`; returns the step to continue from. Moments that do
-    not fit the model's weights, or hold inf or NaN, are a damaged checkpoint (ResumeError)."""
+def load_training_state(directory: Path, model: DiffusionGemma, optimizer: torch.optim.Optimizer) -> dict:
+    """Restore optimizer moments saved by `save_training_state`; returns the saved state (`step` to continue from,
+    the clock). Moments that do not fit the model's weights, or hold inf or NaN, are a damaged checkpoint
+    (ResumeError). The weights are the caller's to load."""
     tensors = load_file(str(directory / STATE_TENSORS))
     for i, p in enumerate(model.parameters()):
         if f"{i}.exp_avg" in tensors:
@@ -226,7 +227,7 @@ def load_training_state(directory: Path, model: DiffusionGemma, optimizer: torch
                     raise ResumeError(f"{directory / STATE_TENSORS}: {i}.{key} {problem}, the checkpoint is "
                                       "damaged; delete it to start the run over")
             optimizer.state[p] = {key: value.to(p.device) for key, value in state.items()}
-    return int(json.loads((directory / STATE_JSON).read_text())["step"])
+    return json.loads((directory / STATE_JSON).read_text())
 
 
 class ResumeError(ValueError):
@@ -536,11 +537,10 @@ class _Interval:
 
 def _resumed(found: Path, optimizer: torch.optim.Optimizer, model: DiffusionGemma) -> tuple[int, float, float | None]:
     """(the step to go on from, seconds already trained, seconds into the run at which warmup ended) of a
-    checkpoint; the model's weights and the optimizer's state are loaded from it."""
-    start = load_training_state(found, model, optimizer)
-    state = json.loads((found / STATE_JSON).read_text())
+    checkpoint whose weights the model holds; the optimizer's state is loaded from it."""
+    state = load_training_state(found, model, optimizer)
     # None: saved inside warmup; no key: saved before warmup_end_s was kept, a clock from the start, as it ran
-    return start, state.get("elapsed_s", 0.0), state.get("warmup_end_s", 0.0)
+    return int(state["step"]), state.get("elapsed_s", 0.0), state.get("warmup_end_s", 0.0)
 
 
 def _diverged(ckpt: Path, step: int, skipped_in_a_row: int) -> TrainingDiverged:

@@ -11,7 +11,7 @@ from tokenizers import Tokenizer
 from torch import Tensor
 
 from ..core import (DiffusionGemma, FinishClock, Guidance, Pins, SamplingConfig, StepCallback, arguments, generate,
-                    guided_config, one_canvas, released_config)
+                    guided_config, one_canvas, progress_bar, released_config)
 from ..tasks.text import plural
 from .checkpoints import Pretrained, check_task_model
 
@@ -77,6 +77,39 @@ class DiffusionSolver(Pretrained):
         if temperature is not None:
             config = replace(config, t_min=temperature, t_max=temperature)
         return config
+
+    @staticmethod
+    def _in_batches(results: list, todo: list[int], per_batch: int,
+                    solve_chunk: Callable[[list[int], Callable[[int, object], None]], None],
+                    unfinished: Callable[[int], object], progress: bool, what: str, noun: str,
+                    on_result: Callable[[int, object], None] | None = None) -> list:
+        """Answer the items of `results` that are None, listed in `todo`, `per_batch` at a time:
+        `solve_chunk(chunk, report)` samples the items of `chunk` and calls `report(k, result)` for its k-th as soon
+        as that one is answered. `on_result(i, result)` fires for every item, those answered beforehand first;
+        `progress` shows a bar of items done. Ctrl-C raises BatchInterrupted keeping every item answered until
+        then, `unfinished(i)` for the others."""
+        verified = 0
+
+        def report(i: int, result) -> None:
+            nonlocal verified
+            results[i], verified = result, verified + bool(result.verified)
+            bar.set_postfix(verified=verified, refresh=False)  # drawn by the update
+            bar.update()
+            if on_result is not None:
+                on_result(i, result)
+
+        try:
+            with progress_bar(progress, len(results), what, noun) as bar:
+                for i, result in enumerate(list(results)):
+                    if result is not None:
+                        report(i, result)
+                for start in range(0, len(todo), per_batch):
+                    chunk = todo[start:start + per_batch]
+                    solve_chunk(chunk, lambda k, result, chunk=chunk: report(chunk[k], result))
+        except KeyboardInterrupt:  # what was answered is kept
+            raise BatchInterrupted([result if result is not None else unfinished(i)
+                                    for i, result in enumerate(results)]) from None
+        return results
 
     @torch.no_grad()
     def _run(self, prompts: list[list[int]] | Tensor, guidance: Guidance, length: int, *, max_steps: int | None = None,

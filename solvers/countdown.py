@@ -8,10 +8,10 @@ from dataclasses import asdict, dataclass
 
 from torch import Tensor
 
-from ..core import DiffusionGemma, StepCallback, arguments, progress_bar
+from ..core import DiffusionGemma, StepCallback, arguments
 from ..tasks import countdown
 from ..tasks.graph_data import CANVAS, TOKENIZER, countdown_prompt
-from .base import UNFINISHED, BatchInterrupted, DiffusionSolver, unsolved
+from .base import UNFINISHED, DiffusionSolver, unsolved
 
 
 @dataclass
@@ -62,8 +62,8 @@ class CountdownSolver(DiffusionSolver):
                    on_result: Callable[[int, CountdownResult], None] | None = None,
                    progress: bool = False) -> list[CountdownResult]:
         """Instances in batches of `batch` (each with its parallel canvases); `on_result(index, result)` fires as
-        soon as an instance's canvases have stopped (instances that need no sampling first, once every instance
-        has been checked). `progress=True` shows a progress bar of instances done. Ctrl-C raises BatchInterrupted
+        soon as an instance's canvases have stopped (in each batch, the impossible instances first: they need no
+        sampling). `progress=True` shows a progress bar of instances done. Ctrl-C raises BatchInterrupted
         (a KeyboardInterrupt) whose `results` keep the instances answered until then."""
         with arguments.raised_as(countdown.CountdownError):
             instances = arguments.items(instances, "instances")
@@ -78,39 +78,26 @@ class CountdownSolver(DiffusionSolver):
             with arguments.numbered("instance", i, len(instances)):
                 numbers, target = countdown.whole_numbers(*instance)
                 countdown.check_instance(numbers, target)
-            checked.append((i, numbers, target))
-        results: list[CountdownResult | None] = [None] * len(instances)
-        try:
-            self._solve_checked(checked, batch, callback, on_result, progress, results)
-        except KeyboardInterrupt:  # what was solved is kept
-            raise BatchInterrupted([result or CountdownResult(numbers, target, None, None, False, UNFINISHED)
-                                    for result, (_, numbers, target) in zip(results, checked)]) from None
-        return results  # type: ignore[return-value]
+            checked.append((numbers, target))
+        return self._in_batches(
+            [None] * len(checked), list(range(len(checked))), batch,
+            lambda chunk, report: self._solve_chunk([checked[i] for i in chunk], callback, report),
+            lambda i: CountdownResult(*checked[i], None, None, False, UNFINISHED), progress, "countdown",
+            "instance", on_result)
 
-    def _solve_checked(self, checked: list[tuple[int, list[int], int]], batch: int, callback: StepCallback | None,
-                       on_result: Callable[[int, CountdownResult], None] | None, progress: bool,
-                       results: list[CountdownResult | None]) -> None:
-        """Fill `results` (one per instance of `checked`, in order) as instances are answered."""
-        with progress_bar(progress, len(checked), "countdown", "instance") as bar:
-
-            def report(i: int, result: CountdownResult) -> None:
-                results[i] = result
-                bar.update()
-                if on_result is not None:
-                    on_result(i, result)
-
-            todo = []
-            for i, numbers, target in checked:
-                # The exhaustive check takes at most about 0.3 s (six numbers): an impossible instance is answered
-                # unsampled, not after the whole budget of passes.
-                if not countdown.solvable(numbers, target):
-                    report(i, CountdownResult(numbers, target, None, None, False, UNSOLVABLE, impossible=True))
-                else:
-                    todo.append((i, numbers, target))
-            for start in range(0, len(todo), batch):
-                chunk = todo[start:start + batch]
-                self._solve_batch([(n, t) for _, n, t in chunk], callback,
-                                  lambda k, result, chunk=chunk: report(chunk[k][0], result))
+    def _solve_chunk(self, chunk: list[tuple[list[int], int]], callback,
+                     report: Callable[[int, CountdownResult], None]) -> None:
+        """Answer impossible instances at once, then sample the others (`_solve_batch`)."""
+        # The exhaustive check takes at most about 0.3 s (six numbers): an impossible instance is answered
+        # unsampled, not after the whole budget of passes.
+        todo = []
+        for k, (numbers, target) in enumerate(chunk):
+            if countdown.solvable(numbers, target):
+                todo.append(k)
+            else:
+                report(k, CountdownResult(numbers, target, None, None, False, UNSOLVABLE, impossible=True))
+        if todo:
+            self._solve_batch([chunk[k] for k in todo], callback, lambda j, result: report(todo[j], result))
 
     def _solve_batch(self, chunk: list[tuple[list[int], int]], callback,
                      report: Callable[[int, CountdownResult], None]) -> None:
@@ -122,7 +109,7 @@ class CountdownSolver(DiffusionSolver):
             if steps is not None:
                 report(k, CountdownResult(numbers, target, steps, countdown.infix(numbers, steps), True, None,
                                           int(passes.sum()), seconds))
-            else:  # an impossible instance was answered before sampling (`_solve_checked`)
+            else:  # an impossible instance was answered before sampling (`_solve_chunk`)
                 reason = (f"{unsolved(passes, self.max_steps)}, though a solution exists (exhaustive check): more "
                           "passes or canvases may find it, unless every solution's steps are longer than the canvas "
                           f"({CANVAS['countdown']} characters)")

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import networkx as nx
 import numpy as np
 import torch
+from torch import Tensor
 
 from ..core import StepCallback, StepInfo, arguments, progress_bar
 from ..tasks.graph_data import (CANVAS, COLOR0, MAX_NODES, MAX_PATH_EDGES, MAX_PROMPT_EDGES, MAX_ROUTE_NODES,
@@ -24,7 +25,7 @@ from ..tasks.graphs import (GraphError, RouteSpec, check_graph, coloring_constra
                             first_proper_coloring, is_proper_coloring, peel_low_degree, relabel, route_guidance,
                             tabu_coloring)
 from ..tasks.text import plural
-from .base import UNFINISHED, BatchInterrupted, DiffusionSolver, unsolved
+from .base import UNFINISHED, DiffusionSolver, unsolved
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -491,8 +492,8 @@ class GraphSolver(DiffusionSolver):
                           end: Hashable | None = None, batch: int = 32, callback: StepCallback | None = None,
                           progress: bool = False) -> list[RouteResult]:
         """Many graphs at once (batches of `batch` instances, each with its parallel canvases); `progress=True`
-        shows a progress bar of graphs done. Ctrl-C raises BatchInterrupted whose `results` keep the batches
-        done (the others unsolved, 'interrupted before it was solved')."""
+        shows a progress bar of graphs done. Ctrl-C raises BatchInterrupted whose `results` keep the graphs
+        answered (the others unsolved, 'interrupted before it was solved')."""
         if isinstance(graphs, nx.Graph):
             raise GraphError("hamiltonian_paths takes a list of graphs; for one graph use hamiltonian_path(graph)")
         with arguments.raised_as(GraphError):
@@ -542,7 +543,7 @@ class GraphSolver(DiffusionSolver):
               callback: StepCallback | None = None, salt: int = 0, all_canvases: bool = False,
               progress: bool = False) -> list[RouteResult]:
         """Many (graph, source, target) path queries at once; any simple path counts. `progress=True` shows a
-        progress bar of queries done. Ctrl-C raises BatchInterrupted whose `results` keep the batches done."""
+        progress bar of queries done. Ctrl-C raises BatchInterrupted whose `results` keep the queries answered."""
         batch, progress = _batch_arguments(batch, callback, progress)
         with arguments.raised_as(GraphError):
             queries, problems = arguments.items(queries, "queries"), []
@@ -556,50 +557,37 @@ class GraphSolver(DiffusionSolver):
                 all_canvases: bool = False, progress: bool = False, cycle: bool = False) -> list[RouteResult]:
         """Solve (spec, labels, trivial result or None, verifier) problems in batches (arguments checked by
         `_batch_arguments`); first verified wins; every result says whether a `cycle` was asked for. Ctrl-C
-        raises BatchInterrupted with the batches done."""
-        results: list[RouteResult | None] = [p[2] and replace(p[2], impossible=not p[2].verified, cycle=cycle)
-                                             for p in problems]
-        todo = [i for i, p in enumerate(problems) if p[2] is None]
-        try:
-            with progress_bar(progress, len(problems), what, "instance", initial=len(problems) - len(todo)) as bar:
-                for begin in range(0, len(todo), batch):
-                    chunk = todo[begin:begin + batch]
-                    done = self._route_batch([problems[i] for i in chunk], callback, what, salt, all_canvases,
-                                             on_instance=lambda *_: bar.update())
-                    for i, result in zip(chunk, done):
-                        results[i] = replace(result, cycle=cycle)
-        except KeyboardInterrupt:  # the batches done are kept
-            raise BatchInterrupted([result or RouteResult(None, False, UNFINISHED, cycle=cycle)
-                                    for result in results]) from None
-        return results  # type: ignore[return-value]
+        raises BatchInterrupted keeping the instances answered."""
+        results = [p[2] and replace(p[2], impossible=not p[2].verified, cycle=cycle) for p in problems]
+        return self._in_batches(
+            results, [i for i, p in enumerate(problems) if p[2] is None], batch,
+            lambda chunk, report: self._route_batch([problems[i] for i in chunk], callback, what, salt, all_canvases,
+                                                    lambda k, result: report(k, replace(result, cycle=cycle))),
+            lambda i: RouteResult(None, False, UNFINISHED, cycle=cycle), progress, what, "instance")
 
     def _route_batch(self, problems, callback, what: str, salt: int, all_canvases: bool,
-                     on_instance: Callable) -> list[RouteResult]:
-        """One batch of problems; `on_instance` fires as each one's canvases have stopped (see `FinishClock`)."""
+                     report: Callable[[int, RouteResult], None]) -> None:
+        """One batch of problems, calling `report(k, result)` for problem k as soon as its canvases have stopped."""
         specs = [problem[0] for problem in problems]
-        canvas, passes, seconds = self._run([s.prompt() for s in specs], route_guidance(specs, self.model.device),
-                                            CANVAS["path"], callback=callback, salt=salt,
-                                            retire=not all_canvases, temperature=ROUTE_TEMPERATURE,
-                                            on_instance=on_instance)
-        results = []
-        for j, (spec, labels, _, verify) in enumerate(problems):
-            rows = range(j * self.canvases, (j + 1) * self.canvases)
+
+        def result(k: int, canvas: Tensor, passes: Tensor, seconds: float) -> None:
+            spec, labels, _, verify = problems[k]
             found = []
-            for r in rows:
-                route = decode_route(canvas[r], spec.n)
+            for row in canvas:
+                route = decode_route(row, spec.n)
                 path = None if route is None else [labels[v] for v in route]
                 if path is not None and verify(path):
                     found.append(path)
-            used = int(passes[list(rows)].sum())
             if found:
-                result = RouteResult(found[0], True, None, len(found[0]) - (spec.kind != "hamcycle"), used,
-                                     seconds[j])
+                report(k, RouteResult(found[0], True, None, len(found[0]) - (spec.kind != "hamcycle"),
+                                      int(passes.sum()), seconds, candidates=found))
             else:
-                result = RouteResult(None, False, f"no verified {what}: {unsolved(passes[list(rows)], self.max_steps)}",
-                                     None, used, seconds[j])
-            result.candidates = found
-            results.append(result)
-        return results
+                report(k, RouteResult(None, False, f"no verified {what}: {unsolved(passes, self.max_steps)}", None,
+                                      int(passes.sum()), seconds))
+
+        self._run([s.prompt() for s in specs], route_guidance(specs, self.model.device), CANVAS["path"],
+                  callback=callback, salt=salt, retire=not all_canvases, temperature=ROUTE_TEMPERATURE,
+                  on_instance=result)
 
 
 # Up to this many nodes an exhaustive check (2^n n^2 steps, a few milliseconds) answers an impossible Hamiltonian

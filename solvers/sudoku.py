@@ -10,11 +10,11 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from torch import Tensor
 
-from ..core import DiffusionGemma, SamplingConfig, StepCallback, arguments, progress_bar
+from ..core import DiffusionGemma, SamplingConfig, StepCallback, arguments
 from ..tasks import sudoku
 from ..tasks.sudoku_data import PuzzleFormatError, conflicts, format_grid, is_valid_solution, parse_puzzles
 from ..tasks.text import plural, split_lines
-from .base import UNFINISHED, BatchInterrupted, DiffusionSolver, unsolved
+from .base import UNFINISHED, DiffusionSolver, unsolved
 
 Puzzle = str | Sequence[int] | Sequence[Sequence[int]] | np.ndarray  # text, or 81 numbers (flat or 9 x 9)
 CANONICAL = re.compile("[0-9]{81}")  # a puzzle as SudokuResult.puzzle holds it
@@ -118,35 +118,15 @@ class SudokuSolver(DiffusionSolver):
         arguments.callback(callback, "callback")
         arguments.callback(on_result, "on_result")
         progress = arguments.flag(progress, "progress")
-        results: list[SudokuResult | None] = [None] * len(read)
-        verified = 0
-
-        def report(i: int, result: SudokuResult) -> None:
-            nonlocal verified
-            results[i], verified = result, verified + result.verified
-            bar.set_postfix(verified=verified, refresh=False)  # drawn by the update
-            bar.update()
-            if on_result:
-                on_result(i, result)
-
         canonical, problems = zip(*read) if read else ((), ())
-        todo = []
-        try:
-            with progress_bar(progress, len(read), "sudoku", "puzzle") as bar:
-                for i, (p, problem) in enumerate(zip(canonical, problems)):
-                    if problem:
-                        report(i, SudokuResult(p, None, False, problem, 0, 0, 0.0))
-                    else:
-                        todo.append(i)
-                per_batch = max(1, self.rows_per_batch // self.canvases)
-                for start in range(0, len(todo), per_batch):
-                    chunk = todo[start:start + per_batch]
-                    self._solve_batch([canonical[i] for i in chunk], callback,
-                                      lambda k, result: report(chunk[k], result))
-        except KeyboardInterrupt:  # what was solved is kept
-            raise BatchInterrupted([result or SudokuResult(canonical[i], None, False, UNFINISHED, 0, 0, 0.0)
-                                    for i, result in enumerate(results)]) from None
-        return results  # type: ignore[return-value]
+        results = [None if problem is None else SudokuResult(p, None, False, problem, 0, 0, 0.0)
+                   for p, problem in zip(canonical, problems)]
+        return self._in_batches(
+            results, [i for i, result in enumerate(results) if result is None],
+            max(1, self.rows_per_batch // self.canvases),
+            lambda chunk, report: self._solve_batch([canonical[i] for i in chunk], callback, report),
+            lambda i: SudokuResult(canonical[i], None, False, UNFINISHED, 0, 0, 0.0), progress, "sudoku", "puzzle",
+            on_result)
 
     def _solve_batch(self, puzzles: list[str], callback, report: Callable[[int, SudokuResult], None]) -> None:
         """Solve one batch, calling `report(k, result)` for puzzle k as soon as all its canvases have stopped."""

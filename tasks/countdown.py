@@ -198,8 +198,8 @@ def verify_steps(numbers: list[int], target: int, steps: str) -> bool:
     parts = steps.split(",") if steps else []
     for part in parts:
         match = STEP.fullmatch(part)
-        if not match:
-            return False
+        if not match or any(len(x) > 1 and x[0] == "0" for x in (match[1], match[3], match[4])):
+            return False  # "07" is not how a number is written
         a, b, c = (sympy.Integer(match[i]) for i in (1, 3, 4))
         exact = {"+": a + b, "-": a - b, "*": a * b, "/": a / b if b != 0 else sympy.zoo}[match[2]]
         if exact != c or not (exact.is_integer and exact >= 0):
@@ -217,20 +217,18 @@ def verify_steps(numbers: list[int], target: int, steps: str) -> bool:
 def _reachable(pool: tuple[int, ...], target: int) -> bool:
     if len(pool) == 1:
         return pool[0] == target
-    for i in range(len(pool)):
-        for j in range(len(pool)):
-            if i == j:
-                continue
-            rest = [x for t, x in enumerate(pool) if t not in (i, j)]
-            for op in OPERATORS:
-                c = apply(pool[i], op, pool[j])
-                if c is not None and _reachable(tuple(sorted([*rest, c])), target):
-                    return True
+    for i, j in permutations(range(len(pool)), 2):
+        rest = [x for k, x in enumerate(pool) if k not in (i, j)]
+        for op in OPERATORS:
+            c = apply(pool[i], op, pool[j])
+            if c is not None and _reachable(tuple(sorted([*rest, c])), target):
+                return True
     return False
 
 
 def solvable(numbers: list[int], target: int) -> bool:
-    """Exhaustive check (used only to explain a failure: 'no solution exists' versus 'none found')."""
+    """Exhaustive check: whether any order of steps reaches the target (the solver asks before sampling, so an
+    impossible instance costs no passes)."""
     return _reachable(tuple(sorted(numbers)), target)
 
 

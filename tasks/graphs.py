@@ -564,11 +564,11 @@ class RouteGuidance(Guidance):
         allowed, stuck = self._masks(canvas, settled)
         dead = ~allowed.any(-1) & ~settled
         bad |= _spread(dead, self.pred) | _spread(dead, self.succ)
-        bad &= accepted & (self.base.pins < 0)
+        bad &= accepted & ~self.base.pin_mask
         self.strikes += bad
         restart = (self.strikes >= self.STRIKES).any(-1, keepdim=True) | stuck.unsqueeze(1)
         self.strikes.masked_fill_(restart, 0)
-        return bad | (restart & accepted & (self.base.pins < 0))
+        return bad | (restart & accepted & ~self.base.pin_mask)
 
     def verify(self, canvas: Tensor) -> Tensor:
         everywhere = torch.ones_like(canvas, dtype=torch.bool)

@@ -42,7 +42,7 @@ SAMPLER = {"t_max": 1.2, "t_min": 0.8}
 
 
 def model_config() -> ModelConfig:
-    """About 3.3M parameters; every layer sees the whole prompt + canvas (163 tokens < window)."""
+    """About 3.4M parameters; every layer sees the whole prompt + canvas (163 tokens < window)."""
     return ModelConfig(
         vocab_size=TOKENIZER.get_vocab_size(), hidden_size=128, intermediate_size=256, num_layers=6, num_heads=4,
         num_kv_heads=2, head_dim=32, num_experts=8, top_k_experts=2, moe_intermediate_size=128,

@@ -505,11 +505,12 @@ def test_weights_too_large_for_the_requested_dtype_are_not_called_damaged(saved)
 
 @pytest.mark.parametrize("field, value, message", [
     ("stability_threshold", 1.5, "stability_threshold must be a whole number, got 1.5"),
-    ("confidence_threshold", 0.0, "confidence_threshold must be > 0"),
+    ("confidence_threshold", 0.0, "confidence_threshold must be a finite number above 0, got 0.0"),
     ("max_new_tokens", 2.0, "max_new_tokens must be a whole number, got 2.0"),
     ("eos_token_id", "1", "eos_token_id must be a token id or a list of them"),
-    ("t_min", -0.1, "need 0 <= t_min <= t_max"),
-    ("t_max", float("inf"), "t_max must be a finite number, got inf"),
+    ("t_min", -0.1, "t_min must be a finite number at least 0, got -0.1"),
+    ("t_min", 0.9, "need 0 <= t_min <= t_max"),
+    ("t_max", float("inf"), "t_max must be a finite number above 0, got inf"),
     ("max_denoising_steps", 10**12, "max_denoising_steps must be below 2\\*\\*31"),
     ("eos_token_id", 10**30, "eos_token_id must be a token id"),
 ])

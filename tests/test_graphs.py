@@ -285,6 +285,7 @@ def test_colouring_verifier_checks_every_edge_and_every_node():
     ([4, 6], 16, "4+6=10,10+6=16"),  # 6 used twice
     ([7, 2, 3], 7, "7/2=3,3+3=6"),  # an inexact division
     ([4, 6, 2], 24, "4*6=24,24*2=48"),  # another result than the target
+    ([4, 6, 2], 48, "04*6=24,24*2=48"),  # a number written with a leading zero (the guidance refuses it too)
 ])
 def test_countdown_verifier_rejects_steps_that_break_a_rule(numbers, target, steps):
     assert not countdown.verify_steps(numbers, target, steps)
@@ -734,7 +735,7 @@ def test_unsolvable_countdown_says_so_without_sampling(countdowns, numbers, targ
     assert result.forward_passes == 0 and result.impossible
 
 
-def test_ctrl_c_in_a_batch_of_routes_keeps_the_batches_done(graphs):
+def test_ctrl_c_in_a_batch_of_routes_keeps_the_instances_answered(graphs):
     petersen = nx.petersen_graph()
     queries = [(petersen, 0, 7), (petersen, 1, 1), (petersen, 2, 9), (petersen, 3, 8)]  # (1, 1): no sampling
     batches = []
@@ -749,6 +750,17 @@ def test_ctrl_c_in_a_batch_of_routes_keeps_the_batches_done(graphs):
     first, same, *unfinished = stop.value.results
     assert first.verified and first.path[0] == 0 and first.path[-1] == 7 and same.verified and same.path == [1]
     assert [r.reason for r in unfinished] == ["interrupted before it was solved"] * 2
+
+    def stop_once_a_canvas_stops(info) -> None:  # the instances finished inside the batch are kept too
+        if bool(info.finished.any()):
+            raise KeyboardInterrupt
+
+    grid = nx.grid_2d_graph(4, 4)
+    queries = [(grid, (0, 0), (3, 3)), (petersen, 0, 7), (grid, (0, 3), (3, 0)), (petersen, 2, 9)]
+    with pytest.raises(BatchInterrupted) as stop:
+        graphs.paths(queries, batch=4, callback=stop_once_a_canvas_stops)
+    done = [r for r in stop.value.results if r.reason != "interrupted before it was solved"]
+    assert done and all(r.verified for r in done)  # was none: a batch's answers were read only after it ended
 
     def stop_at_once(info) -> None:
         raise KeyboardInterrupt
