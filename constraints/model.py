@@ -147,18 +147,10 @@ class ConstraintModel:
 
     # ------------------------------------------------------------------ validation helpers
     def _positions(self, positions: Iterable[int], ordered: bool = False) -> list[int]:
-        out = _whole_numbers(positions, "position", ordered)
-        bad = [p for p in out if not 0 <= p < self.length]
-        if bad:
-            raise ValueError(f"position(s) {bad[:5]} outside the canvas of length {self.length}")
-        return out
+        return _indices(positions, "position", ordered, self.length, "the canvas of length")
 
     def _tokens(self, tokens: Iterable[int], ordered: bool = False) -> list[int]:
-        out = _whole_numbers(tokens, "token", ordered)
-        bad = [t for t in out if not 0 <= t < self.vocab]
-        if bad:
-            raise ValueError(f"token(s) {bad[:5]} outside the vocabulary of size {self.vocab}")
-        return out
+        return _indices(tokens, "token", ordered, self.vocab, "the vocabulary of size")
 
     def _rows(self, row: int | None) -> Tensor:
         if row is None:
@@ -173,12 +165,16 @@ def _repeated(positions: list[int]) -> int:
     return next(p for i, p in enumerate(positions) if p in positions[:i])
 
 
-def _whole_numbers(values: Iterable[int], name: str, ordered: bool) -> list[int]:
-    """Positions or tokens as ints: any iterable of whole numbers (a tensor or array too), never 2.7 read as 2;
-    a set only where their order does not matter (not `ordered`)."""
+def _indices(values: Iterable[int], name: str, ordered: bool, size: int, within: str) -> list[int]:
+    """Positions or tokens as ints in [0, size): any iterable of whole numbers (a tensor or array too), never 2.7
+    read as 2; a set only where their order does not matter (not `ordered`)."""
     if hasattr(values, "tolist"):
         values = values.tolist()
-    return [arguments.whole(value, name) for value in arguments.items(values, f"{name}s", ordered)]
+    out = [arguments.whole(value, name) for value in arguments.items(values, f"{name}s", ordered)]
+    bad = [v for v in out if not 0 <= v < size]
+    if bad:
+        raise ValueError(f"{name}(s) {bad[:5]} outside {within} {size}")
+    return out
 
 
 DEAD_ENDS = ("release", "repair", "restart", "backtrack")

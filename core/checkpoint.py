@@ -356,12 +356,8 @@ def load_model(path_or_id: str | os.PathLike, dtype: torch.dtype | str = "auto",
     # before the config is built: a config claiming 10**8 layers would take minutes and gigabytes to describe
     _check_layer_count(directory, raw, shards)
     config = read_config(directory)
-    if isinstance(dtype, str):  # a name, in any case, as the CLI's --dtype
-        dtype = "auto" if dtype.lower() == "auto" else DTYPE_NAMES.get(dtype.lower(), dtype)
+    dtype = _compute_dtype(dtype, auto=True)
     dtype = stored_dtype(directory) if dtype == "auto" else dtype
-    if dtype not in COMPUTE_DTYPES:
-        raise ValueError(f"dtype: expected 'auto', torch.float32, torch.bfloat16, torch.float16 or torch.float64 "
-                         f"(or its name: {', '.join(DTYPE_NAMES)}), got {dtype!r}")
     tokenizer, generation_config = _read_tokenizer(directory), _read_generation_config(directory)
     if generation_config is not None:
         _check_generation_config(directory / "generation_config.json", generation_config, config)
@@ -464,13 +460,22 @@ def _check_generation_config(path: Path, generation, config: ModelConfig) -> Non
         raise CheckpointError(f"{path}: {exc}") from None
 
 
-def new_model(config: ModelConfig, seed: int = 0, dtype: torch.dtype = torch.float32,
+def _compute_dtype(dtype: torch.dtype | str, auto: bool = False) -> torch.dtype | str:
+    """A torch dtype the engine computes in, from the dtype or its name in any case (as the CLI's --dtype);
+    'auto' passes through where `auto`."""
+    if isinstance(dtype, str):
+        dtype = "auto" if auto and dtype.lower() == "auto" else DTYPE_NAMES.get(dtype.lower(), dtype)
+    if dtype not in COMPUTE_DTYPES and not (auto and dtype == "auto"):
+        choices = ("'auto', " if auto else "") + "torch.float32, torch.bfloat16, torch.float16 or torch.float64"
+        raise ValueError(f"dtype: expected {choices} (or its name: {', '.join(DTYPE_NAMES)}), got {dtype!r}")
+    return dtype
+
+
+def new_model(config: ModelConfig, seed: int = 0, dtype: torch.dtype | str = torch.float32,
               device: str | torch.device = "cpu") -> DiffusionGemma:
     """A freshly initialised model (training from scratch, tests); `dtype` as `load_model` takes it (or its name)."""
     seed = arguments.seed(seed)
-    dtype = DTYPE_NAMES.get(dtype.lower(), dtype) if isinstance(dtype, str) else dtype
-    if dtype not in COMPUTE_DTYPES:
-        raise ValueError(f"dtype: expected one of {', '.join(DTYPE_NAMES)} (or the torch dtype), got {dtype!r}")
+    dtype = _compute_dtype(dtype)
     model = DiffusionGemma(config)
     model.init_weights(seed)
     return model.to(device=device, dtype=dtype)

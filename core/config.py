@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -217,6 +217,7 @@ class ModelConfig:
         # not vision_config: we never write vision weights, so a saved copy of the 26B model declaring its full
         # vision tower would have transformers build and randomly initialise it; the tiny stand-in goes instead
         passthrough = {k: cfg[k] for k in ("boi_token_id", "eoi_token_id", "image_token_id") if k in cfg}
+        default = {f.name: f.default for f in fields(cls)}  # what a key config.json leaves out takes
         return cls(
             vocab_size=text["vocab_size"],
             hidden_size=text["hidden_size"],
@@ -231,18 +232,20 @@ class ModelConfig:
             layer_types=layer_types,
             rope_parameters={k: dict(v) for k, v in rope.items()},
             per_layer_overrides=overrides,
-            sliding_window=text.get("sliding_window", 512),
+            sliding_window=text.get("sliding_window", default["sliding_window"]),
             use_bidirectional_attention=text.get("use_bidirectional_attention"),
-            rms_norm_eps=_number(text, "rms_norm_eps", 1e-6),
-            hidden_activation=text.get("hidden_activation", "gelu_pytorch_tanh"),
-            attention_bias=bool(text.get("attention_bias", False)),
-            final_logit_softcapping=_number(text, "final_logit_softcapping", 30.0),  # transformers: null fails
-            max_position_embeddings=text.get("max_position_embeddings", 131_072),
-            canvas_length=cfg.get("canvas_length", 256),
-            pad_token_id=text.get("pad_token_id", 0),
-            eos_token_id=text.get("eos_token_id", 1),
-            bos_token_id=text.get("bos_token_id", 2),
-            initializer_range=_number(cfg, "initializer_range", _number(text, "initializer_range", 0.02)),
+            rms_norm_eps=_number(text, "rms_norm_eps", default["rms_norm_eps"]),
+            hidden_activation=text.get("hidden_activation", default["hidden_activation"]),
+            attention_bias=bool(text.get("attention_bias", default["attention_bias"])),
+            # transformers: null fails
+            final_logit_softcapping=_number(text, "final_logit_softcapping", default["final_logit_softcapping"]),
+            max_position_embeddings=text.get("max_position_embeddings", default["max_position_embeddings"]),
+            canvas_length=cfg.get("canvas_length", default["canvas_length"]),
+            pad_token_id=text.get("pad_token_id", default["pad_token_id"]),
+            eos_token_id=text.get("eos_token_id", default["eos_token_id"]),
+            bos_token_id=text.get("bos_token_id", default["bos_token_id"]),
+            initializer_range=_number(cfg, "initializer_range",
+                                      _number(text, "initializer_range", default["initializer_range"])),
             passthrough=passthrough,
         )
 

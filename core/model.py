@@ -544,7 +544,7 @@ class DiffusionGemma(nn.Module):
 
         return load_model(path_or_id, dtype=dtype, device=device)
 
-    def save_pretrained(self, path: str, max_shard_bytes: int = 5 * 2**30) -> None:
+    def save_pretrained(self, path: str | os.PathLike, max_shard_bytes: int = 5 * 2**30) -> None:
         """Write config.json, model.safetensors (sharded above `max_shard_bytes`) and generation_config.json."""
         from .checkpoint import save_model
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Mapping, Set
+from collections.abc import Mapping, Sequence, Set
 from functools import lru_cache
 from itertools import permutations
 from numbers import Integral
@@ -39,7 +39,7 @@ class CountdownError(ValueError):
     """An instance the solver cannot take."""
 
 
-def whole_numbers(numbers, target) -> tuple[list[int], int]:
+def whole_numbers(numbers: Sequence[int], target: int) -> tuple[list[int], int]:
     """(numbers, target) as ints; anything not of a whole-number type (1.5, 86.0, '7', True) is refused, never
     rounded, as `arguments.whole` refuses it for every other count the API takes."""
     if isinstance(numbers, (str, bytes)):

@@ -172,7 +172,8 @@ def batches(out_dir: Path, seed: int, batch_size: int, device: str, data: Path |
 
 # ------------------------------------------------------------------------------------------ evaluation
 @torch.no_grad()
-def one_pass_accuracy(model, puzzle_values: Tensor, solution_values: Tensor, seed: int = 0) -> dict[str, float]:
+def one_pass_accuracy(model: DiffusionGemma, puzzle_values: Tensor, solution_values: Tensor,
+                      seed: int = 0) -> dict[str, float]:
     """Blank-cell accuracy of the argmax after one denoising pass from noise (clues pinned), and after a
     second, self-conditioned pass -- the model-quality numbers that guidance cannot inflate."""
     device = model.device
