@@ -587,26 +587,8 @@ def generate(model: DiffusionGemma, prompt_ids: Tensor | None, config: SamplingC
     `prompt_ids` [B, P] are encoded into `cache` (or a new one); canvases of `canvas_length` tokens are then
     denoised and committed one block at a time until `max_new_tokens` or every row has emitted EOS.
     """
-    if config is not None and not isinstance(config, SamplingConfig):
-        raise TypeError(f"config must be a SamplingConfig (or None: the checkpoint's), got {type(config).__name__}")
-    arguments.generator(generator, model.device.type)
-    # replace() checks the config again: a field changed after it was made (cfg.max_denoising_steps = 0) is refused
-    config = with_checkpoint_tokens(replace(config) if config is not None else released_config(model), model)
-    config.check_vocabulary(model.config.vocab_size)
-    arguments.callback(callback, "callback")
-    if attention_mask is not None and not isinstance(attention_mask, Tensor):
-        raise TypeError(f"attention_mask must be a tensor [B, P] (1 for tokens, 0 for padding), got "
-                        f"{type(attention_mask).__name__}")
-    if cache is not None and not isinstance(cache, KVCache):
-        raise TypeError(f"cache must be a KVCache (from model.encode or a previous generate), got "
-                        f"{type(cache).__name__}")
+    config = _checked_arguments(model, prompt_ids, config, cache, attention_mask, generator, callback)
     length = config.canvas_length or model.config.canvas_length
-    adds_nothing = cache is not None and isinstance(prompt_ids, Tensor) and prompt_ids.shape[-1:] == (0,)  # [B, 0]
-    if adds_nothing and (prompt_ids.dtype != torch.long or prompt_ids.shape[0] != cache.batch_size):
-        raise ValueError(f"prompt_ids: an empty prompt beside a cache must be int64 [{cache.batch_size}, 0], the "
-                         f"cache's rows, got {prompt_ids.dtype} {list(prompt_ids.shape)}")
-    if prompt_ids is not None and not adds_nothing:
-        check_token_ids(prompt_ids, "prompt_ids", cache, model.config.vocab_size)
     if prompt_ids is not None and prompt_ids.shape[1] > 0:
         cache = model.encode(prompt_ids, cache, attention_mask)
     if cache is None:
@@ -626,13 +608,7 @@ def generate(model: DiffusionGemma, prompt_ids: Tensor | None, config: SamplingC
         canvas = canvas.clone()
         newly_done = torch.zeros_like(done) if eos is None else torch.isin(canvas, eos).any(-1)
         if config.pad_token_id is not None:
-            before = canvas.clone()
-            canvas[done] = config.pad_token_id
-            if eos is not None and newly_done.any():
-                is_eos = torch.isin(canvas, eos)
-                seen = is_eos.cumsum(-1)
-                canvas[(seen > 0) & ~((seen == 1) & is_eos)] = config.pad_token_id
-            padded = (canvas != before).any(-1)
+            padded = _pad_after_eos(canvas, done, eos, config.pad_token_id)
             if guidance is not None and bool((solved & padded).any()):  # padding after EOS may break a constraint
                 solved = solved & (~padded | guidance.verify(canvas))
         sequences = torch.cat((sequences, canvas), dim=1)
@@ -643,6 +619,43 @@ def generate(model: DiffusionGemma, prompt_ids: Tensor | None, config: SamplingC
     new_tokens = sequences[:, prompt_len:]
     valid = new_tokens.shape[1] if config.pad_token_id is None else (new_tokens != config.pad_token_id).sum(-1)
     return GenerationOutput(sequences, canvas, passes, solved, valid / passes.clamp(min=1), cache)
+
+
+def _checked_arguments(model: DiffusionGemma, prompt_ids: Tensor | None, config: SamplingConfig | None,
+                       cache: KVCache | None, attention_mask: Tensor | None, generator: torch.Generator | None,
+                       callback: StepCallback | None) -> SamplingConfig:
+    """`generate`'s arguments checked before any work; returns the config to sample with."""
+    if config is not None and not isinstance(config, SamplingConfig):
+        raise TypeError(f"config must be a SamplingConfig (or None: the checkpoint's), got {type(config).__name__}")
+    arguments.generator(generator, model.device.type)
+    # replace() checks the config again: a field changed after it was made (cfg.max_denoising_steps = 0) is refused
+    config = with_checkpoint_tokens(replace(config) if config is not None else released_config(model), model)
+    config.check_vocabulary(model.config.vocab_size)
+    arguments.callback(callback, "callback")
+    if attention_mask is not None and not isinstance(attention_mask, Tensor):
+        raise TypeError(f"attention_mask must be a tensor [B, P] (1 for tokens, 0 for padding), got "
+                        f"{type(attention_mask).__name__}")
+    if cache is not None and not isinstance(cache, KVCache):
+        raise TypeError(f"cache must be a KVCache (from model.encode or a previous generate), got "
+                        f"{type(cache).__name__}")
+    adds_nothing = cache is not None and isinstance(prompt_ids, Tensor) and prompt_ids.shape[-1:] == (0,)  # [B, 0]
+    if adds_nothing and (prompt_ids.dtype != torch.long or prompt_ids.shape[0] != cache.batch_size):
+        raise ValueError(f"prompt_ids: an empty prompt beside a cache must be int64 [{cache.batch_size}, 0], the "
+                         f"cache's rows, got {prompt_ids.dtype} {list(prompt_ids.shape)}")
+    if prompt_ids is not None and not adds_nothing:
+        check_token_ids(prompt_ids, "prompt_ids", cache, model.config.vocab_size)
+    return config
+
+
+def _pad_after_eos(canvas: Tensor, done: Tensor, eos: Tensor | None, pad: int) -> Tensor:
+    """Pad (in place) the rows already `done` and every token after a row's first EOS; [B] which rows changed."""
+    before = canvas.clone()
+    canvas[done] = pad
+    if eos is not None:
+        is_eos = torch.isin(canvas, eos)
+        seen = is_eos.cumsum(-1)
+        canvas[(seen > 0) & ~((seen == 1) & is_eos)] = pad
+    return (canvas != before).any(-1)
 
 
 # ------------------------------------------------------------------------------------------ AR baseline
