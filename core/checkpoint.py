@@ -81,6 +81,23 @@ def _state(model: DiffusionGemma) -> dict[str, torch.Tensor]:
 
 
 # ------------------------------------------------------------------------------------------ resolve
+def _shipped_checkpoint(text: str) -> Path | None:
+    """`models/NAME` where no such folder is here (an installed wheel, run from any folder): the checkpoint
+    shipped inside the package, never a Hub repository of an owner called 'models' (CheckpointError for a name
+    not shipped)."""
+    owner, _, name = text.partition("/")
+    if owner != "models" or Path(owner).is_dir() or not re.fullmatch(r"[\w.\-]+", name) or name.startswith("."):
+        return None
+    from .. import models
+
+    folder = Path(models.__file__).parent / name
+    if (folder / "config.json").is_file():
+        return folder
+    names = sorted(p.parent.name for p in Path(models.__file__).parent.glob("*/config.json"))
+    raise CheckpointError(f"{text}: no such directory, nor a checkpoint shipped with diffsolve ({', '.join(names)}: "
+                          "models/NAME loads one from any folder)")
+
+
 def resolve_checkpoint(path_or_id: str | os.PathLike) -> Path:
     """A local directory, or a hub id resolved through the local Hugging Face cache (works offline)."""
     if not isinstance(path_or_id, (str, os.PathLike)):
@@ -96,6 +113,8 @@ def resolve_checkpoint(path_or_id: str | os.PathLike) -> Path:
     if path.exists():
         raise CheckpointError(f"{path}: expected a checkpoint directory, found a file")
     repo_id = str(path_or_id)
+    if (shipped := _shipped_checkpoint(repo_id)) is not None:
+        return shipped
     # './name' or '../x' is a relative path, never a hub id (owners do not start with a dot)
     if not re.fullmatch(r"[\w\-][\w.\-]*/[\w.\-]+", repo_id):
         raise CheckpointError(f"{repo_id}: no such directory, and not a hub id of the form 'owner/name'")

@@ -2,7 +2,7 @@
 
 MOSES ships in the `molsets==0.3.1` wheel (`moses/dataset/data/*.csv.gz`). The `moses` package itself does
 not import on current RDKit, so the files are located through the installed distribution's metadata and
-read directly; install it with `pip install --no-deps molsets==0.3.1` (the Makefile's `data` extra does).
+read directly; install it with `pip install --no-deps molsets==0.3.1` (as `make moses` does).
 """
 
 from __future__ import annotations

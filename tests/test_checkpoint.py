@@ -566,7 +566,7 @@ def test_numpy_settings_and_float64_weights_save_and_load(tmp_path):
 def test_a_zero_temperature_throughout_is_refused():
     from diffsolve.core import SamplingConfig
 
-    with pytest.raises(ValueError, match="need 0 <= t_min <= t_max and t_max > 0"):
+    with pytest.raises(ValueError, match="t_max must be a finite number above 0, got 0.0"):
         SamplingConfig(t_min=0.0, t_max=0.0)
 
 
@@ -792,3 +792,17 @@ def test_a_task_vocabulary_is_saved_with_a_config_that_transformers_reads_as_wri
         "PreTrainedTokenizerFast"
     assert AutoTokenizer.from_pretrained(tmp_path / "words")("3 1 2")["input_ids"] == [4, 5, 6]  # not <unk>s
     assert load_model(tmp_path / "words").tokenizer.encode("3 1 2").ids == [4, 5, 6]
+
+
+def test_models_slash_name_is_the_shipped_checkpoint_from_any_folder(tmp_path, monkeypatch):
+    """As after installing the wheel: no models/ folder here, yet the README's `models/sudoku` works, and a name
+    not shipped is refused instead of being fetched from a Hub owner called 'models'."""
+    monkeypatch.chdir(tmp_path)
+    model = load_model("models/sort-demo")
+    assert Path(model.source).parent.name == "models" and (Path(model.source) / "model.safetensors").is_file()
+    with pytest.raises(CheckpointError, match="models/nope: no such directory, nor a checkpoint shipped with "
+                                              "diffsolve \\(graphs, molecules, sort-demo, sudoku"):
+        load_model("models/nope")
+    (tmp_path / "models").mkdir()  # a models/ folder here is a path, as before
+    with pytest.raises(CheckpointError, match="mistyped path"):
+        load_model("models/sort-demo")
