@@ -228,8 +228,8 @@ class InOrder:
         ('3 of 10 puzzles done; 7 unfinished, printed as interrupted')."""
         unfinished, unreadable = len(self.instance_of) - len(self.results), self.readable.count(False)
         self.flush(emit_unfinished)
-        return (f"{len(self.results)} of {plural(len(self.readable), noun)} done; {unfinished} unfinished"
-                + ", printed as interrupted" * bool(unfinished) + f"; {unreadable} unreadable" * bool(unreadable))
+        return (f"{len(self.results):,} of {plural(len(self.readable), noun)} done; {unfinished:,} unfinished"
+                + ", printed as interrupted" * bool(unfinished) + f"; {unreadable:,} unreadable" * bool(unreadable))
 
     def add(self, instance: int, result: object) -> None:
         self.results[instance] = result

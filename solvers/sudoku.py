@@ -153,8 +153,16 @@ class SudokuSolver(DiffusionSolver):
         self._run(sudoku.encode_prompt(values), guidance, sudoku.CELLS, callback=callback, on_instance=result)
 
 
+def _row_strings(puzzle: object) -> bool:
+    """Whether `puzzle` is a grid as a list (or tuple) of 9 strings, one row of 9 cells each ('..43..2.9')."""
+    return (isinstance(puzzle, (list, tuple)) and len(puzzle) == 9 and all(isinstance(row, str) for row in puzzle)
+            and all(len(row.replace(" ", "").replace("|", "")) == 9 for row in puzzle))
+
+
 def _one_grid(puzzles: list) -> bool:
-    """Whether `puzzles` is one puzzle as 9 rows of 9 numbers."""
+    """Whether `puzzles` is one puzzle as 9 rows of 9 numbers, or as 9 strings of 9 cells."""
+    if _row_strings(puzzles):
+        return True
     try:
         cells = np.asarray(puzzles)
     except (TypeError, ValueError):  # ragged
@@ -168,6 +176,8 @@ def _read_puzzle(puzzle) -> tuple[str, str | None]:
     is a TypeError."""
     if isinstance(puzzle, str):
         return _read_one(puzzle)
+    if _row_strings(puzzle):
+        return _read_one("\n".join(puzzle))
     try:
         cells = np.asarray(puzzle) if not isinstance(puzzle, (bytes, dict, set)) else None
     except (TypeError, ValueError):  # ragged nested lists

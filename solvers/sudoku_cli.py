@@ -74,7 +74,8 @@ def sudoku(
         if format == "json":
             print(json.dumps({"file": names[k], "line": entry.line, "puzzle": None, "solution": None,
                               "verified": False, "reason": f"unreadable: {entry.message}", "steps": 0,
-                              "forward_passes": 0, "seconds": 0.0, "expected": None, "matches_expected": None}),
+                              "forward_passes": 0, "seconds": 0.0, "expected": None, "matches_expected": None,
+                              "warning": None}),
                   flush=True)
         elif format == "line":
             print(f"# {where(k)}: unreadable: {entry.message}", flush=True)
@@ -94,11 +95,12 @@ def sudoku(
         matches = None if entry.solution is None or not result.verified else result.solution == entry.solution
         if format == "json":
             print(json.dumps({"file": names[k], "line": entry.line, **result.to_dict(), "expected": entry.solution,
-                              "matches_expected": matches}), flush=True)
+                              "matches_expected": matches, "warning": entry.warning}), flush=True)
         elif format == "line":
             print(result.solution if result.verified else f"# {where(k)}: {result.reason}", flush=True)
         else:
             other = ", another solution than the file's (the puzzle has several)" if matches is False else ""
+            other += f" ({entry.warning})" if entry.warning else ""
             grid = format_grid(result.solution or result.puzzle)
             print(f"{where(k)}: {result.summary()}{other}\n{grid}\n", flush=True)
 

@@ -19,7 +19,7 @@ from functools import partial
 import numpy as np
 
 from ..core import quiet_worker
-from .text import BAD_BYTE, UNDECODABLE, split_lines
+from .text import BAD_BYTE, UNDECODABLE, plural, split_lines
 
 ALL = 0x1FF
 BITS = [1 << k for k in range(9)]
@@ -323,6 +323,8 @@ def _check(record: _Record) -> str:
         raise _Invalid(start, f"expected 81 cells, got {len(cells)} (CSV? the first line must name the columns, "
                               "e.g. 'puzzle,solution')")
     for line, col, ch in cells:  # before the length: a label or a stray letter is the likelier mistake
+        if ch in "\r\n":  # a spreadsheet cell holding the grid's nine lines
+            raise _Invalid(line, "the puzzle field spans several lines; write it as 81 characters on one line")
         if ch not in DIGITS and ch not in BLANKS:
             raise _Invalid(line, f"bad character {ch!r} at column {col}")
     if len(cells) != 81:
@@ -331,7 +333,7 @@ def _check(record: _Record) -> str:
     clash = conflicts(puzzle)
     if clash:  # several pairs, so that one fix is more likely to make the line usable
         named = [f"{d} at r{i // 9 + 1}c{i % 9 + 1} and r{j // 9 + 1}c{j % 9 + 1}" for i, j, d in clash[:3]]
-        raise _Invalid(start, "clues conflict: " + "; ".join(named) + (f"; and {len(clash) - 3} more pairs"
+        raise _Invalid(start, "clues conflict: " + "; ".join(named) + (f"; and {plural(len(clash) - 3, 'more pair')}"
                                                                         if len(clash) > 3 else ""))
     if solution is not None and not is_valid_solution(puzzle, solution):
         problem = (f"expected 81 cells, got {len(solution)}" if len(solution) != 81

@@ -287,6 +287,10 @@ def test_the_verifier_rejects_invented_hydrogens_and_undecorated_scaffolds():
         "a triple bond between C and S (atoms 2 and 3)")
     assert task.parse_molecule("N#N") is None and task.parse_molecule("CC#O") is None
     assert task.parse_molecule("CC#N") is not None and task.parse_molecule("CC#CC") is not None
+    # a carbamic acid loses CO2 (a chemist's probe: 8 of 19 molecules asked to hold C(=O)[OH] had one)
+    assert task.implausible(Chem.MolFromSmiles("CCCCc1sccc1NC(=O)O")) == "a carbamic acid N-C(=O)OH, which loses CO2"
+    assert task.parse_molecule("COCCCSc1cc2ccccc2n1C(=O)O") is None
+    assert task.parse_molecule("CCCC(=O)O") is not None and task.parse_molecule("CCOC(=O)NC") is not None  # a carbamate
     # a request that needs such a ring or bond is refused before any work
     for request, message in [({"scaffold": "Cc1nn(C)o1"}, "scaffold: 'Cc1nn\\(C\\)o1' cannot be decorated: an "
                               "aromatic ring of 4 atoms with C, N, N, O"),
@@ -1237,6 +1241,11 @@ def test_windows_beyond_every_training_molecule_are_warned_about(designer):
     assert not task.MoleculeRequest.parse(contains="Cl", scaffold="c1ccccc1").unlikely()  # room to spare
     (message,) = task.MoleculeRequest.parse({"mw": (900, 1000)}).unlikely()
     assert message.startswith("mw: window 900:1000 lies outside the training molecules' range")
+    (message,) = task.MoleculeRequest.parse({"qed": (0.95, 1)}).unlikely()  # was silent: it meets the top QED only
+    assert message.startswith("qed: window 0.95: only touches the edge of the training molecules' range 0.23:0.95")
+    (message,) = task.MoleculeRequest.parse({"mw": (300, 300)}).unlikely()
+    assert message.startswith("mw: window 300:300 has no width")
+    assert not task.MoleculeRequest.parse({"hbd": (7, 7), "rings": (2, 2)}).unlikely()  # counts are hit exactly
     with pytest.warns(task.UnlikelyRequestWarning, match="mw: window 900:1000") as caught:
         result = designer.generate(1, mw=(900, 1000), budget=1, seed=0)
     assert result.exhausted
@@ -1385,3 +1394,20 @@ def test_a_smarts_that_is_no_smiles_prints_no_rdkit_parse_error(capfd):
     request = task.MoleculeRequest.parse(contains="[CX3](=O)[OX2H1]")
     assert request.fragment is None and request.unlikely() == []
     assert "Parse Error" not in capfd.readouterr().err  # the CLI showed five lines of it for a valid pattern
+
+
+@pytest.mark.parametrize("scaffold, molecule, decorated", [
+    ("c1ccncc1", "Cn1ccccc1=O", False),  # N-methyl-2-pyridone: a lactam; pyridine's N has no hydrogen
+    ("c1ccc2ncncc2c1", "CCn1cnc2ccccc2c1=O", False),  # a quinazolinone
+    ("c1cncnc1", "Cn1c(=O)cc(C)n(C)c1=O", False),  # dimethyluracil
+    ("c1ccc2[nH]cnc2c1", "Cn1c(=O)n(C)c2ccccc21", False),  # a benzimidazolone: the second n had no hydrogen
+    ("c1ccncc1", "Cc1ccncc1", True),
+    ("c1ccncc1", "O=c1cccc[nH]1", True),  # 2-pyridone adds an atom only where pyridine had a hydrogen
+    ("c1ccc2[nH]cnc2c1", "Cn1cnc2ccccc21", True),  # the [nH]'s hydrogen replaced
+    ("C1CCNCC1", "CN1CCCCC1", True),
+])
+def test_a_scaffold_is_decorated_only_where_it_had_a_hydrogen(scaffold, molecule, decorated):
+    """A chemist's probe: the verifier took lactams for decorated azines."""
+    request = task.MoleculeRequest.parse(scaffold=scaffold)
+    assert (request.misses(Chem.MolFromSmiles(molecule)) == []) is decorated
+    assert task.decorates(Chem.MolFromSmiles(molecule), Chem.MolFromSmiles(scaffold)) is decorated

@@ -509,3 +509,18 @@ def test_a_column_numbering_line_above_a_grid_is_not_its_first_row():
     for glued in ([header, *rows, header, *SOLUTION_ROWS], [header, *rows, *SOLUTION_ROWS]):  # was shifted a row
         check_parsed(parse_puzzles("\n".join(glued)), [PUZZLE, SOLUTION])
     check_parsed(parse_puzzles("\n".join([*counting, *rows])), ["".join(counting), PUZZLE])  # a first row 1-9
+
+
+def test_a_csv_field_holding_a_grid_on_nine_lines_says_so():
+    """A spreadsheet cell may hold the grid's nine lines: not 'bad character '\\n''."""
+    grid = "\n".join(PUZZLE[9 * r:9 * r + 9] for r in range(9))
+    (entry,) = [e for e in parse_puzzles(f'puzzle,solution\n"{grid}",\n') if isinstance(e, PuzzleFormatError)]
+    assert entry.line == 2 and entry.message == ("the puzzle field spans several lines; write it as 81 characters "
+                                                 "on one line")
+
+
+def test_more_than_three_clashing_pairs_are_counted_in_words():
+    four = ("11" + "0" * 7 + "22" + "0" * 7 + "33" + "0" * 7 + "44").ljust(81, "0")  # rows 1-4: one pair each
+    assert len(conflicts(four)) == 4
+    (entry,) = parse_puzzles(four)
+    assert entry.message.endswith("; and 1 more pair")

@@ -351,6 +351,8 @@ def test_cli_reports_the_files_solutions_and_sets_a_bad_one_aside(tmp_path):
     assert all(line["verified"] for line in lines)
     assert lines[0]["expected"] == grid and lines[0]["matches_expected"] is True
     assert lines[1]["expected"] is None and lines[1]["matches_expected"] is None
+    assert lines[0]["warning"] is None  # the JSON says why, for a grader who reads no stderr
+    assert lines[1]["warning"] == "solution column ignored: not a valid complete grid"
 
 
 def test_cli_names_the_line_of_a_byte_that_is_not_utf8_and_solves_the_rest(tmp_path):
@@ -447,3 +449,13 @@ def test_sudoku_solver_arguments_are_judged_in_the_order_they_were_before_it_sha
         SudokuSolver(model, temperature=None)  # not the guided defaults in silence
     with pytest.raises(ValueError, match="backtrack is a guided search"):
         SudokuSolver(model, guided=False, backtrack=True, canvases=4)
+
+
+def test_a_grid_as_nine_row_strings_is_one_puzzle(solver):
+    """A common way to write a grid in Python; solve_many refuses it as one grid, not nine bad puzzles."""
+    puzzle, _ = easy_puzzle(6)
+    rows = [puzzle[9 * r:9 * r + 9].replace("0", ".") for r in range(9)]
+    result = solver.solve(rows)
+    assert result.verified and is_valid_solution(puzzle, result.solution)
+    with pytest.raises(TypeError, match="got one 9 x 9 grid"):
+        solver.solve_many(rows)
