@@ -227,7 +227,7 @@ class CompiledConstraints(Guidance):
         # copies: declarations made after compile must not change what was compiled (on CPU .to() is a no-op)
         self.pins = model.pins.to(device, copy=True)
         self.pin_mask = self.pins >= 0  # constant after compiling, like the pins
-        self.has_pins = bool(self.pin_mask.any())  # read every pass: a Python bool, not a device sync
+        self.has_pins = bool(self.pin_mask.any())  # some row has pins; read every pass: a bool, not a device sync
         self.static_allowed = None if model.allowed is None else model.allowed.to(device, copy=True)
         self.predicates = list(model.predicates)
         self.rows = torch.arange(model.batch, device=device)  # declared row of each canvas
@@ -473,7 +473,7 @@ class CompiledConstraints(Guidance):
     # ------------------------------------------------------------------ Guidance hooks
     def pinned(self, batch: int, device: torch.device) -> tuple[Tensor, Tensor] | None:
         self._check_rows(batch)
-        return (self.pin_mask, self.pins.clamp(min=0)) if self.has_pins else None
+        return (self.pin_mask.clone(), self.pins.clamp(min=0)) if self.has_pins else None
 
     def allowed(self, canvas: Tensor, settled: Tensor) -> Tensor | None:
         self._check_rows(canvas.shape[0])
@@ -491,7 +491,7 @@ class CompiledConstraints(Guidance):
                 allowed = torch.ones(*canvas.shape, self.vocab, dtype=torch.bool, device=canvas.device)
             allowed = allowed.masked_fill(pin_mask, False).scatter_(2, pins, pin_mask | allowed.gather(2, pins))
         # a copy: a caller that edits the mask it gets must not change what `verify` accepts
-        return allowed.clone() if allowed is self.static_allowed else allowed
+        return allowed.clone() if allowed is not None and allowed is self.static_allowed else allowed
 
     def settleable(self, canvas: Tensor, settled: Tensor) -> Tensor | None:
         if not self.most_constrained_first or self._before is None:

@@ -85,9 +85,10 @@ def _shipped_checkpoint(text: str) -> Path | None:
     """`models/NAME` where no such folder is here (an installed wheel, run from any folder): the checkpoint
     shipped inside the package, never a Hub repository of an owner called 'models' (CheckpointError for a name
     not shipped)."""
-    owner, _, name = text.partition("/")
-    if owner != "models" or Path(owner).is_dir() or not re.fullmatch(r"[\w.\-]+", name) or name.startswith("."):
+    parts = Path(text).parts  # 'models/sudoku/' too, and 'models\\sudoku' on Windows
+    if len(parts) != 2 or parts[0] != "models" or Path("models").is_dir():
         return None
+    name = parts[1]
     from .. import models
 
     folder = Path(models.__file__).parent / name

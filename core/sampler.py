@@ -666,8 +666,10 @@ def generate_autoregressive(model: DiffusionGemma, prompt_ids: Tensor, max_new_t
     """Token-by-token decoding with the causal encoder (greedy when temperature == 0). Returns new tokens."""
     check_token_ids(prompt_ids, "prompt_ids", vocab_size=model.config.vocab_size)
     max_new_tokens = arguments.whole(max_new_tokens, "max_new_tokens", 1)
-    with arguments.raised_as(ValueError):
-        temperature = arguments.number(temperature, "temperature", 0)  # 0: greedy
+    try:
+        temperature = arguments.number(temperature, "temperature", 0)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{exc} (0: greedy)") from None
     arguments.generator(generator, model.device.type)
     cache, logits = model.encode_logits(prompt_ids)
     out = []

@@ -62,9 +62,9 @@ class CountdownSolver(DiffusionSolver):
                    on_result: Callable[[int, CountdownResult], None] | None = None,
                    progress: bool = False) -> list[CountdownResult]:
         """Instances in batches of `batch` (each with its parallel canvases); `on_result(index, result)` fires as
-        soon as an instance's canvases have stopped (in each batch, the impossible instances first: they need no
-        sampling). `progress=True` shows a progress bar of instances done. Ctrl-C raises BatchInterrupted
-        (a KeyboardInterrupt) whose `results` keep the instances answered until then."""
+        soon as an instance's canvases have stopped (the impossible instances first: they need no sampling).
+        `progress=True` shows a progress bar of instances done. Ctrl-C raises BatchInterrupted (a
+        KeyboardInterrupt) whose `results` keep the instances answered until then."""
         with arguments.raised_as(countdown.CountdownError):
             instances = arguments.items(instances, "instances")
             batch = arguments.whole(batch, "batch", 1)
@@ -79,25 +79,16 @@ class CountdownSolver(DiffusionSolver):
                 numbers, target = countdown.whole_numbers(*instance)
                 countdown.check_instance(numbers, target)
             checked.append((numbers, target))
+        # The exhaustive check takes at most about 0.3 s (six numbers): an impossible instance is answered
+        # unsampled, not after the whole budget of passes, and batches hold solvable instances only.
+        results = [None if countdown.solvable(numbers, target) else
+                   CountdownResult(numbers, target, None, None, False, UNSOLVABLE, impossible=True)
+                   for numbers, target in checked]
         return self._in_batches(
-            [None] * len(checked), list(range(len(checked))), batch,
-            lambda chunk, report: self._solve_chunk([checked[i] for i in chunk], callback, report),
+            results, [i for i, result in enumerate(results) if result is None], batch,
+            lambda chunk, report: self._solve_batch([checked[i] for i in chunk], callback, report),
             lambda i: CountdownResult(*checked[i], None, None, False, UNFINISHED), progress, "countdown",
             "instance", on_result)
-
-    def _solve_chunk(self, chunk: list[tuple[list[int], int]], callback,
-                     report: Callable[[int, CountdownResult], None]) -> None:
-        """Answer impossible instances at once, then sample the others (`_solve_batch`)."""
-        # The exhaustive check takes at most about 0.3 s (six numbers): an impossible instance is answered
-        # unsampled, not after the whole budget of passes.
-        todo = []
-        for k, (numbers, target) in enumerate(chunk):
-            if countdown.solvable(numbers, target):
-                todo.append(k)
-            else:
-                report(k, CountdownResult(numbers, target, None, None, False, UNSOLVABLE, impossible=True))
-        if todo:
-            self._solve_batch([chunk[k] for k in todo], callback, lambda j, result: report(todo[j], result))
 
     def _solve_batch(self, chunk: list[tuple[list[int], int]], callback,
                      report: Callable[[int, CountdownResult], None]) -> None:
@@ -109,7 +100,7 @@ class CountdownSolver(DiffusionSolver):
             if steps is not None:
                 report(k, CountdownResult(numbers, target, steps, countdown.infix(numbers, steps), True, None,
                                           int(passes.sum()), seconds))
-            else:  # an impossible instance was answered before sampling (`_solve_chunk`)
+            else:  # an impossible instance was answered before sampling (`solve_many`)
                 reason = (f"{unsolved(passes, self.max_steps)}, though a solution exists (exhaustive check): more "
                           "passes or canvases may find it, unless every solution's steps are longer than the canvas "
                           f"({CANVAS['countdown']} characters)")

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import torch
 from rdkit import Chem
 
-from ..core import (DiffusionGemma, arguments, child_generator, generate, guided_config, progress_bar,
+from ..core import (DiffusionGemma, FinishClock, arguments, child_generator, generate, guided_config, progress_bar,
                     released_config, one_canvas, weights_digest)
 from ..tasks import molecules as task
 from ..tasks.molecule_acceptance import FILE as ACCEPTANCE_FILE
@@ -302,6 +302,7 @@ class MoleculeDesigner(Pretrained):
         rejected, misses = 0, Counter()  # canvases that ended on a valid molecule missing the request; what it missed
         free = self.guided and self.training_prior and not request.windows and not request.fragment
         lean = task.Lean(request.windows)  # learnt over the request's rounds
+        interrupted = None
 
         def outcome(exhausted: bool) -> DesignResult:
             return DesignResult(list(found.values()), n, tried, time.perf_counter() - began, exhausted, seed, known,
@@ -319,8 +320,12 @@ class MoleculeDesigner(Pretrained):
                 while len(found) < n and tried < budget:
                     # a round costs about the same number of passes at any size: size it to what is still missing
                     rows = min(self.canvases_per_round, budget - tried, max(32, 8 * (n - len(found))))
-                    molecules, left_known, left_atypical, missed = self._round(request, rows, free, generator, found,
-                                                                               lean, after_pass)
+                    try:
+                        molecules, left_known, left_atypical, missed = self._round(request, rows, free, generator,
+                                                                                   found, lean, after_pass)
+                    except _RoundInterrupted as stop:  # the canvases that had stopped count; then it stops
+                        molecules, left_known, left_atypical, missed, rows = stop.results
+                        interrupted = stop
                     tried, known, atypical = tried + rows, known + left_known, atypical + left_atypical
                     rejected += len(missed)
                     misses.update(what for canvas in missed for what in canvas)
@@ -331,6 +336,8 @@ class MoleculeDesigner(Pretrained):
                                 on_molecule(molecule)
                     bar.update(len(found) - bar.n)
                     bar.set_postfix(canvases=f"{tried}/{budget}")  # redrawn even in a round that found none
+                    if interrupted is not None:
+                        raise interrupted
                     if on_round is not None:
                         on_round(tried, len(found))
         except KeyboardInterrupt:
@@ -352,10 +359,18 @@ class MoleculeDesigner(Pretrained):
                        if self.guided and request.fragment else None)
         guidance = task.MoleculeGuidance(request, generator, layouts, lean) if self.guided else None
         device = self.model.device
-        out = generate(self.model, prompt.to(device), self.config, guidance=guidance,
-                       generator=child_generator(generator, device), callback=lambda info: after_pass(info.step))
-        checked = [_verified(smiles, request, passes)
-                   for smiles, passes in zip(task.decode(out.canvas), out.forward_passes.tolist())]
+        # the clock keeps each canvas as it stops: on Ctrl-C (a round takes minutes on a CPU) those are kept
+        clock = FinishClock(rows, lambda info: after_pass(info.step), on_instance=lambda *_: None)
+        try:
+            out = generate(self.model, prompt.to(device), self.config, guidance=guidance,
+                           generator=child_generator(generator, device), callback=clock)
+            canvas, passes, stop = out.canvas, out.forward_passes.tolist(), None
+        except KeyboardInterrupt as interrupt:
+            stopped = ~clock.stopped_at.isnan()
+            if clock.canvas is None or not stopped.any():
+                raise
+            canvas, passes, stop = clock.canvas[stopped], clock.passes[stopped].tolist(), interrupt
+        checked = [_verified(smiles, request, passes) for smiles, passes in zip(task.decode(canvas), passes)]
         molecules = [m for m, _ in checked if m is not None and m.smiles not in found]
         missed = [misses for _, misses in checked if misses]
         known = atypical = 0
@@ -365,7 +380,17 @@ class MoleculeDesigner(Pretrained):
         if free and self.acceptance is not None:
             kept = self.acceptance.accept([m.mol for m in molecules], generator).tolist()
             atypical, molecules = kept.count(False), [m for m, k in zip(molecules, kept) if k]
+        if stop is not None:
+            raise _RoundInterrupted(molecules, known, atypical, missed, len(passes)) from stop
         return molecules, known, atypical, missed
+
+
+class _RoundInterrupted(KeyboardInterrupt):
+    """Ctrl-C inside a round: what its canvases that had stopped gave (`_round`'s results) and how many they were."""
+
+    def __init__(self, *results):
+        super().__init__()
+        self.results = results
 
 
 def _verified(smiles: str | None, request: task.MoleculeRequest, passes: int) -> tuple[Molecule | None, list[str]]:

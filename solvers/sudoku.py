@@ -16,7 +16,8 @@ from ..tasks.sudoku_data import PuzzleFormatError, conflicts, format_grid, is_va
 from ..tasks.text import plural, split_lines
 from .base import UNFINISHED, DiffusionSolver, unsolved
 
-Puzzle = str | Sequence[int] | Sequence[Sequence[int]] | np.ndarray  # text, or 81 numbers (flat or 9 x 9)
+# text (or its 9 rows as strings), or 81 numbers (flat or 9 x 9)
+Puzzle = str | Sequence[str] | Sequence[int] | Sequence[Sequence[int]] | np.ndarray
 CANONICAL = re.compile("[0-9]{81}")  # a puzzle as SudokuResult.puzzle holds it
 
 
@@ -93,8 +94,8 @@ class SudokuSolver(DiffusionSolver):
     def solve(self, puzzle: Puzzle, callback: StepCallback | None = None) -> SudokuResult:
         """One puzzle, read as `solve sudoku` reads one entry of a file: 81 cells in reading order on one line,
         digits for clues and '.', '0' or '-' for blanks (spaces and `|` are ignored), or a 9-line grid with or
-        without `|`, `+` and `-` separators, as `format_grid` writes it; '#' starts a comment. Or 81 whole
-        numbers 0-9 (a list, tuple or numpy array, flat or 9 x 9), 0 for blanks.
+        without `|`, `+` and `-` separators, as `format_grid` writes it, or those 9 rows as a list of strings;
+        '#' starts a comment. Or 81 whole numbers 0-9 (a list, tuple or numpy array, flat or 9 x 9), 0 for blanks.
         `callback(StepInfo)` sees every denoising pass. The result's `solution` is set only when the grid is
         verified; otherwise `reason` says why not."""
         return self.solve_many([puzzle], callback=callback)[0]
@@ -156,7 +157,7 @@ class SudokuSolver(DiffusionSolver):
 def _row_strings(puzzle: object) -> bool:
     """Whether `puzzle` is a grid as a list (or tuple) of 9 strings, one row of 9 cells each ('..43..2.9')."""
     return (isinstance(puzzle, (list, tuple)) and len(puzzle) == 9 and all(isinstance(row, str) for row in puzzle)
-            and all(len(row.replace(" ", "").replace("|", "")) == 9 for row in puzzle))
+            and all(len(re.sub(r"[\s|]", "", row)) == 9 for row in puzzle))
 
 
 def _one_grid(puzzles: list) -> bool:
@@ -184,8 +185,9 @@ def _read_puzzle(puzzle) -> tuple[str, str | None]:
         cells = None
     if cells is None or cells.ndim == 0 or cells.dtype.kind not in "iuf":
         shape = f" of shape {cells.shape}" if cells is not None and cells.shape else ""
-        raise TypeError("a puzzle is an 81-character string ('.', '0' or '-' for blanks) or 81 whole numbers 0-9 "
-                        f"(flat or 9 x 9, 0 for blanks), got {type(puzzle).__name__}{shape}: {reprlib.repr(puzzle)}")
+        raise TypeError("a puzzle is an 81-character string ('.', '0' or '-' for blanks), 9 strings of 9 cells, or "
+                        "81 whole numbers 0-9 (flat or 9 x 9, 0 for blanks), got "
+                        f"{type(puzzle).__name__}{shape}: {reprlib.repr(puzzle)}")
     numbers = " ".join(f"{v:g}" for v in cells.ravel())
     if cells.shape not in ((81,), (9, 9)):
         return numbers, f"expected 81 numbers (flat or 9 x 9), got shape {cells.shape}"

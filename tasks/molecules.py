@@ -415,12 +415,15 @@ class MoleculeRequest:
         windows wholly outside the MOSES training molecules' range (TRAINING_RANGES), a `contains` pattern the
         scaffold does not hold (only the scaffold is written) that makes a long molecule, and a pinned fragment
         that itself carries an alert to avoid (only decorations that break the alert verify)."""
-        doubts = [f"{name}: window {_fmt((lo, hi), name)} {where} the training molecules' range "
-                  f"{_fmt(TRAINING_RANGES[name])}: verified molecules may be rare or absent within the budget"
-                  for name, (lo, hi) in self.windows.items() if (where := _outside_training(name, lo, hi))]
-        doubts += [f"{name}: window {_fmt((lo, hi), name)} has no width: a molecule's {name} is rarely exactly "
-                   f"{lo:g}, so verified molecules may be rare or absent within the budget"
-                   for name, (lo, hi) in self.windows.items() if lo == hi and not PROPERTIES[name].integer]
+        doubts = []
+        for name, (lo, hi) in self.windows.items():
+            if where := _outside_training(name, lo, hi):
+                doubts.append(f"{name}: window {_fmt((lo, hi), name)} {where} the training molecules' range "
+                              f"{_fmt(TRAINING_RANGES[name])}: verified molecules may be rare or absent within the "
+                              "budget")
+            elif lo == hi and not PROPERTIES[name].integer and EXACT_VALUES.get(name) != lo:
+                doubts.append(f"{name}: window {_fmt((lo, hi), name)} has no width: a molecule's {name} is rarely "
+                              f"exactly {lo:g}, so verified molecules may be rare or absent within the budget")
         fragment = self.fragment
         if self.contains and not self.scaffold and fragment is None and (
                 least := _least_tokens(self.contains)) > LONG_TOKENS:
@@ -448,13 +451,18 @@ class MoleculeRequest:
         return {name: exact[name] < lo for name, (lo, hi) in self.windows.items() if not lo <= exact[name] <= hi}
 
 
+EXACT_VALUES = {"tpsa": 0.0}  # what many molecules' continuous property is exactly: no N or O, no polar surface
+
+
 def _outside_training(name: str, lo: float, hi: float) -> str | None:
     """'lies outside' when a window holds none of the training molecules' range, 'only touches the edge of' when
     it holds one end of a continuous property's (qed 0.95:1 meets the highest QED at one point), else None."""
     low, high = TRAINING_RANGES[name]
     if hi < low or lo > high:
         return "lies outside"
-    return "only touches the edge of" if not PROPERTIES[name].integer and (hi == low or lo == high) else None
+    if PROPERTIES[name].integer or not (hi == low or lo == high):
+        return None
+    return None if EXACT_VALUES.get(name) == (low if hi == low else high) else "only touches the edge of"
 
 
 def _pattern_text(value: str | Chem.Mol | None, label: str) -> str | None:
@@ -503,6 +511,9 @@ def _check_contains(contains: str) -> None:
     spelled = Chem.MolFromSmiles(contains)
     if spelled is not None and (problem := rare_motif(spelled)):  # its ring or bond is in every match
         raise RequestError(f"contains: {contains!r} can never match: it has {problem}, which no returned molecule has")
+    if spelled is not None and needs_carbamic_acid(spelled, query):
+        raise RequestError(f"contains: {contains!r} can never match: only a carbamic acid N-C(=O)OH matches it, which "
+                           "loses CO2 and is never returned (a carbamate N-C(=O)O-C is: 'NC(=O)O')")
     # A ring of aromatic atoms under five may lie between aromatic rings, its own bonds single (biphenylene): the
     # pattern 'c1cnc1' matches there, though RDKit spells it as 'C1=CN=C1'.
     fused = spelled is not None and any(len(ring) < 5 and all(query.GetAtomWithIdx(i).GetIsAromatic() for i in ring)
@@ -593,6 +604,21 @@ def implausible(mol: Chem.Mol) -> str | None:
 
 
 CARBAMIC_ACID = Chem.MolFromSmarts("[#7][CX3](=O)[OX2H1]")
+
+
+def needs_carbamic_acid(spelled: Chem.Mol, query: Chem.Mol) -> bool:
+    """Whether the pattern `query`, spelled as the molecule `spelled`, matches it only through a carbamic acid:
+    with every carbamic acid's OH capped by a methyl (a carbamate), it no longer matches."""
+    hydroxyls = [match[3] for match in spelled.GetSubstructMatches(CARBAMIC_ACID)]
+    if not hydroxyls:
+        return False
+    capped = Chem.RWMol(spelled)
+    for oxygen in hydroxyls:
+        capped.GetAtomWithIdx(oxygen).SetNumExplicitHs(0)  # '[OH]' spells its hydrogen
+        capped.GetAtomWithIdx(oxygen).SetNoImplicit(False)
+        capped.AddBond(oxygen, capped.AddAtom(Chem.Atom(6)), Chem.BondType.SINGLE)
+    Chem.SanitizeMol(capped)
+    return not capped.HasSubstructMatch(query)
 
 
 def rare_motif(mol: Chem.Mol) -> str | None:

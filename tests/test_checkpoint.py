@@ -798,7 +798,7 @@ def test_models_slash_name_is_the_shipped_checkpoint_from_any_folder(tmp_path, m
     """As after installing the wheel: no models/ folder here, yet the README's `models/sudoku` works, and a name
     not shipped is refused instead of being fetched from a Hub owner called 'models'."""
     monkeypatch.chdir(tmp_path)
-    model = load_model("models/sort-demo")
+    model = load_model("models/sort-demo/")
     assert Path(model.source).parent.name == "models" and (Path(model.source) / "model.safetensors").is_file()
     with pytest.raises(CheckpointError, match="models/nope: no such directory, nor a checkpoint shipped with "
                                               "diffsolve \\(graphs, molecules, sort-demo, sudoku"):

@@ -585,6 +585,12 @@ def test_flags_and_predicate_results_are_checked_and_masks_are_copies():
     mask = guidance.allowed(start, torch.zeros(1, 4, dtype=torch.bool))
     mask[0, 0, 2] = True  # the caller's own copy: was the compiled mask itself
     assert not guidance.verify(start).any()
+    pinned = ConstraintModel(4, 5, 1).pin([0], [3]).compile()
+    pins, _ = pinned.pinned(1, torch.device("cpu"))
+    pins[:] = False  # the caller's own copy of the pin mask too
+    assert not pinned.verify(torch.tensor([[0, 0, 0, 0]])).any()
+    only_predicates = ConstraintModel(4, 5, 1).add_predicate("p", verify=lambda c, r: c[:, 0] == 1).compile()
+    assert only_predicates.allowed(start, torch.zeros(1, 4, dtype=torch.bool)) is None  # was None.clone()
 
 
 def test_solved_holds_for_the_canvas_returned_after_eos_padding():

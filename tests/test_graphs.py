@@ -776,11 +776,11 @@ def test_ctrl_c_in_a_countdown_batch_keeps_the_instances_answered(countdowns):
     def stop_at_the_first(i: int, result) -> None:  # as Ctrl-C in a notebook, once an instance is answered
         raise KeyboardInterrupt
 
-    with pytest.raises(BatchInterrupted, match="stopped with 1 of 4 done") as stop:
+    with pytest.raises(BatchInterrupted, match="stopped with 2 of 4 done") as stop:
         countdowns.solve_many(instances, on_result=stop_at_the_first)
-    results = stop.value.results  # the impossible one is answered first, without sampling
-    assert results[0].impossible and [(r.numbers, r.target) for r in results] == instances
-    assert [r.reason for r in results[1:]] == ["interrupted before it was solved"] * 3
+    results = stop.value.results  # the impossible ones are answered first, without sampling
+    assert results[0].impossible and results[3].impossible and [(r.numbers, r.target) for r in results] == instances
+    assert [r.reason for r in results[1:3]] == ["interrupted before it was solved"] * 2
 
 
 @pytest.mark.parametrize("prefix, valid", [

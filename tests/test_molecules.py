@@ -291,12 +291,14 @@ def test_the_verifier_rejects_invented_hydrogens_and_undecorated_scaffolds():
     assert task.implausible(Chem.MolFromSmiles("CCCCc1sccc1NC(=O)O")) == "a carbamic acid N-C(=O)OH, which loses CO2"
     assert task.parse_molecule("COCCCSc1cc2ccccc2n1C(=O)O") is None
     assert task.parse_molecule("CCCC(=O)O") is not None and task.parse_molecule("CCOC(=O)NC") is not None  # a carbamate
+    assert task.MoleculeRequest.parse(contains="NC(=O)O").contains == "NC(=O)O"  # carbamates match it
     # a request that needs such a ring or bond is refused before any work
     for request, message in [({"scaffold": "Cc1nn(C)o1"}, "scaffold: 'Cc1nn\\(C\\)o1' cannot be decorated: an "
                               "aromatic ring of 4 atoms with C, N, N, O"),
                              ({"contains": "c1nn(C)o1"}, "can never match: it has an aromatic ring of 4 atoms"),
                              ({"scaffold": "CC#Sc1ccccc1"}, "cannot be decorated: a triple bond between C and S"),
-                             ({"contains": "C#S"}, "can never match: it has a triple bond between C and S")]:
+                             ({"contains": "C#S"}, "can never match: it has a triple bond between C and S"),
+                             ({"contains": "NC(=O)[OH]"}, "only a carbamic acid N-C\\(=O\\)OH matches it")]:
         with pytest.raises(task.RequestError, match=message):
             task.MoleculeRequest.parse(**request)
     assert task.MoleculeRequest.parse(contains="O=c1c(=O)cc1").contains == "O=c1c(=O)cc1"
@@ -1246,6 +1248,7 @@ def test_windows_beyond_every_training_molecule_are_warned_about(designer):
     (message,) = task.MoleculeRequest.parse({"mw": (300, 300)}).unlikely()
     assert message.startswith("mw: window 300:300 has no width")
     assert not task.MoleculeRequest.parse({"hbd": (7, 7), "rings": (2, 2)}).unlikely()  # counts are hit exactly
+    assert not task.MoleculeRequest.parse({"tpsa": (None, 0)}).unlikely()  # no N or O: a TPSA of exactly 0
     with pytest.warns(task.UnlikelyRequestWarning, match="mw: window 900:1000") as caught:
         result = designer.generate(1, mw=(900, 1000), budget=1, seed=0)
     assert result.exhausted
@@ -1356,6 +1359,19 @@ def test_an_interrupt_hands_over_what_was_found(designer):
     assert [m.smiles for m in result] == [m.smiles for m in kept] and result.requested == 10
     assert result.seed == 3 and result.canvases >= 32 and result.known + result.atypical > 0 and not result.exhausted
     assert "stopped with 3/10 molecules" in str(stop.value)
+
+
+def test_an_interrupt_inside_a_round_keeps_the_canvases_that_had_stopped(designer):
+    """A round takes minutes on a CPU; a second Ctrl-C (or one inside a round) lost all of it."""
+    def stop_at_pass_12(step: int) -> None:
+        if step == 12:
+            raise KeyboardInterrupt
+
+    with pytest.raises(DesignInterrupted) as stop:
+        designer.generate(10, logp=(1, 4), seed=1, on_pass=stop_at_pass_12)  # a round of 80 canvases
+    result = stop.value.result
+    assert 0 < len(result) < 10 and len(result) <= result.canvases < 80  # the canvases that had stopped
+    assert all(1 <= Crippen.MolLogP(m.mol) <= 4 and m.verified for m in result)
 
 
 def test_cli_ctrl_c_writes_the_molecules_found_so_far(tmp_path):

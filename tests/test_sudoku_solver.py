@@ -457,5 +457,6 @@ def test_a_grid_as_nine_row_strings_is_one_puzzle(solver):
     rows = [puzzle[9 * r:9 * r + 9].replace("0", ".") for r in range(9)]
     result = solver.solve(rows)
     assert result.verified and is_valid_solution(puzzle, result.solution)
+    assert solver.solve([" ".join(row) for row in rows[:8]] + ["\t".join(rows[8])]).verified  # spaced, tabbed
     with pytest.raises(TypeError, match="got one 9 x 9 grid"):
         solver.solve_many(rows)
