@@ -594,6 +594,27 @@ def _log_records(lines: list[str]) -> list[tuple[str, dict]]:
     return records
 
 
+def _load_resumed_weights(found: Path, model: DiffusionGemma, cfg: TrainConfig, device: torch.device) -> None:
+    """The weights of the checkpoint at `found`, once it is known to be this run's (ResumeError otherwise)."""
+    check_resumable(found, model, cfg)
+    try:
+        model.load_state_dict(load_model(found, device=device).state_dict())
+    except CheckpointError as exc:  # weights that hold inf or NaN, say: the headers were intact
+        raise ResumeError(f"{exc}; delete {found} to start the run over") from None
+
+
+def _log(log_path: Path, metrics: dict, progress: bool, checkpoint: Callable[[], None]) -> None:
+    """One line of metrics to the run's log, and to stderr unless a progress bar shows them."""
+    try:
+        with log_path.open("a") as f:
+            f.write(json.dumps(metrics) + "\n")
+        if not progress:
+            print(json.dumps(metrics), file=sys.stderr, flush=True)  # stdout keeps the summary alone
+    except (OSError, SystemExit) as exc:  # stderr's reader went away (the CLI then ends): keep the step
+        _checkpoint_before_raising(checkpoint, exc)
+        raise
+
+
 def _train(model: DiffusionGemma, make_batch: Callable[[int, torch.Generator], Batch], cfg: TrainConfig,
            out: Path, evaluate: Callable[[DiffusionGemma], dict] | None, progress: bool,
            stop_after: int | None) -> dict:
@@ -601,11 +622,7 @@ def _train(model: DiffusionGemma, make_batch: Callable[[int, torch.Generator], B
     device = check_device(cfg.device)
     found = find_checkpoint(ckpt)
     if found is not None:
-        check_resumable(found, model, cfg)
-        try:
-            model.load_state_dict(load_model(found, device=device).state_dict())
-        except CheckpointError as exc:  # weights that hold inf or NaN, say: the headers were intact
-            raise ResumeError(f"{exc}; delete {found} to start the run over") from None
+        _load_resumed_weights(found, model, cfg, device)
     model.to(device).train()
     was_compiled = model.is_compiled
     if cfg.compile:  # for training only: sampling afterwards (new shapes, no grad) would recompile every graph
@@ -662,14 +679,7 @@ def _train(model: DiffusionGemma, make_batch: Callable[[int, torch.Generator], B
                     metrics.update(evaluate(model))
                     model.train()
                 bar.set_postfix(loss=f"{metrics['loss']:.3f}", acc=f"{metrics['noised_acc']:.3f}")
-                try:
-                    with log_path.open("a") as f:
-                        f.write(json.dumps(metrics) + "\n")
-                    if not progress:
-                        print(json.dumps(metrics), file=sys.stderr, flush=True)  # stdout keeps the summary alone
-                except (OSError, SystemExit) as exc:  # stderr's reader went away (the CLI then ends): keep the step
-                    _checkpoint_before_raising(checkpoint, exc)
-                    raise
+                _log(log_path, metrics, progress, checkpoint)
             if done % cfg.checkpoint_every == 0 or done in (cfg.steps, end) or stop.asked:  # asked while logging too
                 checkpoint()
             if out_of_time or stop.asked:
