@@ -583,8 +583,9 @@ def implausible(mol: Chem.Mol) -> str | None:
     reads a nitro group written 'N(=O)=O' or an N-oxide 'O=n1ccccc1' as charged ([N+](=O)[O-]); none of the
     MOSES training molecules has a charge (every fifth checked), 1 of the benchmark's 10,527 verified ones did.
     Nor a triple bond other than C#C and C#N: none of the 1.58M training molecules has one, 1 of the 10,527 had
-    C#S. Nor a carbamic acid N-C(=O)OH, which loses CO2 at room temperature: 2 of the 1.58M training molecules
-    have one, and asked for a carboxylic acid the designer wrote one 8 times in 19 molecules."""
+    C#S. Nor a pentalene (none of the 1.58M). Nor a carbamic acid N-C(=O)OH, which loses CO2 at room
+    temperature: 2 of the 1.58M training molecules have one, and asked for a carboxylic acid the designer wrote
+    one 8 times in 19 molecules."""
     if mol.GetNumHeavyAtoms() == 0 or any(atom.GetAtomicNum() == 1 for atom in mol.GetAtoms()):
         return "hydrogen atoms only or an explicit hydrogen atom"
     table = Chem.GetPeriodicTable()
@@ -623,7 +624,12 @@ def needs_carbamic_acid(spelled: Chem.Mol, query: Chem.Mol) -> bool:
 
 def rare_motif(mol: Chem.Mol) -> str | None:
     """A ring or bond that no MOSES training molecule has (`implausible`), said, or None."""
-    return small_heteroaromatic_ring(mol) or unusual_triple_bond(mol)
+    return small_heteroaromatic_ring(mol) or unusual_triple_bond(mol) or (
+        "a pentalene (two fused five-membered rings of sp2 carbons)" if mol.HasSubstructMatch(PENTALENE) else None)
+
+
+# Antiaromatic, and in none of the 1.58M MOSES training molecules; a chemist's probe saw one returned
+PENTALENE = Chem.MolFromSmarts("[#6X3]1~[#6X3]~[#6X3]2~[#6X3]~[#6X3]~[#6X3]~[#6X3]2~[#6X3]1")
 
 
 TRIPLE_BONDED = ({"C"}, {"C", "N"})  # the training molecules' triple bonds: C#C and C#N (by pair of elements)

@@ -292,6 +292,9 @@ def test_the_verifier_rejects_invented_hydrogens_and_undecorated_scaffolds():
     assert task.parse_molecule("COCCCSc1cc2ccccc2n1C(=O)O") is None
     assert task.parse_molecule("CCCC(=O)O") is not None and task.parse_molecule("CCOC(=O)NC") is not None  # a carbamate
     assert task.MoleculeRequest.parse(contains="NC(=O)O").contains == "NC(=O)O"  # carbamates match it
+    # a pentalene (antiaromatic; none in MOSES), returned once by a chemist's probe
+    assert task.implausible(Chem.MolFromSmiles("Cc1csc(C2=CC=C3C=CC=C32)c1")).startswith("a pentalene")
+    assert task.parse_molecule("C1=CC2CC=CC2=C1") is not None  # one ring carbon sp3: no pentalene
     # a request that needs such a ring or bond is refused before any work
     for request, message in [({"scaffold": "Cc1nn(C)o1"}, "scaffold: 'Cc1nn\\(C\\)o1' cannot be decorated: an "
                               "aromatic ring of 4 atoms with C, N, N, O"),
