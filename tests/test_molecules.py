@@ -1395,16 +1395,17 @@ def test_cli_ctrl_c_writes_the_molecules_found_so_far(tmp_path):
 
 def test_cli_sigterm_stops_after_the_pass_under_way_and_writes_what_earlier_rounds_found(tmp_path):
     # As a scheduler ends a job: no second signal comes, and the kill follows within seconds, so the round under
-    # way (tens of seconds on a CPU) is dropped; the molecules of the rounds before it are written.
+    # way (tens of seconds on a CPU) is cut short, keeping its canvases that had stopped; the molecules of the
+    # rounds before it are written.
     out = tmp_path / "found.smi"
     status, _, err = ctrl_c_when(["molecules", "-n", "4", "--mw", "400:450", "--seed", "0", "--out", str(out)],
                                  ready=r"\s[1-3]/4\s.*\s[1-9]\d*/\d+ canvases done, the round under way at pass 2/",
                                  sent=signal.SIGTERM)
     assert status == 130, err
-    assert "terminated: stopping after this pass, without the round of canvases under way" in err
+    assert "terminated: stopping after this pass, with the canvases of the round that have stopped" in err
     said = re.search(r"interrupted: (\d)/4 verified molecules from (\d+) canvases in [\d.]+ s; written to ", err)
     assert said, err[-500:]
-    assert len(out.read_text().split()) == int(said[1]) in (1, 2, 3) and int(said[2]) % 32 == 0
+    assert len(out.read_text().split()) == int(said[1]) in (1, 2, 3) and int(said[2]) >= 32
     passes = [int(k) for k in re.findall(r"the round under way at pass (\d+)/", err)]
     assert passes[-1] <= 4, passes  # it stopped a pass or two after the signal, not at the end of the round
 
