@@ -1,5 +1,5 @@
 """`python -m diffsolve ...` is the `solve` command."""
 
-from diffsolve.solvers.cli import main
+from diffsolve.entry import main
 
 main()

@@ -17,7 +17,7 @@ class _EndWhenReaderGoes:
     SIGPIPE's default action (which Python's documentation warns against: a closed socket would kill the process
     too), cleanup still runs. Any other failure to write (a full disk) ends the command with one line on stderr
     and status 74 (sysexits' EX_IOERR) when it is the results' stream (stdout); stderr's own failures are let go,
-    so that the results still come."""
+    so that the results still come (its reader gone too, unless stdout goes to the same pipe: `2>&1 | head`)."""
 
     def __init__(self, stream, results: bool):
         self._stream, self._results = stream, results
@@ -39,13 +39,22 @@ class _EndWhenReaderGoes:
             self._failed(exc)
 
     def _failed(self, exc: OSError) -> None:
+        shared = _same_file(1, 2)  # before stderr is pointed at /dev/null
         os.dup2(os.open(os.devnull, os.O_WRONLY), self._stream.fileno())  # Python's last flush must not fail
-        if isinstance(exc, BrokenPipeError):
+        if isinstance(exc, BrokenPipeError) and (self._results or shared):
             raise SystemExit(128 + 13)  # 128 + SIGPIPE
         if self._results:
             error(f"cannot write the output: {exc.strerror or exc}")
             raise SystemExit(CANNOT_WRITE)
 
+
+
+def _same_file(fd: int, other: int) -> bool:
+    try:
+        a, b = os.fstat(fd), os.fstat(other)
+    except OSError:
+        return False
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 
 
 class _Closed:
@@ -73,6 +82,9 @@ def main() -> None:
         sys.stderr = open(os.devnull, "w")
     if sys.stdout is None:  # `>&-`: a command that writes its results elsewhere (--out) still runs
         sys.stdout = _Closed()
+    for stream in (sys.stdout, sys.stderr):  # a file name or label the encoding lacks prints escaped, not a crash
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     sys.stdout, sys.stderr = _EndWhenReaderGoes(sys.stdout, True), _EndWhenReaderGoes(sys.stderr, False)
     try:
         app()

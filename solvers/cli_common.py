@@ -149,8 +149,8 @@ SEED_RANGE = dict(min=0, max=2**63 - 1)  # what torch generators take
 STEPS_RANGE = dict(min=1, max=MAX_STEPS)  # what the sampler's int32 pass count takes
 # Options every solving command shares (typer reads them as defaults).
 DEVICE = typer.Option("cpu", help="cpu or cuda.")
-THREADS = typer.Option(None, min=1, show_default=False, help="CPU threads for torch [default: torch's choice, "
-                       "about one per core]. On a machine busy with other work, 1 can be many times faster.")
+THREADS = typer.Option(None, min=1, max=1024, show_default=False, help="CPU threads for torch [default: torch's "
+                       "choice, about one per core]. On a machine busy with other work, 1 can be many times faster.")
 
 
 def _version(show: bool) -> None:

@@ -323,6 +323,8 @@ def countdown(
     format = choice(format, "--format", FORMATS)
     if steps_format and format == "json":
         usage_error("--steps shapes the text output; JSON records carry both 'steps' and 'expression'")
+    if len(instance) > 1 and any(Path(part).is_file() or part == "-" for part in instance):
+        usage_error(f"{' '.join(instance)}: one FILE at a time (or numbers inline: '4 7 8 8 --target 24')")
     entries = _countdown_instances(" ".join(instance), target, CountdownError, parse_instance)
     good = [parsed for _, parsed in entries if not isinstance(parsed, str)]
 
@@ -341,7 +343,7 @@ def countdown(
     if not good:  # JSON keeps a record per line even then, as for Sudoku
         for k in range(len(entries)):
             emit_unreadable(k)
-        usage_error(f"{input_name(instance)}: no usable instance")
+        usage_error(f"{input_name(' '.join(instance))}: no usable instance")
     solver = _solver("countdown", checkpoint, device, threads, model_only, canvases, max_steps, seed)
 
     def emit(k: int, r) -> None:

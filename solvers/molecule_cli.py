@@ -145,7 +145,7 @@ def _run_design(designer, num: int, request, seed: int, budget: int):
     try:
         with (rich_progress("designing", "{task.fields[tried]}") as bar, warnings.catch_warnings(),
               CtrlC("finishing the round of canvases under way",
-                    "terminated: stopping after this pass, with the canvases of the round that have stopped") as ctrl_c):
+                    "terminated: stopping after this pass, with the round's stopped canvases") as ctrl_c):
             warnings.simplefilter("ignore", UnlikelyRequestWarning)  # said before, in the CLI's words
             task = bar.add_task("molecules", total=num, tried="")
             result = designer.design(num, request, seed=seed, budget=budget, on_round=on_round, on_pass=on_pass)

@@ -183,7 +183,7 @@ def _sudoku_tracer(canvases: int):
     from ..tasks import sudoku as task
 
     console = Console(stderr=True, soft_wrap=True)  # a line per pass header, however narrow the terminal
-    coloured = console.color_system is not None  # a terminal without NO_COLOR: else unsettled cells show as '.'
+    coloured = console.color_system is not None and not console.no_color  # else unsettled cells show as '.'
 
     def show(info: StepInfo) -> None:
         row = int(info.solved.nonzero()[0, 0]) if info.solved.any() else 0  # the verified canvas once there is one

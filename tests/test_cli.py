@@ -768,3 +768,51 @@ def test_a_stop_while_writing_the_model_leaves_no_card_of_other_weights(tmp_path
     result = run(*args, "--steps", 2)
     assert result.exit_code == 130 and "was not completely written" in result.stderr
     assert not card.exists()  # the card of step 1's weights went before step 2's were written
+
+
+SOLVE = Path(sys.executable).parent / "solve"
+
+
+@pytest.mark.parametrize("sent", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+def test_a_signal_while_the_command_starts_is_status_130_without_a_traceback(sent):
+    """torch and RDKit take seconds to import: Ctrl-C right after a mistyped command printed a traceback, and
+    SIGTERM or SIGHUP gave 143 or 129, where the README promises 130."""
+    child = subprocess.Popen([str(SOLVE), "sudoku", SUDOKU], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             preexec_fn=lambda: [signal.signal(s, signal.SIG_DFL) for s in (signal.SIGINT,
+                                                                                            signal.SIGHUP)])
+    time.sleep(0.5)  # inside the imports
+    child.send_signal(sent)
+    _, err = child.communicate(timeout=60)
+    assert child.returncode == 130 and b"Traceback" not in err, err[-500:]
+
+
+def test_results_still_come_when_only_the_reader_of_stderr_goes(tmp_path):
+    """`solve ... 2>&1 >results.txt | true`: the first warning killed the run (141) with nothing solved."""
+    puzzles = tmp_path / "p.txt"
+    puzzles.write_text("12345\n" + Path(SUDOKU).read_text().splitlines()[1] + "\n")
+    results = tmp_path / "results.txt"
+    with results.open("w") as out:
+        child = subprocess.Popen([str(SOLVE), "sudoku", str(puzzles), "-f", "line", "--threads", "1"], stdout=out,
+                                 stderr=subprocess.PIPE)
+        child.stderr.close()  # the reader of stderr is gone before the first warning
+        assert child.wait(timeout=300) == 1  # one puzzle unreadable, the other solved
+    lines = results.read_text().splitlines()
+    assert len(lines) == 2 and lines[0].startswith("# line 1: unreadable") and re.fullmatch("[1-9]{81}", lines[1])
+
+
+def test_names_the_encoding_lacks_print_escaped_and_threads_are_bounded(tmp_path):
+    graph = tmp_path / "städte.txt"
+    graph.write_text("München Berlin\nBerlin Köln\nKöln München\n")
+    done = subprocess.run([str(SOLVE), "coloring", str(graph), "--threads", "1"], capture_output=True,
+                          env={**os.environ, "PYTHONIOENCODING": "ascii"}, timeout=300)
+    assert done.returncode == 0 and b"st\\xe4dte.txt: 3-colouring verified" in done.stderr, done.stderr[-500:]
+    assert b"M\\xfcnchen " in done.stdout  # a label, as the text output prints it (was a traceback, exit 1)
+    assert run("sudoku", SUDOKU, "--threads", 4096).exit_code == 2  # 4,096 crashed torch
+
+
+def test_countdown_names_stdin_and_takes_one_file_at_a_time(tmp_path):
+    assert "error: <stdin>: no usable instance" in run("countdown", "-", input="garbage\n").output
+    jsonl = tmp_path / "cd.jsonl"
+    jsonl.write_text('{"input": "4,7,8,8,24"}\n')
+    said = run("countdown", str(jsonl), str(jsonl))
+    assert said.exit_code == 2 and "one FILE at a time" in said.output

@@ -1402,7 +1402,7 @@ def test_cli_sigterm_stops_after_the_pass_under_way_and_writes_what_earlier_roun
                                  ready=r"\s[1-3]/4\s.*\s[1-9]\d*/\d+ canvases done, the round under way at pass 2/",
                                  sent=signal.SIGTERM)
     assert status == 130, err
-    assert "terminated: stopping after this pass, with the canvases of the round that have stopped" in err
+    assert "terminated: stopping after this pass, with the round's stopped canvases" in err
     said = re.search(r"interrupted: (\d)/4 verified molecules from (\d+) canvases in [\d.]+ s; written to ", err)
     assert said, err[-500:]
     assert len(out.read_text().split()) == int(said[1]) in (1, 2, 3) and int(said[2]) >= 32
