@@ -1,8 +1,8 @@
 """The engine: DiffusionGemma text model, checkpoint I/O, sampler, training objective."""
 
 from . import arguments
-from .checkpoint import (CheckpointError, check_device, files_digest, load_model, new_model,
-                         resolve_checkpoint, save_model, weights_digest, write_atomically)
+from .checkpoint import (CheckpointError, CheckpointHeader, check_device, files_digest, load_model, new_model,
+                         read_header, resolve_checkpoint, save_model, weights_digest, write_atomically)
 from .config import ConfigError, LayerSpec, ModelConfig
 from .ctrl_c import CtrlC, quiet_worker
 from .model import DiffusionGemma, KVCache
@@ -26,9 +26,11 @@ from .sampler import (
 from .tokenizer import load_tokenizer, word_level_tokenizer
 
 __all__ = [
-    "CheckpointError", "ConfigError", "CtrlC", "DiffusionGemma", "FinishClock", "GenerationOutput", "Guidance",
+    "CheckpointError", "CheckpointHeader", "ConfigError", "CtrlC", "DiffusionGemma", "FinishClock",
+    "GenerationOutput", "Guidance",
     "KVCache", "LayerSpec", "ModelConfig", "Pins", "SamplingConfig", "StepCallback", "StepInfo", "arguments",
     "check_device", "child_generator", "denoise_canvas", "generate", "generate_autoregressive", "guided_config",
-    "load_model", "load_tokenizer", "new_model", "one_canvas", "progress_bar", "quiet_worker", "released_config",
+    "load_model", "load_tokenizer", "new_model", "one_canvas", "progress_bar", "quiet_worker", "read_header",
+    "released_config",
     "resolve_checkpoint", "save_model", "files_digest", "weights_digest", "word_level_tokenizer", "write_atomically",
 ]

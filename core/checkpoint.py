@@ -126,7 +126,7 @@ def resolve_checkpoint(path_or_id: str | os.PathLike) -> Path:
     cached = None
     try:  # the cache first: no network call when the checkpoint is there
         cached = Path(snapshot_download(repo_id, allow_patterns=patterns, local_files_only=True))
-        if (cached / "config.json").is_file() and any((cached / f).is_file() for f in (SINGLE_FILE, INDEX_FILE)):
+        if (cached / "config.json").is_file() and _weights_complete(cached):
             return cached
         # else a download cut short, or a model kept as pickles: finished below where the Hub may be asked
     except Exception:
@@ -233,6 +233,15 @@ def _index_save(directory: Path) -> str | None:
         return None
     metadata = json.loads(index.read_text()).get("metadata")
     return metadata.get(SAVE_KEY) if isinstance(metadata, dict) else None
+
+
+def _weights_complete(directory: Path) -> bool:
+    """Whether `directory` holds its weights: model.safetensors, or every shard its index names (the index comes
+    first in a download: one cut short leaves it without some of its 50 GB of shards)."""
+    try:
+        return bool(_shard_files(directory))
+    except CheckpointError:
+        return False
 
 
 def _shard_files(directory: Path) -> list[Path]:
@@ -446,6 +455,24 @@ def stored_dtype(directory: Path) -> torch.dtype:
         raise CheckpointError(f"{directory / 'config.json'}: dtype {name!r} is not one the model computes in "
                               "(float32, bfloat16, float16, float64)")
     return dtype
+
+
+@dataclass
+class CheckpointHeader:
+    """What a checkpoint is, read without its weights: enough to refuse one made for another task before reading
+    gigabytes (the released model's are 50 GB)."""
+
+    config: ModelConfig
+    tokenizer: object  # tokenizers.Tokenizer, or None when the checkpoint ships no tokenizer.json
+    source: str
+
+
+def read_header(path_or_id: str | os.PathLike) -> CheckpointHeader:
+    """The config.json and tokenizer.json of a checkpoint directory or cached hub id (CheckpointError as
+    `load_model` raises it)."""
+    directory = resolve_checkpoint(path_or_id)
+    _read_config_json(directory)
+    return CheckpointHeader(read_config(directory), _read_tokenizer(directory), str(path_or_id))
 
 
 def _read_tokenizer(directory: Path):

@@ -8,7 +8,7 @@ import sys
 import torch
 from tokenizers import Tokenizer
 
-from ..core import CheckpointError, DiffusionGemma, load_model
+from ..core import CheckpointError, CheckpointHeader, DiffusionGemma, load_model, read_header
 
 if sys.version_info >= (3, 11):
     from typing import Self
@@ -27,7 +27,8 @@ def default_checkpoint(task: str) -> Path:
     return Path(models.__file__).parent / SHIPPED[task]
 
 
-def check_task_model(model: DiffusionGemma, task: str, tokenizer: Tokenizer, canvas: int, exact: bool = False) -> None:
+def check_task_model(model: DiffusionGemma | CheckpointHeader, task: str, tokenizer: Tokenizer, canvas: int,
+                     exact: bool = False) -> None:
     """Refuse a checkpoint made for another task (its token ids would mean other things) before any sampling:
     its vocabulary must be the task's `tokenizer` (token for token, when it ships tokenizer.json; in size
     otherwise). `exact`: the task samples the model's whole canvas, so it must be exactly `canvas` long."""
@@ -48,12 +49,20 @@ class Pretrained:
     shipped checkpoint it loads by default."""
 
     CHECKPOINT: str
+    TOKENIZER: Tokenizer
+    CANVAS: int  # the longest canvas the task samples, which the model must hold
 
     @classmethod
     def from_pretrained(cls, path: str | None = None, *, device: str = "cpu", dtype: torch.dtype | str = "auto",
                         **kwargs) -> Self:
         """The solver on the shipped checkpoint, or on `path` (a checkpoint directory or a cached hub id), in
         `dtype` ("auto": the one config.json names; torch.bfloat16 or "bfloat16" ...); `kwargs` go to the
-        constructor."""
+        constructor. A checkpoint made for another task is refused before its weights are read."""
         checkpoint = default_checkpoint(cls.CHECKPOINT) if path is None else path
+        cls.check_header(read_header(checkpoint))
         return cls(load_model(checkpoint, dtype=dtype, device=device), **kwargs)
+
+    @classmethod
+    def check_header(cls, header: CheckpointHeader) -> None:
+        """`check_task_model` on a checkpoint's config and tokenizer alone."""
+        check_task_model(header, cls.CHECKPOINT, cls.TOKENIZER, cls.CANVAS)

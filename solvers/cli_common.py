@@ -17,7 +17,8 @@ import torch
 import typer
 from rich.console import Console
 
-from ..core import CheckpointError, check_device, load_model, resolve_checkpoint, write_atomically
+from ..core import (CheckpointError, CheckpointHeader, check_device, load_model, read_header, resolve_checkpoint,
+                    write_atomically)
 from ..core.arguments import MAX_STEPS
 from ..core.checkpoint import DTYPE_NAMES
 from ..core.ctrl_c import SIGNALS, watched
@@ -277,16 +278,20 @@ def refuse_closed_stdout() -> None:
 
 
 def load_task_model(checkpoint: str | None, task: str, device: str, threads: int | None,
-                    build: Callable = lambda model: model, results_on_stdout: bool = True):
+                    build: Callable = lambda model: model, results_on_stdout: bool = True,
+                    check_header: Callable[[CheckpointHeader], None] | None = None):
     """The task's model (compiled with --compile) wrapped by `build` (a solver, which refuses a checkpoint made
     for another task), run on `threads` CPU threads when given; unusable devices and checkpoints exit 2 with one
-    line, and so does a stdout closed at start (`>&-`) when the results go there, before any work."""
+    line, and so does a stdout closed at start (`>&-`) when the results go there, before any work.
+    `check_header` refuses a checkpoint of another task from its config and tokenizer, before its weights."""
     if results_on_stdout:
         refuse_closed_stdout()
     check_device_option(device)
     if threads is not None:
         torch.set_num_threads(threads)
     try:
+        if check_header is not None and checkpoint is not None:
+            check_header(read_header(checkpoint))
         model = load_model(default_checkpoint(task) if checkpoint is None else checkpoint, dtype=OPTIONS["dtype"],
                            device=device)
         if OPTIONS["compile"]:

@@ -33,8 +33,11 @@ def demo(
         if len(digits) != sorting.LENGTH or not all(c in "0123456789" for c in digits):
             usage_error(f"--digits needs exactly {sorting.LENGTH} digits, got {digits!r}")
         values = torch.tensor([[int(c) for c in digits]])
-    model = load_task_model(checkpoint, "sorting", device, threads, lambda model: check_task_model(
-        model, "sorting", sorting.TOKENIZER, sorting.LENGTH, exact=True) or model)
+    def check(model) -> None:  # the model, or (before its weights are read) the checkpoint's header
+        check_task_model(model, "sorting", sorting.TOKENIZER, sorting.LENGTH, exact=True)
+
+    model = load_task_model(checkpoint, "sorting", device, threads, lambda model: check(model) or model,
+                            check_header=check)
     prompt = sorting.encode_prompt(values).to(device)
     console.print(f"input     {''.join(map(str, values[0].tolist()))}")
 

@@ -206,12 +206,12 @@ class MoleculeDesigner(Pretrained):
     `novel`: molecules of the MOSES training set are left out (`molecule_known`; 1 % of novel ones too).
     """
 
-    CHECKPOINT = "molecules"
+    CHECKPOINT, TOKENIZER, CANVAS = "molecules", task.TOKENIZER, task.CANVAS
 
     def __init__(self, model: DiffusionGemma, *, guided: bool = True, max_steps: int | None = None,
                  canvases_per_round: int = 128, training_prior: bool = True, match_training: bool = True,
                  novel: bool = True):
-        check_task_model(model, self.CHECKPOINT, task.TOKENIZER, task.CANVAS)
+        check_task_model(model, self.CHECKPOINT, self.TOKENIZER, self.CANVAS)
         self.model = model
         self.guided = guided = arguments.flag(guided, "guided")
         training_prior, match_training = arguments.flag(training_prior, "training_prior"), \

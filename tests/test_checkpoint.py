@@ -806,3 +806,22 @@ def test_models_slash_name_is_the_shipped_checkpoint_from_any_folder(tmp_path, m
     (tmp_path / "models").mkdir()  # a models/ folder here is a path, as before
     with pytest.raises(CheckpointError, match="mistyped path"):
         load_model("models/sort-demo")
+
+
+def test_a_sharded_download_cut_short_in_the_cache_is_partial_not_a_missing_shard(saved, tmp_path):
+    """The index arrives before 50 GB of shards: such a snapshot is 'only partly downloaded' (finished where the
+    Hub can be asked; offline, `hf download` named), not returned as a checkpoint missing a shard."""
+    model, _ = saved
+    sharded = tmp_path / "sharded"
+    model.save_pretrained(sharded, max_shard_bytes=20_000)
+    shards = sorted(sharded.glob("model-*.safetensors"))
+    assert len(shards) > 1 and (sharded / "model.safetensors.index.json").is_file()
+    shards[-1].unlink()
+    home = tmp_path / "hf_home"
+    _cache_holding(sharded, home / "hub", "acme/cut-short")
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE")}
+    env.update(HF_HOME=str(home), HF_HUB_OFFLINE="1")
+    done = subprocess.run([sys.executable, "-c", "from diffsolve.core import load_model; load_model('acme/cut-short')"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0 and "acme/cut-short: no such local directory, and only partly downloaded in the " \
+        "Hugging Face cache (offline mode" in done.stderr and "hf download acme/cut-short" in done.stderr, done.stderr

@@ -18,7 +18,7 @@ import torch
 from interrupt import ctrl_c_when
 from typer.testing import CliRunner
 
-from diffsolve.core import CtrlC, FinishClock, StepInfo, quiet_worker
+from diffsolve.core import CheckpointError, CtrlC, FinishClock, StepInfo, quiet_worker
 from diffsolve.solvers.checkpoints import default_checkpoint
 from diffsolve.solvers.cli import app
 from diffsolve.solvers.cli_common import InOrder, write_output
@@ -816,3 +816,18 @@ def test_countdown_names_stdin_and_takes_one_file_at_a_time(tmp_path):
     jsonl.write_text('{"input": "4,7,8,8,24"}\n')
     said = run("countdown", str(jsonl), str(jsonl))
     assert said.exit_code == 2 and "one FILE at a time" in said.output
+
+
+def test_a_checkpoint_of_another_task_is_refused_before_its_weights_are_read(tmp_path):
+    """The released model's weights are 50 GB: its config and tokenizer say it is no Sudoku model first."""
+    from diffsolve.solvers import SudokuSolver
+
+    other = tmp_path / "other"
+    other.mkdir()
+    for name in ("config.json", "tokenizer.json", "generation_config.json"):
+        (other / name).write_bytes((default_checkpoint("molecules") / name).read_bytes())
+    (other / "model.safetensors").write_bytes(b"weights that were never read")
+    said = run("sudoku", SUDOKU, "--checkpoint", other)
+    assert said.exit_code == 2 and "not a sudoku checkpoint (vocabulary of 55 tokens" in said.stderr, said.stderr
+    with pytest.raises(CheckpointError, match="not a sudoku checkpoint"):
+        SudokuSolver.from_pretrained(other)
