@@ -581,6 +581,16 @@ def save_model(model: DiffusionGemma, path: str | os.PathLike, max_shard_bytes: 
         write_atomically(out / "tokenizer.json", lambda p: model.tokenizer.save(str(p)))
         if (settings := tokenizer_settings(model.tokenizer)) is not None:
             _write_json(out / "tokenizer_config.json", settings)
+        elif model.source is not None and Path(model.source).resolve() != out.resolve():
+            for name in TOKENIZER_COMPANIONS:  # Gemma's own: its settings and chat template go with it
+                if (Path(model.source) / name).is_file():
+                    data = (Path(model.source) / name).read_bytes()
+                    write_atomically(out / name, lambda p, data=data: p.write_bytes(data))
+
+
+# What a checkpoint's own tokenizer.json comes with (transformers' AutoTokenizer and processors read them)
+TOKENIZER_COMPANIONS = ("tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
+                        "chat_template.json", "processor_config.json", "preprocessor_config.json")
 
 
 def tokenizer_settings(tokenizer: Tokenizer) -> dict | None:

@@ -217,6 +217,8 @@ class ModelConfig:
         # not vision_config: we never write vision weights, so a saved copy of the 26B model declaring its full
         # vision tower would have transformers build and randomly initialise it; the tiny stand-in goes instead
         passthrough = {k: cfg[k] for k in ("boi_token_id", "eoi_token_id", "image_token_id") if k in cfg}
+        if "text_config" in cfg:  # the wrapper's own token ids (the released model's eos_token_id [1, 106])
+            passthrough.update({k: cfg[k] for k in ("bos_token_id", "eos_token_id", "pad_token_id") if k in cfg})
         default = {f.name: f.default for f in fields(cls)}  # what a key config.json leaves out takes
         return cls(
             vocab_size=text["vocab_size"],

@@ -3,6 +3,7 @@
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -825,3 +826,24 @@ def test_a_sharded_download_cut_short_in_the_cache_is_partial_not_a_missing_shar
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode != 0 and "acme/cut-short: no such local directory, and only partly downloaded in the " \
         "Hugging Face cache (offline mode" in done.stderr and "hf download acme/cut-short" in done.stderr, done.stderr
+
+
+def test_a_resave_keeps_the_wrappers_token_ids_and_the_tokenizers_companions(saved, tmp_path):
+    """The released model's config.json names eos_token_id [1, 106] beside its text_config, and its tokenizer
+    comes with tokenizer_config.json and a chat template: a load and save kept neither."""
+    from tokenizers import Tokenizer, models
+
+    _, path = saved
+    source = tmp_path / "source"
+    shutil.copytree(path, source)
+    config = json.loads((source / "config.json").read_text())
+    config["eos_token_id"] = [1, 7]
+    (source / "config.json").write_text(json.dumps(config))
+    Tokenizer(models.BPE(vocab={"<pad>": 0, "<eos>": 1, "<bos>": 2}, merges=[])).save(str(source / "tokenizer.json"))
+    (source / "tokenizer_config.json").write_text('{"tokenizer_class": "GemmaTokenizer"}')
+    (source / "chat_template.jinja").write_text("{{ messages }}")
+    out = tmp_path / "out"
+    load_model(source).save_pretrained(out)
+    assert json.loads((out / "config.json").read_text())["eos_token_id"] == [1, 7]
+    assert (out / "chat_template.jinja").read_text() == "{{ messages }}"
+    assert json.loads((out / "tokenizer_config.json").read_text()) == {"tokenizer_class": "GemmaTokenizer"}
