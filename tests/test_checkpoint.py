@@ -599,6 +599,16 @@ def _cache_holding(path: Path, cache: Path, repo_id: str) -> None:
     (repo / "refs" / "main").write_text(commit)
 
 
+def _load_offline_from_a_cache_holding(path: Path, repo_id: str, tmp_path: Path) -> subprocess.CompletedProcess:
+    """`load_model(repo_id)` in a child, offline, with a Hugging Face cache holding `path` as `repo_id`."""
+    home = tmp_path / "hf_home"
+    _cache_holding(path, home / "hub", repo_id)
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE")}
+    env.update(HF_HOME=str(home), HF_HUB_OFFLINE="1")
+    return subprocess.run([sys.executable, "-c", f"from diffsolve.core import load_model; load_model({repo_id!r})"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+
+
 def test_hub_id_resolves_offline_from_the_hf_cache(saved, tmp_path_factory):
     model, path = saved
     cache = tmp_path_factory.mktemp("hf_cache")
@@ -627,12 +637,7 @@ def test_a_hub_id_cached_with_only_pickle_weights_says_so_offline(tmp_path):
     with pytest.raises(CheckpointError, match=rf"{pickled}: only pickle weights found \(pytorch_model.bin\); "
                                               "diffsolve loads safetensors only"):
         load_model(pickled)
-    home = tmp_path / "hf_home"
-    _cache_holding(pickled, home / "hub", "acme/pickled")
-    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE")}
-    env.update(HF_HOME=str(home), HF_HUB_OFFLINE="1")
-    done = subprocess.run([sys.executable, "-c", "from diffsolve.core import load_model; load_model('acme/pickled')"],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    done = _load_offline_from_a_cache_holding(pickled, "acme/pickled", tmp_path)
     assert done.returncode != 0 and "partly downloaded" not in done.stderr, done.stderr
     assert "CheckpointError: acme/pickled: only pickle weights found in the Hugging Face cache (" in done.stderr
     assert "models--acme--pickled/snapshots/" in done.stderr and "pytorch_model.bin); diffsolve loads safetensors " \
@@ -818,12 +823,7 @@ def test_a_sharded_download_cut_short_in_the_cache_is_partial_not_a_missing_shar
     shards = sorted(sharded.glob("model-*.safetensors"))
     assert len(shards) > 1 and (sharded / "model.safetensors.index.json").is_file()
     shards[-1].unlink()
-    home = tmp_path / "hf_home"
-    _cache_holding(sharded, home / "hub", "acme/cut-short")
-    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE")}
-    env.update(HF_HOME=str(home), HF_HUB_OFFLINE="1")
-    done = subprocess.run([sys.executable, "-c", "from diffsolve.core import load_model; load_model('acme/cut-short')"],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    done = _load_offline_from_a_cache_holding(sharded, "acme/cut-short", tmp_path)
     assert done.returncode != 0 and "acme/cut-short: no such local directory, and only partly downloaded in the " \
         "Hugging Face cache (offline mode" in done.stderr and "hf download acme/cut-short" in done.stderr, done.stderr
 
