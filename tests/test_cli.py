@@ -207,12 +207,12 @@ def test_train_that_cannot_write_its_checkpoint_says_so_and_keeps_the_last(tmp_p
 @pytest.mark.parametrize("stop", ["reader gone", "SIGHUP"])
 def test_train_keeps_a_checkpoint_when_stderr_s_reader_goes_or_the_terminal_closes(tmp_path, stop):
     out = tmp_path / "run"
-    child = _solve_train("--out", out, "--steps", 100_000, "--batch-size", 4, stdout=subprocess.DEVNULL,
-                         stderr=subprocess.PIPE)  # checkpoints every 500 steps; logs every 25
+    child = _solve_train("--out", out, "--steps", 100_000, "--batch-size", 4, stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT)  # checkpoints every 500 steps; logs every 25
     try:
-        logged = json.loads(child.stderr.readline())  # the first log line
+        logged = json.loads(child.stdout.readline())  # the first log line
         if stop == "reader gone":  # `solve train ... 2>&1 | head -1`
-            child.stderr.close()
+            child.stdout.close()
         else:
             child.send_signal(signal.SIGHUP)
         child.wait(timeout=300)
@@ -574,9 +574,9 @@ def test_a_reader_that_stops_early_ends_solve_with_the_sigpipe_status_not_unsolv
     child.stdout.close()  # the reader goes away, as `head -1` does
     assert json.loads(first)["line"] == 1 and child.wait(timeout=120) == 128 + signal.SIGPIPE
     f.write_text("not an instance\n" * 3000)  # an error per line on stderr: `2>&1 | head -1` ends it the same way
-    child = subprocess.Popen([str(solve), "countdown", str(f)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    first = child.stderr.readline()
-    child.stderr.close()
+    child = subprocess.Popen([str(solve), "countdown", str(f)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    first = child.stdout.readline()
+    child.stdout.close()
     assert first.startswith(b"error: ") and child.wait(timeout=120) == 128 + signal.SIGPIPE
 
 
