@@ -471,7 +471,6 @@ def read_header(path_or_id: str | os.PathLike) -> CheckpointHeader:
     """The config.json and tokenizer.json of a checkpoint directory or cached hub id (CheckpointError as
     `load_model` raises it)."""
     directory = resolve_checkpoint(path_or_id)
-    _read_config_json(directory)
     return CheckpointHeader(read_config(directory), _read_tokenizer(directory), str(path_or_id))
 
 

@@ -610,7 +610,7 @@ def _log(log_path: Path, metrics: dict, progress: bool, checkpoint: Callable[[],
             f.write(json.dumps(metrics) + "\n")
         if not progress:
             print(json.dumps(metrics), file=sys.stderr, flush=True)  # stdout keeps the summary alone
-    except (OSError, SystemExit) as exc:  # stderr's reader went away (the CLI then ends): keep the step
+    except (OSError, SystemExit) as exc:  # the log's reader went away (`2>&1 | head`: the CLI ends): keep the step
         _checkpoint_before_raising(checkpoint, exc)
         raise
 

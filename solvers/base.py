@@ -13,7 +13,7 @@ from torch import Tensor
 from ..core import (DiffusionGemma, FinishClock, Guidance, Pins, SamplingConfig, StepCallback, arguments, generate,
                     guided_config, one_canvas, progress_bar, released_config)
 from ..tasks.text import plural
-from .checkpoints import Pretrained, check_task_model
+from .checkpoints import Pretrained
 
 
 UNFINISHED = "interrupted before it was solved"  # the reason of an unfinished item's result after Ctrl-C
@@ -51,7 +51,7 @@ class DiffusionSolver(Pretrained):
 
     def __init__(self, model: DiffusionGemma, *, guided: bool = True, canvases: int | None = None,
                  max_steps: int = 128, seed: int = 0, temperature: float | None = None):
-        check_task_model(model, self.CHECKPOINT, self.TOKENIZER, self.CANVAS)
+        self.check_checkpoint(model)
         self.model, self.seed = model, arguments.seed(seed)
         self.guided = guided = arguments.flag(guided, "guided")
         self.canvases = arguments.canvases(canvases, guided, self.DEFAULT_CANVASES)

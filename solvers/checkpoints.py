@@ -59,10 +59,10 @@ class Pretrained:
         `dtype` ("auto": the one config.json names; torch.bfloat16 or "bfloat16" ...); `kwargs` go to the
         constructor. A checkpoint made for another task is refused before its weights are read."""
         checkpoint = default_checkpoint(cls.CHECKPOINT) if path is None else path
-        cls.check_header(read_header(checkpoint))
+        cls.check_checkpoint(read_header(checkpoint))
         return cls(load_model(checkpoint, dtype=dtype, device=device), **kwargs)
 
     @classmethod
-    def check_header(cls, header: CheckpointHeader) -> None:
-        """`check_task_model` on a checkpoint's config and tokenizer alone."""
-        check_task_model(header, cls.CHECKPOINT, cls.TOKENIZER, cls.CANVAS)
+    def check_checkpoint(cls, model: DiffusionGemma | CheckpointHeader) -> None:
+        """`check_task_model` for this task: on a model, or on a checkpoint's config and tokenizer alone."""
+        check_task_model(model, cls.CHECKPOINT, cls.TOKENIZER, cls.CANVAS)

@@ -65,7 +65,8 @@ def _solver(kind: str, checkpoint, device, threads, model_only, canvases, max_st
     cls = CountdownSolver if kind == "countdown" else GraphSolver
     check_canvases(canvases, model_only)
     return load_task_model(checkpoint, "graphs", device, threads, lambda model: cls(
-        model, guided=not model_only, canvases=canvases, max_steps=max_steps, seed=seed), check_header=cls.check_header)
+        model, guided=not model_only, canvases=canvases, max_steps=max_steps, seed=seed),
+        check_header=cls.check_checkpoint)
 
 
 def _emit(result, format: str, text: str) -> None:

@@ -98,7 +98,7 @@ def molecules(
         usage_error(f"--out and --image both name {out}: the picture would replace the molecules")
     designer = load_task_model(checkpoint, "molecules", device, threads, lambda model: MoleculeDesigner(
         model, guided=not model_only, training_prior=not no_training_prior, match_training=not no_match_training,
-        novel=not allow_known), results_on_stdout=out is None, check_header=MoleculeDesigner.check_header)
+        novel=not allow_known), results_on_stdout=out is None, check_header=MoleculeDesigner.check_checkpoint)
     budget = budget if budget is not None else default_budget(num)
     drawn_seed = seed if seed is not None else secrets.randbelow(2**31)
     result, stopped = _run_design(designer, num, request, drawn_seed, budget)

@@ -21,7 +21,7 @@ from ..tasks.molecule_acceptance import Acceptance
 from ..tasks.molecule_data import PROPERTIES, compute_properties, rdkit_quiet
 from ..tasks.molecule_known import training_molecules
 from ..tasks.text import plural
-from .checkpoints import Pretrained, check_task_model
+from .checkpoints import Pretrained
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -211,7 +211,7 @@ class MoleculeDesigner(Pretrained):
     def __init__(self, model: DiffusionGemma, *, guided: bool = True, max_steps: int | None = None,
                  canvases_per_round: int = 128, training_prior: bool = True, match_training: bool = True,
                  novel: bool = True):
-        check_task_model(model, self.CHECKPOINT, self.TOKENIZER, self.CANVAS)
+        self.check_checkpoint(model)
         self.model = model
         self.guided = guided = arguments.flag(guided, "guided")
         training_prior, match_training = arguments.flag(training_prior, "training_prior"), \
@@ -370,7 +370,7 @@ class MoleculeDesigner(Pretrained):
             if clock.canvas is None or not stopped.any():
                 raise
             canvas, passes, stop = clock.canvas[stopped], clock.passes[stopped].tolist(), interrupt
-        checked = [_verified(smiles, request, passes) for smiles, passes in zip(task.decode(canvas), passes)]
+        checked = [_verified(smiles, request, used) for smiles, used in zip(task.decode(canvas), passes)]
         molecules = [m for m, _ in checked if m is not None and m.smiles not in found]
         missed = [misses for _, misses in checked if misses]
         known = atypical = 0

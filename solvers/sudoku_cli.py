@@ -87,7 +87,7 @@ def sudoku(
         usage_error(f"{', '.join(map(input_name, files))}: no usable puzzle")
     solver = load_task_model(checkpoint, "sudoku", device, threads, lambda model: SudokuSolver(
         model, guided=not model_only, canvases=canvases, max_steps=max_steps, seed=seed, backtrack=backtrack,
-        temperature=temperature), check_header=SudokuSolver.check_header)
+        temperature=temperature), check_header=SudokuSolver.check_checkpoint)
 
     def emit(k: int, result) -> None:
         entry = entries[k]

@@ -615,12 +615,14 @@ def test_hub_id_resolves_offline_from_the_hf_cache(saved, tmp_path_factory):
     _cache_holding(path, cache, "acme/tiny-diffusion")
     expected = _logits(model)
     script = ("import torch, sys; from safetensors.torch import save_file; from diffsolve.core import load_model;"
+              "torch.set_num_threads(int(sys.argv[2]));"  # as this process: another count may round otherwise
               "m = load_model('acme/tiny-diffusion'); g = torch.Generator().manual_seed(0);"
               "p = torch.randint(0, 40, (2, 7), generator=g); c = torch.randint(0, 40, (2, 6), generator=g);"
               "save_file({'logits': m.denoise(c, m.encode(p)).detach()}, sys.argv[1])")
     out = tmp_path_factory.mktemp("out") / "logits.safetensors"
     env = {**os.environ, "HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
-    subprocess.run([sys.executable, "-c", script, str(out)], check=True, env=env, timeout=120)
+    subprocess.run([sys.executable, "-c", script, str(out), str(torch.get_num_threads())], check=True, env=env,
+                   timeout=120)
     assert torch.equal(load_file(str(out))["logits"], expected)
     missing = subprocess.run([sys.executable, "-c", "from diffsolve.core import load_model; load_model('acme/absent')"],
                              env=env, capture_output=True, text=True, timeout=120)
