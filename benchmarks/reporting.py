@@ -9,6 +9,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from diffsolve.core.provenance import provenance
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -79,9 +81,10 @@ def add_out_argument(parser: argparse.ArgumentParser, default_name: str) -> None
 
 
 def write_results(out: Path, report: dict, table: str, plot: Callable[[Path], bool] | None = None) -> None:
-    """out.json (the numbers), out.md (the table) and out.png (when a plot is given and matplotlib exists)."""
+    """out.json (the numbers, with the provenance of this write: commit, date, machine, versions), out.md (the
+    table) and out.png (when a plot is given and matplotlib exists)."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    out.write_text(json.dumps({**report, "provenance": provenance()}, indent=2) + "\n")
     out.with_suffix(".md").write_text(table + "\n")
     if plot is not None:
         plot(out.with_suffix(".png"))

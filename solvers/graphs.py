@@ -303,6 +303,35 @@ def _palette(n: int) -> list:
             for i in range(n)]
 
 
+def _too_few_colors(graph: nx.Graph, colors: int, clique_bound: int) -> str | None:
+    """Why no colouring with `colors` colours exists, where a clique or an odd cycle shows it; else None."""
+    if colors < clique_bound:
+        return f"the graph has a clique of {clique_bound} nodes, so {plural(colors, 'colour')} cannot work"
+    if colors == 2 and not nx.is_bipartite(graph):
+        return "the graph has a cycle of odd length, so 2 colours cannot work"
+    return None
+
+
+def _record_coloring(result: ColoringResult, coloring: dict, graph: nx.Graph) -> int:
+    """Make a verified colouring `result`'s answer, its colours numbered 0..used-1; returns how many it used."""
+    coloring = dict(zip(coloring, canonical_colors(list(coloring.values()))))
+    used = len(set(coloring.values()))
+    result.coloring, result.num_colors, result.verified, result.reason = coloring, used, True, None
+    result.optimal = used == result.clique_bound or used == 3 and not nx.is_bipartite(graph)  # 2: an odd cycle
+    return used
+
+
+def _record_failure(result: ColoringResult, attempt: dict, backtrack: bool) -> None:
+    """An attempt at one colour fewer found nothing: the answer so far is optimal if that k was refuted."""
+    colors, refuted = attempt["k"], attempt["refuted"]
+    result.optimal = result.verified and refuted and result.num_colors == colors + 1
+    if not result.verified:
+        proof = ("the exact search exhausted every choice" if backtrack else "propagating the constraints from "
+                 "the pinned clique leaves some node no colour")
+        result.reason = (f"no {colors}-colouring exists ({proof})" if refuted
+                         else f"no verified {colors}-colouring within the step budget")
+
+
 # Routes guess at T = 2: their masks settle every forced node whatever the temperature, and at the released
 # schedule a canvas retakes the same confident wrong branch after each restart (Ye et al. paths, 100 evenly
 # spaced: 92 -> 100 solved; NLGraph Hamilton, 70: 64 -> 67). Colouring and Countdown gained nothing from it
@@ -334,7 +363,8 @@ class GraphSolver(DiffusionSolver):
               progress: bool = False) -> ColoringResult:
         """A proper colouring with `k` colours, or (k=None) the fewest the search verifies, counting down from
         networkx's DSATUR count (smallest-last above DSATUR_NODES nodes or DSATUR_EDGES edges) until a k fails or
-        reaches the clique bound. `backtrack=True` adds the explicit
+        reaches the clique bound; where that count's core is too large for the canvas, from the fewest colours
+        whose core fits, if what it verifies there is no worse than networkx's count (GraphError otherwise). `backtrack=True` adds the explicit
         exact search: at a dead end a canvas undoes its last guess and rules that colour out there, instead of
         releasing the nodes around the dead end. `tabu=True` adds the explicit local search: when no canvas of an
         attempt verifies, TabuCol (see `tabu_coloring`) continues from all of them for up to `tabu_moves` moves
@@ -359,41 +389,29 @@ class GraphSolver(DiffusionSolver):
         dsatur = graph.number_of_nodes() <= DSATUR_NODES and graph.number_of_edges() <= DSATUR_EDGES
         strategy = "DSATUR" if dsatur else "smallest_last"
         greedy = len(set(nx.greedy_color(graph, strategy=strategy).values()))
-        bound = len(clique)
-        result = ColoringResult(None, None, False, None, greedy, bound, greedy_strategy=strategy)
-        colors = k if k is not None else greedy
-        while True:
-            if colors < bound:
-                if not result.verified:
-                    result.reason = (f"the graph has a clique of {bound} nodes, so {plural(colors, 'colour')} "
-                                     "cannot work")
-                break
-            if colors == 2 and not nx.is_bipartite(graph):
-                result.optimal = result.verified  # 3 colours were verified and 2 cannot work
-                if not result.verified:
-                    result.reason = "the graph has a cycle of odd length, so 2 colours cannot work"
-                break
-            attempt, coloring = self._attempt(graph, clique, colors, max_steps, backtrack, tabu, tabu_moves,
-                                              callback, tabu_callback, progress)
+        result = ColoringResult(None, None, False, None, greedy, len(clique), greedy_strategy=strategy)
+
+        def attempt_at(colors: int) -> tuple[dict, dict | None]:
+            return self._attempt(graph, clique, colors, max_steps, backtrack, tabu, tabu_moves, callback,
+                                 tabu_callback, progress)
+
+        colors = k if k is not None else max(greedy, self._fewest_fitting(graph))  # where the canvas holds the core
+        while (impossible := _too_few_colors(graph, colors, result.clique_bound)) is None:
+            attempt, coloring = attempt_at(colors)
             if "skipped" in attempt and not result.verified:
                 raise GraphError(attempt["skipped"] + self._fitting_k(graph, colors, greedy, strategy))
+            if colors > greedy and k is None and (coloring is None or len(set(coloring.values())) > greedy):
+                # networkx does better than the search can where the canvas holds the core: say so, as above
+                found = f"verified a {len(set(coloring.values()))}-colouring" if coloring else "verified none"
+                raise GraphError(attempt_at(greedy)[0]["skipped"] + self._fitting_k(graph, greedy, greedy, strategy)
+                                 + f" (at k={colors} the search {found})")
             result.attempts.append(attempt)
             result.forward_passes += attempt["forward_passes"]
-            if "skipped" in attempt:
+            if coloring is None:
+                if "skipped" not in attempt:
+                    _record_failure(result, attempt, backtrack)
                 break
-            ok, refuted = attempt["found"], attempt["refuted"]
-            if not ok:
-                result.optimal = result.verified and refuted and result.num_colors == colors + 1
-                if not result.verified:
-                    proof = ("the exact search exhausted every choice" if backtrack else "propagating the constraints "
-                             "from the pinned clique leaves some node no colour")
-                    result.reason = (f"no {colors}-colouring exists ({proof})" if refuted
-                                     else f"no verified {colors}-colouring within the step budget")
-                break
-            coloring = dict(zip(coloring, canonical_colors(list(coloring.values()))))  # colours 0..used-1
-            used = len(set(coloring.values()))
-            result.coloring, result.num_colors, result.verified, result.reason = coloring, used, True, None
-            result.optimal = used == bound or used == 3 and not nx.is_bipartite(graph)  # 2 cannot work: odd cycle
+            used = _record_coloring(result, coloring, graph)
             result.seconds = time.perf_counter() - began
             if on_verified is not None:
                 # a copy of what the search goes on changing; the caller's nodes stay themselves
@@ -401,6 +419,8 @@ class GraphSolver(DiffusionSolver):
             if k is not None:
                 break
             colors = used - 1  # a colouring may use fewer colours than allowed: continue below what it used
+        if impossible is not None and not result.verified:
+            result.reason = impossible
         result.seconds = time.perf_counter() - began
         return result
 
@@ -410,10 +430,15 @@ class GraphSolver(DiffusionSolver):
         said = f"; networkx's {strategy} colours it with {plural(greedy, 'colour')} (nx.greedy_color)"
         if not self.guided:
             return said
-        core = sorted(nx.core_number(graph).values(), reverse=True)  # k's core: the nodes of core number >= k
-        fits = max(colors + 1, core[MAX_NODES] + 1 if len(core) > MAX_NODES else 0)
+        fits = max(colors + 1, self._fewest_fitting(graph))
         return said + (f", and k={fits} is the fewest whose core fits" if fits < greedy
                        else f"; no k below {fits} has a core the canvas holds")
+
+    def _fewest_fitting(self, graph: nx.Graph) -> int:
+        """The fewest colours whose core (see `peel_low_degree`) the canvas holds: 0 for a graph it holds whole
+        and for model only, which colours the whole graph whatever k."""
+        core = sorted(nx.core_number(graph).values(), reverse=True)  # k's core: the nodes of core number >= k
+        return core[MAX_NODES] + 1 if self.guided and len(core) > MAX_NODES else 0
 
     def _check_coloring_search(self, backtrack: bool, tabu: bool, tabu_moves: int | None) -> None:
         if backtrack and tabu:

@@ -998,9 +998,21 @@ def test_cli_coloring_rejects_graphs_whose_core_is_larger_than_the_canvas(tmp_pa
     # what to do instead: a greedy count networkx gives, and the fewest colours whose core the canvas holds
     said = " ".join(result.stderr.split())
     assert "networkx's DSATUR colours it with 4 colours (nx.greedy_color); no k below 7 has a core the canvas holds" \
-        in said
+        " (at k=7 the search verified a 6-colouring)" in said  # tried, and worse than networkx: refused as before
     explicit = CliRunner().invoke(app, ["coloring", str(f), "-k", "5"])  # more colours than networkx: the same
     assert explicit.exit_code == 2 and "no k below 7 has a core" in " ".join(explicit.stderr.split())
+
+
+def test_a_graph_too_large_at_the_greedy_count_is_coloured_where_the_canvas_holds_its_core(graphs):
+    """129 nodes of degree 4: no core below k=5 fits, and at k=5 every node is set aside; coloured in turn they
+    take 3 colours, which a triangle proves optimal (refused until 2026-12-07, while k=5 given gave this)."""
+    graph = nx.circulant_graph(129, [1, 2])
+    result = graphs.color(graph)
+    assert result.verified and result.num_colors == 3 and result.optimal and result.greedy_colors == 3
+    assert [a["k"] for a in result.attempts] == [5] and result.attempts[0]["core_nodes"] == 0
+    assert all(result.coloring[u] != result.coloring[v] for u, v in graph.edges)
+    with pytest.raises(GraphError, match="no k below 5 has a core"):  # a k asked for is tried as asked
+        graphs.color(graph, k=3)
 
 
 @settings(max_examples=40, deadline=None, derandomize=True)

@@ -1,10 +1,15 @@
 """The benchmarks' --out handling: settled before a long run, never at its end."""
 
 import argparse
+import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from diffsolve.core.provenance import SOURCE_ROOT, source_commit
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from reporting import add_out_argument, count, names, output_path, write_results  # noqa: E402
@@ -14,7 +19,19 @@ def test_a_folder_gets_the_default_file_inside(tmp_path):
     out = output_path(tmp_path, "molecules.json")
     assert out == tmp_path / "molecules.json"
     write_results(out, {"x": 1}, "| x |")
-    assert out.read_text().strip() == '{\n  "x": 1\n}' and out.with_suffix(".md").is_file()
+    written = json.loads(out.read_text())
+    assert written["x"] == 1 and out.with_suffix(".md").is_file()
+    assert written["provenance"]["commit"] == source_commit() and written["provenance"]["cores"] == os.cpu_count()
+
+
+def test_a_source_checkout_knows_its_commit():
+    """The tests run from the repository (pip install -e .), so results written here name their commit."""
+    if not (SOURCE_ROOT / ".git").exists():  # a copy without its history (an sdist, git archive): nothing to name
+        assert source_commit() is None
+        return
+    head = subprocess.run(["git", "-C", str(SOURCE_ROOT), "rev-parse", "--short=12", "HEAD"], capture_output=True,
+                          text=True, check=True)
+    assert source_commit().removesuffix("+changes") == head.stdout.strip()
 
 
 def test_a_new_json_path_gets_its_folder(tmp_path):
