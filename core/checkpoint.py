@@ -117,7 +117,7 @@ def resolve_checkpoint(path_or_id: str | os.PathLike) -> Path:
     if (shipped := _shipped_checkpoint(repo_id)) is not None:
         return shipped
     # './name' or '../x' is a relative path, never a hub id (owners do not start with a dot)
-    if not re.fullmatch(r"[\w\-][\w.\-]*/[\w.\-]+", repo_id):
+    if not re.fullmatch(r"[\w\-][\w.\-]*/[\w.\-]+", repo_id) or repo_id.endswith(("/.", "/..")):
         raise CheckpointError(f"{repo_id}: no such directory, and not a hub id of the form 'owner/name'")
     from huggingface_hub import constants, snapshot_download
     from huggingface_hub.utils import GatedRepoError, RepositoryNotFoundError
@@ -187,18 +187,33 @@ def check_device(device: str | torch.device) -> torch.device:
     return parsed
 
 
+MAX_JSON_BYTES = 16 * 2**20  # a checkpoint's config and index are kilobytes; one of 100 MB takes gigabytes to parse
+
+
+def _read_json(path: Path) -> object:
+    """A checkpoint's JSON file (config, generation config, index), a CheckpointError naming it when it is too
+    large, unreadable or not JSON."""
+    try:
+        if (size := path.stat().st_size) > MAX_JSON_BYTES:
+            raise CheckpointError(f"{path}: {size:,} bytes, more than a checkpoint's JSON file holds (at most "
+                                  f"{MAX_JSON_BYTES:,})")
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{path}: invalid JSON at line {exc.lineno}: {exc.msg}") from None
+    except RecursionError:
+        raise CheckpointError(f"{path}: JSON nested too deeply to read") from None
+    except (OSError, UnicodeDecodeError) as exc:  # unreadable, or not text
+        raise CheckpointError(f"{path}: cannot be read ({getattr(exc, 'strerror', None) or exc})") from None
+    except ValueError as exc:  # e.g. a number of more than 4,300 digits
+        raise CheckpointError(f"{path}: unreadable JSON ({exc})") from None
+
+
 def _read_config_json(directory: Path) -> dict:
     config_path = directory / "config.json"
     if not config_path.is_file():
-        raise CheckpointError(f"{directory}: no config.json{_run_folder_hint(directory)}")
-    try:
-        return json.loads(config_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{config_path}: invalid JSON at line {exc.lineno}: {exc.msg}") from None
-    except RecursionError:
-        raise CheckpointError(f"{config_path}: JSON nested too deeply to read") from None
-    except (OSError, UnicodeDecodeError) as exc:  # unreadable, or not text
-        raise CheckpointError(f"{config_path}: cannot be read ({getattr(exc, 'strerror', None) or exc})") from None
+        not_a_file = " (a folder or device, not a file)" if config_path.exists() else ""
+        raise CheckpointError(f"{directory}: no config.json{not_a_file}{_run_folder_hint(directory)}")
+    return _read_json(config_path)
 
 
 def _run_folder_hint(directory: Path) -> str:
@@ -209,11 +224,12 @@ def _run_folder_hint(directory: Path) -> str:
     return ""
 
 
-def read_config(directory: Path) -> ModelConfig:
-    """The model a checkpoint's config.json describes. Values no model can use are the checkpoint's fault: a
-    CheckpointError naming the file, as every other unusable checkpoint (ModelConfig itself raises ConfigError)."""
+def read_config(directory: Path, raw: object = None) -> ModelConfig:
+    """The model a checkpoint's config.json describes (`raw`: its JSON, when already read). Values no model can
+    use are the checkpoint's fault: a CheckpointError naming the file, as every other unusable checkpoint
+    (ModelConfig itself raises ConfigError)."""
     config_path = directory / "config.json"
-    raw = _read_config_json(directory)
+    raw = _read_config_json(directory) if raw is None else raw
     try:
         return ModelConfig.from_hf_dict(raw)
     except ConfigError as exc:
@@ -231,7 +247,7 @@ def _index_save(directory: Path) -> str | None:
     index = directory / INDEX_FILE
     if not index.is_file():
         return None
-    metadata = json.loads(index.read_text()).get("metadata")
+    metadata = _read_json(index).get("metadata")
     return metadata.get(SAVE_KEY) if isinstance(metadata, dict) else None
 
 
@@ -247,16 +263,20 @@ def _weights_complete(directory: Path) -> bool:
 def _shard_files(directory: Path) -> list[Path]:
     """The weight files: model.safetensors when there is one (as transformers picks it over an index beside it),
     else the shards the index names."""
-    single = directory / SINGLE_FILE
+    single, index = directory / SINGLE_FILE, directory / INDEX_FILE
     if single.is_file():
         return [single]
-    index = directory / INDEX_FILE
+    if odd := [path.name for path in (single, index) if path.exists() and not path.is_file()]:
+        raise CheckpointError(f"{directory}: {' and '.join(odd)} {'is' if len(odd) == 1 else 'are'} not a regular "
+                              "file (a folder or a device)")
     if index.is_file():
         try:
-            weight_map = json.loads(index.read_text())["weight_map"]
+            weight_map = _read_json(index)["weight_map"]
             files = sorted(set(weight_map.values()))
             if not all(isinstance(f, str) for f in files):
                 raise TypeError("weight_map values must be file names")
+            if not files:
+                raise ValueError("its weight_map names no shard")
         except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
             raise CheckpointError(f"{index}: not a usable shard index ({type(exc).__name__}: {exc}); save or "
                                   "download the checkpoint again") from None
@@ -264,6 +284,8 @@ def _shard_files(directory: Path) -> list[Path]:
         if outside:  # a downloaded index must not load (or digest) files from elsewhere on the disk
             raise CheckpointError(f"{index}: names shard file(s) outside the checkpoint folder: "
                                   f"{', '.join(outside[:5])}; shards are plain file names beside the index")
+        if odd := [f for f in files if (directory / f).exists() and not (directory / f).is_file()]:
+            raise CheckpointError(f"{index}: shard(s) not a regular file (a folder or a device): {', '.join(odd)}")
         missing = [f for f in files if not (directory / f).is_file()]
         if missing:
             raise CheckpointError(f"{index}: shard file(s) missing: {', '.join(missing)}")
@@ -307,6 +329,8 @@ class _ShardReport:
     misshaped: dict[str, str] = field(default_factory=dict)  # our name -> what is wrong
     nonfinite: list[str] = field(default_factory=list)  # inf or NaN: damaged data under an intact header
     overflow: list[str] = field(default_factory=list)  # values the load dtype cannot hold
+    read_as: dict[str, str] = field(default_factory=dict)  # our name -> the tensor name it was read from
+    conflicting: list[str] = field(default_factory=list)  # a second copy of a tensor (lm_head.weight) that differs
     skipped_vision: int = 0
 
     def check(self, directory: Path, expected: dict, dtype: torch.dtype) -> None:
@@ -318,6 +342,10 @@ class _ShardReport:
             parts = [f"{len(items)} {title}: " + "; ".join(items[:20]) + (" ..." if len(items) > 20 else "")
                      for title, items in problems if items]
             raise CheckpointError(f"{directory}: checkpoint does not match config.json -- " + " | ".join(parts))
+        if self.conflicting:  # which copy transformers would keep depends on its tying: refuse, never guess
+            raise CheckpointError(f"{directory}: {len(self.conflicting)} pair(s) of copies of one weight hold "
+                                  f"different values (DiffusionGemma ties lm_head to the embedding): "
+                                  f"{_first_five(self.conflicting)}")
         if self.nonfinite:
             raise CheckpointError(f"{directory}: {len(self.nonfinite)} weight tensor(s) hold inf or NaN, the "
                                   f"checkpoint is damaged: {_first_five(self.nonfinite)}")
@@ -347,8 +375,10 @@ def _read_shard(shard: Path, device, dtype: torch.dtype, expected: dict, report:
             if name not in expected:
                 report.unexpected.append(tensor_name)
                 continue
-            if name in report.loaded:
-                continue  # a tied alias (lm_head, encoder copy of a shared weight)
+            if name in report.loaded:  # a tied alias (lm_head, encoder copy of a shared weight): the same values
+                if not torch.equal(f.get_tensor(tensor_name).to(dtype=dtype), report.loaded[name]):
+                    report.conflicting.append(f"{tensor_name} and {report.read_as[name]}")
+                continue
             header = f.get_slice(tensor_name)  # shape and dtype from the header: nothing read yet
             shape, stored = tuple(header.get_shape()), header.get_dtype()
             if shape != tuple(expected[name].shape):
@@ -363,7 +393,7 @@ def _read_shard(shard: Path, device, dtype: torch.dtype, expected: dict, report:
             finite = bool(torch.isfinite(tensor).all())
             if not finite:
                 report.nonfinite.append(tensor_name)
-            report.loaded[name] = tensor.to(dtype=dtype)
+            report.loaded[name], report.read_as[name] = tensor.to(dtype=dtype), tensor_name
             narrows = torch.finfo(dtype).max < torch.finfo(tensor.dtype).max
             if narrows and finite and not torch.isfinite(report.loaded[name]).all():
                 report.overflow.append(tensor_name)
@@ -384,9 +414,9 @@ def load_model(path_or_id: str | os.PathLike, dtype: torch.dtype | str = "auto",
     shards = _shard_files(directory)
     # before the config is built: a config claiming 10**8 layers would take minutes and gigabytes to describe
     _check_layer_count(directory, raw, shards)
-    config = read_config(directory)
+    config = read_config(directory, raw)
     dtype = _compute_dtype(dtype, auto=True)
-    dtype = stored_dtype(directory) if dtype == "auto" else dtype
+    dtype = stored_dtype(directory, raw) if dtype == "auto" else dtype
     tokenizer, generation_config = _read_tokenizer(directory), _read_generation_config(directory)
     if generation_config is not None:
         _check_generation_config(directory / "generation_config.json", generation_config, config)
@@ -394,7 +424,9 @@ def load_model(path_or_id: str | os.PathLike, dtype: torch.dtype | str = "auto",
         with torch.device("meta"):
             model = DiffusionGemma(config)
     except (RuntimeError, TypeError, ValueError, OverflowError) as exc:  # sizes torch cannot even describe
-        raise CheckpointError(f"{directory / 'config.json'}: sizes no model can be built with ({exc})") from None
+        first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__  # not torch's C++ frames
+        raise CheckpointError(f"{directory / 'config.json'}: sizes no model can be built with ({first_line})") \
+            from None
     expected, report = _state(model), _ShardReport()
     save = _index_save(directory) if shards[0].name != SINGLE_FILE else None
     for shard in shards:
@@ -419,8 +451,22 @@ def _unreadable_as_checkpoint_error(shard: Path):
     try:
         yield
     except SafetensorError as exc:
+        if _looks_like_pickle(shard):
+            raise CheckpointError(f"{shard}: a PyTorch pickle under a safetensors name (never unpickled here); "
+                                  "diffsolve loads safetensors only") from None
         raise CheckpointError(f"{shard}: not a readable safetensors file ({exc}); it may be truncated or "
                               "damaged: download or save the checkpoint again") from None
+
+
+def _looks_like_pickle(path: Path) -> bool:
+    """torch.save's formats by their first bytes: a zip archive (PK) or a bare pickle (protocol 2+: 0x80)."""
+    try:
+        with path.open("rb") as f:
+            start = f.read(4)
+    except OSError:
+        return False
+    return start.startswith(b"PK\x03\x04") or start[:1] == b"\x80" and start[1:2] in (b"\x02", b"\x03", b"\x04",
+                                                                                     b"\x05")
 
 
 _LAYER = re.compile(r"model\.(?:decoder|encoder\.language_model)\.layers\.(\d+)\.")
@@ -443,10 +489,10 @@ def _check_layer_count(directory: Path, raw: object, shards: list[Path]) -> None
                               f"{count} layer{'s' * (count != 1)}")
 
 
-def stored_dtype(directory: Path) -> torch.dtype:
+def stored_dtype(directory: Path, raw: object = None) -> torch.dtype:
     """The weights' dtype as config.json names it (`dtype`, or the older `torch_dtype`), float32 when it names
-    none."""
-    raw = _read_config_json(directory)
+    none (`raw`: the file's JSON, when already read)."""
+    raw = _read_config_json(directory) if raw is None else raw
     name = raw.get("dtype") or raw.get("torch_dtype") if isinstance(raw, dict) else None
     if name is None:
         return torch.float32
@@ -471,11 +517,15 @@ def read_header(path_or_id: str | os.PathLike) -> CheckpointHeader:
     """The config.json and tokenizer.json of a checkpoint directory or cached hub id (CheckpointError as
     `load_model` raises it)."""
     directory = resolve_checkpoint(path_or_id)
-    return CheckpointHeader(read_config(directory), _read_tokenizer(directory), str(path_or_id))
+    raw = _read_config_json(directory)
+    _check_layer_count(directory, raw, _shard_files(directory))  # as load_model: before describing 10**8 layers
+    return CheckpointHeader(read_config(directory, raw), _read_tokenizer(directory), str(path_or_id))
 
 
 def _read_tokenizer(directory: Path):
     path = directory / "tokenizer.json"
+    if path.exists() and not path.is_file():
+        raise CheckpointError(f"{path}: not a regular file (a folder or a device)")
     if not path.is_file():
         return None
     from .tokenizer import load_tokenizer
@@ -493,8 +543,8 @@ def _read_generation_config(directory: Path):
     from .sampler import SamplingConfig
 
     try:
-        return SamplingConfig.from_hf_dict(json.loads(path.read_text()))
-    except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:  # JSONDecodeError: ValueError
+        return SamplingConfig.from_hf_dict(_read_json(path))
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
         raise CheckpointError(f"{path}: not a usable generation config ({type(exc).__name__}: {exc})") from None
 
 

@@ -186,6 +186,13 @@ class ModelConfig:
              f"{self.hidden_activation!r} is not one of {ACTIVATIONS}")
         # transformers ties encoder and decoder weights but not biases; no released model uses them.
         need(not self.attention_bias, "attention_bias", "attention biases are not supported")
+        for name in ("pad_token_id", "eos_token_id", "bos_token_id"):  # written back by save_pretrained as read
+            ids = getattr(self, name)
+            ids = ids if isinstance(ids, list) and name == "eos_token_id" else [ids]
+            need(all(i is None or isinstance(i, int) and not isinstance(i, bool) and 0 <= i < self.vocab_size
+                     for i in ids) and ids, name,
+                 f"must be a token id below vocab_size {self.vocab_size}"
+                 f"{' (or a list of them)' if name == 'eos_token_id' else ''}, got {getattr(self, name)!r}")
 
     # ------------------------------------------------------------- HF mapping
     @classmethod
@@ -203,7 +210,10 @@ class ModelConfig:
         for name in REQUIRED_TEXT_FIELDS:  # all counts: 30.0 or "30" would fail later, far from the cause
             if isinstance(text[name], bool) or not isinstance(text[name], int):
                 raise ConfigError(f"text_config.{name}: must be a positive integer, got {text[name]!r}")
-        if text.get("tie_word_embeddings", True) is False or cfg.get("tie_word_embeddings", True) is False:
+        tied = [text.get("tie_word_embeddings", True), cfg.get("tie_word_embeddings", True)]
+        if odd := [value for value in tied if not isinstance(value, bool)]:  # "false" would read as true
+            raise ConfigError(f"tie_word_embeddings must be true or false, got {odd[0]!r}")
+        if False in tied:
             raise ConfigError("tie_word_embeddings: untied lm_head is not supported (DiffusionGemma ties it)")
 
         if not isinstance(text.get("layer_types") or [], list):

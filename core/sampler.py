@@ -67,6 +67,9 @@ class SamplingConfig:
             for name, least in (("stability_threshold", 0), ("max_new_tokens", 1), ("canvas_length", 1)):
                 if getattr(self, name) is not None:
                     arguments.whole(getattr(self, name), name, least)
+            if self.stability_threshold is not None and self.stability_threshold > arguments.MAX_STEPS:
+                raise ValueError(f"stability_threshold counts passes: it must be below 2**31, got "
+                                 f"{self.stability_threshold}")
             arguments.flag(self.keep_accepted, "keep_accepted")
             arguments.flag(self.drop_finished, "drop_finished")
         if not self.t_min <= self.t_max:  # the last pass samples above t_min
@@ -357,23 +360,27 @@ def _randint(vocab: int, shape: tuple[int, ...], device: torch.device, generator
 
 
 class _StableAndConfident:
-    """Stop a row when its argmax canvas repeated `stability` times and mean entropy < `confidence`."""
+    """Stop a row when its argmax canvas is the one of each of the `stability` passes before and its mean entropy
+    is below `confidence`. A count of repeats, not a history of canvases: its memory does not grow with
+    `stability` (a generation_config.json may name any whole number)."""
 
     def __init__(self, stability: int, confidence: float):
         self.stability, self.confidence = stability, confidence
-        self.history: Tensor | None = None
+        self.last: Tensor | None = None  # [R, L] the previous pass's argmax
+        self.repeats: Tensor | None = None  # [R] passes in a row whose argmax equalled the one before
 
     def __call__(self, argmax: Tensor, entropy: Tensor) -> Tensor:
-        if self.stability == 0:
-            stable = torch.ones(argmax.shape[0], dtype=torch.bool, device=argmax.device)
+        if self.last is None:
+            self.repeats = torch.zeros(argmax.shape[0], dtype=torch.long, device=argmax.device)
         else:
-            if self.history is None:
-                self.history = torch.full((self.stability, *argmax.shape), -1, dtype=argmax.dtype,
-                                          device=argmax.device)
-            stable = (self.history == argmax[None]).all(-1).all(0)
-            self.history = torch.roll(self.history, shifts=-1, dims=0)
-            self.history[-1] = argmax
-        return stable & (entropy.mean(-1) < self.confidence)
+            self.repeats = torch.where((argmax == self.last).all(-1), self.repeats + 1, 0)
+        self.last = argmax.clone()
+        return (self.repeats >= self.stability) & (entropy.mean(-1) < self.confidence)
+
+    def select(self, keep: Tensor) -> None:
+        """Keep the rows `keep` (rows that finished leave the batch)."""
+        if self.last is not None:
+            self.last, self.repeats = self.last[keep], self.repeats[keep]
 
 
 # ------------------------------------------------------------------------------------------ diffusion
@@ -395,8 +402,8 @@ class _Rows:
     sc_logits: Tensor | None = None  # [R, L, V] last pass's logits, for self-conditioning
 
     def select(self, keep: Tensor) -> _Rows:
-        if self.stopper is not None and self.stopper.history is not None:
-            self.stopper.history = self.stopper.history[:, keep]
+        if self.stopper is not None:
+            self.stopper.select(keep)
         return _Rows(self.index[keep], self.canvas[keep], self.argmax[keep], self.settled[keep], self.finished[keep],
                      self.solved[keep], self.skip[keep], self.passes[keep], self.cache.select(keep),
                      None if self.pins is None else (self.pins[0][keep], self.pins[1][keep]),

@@ -62,8 +62,15 @@ class DiffusionSolver(Pretrained):
 
     def __repr__(self) -> str:
         steps = self._config(self.CANVAS).max_denoising_steps  # what it samples with
-        return (f"{type(self).__name__}({self.model.source or 'model'}, {self._mode()}, canvases={self.canvases}, "
-                f"max_steps={steps}, seed={self.seed})")
+        settings = {"canvases": self.canvases, "max_steps": steps, "seed": self.seed, **self._more_settings()}
+        if self.temperature is not None:
+            settings["temperature"] = self.temperature
+        return (f"{type(self).__name__}({self.model.source or 'model'}, {self._mode()}, "
+                + ", ".join(f"{name}={value}" for name, value in settings.items()) + ")")
+
+    def _more_settings(self) -> dict:
+        """A task's own settings that change its answers, for the repr."""
+        return {}
 
     def _mode(self) -> str:
         return "guided" if self.guided else "model only"

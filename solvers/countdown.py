@@ -11,11 +11,16 @@ from torch import Tensor
 from ..core import DiffusionGemma, StepCallback, arguments
 from ..tasks import countdown
 from ..tasks.graph_data import CANVAS, TOKENIZER, countdown_prompt
+from ..tasks.text import plural
 from .base import UNFINISHED, DiffusionSolver, unsolved
 
 
 @dataclass
 class CountdownResult:
+    """One instance's answer: `expression` (infix) and `steps` (the same as 'a+b=c,...': the solution's steps, not a
+    count of passes, which is `forward_passes`) only when sympy `verified` them; else `reason`, and `impossible`
+    when an exhaustive check proved that no solution exists. `to_dict()` for JSON or pandas; str() is one line."""
+
     numbers: list[int]
     target: int
     steps: str | None  # 'a+b=c,...', only when verified
@@ -28,6 +33,12 @@ class CountdownResult:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def __str__(self) -> str:
+        """'86,28,13,31 -> 96: 86+28-31+13 (verified, 40 passes, 0.21 s)', or the reason there is none."""
+        answer = f"{self.expression} (verified, " if self.verified else f"no verified answer: {self.reason} ("
+        return (f"{','.join(map(str, self.numbers))} -> {self.target}: {answer}"
+                f"{plural(self.forward_passes, 'pass', 'passes')}, {self.seconds:.2f} s)")
 
 
 UNSOLVABLE = ("no solution that uses every number exactly once exists (exhaustive check; every step must give a "

@@ -18,7 +18,7 @@ from .cli_common import (DEVICE, SEED_RANGE, STEPS_RANGE, THREADS, UNFINISHED, I
                          check_image, check_search, choice, error, input_name, interrupted, load_task_model, read_input,
                          rich_progress, usage_error, working, write_output)
 from .countdown import CountdownResult, CountdownSolver
-from .graphs import GraphSolver, check_hamiltonian_input, path_search_graph
+from .graphs import GraphSolver, check_hamiltonian_input, json_label, path_search_graph
 
 FORMATS = ("text", "json")
 # Options every graph command shares (typer reads them as defaults).
@@ -69,11 +69,26 @@ def _solver(kind: str, checkpoint, device, threads, model_only, canvases, max_st
         check_header=cls.check_checkpoint)
 
 
-def _emit(result, format: str, text: str) -> None:
+def _emit(result, format: str, text: str, asked: dict) -> None:
+    """The answer as `text`, or as one JSON object that also says what was `asked` (the file, the nodes named)."""
     if format == "json":
-        print(json.dumps(result.to_dict()), flush=True)
+        print(json.dumps({**asked, **result.to_dict()}), flush=True)
     else:
         print(text, flush=True)
+
+
+def _json_nodes(**nodes) -> dict:
+    """Nodes named on the command line as a JSON record writes the answer's nodes (None: not named)."""
+    return {key: None if node is None else json_label(node) for key, node in nodes.items()}
+
+
+def _label(node) -> str:
+    """A node as text output writes it: quoted as the input's CSV-style fields are ('"New York"') when it holds
+    a space, a quote or a comma or is empty, so that text output can be read back field by field."""
+    text = str(node)
+    if text and not any(c.isspace() or c in '",' for c in text):
+        return text
+    return '"' + text.replace('"', '""') + '"'
 
 
 def _draw(result, graph, path: Path) -> bool:
@@ -116,10 +131,11 @@ def _search(file: Path, label: str, max_steps: int, run: Callable, tabu: bool = 
         interrupted(kept() or "no answer printed")
 
 
-def _finish(result, format: str, text: str, image: Path | None, draw: Callable[[Path], bool]) -> NoReturn:
+def _finish(result, format: str, text: str, asked: dict, image: Path | None,
+            draw: Callable[[Path], bool]) -> NoReturn:
     """Print the answer, `draw(image)` when it is verified and an image was asked for; exit 0 when it is verified
     (and drawn if asked), 1 when not (or the picture could not be written: the answer is printed all the same)."""
-    _emit(result, format, text)
+    _emit(result, format, text, asked)
     drawn = True
     if image is not None and result.verified:
         with working(f"drawing {image}"):  # a large graph's layout takes seconds to minutes
@@ -137,9 +153,9 @@ def coloring(
     k: int = typer.Option(None, "--k", "-k", min=1, help="Colours to use. Default: the fewest the search verifies, "
                                                    "counting down from networkx's DSATUR count (smallest-last "
                                                    "above 2,000 nodes or 100,000 edges)."),
-    format: str = typer.Option("text", "--format", "-f", help="text, or json (one object: coloring, num_colors, "
-                                                              "verified, reason, optimal, attempts, forward_passes, "
-                                                              "seconds, ...)."),
+    format: str = typer.Option("text", "--format", "-f", help="text, or json (one object: file, k, coloring, "
+                                                              "num_colors, verified, reason, optimal, attempts, "
+                                                              "forward_passes, seconds, ...)."),
     image: Path = typer.Option(None, help="Also draw the coloured graph" + IMAGE_HELP),
     canvases: int = CANVASES,
     max_steps: int = typer.Option(256, **STEPS_RANGE, help="Denoising passes per attempt before it counts as failed."),
@@ -169,7 +185,7 @@ def coloring(
     check_image(image, "graphs", reads=file)
     graph = _graph(file, "coloring")
     solver = _solver("coloring", checkpoint, device, threads, model_only, canvases, max_steps, seed)
-    best = []
+    asked, best = {"file": input_name(file), "k": k}, []
 
     def verified(result) -> None:
         best.append(result)
@@ -180,13 +196,13 @@ def coloring(
     def kept() -> str | None:
         if not best:
             return None
-        _emit(best[-1], format, _coloring_text(best[-1], graph))
+        _emit(best[-1], format, _coloring_text(best[-1], graph), asked)
         return f"the {best[-1].num_colors}-colouring printed was verified; the search for fewer colours was stopped"
 
     result = _search(file, "colouring", max_steps, lambda passes, moves=None: solver.color(
         graph, k, backtrack=backtrack, tabu=tabu, callback=passes, tabu_callback=moves, on_verified=verified),
         tabu=tabu, kept=kept)
-    _finish(result, format, _coloring_text(result, graph), image, lambda path: _draw(result, graph, path))
+    _finish(result, format, _coloring_text(result, graph), asked, image, lambda path: _draw(result, graph, path))
 
 
 def _coloring_text(result, graph) -> str:
@@ -202,7 +218,7 @@ def _coloring_text(result, graph) -> str:
                  f"{f', proved optimal: {result.proof()}' if result.optimal else ''} "
                  f"({result.greedy_strategy} {result.greedy_colors}, "
                  f"clique bound {result.clique_bound}; {tried}; {result.seconds:.1f} s)"]
-        lines += [f"{node} {color}" for node, color in result.coloring.items()]
+        lines += [f"{_label(node)} {color}" for node, color in result.coloring.items()]
     else:
         lines = [f"no verified colouring: {result.reason}" + (f" ({tried})" if tried else "")]
     return "\n".join(lines)
@@ -216,9 +232,9 @@ def hamiltonian(
     cycle: bool = typer.Option(False, "--cycle", help="Find a Hamiltonian cycle instead of a path."),
     start: str = typer.Option(None, help="Node the path must start at (default: any)."),
     end: str = typer.Option(None, help="Node the path must end at (paths only; default: any)."),
-    format: str = typer.Option("text", "--format", "-f", help="text, or json (one object: path, verified, reason, "
-                                                              "length, forward_passes, seconds, cycle, impossible: "
-                                                              "proved that none exists)."),
+    format: str = typer.Option("text", "--format", "-f", help="text, or json (one object: file, start, end, path, "
+                                                              "verified, reason, length, forward_passes, seconds, "
+                                                              "cycle, impossible: proved that none exists)."),
     image: Path = typer.Option(None, help="Also draw the graph with the path" + IMAGE_HELP),
     canvases: int = CANVASES,
     max_steps: int = typer.Option(128, **STEPS_RANGE, help="Denoising passes before giving up."),
@@ -243,9 +259,10 @@ def hamiltonian(
     solver = _solver("hamiltonian", checkpoint, device, threads, model_only, canvases, max_steps, seed)
     result = _search(file, "searching", max_steps,
                      lambda callback: solver.hamiltonian_path(graph, cycle, start=start, end=end, callback=callback))
-    text = (f"verified Hamiltonian {'cycle' if cycle else 'path'}: {' '.join(map(str, result.path))} "
+    text = (f"verified Hamiltonian {'cycle' if cycle else 'path'}: {' '.join(map(_label, result.path))} "
             f"({result.seconds:.1f} s)" if result.verified else f"no verified answer: {result.reason}")
-    _finish(result, format, text, image, lambda path: _draw(result, graph, path))
+    asked = {"file": input_name(file), **_json_nodes(start=start, end=end)}
+    _finish(result, format, text, asked, image, lambda path: _draw(result, graph, path))
 
 
 @app.command()
@@ -258,8 +275,9 @@ def path(
     target: str = typer.Option(..., help="Goal node."),
     shortest: bool = typer.Option(False, "--shortest", help="Only accept a shortest path (by weight when the "
                                                             "edge list has weights, else by hops)."),
-    format: str = typer.Option("text", "--format", "-f", help="text, or json (one object: path, verified, reason, "
-                                                              "length, forward_passes, seconds, cycle (false here), "
+    format: str = typer.Option("text", "--format", "-f", help="text, or json (one object: file, source, target, "
+                                                              "shortest, path, verified, reason, length, "
+                                                              "forward_passes, seconds, cycle (false here), "
                                                               "impossible; length counts edges, or sums weights with "
                                                               "--shortest on a weighted graph)."),
     image: Path = typer.Option(None, help="Also draw the graph with the path" + IMAGE_HELP),
@@ -285,9 +303,10 @@ def path(
         graph, source, target, weight=weight, shortest=shortest, callback=callback))
     length = "" if not result.verified else f"total weight {result.length}" if weight else \
         plural(result.length, "edge")
-    text = (f"verified path: {' '.join(map(str, result.path))} ({length}; {result.seconds:.1f} s)"
+    text = (f"verified path: {' '.join(map(_label, result.path))} ({length}; {result.seconds:.1f} s)"
             if result.verified else f"no verified answer: {result.reason}")
-    _finish(result, format, text, image, lambda path: _draw(result, graph, path))
+    asked = {"file": input_name(file), **_json_nodes(source=source, target=target), "shortest": shortest}
+    _finish(result, format, text, asked, image, lambda path: _draw(result, graph, path))
 
 
 @app.command()

@@ -133,6 +133,10 @@ DSATUR_NODES, DSATUR_EDGES = 2000, 100_000
 
 @dataclass
 class ColoringResult:
+    """A colouring: `coloring` (node -> colour 0..num_colors-1) only when `verified` proper; `optimal` when proved
+    the fewest (`proof()` says how); `greedy_colors` and `clique_bound` bracket the search; `attempts` records
+    each k tried. `to_dict()` for JSON, `draw(graph)` a picture."""
+
     coloring: dict[Hashable, int] | None  # node -> colour 0..k-1, only when verified
     num_colors: int | None
     verified: bool
@@ -187,6 +191,10 @@ class ColoringResult:
 
 @dataclass
 class RouteResult:
+    """A path or Hamiltonian route: `path` (the graph's node labels in order) only when `verified`, edge by edge
+    against the graph; else `reason`, and `impossible` when it was proved that none exists. `length`: edges, or
+    the total weight of a weighted shortest path. `to_dict()` for JSON."""
+
     path: list[Hashable] | None  # node labels in order, only when verified
     verified: bool
     reason: str | None
@@ -203,10 +211,10 @@ class RouteResult:
         d = asdict(replace(self, path=None, candidates=[]))  # labels are converted below, not by asdict
         del d["candidates"]
         if self.path is not None:
-            d["path"] = [_json_label(v) for v in self.path]
+            d["path"] = [json_label(v) for v in self.path]
             if len(set(d["path"])) < len(self.path):
-                d["path"] = [_json_label(v, repr) for v in self.path]  # text too: '(0, 1)' beside (0, 1)
-        d["length"] = None if self.length is None else _json_label(self.length)
+                d["path"] = [json_label(v, repr) for v in self.path]  # text too: '(0, 1)' beside (0, 1)
+        d["length"] = None if self.length is None else json_label(self.length)
         return d
 
     def draw(self, graph: nx.Graph) -> Figure:
@@ -222,7 +230,7 @@ class RouteResult:
         return _draw_graph(graph, links=links, title=title)
 
 
-def _json_label(label, name=str):
+def json_label(label, name=str):
     """Numbers stay (numpy's become Python's); with `name=str` text stays and other labels become their str(),
     with `name=repr` every label but a number becomes its repr()."""
     if isinstance(label, np.generic):  # numpy's numbers and text as Python's
@@ -549,7 +557,8 @@ class GraphSolver(DiffusionSolver):
         search = path_search_graph(graph, source, target, shortest=shortest, weight=weight)
         best, passes, best_length, cost = None, 0, None, _exact_cost(weight)
         for r in range(rounds):
-            found = self.paths([(search, source, target)], callback=callback, salt=r, all_canvases=True)[0]
+            found = self._routes([_path_problem((search, source, target))], 1, callback, "path", salt=r,
+                                 all_canvases=True)[0]
             if found.forward_passes == 0:  # answered without sampling: same node, or no path at all
                 return found
             best_length = nx.shortest_path_length(graph, source, target, weight=cost)
@@ -565,8 +574,7 @@ class GraphSolver(DiffusionSolver):
         return RouteResult(None, False, reason, None, passes, time.perf_counter() - began)
 
     def paths(self, queries: Sequence[tuple[nx.Graph, Hashable, Hashable]], *, batch: int = 32,
-              callback: StepCallback | None = None, salt: int = 0, all_canvases: bool = False,
-              progress: bool = False) -> list[RouteResult]:
+              callback: StepCallback | None = None, progress: bool = False) -> list[RouteResult]:
         """Many (graph, source, target) path queries at once; any simple path counts. `progress=True` shows a
         progress bar of queries done. Ctrl-C raises BatchInterrupted whose `results` keep the queries answered."""
         batch, progress = _batch_arguments(batch, callback, progress)
@@ -575,8 +583,7 @@ class GraphSolver(DiffusionSolver):
         for i, query in enumerate(queries):
             with arguments.numbered("query", i, len(queries)):
                 problems.append(_path_problem(query))
-        return self._routes(problems, batch, callback, "path", salt=salt, all_canvases=all_canvases,
-                            progress=progress)
+        return self._routes(problems, batch, callback, "path", progress=progress)
 
     def _routes(self, problems, batch: int, callback, what: str, salt: int = 0,
                 all_canvases: bool = False, progress: bool = False, cycle: bool = False) -> list[RouteResult]:

@@ -221,7 +221,7 @@ def _write_molecules(found, names: list[str], format: str, out: Path | None) -> 
     elif format == "csv":
         import csv
 
-        writer = csv.DictWriter(buffer, fieldnames=["smiles", "verified", *names], lineterminator="\n")
+        writer = csv.DictWriter(buffer, fieldnames=["smiles", "verified", *names, "passes"], lineterminator="\n")
         writer.writeheader()
         writer.writerows(m.to_dict(names) for m in found)
     else:

@@ -45,6 +45,10 @@ def default_budget(n: int) -> int:
 
 @dataclass
 class Molecule:
+    """One returned molecule: canonical `smiles`, the RDKit `mol`, every property RDKit computed, `verified`
+    (always True for what the designer returns: it sanitizes and meets the request) and the `passes` of its
+    canvas. `to_dict(names)` for JSON or pandas."""
+
     smiles: str  # canonical
     mol: Chem.Mol = field(repr=False)
     properties: dict[str, float]  # every property diffsolve knows, computed by RDKit
@@ -52,18 +56,22 @@ class Molecule:
     passes: int  # denoising passes of the canvas that produced it
 
     def to_dict(self, names: Sequence[str] | None = None) -> dict:
-        """smiles, verified and the properties (all, or those named: a list, or one name), for JSON or a pandas
-        row."""
+        """smiles, verified, the properties (all, or those named: a list, or one name) and passes, for JSON or a
+        pandas row (`mol` stays out: an RDKit object)."""
         names = [names] if isinstance(names, str) else names
         if names is not None and (not isinstance(names, Sequence) or any(n not in self.properties for n in names)):
             raise task.RequestError(f"names: expected property names among {', '.join(self.properties)}, got "
                                     f"{names!r}")
         props = self.properties if names is None else {k: self.properties[k] for k in names}
-        return {"smiles": self.smiles, "verified": self.verified, **props}
+        return {"smiles": self.smiles, "verified": self.verified, **props, "passes": self.passes}
 
 
 @dataclass
 class DesignResult:
+    """What `generate` found: the `molecules` (a list: index it, iterate it, len() it), how many were `requested`,
+    the `canvases` denoised in all, the `seed` that repeats the run, and why samples were left out (`known`,
+    `atypical`, `rejected`, `misses`). `draw()` a grid picture, shown in a notebook."""
+
     molecules: list[Molecule]
     requested: int
     canvases: int  # canvases denoised
@@ -242,7 +250,9 @@ class MoleculeDesigner(Pretrained):
 
     def __repr__(self) -> str:
         return (f"MoleculeDesigner({self.model.source or 'model'}, {'guided' if self.guided else 'model only'}, "
-                f"max_steps={self.config.max_denoising_steps}, canvases_per_round={self.canvases_per_round})")
+                f"max_steps={self.config.max_denoising_steps}, canvases_per_round={self.canvases_per_round}, "
+                f"training_prior={self.training_prior}, match_training={self.acceptance is not None}, "
+                f"novel={self.known is not None})")
 
     def generate(self, n: int, *, contains: str | Chem.Mol | None = None, scaffold: str | Chem.Mol | None = None,
                  logp: tuple[float, float] | None = None, mw: tuple[float, float] | None = None,

@@ -23,6 +23,11 @@ CANONICAL = re.compile("[0-9]{81}")  # a puzzle as SudokuResult.puzzle holds it
 
 @dataclass
 class SudokuResult:
+    """One puzzle's answer. `solution` (81 digits) only when `verified`: every row, column and box complete and every
+    clue kept, checked independently of the search; else `reason` says why not. `steps`: denoising passes until
+    then; `forward_passes`: decoder row-passes of all its canvases together; `seconds`: from its batch's start.
+    `to_dict()` for JSON or pandas, `to_array()` a 9 x 9 array, `summary()` one line; str() adds the grid."""
+
     puzzle: str  # 81 chars, '0' for blanks (unreadable: the text as given, stripped, or the numbers spaced)
     solution: str | None  # set only when verified
     verified: bool
@@ -72,11 +77,12 @@ class SudokuSolver(DiffusionSolver):
 
     def __init__(self, model: DiffusionGemma, *, guided: bool = True, canvases: int | None = None,
                  max_steps: int = 256, rows_per_batch: int = 256, seed: int = 0, backtrack: bool = False,
-                 temperature: float = 2.0):
+                 temperature: float | None = 2.0):
         self.backtrack = arguments.flag(backtrack, "backtrack")
         if self.backtrack and not arguments.flag(guided, "guided"):
             raise ValueError("backtrack is a guided search: the model alone (guided=False) does not backtrack")
-        temperature = arguments.positive(temperature, "temperature")  # checked even where unused (model only)
+        if temperature is not None:  # checked even where unused (model only); None: the guided schedule
+            temperature = arguments.positive(temperature, "temperature")
         super().__init__(model, guided=guided, canvases=canvases, max_steps=max_steps, seed=seed,
                          temperature=temperature)
         self.rows_per_batch = arguments.whole(rows_per_batch, "rows_per_batch", 1)
@@ -90,6 +96,9 @@ class SudokuSolver(DiffusionSolver):
 
     def _mode(self) -> str:
         return "guided, backtracking" if self.backtrack else super()._mode()
+
+    def _more_settings(self) -> dict:
+        return {"rows_per_batch": self.rows_per_batch}
 
     def solve(self, puzzle: Puzzle, callback: StepCallback | None = None) -> SudokuResult:
         """One puzzle, read as `solve sudoku` reads one entry of a file: 81 cells in reading order on one line,

@@ -58,10 +58,10 @@ def whole_numbers(numbers: Sequence[int], target: int) -> tuple[list[int], int]:
 def check_instance(numbers: list[int], target: int) -> None:
     if not 2 <= len(numbers) <= MAX_COUNTDOWN_NUMBERS:
         raise CountdownError(f"need 2..{MAX_COUNTDOWN_NUMBERS} numbers, got {len(numbers)}")
-    if any(n < 1 for n in [*numbers, target]):
-        raise CountdownError("numbers and target must be positive integers")
-    if any(n > 999 for n in [*numbers, target]):
-        raise CountdownError("numbers and target must be at most 999 (the model's prompt)")
+    if small := [n for n in [*numbers, target] if n < 1]:
+        raise CountdownError(f"numbers and target must be positive integers, got {small[0]}")
+    if large := [n for n in [*numbers, target] if n > 999]:
+        raise CountdownError(f"numbers and target must be at most 999 (the model's prompt), got {large[0]}")
 
 
 def parse_instance(text: str, target: int | None = None) -> tuple[list[int], int]:

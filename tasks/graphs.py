@@ -58,8 +58,17 @@ def read_graph(path: str | Path, nonnegative_weights: bool = False) -> nx.Graph:
             raise GraphError(f"{path}:{number}: control character {control.group()!r} at column "
                              f"{control.start() + 1}; fields are separated by spaces, tabs or commas")
     _refuse_other_formats(path, lines)
-    dimacs = path.suffix.lower() == ".col" or any(DIMACS_LINE.fullmatch(line.strip()) for line in lines)
-    graph = _read_dimacs(path, lines) if dimacs else _read_edge_list(path, lines, nonnegative_weights)
+    marked = next((n for n, line in enumerate(lines, 1) if DIMACS_LINE.fullmatch(line.strip())), None)
+    if path.suffix.lower() == ".col":
+        graph = _read_dimacs(path, lines)
+    elif marked is not None:
+        try:
+            graph = _read_dimacs(path, lines)
+        except GraphError as exc:  # a file that may have been meant as an edge list: say why it was not read as one
+            raise GraphError(f"{exc} (read as DIMACS because line {marked}, {lines[marked - 1].strip()!r}, is a "
+                             "DIMACS line)") from None
+    else:
+        graph = _read_edge_list(path, lines, nonnegative_weights)
     if graph.number_of_nodes() == 0:
         raise GraphError(f"{path}: no nodes")
     return graph

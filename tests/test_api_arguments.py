@@ -297,3 +297,39 @@ def test_countdown_checks_every_instance_before_handing_over_any_result(models):
     with pytest.raises(CountdownError, match="instance 1: "):
         CountdownSolver(models["graphs"]).solve_many([([1, 1], 5), ([4], "x")], on_result=lambda *a: handed.append(a))
     assert handed == []  # the impossible first instance is answered only once the second has been checked
+
+
+@pytest.mark.parametrize("solver", [SudokuSolver, GraphSolver, CountdownSolver, MoleculeDesigner])
+def test_a_constructor_given_no_model_says_what_it_needs(solver):
+    with pytest.raises(TypeError, match="model must be a DiffusionGemma .*got NoneType"):
+        solver(None)
+
+
+def test_a_misspelt_setting_is_named_before_any_checkpoint_is_read(monkeypatch):
+    from diffsolve.solvers import checkpoints
+
+    monkeypatch.setattr(checkpoints, "read_header", lambda path: pytest.fail("read before the settings were checked"))
+    with pytest.raises(TypeError, match=r"SudokuSolver.from_pretrained: .*'max_step' \(settings: guided, canvases, "
+                                        r"max_steps"):
+        SudokuSolver.from_pretrained(max_step=3)
+    with pytest.raises(TypeError, match=r"MoleculeDesigner.from_pretrained: .*'seed'"):  # a generate() argument
+        MoleculeDesigner.from_pretrained(seed=3)
+
+
+def test_countdown_names_itself_and_the_values_it_refuses(models):
+    with pytest.raises(CheckpointError, match=r"not a graphs checkpoint .*; CountdownSolver needs 284 tokens"):
+        CountdownSolver(models["sudoku"])
+    solver = CountdownSolver(models["graphs"], max_steps=2)
+    with pytest.raises(CountdownError, match=r"must be positive integers, got -1"):
+        solver.solve([-1, 2, 3], 4)
+    with pytest.raises(CountdownError, match=r"at most 999 \(the model's prompt\), got 1000"):
+        solver.solve([1000, 2, 3], 4)
+    impossible = solver.solve([1, 1], 100)
+    assert str(impossible).startswith("1,1 -> 100: no verified answer: no solution that uses every number")
+
+
+def test_reprs_show_the_settings_that_change_the_answers(models):
+    designer = MoleculeDesigner(models["molecules"], novel=False)
+    assert repr(designer).endswith("training_prior=True, match_training=True, novel=False)")
+    assert "temperature" not in repr(GraphSolver(models["graphs"]))  # each problem's own
+    assert repr(GraphSolver(models["graphs"], temperature=1.5)).endswith("seed=0, temperature=1.5)")

@@ -267,7 +267,7 @@ def test_final_logit_softcapping_survives_a_save(saved, tmp_path):
 
 
 @pytest.mark.parametrize("name, text, message", [
-    ("generation_config.json", "{bad", r"generation_config.json: not a usable generation config \(JSONDecodeError"),
+    ("generation_config.json", "{bad", r"generation_config.json: invalid JSON at line 1"),
     ("tokenizer.json", "{bad", r"tokenizer.json: not a readable tokenizer.json"),
     ("model.safetensors.index.json", "[]", r"index.json: not a usable shard index .*download the checkpoint again"),
 ])
@@ -359,7 +359,10 @@ def test_a_folder_with_a_broken_config_and_no_weights_is_named_by_its_config(tmp
      r"full_attention.rope_theta must be a positive number, got -1.0"),
     (lambda t: t.update(max_position_embeddings=float("inf")), r"max_position_embeddings: must be a positive integer"),
     (lambda t: t.update(max_position_embeddings=4), r"max_position_embeddings: 4 is shorter than canvas_length 6"),
-    (lambda t: t.update(head_dim=2**62), r"config.json: sizes no model can be built with"),
+    (lambda t: t.update(head_dim=2**62), r"config.json: sizes no model can be built with \([^\n]*\)$"),  # no C++
+    (lambda t: t.update(tie_word_embeddings="false"), r"tie_word_embeddings must be true or false, got 'false'"),
+    (lambda t: t.update(eos_token_id="x"), r"eos_token_id: must be a token id below vocab_size 40 \(or a list"),
+    (lambda t: t.update(pad_token_id=10**30), r"pad_token_id: must be a token id below vocab_size 40, got 1000"),
 ])
 def test_config_values_that_would_fail_at_sampling_are_refused_when_loading(saved, edit, message):
     _, path = saved
@@ -514,6 +517,7 @@ def test_weights_too_large_for_the_requested_dtype_are_not_called_damaged(saved)
     ("t_max", float("inf"), "t_max must be a finite number above 0, got inf"),
     ("max_denoising_steps", 10**12, "max_denoising_steps must be below 2\\*\\*31"),
     ("eos_token_id", 10**30, "eos_token_id must be a token id"),
+    ("stability_threshold", 10**30, "stability_threshold counts passes: it must be below 2\\*\\*31"),
 ])
 def test_a_bad_sampler_setting_is_refused_at_load(saved, field, value, message):
     _, path = saved
@@ -849,3 +853,68 @@ def test_a_resave_keeps_the_wrappers_token_ids_and_the_tokenizers_companions(sav
     assert json.loads((out / "config.json").read_text())["eos_token_id"] == [1, 7]
     assert (out / "chat_template.jinja").read_text() == "{{ messages }}"
     assert json.loads((out / "tokenizer_config.json").read_text()) == {"tokenizer_class": "GemmaTokenizer"}
+
+
+def test_a_header_read_checks_the_layer_count_before_describing_the_layers(saved, monkeypatch):
+    """A solver's constructor reads the header first: 10**7 layers took 80 s and 2 GB there, as load_model once did."""
+    from diffsolve.core import checkpoint
+
+    _, path = saved
+    config = json.loads((path / "config.json").read_text())
+    config["text_config"].update(num_hidden_layers=10**7, layer_types=None)
+    (path / "config.json").write_text(json.dumps(config))
+    monkeypatch.setattr(checkpoint.ModelConfig, "from_hf_dict", lambda raw: pytest.fail("built before the check"))
+    with pytest.raises(CheckpointError, match=r"num_hidden_layers 10000000, but the weights hold 2 layers"):
+        checkpoint.read_header(path)
+
+
+@pytest.mark.parametrize("text, message", [
+    ('{"model_type": "diffusion_gemma", "x": ' + "9" * 5000 + "}", r"config.json: unreadable JSON \(Exceeds the limit"),
+    ('{"junk": "' + "a" * (16 * 2**20) + '"}', r"config.json: 16,777,2\d\d bytes, more than a checkpoint's JSON"),
+])
+def test_a_config_too_large_to_be_one_or_with_a_number_python_will_not_read_is_named(saved, text, message):
+    _, path = saved
+    (path / "config.json").write_text(text)
+    with pytest.raises(CheckpointError, match=message):
+        load_model(path)
+
+
+def test_a_second_copy_of_the_embedding_that_differs_is_refused_and_an_equal_one_loads(saved):
+    """DiffusionGemma ties lm_head to the embedding: a file holding both must hold them equal (the first one read
+    was kept before, so a different lm_head.weight silently became the embedding)."""
+    _, path = saved
+    weights = load_file(path / "model.safetensors")
+    embedding = weights["model.decoder.embed_tokens.weight"]
+    save_file({**weights, "lm_head.weight": embedding.clone()}, path / "model.safetensors", metadata={"format": "pt"})
+    torch.testing.assert_close(load_model(path).embed_tokens.weight, embedding)
+    save_file({**weights, "lm_head.weight": embedding + 1}, path / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(CheckpointError, match=r"1 pair\(s\) of copies .*: model.decoder.embed_tokens.weight and lm_head.weight$"):
+        load_model(path)
+
+
+def test_files_that_are_folders_or_a_renamed_pickle_are_called_what_they_are(saved):
+    _, path = saved
+    (path / "tokenizer.json").unlink(missing_ok=True)  # a bare model saves none
+    (path / "tokenizer.json").mkdir()
+    with pytest.raises(CheckpointError, match=r"tokenizer.json: not a regular file"):
+        load_model(path)
+    (path / "tokenizer.json").rmdir()
+    (path / "model.safetensors").unlink()
+    (path / "model.safetensors").mkdir()
+    with pytest.raises(CheckpointError, match=r"model.safetensors is not a regular file \(a folder or a device\)"):
+        load_model(path)
+    (path / "model.safetensors").rmdir()
+    (path / "model.safetensors").write_bytes(b"PK\x03\x04" + bytes(64))  # what torch.save writes: a zip
+    with pytest.raises(CheckpointError, match=r"a PyTorch pickle under a safetensors name \(never unpickled"):
+        load_model(path)
+
+
+def test_an_index_naming_no_shard_and_a_hub_id_of_dots_are_refused_as_such(saved, tmp_path, monkeypatch):
+    _, path = saved
+    (path / "model.safetensors").unlink()
+    (path / "model.safetensors.index.json").write_text('{"weight_map": {}}')
+    with pytest.raises(CheckpointError, match=r"not a usable shard index \(ValueError: its weight_map names no shard"):
+        load_model(path)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(CheckpointError, match=r"own/\.\.: no such directory, and not a hub id"):
+        load_model("own/..")

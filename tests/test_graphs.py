@@ -1377,3 +1377,33 @@ def test_a_route_not_found_says_the_budget_ran_out():
     hurried = GraphSolver.from_pretrained(canvases=1, max_steps=1)
     result = hurried.hamiltonian_path(nx.petersen_graph())  # one pass cannot settle 10 nodes
     assert not result.verified and result.reason == "no verified Hamiltonian path: the budget of 1 pass ran out"
+
+
+def test_cli_text_output_quotes_labels_as_the_input_does_and_json_says_what_was_asked(tmp_path):
+    """'New York Boston Los Angeles' could be 3 nodes or 5: labels holding a space come back quoted, as they are
+    read; JSON records name the file and the nodes asked for (a run over many files stays traceable)."""
+    f = tmp_path / "cities.txt"
+    f.write_text('"New York" Boston\nBoston "Los Angeles"\n"Los Angeles" "New York"\n')
+    runner = CliRunner()
+    route = runner.invoke(app, ["hamiltonian", str(f), "--start", "Boston"])
+    assert route.exit_code == 0, route.stderr
+    assert re.match(r'verified Hamiltonian path: Boston ("New York" "Los Angeles"|"Los Angeles" "New York") \(',
+                    route.stdout)
+    colours = runner.invoke(app, ["coloring", str(f)])
+    assert {'"New York" 0', "Boston 1", '"Los Angeles" 2'} <= set(colours.stdout.splitlines())
+    record = json.loads(runner.invoke(app, ["path", str(f), "--source", "New York", "--target", "Boston",
+                                            "-f", "json"]).stdout)
+    assert (record["file"], record["source"], record["target"], record["shortest"]) == \
+        (str(f), "New York", "Boston", False)
+    assert record["verified"] and record["path"][0] == "New York"
+    coloured = json.loads(runner.invoke(app, ["coloring", str(f), "-f", "json"]).stdout)
+    assert (coloured["file"], coloured["k"], coloured["num_colors"]) == (str(f), None, 3)
+
+
+def test_a_file_read_as_dimacs_because_of_one_line_says_which(tmp_path):
+    f = tmp_path / "mixed.txt"
+    f.write_text("a b\ne 3 4\n")
+    result = CliRunner().invoke(app, ["coloring", str(f)])
+    assert result.exit_code == 2
+    assert "mixed.txt:1: unknown DIMACS line 'a b' (read as DIMACS because line 2, 'e 3 4', is a DIMACS line)" in \
+        " ".join(result.stderr.split())

@@ -1068,7 +1068,8 @@ def test_a_result_draws_its_molecules_in_a_grid(designer):
         with pytest.raises(task.RequestError, match="highlight: expected a list of RDKit query molecules"):
             result.draw(highlight=highlight)
     assert result[0].to_dict(["qed"]) == {"smiles": result[0].smiles, "verified": True,
-                                          "qed": result[0].properties["qed"]}
+                                          "qed": result[0].properties["qed"], "passes": result[0].passes}
+    assert list(result[0].to_dict()) == ["smiles", "verified", *result[0].properties, "passes"]
     assert result[0].to_dict("qed") == result[0].to_dict(["qed"])  # one name, as draw takes it
     for bad in (["LogP"], "LogP", 5):
         with pytest.raises(task.RequestError, match="names: expected property names among logp"):

@@ -149,6 +149,10 @@ def test_our_checkpoint_loads_in_transformers(tmp_path):
     dict(max_new_tokens=10, max_denoising_steps=16, t_min=0.05, t_max=0.1, entropy_bound=2.0,
          confidence_threshold=0.5),
     dict(max_denoising_steps=2, t_min=0.0),  # no length set anywhere: 256 tokens (26 canvases of 10) in both
+    # our count of repeats stops where their history of canvases does (rows stop after 37 and 43 of 48 passes;
+    # 33 and 41 at the threshold of 1)
+    dict(max_new_tokens=20, max_denoising_steps=24, t_min=0.0, t_max=0.1, entropy_bound=20.0,
+         confidence_threshold=5.0, stability_threshold=3),
 ])
 def test_generate_matches_transformers(tmp_path, kwargs):
     """Same seed, same draws: identical sequences and tokens-per-forward, EOS/pad and two blocks included."""

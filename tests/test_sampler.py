@@ -15,7 +15,7 @@ from diffsolve.core import (
     new_model,
     released_config,
 )
-from diffsolve.core.sampler import entropy_bound_accept, token_entropy
+from diffsolve.core.sampler import _StableAndConfident, entropy_bound_accept, token_entropy
 
 VOCAB, LENGTH = 20, 8
 
@@ -365,3 +365,21 @@ def test_a_copy_or_pickle_of_a_compiled_model_runs_its_own_weights(model):
         assert torch.count_nonzero(again.denoise(prompt(1, LENGTH), again.encode(prompt(1)))) == 0  # its own zeros
     state = twin.__getstate__()
     assert "denoise" not in state and "denoise" in twin.__dict__  # pickles (a closure did not) and twin stays compiled
+
+
+def test_a_canvas_is_stable_once_its_argmax_repeats_on_as_many_passes_as_the_threshold():
+    """A count of repeats per row: rows leave (select) and a threshold of 10**9 costs no memory (a history of
+    canvases would have been 10**9 x rows x length)."""
+    a, b = torch.tensor([[1, 2]]), torch.tensor([[1, 3]])
+    calm = torch.zeros(1, 2)
+    stopper = _StableAndConfident(2, 0.5)
+    assert [bool(stopper(x, calm)) for x in (a, a, b, b, b, b)] == [False, False, False, False, True, True]
+    assert not bool(stopper(b, torch.ones(1, 2)))  # stable but not confident
+    rows = _StableAndConfident(1, 0.5)
+    rows(torch.cat([a, b]), torch.zeros(2, 2))
+    rows.select(torch.tensor([1]))  # the first row finished and left
+    assert rows(b, calm).tolist() == [True]
+    huge = _StableAndConfident(10**9, 0.5)
+    assert not any(bool(huge(a, calm)) for _ in range(5)) and huge.last.numel() == 2
+    with pytest.raises(ValueError, match="stability_threshold counts passes"):
+        SamplingConfig(stability_threshold=2**40)

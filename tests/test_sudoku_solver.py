@@ -440,7 +440,10 @@ def test_a_solvers_sampling_config_can_be_replaced_between_calls():
     solver.config = replace(solver.config, max_denoising_steps=2, stability_threshold=None)
     result = solver.solve(easy_puzzle(0)[0])
     assert result.steps == 2 and (result.verified or result.reason == "the budget of 2 passes ran out")
-    assert "model only, canvases=1, max_steps=2, seed=0)" in repr(solver)  # what it samples with
+    assert "model only, canvases=1, max_steps=2, seed=0, rows_per_batch=256)" in repr(solver)  # what it samples with
+    guided = SudokuSolver(solver.model, temperature=None)  # None: the guided sampler's own schedule, as elsewhere
+    assert guided.config.t_max > guided.config.t_min and "temperature" not in repr(guided)
+    assert repr(SudokuSolver(solver.model)).endswith("seed=0, rows_per_batch=256, temperature=2.0)")
 
 
 def test_sudoku_solver_arguments_are_judged_in_the_order_they_were_before_it_shared_the_solver_base():
