@@ -410,6 +410,7 @@ def combine(out: Path, parts: list[Path]) -> None:
         ran = part_report.get("settings", {}).get("coloring", {}).get("instances")
         records |= {r["instance"]: r for r in found["instances"] if not ran or r["instance"] in ran.split(",")}
         refused |= found.get("refused", {})
+        report["provenance"] = [*report.get("provenance", []), *part_report.get("provenance", [])]  # who ran it
     report["coloring"] = coloring_summary(list(records.values()), refused)
     # The parts ran with their own settings: what the merged table holds is read off its records.
     report.setdefault("settings", {})["coloring"] = {

@@ -81,13 +81,29 @@ def add_out_argument(parser: argparse.ArgumentParser, default_name: str) -> None
 
 
 def write_results(out: Path, report: dict, table: str, plot: Callable[[Path], bool] | None = None) -> None:
-    """out.json (the numbers, with the provenance of this write: commit, date, machine, versions), out.md (the
-    table) and out.png (when a plot is given and matplotlib exists)."""
+    """out.json (the numbers, with `provenance`: each write's commit, date, machine and versions, latest last,
+    as a merge keeps parts of earlier runs), out.md (the table) and out.png (when a plot is given and matplotlib
+    exists)."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({**report, "provenance": provenance()}, indent=2) + "\n")
+    carried = [record for record in report.get("provenance", []) if isinstance(record, dict)]  # parts combined
+    records = [*_provenance_of(out), *carried]
+    history = [record for i, record in enumerate(records) if record not in records[:i]][-(HISTORY - 1):]
+    out.write_text(json.dumps({**report, "provenance": [*history, provenance()]}, indent=2) + "\n")
     out.with_suffix(".md").write_text(table + "\n")
     if plot is not None:
         plot(out.with_suffix(".png"))
+
+
+HISTORY = 20  # writes of one results file kept on record
+
+
+def _provenance_of(path: Path) -> list[dict]:
+    """The provenance records of an earlier results file ([] where there is none, or none readable)."""
+    try:
+        records = json.loads(path.read_text()).get("provenance", [])
+    except (OSError, ValueError, AttributeError):
+        return []
+    return [record for record in records if isinstance(record, dict)] if isinstance(records, list) else []
 
 
 def same_settings(path: Path, earlier: dict, current: dict, keys: tuple[str, ...], option: str = "--merge") -> None:

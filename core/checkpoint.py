@@ -208,11 +208,16 @@ def _read_json(path: Path) -> object:
         raise CheckpointError(f"{path}: unreadable JSON ({exc})") from None
 
 
+def _not_a_file(path: Path) -> CheckpointError:
+    return CheckpointError(f"{path}: not a regular file (a folder or a device)")
+
+
 def _read_config_json(directory: Path) -> dict:
     config_path = directory / "config.json"
+    if config_path.exists() and not config_path.is_file():
+        raise _not_a_file(config_path)
     if not config_path.is_file():
-        not_a_file = " (a folder or device, not a file)" if config_path.exists() else ""
-        raise CheckpointError(f"{directory}: no config.json{not_a_file}{_run_folder_hint(directory)}")
+        raise CheckpointError(f"{directory}: no config.json{_run_folder_hint(directory)}")
     return _read_json(config_path)
 
 
@@ -266,9 +271,6 @@ def _shard_files(directory: Path) -> list[Path]:
     single, index = directory / SINGLE_FILE, directory / INDEX_FILE
     if single.is_file():
         return [single]
-    if odd := [path.name for path in (single, index) if path.exists() and not path.is_file()]:
-        raise CheckpointError(f"{directory}: {' and '.join(odd)} {'is' if len(odd) == 1 else 'are'} not a regular "
-                              "file (a folder or a device)")
     if index.is_file():
         try:
             weight_map = _read_json(index)["weight_map"]
@@ -285,11 +287,13 @@ def _shard_files(directory: Path) -> list[Path]:
             raise CheckpointError(f"{index}: names shard file(s) outside the checkpoint folder: "
                                   f"{', '.join(outside[:5])}; shards are plain file names beside the index")
         if odd := [f for f in files if (directory / f).exists() and not (directory / f).is_file()]:
-            raise CheckpointError(f"{index}: shard(s) not a regular file (a folder or a device): {', '.join(odd)}")
+            raise _not_a_file(directory / odd[0])
         missing = [f for f in files if not (directory / f).is_file()]
         if missing:
             raise CheckpointError(f"{index}: shard file(s) missing: {', '.join(missing)}")
         return [directory / f for f in files]
+    if odd := [path for path in (single, index) if path.exists()]:  # neither is a file
+        raise _not_a_file(odd[0])
     if pickles := _pickle_weights(directory):
         raise CheckpointError(f"{directory}: only pickle weights found ({_first_five(pickles)}); diffsolve loads "
                               "safetensors only")
@@ -342,13 +346,13 @@ class _ShardReport:
             parts = [f"{len(items)} {title}: " + "; ".join(items[:20]) + (" ..." if len(items) > 20 else "")
                      for title, items in problems if items]
             raise CheckpointError(f"{directory}: checkpoint does not match config.json -- " + " | ".join(parts))
+        if self.nonfinite:
+            raise CheckpointError(f"{directory}: {len(self.nonfinite)} weight tensor(s) hold inf or NaN, the "
+                                  f"checkpoint is damaged: {_first_five(self.nonfinite)}")
         if self.conflicting:  # which copy transformers would keep depends on its tying: refuse, never guess
             raise CheckpointError(f"{directory}: {len(self.conflicting)} pair(s) of copies of one weight hold "
                                   f"different values (DiffusionGemma ties lm_head to the embedding): "
                                   f"{_first_five(self.conflicting)}")
-        if self.nonfinite:
-            raise CheckpointError(f"{directory}: {len(self.nonfinite)} weight tensor(s) hold inf or NaN, the "
-                                  f"checkpoint is damaged: {_first_five(self.nonfinite)}")
         if self.overflow:
             raise CheckpointError(f"{directory}: {len(self.overflow)} weight tensor(s) hold values {dtype} cannot "
                                   f"represent (load in the checkpoint's own dtype or float32): "
@@ -459,14 +463,15 @@ def _unreadable_as_checkpoint_error(shard: Path):
 
 
 def _looks_like_pickle(path: Path) -> bool:
-    """torch.save's formats by their first bytes: a zip archive (PK) or a bare pickle (protocol 2+: 0x80)."""
+    """torch.save's formats by their first bytes: a zip archive, or the legacy pickle with its magic number. A
+    safetensors file starts with its header's length, which may begin with the same bytes, but its header (a
+    JSON object) then starts at byte 8."""
     try:
         with path.open("rb") as f:
-            start = f.read(4)
+            start = f.read(9)
     except OSError:
         return False
-    return start.startswith(b"PK\x03\x04") or start[:1] == b"\x80" and start[1:2] in (b"\x02", b"\x03", b"\x04",
-                                                                                     b"\x05")
+    return start.startswith((b"PK\x03\x04", b"\x80\x02\x8a\x0a")) and start[8:9] != b"{"
 
 
 _LAYER = re.compile(r"model\.(?:decoder|encoder\.language_model)\.layers\.(\d+)\.")
@@ -515,17 +520,19 @@ class CheckpointHeader:
 
 def read_header(path_or_id: str | os.PathLike) -> CheckpointHeader:
     """The config.json and tokenizer.json of a checkpoint directory or cached hub id (CheckpointError as
-    `load_model` raises it)."""
+    `load_model` raises it). Where the weights are there too, their headers must hold the layers config.json
+    claims (as in `load_model`: checked before 10**8 layers take minutes to describe)."""
     directory = resolve_checkpoint(path_or_id)
     raw = _read_config_json(directory)
-    _check_layer_count(directory, raw, _shard_files(directory))  # as load_model: before describing 10**8 layers
+    if _weights_complete(directory):
+        _check_layer_count(directory, raw, _shard_files(directory))
     return CheckpointHeader(read_config(directory, raw), _read_tokenizer(directory), str(path_or_id))
 
 
 def _read_tokenizer(directory: Path):
     path = directory / "tokenizer.json"
     if path.exists() and not path.is_file():
-        raise CheckpointError(f"{path}: not a regular file (a folder or a device)")
+        raise _not_a_file(path)
     if not path.is_file():
         return None
     from .tokenizer import load_tokenizer
@@ -538,6 +545,8 @@ def _read_tokenizer(directory: Path):
 
 def _read_generation_config(directory: Path):
     path = directory / "generation_config.json"
+    if path.exists() and not path.is_file():
+        raise _not_a_file(path)
     if not path.is_file():
         return None
     from .sampler import SamplingConfig
@@ -683,8 +692,8 @@ def _weight_files(directory: Path) -> set[str]:
     """The weight files a checkpoint folder holds now: the single file and the shards its index names."""
     names = {SINGLE_FILE} if (directory / SINGLE_FILE).is_file() else set()
     try:
-        names |= set(json.loads((directory / INDEX_FILE).read_text())["weight_map"].values())
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):  # no index, or not one we can read
+        names |= set(_read_json(directory / INDEX_FILE)["weight_map"].values())
+    except (CheckpointError, KeyError, TypeError, AttributeError):  # no index, or not one we can read
         pass
     return {name for name in names if isinstance(name, str) and Path(name).name == name}
 

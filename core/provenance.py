@@ -14,16 +14,18 @@ SOURCE_ROOT = Path(__file__).resolve().parents[1]  # the repository in a source 
 
 
 def _git(*args: str) -> str | None:
-    try:
-        done = subprocess.run(["git", "-C", str(SOURCE_ROOT), *args], capture_output=True, text=True, timeout=10)
+    try:  # no optional locks: `status` must not rewrite the index of a checkout others are using
+        done = subprocess.run(["git", "--no-optional-locks", "-C", str(SOURCE_ROOT), *args], capture_output=True,
+                              text=True, timeout=10)
     except (OSError, subprocess.SubprocessError):
         return None
     return done.stdout.strip() if done.returncode == 0 else None
 
 
 def source_commit() -> str | None:
-    """The commit of the diffsolve checkout this code runs from, '+changes' when tracked files differ from it;
-    None for an installed wheel (whose folder may sit inside some other repository, hence the top-level check)."""
+    """The commit of the diffsolve checkout this code runs from, '+changes' when tracked files differ from it
+    ('+unknown' when git cannot say); None for an installed wheel (whose folder may sit inside some other
+    repository, hence the top-level check) and where git or the history is missing."""
     top = _git("rev-parse", "--show-toplevel")
     if top is None or Path(top).resolve() != SOURCE_ROOT or not (SOURCE_ROOT / "pyproject.toml").is_file():
         return None
@@ -31,7 +33,18 @@ def source_commit() -> str | None:
     if commit is None:
         return None
     changed = _git("status", "--porcelain", "--untracked-files=no")
-    return commit + ("+changes" if changed else "")
+    return commit + ("+unknown" if changed is None else "+changes" if changed else "")
+
+
+def source_description() -> str:
+    """'diffsolve 0.1.0 at commit ...', or what is known where there is no commit to name."""
+    from .. import __version__
+
+    commit = source_commit()
+    if commit is not None:
+        return f"diffsolve {__version__} at commit {commit}"
+    copy = (SOURCE_ROOT / "pyproject.toml").is_file()
+    return f"diffsolve {__version__} ({'a source copy whose commit git could not name' if copy else 'installed'})"
 
 
 def cpu_name() -> str:
@@ -57,6 +70,6 @@ def provenance() -> dict:
     torch = sys.modules.get("torch")  # recorded where the caller uses it; never imported just for this
     if torch is not None:
         record["torch"] = torch.__version__
-        if torch.cuda.is_available():
+        if torch.cuda.is_initialized():  # this run used the GPU (one merely present is not named)
             record["gpu"] = torch.cuda.get_device_name()
     return record

@@ -63,14 +63,18 @@ class DiffusionSolver(Pretrained):
     def __repr__(self) -> str:
         steps = self._config(self.CANVAS).max_denoising_steps  # what it samples with
         settings = {"canvases": self.canvases, "max_steps": steps, "seed": self.seed, **self._more_settings()}
-        if self.temperature is not None:
-            settings["temperature"] = self.temperature
+        if (temperature := self._temperature_shown()) is not None:
+            settings["temperature"] = temperature
         return (f"{type(self).__name__}({self.model.source or 'model'}, {self._mode()}, "
                 + ", ".join(f"{name}={value}" for name, value in settings.items()) + ")")
 
     def _more_settings(self) -> dict:
         """A task's own settings that change its answers, for the repr."""
         return {}
+
+    def _temperature_shown(self) -> str | None:
+        """A constant temperature set for every problem, for the repr (None: each problem's own schedule)."""
+        return None if self.temperature is None else f"{self.temperature}"
 
     def _mode(self) -> str:
         return "guided" if self.guided else "model only"

@@ -152,7 +152,9 @@ def coloring(
                                      "line, '#' comments); '-' reads stdin."),
     k: int = typer.Option(None, "--k", "-k", min=1, help="Colours to use. Default: the fewest the search verifies, "
                                                    "counting down from networkx's DSATUR count (smallest-last "
-                                                   "above 2,000 nodes or 100,000 edges)."),
+                                                   "above 2,000 nodes or 100,000 edges), or, where that count's "
+                                                   "core is too large for the canvas, from the fewest colours "
+                                                   "whose core fits, if it does as well there as networkx."),
     format: str = typer.Option("text", "--format", "-f", help="text, or json (one object: file, k, coloring, "
                                                               "num_colors, verified, reason, optimal, attempts, "
                                                               "forward_passes, seconds, ...)."),

@@ -230,7 +230,7 @@ class RouteResult:
         return _draw_graph(graph, links=links, title=title)
 
 
-def json_label(label, name=str):
+def json_label(label: Hashable, name: Callable[[object], str] = str) -> Hashable:
     """Numbers stay (numpy's become Python's); with `name=str` text stays and other labels become their str(),
     with `name=repr` every label but a number becomes its repr()."""
     if isinstance(label, np.generic):  # numpy's numbers and text as Python's
@@ -320,6 +320,12 @@ def _too_few_colors(graph: nx.Graph, colors: int, clique_bound: int) -> str | No
     return None
 
 
+def _core_too_large(graph: nx.Graph, core_nodes: int, colors: int) -> str:
+    return (f"{graph.number_of_nodes()} nodes, of which {core_nodes} have at least {colors} neighbours after "
+            f"repeatedly setting aside those with fewer (they are coloured last): the colouring canvas holds at "
+            f"most {MAX_NODES}")
+
+
 def _record_coloring(result: ColoringResult, coloring: dict, graph: nx.Graph) -> int:
     """Make a verified colouring `result`'s answer, its colours numbered 0..used-1; returns how many it used."""
     coloring = dict(zip(coloring, canonical_colors(list(coloring.values()))))
@@ -371,17 +377,17 @@ class GraphSolver(DiffusionSolver):
               progress: bool = False) -> ColoringResult:
         """A proper colouring with `k` colours, or (k=None) the fewest the search verifies, counting down from
         networkx's DSATUR count (smallest-last above DSATUR_NODES nodes or DSATUR_EDGES edges) until a k fails or
-        reaches the clique bound; where that count's core is too large for the canvas, from the fewest colours
-        whose core fits, if what it verifies there is no worse than networkx's count (GraphError otherwise). `backtrack=True` adds the explicit
-        exact search: at a dead end a canvas undoes its last guess and rules that colour out there, instead of
-        releasing the nodes around the dead end. `tabu=True` adds the explicit local search: when no canvas of an
-        attempt verifies, TabuCol (see `tabu_coloring`) continues from all of them for up to `tabu_moves` moves
-        (default: 100 per node and colour, at most 200,000); it cannot prove that a k is impossible.
-        `tabu_callback(moves made, budget)` follows it. Each attempt samples
-        only the graph's k-core (see `peel_low_degree`), which must fit the canvas; the nodes set aside are
-        coloured after it. `on_verified(result)` sees the result each time a colouring is verified, before the
-        search tries one colour fewer: what a caller keeps if it stops the search (Ctrl-C in a callback raises out
-        of `color` as anywhere). `progress=True` shows a progress bar of each attempt's denoising passes."""
+        reaches the clique bound; where that count's core is too large for the canvas, from the fewest colours whose
+        core fits, if what it verifies there is no worse than networkx's count (GraphError otherwise).
+        `backtrack=True` adds the explicit exact search: at a dead end a canvas undoes its last guess and rules that
+        colour out there, instead of releasing the nodes around the dead end. `tabu=True` adds the explicit local
+        search: when no canvas of an attempt verifies, TabuCol (see `tabu_coloring`) continues from all of them for
+        up to `tabu_moves` moves (default: 100 per node and colour, at most 200,000); it cannot prove that a k is
+        impossible. `tabu_callback(moves made, budget)` follows it. Each attempt samples only the graph's k-core
+        (see `peel_low_degree`), which must fit the canvas; the nodes set aside are coloured after it.
+        `on_verified(result)` sees the result each time a colouring is verified, before the search tries one colour
+        fewer: what a caller keeps if it stops the search (Ctrl-C in a callback raises out of `color` as anywhere).
+        `progress=True` shows a progress bar of each attempt's denoising passes."""
         began = time.perf_counter()
         check_graph(graph, None, "colouring")
         with arguments.raised_as(GraphError):
@@ -398,21 +404,18 @@ class GraphSolver(DiffusionSolver):
         strategy = "DSATUR" if dsatur else "smallest_last"
         greedy = len(set(nx.greedy_color(graph, strategy=strategy).values()))
         result = ColoringResult(None, None, False, None, greedy, len(clique), greedy_strategy=strategy)
-
-        def attempt_at(colors: int) -> tuple[dict, dict | None]:
-            return self._attempt(graph, clique, colors, max_steps, backtrack, tabu, tabu_moves, callback,
-                                 tabu_callback, progress)
-
         colors = k if k is not None else max(greedy, self._fewest_fitting(graph))  # where the canvas holds the core
         while (impossible := _too_few_colors(graph, colors, result.clique_bound)) is None:
-            attempt, coloring = attempt_at(colors)
+            attempt, coloring = self._attempt(graph, clique, colors, max_steps, backtrack, tabu, tabu_moves,
+                                              callback, tabu_callback, progress)
             if "skipped" in attempt and not result.verified:
                 raise GraphError(attempt["skipped"] + self._fitting_k(graph, colors, greedy, strategy))
             if colors > greedy and k is None and (coloring is None or len(set(coloring.values())) > greedy):
                 # networkx does better than the search can where the canvas holds the core: say so, as above
                 found = f"verified a {len(set(coloring.values()))}-colouring" if coloring else "verified none"
-                raise GraphError(attempt_at(greedy)[0]["skipped"] + self._fitting_k(graph, greedy, greedy, strategy)
-                                 + f" (at k={colors} the search {found})")
+                core, _ = peel_low_degree(graph, greedy)
+                raise GraphError(_core_too_large(graph, len(core), greedy) + self._fitting_k(graph, greedy, greedy,
+                                 strategy) + f" (at k={colors} the search {found})")
             result.attempts.append(attempt)
             result.forward_passes += attempt["forward_passes"]
             if coloring is None:
@@ -464,11 +467,8 @@ class GraphSolver(DiffusionSolver):
         # The model-only baseline (guided=False) colours the whole graph: the reduction is part of the system.
         core, peeled = peel_low_degree(graph, colors) if self.guided else (list(graph.nodes), [])
         if len(core) > MAX_NODES:
-            too_large = (f"{graph.number_of_nodes()} nodes, of which {len(core)} have at least {colors} "
-                         f"neighbours after repeatedly setting aside those with fewer (they are coloured last): "
-                         f"the colouring canvas holds at most {MAX_NODES}")
             return {"k": colors, "found": False, "refuted": False, "forward_passes": 0, "seconds": 0.0,
-                    "core_nodes": len(core), "skipped": too_large}, None
+                    "core_nodes": len(core), "skipped": _core_too_large(graph, len(core), colors)}, None
         began = time.perf_counter()
         with progress_bar(progress, max_steps or self.max_steps, f"{colors} colours", "pass") as bar:
 
@@ -552,6 +552,7 @@ class GraphSolver(DiffusionSolver):
         began = time.perf_counter()
         with arguments.raised_as(GraphError):
             rounds, shortest = arguments.whole(rounds, "rounds", 1), arguments.flag(shortest, "shortest")
+            arguments.callback(callback, "callback")
         if not (shortest or weight is not None):
             return self.paths([(graph, source, target)], callback=callback)[0]
         search = path_search_graph(graph, source, target, shortest=shortest, weight=weight)

@@ -81,8 +81,8 @@ class SudokuSolver(DiffusionSolver):
         self.backtrack = arguments.flag(backtrack, "backtrack")
         if self.backtrack and not arguments.flag(guided, "guided"):
             raise ValueError("backtrack is a guided search: the model alone (guided=False) does not backtrack")
-        if temperature is not None:  # checked even where unused (model only); None: the guided schedule
-            temperature = arguments.positive(temperature, "temperature")
+        if temperature is not None:  # here, before the base's checks: errors come in the order they always did
+            temperature = arguments.positive(temperature, "temperature")  # (None: the guided schedule)
         super().__init__(model, guided=guided, canvases=canvases, max_steps=max_steps, seed=seed,
                          temperature=temperature)
         self.rows_per_batch = arguments.whole(rows_per_batch, "rows_per_batch", 1)
@@ -99,6 +99,13 @@ class SudokuSolver(DiffusionSolver):
 
     def _more_settings(self) -> dict:
         return {"rows_per_batch": self.rows_per_batch}
+
+    def _temperature_shown(self) -> str | None:
+        """The config's (replaceable, see `_config`), not the constructor's: what it samples with."""
+        if not self.guided:
+            return None
+        t_min, t_max = self.config.t_min, self.config.t_max
+        return f"{t_max}" if t_min == t_max else f"{t_max}->{t_min}"
 
     def solve(self, puzzle: Puzzle, callback: StepCallback | None = None) -> SudokuResult:
         """One puzzle, read as `solve sudoku` reads one entry of a file: 81 cells in reading order on one line,

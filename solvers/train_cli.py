@@ -14,9 +14,8 @@ from typing import TYPE_CHECKING
 import torch
 import typer
 
-from .. import __version__
 from ..core import CheckpointError, DiffusionGemma, load_model, write_atomically
-from ..core.provenance import cpu_name, source_commit
+from ..core.provenance import cpu_name, source_description
 from ..tasks.text import plural
 from .checkpoints import check_task_model
 from .cli_common import (CANNOT_WRITE, DEVICE, OPTIONS, above_zero, app, check_device_option, console, error, finite,
@@ -381,8 +380,6 @@ def _write_model_card(path: Path, options: TrainOptions, module, cfg, summary: d
                                      "No external data.")
     hardware = torch.cuda.get_device_name() if cfg.device.startswith("cuda") else \
         f"{cpu_name()} CPU, {plural(torch.get_num_threads(), 'thread')}"
-    commit = source_commit()
-    code = f"diffsolve {__version__}" + (f" at commit {commit}" if commit else " (an installed release)")
     lines = [
         f"# diffsolve {task} model", "",
         f"A {params / 1e6:.2f}M-parameter DiffusionGemma-architecture model (MoE, "
@@ -398,7 +395,7 @@ def _write_model_card(path: Path, options: TrainOptions, module, cfg, summary: d
         f"two-pass with p = {cfg.self_conditioning_prob}. AdamW (betas 0.9/0.95, wd {cfg.weight_decay}), "
         f"lr {cfg.lr} with {cfg.warmup_steps} warmup steps and cosine decay, grad clip {cfg.grad_clip}, "
         f"batch {cfg.batch_size}, {_steps_run(cfg, summary)}, seed {cfg.seed}.", "",
-        "## Command", "", "```", options.command(), "```", "", f"Run with {code}.", "",
+        "## Command", "", "```", options.command(), "```", "", f"Run with {source_description()}.", "",
         "## Hardware and time", "", f"{hardware}; {summary['seconds']:.0f} s of training "
         f"(torch {torch.__version__}).", "",
         "## Metrics", "", "Measured after training on inputs drawn from a seed range training never used:", "",

@@ -59,12 +59,13 @@ def read_graph(path: str | Path, nonnegative_weights: bool = False) -> nx.Graph:
                              f"{control.start() + 1}; fields are separated by spaces, tabs or commas")
     _refuse_other_formats(path, lines)
     marked = next((n for n, line in enumerate(lines, 1) if DIMACS_LINE.fullmatch(line.strip())), None)
-    if path.suffix.lower() == ".col":
+    first = next((line.split()[0] for line in lines if line.split()), "")
+    if path.suffix.lower() == ".col" or marked is not None and first in ("c", "p", "e"):
         graph = _read_dimacs(path, lines)
     elif marked is not None:
         try:
             graph = _read_dimacs(path, lines)
-        except GraphError as exc:  # a file that may have been meant as an edge list: say why it was not read as one
+        except GraphError as exc:  # it does not start as DIMACS: maybe an edge list, so say why it was read so
             raise GraphError(f"{exc} (read as DIMACS because line {marked}, {lines[marked - 1].strip()!r}, is a "
                              "DIMACS line)") from None
     else:

@@ -887,13 +887,20 @@ def test_a_second_copy_of_the_embedding_that_differs_is_refused_and_an_equal_one
     embedding = weights["model.decoder.embed_tokens.weight"]
     save_file({**weights, "lm_head.weight": embedding.clone()}, path / "model.safetensors", metadata={"format": "pt"})
     torch.testing.assert_close(load_model(path).embed_tokens.weight, embedding)
+    embedding[0, 0] = float("nan")  # damaged in both copies alike: called damaged, not two copies that differ
+    save_file({**weights, "lm_head.weight": embedding.clone()}, path / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(CheckpointError, match=r"hold inf or NaN, the checkpoint is damaged"):
+        load_model(path)
+    embedding[0, 0] = 0.0
     save_file({**weights, "lm_head.weight": embedding + 1}, path / "model.safetensors", metadata={"format": "pt"})
-    with pytest.raises(CheckpointError, match=r"1 pair\(s\) of copies .*: model.decoder.embed_tokens.weight and lm_head.weight$"):
+    with pytest.raises(CheckpointError,
+                       match=r"1 pair\(s\) of copies .*: model.decoder.embed_tokens.weight and lm_head.weight$"):
         load_model(path)
 
 
 def test_files_that_are_folders_or_a_renamed_pickle_are_called_what_they_are(saved):
     _, path = saved
+    weights = (path / "model.safetensors").read_bytes()
     (path / "tokenizer.json").unlink(missing_ok=True)  # a bare model saves none
     (path / "tokenizer.json").mkdir()
     with pytest.raises(CheckpointError, match=r"tokenizer.json: not a regular file"):
@@ -901,11 +908,20 @@ def test_files_that_are_folders_or_a_renamed_pickle_are_called_what_they_are(sav
     (path / "tokenizer.json").rmdir()
     (path / "model.safetensors").unlink()
     (path / "model.safetensors").mkdir()
-    with pytest.raises(CheckpointError, match=r"model.safetensors is not a regular file \(a folder or a device\)"):
+    with pytest.raises(CheckpointError, match=r"model.safetensors: not a regular file \(a folder or a device\)"):
         load_model(path)
     (path / "model.safetensors").rmdir()
     (path / "model.safetensors").write_bytes(b"PK\x03\x04" + bytes(64))  # what torch.save writes: a zip
     with pytest.raises(CheckpointError, match=r"a PyTorch pickle under a safetensors name \(never unpickled"):
+        load_model(path)
+    header = b"\x80\x02" + bytes(6) + b'{"w": '  # a header of 640 bytes cut off: damaged, not a pickle
+    (path / "model.safetensors").write_bytes(header)
+    with pytest.raises(CheckpointError, match=r"not a readable safetensors file"):
+        load_model(path)
+    (path / "model.safetensors").write_bytes(weights)
+    (path / "generation_config.json").unlink(missing_ok=True)
+    (path / "generation_config.json").mkdir()
+    with pytest.raises(CheckpointError, match=r"generation_config.json: not a regular file"):
         load_model(path)
 
 

@@ -940,10 +940,11 @@ def test_an_answer_whose_picture_cannot_be_written_is_printed_and_exits_1(capsys
     from diffsolve.solvers.graphs import RouteResult
 
     with pytest.raises(typer.Exit) as end:
-        _finish(RouteResult([0, 1], True, None, 1), "text", "verified path: 0 1", Path("p.png"), lambda path: False)
+        _finish(RouteResult([0, 1], True, None, 1), "text", "verified path: 0 1", {}, Path("p.png"),
+                lambda path: False)
     assert end.value.exit_code == 1 and capsys.readouterr().out == "verified path: 0 1\n"
     with pytest.raises(typer.Exit) as end:
-        _finish(RouteResult([0, 1], True, None, 1), "text", "verified path: 0 1", Path("p.png"), lambda path: True)
+        _finish(RouteResult([0, 1], True, None, 1), "text", "verified path: 0 1", {}, Path("p.png"), lambda path: True)
     assert end.value.exit_code == 0
 
 

@@ -442,7 +442,8 @@ def test_a_solvers_sampling_config_can_be_replaced_between_calls():
     assert result.steps == 2 and (result.verified or result.reason == "the budget of 2 passes ran out")
     assert "model only, canvases=1, max_steps=2, seed=0, rows_per_batch=256)" in repr(solver)  # what it samples with
     guided = SudokuSolver(solver.model, temperature=None)  # None: the guided sampler's own schedule, as elsewhere
-    assert guided.config.t_max > guided.config.t_min and "temperature" not in repr(guided)
+    assert guided.config.t_max > guided.config.t_min
+    assert repr(guided).endswith(f"temperature={guided.config.t_max}->{guided.config.t_min})")
     assert repr(SudokuSolver(solver.model)).endswith("seed=0, rows_per_batch=256, temperature=2.0)")
 
 

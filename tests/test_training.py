@@ -10,9 +10,8 @@ import time
 import pytest
 import torch
 
-from diffsolve import __version__
 from diffsolve.core import ModelConfig, load_model, new_model
-from diffsolve.core.provenance import source_commit
+from diffsolve.core.provenance import source_description
 from diffsolve.core.training import (Batch, ResumeError, TrainConfig, TrainingDiverged, TrainingInterrupted,
                                      diffusion_loss, find_checkpoint, lr_at, step_generators, train)
 
@@ -199,8 +198,7 @@ def test_solve_train_writes_a_usable_model_whose_card_command_reproduces_it(tmp_
     card = (model_dir / "README.md").read_text()
     command = shlex.split(card.split("```")[1].strip())
     assert command[:3] == ["solve", "train", "graphs"]
-    commit = source_commit()  # the code that made it: a commit in a checkout, the release otherwise
-    assert f"Run with diffsolve {__version__}" + (f" at commit {commit}." if commit else " (an installed") in card
+    assert f"Run with {source_description()}." in card  # the code that made it: a commit in a checkout
     second = tmp_path / "second"
     command[command.index("--out") + 1] = str(second)
     result = CliRunner().invoke(app, command[1:])
