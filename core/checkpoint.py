@@ -160,7 +160,7 @@ def resolve_checkpoint(path_or_id: str | os.PathLike) -> Path:
                               "Face Hub (or a private one: log in with `hf auth login`, or `huggingface-cli login` "
                               "with older huggingface_hub)") from None
     except Exception as exc:  # no network, a timeout: the same to the caller
-        raise CheckpointError(f"{absent} ({type(exc).__name__}). {how}") from None
+        raise CheckpointError(f"{absent}, and the Hub could not be reached ({type(exc).__name__}). {how}") from None
 
 
 def _offline_now() -> bool:

@@ -254,7 +254,7 @@ def cached_training_set(path: Path, build: Callable[[], dict[str, np.ndarray]], 
             with np.load(path) as stored:
                 arrays = {k: stored[k] for k in names}
         except UNREADABLE:  # numpy's own texts suggest unpickling it
-            raise _unreadable(path) from None
+            raise _unreadable(path, layout) from None
         except MemoryError:
             raise ValueError(f"{path}: its arrays do not fit in memory here") from None
         made = _made_with({k: arrays.pop(k) for k in list(arrays) if k.startswith(MADE_WITH)}, path)
@@ -287,7 +287,7 @@ def _check_layout(path: Path, layout: dict[str, tuple[int, ...]]) -> list[str]:
     try:
         headers, names = _npz_headers(path, lambda name: name in layout or name.startswith(MADE_WITH))
     except UNREADABLE:
-        raise _unreadable(path) from None
+        raise _unreadable(path, layout) from None
     doubled = sorted({name for name in headers if names.count(name) > 1})
     if doubled:  # as 'x' and 'x.npy': one header would be checked and numpy might read the other
         raise ValueError(f"{path}: holds {', '.join(doubled)} twice")
@@ -317,9 +317,10 @@ UNREADABLE = (OSError, ValueError, zipfile.BadZipFile, EOFError, zlib.error, lzm
 READABLE_METHODS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA)
 
 
-def _unreadable(path: Path) -> ValueError:
+def _unreadable(path: Path, layout: dict[str, tuple[int, ...]]) -> ValueError:
+    wanted = ", ".join(f"{name} [{', '.join(['N', *map(str, shape)])}]" for name, shape in layout.items())
     return ValueError(f"{path}: not a readable .npz archive of arrays (damaged, cut short, encrypted, or another "
-                      "format)")
+                      f"format); a training set is numpy.savez's archive of {wanted}")
 
 
 def _npz_headers(path: Path, wanted: Callable[[str], bool]
@@ -535,12 +536,21 @@ class _Interval:
                 for k, v in self.sums.items()}
 
 
-def _resumed(found: Path, optimizer: torch.optim.Optimizer, model: DiffusionGemma) -> tuple[int, float, float | None]:
-    """(the step to go on from, seconds already trained, seconds into the run at which warmup ended) of a
-    checkpoint whose weights the model holds; the optimizer's state is loaded from it."""
+def _resumed(found: Path, optimizer: torch.optim.Optimizer,
+             model: DiffusionGemma) -> tuple[int, float, float | None, list]:
+    """(the step to go on from, seconds already trained, seconds into the run at which warmup ended, its plans)
+    of a checkpoint whose weights the model holds; the optimizer's state is loaded from it."""
     state = load_training_state(found, model, optimizer)
     # None: saved inside warmup; no key: saved before warmup_end_s was kept, a clock from the start, as it ran
-    return int(state["step"]), state.get("elapsed_s", 0.0), state.get("warmup_end_s", 0.0)
+    return (int(state["step"]), state.get("elapsed_s", 0.0), state.get("warmup_end_s", 0.0),
+            state.get("plans", []))
+
+
+def _plans(earlier: list, start: int, cfg: TrainConfig) -> list:
+    """[first step, steps, time budget] of each call that scheduled the run anew: an extended run (more --steps,
+    another --time-budget) scheduled its steps before `start` for another end than the command now names."""
+    plan = [start, cfg.steps, cfg.time_budget_s]
+    return earlier if earlier and earlier[-1][1:] == plan[1:] else [*earlier, plan]
 
 
 def _diverged(ckpt: Path, step: int, skipped_in_a_row: int) -> TrainingDiverged:
@@ -629,7 +639,9 @@ def _train(model: DiffusionGemma, make_batch: Callable[[int, torch.Generator], B
         model.compile_encoder()
         model.compile_denoiser()
     optimizer = make_optimizer(model, cfg)
-    start, previous_s, warmup_end_s = _resumed(found, optimizer, model) if found is not None else (0, 0.0, None)
+    start, previous_s, warmup_end_s, earlier = _resumed(found, optimizer, model) if found is not None \
+        else (0, 0.0, None, [])
+    plans = _plans(earlier, start, cfg)
     began = time.time()
 
     def elapsed() -> float:  # seconds of training, earlier calls included
@@ -649,7 +661,7 @@ def _train(model: DiffusionGemma, make_batch: Callable[[int, torch.Generator], B
 
     def checkpoint() -> None:  # of the step `done`; warmup_end_s: None until warmup ends
         save_training_state(ckpt, model, optimizer, done, cfg,
-                            {"elapsed_s": round(elapsed(), 1), "warmup_end_s": warmup_end_s})
+                            {"elapsed_s": round(elapsed(), 1), "warmup_end_s": warmup_end_s, "plans": plans})
 
     # an optimizer update cut short would checkpoint half-updated weights: Ctrl-C stops after the step
     with CtrlC(notice="stopping after this step (with a checkpoint)") as stop:
@@ -662,7 +674,14 @@ def _train(model: DiffusionGemma, make_batch: Callable[[int, torch.Generator], B
             lr = lr_at(step, cfg, now, warmup_end_s or 0.0)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            parts = train_step(model, optimizer, batch, generator, cfg)
+            try:
+                parts = train_step(model, optimizer, batch, generator, cfg)
+            except Exception:  # Ctrl-C reaches torch.compile's workers too: a kernel cut short fails to load
+                if not stop.asked:
+                    raise
+                stopped = TrainingInterrupted(done, ckpt)  # compiling fails before the update: weights of step `done`
+                _checkpoint_before_raising(checkpoint, stopped)
+                raise stopped from None
             skipped_in_a_row = skipped_in_a_row + 1 if parts["skipped"] else 0
             if skipped_in_a_row >= MAX_SKIPPED_IN_A_ROW:
                 raise _diverged(ckpt, step, skipped_in_a_row)
@@ -690,4 +709,4 @@ def _train(model: DiffusionGemma, make_batch: Callable[[int, torch.Generator], B
     metrics = metrics or _last_logged(log_path)  # no step ran (a finished run again): its last logged metrics
     if stop.asked:  # even after the last step: what follows (the CLI's evaluation) may take minutes
         raise TrainingInterrupted(done, ckpt)
-    return {"steps": end, "resumed_from": start, "seconds": round(elapsed(), 1), **metrics}
+    return {"steps": end, "resumed_from": start, "seconds": round(elapsed(), 1), "plans": plans, **metrics}

@@ -29,6 +29,7 @@ TASKS = ("sorting", "sudoku", "molecules", "graphs")
 PREPARED_SETS = ("sudoku", "molecules")  # the tasks solve train trains on a prepared set; the others draw afresh
 DEFAULT_EXAMPLES, DEFAULT_WORKERS = 50_000, 2  # the prepared sets' size and the processes that build them
 MAX_WORKERS = 256  # a typo must not start thousands of processes
+MAX_DEEPEN = 8  # --deepen 1000 built 4,000 layers (16 GB, 2 GB written) before anyone could stop it
 # Peak learning rates: from scratch, and from --init weights (the shipped models' warm-start stages used 3e-4 to
 # 5e-4; the scratch rate's first steps under a fresh optimizer wipe out what a small trained model knows).
 SCRATCH_LR, WARM_START_LR = 2e-3, 5e-4
@@ -119,9 +120,9 @@ def train(
     init: Path = typer.Option(None, help="Start from this model (its weights and size; fresh optimizer and "
                               "schedule) instead of a seeded initialisation; any model of the task (the same "
                               "vocabulary and canvas)."),
-    deepen: int = typer.Option(1, min=1, help="With --init: train a model this many times deeper, each layer of "
-                               "--init followed by copies of itself that start as the identity (so training starts "
-                               "from what --init computes)."),
+    deepen: int = typer.Option(1, min=1, max=MAX_DEEPEN, help="With --init: train a model this many times deeper, "
+                               "each layer of --init followed by copies of itself that start as the identity (so "
+                               "training starts from what --init computes)."),
 ) -> None:
     """Train a task model with the DiffusionGemma objective (from scratch or --init weights); resumes a run.
 
@@ -205,7 +206,7 @@ def _initial_model(options: TrainOptions, module) -> DiffusionGemma:
 
 def _evaluate_trained(model: DiffusionGemma, module, out: Path, steps: int) -> dict[str, float]:
     """The task's metrics of the trained model on inputs training never used (for its model card)."""
-    print(f"{steps} steps done; evaluating the model on inputs training never used (for its model card)",
+    print(f"{plural(steps, 'step')} done; evaluating the model on inputs training never used (for its model card)",
           file=sys.stderr, flush=True)
     try:
         with working("evaluating"):
@@ -264,6 +265,10 @@ def _check_train_options(options: TrainOptions) -> None:
     if (out / "config.json").exists():  # a run's checkpoint/ or model/, or a shipped model: a run would nest in it
         usage_error(f"--out {out}: holds a model (config.json); the run directory is the folder above a run's "
                     "checkpoint/ and model/ (the same --out resumes a run), or a new folder")
+    if run := next((p.parent for p in out.resolve().parents if p.name in ("checkpoint", "model")
+                    and (p.parent / "train_log.jsonl").is_file()), None):  # replaced whole by every save
+        usage_error(f"--out {out}: inside the run {run}, whose checkpoint/ and model/ are replaced whole by each "
+                    "save (the run inside would be deleted); choose a folder outside them")
     if task not in PREPARED_SETS:
         given = [name for name, value in (("--data", data), ("--examples", options.examples),
                                           ("--workers", options.workers)) if value is not None]
@@ -370,6 +375,17 @@ def _steps_run(cfg, summary: dict) -> str:
     return ended + "; the cosine followed the clock)"
 
 
+def _extended(plans: list, last_step: int) -> str:
+    """What the card must say of a run extended by later calls (more --steps, another --time-budget): its
+    command, run fresh, schedules every step at once and so makes other weights; '' for a run of one plan."""
+    if len(plans) < 2:
+        return ""
+    legs = [f"steps {first}-{(plans[i + 1][0] if i + 1 < len(plans) else last_step)} under --steps {steps}"
+            + (f" --time-budget {budget:g}" if budget else "") for i, (first, steps, budget) in enumerate(plans)]
+    return (f"The run was extended ({'; '.join(legs)}), so its learning-rate schedule changed along the way: the "
+            "command above, run fresh, schedules every step at once and does not reproduce these weights. ")
+
+
 def _write_model_card(path: Path, options: TrainOptions, module, cfg, summary: dict, metrics: dict, model,
                       data_card: str | None = None) -> None:
     """`data_card`: the Data section of a run on a `--data` file (`_data_file_card`); else the task's own."""
@@ -395,7 +411,8 @@ def _write_model_card(path: Path, options: TrainOptions, module, cfg, summary: d
         f"two-pass with p = {cfg.self_conditioning_prob}. AdamW (betas 0.9/0.95, wd {cfg.weight_decay}), "
         f"lr {cfg.lr} with {cfg.warmup_steps} warmup steps and cosine decay, grad clip {cfg.grad_clip}, "
         f"batch {cfg.batch_size}, {_steps_run(cfg, summary)}, seed {cfg.seed}.", "",
-        "## Command", "", "```", options.command(), "```", "", f"Run with {source_description()}.", "",
+        "## Command", "", "```", options.command(), "```", "", _extended(summary.get("plans", []), summary["steps"])
+        + f"Run with {source_description()}.", "",
         "## Hardware and time", "", f"{hardware}; {summary['seconds']:.0f} s of training "
         f"(torch {torch.__version__}).", "",
         "## Metrics", "", "Measured after training on inputs drawn from a seed range training never used:", "",

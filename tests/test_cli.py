@@ -144,6 +144,22 @@ def test_version():
 
 
 # ------------------------------------------------------------------------------------------ train
+def test_an_extended_run_says_so_on_its_card_and_no_run_starts_inside_another(tmp_path):
+    """More --steps reschedule the rest of a run: the card's command, run fresh, would give other weights. A run
+    begun inside another's checkpoint/ was deleted by that run's next save."""
+    threads = str(torch.get_num_threads())
+    out = tmp_path / "run"
+    assert run("train", "sorting", "--out", out, "--steps", 2, "--batch-size", 4, "--threads", threads).exit_code == 0
+    nested = run("train", "sorting", "--out", out / "checkpoint" / "inner", "--steps", 2, "--threads", threads)
+    assert nested.exit_code == 2 and f"--out {out / 'checkpoint' / 'inner'}: inside the run {out}" in \
+        " ".join(nested.stderr.split())
+    assert run("train", "sorting", "--out", out, "--steps", 3, "--batch-size", 4, "--threads", threads).exit_code == 0
+    card = " ".join((out / "model" / "README.md").read_text().split())
+    assert "The run was extended (steps 0-2 under --steps 2; steps 2-3 under --steps 3)" in card
+    deeper = run("train", "sorting", "--out", tmp_path / "deep", "--init", out / "model", "--deepen", 9)
+    assert deeper.exit_code == 2 and "9 is not in the range 1<=x<=8" in deeper.stderr
+
+
 def test_resuming_a_run_with_another_recipe_or_model_is_refused(tmp_path):
     threads = str(torch.get_num_threads())
     out = tmp_path / "run"
@@ -262,6 +278,7 @@ def test_train_names_unusable_run_directories_and_data(tmp_path):
     result = run("train", "sudoku", "--out", tmp_path / "b", "--data", not_a_folder)
     assert result.exit_code == 2 and "not a sudoku training set" in result.stderr
     assert "not a readable .npz archive" in result.stderr and "pickle" not in result.stderr
+    assert "numpy.savez's archive of puzzles [N, 81], solutions [N, 81]" in " ".join(result.stderr.split())
     result = run("train", "sudoku", "--out", "/proc/diffsolve_run", "--examples", 20, "--workers", 1)
     assert result.exit_code == 2 and "--out /proc/diffsolve_run" in result.stderr
     assert "generating" not in result.stderr  # refused before the training set is built
@@ -275,6 +292,14 @@ def test_train_names_unusable_run_directories_and_data(tmp_path):
     result = run("train", "sudoku", "--out", tmp_path / "c", "--data", wrong)
     assert result.exit_code == 2 and "puzzles must hold 0-9" in result.stderr
     assert not (tmp_path / "c").exists()  # the run folder the refused command made is gone again
+    solved = "".join(str((r * 3 + r // 3 + c) % 9 + 1) for r in range(9) for c in range(9))  # a valid grid
+    grids = np.tile(np.array([int(c) for c in solved], np.uint8), (3, 1))
+    grids[2, [0, 1]] = grids[2, [1, 0]]  # two digits swapped in a row: its columns now repeat them
+    ones = tmp_path / "rules.npz"
+    np.savez(ones, puzzles=np.zeros((3, 81), np.uint8), solutions=grids)
+    result = run("train", "sudoku", "--out", tmp_path / "c", "--data", ones)
+    assert result.exit_code == 2 and "1 solution repeats a digit in a row, column or box (the first: example 2)" in \
+        " ".join(result.stderr.split())
     odd = tmp_path / "odd.npz"
     np.savez(odd, puzzles=np.zeros((5, 81), np.uint8), solutions=np.ones((5, 81), np.uint8),
              **{"made_with:examples": np.arange(3)})

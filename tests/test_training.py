@@ -277,6 +277,35 @@ def test_ctrl_c_stops_after_the_step_under_way_with_a_checkpoint_and_resumes_exa
         assert torch.allclose(a, b, atol=1e-6)
 
 
+def test_a_step_that_fails_after_ctrl_c_stops_as_an_interrupt_with_a_checkpoint(tmp_path, monkeypatch):
+    """Ctrl-C reaches torch.compile's worker processes too, and a kernel they left half-written fails to load:
+    that failure, once Ctrl-C was asked, is the interrupt (exit 130, resumable), not a crash (exit 1)."""
+    from diffsolve.core import training
+
+    cfg = TrainConfig(steps=30, batch_size=16, lr=1e-2, warmup_steps=5, checkpoint_every=20, log_every=10)
+    step_once = training.train_step
+
+    def compiling_step(model, optimizer, batch, generator, cfg, calls=[]):
+        calls.append(1)
+        if len(calls) == 4:
+            signal.raise_signal(signal.SIGINT)
+            raise RuntimeError("main.so: file too short")  # as inductor's half-written kernel
+        return step_once(model, optimizer, batch, generator, cfg)
+
+    monkeypatch.setattr(training, "train_step", compiling_step)
+    with pytest.raises(TrainingInterrupted) as stop:
+        train(new_model(CFG, seed=0), copy_batch, cfg, tmp_path / "run", progress=False)
+    assert stop.value.step == 3
+    assert json.loads((tmp_path / "run" / "checkpoint" / "training_state.json").read_text())["step"] == 3
+
+    def broken_step(*args):
+        raise RuntimeError("main.so: file too short")
+
+    monkeypatch.setattr(training, "train_step", broken_step)  # without Ctrl-C a failing step is the error it is
+    with pytest.raises(RuntimeError, match="file too short"):
+        train(new_model(CFG, seed=0), copy_batch, cfg, tmp_path / "other", progress=False)
+
+
 def test_a_second_ctrl_c_stops_training_at_once(tmp_path):
     cfg = TrainConfig(steps=30, batch_size=16, lr=1e-2, warmup_steps=5, checkpoint_every=20, log_every=10)
 
