@@ -156,8 +156,9 @@ def base_set(path: Path, examples: int, seed: int, workers: int = 2, check: bool
     boxes = grids.reshape(-1, 3, 3, 3, 3).transpose(0, 1, 3, 2, 4).reshape(-1, 9, 9)
     units = np.concatenate([grids, grids.transpose(0, 2, 1), boxes], axis=1)  # [N, 27 units, 9 digits]
     if (wrong := np.flatnonzero(~(np.sort(units, axis=-1) == np.arange(1, 10)).all(axis=(1, 2)))).size:
-        raise ValueError(f"{path}: {plural(wrong.size, 'solution')} repeat{'s' * (wrong.size == 1)} a digit in a row, column or box (the "
-                         f"first: example {wrong[0]}); a model trained on them would learn to break the rules")
+        raise ValueError(f"{path}: {plural(wrong.size, 'solution')} repeat{'s' * (wrong.size == 1)} a digit in a "
+                         f"row, column or box (the first: example {wrong[0]}); a model trained on them would learn to "
+                         "break the rules")
     return puzzles, solutions
 
 
