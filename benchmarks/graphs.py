@@ -36,8 +36,8 @@ from diffsolve.solvers.checkpoints import default_checkpoint
 from diffsolve.tasks import countdown
 from diffsolve.tasks.graph_data import MAX_NODES
 from diffsolve.tasks.graphs import GraphError, peel_low_degree, read_graph
-from reporting import (ROOT, THREADS_HELP, add_out_argument, count, names, pyplot, relative, same_settings, save_figure,
-                       write_results)
+from reporting import (ROOT, THREADS_HELP, add_out_argument, count, names, provenance_records, pyplot, relative,
+                       same_settings, save_figure, write_results)
 
 DATA = ROOT.parent / "shared" / "data" / "graphs"
 
@@ -410,7 +410,7 @@ def combine(out: Path, parts: list[Path]) -> None:
         ran = part_report.get("settings", {}).get("coloring", {}).get("instances")
         records |= {r["instance"]: r for r in found["instances"] if not ran or r["instance"] in ran.split(",")}
         refused |= found.get("refused", {})
-        report["provenance"] = [*report.get("provenance", []), *part_report.get("provenance", [])]  # who ran it
+        report["provenance"] = [*provenance_records(report), *provenance_records(part_report)]  # who ran it
     report["coloring"] = coloring_summary(list(records.values()), refused)
     # The parts ran with their own settings: what the merged table holds is read off its records.
     report.setdefault("settings", {})["coloring"] = {

@@ -85,10 +85,12 @@ def write_results(out: Path, report: dict, table: str, plot: Callable[[Path], bo
     as a merge keeps parts of earlier runs), out.md (the table) and out.png (when a plot is given and matplotlib
     exists)."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    carried = [record for record in report.get("provenance", []) if isinstance(record, dict)]  # parts combined
-    records = [*_provenance_of(out), *carried]
-    history = [record for i, record in enumerate(records) if record not in records[:i]][-(HISTORY - 1):]
-    out.write_text(json.dumps({**report, "provenance": [*history, provenance()]}, indent=2) + "\n")
+    history = {}  # one record per code, machine and day (a run writes its file once per family or section)
+    for record in [*provenance_records(_earlier(out)), *provenance_records(report), provenance()]:
+        key = json.dumps({**record, "written": str(record.get("written", ""))[:10]}, sort_keys=True)
+        history.pop(key, None)
+        history[key] = record  # the latest write of the day, last
+    out.write_text(json.dumps({**report, "provenance": list(history.values())[-HISTORY:]}, indent=2) + "\n")
     out.with_suffix(".md").write_text(table + "\n")
     if plot is not None:
         plot(out.with_suffix(".png"))
@@ -97,13 +99,20 @@ def write_results(out: Path, report: dict, table: str, plot: Callable[[Path], bo
 HISTORY = 20  # writes of one results file kept on record
 
 
-def _provenance_of(path: Path) -> list[dict]:
-    """The provenance records of an earlier results file ([] where there is none, or none readable)."""
+def _earlier(path: Path) -> dict:
+    """An earlier results file at `path` ({} where there is none, or none readable)."""
     try:
-        records = json.loads(path.read_text()).get("provenance", [])
-    except (OSError, ValueError, AttributeError):
-        return []
-    return [record for record in records if isinstance(record, dict)] if isinstance(records, list) else []
+        report = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return report if isinstance(report, dict) else {}
+
+
+def provenance_records(report: dict) -> list[dict]:
+    """A results report's provenance as a list of records (a single record, or none, as older files hold it)."""
+    records = report.get("provenance")
+    records = [records] if isinstance(records, dict) else records if isinstance(records, list) else []
+    return [record for record in records if isinstance(record, dict)]
 
 
 def same_settings(path: Path, earlier: dict, current: dict, keys: tuple[str, ...], option: str = "--merge") -> None:

@@ -463,26 +463,36 @@ def _unreadable_as_checkpoint_error(shard: Path):
 
 
 def _looks_like_pickle(path: Path) -> bool:
-    """torch.save's formats by their first bytes: a zip archive, or the legacy pickle with its magic number. A
-    safetensors file starts with its header's length, which may begin with the same bytes, but its header (a
-    JSON object) then starts at byte 8."""
+    """torch.save's formats by their first bytes: a zip archive, or a pickle (protocol 2-5: 0x80 and the
+    protocol). A safetensors file starts with its header's length, which may begin with the same bytes, but its
+    header (a JSON object) then starts at byte 8."""
     try:
         with path.open("rb") as f:
             start = f.read(9)
     except OSError:
         return False
-    return start.startswith((b"PK\x03\x04", b"\x80\x02\x8a\x0a")) and start[8:9] != b"{"
+    pickled = start[:1] == b"\x80" and start[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05")
+    return (start.startswith(b"PK\x03\x04") or pickled) and start[8:9] != b"{"
 
 
 _LAYER = re.compile(r"model\.(?:decoder|encoder\.language_model)\.layers\.(\d+)\.")
 
 
-def _check_layer_count(directory: Path, raw: object, shards: list[Path]) -> None:
-    """A DiffusionGemma config.json's layer count against the layers the weights hold, from the shards' headers
-    (another model type, or a count that is not a positive whole number, is left to `read_config` to name)."""
+MAX_LAYERS_UNCHECKED = 10_000  # with no weights to count them: far beyond any model, a second to describe
+
+
+def _check_layer_count(directory: Path, raw: object, shards: list[Path] | None) -> None:
+    """A DiffusionGemma config.json's layer count against the layers the weights hold, from the shards' headers,
+    or (`shards` None: no weights here) against MAX_LAYERS_UNCHECKED (another model type, or a count that is not
+    a positive whole number, is left to `read_config` to name)."""
     text = raw.get("text_config") if isinstance(raw, dict) and raw.get("model_type") == "diffusion_gemma" else None
     claimed = text.get("num_hidden_layers") if isinstance(text, dict) else None
     if isinstance(claimed, bool) or not isinstance(claimed, int) or claimed < 1:
+        return
+    if shards is None:
+        if claimed > MAX_LAYERS_UNCHECKED:
+            raise CheckpointError(f"{directory}: config.json has num_hidden_layers {claimed:,}, more than any model "
+                                  f"has (at most {MAX_LAYERS_UNCHECKED:,} without weights to count them)")
         return
     held = set()
     for shard in shards:
@@ -524,8 +534,11 @@ def read_header(path_or_id: str | os.PathLike) -> CheckpointHeader:
     claims (as in `load_model`: checked before 10**8 layers take minutes to describe)."""
     directory = resolve_checkpoint(path_or_id)
     raw = _read_config_json(directory)
-    if _weights_complete(directory):
-        _check_layer_count(directory, raw, _shard_files(directory))
+    try:
+        shards = _shard_files(directory)
+    except CheckpointError:  # no weights (yet): the header alone is asked for
+        shards = None
+    _check_layer_count(directory, raw, shards)
     return CheckpointHeader(read_config(directory, raw), _read_tokenizer(directory), str(path_or_id))
 
 

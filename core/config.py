@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, field, fields
-from numbers import Integral
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -189,8 +188,8 @@ class ModelConfig:
         need(not self.attention_bias, "attention_bias", "attention biases are not supported")
         for name in ("pad_token_id", "eos_token_id", "bos_token_id"):  # written back by save_pretrained as read
             ids = getattr(self, name)
-            ids = list(ids) if isinstance(ids, (list, tuple)) and name == "eos_token_id" else [ids]
-            need(ids == [None] or ids and all(isinstance(i, Integral) and not isinstance(i, bool)
+            ids = ids if isinstance(ids, list) and name == "eos_token_id" else [ids]  # as JSON holds them
+            need(ids == [None] or ids and all(isinstance(i, int) and not isinstance(i, bool)
                                               and 0 <= i < self.vocab_size for i in ids), name,
                  f"must be a token id below vocab_size {self.vocab_size}"
                  f"{' (or a list of them)' if name == 'eos_token_id' else ''}, got {getattr(self, name)!r}")

@@ -468,7 +468,8 @@ def train(model: DiffusionGemma, make_batch: Callable[[int, torch.Generator], Ba
     from it when present. `make_batch(step, generator)` must be deterministic in its arguments.
 
     `stop_after` ends this call after that many steps (checkpointed), e.g. to fit a time budget; calling again
-    continues the same schedule. Returns a summary: steps, seconds, last logged metrics. A JSON line per log
+    continues the same schedule. Returns a summary: steps, seconds, last logged metrics, and `plans` (see `_plans`:
+    more than one when calls with more steps or another time budget extended the run). A JSON line per log
     interval goes to `out_dir/train_log.jsonl`. A second process training in the same `out_dir` at the same
     time is refused (ResumeError): the two would overwrite each other's checkpoints."""
     out = Path(out_dir)
@@ -541,14 +542,17 @@ def _resumed(found: Path, optimizer: torch.optim.Optimizer,
     """(the step to go on from, seconds already trained, seconds into the run at which warmup ended, its plans)
     of a checkpoint whose weights the model holds; the optimizer's state is loaded from it."""
     state = load_training_state(found, model, optimizer)
+    step, config = int(state["step"]), state["config"]
+    # written before plans were kept: the last call's is the best known for every step before this one
+    plans = state.get("plans", [[0, config.get("steps"), config.get("time_budget_s")]] if step else [])
     # None: saved inside warmup; no key: saved before warmup_end_s was kept, a clock from the start, as it ran
-    return (int(state["step"]), state.get("elapsed_s", 0.0), state.get("warmup_end_s", 0.0),
-            state.get("plans", []))
+    return step, state.get("elapsed_s", 0.0), state.get("warmup_end_s", 0.0), plans
 
 
-def _plans(earlier: list, start: int, cfg: TrainConfig) -> list:
-    """[first step, steps, time budget] of each call that scheduled the run anew: an extended run (more --steps,
-    another --time-budget) scheduled its steps before `start` for another end than the command now names."""
+def _plans(earlier: list[list], start: int, cfg: TrainConfig) -> list[list]:
+    """[first step, steps, time budget] of each call that scheduled the run anew and ran a step: an extended run
+    (more --steps, another --time-budget) scheduled its steps before `start` for another end than the command
+    now names."""
     plan = [start, cfg.steps, cfg.time_budget_s]
     return earlier if earlier and earlier[-1][1:] == plan[1:] else [*earlier, plan]
 
@@ -639,9 +643,8 @@ def _train(model: DiffusionGemma, make_batch: Callable[[int, torch.Generator], B
         model.compile_encoder()
         model.compile_denoiser()
     optimizer = make_optimizer(model, cfg)
-    start, previous_s, warmup_end_s, earlier = _resumed(found, optimizer, model) if found is not None \
+    start, previous_s, warmup_end_s, plans = _resumed(found, optimizer, model) if found is not None \
         else (0, 0.0, None, [])
-    plans = _plans(earlier, start, cfg)
     began = time.time()
 
     def elapsed() -> float:  # seconds of training, earlier calls included
@@ -654,6 +657,7 @@ def _train(model: DiffusionGemma, make_batch: Callable[[int, torch.Generator], B
     end = cfg.steps if stop_after is None else min(cfg.steps, start + stop_after)
     if cfg.time_budget_s is not None and previous_s >= cfg.time_budget_s:
         end = start  # the budget was spent by an earlier call
+    plans = _plans(plans, start, cfg) if end > start else plans  # a call that runs no step schedules none
     bar = progress_bar(progress, cfg.steps, "train", "step", initial=start, iterable=range(start, end),
                        mininterval=2.0)
     done = start
@@ -676,10 +680,11 @@ def _train(model: DiffusionGemma, make_batch: Callable[[int, torch.Generator], B
                 group["lr"] = lr
             try:
                 parts = train_step(model, optimizer, batch, generator, cfg)
-            except Exception:  # Ctrl-C reaches torch.compile's workers too: a kernel cut short fails to load
+            except Exception as exc:  # Ctrl-C reaches torch.compile's workers too: a kernel cut short fails to load
                 if not stop.asked:
                     raise
                 stopped = TrainingInterrupted(done, ckpt)  # compiling fails before the update: weights of step `done`
+                stopped.add_note(f"the step under way failed as it stopped: {type(exc).__name__}: {exc}")
                 _checkpoint_before_raising(checkpoint, stopped)
                 raise stopped from None
             skipped_in_a_row = skipped_in_a_row + 1 if parts["skipped"] else 0

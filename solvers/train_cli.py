@@ -265,10 +265,9 @@ def _check_train_options(options: TrainOptions) -> None:
     if (out / "config.json").exists():  # a run's checkpoint/ or model/, or a shipped model: a run would nest in it
         usage_error(f"--out {out}: holds a model (config.json); the run directory is the folder above a run's "
                     "checkpoint/ and model/ (the same --out resumes a run), or a new folder")
-    if run := next((p.parent for p in out.resolve().parents if p.name in ("checkpoint", "model")
-                    and (p.parent / "train_log.jsonl").is_file()), None):  # replaced whole by every save
-        usage_error(f"--out {out}: inside the run {run}, whose checkpoint/ and model/ are replaced whole by each "
-                    "save (the run inside would be deleted); choose a folder outside them")
+    if run := _enclosing_run(out):
+        usage_error(f"--out {out}: inside the run {run}, whose checkpoint/ each save replaces whole and whose "
+                    "model/ the end of the run rewrites (a run inside would be lost); choose a folder outside them")
     if task not in PREPARED_SETS:
         given = [name for name, value in (("--data", data), ("--examples", options.examples),
                                           ("--workers", options.workers)) if value is not None]
@@ -284,6 +283,19 @@ def _check_train_options(options: TrainOptions) -> None:
                     "one already made")
     if options.deepen > 1 and options.init is None:
         usage_error("--deepen grows the model given by --init; name one")
+
+
+RUN_MARKS = ("train_log.jsonl", ".train.lock")  # a folder holding one is a run directory, logging or not yet
+
+
+def _enclosing_run(out: Path) -> Path | None:
+    """The run directory whose checkpoint/ or model/ (or a save's checkpoint.tmp/.old) holds `out`, if any."""
+    resolved = out.resolve()
+    for folder in (resolved, *resolved.parents):
+        if folder.name in ("checkpoint", "model", "checkpoint.tmp", "checkpoint.old") and \
+                any((folder.parent / mark).exists() for mark in RUN_MARKS):
+            return folder.parent
+    return None
 
 
 def _lock_run_dir(out: Path):
@@ -380,8 +392,9 @@ def _extended(plans: list, last_step: int) -> str:
     command, run fresh, schedules every step at once and so makes other weights; '' for a run of one plan."""
     if len(plans) < 2:
         return ""
-    legs = [f"steps {first}-{(plans[i + 1][0] if i + 1 < len(plans) else last_step)} under --steps {steps}"
-            + (f" --time-budget {budget:g}" if budget else "") for i, (first, steps, budget) in enumerate(plans)]
+    ends = [first for first, _, _ in plans[1:]] + [last_step]
+    legs = [(f"step {end}" if end == first + 1 else f"steps {first + 1}-{end}") + f" under --steps {steps}"
+            + (f" --time-budget {budget:g}" if budget else "") for (first, steps, budget), end in zip(plans, ends)]
     return (f"The run was extended ({'; '.join(legs)}), so its learning-rate schedule changed along the way: the "
             "command above, run fresh, schedules every step at once and does not reproduce these weights. ")
 

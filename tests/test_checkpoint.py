@@ -925,6 +925,24 @@ def test_files_that_are_folders_or_a_renamed_pickle_are_called_what_they_are(sav
         load_model(path)
 
 
+def test_a_header_without_weights_bounds_the_layer_count_and_a_protocol_3_pickle_is_named(saved, tmp_path):
+    import pickle
+
+    from diffsolve.core import read_header
+
+    _, path = saved
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    config = json.loads((path / "config.json").read_text())
+    config["text_config"].update(num_hidden_layers=10**7, layer_types=None)
+    (bare / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match=r"num_hidden_layers 10,000,000, more than any model has"):
+        read_header(bare)
+    (path / "model.safetensors").write_bytes(pickle.dumps({"w": [0.0] * 8}, protocol=3))  # never unpickled here
+    with pytest.raises(CheckpointError, match=r"a PyTorch pickle under a safetensors name"):
+        load_model(path)
+
+
 def test_an_index_naming_no_shard_and_a_hub_id_of_dots_are_refused_as_such(saved, tmp_path, monkeypatch):
     _, path = saved
     (path / "model.safetensors").unlink()

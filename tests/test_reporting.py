@@ -40,14 +40,20 @@ def test_a_source_checkout_knows_its_commit():
 
 
 def test_results_written_again_keep_the_provenance_of_earlier_writes(tmp_path):
-    """A --merge or --sections rerun rewrites the file with some parts from an earlier run: both writes are on
-    record, latest last."""
+    """A --merge or --sections rerun rewrites the file with some parts from an earlier run: the earlier writes
+    stay on record (one a day per code and machine: a run writes once per family), latest last; a file of the
+    first version, with one record, is read too."""
     out = tmp_path / "r.json"
+    earlier = {"commit": "abc", "cores": 64, "written": "2026-12-01T10:00:00+0000"}
+    out.write_text(json.dumps({"x": 0, "provenance": earlier}))
     write_results(out, {"x": 1}, "| x |")
     write_results(out, {"x": 2}, "| x |")
     written = json.loads(out.read_text())
-    assert written["x"] == 2 and len(written["provenance"]) == 2
-    assert written["provenance"][0]["written"] <= written["provenance"][1]["written"]
+    assert written["x"] == 2 and len(written["provenance"]) == 2 and written["provenance"][0] == earlier
+    assert written["provenance"][1]["commit"] == source_commit()
+    out.write_text(json.dumps({"x": 0, "provenance": None}))  # neither a record nor a list: nothing to keep
+    write_results(out, {"x": 3}, "| x |")
+    assert len(json.loads(out.read_text())["provenance"]) == 1
 
 
 def test_a_new_json_path_gets_its_folder(tmp_path):

@@ -149,6 +149,23 @@ def test_a_steps_data_and_noise_come_from_separate_streams():
     assert torch.equal(first, torch.rand(64, generator=again))  # a step's draws depend on the seed and step alone
 
 
+def test_an_extended_run_records_each_schedule_once_and_reads_checkpoints_from_before_plans(tmp_path):
+    """`plans` feed the model card's note that the command alone does not reproduce an extended run."""
+    cfg = TrainConfig(steps=3, batch_size=4, warmup_steps=1, checkpoint_every=10, log_every=10)
+    out = tmp_path / "run"
+    assert train(new_model(CFG, seed=0), copy_batch, cfg, out, progress=False)["plans"] == [[0, 3, None]]
+    state = out / "checkpoint" / "training_state.json"
+    written = json.loads(state.read_text())
+    del written["plans"]  # as a checkpoint of an earlier version wrote it
+    state.write_text(json.dumps(written))
+    longer = TrainConfig(**{**cfg.__dict__, "steps": 5})
+    assert train(new_model(CFG, seed=0), copy_batch, longer, out, progress=False)["plans"] == \
+        [[0, 3, None], [3, 5, None]]
+    budget = TrainConfig(**{**longer.__dict__, "time_budget_s": 100.0})  # a call that runs no step plans nothing
+    assert train(new_model(CFG, seed=0), copy_batch, budget, out, progress=False)["plans"] == \
+        [[0, 3, None], [3, 5, None]]
+
+
 def test_resume_survives_a_save_interrupted_mid_swap(tmp_path):
     cfg = TrainConfig(steps=6, batch_size=4, warmup_steps=1, checkpoint_every=3, log_every=3)
     model = new_model(CFG, seed=0)
