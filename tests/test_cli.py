@@ -155,7 +155,7 @@ def test_an_extended_run_says_so_on_its_card_and_no_run_starts_inside_another(tm
         " ".join(nested.stderr.split())
     assert run("train", "sorting", "--out", out, "--steps", 3, "--batch-size", 4, "--threads", threads).exit_code == 0
     card = " ".join((out / "model" / "README.md").read_text().split())
-    assert "The run was extended (steps 0-2 under --steps 2; steps 2-3 under --steps 3)" in card
+    assert "The run was extended (steps 1-2 under --steps 2; step 3 under --steps 3)" in card
     deeper = run("train", "sorting", "--out", tmp_path / "deep", "--init", out / "model", "--deepen", 9)
     assert deeper.exit_code == 2 and "9 is not in the range 1<=x<=8" in deeper.stderr
 
