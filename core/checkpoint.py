@@ -478,13 +478,13 @@ def _looks_like_pickle(path: Path) -> bool:
 _LAYER = re.compile(r"model\.(?:decoder|encoder\.language_model)\.layers\.(\d+)\.")
 
 
-MAX_LAYERS_UNCHECKED = 10_000  # with no weights to count them: far beyond any model, a second to describe
+MAX_LAYERS_UNCHECKED = 10_000  # where the weights are not counted: far beyond any model, a second to describe
 
 
 def _check_layer_count(directory: Path, raw: object, shards: list[Path] | None) -> None:
     """A DiffusionGemma config.json's layer count against the layers the weights hold, from the shards' headers,
-    or (`shards` None: no weights here) against MAX_LAYERS_UNCHECKED (another model type, or a count that is not
-    a positive whole number, is left to `read_config` to name)."""
+    or (`shards` None: the weights are not read) against MAX_LAYERS_UNCHECKED (another model type, or a count that
+    is not a positive whole number, is left to `read_config` to name)."""
     text = raw.get("text_config") if isinstance(raw, dict) and raw.get("model_type") == "diffusion_gemma" else None
     claimed = text.get("num_hidden_layers") if isinstance(text, dict) else None
     if isinstance(claimed, bool) or not isinstance(claimed, int) or claimed < 1:
@@ -492,7 +492,7 @@ def _check_layer_count(directory: Path, raw: object, shards: list[Path] | None) 
     if shards is None:
         if claimed > MAX_LAYERS_UNCHECKED:
             raise CheckpointError(f"{directory}: config.json has num_hidden_layers {claimed:,}, more than any model "
-                                  f"has (at most {MAX_LAYERS_UNCHECKED:,} without weights to count them)")
+                                  f"has (at most {MAX_LAYERS_UNCHECKED:,})")
         return
     held = set()
     for shard in shards:
@@ -530,15 +530,11 @@ class CheckpointHeader:
 
 def read_header(path_or_id: str | os.PathLike) -> CheckpointHeader:
     """The config.json and tokenizer.json of a checkpoint directory or cached hub id (CheckpointError as
-    `load_model` raises it). Where the weights are there too, their headers must hold the layers config.json
-    claims (as in `load_model`: checked before 10**8 layers take minutes to describe)."""
+    `load_model` raises it). No weight file is opened (`load_model` counts the layers they hold); a layer count
+    beyond any model is refused before 10**8 layers take minutes to describe."""
     directory = resolve_checkpoint(path_or_id)
     raw = _read_config_json(directory)
-    try:
-        shards = _shard_files(directory)
-    except CheckpointError:  # no weights (yet): the header alone is asked for
-        shards = None
-    _check_layer_count(directory, raw, shards)
+    _check_layer_count(directory, raw, None)
     return CheckpointHeader(read_config(directory, raw), _read_tokenizer(directory), str(path_or_id))
 
 

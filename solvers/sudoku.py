@@ -55,6 +55,9 @@ class SudokuResult:
         return self.summary() + "\n" + (format_grid(grid) if CANONICAL.fullmatch(grid) else grid)
 
 
+GUESS_TEMPERATURE = 2.0  # see the class docstring: restarts stay diverse where the model guesses
+
+
 class SudokuSolver(DiffusionSolver):
     """Solve Sudoku with a DiffusionGemma task model.
 
@@ -77,12 +80,12 @@ class SudokuSolver(DiffusionSolver):
 
     def __init__(self, model: DiffusionGemma, *, guided: bool = True, canvases: int | None = None,
                  max_steps: int = 256, rows_per_batch: int = 256, seed: int = 0, backtrack: bool = False,
-                 temperature: float | None = 2.0):
+                 temperature: float | None = GUESS_TEMPERATURE):
         self.backtrack = arguments.flag(backtrack, "backtrack")
         if self.backtrack and not arguments.flag(guided, "guided"):
             raise ValueError("backtrack is a guided search: the model alone (guided=False) does not backtrack")
-        if temperature is not None:  # here, before the base's checks: errors come in the order they always did
-            temperature = arguments.positive(temperature, "temperature")  # (None: the guided schedule)
+        # None: the default, as in every solver; checked here, before the base's checks (the order they always had)
+        temperature = GUESS_TEMPERATURE if temperature is None else arguments.positive(temperature, "temperature")
         super().__init__(model, guided=guided, canvases=canvases, max_steps=max_steps, seed=seed,
                          temperature=temperature)
         self.rows_per_batch = arguments.whole(rows_per_batch, "rows_per_batch", 1)

@@ -864,7 +864,7 @@ def test_a_header_read_checks_the_layer_count_before_describing_the_layers(saved
     config["text_config"].update(num_hidden_layers=10**7, layer_types=None)
     (path / "config.json").write_text(json.dumps(config))
     monkeypatch.setattr(checkpoint.ModelConfig, "from_hf_dict", lambda raw: pytest.fail("built before the check"))
-    with pytest.raises(CheckpointError, match=r"num_hidden_layers 10000000, but the weights hold 2 layers"):
+    with pytest.raises(CheckpointError, match=r"num_hidden_layers 10,000,000, more than any model has"):
         checkpoint.read_header(path)
 
 
@@ -925,7 +925,7 @@ def test_files_that_are_folders_or_a_renamed_pickle_are_called_what_they_are(sav
         load_model(path)
 
 
-def test_a_header_without_weights_bounds_the_layer_count_and_a_protocol_3_pickle_is_named(saved, tmp_path):
+def test_a_header_needs_no_weights_and_a_protocol_3_pickle_is_named(saved, tmp_path):
     import pickle
 
     from diffsolve.core import read_header
@@ -933,11 +933,8 @@ def test_a_header_without_weights_bounds_the_layer_count_and_a_protocol_3_pickle
     _, path = saved
     bare = tmp_path / "bare"
     bare.mkdir()
-    config = json.loads((path / "config.json").read_text())
-    config["text_config"].update(num_hidden_layers=10**7, layer_types=None)
-    (bare / "config.json").write_text(json.dumps(config))
-    with pytest.raises(CheckpointError, match=r"num_hidden_layers 10,000,000, more than any model has"):
-        read_header(bare)
+    (bare / "config.json").write_bytes((path / "config.json").read_bytes())
+    assert read_header(bare).config == load_model(path).config  # the weights are load_model's to read
     (path / "model.safetensors").write_bytes(pickle.dumps({"w": [0.0] * 8}, protocol=3))  # never unpickled here
     with pytest.raises(CheckpointError, match=r"a PyTorch pickle under a safetensors name"):
         load_model(path)
