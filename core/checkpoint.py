@@ -208,15 +208,16 @@ def _read_json(path: Path) -> object:
         raise CheckpointError(f"{path}: unreadable JSON ({exc})") from None
 
 
-def _not_a_file(path: Path) -> CheckpointError:
-    return CheckpointError(f"{path}: not a regular file (a folder or a device)")
+def _is_file(path: Path) -> bool:
+    """Whether a checkpoint file is there; something else under its name (a folder, a device) is an error."""
+    if path.exists() and not path.is_file():
+        raise CheckpointError(f"{path}: not a regular file (a folder or a device)")
+    return path.exists()
 
 
 def _read_config_json(directory: Path) -> dict:
     config_path = directory / "config.json"
-    if config_path.exists() and not config_path.is_file():
-        raise _not_a_file(config_path)
-    if not config_path.is_file():
+    if not _is_file(config_path):
         raise CheckpointError(f"{directory}: no config.json{_run_folder_hint(directory)}")
     return _read_json(config_path)
 
@@ -286,14 +287,12 @@ def _shard_files(directory: Path) -> list[Path]:
         if outside:  # a downloaded index must not load (or digest) files from elsewhere on the disk
             raise CheckpointError(f"{index}: names shard file(s) outside the checkpoint folder: "
                                   f"{', '.join(outside[:5])}; shards are plain file names beside the index")
-        if odd := [f for f in files if (directory / f).exists() and not (directory / f).is_file()]:
-            raise _not_a_file(directory / odd[0])
-        missing = [f for f in files if not (directory / f).is_file()]
+        missing = [f for f in files if not _is_file(directory / f)]
         if missing:
             raise CheckpointError(f"{index}: shard file(s) missing: {', '.join(missing)}")
         return [directory / f for f in files]
-    if odd := [path for path in (single, index) if path.exists()]:  # neither is a file
-        raise _not_a_file(odd[0])
+    for path in (single, index):  # a folder under either name is said as such
+        _is_file(path)
     if pickles := _pickle_weights(directory):
         raise CheckpointError(f"{directory}: only pickle weights found ({_first_five(pickles)}); diffsolve loads "
                               "safetensors only")
@@ -540,9 +539,7 @@ def read_header(path_or_id: str | os.PathLike) -> CheckpointHeader:
 
 def _read_tokenizer(directory: Path):
     path = directory / "tokenizer.json"
-    if path.exists() and not path.is_file():
-        raise _not_a_file(path)
-    if not path.is_file():
+    if not _is_file(path):
         return None
     from .tokenizer import load_tokenizer
 
@@ -554,9 +551,7 @@ def _read_tokenizer(directory: Path):
 
 def _read_generation_config(directory: Path):
     path = directory / "generation_config.json"
-    if path.exists() and not path.is_file():
-        raise _not_a_file(path)
-    if not path.is_file():
+    if not _is_file(path):
         return None
     from .sampler import SamplingConfig
 

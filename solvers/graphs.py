@@ -410,9 +410,10 @@ class GraphSolver(DiffusionSolver):
                                               callback, tabu_callback, progress)
             if "skipped" in attempt and not result.verified:
                 raise GraphError(attempt["skipped"] + self._fitting_k(graph, colors, greedy, strategy))
-            if colors > greedy and k is None and (coloring is None or len(set(coloring.values())) > greedy):
+            used_here = len(set(coloring.values())) if coloring else None
+            if colors > greedy and k is None and (used_here is None or used_here > greedy):
                 # networkx does better than the search can where the canvas holds the core: say so, as above
-                found = f"verified a {len(set(coloring.values()))}-colouring" if coloring else "verified none"
+                found = f"verified a {used_here}-colouring" if used_here else "verified none"
                 core, _ = peel_low_degree(graph, greedy)
                 raise GraphError(_core_too_large(graph, len(core), greedy) + self._fitting_k(graph, greedy, greedy,
                                  strategy) + f" (at k={colors} the search {found})")
