@@ -36,6 +36,7 @@ from reporting import THREADS_HELP, add_out_argument, count, names, write_result
 from diffsolve.core import load_model, released_config, weights_digest
 from diffsolve.tasks import molecule_metrics as mm
 from diffsolve.tasks import molecules as task
+from diffsolve.tasks.molecule_canvas import bin_token
 from diffsolve.tasks.molecule_data import exact_properties, split_smiles
 
 FAILURES = ("parentheses", "parse", "kekulize", "chemistry")
@@ -68,7 +69,7 @@ def training_reference() -> dict:
 def training_conditions(n: int, seed: int) -> list[dict[str, int]]:
     """Prompt bins of n random MOSES training molecules (drawn with `seed`; the FCD reference uses seed 40)."""
     mols = [Chem.MolFromSmiles(s) for s in train_sample(n, seed)]
-    return [{k: task.bin_token(k, v) for k, v in exact_properties(m, task.CONDITIONED).items()} for m in mols]
+    return [{k: bin_token(k, v) for k, v in exact_properties(m, task.CONDITIONED).items()} for m in mols]
 
 
 def evaluate(model, checkpoint: str, samples: int, seed: int, ref: dict, passes: int | None = None,

@@ -37,6 +37,7 @@ from diffsolve.solvers import MoleculeDesigner
 from diffsolve.tasks import molecule_metrics as mm
 from diffsolve.tasks import molecules as task
 from diffsolve.tasks.molecule_data import read_moses
+from diffsolve.tasks.molecule_request import MoleculeRequest, RequestError
 from reporting import (ROOT, THREADS_HELP, add_out_argument, count, names, pyplot, relative, same_settings,
                        save_figure, write_results)
 
@@ -206,8 +207,8 @@ def test_scaffolds(k: int, seed: int) -> list[str]:
     for i in order:
         scaffold = scaffold_smiles(Chem.MolFromSmiles(smiles[i]))
         try:
-            task.MoleculeRequest.parse(scaffold=scaffold)
-        except task.RequestError:
+            MoleculeRequest.parse(scaffold=scaffold)
+        except RequestError:
             continue
         if scaffold and scaffold not in found:
             found.append(scaffold)
@@ -282,7 +283,7 @@ def run_constrained(designer: MoleculeDesigner, per_request: int, scaffolds: lis
     rows = []
     for group, label, kwargs in constrained_requests(scaffolds):
         parts = ("contains", "scaffold", "avoid")
-        request = task.MoleculeRequest.parse({k: v for k, v in kwargs.items() if k not in parts},
+        request = MoleculeRequest.parse({k: v for k, v in kwargs.items() if k not in parts},
                                              **{k: v for k, v in kwargs.items() if k in parts})
         result = designer.design(per_request, request, seed=seed)
         all_true = all(request.verify(Chem.MolFromSmiles(m.smiles))[0] for m in result)

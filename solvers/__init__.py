@@ -8,7 +8,7 @@ unusable checkpoint raises `CheckpointError`."""
 from ..core import CheckpointError
 from ..tasks.countdown import CountdownError
 from ..tasks.graphs import GraphError
-from ..tasks.molecules import MoleculeRequest, RequestError, UnlikelyRequestWarning
+from ..tasks.molecule_request import MoleculeRequest, RequestError, UnlikelyRequestWarning
 from .base import BatchInterrupted
 from .countdown import CountdownResult, CountdownSolver
 from .graphs import ColoringResult, GraphSolver, RouteResult

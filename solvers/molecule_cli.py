@@ -124,7 +124,7 @@ def _run_design(designer, num: int, request, seed: int, budget: int):
     keeps its molecules (stopped=True); SIGTERM stops after the pass under way, without that round (a round takes
     tens of seconds on a CPU, longer than a scheduler waits before it kills); before any molecule exists either
     ends the command (exit 130)."""
-    from ..tasks.molecules import UnlikelyRequestWarning
+    from ..tasks.molecule_request import UnlikelyRequestWarning
     from .molecules import DesignInterrupted
 
     result = None
@@ -161,7 +161,7 @@ def _run_design(designer, num: int, request, seed: int, budget: int):
 def _molecule_request(num: int, windows: dict[str, str | None], contains: str | None, scaffold: str | None,
                       max_ring_size: int, avoid: str | None):
     """The request the options make, refused with exit 2 in the options' own names; warnings for unlikely ones."""
-    from ..tasks.molecules import MoleculeRequest, RequestError, parse_window
+    from ..tasks.molecule_request import MoleculeRequest, RequestError, parse_window
 
     if 0 < max_ring_size < 3:
         usage_error(f"--max-ring-size must be 0 (rings of any size) or at least 3 (the smallest ring), got "

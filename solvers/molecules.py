@@ -18,8 +18,10 @@ from ..core import (DiffusionGemma, FinishClock, arguments, child_generator, gen
 from ..tasks import molecules as task
 from ..tasks.molecule_acceptance import FILE as ACCEPTANCE_FILE
 from ..tasks.molecule_acceptance import Acceptance
+from ..tasks.molecule_chemistry import parse_molecule
 from ..tasks.molecule_data import PROPERTIES, compute_properties, rdkit_quiet
 from ..tasks.molecule_known import training_molecules
+from ..tasks.molecule_request import MAX_RING_SIZE, MoleculeRequest, RequestError, UnlikelyRequestWarning
 from ..tasks.text import plural
 from .checkpoints import Pretrained
 
@@ -60,7 +62,7 @@ class Molecule:
         pandas row (`mol` stays out: an RDKit object)."""
         names = [names] if isinstance(names, str) else names
         if names is not None and (not isinstance(names, Sequence) or any(n not in self.properties for n in names)):
-            raise task.RequestError(f"names: expected property names among {', '.join(self.properties)}, got "
+            raise RequestError(f"names: expected property names among {', '.join(self.properties)}, got "
                                     f"{names!r}")
         props = self.properties if names is None else {k: self.properties[k] for k in names}
         return {"smiles": self.smiles, "verified": self.verified, **props, "passes": self.passes}
@@ -137,16 +139,16 @@ class DesignResult:
         from PIL import Image
         from rdkit.Chem.Draw import rdMolDraw2D
 
-        with arguments.raised_as(task.RequestError):
+        with arguments.raised_as(RequestError):
             limit, per_row = arguments.whole(limit, "limit", 1), arguments.whole(per_row, "per_row", 1)
             svg = arguments.flag(svg, "svg")
         names = [properties] if isinstance(properties, str) else properties
         if not isinstance(names, Sequence) or any(name not in SHORT_NAMES for name in names):
-            raise task.RequestError(f"properties: expected names among {', '.join(SHORT_NAMES)}, got {properties!r}")
+            raise RequestError(f"properties: expected names among {', '.join(SHORT_NAMES)}, got {properties!r}")
         if not isinstance(highlight, Sequence) or any(not isinstance(query, Chem.Mol) for query in highlight):
-            raise task.RequestError(f"highlight: expected a list of RDKit query molecules, got {highlight!r:.80}")
+            raise RequestError(f"highlight: expected a list of RDKit query molecules, got {highlight!r:.80}")
         if not self.molecules:
-            raise task.RequestError("nothing to draw: no molecule was found")
+            raise RequestError("nothing to draw: no molecule was found")
         drawn = self.molecules[:limit]
         per_row = min(per_row, len(drawn))
         rows = -(-len(drawn) // per_row)
@@ -259,7 +261,7 @@ class MoleculeDesigner(Pretrained):
                  qed: tuple[float, float] | None = None, tpsa: tuple[float, float] | None = None,
                  hbd: tuple[float, float] | None = None, hba: tuple[float, float] | None = None,
                  rings: tuple[float, float] | None = None, heavy_atoms: tuple[float, float] | None = None,
-                 max_ring_size: int | None = task.MAX_RING_SIZE, avoid: str | Sequence[str] | set[str] | None = None,
+                 max_ring_size: int | None = MAX_RING_SIZE, avoid: str | Sequence[str] | set[str] | None = None,
                  seed: int | None = None, budget: int | None = None,
                  on_molecule: Callable[[Molecule], None] | None = None,
                  on_round: Callable[[int, int], None] | None = None,
@@ -275,7 +277,7 @@ class MoleculeDesigner(Pretrained):
         `on_round(canvases tried, molecules found)` is called after each round of canvases, `on_pass(k)` after
         pass k of a round (a round takes up to `max_steps` passes).
         Raises `RequestError` for malformed or unsatisfiable requests, before any work."""
-        request = task.MoleculeRequest.parse(
+        request = MoleculeRequest.parse(
             {"logp": logp, "mw": mw, "qed": qed, "tpsa": tpsa, "hbd": hbd, "hba": hba, "rings": rings,
              "heavy_atoms": heavy_atoms}, contains=contains, scaffold=scaffold, max_ring_size=max_ring_size,
             avoid=avoid)
@@ -284,16 +286,16 @@ class MoleculeDesigner(Pretrained):
 
     @rdkit_quiet
     @torch.no_grad()
-    def design(self, n: int, request: task.MoleculeRequest, *, seed: int | None = None, budget: int | None = None,
+    def design(self, n: int, request: MoleculeRequest, *, seed: int | None = None, budget: int | None = None,
                on_molecule: Callable[[Molecule], None] | None = None,
                on_round: Callable[[int, int], None] | None = None, on_pass: Callable[[int], None] | None = None,
                progress: bool = False) -> DesignResult:
         """`generate` with a parsed `MoleculeRequest` (the CLI builds one from its options)."""
-        if not isinstance(request, task.MoleculeRequest):
-            raise task.RequestError(f"request: expected a MoleculeRequest (MoleculeRequest.parse builds one), got "
+        if not isinstance(request, MoleculeRequest):
+            raise RequestError(f"request: expected a MoleculeRequest (MoleculeRequest.parse builds one), got "
                                     f"{type(request).__name__}")
         request = request.checked()  # one built by hand has not been through parse's checks
-        with arguments.raised_as(task.RequestError):
+        with arguments.raised_as(RequestError):
             n = arguments.whole(n, "the number of molecules", 1)
             budget = default_budget(n) if budget is None else arguments.whole(budget, "budget", 1)
             # drawn apart from torch's global generator, which a notebook's other code may be seeding
@@ -304,7 +306,7 @@ class MoleculeDesigner(Pretrained):
             progress = arguments.flag(progress, "progress")
         request.check_count(n)
         for message in request.unlikely():
-            arguments.warn_caller(message, task.UnlikelyRequestWarning)
+            arguments.warn_caller(message, UnlikelyRequestWarning)
         began = time.perf_counter()
         generator = torch.Generator().manual_seed(seed)
         found: dict[str, Molecule] = {}
@@ -354,7 +356,7 @@ class MoleculeDesigner(Pretrained):
             raise DesignInterrupted(outcome(exhausted=False)) from None
         return outcome(exhausted=len(found) < n)
 
-    def _round(self, request: task.MoleculeRequest, rows: int, free: bool, generator: torch.Generator,
+    def _round(self, request: MoleculeRequest, rows: int, free: bool, generator: torch.Generator,
                found: dict[str, Molecule], lean: task.Lean, after_pass: Callable[[int], None]
                ) -> tuple[list[Molecule], int, int, list[list[str]]]:
         """One round of `rows` canvases: its verified molecules not in `found`, how many verified ones were left
@@ -403,13 +405,13 @@ class _RoundInterrupted(KeyboardInterrupt):
         self.results = results
 
 
-def _verified(smiles: str | None, request: task.MoleculeRequest, passes: int) -> tuple[Molecule | None, list[str]]:
+def _verified(smiles: str | None, request: MoleculeRequest, passes: int) -> tuple[Molecule | None, list[str]]:
     """The independent final check, on the canonical SMILES handed back (RDKit does not promise that every
     SMILES it writes reads back): RDKit parses and sanitizes it to itself, and the request holds for that Mol,
     the one returned. (the molecule or None, the conditions a valid molecule misses: [] for no valid one)."""
-    mol = task.parse_molecule(smiles)
+    mol = parse_molecule(smiles)
     canonical = None if mol is None else Chem.MolToSmiles(mol)
-    returned = None if mol is None else task.parse_molecule(canonical)
+    returned = None if mol is None else parse_molecule(canonical)
     if returned is None or Chem.MolToSmiles(returned) != canonical:
         return None, []
     if missed := request.misses(returned):

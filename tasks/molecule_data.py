@@ -195,7 +195,7 @@ def prompt_sample(smiles: Sequence[str], n: int, seed: int = 0, workers: int = 2
     """Rows [logp bin, mw bin, tpsa bin, SMILES tokens, scaffold SMILES] of `n` molecules drawn at random
     (seeded) from `smiles` among those `featurize` keeps and whose scaffold fits the prompt: the training
     molecules whose prompts free generation reuses."""
-    from .molecules import MAX_SCAFFOLD_TOKENS, TOKENIZER
+    from .molecule_canvas import MAX_SCAFFOLD_TOKENS, TOKENIZER
 
     order = np.random.default_rng(seed).permutation(len(smiles))
     rows: list[list] = []
@@ -243,7 +243,7 @@ def featurize(smiles: Sequence[str], workers: int = 2) -> dict[str, np.ndarray]:
 
     from tqdm.auto import tqdm
 
-    from .molecules import TOKENIZER, encode_tokens
+    from .molecule_canvas import TOKENIZER, encode_tokens
 
     def ids(text: str) -> list[int] | None:
         try:

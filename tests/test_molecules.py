@@ -22,9 +22,14 @@ from diffsolve.solvers import DesignInterrupted, MoleculeDesigner
 from diffsolve.solvers.checkpoints import default_checkpoint
 from diffsolve.solvers.cli import app
 from diffsolve.tasks import molecules as task
-from diffsolve.tasks.text import plural
+from diffsolve.tasks.molecule_canvas import bin_token, encode_tokens
+from diffsolve.tasks.molecule_chemistry import (alert_atoms, alert_catalog, decorates, implausible, parse_molecule,
+                                               spare_hydrogens)
 from diffsolve.tasks.molecule_data import (PROPERTIES, SmilesError, bin_index, featurize, prompt_sample,
                                           scaffold_smiles, split_smiles, tokenize_known)
+from diffsolve.tasks.molecule_request import (MoleculeRequest, RequestError, UnlikelyRequestWarning, parse_window,
+                                              pattern_floors, unmatchable)
+from diffsolve.tasks.text import plural
 from interrupt import ctrl_c_when
 
 ASPIRIN = "CC(=O)Oc1ccccc1C(=O)O"
@@ -39,11 +44,11 @@ def test_contains_given_as_a_molecule_is_read_as_its_smiles():
     """A Mol from SMILES is the text it spells (written on the canvas as a fragment), not atomic-number SMARTS
     that only the verifier can use; a SMARTS query stays a query."""
     text = "O=C(NC1CC1)c1ccncc1"
-    as_text, as_mol = (task.MoleculeRequest.parse(contains=c) for c in (text, Chem.MolFromSmiles(text)))
+    as_text, as_mol = (MoleculeRequest.parse(contains=c) for c in (text, Chem.MolFromSmiles(text)))
     assert as_mol.fragment is not None and as_mol.fragment == as_text.fragment
-    mapped = task.MoleculeRequest.parse(contains=Chem.MolFromSmiles("[CH3:1][C:2](=[O:3])[NH2:4]"))
+    mapped = MoleculeRequest.parse(contains=Chem.MolFromSmiles("[CH3:1][C:2](=[O:3])[NH2:4]"))
     assert mapped.contains == "CC(N)=O" == mapped.fragment  # atom maps dropped: the molecule, not a reaction map
-    query = task.MoleculeRequest.parse(contains=Chem.MolFromSmarts("[#6]C(=O)N"))
+    query = MoleculeRequest.parse(contains=Chem.MolFromSmarts("[#6]C(=O)N"))
     assert query.contains == "[#6]C(=O)N"
 
 
@@ -93,7 +98,7 @@ def test_training_batches_hold_the_molecule_then_eos_and_optional_conditions():
     assert (batch.prompt[:, 0] == task.BOS).all()
     for prompt, text in zip(batch.prompt.tolist(), decoded):
         mol = Chem.MolFromSmiles(text)
-        assert prompt[1] == task.bin_token("logp", PROPERTIES["logp"].compute(mol))
+        assert prompt[1] == bin_token("logp", PROPERTIES["logp"].compute(mol))
         has_ring = mol.GetRingInfo().NumRings() > 0
         assert (task.SCAFFOLD in prompt) == has_ring  # keep=1: every scaffold shown
 
@@ -174,8 +179,8 @@ def test_a_prepared_training_set_holds_smiles_token_ids_only(tmp_path):
     (dict(windows=[("logp", (1, 2))]), "windows: expected a dict of property name: \\(lo, hi\\), got list"),
 ])
 def test_bad_requests_are_rejected_before_any_work(kwargs, message):
-    with pytest.raises(task.RequestError, match=message):
-        task.MoleculeRequest.parse(**kwargs)
+    with pytest.raises(RequestError, match=message):
+        MoleculeRequest.parse(**kwargs)
 
 
 def _number(text: str) -> bool:
@@ -195,8 +200,8 @@ def test_window_parser_returns_the_bounds_written_or_a_request_error(text):
     parts = text.split(":")
     readable = len(parts) == 2 and any(p.strip() for p in parts) and all(_number(p) for p in parts if p.strip())
     try:
-        window = task.parse_window(text, "logp")
-    except task.RequestError:
+        window = parse_window(text, "logp")
+    except RequestError:
         assert not readable
         return
     assert readable and window == tuple(float(p) if p.strip() else None for p in parts)
@@ -206,13 +211,13 @@ def test_windows_are_checked_on_exact_values_not_the_rounded_display():
     mol = Chem.MolFromSmiles(ASPIRIN)
     qed = PROPERTIES["qed"].compute(mol)  # 0.55012...
     edge = math.floor(qed * 1e4) / 1e4  # 0.5501: the displayed value, just below the exact one
-    ok, shown = task.MoleculeRequest.parse({"qed": (0, edge)}).verify(mol)
+    ok, shown = MoleculeRequest.parse({"qed": (0, edge)}).verify(mol)
     assert not ok and shown["qed"] == round(qed, 4)
-    assert task.MoleculeRequest.parse({"qed": (0, qed)}).verify(mol)[0]
-    assert task.MoleculeRequest.parse({"qed": (qed, 1)}).verify(mol)[0]  # both ends of a window are inside it
-    assert not task.MoleculeRequest.parse({"qed": (math.nextafter(qed, 1), 1)}).verify(mol)[0]
-    with pytest.raises(task.RequestError, match="outside what any molecule"):
-        task.MoleculeRequest.parse({"mw": (0, 5)})  # lighter than methane
+    assert MoleculeRequest.parse({"qed": (0, qed)}).verify(mol)[0]
+    assert MoleculeRequest.parse({"qed": (qed, 1)}).verify(mol)[0]  # both ends of a window are inside it
+    assert not MoleculeRequest.parse({"qed": (math.nextafter(qed, 1), 1)}).verify(mol)[0]
+    with pytest.raises(RequestError, match="outside what any molecule"):
+        MoleculeRequest.parse({"mw": (0, 5)})  # lighter than methane
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -223,7 +228,7 @@ def test_windows_are_checked_on_exact_values_not_the_rounded_display():
     ({"n": 2, "scaffold": 3}, "scaffold: expected text or an RDKit Mol"),
 ])
 def test_designer_arguments_are_checked_before_any_work(designer, kwargs, message):
-    with pytest.raises(task.RequestError, match=message):
+    with pytest.raises(RequestError, match=message):
         designer.generate(**kwargs)
 
 
@@ -233,22 +238,22 @@ def test_rdkit_molecules_are_taken_as_scaffold_and_substructure(designer):
     assert len(result) == 2
     assert all(m.mol.HasSubstructMatch(ring) and m.mol.HasSubstructMatch(Chem.MolFromSmarts("[CX4]")) for m in result)
     # a molecule with explicit hydrogens is its heavy-atom pattern (the hydrogens are not atoms to match)
-    phenol = task.MoleculeRequest.parse(contains=Chem.AddHs(Chem.MolFromSmiles("c1ccccc1O")))
+    phenol = MoleculeRequest.parse(contains=Chem.AddHs(Chem.MolFromSmiles("c1ccccc1O")))
     assert phenol.verify(Chem.MolFromSmiles("Cc1ccc(O)cc1"))[0] and not phenol.verify(Chem.MolFromSmiles("c1ccccc1"))[0]
-    with pytest.raises(task.RequestError, match="request: expected a MoleculeRequest .* got dict"):
+    with pytest.raises(RequestError, match="request: expected a MoleculeRequest .* got dict"):
         designer.design(1, {"logp": (1, 2)})
 
 
 def test_a_pattern_only_itself_can_contain_is_that_one_molecule(designer):
     """'FF' or CF4 match no molecule but themselves: more than one, or one their own properties rule out, is
     refused before any work (it was the whole budget); one comes back."""
-    assert task.MoleculeRequest.parse(contains="FC(F)(F)F").sole_molecule is not None
-    assert task.MoleculeRequest.parse(contains="FC(F)F").sole_molecule is None  # CHF3's hydrogen can go
-    assert task.MoleculeRequest.parse(contains="O=S=O").sole_molecule is None  # S can take more bonds
-    with pytest.raises(task.RequestError, match="matches only the molecule FF itself, which misses the request "
+    assert MoleculeRequest.parse(contains="FC(F)(F)F").sole_molecule is not None
+    assert MoleculeRequest.parse(contains="FC(F)F").sole_molecule is None  # CHF3's hydrogen can go
+    assert MoleculeRequest.parse(contains="O=S=O").sole_molecule is None  # S can take more bonds
+    with pytest.raises(RequestError, match="matches only the molecule FF itself, which misses the request "
                                                 "\\(mw below 100\\)"):
-        task.MoleculeRequest.parse({"mw": (100, None)}, contains="FF")
-    with pytest.raises(task.RequestError, match="matches only the molecule FF itself: ask for 1 molecule, not 2"):
+        MoleculeRequest.parse({"mw": (100, None)}, contains="FF")
+    with pytest.raises(RequestError, match="matches only the molecule FF itself: ask for 1 molecule, not 2"):
         designer.generate(2, contains="FF", budget=1)
     cli = CliRunner().invoke(app, ["molecules", "-n", "3", "--contains", "FC(F)(F)F"])
     assert cli.exit_code == 2 and "--contains: 'FC(F)(F)F' matches only the molecule FC(F)(F)F itself" in cli.stderr
@@ -258,43 +263,43 @@ def test_a_pattern_only_itself_can_contain_is_that_one_molecule(designer):
 def test_atom_maps_on_a_scaffold_only_name_its_atoms():
     for mapped, scaffold in [("[c:1]1ccccc1", "c1ccccc1"), ("[CH3:2]c1ccccc1", "Cc1ccccc1"),
                              ("[nH:1]1cccc1", "c1cc[nH]c1"), ("[CH3:1][C@H](O)[CH3:2]", "CC(C)O")]:
-        assert task.MoleculeRequest.parse(scaffold=mapped).scaffold == scaffold
+        assert MoleculeRequest.parse(scaffold=mapped).scaffold == scaffold
 
 
 def test_queries_a_molecule_here_can_match_are_accepted():
     for pattern in ["[N,P]", "c", "[$(C=O)]", "[!#6]", "[OX2H]", "[Cl,I]", "C(=O)N.[F,Cl]", "[CH3]"]:
-        assert task.MoleculeRequest.parse(contains=pattern).contains == pattern
+        assert MoleculeRequest.parse(contains=pattern).contains == pattern
 
 
 def test_the_verifier_rejects_invented_hydrogens_and_undecorated_scaffolds():
-    assert task.parse_molecule("CS(C)(C)=O") is None  # five bonds on S: RDKit would add an H to reach valence 6
-    assert task.parse_molecule("C[SH](C)C") is None
-    assert task.parse_molecule("[H]") is None and task.parse_molecule("[H][H]") is None
-    assert task.parse_molecule("CS(C)(=O)=O") is not None and task.parse_molecule("c1cc[nH]c1") is not None
+    assert parse_molecule("CS(C)(C)=O") is None  # five bonds on S: RDKit would add an H to reach valence 6
+    assert parse_molecule("C[SH](C)C") is None
+    assert parse_molecule("[H]") is None and parse_molecule("[H][H]") is None
+    assert parse_molecule("CS(C)(=O)=O") is not None and parse_molecule("c1cc[nH]c1") is not None
     # aromatic rings of four atoms with heteroatoms, as the model wrote them (RDKit sanitizes both)
     for smiles in ("O=C(Nc1ccc(-n2ccnn2)cc1)c1nn(-c2ccc(F)cc2)o1", "COC(=O)c1cccc(-n2nnn2-c2ccccc2Cl)c1"):
-        assert Chem.MolFromSmiles(smiles) is not None and task.parse_molecule(smiles) is None
-        assert task.implausible(Chem.MolFromSmiles(smiles)).startswith("an aromatic ring of 4 atoms with")
-    assert task.parse_molecule("CCOc1c(Nc2cccc(Cl)c2C)c(=O)c1=O") is not None  # a squaramide: four carbons
-    assert task.parse_molecule("c1ccc2c(c1)-n1cccc1-2") is not None  # a four-ring of aromatic atoms, single bonds
+        assert Chem.MolFromSmiles(smiles) is not None and parse_molecule(smiles) is None
+        assert implausible(Chem.MolFromSmiles(smiles)).startswith("an aromatic ring of 4 atoms with")
+    assert parse_molecule("CCOc1c(Nc2cccc(Cl)c2C)c(=O)c1=O") is not None  # a squaramide: four carbons
+    assert parse_molecule("c1ccc2c(c1)-n1cccc1-2") is not None  # a four-ring of aromatic atoms, single bonds
     # more bonds than a neutral atom takes, which RDKit reads as a charged group: the model writes neutral atoms
     for smiles, charged in [("Cc1ccc(N(=O)=O)cc1", "N with charge \\+1"), ("O=n1ccccc1", "N with charge \\+1"),
                             ("O=N(=O)c1ccccc1", "N with charge \\+1"), ("OCl(=O)(=O)=O", "Cl with charge \\+3")]:
-        assert task.parse_molecule(smiles) is None
-        assert re.match(charged, task.implausible(Chem.MolFromSmiles(smiles)))
+        assert parse_molecule(smiles) is None
+        assert re.match(charged, implausible(Chem.MolFromSmiles(smiles)))
     # triple bonds other than C#C and C#N: none in the training set; the scaffold benchmark returned C#S
-    assert task.implausible(Chem.MolFromSmiles("CC#Sc1ccccc1S(=O)(=O)NCCc1cncs1")) == (
+    assert implausible(Chem.MolFromSmiles("CC#Sc1ccccc1S(=O)(=O)NCCc1cncs1")) == (
         "a triple bond between C and S (atoms 2 and 3)")
-    assert task.parse_molecule("N#N") is None and task.parse_molecule("CC#O") is None
-    assert task.parse_molecule("CC#N") is not None and task.parse_molecule("CC#CC") is not None
+    assert parse_molecule("N#N") is None and parse_molecule("CC#O") is None
+    assert parse_molecule("CC#N") is not None and parse_molecule("CC#CC") is not None
     # a carbamic acid loses CO2 (a chemist's probe: 8 of 19 molecules asked to hold C(=O)[OH] had one)
-    assert task.implausible(Chem.MolFromSmiles("CCCCc1sccc1NC(=O)O")) == "a carbamic acid N-C(=O)OH, which loses CO2"
-    assert task.parse_molecule("COCCCSc1cc2ccccc2n1C(=O)O") is None
-    assert task.parse_molecule("CCCC(=O)O") is not None and task.parse_molecule("CCOC(=O)NC") is not None  # a carbamate
-    assert task.MoleculeRequest.parse(contains="NC(=O)O").contains == "NC(=O)O"  # carbamates match it
+    assert implausible(Chem.MolFromSmiles("CCCCc1sccc1NC(=O)O")) == "a carbamic acid N-C(=O)OH, which loses CO2"
+    assert parse_molecule("COCCCSc1cc2ccccc2n1C(=O)O") is None
+    assert parse_molecule("CCCC(=O)O") is not None and parse_molecule("CCOC(=O)NC") is not None  # a carbamate
+    assert MoleculeRequest.parse(contains="NC(=O)O").contains == "NC(=O)O"  # carbamates match it
     # a pentalene (antiaromatic; none in MOSES), returned once by a chemist's probe
-    assert task.implausible(Chem.MolFromSmiles("Cc1csc(C2=CC=C3C=CC=C32)c1")).startswith("a pentalene")
-    assert task.parse_molecule("C1=CC2CC=CC2=C1") is not None  # one ring carbon sp3: no pentalene
+    assert implausible(Chem.MolFromSmiles("Cc1csc(C2=CC=C3C=CC=C32)c1")).startswith("a pentalene")
+    assert parse_molecule("C1=CC2CC=CC2=C1") is not None  # one ring carbon sp3: no pentalene
     # a request that needs such a ring or bond is refused before any work
     for request, message in [({"scaffold": "Cc1nn(C)o1"}, "scaffold: 'Cc1nn\\(C\\)o1' cannot be decorated: an "
                               "aromatic ring of 4 atoms with C, N, N, O"),
@@ -302,16 +307,16 @@ def test_the_verifier_rejects_invented_hydrogens_and_undecorated_scaffolds():
                              ({"scaffold": "CC#Sc1ccccc1"}, "cannot be decorated: a triple bond between C and S"),
                              ({"contains": "C#S"}, "can never match: it has a triple bond between C and S"),
                              ({"contains": "NC(=O)[OH]"}, "only a carbamic acid N-C\\(=O\\)OH matches it")]:
-        with pytest.raises(task.RequestError, match=message):
-            task.MoleculeRequest.parse(**request)
-    assert task.MoleculeRequest.parse(contains="O=c1c(=O)cc1").contains == "O=c1c(=O)cc1"
+        with pytest.raises(RequestError, match=message):
+            MoleculeRequest.parse(**request)
+    assert MoleculeRequest.parse(contains="O=c1c(=O)cc1").contains == "O=c1c(=O)cc1"
     # between two aromatic rings, a four-ring of aromatic atoms has single bonds: returned, and 'c1cnc1' matches it
-    fused = task.parse_molecule("c1ccc2c(c1)-n1cccc1-2")
+    fused = parse_molecule("c1ccc2c(c1)-n1cccc1-2")
     assert fused.HasSubstructMatch(Chem.MolFromSmarts("c1cnc1"))
-    assert task.MoleculeRequest.parse(contains="c1cnc1").contains == "c1cnc1"
-    with pytest.raises(task.RequestError, match="not even the molecule it spells"):  # a small ring, not aromatic
-        task.MoleculeRequest.parse(contains="C1CC1C1=CC=CC=C1")
-    request = task.MoleculeRequest.parse(scaffold="c1cc[nH]c1")
+    assert MoleculeRequest.parse(contains="c1cnc1").contains == "c1cnc1"
+    with pytest.raises(RequestError, match="not even the molecule it spells"):  # a small ring, not aromatic
+        MoleculeRequest.parse(contains="C1CC1C1=CC=CC=C1")
+    request = MoleculeRequest.parse(scaffold="c1cc[nH]c1")
     assert not request.verify(Chem.MolFromSmiles("c1cc[nH]c1"))[0]  # the bare scaffold is not a decoration
     assert request.verify(Chem.MolFromSmiles("Cn1cccc1"))[0]  # N-substituted: the scaffold is still there
 
@@ -320,7 +325,7 @@ def test_a_decoration_on_a_pyrrole_type_nitrogen_is_written_on_an_n():
     g = torch.Generator().manual_seed(0)
     fragment = "c1ccc2[nH]ccc2c1"
     mol = Chem.MolFromSmiles(fragment)
-    layouts = [task._layout(mol, fragment, task.spare_hydrogens(mol, False), lambda high, low=0: int(
+    layouts = [task._layout(mol, fragment, spare_hydrogens(mol, False), lambda high, low=0: int(
         torch.randint(low, high + 1, (1,), generator=g))) for _ in range(200)]
     filled = [Chem.MolFromSmiles("".join("C" if t is None else t for t in layout)) for layout in layouts]
     assert all(mol is not None for mol in filled)  # was a quarter '[nH](C)': nitrogen of valence 4
@@ -328,7 +333,7 @@ def test_a_decoration_on_a_pyrrole_type_nitrogen_is_written_on_an_n():
 
 
 def test_substructure_with_ring_and_weight_windows_is_accepted():
-    request = task.MoleculeRequest.parse({"rings": (0, 1), "mw": (100, 200)}, contains="c1ccncc1")
+    request = MoleculeRequest.parse({"rings": (0, 1), "mw": (100, 200)}, contains="c1ccncc1")
     assert request.windows == {"rings": (0, 1), "mw": (100, 200)}
 
 
@@ -355,10 +360,10 @@ def test_substructure_with_ring_and_weight_windows_is_accepted():
 ])
 def test_donor_acceptor_and_polar_surface_windows_below_the_patterns_are_refused(windows, contains, scaffold, refused):
     if refused is None:
-        assert task.MoleculeRequest.parse(windows, contains=contains, scaffold=scaffold).windows == windows
+        assert MoleculeRequest.parse(windows, contains=contains, scaffold=scaffold).windows == windows
     else:
-        with pytest.raises(task.RequestError, match=refused):
-            task.MoleculeRequest.parse(windows, contains=contains, scaffold=scaffold)
+        with pytest.raises(RequestError, match=refused):
+            MoleculeRequest.parse(windows, contains=contains, scaffold=scaffold)
 
 
 # Drug-like molecules with the groups whose donors and acceptors depend on their neighbours (acids, amides,
@@ -407,11 +412,11 @@ def test_pattern_floors_never_exceed_rdkit_values(index, walk, spelling):
                 "negated": lambda: Chem.MolFragmentToSmiles(mol, atomsToUse=atoms, atomSymbols=negated,
                                                             allBondsExplicit=True)}[spelling]()
     queries = [Chem.MolFromSmarts(fragment)]
-    assert mol.HasSubstructMatch(queries[0]) and task.unmatchable(queries[0]) is None, fragment
+    assert mol.HasSubstructMatch(queries[0]) and unmatchable(queries[0]) is None, fragment
     scaffold = MurckoScaffold.GetScaffoldForMol(mol)
     queries += [scaffold] if scaffold.GetNumAtoms() else []
     for query in queries:
-        sure = task.pattern_floors(query)
+        sure = pattern_floors(query)
         for other in map(Chem.MolFromSmiles, DONOR_ACCEPTOR_MOLECULES):
             if other.HasSubstructMatch(query):
                 assert PROPERTIES["hbd"].compute(other) >= sure["hbd"], (fragment, Chem.MolToSmiles(other))
@@ -437,10 +442,10 @@ def test_pattern_atoms_no_returned_molecule_has_are_refused(contains, refused):
     """What the query reads of element, aromaticity, hydrogens, valence and degree is matched against every atom
     the model writes (`_atom_kinds`)."""
     if refused is None:
-        assert task.MoleculeRequest.parse({}, contains=contains).contains == contains
+        assert MoleculeRequest.parse({}, contains=contains).contains == contains
     else:
-        with pytest.raises(task.RequestError, match=f"can never match: no atom the model writes matches {refused}"):
-            task.MoleculeRequest.parse({}, contains=contains)
+        with pytest.raises(RequestError, match=f"can never match: no atom the model writes matches {refused}"):
+            MoleculeRequest.parse({}, contains=contains)
 
 
 @pytest.mark.parametrize("contains, max_ring_size, refused", [
@@ -453,41 +458,41 @@ def test_pattern_atoms_no_returned_molecule_has_are_refused(contains, refused):
 ])
 def test_ring_sizes_a_pattern_asks_for_are_checked(contains, max_ring_size, refused):
     if refused is None:
-        assert task.MoleculeRequest.parse({}, contains=contains, max_ring_size=max_ring_size).contains == contains
+        assert MoleculeRequest.parse({}, contains=contains, max_ring_size=max_ring_size).contains == contains
     else:
-        with pytest.raises(task.RequestError, match=refused):
-            task.MoleculeRequest.parse({}, contains=contains, max_ring_size=max_ring_size)
+        with pytest.raises(RequestError, match=refused):
+            MoleculeRequest.parse({}, contains=contains, max_ring_size=max_ring_size)
 
 
 def test_open_window_bounds_and_single_values():
-    assert task.parse_window("3:", "logp") == (3.0, None)
-    assert task.parse_window(":250", "mw") == (None, 250.0)
-    assert task.parse_window("2", "rings") == (2.0, 2.0)
+    assert parse_window("3:", "logp") == (3.0, None)
+    assert parse_window(":250", "mw") == (None, 250.0)
+    assert parse_window("2", "rings") == (2.0, 2.0)
     for text, message in [("2", "logp: expected LO:HI, got '2'"), (":", "give at least one bound"),
                           ("1:2:3", "expected LO:HI"), ("", "give at least one bound")]:
-        with pytest.raises(task.RequestError, match=message):
-            task.parse_window(text, "logp")
-    assert task.parse_window("\u22121:2", "logp") == (-1.0, 2.0)  # a typeset minus, copied from a paper
-    with pytest.raises(task.RequestError, match="logp: window 100: is outside what any molecule"):
-        task.MoleculeRequest.parse({"logp": task.parse_window("1e2:")})  # the open side left open, not 'inf'
-    parse = task.MoleculeRequest.parse
+        with pytest.raises(RequestError, match=message):
+            parse_window(text, "logp")
+    assert parse_window("\u22121:2", "logp") == (-1.0, 2.0)  # a typeset minus, copied from a paper
+    with pytest.raises(RequestError, match="logp: window 100: is outside what any molecule"):
+        MoleculeRequest.parse({"logp": parse_window("1e2:")})  # the open side left open, not 'inf'
+    parse = MoleculeRequest.parse
     assert parse({"logp": (3, None), "mw": (None, 250), "qed": (0.5, math.inf)}).windows == {
         "logp": (3, 30), "mw": (16, 250), "qed": (0.5, 1)}  # open sides end at what any molecule can have
-    assert parse({"logp": task.parse_window("1:inf")}).windows == {"logp": (1, 30)}
+    assert parse({"logp": parse_window("1:inf")}).windows == {"logp": (1, 30)}
     # open on both sides is no condition: it must not switch off free generation's training prior
     assert parse({"logp": (None, None), "qed": (-math.inf, math.inf), "rings": (0, 100), "mw": (1, 200)}).windows == {
         "rings": (0, 31), "mw": (16, 200)}
-    with pytest.raises(task.RequestError, match="logp: expected text 'LO:HI', got int 3"):
-        task.parse_window(3, "logp")
+    with pytest.raises(RequestError, match="logp: expected text 'LO:HI', got int 3"):
+        parse_window(3, "logp")
     for window, message in [((2, None), "qed: window 2: is outside what any molecule here can have \\(0:1\\)"),
                             ((None, 10), "mw: window :10 is outside"), ((math.nan, 1), "must be numbers")]:
-        with pytest.raises(task.RequestError, match=message):
+        with pytest.raises(RequestError, match=message):
             parse({"mw" if "mw" in message else "qed": window})
 
 
 # ------------------------------------------------------------------------------------------ guidance
 def ids(smiles: str) -> list[int]:
-    return task.encode_tokens(split_smiles(smiles))
+    return encode_tokens(split_smiles(smiles))
 
 
 @pytest.mark.parametrize("prefix, complete, blamed", [
@@ -498,12 +503,12 @@ def ids(smiles: str) -> list[int]:
     ("CN(C)(C)(C)C", False, 1),  # five-valent nitrogen
 ])
 def test_prefix_diagnosis_blames_the_token_at_fault(prefix, complete, blamed):
-    guidance = task.MoleculeGuidance(task.MoleculeRequest())
+    guidance = task.MoleculeGuidance(MoleculeRequest())
     assert guidance._check_prefix(ids(prefix), complete) == blamed
 
 
 def test_valid_prefixes_and_molecules_pass_and_unwanted_ones_are_flagged():
-    guidance = task.MoleculeGuidance(task.MoleculeRequest.parse({"mw": (300, 400)}))
+    guidance = task.MoleculeGuidance(MoleculeRequest.parse({"mw": (300, 400)}))
     assert guidance._check_prefix(ids("CC(=O)Oc1cc"), False) is None
     assert guidance._check_prefix(ids(ASPIRIN), True) == -1  # valid, but 180 Da
     canvas = torch.full((2, task.CANVAS), task.PAD)
@@ -610,13 +615,13 @@ def test_a_window_at_the_floor_the_model_meets_leans_no_further_than_the_misses_
 
 @pytest.mark.parametrize("windows", [{}, {"mw": (300, 340)}, {"qed": (0.8, 1)}])
 def test_requests_without_a_leaned_window_are_never_leaned(windows):
-    guidance = task.MoleculeGuidance(task.MoleculeRequest.parse(windows))
+    guidance = task.MoleculeGuidance(MoleculeRequest.parse(windows))
     guidance._check_prefix(ids(ASPIRIN), True)  # a settled molecule
     assert guidance.lean.strength == {} and guidance.bias(torch.zeros(1, task.CANVAS, dtype=torch.long)) is None
 
 
 def test_the_lean_learns_from_each_settled_molecule_once_a_round_and_never_from_an_argmax():
-    guidance = task.MoleculeGuidance(task.MoleculeRequest.parse({"logp": (5, 6.5)}))
+    guidance = task.MoleculeGuidance(MoleculeRequest.parse({"logp": (5, 6.5)}))
     canvas = torch.full((1, task.CANVAS), task.PAD)
     canvas[0, :len(ids(ASPIRIN))] = torch.tensor(ids(ASPIRIN))
     guidance.verify(canvas)  # the argmax of a canvas: judged, not learnt from
@@ -635,13 +640,13 @@ def test_the_lean_learns_from_each_settled_molecule_once_a_round_and_never_from_
 def test_a_window_beyond_the_training_molecules_is_reached_by_leaning(designer):
     """MOSES has almost no molecule of logP above 5: before the lean, 5 molecules of logP 5-6.5 took 264 to 664
     canvases (see DIRECTED_TRIES), and these 3 none in 96; leaning, they come within two rounds of 32."""
-    with pytest.warns(task.UnlikelyRequestWarning):
+    with pytest.warns(UnlikelyRequestWarning):
         result = designer.generate(3, logp=(5.2, 7), seed=3, budget=96)
     assert len(result) == 3 and all(5.2 <= m.properties["logp"] <= 7 for m in result)
 
 
 def test_misses_name_each_condition_a_molecule_breaks_and_agree_with_verify():
-    request = task.MoleculeRequest.parse({"logp": (3, None), "hbd": (0, 1)}, contains="[OH]", scaffold="c1ccncc1",
+    request = MoleculeRequest.parse({"logp": (3, None), "hbd": (0, 1)}, contains="[OH]", scaffold="c1ccncc1",
                                          avoid="pains")
     cases = {"OCCCO": ["logp below 3", "hbd above 1", "no decorated c1ccncc1"],  # two OH donors
              "Cc1ccncc1": ["logp below 3", "no [OH]"],
@@ -649,16 +654,16 @@ def test_misses_name_each_condition_a_molecule_breaks_and_agree_with_verify():
     for smiles, missed in cases.items():
         mol = Chem.MolFromSmiles(smiles)
         assert request.misses(mol) == missed and request.verify(mol)[0] == (not missed), smiles
-    big_ring = task.MoleculeRequest.parse(max_ring_size=6).misses(Chem.MolFromSmiles("C1CCCCCCC1"))
+    big_ring = MoleculeRequest.parse(max_ring_size=6).misses(Chem.MolFromSmiles("C1CCCCCCC1"))
     assert big_ring == ["a ring over 6 atoms"]
     catechol = Chem.MolFromSmiles("Oc1ccccc1O")  # a PAINS alert
-    assert task.MoleculeRequest.parse(avoid="pains").misses(catechol) == ["a PAINS alert"]
+    assert MoleculeRequest.parse(avoid="pains").misses(catechol) == ["a PAINS alert"]
 
 
 def test_a_budget_run_out_says_what_the_valid_molecules_missed(designer):
     """No verified molecule in the budget (QED above 0.96 is beyond the MOSES molecules): the result and the CLI
     say what the canvases that ended on a valid molecule missed."""
-    with pytest.warns(task.UnlikelyRequestWarning):
+    with pytest.warns(UnlikelyRequestWarning):
         result = designer.generate(1, qed=(0.96, 1), seed=0, budget=8)
     assert result.exhausted and len(result) == 0 and 0 < result.rejected <= 8
     assert result.misses == {"qed below 0.96": result.rejected}
@@ -679,13 +684,13 @@ def test_on_pass_sees_every_pass_of_each_round_and_changes_nothing(designer):
     assert starts == [0, *rounds[:-1]] and rounds[-1] == len(passes)  # each round counts its passes from 1
     assert all(b == a + 1 for a, b in zip(passes, passes[1:]) if b != 1)
     assert max(passes) <= designer.config.max_denoising_steps
-    with pytest.raises(task.RequestError, match="on_pass"):
+    with pytest.raises(RequestError, match="on_pass"):
         designer.generate(1, on_pass="print")
 
 
 def test_a_molecule_missing_its_logp_window_renoises_its_most_polar_atoms_one_more_each_repeat():
     smiles = "OCc1ccc(N)cc1"  # logP 0.7: the O and the N pull it down the most
-    guidance = task.MoleculeGuidance(task.MoleculeRequest.parse({"logp": (3, 4)}))
+    guidance = task.MoleculeGuidance(MoleculeRequest.parse({"logp": (3, 4)}))
     canvas = torch.full((1, task.CANVAS), task.PAD)
     canvas[0, :len(ids(smiles))] = torch.tensor(ids(smiles))
     canvas[0, len(ids(smiles))] = task.EOS
@@ -704,14 +709,14 @@ def test_a_molecule_missing_its_logp_window_renoises_its_most_polar_atoms_one_mo
         last = guidance.violations(canvas, accepted)[0]
     assert last[len(ids(smiles))]
     # too high instead: the most lipophilic atoms go first, never the polar ones
-    high = task.MoleculeGuidance(task.MoleculeRequest.parse({"logp": (-3, -2)}))
+    high = task.MoleculeGuidance(MoleculeRequest.parse({"logp": (-3, -2)}))
     blamed = high.violations(canvas, accepted)[0].nonzero().flatten().tolist()
     assert len(blamed) == 1 and blamed[0] not in polar
 
 
 def test_a_molecule_too_light_for_its_window_reopens_its_end_to_grow():
     smiles = "CCOc1ccccc1"  # 122 Da
-    guidance = task.MoleculeGuidance(task.MoleculeRequest.parse({"mw": (300, 400)}))
+    guidance = task.MoleculeGuidance(MoleculeRequest.parse({"mw": (300, 400)}))
     n = len(ids(smiles))
     canvas = torch.full((1, task.CANVAS), task.PAD)
     canvas[0, :n] = torch.tensor(ids(smiles))
@@ -721,7 +726,7 @@ def test_a_molecule_too_light_for_its_window_reopens_its_end_to_grow():
     assert first == list(range(n - 1, n + 4))  # the last token, the EOS and room after it
     second = guidance.violations(canvas, accepted)[0].nonzero().flatten().tolist()
     assert second == list(range(n - 2, n + 6))  # more of both on a repeat
-    heavy = task.MoleculeGuidance(task.MoleculeRequest.parse({"mw": (10, 100)}))
+    heavy = task.MoleculeGuidance(MoleculeRequest.parse({"mw": (10, 100)}))
     assert heavy.violations(canvas, accepted)[0, n]  # too heavy: the random stretch through the EOS as before
 
 
@@ -730,26 +735,26 @@ CATECHOL, MICHAEL = "CCc1ccc(O)c(O)c1", "CCOC(=O)C=CC(=O)Nc1ccccc1"
 
 
 def test_structural_alert_catalogs_are_named_in_any_case_and_rule_out_their_matches():
-    request = task.MoleculeRequest.parse(avoid="pains, Brenk,PAINS")
+    request = MoleculeRequest.parse(avoid="pains, Brenk,PAINS")
     assert request.avoid == ("PAINS", "BRENK")
-    assert task.MoleculeRequest.parse(avoid=["chembl_glaxo"]).avoid == ("CHEMBL_Glaxo",)
-    assert task.MoleculeRequest.parse(avoid=[]).avoid == () == task.MoleculeRequest().avoid  # nothing to avoid
-    assert task.MoleculeRequest.parse(avoid={"pains", "BRENK"}).avoid == ("BRENK", "PAINS")  # a set, sorted
-    with pytest.raises(task.RequestError, match="avoid: empty"):
-        task.MoleculeRequest.parse(avoid=[" "])
+    assert MoleculeRequest.parse(avoid=["chembl_glaxo"]).avoid == ("CHEMBL_Glaxo",)
+    assert MoleculeRequest.parse(avoid=[]).avoid == () == MoleculeRequest().avoid  # nothing to avoid
+    assert MoleculeRequest.parse(avoid={"pains", "BRENK"}).avoid == ("BRENK", "PAINS")  # a set, sorted
+    with pytest.raises(RequestError, match="avoid: empty"):
+        MoleculeRequest.parse(avoid=[" "])
     for smiles in (CATECHOL, MICHAEL):
-        assert task.MoleculeRequest().verify(Chem.MolFromSmiles(smiles))[0]
+        assert MoleculeRequest().verify(Chem.MolFromSmiles(smiles))[0]
         assert not request.verify(Chem.MolFromSmiles(smiles))[0]
-    assert task.MoleculeRequest.parse(avoid="PAINS").verify(Chem.MolFromSmiles(MICHAEL))[0]  # BRENK only
+    assert MoleculeRequest.parse(avoid="PAINS").verify(Chem.MolFromSmiles(MICHAEL))[0]  # BRENK only
     assert request.verify(Chem.MolFromSmiles("CC(C)Cc1ccc(C(C)C(=O)O)cc1"))[0]  # ibuprofen: no alert
     assert not request.verify(Chem.MolFromSmiles(ASPIRIN))[0]  # Brenk's phenol ester
 
 
 def test_a_fragment_that_carries_an_alert_to_avoid_is_warned_about():
     azobenzene = "c1ccc(N=Nc2ccccc2)cc1"  # PAINS azo_A: no decoration removes it
-    (message,) = task.MoleculeRequest.parse(scaffold=azobenzene, avoid="PAINS").unlikely()
+    (message,) = MoleculeRequest.parse(scaffold=azobenzene, avoid="PAINS").unlikely()
     assert message.startswith(f"scaffold: {azobenzene!r} itself carries the structural alert azo_A")
-    assert not task.MoleculeRequest.parse(scaffold=azobenzene, avoid="ZINC").unlikely()
+    assert not MoleculeRequest.parse(scaffold=azobenzene, avoid="ZINC").unlikely()
     result = CliRunner().invoke(app, ["molecules", "-n", "1", "--contains", "Oc1ccccc1O", "--avoid", "pains",
                                       "--budget", "8", "--seed", "0"])
     assert "warning: --contains: 'Oc1ccccc1O' itself carries the structural alert catechol_A" in result.stderr
@@ -758,24 +763,24 @@ def test_a_fragment_that_carries_an_alert_to_avoid_is_warned_about():
 
 def test_a_pattern_too_long_to_pin_is_warned_about_and_one_longer_than_the_canvas_refused():
     imatinib = "Cc1ccc(NC(=O)c2ccc(CN3CCN(C)CC3)cc2)cc1Nc1nccc(-c2cccnc2)n1"  # 59 tokens: too long to pin
-    (message,) = task.MoleculeRequest.parse(contains=imatinib).unlikely()
+    (message,) = MoleculeRequest.parse(contains=imatinib).unlikely()
     assert message.startswith(f"contains: {imatinib!r} is only matched, not written on the canvas, and takes at "
                               "least 59 tokens, more than 99 % of the training molecules (45)")
-    assert task.MoleculeRequest.parse(contains="c1ccccc1").unlikely() == []
-    with pytest.raises(task.RequestError, match="contains: the substructure C{63} has 63 atoms; a molecule on the "
+    assert MoleculeRequest.parse(contains="c1ccccc1").unlikely() == []
+    with pytest.raises(RequestError, match="contains: the substructure C{63} has 63 atoms; a molecule on the "
                                                 "canvas has at most 62 tokens"):
-        task.MoleculeRequest.parse(contains="C" * 63)
+        MoleculeRequest.parse(contains="C" * 63)
 
 
 def test_a_molecule_with_an_alert_renoises_the_alert_atoms():
     tokens = split_smiles(MICHAEL)
-    guidance = task.MoleculeGuidance(task.MoleculeRequest.parse(avoid="BRENK"))
+    guidance = task.MoleculeGuidance(MoleculeRequest.parse(avoid="BRENK"))
     n = len(tokens)
     canvas = torch.full((1, task.CANVAS), task.PAD)
     canvas[0, :n] = torch.tensor(ids(MICHAEL))
     canvas[0, n] = task.EOS
     accepted = torch.ones_like(canvas, dtype=torch.bool)
-    alert = task.alert_atoms(Chem.MolFromSmiles(MICHAEL), ("BRENK",))  # C=CC(=O): atoms 5-8
+    alert = alert_atoms(Chem.MolFromSmiles(MICHAEL), ("BRENK",))  # C=CC(=O): atoms 5-8
     assert alert == [5, 6, 7, 8]
     atom_positions = [i for i, t in enumerate(tokens) if t[0].isalpha()]
     blamed = guidance.violations(canvas, accepted)[0].nonzero().flatten().tolist()
@@ -785,20 +790,20 @@ def test_a_molecule_with_an_alert_renoises_the_alert_atoms():
 
 
 def test_designed_molecules_match_no_alert_of_the_catalogs_avoided(designer):
-    request = task.MoleculeRequest.parse({"logp": (2, 3)}, avoid="PAINS,BRENK")
+    request = MoleculeRequest.parse({"logp": (2, 3)}, avoid="PAINS,BRENK")
     result = designer.design(4, request, seed=3)
     assert len(result) == 4
-    catalog = task.alert_catalog(("PAINS", "BRENK"))
+    catalog = alert_catalog(("PAINS", "BRENK"))
     for m in result:
         check(m, request)
         assert not catalog.HasMatch(m.mol)
 
 
 # ------------------------------------------------------------------------------------------ the designer
-def check(molecule, request: task.MoleculeRequest) -> None:
+def check(molecule, request: MoleculeRequest) -> None:
     mol = Chem.MolFromSmiles(molecule.smiles)
     assert mol is not None and Chem.SanitizeMol(mol) == Chem.SanitizeFlags.SANITIZE_NONE
-    assert task.implausible(mol) is None  # no hydrogen RDKit had to invent
+    assert implausible(mol) is None  # no hydrogen RDKit had to invent
     assert molecule.verified and request.verify(mol)[0] and request.verify(molecule.mol)[0]
     assert Chem.MolToSmiles(molecule.mol) == molecule.smiles  # the Mol handed back is the SMILES handed back
     for name, (lo, hi) in request.windows.items():
@@ -810,7 +815,7 @@ def test_free_generation_returns_distinct_verified_molecules(designer):
     assert len(result) == 8 and not result.exhausted
     assert len({m.smiles for m in result}) == 8
     for m in result:
-        check(m, task.MoleculeRequest())
+        check(m, MoleculeRequest())
 
 
 
@@ -835,7 +840,7 @@ def test_free_generation_draws_bins_scaffolds_and_lengths_of_training_molecules(
     # the scaffold's canonical SMILES may write a ring closure or [nH] the molecule's does not: a few tokens over
     assert (scaffold_tokens <= lengths).float().mean() > 0.99 and (scaffold_tokens <= lengths + 3).all()
     assert len({tuple(row) for row in scaffold.tolist()}) > 1500  # many scaffolds, not a few
-    request = task.MoleculeRequest()
+    request = MoleculeRequest()
     prompt, layouts = task.training_draws(16, generator)
     guidance = task.MoleculeGuidance(request, generator, layouts)
     out = generate(designer.model, prompt, designer.config, guidance=guidance,
@@ -854,7 +859,7 @@ windows = st.sampled_from([("logp", (1.0, 3.0)), ("mw", (250.0, 330.0)), ("tpsa"
 @given(st.lists(windows, min_size=1, max_size=2, unique_by=lambda w: w[0]), st.integers(0, 10**6),
        st.sampled_from([None, "c1ccccc1", "C(=O)N"]))
 def test_every_returned_molecule_satisfies_its_request(designer, chosen, seed, contains):
-    request = task.MoleculeRequest.parse(dict(chosen), contains=contains)
+    request = MoleculeRequest.parse(dict(chosen), contains=contains)
     result = designer.design(2, request, seed=seed, budget=128)
     assert result.canvases <= 128
     # some combinations are rare (mw 250-330, 2-3 rings and a pinned amide: about 1.5 % of canvases), so a short
@@ -865,7 +870,7 @@ def test_every_returned_molecule_satisfies_its_request(designer, chosen, seed, c
 
 
 def test_scaffold_decoration_keeps_the_scaffold(designer):
-    request = task.MoleculeRequest.parse(scaffold="c1ccccc1")
+    request = MoleculeRequest.parse(scaffold="c1ccccc1")
     result = designer.design(3, request, seed=1, budget=128)
     assert len(result) == 3
     core = Chem.MolFromSmiles("c1ccccc1")
@@ -884,7 +889,7 @@ def test_fragment_layouts_keep_the_fragment_and_bond_only_to_spare_hydrogens(fra
     keep theirs ('[OH]' stays an OH, so the filled molecule still matches it as SMARTS)."""
     pinned, values = task.fragment_layouts(fragment, 40, torch.Generator().manual_seed(0), keep)
     core = Chem.MolFromSmarts(fragment) if keep else Chem.MolFromSmiles(fragment)
-    has_hydrogen = any(task.spare_hydrogens(Chem.MolFromSmiles(fragment), keep))
+    has_hydrogen = any(spare_hydrogens(Chem.MolFromSmiles(fragment), keep))
     for row_pinned, row in zip(pinned, values):
         end = int((row == task.EOS).nonzero()[0])
         assert row_pinned[end:].all() and (row[end + 1:] == task.PAD).all()
@@ -899,20 +904,20 @@ def test_fragment_layouts_keep_the_fragment_and_bond_only_to_spare_hydrogens(fra
 def test_pinned_layouts_survive_guidance_and_decorate_an_unseen_scaffold(designer):
     """A MOSES scaffold-test-set scaffold: the layouts make decoration routine (the prompt alone found none)."""
     scaffold = "O=C(NCc1cnn(-c2ccccc2)c1)c1ccccc1"
-    request = task.MoleculeRequest.parse(scaffold=scaffold)
+    request = MoleculeRequest.parse(scaffold=scaffold)
     result = designer.design(3, request, seed=0, budget=64)
     assert len(result) == 3
     for m in result:
         check(m, request)
         assert m.smiles != Chem.MolToSmiles(Chem.MolFromSmiles(scaffold))
-    sulfonamide = task.MoleculeRequest.parse(contains="S(=O)(=O)N")
+    sulfonamide = MoleculeRequest.parse(contains="S(=O)(=O)N")
     assert sulfonamide.fragment == "S(=O)(=O)N"
-    acid = task.MoleculeRequest.parse(contains="C(=O)[OH]")  # '[OH]' is no token: written as RDKit writes it
+    acid = MoleculeRequest.parse(contains="C(=O)[OH]")  # '[OH]' is no token: written as RDKit writes it
     assert acid.fragment == "C(=O)[OH]"
-    assert task.MoleculeRequest.parse(contains="[OH]C(=O)[OH]").fragment == "[OH]C(=O)[OH]"  # only ever itself
+    assert MoleculeRequest.parse(contains="[OH]C(=O)[OH]").fragment == "[OH]C(=O)[OH]"  # only ever itself
     # no hydrogen to spare: pinned, 'S(=O)=O' would be the whole canvas (every canvas SO2); it is matched instead
-    assert task.MoleculeRequest.parse(contains="S(=O)=O").fragment is None
-    assert task.MoleculeRequest.parse(contains="ClC(Cl)(Cl)Cl").fragment == "ClC(Cl)(Cl)Cl"  # only ever itself
+    assert MoleculeRequest.parse(contains="S(=O)=O").fragment is None
+    assert MoleculeRequest.parse(contains="ClC(Cl)(Cl)Cl").fragment == "ClC(Cl)(Cl)Cl"  # only ever itself
     found = designer.design(2, sulfonamide, seed=0, budget=64)
     assert len(found) == 2
     for m in found:
@@ -920,34 +925,34 @@ def test_pinned_layouts_survive_guidance_and_decorate_an_unseen_scaffold(designe
 
 
 def test_a_request_built_by_hand_is_checked_as_parse_checks_it(designer):
-    parsed = task.MoleculeRequest.parse({"logp": (1, 2), "hbd": (0.5, 2)}, contains="C(=O)N",
+    parsed = MoleculeRequest.parse({"logp": (1, 2), "hbd": (0.5, 2)}, contains="C(=O)N",
                                         scaffold="C1=CC=CC=C1", avoid="pains")
     assert parsed.checked() == parsed  # a parsed request passes through unchanged
-    for request, message in ((task.MoleculeRequest(contains="C(("), "not a valid SMARTS"),  # was a Boost traceback
-                             (task.MoleculeRequest(windows={"logp": (3, 1)}), "lower bound 3 is above"),  # the budget
-                             (task.MoleculeRequest(avoid=("PAINS_Z",)), "unknown catalog")):  # a KeyError
-        with pytest.raises(task.RequestError, match=message):
+    for request, message in ((MoleculeRequest(contains="C(("), "not a valid SMARTS"),  # was a Boost traceback
+                             (MoleculeRequest(windows={"logp": (3, 1)}), "lower bound 3 is above"),  # the budget
+                             (MoleculeRequest(avoid=("PAINS_Z",)), "unknown catalog")):  # a KeyError
+        with pytest.raises(RequestError, match=message):
             designer.design(1, request, seed=0, budget=8)
 
 
 def test_ring_size_limit_is_enforced(designer):
-    request = task.MoleculeRequest.parse(max_ring_size=6)
+    request = MoleculeRequest.parse(max_ring_size=6)
     result = designer.design(3, request, seed=2, budget=128)
     assert len(result) == 3
     for m in result:
         check(m, request)
         assert max((len(r) for r in m.mol.GetRingInfo().AtomRings()), default=0) <= 6
-    with pytest.raises(task.RequestError, match="at least 3"):
-        task.MoleculeRequest.parse(max_ring_size=2)
+    with pytest.raises(RequestError, match="at least 3"):
+        MoleculeRequest.parse(max_ring_size=2)
 
 
 def test_rings_default_to_the_training_data_sizes_and_a_larger_scaffold_ring_is_named():
-    assert task.MoleculeRequest.parse().max_ring_size == 7
+    assert MoleculeRequest.parse().max_ring_size == 7
     macrocycle = "C1CCCCCCCCCCC1"  # 12 atoms
-    assert not task.MoleculeRequest.parse().verify(Chem.MolFromSmiles(macrocycle))[0]
-    with pytest.raises(task.RequestError, match="ring of 12 atoms.*max_ring_size=7"):
-        task.MoleculeRequest.parse(scaffold=macrocycle)
-    assert task.MoleculeRequest.parse(scaffold=macrocycle, max_ring_size=None).max_ring_size is None
+    assert not MoleculeRequest.parse().verify(Chem.MolFromSmiles(macrocycle))[0]
+    with pytest.raises(RequestError, match="ring of 12 atoms.*max_ring_size=7"):
+        MoleculeRequest.parse(scaffold=macrocycle)
+    assert MoleculeRequest.parse(scaffold=macrocycle, max_ring_size=None).max_ring_size is None
     result = CliRunner().invoke(app, ["molecules", "--scaffold", macrocycle])
     assert result.exit_code == 2 and "--max-ring-size 12 or 0" in result.stderr
 
@@ -1000,9 +1005,9 @@ def test_cli_writes_sdf_and_a_picture(tmp_path):
 def test_rdkit_messages_are_silenced_only_inside_our_calls(designer, capfd):
     """Invalid candidates are expected while designing; a user's own RDKit errors must still show."""
     capfd.readouterr()
-    designer.design(2, task.MoleculeRequest.parse(), seed=1, budget=128)
-    with pytest.raises(task.RequestError):
-        task.MoleculeRequest.parse(scaffold="c1cc")
+    designer.design(2, MoleculeRequest.parse(), seed=1, budget=128)
+    with pytest.raises(RequestError):
+        MoleculeRequest.parse(scaffold="c1cc")
     assert "SMILES Parse Error" not in capfd.readouterr().err
     assert Chem.MolFromSmiles("c1cc") is None
     assert "SMILES Parse Error" in capfd.readouterr().err
@@ -1058,21 +1063,21 @@ def test_a_result_draws_its_molecules_in_a_grid(designer):
         assert result.draw(highlight=[ring]).tobytes() != result.draw().tobytes()
     for bad, message in [(["weight"], "properties: expected names among logp, .*got \\['weight'\\]"),
                          (None, "got None"), (5, "got 5")]:
-        with pytest.raises(task.RequestError, match=message):
+        with pytest.raises(RequestError, match=message):
             result.draw(bad)
-    with pytest.raises(task.RequestError, match="limit must be at least 1"):
+    with pytest.raises(RequestError, match="limit must be at least 1"):
         result.draw(limit=0)
-    with pytest.raises(task.RequestError, match="svg must be True or False"):
+    with pytest.raises(RequestError, match="svg must be True or False"):
         result.draw(svg="yes")
     for highlight in (["c1ccccc1"], None, Chem.MolFromSmiles("C")):
-        with pytest.raises(task.RequestError, match="highlight: expected a list of RDKit query molecules"):
+        with pytest.raises(RequestError, match="highlight: expected a list of RDKit query molecules"):
             result.draw(highlight=highlight)
     assert result[0].to_dict(["qed"]) == {"smiles": result[0].smiles, "verified": True,
                                           "qed": result[0].properties["qed"], "passes": result[0].passes}
     assert list(result[0].to_dict()) == ["smiles", "verified", *result[0].properties, "passes"]
     assert result[0].to_dict("qed") == result[0].to_dict(["qed"])  # one name, as draw takes it
     for bad in (["LogP"], "LogP", 5):
-        with pytest.raises(task.RequestError, match="names: expected property names among logp"):
+        with pytest.raises(RequestError, match="names: expected property names among logp"):
             result[0].to_dict(bad)
     # in a notebook: a repr of one line over the grid
     import base64
@@ -1167,7 +1172,7 @@ def test_layouts_around_small_fragments_leave_room_for_molecules_of_the_usual_si
     _, values = task.fragment_layouts("C(=O)N", 400, torch.Generator().manual_seed(0))
     lengths = (values == task.EOS).float().argmax(1)
     assert lengths.float().mean() >= 22 and (lengths >= 28).float().mean() >= 0.3
-    request = task.MoleculeRequest.parse({"mw": (250, 330)}, contains="C(=O)N")
+    request = MoleculeRequest.parse({"mw": (250, 330)}, contains="C(=O)N")
     result = designer.design(2, request, seed=0, budget=256)
     assert len(result) == 2
     for m in result:
@@ -1239,26 +1244,26 @@ def test_windows_beyond_every_training_molecule_are_warned_about(designer):
     for name, (lo, hi) in training_ranges(train).items():
         assert TRAINING_RANGES[name][0] <= lo <= hi <= TRAINING_RANGES[name][1]
     assert training_ranges(["CCO", "c1ccccc1"])["heavy_atoms"] == (3, 6)
-    assert not task.MoleculeRequest.parse({"mw": (300, 310), "logp": (5, 6.5)}).unlikely()
+    assert not MoleculeRequest.parse({"mw": (300, 310), "logp": (5, 6.5)}).unlikely()
     big = "CC(C)N1CCC(NC(=O)C2CCN(C(=O)C3CCCC3)CC2)CC1"  # 0 of 28 decorations held a benzene, none in 384 canvases
-    (message,) = task.MoleculeRequest.parse(contains="c1ccccc1", scaffold=big).unlikely()
+    (message,) = MoleculeRequest.parse(contains="c1ccccc1", scaffold=big).unlikely()
     assert message.startswith("contains: beside a scaffold 'c1ccccc1' is only matched") and "least 49 tokens" in message
-    assert not task.MoleculeRequest.parse(contains="C(=O)N", scaffold=big).unlikely()  # the scaffold holds it
-    assert not task.MoleculeRequest.parse(contains="Cl", scaffold="c1ccccc1").unlikely()  # room to spare
-    (message,) = task.MoleculeRequest.parse({"mw": (900, 1000)}).unlikely()
+    assert not MoleculeRequest.parse(contains="C(=O)N", scaffold=big).unlikely()  # the scaffold holds it
+    assert not MoleculeRequest.parse(contains="Cl", scaffold="c1ccccc1").unlikely()  # room to spare
+    (message,) = MoleculeRequest.parse({"mw": (900, 1000)}).unlikely()
     assert message.startswith("mw: window 900:1000 lies outside the training molecules' range")
-    (message,) = task.MoleculeRequest.parse({"qed": (0.95, 1)}).unlikely()  # was silent: it meets the top QED only
+    (message,) = MoleculeRequest.parse({"qed": (0.95, 1)}).unlikely()  # was silent: it meets the top QED only
     assert message.startswith("qed: window 0.95: only touches the edge of the training molecules' range 0.23:0.95")
-    (message,) = task.MoleculeRequest.parse({"mw": (300, 300)}).unlikely()
+    (message,) = MoleculeRequest.parse({"mw": (300, 300)}).unlikely()
     assert message.startswith("mw: window 300:300 has no width")
-    assert not task.MoleculeRequest.parse({"hbd": (7, 7), "rings": (2, 2)}).unlikely()  # counts are hit exactly
-    assert not task.MoleculeRequest.parse({"tpsa": (None, 0)}).unlikely()  # no N or O: a TPSA of exactly 0
-    with pytest.warns(task.UnlikelyRequestWarning, match="mw: window 900:1000") as caught:
+    assert not MoleculeRequest.parse({"hbd": (7, 7), "rings": (2, 2)}).unlikely()  # counts are hit exactly
+    assert not MoleculeRequest.parse({"tpsa": (None, 0)}).unlikely()  # no N or O: a TPSA of exactly 0
+    with pytest.warns(UnlikelyRequestWarning, match="mw: window 900:1000") as caught:
         result = designer.generate(1, mw=(900, 1000), budget=1, seed=0)
     assert result.exhausted
     assert caught[0].filename == __file__  # the caller's line, not a line inside torch or diffsolve
-    with pytest.warns(task.UnlikelyRequestWarning) as caught:
-        designer.design(1, task.MoleculeRequest.parse({"mw": (900, 1000)}), budget=1, seed=0)
+    with pytest.warns(UnlikelyRequestWarning) as caught:
+        designer.design(1, MoleculeRequest.parse({"mw": (900, 1000)}), budget=1, seed=0)
     assert caught[0].filename == __file__
     cli = CliRunner().invoke(app, ["molecules", "-n", "1", "--mw", "900:1000", "--budget", "1"])
     assert cli.exit_code == 1 and "warning: --mw: window 900:1000 lies outside" in cli.stderr
@@ -1412,7 +1417,7 @@ def test_cli_sigterm_stops_after_the_pass_under_way_and_writes_what_earlier_roun
 
 
 def test_a_smarts_that_is_no_smiles_prints_no_rdkit_parse_error(capfd):
-    request = task.MoleculeRequest.parse(contains="[CX3](=O)[OX2H1]")
+    request = MoleculeRequest.parse(contains="[CX3](=O)[OX2H1]")
     assert request.fragment is None and request.unlikely() == []
     assert "Parse Error" not in capfd.readouterr().err  # the CLI showed five lines of it for a valid pattern
 
@@ -1429,6 +1434,6 @@ def test_a_smarts_that_is_no_smiles_prints_no_rdkit_parse_error(capfd):
 ])
 def test_a_scaffold_is_decorated_only_where_it_had_a_hydrogen(scaffold, molecule, decorated):
     """A chemist's probe: the verifier took lactams for decorated azines."""
-    request = task.MoleculeRequest.parse(scaffold=scaffold)
+    request = MoleculeRequest.parse(scaffold=scaffold)
     assert (request.misses(Chem.MolFromSmiles(molecule)) == []) is decorated
-    assert task.decorates(Chem.MolFromSmiles(molecule), Chem.MolFromSmiles(scaffold)) is decorated
+    assert decorates(Chem.MolFromSmiles(molecule), Chem.MolFromSmiles(scaffold)) is decorated
