@@ -184,7 +184,8 @@ def check_device(device: str | torch.device) -> torch.device:
     if parsed.type == "cuda" and (parsed.index or 0) >= torch.cuda.device_count():
         raise ValueError(f"device {device}: this machine has {torch.cuda.device_count()} CUDA device(s), "
                          "numbered from 0")
-    return parsed
+    # 'cuda' is the current GPU: named by its index, so that everything made for it lands on the same one
+    return parsed if parsed.index is not None else torch.device("cuda", torch.cuda.current_device())
 
 
 MAX_JSON_BYTES = 16 * 2**20  # a checkpoint's config and index are kilobytes; one of 100 MB takes gigabytes to parse
@@ -587,7 +588,7 @@ def new_model(config: ModelConfig, seed: int = 0, dtype: torch.dtype | str = tor
     dtype = _compute_dtype(dtype)
     model = DiffusionGemma(config)
     model.init_weights(seed)
-    return model.to(device=device, dtype=dtype)
+    return model.to(device=check_device(device), dtype=dtype)
 
 
 # ------------------------------------------------------------------------------------------ save
@@ -608,7 +609,7 @@ def save_model(model: DiffusionGemma, path: str | os.PathLike, max_shard_bytes: 
     generation.setdefault("max_new_tokens", model.config.canvas_length)
     out = Path(path)
     out.mkdir(parents=True, exist_ok=True)
-    tensors = {hf_name(n): t.detach().contiguous().cpu() for n, t in _state(model).items()}
+    tensors = {hf_name(n): t.detach() for n, t in _state(model).items()}  # brought to the host a shard at a time
     shards: list[dict[str, torch.Tensor]] = [{}]
     size = 0
     for name in sorted(tensors):
@@ -622,13 +623,13 @@ def save_model(model: DiffusionGemma, path: str | os.PathLike, max_shard_bytes: 
     meta = {"format": "pt", SAVE_KEY: save}
     earlier = _weight_files(out)
     if len(shards) == 1:
-        write_atomically(out / SINGLE_FILE, lambda p: save_file(shards[0], str(p), metadata=meta))
+        write_atomically(out / SINGLE_FILE, lambda p: save_file(_on_host(shards[0]), str(p), metadata=meta))
         (out / INDEX_FILE).unlink(missing_ok=True)
         written = {SINGLE_FILE}
     else:
         names = [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
-        for name, shard in zip(names, shards):  # one at a time: at most one shard more on disk than before
-            write_atomically(out / name, lambda p, s=shard: save_file(s, str(p), metadata=meta))
+        for name, shard in zip(names, shards):  # one at a time: at most one shard more on disk (and host) at once
+            write_atomically(out / name, lambda p, s=shard: save_file(_on_host(s), str(p), metadata=meta))
         weight_map = {tensor: name for name, shard in zip(names, shards) for tensor in shard}
         total = sum(t.numel() * t.element_size() for t in tensors.values())
         _write_json(out / INDEX_FILE, {"metadata": {"total_size": total, SAVE_KEY: save}, "weight_map": weight_map})
@@ -648,6 +649,11 @@ def save_model(model: DiffusionGemma, path: str | os.PathLike, max_shard_bytes: 
                 if (Path(model.source) / name).is_file():
                     data = (Path(model.source) / name).read_bytes()
                     write_atomically(out / name, lambda p, data=data: p.write_bytes(data))
+
+
+def _on_host(shard: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A shard's tensors in host memory, as safetensors writes them (a GPU model's whole weights never are)."""
+    return {name: tensor.contiguous().cpu() for name, tensor in shard.items()}
 
 
 # What a checkpoint's own tokenizer.json comes with (transformers' AutoTokenizer and processors read them)

@@ -231,13 +231,15 @@ class Experts(nn.Module):
         token_of = order // k
         counts = torch.bincount(flat, minlength=self.gate_up_proj.shape[0])
         # Only experts that received tokens are run (matters for few tokens and many experts, e.g. AR decoding).
-        active = torch.nonzero(counts).squeeze(1)
+        # The shapes below depend on the counts: one copy to the host, not one wait per use.
+        counts_host = counts.cpu()
+        active = torch.nonzero(counts_host).squeeze(1).to(counts.device)
         slot_of_expert = torch.full_like(counts, -1)
         slot_of_expert[active] = torch.arange(active.numel(), device=counts.device)
         group = slot_of_expert[expert_of]
         starts = torch.cumsum(counts, 0) - counts
         row = torch.arange(flat.numel(), device=flat.device) - starts[expert_of]
-        capacity = int(counts.max())
+        capacity = int(counts_host.max())
 
         grouped = x.new_zeros(active.numel(), capacity, x.shape[-1])
         grouped[group, row] = x[token_of]
@@ -247,7 +249,12 @@ class Experts(nn.Module):
         gate, up = torch.bmm(grouped, gate_up.transpose(1, 2)).chunk(2, dim=-1)
         y = torch.bmm(self.act(gate) * up, down.transpose(1, 2))[group, row]
         y = (y * weights.reshape(-1)[order, None]).to(x.dtype)
-        return x.new_zeros(tokens, x.shape[-1]).index_add_(0, token_of, y)
+        # Back in (token, expert slot) order and summed per token: on CUDA, index_add_ adds in whatever order its
+        # atomics land, so the same seed could sample differently from run to run. (For top-2 routing the sum is
+        # the same as index_add_'s on the CPU: two terms add alike in either order.)
+        routed = torch.empty_like(y)
+        routed[order] = y
+        return routed.view(tokens, k, x.shape[-1]).sum(1)
 
 
 class Layer(nn.Module):
@@ -322,11 +329,12 @@ class Rotary:
         table = self.tables.get(key)
         if table is None or table[0].shape[0] < start + length:
             size = max(2 * (start + length), 512)
-            freqs = torch.arange(size, device=device).float()[:, None] * self.inv_freq[kind].to(device)
-            emb = torch.cat((freqs, freqs), dim=-1)
-            sin = emb.sin()
-            signed_sin = torch.cat((-sin[:, : sin.shape[1] // 2], sin[:, sin.shape[1] // 2:]), dim=-1)
-            table = (emb.cos().to(dtype), signed_sin.to(dtype))
+            with torch.inference_mode(False):  # kept for later passes, which may train (as `_scalar`'s)
+                freqs = torch.arange(size, device=device).float()[:, None] * self.inv_freq[kind].to(device)
+                emb = torch.cat((freqs, freqs), dim=-1)
+                sin = emb.sin()
+                signed_sin = torch.cat((-sin[:, : sin.shape[1] // 2], sin[:, sin.shape[1] // 2:]), dim=-1)
+                table = (emb.cos().to(dtype), signed_sin.to(dtype))
             self.tables[key] = table
         # [T, 1, head_dim]: broadcasts over [B, T, heads, head_dim]; the sin half is sign-flipped (apply_rope)
         return table[0][start:start + length, None], table[1][start:start + length, None]

@@ -235,6 +235,7 @@ class Pins(Guidance):
         return self.mask.to(device), self.values.to(device)
 
     def select(self, rows: Tensor) -> "Pins":
+        rows = rows.to(self.mask.device)  # the sampler's rows live on the model's device, the pins may not
         return Pins(self.mask[rows], self.values[rows])
 
 
@@ -428,7 +429,7 @@ def denoise_canvas(model: DiffusionGemma, cache: KVCache, config: SamplingConfig
     out_argmax, out_passes, out_solved = r.argmax.clone(), r.passes.clone(), r.solved.clone()
     for remaining in range(config.max_denoising_steps, 0, -1):
         r.passes += ~(r.finished | r.skip)
-        logits = model.denoise(r.canvas, r.cache, r.sc_logits) / config.temperature(remaining).to(device)
+        logits = model.denoise(r.canvas, r.cache, r.sc_logits) / config.temperature(remaining)  # 0-dim: no copy
         logits, sample, entropy, accepted = _sample_and_accept(logits, r, config, generator)
         accepted, rejected = _reject_violations(r.guidance, sample, r.canvas, accepted)
         new_canvas = torch.where(accepted, sample, _randint(vocab, r.canvas.shape, device, generator))
@@ -466,6 +467,7 @@ def _first_rows(b: int, length: int, vocab: int, device: torch.device, cache: KV
     settled = torch.zeros(b, length, dtype=torch.bool, device=device)
     pins = guidance.pinned(b, device) if guidance is not None else None
     if pins is not None:
+        _check_pins(pins, (b, length), vocab)
         canvas = torch.where(pins[0], pins[1], canvas)
         settled = pins[0].clone()
     no = torch.zeros(b, dtype=torch.bool, device=device)
@@ -474,6 +476,37 @@ def _first_rows(b: int, length: int, vocab: int, device: torch.device, cache: KV
     return _Rows(torch.arange(b, device=device), canvas, canvas, settled, no, no.clone(),
                  no.clone() if skip is None else skip, torch.zeros(b, dtype=torch.int64, device=device), cache, pins,
                  guidance, stopper)
+
+
+def _multinomial(probs: Tensor, generator: torch.Generator | None) -> Tensor:
+    """One draw per row of `probs` [N, V]; FloatingPointError for NaN or infinite values. On the CPU torch
+    refuses them inside the draw, so they are looked for only once a draw has failed (no pass pays for it); on a
+    GPU the draw's own check is a device-side assert that leaves the process unable to use the device, so the
+    values are checked first."""
+    if probs.device.type != "cpu" and not bool(probs.isfinite().all()):
+        raise _non_finite()
+    try:
+        return torch.multinomial(probs, 1, generator=generator).squeeze(1)
+    except RuntimeError as exc:
+        if bool(probs.isfinite().all()):
+            raise
+        raise _non_finite() from exc
+
+
+def _non_finite() -> FloatingPointError:
+    return FloatingPointError("the model's output holds NaN or infinite values: its weights may be damaged "
+                              "(download or save the checkpoint again), or overflow in this dtype")
+
+
+def _check_pins(pins: tuple[Tensor, Tensor], shape: tuple[int, int], vocab: int) -> None:
+    """Refuse pins of another shape, or pinned ids outside the vocabulary (on a GPU the model's embedding lookup
+    would fail with a device-side assert that leaves the process unable to use the device)."""
+    mask, values = pins
+    if tuple(mask.shape) != shape or tuple(values.shape) != shape:
+        raise ValueError(f"the guidance pins [{', '.join(map(str, mask.shape))}] tokens; the canvases are "
+                         f"[{shape[0]}, {shape[1]}]")
+    if mask.any() and not bool(((values >= 0) & (values < vocab))[mask].all()):
+        raise ValueError(f"the guidance pins token ids outside the model's vocabulary (0 to {vocab - 1})")
 
 
 def _sample_and_accept(logits: Tensor, r: _Rows, config: SamplingConfig,
@@ -492,13 +525,7 @@ def _sample_and_accept(logits: Tensor, r: _Rows, config: SamplingConfig,
             allowed = allowed | ~allowed.any(-1, keepdim=True)
             logits = logits.masked_fill(~allowed, float("-inf"))
     probs = torch.softmax(logits, dim=-1, dtype=torch.float32)
-    try:
-        sample = torch.multinomial(probs.view(-1, vocab), 1, generator=generator).view(rows, length)
-    except RuntimeError as exc:  # checked only once a draw has failed: no pass pays for it
-        if bool(probs.isfinite().all()):
-            raise
-        raise FloatingPointError("the model's output holds NaN or infinite values: its weights may be damaged "
-                                 "(download or save the checkpoint again), or overflow in this dtype") from exc
+    sample = _multinomial(probs.view(-1, vocab), generator).view(rows, length)
     entropy = ranked = token_entropy(logits)  # once per pass: it reads every [R, L, V] logit
     if r.guidance is not None:
         order = r.guidance.settleable(r.canvas, r.settled)
@@ -540,7 +567,7 @@ def _check_guidance(guidance: Guidance, config: SamplingConfig, device: torch.de
                     vocab: int) -> None:
     """Refuse hooks made for another device or canvas, or that need kept tokens the config does not keep."""
     made_for = guidance.device
-    if made_for is not None and (made_for.type, made_for.index or 0) != (device.type, device.index or 0):
+    if made_for is not None and not same_device(made_for, device):
         raise ValueError(f"the constraints were compiled for {made_for}, the model is on {device}: "
                          "compile them with device=model.device")
     declared = guidance.canvas_shape
@@ -649,9 +676,18 @@ def _checked_arguments(model: DiffusionGemma, prompt_ids: Tensor | None, config:
     if adds_nothing and (prompt_ids.dtype != torch.long or prompt_ids.shape[0] != cache.batch_size):
         raise ValueError(f"prompt_ids: an empty prompt beside a cache must be int64 [{cache.batch_size}, 0], the "
                          f"cache's rows, got {prompt_ids.dtype} {list(prompt_ids.shape)}")
+    for name, tensor in (("prompt_ids", prompt_ids), ("attention_mask", attention_mask)):
+        if isinstance(tensor, Tensor) and not same_device(tensor.device, model.device):
+            raise ValueError(f"{name} is on {tensor.device}, the model on {model.device}: move it there with "
+                             f"{name}.to(model.device)")
     if prompt_ids is not None and not adds_nothing:
         check_token_ids(prompt_ids, "prompt_ids", cache, model.config.vocab_size)
     return config
+
+
+def same_device(a: torch.device, b: torch.device) -> bool:
+    """Whether two devices are one ('cuda' is 'cuda:0' unless another GPU is made current)."""
+    return (a.type, a.index or 0) == (b.type, b.index or 0)
 
 
 def _pad_after_eos(canvas: Tensor, done: Tensor, eos: Tensor | None, pad: int) -> Tensor:
@@ -684,7 +720,7 @@ def generate_autoregressive(model: DiffusionGemma, prompt_ids: Tensor, max_new_t
     for _ in range(max_new_tokens):
         last = logits[:, -1]
         if temperature > 0:
-            token = torch.multinomial(torch.softmax(last / temperature, -1), 1, generator=generator).squeeze(1)
+            token = _multinomial(torch.softmax(last / temperature, -1, dtype=torch.float32), generator)
         else:
             token = last.argmax(-1)
         out.append(token)

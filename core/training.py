@@ -85,7 +85,8 @@ class TrainConfig:
                       min_lr_ratio=lambda v, n: arguments.number(v, n, 0, 1),
                       self_conditioning_prob=lambda v, n: arguments.number(v, n, 0, 1),
                       eps=lambda v, n: arguments.number(v, n, 0, 1, above_low=True),
-                      time_budget_s=lambda v, n: None if v is None else arguments.positive(v, n))
+                      time_budget_s=lambda v, n: None if v is None else arguments.positive(v, n),
+                      device=lambda v, n: str(v))  # a torch.device as its name: the state file records it as text
         for name, check in checks.items():
             setattr(self, name, check(getattr(self, name), name))
 
@@ -129,10 +130,10 @@ def diffusion_loss(model: DiffusionGemma, batch: Batch, generator: torch.Generat
     canvas_loss = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100)
     with torch.no_grad():
         predicted = logits.argmax(-1)
-        blank_acc = ((predicted == target) & corrupt).sum() / corrupt.sum().clamp(min=1)
+        noised_acc = ((predicted == target) & corrupt).sum() / corrupt.sum().clamp(min=1)
     loss = canvas_loss + ar_weight * ar_loss
     return loss, {"loss": loss.item(), "canvas_loss": canvas_loss.item(), "ar_loss": ar_loss.item(),
-                  "noised_acc": blank_acc.item()}
+                  "noised_acc": noised_acc.item()}
 
 
 def lr_at(step: int, cfg: TrainConfig, elapsed_s: float = 0.0, warmup_end_s: float = 0.0) -> float:
@@ -153,7 +154,7 @@ def step_generators(seed: int, step: int, device: torch.device) -> tuple[torch.G
     """(data, noise) generators of one training step, from the run's seed and the step alone (so a resumed run
     draws what an unbroken one would). Separate streams: with one seed for both, a CPU run drew the same numbers
     for the batch and its noise (which examples showed a condition matched which canvas positions were noised)."""
-    step_seed = seed * 1_000_003 + step
+    step_seed = (seed * 1_000_003 + step) % 2**64  # what manual_seed takes (the same number below 2**64)
     return (torch.Generator().manual_seed(step_seed),
             torch.Generator(device=device).manual_seed(step_seed ^ 0x9E3779B97F4A7C15))
 

@@ -407,7 +407,7 @@ def _write_model_card(path: Path, options: TrainOptions, module, cfg, summary: d
     data_card = data_card or getattr(module, "DATA_CARD", f"Generated on the fly by the task module "
                                      f"(`{module.__name__}`); each step's batch is drawn from a seeded generator. "
                                      "No external data.")
-    hardware = torch.cuda.get_device_name() if cfg.device.startswith("cuda") else \
+    hardware = torch.cuda.get_device_name(cfg.device) if cfg.device.startswith("cuda") else \
         f"{cpu_name()} CPU, {plural(torch.get_num_threads(), 'thread')}"
     lines = [
         f"# diffsolve {task} model", "",
@@ -417,8 +417,8 @@ def _write_model_card(path: Path, options: TrainOptions, module, cfg, summary: d
            + (f", grown {deepen}x deeper (`--deepen`)." if deepen > 1 else ".")),
         "", "## Data", "", data_card, "",
         "## Recipe", "",
-        "DiffusionGemma objective: t ~ U(1e-3, 1) per example, canvas tokens replaced by uniform-random tokens "
-        "with probability t, cross-entropy over the canvas"
+        f"DiffusionGemma objective: t ~ U({cfg.eps:g}, 1) per example, canvas tokens replaced by uniform-random "
+        "tokens with probability t, cross-entropy over the canvas"
         + (f" + {cfg.ar_weight} x encoder next-token loss" if cfg.ar_weight else " (no encoder next-token loss)")
         + ", self-conditioning "
         f"two-pass with p = {cfg.self_conditioning_prob}. AdamW (betas 0.9/0.95, wd {cfg.weight_decay}), "

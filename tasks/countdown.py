@@ -9,8 +9,8 @@ which no step leaves a good pair is found dead as soon as its step begins. Dead 
 canvas of the instance learns them and never again takes a step into one. The first faulty token and
 everything settled after it are re-noised; a dead end cuts back to the step that led into it (further on
 repeats). The steps open to each pool are enumerated once (every prefix with the characters that may follow
-it), so reading a prefix is a walk through dictionaries. Verification replays the steps with sympy's exact
-integers.
+it), so reading a prefix is a walk through dictionaries. A canvas is verified when its steps replay exactly
+(`_solved`); the solver checks each answer again, independently, with sympy's exact integers (`verify_steps`).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..core import Guidance
+from ..core import Guidance, check_device
 from ..core.sampler import any_sibling
 from .graph_data import CHAR_ID, CHARACTERS, EOS, MAX_COUNTDOWN_NUMBERS, OPERATORS, PAD, VOCAB, apply
 
@@ -168,12 +168,20 @@ def pool_after(numbers: tuple[int, ...], target: int, text: str) -> tuple[int, .
     return pool if text.endswith(",") and valid == len(text) else None
 
 
-def _step(pool: Counter, step: str) -> int | None:
-    """Apply one complete step to `pool` (in place); None when it is not a legal exact step."""
+def _step_parts(step: str) -> tuple[str, str, str, str] | None:
+    """(a, op, b, c) of the text 'a op b = c', or None when it is not one ("07" is not how a number is written)."""
     match = STEP.fullmatch(step)
     if not match or any(len(x) > 1 and x[0] == "0" for x in (match[1], match[3], match[4])):
         return None
-    a, op, b, c = int(match[1]), match[2], int(match[3]), int(match[4])
+    return match[1], match[2], match[3], match[4]
+
+
+def _step(pool: Counter, step: str) -> int | None:
+    """Apply one complete step to `pool` (in place); None when it is not a legal exact step."""
+    parts = _step_parts(step)
+    if parts is None:
+        return None
+    a, op, b, c = int(parts[0]), parts[1], int(parts[2]), int(parts[3])
     pool[a] -= 1
     pool[b] -= 1
     if pool[a] < 0 or pool[b] < 0 or apply(a, op, b) != c:
@@ -197,11 +205,11 @@ def verify_steps(numbers: list[int], target: int, steps: str) -> bool:
     value = None
     parts = steps.split(",") if steps else []
     for part in parts:
-        match = STEP.fullmatch(part)
-        if not match or any(len(x) > 1 and x[0] == "0" for x in (match[1], match[3], match[4])):
-            return False  # "07" is not how a number is written
-        a, b, c = (sympy.Integer(match[i]) for i in (1, 3, 4))
-        exact = {"+": a + b, "-": a - b, "*": a * b, "/": a / b if b != 0 else sympy.zoo}[match[2]]
+        step = _step_parts(part)
+        if step is None:
+            return False
+        a, b, c = (sympy.Integer(step[i]) for i in (0, 2, 3))
+        exact = {"+": a + b, "-": a - b, "*": a * b, "/": a / b if b != 0 else sympy.zoo}[step[1]]
         if exact != c or not (exact.is_integer and exact >= 0):
             return False
         for x in (int(a), int(b)):
@@ -286,7 +294,7 @@ class CountdownGuidance(Guidance):
     def __init__(self, instances: list[tuple[list[int], int]], device: str | torch.device = "cpu", seed: int = 0):
         self.instances = [(tuple(numbers), target) for numbers, target in instances]
         self.rows = torch.arange(len(instances))
-        self.device = torch.device(device)
+        self.device = check_device(device)
         self.rng = np.random.default_rng(seed)
         self.static = torch.zeros(VOCAB, dtype=torch.bool, device=self.device)
         self.static[[*CHAR_IDS.tolist(), EOS, PAD]] = True

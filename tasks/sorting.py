@@ -33,8 +33,8 @@ def model_config() -> ModelConfig:
 
 def encode_prompt(digits: Tensor) -> Tensor:
     """[B, 16] digit values -> prompt ids [B, 17] (BOS + digits)."""
-    ids = torch.tensor(DIGIT_IDS)[digits]
-    return torch.cat((torch.full((digits.shape[0], 1), BOS), ids), dim=1)
+    ids = torch.tensor(DIGIT_IDS, device=digits.device)[digits]
+    return torch.cat((torch.full((digits.shape[0], 1), BOS, device=digits.device), ids), dim=1)
 
 
 def decode(canvas: Tensor) -> list[str]:

@@ -80,9 +80,10 @@ def constraints(puzzle_values: Tensor, device: str | torch.device = "cpu", dead_
     b = puzzle_values.shape[0]
     cm = ConstraintModel(CELLS, TOKENIZER.get_vocab_size(), batch_size=b)
     cm.allow(range(CELLS), DIGIT_IDS)
+    value_to_id = VALUE_TO_ID.to(puzzle_values.device)
     for row in range(b):
         cells = torch.nonzero(puzzle_values[row]).squeeze(1)
-        cm.pin(cells.tolist(), VALUE_TO_ID[puzzle_values[row, cells]].tolist(), row=row)
+        cm.pin(cells.tolist(), value_to_id[puzzle_values[row, cells]].tolist(), row=row)
     for unit in UNITS:
         cm.all_different(unit, DIGIT_IDS, exact=True)
     return cm.compile(device, dead_end=dead_end)
@@ -90,7 +91,7 @@ def constraints(puzzle_values: Tensor, device: str | torch.device = "cpu", dead_
 
 def pins_only(puzzle_values: Tensor, device: str | torch.device = "cpu") -> Pins:
     """Only the clues, pinned: the 'model only' baseline (no masks, no re-noising, no verifier)."""
-    return Pins((puzzle_values > 0).to(device), VALUE_TO_ID[puzzle_values].to(device))
+    return Pins((puzzle_values > 0).to(device), VALUE_TO_ID.to(puzzle_values.device)[puzzle_values].to(device))
 
 
 # ------------------------------------------------------------------------------------------ training data

@@ -276,6 +276,26 @@ def test_repeating_key_value_heads_computes_the_same_attention():
     assert torch.allclose(by_hand @ v.repeat_interleave(4, 1), grouped, atol=1e-5)
 
 
+def test_many_tokens_routed_to_several_experts_each_sum_as_every_expert_would():
+    """The grouped path (300 tokens x 16 experts, top 4) gives the dense form's result: each token's routed outputs
+    are put back in slot order and summed per token (no index_add_, whose CUDA atomics add in any order)."""
+    from diffsolve.core.model import DENSE_MOE_LIMIT, Experts
+
+    cfg = ModelConfig(vocab_size=16, hidden_size=8, intermediate_size=8, num_layers=1, num_heads=1, num_kv_heads=1,
+                      head_dim=8, num_experts=16, top_k_experts=4, moe_intermediate_size=4, canvas_length=4)
+    experts = Experts(cfg)
+    g = torch.Generator().manual_seed(7)
+    tokens = 300
+    assert tokens * 16 > DENSE_MOE_LIMIT  # the grouped path
+    with torch.no_grad():
+        for p in experts.parameters():
+            p.copy_(torch.randn(p.shape, generator=g))
+        x = torch.randn(tokens, 8, generator=g)
+        index = torch.stack([torch.randperm(16, generator=g)[:4] for _ in range(tokens)])
+        weights = torch.rand(tokens, 4, generator=g)
+        assert torch.allclose(experts(x, weights, index), experts._dense(x, weights, index), atol=1e-5)
+
+
 def test_a_few_tokens_of_many_experts_compute_what_every_expert_would(monkeypatch):
     """One token routed to 2 of 32 experts (as in autoregressive decoding with the 26B's 128) runs only those two
     (the dense form, which reads every expert, is not called); the result is the dense form's."""

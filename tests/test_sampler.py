@@ -383,3 +383,40 @@ def test_a_canvas_is_stable_once_its_argmax_repeats_on_as_many_passes_as_the_thr
     assert not any(bool(huge(a, calm)) for _ in range(5)) and huge.last.numel() == 2
     with pytest.raises(ValueError, match="stability_threshold counts passes"):
         SamplingConfig(stability_threshold=2**40)
+
+
+def test_inputs_on_another_device_than_the_model_are_named(model):
+    """A prompt or attention mask left on another device is refused with its name (not torch's "Expected all
+    tensors to be on the same device" from inside the embedding); the meta device stands in for a GPU here."""
+    with pytest.raises(ValueError, match="prompt_ids is on meta, the model on cpu"):
+        generate(model, prompt().to("meta"))
+    with pytest.raises(ValueError, match="attention_mask is on meta"):
+        generate(model, prompt(), attention_mask=torch.ones(3, 6, dtype=torch.long, device="meta"))
+
+
+def test_pins_outside_the_vocabulary_or_of_another_shape_are_refused_before_sampling(model):
+    """On a GPU an out-of-range pinned id would reach the embedding as a device-side assert that poisons the
+    process; it is refused up front, as are pins for another canvas."""
+    from diffsolve.core import Pins
+
+    mask = torch.zeros(3, LENGTH, dtype=torch.bool)
+    mask[:, 2] = True
+    values = torch.full((3, LENGTH), VOCAB)  # unpinned positions may hold anything
+    values[:, 2] = 5
+    generate(model, prompt(), guidance=Pins(mask, values))  # in range where pinned
+    values[1, 2] = VOCAB
+    with pytest.raises(ValueError, match=f"outside the model's vocabulary \\(0 to {VOCAB - 1}\\)"):
+        generate(model, prompt(), guidance=Pins(mask, values))
+    with pytest.raises(ValueError, match=f"pins \\[3, {LENGTH - 1}\\] tokens; the canvases are \\[3, {LENGTH}\\]"):
+        generate(model, prompt(), guidance=Pins(mask[:, 1:], values[:, 1:]))
+
+
+def test_tables_made_under_inference_mode_serve_training_afterwards(model):
+    """The rotary tables are cached on first use; made under torch.inference_mode they were inference tensors,
+    and a later training pass failed ("Inference tensors cannot be saved for backward")."""
+    fresh = new_model(model.config, seed=1)
+    p, c = prompt(), torch.randint(0, VOCAB, (3, LENGTH))
+    with torch.inference_mode():
+        fresh.denoise(c, fresh.encode(p))
+    fresh.denoise(c, fresh.encode(p)).float().sum().backward()
+    assert fresh.embed_tokens.weight.grad is not None and bool(fresh.embed_tokens.weight.grad.abs().sum() > 0)

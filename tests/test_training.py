@@ -13,7 +13,8 @@ import torch
 from diffsolve.core import ModelConfig, load_model, new_model
 from diffsolve.core.provenance import source_description
 from diffsolve.core.training import (Batch, ResumeError, TrainConfig, TrainingDiverged, TrainingInterrupted,
-                                     diffusion_loss, find_checkpoint, lr_at, step_generators, train)
+                                     diffusion_loss, find_checkpoint, lr_at, make_optimizer, step_generators,
+                                     train)
 
 CFG = ModelConfig(vocab_size=16, hidden_size=32, intermediate_size=48, num_layers=2, num_heads=2, num_kv_heads=1,
                   head_dim=16, num_experts=4, top_k_experts=2, moe_intermediate_size=16,
@@ -147,6 +148,22 @@ def test_a_steps_data_and_noise_come_from_separate_streams():
     first = torch.rand(64, generator=data)
     assert not torch.equal(first, torch.rand(64, generator=noise))  # they were equal: one seed for both
     assert torch.equal(first, torch.rand(64, generator=again))  # a step's draws depend on the seed and step alone
+
+
+def test_the_largest_seeds_give_step_streams_and_a_device_may_be_a_torch_device():
+    """seed * 1,000,003 + step passed 2**64 for seeds above about 1.8e13 (the CLI takes up to 2**63 - 1), which
+    manual_seed refuses; below 2**64 the streams are as before. TrainConfig takes torch.device('cpu') as 'cpu' (the
+    optimizer read it as text, and the state file records it as JSON)."""
+    big = 2**63 - 1
+    data, _ = step_generators(big, 3, torch.device("cpu"))
+    same, _ = step_generators(big, 3 + 2**64, torch.device("cpu"))  # the same number modulo 2**64
+    assert torch.equal(torch.rand(8, generator=data), torch.rand(8, generator=same))
+    small, _ = step_generators(5, 3, torch.device("cpu"))
+    assert torch.equal(torch.rand(8, generator=small),
+                       torch.rand(8, generator=torch.Generator().manual_seed(5 * 1_000_003 + 3)))
+    cfg = TrainConfig(device=torch.device("cpu"))
+    assert cfg.device == "cpu" and json.dumps(cfg.device) == '"cpu"'
+    make_optimizer(new_model(CFG), cfg)  # read the device as text
 
 
 def test_an_extended_run_records_each_schedule_once_and_reads_checkpoints_from_before_plans(tmp_path):
