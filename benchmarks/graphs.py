@@ -35,7 +35,8 @@ from diffsolve.solvers.graphs import TABU_MOVES, TABU_MOVES_PER_CHOICE
 from diffsolve.solvers.checkpoints import default_checkpoint
 from diffsolve.tasks import countdown
 from diffsolve.tasks.graph_data import MAX_NODES
-from diffsolve.tasks.graphs import GraphError, peel_low_degree, read_graph
+from diffsolve.tasks.graph_files import read_graph
+from diffsolve.tasks.graphs import GraphError, peel_low_degree
 from reporting import (ROOT, THREADS_HELP, add_out_argument, count, names, provenance_records, pyplot, relative,
                        same_settings, save_figure, write_results)
 

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from ..core import arguments, check_device
-from ..core.sampler import Guidance, any_sibling
+from ..core.guidance import Guidance, any_sibling
 
 
 def tabu_tenure(conflicting: Tensor, generator: torch.Generator | None) -> Tensor:

@@ -1,17 +1,17 @@
 """The engine: DiffusionGemma text model, checkpoint I/O, sampler, training objective."""
 
 from . import arguments
-from .checkpoint import (CheckpointError, CheckpointHeader, check_device, files_digest, load_model, new_model,
-                         read_header, resolve_checkpoint, save_model, weights_digest, write_atomically)
+from .checkpoint import (CheckpointError, CheckpointHeader, check_device, load_model, new_model, read_header,
+                         resolve_checkpoint, save_model, weights_digest)
 from .config import ConfigError, LayerSpec, ModelConfig
 from .ctrl_c import CtrlC, quiet_worker
+from .files import files_digest, write_atomically
+from .guidance import Guidance, Pins
 from .model import DiffusionGemma, KVCache
 from .progress import progress_bar
 from .sampler import (
     FinishClock,
     GenerationOutput,
-    Guidance,
-    Pins,
     SamplingConfig,
     StepCallback,
     StepInfo,

@@ -8,14 +8,11 @@ here load in transformers and give the same logits; files written by transformer
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
 import re
 import secrets
-import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -26,6 +23,7 @@ from safetensors.torch import save_file
 
 from . import arguments
 from .config import ConfigError, ModelConfig
+from .files import files_digest, write_atomically
 from .model import DiffusionGemma
 
 if TYPE_CHECKING:
@@ -303,17 +301,6 @@ def _shard_files(directory: Path) -> list[Path]:
 def _pickle_weights(directory: Path) -> list[str]:
     """The names of the pickle weight files in `directory` (pytorch_model.bin, *.pt): named in errors, never read."""
     return sorted(path.name for pattern in ("*.bin", "*.pt") for path in directory.glob(pattern))
-
-
-def files_digest(paths: list[Path]) -> str:
-    """'sha256:' and the first 16 hex digits of the SHA-256 of the files' contents, in order: the same data under
-    another name or place."""
-    digest = hashlib.sha256()
-    for path in paths:
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                digest.update(chunk)
-    return "sha256:" + digest.hexdigest()[:16]
 
 
 def weights_digest(path_or_id: str | os.PathLike) -> str:
@@ -675,29 +662,6 @@ def _write_json(path: Path, data: dict) -> None:
     write_atomically(path, lambda p: p.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n"))
 
 
-def write_atomically(path: Path, write: Callable[[Path], object], follow_links: bool = False) -> None:
-    """`write(tmp)` to a fresh temporary name beside `path` (its suffix kept, for writers that go by it), renamed
-    over `path` only when complete: never a half-written file at `path`, no other file touched, and no temporary
-    file left behind (a full disk, Ctrl-C). A symbolic link is replaced, or with `follow_links` (a user's output
-    file) its target is; what exists and is not a regular file (/dev/stdout, a pipe) is written directly.
-    Checkpoints replace links: in the Hugging Face cache a snapshot's files link to blobs other revisions share."""
-    path = Path(path)
-    if path.exists() and not path.is_file():  # follows links
-        write(path)
-        return
-    target = Path(os.path.realpath(path)) if follow_links else path
-    handle, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.stem}.", suffix=target.suffix)
-    os.close(handle)
-    tmp = Path(name)
-    try:
-        write(tmp)
-        _give_usual_mode(tmp, target)
-        tmp.replace(target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def _weight_files(directory: Path) -> set[str]:
     """The weight files a checkpoint folder holds now: the single file and the shards its index names."""
     names = {SINGLE_FILE} if (directory / SINGLE_FILE).is_file() else set()
@@ -706,14 +670,3 @@ def _weight_files(directory: Path) -> set[str]:
     except (CheckpointError, KeyError, TypeError, AttributeError):  # no index, or not one we can read
         pass
     return {name for name in names if isinstance(name, str) and Path(name).name == name}
-
-
-def _give_usual_mode(tmp: Path, path: Path) -> None:
-    """Writers such as mkstemp and safetensors make files 0600: give the replacement the mode `path` has, or a
-    new file's (0666 less the umask), so that a shared folder can read what was written."""
-    umask = os.umask(0o022)
-    os.umask(umask)
-    try:
-        tmp.chmod(path.stat().st_mode & 0o777 if path.exists() else 0o666 & ~umask)
-    except OSError:  # a file system without modes: the content matters more
-        pass

@@ -30,7 +30,8 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from . import arguments
-from .checkpoint import CheckpointError, check_device, load_model, save_model, write_atomically
+from .checkpoint import CheckpointError, check_device, load_model, save_model
+from .files import write_atomically
 from .config import ModelConfig
 from .ctrl_c import CtrlC
 from .model import DiffusionGemma

@@ -7,7 +7,8 @@ import errno
 import os
 import sys
 
-from . import demo_cli, sudoku_cli, molecule_cli, train_cli, graph_cli  # noqa: F401  (they register the commands)
+# they register the commands, in the order --help lists them
+from . import demo_cli, sudoku_cli, molecule_cli, train_cli, graph_cli, countdown_cli  # noqa: F401
 from .cli_common import CANNOT_WRITE, app, error
 
 

@@ -12,7 +12,8 @@ from torch import Tensor
 
 from ..core import DiffusionGemma, SamplingConfig, StepCallback, arguments
 from ..tasks import sudoku
-from ..tasks.sudoku_data import PuzzleFormatError, conflicts, format_grid, is_valid_solution, parse_puzzles
+from ..tasks.sudoku_data import conflicts, is_valid_solution
+from ..tasks.sudoku_files import PuzzleFormatError, format_grid, parse_puzzles
 from ..tasks.text import plural, split_lines
 from .base import UNFINISHED, DiffusionSolver, unsolved
 

@@ -51,7 +51,7 @@ def sudoku(
     """Solve every Sudoku in the FILEs. Only verified grids are printed as solutions.
 
     Exit status: 0 all solved, 1 some unsolved or unreadable, 2 nothing usable."""
-    from ..tasks.sudoku_data import PuzzleFormatError, format_grid
+    from ..tasks.sudoku_files import PuzzleFormatError, format_grid
     from .sudoku import SudokuResult, SudokuSolver
 
     format = choice(format, "--format", ("text", "line", "json"))
@@ -118,7 +118,7 @@ def sudoku(
 def _read_puzzle_files(files: list[str]) -> tuple[list, list[str]]:
     """Every entry of every file, in order (a puzzle, or a PuzzleFormatError in the place of one that cannot be
     used), and the file each came from. Errors and warnings are said on stderr as they are read."""
-    from ..tasks.sudoku_data import PuzzleFormatError, parse_puzzles
+    from ..tasks.sudoku_files import PuzzleFormatError, parse_puzzles
 
     entries, names = [], []
     for file in files:

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from ..core import Guidance, check_device
-from ..core.sampler import any_sibling
+from ..core.guidance import any_sibling
 from .graph_data import CHAR_ID, CHARACTERS, EOS, MAX_COUNTDOWN_NUMBERS, OPERATORS, PAD, VOCAB, apply
 
 END = "$"  # EOS in prefix strings

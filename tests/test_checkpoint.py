@@ -382,7 +382,7 @@ def test_json_nested_too_deeply_is_a_checkpoint_error(saved, name):
 
 
 def test_atomic_writes_replace_a_link_or_with_follow_links_its_target(tmp_path):
-    from diffsolve.core.checkpoint import write_atomically
+    from diffsolve.core import write_atomically
 
     blob, link = tmp_path / "blob.json", tmp_path / "config.json"
     blob.write_text("shared")
@@ -399,7 +399,7 @@ def test_atomic_writes_replace_a_link_or_with_follow_links_its_target(tmp_path):
 
 
 def test_a_failed_write_leaves_no_temporary_file(tmp_path):
-    from diffsolve.core.checkpoint import write_atomically
+    from diffsolve.core import write_atomically
 
     def fail(tmp):
         tmp.write_text("half")

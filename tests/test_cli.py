@@ -22,7 +22,8 @@ from diffsolve.core import CheckpointError, CtrlC, FinishClock, StepInfo, quiet_
 from diffsolve.solvers.checkpoints import default_checkpoint
 from diffsolve.solvers.cli import app
 from diffsolve.solvers.cli_common import InOrder, write_output
-from diffsolve.tasks.graphs import GraphError, read_graph
+from diffsolve.tasks.graph_files import read_graph
+from diffsolve.tasks.graphs import GraphError
 
 PETERSEN = "examples/petersen.col"
 SUDOKU = "examples/sudoku.txt"

@@ -25,8 +25,9 @@ from diffsolve.solvers.checkpoints import default_checkpoint
 from diffsolve.solvers.cli import app
 from diffsolve.tasks import countdown
 from diffsolve.tasks import graph_data as data
+from diffsolve.tasks.graph_files import read_graph
 from diffsolve.tasks.graphs import (GraphError, RouteGuidance, RouteSpec, coloring_constraints, extend_coloring,
-                                   first_proper_coloring, is_proper_coloring, peel_low_degree, read_graph, relabel,
+                                   first_proper_coloring, is_proper_coloring, peel_low_degree, relabel,
                                    route_guidance, tabu_coloring)
 
 SLOW = settings(max_examples=6, deadline=None, derandomize=True,

@@ -4,9 +4,10 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from diffsolve.tasks.sudoku_data import (
-    ParsedPuzzle, PuzzleFormatError, augment, conflicts, count_solutions, format_grid, generate_examples,
-    generate_examples_parallel, is_valid_solution, make_puzzle, parse_puzzles, random_grid, solve,
+    augment, conflicts, count_solutions, generate_examples, generate_examples_parallel, is_valid_solution, make_puzzle,
+    random_grid, solve,
 )
+from diffsolve.tasks.sudoku_files import ParsedPuzzle, PuzzleFormatError, format_grid, parse_puzzles
 
 # A classic unique puzzle and its solution.
 PUZZLE = "530070000600195000098000060800060003400803001700020006060000280000419005000080079"

@@ -18,7 +18,8 @@ from diffsolve.solvers.sudoku_cli import _solve_sudokus
 from diffsolve.solvers import BatchInterrupted, SudokuSolver
 from diffsolve.solvers.checkpoints import default_checkpoint
 from diffsolve.tasks.sudoku import SAMPLER
-from diffsolve.tasks.sudoku_data import ParsedPuzzle, format_grid, is_valid_solution, make_puzzle, random_grid
+from diffsolve.tasks.sudoku_data import is_valid_solution, make_puzzle, random_grid
+from diffsolve.tasks.sudoku_files import ParsedPuzzle, format_grid
 from interrupt import ctrl_c_when
 
 
