@@ -172,6 +172,11 @@ STATE_TENSORS = "training_state.safetensors"
 STATE_JSON = "training_state.json"
 
 
+def read_training_state(checkpoint: Path) -> dict:
+    """A checkpoint's training_state.json: its step, its TrainConfig as a dict, and what the run recorded."""
+    return json.loads((checkpoint / STATE_JSON).read_text())
+
+
 def save_training_state(directory: Path, model: DiffusionGemma, optimizer: torch.optim.Optimizer, step: int,
                         cfg: TrainConfig, extra: dict | None = None) -> None:
     """Model (HF layout) + optimizer moments as safetensors + step/config as JSON, written atomically. A write that
@@ -229,7 +234,7 @@ def load_training_state(directory: Path, model: DiffusionGemma, optimizer: torch
                     raise ResumeError(f"{directory / STATE_TENSORS}: {i}.{key} {problem}, the checkpoint is "
                                       "damaged; delete it to start the run over")
             optimizer.state[p] = {key: value.to(p.device) for key, value in state.items()}
-    return json.loads((directory / STATE_JSON).read_text())
+    return read_training_state(directory)
 
 
 class ResumeError(ValueError):
@@ -372,7 +377,7 @@ def check_resumable(checkpoint: Path, model: DiffusionGemma, cfg: TrainConfig) -
     if differ:
         raise ResumeError(f"{checkpoint} holds another model ({', '.join(differ)} differ); train into a new "
                           "directory")
-    state = json.loads((checkpoint / STATE_JSON).read_text())
+    state = read_training_state(checkpoint)
     if state["step"] > cfg.steps:  # its weights are past the schedule the card would give
         raise ResumeError(f"{checkpoint} holds a run at step {state['step']}, past steps={cfg.steps}; continue it "
                           f"with at least {state['step']} steps, or train into a new directory")
@@ -388,7 +393,7 @@ def _check_intact(checkpoint: Path) -> None:
     """ResumeError unless the checkpoint's JSON files parse and its safetensors files open (a truncated file
     does not): found before the run directory's training set is built, not as a traceback when it resumes."""
     try:
-        state = json.loads((checkpoint / STATE_JSON).read_text())
+        state = read_training_state(checkpoint)
         int(state["step"]), dict(state["config"])
         ModelConfig.from_hf_dict(json.loads((checkpoint / "config.json").read_text()))
         weights = sorted(checkpoint.glob("model*.safetensors"))  # one file, or shards
@@ -561,7 +566,7 @@ def _plans(earlier: list[list], start: int, cfg: TrainConfig) -> list[list]:
 
 def _diverged(ckpt: Path, step: int, skipped_in_a_row: int) -> TrainingDiverged:
     last = find_checkpoint(ckpt)
-    left = (f"the checkpoint at step {json.loads((last / STATE_JSON).read_text())['step']} is kept"
+    left = (f"the checkpoint at step {read_training_state(last)['step']} is kept"
             if last is not None else "no checkpoint was written")
     return TrainingDiverged(f"the gradient held inf or NaN at steps {step + 2 - skipped_in_a_row}-{step + 1}, so "
                             f"training stopped ({left}); a lower learning rate may help (in a new run directory: a "

@@ -136,7 +136,7 @@ def train(
     to stderr and out/train_log.jsonl. Exit status: 0 trained, 1 the loss diverged (inf or NaN; the last
     checkpoint is kept), 2 bad input, 74 a checkpoint could not be written (a full disk; the last one is kept),
     130 interrupted, also by SIGTERM or SIGHUP (checkpointed)."""
-    from ..core.training import STATE_JSON, ResumeError, TrainingDiverged, TrainingInterrupted
+    from ..core.training import ResumeError, TrainingDiverged, TrainingInterrupted, read_training_state
     from ..core.training import train as run_training
 
     if not out.strip():  # Path("") is the current folder: a slip of the shell would scatter a run's files there
@@ -159,7 +159,7 @@ def train(
     # read now (the file was just read whole): the file may be gone or replaced when the card is written
     data_card = None if data is None else _data_file_card(data, cfg.data, getattr(module, "DATA_CARD", ""))
     if previous is not None:
-        step = json.loads((previous / STATE_JSON).read_text())["step"]
+        step = read_training_state(previous)["step"]
         print(f"{out}: resuming from the checkpoint at step {step} of {steps}", file=sys.stderr, flush=True)
     try:
         summary = run_training(model, make_batch, cfg, out, progress=sys.stderr.isatty())

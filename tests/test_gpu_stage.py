@@ -168,3 +168,14 @@ def test_unknown_step_prints_the_usage(tmp_path):
     done = _run("train", runs=tmp_path)
     assert done.returncode == 2
     assert "scripts/gpu_stage.sh bundle" in done.stdout and "finish" in done.stdout
+
+
+def test_the_gpu_checks_pass_as_a_dry_run_on_the_cpu(tmp_path):
+    """scripts/gpu_check.py, prepared for a session lent a GPU, runs its checks on the CPU with GPU_CHECK_DEVICE=cpu
+    (from another folder, with the package linked from the working tree as on the GPU machine): all pass."""
+    env = {**os.environ, "GPU_CHECK_DEVICE": "cpu"}
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "gpu_check.py")], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert sum(line.startswith("PASS ") for line in lines) == 5 and lines[-1] == "0 failed"
