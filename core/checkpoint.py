@@ -419,6 +419,7 @@ def load_model(path_or_id: str | os.PathLike, dtype: torch.dtype | str = "auto",
         raise CheckpointError(f"{directory / 'config.json'}: sizes no model can be built with ({first_line})") \
             from None
     expected, report = _state(model), _ShardReport()
+    _check_memory(directory, expected, dtype, device)
     save = _index_save(directory) if shards[0].name != SINGLE_FILE else None
     for shard in shards:
         with _unreadable_as_checkpoint_error(shard):
@@ -435,6 +436,43 @@ def load_model(path_or_id: str | os.PathLike, dtype: torch.dtype | str = "auto",
         model.generation_config = generation_config
     model.source = directory
     return model
+
+
+def _check_memory(directory: Path, expected: dict[str, torch.Tensor], dtype: torch.dtype,
+                  device: torch.device) -> None:
+    """CheckpointError before any weight is read when they cannot fit where they go: the 26B model in bfloat16
+    takes about 50 GB, and a load that runs out of memory after minutes of reading ends in an out-of-memory
+    error from torch (a GPU) or the kernel's OOM killer (the CPU), if not in swapping."""
+    free = free_memory(device)
+    if free is None:
+        return
+    parameters = sum(tensor.numel() for tensor in expected.values())
+    needed = parameters * dtype.itemsize
+    if needed <= free:
+        return
+    smaller = [name for name, other in (("bfloat16", torch.bfloat16), ("float16", torch.float16))
+               if other.itemsize < dtype.itemsize and parameters * other.itemsize <= free]
+    hint = (f"load it in {smaller[0]} (dtype={smaller[0]!r}, CLI: --dtype {smaller[0]}), or " if smaller else "") + \
+        ("use a GPU with more free memory" if device.type == "cuda" else "use a machine with more memory or a GPU")
+    raise CheckpointError(f"{directory}: the weights take {_gigabytes(needed)} in {str(dtype).removeprefix('torch.')}"
+                          f" ({parameters:,} parameters), and {device} has {_gigabytes(free)} free: {hint}")
+
+
+def free_memory(device: torch.device) -> int | None:
+    """Bytes that `device` can still hold: a GPU's free memory, or the memory Linux says is available (without
+    swapping) for the CPU; None where that cannot be told."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo") as f:
+            fields = dict(line.split(":", 1) for line in f if ":" in line)
+        return int(fields["MemAvailable"].split()[0]) * 1024  # kB
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def _gigabytes(size: int) -> str:
+    return f"{size / 1e9:.1f} GB" if size >= 1e8 else f"{size / 1e6:.1f} MB"
 
 
 @contextlib.contextmanager

@@ -949,3 +949,26 @@ def test_an_index_naming_no_shard_and_a_hub_id_of_dots_are_refused_as_such(saved
     monkeypatch.chdir(tmp_path)
     with pytest.raises(CheckpointError, match=r"own/\.\.: no such directory, and not a hub id"):
         load_model("own/..")
+
+
+def test_weights_that_cannot_fit_are_refused_before_any_is_read(monkeypatch):
+    """A load checks the weights' size at the load dtype against what the device has free (the CPU: Linux's
+    MemAvailable) before reading a tensor, and says which smaller dtype would fit. A smaller machine is played by
+    what `free_memory` reports."""
+    from diffsolve.core import checkpoint
+
+    free = checkpoint.free_memory(torch.device("cpu"))
+    assert free is not None and 0 < free < 2**50  # read from /proc/meminfo here
+    model = load_model("models/sort-demo")  # fits: nothing changes
+    parameters = sum(t.numel() for t in checkpoint._state(model).values())
+    read = []
+    monkeypatch.setattr(checkpoint, "_read_shard", lambda *args, **kwargs: read.append(args[0]))
+    monkeypatch.setattr(checkpoint, "free_memory", lambda device: 2 * parameters + 1)  # bfloat16 fits, not float32
+    with pytest.raises(CheckpointError, match=rf"the weights take .* in float32 \({parameters:,} parameters\), and "
+                                              r"cpu has .* free: load it in bfloat16 \(dtype='bfloat16', CLI: --dtype "
+                                              r"bfloat16\), or use a machine with more memory or a GPU"):
+        load_model("models/sort-demo", dtype="float32")
+    monkeypatch.setattr(checkpoint, "free_memory", lambda device: 1000)
+    with pytest.raises(CheckpointError, match=r"and cpu has 0.0 MB free: use a machine with more memory or a GPU"):
+        load_model("models/sort-demo", dtype="bfloat16")
+    assert read == []  # refused before the first shard
