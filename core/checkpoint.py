@@ -461,8 +461,9 @@ def _check_memory(directory: Path, expected: dict[str, torch.Tensor], dtype: tor
 def free_memory(device: torch.device) -> int | None:
     """Bytes that `device` can still hold: a GPU's free memory, or the memory Linux says is available (without
     swapping) for the CPU; None where that cannot be told."""
-    if device.type == "cuda":
-        return torch.cuda.mem_get_info(device)[0]
+    if device.type == "cuda":  # what torch keeps cached but unused is free to it too (a model deleted before)
+        cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+        return torch.cuda.mem_get_info(device)[0] + cached
     try:
         with open("/proc/meminfo") as f:
             fields = dict(line.split(":", 1) for line in f if ":" in line)

@@ -153,5 +153,21 @@ def _():
     return f"{shards} shards"
 
 
+@check("free memory counts what torch keeps cached for reuse, and a load within it succeeds")
+def _():
+    from diffsolve.core import load_model
+    from diffsolve.core.checkpoint import free_memory
+
+    before = free_memory(torch.device(DEVICE))
+    if DEVICE == "cpu":
+        return f"{before / 1e9:.1f} GB available"
+    block = torch.empty(2**30, dtype=torch.uint8, device=DEVICE)  # 1 GiB into torch's cache, then freed
+    del block
+    after = free_memory(torch.device(DEVICE))
+    assert after >= before - 2**20, (before, after)
+    load_model(ROOT / "models" / "sudoku", device=DEVICE)
+    return f"{before / 1e9:.1f} GB free before, {after / 1e9:.1f} GB with a freed block in the cache"
+
+
 print(f"{len(FAILED)} failed" + (f": {', '.join(FAILED)}" if FAILED else ""), flush=True)
 sys.exit(len(FAILED))

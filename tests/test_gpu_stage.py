@@ -178,4 +178,4 @@ def test_the_gpu_checks_pass_as_a_dry_run_on_the_cpu(tmp_path):
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
     lines = done.stdout.splitlines()
-    assert sum(line.startswith("PASS ") for line in lines) == 5 and lines[-1] == "0 failed"
+    assert sum(line.startswith("PASS ") for line in lines) == 6 and lines[-1] == "0 failed"
