@@ -277,6 +277,7 @@ class CompiledConstraints(Guidance):
         # with no guess standing (restart and backtrack). One tensor, updated in place, shared by `select`ed copies.
         self.refuted = torch.zeros(model.batch, dtype=torch.bool, device=device)
         self._before: tuple[Tensor, Tensor, Tensor] | None = None  # (settled, candidates, dead) of this pass
+        self._searched = [False]  # by a generate call, this or a `select`ed copy (the list is shared): see `start`
         if self.has_groups:  # what the declarations alone rule out (a pigeonhole: five positions, four values)
             self.refuted |= self._propagate(self.pins.clamp(min=0), self.pin_mask)[1].any(-1)
 
@@ -624,6 +625,13 @@ class CompiledConstraints(Guidance):
         pins and what they force), so parallel canvases of one declared row pool them."""
         shared = any_sibling((ruled_at == 0).flatten(1), self.rows).view_as(ruled_at)
         return torch.where(shared & (ruled_at < 0), 0, ruled_at)
+
+    def start(self) -> None:
+        if self._searched[0]:
+            raise ValueError("these compiled constraints keep the state of the search that used them (its guesses, "
+                             "refuted rows and random stream): compile them again (ConstraintModel.compile) for "
+                             "each generate call")
+        self._searched[0] = True
 
     def retire(self, solved: Tensor) -> Tensor:
         """Once one canvas of a declared row is solved, its parallel siblings stop; so do all canvases of a

@@ -14,7 +14,7 @@ import os
 import re
 import secrets
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import TYPE_CHECKING
 
 import torch
@@ -111,7 +111,7 @@ def resolve_checkpoint(path_or_id: str | os.PathLike) -> Path:
         return path
     if path.exists():
         raise CheckpointError(f"{path}: expected a checkpoint directory, found a file")
-    repo_id = str(path_or_id)
+    repo_id = path_or_id if isinstance(path_or_id, str) else PurePath(path_or_id).as_posix()  # Windows: '\\'
     if (shipped := _shipped_checkpoint(repo_id)) is not None:
         return shipped
     # './name' or '../x' is a relative path, never a hub id (owners do not start with a dot)
@@ -174,7 +174,8 @@ def check_device(device: str | torch.device) -> torch.device:
     except (RuntimeError, TypeError):
         parsed = None
     if parsed is None or parsed.type not in ("cpu", "cuda"):
-        raise ValueError(f"device {device}: expected cpu, cuda or cuda:N")
+        raise ValueError(f"device {device}: expected cpu, cuda or cuda:N"
+                         + (" (Apple GPUs, mps, are not supported: use cpu)" * (str(device).startswith("mps"))))
     if parsed.type == "cpu":
         return torch.device("cpu")  # 'cpu:0' is the same CPU, but safetensors refuses an index on it
     if parsed.type == "cuda" and not torch.cuda.is_available():
@@ -384,7 +385,10 @@ def _read_shard(shard: Path, device, dtype: torch.dtype, expected: dict, report:
             finite = bool(torch.isfinite(tensor).all())
             if not finite:
                 report.nonfinite.append(tensor_name)
-            report.loaded[name], report.read_as[name] = tensor.to(dtype=dtype), tensor_name
+            # On the CPU in its own dtype a tensor stays a view of the mapped file; Windows then refuses to replace
+            # the file (saving the model over its checkpoint): copied there.
+            report.loaded[name] = tensor.to(dtype=dtype, copy=os.name == "nt")
+            report.read_as[name] = tensor_name
             narrows = torch.finfo(dtype).max < torch.finfo(tensor.dtype).max
             if narrows and finite and not torch.isfinite(report.loaded[name]).all():
                 report.overflow.append(tensor_name)
@@ -459,15 +463,16 @@ def _check_memory(directory: Path, expected: dict[str, torch.Tensor], dtype: tor
 
 
 def free_memory(device: torch.device) -> int | None:
-    """Bytes that `device` can still hold: a GPU's free memory, or the memory Linux says is available (without
-    swapping) for the CPU; None where that cannot be told."""
+    """Bytes that `device` can still hold: a GPU's free memory, or for the CPU the memory Linux says is available
+    and its free swap (slow, but a machine set up to lean on swap or zram can load into it); None where that cannot
+    be told."""
     if device.type == "cuda":  # what torch keeps cached but unused is free to it too (a model deleted before)
         cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
         return torch.cuda.mem_get_info(device)[0] + cached
     try:
         with open("/proc/meminfo") as f:
             fields = dict(line.split(":", 1) for line in f if ":" in line)
-        return int(fields["MemAvailable"].split()[0]) * 1024  # kB
+        return (int(fields["MemAvailable"].split()[0]) + int(fields.get("SwapFree", "0").split()[0])) * 1024  # kB
     except (OSError, KeyError, ValueError):
         return None
 
@@ -698,7 +703,7 @@ def tokenizer_settings(tokenizer: Tokenizer) -> dict | None:
 
 
 def _write_json(path: Path, data: dict) -> None:
-    write_atomically(path, lambda p: p.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n"))
+    write_atomically(path, lambda p: p.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8"))
 
 
 def _weight_files(directory: Path) -> set[str]:

@@ -72,6 +72,16 @@ class CtrlC:
             raise KeyboardInterrupt
 
     def __exit__(self, *exc) -> None:
-        if self._installed:  # a handler installed outside Python reads as None: restore the default then
-            for sig, previous in self._previous.items():
+        if not self._installed:
+            return
+        # A Ctrl-C while the handlers go back (a second one raises at once) must not leave SIGTERM or SIGHUP on
+        # this finished handler, which would ignore them from then on: the signals wait until all are back.
+        mask = getattr(signal, "pthread_sigmask", None)  # POSIX; elsewhere SIGINT at least goes back last
+        before = mask(signal.SIG_BLOCK, self._previous) if mask is not None else None
+        try:
+            for sig, previous in sorted(self._previous.items(), key=lambda item: item[0] == signal.SIGINT):
+                # a handler installed outside Python reads as None: restore the default then
                 signal.signal(sig, previous if previous is not None else DEFAULTS[sig])
+        finally:
+            if mask is not None:
+                mask(signal.SIG_SETMASK, before)

@@ -46,9 +46,25 @@ def write_atomically(path: Path, write: Callable[[Path], object], follow_links: 
 def _give_usual_mode(tmp: Path, path: Path) -> None:
     """Writers such as mkstemp and safetensors make files 0600: give the replacement the mode `path` has, or a
     new file's (0666 less the umask), so that a shared folder can read what was written."""
-    umask = os.umask(0o022)
-    os.umask(umask)
     try:
-        tmp.chmod(path.stat().st_mode & 0o777 if path.exists() else 0o666 & ~umask)
+        tmp.chmod(path.stat().st_mode & 0o777 if path.exists() else 0o666 & ~_umask())
     except OSError:  # a file system without modes: the content matters more
         pass
+
+
+def _umask() -> int:
+    """The process's umask, read without setting it: os.umask can only read it by changing it, and a file another
+    thread made in between would get the wrong mode. Linux reports it in /proc; elsewhere it is read once (below,
+    at import, before threads are likely)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return _UMASK_AT_IMPORT
+
+
+_UMASK_AT_IMPORT = os.umask(0o022)
+os.umask(_UMASK_AT_IMPORT)

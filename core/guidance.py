@@ -32,7 +32,7 @@ class Guidance:
     batch_size: int | None = None
 
     def pinned(self, batch: int, device: torch.device) -> tuple[Tensor, Tensor] | None:
-        """(mask [B, L] bool, values [B, L]) of positions whose token is fixed."""
+        """(mask [B, L] bool, values [B, L]) of positions whose token is fixed; [1, L] each for every canvas."""
         return None
 
     def allowed(self, canvas: Tensor, settled: Tensor) -> Tensor | None:
@@ -56,6 +56,10 @@ class Guidance:
     def verify(self, canvas: Tensor) -> Tensor | None:
         """Bool [B]: rows whose canvas is a verified solution; they stop early."""
         return None
+
+    def start(self) -> None:
+        """Called as a search begins (`denoise_canvas` of the first block, after its checks): hooks that keep one
+        search's state refuse a second search here rather than continue the first's."""
 
     def retire(self, solved: Tensor) -> Tensor | None:
         """Bool [B]: unsolved rows to stop anyway, given the rows solved so far (e.g. the other parallel
@@ -97,6 +101,8 @@ class Pins(Guidance):
         return self.mask.to(device), self.values.to(device)
 
     def select(self, rows: Tensor) -> "Pins":
+        if self.mask.shape[0] == 1:  # one set of pins for every canvas
+            return self
         rows = rows.to(self.mask.device)  # the sampler's rows live on the model's device, the pins may not
         return Pins(self.mask[rows], self.values[rows])
 

@@ -249,12 +249,16 @@ class Experts(nn.Module):
         gate, up = torch.bmm(grouped, gate_up.transpose(1, 2)).chunk(2, dim=-1)
         y = torch.bmm(self.act(gate) * up, down.transpose(1, 2))[group, row]
         y = (y * weights.reshape(-1)[order, None]).to(x.dtype)
-        # Back in (token, expert slot) order and summed per token: on CUDA, index_add_ adds in whatever order its
-        # atomics land, so the same seed could sample differently from run to run. (For top-2 routing the sum is
-        # the same as index_add_'s on the CPU: two terms add alike in either order.)
+        # Each token's k outputs added one by one in expert order, as transformers' loop over experts adds them
+        # (the same bits on the CPU). Not index_add_: on CUDA its atomics add in whatever order they land, so the
+        # same seed could sample differently from run to run.
         routed = torch.empty_like(y)
-        routed[order] = y
-        return routed.view(tokens, k, x.shape[-1]).sum(1)
+        routed[order] = y  # (token, slot) order
+        by_expert = routed.view(tokens, k, -1).gather(1, index.argsort(1)[:, :, None].expand(-1, -1, y.shape[-1]))
+        out = by_expert[:, 0].clone()
+        for slot in range(1, k):  # k, the experts per token: a few vectorized adds, not a loop over experts
+            out += by_expert[:, slot]
+        return out
 
 
 class Layer(nn.Module):

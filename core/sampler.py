@@ -327,6 +327,8 @@ def denoise_canvas(model: DiffusionGemma, cache: KVCache, config: SamplingConfig
     device = model.device
     if guidance is not None:
         _check_guidance(guidance, config, device, length, vocab)
+        if block == 0:
+            guidance.start()
     r = _first_rows(b, length, vocab, device, cache, guidance, generator, skip, config)
     out_argmax, out_passes, out_solved = r.argmax.clone(), r.passes.clone(), r.solved.clone()
     for remaining in range(config.max_denoising_steps, 0, -1):
@@ -369,6 +371,7 @@ def _first_rows(b: int, length: int, vocab: int, device: torch.device, cache: KV
     settled = torch.zeros(b, length, dtype=torch.bool, device=device)
     pins = guidance.pinned(b, device) if guidance is not None else None
     if pins is not None:
+        pins = tuple(pin.expand(b, -1) if pin.dim() == 2 and pin.shape[0] == 1 else pin for pin in pins)  # shared
         _check_pins(pins, (b, length), vocab)
         canvas = torch.where(pins[0], pins[1], canvas)
         settled = pins[0].clone()
@@ -401,8 +404,9 @@ def _non_finite() -> FloatingPointError:
 
 
 def _check_pins(pins: tuple[Tensor, Tensor], shape: tuple[int, int], vocab: int) -> None:
-    """Refuse pins of another shape, or pinned ids outside the vocabulary (on a GPU the model's embedding lookup
-    would fail with a device-side assert that leaves the process unable to use the device)."""
+    """Refuse pins of another shape ([B, L], or [1, L] for every canvas, expanded before), or pinned ids outside
+    the vocabulary (on a GPU the model's embedding lookup would fail with a device-side assert that leaves the
+    process unable to use the device)."""
     mask, values = pins
     if tuple(mask.shape) != shape or tuple(values.shape) != shape:
         raise ValueError(f"the guidance pins [{', '.join(map(str, mask.shape))}] tokens; the canvases are "
@@ -579,17 +583,24 @@ def _checked_arguments(model: DiffusionGemma, prompt_ids: Tensor | None, config:
         raise ValueError(f"prompt_ids: an empty prompt beside a cache must be int64 [{cache.batch_size}, 0], the "
                          f"cache's rows, got {prompt_ids.dtype} {list(prompt_ids.shape)}")
     for name, tensor in (("prompt_ids", prompt_ids), ("attention_mask", attention_mask)):
-        if isinstance(tensor, Tensor) and not same_device(tensor.device, model.device):
-            raise ValueError(f"{name} is on {tensor.device}, the model on {model.device}: move it there with "
-                             f"{name}.to(model.device)")
+        _check_on_model_device(tensor, name, model)
     if prompt_ids is not None and not adds_nothing:
         check_token_ids(prompt_ids, "prompt_ids", cache, model.config.vocab_size)
     return config
 
 
+def _check_on_model_device(tensor: object, name: str, model: DiffusionGemma) -> None:
+    if isinstance(tensor, Tensor) and not same_device(tensor.device, model.device):
+        raise ValueError(f"{name} is on {tensor.device}, the model on {model.device}: move it there with "
+                         f"{name}.to(model.device)")
+
+
 def same_device(a: torch.device, b: torch.device) -> bool:
-    """Whether two devices are one ('cuda' is 'cuda:0' unless another GPU is made current)."""
-    return (a.type, a.index or 0) == (b.type, b.index or 0)
+    """Whether two devices are one ('cuda' without an index is the current GPU)."""
+    def indexed(device: torch.device) -> tuple[str, int]:
+        current = torch.cuda.current_device() if device.type == "cuda" and device.index is None else 0
+        return device.type, current if device.index is None else device.index
+    return indexed(a) == indexed(b)
 
 
 def _pad_after_eos(canvas: Tensor, done: Tensor, eos: Tensor | None, pad: int) -> Tensor:
@@ -609,6 +620,7 @@ def generate_autoregressive(model: DiffusionGemma, prompt_ids: Tensor, max_new_t
                             temperature: float = 0.0, eos_token_id: int | None = None,
                             generator: torch.Generator | None = None) -> Tensor:
     """Token-by-token decoding with the causal encoder (greedy when temperature == 0). Returns new tokens."""
+    _check_on_model_device(prompt_ids, "prompt_ids", model)
     check_token_ids(prompt_ids, "prompt_ids", vocab_size=model.config.vocab_size)
     max_new_tokens = arguments.whole(max_new_tokens, "max_new_tokens", 1)
     try:

@@ -15,6 +15,7 @@ import math
 import os
 import shutil
 import sys
+import threading
 import time
 import zipfile
 import zlib
@@ -174,7 +175,7 @@ STATE_JSON = "training_state.json"
 
 def read_training_state(checkpoint: Path) -> dict:
     """A checkpoint's training_state.json: its step, its TrainConfig as a dict, and what the run recorded."""
-    return json.loads((checkpoint / STATE_JSON).read_text())
+    return json.loads((checkpoint / STATE_JSON).read_text(encoding="utf-8"))
 
 
 def save_training_state(directory: Path, model: DiffusionGemma, optimizer: torch.optim.Optimizer, step: int,
@@ -233,7 +234,8 @@ def load_training_state(directory: Path, model: DiffusionGemma, optimizer: torch
                         if moment.shape != p.shape else "holds inf or NaN")
                     raise ResumeError(f"{directory / STATE_TENSORS}: {i}.{key} {problem}, the checkpoint is "
                                       "damaged; delete it to start the run over")
-            optimizer.state[p] = {key: value.to(p.device) for key, value in state.items()}
+            # copies: load_file's tensors map the file, which the next save replaces (Windows refuses that)
+            optimizer.state[p] = {key: value.to(p.device, copy=True) for key, value in state.items()}
     return read_training_state(directory)
 
 
@@ -371,7 +373,7 @@ def check_resumable(checkpoint: Path, model: DiffusionGemma, cfg: TrainConfig) -
     """Refuse to continue a checkpoint that is damaged, or of another architecture or recipe: the result would
     match neither run nor the recipe its model card records."""
     _check_intact(checkpoint)
-    theirs = ModelConfig.from_hf_dict(json.loads((checkpoint / "config.json").read_text()))
+    theirs = ModelConfig.from_hf_dict(json.loads((checkpoint / "config.json").read_text(encoding="utf-8")))
     differ = [f.name for f in fields(ModelConfig)
               if f.name != "passthrough" and getattr(theirs, f.name) != getattr(model.config, f.name)]
     if differ:
@@ -395,7 +397,7 @@ def _check_intact(checkpoint: Path) -> None:
     try:
         state = read_training_state(checkpoint)
         int(state["step"]), dict(state["config"])
-        ModelConfig.from_hf_dict(json.loads((checkpoint / "config.json").read_text()))
+        ModelConfig.from_hf_dict(json.loads((checkpoint / "config.json").read_text(encoding="utf-8")))
         weights = sorted(checkpoint.glob("model*.safetensors"))  # one file, or shards
         if not weights:
             raise ValueError("no model*.safetensors")
@@ -482,15 +484,23 @@ def train(model: DiffusionGemma, make_batch: Callable[[int, torch.Generator], Ba
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     with RunLock(out):
-        return _train(model, make_batch, cfg, out, evaluate, progress, stop_after)
+        was_compiled = model.is_compiled
+        try:
+            return _train(model, make_batch, cfg, out, evaluate, progress, stop_after)
+        finally:  # also when a step fails or training stops: sampling next would recompile every graph
+            if cfg.compile and not was_compiled:
+                model.drop_compiled()
+            model.eval()
 
 
 class RunLock:
-    """One training process per run directory: an advisory lock on `out/.train.lock`, released when the process
-    ends however it ends. Re-entrant within a process (the CLI holds it around `train`, which takes it too).
-    `acquire` raises ResumeError while another process holds it. No-op where there are no file locks (Windows)."""
+    """One training run per run directory: an advisory lock on `out/.train.lock`, released when the process
+    ends however it ends. Re-entrant within a thread (the CLI holds it around `train`, which takes it too).
+    `acquire` raises ResumeError while another process, or another thread of this one, holds it. No-op where
+    there are no file locks (Windows)."""
 
-    _held: set[Path] = set()  # run directories this process holds
+    _held: dict[Path, int] = {}  # run directories this process holds: the thread that holds each
+    _guard = threading.Lock()
 
     def __init__(self, out: str | os.PathLike):
         self.out, self.handle = Path(out).resolve(), None
@@ -500,23 +510,28 @@ class RunLock:
             import fcntl
         except ImportError:
             return self
-        if self.out in RunLock._held:
-            return self
-        handle = open(self.out / ".train.lock", "w")
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.close()
-            raise ResumeError(f"{self.out}: another training process is running in this directory") from None
-        self.handle = handle
-        RunLock._held.add(self.out)
+        with RunLock._guard:
+            holder = RunLock._held.get(self.out)
+            if holder == threading.get_ident():
+                return self
+            if holder is not None:
+                raise ResumeError(f"{self.out}: another thread of this process is training in this directory")
+            handle = open(self.out / ".train.lock", "w", encoding="utf-8")
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.close()
+                raise ResumeError(f"{self.out}: another training process is running in this directory") from None
+            self.handle = handle
+            RunLock._held[self.out] = threading.get_ident()
         return self
 
     def release(self) -> None:
-        if self.handle is not None:
-            self.handle.close()  # closing drops the lock
-            self.handle = None
-            RunLock._held.discard(self.out)
+        with RunLock._guard:
+            if self.handle is not None:
+                self.handle.close()  # closing drops the lock
+                self.handle = None
+                RunLock._held.pop(self.out, None)
 
     def __enter__(self) -> "RunLock":
         return self.acquire()
@@ -598,7 +613,8 @@ def _trim_log(log_path: Path, step: int) -> None:
     lines = log_path.read_text(errors="replace").splitlines()
     kept = [line for line, record in _log_records(lines) if record["step"] <= step]
     if kept != lines:
-        write_atomically(log_path, lambda path: path.write_text("".join(line + "\n" for line in kept)))
+        text = "".join(line + "\n" for line in kept)
+        write_atomically(log_path, lambda path: path.write_text(text, encoding="utf-8"))
 
 
 def _log_records(lines: list[str]) -> list[tuple[str, dict]]:
@@ -627,7 +643,7 @@ def _load_resumed_weights(found: Path, model: DiffusionGemma, cfg: TrainConfig, 
 def _log(log_path: Path, metrics: dict, progress: bool, checkpoint: Callable[[], None]) -> None:
     """One line of metrics to the run's log, and to stderr unless a progress bar shows them."""
     try:
-        with log_path.open("a") as f:
+        with log_path.open("a", encoding="utf-8") as f:
             f.write(json.dumps(metrics) + "\n")
         if not progress:
             print(json.dumps(metrics), file=sys.stderr, flush=True)  # stdout keeps the summary alone
@@ -645,7 +661,6 @@ def _train(model: DiffusionGemma, make_batch: Callable[[int, torch.Generator], B
     if found is not None:
         _load_resumed_weights(found, model, cfg, device)
     model.to(device).train()
-    was_compiled = model.is_compiled
     if cfg.compile:  # for training only: sampling afterwards (new shapes, no grad) would recompile every graph
         model.compile_encoder()
         model.compile_denoiser()
@@ -715,9 +730,6 @@ def _train(model: DiffusionGemma, make_batch: Callable[[int, torch.Generator], B
                 checkpoint()
             if out_of_time or stop.asked:
                 break
-    if cfg.compile and not was_compiled:
-        model.drop_compiled()
-    model.eval()
     metrics = metrics or _last_logged(log_path)  # no step ran (a finished run again): its last logged metrics
     if stop.asked:  # even after the last step: what follows (the CLI's evaluation) may take minutes
         raise TrainingInterrupted(done, ckpt)

@@ -11,7 +11,8 @@ def _interrupted(signum: int, frame: object) -> None:
 
 
 def main() -> None:
-    caught = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGHUP)
+    stops = [getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name)]  # Windows: no SIGHUP
+    caught = {sig: signal.getsignal(sig) for sig in stops
               if signal.getsignal(sig) is not signal.SIG_IGN}  # nohup's ignored SIGHUP stays ignored
     try:
         for sig in caught:

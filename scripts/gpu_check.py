@@ -9,6 +9,7 @@ checks on the CPU (a dry run of the script)."""
 
 from __future__ import annotations
 
+import atexit
 import os
 import sys
 import tempfile
@@ -26,7 +27,9 @@ FAILED: list[str] = []
 def use_package() -> None:
     """diffsolve from the working tree, as scripts/gpu_stage.sh uses it: a real folder per package of
     pyproject.toml's package-dir, its files linked; the wheels gpu_stage.sh installed (RDKit), where it did."""
-    root = Path(tempfile.mkdtemp(prefix="diffsolve-"))
+    folder = tempfile.TemporaryDirectory(prefix="diffsolve-")  # removed at exit
+    atexit.register(folder.cleanup)
+    root = Path(folder.name)
     packages = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"]
     for package, folder in packages.items():
         here = root.joinpath(*package.split("."))
@@ -129,15 +132,26 @@ def _():
 def _():
     from diffsolve.core import Pins, generate, released_config
 
+    selected = []
+
+    class FirstRowSolved(Pins):  # row 0 stops after the first pass, so the sampler drops it (Pins.select)
+        def verify(self, canvas):
+            return (torch.arange(canvas.shape[0], device=canvas.device) == 0) & (canvas.shape[0] == 3)
+
+        def select(self, rows):
+            selected.append(rows.tolist())
+            return FirstRowSolved(*super().select(rows).pinned(0, self.mask.device))
+
     model = tiny_model()
     mask = torch.zeros(3, 64, dtype=torch.bool)
     mask[:, :4] = True
     values = torch.full((3, 64), 7)
     out = generate(model, torch.full((3, 4), 3, device=DEVICE),
-                   released_config(model, max_new_tokens=64, drop_finished=True), guidance=Pins(mask, values),
+                   released_config(model, max_new_tokens=64, drop_finished=True), guidance=FirstRowSolved(mask, values),
                    generator=torch.Generator(DEVICE).manual_seed(0))
+    assert selected, "no row was dropped"
     assert bool((out.canvas[:, :4] == 7).all()), "pins lost"
-    return "pins kept"
+    return f"pins kept; rows kept after the first drop: {selected[0]}"
 
 
 @check("a sharded save of the model loads back equal")

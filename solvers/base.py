@@ -171,6 +171,9 @@ class KeepSiblings(Guidance):
     def verify(self, canvas: Tensor) -> Tensor | None:
         return self.inner.verify(canvas)
 
+    def start(self) -> None:
+        self.inner.start()
+
     def select(self, rows: Tensor) -> "KeepSiblings":
         return KeepSiblings(self.inner.select(rows))
 

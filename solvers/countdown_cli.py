@@ -104,7 +104,8 @@ def _countdown_instances(instance: str, target, error_type, parse) -> list[tuple
         usage_error("no numbers given (e.g. solve countdown '4 7 8 8' --target 24, or a .jsonl file)")
     file = Path(instance)
     stdin = instance == "-"
-    named_file = stdin or file.exists() or file.suffix in (".jsonl", ".json", ".txt") or "/" in instance
+    named_file = stdin or file.exists() or file.suffix in (".jsonl", ".json", ".txt") or "/" in instance \
+        or "\\" in instance
     inline_only = (f"--target applies to numbers given inline; in {input_name(instance)} each line carries its own "
                    "target")
     stream = stdin or (file.exists() and not file.is_file() and not file.is_dir())  # a pipe such as /dev/stdin

@@ -235,7 +235,8 @@ def _write_molecules(found, names: list[str], format: str, out: Path | None) -> 
                 mol.SetProp(key, str(value))
             writer.write(mol)
         writer.close()
-    if out is not None and write_output(out, lambda tmp: tmp.write_text(buffer.getvalue()), fatal=False):
+    text = buffer.getvalue()
+    if out is not None and write_output(out, lambda tmp: tmp.write_text(text, encoding="utf-8"), fatal=False):
         return True
     if out is not None:  # the work is done: the molecules go to stdout rather than nowhere
         error(f"{'the molecule is' if len(found) == 1 else f'the {len(found)} molecules are'} printed on stdout "
@@ -252,7 +253,7 @@ def _draw_molecules(result, names: list[str], path: Path, highlight: list) -> bo
 
     svg = path.suffix.lower() == ".svg"
     grid = result.draw(names, svg=svg, highlight=highlight)
-    if not write_output(path, (lambda tmp: tmp.write_text(grid)) if svg else grid.save, fatal=False):
+    if not write_output(path, (lambda tmp: tmp.write_text(grid, encoding="utf-8")) if svg else grid.save, fatal=False):
         return False
     if len(result) > MAX_DRAWN:
         print(f"{path}: drew the first {MAX_DRAWN} of {len(result)} molecules", file=sys.stderr)

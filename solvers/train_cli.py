@@ -188,7 +188,7 @@ def train(
     if task == "molecules":  # the acceptance is fitted to a model's own molecules: a new model has none yet
         print(f"note: {final} has no acceptance.safetensors, so free generation from it runs without the "
               "training-likeness acceptance; to fit one (about 17 minutes on 2 cores): python -c \"from "
-              f"diffsolve.solvers.molecules import fit_acceptance; fit_acceptance('{final}')\"", file=sys.stderr)
+              f"diffsolve.solvers.molecules import fit_acceptance; fit_acceptance({str(final)!r})\"", file=sys.stderr)
     console.print_json(json.dumps({**summary, **metrics}))
 
 
@@ -434,4 +434,4 @@ def _write_model_card(path: Path, options: TrainOptions, module, cfg, summary: d
                                              "final_noised_acc": summary.get("noised_acc", float("nan"))}.items()],
         "",
     ]
-    write_atomically(path / "README.md", lambda tmp: tmp.write_text("\n".join(lines)))
+    write_atomically(path / "README.md", lambda tmp: tmp.write_text("\n".join(lines), encoding="utf-8"))

@@ -10,7 +10,8 @@ canvas of the instance learns them and never again takes a step into one. The fi
 everything settled after it are re-noised; a dead end cuts back to the step that led into it (further on
 repeats). The steps open to each pool are enumerated once (every prefix with the characters that may follow
 it), so reading a prefix is a walk through dictionaries. A canvas is verified when its steps replay exactly
-(`_solved`); the solver checks each answer again, independently, with sympy's exact integers (`verify_steps`).
+(`_solved`); the solver checks each answer again with sympy's exact integers (`verify_steps`; the two share
+only the reading of a step's text).
 """
 
 from __future__ import annotations

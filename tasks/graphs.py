@@ -340,6 +340,9 @@ class RouteGuidance(Guidance):
         everywhere = torch.ones_like(canvas, dtype=torch.bool)
         return self.base.verify(canvas) & ~self._broken_links(canvas, everywhere).any(-1) & (canvas == EOS).any(-1)
 
+    def start(self) -> None:
+        self.base.start()
+
     def retire(self, solved: Tensor) -> Tensor:
         return self.base.retire(solved)
 

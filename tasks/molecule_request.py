@@ -203,8 +203,9 @@ class MoleculeRequest:
     def substructures(self) -> list[Chem.Mol]:
         """The query molecules a verified molecule contains: the scaffold (matched as the verifier matches it), then
         the `contains` pattern; for highlighting them in pictures."""
-        return ([_smiles_query(self.scaffold)] if self.scaffold else []) + \
+        queries = ([_smiles_query(self.scaffold)] if self.scaffold else []) + \
             ([_smarts(self.contains)] if self.contains else [])
+        return [Chem.Mol(query) for query in queries]  # copies: the cached ones judge every later request
 
     @rdkit_quiet
     def unlikely(self) -> list[str]:

@@ -953,8 +953,8 @@ def test_an_index_naming_no_shard_and_a_hub_id_of_dots_are_refused_as_such(saved
 
 def test_weights_that_cannot_fit_are_refused_before_any_is_read(monkeypatch):
     """A load checks the weights' size at the load dtype against what the device has free (the CPU: Linux's
-    MemAvailable) before reading a tensor, and says which smaller dtype would fit. A smaller machine is played by
-    what `free_memory` reports."""
+    MemAvailable and SwapFree) before reading a tensor, and says which smaller dtype would fit. A smaller machine
+    is played by what `free_memory` reports."""
     from diffsolve.core import checkpoint
 
     free = checkpoint.free_memory(torch.device("cpu"))
@@ -972,3 +972,32 @@ def test_weights_that_cannot_fit_are_refused_before_any_is_read(monkeypatch):
     with pytest.raises(CheckpointError, match=r"and cpu has 0.0 MB free: use a machine with more memory or a GPU"):
         load_model("models/sort-demo", dtype="bfloat16")
     assert read == []  # refused before the first shard
+
+
+def test_atomic_writes_never_set_the_umask(tmp_path, monkeypatch):
+    """os.umask can only read the umask by setting it, for the whole process: a file another thread made at that
+    moment got the wrong mode (62 of 20,000 in a probe under umask 077 came out world-readable). A new file still
+    gets 0666 less the umask."""
+    from diffsolve.core import write_atomically
+
+    real, calls = os.umask, []
+    monkeypatch.setattr(os, "umask", lambda mask: calls.append(mask) or real(mask))
+    before = real(0o027)
+    try:
+        write_atomically(tmp_path / "new.txt", lambda path: path.write_text("x"))
+    finally:
+        real(before)
+    assert calls == [] and (tmp_path / "new.txt").stat().st_mode & 0o777 == 0o640
+
+
+def test_a_hub_id_given_as_a_windows_path_is_still_a_hub_id(monkeypatch):
+    """`solve train --init owner/name` hands a Path to the loader; on Windows str() of it is 'owner\\\\name',
+    which was refused as "not a hub id". Read as 'owner/name', it is looked up (here: offline, not cached)."""
+    from pathlib import PureWindowsPath
+
+    from diffsolve.core import resolve_checkpoint
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(CheckpointError, match=r"^no-such-owner-4711/none: no such local directory, and not in the "
+                                              r"Hugging Face cache \(offline mode"):
+        resolve_checkpoint(PureWindowsPath("no-such-owner-4711\\none"))

@@ -857,3 +857,42 @@ def test_a_checkpoint_of_another_task_is_refused_before_its_weights_are_read(tmp
     assert said.exit_code == 2 and "not a sudoku checkpoint (vocabulary of 55 tokens" in said.stderr, said.stderr
     with pytest.raises(CheckpointError, match="not a sudoku checkpoint"):
         SudokuSolver.from_pretrained(other)
+
+
+def test_a_ctrl_c_while_the_handlers_go_back_leaves_no_signal_on_the_finished_handler():
+    """CtrlC put SIGINT's handler back first: a Ctrl-C right then raised out of the restoring loop and left
+    SIGTERM and SIGHUP on the finished handler, which ignored them from then on (kill and timeout no longer
+    worked). The signals now wait until every handler is back."""
+    from diffsolve.core import CtrlC
+
+    real = signal.signal
+
+    def signal_then_ctrl_c(sig, handler):
+        previous = real(sig, handler)
+        if sig == signal.SIGINT and handler is signal.default_int_handler:
+            os.kill(os.getpid(), signal.SIGINT)
+        return previous
+
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    stop = CtrlC()
+    stop.__enter__()
+    stop.asked = True  # a first Ctrl-C was noted
+    signal.signal = signal_then_ctrl_c
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            stop.__exit__(None, None, None)
+    finally:
+        signal.signal = real
+    assert {sig: signal.getsignal(sig) for sig in before} == before
+
+
+def test_the_console_script_starts_where_there_is_no_sighup(monkeypatch):
+    """Windows has no SIGHUP: the `solve` script's start-up named signal.SIGHUP and every command failed with an
+    AttributeError before doing anything."""
+    from diffsolve import entry
+
+    monkeypatch.delattr(signal, "SIGHUP")
+    monkeypatch.setattr(sys, "argv", ["solve", "--help"])
+    with pytest.raises(SystemExit) as done:
+        entry.main()
+    assert done.value.code == 0

@@ -1437,3 +1437,11 @@ def test_a_scaffold_is_decorated_only_where_it_had_a_hydrogen(scaffold, molecule
     request = MoleculeRequest.parse(scaffold=scaffold)
     assert (request.misses(Chem.MolFromSmiles(molecule)) == []) is decorated
     assert decorates(Chem.MolFromSmiles(molecule), Chem.MolFromSmiles(scaffold)) is decorated
+
+
+def test_the_substructures_handed_out_are_copies_that_leave_verification_alone():
+    """`substructures()` (for highlighting) handed out the cached query molecules the verifier matches with: a
+    caller's edit of one changed what later requests with that scaffold verify."""
+    for query in MoleculeRequest.parse(scaffold="c1ccccc1").substructures():
+        query.GetAtomWithIdx(0).SetAtomicNum(7)  # a caller's own use of the molecule
+    assert MoleculeRequest.parse(scaffold="c1ccccc1").misses(Chem.MolFromSmiles("Cc1ccccc1")) == []

@@ -276,24 +276,38 @@ def test_repeating_key_value_heads_computes_the_same_attention():
     assert torch.allclose(by_hand @ v.repeat_interleave(4, 1), grouped, atol=1e-5)
 
 
-def test_many_tokens_routed_to_several_experts_each_sum_as_every_expert_would():
-    """The grouped path (300 tokens x 16 experts, top 4) gives the dense form's result: each token's routed outputs
-    are put back in slot order and summed per token (no index_add_, whose CUDA atomics add in any order)."""
+def test_many_tokens_routed_to_several_experts_add_up_as_transformers_loop_over_experts(monkeypatch):
+    """The grouped path (1,000 tokens, top 4 of 16 and top 8 of 128 as the 26B routes, float32 and bfloat16) gives
+    the bits of transformers' formulation, a loop over experts that index_add_s each one's tokens (written out
+    here), without calling index_add_ itself: on CUDA its atomics add in any order, so a seeded run could change."""
     from diffsolve.core.model import DENSE_MOE_LIMIT, Experts
 
-    cfg = ModelConfig(vocab_size=16, hidden_size=8, intermediate_size=8, num_layers=1, num_heads=1, num_kv_heads=1,
-                      head_dim=8, num_experts=16, top_k_experts=4, moe_intermediate_size=4, canvas_length=4)
-    experts = Experts(cfg)
-    g = torch.Generator().manual_seed(7)
-    tokens = 300
-    assert tokens * 16 > DENSE_MOE_LIMIT  # the grouped path
-    with torch.no_grad():
-        for p in experts.parameters():
-            p.copy_(torch.randn(p.shape, generator=g))
-        x = torch.randn(tokens, 8, generator=g)
-        index = torch.stack([torch.randperm(16, generator=g)[:4] for _ in range(tokens)])
-        weights = torch.rand(tokens, 4, generator=g)
-        assert torch.allclose(experts(x, weights, index), experts._dense(x, weights, index), atol=1e-5)
+    def loop_over_experts(experts, x, weights, index):
+        out = torch.zeros_like(x)
+        for e in range(experts.gate_up_proj.shape[0]):
+            token, slot = torch.nonzero(index == e, as_tuple=True)
+            gate, up = (x[token] @ experts.gate_up_proj[e].T).chunk(2, -1)
+            y = (experts.act(gate) * up) @ experts.down_proj[e].T
+            out.index_add_(0, token, (y * weights[token, slot, None]).to(x.dtype))
+        return out
+
+    for num_experts, k, dtype in ((16, 4, torch.float32), (128, 8, torch.float32), (16, 4, torch.bfloat16)):
+        cfg = ModelConfig(vocab_size=16, hidden_size=32, intermediate_size=8, num_layers=1, num_heads=1,
+                          num_kv_heads=1, head_dim=8, num_experts=num_experts, top_k_experts=k,
+                          moe_intermediate_size=16, canvas_length=4)
+        experts, g = Experts(cfg), torch.Generator().manual_seed(k)
+        with torch.no_grad():
+            for p in experts.parameters():
+                p.copy_(torch.randn(p.shape, generator=g))
+            experts = experts.to(dtype)
+            x = torch.randn(1000, 32, generator=g).to(dtype)
+            index = torch.rand(1000, num_experts, generator=g).argsort(-1)[:, :k]
+            weights = torch.rand(1000, k, generator=g)
+            assert 1000 * num_experts > DENSE_MOE_LIMIT  # the grouped path
+            expected = loop_over_experts(experts, x, weights, index)
+            with monkeypatch.context() as patch:
+                patch.setattr(torch.Tensor, "index_add_", lambda *args: pytest.fail("index_add_ in the sum"))
+                assert torch.equal(experts(x, weights, index), expected), (num_experts, k, dtype)
 
 
 def test_a_few_tokens_of_many_experts_compute_what_every_expert_would(monkeypatch):

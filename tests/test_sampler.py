@@ -392,6 +392,8 @@ def test_inputs_on_another_device_than_the_model_are_named(model):
         generate(model, prompt().to("meta"))
     with pytest.raises(ValueError, match="attention_mask is on meta"):
         generate(model, prompt(), attention_mask=torch.ones(3, 6, dtype=torch.long, device="meta"))
+    with pytest.raises(ValueError, match="prompt_ids is on meta, the model on cpu"):
+        generate_autoregressive(model, prompt().to("meta"), 4)
 
 
 def test_pins_outside_the_vocabulary_or_of_another_shape_are_refused_before_sampling(model):
@@ -411,6 +413,25 @@ def test_pins_outside_the_vocabulary_or_of_another_shape_are_refused_before_samp
         generate(model, prompt(), guidance=Pins(mask[:, 1:], values[:, 1:]))
 
 
+def test_one_set_of_pins_serves_every_canvas_also_when_finished_rows_are_dropped(model):
+    """Pins of [1, L] hold on every canvas, as they did before pins were checked, and dropping finished rows
+    keeps them (Pins.select indexed its one row by the batch's rows)."""
+    from diffsolve.core import Pins
+
+    class FirstRowSolved(Pins):  # row 0 stops after the first pass: the sampler then drops it
+        def verify(self, canvas):
+            return torch.arange(canvas.shape[0]) == 0 if canvas.shape[0] == 3 else torch.zeros(canvas.shape[0],
+                                                                                              dtype=torch.bool)
+
+    mask = torch.zeros(1, LENGTH, dtype=torch.bool)
+    mask[0, [1, 4]] = True
+    values = torch.full((1, LENGTH), 7)
+    for drop in (False, True):
+        out = generate(model, prompt(), SamplingConfig(max_new_tokens=LENGTH, drop_finished=drop),
+                       guidance=FirstRowSolved(mask, values), generator=torch.Generator().manual_seed(0))
+        assert bool((out.canvas[:, [1, 4]] == 7).all())
+
+
 def test_tables_made_under_inference_mode_serve_training_afterwards(model):
     """The rotary tables are cached on first use; made under torch.inference_mode they were inference tensors,
     and a later training pass failed ("Inference tensors cannot be saved for backward")."""
@@ -420,3 +441,20 @@ def test_tables_made_under_inference_mode_serve_training_afterwards(model):
         fresh.denoise(c, fresh.encode(p))
     fresh.denoise(c, fresh.encode(p)).float().sum().backward()
     assert fresh.embed_tokens.weight.grad is not None and bool(fresh.embed_tokens.weight.grad.abs().sum() > 0)
+
+
+def test_compiled_constraints_serve_one_search_and_say_so_when_reused(model):
+    """Compiled constraints keep their search's state (guesses, refuted rows, random stream): a second generate
+    with them, or with a copy made by repeat, is refused with what to do, instead of continuing the first
+    search's state. A call refused before it began (another canvas length) does not use them up."""
+    cm = ConstraintModel(LENGTH, VOCAB, batch_size=1)
+    cm.all_different(range(4), range(4, 12))
+    compiled = cm.compile().repeat(3)
+    with pytest.raises(ValueError, match="canvas of 8 positions"):
+        generate(model, prompt(), SamplingConfig(max_new_tokens=LENGTH + 8, canvas_length=LENGTH + 8),
+                 guidance=compiled)
+    generate(model, prompt(), AS_SAVED, guidance=compiled)
+    for again in (compiled, compiled.select(torch.tensor([0, 1, 2]))):
+        with pytest.raises(ValueError, match=r"compile them again \(ConstraintModel.compile\) for each generate"):
+            generate(model, prompt(), AS_SAVED, guidance=again)
+    generate(model, prompt(), AS_SAVED, guidance=cm.compile().repeat(3))  # compiled again: a fresh search

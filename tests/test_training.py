@@ -287,6 +287,42 @@ def test_compiled_training_follows_eager_training(tmp_path):
     assert losses["eager"][-1] < losses["eager"][0]
 
 
+def test_a_run_that_fails_leaves_the_model_eager_and_in_eval_mode(tmp_path):
+    """A data source that fails (or any error) ended training with the model still compiled and in train mode,
+    so sampling afterwards recompiled for every new shape."""
+    def failing(step, generator):
+        raise OSError("the data disk went away")
+
+    model = new_model(CFG, seed=0)
+    with pytest.raises(OSError, match="data disk"):
+        train(model, failing, TrainConfig(steps=2, batch_size=4, compile=True), tmp_path, progress=False)
+    assert not model.is_compiled and not model.training
+
+
+def test_a_second_thread_is_refused_a_run_directory_another_thread_holds(tmp_path):
+    """The run lock is re-entrant within a thread (the CLI holds it around train) but kept another thread of the
+    same process out no better than it did the first: two threads trained into one directory."""
+    import threading
+
+    from diffsolve.core.training import RunLock
+
+    seen = []
+    with RunLock(tmp_path), RunLock(tmp_path):  # the same thread again: fine
+        thread = threading.Thread(target=lambda: seen.append(_refusal(lambda: RunLock(tmp_path).acquire())))
+        thread.start()
+        thread.join()
+    assert seen == ["another thread of this process is training in this directory"]
+    RunLock(tmp_path).acquire().release()  # free again once released
+
+
+def _refusal(call) -> str | None:
+    try:
+        call()
+    except ResumeError as exc:
+        return str(exc).split(": ", 1)[1]
+    return None
+
+
 def test_ctrl_c_stops_after_the_step_under_way_with_a_checkpoint_and_resumes_exactly(tmp_path):
     cfg = TrainConfig(steps=30, batch_size=16, lr=1e-2, warmup_steps=5, checkpoint_every=20, log_every=10)
     straight = new_model(CFG, seed=0)
