@@ -20,10 +20,10 @@ class Guidance:
     `device` and `canvas_shape` (positions, vocabulary), where set, name what the hooks were made for; the
     sampler refuses another model's. Hooks that keep per-row state define `select` and `batch_size`.
 
-    `pinned` is asked once per canvas block; every pass then calls `bias`, `allowed`, `settleable`, `violations`
-    and `verify`, in that order (and `retire` after a `verify` that returned rows), so a hook may hand what it
-    computed to a later one of the same pass (`CompiledConstraints` hands `allowed`'s propagation to `settleable`
-    and its guess search).
+    `pinned` is asked once per canvas block and `start` once as a search begins; every pass then calls `bias`,
+    `allowed`, `settleable`, `violations` and `verify`, in that order (and `retire` after a `verify` that returned
+    rows), so a hook may hand what it computed to a later one of the same pass (`CompiledConstraints` hands
+    `allowed`'s propagation to `settleable` and its guess search).
     """
 
     needs_kept_tokens: bool = False
@@ -58,8 +58,8 @@ class Guidance:
         return None
 
     def start(self) -> None:
-        """Called as a search begins (`denoise_canvas` of the first block, after its checks): hooks that keep one
-        search's state refuse a second search here rather than continue the first's."""
+        """Called as a search begins (`denoise_canvas` of the first block, after its checks of the hooks and their
+        pins): hooks that keep one search's state refuse a second search here rather than continue the first's."""
 
     def retire(self, solved: Tensor) -> Tensor | None:
         """Bool [B]: unsolved rows to stop anyway, given the rows solved so far (e.g. the other parallel

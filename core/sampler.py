@@ -327,9 +327,9 @@ def denoise_canvas(model: DiffusionGemma, cache: KVCache, config: SamplingConfig
     device = model.device
     if guidance is not None:
         _check_guidance(guidance, config, device, length, vocab)
-        if block == 0:
-            guidance.start()
     r = _first_rows(b, length, vocab, device, cache, guidance, generator, skip, config)
+    if guidance is not None and block == 0:  # after every check: a call refused does not use the hooks up
+        guidance.start()
     out_argmax, out_passes, out_solved = r.argmax.clone(), r.passes.clone(), r.solved.clone()
     for remaining in range(config.max_denoising_steps, 0, -1):
         r.passes += ~(r.finished | r.skip)

@@ -446,13 +446,15 @@ def test_tables_made_under_inference_mode_serve_training_afterwards(model):
 def test_compiled_constraints_serve_one_search_and_say_so_when_reused(model):
     """Compiled constraints keep their search's state (guesses, refuted rows, random stream): a second generate
     with them, or with a copy made by repeat, is refused with what to do, instead of continuing the first
-    search's state. A call refused before it began (another canvas length) does not use them up."""
+    search's state. Calls refused before they began (another canvas length, another batch) do not use them up."""
     cm = ConstraintModel(LENGTH, VOCAB, batch_size=1)
     cm.all_different(range(4), range(4, 12))
     compiled = cm.compile().repeat(3)
     with pytest.raises(ValueError, match="canvas of 8 positions"):
         generate(model, prompt(), SamplingConfig(max_new_tokens=LENGTH + 8, canvas_length=LENGTH + 8),
                  guidance=compiled)
+    with pytest.raises(ValueError, match="compiled for 3 canvases, got 2"):  # refused while reading the pins
+        generate(model, prompt(batch=2), AS_SAVED, guidance=compiled)
     generate(model, prompt(), AS_SAVED, guidance=compiled)
     for again in (compiled, compiled.select(torch.tensor([0, 1, 2]))):
         with pytest.raises(ValueError, match=r"compile them again \(ConstraintModel.compile\) for each generate"):
