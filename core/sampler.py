@@ -597,10 +597,13 @@ def _check_on_model_device(tensor: object, name: str, model: DiffusionGemma) -> 
 
 def same_device(a: torch.device, b: torch.device) -> bool:
     """Whether two devices are one ('cuda' without an index is the current GPU)."""
-    def indexed(device: torch.device) -> tuple[str, int]:
-        current = torch.cuda.current_device() if device.type == "cuda" and device.index is None else 0
-        return device.type, current if device.index is None else device.index
-    return indexed(a) == indexed(b)
+    return _indexed(a) == _indexed(b)
+
+
+def _indexed(device: torch.device) -> tuple[str, int]:
+    if device.index is not None:
+        return device.type, device.index
+    return device.type, torch.cuda.current_device() if device.type == "cuda" else 0
 
 
 def _pad_after_eos(canvas: Tensor, done: Tensor, eos: Tensor | None, pad: int) -> Tensor:

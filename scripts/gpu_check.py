@@ -14,7 +14,6 @@ import os
 import sys
 import tempfile
 import time
-import tomllib
 from pathlib import Path
 
 import torch
@@ -25,19 +24,15 @@ FAILED: list[str] = []
 
 
 def use_package() -> None:
-    """diffsolve from the working tree, as scripts/gpu_stage.sh uses it: a real folder per package of
-    pyproject.toml's package-dir, its files linked; the wheels gpu_stage.sh installed (RDKit), where it did."""
+    """diffsolve from the working tree, linked as scripts/gpu_stage.sh links it; the wheels gpu_stage.sh
+    installed (RDKit), where it did."""
+    sys.path.insert(0, str(ROOT / "scripts"))  # beside this script (not on the path under PYTHONSAFEPATH)
+    from link_package import link_package
+
     folder = tempfile.TemporaryDirectory(prefix="diffsolve-")  # removed at exit
     atexit.register(folder.cleanup)
-    root = Path(folder.name)
-    packages = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"]
-    for package, folder in packages.items():
-        here = root.joinpath(*package.split("."))
-        here.mkdir(parents=True, exist_ok=True)
-        for entry in (ROOT / folder).iterdir():
-            if entry.name != "__pycache__" and f"{package}.{entry.name}" not in packages:
-                (here / entry.name).symlink_to(entry)
-    sys.path.insert(0, str(root))
+    link_package(Path(folder.name))
+    sys.path.insert(0, folder.name)
     if (ROOT / "runs" / "gpu" / "site").is_dir():
         sys.path.append(str(ROOT / "runs" / "gpu" / "site"))
 

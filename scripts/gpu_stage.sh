@@ -50,19 +50,7 @@ PYTHON=${PYTHON:-$([[ -x .venv/bin/python ]] && echo .venv/bin/python || echo py
 use_package() {
     if [[ ${1:-} == fresh || ! -d $RUNS/src ]]; then
         rm -rf "$RUNS/src"
-        "$PYTHON" - "$RUNS/src" <<'EOF'
-import sys, tomllib
-from pathlib import Path
-
-root = Path(sys.argv[1])
-packages = tomllib.loads(Path("pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"]
-for package, folder in packages.items():  # a real folder per package, its files linked (never written through)
-    here = root.joinpath(*package.split("."))
-    here.mkdir(parents=True)
-    for entry in Path(folder).resolve().iterdir():
-        if entry.name != "__pycache__" and f"{package}.{entry.name}" not in packages:
-            (here / entry.name).symlink_to(entry)
-EOF
+        "$PYTHON" scripts/link_package.py "$RUNS/src"
     fi
     export PYTHONSAFEPATH=1  # not the working directory first: its diffsolve/ holds only the top module
     export PYTHONPATH=$(realpath "$RUNS/src"):$(realpath -m "$RUNS/site")${PYTHONPATH:+:$PYTHONPATH}
